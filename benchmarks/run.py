@@ -1,0 +1,73 @@
+"""Run every benchmark and write the results as a table to benchmarks/results.md.
+
+Run with ``make bench`` (or ``python benchmarks/run.py``). Numbers are for the machine
+they ran on; the table says which.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+import bench_engine  # noqa: E402
+import bench_expressions  # noqa: E402
+import bench_simulation  # noqa: E402
+import bench_templates  # noqa: E402
+
+# (what, module's run(), unit, target as text, is the target met by a value)
+Check = Callable[[float], bool]
+SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Check]] = [
+    ("engine", bench_engine.run, "transitions/s", ">= 100,000/s", lambda v: v >= 100_000),
+    ("expressions", bench_expressions.run, "µs median", "< 5 µs", lambda v: v < 5),
+    ("templates", bench_templates.run, "µs median", "(none)", lambda v: True),
+    ("simulation", bench_simulation.run, "s", "< 3 s", lambda v: v < 3),
+]
+
+
+def machine() -> str:
+    memory = ""
+    try:
+        with open("/proc/meminfo") as info:
+            kib = int(info.readline().split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{os.cpu_count()} cores{memory}, {platform.machine()}, {platform.system()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def main() -> None:
+    rows = []
+    for suite, run, unit, target, met in SUITES:
+        print(f"running {suite} ...", flush=True)
+        for label, value, note in run():
+            shown = f"{value:,.0f}" if value >= 1000 else f"{value:,.2f}"
+            verdict = target if target == "(none)" else f"{target} {'yes' if met(value) else 'NO'}"
+            rows.append((label, f"{shown} {unit}", verdict, note))
+            print(f"  {label}: {shown} {unit}", flush=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {stamp} on {machine()}, with `make bench`.",
+        "",
+        "| benchmark | result | target met | what |",
+        "|---|---|---|---|",
+        *(f"| {label} | {result} | {verdict} | {note} |" for label, result, verdict, note in rows),
+        "",
+    ]
+    (HERE / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

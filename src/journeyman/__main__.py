@@ -1,0 +1,3 @@
+from journeyman.cli import main
+
+main()

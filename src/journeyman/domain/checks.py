@@ -1,0 +1,374 @@
+"""Checks across documents: references, reachability, cycles, jumps, waits and tests.
+
+These run after every document is read (:mod:`parse`) and add problems to the same list.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from typing import Any
+
+from journeyman.domain import model as m
+from journeyman.domain.documents import Path
+from journeyman.domain.expressions import Expression
+from journeyman.domain.parse import Parsed
+from journeyman.domain.reader import Reader, did_you_mean
+from journeyman.domain.times import format_duration
+
+__all__ = ["BUILTIN_END_STATES", "STANDARD_TRAITS", "build_workspace", "check"]
+
+# Segment's reserved traits, and the ones journeyman itself reads.
+STANDARD_TRAITS = frozenset(
+    {
+        *("id", "email", "phone", "firstName", "lastName", "name", "title", "username"),
+        *("website", "address", "age", "avatar", "birthday", "company", "createdAt"),
+        *("description", "gender", "timezone", "consent", "unsubscribed", "pushToken"),
+    }
+)
+BUILTIN_END_STATES = frozenset({"completed", "exited", "timed_out", "stopped", "failed"})
+# Fields every event has besides its properties (see the expression docs).
+ENVELOPE = frozenset({"name", "timestamp", "messageId", "userId", "anonymousId", "properties"})
+
+
+def build_workspace(parsed: Parsed) -> m.Workspace | None:
+    """Run every check; the workspace if it has no errors (warnings are allowed)."""
+    check(parsed)
+    if any(problem.is_error for problem in parsed.problems):
+        return None
+    return m.Workspace(
+        events=parsed.events,
+        templates=parsed.templates,
+        actions=parsed.actions,
+        journeys=parsed.journeys,
+        rules=m.Rules(tuple(parsed.caps), tuple(parsed.quiet_hours)),
+        settings=parsed.settings,
+        tests=tuple(parsed.tests),
+    )
+
+
+def check(parsed: Parsed) -> None:
+    for journey in parsed.journeys.values():
+        reader = _reader(parsed, "journey", journey.name)
+        _check_references(reader, journey, parsed)
+        _check_reachable(reader, journey)
+        _check_instant_cycles(reader, journey)
+        _check_waits_fit(reader, journey)
+    _check_jump_loops(parsed)
+    _check_fields(parsed)
+    for test in parsed.tests:
+        _check_test(_reader(parsed, "test", test.name), test, parsed)
+
+
+def _reader(parsed: Parsed, kind: str, name: str) -> Reader:
+    return Reader(parsed.documents[(kind, name)], kind, name, parsed.problems)
+
+
+def _step_path(reader: Reader, step: m.Step) -> Path:
+    """The document path of a step, found by its id."""
+    for index, item in enumerate(reader.document.data.get("steps") or ()):
+        if isinstance(item, dict) and item.get("id") == step.id:
+            return ("steps", index)
+    return ("steps",)
+
+
+# references
+
+
+def _check_references(r: Reader, journey: m.Journey, parsed: Parsed) -> None:
+    _known(r, ("entry", "event"), "event", journey.entry_event, parsed.events)
+    for index, exit_ in enumerate(journey.exits):
+        _known(r, ("exit", index, "event"), "event", exit_.event, parsed.events)
+    for step in journey.steps.values():
+        path = _step_path(r, step)
+        inner = r.within(f"step {step.id}: ")
+        for key, target in _links(step):
+            if target not in journey.steps:
+                hint = did_you_mean(target, journey.steps)
+                inner.error((*path, key), f"{key} '{target}' names no step{hint}")
+        if isinstance(step, m.Send):
+            _known(inner, (*path, "send"), "template", step.template, parsed.templates)
+        elif isinstance(step, m.Call):
+            _known(inner, (*path, "call"), "action", step.action, parsed.actions)
+        elif isinstance(step, m.Jump):
+            _known(inner, (*path, "jump"), "journey", step.journey, parsed.journeys)
+        elif isinstance(step, m.WaitFor):
+            _known(inner, (*path, "wait_for", "event"), "event", step.event, parsed.events)
+
+
+def _known(r: Reader, path: Path, kind: str, name: str, defined: Any) -> None:
+    if name not in defined:
+        r.error(path, f"{kind} '{name}' is not defined{did_you_mean(name, defined)}")
+
+
+def _links(step: m.Step) -> Iterator[tuple[str, str]]:
+    """(key as written, target step) for every link a step has."""
+    if step.next:
+        yield "next", step.next
+    if isinstance(step, m.WaitFor):
+        yield from (("on_event", step.on_event),) if step.on_event else ()
+        yield from (("on_timeout", step.on_timeout),) if step.on_timeout else ()
+    elif isinstance(step, m.Send | m.Call) and step.on_error:
+        yield "on_error", step.on_error
+    elif isinstance(step, m.Branch):
+        yield from (("goto", goto) for _, goto in step.cases)
+        yield "otherwise", step.otherwise
+    elif isinstance(step, m.Split):
+        yield from (("goto", goto) for _, goto in step.arms)
+
+
+# graph
+
+
+def _check_reachable(r: Reader, journey: m.Journey) -> None:
+    seen = {journey.first}
+    todo = [journey.first]
+    while todo:
+        for target in journey.steps[todo.pop()].targets():
+            if target in journey.steps and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    for step in journey.steps.values():
+        if step.id not in seen:
+            r.error(_step_path(r, step), f"step {step.id}: no path leads to this step")
+
+
+def _is_wait(step: m.Step) -> bool:
+    return isinstance(step, m.Wait | m.WaitFor)
+
+
+def _check_instant_cycles(r: Reader, journey: m.Journey) -> None:
+    """A loop of steps with no wait in it would run forever in one instant."""
+    graph = {
+        step.id: [
+            t for t in step.targets() if t in journey.steps and not _is_wait(journey.steps[t])
+        ]
+        for step in journey.steps.values()
+        if not _is_wait(step)
+    }
+    for component in _cycles(graph):
+        first = next(s for s in journey.steps if s in component)
+        loop = " -> ".join([*sorted(component, key=list(journey.steps).index), first])
+        message = f"step {first}: the steps {loop} form a loop with no wait in it"
+        r.error(_step_path(r, journey.steps[first]), message)
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[set[str]]:
+    """Strongly connected components that contain a cycle (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(graph[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(graph.get(child, ()))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in graph.get(node, ()):
+                    found.append(component)
+    return found
+
+
+def _check_waits_fit(r: Reader, journey: m.Journey) -> None:
+    """A wait whose earliest end is at or after the journey's timeout can never finish."""
+    earliest = _earliest_arrivals(journey)
+    for step in journey.steps.values():
+        start = earliest.get(step.id)
+        if start is None:
+            continue
+        inner = r.within(f"step {step.id}: ")
+        path = _step_path(r, step)
+        if isinstance(step, m.Wait) and step.duration is not None:
+            what, where, length = "wait", (*path, "wait"), step.duration
+        elif isinstance(step, m.WaitFor) and step.timeout is not None:
+            what, where, length = "timeout", (*path, "wait_for", "timeout"), step.timeout
+        else:
+            continue
+        if start + length >= journey.timeout:
+            inner.error(
+                where,
+                f"this {what} ends {format_duration(start + length)} after entry at the "
+                f"earliest, never before the journey's timeout of "
+                f"{format_duration(journey.timeout)}",
+            )
+
+
+def _earliest_arrivals(journey: m.Journey) -> dict[str, timedelta]:
+    """Dijkstra over the steps, each edge weighted by the shortest time it can take."""
+    best: dict[str, timedelta] = {journey.first: timedelta(0)}
+    queue = [(timedelta(0), journey.first)]
+    while queue:
+        elapsed, step_id = heapq.heappop(queue)
+        if elapsed > best.get(step_id, elapsed):
+            continue
+        step = journey.steps[step_id]
+        for target, cost in _edge_costs(step):
+            if target not in journey.steps:
+                continue
+            arrival = elapsed + cost
+            if arrival < best.get(target, timedelta.max):
+                best[target] = arrival
+                heapq.heappush(queue, (arrival, target))
+    return best
+
+
+def _edge_costs(step: m.Step) -> Iterable[tuple[str, timedelta]]:
+    zero = timedelta(0)
+    if isinstance(step, m.Wait):
+        return [(t, step.duration or zero) for t in step.targets()]
+    if isinstance(step, m.WaitFor):
+        paths = [(step.on_event or step.next, zero)]
+        paths.append((step.on_timeout or step.next, step.timeout or zero))
+        return [(t, cost) for t, cost in paths if t]
+    return [(t, zero) for t in step.targets()]
+
+
+def _check_jump_loops(parsed: Parsed) -> None:
+    graph = {
+        name: [
+            s.journey
+            for s in j.steps.values()
+            if isinstance(s, m.Jump) and s.journey in parsed.journeys
+        ]
+        for name, j in parsed.journeys.items()
+    }
+    for component in _cycles(graph):
+        for name in sorted(component):
+            r = _reader(parsed, "journey", name)
+            loop = " -> ".join([*sorted(component), sorted(component)[0]])
+            jump = next(s for s in parsed.journeys[name].steps.values() if isinstance(s, m.Jump))
+            r.error(_step_path(r, jump), f"jumps form a loop between journeys: {loop}")
+
+
+# fields read by templates and expressions
+
+
+def _check_fields(parsed: Parsed) -> None:
+    traits = set(STANDARD_TRAITS | parsed.settings.traits)
+    for journey in parsed.journeys.values():
+        for step in journey.steps.values():
+            if isinstance(step, m.UpdateProfile):
+                traits.update(step.set)
+    properties = set(ENVELOPE)
+    for event in parsed.events.values():
+        properties.update((event.schema.get("properties") or {}).keys())
+    for template in parsed.templates.values():
+        r = _reader(parsed, "template", template.name)
+        for key, compiled in [*template.fields.items(), ("to", template.to)]:
+            if compiled is not None:
+                _warn_unknown(r, (key,), compiled.paths, traits, properties)
+    for journey in parsed.journeys.values():
+        r = _reader(parsed, "journey", journey.name)
+        for path, expression in _expressions(r, journey):
+            _warn_unknown(r, path, expression.paths, traits, properties)
+
+
+def _warn_unknown(
+    r: Reader,
+    path: Path,
+    paths: Iterable[tuple[str, ...]],
+    traits: set[str],
+    properties: set[str],
+) -> None:
+    for found in sorted(paths):
+        if len(found) < 2:
+            continue
+        root, field = found[0], found[1]
+        if root in ("event", "entry") and field == "properties" and len(found) > 2:
+            field = found[2]
+        if root == "profile" and field not in traits:
+            hint = did_you_mean(field, traits)
+            r.warn(
+                path, f"'profile.{field}' is not a known trait{hint}; declare it in settings traits"
+            )
+        elif root in ("event", "entry") and field not in properties:
+            hint = did_you_mean(field, properties)
+            r.warn(path, f"'{root}.{field}' is in no event schema{hint}")
+
+
+def _expressions(r: Reader, journey: m.Journey) -> Iterator[tuple[Path, Expression]]:
+    if journey.entry_when is not None:
+        yield ("entry", "when"), journey.entry_when
+    for index, exit_ in enumerate(journey.exits):
+        if exit_.when is not None:
+            yield ("exit", index, "when"), exit_.when
+    for step in journey.steps.values():
+        path = _step_path(r, step)
+        if isinstance(step, m.Wait) and step.until is not None:
+            yield (*path, "wait", "until"), step.until
+        elif isinstance(step, m.WaitFor) and step.when is not None:
+            yield (*path, "wait_for", "when"), step.when
+        elif isinstance(step, m.Branch):
+            for index, (when, _) in enumerate(step.cases):
+                yield (*path, "branch", index, "when"), when
+        elif isinstance(step, m.UpdateProfile):
+            for key, value in step.set.items():
+                if isinstance(value, Expression):
+                    yield (*path, "update_profile", "set", key), value
+
+
+# tests
+
+
+def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
+    states = set(BUILTIN_END_STATES)
+    for journey in parsed.journeys.values():
+        states.update(s.state for s in journey.steps.values() if isinstance(s, m.End))
+    for index, expectation in enumerate(test.expect):
+        path: Path = ("expect", index, expectation.what)
+        target = expectation.target
+        if expectation.what in ("sent", "never", "capped", "skipped", "deferred", "dropped"):
+            _check_step_name(r, path, target, parsed)
+        elif expectation.what in ("entered", "exited", "timed_out") and target:
+            _known(r, path, "journey", target, parsed.journeys)
+        elif expectation.what == "ended" and target not in states:
+            r.error(path, f"no journey ends in '{target}'{did_you_mean(target, states)}")
+        journey_name = expectation.filters.get("journey")
+        if journey_name is not None:
+            _known(r, ("expect", index, "journey"), "journey", journey_name, parsed.journeys)
+    for name in sorted(test.fail):
+        _check_step_name(r, ("fail",), name, parsed)
+
+
+def _check_step_name(r: Reader, path: Path, name: str, parsed: Parsed) -> None:
+    journey_name, _, step = name.rpartition(".")
+    if journey_name:
+        journey = parsed.journeys.get(journey_name)
+        if journey is None:
+            _known(r, path, "journey", journey_name, parsed.journeys)
+        elif step not in journey.steps:
+            r.error(
+                path,
+                f"journey {journey_name} has no step '{step}'{did_you_mean(step, journey.steps)}",
+            )
+        return
+    every = {s for j in parsed.journeys.values() for s in j.steps}
+    if step not in every:
+        r.error(path, f"no journey has a step '{step}'{did_you_mean(step, every)}")

@@ -1,0 +1,616 @@
+"""The step engine: triggers in, new state and effects out.
+
+:class:`Engine` answers three triggers for one profile at a time: an event arrived
+(:meth:`Engine.on_event`), a wake-up time came (:meth:`Engine.on_timer`) and a delivery
+failed for good (:meth:`Engine.on_failure`). Each returns an :class:`Outcome`: the profile
+as it now is, every instance it created or changed, the effects to carry out (messages to
+send, HTTP calls to make) and the step records that explain what happened.
+
+The engine is pure. It does no I/O, never reads the clock (``now`` comes in) and draws no
+random numbers (a split hashes the profile id). It never raises for bad data: an
+expression that cannot be evaluated is null, a template renders what it can, and a
+journey that loops without waiting ends its instance ``failed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from journeyman.domain import model as m
+from journeyman.domain.expressions import Expression
+from journeyman.domain.policies import decide_entry, decide_send
+from journeyman.domain.state import (
+    CallAction,
+    Effect,
+    Entries,
+    Event,
+    Instance,
+    Profile,
+    SendMessage,
+    StepRecord,
+)
+from journeyman.domain.times import (
+    TimeFormatError,
+    format_duration,
+    next_local_time,
+    parse_timestamp,
+    parse_zone,
+)
+
+__all__ = ["MAX_STEPS", "Engine", "Outcome"]
+
+# Steps one instance may run in one trigger: a guard against loops that validation allows
+# through (a loop of waits of zero length), never reached by a sound journey.
+MAX_STEPS = 1000
+_replace = msgspec.structs.replace
+
+Versions = Callable[[str, int], m.Journey | None]
+
+
+@dataclass(slots=True)
+class Outcome:
+    profile: Profile
+    profile_changed: bool = False
+    instances: dict[str, Instance] = field(default_factory=dict)  # id -> new state
+    effects: list[Effect] = field(default_factory=list)
+    records: list[StepRecord] = field(default_factory=list)
+
+
+class Engine:
+    """Moves one profile's instances through the journeys of one workspace."""
+
+    def __init__(self, workspace: m.Workspace, versions: Versions | None = None) -> None:
+        self.workspace = workspace
+        self._versions = versions
+
+    def journey(self, name: str, version: int) -> m.Journey | None:
+        current = self.workspace.journeys.get(name)
+        if current is not None and current.version == version:
+            return current
+        return self._versions(name, version) if self._versions else None
+
+    # triggers
+
+    def on_event(
+        self, profile: Profile, instances: Sequence[Instance], event: Event, now: datetime
+    ) -> Outcome:
+        """An event for this profile: exits, waiting instances, then new entries."""
+        run = _Run(self, profile, now)
+        if event.type == "identify":
+            run.set_traits(event.properties, ())
+            return run.outcome
+        waiting = [i for i in instances if i.status == "waiting"]
+        for instance in waiting:
+            run.exit_if_matched(instance, event)
+        for instance in waiting:
+            current = run.outcome.instances.get(instance.id, instance)
+            if current.status == "waiting" and current.waiting == "event":
+                run.resume_if_awaited(current, event)
+        for journey in self.workspace.journeys_entered_by(event.name):
+            run.enter(journey, event, instances, check_filter=True)
+        run.finish_jumps(instances)
+        return run.outcome
+
+    def on_timer(
+        self,
+        profile: Profile,
+        instance: Instance,
+        now: datetime,
+        others: Sequence[Instance] = (),
+    ) -> Outcome:
+        """A wake-up time came: a wait ended, a wait_for timed out, quiet hours ended.
+
+        ``others`` are the profile's other running instances: a jump must not enter a
+        journey the profile is already in.
+        """
+        run = _Run(self, profile, now)
+        if (
+            instance.status == "waiting"
+            and instance.wake_at is not None
+            and instance.wake_at <= now
+        ):
+            run.wake(instance)
+            run.finish_jumps([*others, instance])
+        return run.outcome
+
+    def on_failure(
+        self,
+        profile: Profile,
+        instance: Instance,
+        step: str,
+        reason: str,
+        now: datetime,
+        others: Sequence[Instance] = (),
+    ) -> Outcome:
+        """A message or call from ``step`` failed for good: follow its ``on_error``, if any."""
+        run = _Run(self, profile, now)
+        run.fail(instance, step, reason)
+        run.finish_jumps([*others, instance])
+        return run.outcome
+
+
+class _Run:
+    """The working state of one trigger: a copy of the profile and what has happened."""
+
+    def __init__(self, engine: Engine, profile: Profile, now: datetime) -> None:
+        self.engine = engine
+        self.workspace = engine.workspace
+        self.now = now
+        self.profile = profile
+        self.outcome = Outcome(profile)
+        self.jumps: list[tuple[str, Event, str]] = []  # (to, entry event, from)
+        self._profile_view: dict[str, Any] | None = None
+
+    # profile
+
+    def _own_profile(self) -> Profile:
+        """Copy the profile before its first change: the caller's stays as it was."""
+        if not self.outcome.profile_changed:
+            p = self.profile
+            self.profile = Profile(
+                id=p.id, traits=dict(p.traits), entries=dict(p.entries), sends=list(p.sends)
+            )
+            self.outcome.profile = self.profile
+            self.outcome.profile_changed = True
+        return self.profile
+
+    def set_traits(self, values: dict[str, Any], unset: Iterable[str]) -> None:
+        traits = self._own_profile().traits
+        for key, value in values.items():
+            if value is None:
+                traits.pop(key, None)
+            else:
+                traits[key] = value
+        for key in unset:
+            traits.pop(key, None)
+        self._profile_view = None
+
+    def scope(self, instance: Instance, journey: m.Journey) -> dict[str, Any]:
+        if self._profile_view is None:
+            self._profile_view = self.profile.view()
+        entry = instance.entry.view()
+        return {
+            "profile": self._profile_view,
+            "event": instance.event.view() if instance.event is not None else entry,
+            "entry": entry,
+            "journey": {"name": journey.name, "version": journey.version},
+            "now": self.now,
+        }
+
+    def zone(self) -> ZoneInfo:
+        name = self.profile.traits.get("timezone")
+        found = _zone(name) if isinstance(name, str) else None
+        return found or self.workspace.settings.timezone
+
+    # records
+
+    def record(self, instance: Instance, step: str | None, outcome: str, detail: str = "") -> None:
+        self.outcome.records.append(
+            StepRecord(
+                at=self.now,
+                profile_id=instance.profile_id,
+                journey=instance.journey,
+                instance_id=instance.id,
+                step=step,
+                outcome=outcome,
+                detail=detail,
+            )
+        )
+
+    def save(self, instance: Instance) -> Instance:
+        self.outcome.instances[instance.id] = instance
+        return instance
+
+    # entering
+
+    def enter(
+        self,
+        journey: m.Journey,
+        event: Event,
+        known: Sequence[Instance],
+        check_filter: bool,
+        via: str = "",
+    ) -> None:
+        reason = self._refusal(journey, event, known, check_filter)
+        if reason is not None:
+            record = StepRecord(
+                at=self.now,
+                profile_id=self.profile.id,
+                journey=journey.name,
+                instance_id=None,
+                step=None,
+                outcome="not_entered",
+                detail=reason,
+            )
+            self.outcome.records.append(record)
+            return
+        profile = self._own_profile()
+        previous = profile.entries.get(journey.name)
+        count = previous.count + 1 if previous else 1
+        profile.entries[journey.name] = Entries(self.now, count)
+        instance = Instance(
+            id=f"{profile.id}:{journey.name}:{count}",
+            journey=journey.name,
+            version=journey.version,
+            profile_id=profile.id,
+            entered_at=self.now,
+            entry=event,
+            step=journey.first,
+        )
+        detail = f"by {event.name}" + (f", jumped from {via}" if via else "")
+        self.record(instance, None, "entered", detail)
+        self.advance(journey, instance, journey.first)
+
+    def _refusal(
+        self, journey: m.Journey, event: Event, known: Sequence[Instance], check_filter: bool
+    ) -> str | None:
+        if check_filter and journey.entry_when is not None:
+            view = event.view()
+            scope = {
+                "profile": self.profile.view(),
+                "event": view,
+                "entry": view,
+                "journey": {"name": journey.name, "version": journey.version},
+                "now": self.now,
+            }
+            if not journey.entry_when.test(scope):
+                return f"entry condition is false: {journey.entry_when.source}"
+        latest = {i.id: i for i in known}
+        latest.update(self.outcome.instances)
+        active = any(i.journey == journey.name and i.status != "ended" for i in latest.values())
+        last = self.profile.entries.get(journey.name)
+        return decide_entry(journey.reentry, active, last.last if last else None, self.now)
+
+    def finish_jumps(self, known: Sequence[Instance]) -> None:
+        # Validation refuses jump loops, so this queue drains; the bound is a second guard.
+        for _ in range(len(self.workspace.journeys) * 4 + 1):
+            if not self.jumps:
+                return
+            (name, event, source), *self.jumps = self.jumps
+            journey = self.workspace.journeys.get(name)
+            if journey is not None:
+                self.enter(journey, event, known, check_filter=False, via=source)
+
+    # events and timers for waiting instances
+
+    def exit_if_matched(self, instance: Instance, event: Event) -> None:
+        journey = self.engine.journey(instance.journey, instance.version)
+        if journey is None:
+            return
+        for exit_ in journey.exits:
+            if exit_.event != event.name:
+                continue
+            scope = self.scope(_replace(instance, event=event), journey)
+            if exit_.when is None or exit_.when.test(scope):
+                self.end(instance, "exited", f"exit event {event.name}")
+                return
+
+    def resume_if_awaited(self, instance: Instance, event: Event) -> None:
+        journey = self.engine.journey(instance.journey, instance.version)
+        step = journey.steps.get(instance.step) if journey else None
+        if journey is None or not isinstance(step, m.WaitFor) or step.event != event.name:
+            return
+        moved = _replace(instance, event=event)
+        if step.when is not None and not step.when.test(self.scope(moved, journey)):
+            return
+        self.record(moved, step.id, "event", f"{event.name} arrived")
+        self.advance(journey, moved, step.on_event or step.next)
+
+    def wake(self, instance: Instance) -> None:
+        journey = self.engine.journey(instance.journey, instance.version)
+        if journey is None:
+            self.end(instance, "failed", f"journey version {instance.version} is gone")
+            return
+        if self.now >= instance.entered_at + journey.timeout:
+            detail = f"journey timeout of {_text(journey.timeout)} reached"
+            self.end(instance, "timed_out", detail)
+            return
+        step = journey.steps.get(instance.step)
+        if instance.waiting == "defer":
+            self.advance(journey, instance, instance.step)
+        elif isinstance(step, m.WaitFor):
+            self.record(
+                instance, step.id, "timeout", f"no {step.event} within {_text(step.timeout)}"
+            )
+            self.advance(journey, instance, step.on_timeout or step.next)
+        elif step is not None:
+            self.record(instance, step.id, "waited")
+            self.advance(journey, instance, step.next)
+
+    def fail(self, instance: Instance, step_id: str, reason: str) -> None:
+        journey = self.engine.journey(instance.journey, instance.version)
+        step = journey.steps.get(step_id) if journey else None
+        self.record(instance, step_id, "failed", reason)
+        on_error = getattr(step, "on_error", None)
+        if journey is not None and instance.status != "ended" and on_error:
+            self.advance(journey, instance, on_error)
+
+    # running steps
+
+    def end(self, instance: Instance, state: str, detail: str = "") -> None:
+        ended = _replace(
+            instance,
+            status="ended",
+            waiting=None,
+            wake_at=None,
+            end_state=state,
+            ended_at=self.now,
+        )
+        self.save(ended)
+        self.record(ended, instance.step, "ended", f"{state}" + (f": {detail}" if detail else ""))
+
+    def advance(self, journey: m.Journey, instance: Instance, step_id: str | None) -> None:
+        """Run steps from ``step_id`` until the instance waits or ends."""
+        instance = _replace(instance, status="active", waiting=None, wake_at=None)
+        for _ in range(MAX_STEPS):
+            if step_id is None:
+                self.end(instance, "completed")
+                return
+            step = journey.steps[step_id]
+            instance = _replace(instance, step=step_id, seq=instance.seq + 1)
+            result = _RUNNERS[type(step)](self, journey, instance, step)
+            if isinstance(result, Instance):  # it waits
+                self.save(result)
+                return
+            if result is _ENDED:
+                return
+            step_id = result
+        self.end(instance, "failed", f"ran {MAX_STEPS} steps without waiting")
+
+    def wait_until(
+        self, journey: m.Journey, instance: Instance, wake: datetime, waiting: str
+    ) -> Instance:
+        deadline = instance.entered_at + journey.timeout
+        return _replace(instance, status="waiting", waiting=waiting, wake_at=min(wake, deadline))
+
+
+# One function per step type. Each returns the next step's id (None: the path ran out),
+# the waiting instance, or _ENDED.
+
+_ENDED = object()
+StepResult = Any
+
+
+def _run_wait(run: _Run, journey: m.Journey, instance: Instance, step: m.Wait) -> StepResult:
+    if step.duration is not None:
+        wake = run.now + step.duration
+    elif step.until_local is not None:
+        wake = next_local_time(run.now, step.until_local, run.zone(), step.days)
+    else:
+        assert step.until is not None
+        value = _as_time(step.until.evaluate(run.scope(instance, journey)))
+        if value is None:
+            run.record(instance, step.id, "skipped", f"'until' gave no time: {step.until.source}")
+            return step.next
+        if value <= run.now:
+            run.record(instance, step.id, "waited", f"{value.isoformat()} has passed")
+            return step.next
+        wake = value
+    run.record(instance, step.id, "waiting", f"until {wake.isoformat()}")
+    return run.wait_until(journey, instance, wake, "timer")
+
+
+def _run_wait_for(run: _Run, journey: m.Journey, instance: Instance, step: m.WaitFor) -> StepResult:
+    if step.timeout is not None:
+        wake = run.now + step.timeout
+        detail = f"for {step.event} until {wake.isoformat()}"
+    else:
+        wake = instance.entered_at + journey.timeout
+        detail = f"for {step.event}"
+    run.record(instance, step.id, "waiting", detail)
+    return run.wait_until(journey, instance, wake, "event")
+
+
+def _run_branch(run: _Run, journey: m.Journey, instance: Instance, step: m.Branch) -> StepResult:
+    scope = run.scope(instance, journey)
+    for when, goto in step.cases:
+        if when.test(scope):
+            run.record(instance, step.id, "branched", f"{when.source} is true: to {goto}")
+            return goto
+    run.record(instance, step.id, "branched", f"no case is true: otherwise to {step.otherwise}")
+    return step.otherwise
+
+
+def _run_split(run: _Run, journey: m.Journey, instance: Instance, step: m.Split) -> StepResult:
+    total = sum(weight for weight, _ in step.arms)
+    point = split_point(instance.profile_id, journey.name, step.id) * total
+    weight, goto = step.arms[-1]
+    for weight, goto in step.arms:  # noqa: B007 - the arm the loop stops at is the result
+        if point < weight:
+            break
+        point -= weight
+    run.record(instance, step.id, "split", f"to {goto} (weight {weight:g} of {total:g})")
+    return goto
+
+
+def split_point(profile_id: str, journey: str, step: str) -> float:
+    """A stable number in [0, 1) for this profile at this step, the same in every process."""
+    digest = hashlib.blake2b(f"{profile_id}\x1f{journey}\x1f{step}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2**64
+
+
+def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -> StepResult:
+    template = run.workspace.templates[step.template]
+    channel = template.channel
+    scope = run.scope(instance, journey)
+    reason, to = _destination(run.profile, template, scope)
+    if reason:
+        run.record(instance, step.id, "skipped", reason)
+        return step.next
+    if not journey.ignore_caps:
+        zone = run.zone()
+        decision = decide_send(run.workspace.rules, channel, run.now, zone, run.profile.sends)
+        if decision.action == "defer" and decision.until is not None:
+            run.record(
+                instance,
+                step.id,
+                "deferred",
+                f"{decision.reason}, until {decision.until.isoformat()}",
+            )
+            return run.wait_until(journey, instance, decision.until, "defer")
+        if decision.action == "drop":
+            run.record(instance, step.id, "dropped", decision.reason)
+            return step.next
+        if decision.action == "cap":
+            run.record(instance, step.id, "capped", decision.reason)
+            return step.next
+    content = {key: part.render(scope) for key, part in template.fields.items()}
+    message = SendMessage(
+        key=f"{instance.id}:{step.id}:{instance.seq}",
+        instance_id=instance.id,
+        journey=journey.name,
+        step=step.id,
+        profile_id=instance.profile_id,
+        channel=channel,
+        template=template.name,
+        to=to,
+        content=content,
+        at=run.now,
+    )
+    run.outcome.effects.append(message)
+    _note_send(run, channel)
+    run.record(instance, step.id, "sent", f"{channel} to {to}" if to else channel)
+    return step.next
+
+
+def _destination(
+    profile: Profile, template: m.MessageTemplate, scope: dict[str, Any]
+) -> tuple[str, str | None]:
+    """(why it cannot be sent, or "", and the address)."""
+    traits = profile.traits
+    channel = template.channel
+    if traits.get("unsubscribed") is True:
+        return "the profile is unsubscribed", None
+    consent = traits.get("consent")
+    if isinstance(consent, dict) and consent.get(channel) is False:
+        return f"no consent for {channel}", None
+    if template.to is not None:
+        to = template.to.render(scope).strip()
+        return ("", to) if to else (f"'to' of template {template.name} rendered empty", None)
+    trait = m.DESTINATION_TRAITS[channel]
+    if trait is None:
+        return "", None
+    value = traits.get(trait)
+    if not isinstance(value, str) or not value.strip():
+        return f"the profile has no {trait}", None
+    return "", value
+
+
+def _note_send(run: _Run, channel: str) -> None:
+    """Remember the send for frequency caps, forgetting what no cap can count any more."""
+    longest = run.workspace.rules.longest_cap
+    if longest <= timedelta(0):
+        return
+    profile = run._own_profile()
+    since = run.now - longest
+    profile.sends = [(at, c) for at, c in profile.sends if at > since]
+    profile.sends.append((run.now, channel))
+
+
+def _run_call(run: _Run, journey: m.Journey, instance: Instance, step: m.Call) -> StepResult:
+    action = run.workspace.actions[step.action]
+    scope = run.scope(instance, journey)
+    call = CallAction(
+        key=f"{instance.id}:{step.id}:{instance.seq}",
+        instance_id=instance.id,
+        journey=journey.name,
+        step=step.id,
+        profile_id=instance.profile_id,
+        action=action.name,
+        method=action.method,
+        url=action.url.render(scope),
+        headers={k: v.render(scope) for k, v in action.headers.items()},
+        body=action.body.render(scope) if action.body is not None else None,
+        timeout=action.timeout.total_seconds(),
+        at=run.now,
+    )
+    run.outcome.effects.append(call)
+    run.record(instance, step.id, "called", f"{action.method} {call.url}")
+    return step.next
+
+
+def _run_update(
+    run: _Run, journey: m.Journey, instance: Instance, step: m.UpdateProfile
+) -> StepResult:
+    scope = run.scope(instance, journey)
+    values = {
+        key: _json_value(value.evaluate(scope) if isinstance(value, Expression) else value)
+        for key, value in step.set.items()
+    }
+    run.set_traits(values, step.unset)
+    changed = [*values, *(f"-{key}" for key in step.unset)]
+    run.record(instance, step.id, "updated", ", ".join(changed))
+    return step.next
+
+
+def _run_jump(run: _Run, journey: m.Journey, instance: Instance, step: m.Jump) -> StepResult:
+    run.jumps.append((step.journey, instance.entry, journey.name))
+    run.record(instance, step.id, "jumped", f"to journey {step.journey}")
+    return step.next
+
+
+def _run_end(run: _Run, journey: m.Journey, instance: Instance, step: m.End) -> StepResult:
+    run.end(instance, step.state)
+    return _ENDED
+
+
+def _run_broken(run: _Run, journey: m.Journey, instance: Instance, step: m.Step) -> StepResult:
+    run.end(instance, "failed", f"step {step.id} cannot run")  # never in a valid workspace
+    return _ENDED
+
+
+_RUNNERS: dict[type, Callable[..., StepResult]] = {
+    m.Wait: _run_wait,
+    m.WaitFor: _run_wait_for,
+    m.Branch: _run_branch,
+    m.Split: _run_split,
+    m.Send: _run_send,
+    m.Call: _run_call,
+    m.UpdateProfile: _run_update,
+    m.Jump: _run_jump,
+    m.End: _run_end,
+    m.Step: _run_broken,
+}
+
+
+# values
+
+
+def _as_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    try:
+        return parse_timestamp(value)
+    except TimeFormatError:
+        return None
+
+
+def _json_value(value: Any) -> Any:
+    """Traits are JSON: times become ISO text, durations seconds."""
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return parse_zone(name)
+    except TimeFormatError:
+        return None
+
+
+def _text(value: timedelta | None) -> str:
+    return format_duration(value) if value is not None else "ever"

@@ -1,0 +1,154 @@
+"""Incoming calls in the Segment shape to events, or a clear reason why not.
+
+``read_track`` and ``read_identify`` take the decoded JSON body of one call. They check the
+shape and, for a defined event, its properties against the definition's JSON Schema. A
+problem raises :class:`InvalidEvent` naming the field and the rule it breaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from journeyman.domain.model import EventDefinition
+from journeyman.domain.state import Event
+from journeyman.domain.times import TimeFormatError, parse_timestamp
+
+__all__ = ["InvalidEvent", "identity_of", "read_identify", "read_track"]
+
+
+class InvalidEvent(ValueError):
+    """An incoming event that breaks a rule; nothing of it is kept."""
+
+    def __init__(self, field: str, rule: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.rule = rule
+        self.message = message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "message": self.message}
+
+
+def read_track(
+    body: Mapping[str, Any], definitions: Mapping[str, EventDefinition], received: datetime
+) -> Event:
+    """A `track` call: ``{userId | anonymousId, event, properties, timestamp, messageId}``."""
+    _require_mapping(body, "body")
+    name = body.get("event")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidEvent("event", "required", "'event' must name the event (a non-empty string)")
+    properties = body.get("properties", {})
+    if properties is None:
+        properties = {}
+    _require_mapping(properties, "properties")
+    definition = definitions.get(name)
+    if definition is not None:
+        _check_schema(definition, properties)
+    return _event(body, name, "track", dict(properties), definition, received)
+
+
+def read_identify(body: Mapping[str, Any], received: datetime) -> Event:
+    """An `identify` call: ``{userId | anonymousId, traits, timestamp, messageId}``."""
+    _require_mapping(body, "body")
+    traits = body.get("traits", {})
+    if traits is None:
+        traits = {}
+    _require_mapping(traits, "traits")
+    return _event(body, "identify", "identify", dict(traits), None, received)
+
+
+def identity_of(event: Event, definition: EventDefinition | None) -> tuple[str, str]:
+    """Which identity names the event's profile, and its value."""
+    kind = definition.identity if definition is not None else None
+    if kind == "email":
+        return "email", str(event.properties.get("email"))
+    if kind == "anonymousId" or event.user_id is None:
+        return "anonymousId", str(event.anonymous_id)
+    return "userId", event.user_id
+
+
+def _event(
+    body: Mapping[str, Any],
+    name: str,
+    type_: str,
+    properties: dict[str, Any],
+    definition: EventDefinition | None,
+    received: datetime,
+) -> Event:
+    user_id = _optional_id(body, "userId")
+    anonymous_id = _optional_id(body, "anonymousId")
+    needed = definition.identity if definition is not None else None
+    if needed == "email":
+        email = properties.get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise InvalidEvent(
+                "properties.email",
+                "identity",
+                f"event {name} names its profile by email: 'properties.email' must be an address",
+            )
+    elif needed == "anonymousId" and anonymous_id is None:
+        raise InvalidEvent(
+            "anonymousId", "identity", f"event {name} names its profile by 'anonymousId'"
+        )
+    elif needed == "userId" and user_id is None:
+        raise InvalidEvent("userId", "identity", f"event {name} names its profile by 'userId'")
+    elif user_id is None and anonymous_id is None:
+        raise InvalidEvent("userId", "identity", "'userId' or 'anonymousId' is required")
+    timestamp = received
+    if body.get("timestamp") is not None:
+        try:
+            timestamp = parse_timestamp(body["timestamp"])
+        except TimeFormatError as error:
+            raise InvalidEvent("timestamp", "format", str(error)) from None
+    message_id = body.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        raise InvalidEvent("messageId", "type", "'messageId' must be a string")
+    return Event(
+        name=name,
+        profile_id=user_id or anonymous_id or "",
+        timestamp=timestamp,
+        properties=properties,
+        type=type_,
+        message_id=message_id,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+    )
+
+
+def _optional_id(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEvent(key, "type", f"'{key}' must be a non-empty string")
+    return value
+
+
+def _require_mapping(value: Any, field: str) -> None:
+    if not isinstance(value, Mapping):
+        raise InvalidEvent(field, "type", f"'{field}' must be a JSON object")
+
+
+def _check_schema(definition: EventDefinition, properties: Mapping[str, Any]) -> None:
+    errors = sorted(
+        definition.validator.iter_errors(properties),
+        key=lambda e: (list(e.absolute_path), e.validator),
+    )
+    if not errors:
+        return
+    error = errors[0]
+    parts = ["properties", *(str(p) for p in error.absolute_path)]
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        parts.append(missing[0] if missing else "?")
+    field = ".".join(parts)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise InvalidEvent(
+        field,
+        str(error.validator),
+        f"{error.message}, against the schema of event {definition.name}{more}",
+    )

@@ -1,0 +1,323 @@
+"""The workspace as the engine sees it: definitions after parsing and compilation.
+
+Every value here is immutable and already compiled (expressions, templates, JSON Schema
+validators, time zones), so nothing is parsed again on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from journeyman.domain.expressions import Expression
+from journeyman.domain.templates import Template
+
+__all__ = [
+    "CHANNELS",
+    "DESTINATION_TRAITS",
+    "IDENTITIES",
+    "Action",
+    "Branch",
+    "Call",
+    "Cap",
+    "End",
+    "EventDefinition",
+    "Exit",
+    "Expectation",
+    "Journey",
+    "Jump",
+    "MessageTemplate",
+    "QuietHours",
+    "Reentry",
+    "Rules",
+    "Send",
+    "Settings",
+    "Split",
+    "Step",
+    "TestCase",
+    "TestEvent",
+    "UpdateProfile",
+    "Wait",
+    "WaitFor",
+    "Workspace",
+]
+
+CHANNELS = ("email", "sms", "push", "webhook")
+IDENTITIES = ("userId", "anonymousId", "email")
+# The trait that holds a profile's address on each channel; webhooks need none.
+DESTINATION_TRAITS: Mapping[str, str | None] = {
+    "email": "email",
+    "sms": "phone",
+    "push": "pushToken",
+    "webhook": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a definition was written."""
+
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventDefinition:
+    name: str
+    identity: str
+    schema: Mapping[str, Any]
+    validator: Any  # a jsonschema validator: .iter_errors(properties)
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTemplate:
+    name: str
+    channel: str
+    fields: Mapping[str, Template]  # subject, html, text (email); body (sms, push, webhook)
+    to: Template | None
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    name: str
+    method: str
+    url: Template
+    headers: Mapping[str, Template]
+    body: Template | None
+    timeout: timedelta
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    channels: frozenset[str]
+    max: int
+    per: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    start: time
+    end: time
+    channels: frozenset[str]
+    action: Literal["defer", "drop"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    caps: tuple[Cap, ...] = ()
+    quiet_hours: tuple[QuietHours, ...] = ()
+
+    @property
+    def longest_cap(self) -> timedelta:
+        return max((cap.per for cap in self.caps), default=timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    traits: frozenset[str] = frozenset()
+
+
+# Steps. Every step knows the step that follows it (`next`), already resolved: an explicit
+# `next:`, else the step written below it, else None, which ends the instance `completed`.
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    id: str
+    next: str | None
+    origin: Origin
+
+    kind = "step"
+
+    def targets(self) -> tuple[str, ...]:
+        """Every step this one can lead to."""
+        return (self.next,) if self.next else ()
+
+
+@dataclass(frozen=True, slots=True)
+class Wait(Step):
+    duration: timedelta | None = None
+    until: Expression | None = None
+    until_local: time | None = None
+    days: frozenset[int] | None = None
+
+    kind = "wait"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitFor(Step):
+    event: str = ""
+    when: Expression | None = None
+    timeout: timedelta | None = None
+    on_event: str | None = None
+    on_timeout: str | None = None
+
+    kind = "wait_for"
+
+    def targets(self) -> tuple[str, ...]:
+        found = (self.on_event or self.next, self.on_timeout or self.next)
+        return tuple(dict.fromkeys(t for t in found if t))
+
+
+@dataclass(frozen=True, slots=True)
+class Branch(Step):
+    cases: tuple[tuple[Expression, str], ...] = ()
+    otherwise: str = ""
+
+    kind = "branch"
+
+    def targets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*(goto for _, goto in self.cases), self.otherwise]))
+
+
+@dataclass(frozen=True, slots=True)
+class Split(Step):
+    arms: tuple[tuple[float, str], ...] = ()
+
+    kind = "split"
+
+    def targets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(goto for _, goto in self.arms))
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Step):
+    template: str = ""
+    on_error: str | None = None
+
+    kind = "send"
+
+    def targets(self) -> tuple[str, ...]:
+        return tuple(t for t in (self.next, self.on_error) if t)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Step):
+    action: str = ""
+    on_error: str | None = None
+
+    kind = "call"
+
+    def targets(self) -> tuple[str, ...]:
+        return tuple(t for t in (self.next, self.on_error) if t)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateProfile(Step):
+    set: Mapping[str, Any] = field(default_factory=dict)  # a value, or an Expression
+    unset: tuple[str, ...] = ()
+
+    kind = "update_profile"
+
+
+@dataclass(frozen=True, slots=True)
+class Jump(Step):
+    journey: str = ""
+
+    kind = "jump"
+
+
+@dataclass(frozen=True, slots=True)
+class End(Step):
+    state: str = "completed"
+
+    kind = "end"
+
+    def targets(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reentry:
+    mode: Literal["never", "always", "after"]
+    period: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    event: str
+    when: Expression | None
+
+
+@dataclass(frozen=True, slots=True)
+class Journey:
+    name: str
+    entry_event: str
+    entry_when: Expression | None
+    reentry: Reentry
+    timeout: timedelta
+    exits: tuple[Exit, ...]
+    ignore_caps: bool
+    steps: Mapping[str, Step]  # in the order written; the first is where instances start
+    origin: Origin
+    version: int = 1
+
+    @property
+    def first(self) -> str:
+        return next(iter(self.steps))
+
+
+# Journey tests
+
+
+@dataclass(frozen=True, slots=True)
+class TestEvent:
+    at: timedelta
+    type: Literal["track", "identify"]
+    payload: Mapping[str, Any]
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    what: str  # sent, ended, never, capped, skipped, deferred, dropped, entered, exited, ...
+    target: str  # a step, `journey.step`, an end state, a journey or an event name
+    at: timedelta | None
+    times: int | None
+    filters: Mapping[str, str]  # profile, journey, to, channel, subject, body_contains
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class TestCase:
+    __test__ = False  # not a pytest test class
+
+    name: str
+    start: Any  # datetime (UTC)
+    until: timedelta | None
+    events: tuple[TestEvent, ...]
+    expect: tuple[Expectation, ...]
+    fail: frozenset[str]  # steps whose deliveries fail permanently
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A whole, valid workspace."""
+
+    events: Mapping[str, EventDefinition]
+    templates: Mapping[str, MessageTemplate]
+    actions: Mapping[str, Action]
+    journeys: Mapping[str, Journey]
+    rules: Rules
+    settings: Settings
+    tests: tuple[TestCase, ...] = ()
+
+    entries: Mapping[str, tuple[Journey, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Which journeys each event name can start, looked up once per incoming event.
+        index: dict[str, list[Journey]] = {}
+        for journey in self.journeys.values():
+            index.setdefault(journey.entry_event, []).append(journey)
+        object.__setattr__(self, "entries", {k: tuple(v) for k, v in index.items()})
+
+    def journeys_entered_by(self, event: str) -> tuple[Journey, ...]:
+        return self.entries.get(event, ())

@@ -1,0 +1,130 @@
+"""What the engine reads and writes: events, profiles, instances, effects and records.
+
+These are msgspec structs so that the runtime can store them compactly; an instance is
+kept for every waiting profile, so it carries only what the next step needs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "CallAction",
+    "Effect",
+    "Entries",
+    "Event",
+    "Instance",
+    "Profile",
+    "SendMessage",
+    "StepRecord",
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """A `track` (something the profile did) or an `identify` (new traits)."""
+
+    name: str
+    profile_id: str
+    timestamp: datetime
+    properties: dict[str, Any] = {}
+    type: str = "track"
+    message_id: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        """The event as expressions and templates read it: properties plus the envelope."""
+        view = dict(self.properties)
+        view.update(
+            properties=self.properties,
+            name=self.name,
+            timestamp=self.timestamp,
+            messageId=self.message_id,
+            userId=self.user_id,
+            anonymousId=self.anonymous_id,
+        )
+        return view
+
+
+class Entries(msgspec.Struct, array_like=True):
+    """How often, and when last, a profile entered one journey."""
+
+    last: datetime
+    count: int
+
+
+class Profile(msgspec.Struct, kw_only=True):
+    id: str
+    traits: dict[str, Any] = {}
+    entries: dict[str, Entries] = {}  # journey name -> entries
+    sends: list[tuple[datetime, str]] = []  # (when, channel) inside the longest cap window
+
+    def view(self) -> dict[str, Any]:
+        view = dict(self.traits)
+        view["id"] = self.id
+        return view
+
+
+class Instance(msgspec.Struct, kw_only=True):
+    """One profile's pass through one journey version."""
+
+    id: str
+    journey: str
+    version: int
+    profile_id: str
+    entered_at: datetime
+    entry: Event
+    step: str
+    status: str = "active"  # active (only inside the engine), waiting, ended
+    waiting: str | None = None  # timer, event (wait_for) or defer (quiet hours)
+    wake_at: datetime | None = None
+    event: Event | None = None  # the last event that moved it on, if not the entry event
+    seq: int = 0  # steps run so far; part of every idempotency key
+    end_state: str | None = None
+    ended_at: datetime | None = None
+
+
+class SendMessage(msgspec.Struct, frozen=True, kw_only=True):
+    key: str  # idempotency key: the same for every retry of this send
+    instance_id: str
+    journey: str
+    step: str
+    profile_id: str
+    channel: str
+    template: str
+    to: str | None
+    content: dict[str, str]
+    at: datetime
+
+
+class CallAction(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+    instance_id: str
+    journey: str
+    step: str
+    profile_id: str
+    action: str
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: str | None
+    timeout: float  # seconds
+    at: datetime
+
+
+Effect = SendMessage | CallAction
+
+
+class StepRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of an instance's trace: what happened at a step, when, and why."""
+
+    at: datetime
+    profile_id: str
+    journey: str
+    instance_id: str | None  # None when no instance was created (a refused entry)
+    step: str | None
+    outcome: str
+    detail: str = ""

@@ -1,0 +1,233 @@
+"""Message templates: Liquid source compiled once, rendered per send.
+
+``compile_template`` parses and checks a template when the workspace is published, so
+every mistake an author can make statically (syntax, an unknown filter, ``include`` or
+``render``) is a :class:`TemplateError` with a 1-based line and column. ``Template.render``
+then never raises: a missing variable renders empty, and a statement that fails at render
+time (a filter given the wrong kind of data, a runaway loop, too much output) renders
+empty while the statements around it render normally.
+
+The scope of a render has the keys ``profile``, ``event``, ``entry``, ``journey``, ``now``
+and, when there is one, ``message``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from liquid import Environment, RenderContext, Token
+from liquid.exceptions import FilterValueError, LiquidError
+from liquid.filter import with_context
+from liquid.output import LimitedStringIO
+from liquid.template import BoundTemplate
+from liquid.token import TOKEN_EXPRESSION
+
+__all__ = ["Template", "TemplateError", "compile_template"]
+
+# Templates cannot load other templates: a workspace template is one self-contained text.
+_LOADING_TAGS = ("include", "render")
+
+# Ceilings that stop a template before it can hurt the process. The loop limit applies to
+# the product of the lengths of nested loops and is checked before a loop starts.
+_OUTPUT_LIMIT = 1_000_000  # bytes of UTF-8 output
+_LOOP_LIMIT = 10_000
+_NAMESPACE_LIMIT = 1_000_000  # sys.getsizeof of values made by assign and capture
+
+
+class TemplateError(Exception):
+    """A template that cannot be compiled, located at a 1-based line and column."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(f"line {line}, column {column}: {message}")
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+class _Environment(Environment):
+    output_stream_limit = _OUTPUT_LIMIT
+    loop_iteration_limit = _LOOP_LIMIT
+    local_namespace_limit = _NAMESPACE_LIMIT
+
+    def __init__(self) -> None:
+        # Strict mode and strict filters make compile errors raise; lenient rendering is
+        # done per statement by Template.render, and missing variables use the default,
+        # lenient Undefined.
+        super().__init__()
+        self.filters["date"] = _pure_date(self.filters["date"])
+        for name, func in self.filters.items():
+            self.filters[name] = _bounded(func)
+
+    def error(
+        self,
+        exc: type[LiquidError] | LiquidError,
+        msg: str | None = None,
+        token: Token | None = None,
+    ) -> None:
+        # When an expression ends too early, liquid reports its end-of-expression token,
+        # which has no position. The parser passes the token it was at; from it we find
+        # the end of the expression being parsed, where the missing part belongs.
+        if (
+            isinstance(exc, LiquidError)
+            and (exc.token is None or exc.token.start_index < 0)
+            and token is not None
+            and token.start_index >= 0
+        ):
+            exc.token = token._replace(start_index=self._expression_end(token))
+        super().error(exc, msg, token)
+
+    def _expression_end(self, token: Token) -> int:
+        end = token.start_index
+        for tok in self.tokenizer()(token.source):
+            if tok.start_index > token.start_index:
+                break
+            if tok.kind == TOKEN_EXPRESSION:
+                end = tok.start_index + len(tok.value)
+        return end
+
+
+def _bounded(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a filter so that it refuses huge ranges and huge results.
+
+    The loop, output and namespace limits do not see inside one filter call, where a
+    range literal or a chain of string filters can grow without bound, as in
+    ``(1..1000000000) | join``.
+    """
+
+    @functools.wraps(func)  # keeps liquid's with_context/with_environment markers
+    def bounded(value: object, *args: object, **kwargs: object) -> Any:
+        for arg in (value, *args):
+            if isinstance(arg, range) and len(arg) > _LOOP_LIMIT:
+                raise FilterValueError(f"range longer than {_LOOP_LIMIT}", token=None)
+        result = func(value, *args, **kwargs)
+        if isinstance(result, str) and len(result) > _OUTPUT_LIMIT:
+            raise FilterValueError(f"result longer than {_OUTPUT_LIMIT}", token=None)
+        return result
+
+    return bounded
+
+
+def _pure_date(liquid_date: Callable[..., Any]) -> Callable[..., Any]:
+    """Liquid's ``date`` filter without the wall clock or the machine's time zone."""
+
+    @with_context
+    def date(value: object, *args: object, context: RenderContext) -> Any:
+        # 'now' would read the system clock; the engine runs on an injected clock, so it
+        # is the scope's `now`. Epoch seconds would be read in the host's zone; use UTC.
+        if isinstance(value, str) and value in ("now", "today"):
+            value = context.resolve("now")
+        elif (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value.isdigit()
+        ):
+            value = datetime.fromtimestamp(int(value), UTC)
+        return liquid_date(value, *args, environment=context.env)
+
+    return date
+
+
+_ENV = _Environment()
+
+
+class Template:
+    """A compiled template. Make one with :func:`compile_template`."""
+
+    __slots__ = ("_bound", "_escape", "_literal", "paths", "source")
+
+    def __init__(
+        self,
+        source: str,
+        bound: BoundTemplate,
+        paths: frozenset[tuple[str, ...]],
+        *,
+        escape: bool,
+    ) -> None:
+        self.source = source
+        #: Global variable paths the template reads, each cut before its first index or
+        #: computed segment: ``event.items[0].sku`` reads ``("event", "items")``.
+        #: Loop variables and ``assign``/``capture`` locals are not global.
+        self.paths = paths
+        self._bound = bound
+        self._escape = escape
+        # Text without a tag or an output renders as itself: skip the render machinery.
+        self._literal = source if "{{" not in source and "{%" not in source else None
+
+    def __repr__(self) -> str:
+        return f"Template({self.source!r})"
+
+    def render(self, scope: Mapping[str, Any]) -> str:
+        """Render with ``scope``; never raises.
+
+        Each top-level statement renders on its own: one that fails leaves no output and
+        the rest still render. Once the output limit is reached, later statements fail
+        too, so the result stops near the limit.
+        """
+        if self._literal is not None:
+            return self._literal
+        if not isinstance(scope, Mapping):  # bad input renders as if every key were missing
+            scope = {}
+        context = RenderContext(self._bound, globals=self._bound.make_globals(scope))
+        context.autoescape = self._escape
+        out = LimitedStringIO(limit=_OUTPUT_LIMIT)
+        for node in self._bound.nodes:
+            mark = out.tell()
+            try:
+                node.render(context, out)
+            except Exception:  # any data can fail, even an object whose str() raises
+                out.seek(mark)
+                out.truncate()
+        return out.getvalue()
+
+
+def compile_template(source: str, *, escape: bool = False) -> Template:
+    """Parse and check ``source``.
+
+    ``escape=True`` HTML-escapes the output of variables (not the template's own text);
+    the default is off because email bodies are authored HTML.
+    """
+    try:
+        bound = _ENV.from_string(source)
+    except LiquidError as err:
+        index = err.token.start_index if err.token is not None else 0
+        message = _message(err)
+        if index < 0:  # the template ended inside a block that was never closed
+            message = message.replace("end of expression", "end of template")
+        raise _error_at(source, index, message) from err
+    analysis = bound.analyze(include_partials=False)
+    for name, spans in analysis.filters.items():
+        if name not in _ENV.filters:
+            raise _error_at(source, spans[0].index, f"unknown filter '{name}'")
+    for name in _LOADING_TAGS:
+        if name in analysis.tags:
+            message = f"the '{name}' tag is not supported: templates cannot load templates"
+            raise _error_at(source, analysis.tags[name][0].index, message)
+    paths = frozenset(
+        _static_prefix(var.segments) for found in analysis.globals.values() for var in found
+    )
+    return Template(source, bound, paths, escape=escape)
+
+
+def _message(err: LiquidError) -> str:
+    message = str(err.message)
+    if err.__cause__ is not None:  # liquid wraps unexpected parser failures
+        message = f"{message}: {err.__cause__}"
+    return message
+
+
+def _error_at(source: str, index: int, message: str) -> TemplateError:
+    # A negative index means the end of the template, such as a block never closed.
+    index = len(source) if index < 0 else min(index, len(source))
+    line = source.count("\n", 0, index) + 1
+    column = index - (source.rfind("\n", 0, index) + 1) + 1
+    return TemplateError(message, line, column)
+
+
+def _static_prefix(segments: list[Any]) -> tuple[str, ...]:
+    prefix: list[str] = []
+    for segment in segments:
+        if not isinstance(segment, str):
+            break
+        prefix.append(segment)
+    return tuple(prefix)

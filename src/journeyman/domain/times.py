@@ -1,0 +1,140 @@
+"""Durations, timestamps and local wall-clock times.
+
+Everything here is pure: the current time always comes in as an argument. Timestamps are
+timezone-aware ``datetime`` values in UTC; durations are ``timedelta`` values.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = [
+    "DAY_NAMES",
+    "TimeFormatError",
+    "format_duration",
+    "in_window",
+    "next_local_time",
+    "parse_clock_time",
+    "parse_duration",
+    "parse_timestamp",
+    "parse_zone",
+]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_DURATION_WHOLE = re.compile(r"\s*(?:\d+\s*[smhdw]\s*)+")
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class TimeFormatError(ValueError):
+    """A duration, timestamp, clock time or time zone that cannot be read."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """Read ``30s``, ``20m``, ``3h``, ``2d``, ``1w`` or a sum such as ``1h30m``."""
+    if not isinstance(text, str) or not _DURATION_WHOLE.fullmatch(text):
+        raise TimeFormatError(
+            f"{text!r} is not a duration: use a number and a unit s, m, h, d or w, "
+            "such as 30s, 20m, 3h, 2d, 1w or 1h30m"
+        )
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest duration text that reads back to ``value`` (whole seconds)."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    parts = []
+    for unit in ("w", "d", "h", "m", "s"):
+        count, seconds = divmod(seconds, _UNITS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return sign + "".join(parts)
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Read an ISO 8601 timestamp (``Z`` or an offset; no offset means UTC) or a datetime."""
+    if isinstance(value, datetime):
+        result = value
+    elif isinstance(value, date):
+        result = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            result = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise TimeFormatError(
+                f"{value!r} is not an ISO 8601 timestamp such as 2026-01-05T09:30:00Z"
+            ) from None
+    else:
+        raise TimeFormatError(f"{value!r} is not a timestamp")
+    if result.tzinfo is None:
+        result = result.replace(tzinfo=UTC)
+    return result.astimezone(UTC)
+
+
+def parse_clock_time(text: object) -> time:
+    """Read a wall-clock time ``HH:MM`` (24-hour)."""
+    match = _CLOCK.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise TimeFormatError(f"{text!r} is not a time of day: use HH:MM, such as 09:00 or 21:30")
+    return time(int(match[1]), int(match[2]))
+
+
+def parse_zone(name: object) -> ZoneInfo:
+    """Look up an IANA time zone name such as ``Europe/Paris``."""
+    if not isinstance(name, str) or not name:
+        raise TimeFormatError(f"{name!r} is not an IANA time zone name such as Europe/Paris")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TimeFormatError(
+            f"{name!r} is not an IANA time zone name such as Europe/Paris"
+        ) from None
+
+
+def _at_local(day: date, at: time, zone: ZoneInfo) -> datetime:
+    # A wall time that does not exist (spring forward) moves forward by the gap; one that
+    # exists twice (fall back) is its first occurrence. Both follow from fold=0.
+    return datetime.combine(day, at, tzinfo=zone).astimezone(UTC)
+
+
+def next_local_time(
+    after: datetime, at: time, zone: ZoneInfo, days: frozenset[int] | None = None
+) -> datetime:
+    """The first instant strictly after ``after`` whose wall-clock time in ``zone`` is ``at``.
+
+    ``days`` limits the result to those weekdays (0 is Monday), in ``zone``'s calendar.
+    """
+    local_day = after.astimezone(zone).date()
+    for offset in range(9):
+        day = local_day + timedelta(days=offset)
+        if days is not None and day.weekday() not in days:
+            continue
+        candidate = _at_local(day, at, zone)
+        if candidate > after:
+            return candidate
+    raise ValueError("days must name at least one weekday")  # pragma: no cover - validated
+
+
+def in_window(now: datetime, start: time, end: time, zone: ZoneInfo) -> datetime | None:
+    """If ``now`` falls in the daily local window [start, end), the instant the window ends.
+
+    A window whose end is before its start spans midnight (21:00 to 08:00). Returns ``None``
+    outside the window.
+    """
+    local = now.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    if start == end:
+        return None
+    # A window whose end comes before its start spans midnight.
+    inside = start <= clock < end if start < end else clock >= start or clock < end
+    if not inside:
+        return None
+    return next_local_time(now, end, zone)

@@ -1,0 +1,194 @@
+"""``kind: test`` documents: run each on a virtual clock and check what it expects.
+
+A test replays its events through a :class:`~journeyman.simulator.Simulator`, runs the
+clock until no timer is left (or until its ``until``), then checks every expectation
+against what happened: messages, step records, instance end states, rejected events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from journeyman.domain.model import Expectation, TestCase, Workspace
+from journeyman.domain.times import format_duration
+from journeyman.simulator import Simulator
+
+__all__ = ["TestResult", "format_trace", "run_test", "run_tests"]
+
+
+@dataclass(slots=True)
+class TestResult:
+    __test__ = False  # not a pytest test class
+
+    test: TestCase
+    simulator: Simulator
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def run_tests(workspace: Workspace) -> list[TestResult]:
+    return [run_test(workspace, test) for test in workspace.tests]
+
+
+def run_test(workspace: Workspace, test: TestCase) -> TestResult:
+    simulator = Simulator(workspace, test.start, fail=test.fail)
+    for event in sorted(test.events, key=lambda e: e.at):
+        at = test.start + event.at
+        if event.type == "track":
+            simulator.track(event.payload, at)
+        else:
+            simulator.identify(event.payload, at)
+    simulator.run(test.until)
+    result = TestResult(test, simulator)
+    for expectation in test.expect:
+        problem = _check(simulator, expectation)
+        if problem:
+            result.failures.append(f"line {expectation.line}: {problem}")
+    return result
+
+
+# matching
+
+
+@dataclass(frozen=True, slots=True)
+class _Happening:
+    """One thing that happened, flattened for matching: a message, record or end."""
+
+    at: datetime
+    profile: str
+    journey: str
+    step: str | None
+    fields: dict[str, str]
+
+    def describe(self, start: datetime) -> str:
+        where = f"{self.journey}.{self.step}" if self.step else self.journey
+        extra = "".join(f", {k} {v!r}" for k, v in self.fields.items() if v)
+        return f"{where} at {format_duration(self.at - start)} for {self.profile}{extra}"
+
+
+def _check(sim: Simulator, expectation: Expectation) -> str:
+    candidates = list(_happenings(sim, expectation))
+    matches = [h for h in candidates if not _mismatches(sim, expectation, h)]
+    wanted = _describe(expectation)
+    if expectation.what == "never":
+        if matches:
+            return f"expected {wanted}, but it ran: {matches[0].describe(sim.start)}"
+        return ""
+    if expectation.times is not None and len(matches) != expectation.times:
+        return (
+            f"expected {wanted} {expectation.times} time(s), but it happened {len(matches)} time(s)"
+        )
+    if expectation.times is not None or matches:
+        return ""
+    if not candidates:
+        return f"expected {wanted}, but nothing like it happened"
+    closest = min(candidates, key=lambda h: len(_mismatches(sim, expectation, h)))
+    differences = "; ".join(_mismatches(sim, expectation, closest))
+    return f"expected {wanted}, but got {closest.describe(sim.start)} ({differences})"
+
+
+def _happenings(sim: Simulator, expectation: Expectation) -> Iterator[_Happening]:
+    what = expectation.what
+    if what == "sent":
+        return _messages(sim, expectation.target)
+    if what in ("ended", "exited", "timed_out"):
+        state = expectation.target if what == "ended" else what
+        return _ends(sim, state, "" if what == "ended" else expectation.target)
+    if what == "rejected":
+        return (
+            _Happening(r.at, "", r.event, None, {"error": str(r.error)})
+            for r in sim.rejected
+            if r.event == expectation.target
+        )
+    if what == "entered":
+        return (
+            _Happening(r.at, r.profile_id, r.journey, None, {})
+            for r in sim.records
+            if r.outcome == "entered" and r.journey == expectation.target
+        )
+    return _step_records(sim, expectation.target, None if what == "never" else what)
+
+
+def _messages(sim: Simulator, target: str) -> Iterator[_Happening]:
+    journey, _, step = target.rpartition(".")
+    for message in sim.messages:
+        if message.step == step and journey in ("", message.journey):
+            content = message.content
+            fields = {
+                "to": message.to or "",
+                "channel": message.channel,
+                "subject": content.get("subject", content.get("title", "")),
+                "body": " ".join(content.values()),
+            }
+            yield _Happening(message.at, message.profile_id, message.journey, step, fields)
+
+
+def _ends(sim: Simulator, state: str, journey: str) -> Iterator[_Happening]:
+    for instance in sim.instances.values():
+        if instance.end_state == state and journey in ("", instance.journey):
+            assert instance.ended_at is not None
+            yield _Happening(instance.ended_at, instance.profile_id, instance.journey, None, {})
+
+
+def _step_records(sim: Simulator, target: str, outcome: str | None) -> Iterator[_Happening]:
+    """Records of a step: every one (``never``), or those with ``outcome``."""
+    journey, _, step = target.rpartition(".")
+    for record in sim.records:
+        if record.step != step or journey not in ("", record.journey):
+            continue
+        if outcome is None or record.outcome == outcome:
+            fields = {"reason": record.detail}
+            yield _Happening(record.at, record.profile_id, record.journey, step, fields)
+
+
+def _mismatches(sim: Simulator, expectation: Expectation, happening: _Happening) -> list[str]:
+    found = []
+    if expectation.at is not None and happening.at - sim.start != expectation.at:
+        found.append(f"at {format_duration(happening.at - sim.start)}")
+    filters = expectation.filters
+    if "profile" in filters and happening.profile != filters["profile"]:
+        found.append(f"profile {happening.profile}")
+    if "journey" in filters and happening.journey != filters["journey"]:
+        found.append(f"journey {happening.journey}")
+    for key in ("to", "channel", "subject"):
+        if key in filters and happening.fields.get(key) != filters[key]:
+            found.append(f"{key} {happening.fields.get(key)!r}")
+    if "body_contains" in filters and filters["body_contains"] not in happening.fields.get(
+        "body", ""
+    ):
+        found.append("body without the text")
+    return found
+
+
+def _describe(expectation: Expectation) -> str:
+    parts = [f"{expectation.what} {expectation.target}".rstrip()]
+    if expectation.at is not None:
+        parts.append(f"at {format_duration(expectation.at)}")
+    parts.extend(f"{key} {value!r}" for key, value in expectation.filters.items())
+    return " ".join(parts)
+
+
+# traces
+
+
+def format_trace(sim: Simulator) -> list[str]:
+    """Each profile's timeline: every step record, message and rejection, by time."""
+    lines = []
+    by_profile: dict[str, list[tuple[datetime, int, str]]] = {}
+    for index, record in enumerate(sim.records):
+        where = f"{record.journey}.{record.step}" if record.step else record.journey
+        text = f"{where} {record.outcome}" + (f": {record.detail}" if record.detail else "")
+        by_profile.setdefault(record.profile_id, []).append((record.at, index, text))
+    for index, rejection in enumerate(sim.rejected):
+        text = f"rejected {rejection.event}: {rejection.error}"
+        by_profile.setdefault("(no profile)", []).append((rejection.at, index, text))
+    for profile, entries in by_profile.items():
+        lines.append(f"  profile {profile}")
+        for at, _, text in sorted(entries):
+            lines.append(f"    +{format_duration(at - sim.start):<8} {text}")
+    return lines

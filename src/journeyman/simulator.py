@@ -1,0 +1,178 @@
+"""Journeys on a virtual clock, in memory: the engine with nothing around it but time.
+
+:class:`Simulator` keeps profiles, instances and timers in dicts and a heap, feeds events
+and due timers to the same :class:`~journeyman.domain.engine.Engine` the server uses, and
+keeps every message, call and step record. A 30-day journey runs in milliseconds and the
+same inputs always give the same results.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from journeyman.domain.engine import Engine, Outcome
+from journeyman.domain.ingest import InvalidEvent, identity_of, read_identify, read_track
+from journeyman.domain.model import Workspace
+from journeyman.domain.state import (
+    CallAction,
+    Event,
+    Instance,
+    Profile,
+    SendMessage,
+    StepRecord,
+)
+
+__all__ = ["Rejection", "Simulator"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    at: datetime
+    event: str
+    error: InvalidEvent
+
+
+class Simulator:
+    """An in-memory, virtual-clock journey runtime.
+
+    ``fail`` names steps (``step`` or ``journey.step``) whose messages and calls fail for
+    good the moment they are handed over, to exercise ``on_error`` paths.
+    """
+
+    def __init__(self, workspace: Workspace, start: datetime, fail: Collection[str] = ()) -> None:
+        self.workspace = workspace
+        self.engine = Engine(workspace)
+        self.start = start
+        self.now = start
+        self.fail = frozenset(fail)
+        self.profiles: dict[str, Profile] = {}
+        self.instances: dict[str, Instance] = {}
+        self.records: list[StepRecord] = []
+        self.messages: list[SendMessage] = []
+        self.calls: list[CallAction] = []
+        self.rejected: list[Rejection] = []
+        self._active: dict[str, dict[str, Instance]] = {}  # profile id -> waiting instances
+        self._timers: list[tuple[datetime, int, str]] = []
+        self._sequence = 0
+        self._emails: dict[str, str] = {}  # email trait -> profile id
+
+    # input
+
+    def track(self, body: Mapping[str, Any], at: datetime | None = None) -> Event | None:
+        """A `track` call at ``at`` (default: now); None if it was rejected."""
+        self.run_until(at or self.now)
+        body = {"timestamp": self.now.isoformat(), **body}
+        try:
+            event = read_track(body, self.workspace.events, self.now)
+        except InvalidEvent as error:
+            self.rejected.append(Rejection(self.now, str(body.get("event")), error))
+            return None
+        event = self._resolve(event)
+        self._deliver(event)
+        return event
+
+    def identify(self, body: Mapping[str, Any], at: datetime | None = None) -> Event | None:
+        self.run_until(at or self.now)
+        try:
+            event = read_identify({"timestamp": self.now.isoformat(), **body}, self.now)
+        except InvalidEvent as error:
+            self.rejected.append(Rejection(self.now, "identify", error))
+            return None
+        self._deliver(event)
+        return event
+
+    def _resolve(self, event: Event) -> Event:
+        kind, value = identity_of(event, self.workspace.events.get(event.name))
+        if kind != "email":
+            return event
+        profile_id = self._emails.get(value, value)
+        if profile_id not in self.profiles:
+            self.profiles[profile_id] = Profile(id=profile_id, traits={"email": value})
+            self._emails[value] = profile_id
+        return msgspec.structs.replace(event, profile_id=profile_id)
+
+    def _deliver(self, event: Event) -> None:
+        profile = self.profile(event.profile_id)
+        self._apply(self.engine.on_event(profile, self._running(profile.id), event, self.now))
+
+    # time
+
+    def run_until(self, until: datetime) -> None:
+        """Fire every timer due up to ``until``, in time order, then set the clock to it."""
+        while self._timers and self._timers[0][0] <= until:
+            at, _, instance_id = heapq.heappop(self._timers)
+            instance = self.instances[instance_id]
+            if instance.status != "waiting" or instance.wake_at != at:
+                continue  # the instance moved on since this timer was set
+            self.now = max(self.now, at)
+            profile = self.profile(instance.profile_id)
+            others = self._running(profile.id)
+            self._apply(self.engine.on_timer(profile, instance, self.now, others))
+        self.now = max(self.now, until)
+
+    def run(self, limit: timedelta | None = None) -> None:
+        """Fire timers until none is left, or until ``limit`` after the start."""
+        if limit is not None:
+            self.run_until(self.start + limit)
+            return
+        while self._timers:
+            self.run_until(self._timers[0][0])
+
+    @property
+    def next_wake(self) -> datetime | None:
+        return self._timers[0][0] if self._timers else None
+
+    # state
+
+    def profile(self, profile_id: str) -> Profile:
+        found = self.profiles.get(profile_id)
+        if found is None:
+            found = self.profiles[profile_id] = Profile(id=profile_id)
+        return found
+
+    def _running(self, profile_id: str) -> list[Instance]:
+        return list(self._active.get(profile_id, {}).values())
+
+    def _apply(self, outcome: Outcome) -> None:
+        if outcome.profile_changed:
+            self.profiles[outcome.profile.id] = outcome.profile
+            email = outcome.profile.traits.get("email")
+            if isinstance(email, str):
+                self._emails.setdefault(email, outcome.profile.id)
+        for instance in outcome.instances.values():
+            self._store(instance)
+        self.records.extend(outcome.records)
+        failures = []
+        for effect in outcome.effects:
+            if isinstance(effect, SendMessage):
+                self.messages.append(effect)
+            else:
+                self.calls.append(effect)
+            if effect.step in self.fail or f"{effect.journey}.{effect.step}" in self.fail:
+                failures.append(effect)
+        for effect in failures:
+            instance = self.instances[effect.instance_id]
+            profile = self.profile(effect.profile_id)
+            reason = f"delivery failed ({effect.key})"
+            others = self._running(profile.id)
+            outcome = self.engine.on_failure(
+                profile, instance, effect.step, reason, self.now, others
+            )
+            self._apply(outcome)
+
+    def _store(self, instance: Instance) -> None:
+        self.instances[instance.id] = instance
+        active = self._active.setdefault(instance.profile_id, {})
+        if instance.status == "ended":
+            active.pop(instance.id, None)
+            return
+        active[instance.id] = instance
+        if instance.wake_at is not None:
+            self._sequence += 1
+            heapq.heappush(self._timers, (instance.wake_at, self._sequence, instance.id))

@@ -1,0 +1,138 @@
+"""The journeyman command, run in-process as a user would type it."""
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from journeyman.cli import main
+from tests.conftest import BASE, write_workspace
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+JOURNEY = """
+kind: journey
+name: hello
+entry: {event: signed_up}
+steps:
+  - id: greet
+    send: hello_email
+  - id: done
+    end: greeted
+"""
+
+PASSING_TEST = """
+kind: test
+name: greets by name
+events:
+  - at: 0s
+    identify: {userId: u1, traits: {email: a@example.com, firstName: Ada}}
+  - at: 1s
+    track: {userId: u1, event: signed_up, properties: {plan: pro}}
+expect:
+  - sent: greet
+    at: 1s
+    subject: Hello Ada
+"""
+
+FAILING_TEST = """
+kind: test
+name: expects the wrong subject
+events:
+  - at: 0s
+    identify: {userId: u1, traits: {email: a@example.com, firstName: Ada}}
+  - at: 0s
+    track: {userId: u1, event: signed_up}
+expect:
+  - sent: greet
+    subject: Hello Bob
+"""
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_help_lists_every_command() -> None:
+    code, output = run("--help")
+    assert code == 0
+    for command in ("validate", "test", "graph"):
+        assert command in output
+
+
+def test_validate_prints_a_summary_for_a_sound_workspace() -> None:
+    code, output = run("validate", EXAMPLES)
+    assert code == 0
+    assert output.strip().endswith("3 journeys, 11 tests)")
+    assert "sound" in output
+
+
+def test_validate_exits_2_for_a_folder_that_does_not_exist(tmp_path: Path) -> None:
+    code, output = run("validate", tmp_path / "missing")
+    assert code == 2
+    assert "missing" in output
+
+
+def test_test_command_passes_the_examples() -> None:
+    code, output = run("test", EXAMPLES)
+    assert code == 0, output
+    assert "11 passed, 0 failed" in output
+    assert "FAIL" not in output
+
+
+def test_test_command_shows_what_was_expected_and_what_happened(tmp_path: Path) -> None:
+    folder = write_workspace(tmp_path, BASE, JOURNEY, PASSING_TEST, FAILING_TEST)
+    code, output = run("test", folder)
+    assert code == 1
+    assert "PASS greets by name" in output
+    assert "FAIL expects the wrong subject" in output
+    assert "subject 'Hello Bob'" in output
+    assert "subject 'Hello Ada'" in output  # what really went out
+    assert "1 passed, 1 failed" in output
+    assert "--trace" in output
+
+
+def test_test_command_match_runs_only_matching_tests(tmp_path: Path) -> None:
+    folder = write_workspace(tmp_path, BASE, JOURNEY, PASSING_TEST, FAILING_TEST)
+    code, output = run("test", folder, "-k", "by name")
+    assert code == 0
+    assert "1 passed, 0 failed" in output
+    code, output = run("test", folder, "-k", "nothing like this")
+    assert code == 1
+    assert "no journey tests found matching 'nothing like this'" in output
+
+
+def test_trace_prints_each_profiles_timeline(tmp_path: Path) -> None:
+    folder = write_workspace(tmp_path, BASE, JOURNEY, PASSING_TEST)
+    code, output = run("test", folder, "--trace")
+    assert code == 0
+    assert "profile u1" in output
+    assert "hello entered: by signed_up" in output
+    assert "hello.greet sent: email to a@example.com" in output
+    assert "hello.done ended: greeted" in output
+
+
+def test_test_command_refuses_an_unsound_workspace(tmp_path: Path) -> None:
+    broken = JOURNEY.replace("send: hello_email", "send: no_such_template")
+    folder = write_workspace(tmp_path, BASE, broken, PASSING_TEST)
+    code, output = run("test", folder)
+    assert code == 1
+    assert "template 'no_such_template' is not defined" in output
+    assert "PASS" not in output
+
+
+def test_graph_prints_a_mermaid_flowchart() -> None:
+    code, output = run("graph", EXAMPLES, "abandoned_cart")
+    assert code == 0
+    lines = output.splitlines()
+    assert lines[0] == "flowchart TD"
+    assert '  entry(["entry: cart_updated<br/>when event.value > 0"]) --> s_await_order' in lines
+    assert '  s_by_value -- "entry.value >= 200" --> s_offer' in lines
+    assert '  s_await_order -- "after 2d" --> s_by_value' in lines
+
+
+def test_graph_names_the_journeys_when_one_is_missing() -> None:
+    code, output = run("graph", EXAMPLES, "welcom")
+    assert code == 1
+    assert "no journey named 'welcom'" in output
+    assert "abandoned_cart, reengagement, welcome" in output
