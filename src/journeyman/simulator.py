@@ -141,10 +141,8 @@ class Simulator:
 
     def _apply(self, outcome: Outcome) -> None:
         if outcome.profile_changed:
+            self._index_email(outcome.profile)
             self.profiles[outcome.profile.id] = outcome.profile
-            email = outcome.profile.traits.get("email")
-            if isinstance(email, str):
-                self._emails.setdefault(email, outcome.profile.id)
         for instance in outcome.instances.values():
             self._store(instance)
         self.records.extend(outcome.records)
@@ -165,6 +163,16 @@ class Simulator:
                 profile, instance, effect.step, reason, self.now, others
             )
             self._apply(outcome)
+
+    def _index_email(self, profile: Profile) -> None:
+        """Point the profile's email at it, and its previous email no longer."""
+        before = self.profiles.get(profile.id)
+        old = before.traits.get("email") if before is not None else None
+        new = profile.traits.get("email")
+        if old != new and isinstance(old, str) and self._emails.get(old) == profile.id:
+            del self._emails[old]
+        if isinstance(new, str):
+            self._emails[new] = profile.id
 
     def _store(self, instance: Instance) -> None:
         self.instances[instance.id] = instance

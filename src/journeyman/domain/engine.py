@@ -130,7 +130,10 @@ class Engine:
         now: datetime,
         others: Sequence[Instance] = (),
     ) -> Outcome:
-        """A message or call from ``step`` failed for good: follow its ``on_error``, if any."""
+        """A message or call from ``step`` failed for good: follow its ``on_error``, if any.
+
+        ``others`` are the profile's other running instances, as for :meth:`on_timer`.
+        """
         run = _Run(self, profile, now)
         run.fail(instance, step, reason)
         run.finish_jumps([*others, instance])
