@@ -79,7 +79,7 @@ def run(profiles: int = 20_000) -> list[tuple[str, float, str]]:
         waiting.append((outcome.profile, instance))
     later = START + timedelta(days=1)
     for profile, instance in waiting:
-        outcome = engine.on_timer(profile, instance, later)
+        outcome = engine.on_timer(profile, [instance], instance, later)
         steps += next(iter(outcome.instances.values())).seq
     seconds = time.perf_counter() - began
     per_second = steps / seconds

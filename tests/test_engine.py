@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from journeyman.domain.state import Event
+from journeyman.domain.state import Event, Profile
 from journeyman.simulator import Simulator
 from tests.conftest import START
 from tests.engine_helpers import (
@@ -557,6 +557,44 @@ def test_send_follows_on_error_when_delivery_fails_for_good(
     assert end_states(sim) == [ended]
 
 
+SEND_THEN_END = journey(
+    """
+    - id: hello
+      send: hello_email
+      on_error: fallback
+    - id: done
+      end: welcomed
+    - id: fallback
+      end: unreachable_by_email
+    """
+)
+
+
+def test_a_send_with_on_error_waits_for_its_delivery_before_going_on(simulate: Simulate) -> None:
+    sim = simulate(SEND_THEN_END)
+    profile = Profile(id="u1", traits={"email": "u1@example.com"})
+    event = Event(name="signed_up", profile_id="u1", timestamp=START)
+    outcome = sim.engine.on_event(profile, [], event, START)
+    (waiting,) = outcome.instances.values()
+    assert (waiting.status, waiting.waiting, waiting.step) == ("waiting", "delivery", "hello")
+    delivered = sim.engine.on_delivered(profile, [waiting], waiting, "hello", START)
+    assert delivered.instances[waiting.id].end_state == "welcomed"
+
+
+def test_a_failed_send_right_before_the_end_still_takes_on_error(simulate: Simulate) -> None:
+    sim = simulate(SEND_THEN_END, fail=("hello",))
+    sign_up(sim)
+    assert end_states(sim) == ["unreachable_by_email"]
+    assert outcomes(sim, "hello") == ["sent", "failed"]
+
+
+def test_a_failure_of_a_send_without_on_error_is_only_recorded(simulate: Simulate) -> None:
+    sim = simulate(journey(SEND_HELLO, "- {id: done, end: welcomed}"), fail=("hello",))
+    sign_up(sim)
+    assert end_states(sim) == ["welcomed"]
+    assert outcomes(sim, "hello") == ["sent", "failed"]
+
+
 # call
 
 CRM_ACTION = """
@@ -962,8 +1000,8 @@ def test_on_timer_changes_none_of_its_inputs_and_repeats_itself(simulate: Simula
     sign_up(sim)
     profile, instance = sim.profiles["u1"], the_instance(sim)
     before = copy.deepcopy((profile, instance))
-    first = sim.engine.on_timer(profile, instance, after("1d"))
-    second = sim.engine.on_timer(profile, instance, after("1d"))
+    first = sim.engine.on_timer(profile, [instance], instance, after("1d"))
+    second = sim.engine.on_timer(profile, [instance], instance, after("1d"))
     assert (profile, instance) == before
     assert first == second
     assert first.instances[instance.id].status == "ended"

@@ -97,3 +97,15 @@ def test_quiet_window_within_one_day() -> None:
     lunch = utc("2026-01-05T11:30:00")  # 12:30 in Paris
     assert in_window(lunch, time(12), time(14), PARIS) == utc("2026-01-05T13:00:00")
     assert in_window(lunch, time(13), time(14), PARIS) is None
+
+
+def test_between_the_two_occurrences_of_a_repeated_time_the_second_is_next() -> None:
+    # The first 02:30 of 2026-10-25 in Paris is 00:30 UTC, the second 01:30 UTC.
+    between = utc("2026-10-25T01:15:00")
+    assert next_local_time(between, time(2, 30), PARIS) == utc("2026-10-25T01:30:00")
+
+
+def test_quiet_hours_ending_in_the_repeated_hour_end_at_the_next_occurrence() -> None:
+    # A 21:00-02:30 window at the second 02:15 (01:15 UTC) ends 15 minutes later.
+    second_215 = utc("2026-10-25T01:15:00")
+    assert in_window(second_215, time(21), time(2, 30), PARIS) == utc("2026-10-25T01:30:00")

@@ -101,7 +101,7 @@ def _happenings(sim: Simulator, expectation: Expectation) -> Iterator[_Happening
         return _ends(sim, state, "" if what == "ended" else expectation.target)
     if what == "rejected":
         return (
-            _Happening(r.at, "", r.event, None, {"error": str(r.error)})
+            _Happening(r.at, r.profile, r.event, None, {"error": str(r.error)})
             for r in sim.rejected
             if r.event == expectation.target
         )
@@ -186,7 +186,7 @@ def format_trace(sim: Simulator) -> list[str]:
         by_profile.setdefault(record.profile_id, []).append((record.at, index, text))
     for index, rejection in enumerate(sim.rejected):
         text = f"rejected {rejection.event}: {rejection.error}"
-        by_profile.setdefault("(no profile)", []).append((rejection.at, index, text))
+        by_profile.setdefault(rejection.profile or "(none)", []).append((rejection.at, index, text))
     for profile, entries in by_profile.items():
         lines.append(f"  profile {profile}")
         for at, _, text in sorted(entries):

@@ -35,6 +35,7 @@ __all__ = ["Rejection", "Simulator"]
 class Rejection:
     at: datetime
     event: str
+    profile: str  # the userId or anonymousId the call named, if any
     error: InvalidEvent
 
 
@@ -71,7 +72,7 @@ class Simulator:
         try:
             event = read_track(body, self.workspace.events, self.now)
         except InvalidEvent as error:
-            self.rejected.append(Rejection(self.now, str(body.get("event")), error))
+            self.rejected.append(Rejection(self.now, str(body.get("event")), _named(body), error))
             return None
         event = self._resolve(event)
         self._deliver(event)
@@ -82,7 +83,7 @@ class Simulator:
         try:
             event = read_identify({"timestamp": self.now.isoformat(), **body}, self.now)
         except InvalidEvent as error:
-            self.rejected.append(Rejection(self.now, "identify", error))
+            self.rejected.append(Rejection(self.now, "identify", _named(body), error))
             return None
         self._deliver(event)
         return event
@@ -112,8 +113,8 @@ class Simulator:
                 continue  # the instance moved on since this timer was set
             self.now = max(self.now, at)
             profile = self.profile(instance.profile_id)
-            others = self._running(profile.id)
-            self._apply(self.engine.on_timer(profile, instance, self.now, others))
+            running = self._running(profile.id)
+            self._apply(self.engine.on_timer(profile, running, instance, self.now))
         self.now = max(self.now, until)
 
     def run(self, limit: timedelta | None = None) -> None:
@@ -146,23 +147,29 @@ class Simulator:
         for instance in outcome.instances.values():
             self._store(instance)
         self.records.extend(outcome.records)
-        failures = []
         for effect in outcome.effects:
             if isinstance(effect, SendMessage):
                 self.messages.append(effect)
             else:
                 self.calls.append(effect)
-            if effect.step in self.fail or f"{effect.journey}.{effect.step}" in self.fail:
-                failures.append(effect)
-        for effect in failures:
-            instance = self.instances[effect.instance_id]
-            profile = self.profile(effect.profile_id)
+        for effect in outcome.effects:
+            self._hand_over(effect)
+
+    def _hand_over(self, effect: SendMessage | CallAction) -> None:
+        """Deliver at once: a step listed in ``fail`` fails for good, any other succeeds."""
+        instance = self.instances[effect.instance_id]
+        profile = self.profile(effect.profile_id)
+        running = self._running(profile.id)
+        if effect.step in self.fail or f"{effect.journey}.{effect.step}" in self.fail:
             reason = f"delivery failed ({effect.key})"
-            others = self._running(profile.id)
             outcome = self.engine.on_failure(
-                profile, instance, effect.step, reason, self.now, others
+                profile, running, instance, effect.step, reason, self.now
             )
-            self._apply(outcome)
+        elif instance.waiting == "delivery":
+            outcome = self.engine.on_delivered(profile, running, instance, effect.step, self.now)
+        else:
+            return
+        self._apply(outcome)
 
     def _index_email(self, profile: Profile) -> None:
         """Point the profile's email at it, and its previous email no longer."""
@@ -184,3 +191,12 @@ class Simulator:
         if instance.wake_at is not None:
             self._sequence += 1
             heapq.heappush(self._timers, (instance.wake_at, self._sequence, instance.id))
+
+
+def _named(body: Mapping[str, Any]) -> str:
+    """The profile a call names, for reporting a rejected call."""
+    for key in ("userId", "anonymousId"):
+        value = body.get(key) if isinstance(body, Mapping) else None
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
+    return ""

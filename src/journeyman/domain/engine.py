@@ -100,16 +100,12 @@ class Engine:
         return run.outcome
 
     def on_timer(
-        self,
-        profile: Profile,
-        instance: Instance,
-        now: datetime,
-        others: Sequence[Instance] = (),
+        self, profile: Profile, instances: Sequence[Instance], instance: Instance, now: datetime
     ) -> Outcome:
         """A wake-up time came: a wait ended, a wait_for timed out, quiet hours ended.
 
-        ``others`` are the profile's other running instances: a jump must not enter a
-        journey the profile is already in.
+        ``instances`` are all of the profile's running instances (so that a jump does not
+        enter a journey the profile is already in); ``instance`` is the one to wake.
         """
         run = _Run(self, profile, now)
         if (
@@ -118,25 +114,47 @@ class Engine:
             and instance.wake_at <= now
         ):
             run.wake(instance)
-            run.finish_jumps([*others, instance])
+            run.finish_jumps([*instances, instance])
+        return run.outcome
+
+    def on_delivered(
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        instance: Instance,
+        step: str,
+        now: datetime,
+    ) -> Outcome:
+        """A message or call from ``step`` was delivered: an instance waiting for it goes on."""
+        run = _Run(self, profile, now)
+        if (
+            instance.status == "waiting"
+            and instance.waiting == "delivery"
+            and instance.step == step
+        ):
+            journey = self.journey(instance.journey, instance.version)
+            if journey is not None:
+                run.advance(journey, instance, journey.steps[step].next)
+                run.finish_jumps([*instances, instance])
         return run.outcome
 
     def on_failure(
         self,
         profile: Profile,
+        instances: Sequence[Instance],
         instance: Instance,
         step: str,
         reason: str,
         now: datetime,
-        others: Sequence[Instance] = (),
     ) -> Outcome:
-        """A message or call from ``step`` failed for good: follow its ``on_error``, if any.
+        """A message or call from ``step`` failed for good: take its ``on_error`` path.
 
-        ``others`` are the profile's other running instances, as for :meth:`on_timer`.
+        Only a step with ``on_error`` waits for its delivery, so only then does the instance
+        change course; otherwise the failure is recorded in the trace.
         """
         run = _Run(self, profile, now)
         run.fail(instance, step, reason)
-        run.finish_jumps([*others, instance])
+        run.finish_jumps([*instances, instance])
         return run.outcome
 
 
@@ -332,8 +350,9 @@ class _Run:
         journey = self.engine.journey(instance.journey, instance.version)
         step = journey.steps.get(step_id) if journey else None
         self.record(instance, step_id, "failed", reason)
-        on_error = getattr(step, "on_error", None)
-        if journey is not None and instance.status != "ended" and on_error:
+        waits = instance.status == "waiting" and instance.waiting == "delivery"
+        if journey is not None and waits and instance.step == step_id:
+            on_error = getattr(step, "on_error", None)
             self.advance(journey, instance, on_error)
 
     # running steps
@@ -369,9 +388,17 @@ class _Run:
         self.end(instance, "failed", f"ran {MAX_STEPS} steps without waiting")
 
     def wait_until(
-        self, journey: m.Journey, instance: Instance, wake: datetime, waiting: str
+        self, journey: m.Journey, instance: Instance, wake: datetime, waiting: str, detail: str = ""
     ) -> Instance:
+        """The instance waiting until ``wake``, or the journey timeout if that comes first.
+
+        With ``detail``, records a `waiting` line that says until when.
+        """
         deadline = instance.entered_at + journey.timeout
+        if detail:
+            until = min(wake, deadline).isoformat()
+            cut = " (the journey timeout comes first)" if deadline < wake else ""
+            self.record(instance, instance.step, "waiting", f"{detail} until {until}{cut}")
         return _replace(instance, status="waiting", waiting=waiting, wake_at=min(wake, deadline))
 
 
@@ -397,19 +424,13 @@ def _run_wait(run: _Run, journey: m.Journey, instance: Instance, step: m.Wait) -
             run.record(instance, step.id, "waited", f"{value.isoformat()} has passed")
             return step.next
         wake = value
-    run.record(instance, step.id, "waiting", f"until {wake.isoformat()}")
-    return run.wait_until(journey, instance, wake, "timer")
+    return run.wait_until(journey, instance, wake, "timer", "wait")
 
 
 def _run_wait_for(run: _Run, journey: m.Journey, instance: Instance, step: m.WaitFor) -> StepResult:
-    if step.timeout is not None:
-        wake = run.now + step.timeout
-        detail = f"for {step.event} until {wake.isoformat()}"
-    else:
-        wake = instance.entered_at + journey.timeout
-        detail = f"for {step.event}"
-    run.record(instance, step.id, "waiting", detail)
-    return run.wait_until(journey, instance, wake, "event")
+    deadline = instance.entered_at + journey.timeout
+    wake = run.now + step.timeout if step.timeout is not None else deadline
+    return run.wait_until(journey, instance, wake, "event", f"for {step.event}")
 
 
 def _run_branch(run: _Run, journey: m.Journey, instance: Instance, step: m.Branch) -> StepResult:
@@ -481,7 +502,7 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
     run.outcome.effects.append(message)
     _note_send(run, channel)
     run.record(instance, step.id, "sent", f"{channel} to {to}" if to else channel)
-    return step.next
+    return _after_handover(run, journey, instance, step)
 
 
 def _destination(
@@ -537,7 +558,16 @@ def _run_call(run: _Run, journey: m.Journey, instance: Instance, step: m.Call) -
     )
     run.outcome.effects.append(call)
     run.record(instance, step.id, "called", f"{action.method} {call.url}")
-    return step.next
+    return _after_handover(run, journey, instance, step)
+
+
+def _after_handover(
+    run: _Run, journey: m.Journey, instance: Instance, step: m.Send | m.Call
+) -> StepResult:
+    """A step with ``on_error`` waits to learn whether its delivery worked; others go on."""
+    if step.on_error is None:
+        return step.next
+    return run.wait_until(journey, instance, instance.entered_at + journey.timeout, "delivery")
 
 
 def _run_update(

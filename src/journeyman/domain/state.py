@@ -79,7 +79,9 @@ class Instance(msgspec.Struct, kw_only=True):
     entry: Event
     step: str
     status: str = "active"  # active (only inside the engine), waiting, ended
-    waiting: str | None = None  # timer, event (wait_for) or defer (quiet hours)
+    # What it waits for: timer (a wait), event (a wait_for), defer (quiet hours), or
+    # delivery (a send or call with on_error, until its result is known).
+    waiting: str | None = None
     wake_at: datetime | None = None
     event: Event | None = None  # the last event that moved it on, if not the entry event
     seq: int = 0  # steps run so far; part of every idempotency key

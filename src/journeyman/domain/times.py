@@ -99,10 +99,19 @@ def parse_zone(name: object) -> ZoneInfo:
         ) from None
 
 
-def _at_local(day: date, at: time, zone: ZoneInfo) -> datetime:
-    # A wall time that does not exist (spring forward) moves forward by the gap; one that
-    # exists twice (fall back) is its first occurrence. Both follow from fold=0.
-    return datetime.combine(day, at, tzinfo=zone).astimezone(UTC)
+def _at_local(day: date, at: time, zone: ZoneInfo) -> list[datetime]:
+    """The instants ``day`` shows the wall time ``at`` in ``zone``, earliest first.
+
+    A wall time that does not exist (spring forward) moves forward by the gap, as fold=0
+    gives it. One that exists twice (fall back) gives both instants.
+    """
+    wall = datetime.combine(day, at, tzinfo=zone)
+    first = wall.astimezone(UTC)
+    second = wall.replace(fold=1).astimezone(UTC)
+    repeated = second != first and second.astimezone(zone).replace(tzinfo=None) == wall.replace(
+        tzinfo=None
+    )
+    return [first, second] if repeated else [first]
 
 
 def next_local_time(
@@ -117,9 +126,9 @@ def next_local_time(
         day = local_day + timedelta(days=offset)
         if days is not None and day.weekday() not in days:
             continue
-        candidate = _at_local(day, at, zone)
-        if candidate > after:
-            return candidate
+        for candidate in _at_local(day, at, zone):
+            if candidate > after:
+                return candidate
     raise ValueError("days must name at least one weekday")  # pragma: no cover - validated
 
 
