@@ -109,3 +109,8 @@ def test_quiet_hours_ending_in_the_repeated_hour_end_at_the_next_occurrence() ->
     # A 21:00-02:30 window at the second 02:15 (01:15 UTC) ends 15 minutes later.
     second_215 = utc("2026-10-25T01:15:00")
     assert in_window(second_215, time(21), time(2, 30), PARIS) == utc("2026-10-25T01:30:00")
+
+
+def test_a_timestamp_outside_the_representable_range_is_refused() -> None:
+    with pytest.raises(TimeFormatError, match="outside the years"):
+        parse_timestamp("0001-01-01T00:00:00+01:00")

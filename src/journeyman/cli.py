@@ -40,6 +40,10 @@ def _load(folder: Path) -> Loaded:
         raise click.ClickException(str(error)) from None
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _print_problems(loaded: Loaded) -> None:
     for problem in loaded.problems:
         click.echo(str(problem), err=problem.is_error)
@@ -49,10 +53,7 @@ def _sound(loaded: Loaded) -> Workspace:
     """The workspace, or exit 1 after printing its errors."""
     _print_problems(loaded)
     if loaded.workspace is None:
-        count = len(loaded.errors)
-        click.echo(
-            f"{count} error{'s' if count != 1 else ''}: the workspace is not sound", err=True
-        )
+        click.echo(f"{_count(len(loaded.errors), 'error')}: the workspace is not sound", err=True)
         sys.exit(1)
     return loaded.workspace
 
@@ -69,16 +70,16 @@ def validate(workspace: Path) -> None:
     ws = _sound(loaded)
     warnings = len(loaded.warnings)
     counts = ", ".join(
-        f"{len(items)} {label}"
+        _count(len(items), label)
         for label, items in (
-            ("events", ws.events),
-            ("templates", ws.templates),
-            ("actions", ws.actions),
-            ("journeys", ws.journeys),
-            ("tests", ws.tests),
+            ("event", ws.events),
+            ("template", ws.templates),
+            ("action", ws.actions),
+            ("journey", ws.journeys),
+            ("test", ws.tests),
         )
     )
-    note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
+    note = f", {_count(warnings, 'warning')}" if warnings else ""
     click.echo(f"{workspace}: sound ({counts}{note})")
 
 

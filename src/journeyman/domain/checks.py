@@ -8,13 +8,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from typing import Any
 
 from journeyman.domain import model as m
 from journeyman.domain.documents import Path
 from journeyman.domain.expressions import Expression
 from journeyman.domain.parse import Parsed
 from journeyman.domain.reader import Reader, did_you_mean
+from journeyman.domain.templates import Template
 from journeyman.domain.times import format_duration
 
 __all__ = ["BUILTIN_END_STATES", "STANDARD_TRAITS", "build_workspace", "check"]
@@ -51,10 +51,16 @@ def build_workspace(parsed: Parsed) -> m.Workspace | None:
 def check(parsed: Parsed) -> None:
     for journey in parsed.journeys.values():
         reader = _reader(parsed, "journey", journey.name)
-        _check_references(reader, journey, parsed)
-        _check_reachable(reader, journey)
+        linked = _check_references(reader, journey, parsed)
+        # A step that could not be read has lost its links, and a link to no step was meant
+        # for some step: judging such a graph would only repeat those errors, as steps no
+        # path reaches or waits reached too late. A missing link never makes a loop.
+        if any(type(step) is m.Step for step in journey.steps.values()):
+            continue
         _check_instant_cycles(reader, journey)
-        _check_waits_fit(reader, journey)
+        if linked:
+            _check_reachable(reader, journey)
+            _check_waits_fit(reader, journey)
     _check_jump_loops(parsed)
     _check_fields(parsed)
     for test in parsed.tests:
@@ -76,30 +82,51 @@ def _step_path(reader: Reader, step: m.Step) -> Path:
 # references
 
 
-def _check_references(r: Reader, journey: m.Journey, parsed: Parsed) -> None:
-    _known(r, ("entry", "event"), "event", journey.entry_event, parsed.events)
+def _check_references(r: Reader, journey: m.Journey, parsed: Parsed) -> bool:
+    """Check what the journey names; whether every link leads to a step."""
+    linked = True
+    if journey.entry_event:  # else it could not be read, which is already an error
+        _known(r, ("entry", "event"), "event", journey.entry_event, parsed)
     for index, exit_ in enumerate(journey.exits):
-        _known(r, ("exit", index, "event"), "event", exit_.event, parsed.events)
+        _known(r, ("exit", index, "event"), "event", exit_.event, parsed)
     for step in journey.steps.values():
         path = _step_path(r, step)
         inner = r.within(f"step {step.id}: ")
         for key, target in _links(step):
             if target not in journey.steps:
+                linked = False
                 hint = did_you_mean(target, journey.steps)
-                inner.error((*path, key), f"{key} '{target}' names no step{hint}")
+                where = _link_path(r, path, key, target)
+                inner.error(where, f"{key} '{target}' names no step{hint}")
         if isinstance(step, m.Send):
-            _known(inner, (*path, "send"), "template", step.template, parsed.templates)
+            _known(inner, (*path, "send"), "template", step.template, parsed)
         elif isinstance(step, m.Call):
-            _known(inner, (*path, "call"), "action", step.action, parsed.actions)
+            _known(inner, (*path, "call"), "action", step.action, parsed)
         elif isinstance(step, m.Jump):
-            _known(inner, (*path, "jump"), "journey", step.journey, parsed.journeys)
+            _known(inner, (*path, "jump"), "journey", step.journey, parsed)
         elif isinstance(step, m.WaitFor):
-            _known(inner, (*path, "wait_for", "event"), "event", step.event, parsed.events)
+            _known(inner, (*path, "wait_for", "event"), "event", step.event, parsed)
+        elif isinstance(step, m.Branch) and not step.otherwise:
+            linked = False
+    return linked
 
 
-def _known(r: Reader, path: Path, kind: str, name: str, defined: Any) -> None:
+def _known(r: Reader, path: Path, kind: str, name: str, parsed: Parsed) -> None:
+    """Report ``name`` unless a document of ``kind`` defines it (even a broken one)."""
+    defined = parsed.names[kind]
     if name not in defined:
         r.error(path, f"{kind} '{name}' is not defined{did_you_mean(name, defined)}")
+
+
+def _link_path(r: Reader, step_path: Path, key: str, target: str) -> Path:
+    """Where a link is written: in a case of a branch, an arm of a split, or the step."""
+    item = r.document.data["steps"][step_path[-1]] if len(step_path) == 2 else {}
+    for container in ("branch", "split"):
+        cases = item.get(container)
+        for index, case in enumerate(cases if isinstance(cases, list) else ()):
+            if isinstance(case, dict) and case.get(key) == target:
+                return (*step_path, container, index, key)
+    return (*step_path, key)
 
 
 def _links(step: m.Step) -> Iterator[tuple[str, str]]:
@@ -113,7 +140,7 @@ def _links(step: m.Step) -> Iterator[tuple[str, str]]:
         yield "on_error", step.on_error
     elif isinstance(step, m.Branch):
         yield from (("goto", goto) for _, goto in step.cases)
-        yield "otherwise", step.otherwise
+        yield from (("otherwise", step.otherwise),) if step.otherwise else ()
     elif isinstance(step, m.Split):
         yield from (("goto", goto) for _, goto in step.arms)
 
@@ -263,8 +290,10 @@ def _check_jump_loops(parsed: Parsed) -> None:
         for name in sorted(component):
             r = _reader(parsed, "journey", name)
             loop = " -> ".join([*sorted(component), sorted(component)[0]])
-            jump = next(s for s in parsed.journeys[name].steps.values() if isinstance(s, m.Jump))
-            r.error(_step_path(r, jump), f"jumps form a loop between journeys: {loop}")
+            steps = parsed.journeys[name].steps.values()
+            jump = next(s for s in steps if isinstance(s, m.Jump) and s.journey in component)
+            inner = r.within(f"step {jump.id}: ")
+            inner.error(_step_path(r, jump), f"jumps form a loop between journeys: {loop}")
 
 
 # fields read by templates and expressions
@@ -284,6 +313,16 @@ def _check_fields(parsed: Parsed) -> None:
         for key, compiled in [*template.fields.items(), ("to", template.to)]:
             if compiled is not None:
                 _warn_unknown(r, (key,), compiled.paths, traits, properties)
+    for action in parsed.actions.values():
+        r = _reader(parsed, "action", action.name)
+        fields: list[tuple[Path, Template | None]] = [
+            (("url",), action.url),
+            (("body",), action.body),
+        ]
+        fields += [(("headers", key), value) for key, value in action.headers.items()]
+        for path, compiled in fields:
+            if compiled is not None:
+                _warn_unknown(r, path, compiled.paths, traits, properties)
     for journey in parsed.journeys.values():
         r = _reader(parsed, "journey", journey.name)
         for path, expression in _expressions(r, journey):
@@ -338,6 +377,9 @@ def _expressions(r: Reader, journey: m.Journey) -> Iterator[tuple[Path, Expressi
 
 
 def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
+    # When a journey could not be read, its steps and end states are unknown: only
+    # names that say which journey they are in can be checked.
+    complete = parsed.names["journey"] <= parsed.journeys.keys()
     states = set(BUILTIN_END_STATES)
     for journey in parsed.journeys.values():
         states.update(s.state for s in journey.steps.values() if isinstance(s, m.End))
@@ -345,30 +387,29 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
         path: Path = ("expect", index, expectation.what)
         target = expectation.target
         if expectation.what in ("sent", "never", "capped", "skipped", "deferred", "dropped"):
-            _check_step_name(r, path, target, parsed)
+            _check_step_name(r, path, target, parsed, complete)
         elif expectation.what in ("entered", "exited", "timed_out") and target:
-            _known(r, path, "journey", target, parsed.journeys)
-        elif expectation.what == "ended" and target not in states:
+            _known(r, path, "journey", target, parsed)
+        elif expectation.what == "ended" and complete and target not in states:
             r.error(path, f"no journey ends in '{target}'{did_you_mean(target, states)}")
         journey_name = expectation.filters.get("journey")
         if journey_name is not None:
-            _known(r, ("expect", index, "journey"), "journey", journey_name, parsed.journeys)
+            _known(r, ("expect", index, "journey"), "journey", journey_name, parsed)
+    written = r.document.data.get("fail")
     for name in sorted(test.fail):
-        _check_step_name(r, ("fail",), name, parsed)
+        _check_step_name(r, ("fail", written.index(name)), name, parsed, complete)
 
 
-def _check_step_name(r: Reader, path: Path, name: str, parsed: Parsed) -> None:
+def _check_step_name(r: Reader, path: Path, name: str, parsed: Parsed, complete: bool) -> None:
     journey_name, _, step = name.rpartition(".")
     if journey_name:
         journey = parsed.journeys.get(journey_name)
         if journey is None:
-            _known(r, path, "journey", journey_name, parsed.journeys)
+            _known(r, path, "journey", journey_name, parsed)
         elif step not in journey.steps:
-            r.error(
-                path,
-                f"journey {journey_name} has no step '{step}'{did_you_mean(step, journey.steps)}",
-            )
+            hint = did_you_mean(step, journey.steps)
+            r.error(path, f"journey {journey_name} has no step '{step}'{hint}")
         return
     every = {s for j in parsed.journeys.values() for s in j.steps}
-    if step not in every:
+    if complete and step not in every:
         r.error(path, f"no journey has a step '{step}'{did_you_mean(step, every)}")

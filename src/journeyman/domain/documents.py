@@ -49,11 +49,10 @@ def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]
     documents: list[Document] = []
     try:
         for node in yaml.compose_all(text, Loader=_Loader):
-            if node is None:
-                continue
             document = Document(file=file, line=node.start_mark.line + 1, data=None)
-            document.data = _plain(node, (), document.lines)
-            documents.append(document)
+            document.data = _Builder(document.lines).plain(node, ())
+            if document.data is not None:  # an empty document, such as after a final `---`
+                documents.append(document)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -64,36 +63,73 @@ def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]
     return documents, []
 
 
-def _plain(node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
+# Limits that keep a hostile or mistaken file from exhausting the stack or the memory:
+# aliases are expanded, so a few lines can otherwise stand for billions of values. Values
+# written out count against nothing but the file's size, so generated tests can be large.
+_MAX_DEPTH = 64
+_MAX_COPIED = 100_000
+
+
+class _Builder:
+    """Turns one document's nodes into plain data, recording the line of every path."""
+
+    def __init__(self, lines: dict[Path, int]) -> None:
+        self.lines = lines
+        self.copied = 0  # values built again because an alias repeats them
+        self.built: set[int] = set()  # collections built once already
+        self.open: set[int] = set()  # the collections being built, to catch a looping alias
+
+    def plain(self, node: yaml.Node, path: Path, copy: bool = False) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        copy = copy or id(node) in self.built
+        if copy:
+            self.copied += 1
+            if self.copied > _MAX_COPIED:
+                message = f"aliases may repeat at most {_MAX_COPIED} values in a document"
+                raise _error(node, message)
+        if len(path) > _MAX_DEPTH:
+            raise _error(node, f"values nest more than {_MAX_DEPTH} levels deep")
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return _scalar(node)
+        if id(node) in self.open:
+            raise _error(node, "an alias refers to a value that contains it")
+        self.open.add(id(node))
+        self.built.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.plain(item, (*path, i), copy) for i, item in enumerate(node.value)]
+            return self.mapping(node, path, copy)
+        finally:
+            self.open.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: Path, copy: bool) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in _pairs(node):
             key = _scalar(key_node)
             key = key if isinstance(key, str) else str(key)
-            result[key] = _plain(value_node, (*path, key), lines)
+            if key in result:
+                first = self.lines[(*path, key)]
+                raise _error(key_node, f"duplicate key '{key}' (first written on line {first})")
+            result[key] = self.plain(value_node, (*path, key), copy)
             # Point at the key, not at a nested value that may start on the next line.
-            lines[(*path, key)] = key_node.start_mark.line + 1
+            self.lines[(*path, key)] = key_node.start_mark.line + 1
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, (*path, index), lines) for index, item in enumerate(node.value)]
-    return _scalar(node)
+
+
+def _error(node: yaml.Node, problem: str) -> yaml.MarkedYAMLError:
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
 
 
 def _pairs(node: yaml.MappingNode) -> Iterator[tuple[yaml.Node, yaml.Node]]:
     for key_node, value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
-            raise yaml.constructor.ConstructorError(
-                None, None, "merge keys (<<) are not supported", key_node.start_mark
-            )
+            raise _error(key_node, "merge keys (<<) are not supported")
         yield key_node, value_node
 
 
 def _scalar(node: yaml.Node) -> Any:
     if not isinstance(node, yaml.ScalarNode):
-        raise yaml.constructor.ConstructorError(
-            None, None, "a key must be a plain value", node.start_mark
-        )
+        raise _error(node, "a key must be a plain value")
     construct = _CONSTRUCTORS.get(node.tag)
     # Timestamps stay strings, as they would be in JSON: event properties are JSON data.
     if construct is None or node.tag == "tag:yaml.org,2002:timestamp":

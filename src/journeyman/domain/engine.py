@@ -498,6 +498,7 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
         to=to,
         content=content,
         at=run.now,
+        awaited=step.on_error is not None,
     )
     run.outcome.effects.append(message)
     _note_send(run, channel)
@@ -555,6 +556,7 @@ def _run_call(run: _Run, journey: m.Journey, instance: Instance, step: m.Call) -
         body=action.body.render(scope) if action.body is not None else None,
         timeout=action.timeout.total_seconds(),
         at=run.now,
+        awaited=step.on_error is not None,
     )
     run.outcome.effects.append(call)
     run.record(instance, step.id, "called", f"{action.method} {call.url}")

@@ -8,17 +8,20 @@ Cross-document checks (references, reachability, cycles) live in :mod:`checks`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from journeyman.domain import model as m
 from journeyman.domain.documents import Document, Path
 from journeyman.domain.problems import Problem
-from journeyman.domain.reader import Reader, did_you_mean
+from journeyman.domain.reader import Reader, describe, did_you_mean
 from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp, parse_zone
 
 __all__ = ["DEFAULT_TEST_START", "KINDS", "STEP_TYPES", "Parsed", "parse_documents"]
@@ -48,8 +51,16 @@ _CHANNEL_FIELDS = {
     "push": ("title", "body"),
     "webhook": ("body",),
 }
+# When the channel cannot be read, no field is called unknown for it.
+_ANY_CHANNEL_FIELDS = tuple(sorted({key for keys in _CHANNEL_FIELDS.values() for key in keys}))
 _SECRET_HEADER = re.compile(r"auth|token|secret|key|password|signature", re.IGNORECASE)
 _ENV_REFERENCE = re.compile(r"\$\{[A-Z_][A-Z0-9_]*\}")
+_URL_USERINFO = re.compile(r"\s*\w+://[^/?#\s]*@")
+_QUERY_PARAMETER = re.compile(r"[?&]([^=&#\s]+)=([^&#]*)")
+# Words of a query parameter's name (api_key, apiKey, access-token) that mark a secret.
+_SECRET_WORDS = frozenset(
+    ("apikey", "auth", "key", "passwd", "password", "secret", "sig", "signature", "token")
+)
 _EXPECTATIONS = (
     "sent",
     "ended",
@@ -80,6 +91,7 @@ class Parsed:
         self.settings = m.Settings()
         self.tests: list[m.TestCase] = []
         self.documents: dict[tuple[str, str], Document] = {}  # (kind, name) -> its document
+        self.names: dict[str, set[str]] = {kind: set() for kind in KINDS}  # defined, or broken
         self.problems: list[Problem] = []
 
 
@@ -94,18 +106,25 @@ def _read_document(document: Document, parsed: Parsed) -> None:
     data = document.data
     top = Reader(document, "", "", parsed.problems)
     if not isinstance(data, dict):
-        top.error((), "a document must be a mapping with a 'kind'")
+        top.error((), f"a document must be a mapping with a 'kind', not {describe(data)}")
         return
     kind = data.get("kind")
+    if "kind" not in data:
+        top.error((), f"a document needs a 'kind': one of {', '.join(KINDS)}")
+        return
     if kind not in KINDS:
         hint = did_you_mean(kind, KINDS) if isinstance(kind, str) else ""
         top.error(("kind",), f"'kind' must be one of {', '.join(KINDS)}, not {kind!r}{hint}")
         return
     name = data.get("name")
+    label = name if isinstance(name, str) and name.strip() else ""
+    reader = Reader(document, kind, label, parsed.problems)
     if name is None and kind in ("rules", "settings"):
-        name = kind
-    reader = Reader(document, kind, name if isinstance(name, str) else "", parsed.problems)
-    if kind == "test":
+        name = ""  # optional: problems then read `rules: ...`
+    elif name is None and kind != "test":
+        reader.error((), f"{_a(kind)} needs a 'name'")
+        return
+    elif kind == "test":
         if not isinstance(name, str) or not name.strip():
             reader.error(("name",), "a test needs a 'name' that says what it checks")
             return
@@ -115,14 +134,31 @@ def _read_document(document: Document, parsed: Parsed) -> None:
     elif reader.name_of(name, ("name",), "'name'") is None:
         return
     assert isinstance(name, str)
-    if (kind, name) in parsed.documents:
-        first = parsed.documents[(kind, name)]
-        reader.error(
-            ("name",), f"duplicate {kind} name (first defined at {first.file}:{first.line})"
-        )
+    key = (kind, "" if kind == "settings" else name)  # settings apply to the whole workspace
+    if key in parsed.documents:
+        _duplicate(reader, parsed.documents[key])
+        # Its own problems are still worth reporting; its definitions are not kept.
+        scratch = Parsed()
+        scratch.problems = parsed.problems
+        _READERS[kind](reader, data, scratch)
         return
-    parsed.documents[(kind, name)] = document
+    parsed.documents[key] = document
+    parsed.names[kind].add(name)
     _READERS[kind](reader, data, parsed)
+
+
+def _duplicate(r: Reader, first: Document) -> None:
+    where = f"{first.file}:{first.line}"
+    if r.kind == "settings":
+        r.error((), f"a workspace has one settings document (the first is at {where})")
+    elif r.kind == "rules" and not r.name:
+        r.error((), f"give each rules document a 'name' (another is at {where})")
+    else:
+        r.error(("name",), f"duplicate {r.kind} name (first defined at {where})")
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _origin(reader: Reader, path: Path = ()) -> m.Origin:
@@ -142,7 +178,7 @@ def _read_event(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     else:
         try:
             Draft202012Validator.check_schema(schema)
-            validator = Draft202012Validator(schema)
+            validator = Draft202012Validator(schema) if _refs_resolve(r, schema) else None
         except SchemaError as error:
             where = ("schema", *error.absolute_path)
             r.error(where, f"'schema' is not a valid JSON Schema: {error.message}")
@@ -150,12 +186,37 @@ def _read_event(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         parsed.events[r.name] = m.EventDefinition(r.name, identity, schema, validator, _origin(r))
 
 
+def _refs_resolve(r: Reader, schema: dict[str, Any]) -> bool:
+    """Whether every ``$ref`` points inside the schema: no schema is ever fetched."""
+    resolver = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
+    sound = True
+    for path, ref in _refs(schema, ("schema",)):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            r.error(path, f"'$ref' {ref!r} points to nothing in this schema")
+            sound = False
+    return sound
+
+
+def _refs(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(item, str):
+                yield (*path, key), item
+            elif key not in ("const", "enum", "default", "examples"):  # data, not schemas
+                yield from _refs(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _refs(item, (*path, index))
+
+
 # template
 
 
 def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     channel = r.choice(data.get("channel"), ("channel",), m.CHANNELS)
-    allowed_fields = _CHANNEL_FIELDS.get(channel or "", ())
+    allowed_fields = _CHANNEL_FIELDS[channel] if channel else _ANY_CHANNEL_FIELDS
     r.mapping(data, (), ("kind", "name", "description", "channel", "to", *allowed_fields))
     if channel is None:
         return
@@ -170,7 +231,7 @@ def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     if channel == "email" and not ("html" in data or "text" in data):
         r.error((), "an email template needs 'html' or 'text'")
     if channel in ("sms", "push") and "body" not in data:
-        r.error((), f"an {channel} template needs a 'body'")
+        r.error((), f"{'an' if channel == 'sms' else 'a'} {channel} template needs a 'body'")
     to = r.template(data["to"], ("to",)) if "to" in data else None
     parsed.templates[r.name] = m.MessageTemplate(r.name, channel, fields, to, _origin(r))
 
@@ -181,14 +242,15 @@ def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
 def _read_action(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "method", "url", "headers", "body", "timeout")
     r.mapping(data, (), keys, required=("url",))
+    method = data.get("method", "POST")
     method = r.choice(
-        str(data.get("method", "POST")).upper(),
+        method.upper() if isinstance(method, str) else method,
         ("method",),
         ("GET", "POST", "PUT", "PATCH", "DELETE"),
     )
-    url = r.template(data.get("url"), ("url",))
-    if isinstance(data.get("url"), str) and re.match(r"\w+://[^/@\s]+:[^/@\s]+@", data["url"]):
-        r.error(("url",), "'url' must not carry credentials: use a header with ${ENV_VAR}")
+    url = r.template(data["url"], ("url",)) if "url" in data else None
+    if isinstance(data.get("url"), str):
+        _check_url_secrets(r, data["url"])
     headers = {}
     raw_headers = data.get("headers", {})
     if r.mapping(raw_headers, ("headers",), raw_headers if isinstance(raw_headers, dict) else ()):
@@ -206,6 +268,16 @@ def _read_action(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         parsed.actions[r.name] = action
 
 
+def _check_url_secrets(r: Reader, url: str) -> None:
+    if _URL_USERINFO.match(url):
+        r.error(("url",), "'url' must not carry credentials: use a header with ${ENV_VAR}")
+    for name, value in _QUERY_PARAMETER.findall(url):
+        words = {w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)}
+        literal = not _ENV_REFERENCE.search(value) and "{{" not in value  # not profile data
+        if words & _SECRET_WORDS and literal:
+            r.error(("url",), f"query parameter '{name}' looks secret: write it as ${{ENV_VAR}}")
+
+
 # rules and settings
 
 
@@ -218,8 +290,8 @@ def _read_rules(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         if cap is None:
             continue
         chosen = r.names(cap.get("channels", list(m.CHANNELS)), (*path, "channels"), channels)
-        most = r.count(cap.get("max"), (*path, "max"), 0)
-        per = r.duration(cap.get("per"), (*path, "per"))
+        most = r.count(cap["max"], (*path, "max"), 0) if "max" in cap else None
+        per = r.duration(cap["per"], (*path, "per")) if "per" in cap else None
         if chosen and most is not None and per is not None:
             parsed.caps.append(m.Cap(chosen, most, per))
     quiet = data.get("quiet_hours")
@@ -230,8 +302,8 @@ def _read_rules(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         window = r.mapping(item, path, allowed, ("from", "to"), "quiet hours")
         if window is None:
             continue
-        start = r.clock(window.get("from"), (*path, "from"))
-        end = r.clock(window.get("to"), (*path, "to"))
+        start = r.clock(window["from"], (*path, "from")) if "from" in window else None
+        end = r.clock(window["to"], (*path, "to")) if "to" in window else None
         chosen = r.names(window.get("channels", list(m.CHANNELS)), (*path, "channels"), channels)
         action = r.choice(window.get("action", "defer"), (*path, "action"), ("defer", "drop"))
         if start and end and chosen and action in ("defer", "drop"):
@@ -260,7 +332,7 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "entry", "reentry", "timeout", "exit", "ignore_caps")
     r.mapping(data, (), (*keys, "steps"), required=("entry", "steps"))
     entry = r.mapping(data.get("entry"), ("entry",), ("event", "when"), ("event",)) or {}
-    entry_event = r.text(entry.get("event"), ("entry", "event")) if entry else None
+    entry_event = r.text(entry["event"], ("entry", "event")) if "event" in entry else None
     entry_when = r.expression(entry["when"], ("entry", "when")) if "when" in entry else None
     reentry = _reentry(r, data.get("reentry", "after 5m"))
     timeout = r.duration(data.get("timeout", "91d"), ("timeout",))
@@ -268,19 +340,22 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     for index, item in enumerate(r.sequence(data.get("exit"), ("exit",)) or ()):
         path: Path = ("exit", index)
         found = r.mapping(item, path, ("event", "when"), ("event",), "an exit")
-        if found is not None and r.text(found.get("event"), (*path, "event")):
+        if found and "event" in found and r.text(found["event"], (*path, "event")):
             when = r.expression(found["when"], (*path, "when")) if "when" in found else None
             exits.append(m.Exit(found["event"], when))
     ignore_caps = r.boolean(data.get("ignore_caps", False), ("ignore_caps",))
-    steps = _read_steps(r, data.get("steps"))
-    if entry_event is None or reentry is None or timeout is None or not steps:
+    steps = _read_steps(r, data["steps"]) if "steps" in data else {}
+    if not steps:
         return
+    # A journey with a broken field is kept all the same, so that its steps and references
+    # are checked in this pass too; its errors keep it out of any workspace. A timeout that
+    # cannot be read is taken as endless, so that no wait is measured against it.
     journey = m.Journey(
         name=r.name,
-        entry_event=entry_event,
+        entry_event=entry_event or "",
         entry_when=entry_when,
-        reentry=reentry,
-        timeout=timeout,
+        reentry=reentry or m.Reentry("always"),
+        timeout=timedelta.max if timeout is None else timeout,
         exits=tuple(exits),
         ignore_caps=bool(ignore_caps),
         steps=steps,
@@ -307,11 +382,7 @@ def _read_steps(r: Reader, value: Any) -> dict[str, m.Step]:
         return {}
     ids: list[str | None] = []
     for index, item in enumerate(items):
-        step_id = item.get("id") if isinstance(item, dict) else None
-        if r.name_of(step_id, ("steps", index, "id"), "a step's 'id'") and step_id in ids:
-            r.error(("steps", index, "id"), f"duplicate step id '{step_id}'")
-            step_id = None
-        ids.append(step_id)
+        ids.append(_step_id(r, item, ("steps", index), ids))
     steps: dict[str, m.Step] = {}
     for index, item in enumerate(items):
         step_id = ids[index]
@@ -320,6 +391,21 @@ def _read_steps(r: Reader, value: Any) -> dict[str, m.Step]:
         below = next((later for later in ids[index + 1 :] if later), None)
         steps[step_id] = _read_step(r.within(f"step {step_id}: "), item, ("steps", index), below)
     return steps
+
+
+def _step_id(r: Reader, item: Any, path: Path, earlier: list[str | None]) -> str | None:
+    """The id of a step, or None (with a problem) when the step cannot be used."""
+    if not isinstance(item, dict):
+        r.error(path, f"a step must be a mapping with an 'id', not {describe(item)}")
+        return None
+    if "id" not in item:
+        r.error(path, "a step needs an 'id'")
+        return None
+    step_id = r.name_of(item["id"], (*path, "id"), "a step's 'id'")
+    if step_id is not None and step_id in earlier:
+        r.error((*path, "id"), f"duplicate step id '{step_id}'")
+        return None
+    return step_id
 
 
 def _read_step(r: Reader, item: dict[str, Any], path: Path, below: str | None) -> m.Step:
@@ -336,11 +422,12 @@ def _read_step(r: Reader, item: dict[str, Any], path: Path, below: str | None) -
         return fallback
     kind = types[0]
     allowed = (*_STEP_COMMON, kind, *_STEP_EXTRAS.get(kind, ()))
-    if kind == "end":
-        allowed = ("id", "description", "end")
-    r.mapping(item, path, allowed, what=f"a {kind} step")
-    if "goto" in item:
+    if kind in ("branch", "split", "end"):  # they never go on to a next step
+        allowed = ("id", "description", kind)
+    if "goto" in item:  # a common slip, with a better hint than "unknown key"
         r.error((*path, "goto"), "use 'next' to name the step that follows")
+    written = {key: value for key, value in item.items() if key != "goto"}
+    r.mapping(written, path, allowed, what=f"{_a(kind)} step")
     following = below
     if "next" in item:
         following = r.name_of(item["next"], (*path, "next"), "'next'") or below
@@ -359,6 +446,9 @@ def _wait(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> 
     if isinstance(value, str):
         duration = r.duration(value, where)
         return m.Wait(**base, duration=duration) if duration is not None else None
+    if not isinstance(value, dict):
+        r.error(where, f"'wait' must be a duration or a mapping, not {describe(value)}")
+        return None
     spec = r.mapping(value, where, ("until", "until_local", "days"), what="'wait'")
     if spec is None:
         return None
@@ -426,11 +516,10 @@ def _branch(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
         goto = _target(r, found["goto"], (*at, "goto"))
         if when is not None and goto is not None:
             cases.append((when, goto))
-    if otherwise is None:
-        if not any(isinstance(c, dict) and "otherwise" in c for c in items):
-            r.error(where, "a branch needs a final {otherwise: <step>} case")
-        return None
-    return m.Branch(**base, cases=tuple(cases), otherwise=otherwise)
+    if otherwise is None and not any(isinstance(c, dict) and "otherwise" in c for c in items):
+        r.error(where, "a branch needs a final {otherwise: <step>} case")
+    # Kept without a usable `otherwise` (already an error), so its cases are checked too.
+    return m.Branch(**base, cases=tuple(cases), otherwise=otherwise or "")
 
 
 def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
@@ -441,8 +530,10 @@ def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) ->
         found = r.mapping(arm, at, ("weight", "goto"), ("weight", "goto"), "a split arm")
         if found is None:
             continue
-        weight = r.number(found.get("weight"), (*at, "weight"))
-        goto = _target(r, found.get("goto"), (*at, "goto"))
+        if "weight" not in found or "goto" not in found:
+            continue
+        weight = r.number(found["weight"], (*at, "weight"))
+        goto = _target(r, found["goto"], (*at, "goto"))
         if weight is not None and goto is not None:
             arms.append((weight, goto))
     if not arms or sum(weight for weight, _ in arms) <= 0:
@@ -520,12 +611,7 @@ _STEP_READERS = {
 def _read_test(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "start", "until", "events", "expect", "fail")
     r.mapping(data, (), keys, required=("events", "expect"))
-    start = DEFAULT_TEST_START
-    if "start" in data:
-        try:
-            start = parse_timestamp(data["start"])
-        except TimeFormatError as error:
-            r.error(("start",), f"'start': {error}")
+    start = _test_start(r, data["start"]) if "start" in data else DEFAULT_TEST_START
     until = r.duration(data["until"], ("until",)) if "until" in data else None
     events = [
         _test_event(r, item, ("events", i)) for i, item in enumerate(_list(r, data, "events"))
@@ -548,6 +634,18 @@ def _read_test(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     parsed.tests.append(test)
 
 
+def _test_start(r: Reader, value: Any) -> datetime:
+    try:
+        start = parse_timestamp(value)
+    except TimeFormatError as error:
+        r.error(("start",), f"'start': {error}")
+        return DEFAULT_TEST_START
+    if start.year >= 9000:  # leaves room for every timeout and wait after it
+        r.error(("start",), f"'start': {value!r} is too far in the future")
+        return DEFAULT_TEST_START
+    return start
+
+
 def _list(r: Reader, data: dict[str, Any], key: str) -> list[Any]:
     return r.sequence(data.get(key), (key,)) or []
 
@@ -556,14 +654,14 @@ def _test_event(r: Reader, item: Any, path: Path) -> m.TestEvent | None:
     found = r.mapping(item, path, ("at", "track", "identify"), ("at",), "a test event")
     if found is None:
         return None
-    at = r.duration(found.get("at"), (*path, "at"))
+    at = r.duration(found["at"], (*path, "at")) if "at" in found else None
     types = [t for t in ("track", "identify") if t in found]
     if len(types) != 1:
         r.error(path, "a test event needs exactly one of track or identify")
         return None
     payload = found[types[0]]
     if not isinstance(payload, dict):
-        r.error((*path, types[0]), f"'{types[0]}' must be a mapping")
+        r.error((*path, types[0]), f"'{types[0]}' must be a mapping, not {describe(payload)}")
         return None
     if at is None:
         return None
@@ -589,8 +687,19 @@ def _expectation(r: Reader, item: Any, path: Path) -> m.Expectation | None:
         return None
     at = r.duration(found["at"], (*path, "at")) if "at" in found else None
     times = r.count(found["times"], (*path, "times")) if "times" in found else None
-    filters = {key: str(found[key]) for key in _EXPECT_FILTERS if key in found}
+    filters = _filters(r, found, path)
     return m.Expectation(what, target, at, times, filters, r.line(path))
+
+
+def _filters(r: Reader, found: dict[str, Any], path: Path) -> dict[str, str]:
+    filters = {}
+    for key in _EXPECT_FILTERS:
+        value = found.get(key)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            filters[key] = str(value)  # a number, such as a numeric user id, reads as text
+        elif key in found:
+            r.error((*path, key), f"'{key}' must be a string, not {describe(value)}")
+    return filters
 
 
 _READERS: dict[str, Callable[[Reader, dict[str, Any], Parsed], None]] = {

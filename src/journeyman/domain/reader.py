@@ -10,6 +10,7 @@ import difflib
 import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import time, timedelta
+from math import inf
 from typing import Any, TypeVar
 
 from journeyman.domain.documents import Document, Path
@@ -25,6 +26,8 @@ T = TypeVar("T")
 # Names of journeys, steps, templates and actions: they appear in ids, `journey.step`
 # references and URLs, so they stay plain.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# Longer durations are surely mistakes, and would overflow dates once added to a time.
+_LONGEST = timedelta(days=36500)
 
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
@@ -138,11 +141,12 @@ class Reader:
     def count(self, value: Any, path: Path, minimum: int = 0) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
             return value
-        self.error(path, f"{_label(path)} must be a whole number of at least {minimum}")
+        message = f"must be a whole number of at least {minimum}, not {value!r}"
+        self.error(path, f"{_label(path)} {message}")
         return None
 
     def number(self, value: Any, path: Path) -> float | None:
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < inf:
             return float(value)
         self.error(path, f"{_label(path)} must be a number of at least 0, not {value!r}")
         return None
@@ -156,7 +160,14 @@ class Reader:
         return None
 
     def duration(self, value: Any, path: Path) -> timedelta | None:
-        return self._convert(value, path, parse_duration)
+        try:
+            found = self._convert(value, path, parse_duration)
+        except OverflowError:  # more days than a timedelta can hold
+            found = timedelta.max
+        if found is not None and found > _LONGEST:
+            self.error(path, f"{_label(path)}: {value!r} is longer than 100 years")
+            return None
+        return found
 
     def clock(self, value: Any, path: Path) -> time | None:
         return self._convert(value, path, parse_clock_time)

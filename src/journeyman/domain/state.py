@@ -100,6 +100,7 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True):
     to: str | None
     content: dict[str, str]
     at: datetime
+    awaited: bool = False  # the instance waits for the outcome (the step has on_error)
 
 
 class CallAction(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,6 +116,7 @@ class CallAction(msgspec.Struct, frozen=True, kw_only=True):
     body: str | None
     timeout: float  # seconds
     at: datetime
+    awaited: bool = False
 
 
 Effect = SendMessage | CallAction

@@ -76,7 +76,10 @@ def parse_timestamp(value: object) -> datetime:
         raise TimeFormatError(f"{value!r} is not a timestamp")
     if result.tzinfo is None:
         result = result.replace(tzinfo=UTC)
-    return result.astimezone(UTC)
+    try:
+        return result.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable instant
+        raise TimeFormatError(f"{value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def parse_clock_time(text: object) -> time:
