@@ -149,3 +149,23 @@ def test_values_may_nest_64_levels_but_no_deeper() -> None:
 def test_a_yaml_problem_has_no_kind_or_name() -> None:
     _, (problem,) = read_documents("a: [\n", "f.yaml")
     assert (problem.kind, problem.name, problem.is_error) == ("", "", True)
+
+
+def test_a_json_file_reads_like_yaml_and_finds_lines_when_a_problem_needs_them() -> None:
+    text = '{\n  "kind": "event",\n  "name": "signed_up",\n  "schema": {"type": "object"}\n}\n'
+    (document,), problems = read_documents(text, "e.yaml")
+    assert problems == []
+    assert document.data == read_documents(text.replace("{\n", "{ \n"), "x")[0][0].data
+    assert document.line_of(("schema",), exact=False) == 1  # cheap: not worked out yet
+    assert document.line_of(("schema",)) == 4
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": 1, "a": 2}', '{"a": NaN}', "{a: 1}"],
+)
+def test_json_that_yaml_reads_differently_goes_through_the_yaml_reader(text: str) -> None:
+    documents, problems = read_documents(text, "f.yaml")
+    assert all(d.source is None for d in documents)
+    if '"a": 1, "a"' in text:
+        assert "duplicate key 'a'" in problems[0].message

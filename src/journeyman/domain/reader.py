@@ -61,7 +61,8 @@ class Reader:
         return Reader(self.document, self.kind, self.name, self.problems, prefix)
 
     def line(self, path: Path) -> int:
-        return self.document.line_of(path)
+        """Where ``path`` was written, as near as is cheap to tell (exact for YAML)."""
+        return self.document.line_of(path, exact=False)
 
     def error(self, path: Path, message: str) -> None:
         self._add(path, message, "error")
@@ -72,7 +73,7 @@ class Reader:
     def _add(self, path: Path, message: str, severity: Any) -> None:
         problem = Problem(
             self.document.file,
-            self.line(path),
+            self.document.line_of(path),
             self.kind,
             self.name,
             self.prefix + message,
