@@ -4,13 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# Serve the example workspace on SQLite, with the built-in mail catcher for email.
+run: $(STAMP)
+	$(BIN)/journeyman serve --workspace examples --db sqlite:///.journeyman/journeyman.db --catcher
 
 test: lint typecheck unit
 

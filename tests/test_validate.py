@@ -115,14 +115,14 @@ def test_a_document_must_be_a_mapping(problems: Problems, text: str, found: str)
 def test_a_document_needs_a_kind(problems: Problems) -> None:
     assert problems("name: x\n") == [
         "doc01.yaml:1: a document needs a 'kind': one of event, template, action, journey, "
-        "rules, settings, test"
+        "rules, settings, channel, test"
     ]
 
 
 def test_an_unknown_kind_suggests_the_closest(problems: Problems) -> None:
     assert problems("name: x\nkind: jouney\n") == [
         "doc01.yaml:2: 'kind' must be one of event, template, action, journey, rules, settings, "
-        "test, not 'jouney' (did you mean 'journey'?)"
+        "channel, test, not 'jouney' (did you mean 'journey'?)"
     ]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -140,3 +143,85 @@ def graph(workspace: Path, journey: str) -> None:
         names = ", ".join(sorted(ws.journeys)) or "none"
         raise click.ClickException(f"no journey named {journey!r} (journeys: {names})")
     click.echo(to_mermaid(found), nl=False)
+
+
+@main.command()
+@click.option(
+    "--workspace",
+    "workspace_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The workspace folder to validate and publish.",
+)
+@click.option(
+    "--db",
+    metavar="URL",
+    help="Storage URL, such as sqlite:///journeyman.db. Default: JOURNEYMAN_DB, then the "
+    "settings document, then sqlite:///journeyman.db.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--catcher",
+    "catcher_port",
+    type=int,
+    default=None,
+    is_flag=False,
+    flag_value=1025,
+    metavar="PORT",
+    help="Run the built-in mail catcher (on PORT, default 1025) and send email to it.",
+)
+def serve(
+    workspace_dir: Path, db: str | None, host: str, port: int, catcher_port: int | None
+) -> None:
+    """Run journeyman: the HTTP API, the engine, timers and delivery, in one process.
+
+    Validates and publishes the workspace first and refuses to start if it has errors.
+    State lives in one SQLite file by default. Keys come from JOURNEYMAN_WRITE_KEY and
+    JOURNEYMAN_ADMIN_KEY; without them, keys are made once, stored and printed. Stops
+    cleanly on Ctrl-C or SIGTERM.
+    """
+    from journeyman.server import ServeOptions, storage_url
+    from journeyman.server import serve as run_server
+
+    ws = _sound(_load(workspace_dir))
+    options = ServeOptions(
+        workspace_dir=workspace_dir.resolve(),
+        storage=storage_url(db, ws, os.environ),
+        host=host,
+        port=port,
+        catcher_port=catcher_port,
+    )
+    try:
+        asyncio.run(run_server(ws, options))
+    except JourneymanError as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
+
+
+@main.command()
+@click.option(
+    "--db",
+    metavar="URL",
+    default=None,
+    help="The storage URL the server uses; caught mail lies beside its file.",
+)
+@click.option("--full", is_flag=True, help="Print each email's text, not only its subject.")
+def mail(db: str | None, full: bool) -> None:
+    """List the emails the built-in mail catcher (`serve --catcher`) received."""
+    from journeyman.channels.catcher import MailCatcher
+    from journeyman.server import DEFAULT_STORAGE, data_dir
+
+    url = db or os.environ.get("JOURNEYMAN_DB") or DEFAULT_STORAGE
+    path = data_dir(url) / "caught-mail.jsonl"
+    mails = MailCatcher.read(path)
+    if not mails:
+        click.echo(f"no mail caught yet ({path})")
+        return
+    for caught in mails:
+        when = caught.received.strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{when}  {', '.join(caught.to)}  {caught.subject}")
+        if full:
+            click.echo(textwrap.indent((caught.text or caught.html or "").strip(), "    "))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from journeyman.channels.base import ChannelConfigError
+from journeyman.channels.config import channel_from_config
 from journeyman.domain.checks import build_workspace
 from journeyman.domain.documents import Document, read_documents
 from journeyman.domain.model import Workspace
-from journeyman.domain.parse import parse_documents
+from journeyman.domain.parse import Parsed, parse_documents
 from journeyman.domain.problems import Problem
 from journeyman.errors import WorkspaceNotFound
 
@@ -57,8 +60,48 @@ def load_workspace(folder: str | Path) -> Loaded:
         problems.extend(yaml_problems)
     parsed = parse_documents(documents)
     parsed.problems[:0] = problems
+    _check_channels(parsed, root)
     if not files:
         parsed.problems.append(Problem(root.as_posix(), 1, "", "", "no .yaml files in this folder"))
     workspace = build_workspace(parsed)
     ordered = sorted(parsed.problems, key=lambda p: (p.file, p.line, p.severity))
     return Loaded(workspace, ordered, files)
+
+
+class _AnyVariable(Mapping[str, str]):
+    """An environment in which every variable is set: checks a channel's shape only.
+
+    The real environment is read when the server starts; here a missing variable must not
+    stop `journeyman validate` on a developer's machine.
+    """
+
+    def __getitem__(self, key: str) -> str:
+        return f"{key.lower()}-value"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+def _check_channels(parsed: Parsed, root: Path) -> None:
+    for name, config in parsed.channels.items():
+        document = parsed.documents[("channel", name)]
+        try:
+            channel_from_config(config, _AnyVariable(), root=root)
+        except ChannelConfigError as error:
+            line = document.line_of((error.field,))
+            message = f"'{error.field}' {error.message}"
+            parsed.problems.append(Problem(document.file, line, "channel", name, message))
+    if parsed.settings.mode != "production":
+        return
+    used = {template.channel for template in parsed.templates.values()}
+    settings = next((d for (k, _), d in parsed.documents.items() if k == "settings"), None)
+    for channel in sorted(used - set(parsed.channels)):
+        file, line = (settings.file, settings.line) if settings else ("", 1)
+        message = f"templates use channel {channel}, which no kind: channel document configures"
+        parsed.problems.append(Problem(file, line, "settings", "", f"production mode: {message}"))

@@ -45,6 +45,7 @@ def build_workspace(parsed: Parsed) -> m.Workspace | None:
         rules=m.Rules(tuple(parsed.caps), tuple(parsed.quiet_hours)),
         settings=parsed.settings,
         tests=tuple(parsed.tests),
+        channels=parsed.channels,
     )
 
 

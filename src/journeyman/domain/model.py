@@ -122,6 +122,8 @@ class Rules:
 class Settings:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     traits: frozenset[str] = frozenset()
+    storage: str | None = None  # a storage URL; the command line and environment come first
+    mode: str = "development"  # production refuses channels that fall back to a file
 
 
 # Steps. Every step knows the step that follows it (`next`), already resolved: an explicit
@@ -309,6 +311,7 @@ class Workspace:
     rules: Rules
     settings: Settings
     tests: tuple[TestCase, ...] = ()
+    channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> document
 
     entries: Mapping[str, tuple[Journey, ...]] = field(init=False, repr=False)
 

@@ -26,7 +26,7 @@ from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp,
 
 __all__ = ["DEFAULT_TEST_START", "KINDS", "STEP_TYPES", "Parsed", "parse_documents"]
 
-KINDS = ("event", "template", "action", "journey", "rules", "settings", "test")
+KINDS = ("event", "template", "action", "journey", "rules", "settings", "channel", "test")
 STEP_TYPES = (
     "wait",
     "wait_for",
@@ -89,6 +89,7 @@ class Parsed:
         self.caps: list[m.Cap] = []
         self.quiet_hours: list[m.QuietHours] = []
         self.settings = m.Settings()
+        self.channels: dict[str, dict[str, Any]] = {}  # name -> its document, checked later
         self.tests: list[m.TestCase] = []
         self.documents: dict[tuple[str, str], Document] = {}  # (kind, name) -> its document
         self.names: dict[str, set[str]] = {kind: set() for kind in KINDS}  # defined, or broken
@@ -311,7 +312,12 @@ def _read_rules(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
 
 
 def _read_settings(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
-    r.mapping(data, (), ("kind", "name", "description", "timezone", "traits"))
+    keys = ("kind", "name", "description", "timezone", "traits", "storage", "mode")
+    r.mapping(data, (), keys)
+    storage = data.get("storage")
+    if storage is not None and r.text(storage, ("storage",)) is None:
+        storage = None
+    mode = r.choice(data.get("mode", "development"), ("mode",), ("development", "production"))
     zone = parsed.settings.timezone
     if "timezone" in data:
         try:
@@ -322,7 +328,19 @@ def _read_settings(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     names = frozenset(t for t in traits if isinstance(t, str))
     if len(names) != len(traits):
         r.error(("traits",), "'traits' must be a list of trait names")
-    parsed.settings = m.Settings(zone, names)
+    parsed.settings = m.Settings(zone, names, storage, mode or "development")
+
+
+def _read_channel(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
+    # A channel's keys depend on its type and belong to the delivery adapters, which check
+    # them when the workspace loads (journeyman.workspace); here it only needs a type.
+    r.text(data.get("type"), ("type",))
+    if data.get("name") not in m.CHANNELS:
+        r.warn(
+            ("name",),
+            f"no template can use channel '{r.name}': templates use {', '.join(m.CHANNELS)}",
+        )
+    parsed.channels[r.name] = data
 
 
 # journey
@@ -709,5 +727,6 @@ _READERS: dict[str, Callable[[Reader, dict[str, Any], Parsed], None]] = {
     "journey": _read_journey,
     "rules": _read_rules,
     "settings": _read_settings,
+    "channel": _read_channel,
     "test": _read_test,
 }

@@ -89,7 +89,7 @@ class Instance(msgspec.Struct, kw_only=True):
     ended_at: datetime | None = None
 
 
-class SendMessage(msgspec.Struct, frozen=True, kw_only=True):
+class SendMessage(msgspec.Struct, frozen=True, kw_only=True, tag="send"):
     key: str  # idempotency key: the same for every retry of this send
     instance_id: str
     journey: str
@@ -103,7 +103,7 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True):
     awaited: bool = False  # the instance waits for the outcome (the step has on_error)
 
 
-class CallAction(msgspec.Struct, frozen=True, kw_only=True):
+class CallAction(msgspec.Struct, frozen=True, kw_only=True, tag="call"):
     key: str
     instance_id: str
     journey: str

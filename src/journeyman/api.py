@@ -1,0 +1,342 @@
+"""The HTTP API: Segment-shaped ingest, and admin reads over a running :class:`Runtime`.
+
+Ingest (write key): ``POST /v1/track``, ``/v1/identify``, ``/v1/batch``. A 202 means the
+events are committed to disk. Admin (admin key): journeys, profiles and the message log.
+``GET /openapi.json`` describes every endpoint; ``GET /healthz`` and ``GET /metrics``
+need no key.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hmac
+import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
+from journeyman.domain.state import Event
+from journeyman.openapi import SPEC
+from journeyman.runtime.processor import Overloaded
+from journeyman.runtime.service import Runtime
+
+__all__ = ["Keys", "create_app"]
+
+SINGLE_LIMIT = 32 * 1024  # bytes of one track or identify call, as Segment allows
+BATCH_LIMIT = 512 * 1024
+BATCH_EVENTS = 500
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    write: str
+    admin: str
+
+
+class _Problem(Exception):
+    """An HTTP error with a JSON body naming the field and the rule."""
+
+    def __init__(
+        self,
+        status: int,
+        field: str,
+        rule: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"field": field, "rule": rule, "message": message}}
+        self.headers = headers
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
+
+
+def create_app(runtime: Runtime, keys: Keys) -> Starlette:
+    api = _Api(runtime, keys)
+    routes = [
+        Route("/v1/track", api.guard(api.track, "write"), methods=["POST"]),
+        Route("/v1/identify", api.guard(api.identify, "write"), methods=["POST"]),
+        Route("/v1/batch", api.guard(api.batch, "write"), methods=["POST"]),
+        Route("/v1/journeys", api.guard(api.journeys, "admin"), methods=["GET"]),
+        Route("/v1/journeys/{name}", api.guard(api.journey, "admin"), methods=["GET"]),
+        Route("/v1/profiles/{profile_id}", api.guard(api.profile, "admin"), methods=["GET"]),
+        Route("/v1/messages", api.guard(api.messages, "admin"), methods=["GET"]),
+        Route("/healthz", api.health, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+class _Api:
+    def __init__(self, runtime: Runtime, keys: Keys) -> None:
+        self.runtime = runtime
+        self.keys = keys
+        self.rejected = 0
+
+    # plumbing
+
+    def guard(self, handler: Handler, role: str) -> Handler:
+        """Check the key for ``role``, and turn a _Problem into its JSON answer."""
+        wanted = self.keys.write if role == "write" else self.keys.admin
+
+        async def guarded(request: Request) -> Response:
+            if not _authorised(request, wanted, self.keys.admin):
+                return _json(
+                    {"error": {"field": "Authorization", "rule": "key", "message": _KEY_HELP}},
+                    401,
+                    {"WWW-Authenticate": 'Bearer realm="journeyman"'},
+                )
+            try:
+                return await handler(request)
+            except _Problem as problem:
+                if role == "write":
+                    self.rejected += 1
+                return _json(problem.body, problem.status, problem.headers)
+
+        return guarded
+
+    async def _body(self, request: Request, limit: int) -> Any:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > limit:
+            raise _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
+        raw = await request.body()
+        if len(raw) > limit:
+            raise _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError as error:
+            raise _Problem(400, "body", "json", f"the body is not valid JSON: {error}") from None
+
+    async def _commit(self, events: list[Event]) -> list[str]:
+        try:
+            return await self.runtime.processor.submit(events)
+        except Overloaded:
+            message = "too many events are queued; retry shortly"
+            raise _Problem(429, "body", "overload", message, _RETRY) from None
+        except Exception:
+            message = "the events could not be stored; nothing was kept, retry"
+            raise _Problem(503, "body", "storage", message, _RETRY) from None
+
+    def _now(self) -> datetime:
+        return self.runtime.processor.clock()
+
+    # ingest
+
+    async def track(self, request: Request) -> Response:
+        body = await self._body(request, SINGLE_LIMIT)
+        event = _read(lambda: read_track(body, self.runtime.workspace.events, self._now()))
+        await self._commit([event])
+        return _json({"accepted": 1}, 202)
+
+    async def identify(self, request: Request) -> Response:
+        body = await self._body(request, SINGLE_LIMIT)
+        event = _read(lambda: read_identify(body, self._now()))
+        await self._commit([event])
+        return _json({"accepted": 1}, 202)
+
+    async def batch(self, request: Request) -> Response:
+        body = await self._body(request, BATCH_LIMIT)
+        items = body.get("batch") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise _Problem(
+                400, "batch", "type", "'batch' must be a list of track and identify calls"
+            )
+        if len(items) > BATCH_EVENTS:
+            raise _Problem(400, "batch", "size", f"'batch' holds at most {BATCH_EVENTS} calls")
+        events, rejected = [], []
+        for index, item in enumerate(items):
+            try:
+                events.append(self._batch_item(item))
+            except InvalidEvent as error:
+                rejected.append({"index": index, **error.as_dict()})
+        self.rejected += len(rejected)
+        if not events:
+            return _json({"accepted": 0, "rejected": rejected}, 400)
+        await self._commit(events)
+        return _json({"accepted": len(events), "rejected": rejected}, 202)
+
+    def _batch_item(self, item: Any) -> Event:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "track":
+            return read_track(item, self.runtime.workspace.events, self._now())
+        if kind == "identify":
+            return read_identify(item, self._now())
+        raise InvalidEvent("type", "enum", "'type' must be track or identify")
+
+    # admin
+
+    async def journeys(self, request: Request) -> Response:
+        workspace = self.runtime.workspace
+        return _json({"journeys": [_journey_summary(j) for j in workspace.journeys.values()]})
+
+    async def journey(self, request: Request) -> Response:
+        found = self.runtime.workspace.journeys.get(request.path_params["name"])
+        if found is None:
+            raise _Problem(404, "name", "exists", "no journey by that name")
+        summary = _journey_summary(found)
+        summary["steps"] = [
+            {"id": s.id, "type": s.kind, "next": s.next} for s in found.steps.values()
+        ]
+        return _json(summary)
+
+    async def profile(self, request: Request) -> Response:
+        store = self.runtime.store
+        profile_id = request.path_params["profile_id"]
+        profile = await store.profile(profile_id)
+        if profile is None:
+            raise _Problem(404, "profile_id", "exists", f"no profile {profile_id!r}")
+        trace = await store.trace(profile_id)
+        instances = await store.instances_of(profile_id)
+        history = await store.history(profile_id, limit=50)
+        return _json(
+            {
+                "id": profile.id,
+                "traits": profile.traits,
+                "events": [
+                    {
+                        "name": s.event.name,
+                        "type": s.event.type,
+                        "timestamp": s.event.timestamp,
+                        "properties": s.event.properties,
+                        "received_at": s.received_at,
+                    }
+                    for s in history
+                ],
+                "instances": [
+                    {
+                        "id": i.id,
+                        "journey": i.journey,
+                        "version": i.version,
+                        "status": i.status,
+                        "step": i.step,
+                        "waiting": i.waiting,
+                        "wake_at": i.wake_at,
+                        "entered_at": i.entered_at,
+                        "end_state": i.end_state,
+                        "ended_at": i.ended_at,
+                        "trace": [_record(r) for r in trace if r.instance_id == i.id],
+                    }
+                    for i in instances
+                ],
+                "not_entered": [_record(r) for r in trace if r.instance_id is None],
+            }
+        )
+
+    async def messages(self, request: Request) -> Response:
+        query = request.query_params
+        limit = query.get("limit", "100")
+        if not limit.isdigit() or not 0 < int(limit) <= 1000:
+            raise _Problem(400, "limit", "range", "'limit' must be a whole number from 1 to 1000")
+        rows = await self.runtime.store.messages(
+            profile=query.get("profile"),
+            journey=query.get("journey"),
+            status=query.get("status"),
+            limit=int(limit),
+        )
+        return _json({"messages": [dataclasses.asdict(row) for row in rows]})
+
+    # open
+
+    async def health(self, request: Request) -> Response:
+        return _json({"status": "ok", "backlog": self.runtime.processor.backlog})
+
+    async def metrics(self, request: Request) -> Response:
+        return PlainTextResponse(_metrics(self.runtime, self.rejected))
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(SPEC)
+
+
+_RETRY = {"Retry-After": "1"}
+_KEY_HELP = "send the key as 'Authorization: Bearer <key>' or as the HTTP Basic user name"
+
+
+def _authorised(request: Request, wanted: str, admin: str) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    given = ""
+    if scheme.lower() == "bearer":
+        given = value.strip()
+    elif scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(value.strip()).decode().partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            return False
+    if not given:
+        return False
+    # The admin key may do what the write key does.
+    return hmac.compare_digest(given, wanted) or hmac.compare_digest(given, admin)
+
+
+def _read(read: Callable[[], Event]) -> Event:
+    try:
+        return read()
+    except InvalidEvent as error:
+        raise _Problem(400, error.field, error.rule, error.message) from None
+
+
+def _journey_summary(journey: Any) -> dict[str, Any]:
+    return {
+        "name": journey.name,
+        "version": journey.version,
+        "entry": journey.entry_event,
+        "steps_count": len(journey.steps),
+    }
+
+
+def _record(record: Any) -> dict[str, Any]:
+    return {
+        "at": record.at,
+        "journey": record.journey,
+        "step": record.step,
+        "outcome": record.outcome,
+        "detail": record.detail,
+    }
+
+
+def _metrics(runtime: Runtime, rejected: int) -> str:
+    stats = runtime.processor.stats
+    lines = [
+        "# TYPE journeyman_events_accepted_total counter",
+        f"journeyman_events_accepted_total {stats.events_accepted}",
+        "# TYPE journeyman_events_duplicate_total counter",
+        f"journeyman_events_duplicate_total {stats.events_duplicate}",
+        "# TYPE journeyman_events_rejected_total counter",
+        f"journeyman_events_rejected_total {rejected}",
+        "# TYPE journeyman_batches_total counter",
+        f"journeyman_batches_total {stats.batches}",
+        "# TYPE journeyman_batch_commit_seconds_total counter",
+        f"journeyman_batch_commit_seconds_total {stats.commit_seconds:.6f}",
+        "# TYPE journeyman_timers_fired_total counter",
+        f"journeyman_timers_fired_total {stats.timers_fired}",
+        "# TYPE journeyman_backlog gauge",
+        f"journeyman_backlog {runtime.processor.backlog}",
+    ]
+    lateness = runtime.timers.lateness
+    if lateness:
+        lines += [
+            "# TYPE journeyman_timer_lag_seconds gauge",
+            f'journeyman_timer_lag_seconds{{quantile="0.5"}} {statistics.median(lateness):.6f}',
+            f'journeyman_timer_lag_seconds{{quantile="1"}} {max(lateness):.6f}',
+        ]
+    lines.append("# TYPE journeyman_deliveries_total counter")
+    for (channel, status), count in sorted(runtime.dispatcher.counts.items()):
+        lines.append(
+            f'journeyman_deliveries_total{{channel="{channel}",status="{status}"}} {count}'
+        )
+    return "\n".join(lines) + "\n"

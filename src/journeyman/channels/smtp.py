@@ -1,0 +1,206 @@
+"""Email through any SMTP server (your own relay, Amazon SES, Postmark, Mailgun, ...).
+
+```yaml
+kind: channel
+name: email
+type: smtp
+host: smtp.example.com
+port: 587                      # default: 587 with starttls, 465 with tls, 25 with none
+from: "Example <hello@example.com>"
+security: starttls             # starttls (default) | tls | none
+username: "${SMTP_USER}"       # optional, together with password
+password: "${SMTP_PASSWORD}"   # always an environment variable, never the password itself
+timeout: 10                    # seconds (or a duration such as 10s), default 10
+rate: 20                       # messages per second, default unlimited
+```
+
+Each message is a proper MIME email: ``multipart/alternative`` when the template has both
+``text`` and ``html``, a single part otherwise. Its ``Message-ID`` is derived from the
+message's idempotency key (``<first 32 hex digits of sha256(key)@sender's domain>``), so
+every retry of one send carries the same Message-ID and receivers and providers that
+deduplicate on it see one email; the key itself travels in ``X-Journeyman-Key``.
+
+Outcomes: a 2xx reply is ``sent`` (its Message-ID is the ``provider_id``); an SMTP 4xx
+reply, a refused or dropped connection and a timeout are ``retry``; an SMTP 5xx reply, a
+server certificate that does not verify, a missing feature (such as STARTTLS) and a
+message without an address are ``failed``. Each message uses its own connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Literal, cast
+
+import aiosmtplib
+
+from journeyman.channels.base import (
+    Channel,
+    ChannelConfigError,
+    ConfigReader,
+    Delivery,
+    clip,
+    error_detail,
+)
+from journeyman.domain.state import SendMessage
+
+__all__ = ["SmtpChannel", "build_email", "message_id"]
+
+Security = Literal["starttls", "tls", "none"]
+SECURITY: tuple[Security, ...] = ("starttls", "tls", "none")
+DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
+KEYS = ("host", "port", "from", "security", "username", "password", "timeout")
+
+_DOMAIN = re.compile(r"[A-Za-z0-9.-]+")
+
+
+def message_id(key: str, sender: str) -> str:
+    """The Message-ID header for the send with idempotency key ``key``."""
+    domain = parseaddr(sender)[1].rpartition("@")[2]
+    if not _DOMAIN.fullmatch(domain):
+        domain = "journeyman"
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+def build_email(message: SendMessage, sender: str) -> EmailMessage:
+    """The MIME email for ``message``; raises ValueError for an unusable address."""
+    content = message.content
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = message.to or ""
+    # A subject rendered from a multi-line template would otherwise be refused as a header.
+    mail["Subject"] = " ".join(content.get("subject", "").split())
+    mail["Date"] = formatdate(localtime=False)
+    mail["Message-ID"] = message_id(message.key, sender)
+    mail["X-Journeyman-Key"] = message.key
+    text, html = content.get("text"), content.get("html")
+    if html and text:
+        mail.set_content(text)
+        mail.add_alternative(html, subtype="html")
+    elif html:
+        mail.set_content(html, subtype="html")
+    else:
+        mail.set_content(text or "")
+    return mail
+
+
+class SmtpChannel(Channel):
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str,
+        sender: str,
+        port: int | None = None,
+        security: Security = "starttls",
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+        rate: float | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        self.name = name
+        self.rate = rate
+        self.host = host
+        self.port = port or DEFAULT_PORTS[security]
+        self.sender = sender
+        self.security = security
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+
+    async def send(self, message: SendMessage) -> Delivery:
+        if not message.to:
+            return Delivery("failed", "the message has no email address to send to")
+        try:
+            mail = build_email(message, self.sender)
+        except (ValueError, TypeError) as error:
+            return Delivery("failed", f"cannot build the email: {error}")
+        try:
+            _, reply = await aiosmtplib.send(
+                mail,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                timeout=self.timeout,
+                use_tls=self.security == "tls",
+                start_tls=self.security == "starttls",
+                local_hostname=self.local_hostname,
+            )
+        except (aiosmtplib.SMTPException, OSError) as error:
+            return _for_error(error)
+        return Delivery("sent", clip(reply), mail["Message-ID"])
+
+
+_TRANSIENT = (
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPTimeoutError,
+    OSError,
+)
+
+
+def _for_error(error: Exception) -> Delivery:
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        refused = error.recipients[0]
+        return _for_code(refused.code, refused.message)
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        return _for_code(error.code, error.message)
+    for problem in (error, error.__cause__):
+        if isinstance(problem, ssl.SSLCertVerificationError):
+            # Not the server we meant to reach, or a broken setup: no retry fixes either.
+            return Delivery("failed", error_detail(problem))
+    if isinstance(error, _TRANSIENT):
+        # Refused and dropped connections and timeouts: the server may be back soon.
+        return Delivery("retry", error_detail(error))
+    # The server lacks something this channel needs (STARTTLS, AUTH, SMTPUTF8): sending
+    # again will not help, and sending without it (in clear text) is not an option.
+    return Delivery("failed", error_detail(error))
+
+
+def _for_code(code: int, text: str) -> Delivery:
+    """SMTP says it itself: 5xx is permanent, anything else may work next time."""
+    status: Literal["retry", "failed"] = "failed" if 500 <= code < 600 else "retry"
+    return Delivery(status, clip(f"{code} {text}"))
+
+
+def from_config(reader: ConfigReader, name: str) -> SmtpChannel:
+    security = cast(Security, reader.choice("security", SECURITY, "starttls"))
+    username, password = _credentials(reader)
+    return SmtpChannel(
+        name,
+        host=reader.text("host"),
+        port=reader.port("port", DEFAULT_PORTS[security]),
+        sender=sender_from_config(reader),
+        security=security,
+        username=username,
+        password=password,
+        timeout=reader.seconds("timeout", 10.0),
+        rate=reader.rate(),
+    )
+
+
+def sender_from_config(reader: ConfigReader, default: str | None = None) -> str:
+    sender = reader.text("from", default)
+    if "@" not in parseaddr(sender)[1]:
+        raise ChannelConfigError(
+            "from",
+            f"must be an email address such as 'Example <hello@example.com>', not {sender!r}",
+        )
+    return sender
+
+
+def _credentials(reader: ConfigReader) -> tuple[str | None, str | None]:
+    """A user name and password, both or neither: one alone is surely a mistake."""
+    username = reader.optional_text("username")
+    given = reader.config.get("password") is not None
+    if given != (username is not None):
+        field, other = ("username", "password") if given else ("password", "username")
+        raise ChannelConfigError(field, f"is required when '{other}' is given")
+    password = reader.secret("password", "SMTP_PASSWORD") if given else None
+    return username, password

@@ -1,0 +1,139 @@
+"""The outbox dispatcher: delivers committed messages and calls, retrying what fails.
+
+A message is a row committed with the state change that produced it. The dispatcher
+claims due rows, hands each to its channel (or makes the HTTP call), and records the
+outcome. A transient failure is retried with exponential backoff and jitter, with the same
+idempotency key, until ``attempts`` run out; a permanent failure is final. Whenever the
+engine must know the outcome (the step has ``on_error``, or the delivery failed), the
+outcome goes back through the processor, in the same transaction as the outbox update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from journeyman.channels.base import Channel, Delivery, RateLimiter
+from journeyman.channels.calls import make_call
+from journeyman.domain.state import SendMessage
+from journeyman.runtime.processor import DeliveryResult, Processor
+from journeyman.runtime.timers import sleep_until_woken
+from journeyman.storage.base import Delivered, OutboxItem, Store
+
+__all__ = ["Dispatcher", "RetryPolicy"]
+
+log = logging.getLogger("journeyman.dispatcher")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When to try a transient failure again: base * 2^attempt, capped, with jitter."""
+
+    attempts: int = 8
+    base: timedelta = timedelta(seconds=5)
+    cap: timedelta = timedelta(hours=1)
+
+    def delay(self, attempt: int, draw: float) -> timedelta:
+        """The wait before attempt ``attempt + 1``; ``draw`` in [0, 1) spreads retries."""
+        longest: timedelta = min(self.cap, self.base * (2**attempt))
+        return longest * (0.5 + draw / 2)
+
+    def gives_up(self, attempts_made: int) -> bool:
+        return attempts_made >= self.attempts
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        processor: Processor,
+        channels: Mapping[str, Channel],
+        clock: Callable[[], datetime],
+        *,
+        env: Mapping[str, str],
+        policy: RetryPolicy | None = None,
+        batch: int = 200,
+        concurrency: int = 50,
+        idle: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.processor = processor
+        self.channels = channels
+        self.clock = clock
+        self.env = env
+        self.policy = policy or RetryPolicy()
+        self.batch = batch
+        self.idle = idle
+        self.counts: dict[tuple[str, str], int] = {}  # (channel, status) -> deliveries
+        self._limits = {
+            name: RateLimiter(ch.rate, burst=max(1, int(ch.rate)))
+            for name, ch in channels.items()
+            if ch.rate
+        }
+        self._slots = asyncio.Semaphore(concurrency)
+        self._random = random.Random()
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            items = await self.store.claim(self.clock(), self.batch)
+            if items:
+                await self.deliver(items)
+                continue
+            await sleep_until_woken(self._wakeup, self.idle)
+
+    async def deliver(self, items: list[OutboxItem]) -> None:
+        outcomes = await asyncio.gather(*(self._attempt(item) for item in items))
+        settled, told = [], []
+        for item, delivery in zip(items, outcomes, strict=True):
+            record = self._record(item, delivery)
+            effect = item.effect
+            channel = effect.channel if isinstance(effect, SendMessage) else "http"
+            key = (channel, record.status)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            if record.status == "failed" or (record.status == "sent" and effect.awaited):
+                ok = record.status == "sent"
+                told.append(DeliveryResult(effect, ok, record.detail, record))
+            else:
+                settled.append(record)
+        if settled:
+            await self.store.settle(settled)
+        if told:
+            await self.processor.submit(told, force=True)
+
+    async def _attempt(self, item: OutboxItem) -> Delivery:
+        effect = item.effect
+        async with self._slots:
+            try:
+                if not isinstance(effect, SendMessage):
+                    return await make_call(effect, self.env)
+                channel = self.channels.get(effect.channel)
+                if channel is None:
+                    return Delivery("failed", f"no channel named {effect.channel} is configured")
+                limit = self._limits.get(effect.channel)
+                if limit is not None:
+                    await limit.acquire()
+                return await channel.send(effect)
+            except Exception as error:  # a channel bug must not stop the dispatcher
+                log.exception("delivering %s failed unexpectedly", effect.key)
+                return Delivery("retry", f"unexpected error: {error!r}")
+
+    def _record(self, item: OutboxItem, delivery: Delivery) -> Delivered:
+        now = self.clock()
+        made = item.attempts + 1
+        if delivery.status != "retry":
+            return Delivered(item.id, delivery.status, delivery.detail, now)
+        if self.policy.gives_up(made):
+            return Delivered(
+                item.id, "failed", f"gave up after {made} attempts: {delivery.detail}", now
+            )
+        retry_at = now + self.policy.delay(item.attempts, self._random.random())
+        return Delivered(item.id, "retry", delivery.detail, now, retry_at)

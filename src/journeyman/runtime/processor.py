@@ -1,0 +1,271 @@
+"""The engine loop: triggers in, one transaction out, then the acknowledgements.
+
+Everything that changes state goes through one :class:`Processor`: incoming events, due
+timers and delivery outcomes. It takes whatever is queued (up to ``max_batch``), runs the
+engine for each trigger in order, writes everything in one :meth:`Store.commit`, and only
+then resolves the callers' futures. Many events share one transaction and one fsync (group
+commit) without any of them waiting for a timer to fill a batch: while one batch commits,
+the next one queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+
+from journeyman.domain.engine import Engine, Outcome
+from journeyman.domain.ingest import identity_of
+from journeyman.domain.model import Workspace
+from journeyman.domain.state import Effect, Event, Instance
+from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEvent
+
+__all__ = ["DeliveryResult", "Overloaded", "Processor", "Stats", "TimerDue"]
+
+log = logging.getLogger("journeyman.processor")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Overloaded(Exception):
+    """Too much is queued: the caller should retry later (HTTP 429)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerDue:
+    instance_id: str
+    profile_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """How a delivery went, for the engine; ``settled`` updates the outbox in the same commit."""
+
+    effect: Effect
+    ok: bool
+    detail: str = ""
+    settled: Delivered | None = None
+
+
+Trigger = Event | TimerDue | DeliveryResult
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters for /metrics."""
+
+    events_accepted: int = 0
+    events_duplicate: int = 0
+    batches: int = 0
+    commit_seconds: float = 0.0
+    last_commit_seconds: float = 0.0
+    timers_fired: int = 0
+    effects_queued: int = 0
+
+
+@dataclass(slots=True)
+class _Item:
+    trigger: Trigger
+    done: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Processor:
+    """The single writer of journey state. Start :meth:`run` once; :meth:`submit` from anywhere."""
+
+    def __init__(
+        self,
+        store: Store,
+        workspace: Workspace,
+        *,
+        clock: Clock = utc_now,
+        max_batch: int = 1000,
+        max_queue: int = 20_000,
+        on_commit: Callable[[Batch], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = Engine(workspace)
+        self.clock = clock
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.on_commit = on_commit
+        self.stats = Stats()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._current: asyncio.Future[None] | None = None
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.engine.workspace
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, triggers: Sequence[Trigger], *, force: bool = False) -> list[str]:
+        """Queue triggers and wait until they are committed: ``accepted`` or ``duplicate``.
+
+        Raises :class:`Overloaded` (unless ``force``) when the queue is full, and whatever
+        the store raised if the commit failed: then nothing of the batch was written.
+        """
+        if not force and self._queue.qsize() + len(triggers) > self.max_queue:
+            raise Overloaded(f"{self._queue.qsize()} triggers are queued")
+        items = [_Item(trigger) for trigger in triggers]
+        for item in items:
+            self._queue.put_nowait(item)
+        return list(await asyncio.gather(*(item.done for item in items)))
+
+    async def run(self) -> None:
+        """Process batches until cancelled; a batch in flight is finished by :meth:`drain`."""
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.max_batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            self._current = asyncio.ensure_future(self._process(items))
+            await asyncio.shield(self._current)
+
+    async def drain(self) -> None:
+        """After :meth:`run` is cancelled: finish the batch in flight, then what is queued."""
+        if self._current is not None:
+            await self._current
+        while not self._queue.empty():
+            items: list[_Item] = []
+            while len(items) < self.max_batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            await self._process(items)
+
+    async def _process(self, items: list[_Item]) -> None:
+        try:
+            results, batch = await self._run_engine(items)
+            began = time.perf_counter()
+            if batch:
+                await self.store.commit(batch)
+            self._count(results, batch, time.perf_counter() - began)
+        except Exception as error:
+            log.exception("a batch of %d triggers failed; nothing of it was stored", len(items))
+            for item in items:
+                if not item.done.done():
+                    item.done.set_exception(error)
+            return
+        for item, result in zip(items, results, strict=True):
+            if not item.done.done():
+                item.done.set_result(result)
+        if self.on_commit is not None:
+            self.on_commit(batch)
+
+    def _count(self, results: list[str], batch: Batch, seconds: float) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.commit_seconds += seconds
+        stats.last_commit_seconds = seconds
+        stats.events_accepted += len(batch.events)
+        stats.events_duplicate += results.count("duplicate")
+        stats.effects_queued += len(batch.effects)
+
+    async def _run_engine(self, items: list[_Item]) -> tuple[list[str], Batch]:
+        now = self.clock()
+        events = await self._resolve(items)
+        seen = await self.store.seen([e.message_id for e in events.values() if e.message_id])
+        profile_ids = {_profile_of(item.trigger, events) for item in items}
+        snapshots = await self.store.load(profile_ids)
+        batch = Batch()
+        results = []
+        for index, item in enumerate(items):
+            trigger = events.get(index, item.trigger)
+            snapshot = snapshots[_profile_of(trigger, events)]
+            if isinstance(trigger, Event) and trigger.message_id is not None:
+                if trigger.message_id in seen:
+                    results.append("duplicate")
+                    continue
+                seen.add(trigger.message_id)
+            outcome = await self._trigger(snapshot, trigger, now)
+            if isinstance(trigger, Event):
+                batch.events.append(StoredEvent(trigger, now))
+            elif isinstance(trigger, DeliveryResult) and trigger.settled is not None:
+                batch.deliveries.append(trigger.settled)
+            if outcome is not None:
+                _apply(snapshot, outcome, batch)
+            results.append("accepted")
+        return results, batch
+
+    async def _resolve(self, items: list[_Item]) -> dict[int, Event]:
+        """Events by position, each with its profile id settled.
+
+        An event whose definition names its profile by email goes to the profile that has
+        that email; an unknown email starts a profile whose id is the address.
+        """
+        events = {
+            i: item.trigger for i, item in enumerate(items) if isinstance(item.trigger, Event)
+        }
+        definitions = self.workspace.events
+        by_email = {
+            i: identity_of(e, definitions.get(e.name))[1]
+            for i, e in events.items()
+            if e.type == "track" and getattr(definitions.get(e.name), "identity", "") == "email"
+        }
+        if by_email:
+            known = await self.store.resolve([("email", v) for v in by_email.values()])
+            for i, email in by_email.items():
+                profile_id = known.get(("email", email), email)
+                events[i] = msgspec.structs.replace(events[i], profile_id=profile_id)
+        return events
+
+    async def _trigger(self, snapshot: Snapshot, trigger: Trigger, now: datetime) -> Outcome | None:
+        engine, profile, running = self.engine, snapshot.profile, snapshot.running
+        if isinstance(trigger, Event):
+            return engine.on_event(profile, running, trigger, now)
+        if isinstance(trigger, TimerDue):
+            instance = _find(running, trigger.instance_id)
+            if instance is None:
+                return None  # it moved on or ended since the timer was read
+            self.stats.timers_fired += 1
+            return engine.on_timer(profile, running, instance, now)
+        effect = trigger.effect
+        found = _find(running, effect.instance_id) or await self.store.instance(effect.instance_id)
+        if found is None:
+            return None
+        if trigger.ok:
+            return engine.on_delivered(profile, running, found, effect.step, now)
+        return engine.on_failure(profile, running, found, effect.step, trigger.detail, now)
+
+
+def _profile_of(trigger: Trigger, events: dict[int, Event]) -> str:
+    if isinstance(trigger, Event):
+        return trigger.profile_id
+    if isinstance(trigger, TimerDue):
+        return trigger.profile_id
+    return trigger.effect.profile_id
+
+
+def _find(running: list[Instance], instance_id: str) -> Instance | None:
+    return next((i for i in running if i.id == instance_id), None)
+
+
+def _apply(snapshot: Snapshot, outcome: Outcome, batch: Batch) -> None:
+    """Carry an outcome into the snapshot (for the next trigger) and the batch."""
+    if outcome.profile_changed:
+        snapshot.profile = outcome.profile
+        batch.profiles[outcome.profile.id] = outcome.profile
+        email = outcome.profile.traits.get("email")
+        if isinstance(email, str) and email:
+            batch.identities[("email", email)] = outcome.profile.id
+    if outcome.instances:
+        running = {i.id: i for i in snapshot.running}
+        for instance in outcome.instances.values():
+            batch.instances[instance.id] = instance
+            if instance.status == "ended":
+                running.pop(instance.id, None)
+            else:
+                running[instance.id] = instance
+        snapshot.running = list(running.values())
+    batch.effects.extend(outcome.effects)
+    batch.records.extend(outcome.records)

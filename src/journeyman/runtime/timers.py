@@ -1,0 +1,76 @@
+"""The timer loop: waiting instances whose wake-up time has come go to the processor.
+
+Every wait is stored as an absolute wake-up time before the instance waits, so after a
+crash or a restart this loop finds every timer that came due meanwhile and fires it, late
+but once; a wait still in the future keeps its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+from journeyman.runtime.processor import Processor, TimerDue
+from journeyman.storage.base import Store
+
+__all__ = ["TimerLoop", "sleep_until_woken"]
+
+
+async def sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``wakeup`` is set.
+
+    ``asyncio.timeout`` rather than ``wait_for``: on Python 3.11, ``wait_for`` loses a
+    cancellation that arrives as the event is set, and the loop would never stop.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wakeup.wait()
+
+
+class TimerLoop:
+    """Claims due instances in batches of ``batch`` and feeds them to the processor."""
+
+    def __init__(
+        self,
+        store: Store,
+        processor: Processor,
+        clock: Callable[[], datetime],
+        *,
+        batch: int = 1000,
+        idle: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.processor = processor
+        self.clock = clock
+        self.batch = batch
+        self.idle = idle  # the longest it sleeps without looking, in seconds
+        self.lateness: list[float] = []  # seconds late of recent timers, for /metrics
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look again now: an instance may wait for a time earlier than the loop knows."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            now = self.clock()
+            due = await self.store.due(now, self.batch)
+            if due:
+                self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
+                triggers = [TimerDue(i.id, i.profile_id) for i in due]
+                await self.processor.submit(triggers, force=True)
+                continue
+            await self._sleep(await self.store.next_wake(), now)
+
+    async def _sleep(self, next_wake: datetime | None, now: datetime) -> None:
+        delay = self.idle
+        if next_wake is not None:
+            delay = min(delay, max(0.0, (next_wake - now).total_seconds()))
+        await sleep_until_woken(self._wakeup, delay)
+
+    def _note_lateness(self, now: datetime, wakes: list[datetime]) -> None:
+        self.lateness.extend((now - wake).total_seconds() for wake in wakes)
+        del self.lateness[:-10_000]

@@ -1,0 +1,164 @@
+"""``journeyman serve``: the runtime, the HTTP API and (optionally) the mail catcher.
+
+:func:`serve` validates the workspace, opens the store, starts the engine, timer and
+delivery loops and the HTTP server, and on SIGTERM or SIGINT stops accepting requests,
+finishes the batch in flight and closes everything cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from journeyman.api import Keys, create_app
+from journeyman.channels.base import Channel
+from journeyman.channels.catcher import MailCatcher
+from journeyman.channels.smtp import SmtpChannel
+from journeyman.domain.model import Workspace
+from journeyman.runtime.service import Runtime, build_channels
+from journeyman.storage import open_store, sqlite_path
+from journeyman.storage.base import Store
+
+__all__ = ["ServeOptions", "data_dir", "resolve_keys", "serve", "storage_url"]
+
+DEFAULT_STORAGE = "sqlite:///journeyman.db"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    workspace_dir: Path
+    storage: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    catcher_port: int | None = None  # run the mail catcher on this port, for email
+
+
+def storage_url(option: str | None, workspace: Workspace, env: Mapping[str, str]) -> str:
+    """The command line first, then JOURNEYMAN_DB, then the settings document."""
+    return option or env.get("JOURNEYMAN_DB") or workspace.settings.storage or DEFAULT_STORAGE
+
+
+def data_dir(storage: str) -> Path:
+    """Where files beside the database go: fallback channel files, caught mail."""
+    path = sqlite_path(storage) if storage.startswith("sqlite:///") else None
+    return (path.parent if path is not None else Path.cwd()).resolve()
+
+
+async def resolve_keys(store: Store, env: Mapping[str, str]) -> tuple[Keys, bool]:
+    """The write and admin keys: from the environment, else stored, else made now.
+
+    The second value says whether any key was made now (and so must be shown once).
+    """
+    made = False
+    found = {}
+    for role in ("write", "admin"):
+        key = env.get(f"JOURNEYMAN_{role.upper()}_KEY") or await store.get_setting(f"{role}_key")
+        if not key:
+            key = f"jm_{role}_{secrets.token_urlsafe(24)}"
+            await store.set_setting(f"{role}_key", key)
+            made = True
+        found[role] = key
+    return Keys(write=found["write"], admin=found["admin"]), made
+
+
+async def serve(
+    workspace: Workspace,
+    options: ServeOptions,
+    *,
+    env: Mapping[str, str] | None = None,
+    announce: Callable[[str], None] = print,
+) -> None:
+    env = os.environ if env is None else env
+    store = open_store(options.storage)
+    folder = data_dir(options.storage)
+    catcher = None
+    overrides: dict[str, Channel] = {}
+    if options.catcher_port is not None:
+        catcher = MailCatcher(folder / "caught-mail.jsonl", port=options.catcher_port)
+        await catcher.start()
+        overrides["email"] = SmtpChannel(
+            "email",
+            host=catcher.host,
+            port=catcher.port,
+            sender="journeyman <journeyman@localhost>",
+            security="none",
+            local_hostname="localhost",
+        )
+    channels = build_channels(
+        workspace, env, root=options.workspace_dir, fallback_dir=folder, overrides=overrides
+    )
+    runtime = Runtime(workspace, store, channels, env=env)
+    await runtime.start()
+    try:
+        keys, _ = await resolve_keys(store, env)
+        app = create_app(runtime, keys)
+        config = uvicorn.Config(
+            app, host=options.host, port=options.port, log_level="warning", lifespan="off"
+        )
+        server = _Server(config)
+        announce(_banner(workspace, options, keys, catcher))
+        await server.serve()
+    finally:
+        await runtime.stop()
+        if catcher is not None:
+            await catcher.stop()
+        announce("journeyman stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a stop signal only stops it: journeyman then closes itself.
+
+    uvicorn raises a caught SIGTERM again once its server has stopped, which would end the
+    process before the engine finishes its batch and closes the store.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def _banner(
+    workspace: Workspace, options: ServeOptions, keys: Keys, catcher: MailCatcher | None
+) -> str:
+    url = f"http://{options.host}:{options.port}"
+    journeys = ", ".join(sorted(workspace.journeys)) or "none"
+    lines = [
+        f"journeyman is serving {options.workspace_dir} at {url}",
+        f"  journeys   {journeys}",
+        f"  storage    {options.storage}",
+        f"  write key  {keys.write}",
+        f"  admin key  {keys.admin}",
+    ]
+    if catcher is not None:
+        lines.append(
+            f"  mail       caught at {catcher.host}:{catcher.port}; list it with `journeyman mail`"
+        )
+    lines += ["", "Try it:", *_example(workspace, url, keys.write), "", "Stop with Ctrl-C."]
+    return "\n".join(lines)
+
+
+def _example(workspace: Workspace, url: str, key: str) -> list[str]:
+    head = f"curl -s -X POST {url}/v1/%s -H 'Authorization: Bearer {key}' "
+    head += "-H 'Content-Type: application/json' -d '%s'"
+    identify = '{"userId": "ada", "traits": {"firstName": "Ada", "email": "ada@example.com"}}'
+    lines = ["  " + head % ("identify", identify)]
+    if "account_created" in workspace.events:
+        track = '{"userId": "ada", "event": "account_created", "properties": {"plan": "pro"}}'
+        lines.append("  " + head % ("track", track))
+        lines.append("  # 20 seconds later the welcome email arrives: journeyman mail")
+    return lines

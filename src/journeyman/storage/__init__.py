@@ -1,0 +1,37 @@
+"""Storage backends behind one interface; :func:`open_store` picks one from a URL.
+
+- ``sqlite:///path/to/journeyman.db`` (a relative path after the three slashes),
+  ``sqlite:////absolute/path.db``, or ``sqlite:///:memory:``: the embedded default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from journeyman.errors import JourneymanError
+from journeyman.storage.base import Store
+from journeyman.storage.sqlite import SQLiteStore
+
+__all__ = ["StorageURLError", "Store", "open_store", "sqlite_path"]
+
+
+class StorageURLError(JourneymanError):
+    exit_code = 2
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for ``:memory:``)."""
+    rest = url.removeprefix("sqlite:///")
+    return None if rest == ":memory:" else Path(rest)
+
+
+def open_store(url: str) -> Store:
+    """The backend for ``url``; call ``await store.open()`` before use."""
+    if url.startswith("sqlite:///"):
+        path = sqlite_path(url)
+        return SQLiteStore(path if path is not None else ":memory:")
+    scheme = url.partition(":")[0] or url
+    raise StorageURLError(
+        f"unknown storage URL {url!r}: use sqlite:///path/to/journeyman.db "
+        f"({scheme!r} is not a backend this version has)"
+    )

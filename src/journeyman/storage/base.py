@@ -1,0 +1,193 @@
+"""The storage interface: what the runtime keeps, behind one small class.
+
+A backend stores profiles, running and ended instances, the event history, the outbox of
+messages and calls to deliver, and the step log. The runtime talks to it through
+:class:`Store` only; :func:`journeyman.storage.open_store` picks the backend from a URL.
+
+The one write the hot path makes is :meth:`Store.commit`: everything one batch of events
+or timers changed, in one transaction. Nothing is acknowledged before it returns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
+
+__all__ = [
+    "Batch",
+    "Delivered",
+    "MessageRow",
+    "OutboxItem",
+    "Snapshot",
+    "Store",
+    "StoredEvent",
+]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A profile as the engine needs it: its traits and its running instances."""
+
+    profile: Profile
+    running: list[Instance]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An accepted event, kept in the profile's history (and for messageId dedupe)."""
+
+    event: Event
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one engine pass changed, committed in one transaction."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    instances: dict[str, Instance] = field(default_factory=dict)
+    effects: list[Effect] = field(default_factory=list)
+    records: list[StepRecord] = field(default_factory=list)
+    identities: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> id
+    deliveries: list[Delivered] = field(default_factory=list)  # outbox rows to settle
+
+    def __bool__(self) -> bool:
+        return any(
+            (
+                self.events,
+                self.profiles,
+                self.instances,
+                self.effects,
+                self.records,
+                self.deliveries,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message or call waiting for delivery."""
+
+    id: int
+    effect: Effect
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What became of one delivery attempt."""
+
+    id: int
+    status: Literal["sent", "retry", "failed"]
+    detail: str
+    at: datetime
+    retry_at: datetime | None = None  # with status retry
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One line of the message log."""
+
+    key: str
+    kind: str  # send or call
+    channel: str
+    journey: str
+    step: str
+    profile_id: str
+    instance_id: str
+    status: str  # queued, sent, retry, failed
+    attempts: int
+    detail: str
+    created_at: datetime
+    updated_at: datetime
+    content: dict[str, Any]
+
+
+class Store(ABC):
+    """One backend. Every method is a coroutine; a backend serialises its own writes."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Create or migrate the schema and get ready."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # the engine's unit of work
+
+    @abstractmethod
+    async def load(self, profile_ids: Collection[str]) -> dict[str, Snapshot]:
+        """The profiles (new, empty ones for unknown ids) and their running instances."""
+
+    @abstractmethod
+    async def resolve(self, identities: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Profile ids for (kind, value) identities already known, such as an email."""
+
+    @abstractmethod
+    async def seen(self, message_ids: Collection[str]) -> set[str]:
+        """Which of these messageIds were accepted before."""
+
+    @abstractmethod
+    async def commit(self, batch: Batch) -> None:
+        """Write the whole batch in one transaction, durably, or raise and write nothing."""
+
+    # timers
+
+    @abstractmethod
+    async def due(self, now: datetime, limit: int) -> list[Instance]:
+        """Waiting instances whose wake-up time has come, earliest first."""
+
+    @abstractmethod
+    async def next_wake(self) -> datetime | None:
+        """The earliest wake-up time of any waiting instance."""
+
+    # outbox
+
+    @abstractmethod
+    async def claim(self, now: datetime, limit: int) -> list[OutboxItem]:
+        """Outbox items due for a delivery attempt, oldest first."""
+
+    @abstractmethod
+    async def settle(self, results: Sequence[Delivered]) -> None:
+        """Record delivery attempts: sent and failed are final, retry comes back later."""
+
+    # reading
+
+    @abstractmethod
+    async def instance(self, instance_id: str) -> Instance | None: ...
+
+    @abstractmethod
+    async def messages(
+        self,
+        profile: str | None = None,
+        journey: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[MessageRow]: ...
+
+    @abstractmethod
+    async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
+        """The profile's step records, oldest first."""
+
+    @abstractmethod
+    async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
+        """The profile's most recent events, newest first."""
+
+    @abstractmethod
+    async def instances_of(self, profile_id: str) -> list[Instance]:
+        """Every instance of the profile, running and ended, newest first."""
+
+    @abstractmethod
+    async def profile(self, profile_id: str) -> Profile | None: ...
+
+    @abstractmethod
+    async def get_setting(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def set_setting(self, key: str, value: str) -> None: ...

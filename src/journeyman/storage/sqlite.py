@@ -1,0 +1,479 @@
+"""The embedded backend: one SQLite file in WAL mode, written by one thread.
+
+Every call runs on a single worker thread that owns the connection, so writes never
+contend and each :meth:`SQLiteStore.commit` is one ``BEGIN IMMEDIATE`` transaction. With
+``synchronous=FULL`` a commit is on disk when it returns: an acknowledged event survives
+the process being killed the next instant (and a power cut).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from journeyman.domain.state import (
+    CallAction,
+    Effect,
+    Event,
+    Instance,
+    Profile,
+    SendMessage,
+    StepRecord,
+)
+from journeyman.storage.base import (
+    Batch,
+    Delivered,
+    MessageRow,
+    OutboxItem,
+    Snapshot,
+    Store,
+    StoredEvent,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+# A claimed outbox item is not claimed again for this long: if the process dies while
+# delivering it, it is retried after the lease (with the same idempotency key).
+LEASE = timedelta(minutes=2)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+    id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (
+    kind TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL,
+    PRIMARY KEY (kind, value)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, message_id TEXT UNIQUE, profile_id TEXT NOT NULL,
+    name TEXT NOT NULL, body BLOB NOT NULL, received_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id, seq);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY, profile_id TEXT NOT NULL, journey TEXT NOT NULL,
+    status TEXT NOT NULL, wake_at INTEGER, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS instances_running ON instances (profile_id)
+    WHERE status != 'ended';
+CREATE INDEX IF NOT EXISTS instances_wake ON instances (wake_at)
+    WHERE status = 'waiting' AND wake_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, kind TEXT NOT NULL,
+    channel TEXT NOT NULL, journey TEXT NOT NULL, step TEXT NOT NULL,
+    profile_id TEXT NOT NULL, instance_id TEXT NOT NULL, effect BLOB NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL,
+    detail TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due_at) WHERE status IN ('queued', 'retry');
+CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (profile_id, id);
+CREATE TABLE IF NOT EXISTS steps (
+    seq INTEGER PRIMARY KEY, profile_id TEXT NOT NULL, instance_id TEXT,
+    journey TEXT NOT NULL, step TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL,
+    at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS steps_profile ON steps (profile_id, seq);
+"""
+
+_encode = msgspec.msgpack.Encoder().encode
+_profile = msgspec.msgpack.Decoder(Profile).decode
+_instance = msgspec.msgpack.Decoder(Instance).decode
+_event = msgspec.msgpack.Decoder(Event).decode
+_effect = msgspec.msgpack.Decoder(SendMessage | CallAction).decode
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class SQLiteStore(Store):
+    """A :class:`Store` in one SQLite file (``:memory:`` for a throwaway one)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        self.synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db
+
+    # lifecycle
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if found is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(found[0]) > SCHEMA_VERSION:
+            db.close()
+            raise RuntimeError(
+                f"{self.path} has schema version {found[0]}, newer than this journeyman "
+                f"({SCHEMA_VERSION}): upgrade journeyman"
+            )
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self.db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    # the unit of work
+
+    async def load(self, profile_ids: Collection[str]) -> dict[str, Snapshot]:
+        return await self._run(self._load, list(profile_ids))
+
+    def _load(self, ids: list[str]) -> dict[str, Snapshot]:
+        found = {pid: Snapshot(Profile(id=pid), []) for pid in ids}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for (state,) in self.db.execute(
+                f"SELECT state FROM profiles WHERE id IN ({marks})", chunk
+            ):
+                profile = _profile(state)
+                found[profile.id].profile = profile
+            for (state,) in self.db.execute(
+                f"SELECT state FROM instances WHERE profile_id IN ({marks}) "
+                "AND status != 'ended' ORDER BY id",
+                chunk,
+            ):
+                instance = _instance(state)
+                found[instance.profile_id].running.append(instance)
+        return found
+
+    async def resolve(self, identities: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        return await self._run(self._resolve, list(identities))
+
+    def _resolve(self, identities: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        found = {}
+        for kind, value in identities:
+            row = self.db.execute(
+                "SELECT profile_id FROM identities WHERE kind = ? AND value = ?", (kind, value)
+            ).fetchone()
+            if row is not None:
+                found[(kind, value)] = row[0]
+        return found
+
+    async def seen(self, message_ids: Collection[str]) -> set[str]:
+        return await self._run(self._seen, list(message_ids))
+
+    def _seen(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT message_id FROM events WHERE message_id IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    async def commit(self, batch: Batch) -> None:
+        await self._run(self._commit, batch)
+
+    def _commit(self, batch: Batch) -> None:
+        db = self.db
+        now = _ms(datetime.now(UTC))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO events (message_id, profile_id, name, body, received_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    (
+                        s.event.message_id,
+                        s.event.profile_id,
+                        s.event.name,
+                        _encode(s.event),
+                        _ms(s.received_at),
+                    )
+                    for s in batch.events
+                ),
+            )
+            db.executemany(
+                "INSERT INTO profiles (id, state, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+                "updated_at = excluded.updated_at",
+                ((p.id, _encode(p), now) for p in batch.profiles.values()),
+            )
+            db.executemany(
+                "INSERT INTO identities (kind, value, profile_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (kind, value) DO UPDATE SET profile_id = excluded.profile_id",
+                ((kind, value, pid) for (kind, value), pid in batch.identities.items()),
+            )
+            db.executemany(
+                "INSERT INTO instances (id, profile_id, journey, status, wake_at, state, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "status = excluded.status, wake_at = excluded.wake_at, state = excluded.state, "
+                "updated_at = excluded.updated_at",
+                (_instance_row(i, now) for i in batch.instances.values()),
+            )
+            db.executemany(
+                "INSERT INTO outbox (key, kind, channel, journey, step, profile_id, "
+                "instance_id, effect, status, due_at, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                (_outbox_row(e, now) for e in batch.effects),
+            )
+            db.executemany(
+                "INSERT INTO steps (profile_id, instance_id, journey, step, outcome, detail, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (r.profile_id, r.instance_id, r.journey, r.step, r.outcome, r.detail, _ms(r.at))
+                    for r in batch.records
+                ),
+            )
+            self._settle_rows(batch.deliveries)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # timers
+
+    async def due(self, now: datetime, limit: int) -> list[Instance]:
+        return await self._run(self._due, _ms(now), limit)
+
+    def _due(self, now: int, limit: int) -> list[Instance]:
+        rows = self.db.execute(
+            "SELECT state FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL "
+            "AND wake_at <= ? ORDER BY wake_at LIMIT ?",
+            (now, limit),
+        )
+        return [_instance(state) for (state,) in rows]
+
+    async def next_wake(self) -> datetime | None:
+        return await self._run(self._next_wake)
+
+    def _next_wake(self) -> datetime | None:
+        row = self.db.execute(
+            "SELECT min(wake_at) FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL"
+        ).fetchone()
+        return _time(row[0]) if row and row[0] is not None else None
+
+    # outbox
+
+    async def claim(self, now: datetime, limit: int) -> list[OutboxItem]:
+        return await self._run(self._claim, now, limit)
+
+    def _claim(self, now: datetime, limit: int) -> list[OutboxItem]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                "SELECT id, effect, attempts FROM outbox WHERE status IN ('queued', 'retry') "
+                "AND due_at <= ? ORDER BY due_at, id LIMIT ?",
+                (_ms(now), limit),
+            ).fetchall()
+            lease = _ms(now + LEASE)
+            db.executemany(
+                "UPDATE outbox SET due_at = ? WHERE id = ?", ((lease, row[0]) for row in rows)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return [OutboxItem(id, _effect(effect), attempts) for id, effect, attempts in rows]
+
+    async def settle(self, results: Sequence[Delivered]) -> None:
+        await self._run(self._settle, list(results))
+
+    def _settle(self, results: list[Delivered]) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._settle_rows(results)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _settle_rows(self, results: list[Delivered]) -> None:
+        self.db.executemany(
+            "UPDATE outbox SET status = ?, attempts = attempts + 1, detail = ?, "
+            "due_at = ?, updated_at = ? WHERE id = ?",
+            ((r.status, r.detail, _ms(r.retry_at or r.at), _ms(r.at), r.id) for r in results),
+        )
+
+    # reading
+
+    async def instance(self, instance_id: str) -> Instance | None:
+        return await self._run(self._one_instance, instance_id)
+
+    def _one_instance(self, instance_id: str) -> Instance | None:
+        row = self.db.execute("SELECT state FROM instances WHERE id = ?", (instance_id,)).fetchone()
+        return _instance(row[0]) if row else None
+
+    async def instances_of(self, profile_id: str) -> list[Instance]:
+        return await self._run(self._instances_of, profile_id)
+
+    def _instances_of(self, profile_id: str) -> list[Instance]:
+        rows = self.db.execute(
+            "SELECT state FROM instances WHERE profile_id = ? ORDER BY rowid DESC", (profile_id,)
+        )
+        return [_instance(state) for (state,) in rows]
+
+    async def profile(self, profile_id: str) -> Profile | None:
+        return await self._run(self._one_profile, profile_id)
+
+    def _one_profile(self, profile_id: str) -> Profile | None:
+        row = self.db.execute("SELECT state FROM profiles WHERE id = ?", (profile_id,)).fetchone()
+        return _profile(row[0]) if row else None
+
+    async def messages(
+        self,
+        profile: str | None = None,
+        journey: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[MessageRow]:
+        return await self._run(self._messages, profile, journey, status, limit)
+
+    def _messages(
+        self, profile: str | None, journey: str | None, status: str | None, limit: int
+    ) -> list[MessageRow]:
+        clauses, args = [], []
+        for column, value in (("profile_id", profile), ("journey", journey), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.execute(
+            "SELECT key, kind, channel, journey, step, profile_id, instance_id, status, "
+            f"attempts, detail, created_at, updated_at, effect FROM outbox {where} "
+            "ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [_message_row(row) for row in rows]
+
+    async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
+        return await self._run(self._trace, profile_id, limit)
+
+    def _trace(self, profile_id: str, limit: int) -> list[StepRecord]:
+        rows = self.db.execute(
+            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
+            "WHERE profile_id = ? ORDER BY seq LIMIT ?",
+            (profile_id, limit),
+        )
+        return [
+            StepRecord(
+                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=_time(at)
+            )
+            for p, i, j, s, o, d, at in rows
+        ]
+
+    async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
+        return await self._run(self._history, profile_id, limit)
+
+    def _history(self, profile_id: str, limit: int) -> list[StoredEvent]:
+        rows = self.db.execute(
+            "SELECT body, received_at FROM events WHERE profile_id = ? ORDER BY seq DESC LIMIT ?",
+            (profile_id, limit),
+        )
+        return [StoredEvent(_event(body), _time(received)) for body, received in rows]
+
+    async def get_setting(self, key: str) -> str | None:
+        return await self._run(self._get_setting, key)
+
+    def _get_setting(self, key: str) -> str | None:
+        row = self.db.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)
+        ).fetchone()
+        return row[0] if row else None
+
+    async def set_setting(self, key: str, value: str) -> None:
+        await self._run(self._set_setting, key, value)
+
+    def _set_setting(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (f"setting:{key}", value),
+        )
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _instance_row(instance: Instance, now: int) -> tuple[Any, ...]:
+    wake = _ms(instance.wake_at) if instance.wake_at is not None else None
+    return (
+        instance.id,
+        instance.profile_id,
+        instance.journey,
+        instance.status,
+        wake,
+        _encode(instance),
+        now,
+    )
+
+
+def _outbox_row(effect: Effect, now: int) -> tuple[Any, ...]:
+    kind, channel = (
+        ("send", effect.channel) if isinstance(effect, SendMessage) else ("call", "http")
+    )
+    return (
+        effect.key,
+        kind,
+        channel,
+        effect.journey,
+        effect.step,
+        effect.profile_id,
+        effect.instance_id,
+        _encode(effect),
+        _ms(effect.at),
+        now,
+        now,
+    )
+
+
+def _message_row(row: tuple[Any, ...]) -> MessageRow:
+    key, kind, channel, journey, step, profile_id, instance_id = row[:7]
+    status, attempts, detail, created, updated, blob = row[7:]
+    effect = _effect(blob)
+    content: dict[str, Any]
+    if isinstance(effect, SendMessage):
+        content = {"to": effect.to, **effect.content}
+    else:
+        content = {"method": effect.method, "url": effect.url, "body": effect.body}
+    return MessageRow(
+        key=key,
+        kind=kind,
+        channel=channel,
+        journey=journey,
+        step=step,
+        profile_id=profile_id,
+        instance_id=instance_id,
+        status=status,
+        attempts=attempts,
+        detail=detail,
+        created_at=_time(created),
+        updated_at=_time(updated),
+        content=content,
+    )
