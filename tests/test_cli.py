@@ -136,3 +136,46 @@ def test_graph_names_the_journeys_when_one_is_missing() -> None:
     assert code == 1
     assert "no journey named 'welcom'" in output
     assert "abandoned_cart, reengagement, welcome" in output
+
+
+def test_trace_tells_why_a_profile_got_a_message_and_why_an_event_started_nothing(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from journeyman.channels.file import FileChannel
+    from journeyman.domain.state import Event
+    from journeyman.runtime.service import Runtime
+    from journeyman.storage.sqlite import SQLiteStore
+    from journeyman.workspace import load_workspace
+
+    folder = write_workspace(tmp_path / "ws", BASE, JOURNEY)
+    workspace = load_workspace(folder).workspace
+    assert workspace is not None
+
+    async def record() -> None:
+        channel = FileChannel("email", tmp_path / "mail.jsonl")
+        runtime = Runtime(workspace, SQLiteStore(tmp_path / "j.db"), {"email": channel}, env={})
+        await runtime.start()
+        now = runtime.processor.clock()
+        identify = Event(
+            name="identify",
+            type="identify",
+            profile_id="u1",
+            timestamp=now,
+            properties={"email": "u1@example.com", "firstName": "Ada"},
+        )
+        signed_up = Event(name="signed_up", profile_id="u1", timestamp=now)
+        await runtime.processor.submit([identify, signed_up, signed_up])
+        await runtime.stop()
+
+    asyncio.run(record())
+    code, output = run("trace", "u1", "--db", f"sqlite:///{tmp_path / 'j.db'}")
+    assert code == 0, output
+    assert "journey hello v1: ended greeted" in output
+    assert "greet            sent        email to u1@example.com" in output
+    assert "hello: the profile is already in this journey" not in output  # it had ended
+    assert "re-entry waits 5m after the last entry" in output
+    code, output = run("trace", "nobody", "--db", f"sqlite:///{tmp_path / 'j.db'}")
+    assert code == 1
+    assert "no profile 'nobody'" in output

@@ -225,3 +225,31 @@ def mail(db: str | None, full: bool) -> None:
         click.echo(f"{when}  {', '.join(caught.to)}  {caught.subject}")
         if full:
             click.echo(textwrap.indent((caught.text or caught.html or "").strip(), "    "))
+
+
+@main.command()
+@click.argument("profile_id", metavar="PROFILE")
+@click.option(
+    "--db",
+    metavar="URL",
+    default=None,
+    help="The storage URL the server uses (default as for serve).",
+)
+def trace(profile_id: str, db: str | None) -> None:
+    """Print PROFILE's journeys step by step, with the reason for each step.
+
+    Answers "why did this person get, or not get, this message": every instance with
+    its timeline (branches taken and why, sends skipped, capped or deferred), the events
+    that started nothing and why, and the messages sent.
+    """
+    from journeyman.server import DEFAULT_STORAGE
+    from journeyman.tracing import render_trace
+
+    url = db or os.environ.get("JOURNEYMAN_DB") or DEFAULT_STORAGE
+    try:
+        lines = asyncio.run(render_trace(url, profile_id))
+    except JourneymanError as error:
+        raise click.ClickException(str(error)) from None
+    if lines is None:
+        raise click.ClickException(f"no profile {profile_id!r} in {url}")
+    click.echo("\n".join(lines))
