@@ -1005,3 +1005,59 @@ def test_on_timer_changes_none_of_its_inputs_and_repeats_itself(simulate: Simula
     assert (profile, instance) == before
     assert first == second
     assert first.instances[instance.id].status == "ended"
+
+
+# pausing and stopping a journey
+
+PAUSABLE = journey(
+    """
+    - id: pause
+      wait: 1h
+    - id: hello
+      send: hello_email
+    - id: done
+      end: greeted
+    """
+)
+
+
+def test_a_paused_journey_takes_no_entries_and_says_why(simulate: Simulate) -> None:
+    sim = simulate(PAUSABLE)
+    sim.pause("j")
+    sign_up(sim)
+    assert end_states(sim) == []
+    assert record(sim, None, "not_entered").detail == "the journey is paused"
+
+
+def test_running_instances_hold_while_paused_and_go_on_when_resumed(simulate: Simulate) -> None:
+    sim = simulate(PAUSABLE)
+    sign_up(sim)
+    sim.pause("j")
+    sim.run_until(after("3h"))
+    assert sim.messages == []
+    held = the_instance(sim)
+    assert (held.status, held.waiting, held.step) == ("waiting", "paused", "hello")
+    assert record(sim, "hello", "held").at == after("1h")
+    sim.resume("j")
+    assert sent(sim) == [("hello", after("3h"))]
+    assert end_states(sim) == ["greeted"]
+
+
+def test_stopping_a_journey_ends_its_running_instances_as_stopped(simulate: Simulate) -> None:
+    sim = simulate(PAUSABLE)
+    sign_up(sim)
+    sim.stop("j")
+    sim.run()
+    assert end_states(sim) == ["stopped"]
+    assert sim.messages == []
+
+
+def test_an_instance_held_past_the_journey_timeout_times_out(simulate: Simulate) -> None:
+    sim = simulate(
+        journey("- {id: pause, wait: 1h}", "- {id: hello, send: hello_email}", timeout="2h")
+    )
+    sign_up(sim)
+    sim.pause("j")
+    sim.run()
+    instance = the_instance(sim)
+    assert (instance.end_state, instance.ended_at) == ("timed_out", after("2h"))

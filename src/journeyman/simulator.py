@@ -125,6 +125,33 @@ class Simulator:
         while self._timers:
             self.run_until(self._timers[0][0])
 
+    # operating journeys
+
+    def pause(self, journey: str) -> None:
+        """No new entries; running instances hold before their next step."""
+        self.engine.paused.add(journey)
+
+    def resume(self, journey: str) -> None:
+        """Take entries again, and run every held instance on from where it held."""
+        self.engine.paused.discard(journey)
+        for instance in self._held(journey, "paused"):
+            profile = self.profile(instance.profile_id)
+            running = self._running(profile.id)
+            self._apply(self.engine.on_resume(profile, running, instance, self.now))
+
+    def stop(self, journey: str) -> None:
+        """End every running instance of the journey as ``stopped``."""
+        for instance in self._held(journey, None):
+            self._apply(self.engine.on_stop(self.profile(instance.profile_id), instance, self.now))
+
+    def _held(self, journey: str, waiting: str | None) -> list[Instance]:
+        return [
+            i
+            for running in self._active.values()
+            for i in running.values()
+            if i.journey == journey and (waiting is None or i.waiting == waiting)
+        ]
+
     @property
     def next_wake(self) -> datetime | None:
         return self._timers[0][0] if self._timers else None

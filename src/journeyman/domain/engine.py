@@ -70,6 +70,8 @@ class Engine:
     def __init__(self, workspace: m.Workspace, versions: Versions | None = None) -> None:
         self.workspace = workspace
         self._versions = versions
+        # Paused journeys take no new entries, and their instances hold before each step.
+        self.paused: set[str] = set()
 
     def journey(self, name: str, version: int) -> m.Journey | None:
         current = self.workspace.journeys.get(name)
@@ -115,6 +117,24 @@ class Engine:
         ):
             run.wake(instance)
             run.finish_jumps([*instances, instance])
+        return run.outcome
+
+    def on_resume(
+        self, profile: Profile, instances: Sequence[Instance], instance: Instance, now: datetime
+    ) -> Outcome:
+        """The instance's journey was resumed: run the step it was held before."""
+        run = _Run(self, profile, now)
+        journey = self.journey(instance.journey, instance.version)
+        if journey is not None and instance.status == "waiting" and instance.waiting == "paused":
+            run.advance(journey, instance, instance.step)
+            run.finish_jumps([*instances, instance])
+        return run.outcome
+
+    def on_stop(self, profile: Profile, instance: Instance, now: datetime) -> Outcome:
+        """The instance's journey was stopped: it ends, in the state ``stopped``."""
+        run = _Run(self, profile, now)
+        if instance.status != "ended":
+            run.end(instance, "stopped", "the journey was stopped")
         return run.outcome
 
     def on_delivered(
@@ -273,6 +293,8 @@ class _Run:
     def _refusal(
         self, journey: m.Journey, event: Event, known: Sequence[Instance], check_filter: bool
     ) -> str | None:
+        if journey.name in self.engine.paused:
+            return "the journey is paused"
         if check_filter and journey.entry_when is not None:
             view = event.view()
             scope = {
@@ -375,6 +397,12 @@ class _Run:
         for _ in range(MAX_STEPS):
             if step_id is None:
                 self.end(instance, "completed")
+                return
+            if journey.name in self.engine.paused:
+                self.record(instance, step_id, "held", "the journey is paused")
+                deadline = instance.entered_at + journey.timeout
+                held = _replace(instance, step=step_id, status="waiting", waiting="paused")
+                self.save(_replace(held, wake_at=deadline))
                 return
             step = journey.steps[step_id]
             instance = _replace(instance, step=step_id, seq=instance.seq + 1)

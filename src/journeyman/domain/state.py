@@ -79,8 +79,9 @@ class Instance(msgspec.Struct, kw_only=True):
     entry: Event
     step: str
     status: str = "active"  # active (only inside the engine), waiting, ended
-    # What it waits for: timer (a wait), event (a wait_for), defer (quiet hours), or
-    # delivery (a send or call with on_error, until its result is known).
+    # What it waits for: timer (a wait), event (a wait_for), defer (quiet hours),
+    # delivery (a send or call with on_error, until its result is known), or paused (its
+    # journey is paused; it runs its step when the journey resumes).
     waiting: str | None = None
     wake_at: datetime | None = None
     event: Event | None = None  # the last event that moved it on, if not the entry event
