@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from journeyman.domain.parse import Parsed, parse_documents
 from journeyman.domain.problems import Problem
 from journeyman.errors import WorkspaceNotFound
 
-__all__ = ["Loaded", "load_workspace", "workspace_files"]
+__all__ = ["Loaded", "load_texts", "load_workspace", "workspace_files"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,26 +46,39 @@ def load_workspace(folder: str | Path) -> Loaded:
     """Read, parse and check every document below ``folder``."""
     root = Path(folder)
     files = workspace_files(root)
-    documents: list[Document] = []
-    problems: list[Problem] = []
+    texts: dict[str, str] = {}
+    unreadable: list[Problem] = []
     for path in files:
         name = path.relative_to(root).as_posix()
         try:
-            text = path.read_text(encoding="utf-8")
+            texts[name] = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            problems.append(Problem(name, 1, "", "", f"cannot read the file: {error}"))
-            continue
+            unreadable.append(Problem(name, 1, "", "", f"cannot read the file: {error}"))
+    if not files:
+        unreadable.append(Problem(root.as_posix(), 1, "", "", "no .yaml files in this folder"))
+    loaded = load_texts(texts, root, unreadable)
+    return Loaded(loaded.workspace, loaded.problems, files)
+
+
+def load_texts(
+    texts: Mapping[str, str], root: Path | None = None, problems: Sequence[Problem] = ()
+) -> Loaded:
+    """Parse and check a workspace given as file names and their text.
+
+    ``root`` is where relative paths in channel documents start.
+    """
+    documents: list[Document] = []
+    found_problems = list(problems)
+    for name, text in texts.items():
         found, yaml_problems = read_documents(text, name)
         documents.extend(found)
-        problems.extend(yaml_problems)
+        found_problems.extend(yaml_problems)
     parsed = parse_documents(documents)
-    parsed.problems[:0] = problems
-    _check_channels(parsed, root)
-    if not files:
-        parsed.problems.append(Problem(root.as_posix(), 1, "", "", "no .yaml files in this folder"))
+    parsed.problems[:0] = found_problems
+    _check_channels(parsed, root or Path.cwd())
     workspace = build_workspace(parsed)
     ordered = sorted(parsed.problems, key=lambda p: (p.file, p.line, p.severity))
-    return Loaded(workspace, ordered, files)
+    return Loaded(workspace, ordered, [])
 
 
 class _AnyVariable(Mapping[str, str]):

@@ -260,6 +260,9 @@ class Journey:
     steps: Mapping[str, Step]  # in the order written; the first is where instances start
     origin: Origin
     version: int = 1
+    # A hash of the document as written: a publish makes a new version when it changes.
+    digest: str = ""
+    document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def first(self) -> str:

@@ -7,6 +7,8 @@ Cross-document checks (references, reachability, cycles) live in :mod:`checks`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
@@ -346,6 +348,12 @@ def _read_channel(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
 # journey
 
 
+def digest(data: Any) -> str:
+    """A stable hash of a document's data: equal for documents that read the same."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
 def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "entry", "reentry", "timeout", "exit", "ignore_caps")
     r.mapping(data, (), (*keys, "steps"), required=("entry", "steps"))
@@ -378,6 +386,8 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         ignore_caps=bool(ignore_caps),
         steps=steps,
         origin=_origin(r),
+        digest=digest(data),
+        document=data,
     )
     parsed.journeys[r.name] = journey
 
