@@ -94,3 +94,7 @@ def simulate(workspace: Callable[..., Workspace]) -> Callable[..., Simulator]:
         return Simulator(workspace(*documents), start, fail=fail)
 
     return build
+
+
+# The `store` fixture and the backend switch (--backend, JOURNEYMAN_TEST_BACKENDS).
+pytest_plugins = ["tests.stores"]

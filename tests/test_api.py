@@ -157,3 +157,95 @@ def test_health_metrics_and_openapi_need_no_key(tmp_path: Path) -> None:
         assert "/v1/track" in spec["paths"]
 
     run_api(tmp_path, test)
+
+
+def test_pause_holds_entries_resume_lets_them_in_and_stop_ends_instances(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        track = {"userId": "u1", "event": "signed_up"}
+        await post(client, "/v1/track", track)
+        answer = await client.post("/v1/journeys/hello/pause", headers=ADMIN)
+        assert answer.json() == {"journey": "hello", "state": "paused"}
+        await post(client, "/v1/track", {"userId": "u2", "event": "signed_up"})
+        profile = (await client.get("/v1/profiles/u2", headers=ADMIN)).json()
+        assert profile["instances"] == []
+        assert profile["not_entered"][0]["detail"] == "the journey is paused"
+        journeys = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
+        assert journeys[0]["state"] == "paused"
+        answer = await client.post("/v1/journeys/hello/resume", headers=ADMIN)
+        assert answer.json()["state"] == "active"
+        answer = await client.post("/v1/journeys/hello/stop", headers=ADMIN)
+        assert answer.json() == {"journey": "hello", "state": "stopped", "stopped": 1}
+        (instance,) = (await client.get("/v1/profiles/u1", headers=ADMIN)).json()["instances"]
+        assert (instance["status"], instance["end_state"]) == ("ended", "stopped")
+        assert (await client.post("/v1/journeys/hello/explode", headers=ADMIN)).status_code == 404
+        assert (await client.post("/v1/journeys/nope/pause", headers=ADMIN)).status_code == 404
+
+    run_api(tmp_path, test)
+
+
+CHANGED = JOURNEY.replace("wait: 1d", "wait: 2d")
+
+
+def test_publishing_a_changed_journey_makes_a_version_and_old_instances_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        await post(client, "/v1/track", {"userId": "u1", "event": "signed_up"})
+        files = {"base.yaml": BASE, "journey.yaml": CHANGED}
+        dry = await client.put("/v1/workspace?dry_run=true", json={"files": files}, headers=ADMIN)
+        assert dry.json()["published"] is False
+        assert dry.json()["plan"]["changed"] == ["hello"]
+        assert runtime.workspace.journeys["hello"].version == 1
+        answer = await client.put("/v1/workspace", json={"files": files}, headers=ADMIN)
+        assert answer.status_code == 200
+        assert answer.json()["plan"]["versions"] == {"hello": 2}
+        await post(client, "/v1/track", {"userId": "u2", "event": "signed_up"})
+        versions = {}
+        for user in ("u1", "u2"):
+            profile = (await client.get(f"/v1/profiles/{user}", headers=ADMIN)).json()
+            versions[user] = profile["instances"][0]["version"]
+        assert versions == {"u1": 1, "u2": 2}
+        again = await client.put("/v1/workspace", json={"files": files}, headers=ADMIN)
+        assert again.json()["plan"]["unchanged"] == ["hello"]
+
+    run_api(tmp_path, test)
+
+
+def test_publishing_a_broken_workspace_changes_nothing_and_lists_the_problems(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        files = {"base.yaml": BASE, "journey.yaml": JOURNEY.replace("hello_email", "nope")}
+        answer = await client.put("/v1/workspace", json={"files": files}, headers=ADMIN)
+        assert answer.status_code == 422
+        assert answer.json()["published"] is False
+        assert "template 'nope' is not defined" in answer.json()["problems"][0]["message"]
+        assert runtime.workspace.journeys["hello"].version == 1
+        bad = await client.put("/v1/workspace", json={"files": ["x"]}, headers=ADMIN)
+        assert (bad.status_code, bad.json()["error"]["field"]) == (400, "files")
+
+    run_api(tmp_path, test)
+
+
+def test_a_journey_shows_its_definition_and_live_counts_per_step(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for user in ("u1", "u2"):
+            await post(client, "/v1/track", {"userId": user, "event": "signed_up"})
+        journey = (await client.get("/v1/journeys/hello", headers=ADMIN)).json()
+        assert journey["entered"] == 2
+        pause = journey["steps"][0]
+        assert pause["id"] == "pause"
+        assert pause["counts"]["waiting_now"] == 2
+        assert journey["definition"]["name"] == "hello"
+
+    run_api(tmp_path, test)
+
+
+def test_every_route_is_in_the_openapi_document(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        spec = (await client.get("/openapi.json")).json()
+        app = create_app(runtime, KEYS)
+        paths = {route.path.replace("{command:str}", "{command}") for route in app.routes}
+        assert paths == set(spec["paths"])
+
+    run_api(tmp_path, test)

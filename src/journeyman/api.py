@@ -24,16 +24,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
+from journeyman.domain.model import Journey
 from journeyman.domain.state import Event
 from journeyman.openapi import SPEC
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.workspace import load_texts
 
 __all__ = ["Keys", "create_app"]
 
 SINGLE_LIMIT = 32 * 1024  # bytes of one track or identify call, as Segment allows
 BATCH_LIMIT = 512 * 1024
 BATCH_EVENTS = 500
+WORKSPACE_LIMIT = 8 * 1024 * 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -73,6 +76,12 @@ def create_app(runtime: Runtime, keys: Keys) -> Starlette:
         Route("/v1/batch", api.guard(api.batch, "write"), methods=["POST"]),
         Route("/v1/journeys", api.guard(api.journeys, "admin"), methods=["GET"]),
         Route("/v1/journeys/{name}", api.guard(api.journey, "admin"), methods=["GET"]),
+        Route(
+            "/v1/journeys/{name}/{command:str}",
+            api.guard(api.operate, "admin"),
+            methods=["POST"],
+        ),
+        Route("/v1/workspace", api.guard(api.workspace, "admin"), methods=["PUT"]),
         Route("/v1/profiles/{profile_id}", api.guard(api.profile, "admin"), methods=["GET"]),
         Route("/v1/messages", api.guard(api.messages, "admin"), methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
@@ -181,18 +190,63 @@ class _Api:
     # admin
 
     async def journeys(self, request: Request) -> Response:
-        workspace = self.runtime.workspace
-        return _json({"journeys": [_journey_summary(j) for j in workspace.journeys.values()]})
+        states = await self.runtime.store.journey_states()
+        journeys = self.runtime.workspace.journeys.values()
+        return _json({"journeys": [_journey_summary(j, states) for j in journeys]})
 
     async def journey(self, request: Request) -> Response:
-        found = self.runtime.workspace.journeys.get(request.path_params["name"])
-        if found is None:
-            raise _Problem(404, "name", "exists", "no journey by that name")
-        summary = _journey_summary(found)
+        found = self._journey(request)
+        summary = _journey_summary(found, await self.runtime.store.journey_states())
+        counts = await self.runtime.store.step_counts(found.name)
+        summary["entered"] = counts.get("", {}).get("entered", 0)
+        summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
         summary["steps"] = [
-            {"id": s.id, "type": s.kind, "next": s.next} for s in found.steps.values()
+            {"id": s.id, "type": s.kind, "next": s.next, "counts": counts.get(s.id, {})}
+            for s in found.steps.values()
         ]
+        summary["definition"] = found.document
         return _json(summary)
+
+    def _journey(self, request: Request) -> Journey:
+        name = request.path_params["name"]
+        found = self.runtime.workspace.journeys.get(name)
+        if found is None:
+            raise _Problem(404, "name", "exists", f"no journey named {name!r}")
+        return found
+
+    async def operate(self, request: Request) -> Response:
+        """POST /v1/journeys/{name}/pause | resume | stop."""
+        journey = self._journey(request)
+        command = request.path_params["command"]
+        if command == "pause":
+            await self.runtime.pause_journey(journey.name)
+            return _json({"journey": journey.name, "state": "paused"})
+        if command == "resume":
+            held = await self.runtime.resume_journey(journey.name)
+            return _json({"journey": journey.name, "state": "active", "resumed": held})
+        if command == "stop":
+            stopped = await self.runtime.stop_journey(journey.name)
+            return _json({"journey": journey.name, "state": "stopped", "stopped": stopped})
+        raise _Problem(404, "command", "enum", "the command must be pause, resume or stop")
+
+    async def workspace(self, request: Request) -> Response:
+        """PUT /v1/workspace {files: {name: yaml}}: validate and publish (or only plan)."""
+        body = await self._body(request, WORKSPACE_LIMIT)
+        files = body.get("files") if isinstance(body, dict) else None
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise _Problem(400, "files", "type", "'files' must map file names to their text")
+        loaded = load_texts(files, self.runtime.root)
+        problems = [
+            {"file": p.file, "line": p.line, "severity": p.severity, "message": str(p)}
+            for p in loaded.problems
+        ]
+        if loaded.workspace is None:
+            return _json({"published": False, "problems": problems}, 422)
+        dry_run = request.query_params.get("dry_run", "") in ("1", "true")
+        plan = await self.runtime.publish(loaded.workspace, dry_run=dry_run)
+        return _json({"published": not dry_run, "plan": plan.as_dict(), "problems": problems})
 
     async def profile(self, request: Request) -> Response:
         store = self.runtime.store
@@ -290,10 +344,11 @@ def _read(read: Callable[[], Event]) -> Event:
         raise _Problem(400, error.field, error.rule, error.message) from None
 
 
-def _journey_summary(journey: Any) -> dict[str, Any]:
+def _journey_summary(journey: Journey, states: dict[str, str]) -> dict[str, Any]:
     return {
         "name": journey.name,
         "version": journey.version,
+        "state": states.get(journey.name, "active"),
         "entry": journey.entry_event,
         "steps_count": len(journey.steps),
     }

@@ -253,3 +253,62 @@ def trace(profile_id: str, db: str | None) -> None:
     if lines is None:
         raise click.ClickException(f"no profile {profile_id!r} in {url}")
     click.echo("\n".join(lines))
+
+
+@main.command()
+@_WORKSPACE
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The journeyman server to publish to.",
+)
+@click.option(
+    "--key",
+    envvar="JOURNEYMAN_ADMIN_KEY",
+    help="The admin key (default: JOURNEYMAN_ADMIN_KEY).",
+)
+@click.option("--dry-run", is_flag=True, help="Only print the plan; publish nothing.")
+def publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
+    """Validate WORKSPACE here, then publish it to a running server.
+
+    Prints the plan: which journeys are new, changed (a new version: running instances
+    finish on the version they entered) and unchanged. Exits 1 if the workspace has
+    errors or the server refuses it.
+    """
+    import httpx
+
+    from journeyman.runtime.publish import Plan
+    from journeyman.workspace import workspace_files
+
+    _sound(_load(workspace))
+    if not key:
+        raise click.ClickException("an admin key is needed: --key or JOURNEYMAN_ADMIN_KEY")
+    files = {
+        path.relative_to(workspace).as_posix(): path.read_text(encoding="utf-8")
+        for path in workspace_files(workspace)
+    }
+    try:
+        answer = httpx.put(
+            f"{url.rstrip('/')}/v1/workspace",
+            params={"dry_run": "true"} if dry_run else None,
+            json={"files": files},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+    except httpx.HTTPError as error:
+        raise click.ClickException(f"cannot reach {url}: {error}") from None
+    body = (
+        answer.json()
+        if answer.headers.get("content-type", "").startswith("application/json")
+        else {}
+    )
+    if answer.status_code != 200:
+        for problem in body.get("problems", []):
+            click.echo(problem["message"], err=True)
+        reason = body.get("error", {}).get("message", "the workspace has errors")
+        raise click.ClickException(f"{url} answered {answer.status_code}: {reason}")
+    plan = Plan(**body["plan"])
+    verb = "would publish" if dry_run else "published"
+    click.echo(f"{verb} {workspace} to {url}:")
+    click.echo("\n".join(plan.lines()))

@@ -133,7 +133,59 @@ SPEC: dict[str, Any] = {
             },
         ),
         "/v1/journeys": _get("Every published journey"),
-        "/v1/journeys/{name}": _get("One journey", [_path_param("name")]),
+        "/v1/journeys/{name}": _get(
+            "One journey, its definition and live counts per step", [_path_param("name")]
+        ),
+        "/v1/journeys/{name}/{command}": {
+            "post": {
+                "summary": "Pause, resume or stop a journey",
+                "security": [{"bearer": []}, {"basic": []}],
+                "parameters": [
+                    _path_param("name"),
+                    {
+                        "name": "command",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["pause", "resume", "stop"]},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "Done", "content": {"application/json": {}}},
+                    "401": _error("The admin key is missing or wrong."),
+                    "404": _error("No such journey or command."),
+                },
+            }
+        },
+        "/v1/workspace": {
+            "put": {
+                "summary": "Validate and publish a workspace (dry_run=true: plan only)",
+                "security": [{"bearer": []}, {"basic": []}],
+                "parameters": [_query("dry_run")],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["files"],
+                                "properties": {
+                                    "files": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "string"},
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "The plan", "content": {"application/json": {}}},
+                    "400": _error("The body is not a map of file names to text."),
+                    "401": _error("The admin key is missing or wrong."),
+                    "422": {"description": "The workspace has errors: nothing was published"},
+                },
+            }
+        },
         "/v1/profiles/{profile_id}": _get(
             "A profile: traits, recent events, every instance with its trace",
             [_path_param("profile_id")],

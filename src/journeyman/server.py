@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -23,11 +25,21 @@ from journeyman.channels.base import Channel
 from journeyman.channels.catcher import MailCatcher
 from journeyman.channels.smtp import SmtpChannel
 from journeyman.domain.model import Workspace
+from journeyman.errors import JourneymanError
+from journeyman.runtime.dispatcher import RetryPolicy
 from journeyman.runtime.service import Runtime, build_channels
 from journeyman.storage import open_store, sqlite_path
 from journeyman.storage.base import Store
 
-__all__ = ["ServeOptions", "data_dir", "resolve_keys", "serve", "storage_url"]
+__all__ = [
+    "ServeOptions",
+    "SettingError",
+    "data_dir",
+    "resolve_keys",
+    "retry_policy",
+    "serve",
+    "storage_url",
+]
 
 DEFAULT_STORAGE = "sqlite:///journeyman.db"
 
@@ -44,6 +56,39 @@ class ServeOptions:
 def storage_url(option: str | None, workspace: Workspace, env: Mapping[str, str]) -> str:
     """The command line first, then JOURNEYMAN_DB, then the settings document."""
     return option or env.get("JOURNEYMAN_DB") or workspace.settings.storage or DEFAULT_STORAGE
+
+
+class SettingError(JourneymanError):
+    """A ``JOURNEYMAN_*`` environment variable whose value cannot be used."""
+
+
+def retry_policy(env: Mapping[str, str]) -> RetryPolicy:
+    """How deliveries that fail for now are retried.
+
+    ``JOURNEYMAN_RETRY_BASE`` is the wait before the first retry, in seconds (it doubles
+    with every attempt); ``JOURNEYMAN_RETRY_ATTEMPTS`` is how many attempts a delivery
+    gets in all before it counts as failed.
+    """
+    default = RetryPolicy()
+    base, attempts = env.get("JOURNEYMAN_RETRY_BASE"), env.get("JOURNEYMAN_RETRY_ATTEMPTS")
+    seconds = default.base.total_seconds() if base is None else _number(base)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise SettingError(
+            f"JOURNEYMAN_RETRY_BASE must be a number of seconds above 0, not {base!r}"
+        )
+    tries = default.attempts if attempts is None else _number(attempts)
+    if not (math.isfinite(tries) and tries >= 1 and tries == int(tries)):
+        raise SettingError(
+            f"JOURNEYMAN_RETRY_ATTEMPTS must be a whole number from 1 up, not {attempts!r}"
+        )
+    return RetryPolicy(attempts=int(tries), base=timedelta(seconds=seconds), cap=default.cap)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def data_dir(storage: str) -> Path:
@@ -77,6 +122,7 @@ async def serve(
     announce: Callable[[str], None] = print,
 ) -> None:
     env = os.environ if env is None else env
+    retry = retry_policy(env)
     store = open_store(options.storage)
     folder = data_dir(options.storage)
     catcher = None
@@ -95,7 +141,7 @@ async def serve(
     channels = build_channels(
         workspace, env, root=options.workspace_dir, fallback_dir=folder, overrides=overrides
     )
-    runtime = Runtime(workspace, store, channels, env=env)
+    runtime = Runtime(workspace, store, channels, env=env, retry=retry, root=options.workspace_dir)
     await runtime.start()
     try:
         keys, _ = await resolve_keys(store, env)

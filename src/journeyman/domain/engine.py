@@ -490,7 +490,10 @@ def split_point(profile_id: str, journey: str, step: str) -> float:
 
 
 def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -> StepResult:
-    template = run.workspace.templates[step.template]
+    template = run.workspace.templates.get(step.template)
+    if template is None:  # an old journey version naming a template since removed
+        run.end(instance, "failed", f"template {step.template} is no longer defined")
+        return _ENDED
     channel = template.channel
     scope = run.scope(instance, journey)
     reason, to = _destination(run.profile, template, scope)
@@ -569,7 +572,10 @@ def _note_send(run: _Run, channel: str) -> None:
 
 
 def _run_call(run: _Run, journey: m.Journey, instance: Instance, step: m.Call) -> StepResult:
-    action = run.workspace.actions[step.action]
+    action = run.workspace.actions.get(step.action)
+    if action is None:
+        run.end(instance, "failed", f"action {step.action} is no longer defined")
+        return _ENDED
     scope = run.scope(instance, journey)
     call = CallAction(
         key=f"{instance.id}:{step.id}:{instance.seq}",

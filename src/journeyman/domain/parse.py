@@ -740,3 +740,15 @@ _READERS: dict[str, Callable[[Reader, dict[str, Any], Parsed], None]] = {
     "channel": _read_channel,
     "test": _read_test,
 }
+
+
+def compile_journey(data: dict[str, Any], label: str) -> m.Journey | None:
+    """A journey from its stored document, as published earlier; None if it cannot be read.
+
+    Used for the versions that running instances entered: they were sound when they were
+    published, so only the document itself is read again (references are not checked).
+    """
+    parsed = parse_documents([Document(file=label, line=1, data=data)])
+    if any(problem.is_error for problem in parsed.problems):
+        return None
+    return parsed.journeys.get(str(data.get("name")))

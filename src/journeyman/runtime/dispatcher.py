@@ -11,6 +11,7 @@ outcome goes back through the processor, in the same transaction as the outbox u
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -77,18 +78,41 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._random = random.Random()
         self._wakeup = asyncio.Event()
+        self._retries: list[datetime] = []  # when the retries scheduled here come due
+        self._stopping = False
 
     def wake(self) -> None:
         self._wakeup.set()
 
+    def stop(self) -> None:
+        """Claim nothing more: :meth:`run` returns once the deliveries in flight are recorded.
+
+        A delivery cut off half way would stay claimed until its lease runs out, and might
+        reach the provider twice.
+        """
+        self._stopping = True
+        self._wakeup.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wakeup.clear()
-            items = await self.store.claim(self.clock(), self.batch)
+            claimed_at = self.clock()
+            items = await self.store.claim(claimed_at, self.batch)
             if items:
                 await self.deliver(items)
                 continue
-            await sleep_until_woken(self._wakeup, self.idle)
+            await sleep_until_woken(self._wakeup, self._pause(claimed_at))
+
+    def _pause(self, claimed_at: datetime) -> float:
+        """Seconds to sleep: ``idle`` at most, less if a retry comes due sooner.
+
+        A retry backs off by the policy's delay, which may well be shorter than ``idle``.
+        """
+        while self._retries and self._retries[0] <= claimed_at:
+            heapq.heappop(self._retries)  # the claim made at claimed_at has taken it
+        if not self._retries:
+            return self.idle
+        return max(0.0, min(self.idle, (self._retries[0] - self.clock()).total_seconds()))
 
     async def deliver(self, items: list[OutboxItem]) -> None:
         outcomes = await asyncio.gather(*(self._attempt(item) for item in items))
@@ -136,4 +160,5 @@ class Dispatcher:
                 item.id, "failed", f"gave up after {made} attempts: {delivery.detail}", now
             )
         retry_at = now + self.policy.delay(item.attempts, self._random.random())
+        heapq.heappush(self._retries, retry_at)
         return Delivered(item.id, "retry", delivery.detail, now, retry_at)

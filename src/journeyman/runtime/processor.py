@@ -16,16 +16,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 import msgspec
 
-from journeyman.domain.engine import Engine, Outcome
+from journeyman.domain.engine import Engine, Outcome, Versions
 from journeyman.domain.ingest import identity_of
 from journeyman.domain.model import Workspace
-from journeyman.domain.state import Effect, Event, Instance
+from journeyman.domain.state import Effect, Event, Instance, Profile
 from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEvent
 
-__all__ = ["DeliveryResult", "Overloaded", "Processor", "Stats", "TimerDue"]
+__all__ = ["DeliveryResult", "Operate", "Overloaded", "Processor", "Stats", "TimerDue"]
 
 log = logging.getLogger("journeyman.processor")
 
@@ -56,7 +57,16 @@ class DeliveryResult:
     settled: Delivered | None = None
 
 
-Trigger = Event | TimerDue | DeliveryResult
+@dataclass(frozen=True, slots=True)
+class Operate:
+    """An operator's command for one instance: ``resume`` it, or ``stop`` it."""
+
+    instance_id: str
+    profile_id: str
+    command: Literal["resume", "stop"]
+
+
+Trigger = Event | TimerDue | DeliveryResult | Operate
 
 
 @dataclass(slots=True)
@@ -106,6 +116,12 @@ class Processor:
     @property
     def workspace(self) -> Workspace:
         return self.engine.workspace
+
+    def use(self, workspace: Workspace, versions: Versions | None = None) -> None:
+        """Run the next batches on ``workspace`` (a batch in flight finishes on the old one)."""
+        engine = Engine(workspace, versions)
+        engine.paused = self.engine.paused
+        self.engine = engine
 
     @property
     def backlog(self) -> int:
@@ -173,23 +189,29 @@ class Processor:
 
     async def _run_engine(self, items: list[_Item]) -> tuple[list[str], Batch]:
         now = self.clock()
-        events = await self._resolve(items)
+        engine = self.engine  # the whole batch runs on one workspace, even if it is replaced
+        events, emails = await self._resolve(items)
         seen = await self.store.seen([e.message_id for e in events.values() if e.message_id])
-        profile_ids = {_profile_of(item.trigger, events) for item in items}
+        profile_ids = {_profile_of(events.get(i, item.trigger)) for i, item in enumerate(items)}
         snapshots = await self.store.load(profile_ids)
         batch = Batch()
         results = []
         for index, item in enumerate(items):
             trigger = events.get(index, item.trigger)
-            snapshot = snapshots[_profile_of(trigger, events)]
+            if index in emails:
+                trigger = _by_email(events[index], emails[index], snapshots, batch)
+            snapshot = snapshots[_profile_of(trigger)]
             if isinstance(trigger, Event) and trigger.message_id is not None:
                 if trigger.message_id in seen:
                     results.append("duplicate")
                     continue
                 seen.add(trigger.message_id)
-            outcome = await self._trigger(snapshot, trigger, now)
+            outcome = await self._trigger(engine, snapshot, trigger, now)
             if isinstance(trigger, Event):
                 batch.events.append(StoredEvent(trigger, now))
+                if snapshot.new:  # an event makes its profile, traits or not
+                    batch.profiles.setdefault(snapshot.profile.id, snapshot.profile)
+                    snapshot.new = False
             elif isinstance(trigger, DeliveryResult) and trigger.settled is not None:
                 batch.deliveries.append(trigger.settled)
             if outcome is not None:
@@ -197,11 +219,12 @@ class Processor:
             results.append("accepted")
         return results, batch
 
-    async def _resolve(self, items: list[_Item]) -> dict[int, Event]:
-        """Events by position, each with its profile id settled.
+    async def _resolve(self, items: list[_Item]) -> tuple[dict[int, Event], dict[int, str]]:
+        """Events by position, each with its profile id as stored, and the email of each
+        event that names its profile by email.
 
-        An event whose definition names its profile by email goes to the profile that has
-        that email; an unknown email starts a profile whose id is the address.
+        Such an event goes to the profile that has that email; an unknown email starts a
+        profile whose id is the address (see :func:`_by_email`).
         """
         events = {
             i: item.trigger for i, item in enumerate(items) if isinstance(item.trigger, Event)
@@ -217,10 +240,12 @@ class Processor:
             for i, email in by_email.items():
                 profile_id = known.get(("email", email), email)
                 events[i] = msgspec.structs.replace(events[i], profile_id=profile_id)
-        return events
+        return events, by_email
 
-    async def _trigger(self, snapshot: Snapshot, trigger: Trigger, now: datetime) -> Outcome | None:
-        engine, profile, running = self.engine, snapshot.profile, snapshot.running
+    async def _trigger(
+        self, engine: Engine, snapshot: Snapshot, trigger: Trigger, now: datetime
+    ) -> Outcome | None:
+        profile, running = snapshot.profile, snapshot.running
         if isinstance(trigger, Event):
             return engine.on_event(profile, running, trigger, now)
         if isinstance(trigger, TimerDue):
@@ -229,6 +254,13 @@ class Processor:
                 return None  # it moved on or ended since the timer was read
             self.stats.timers_fired += 1
             return engine.on_timer(profile, running, instance, now)
+        if isinstance(trigger, Operate):
+            instance = _find(running, trigger.instance_id)
+            if instance is None:
+                return None
+            if trigger.command == "stop":
+                return engine.on_stop(profile, instance, now)
+            return engine.on_resume(profile, running, instance, now)
         effect = trigger.effect
         found = _find(running, effect.instance_id) or await self.store.instance(effect.instance_id)
         if found is None:
@@ -238,12 +270,30 @@ class Processor:
         return engine.on_failure(profile, running, found, effect.step, trigger.detail, now)
 
 
-def _profile_of(trigger: Trigger, events: dict[int, Event]) -> str:
+def _profile_of(trigger: Trigger) -> str:
     if isinstance(trigger, Event):
         return trigger.profile_id
-    if isinstance(trigger, TimerDue):
+    if isinstance(trigger, TimerDue | Operate):
         return trigger.profile_id
     return trigger.effect.profile_id
+
+
+def _by_email(event: Event, email: str, snapshots: dict[str, Snapshot], batch: Batch) -> Event:
+    """The event for the profile that has ``email`` at this point of the batch.
+
+    An email given to a profile earlier in the batch counts as if it had been stored (the
+    outcome must not depend on where batches happen to be cut); an address that no profile
+    has starts a profile keyed by it, with the address as its email.
+    """
+    owner = batch.identities.get(("email", email))
+    if owner is not None and owner != event.profile_id:
+        event = msgspec.structs.replace(event, profile_id=owner)
+    snapshot = snapshots[event.profile_id]
+    if snapshot.new and event.profile_id == email:
+        snapshot.profile = Profile(id=email, traits={"email": email})
+        batch.profiles[email] = snapshot.profile
+        batch.identities[("email", email)] = email
+    return event
 
 
 def _find(running: list[Instance], instance_id: str) -> Instance | None:

@@ -12,13 +12,15 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from journeyman.channels.base import Channel
 from journeyman.channels.config import channel_from_config
 from journeyman.channels.file import FileChannel
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
-from journeyman.runtime.processor import Processor, utc_now
+from journeyman.runtime.processor import Operate, Processor, utc_now
+from journeyman.runtime.publish import Plan, Versions, publish
 from journeyman.runtime.timers import TimerLoop
 from journeyman.storage.base import Batch, Store
 
@@ -61,15 +63,21 @@ class Runtime:
         clock: Callable[[], datetime] = utc_now,
         retry: RetryPolicy | None = None,
         idle: float = 1.0,
+        root: Path | None = None,
+        grace: float = 15.0,
     ) -> None:
         self.store = store
+        self.root = root  # where relative paths of published channel documents start
         self.channels = dict(channels)
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
         self.timers = TimerLoop(store, self.processor, clock, idle=idle)
         self.dispatcher = Dispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry, idle=idle
         )
+        self.grace = grace  # seconds that deliveries in flight get to finish at stop
         self._tasks: list[asyncio.Task[None]] = []
+        self.versions = Versions()
+        self.plan = Plan()
 
     @property
     def workspace(self) -> Workspace:
@@ -82,7 +90,11 @@ class Runtime:
             self.timers.wake()
 
     async def start(self) -> None:
+        """Open the store, publish the workspace, and start the loops."""
         await self.store.open()
+        self.plan = await self.publish(self.workspace)
+        self.processor.engine.paused.update(await self.store.journey_states())
+        await self.versions.load(self.store)
         self._tasks = [
             asyncio.create_task(self.processor.run(), name="processor"),
             asyncio.create_task(self.timers.run(), name="timers"),
@@ -92,7 +104,12 @@ class Runtime:
             task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
-        """Finish the batch in flight and what is queued, then close everything."""
+        """Finish the deliveries and the batch in flight and what is queued, then close.
+
+        Deliveries still going after ``grace`` seconds are cut short; they stay claimed,
+        and are tried again once their lease runs out.
+        """
+        await self._finish_deliveries()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -103,6 +120,62 @@ class Runtime:
         for channel in self.channels.values():
             await channel.close()
         await self.store.close()
+
+    async def _finish_deliveries(self) -> None:
+        """Let the dispatcher record what it is delivering, while the processor still runs.
+
+        The outcome of a delivery with ``on_error`` goes through the processor, so the
+        processor stops only after this.
+        """
+        running = [t for t in self._tasks if t.get_name() == "dispatcher" and not t.done()]
+        if running:
+            self.dispatcher.stop()
+            await asyncio.wait(running, timeout=self.grace)
+
+    # operating journeys
+
+    async def publish(self, workspace: Workspace, *, dry_run: bool = False) -> Plan:
+        """Publish ``workspace``: changed journeys get a new version; running instances
+        finish on the version they entered. With ``dry_run``, only the plan."""
+        numbered, plan = await publish(self.store, workspace, dry_run=dry_run)
+        if not dry_run:
+            self.versions.keep(self.processor.workspace.journeys)  # still running, maybe
+            self.versions.keep(numbered.journeys)
+            self.processor.use(numbered, self.versions)
+        return plan
+
+    async def pause_journey(self, name: str) -> None:
+        """No new entries; running instances hold before their next step."""
+        self.processor.engine.paused.add(name)
+        await self.store.set_journey_state(name, "paused")
+
+    async def resume_journey(self, name: str) -> int:
+        """Take entries again and run every held instance on; how many were held."""
+        self.processor.engine.paused.discard(name)
+        await self.store.set_journey_state(name, "active")
+        return await self._command(name, "resume")
+
+    async def stop_journey(self, name: str) -> int:
+        """End every running instance as ``stopped`` and take no new entries."""
+        self.processor.engine.paused.add(name)
+        await self.store.set_journey_state(name, "stopped")
+        return await self._command(name, "stop")
+
+    async def _command(self, name: str, command: Literal["resume", "stop"]) -> int:
+        done: set[str] = set()
+        while True:
+            running = await self.store.running_of(name, 1000)
+            todo = [
+                i
+                for i in running
+                if i.id not in done and (command == "stop" or i.waiting == "paused")
+            ]
+            if not todo:
+                return len(done)
+            await self.processor.submit(
+                [Operate(i.id, i.profile_id, command) for i in todo], force=True
+            )
+            done.update(i.id for i in todo)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from journeyman.errors import JourneymanError
-from journeyman.storage.base import Store
+from journeyman.storage.base import NewerSchema, Store
 from journeyman.storage.sqlite import SQLiteStore
 
-__all__ = ["StorageURLError", "Store", "open_store", "sqlite_path"]
+__all__ = ["NewerSchema", "StorageURLError", "Store", "open_store", "sqlite_path"]
 
 
 class StorageURLError(JourneymanError):

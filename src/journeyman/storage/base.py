@@ -13,20 +13,32 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
+from journeyman.errors import JourneymanError
 
 __all__ = [
+    "LEASE",
     "Batch",
     "Delivered",
     "MessageRow",
+    "NewerSchema",
     "OutboxItem",
+    "PublishedJourney",
     "Snapshot",
     "Store",
     "StoredEvent",
 ]
+
+# A claimed outbox item is not claimed again for this long: if the process dies while
+# delivering it, it is retried after the lease (with the same idempotency key).
+LEASE = timedelta(minutes=2)
+
+
+class NewerSchema(JourneymanError):
+    """The database was written by a newer journeyman: this one leaves it alone."""
 
 
 @dataclass(slots=True)
@@ -35,6 +47,7 @@ class Snapshot:
 
     profile: Profile
     running: list[Instance]
+    new: bool = False  # no such profile is stored yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +101,16 @@ class Delivered:
     detail: str
     at: datetime
     retry_at: datetime | None = None  # with status retry
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedJourney:
+    """One published version of a journey, with its document as written."""
+
+    name: str
+    version: int
+    digest: str
+    document: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,40 @@ class Store(ABC):
 
     @abstractmethod
     async def profile(self, profile_id: str) -> Profile | None: ...
+
+    # journey versions and their operation
+
+    @abstractmethod
+    async def published(self) -> dict[str, PublishedJourney]:
+        """The latest published version of every journey."""
+
+    @abstractmethod
+    async def publish(self, journeys: Sequence[PublishedJourney]) -> None:
+        """Store new versions."""
+
+    @abstractmethod
+    async def journey_document(self, name: str, version: int) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    async def versions_in_use(self) -> list[tuple[str, int]]:
+        """The (journey, version) pairs that running instances are on."""
+
+    @abstractmethod
+    async def journey_states(self) -> dict[str, str]:
+        """Journeys that are not simply active: name -> paused."""
+
+    @abstractmethod
+    async def set_journey_state(self, name: str, state: str) -> None:
+        """Mark a journey ``active`` or ``paused``."""
+
+    @abstractmethod
+    async def running_of(self, journey: str, limit: int) -> list[Instance]:
+        """Running instances of a journey (for stop and resume), any order."""
+
+    @abstractmethod
+    async def step_counts(self, journey: str) -> dict[str, dict[str, int]]:
+        """Per step, how many records of each outcome the journey has, and
+        ``waiting_now``: how many instances wait at the step now ('' is the entry)."""
 
     @abstractmethod
     async def get_setting(self, key: str) -> str | None: ...

@@ -9,10 +9,12 @@ the process being killed the next instant (and a power cut).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,10 +30,13 @@ from journeyman.domain.state import (
     StepRecord,
 )
 from journeyman.storage.base import (
+    LEASE,
     Batch,
     Delivered,
     MessageRow,
+    NewerSchema,
     OutboxItem,
+    PublishedJourney,
     Snapshot,
     Store,
     StoredEvent,
@@ -42,9 +47,6 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
-# A claimed outbox item is not claimed again for this long: if the process dies while
-# delivering it, it is retried after the lease (with the same idempotency key).
-LEASE = timedelta(minutes=2)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id, seq);
 CREATE TABLE IF NOT EXISTS instances (
     id TEXT PRIMARY KEY, profile_id TEXT NOT NULL, journey TEXT NOT NULL,
-    status TEXT NOT NULL, wake_at INTEGER, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
+    version INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, wake_at INTEGER,
+    state BLOB NOT NULL, updated_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS instances_running ON instances (profile_id)
     WHERE status != 'ended';
 CREATE INDEX IF NOT EXISTS instances_wake ON instances (wake_at)
@@ -77,6 +80,11 @@ CREATE TABLE IF NOT EXISTS steps (
     journey TEXT NOT NULL, step TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL,
     at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS steps_profile ON steps (profile_id, seq);
+CREATE INDEX IF NOT EXISTS steps_journey ON steps (journey, step);
+CREATE TABLE IF NOT EXISTS journeys (
+    name TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL,
+    document BLOB NOT NULL, published_at INTEGER NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS journey_states (name TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -88,6 +96,11 @@ _effect = msgspec.msgpack.Decoder(SendMessage | CallAction).decode
 
 def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
+
+
+def _wake_ms(value: datetime) -> int:
+    """Rounded up, so that :meth:`SQLiteStore.due` never gives an instance before its time."""
+    return math.ceil(value.timestamp() * 1000)
 
 
 def _time(ms: int) -> datetime:
@@ -126,16 +139,17 @@ class SQLiteStore(Store):
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(_SCHEMA)
-        found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if found is None:
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(found[0]) > SCHEMA_VERSION:
+        # Before touching the schema: a newer version's tables may not take this one's DDL.
+        found = _schema_version(db)
+        if found is not None and found > SCHEMA_VERSION:
             db.close()
-            raise RuntimeError(
-                f"{self.path} has schema version {found[0]}, newer than this journeyman "
+            raise NewerSchema(
+                f"{self.path} has schema version {found}, newer than this journeyman "
                 f"({SCHEMA_VERSION}): upgrade journeyman"
             )
+        db.executescript(_SCHEMA)
+        if found is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         self._db = db
 
     async def close(self) -> None:
@@ -150,14 +164,14 @@ class SQLiteStore(Store):
         return await self._run(self._load, list(profile_ids))
 
     def _load(self, ids: list[str]) -> dict[str, Snapshot]:
-        found = {pid: Snapshot(Profile(id=pid), []) for pid in ids}
+        found = {pid: Snapshot(Profile(id=pid), [], new=True) for pid in ids}
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             for (state,) in self.db.execute(
                 f"SELECT state FROM profiles WHERE id IN ({marks})", chunk
             ):
                 profile = _profile(state)
-                found[profile.id].profile = profile
+                found[profile.id] = Snapshot(profile, [])
             for (state,) in self.db.execute(
                 f"SELECT state FROM instances WHERE profile_id IN ({marks}) "
                 "AND status != 'ended' ORDER BY id",
@@ -227,9 +241,10 @@ class SQLiteStore(Store):
                 ((kind, value, pid) for (kind, value), pid in batch.identities.items()),
             )
             db.executemany(
-                "INSERT INTO instances (id, profile_id, journey, status, wake_at, state, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "status = excluded.status, wake_at = excluded.wake_at, state = excluded.state, "
+                "INSERT INTO instances (id, profile_id, journey, version, step, status, wake_at, "
+                "state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                "SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, "
+                "state = excluded.state, "
                 "updated_at = excluded.updated_at",
                 (_instance_row(i, now) for i in batch.instances.values()),
             )
@@ -257,15 +272,18 @@ class SQLiteStore(Store):
     # timers
 
     async def due(self, now: datetime, limit: int) -> list[Instance]:
-        return await self._run(self._due, _ms(now), limit)
+        return await self._run(self._due, now, limit)
 
-    def _due(self, now: int, limit: int) -> list[Instance]:
+    def _due(self, now: datetime, limit: int) -> list[Instance]:
+        # wake_at is kept in whole milliseconds: select up to the end of the current one,
+        # then drop what is due later within it.
         rows = self.db.execute(
             "SELECT state FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL "
             "AND wake_at <= ? ORDER BY wake_at LIMIT ?",
-            (now, limit),
+            (_wake_ms(now), limit),
         )
-        return [_instance(state) for (state,) in rows]
+        found = (_instance(state) for (state,) in rows)
+        return [i for i in found if i.wake_at is not None and i.wake_at <= now]
 
     async def next_wake(self) -> datetime | None:
         return await self._run(self._next_wake)
@@ -397,6 +415,115 @@ class SQLiteStore(Store):
         )
         return [StoredEvent(_event(body), _time(received)) for body, received in rows]
 
+    # journey versions
+
+    async def published(self) -> dict[str, PublishedJourney]:
+        return await self._run(self._published)
+
+    def _published(self) -> dict[str, PublishedJourney]:
+        rows = self.db.execute(
+            "SELECT name, version, digest, document FROM journeys j WHERE version = "
+            "(SELECT max(version) FROM journeys WHERE name = j.name)"
+        )
+        return {
+            name: PublishedJourney(name, version, digest, msgspec.json.decode(document))
+            for name, version, digest, document in rows
+        }
+
+    async def publish(self, journeys: Sequence[PublishedJourney]) -> None:
+        await self._run(self._publish, list(journeys))
+
+    def _publish(self, journeys: list[PublishedJourney]) -> None:
+        now = _ms(datetime.now(UTC))
+        with self._transaction():
+            self.db.executemany(
+                "INSERT INTO journeys (name, version, digest, document, published_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    (j.name, j.version, j.digest, msgspec.json.encode(j.document), now)
+                    for j in journeys
+                ),
+            )
+
+    async def journey_document(self, name: str, version: int) -> dict[str, Any] | None:
+        return await self._run(self._journey_document, name, version)
+
+    def _journey_document(self, name: str, version: int) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT document FROM journeys WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+        return msgspec.json.decode(row[0]) if row else None
+
+    async def versions_in_use(self) -> list[tuple[str, int]]:
+        return await self._run(self._versions_in_use)
+
+    def _versions_in_use(self) -> list[tuple[str, int]]:
+        rows = self.db.execute(
+            "SELECT DISTINCT journey, version FROM instances WHERE status != 'ended' ORDER BY 1, 2"
+        )
+        return [(name, version) for name, version in rows]
+
+    async def journey_states(self) -> dict[str, str]:
+        return await self._run(self._journey_states)
+
+    def _journey_states(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT name, state FROM journey_states").fetchall())
+
+    async def set_journey_state(self, name: str, state: str) -> None:
+        await self._run(self._set_journey_state, name, state)
+
+    def _set_journey_state(self, name: str, state: str) -> None:
+        with self._transaction():
+            if state == "active":
+                self.db.execute("DELETE FROM journey_states WHERE name = ?", (name,))
+            else:
+                self.db.execute(
+                    "INSERT INTO journey_states VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET state = excluded.state",
+                    (name, state),
+                )
+
+    async def running_of(self, journey: str, limit: int) -> list[Instance]:
+        return await self._run(self._running_of, journey, limit)
+
+    def _running_of(self, journey: str, limit: int) -> list[Instance]:
+        rows = self.db.execute(
+            "SELECT state FROM instances WHERE journey = ? AND status != 'ended' LIMIT ?",
+            (journey, limit),
+        )
+        return [_instance(state) for (state,) in rows]
+
+    async def step_counts(self, journey: str) -> dict[str, dict[str, int]]:
+        return await self._run(self._step_counts, journey)
+
+    def _step_counts(self, journey: str) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        rows = self.db.execute(
+            "SELECT coalesce(step, ''), outcome, count(*) FROM steps WHERE journey = ? "
+            "GROUP BY step, outcome",
+            (journey,),
+        )
+        for step, outcome, count in rows:
+            counts.setdefault(step, {})[outcome] = count
+        rows = self.db.execute(
+            "SELECT step, count(*) FROM instances WHERE journey = ? AND status = 'waiting' "
+            "GROUP BY step",
+            (journey,),
+        )
+        for step, count in rows:
+            counts.setdefault(step, {})["waiting_now"] = count
+        return counts
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     async def get_setting(self, key: str) -> str | None:
         return await self._run(self._get_setting, key)
 
@@ -416,17 +543,27 @@ class SQLiteStore(Store):
         )
 
 
+def _schema_version(db: sqlite3.Connection) -> int | None:
+    """The schema version the database was made with; None for a new database."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        return None
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    return int(row[0]) if row else None
+
+
 def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
 def _instance_row(instance: Instance, now: int) -> tuple[Any, ...]:
-    wake = _ms(instance.wake_at) if instance.wake_at is not None else None
+    wake = _wake_ms(instance.wake_at) if instance.wake_at is not None else None
     return (
         instance.id,
         instance.profile_id,
         instance.journey,
+        instance.version,
+        instance.step,
         instance.status,
         wake,
         _encode(instance),

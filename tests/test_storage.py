@@ -1,0 +1,581 @@
+"""The storage contract every backend keeps, run against each selected backend.
+
+Each test opens a fresh database through the ``store`` fixture (see tests/stores.py) and
+checks what a user of the runtime would notice: what comes back, in which order, and that
+a batch is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
+from journeyman.storage import NewerSchema, Store, open_store
+from journeyman.storage.base import LEASE, Batch, Delivered, Snapshot, StoredEvent
+from tests.conftest import START
+from tests.stores import Backend, run
+
+MINUTE = timedelta(minutes=1)
+MS = timedelta(milliseconds=1)
+
+
+def event(
+    profile: str = "u1", name: str = "signed_up", message_id: str | None = None, **props: Any
+) -> Event:
+    return Event(
+        name=name,
+        profile_id=profile,
+        timestamp=START,
+        properties=props,
+        message_id=message_id,
+        user_id=profile,
+    )
+
+
+def stored(*events: Event, at: datetime = START) -> list[StoredEvent]:
+    return [StoredEvent(e, at) for e in events]
+
+
+def instance(
+    id: str = "u1:hello:1",
+    profile: str = "u1",
+    status: str = "waiting",
+    wake_at: datetime | None = None,
+    step: str = "pause",
+) -> Instance:
+    return Instance(
+        id=id,
+        journey="hello",
+        version=1,
+        profile_id=profile,
+        entered_at=START,
+        entry=event(profile),
+        step=step,
+        status=status,
+        waiting="timer" if wake_at is not None else ("event" if status == "waiting" else None),
+        wake_at=wake_at,
+        end_state="completed" if status == "ended" else None,
+    )
+
+
+def send(
+    key: str,
+    profile: str = "u1",
+    journey: str = "hello",
+    at: datetime = START,
+    subject: str = "Hello",
+) -> SendMessage:
+    return SendMessage(
+        key=key,
+        instance_id=f"{profile}:{journey}:1",
+        journey=journey,
+        step="greet",
+        profile_id=profile,
+        channel="email",
+        template="hello_email",
+        to=f"{profile}@example.com",
+        content={"subject": subject},
+        at=at,
+    )
+
+
+def record(outcome: str, at: datetime = START, profile: str = "u1") -> StepRecord:
+    return StepRecord(
+        at=at,
+        profile_id=profile,
+        journey="hello",
+        instance_id=f"{profile}:hello:1",
+        step="greet",
+        outcome=outcome,
+    )
+
+
+def profile(id: str = "u1", **traits: Any) -> Profile:
+    return Profile(id=id, traits=traits)
+
+
+def ids(instances: list[Instance]) -> list[str]:
+    return [i.id for i in instances]
+
+
+# load
+
+
+def test_load_gives_an_empty_profile_for_an_unknown_id_and_stores_nothing(store: Store) -> None:
+    async def check() -> None:
+        nobody = Snapshot(Profile(id="nobody"), [], new=True)
+        assert await store.load(["nobody"]) == {"nobody": nobody}
+        assert await store.profile("nobody") is None
+        assert await store.load([]) == {}
+
+    run(store, check)
+
+
+def test_load_gives_stored_profiles_with_their_running_instances_only(store: Store) -> None:
+    async def check() -> None:
+        await store.commit(
+            Batch(
+                profiles={"u1": profile("u1", plan="pro"), "u2": profile("u2")},
+                instances={
+                    i.id: i
+                    for i in (
+                        instance("u1:a:1", wake_at=START),
+                        instance("u1:b:1", status="ended"),
+                        instance("u1:c:1"),
+                        instance("u2:a:1", profile="u2"),
+                    )
+                },
+            )
+        )
+        found = await store.load(["u1", "u3"])
+        assert set(found) == {"u1", "u3"}
+        assert (found["u1"].profile.traits, found["u1"].new) == ({"plan": "pro"}, False)
+        assert ids(found["u1"].running) == ["u1:a:1", "u1:c:1"]
+        assert found["u3"] == Snapshot(Profile(id="u3"), [], new=True)
+
+    run(store, check)
+
+
+def test_load_finds_every_one_of_many_profiles(store: Store) -> None:
+    many = [f"u{n}" for n in range(1200)]
+
+    async def check() -> None:
+        await store.commit(
+            Batch(
+                profiles={p: profile(p, n=n) for n, p in enumerate(many)},
+                instances={f"{p}:a:1": instance(f"{p}:a:1", profile=p) for p in many},
+            )
+        )
+        found = await store.load(many)
+        assert [found[p].profile.traits["n"] for p in many] == list(range(1200))
+        assert all(ids(found[p].running) == [f"{p}:a:1"] for p in many)
+
+    run(store, check)
+
+
+# commit: what each part of a batch becomes
+
+
+def test_a_committed_profile_replaces_the_stored_one(store: Store) -> None:
+    async def check() -> None:
+        await store.commit(Batch(profiles={"u1": profile("u1", firstName="Ada")}))
+        await store.commit(Batch(profiles={"u1": profile("u1", firstName="Bo", plan="pro")}))
+        assert await store.profile("u1") == profile("u1", firstName="Bo", plan="pro")
+
+    run(store, check)
+
+
+def test_a_committed_instance_replaces_its_earlier_state(store: Store) -> None:
+    async def check() -> None:
+        await store.commit(Batch(instances={"u1:hello:1": instance(wake_at=START + MINUTE)}))
+        ended = instance(status="ended", step="done")
+        await store.commit(Batch(instances={"u1:hello:1": ended}))
+        assert await store.instance("u1:hello:1") == ended
+        assert await store.instance("nope") is None
+        assert (await store.load(["u1"]))["u1"].running == []
+        assert await store.due(START + MINUTE, 10) == []
+
+    run(store, check)
+
+
+def test_instances_of_lists_running_and_ended_newest_first(store: Store) -> None:
+    async def check() -> None:
+        await store.commit(Batch(instances={"u1:a:1": instance("u1:a:1", status="ended")}))
+        await store.commit(Batch(instances={"u1:b:1": instance("u1:b:1")}))
+        await store.commit(Batch(instances={"u2:a:1": instance("u2:a:1", profile="u2")}))
+        assert ids(await store.instances_of("u1")) == ["u1:b:1", "u1:a:1"]
+        assert await store.instances_of("u3") == []
+
+    run(store, check)
+
+
+def test_events_become_the_history_newest_first(store: Store) -> None:
+    later = START + MINUTE
+
+    async def check() -> None:
+        first = event(name="signed_up", message_id="m1", plan="pro")
+        await store.commit(Batch(events=stored(first)))
+        others = [event(name="purchased", total=5), event(name="deleted")]
+        await store.commit(Batch(events=[*stored(*others, at=later), *stored(event("u2"))]))
+        history = await store.history("u1")
+        assert [s.event.name for s in history] == ["deleted", "purchased", "signed_up"]
+        assert history[-1] == StoredEvent(first, START)
+        assert history[0].received_at == later
+        assert [s.event.name for s in await store.history("u1", limit=2)] == [
+            "deleted",
+            "purchased",
+        ]
+        assert await store.history("u3") == []
+
+    run(store, check)
+
+
+def test_seen_names_the_message_ids_accepted_before(store: Store) -> None:
+    async def check() -> None:
+        assert await store.seen(["m1"]) == set()
+        events = [event(message_id="m1"), event("u2", message_id="m2"), event(), event()]
+        await store.commit(Batch(events=stored(*events)))
+        assert await store.seen(["m1", "m2", "m3"]) == {"m1", "m2"}
+        assert await store.seen([]) == set()
+
+    run(store, check)
+
+
+def test_seen_answers_for_many_message_ids_at_once(store: Store) -> None:
+    async def check() -> None:
+        events = [event(f"u{n % 7}", message_id=f"m{n}") for n in range(1200)]
+        await store.commit(Batch(events=stored(*events)))
+        asked = [f"m{n}" for n in range(0, 2400, 2)]
+        assert await store.seen(asked) == {f"m{n}" for n in range(0, 1200, 2)}
+
+    run(store, check)
+
+
+def test_effects_are_queued_in_the_outbox_once_per_key(store: Store) -> None:
+    async def check() -> None:
+        hello = send("k1", subject="Hello Ada")
+        await store.commit(Batch(effects=[hello, hello]))
+        await store.commit(Batch(effects=[send("k1", subject="a retry, not a new message")]))
+        (row,) = await store.messages()
+        assert (row.key, row.kind, row.channel, row.status, row.attempts) == (
+            "k1",
+            "send",
+            "email",
+            "queued",
+            0,
+        )
+        assert (row.journey, row.step, row.profile_id, row.instance_id) == (
+            "hello",
+            "greet",
+            "u1",
+            "u1:hello:1",
+        )
+        assert row.content == {"to": "u1@example.com", "subject": "Hello Ada"}
+        assert len(await store.claim(START, 10)) == 1
+
+    run(store, check)
+
+
+def test_step_records_become_the_trace_oldest_first(store: Store) -> None:
+    async def check() -> None:
+        await store.commit(Batch(records=[record("entered"), record("sent", START + MS)]))
+        await store.commit(
+            Batch(records=[record("ended", START + MINUTE), record("x", profile="u2")])
+        )
+        trace = await store.trace("u1")
+        assert [r.outcome for r in trace] == ["entered", "sent", "ended"]
+        assert trace[0] == record("entered")
+        assert trace[1].at == START + MS
+        assert await store.trace("u3") == []
+
+    run(store, check)
+
+
+def test_identities_resolve_to_the_profile_they_were_last_given_to(store: Store) -> None:
+    async def check() -> None:
+        ada, bo = ("email", "ada@example.com"), ("email", "bo@example.com")
+        await store.commit(Batch(profiles={"u1": profile()}, identities={ada: "u1", bo: "u1"}))
+        await store.commit(Batch(profiles={"u2": profile("u2")}, identities={ada: "u2"}))
+        unknown = ("email", "cy@example.com")
+        assert await store.resolve([ada, bo, unknown]) == {ada: "u2", bo: "u1"}
+        assert await store.resolve([("phone", "ada@example.com")]) == {}
+
+    run(store, check)
+
+
+def test_a_commit_that_fails_writes_nothing_of_its_batch(store: Store) -> None:
+    async def check() -> None:
+        await store.commit(Batch(events=stored(event(message_id="m1")), effects=[send("k1")]))
+        (queued,) = await store.claim(START, 10)
+        doomed = Batch(
+            events=stored(event("u2", message_id="m2"), event("u2", message_id="m1")),
+            profiles={"u2": profile("u2", plan="pro")},
+            instances={"u2:hello:1": instance("u2:hello:1", profile="u2", wake_at=START)},
+            effects=[send("k2", profile="u2")],
+            records=[record("entered", profile="u2")],
+            identities={("email", "u2@example.com"): "u2"},
+            deliveries=[Delivered(queued.id, "sent", "250 ok", START)],
+        )
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+            await store.commit(doomed)
+        assert await store.profile("u2") is None
+        assert await store.history("u2") == []
+        assert await store.seen(["m2"]) == set()
+        assert await store.instances_of("u2") == []
+        assert await store.due(START, 10) == []
+        assert await store.trace("u2") == []
+        assert await store.resolve([("email", "u2@example.com")]) == {}
+        assert [(m.key, m.status) for m in await store.messages()] == [("k1", "queued")]
+        # and the store takes the next batch as if nothing had happened
+        await store.commit(Batch(events=stored(event("u2", message_id="m2"))))
+        assert await store.seen(["m2"]) == {"m2"}
+
+    run(store, check)
+
+
+# timers
+
+
+def test_due_gives_waiting_instances_whose_time_has_come_earliest_first(store: Store) -> None:
+    async def check() -> None:
+        waits = {"a": 3, "b": 1, "c": 2, "d": 10}
+        batch = Batch(
+            instances={
+                f"u1:{name}:1": instance(f"u1:{name}:1", wake_at=START + minutes * MINUTE)
+                for name, minutes in waits.items()
+            }
+        )
+        # not waiting for a time: an event wait, an ended one, one in the middle of a step
+        batch.instances["u1:e:1"] = instance("u1:e:1")
+        batch.instances["u1:f:1"] = instance("u1:f:1", status="ended")
+        batch.instances["u1:g:1"] = instance("u1:g:1", status="active", wake_at=START)
+        await store.commit(batch)
+        assert ids(await store.due(START + 5 * MINUTE, 10)) == ["u1:b:1", "u1:c:1", "u1:a:1"]
+        assert ids(await store.due(START + 5 * MINUTE, 2)) == ["u1:b:1", "u1:c:1"]
+        assert ids(await store.due(START + MINUTE, 10)) == ["u1:b:1"]
+        assert await store.due(START + MINUTE - MS, 10) == []
+
+    run(store, check)
+
+
+def test_due_never_gives_an_instance_before_its_time(store: Store) -> None:
+    wake = START + MINUTE + timedelta(microseconds=600)
+
+    async def check() -> None:
+        await store.commit(Batch(instances={"u1:hello:1": instance(wake_at=wake)}))
+        assert await store.due(wake - timedelta(microseconds=300), 10) == []
+        (due,) = await store.due(wake, 10)
+        assert due.wake_at == wake
+
+    run(store, check)
+
+
+def test_next_wake_is_when_the_first_waiting_instance_is_due(store: Store) -> None:
+    early = START + MINUTE + timedelta(microseconds=600)
+
+    async def check() -> None:
+        assert await store.next_wake() is None
+        await store.commit(
+            Batch(
+                instances={
+                    "u1:a:1": instance("u1:a:1", wake_at=START + 2 * MINUTE),
+                    "u1:b:1": instance("u1:b:1", wake_at=early),
+                    "u1:c:1": instance("u1:c:1", status="ended"),
+                    "u1:d:1": instance("u1:d:1"),
+                }
+            )
+        )
+        wake = await store.next_wake()
+        assert wake is not None
+        assert early <= wake < early + MS
+        # a timer loop that sleeps until then finds the instance due
+        assert ids(await store.due(wake, 10)) == ["u1:b:1"]
+        await store.commit(Batch(instances={"u1:b:1": instance("u1:b:1", status="ended")}))
+        assert await store.next_wake() == START + 2 * MINUTE
+
+    run(store, check)
+
+
+# outbox
+
+
+def test_claim_leases_items_oldest_first_and_gives_them_again_after_the_lease(
+    store: Store,
+) -> None:
+    async def check() -> None:
+        effects = [send("k3", at=START + 2 * MS), send("k1"), send("k2", at=START + MS)]
+        await store.commit(Batch(effects=[*effects, send("later", at=START + MINUTE)]))
+        first = await store.claim(START + MS, 2)
+        assert [i.effect.key for i in first] == ["k1", "k2"]
+        assert [i.attempts for i in first] == [0, 0]
+        assert first[0].effect == effects[1]
+        assert [i.effect.key for i in await store.claim(START + 2 * MS, 10)] == ["k3"]
+        # claimed but never settled (the process died while delivering): not before the
+        # lease has passed, then again, with the same key
+        assert [i.effect.key for i in await store.claim(START + MINUTE, 10)] == ["later"]
+        assert await store.claim(START + LEASE, 10) == []
+        again = await store.claim(START + 2 * MS + LEASE, 10)
+        assert [i.effect.key for i in again] == ["k1", "k2", "k3"]
+
+    run(store, check)
+
+
+def test_settle_records_sent_failed_and_retries_at_their_time(store: Store) -> None:
+    later = START + 10 * MINUTE
+
+    async def check() -> None:
+        await store.commit(Batch(effects=[send("sent"), send("failed"), send("retry")]))
+        items = {i.effect.key: i.id for i in await store.claim(START, 10)}
+        at = START + MINUTE
+        await store.settle(
+            [
+                Delivered(items["sent"], "sent", "250 ok", at),
+                Delivered(items["failed"], "failed", "550 no such user", at),
+                Delivered(items["retry"], "retry", "421 try later", at, retry_at=later),
+            ]
+        )
+        rows = {m.key: m for m in await store.messages()}
+        assert {k: (m.status, m.attempts, m.detail) for k, m in rows.items()} == {
+            "sent": ("sent", 1, "250 ok"),
+            "failed": ("failed", 1, "550 no such user"),
+            "retry": ("retry", 1, "421 try later"),
+        }
+        assert rows["sent"].updated_at == at
+        assert await store.claim(later - MS, 10) == []
+        (retry,) = await store.claim(later, 10)
+        assert (retry.effect.key, retry.attempts) == ("retry", 1)
+        await store.settle([Delivered(retry.id, "sent", "250 ok", later)])
+        assert await store.claim(later + 100 * LEASE, 10) == []
+        assert [(m.status, m.attempts) for m in await store.messages(status="sent")] == [
+            ("sent", 2),
+            ("sent", 1),
+        ]
+
+    run(store, check)
+
+
+def test_a_commit_settles_deliveries_with_the_state_change(store: Store) -> None:
+    async def check() -> None:
+        await store.commit(Batch(effects=[send("k1")]))
+        (item,) = await store.claim(START, 10)
+        failed = Delivered(item.id, "failed", "bounced", START + MINUTE)
+        await store.commit(Batch(records=[record("failed")], deliveries=[failed]))
+        (row,) = await store.messages()
+        assert (row.status, row.detail, row.attempts) == ("failed", "bounced", 1)
+
+    run(store, check)
+
+
+def test_messages_filter_by_profile_journey_and_status_newest_first(store: Store) -> None:
+    async def check() -> None:
+        effects = [
+            send("u1-hello", "u1"),
+            send("u1-cart", "u1", journey="cart"),
+            send("u2-hello", "u2"),
+            send("u2-cart", "u2", journey="cart"),
+        ]
+        for effect in effects:
+            await store.commit(Batch(effects=[effect]))
+        items = {i.effect.key: i.id for i in await store.claim(START, 10)}
+        await store.settle([Delivered(items["u2-hello"], "sent", "", START)])
+
+        async def keys(**filters: Any) -> list[str]:
+            return [m.key for m in await store.messages(**filters)]
+
+        assert await keys() == ["u2-cart", "u2-hello", "u1-cart", "u1-hello"]
+        assert await keys(profile="u1") == ["u1-cart", "u1-hello"]
+        assert await keys(journey="cart") == ["u2-cart", "u1-cart"]
+        assert await keys(status="sent") == ["u2-hello"]
+        assert await keys(profile="u2", status="queued") == ["u2-cart"]
+        assert await keys(profile="u2", journey="hello", status="queued") == []
+        assert await keys(limit=2) == ["u2-cart", "u2-hello"]
+        assert await keys(profile="u3") == []
+
+    run(store, check)
+
+
+# settings
+
+
+def test_settings_are_kept_by_key(store: Store) -> None:
+    async def check() -> None:
+        assert await store.get_setting("write_key") is None
+        await store.set_setting("write_key", "w1")
+        await store.set_setting("admin_key", "a1")
+        await store.set_setting("write_key", "w2")
+        assert await store.get_setting("write_key") == "w2"
+        assert await store.get_setting("admin_key") == "a1"
+
+    run(store, check)
+
+
+# lifecycle
+
+
+@pytest.mark.durable
+def test_everything_committed_is_there_after_close_and_reopen(
+    backend: Backend, store: Store, store_url: str
+) -> None:
+    email = ("email", "u1@example.com")
+
+    async def write() -> None:
+        await store.commit(
+            Batch(
+                events=stored(event(message_id="m1")),
+                profiles={"u1": profile(email="u1@example.com")},
+                instances={"u1:hello:1": instance(wake_at=START + MINUTE)},
+                effects=[send("k1"), send("k2")],
+                records=[record("entered")],
+                identities={email: "u1"},
+            )
+        )
+        await store.set_setting("write_key", "w1")
+        # one delivery is under way when the process stops
+        await store.claim(START, 1)
+
+    reopened = open_store(store_url)
+
+    async def read() -> None:
+        snapshot = (await reopened.load(["u1"]))["u1"]
+        assert snapshot.profile == profile(email="u1@example.com")
+        assert ids(snapshot.running) == ["u1:hello:1"]
+        assert await reopened.seen(["m1"]) == {"m1"}
+        assert [s.event.message_id for s in await reopened.history("u1")] == ["m1"]
+        assert [r.outcome for r in await reopened.trace("u1")] == ["entered"]
+        assert await reopened.resolve([email]) == {email: "u1"}
+        assert ids(await reopened.due(START + MINUTE, 10)) == ["u1:hello:1"]
+        assert await reopened.get_setting("write_key") == "w1"
+        assert [m.status for m in await reopened.messages()] == ["queued", "queued"]
+        # k1 was being delivered: it comes back once its lease has passed
+        assert [i.effect.key for i in await reopened.claim(START, 10)] == ["k2"]
+        assert [i.effect.key for i in await reopened.claim(START + LEASE, 10)] == ["k1", "k2"]
+
+    run(store, write)
+    run(reopened, read)
+
+
+@pytest.mark.durable
+def test_reopening_a_database_changes_nothing(
+    backend: Backend, store: Store, store_url: str
+) -> None:
+
+    async def write() -> None:
+        await store.commit(Batch(events=stored(event(message_id="m1")), effects=[send("k1")]))
+
+    def contents() -> list[Any]:
+        reopened = open_store(store_url)
+
+        async def read() -> list[Any]:
+            return [
+                await reopened.history("u1"),
+                await reopened.messages(),
+                await reopened.seen(["m1"]),
+            ]
+
+        return run(reopened, read)
+
+    run(store, write)
+    first = contents()
+    assert first[2] == {"m1"}
+    assert contents() == contents() == first
+
+
+@pytest.mark.newer_schema
+def test_a_database_from_a_newer_version_is_refused_with_a_clear_error(
+    backend: Backend, store: Store, store_url: str
+) -> None:
+    assert backend.newer_schema is not None
+
+    async def nothing() -> None:
+        return None
+
+    run(store, nothing)
+    backend.newer_schema(store_url)
+    newer = open_store(store_url)
+    with pytest.raises(NewerSchema, match=r"newer than this journeyman.*upgrade"):
+        asyncio.run(newer.open())
+    asyncio.run(newer.close())
