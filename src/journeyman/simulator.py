@@ -17,7 +17,14 @@ from typing import Any
 import msgspec
 
 from journeyman.domain.engine import Engine, Outcome
-from journeyman.domain.ingest import InvalidEvent, identity_of, read_identify, read_track
+from journeyman.domain.ingest import (
+    InvalidEvent,
+    identity_of,
+    normal_email,
+    read_identify,
+    read_track,
+)
+from journeyman.domain.merge import merge_profiles
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import (
     CallAction,
@@ -62,6 +69,7 @@ class Simulator:
         self._timers: list[tuple[datetime, int, str]] = []
         self._sequence = 0
         self._emails: dict[str, str] = {}  # email trait -> profile id
+        self._aliases: dict[str, str] = {}  # anonymous id -> the profile it signed in as
 
     # input
 
@@ -85,13 +93,32 @@ class Simulator:
         except InvalidEvent as error:
             self.rejected.append(Rejection(self.now, "identify", _named(body), error))
             return None
+        if event.user_id and event.anonymous_id and event.user_id != event.anonymous_id:
+            self._merge(event.anonymous_id, event.user_id)
         self._deliver(event)
         return event
+
+    def _merge(self, anonymous_id: str, known_id: str) -> None:
+        """The anonymous visitor signed in: fold their profile into the known one."""
+        self._aliases[anonymous_id] = known_id
+        anonymous = self.profiles.pop(anonymous_id, None)
+        if anonymous is None:
+            return
+        known = self.profile(known_id)
+        merged = merge_profiles(
+            known, self._running(known_id), anonymous, self._running(anonymous_id), self.now
+        )
+        self.profiles[known_id] = merged.profile
+        self._active.pop(anonymous_id, None)
+        for instance in merged.changed:
+            self._store(instance)
+        self.records.extend(merged.records)
 
     def _resolve(self, event: Event) -> Event:
         kind, value = identity_of(event, self.workspace.events.get(event.name))
         if kind != "email":
-            return event
+            owner = self._aliases.get(event.profile_id) if event.user_id is None else None
+            return msgspec.structs.replace(event, profile_id=owner) if owner else event
         profile_id = self._emails.get(value, value)
         if profile_id not in self.profiles:
             self.profiles[profile_id] = Profile(id=profile_id, traits={"email": value})
@@ -201,8 +228,8 @@ class Simulator:
     def _index_email(self, profile: Profile) -> None:
         """Point the profile's email at it, and its previous email no longer."""
         before = self.profiles.get(profile.id)
-        old = before.traits.get("email") if before is not None else None
-        new = profile.traits.get("email")
+        old = _email(before.traits.get("email")) if before is not None else None
+        new = _email(profile.traits.get("email"))
         if old != new and isinstance(old, str) and self._emails.get(old) == profile.id:
             del self._emails[old]
         if isinstance(new, str):
@@ -227,3 +254,7 @@ def _named(body: Mapping[str, Any]) -> str:
         if isinstance(value, str | int) and not isinstance(value, bool):
             return str(value)
     return ""
+
+
+def _email(value: Any) -> str | None:
+    return normal_email(value) if isinstance(value, str) else None

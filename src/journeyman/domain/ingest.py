@@ -15,7 +15,7 @@ from journeyman.domain.model import EventDefinition
 from journeyman.domain.state import Event
 from journeyman.domain.times import TimeFormatError, parse_timestamp
 
-__all__ = ["InvalidEvent", "identity_of", "read_identify", "read_track"]
+__all__ = ["InvalidEvent", "identity_of", "normal_email", "read_identify", "read_track"]
 
 
 class InvalidEvent(ValueError):
@@ -63,10 +63,15 @@ def identity_of(event: Event, definition: EventDefinition | None) -> tuple[str, 
     """Which identity names the event's profile, and its value."""
     kind = definition.identity if definition is not None else None
     if kind == "email":
-        return "email", str(event.properties.get("email"))
+        return "email", normal_email(str(event.properties.get("email")))
     if kind == "anonymousId" or event.user_id is None:
         return "anonymousId", str(event.anonymous_id)
     return "userId", event.user_id
+
+
+def normal_email(address: str) -> str:
+    """An email address as identities compare it: trimmed and in lower case."""
+    return address.strip().lower()
 
 
 def _event(

@@ -21,7 +21,8 @@ from typing import Literal
 import msgspec
 
 from journeyman.domain.engine import Engine, Outcome, Versions
-from journeyman.domain.ingest import identity_of
+from journeyman.domain.ingest import identity_of, normal_email
+from journeyman.domain.merge import merge_profiles
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Effect, Event, Instance, Profile
 from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEvent
@@ -193,6 +194,7 @@ class Processor:
         events, emails = await self._resolve(items)
         seen = await self.store.seen([e.message_id for e in events.values() if e.message_id])
         profile_ids = {_profile_of(events.get(i, item.trigger)) for i, item in enumerate(items)}
+        profile_ids.update(e.anonymous_id for e in events.values() if e.anonymous_id and _links(e))
         snapshots = await self.store.load(profile_ids)
         batch = Batch()
         results = []
@@ -206,6 +208,8 @@ class Processor:
                     results.append("duplicate")
                     continue
                 seen.add(trigger.message_id)
+            if isinstance(trigger, Event) and _links(trigger):
+                _merge(trigger, snapshots, batch, now)
             outcome = await self._trigger(engine, snapshot, trigger, now)
             if isinstance(trigger, Event):
                 batch.events.append(StoredEvent(trigger, now))
@@ -240,6 +244,18 @@ class Processor:
             for i, email in by_email.items():
                 profile_id = known.get(("email", email), email)
                 events[i] = msgspec.structs.replace(events[i], profile_id=profile_id)
+        # An anonymous visitor who has signed in since is the known profile now.
+        anonymous = {
+            i: e.anonymous_id
+            for i, e in events.items()
+            if e.user_id is None and e.anonymous_id is not None and i not in by_email
+        }
+        if anonymous:
+            known = await self.store.resolve([("anonymousId", a) for a in anonymous.values()])
+            for i, anonymous_id in anonymous.items():
+                owner = known.get(("anonymousId", anonymous_id))
+                if owner is not None:
+                    events[i] = msgspec.structs.replace(events[i], profile_id=owner)
         return events, by_email
 
     async def _trigger(
@@ -296,6 +312,34 @@ def _by_email(event: Event, email: str, snapshots: dict[str, Snapshot], batch: B
     return event
 
 
+def _links(event: Event) -> bool:
+    """Whether the event says an anonymous id and a user id are one person."""
+    return (
+        event.type == "identify"
+        and event.user_id is not None
+        and event.anonymous_id is not None
+        and event.anonymous_id != event.user_id
+    )
+
+
+def _merge(event: Event, snapshots: dict[str, Snapshot], batch: Batch, now: datetime) -> None:
+    """Fold the anonymous profile into the known one, once; remember they are one."""
+    assert event.anonymous_id is not None
+    anonymous = snapshots[event.anonymous_id]
+    batch.identities[("anonymousId", event.anonymous_id)] = event.profile_id
+    if anonymous.new:
+        return
+    known = snapshots[event.profile_id]
+    merged = merge_profiles(known.profile, known.running, anonymous.profile, anonymous.running, now)
+    known.profile, known.running, known.new = merged.profile, merged.running, False
+    batch.profiles[merged.profile.id] = merged.profile
+    batch.profiles.pop(anonymous.profile.id, None)
+    batch.instances.update((i.id, i) for i in merged.changed)
+    batch.records.extend(merged.records)
+    batch.merges.append((anonymous.profile.id, merged.profile.id))
+    snapshots[event.anonymous_id] = Snapshot(Profile(id=event.anonymous_id), [], new=True)
+
+
 def _find(running: list[Instance], instance_id: str) -> Instance | None:
     return next((i for i in running if i.id == instance_id), None)
 
@@ -303,11 +347,14 @@ def _find(running: list[Instance], instance_id: str) -> Instance | None:
 def _apply(snapshot: Snapshot, outcome: Outcome, batch: Batch) -> None:
     """Carry an outcome into the snapshot (for the next trigger) and the batch."""
     if outcome.profile_changed:
+        before = snapshot.profile.traits.get("email")
         snapshot.profile = outcome.profile
         batch.profiles[outcome.profile.id] = outcome.profile
         email = outcome.profile.traits.get("email")
+        if isinstance(before, str) and before and before != email:
+            batch.forgotten.append(("email", normal_email(before), outcome.profile.id))
         if isinstance(email, str) and email:
-            batch.identities[("email", email)] = outcome.profile.id
+            batch.identities[("email", normal_email(email))] = outcome.profile.id
     if outcome.instances:
         running = {i.id: i for i in snapshot.running}
         for instance in outcome.instances.values():

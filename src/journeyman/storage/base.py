@@ -69,6 +69,10 @@ class Batch:
     records: list[StepRecord] = field(default_factory=list)
     identities: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> id
     deliveries: list[Delivered] = field(default_factory=list)  # outbox rows to settle
+    # (kind, value, profile id): identities the profile no longer has, such as an old email
+    forgotten: list[tuple[str, str, str]] = field(default_factory=list)
+    # (anonymous id, known id): the anonymous profile's history moves to the known one
+    merges: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -79,6 +83,8 @@ class Batch:
                 self.effects,
                 self.records,
                 self.deliveries,
+                self.forgotten,
+                self.merges,
             )
         )
 

@@ -215,6 +215,11 @@ class SQLiteStore(Store):
         now = _ms(datetime.now(UTC))
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._merge(batch.merges)
+            db.executemany(
+                "DELETE FROM identities WHERE kind = ? AND value = ? AND profile_id = ?",
+                batch.forgotten,
+            )
             db.executemany(
                 "INSERT INTO events (message_id, profile_id, name, body, received_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -243,7 +248,8 @@ class SQLiteStore(Store):
             db.executemany(
                 "INSERT INTO instances (id, profile_id, journey, version, step, status, wake_at, "
                 "state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
-                "SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, "
+                "SET profile_id = excluded.profile_id, step = excluded.step, "
+                "status = excluded.status, wake_at = excluded.wake_at, "
                 "state = excluded.state, "
                 "updated_at = excluded.updated_at",
                 (_instance_row(i, now) for i in batch.instances.values()),
@@ -268,6 +274,18 @@ class SQLiteStore(Store):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _merge(self, merges: list[tuple[str, str]]) -> None:
+        """Move everything of each anonymous profile to the known one, and drop it."""
+        for anonymous, known in merges:
+            for table in ("events", "steps", "outbox", "instances"):
+                self.db.execute(
+                    f"UPDATE {table} SET profile_id = ? WHERE profile_id = ?", (known, anonymous)
+                )
+            self.db.execute(
+                "UPDATE identities SET profile_id = ? WHERE profile_id = ?", (known, anonymous)
+            )
+            self.db.execute("DELETE FROM profiles WHERE id = ?", (anonymous,))
 
     # timers
 

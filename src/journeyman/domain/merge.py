@@ -1,0 +1,86 @@
+"""Merging an anonymous profile into the known one, when an identify names both.
+
+Segment's clients send events under an ``anonymousId`` until the visitor signs in; the
+``identify`` that carries both ids says they are one person. The anonymous profile's
+traits, journey history and running instances move over. A journey both profiles are in
+keeps the known profile's instance; the anonymous one ends as ``merged``, so that no
+profile is ever in a journey twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+from journeyman.domain.state import Entries, Instance, Profile, StepRecord
+
+__all__ = ["Merged", "merge_profiles"]
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    profile: Profile
+    running: list[Instance]  # the known profile's running instances, moved ones included
+    changed: list[Instance]  # every instance to store: moved and ended
+    records: list[StepRecord]
+
+
+def merge_profiles(
+    known: Profile,
+    known_running: Sequence[Instance],
+    anonymous: Profile,
+    anonymous_running: Sequence[Instance],
+    now: datetime,
+) -> Merged:
+    """``anonymous`` folded into ``known``; what ``known`` already has wins."""
+    entries = dict(anonymous.entries)
+    for journey, entry in known.entries.items():
+        other = entries.get(journey)
+        entries[journey] = entry if other is None else _later(entry, other)
+    profile = Profile(
+        id=known.id,
+        traits={**anonymous.traits, **known.traits},
+        entries=entries,
+        sends=sorted([*known.sends, *anonymous.sends]),
+    )
+    running = list(known_running)
+    taken = {i.journey for i in known_running}
+    changed, records = [], []
+    for instance in anonymous_running:
+        if instance.journey in taken:
+            ended = msgspec.structs.replace(
+                instance,
+                status="ended",
+                waiting=None,
+                wake_at=None,
+                end_state="merged",
+                ended_at=now,
+            )
+            changed.append(ended)
+            records.append(_record(ended, now, f"ended: merged into profile {known.id}"))
+        else:
+            moved = msgspec.structs.replace(instance, profile_id=known.id)
+            changed.append(moved)
+            running.append(moved)
+            taken.add(instance.journey)
+            records.append(_record(moved, now, f"moved from anonymous profile {anonymous.id}"))
+    return Merged(profile, running, changed, records)
+
+
+def _later(one: Entries, other: Entries) -> Entries:
+    return Entries(max(one.last, other.last), one.count + other.count)
+
+
+def _record(instance: Instance, now: datetime, detail: str) -> StepRecord:
+    return StepRecord(
+        at=now,
+        profile_id=instance.profile_id,
+        journey=instance.journey,
+        instance_id=instance.id,
+        step=instance.step,
+        outcome="merged",
+        detail=detail,
+    )
