@@ -155,6 +155,11 @@ def test_health_metrics_and_openapi_need_no_key(tmp_path: Path) -> None:
         assert "journeyman_events_accepted_total 1" in metrics
         spec = (await client.get("/openapi.json")).json()
         assert "/v1/track" in spec["paths"]
+        page = await client.get("/docs")
+        assert page.headers["content-type"].startswith("text/html")
+        assert "<code>POST /v1/track</code>" in page.text
+        assert "<script" not in page.text
+        assert 'journeyman_instances{journey="hello",status="waiting"} 1' in metrics
 
     run_api(tmp_path, test)
 

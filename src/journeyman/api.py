@@ -20,13 +20,13 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
 from journeyman.domain.model import Journey
 from journeyman.domain.state import Event
-from journeyman.openapi import SPEC
+from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.workspace import load_texts
@@ -87,6 +87,7 @@ def create_app(runtime: Runtime, keys: Keys) -> Starlette:
         Route("/healthz", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        Route("/docs", api.docs, methods=["GET"]),
     ]
     return Starlette(routes=routes)
 
@@ -310,13 +311,18 @@ class _Api:
         return _json({"status": "ok", "backlog": self.runtime.processor.backlog})
 
     async def metrics(self, request: Request) -> Response:
-        return PlainTextResponse(_metrics(self.runtime, self.rejected))
+        counts = await self.runtime.store.instance_counts()
+        return PlainTextResponse(_metrics(self.runtime, self.rejected, counts))
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(_DOCS_PAGE)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(SPEC)
 
 
 _RETRY = {"Retry-After": "1"}
+_DOCS_PAGE = docs_page()
 _KEY_HELP = "send the key as 'Authorization: Bearer <key>' or as the HTTP Basic user name"
 
 
@@ -364,7 +370,7 @@ def _record(record: Any) -> dict[str, Any]:
     }
 
 
-def _metrics(runtime: Runtime, rejected: int) -> str:
+def _metrics(runtime: Runtime, rejected: int, instances: dict[tuple[str, str], int]) -> str:
     stats = runtime.processor.stats
     lines = [
         "# TYPE journeyman_events_accepted_total counter",
@@ -389,6 +395,9 @@ def _metrics(runtime: Runtime, rejected: int) -> str:
             f'journeyman_timer_lag_seconds{{quantile="0.5"}} {statistics.median(lateness):.6f}',
             f'journeyman_timer_lag_seconds{{quantile="1"}} {max(lateness):.6f}',
         ]
+    lines.append("# TYPE journeyman_instances gauge")
+    for (journey, status), count in sorted(instances.items()):
+        lines.append(f'journeyman_instances{{journey="{journey}",status="{status}"}} {count}')
     lines.append("# TYPE journeyman_deliveries_total counter")
     for (channel, status), count in sorted(runtime.dispatcher.counts.items()):
         lines.append(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from html import escape
 from typing import Any
 
-__all__ = ["SPEC"]
+__all__ = ["SPEC", "docs_page"]
 
 _ERROR = {
     "type": "object",
@@ -203,3 +205,46 @@ SPEC: dict[str, Any] = {
         },
     },
 }
+SPEC["paths"]["/docs"] = {
+    "get": {"summary": "This API, as a page to read", "responses": {"200": {"description": "OK"}}}
+}
+
+
+def docs_page() -> str:
+    """The API reference as one self-contained HTML page (no script, no CDN)."""
+    sections = []
+    for path, operations in SPEC["paths"].items():
+        for method, operation in operations.items():
+            params = "".join(
+                f"<li><code>{escape(p['name'])}</code> ({escape(p['in'])})</li>"
+                for p in operation.get("parameters", [])
+            )
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            schema = (
+                f"<pre>{escape(json.dumps(body['schema'], indent=2))}</pre>"
+                if body and "schema" in body
+                else ""
+            )
+            answers = "".join(
+                f"<li><code>{escape(code)}</code> {escape(r.get('description', ''))}</li>"
+                for code, r in operation.get("responses", {}).items()
+            )
+            sections.append(
+                f"<section><h2><code>{method.upper()} {escape(path)}</code></h2>"
+                f"<p>{escape(operation.get('summary', ''))}</p>"
+                + (f"<h3>Parameters</h3><ul>{params}</ul>" if params else "")
+                + (f"<h3>Body</h3>{schema}" if schema else "")
+                + f"<h3>Answers</h3><ul>{answers}</ul></section>"
+            )
+    info = SPEC["info"]
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{escape(info['title'])} API</title>"
+        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
+        "padding:0 1rem;color:#222}code,pre{font-family:ui-monospace,monospace}"
+        "pre{background:#f5f5f5;padding:.75rem;overflow:auto}section{border-top:1px solid #ddd}"
+        "</style></head><body>"
+        f"<h1>{escape(info['title'])} API</h1><p>{escape(info['description'])}</p>"
+        '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>. Send keys as '
+        "<code>Authorization: Bearer &lt;key&gt;</code>.</p>" + "".join(sections) + "</body></html>"
+    )

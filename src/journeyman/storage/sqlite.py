@@ -532,6 +532,13 @@ class SQLiteStore(Store):
             counts.setdefault(step, {})["waiting_now"] = count
         return counts
 
+    async def instance_counts(self) -> dict[tuple[str, str], int]:
+        return await self._run(self._instance_counts)
+
+    def _instance_counts(self) -> dict[tuple[str, str], int]:
+        rows = self.db.execute("SELECT journey, status, count(*) FROM instances GROUP BY 1, 2")
+        return {(journey, status): count for journey, status, count in rows}
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         self.db.execute("BEGIN IMMEDIATE")
