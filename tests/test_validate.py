@@ -1523,3 +1523,17 @@ def test_validate_summary_uses_singular_for_one(tmp_path: Path) -> None:
     folder = write_workspace(tmp_path / "ws", BASE, journey("- id: a\n  send: hello_sms"))
     _, lines = invoke("validate", folder)
     assert "1 journey," in lines[-1]
+
+
+def test_the_environment_can_set_the_time_zone_and_mode_for_serve(tmp_path: Path) -> None:
+    from journeyman.workspace import load_workspace
+
+    folder = write_workspace(tmp_path / "ws", BASE)
+    loaded = load_workspace(folder, {"JOURNEYMAN_TIMEZONE": "Asia/Tokyo"})
+    assert loaded.workspace is not None
+    assert loaded.workspace.settings.timezone.key == "Asia/Tokyo"
+    strict = load_workspace(folder, {"JOURNEYMAN_MODE": "production"})
+    assert strict.workspace is None
+    assert "production mode: templates use channel email" in str(strict.errors[0])
+    wrong = load_workspace(folder, {"JOURNEYMAN_TIMEZONE": "Mars/Base", "JOURNEYMAN_MODE": "x"})
+    assert [p.file for p in wrong.errors] == ["JOURNEYMAN_MODE", "JOURNEYMAN_TIMEZONE"]

@@ -7,6 +7,7 @@ import os
 import sys
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -36,9 +37,9 @@ def main() -> None:
     """
 
 
-def _load(folder: Path) -> Loaded:
+def _load(folder: Path, env: Mapping[str, str] | None = None) -> Loaded:
     try:
-        return load_workspace(folder)
+        return load_workspace(folder, env)
     except JourneymanError as error:
         raise click.ClickException(str(error)) from None
 
@@ -185,7 +186,7 @@ def serve(
     from journeyman.server import ServeOptions, storage_url
     from journeyman.server import serve as run_server
 
-    ws = _sound(_load(workspace_dir))
+    ws = _sound(_load(workspace_dir, os.environ))
     options = ServeOptions(
         workspace_dir=workspace_dir.resolve(),
         storage=storage_url(db, ws, os.environ),

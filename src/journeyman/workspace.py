@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from journeyman.domain.documents import Document, read_documents
 from journeyman.domain.model import Workspace
 from journeyman.domain.parse import Parsed, parse_documents
 from journeyman.domain.problems import Problem
+from journeyman.domain.times import TimeFormatError, parse_zone
 from journeyman.errors import WorkspaceNotFound
 
 __all__ = ["Loaded", "load_texts", "load_workspace", "workspace_files"]
@@ -42,8 +44,12 @@ def workspace_files(folder: Path) -> list[Path]:
     return sorted(p for p in found if not any(part.startswith(".") for part in p.parts))
 
 
-def load_workspace(folder: str | Path) -> Loaded:
-    """Read, parse and check every document below ``folder``."""
+def load_workspace(folder: str | Path, env: Mapping[str, str] | None = None) -> Loaded:
+    """Read, parse and check every document below ``folder``.
+
+    With ``env``, ``JOURNEYMAN_TIMEZONE`` and ``JOURNEYMAN_MODE`` there override the
+    settings document (as ``journeyman serve`` does).
+    """
     root = Path(folder)
     files = workspace_files(root)
     texts: dict[str, str] = {}
@@ -56,12 +62,15 @@ def load_workspace(folder: str | Path) -> Loaded:
             unreadable.append(Problem(name, 1, "", "", f"cannot read the file: {error}"))
     if not files:
         unreadable.append(Problem(root.as_posix(), 1, "", "", "no .yaml files in this folder"))
-    loaded = load_texts(texts, root, unreadable)
+    loaded = load_texts(texts, root, unreadable, env)
     return Loaded(loaded.workspace, loaded.problems, files)
 
 
 def load_texts(
-    texts: Mapping[str, str], root: Path | None = None, problems: Sequence[Problem] = ()
+    texts: Mapping[str, str],
+    root: Path | None = None,
+    problems: Sequence[Problem] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Loaded:
     """Parse and check a workspace given as file names and their text.
 
@@ -75,10 +84,28 @@ def load_texts(
         found_problems.extend(yaml_problems)
     parsed = parse_documents(documents)
     parsed.problems[:0] = found_problems
+    _apply_environment(parsed, env or {})
     _check_channels(parsed, root or Path.cwd())
     workspace = build_workspace(parsed)
     ordered = sorted(parsed.problems, key=lambda p: (p.file, p.line, p.severity))
     return Loaded(workspace, ordered, [])
+
+
+def _apply_environment(parsed: Parsed, env: Mapping[str, str]) -> None:
+    settings = parsed.settings
+    zone, mode = env.get("JOURNEYMAN_TIMEZONE"), env.get("JOURNEYMAN_MODE")
+    if zone:
+        try:
+            settings = dataclasses.replace(settings, timezone=parse_zone(zone))
+        except TimeFormatError as error:
+            parsed.problems.append(Problem("JOURNEYMAN_TIMEZONE", 1, "", "", str(error)))
+    if mode:
+        if mode in ("development", "production"):
+            settings = dataclasses.replace(settings, mode=mode)
+        else:
+            message = f"{mode!r} is not a mode: use development or production"
+            parsed.problems.append(Problem("JOURNEYMAN_MODE", 1, "", "", message))
+    parsed.settings = settings
 
 
 class _AnyVariable(Mapping[str, str]):
