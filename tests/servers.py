@@ -4,6 +4,9 @@ Each runs in its own thread, so that tests can drive a client with ``asyncio.run
 the server answers, exactly as a provider in another process would. Use them as context
 managers (the fixtures in the tests do): they listen on a port the system picks, record
 what they receive, and answer what the test scripts.
+
+:class:`Journeyman` runs ``python -m journeyman serve`` itself as a child process, the
+way an operator runs it, for end-to-end tests over HTTP.
 """
 
 from __future__ import annotations
@@ -11,15 +14,23 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import httpx
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 T = TypeVar("T")
@@ -42,6 +53,7 @@ class Reply:
     body: bytes = b"{}"
     content_type: str = "application/json"
     hang: bool = False  # never answer (until the server stops): the client must time out
+    delay: float = 0.0  # seconds to wait before answering: a slow provider
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,8 @@ class HttpServer:
                 if reply.hang:
                     server._released.wait()
                     return
+                if reply.delay:
+                    server._released.wait(reply.delay)
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(reply.body)))
@@ -194,3 +208,164 @@ class SmtpServer:
             assert isinstance(message, EmailMessage)
             self.received.append(Mail(envelope.mail_from or "", envelope.rcpt_tos, message))
         return self.data_reply
+
+
+WRITE_KEY = "test-write-key"
+ADMIN_KEY = "test-admin-key"
+
+
+class Journeyman:
+    """``python -m journeyman serve`` in a child process, on a loopback port it picks.
+
+    :meth:`start` returns once ``/healthz`` answers at the port the banner names;
+    :meth:`stop` sends SIGTERM and :meth:`kill` SIGKILL. The server's keys are
+    :data:`WRITE_KEY` and :data:`ADMIN_KEY`. Each start writes the server's output to a
+    log file of its own beside the database; :attr:`output` reads the latest. Leaving the
+    ``with`` block kills a server still up.
+    """
+
+    def __init__(self, workspace: Path, db: Path, env: Mapping[str, str] | None = None) -> None:
+        self.workspace = workspace
+        self.db = db
+        self.env = _child_env(env or {})
+        self.port = 0
+        self.log = db.parent / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "journeyman",
+            "serve",
+            "--workspace",
+            str(self.workspace),
+            "--db",
+            f"sqlite:///{self.db}",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+        ]
+
+    def client(self, key: str = ADMIN_KEY) -> httpx.Client:
+        """A client of this server that sends ``key`` (the admin key may ingest too)."""
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=20,
+            trust_env=False,  # never through a proxy: loopback only
+        )
+
+    def start(self, timeout: float = 20.0) -> Self:
+        """Start, and wait until it answers; a restart keeps the port if it is still free."""
+        for port in dict.fromkeys((self.port, 0)):  # 0: the server takes any free port
+            if self._launch(port, timeout):
+                return self
+            if "address already in use" not in self.output.lower():
+                break
+        raise AssertionError(f"journeyman serve did not start:\n{self.output}")
+
+    def _launch(self, port: int, timeout: float) -> bool:
+        self._starts += 1
+        self.port = port
+        self.log = self.db.parent / f"serve-{self._starts}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.db.parent,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if self._answers():
+                return True
+            time.sleep(0.05)
+        if self.process.poll() is None:
+            self.kill()
+        return False
+
+    def _answers(self) -> bool:
+        """Whether the server said where it listens, and answers there."""
+        if not self.port:
+            found = re.search(r" at http://[^:]+:(\d+)", self.output)
+            if found is None:
+                return False
+            self.port = int(found.group(1))
+        with httpx.Client(base_url=self.url, timeout=2, trust_env=False) as probe:
+            try:
+                return probe.get("/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then the exit code once the server has stopped."""
+        process = self._running()
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the process ends at once, whatever it was doing."""
+        process = self._running()
+        process.kill()
+        process.wait(10)
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"journeyman serve is not running:\n{self.output}")
+        return self.process
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without journeyman settings or proxies, plus ``extra``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("JOURNEYMAN_") and not name.lower().endswith("_proxy")
+    }
+    env |= {
+        "PYTHONUNBUFFERED": "1",
+        "JOURNEYMAN_WRITE_KEY": WRITE_KEY,
+        "JOURNEYMAN_ADMIN_KEY": ADMIN_KEY,
+    }
+    return env | dict(extra)
+
+
+def wait_until(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
+    """Poll ``check`` until it returns something true, and return that; fail after ``timeout``.
+
+    Generous deadlines keep tests steady on a loaded machine; a passing test waits only
+    as long as the server needs.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)

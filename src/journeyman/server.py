@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import signal
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -123,6 +124,8 @@ async def serve(
 ) -> None:
     env = os.environ if env is None else env
     retry = retry_policy(env)
+    # Bound first: a port in use stops the start before anything else has begun.
+    listener = _listen(options.host, options.port)
     store = open_store(options.storage)
     folder = data_dir(options.storage)
     catcher = None
@@ -150,13 +153,31 @@ async def serve(
             app, host=options.host, port=options.port, log_level="warning", lifespan="off"
         )
         server = _Server(config)
-        announce(_banner(workspace, options, keys, catcher))
-        await server.serve()
+        url = f"http://{options.host}:{listener.getsockname()[1]}"
+        announce(_banner(workspace, options, url, keys, catcher))
+        await server.serve(sockets=[listener])
     finally:
+        listener.close()
         await runtime.stop()
         if catcher is not None:
             await catcher.stop()
         announce("journeyman stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket for the API; port 0 takes any free port (the banner shows it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP said outright: asyncio turns Nagle's algorithm off only on sockets that
+    # say so, and without that every answer waits for a delayed ACK (some 40 ms).
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        raise OSError(error.errno, f"{error.strerror} ({host}:{port})") from None
+    return listener
 
 
 class _Server(uvicorn.Server):
@@ -179,9 +200,8 @@ class _Server(uvicorn.Server):
 
 
 def _banner(
-    workspace: Workspace, options: ServeOptions, keys: Keys, catcher: MailCatcher | None
+    workspace: Workspace, options: ServeOptions, url: str, keys: Keys, catcher: MailCatcher | None
 ) -> str:
-    url = f"http://{options.host}:{options.port}"
     journeys = ", ".join(sorted(workspace.journeys)) or "none"
     lines = [
         f"journeyman is serving {options.workspace_dir} at {url}",

@@ -22,12 +22,16 @@ from journeyman.channels.base import Channel, Delivery, RateLimiter
 from journeyman.channels.calls import make_call
 from journeyman.domain.state import SendMessage
 from journeyman.runtime.processor import DeliveryResult, Processor
-from journeyman.runtime.timers import sleep_until_woken
+from journeyman.runtime.timers import backoff, sleep_until_woken
 from journeyman.storage.base import Delivered, OutboxItem, Store
 
 __all__ = ["Dispatcher", "RetryPolicy"]
 
 log = logging.getLogger("journeyman.dispatcher")
+
+# Tries to record one round's outcomes. An outcome not recorded leaves its row claimed, so
+# the message goes out again once the lease runs out.
+RECORD_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +98,26 @@ class Dispatcher:
         self._wakeup.set()
 
     async def run(self) -> None:
+        failures = 0
         while not self._stopping:
             self._wakeup.clear()
-            claimed_at = self.clock()
-            items = await self.store.claim(claimed_at, self.batch)
-            if items:
-                await self.deliver(items)
-                continue
+            try:
+                await self._round()
+            except Exception:
+                # A store that failed for a moment must not stop every delivery for good.
+                failures += 1
+                log.exception("delivering the outbox failed; trying again")
+                await asyncio.sleep(backoff(failures, self.idle))
+            else:
+                failures = 0
+
+    async def _round(self) -> None:
+        """Deliver what is due, or sleep until a retry comes due (or a wake-up)."""
+        claimed_at = self.clock()
+        items = await self.store.claim(claimed_at, self.batch)
+        if items:
+            await self.deliver(items)
+        else:
             await sleep_until_woken(self._wakeup, self._pause(claimed_at))
 
     def _pause(self, claimed_at: datetime) -> float:
@@ -128,10 +145,27 @@ class Dispatcher:
                 told.append(DeliveryResult(effect, ok, record.detail, record))
             else:
                 settled.append(record)
-        if settled:
-            await self.store.settle(settled)
-        if told:
-            await self.processor.submit(told, force=True)
+        await self._keep_outcomes(settled, told)
+
+    async def _keep_outcomes(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
+        """Settle the outbox rows; outcomes the engine must learn go through the processor.
+
+        A failed commit is tried again: it may not even be these outcomes' fault, since
+        other triggers share the processor's commit.
+        """
+        for attempt in range(1, RECORD_TRIES + 1):
+            try:
+                if settled:
+                    await self.store.settle(settled)
+                    settled = []
+                if told:
+                    await self.processor.submit(told, force=True)
+                return
+            except Exception:
+                if attempt == RECORD_TRIES:
+                    raise
+                log.warning("recording delivery outcomes failed; trying again", exc_info=True)
+                await asyncio.sleep(backoff(attempt, self.idle))
 
     async def _attempt(self, item: OutboxItem) -> Delivery:
         effect = item.effect

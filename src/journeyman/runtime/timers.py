@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from journeyman.runtime.processor import Processor, TimerDue
 from journeyman.storage.base import Store
 
-__all__ = ["TimerLoop", "sleep_until_woken"]
+__all__ = ["TimerLoop", "backoff", "sleep_until_woken"]
+
+log = logging.getLogger("journeyman.timers")
 
 
 async def sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> None:
@@ -27,6 +30,11 @@ async def sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await wakeup.wait()
+
+
+def backoff(failures: int, longest: float) -> float:
+    """Seconds to pause after ``failures`` failed rounds in a row: 50 ms, doubling, capped."""
+    return min(longest, 0.05 * 2.0 ** min(failures - 1, 16))
 
 
 class TimerLoop:
@@ -54,16 +62,30 @@ class TimerLoop:
         self._wakeup.set()
 
     async def run(self) -> None:
+        failures = 0
         while True:
             self._wakeup.clear()
-            now = self.clock()
-            due = await self.store.due(now, self.batch)
-            if due:
-                self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
-                triggers = [TimerDue(i.id, i.profile_id) for i in due]
-                await self.processor.submit(triggers, force=True)
-                continue
+            try:
+                await self._round()
+            except Exception:
+                # Nothing of a failed round was stored, so its timers are still due. The
+                # fault may not even be theirs (another trigger in the same commit): try
+                # again shortly rather than stop every wait until the next restart.
+                failures += 1
+                log.exception("firing due timers failed; trying again")
+                await asyncio.sleep(backoff(failures, self.idle))
+            else:
+                failures = 0
+
+    async def _round(self) -> None:
+        """Fire the timers that are due, or sleep until the next one is (or a wake-up)."""
+        now = self.clock()
+        due = await self.store.due(now, self.batch)
+        if not due:
             await self._sleep(await self.store.next_wake(), now)
+            return
+        await self.processor.submit([TimerDue(i.id, i.profile_id) for i in due], force=True)
+        self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
 
     async def _sleep(self, next_wake: datetime | None, now: datetime) -> None:
         delay = self.idle
