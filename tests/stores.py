@@ -45,6 +45,8 @@ class Backend:
     database: Callable[[Path], AbstractContextManager[str]]  # a fresh database: its URL
     newer_schema: Callable[[str], None] | None = None  # mark it as written by a newer version
     durable: bool = True  # what it stores is there again after close and reopen
+    # One process owns the database, so opening it releases claims a dead process left.
+    single_process: bool = True
     missing: Callable[[], str | None] = _always  # why it cannot run here, or None
 
     def __str__(self) -> str:

@@ -356,7 +356,7 @@ def test_a_timer_fires_only_for_an_instance_still_waiting_for_it(
         )
         before = {u: (await store.trace(u), await store.instances_of(u)) for u in ("u1", "u2")}
         clock.now = START + timedelta(days=2)
-        assert await processor.submit(stale) == ["accepted"] * 3
+        assert await processor.submit(stale) == ["accepted", "accepted", "fired"]
         assert {
             u: (await store.trace(u), await store.instances_of(u)) for u in ("u1", "u2")
         } == before
@@ -494,3 +494,34 @@ def test_drain_after_cancel_finishes_the_batch_in_flight_and_the_queue(
         assert all(len(snapshots[u].running) == 1 for u in users)
 
     run(store, test)
+
+
+def test_a_trigger_that_cannot_be_stored_fails_alone(
+    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = workspace(WELCOME)
+    real = store.commit
+
+    async def refuse_poison(batch: Batch) -> None:
+        if any(s.event.name == "poison" for s in batch.events):
+            raise RuntimeError("cannot store this one")
+        await real(batch)
+
+    monkeypatch.setattr(store, "commit", refuse_poison)
+
+    async def test(processor: Processor) -> None:
+        good = [track(ws, {"userId": u}) for u in ("u1", "u2")]
+        poison = track(ws, {"userId": "u3", "event": "poison"})
+        results = await asyncio.gather(
+            *(processor.submit([e]) for e in (good[0], poison, good[1])),
+            return_exceptions=True,
+        )
+        assert results[0] == results[2] == ["accepted"]
+        assert isinstance(results[1], RuntimeError)
+        assert [await store.profile(u) is not None for u in ("u1", "u2", "u3")] == [
+            True,
+            True,
+            False,
+        ]
+
+    live(store, ws, test)

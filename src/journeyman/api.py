@@ -121,16 +121,23 @@ class _Api:
         return guarded
 
     async def _body(self, request: Request, limit: int) -> Any:
+        too_large = _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > limit:
-            raise _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
-        raw = await request.body()
-        if len(raw) > limit:
-            raise _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
+            raise too_large
+        # Read in chunks and stop at the limit: a chunked body has no length to check first.
+        chunks, received = [], 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise too_large
+            chunks.append(chunk)
         try:
-            return msgspec.json.decode(raw)
-        except msgspec.DecodeError as error:
+            return msgspec.json.decode(b"".join(chunks))
+        except (msgspec.DecodeError, UnicodeDecodeError) as error:
             raise _Problem(400, "body", "json", f"the body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise _Problem(400, "body", "json", "the body nests too deeply") from None
 
     async def _commit(self, events: list[Event]) -> list[str]:
         try:
@@ -266,6 +273,7 @@ class _Api:
                     {
                         "name": s.event.name,
                         "type": s.event.type,
+                        "messageId": s.event.message_id,
                         "timestamp": s.event.timestamp,
                         "properties": s.event.properties,
                         "received_at": s.received_at,

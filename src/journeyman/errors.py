@@ -2,7 +2,11 @@
 
     JourneymanError
     ├── WorkspaceNotFound      the workspace folder does not exist
-    └── WorkspaceInvalid       the workspace has errors; .problems lists them
+    ├── WorkspaceInvalid       the workspace has errors; .problems lists them
+    ├── ChannelConfigError     a kind: channel document cannot be used (channels.base)
+    ├── StorageURLError        a storage URL no backend serves (storage)
+    ├── NewerSchema            the database was written by a newer journeyman (storage.base)
+    └── SettingError           a JOURNEYMAN_* setting cannot be read (server)
 
 Bad input inside a workspace is never an exception: it is a
 :class:`~journeyman.domain.problems.Problem` with the file and line. Invalid incoming

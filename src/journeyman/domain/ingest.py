@@ -43,6 +43,7 @@ def read_track(
     if properties is None:
         properties = {}
     _require_mapping(properties, "properties")
+    _check_values(properties, "properties")
     definition = definitions.get(name)
     if definition is not None:
         _check_schema(definition, properties)
@@ -56,6 +57,7 @@ def read_identify(body: Mapping[str, Any], received: datetime) -> Event:
     if traits is None:
         traits = {}
     _require_mapping(traits, "traits")
+    _check_values(traits, "traits")
     return _event(body, "identify", "identify", dict(traits), None, received)
 
 
@@ -131,6 +133,28 @@ def _optional_id(body: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise InvalidEvent(key, "type", f"'{key}' must be a non-empty string")
     return value
+
+
+# Whole numbers must fit 64 bits, as in every JSON consumer downstream (and in storage).
+_SMALLEST, _LARGEST = -(2**63), 2**64 - 1
+_DEEPEST = 32
+
+
+def _check_values(value: Any, field: str) -> None:
+    """Refuse numbers too large to keep, and data nested deeper than any event needs."""
+    todo = [(value, field, 0)]
+    while todo:
+        item, path, depth = todo.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not _SMALLEST <= item <= _LARGEST:
+            raise InvalidEvent(path, "range", f"'{path}' is a whole number too large to keep")
+        if depth > _DEEPEST and isinstance(item, dict | list):
+            raise InvalidEvent(path, "depth", f"'{path}' nests more than {_DEEPEST} levels deep")
+        if isinstance(item, dict):
+            todo.extend((v, f"{path}.{k}", depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            todo.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
 
 
 def _require_mapping(value: Any, field: str) -> None:

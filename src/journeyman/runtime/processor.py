@@ -129,7 +129,8 @@ class Processor:
         return self._queue.qsize()
 
     async def submit(self, triggers: Sequence[Trigger], *, force: bool = False) -> list[str]:
-        """Queue triggers and wait until they are committed: ``accepted`` or ``duplicate``.
+        """Queue triggers and wait until they are committed: ``accepted``, ``duplicate``, or
+        for a timer that moved its instance on, ``fired``.
 
         Raises :class:`Overloaded` (unless ``force``) when the queue is full, and whatever
         the store raised if the commit failed: then nothing of the batch was written.
@@ -168,7 +169,15 @@ class Processor:
                 await self.store.commit(batch)
             self._count(results, batch, time.perf_counter() - began)
         except Exception as error:
-            log.exception("a batch of %d triggers failed; nothing of it was stored", len(items))
+            if len(items) > 1:
+                # One bad trigger must not fail the others: try each on its own.
+                log.warning(
+                    "a batch of %d triggers failed (%r); retrying one by one", len(items), error
+                )
+                for item in items:
+                    await self._process([item])
+                return
+            log.exception("a trigger failed; nothing of it was stored")
             for item in items:
                 if not item.done.done():
                     item.done.set_exception(error)
@@ -187,6 +196,7 @@ class Processor:
         stats.events_accepted += len(batch.events)
         stats.events_duplicate += results.count("duplicate")
         stats.effects_queued += len(batch.effects)
+        stats.timers_fired += results.count("fired")
 
     async def _run_engine(self, items: list[_Item]) -> tuple[list[str], Batch]:
         now = self.clock()
@@ -220,7 +230,10 @@ class Processor:
                 batch.deliveries.append(trigger.settled)
             if outcome is not None:
                 _apply(snapshot, outcome, batch)
-            results.append("accepted")
+            fired = (
+                isinstance(trigger, TimerDue) and outcome is not None and bool(outcome.instances)
+            )
+            results.append("fired" if fired else "accepted")
         return results, batch
 
     async def _resolve(self, items: list[_Item]) -> tuple[dict[int, Event], dict[int, str]]:
@@ -268,7 +281,6 @@ class Processor:
             instance = _find(running, trigger.instance_id)
             if instance is None:
                 return None  # it moved on or ended since the timer was read
-            self.stats.timers_fired += 1
             return engine.on_timer(profile, running, instance, now)
         if isinstance(trigger, Operate):
             instance = _find(running, trigger.instance_id)

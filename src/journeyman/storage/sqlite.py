@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     channel TEXT NOT NULL, journey TEXT NOT NULL, step TEXT NOT NULL,
     profile_id TEXT NOT NULL, instance_id TEXT NOT NULL, effect BLOB NOT NULL,
     status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL,
-    detail TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+    leased_until INTEGER, detail TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due_at) WHERE status IN ('queued', 'retry');
 CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (profile_id, id);
 CREATE TABLE IF NOT EXISTS steps (
@@ -150,6 +151,9 @@ class SQLiteStore(Store):
         db.executescript(_SCHEMA)
         if found is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        # One process owns an SQLite file: what a previous process claimed and never
+        # settled (it was killed while delivering) is due again now, with the same key.
+        db.execute("UPDATE outbox SET leased_until = NULL WHERE leased_until IS NOT NULL")
         self._db = db
 
     async def close(self) -> None:
@@ -323,12 +327,13 @@ class SQLiteStore(Store):
         try:
             rows = db.execute(
                 "SELECT id, effect, attempts FROM outbox WHERE status IN ('queued', 'retry') "
-                "AND due_at <= ? ORDER BY due_at, id LIMIT ?",
-                (_ms(now), limit),
+                "AND due_at <= ? AND (leased_until IS NULL OR leased_until <= ?) "
+                "ORDER BY due_at, id LIMIT ?",
+                (_ms(now), _ms(now), limit),
             ).fetchall()
             lease = _ms(now + LEASE)
             db.executemany(
-                "UPDATE outbox SET due_at = ? WHERE id = ?", ((lease, row[0]) for row in rows)
+                "UPDATE outbox SET leased_until = ? WHERE id = ?", ((lease, row[0]) for row in rows)
             )
             db.execute("COMMIT")
         except BaseException:
@@ -352,7 +357,7 @@ class SQLiteStore(Store):
     def _settle_rows(self, results: list[Delivered]) -> None:
         self.db.executemany(
             "UPDATE outbox SET status = ?, attempts = attempts + 1, detail = ?, "
-            "due_at = ?, updated_at = ? WHERE id = ?",
+            "due_at = ?, leased_until = NULL, updated_at = ? WHERE id = ?",
             ((r.status, r.detail, _ms(r.retry_at or r.at), _ms(r.at), r.id) for r in results),
         )
 
