@@ -808,3 +808,23 @@ def test_the_channels_package_exports_a_curated_list() -> None:
     }
     for name in journeyman.channels.__all__:
         assert hasattr(journeyman.channels, name), name
+
+
+def test_only_the_variables_an_action_names_are_filled_in() -> None:
+    from journeyman.channels.base import substitute
+    from journeyman.channels.calls import _prepare
+
+    env = {"CRM_TOKEN": "t0k3n", "JOURNEYMAN_ADMIN_KEY": "admin"}
+    assert substitute("a ${JOURNEYMAN_ADMIN_KEY} b", env, only={"CRM_TOKEN"}) == (
+        "a ${JOURNEYMAN_ADMIN_KEY} b"
+    )
+    call = call_action(
+        "https://crm.example.com/c",
+        headers={"Authorization": "Bearer ${CRM_TOKEN}"},
+        body='{"name": "${JOURNEYMAN_ADMIN_KEY}"}',  # rendered from a hostile trait
+    )
+    prepared = _prepare(call, env, {"CRM_TOKEN"})
+    assert not isinstance(prepared, Delivery)
+    _, headers, body = prepared
+    assert headers["Authorization"] == "Bearer t0k3n"
+    assert body == b'{"name": "${JOURNEYMAN_ADMIN_KEY}"}'

@@ -94,11 +94,17 @@ class MissingVariable(LookupError):
         self.name = name
 
 
-def substitute(text: str, env: Mapping[str, str]) -> str:
-    """Replace every ``${NAME}`` in ``text`` with ``env[NAME]``; raises MissingVariable."""
+def substitute(text: str, env: Mapping[str, str], only: Collection[str] | None = None) -> str:
+    """Replace every ``${NAME}`` in ``text`` with ``env[NAME]``; raises MissingVariable.
+
+    With ``only``, other references stay as written: text rendered from profile data may
+    contain a ``${NAME}`` that must not reach the environment.
+    """
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
+        if only is not None and name not in only:
+            return match.group(0)
         if name not in env:
             raise MissingVariable(name)
         return env[name]

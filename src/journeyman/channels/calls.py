@@ -12,13 +12,14 @@ anything: sending the literal ``${CRM_TOKEN}`` would leak the variable's name an
 work. Outcomes are those of the webhook channel: 2xx is ``sent``; 408, 429, 5xx, a
 timeout or a network error is ``retry``; any other status is ``failed``.
 
-``env`` should hold only the variables that the workspace's actions reference: a value
-rendered from profile data could itself contain a ``${NAME}``.
+A value rendered from profile data could itself contain a ``${NAME}``: the dispatcher
+passes ``only``, the variables the action's own definition references, and no other
+reference is filled in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import httpx
 
@@ -37,10 +38,17 @@ __all__ = ["make_call"]
 
 
 async def make_call(
-    call: CallAction, env: Mapping[str, str], client: httpx.AsyncClient | None = None
+    call: CallAction,
+    env: Mapping[str, str],
+    client: httpx.AsyncClient | None = None,
+    only: Collection[str] | None = None,
 ) -> Delivery:
-    """Make ``call``; reuse ``client`` (and its connections) if one is given."""
-    prepared = _prepare(call, env)
+    """Make ``call``; reuse ``client`` (and its connections) if one is given.
+
+    ``only`` names the variables the action's own definition references: no other
+    ``${NAME}`` is filled in, whatever the rendered text holds.
+    """
+    prepared = _prepare(call, env, only)
     if isinstance(prepared, Delivery):
         return prepared
     if client is not None:
@@ -52,14 +60,16 @@ async def make_call(
 Prepared = tuple[str, httpx.Headers, bytes | None]
 
 
-def _prepare(call: CallAction, env: Mapping[str, str]) -> Prepared | Delivery:
+def _prepare(
+    call: CallAction, env: Mapping[str, str], only: Collection[str] | None
+) -> Prepared | Delivery:
     """The URL, headers and body with their secrets filled in, or why there are none."""
     try:
-        url = substitute(call.url, env)
+        url = substitute(call.url, env, only)
         headers = httpx.Headers(
-            {name: substitute(value, env) for name, value in call.headers.items()}
+            {name: substitute(value, env, only) for name, value in call.headers.items()}
         )
-        body = None if call.body is None else substitute(call.body, env).encode()
+        body = None if call.body is None else substitute(call.body, env, only).encode()
     except MissingVariable as missing:
         return Delivery("failed", f"{missing}: the call was not made")
     except UnicodeEncodeError as error:

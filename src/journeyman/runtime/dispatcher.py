@@ -14,6 +14,7 @@ import asyncio
 import heapq
 import logging
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,8 @@ from journeyman.storage.base import Delivered, OutboxItem, Store
 __all__ = ["Dispatcher", "RetryPolicy"]
 
 log = logging.getLogger("journeyman.dispatcher")
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # Tries to record one round's outcomes. An outcome not recorded leaves its row claimed, so
 # the message goes out again once the lease runs out.
@@ -167,12 +170,22 @@ class Dispatcher:
                 log.warning("recording delivery outcomes failed; trying again", exc_info=True)
                 await asyncio.sleep(backoff(attempt, self.idle))
 
+    def _variables(self, action: str) -> frozenset[str]:
+        """The ``${NAME}`` references written in the action's definition."""
+        found = self.processor.workspace.actions.get(action)
+        if found is None:
+            return frozenset()
+        sources = [found.url.source, *(h.source for h in found.headers.values())]
+        if found.body is not None:
+            sources.append(found.body.source)
+        return frozenset(name for text in sources for name in _REFERENCE.findall(text))
+
     async def _attempt(self, item: OutboxItem) -> Delivery:
         effect = item.effect
         async with self._slots:
             try:
                 if not isinstance(effect, SendMessage):
-                    return await make_call(effect, self.env)
+                    return await make_call(effect, self.env, only=self._variables(effect.action))
                 channel = self.channels.get(effect.channel)
                 if channel is None:
                     return Delivery("failed", f"no channel named {effect.channel} is configured")
