@@ -210,15 +210,15 @@ def _banner(
         f"  write key  {keys.write}",
         f"  admin key  {keys.admin}",
     ]
+    mail = f"journeyman mail --db {options.storage} --full"
     if catcher is not None:
-        lines.append(
-            f"  mail       caught at {catcher.host}:{catcher.port}; list it with `journeyman mail`"
-        )
-    lines += ["", "Try it:", *_example(workspace, url, keys.write), "", "Stop with Ctrl-C."]
+        lines.append(f"  mail       caught at {catcher.host}:{catcher.port}; list it: {mail}")
+    example = _example(workspace, url, keys.write, mail if catcher is not None else None)
+    lines += ["", "Try it:", *example, "", "Stop with Ctrl-C."]
     return "\n".join(lines)
 
 
-def _example(workspace: Workspace, url: str, key: str) -> list[str]:
+def _example(workspace: Workspace, url: str, key: str, mail: str | None) -> list[str]:
     head = f"curl -s -X POST {url}/v1/%s -H 'Authorization: Bearer {key}' "
     head += "-H 'Content-Type: application/json' -d '%s'"
     identify = '{"userId": "ada", "traits": {"firstName": "Ada", "email": "ada@example.com"}}'
@@ -226,5 +226,6 @@ def _example(workspace: Workspace, url: str, key: str) -> list[str]:
     if "account_created" in workspace.events:
         track = '{"userId": "ada", "event": "account_created", "properties": {"plan": "pro"}}'
         lines.append("  " + head % ("track", track))
-        lines.append("  # 20 seconds later the welcome email arrives: journeyman mail")
+        if mail is not None:
+            lines.append(f"  # 20 seconds later the welcome email arrives: {mail}")
     return lines
