@@ -265,10 +265,19 @@ class _Api:
         trace = await store.trace(profile_id)
         instances = await store.instances_of(profile_id)
         history = await store.history(profile_id, limit=50)
+        identities: dict[str, list[str]] = {"userId": [profile.id]}
+        for kind, value in await store.identities_of(profile_id):
+            identities.setdefault(kind, []).append(value)
+        consent = profile.traits.get("consent")
         return _json(
             {
                 "id": profile.id,
                 "traits": profile.traits,
+                "identities": identities,
+                "consent": {
+                    "unsubscribed": profile.traits.get("unsubscribed") is True,
+                    "channels": consent if isinstance(consent, dict) else {},
+                },
                 "events": [
                     {
                         "name": s.event.name,

@@ -250,6 +250,10 @@ class Store(ABC):
         ``waiting_now``: how many instances wait at the step now ('' is the entry)."""
 
     @abstractmethod
+    async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
+        """The (kind, value) identities that lead to the profile: emails, anonymous ids."""
+
+    @abstractmethod
     async def instance_counts(self) -> dict[tuple[str, str], int]:
         """How many instances each journey has in each status (waiting, ended)."""
 

@@ -537,6 +537,15 @@ class SQLiteStore(Store):
             counts.setdefault(step, {})["waiting_now"] = count
         return counts
 
+    async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
+        return await self._run(self._identities_of, profile_id)
+
+    def _identities_of(self, profile_id: str) -> list[tuple[str, str]]:
+        rows = self.db.execute(
+            "SELECT kind, value FROM identities WHERE profile_id = ? ORDER BY 1, 2", (profile_id,)
+        )
+        return [(kind, value) for kind, value in rows]
+
     async def instance_counts(self) -> dict[tuple[str, str], int]:
         return await self._run(self._instance_counts)
 
