@@ -18,6 +18,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_engine  # noqa: E402
 import bench_expressions  # noqa: E402
+import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
 import bench_templates  # noqa: E402
 
@@ -28,6 +29,12 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("expressions", bench_expressions.run, "µs median", "< 5 µs", lambda v: v < 5),
     ("templates", bench_templates.run, "µs median", "(none)", lambda v: True),
     ("simulation", bench_simulation.run, "s", "< 3 s", lambda v: v < 3),
+    ("server track", bench_server.track, "events/s", ">= 5,000/s", lambda v: v >= 5_000),
+    ("server batch", bench_server.batch, "events/s", ">= 10,000/s", lambda v: v >= 10_000),
+    ("server latency", bench_server.latency, "ms", "p99 < 100 ms", lambda v: v < 100),
+    ("server memory", bench_server.memory, "MB", "< 300 MB", lambda v: v < 300),
+    ("server database", bench_server.database, "MB", "(none)", lambda v: True),
+    ("server timers", bench_server.timers, "s", "p99 < 1 s", lambda v: v < 1),
 ]
 
 
