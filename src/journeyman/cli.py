@@ -7,8 +7,9 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,6 +43,16 @@ def _load(folder: Path, env: Mapping[str, str] | None = None) -> Loaded:
         return load_workspace(folder, env)
     except JourneymanError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop where it is installed (it is, with uvicorn[standard])."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop builds for every platform we test
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _count(number: int, noun: str) -> str:
@@ -195,7 +206,7 @@ def serve(
         catcher_port=catcher_port,
     )
     try:
-        asyncio.run(run_server(ws, options))
+        _run_fast(run_server(ws, options))
     except JourneymanError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:

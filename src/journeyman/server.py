@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import secrets
@@ -146,6 +147,11 @@ async def serve(
     )
     runtime = Runtime(workspace, store, channels, env=env, retry=retry, root=options.workspace_dir)
     await runtime.start()
+    # Everything loaded so far lives as long as the server: keep it out of the collector's
+    # way, and collect young objects less often (each event makes many short-lived ones).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         keys, _ = await resolve_keys(store, env)
         app = create_app(runtime, keys)
