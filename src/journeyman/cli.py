@@ -32,9 +32,12 @@ _WORKSPACE = click.argument(
 def main() -> None:
     """journeyman: customer journeys as code.
 
-    A workspace is a folder of YAML files (events, templates, actions, journeys, rules and
-    tests). Check it with `journeyman validate`, run its journey tests on a virtual clock
-    with `journeyman test`, and draw a journey with `journeyman graph`.
+    A workspace is a folder of YAML files (events, templates, actions, journeys, rules,
+    channels and tests). Check it with `journeyman validate`, run its journey tests on a
+    virtual clock with `journeyman test`, and draw a journey with `journeyman graph`.
+
+    Run it with `journeyman serve`, publish changes to a running server with `journeyman
+    publish`, and ask why a person got, or did not get, a message with `journeyman trace`.
     """
 
 
