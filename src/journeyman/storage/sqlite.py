@@ -217,8 +217,7 @@ class SQLiteStore(Store):
     def _commit(self, batch: Batch) -> None:
         db = self.db
         now = _ms(datetime.now(UTC))
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._merge(batch.merges)
             db.executemany(
                 "DELETE FROM identities WHERE kind = ? AND value = ? AND profile_id = ?",
@@ -274,10 +273,6 @@ class SQLiteStore(Store):
                 ),
             )
             self._settle_rows(batch.deliveries)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _merge(self, merges: list[tuple[str, str]]) -> None:
         """Move everything of each anonymous profile to the known one, and drop it."""
@@ -323,8 +318,7 @@ class SQLiteStore(Store):
 
     def _claim(self, now: datetime, limit: int) -> list[OutboxItem]:
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             rows = db.execute(
                 "SELECT id, effect, attempts FROM outbox WHERE status IN ('queued', 'retry') "
                 "AND due_at <= ? AND (leased_until IS NULL OR leased_until <= ?) "
@@ -335,24 +329,14 @@ class SQLiteStore(Store):
             db.executemany(
                 "UPDATE outbox SET leased_until = ? WHERE id = ?", ((lease, row[0]) for row in rows)
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return [OutboxItem(id, _effect(effect), attempts) for id, effect, attempts in rows]
 
     async def settle(self, results: Sequence[Delivered]) -> None:
         await self._run(self._settle, list(results))
 
     def _settle(self, results: list[Delivered]) -> None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._settle_rows(results)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _settle_rows(self, results: list[Delivered]) -> None:
         self.db.executemany(
