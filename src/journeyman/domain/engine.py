@@ -215,12 +215,19 @@ class _Run:
         self._profile_view = None
 
     def scope(self, instance: Instance, journey: m.Journey) -> dict[str, Any]:
+        entry = instance.entry.view()
+        event = instance.event.view() if instance.event is not None else entry
+        return self._scope(event, entry, journey)
+
+    def _scope(
+        self, event: dict[str, Any], entry: dict[str, Any], journey: m.Journey
+    ) -> dict[str, Any]:
+        """What expressions and templates read; the profile's view is built once per change."""
         if self._profile_view is None:
             self._profile_view = self.profile.view()
-        entry = instance.entry.view()
         return {
             "profile": self._profile_view,
-            "event": instance.event.view() if instance.event is not None else entry,
+            "event": event,
             "entry": entry,
             "journey": {"name": journey.name, "version": journey.version},
             "now": self.now,
@@ -297,14 +304,7 @@ class _Run:
             return "the journey is paused"
         if check_filter and journey.entry_when is not None:
             view = event.view()
-            scope = {
-                "profile": self.profile.view(),
-                "event": view,
-                "entry": view,
-                "journey": {"name": journey.name, "version": journey.version},
-                "now": self.now,
-            }
-            if not journey.entry_when.test(scope):
+            if not journey.entry_when.test(self._scope(view, view, journey)):
                 return f"entry condition is false: {journey.entry_when.source}"
         latest = {i.id: i for i in known}
         latest.update(self.outcome.instances)
