@@ -149,6 +149,49 @@ def test_a_batch_keeps_the_valid_calls_and_lists_the_rejected(tmp_path: Path) ->
     run_api(tmp_path, test)
 
 
+def test_the_event_tail_shows_accepted_and_rejected_calls_with_the_reason(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        track = {"userId": "u1", "event": "signed_up", "messageId": "m1"}
+        await post(client, "/v1/track", track)
+        await post(client, "/v1/track", track)
+        bad = {"userId": "u2", "event": "purchased", "properties": {"total": "lots"}}
+        await post(client, "/v1/track", bad)
+        await client.post("/v1/track", content=b"{nope", headers=WRITE)
+        batch = [{"type": "page", "userId": "u3"}, {"type": "track", "userId": "u3"}]
+        await post(client, "/v1/batch", {"batch": batch})
+
+        tail = (await client.get("/v1/events", headers=ADMIN)).json()["events"]
+        assert [(e["status"], e["name"], e["profile_id"]) for e in tail] == [
+            ("rejected", "", "u3"),
+            ("rejected", "", "u3"),
+            ("rejected", "", ""),
+            ("rejected", "purchased", "u2"),
+            ("duplicate", "signed_up", "u1"),
+            ("accepted", "signed_up", "u1"),
+        ]
+        assert tail[3]["error"] == {
+            "field": "properties.total",
+            "rule": "type",
+            "message": tail[3]["error"]["message"],
+        }
+        assert '"lots"' in tail[3]["body"]
+        assert [e["index"] for e in tail[:2]] == [1, 0]
+        assert tail[2]["error"]["rule"] == "json"
+
+        newest = tail[0]["seq"]
+        await post(client, "/v1/track", {"userId": "u1", "event": "purchased"})
+        newer = (await client.get("/v1/events", params={"after": newest}, headers=ADMIN)).json()
+        assert [e["name"] for e in newer["events"]] == ["purchased"]
+        only = {"profile": "u2", "status": "rejected"}
+        found = (await client.get("/v1/events", params=only, headers=ADMIN)).json()["events"]
+        assert [e["name"] for e in found] == ["purchased"]
+        answer = await client.get("/v1/events", params={"status": "lost"}, headers=ADMIN)
+        assert (answer.status_code, answer.json()["error"]["field"]) == (400, "status")
+        assert (await client.get("/v1/events", headers=WRITE)).status_code == 401
+
+    run_api(tmp_path, test)
+
+
 def test_health_metrics_and_openapi_need_no_key(tmp_path: Path) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         assert (await client.get("/healthz")).json()["status"] == "ok"

@@ -59,6 +59,7 @@ class _Problem(Exception):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.call: Any = None  # the rejected call's decoded body, when there was one
         self.status = status
         self.body = {"error": {"field": field, "rule": rule, "message": message}}
         self.headers = headers
@@ -84,6 +85,7 @@ def create_app(runtime: Runtime, keys: Keys) -> Starlette:
         Route("/v1/workspace", api.guard(api.workspace, "admin"), methods=["PUT"]),
         Route("/v1/profiles/{profile_id}", api.guard(api.profile, "admin"), methods=["GET"]),
         Route("/v1/messages", api.guard(api.messages, "admin"), methods=["GET"]),
+        Route("/v1/events", api.guard(api.events, "admin"), methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
@@ -116,6 +118,9 @@ class _Api:
             except _Problem as problem:
                 if role == "write":
                     self.rejected += 1
+                    status = "unavailable" if problem.status in (429, 503) else "rejected"
+                    error, at = problem.body["error"], self._now()
+                    self.runtime.tail.rejected(problem.call, error, at, status=status)
                 return _json(problem.body, problem.status, problem.headers)
 
         return guarded
@@ -139,15 +144,20 @@ class _Api:
         except RecursionError:
             raise _Problem(400, "body", "json", "the body nests too deeply") from None
 
-    async def _commit(self, events: list[Event]) -> list[str]:
+    async def _commit(self, events: list[Event], call: Any) -> None:
         try:
-            return await self.runtime.processor.submit(events)
+            statuses = await self.runtime.processor.submit(events)
         except Overloaded:
             message = "too many events are queued; retry shortly"
-            raise _Problem(429, "body", "overload", message, _RETRY) from None
+            problem = _Problem(429, "body", "overload", message, _RETRY)
         except Exception:
             message = "the events could not be stored; nothing was kept, retry"
-            raise _Problem(503, "body", "storage", message, _RETRY) from None
+            problem = _Problem(503, "body", "storage", message, _RETRY)
+        else:
+            self.runtime.tail.accepted(events, statuses, self._now())
+            return
+        problem.call = call
+        raise problem
 
     def _now(self) -> datetime:
         return self.runtime.processor.clock()
@@ -156,14 +166,14 @@ class _Api:
 
     async def track(self, request: Request) -> Response:
         body = await self._body(request, SINGLE_LIMIT)
-        event = _read(lambda: read_track(body, self.runtime.workspace.events, self._now()))
-        await self._commit([event])
+        event = _read(body, lambda: read_track(body, self.runtime.workspace.events, self._now()))
+        await self._commit([event], body)
         return _json({"accepted": 1}, 202)
 
     async def identify(self, request: Request) -> Response:
         body = await self._body(request, SINGLE_LIMIT)
-        event = _read(lambda: read_identify(body, self._now()))
-        await self._commit([event])
+        event = _read(body, lambda: read_identify(body, self._now()))
+        await self._commit([event], body)
         return _json({"accepted": 1}, 202)
 
     async def batch(self, request: Request) -> Response:
@@ -181,10 +191,11 @@ class _Api:
                 events.append(self._batch_item(item))
             except InvalidEvent as error:
                 rejected.append({"index": index, **error.as_dict()})
+                self.runtime.tail.rejected(item, error.as_dict(), self._now(), index=index)
         self.rejected += len(rejected)
         if not events:
             return _json({"accepted": 0, "rejected": rejected}, 400)
-        await self._commit(events)
+        await self._commit(events, body)
         return _json({"accepted": len(events), "rejected": rejected}, 202)
 
     def _batch_item(self, item: Any) -> Event:
@@ -322,6 +333,26 @@ class _Api:
         )
         return _json({"messages": [dataclasses.asdict(row) for row in rows]})
 
+    async def events(self, request: Request) -> Response:
+        query = request.query_params
+        limit, after = query.get("limit", "100"), query.get("after", "0")
+        if not limit.isdigit() or not 0 < int(limit) <= 1000:
+            raise _Problem(400, "limit", "range", "'limit' must be a whole number from 1 to 1000")
+        if not after.isdigit():
+            raise _Problem(400, "after", "type", "'after' must be a whole number (an entry's seq)")
+        status = query.get("status")
+        if status is not None and status not in _TAIL_STATUSES:
+            allowed = ", ".join(_TAIL_STATUSES)
+            raise _Problem(400, "status", "enum", f"'status' must be one of {allowed}")
+        entries = self.runtime.tail.entries(
+            after=int(after),
+            name=query.get("event"),
+            profile=query.get("profile"),
+            status=status,
+            limit=int(limit),
+        )
+        return _json({"events": [entry.as_dict() for entry in entries]})
+
     # open
 
     async def health(self, request: Request) -> Response:
@@ -339,6 +370,7 @@ class _Api:
 
 
 _RETRY = {"Retry-After": "1"}
+_TAIL_STATUSES = ("accepted", "duplicate", "rejected", "unavailable")
 _DOCS_PAGE = docs_page()
 _KEY_HELP = "send the key as 'Authorization: Bearer <key>' or as the HTTP Basic user name"
 
@@ -360,11 +392,13 @@ def _authorised(request: Request, wanted: str, admin: str) -> bool:
     return hmac.compare_digest(given, wanted) or hmac.compare_digest(given, admin)
 
 
-def _read(read: Callable[[], Event]) -> Event:
+def _read(call: Any, read: Callable[[], Event]) -> Event:
     try:
         return read()
     except InvalidEvent as error:
-        raise _Problem(400, error.field, error.rule, error.message) from None
+        problem = _Problem(400, error.field, error.rule, error.message)
+        problem.call = call
+        raise problem from None
 
 
 def _journey_summary(journey: Journey, states: dict[str, str]) -> dict[str, Any]:

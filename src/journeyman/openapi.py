@@ -196,6 +196,17 @@ SPEC: dict[str, Any] = {
             "The message log",
             [_query("profile"), _query("journey"), _query("status"), _query("limit")],
         ),
+        "/v1/events": _get(
+            "The live tail of ingest: the latest accepted, duplicate, rejected (with the "
+            "reason) and unavailable calls, newest first; pass 'after' the last seq seen",
+            [
+                _query("event"),
+                _query("profile"),
+                _query("status"),
+                _query("after"),
+                _query("limit"),
+            ],
+        ),
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "OK"}}}},
         "/metrics": {
             "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OK"}}}

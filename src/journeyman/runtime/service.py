@@ -21,6 +21,7 @@ from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Plan, Versions, publish
+from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
 from journeyman.storage.base import Batch, Store
 
@@ -78,6 +79,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.versions = Versions()
         self.plan = Plan()
+        self.tail = EventTail()  # the last ingest outcomes, rejected calls included
 
     @property
     def workspace(self) -> Workspace:
