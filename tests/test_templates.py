@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
+import liquid
 import pytest
 
 from journeyman.domain.templates import Template, TemplateError, compile_template
@@ -284,3 +286,30 @@ def test_render_never_raises_on_odd_scope_data(data: dict[str, Any]) -> None:
 @pytest.mark.parametrize("data", [None, [1, 2], "profile"])
 def test_render_never_raises_when_the_scope_is_not_a_mapping(data: Any) -> None:
     assert compile_template("a{{ profile.firstName }}b").render(data) == "ab"
+
+
+PLAIN_SOURCES = [
+    "Hi {{ profile.firstName | default: 'there' }}, thanks!",
+    "{{ entry.email }}",
+    'Dear {{ profile.firstName | default: "a & b <x>" }} {{ entry.plan }}.',
+    "{{ profile.size }} {{ profile.first }} {{ profile.last }}",
+    "{{profile.n}}-{{ profile.missing.deep }}-{{ event.x | default: '' }}",
+    "{{ profile.flag }} {{ profile.flag | default: 'no' }}",
+    "{{ profile.list }}{{ profile.f }} {{ profile }}",
+]
+PLAIN_VALUES: list[Any] = [None, "", "Ann", "<b>&'\"", 0, 7, 10**30, True, False, 1.5, [], [1, 2]]
+
+
+@pytest.mark.parametrize("escape", [False, True])
+@pytest.mark.parametrize("source", PLAIN_SOURCES)
+def test_text_with_plain_outputs_renders_exactly_as_liquid_does(source: str, escape: bool) -> None:
+    """Plain outputs take a fast path of their own: it must never change the output."""
+    oracle = liquid.Environment(autoescape=escape).from_string(source)
+    template = compile_template(source, escape=escape)
+    values = itertools.cycle(PLAIN_VALUES)
+    for skip in range(len(PLAIN_VALUES) * 3):
+        keys = ["firstName", "n", "flag", "list", "f", "size", "first", "missing"]
+        profile = {key: next(values) for i, key in enumerate(keys) if (i + skip) % 4}
+        data = {"profile": profile, "entry": {"email": next(values), "plan": next(values)}}
+        data["event"] = {"x": next(values)}
+        assert template.render(data) == oracle.render(**data), data

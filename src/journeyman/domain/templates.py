@@ -14,10 +14,12 @@ and, when there is one, ``message``.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import markupsafe
 from liquid import Environment, RenderContext, Token
 from liquid.exceptions import FilterValueError, LiquidError
 from liquid.filter import with_context
@@ -134,7 +136,7 @@ _ENV = _Environment()
 class Template:
     """A compiled template. Make one with :func:`compile_template`."""
 
-    __slots__ = ("_bound", "_escape", "_literal", "paths", "source")
+    __slots__ = ("_bound", "_escape", "_literal", "_parts", "paths", "source")
 
     def __init__(
         self,
@@ -153,6 +155,8 @@ class Template:
         self._escape = escape
         # Text without a tag or an output renders as itself: skip the render machinery.
         self._literal = source if "{{" not in source and "{%" not in source else None
+        # Text with only plain outputs renders by lookups when the values are plain too.
+        self._parts = _plain_parts(source) if self._literal is None else None
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
@@ -168,6 +172,10 @@ class Template:
             return self._literal
         if not isinstance(scope, Mapping):  # bad input renders as if every key were missing
             scope = {}
+        if self._parts is not None:
+            text = _render_plain(self._parts, scope, self._escape)
+            if text is not None:
+                return text
         context = RenderContext(self._bound, globals=self._bound.make_globals(scope))
         context.autoescape = self._escape
         out = LimitedStringIO(limit=_OUTPUT_LIMIT)
@@ -179,6 +187,71 @@ class Template:
                 out.seek(mark)
                 out.truncate()
         return out.getvalue()
+
+
+# The plain fast path. Most subject lines and short texts are text with outputs such as
+# ``{{ profile.firstName | default: 'there' }}``. Those render by dictionary lookups, with
+# Liquid's meaning: a missing or nil value renders empty (or the default), and ``default``
+# also replaces false and the empty string. A value that Liquid would render in a way of
+# its own (a number that is not a whole one, a list, a date, a special property such as
+# ``size``) makes the whole template take the full renderer, so the output is always
+# the same as Liquid's.
+
+_PLAIN_OUTPUT = re.compile(
+    r"\{\{\s*([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)\s*"
+    r"(?:\|\s*default\s*:\s*(?:'([^'{}]*)'|\"([^\"{}]*)\")\s*)?\}\}"
+)
+_SPECIAL = frozenset({"size", "first", "last"})
+_Part = str | tuple[tuple[str, ...], str | None]
+
+
+def _plain_parts(source: str) -> tuple[_Part, ...] | None:
+    """``source`` as text and plain outputs, or None if it has anything else."""
+    if "{%" in source:
+        return None
+    parts: list[_Part] = []
+    end = 0
+    for match in _PLAIN_OUTPUT.finditer(source):
+        parts.append(source[end : match.start()])
+        default = match.group(2) if match.group(2) is not None else match.group(3)
+        parts.append((tuple(match.group(1).split(".")), default))
+        end = match.end()
+    parts.append(source[end:])
+    if any(isinstance(part, str) and ("{{" in part or "}}" in part) for part in parts):
+        return None  # an output this path does not know: whitespace control, a filter, ...
+    return tuple(part for part in parts if part != "")
+
+
+def _render_plain(parts: tuple[_Part, ...], scope: Mapping[str, Any], escape: bool) -> str | None:
+    """The text, or None when a value needs the full renderer."""
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        path, default = part
+        value: Any = scope
+        for key in path:
+            if not isinstance(value, dict):
+                return None
+            if key not in value:
+                if key in _SPECIAL:
+                    return None
+                value = None
+                break
+            value = value[key]
+        if value is None or (default is not None and (value is False or value == "")):
+            out.append(default or "")  # Liquid does not escape a literal
+            continue
+        if type(value) is str:
+            text = value
+        elif type(value) is int:
+            text = str(value)
+        else:
+            return None
+        out.append(str(markupsafe.escape(text)) if escape else text)
+    text = "".join(out)
+    return text if len(text.encode()) <= _OUTPUT_LIMIT else None
 
 
 def compile_template(source: str, *, escape: bool = False) -> Template:
