@@ -163,6 +163,8 @@ def _require_mapping(value: Any, field: str) -> None:
 
 
 def _check_schema(definition: EventDefinition, properties: Mapping[str, Any]) -> None:
+    if definition.quick is not None and definition.quick(properties):
+        return
     errors = sorted(
         definition.validator.iter_errors(properties),
         key=lambda e: (list(e.absolute_path), e.validator),

@@ -6,7 +6,7 @@ validators, time zones), so nothing is parsed again on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Any, Literal
@@ -71,6 +71,8 @@ class EventDefinition:
     schema: Mapping[str, Any]
     validator: Any  # a jsonschema validator: .iter_errors(properties)
     origin: Origin
+    # True only for properties the schema certainly accepts; None: ask the validator
+    quick: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from journeyman.domain import model as m
 from journeyman.domain.documents import Document, Path
 from journeyman.domain.problems import Problem
 from journeyman.domain.reader import Reader, describe, did_you_mean
+from journeyman.domain.schemas import quick_check
 from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp, parse_zone
 
 __all__ = ["DEFAULT_TEST_START", "KINDS", "STEP_TYPES", "Parsed", "parse_documents"]
@@ -186,7 +187,9 @@ def _read_event(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             where = ("schema", *error.absolute_path)
             r.error(where, f"'schema' is not a valid JSON Schema: {error.message}")
     if identity is not None and validator is not None:
-        parsed.events[r.name] = m.EventDefinition(r.name, identity, schema, validator, _origin(r))
+        parsed.events[r.name] = m.EventDefinition(
+            r.name, identity, schema, validator, _origin(r), quick_check(schema)
+        )
 
 
 def _refs_resolve(r: Reader, schema: dict[str, Any]) -> bool:
