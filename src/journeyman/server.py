@@ -156,7 +156,14 @@ async def serve(
         keys, _ = await resolve_keys(store, env)
         app = create_app(runtime, keys)
         config = uvicorn.Config(
-            app, host=options.host, port=options.port, log_level="warning", lifespan="off"
+            app,
+            host=options.host,
+            port=options.port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,  # requests are not logged; ingest is counted in /metrics
+            proxy_headers=False,  # nothing here reads the client's address
+            server_header=False,
         )
         server = _Server(config)
         url = f"http://{options.host}:{listener.getsockname()[1]}"
