@@ -185,7 +185,7 @@ class _Api:
             self.runtime.tail.rejected(problem.call, error, at, status=status)
             return _answer(problem.status, problem.body, problem.headers)
 
-    async def _commit(self, events: list[Event], call: Any) -> None:
+    async def _commit(self, events: list[Event], call: Any, now: datetime) -> None:
         try:
             statuses = await self.runtime.processor.submit(events)
         except Overloaded:
@@ -195,7 +195,7 @@ class _Api:
             message = "the events could not be stored; nothing was kept, retry"
             problem = _Problem(503, "body", "storage", message, _RETRY)
         else:
-            self.runtime.tail.accepted(events, statuses, self._now())
+            self.runtime.tail.accepted(events, statuses, now)
             return
         problem.call = call
         raise problem
@@ -206,13 +206,15 @@ class _Api:
     # ingest
 
     async def track(self, call: Any) -> Answer:
-        event = _read(call, lambda: read_track(call, self.runtime.workspace.events, self._now()))
-        await self._commit([event], call)
+        now = self._now()
+        event = _read(call, lambda: read_track(call, self.runtime.workspace.events, now))
+        await self._commit([event], call, now)
         return _ACCEPTED_ONE
 
     async def identify(self, call: Any) -> Answer:
-        event = _read(call, lambda: read_identify(call, self._now()))
-        await self._commit([event], call)
+        now = self._now()
+        event = _read(call, lambda: read_identify(call, now))
+        await self._commit([event], call, now)
         return _ACCEPTED_ONE
 
     async def batch(self, call: Any) -> Answer:
@@ -233,7 +235,7 @@ class _Api:
         self.rejected += len(rejected)
         if not events:
             return _answer(400, {"accepted": 0, "rejected": rejected})
-        await self._commit(events, call)
+        await self._commit(events, call, self._now())
         return _answer(202, {"accepted": len(events), "rejected": rejected})
 
     def _batch_item(self, item: Any) -> Event:
@@ -418,9 +420,8 @@ _KEY_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeyman"'}
 
 async def _read_body(receive: Receive, length: str | None, limit: int) -> Any:
     """The decoded JSON body, read in chunks that stop at ``limit``."""
-    too_large = _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise too_large
+        raise _too_large(limit)
     # A chunked body has no length to check first.
     chunks, received, more = [], 0, True
     while more:
@@ -430,7 +431,7 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> Any:
         chunk = message.get("body", b"")
         received += len(chunk)
         if received > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
     try:
@@ -439,6 +440,10 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> Any:
         raise _Problem(400, "body", "json", f"the body is not valid JSON: {error}") from None
     except RecursionError:
         raise _Problem(400, "body", "json", "the body nests too deeply") from None
+
+
+def _too_large(limit: int) -> _Problem:
+    return _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
 
 
 def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Answer:

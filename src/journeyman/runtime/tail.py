@@ -46,23 +46,14 @@ class EventTail:
     """The last ``size`` ingest outcomes, newest last."""
 
     def __init__(self, size: int = 1000) -> None:
-        self._entries: deque[TailEntry] = deque(maxlen=size)
+        # An accepted event is kept as it came, and becomes an entry only when read.
+        self._entries: deque[TailEntry | tuple[int, datetime, str, Event]] = deque(maxlen=size)
         self._seq = itertools.count(1)
 
     def accepted(self, events: Sequence[Event], statuses: Sequence[str], at: datetime) -> None:
+        append, seq = self._entries.append, self._seq
         for event, status in zip(events, statuses, strict=True):
-            self._entries.append(
-                TailEntry(
-                    next(self._seq),
-                    at,
-                    status,
-                    event.type,
-                    event.name,
-                    event.profile_id,
-                    event.message_id,
-                    event.properties,
-                )
-            )
+            append((next(seq), at, status, event))
 
     def rejected(
         self,
@@ -104,7 +95,8 @@ class EventTail:
     ) -> list[TailEntry]:
         """Matching entries newer than ``after``, newest first."""
         found: list[TailEntry] = []
-        for entry in reversed(self._entries):
+        for kept in reversed(self._entries):
+            entry = _entry(*kept) if isinstance(kept, tuple) else kept
             if entry.seq <= after or len(found) >= limit:
                 break
             if name is not None and entry.name != name:
@@ -115,6 +107,19 @@ class EventTail:
                 continue
             found.append(entry)
         return found
+
+
+def _entry(seq: int, at: datetime, status: str, event: Event) -> TailEntry:
+    return TailEntry(
+        seq,
+        at,
+        status,
+        event.type,
+        event.name,
+        event.profile_id,
+        event.message_id,
+        event.properties,
+    )
 
 
 def _text(value: Any) -> str:
