@@ -554,6 +554,27 @@ def test_messages_sent_together_each_get_their_own_line(tmp_path: Path) -> None:
     assert sorted(keys) == sorted(m.key for m in messages)
 
 
+def test_messages_handed_over_at_once_are_written_in_order_in_one_go(tmp_path: Path) -> None:
+    path = tmp_path / "messages.jsonl"
+    channel = FileChannel("email", path)
+    messages = [email_message(key=f"k{i}") for i in range(30)]
+
+    async def scenario() -> list[Delivery]:
+        try:
+            return await channel.send_many(messages)
+        finally:
+            await channel.close()
+
+    assert [d.status for d in run(scenario())] == ["sent"] * 30
+    keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
+    assert keys == [m.key for m in messages]
+
+    blocked = FileChannel("email", tmp_path)  # a folder: nothing can be appended to it
+    deliveries = run(blocked.send_many(messages[:3]))
+    assert [d.status for d in deliveries] == ["retry"] * 3
+    assert "IsADirectoryError" in deliveries[0].detail
+
+
 def test_a_file_channel_that_cannot_write_asks_for_a_retry(tmp_path: Path) -> None:
     [delivery] = deliver(FileChannel("email", tmp_path), email_message())
 

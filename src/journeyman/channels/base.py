@@ -21,7 +21,7 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +72,13 @@ class Channel(ABC):
     @abstractmethod
     async def send(self, message: SendMessage) -> Delivery:
         """Deliver ``message``; provider and network errors become a :class:`Delivery`."""
+
+    #: Whether :meth:`send_many` does better than one :meth:`send` per message.
+    batches: bool = False
+
+    async def send_many(self, messages: Sequence[SendMessage]) -> list[Delivery]:
+        """Deliver several messages at once, one outcome each, in order."""
+        return list(await asyncio.gather(*(self.send(m) for m in messages)))
 
     async def close(self) -> None:  # noqa: B027 - a channel may hold nothing to release
         """Release connections; the channel is not used afterwards."""

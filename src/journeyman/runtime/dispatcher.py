@@ -32,6 +32,8 @@ log = logging.getLogger("journeyman.dispatcher")
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+_NOT_TRIED = Delivery("retry", "not tried")
+
 # Tries to record one round's outcomes. An outcome not recorded leaves its row claimed, so
 # the message goes out again once the lease runs out.
 RECORD_TRIES = 5
@@ -102,26 +104,41 @@ class Dispatcher:
 
     async def run(self) -> None:
         failures = 0
-        while not self._stopping:
-            self._wakeup.clear()
-            try:
-                await self._round()
-            except Exception:
-                # A store that failed for a moment must not stop every delivery for good.
-                failures += 1
-                log.exception("delivering the outbox failed; trying again")
-                await asyncio.sleep(backoff(failures, self.idle))
-            else:
-                failures = 0
+        in_flight: asyncio.Future[None] | None = None
+        try:
+            while not self._stopping:
+                self._wakeup.clear()
+                try:
+                    in_flight = await self._round(in_flight)
+                except Exception:
+                    # A store that failed for a moment must not stop every delivery for good.
+                    in_flight = None
+                    failures += 1
+                    log.exception("delivering the outbox failed; trying again")
+                    await asyncio.sleep(backoff(failures, self.idle))
+                else:
+                    failures = 0
+            if in_flight is not None:
+                await in_flight
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
 
-    async def _round(self) -> None:
-        """Deliver what is due, or sleep until a retry comes due (or a wake-up)."""
+    async def _round(self, in_flight: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+        """Claim what is due while the last claim is being delivered; start delivering it.
+
+        One delivery is in flight at a time, beside the next claim; with nothing due and
+        nothing in flight, sleep until a retry comes due (or a wake-up).
+        """
         claimed_at = self.clock()
         items = await self.store.claim(claimed_at, self.batch)
+        if in_flight is not None:
+            await in_flight  # raises what the delivery raised
         if items:
-            await self.deliver(items)
-        else:
+            return asyncio.ensure_future(self.deliver(items))
+        if in_flight is None:
             await sleep_until_woken(self._wakeup, self._pause(claimed_at))
+        return None
 
     def _pause(self, claimed_at: datetime) -> float:
         """Seconds to sleep: ``idle`` at most, less if a retry comes due sooner.
@@ -135,7 +152,7 @@ class Dispatcher:
         return max(0.0, min(self.idle, (self._retries[0] - self.clock()).total_seconds()))
 
     async def deliver(self, items: list[OutboxItem]) -> None:
-        outcomes = await asyncio.gather(*(self._attempt(item) for item in items))
+        outcomes = await self._attempt_all(items)
         settled, told = [], []
         for item, delivery in zip(items, outcomes, strict=True):
             record = self._record(item, delivery)
@@ -149,6 +166,48 @@ class Dispatcher:
             else:
                 settled.append(record)
         await self._keep_outcomes(settled, told)
+
+    async def _attempt_all(self, items: list[OutboxItem]) -> list[Delivery]:
+        """Every item's outcome, in order. Sends to a channel that batches, with no rate
+        limit, go to it together; everything else goes one by one."""
+        outcomes: list[Delivery] = [_NOT_TRIED] * len(items)
+        groups: dict[str, list[int]] = {}
+        singles: list[int] = []
+        for index, item in enumerate(items):
+            effect = item.effect
+            name = effect.channel if isinstance(effect, SendMessage) else ""
+            channel = self.channels.get(name)
+            if channel is not None and channel.batches and name not in self._limits:
+                groups.setdefault(name, []).append(index)
+            else:
+                singles.append(index)
+
+        async def together(name: str, indexes: list[int]) -> None:
+            messages = [items[i].effect for i in indexes]
+            found = await self._send_many(self.channels[name], messages)  # type: ignore[arg-type]
+            for index, delivery in zip(indexes, found, strict=True):
+                outcomes[index] = delivery
+
+        async def alone(index: int) -> None:
+            outcomes[index] = await self._attempt(items[index])
+
+        await asyncio.gather(
+            *(together(name, indexes) for name, indexes in groups.items()),
+            *(alone(index) for index in singles),
+        )
+        return outcomes
+
+    async def _send_many(self, channel: Channel, messages: list[SendMessage]) -> list[Delivery]:
+        try:
+            found = await channel.send_many(messages)
+            if len(found) != len(messages):
+                raise ValueError(f"{len(found)} outcomes for {len(messages)} messages")
+            return found
+        except Exception as error:  # a channel bug must not stop the dispatcher
+            log.exception(
+                "delivering %d messages to %s failed unexpectedly", len(messages), channel.name
+            )
+            return [Delivery("retry", f"unexpected error: {error!r}")] * len(messages)
 
     async def _keep_outcomes(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
         """Settle the outbox rows; outcomes the engine must learn go through the processor.
