@@ -45,52 +45,13 @@ from journeyman.storage.codec import (
     time,
     wake_ms,
 )
+from journeyman.storage.migrations import SQLITE, Migration, latest, pending
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS profiles (
-    id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS identities (
-    kind TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL,
-    PRIMARY KEY (kind, value)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY, message_id TEXT UNIQUE, profile_id TEXT NOT NULL,
-    name TEXT NOT NULL, body BLOB NOT NULL, received_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id, seq);
-CREATE TABLE IF NOT EXISTS instances (
-    id TEXT PRIMARY KEY, profile_id TEXT NOT NULL, journey TEXT NOT NULL,
-    version INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, wake_at INTEGER,
-    state BLOB NOT NULL, updated_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS instances_running ON instances (profile_id)
-    WHERE status != 'ended';
-CREATE INDEX IF NOT EXISTS instances_wake ON instances (wake_at)
-    WHERE status = 'waiting' AND wake_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, kind TEXT NOT NULL,
-    channel TEXT NOT NULL, journey TEXT NOT NULL, step TEXT NOT NULL,
-    profile_id TEXT NOT NULL, instance_id TEXT NOT NULL, effect BLOB NOT NULL,
-    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL,
-    leased_until INTEGER, detail TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due_at) WHERE status IN ('queued', 'retry');
-CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (profile_id, id);
-CREATE TABLE IF NOT EXISTS steps (
-    seq INTEGER PRIMARY KEY, profile_id TEXT NOT NULL, instance_id TEXT,
-    journey TEXT NOT NULL, step TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL,
-    at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS steps_profile ON steps (profile_id, seq);
-CREATE INDEX IF NOT EXISTS steps_journey ON steps (journey, step);
-CREATE TABLE IF NOT EXISTS journeys (
-    name TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL,
-    document BLOB NOT NULL, published_at INTEGER NOT NULL, PRIMARY KEY (name, version));
-CREATE TABLE IF NOT EXISTS journey_states (name TEXT PRIMARY KEY, state TEXT NOT NULL);
-"""
+SCHEMA_VERSION = latest(SQLITE)
 
 
 class SQLiteStore(Store):
@@ -101,6 +62,7 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
+        self.applied: list[Migration] = []
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -126,16 +88,14 @@ class SQLiteStore(Store):
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA foreign_keys=ON")
         # Before touching the schema: a newer version's tables may not take this one's DDL.
-        found = _schema_version(db)
-        if found is not None and found > SCHEMA_VERSION:
+        try:
+            steps = pending(_schema_version(db), SQLITE, self.path)
+        except NewerSchema:
             db.close()
-            raise NewerSchema(
-                f"{self.path} has schema version {found}, newer than this journeyman "
-                f"({SCHEMA_VERSION}): upgrade journeyman"
-            )
-        db.executescript(_SCHEMA)
-        if found is None:
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            raise
+        for step in steps:
+            _apply(db, step)
+            self.applied.append(step)
         # One process owns an SQLite file: what a previous process claimed and never
         # settled (it was killed while delivering) is due again now, with the same key.
         db.execute("UPDATE outbox SET leased_until = NULL WHERE leased_until IS NOT NULL")
@@ -549,6 +509,21 @@ class SQLiteStore(Store):
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (f"setting:{key}", value),
         )
+
+
+def _apply(db: sqlite3.Connection, step: Migration) -> None:
+    """One schema step and its version number, in one transaction.
+
+    The script carries its own BEGIN and COMMIT: ``executescript`` commits whatever
+    transaction is open before it runs.
+    """
+    version = f"INSERT OR REPLACE INTO meta VALUES ('schema', '{step.version}');"
+    try:
+        db.executescript(f"BEGIN IMMEDIATE;\n{step.sql}\n{version}\nCOMMIT;")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _schema_version(db: sqlite3.Connection) -> int | None:
