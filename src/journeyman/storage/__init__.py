@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from journeyman.errors import JourneymanError
 from journeyman.storage.base import NewerSchema, StorageUnavailable, Store
@@ -22,6 +23,7 @@ __all__ = [
     "Store",
     "is_postgres",
     "open_store",
+    "shown_url",
     "sqlite_path",
 ]
 
@@ -34,6 +36,15 @@ def sqlite_path(url: str) -> Path | None:
     """The file of a ``sqlite:///`` URL (None for ``:memory:``)."""
     rest = url.removeprefix("sqlite:///")
     return None if rest == ":memory:" else Path(rest)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be shown: the password, if any, as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
 
 
 def is_postgres(url: str) -> bool:

@@ -29,6 +29,7 @@ import asyncpg
 import msgspec
 
 from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
     Batch,
@@ -56,7 +57,7 @@ from journeyman.storage.codec import (
 )
 from journeyman.storage.migrations import POSTGRES, Migration, pending
 
-__all__ = ["DEFAULT_POOL", "PostgresStore", "parse_url", "shown_url"]
+__all__ = ["DEFAULT_POOL", "PostgresStore", "parse_url"]
 
 DEFAULT_POOL = 10
 CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited for
@@ -158,15 +159,6 @@ def parse_url(url: str) -> tuple[str, int]:
             pool = int(value)
     scheme = "postgresql" if parts.scheme == "postgres" else parts.scheme
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode(settings))), pool
-
-
-def shown_url(url: str) -> str:
-    """``url`` as it may be shown: the password, if any, as ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
 
 
 class PostgresStore(Store):
