@@ -65,6 +65,7 @@ class Backend:
     # the rows a query gives, read beside whatever has the database open
     rows: Callable[[str, str], Rows] | None = None
     tables: Callable[[str], list[str]] | None = None  # the names of the database's tables
+    move_target: bool = False  # `journeyman migrate --from sqlite:///...` moves into it
 
     def __str__(self) -> str:
         return self.name
@@ -188,6 +189,7 @@ BACKENDS = {
             newer_schema=_postgres_newer_schema,
             # Other processes may share the database: opening it leaves their claims alone.
             single_process=False,
+            move_target=True,
             missing=_postgres_missing,
             rows=_postgres_rows,
             tables=_postgres_tables,
@@ -255,6 +257,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             selected = [b for b in selected if b.durable]
         if metafunc.definition.get_closest_marker("newer_schema"):
             selected = [b for b in selected if b.newer_schema is not None]
+        if metafunc.definition.get_closest_marker("move_target"):
+            selected = [b for b in selected if b.move_target]
         metafunc.parametrize("backend", selected, ids=[b.name for b in selected])
 
 

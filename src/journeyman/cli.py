@@ -309,8 +309,15 @@ def migrate(db: str | None, source: str | None, replace: bool) -> None:
         else:
             lines = asyncio.run(_move(source, url, replace))
     except JourneymanError as error:
-        raise click.ClickException(str(error)) from None
+        refused = _Refused if error.exit_code == _Refused.exit_code else click.ClickException
+        raise refused(str(error)) from None
     click.echo("\n".join(lines))
+
+
+class _Refused(click.ClickException):
+    """A command that cannot do what it was asked, as it was asked: exit code 2."""
+
+    exit_code = 2
 
 
 async def _migrate(url: str) -> list[str]:

@@ -59,6 +59,8 @@ _STATE = ["profiles", "identities", "events", "instances", "outbox", "steps", "j
 
 
 class TransferError(JourneymanError):
+    """The move cannot be made: wrong kinds of URL, no source file, a target in use."""
+
     exit_code = 2
 
 
