@@ -257,6 +257,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             selected = [b for b in selected if b.durable]
         if metafunc.definition.get_closest_marker("newer_schema"):
             selected = [b for b in selected if b.newer_schema is not None]
+        if metafunc.definition.get_closest_marker("shared"):
+            selected = [b for b in selected if not b.single_process]
         if metafunc.definition.get_closest_marker("move_target"):
             selected = [b for b in selected if b.move_target]
         metafunc.parametrize("backend", selected, ids=[b.name for b in selected])

@@ -631,3 +631,56 @@ def test_an_unreachable_postgresql_server_is_named_without_its_password() -> Non
 def test_a_bad_pool_size_is_refused_with_the_url(url: str) -> None:
     with pytest.raises(StorageURLError, match=r"pool=.* use a whole number from 1 up"):
         open_store(url)
+
+
+# several processes on one database
+
+
+@pytest.mark.shared
+def test_processes_sharing_a_database_never_claim_the_same_timer_or_message(
+    store: Store, store_url: str
+) -> None:
+    from journeyman.storage.postgres import PostgresStore
+
+    late = START + MINUTE
+    people = [f"u{n:02}" for n in range(40)]
+
+    async def check() -> None:
+        other = open_store(store_url)
+        assert isinstance(store, PostgresStore)
+        assert isinstance(other, PostgresStore)
+        await store.commit(
+            Batch(
+                instances={
+                    f"{p}:hello:1": instance(f"{p}:hello:1", profile=p, wake_at=START + n * MS)
+                    for n, p in enumerate(people)
+                },
+                effects=[send(f"k-{p}", profile=p) for p in people],
+            )
+        )
+        await other.open()
+        try:
+            mine, theirs = await asyncio.gather(
+                store.claim_due(late, 25), other.claim_due(late, 25)
+            )
+            assert not set(ids(mine)) & set(ids(theirs))
+            assert sorted(ids(mine) + ids(theirs)) == [f"{p}:hello:1" for p in people]
+            assert ids(mine) == sorted(ids(mine))  # earliest first
+            # claimed: due for nobody until the lease passes (the claimer died)
+            assert await store.due(late, 100) == []
+            assert await other.claim_due(late, 100) == []
+            assert await store.next_wake() == late + LEASE
+            assert len(await other.claim_due(late + LEASE, 100)) == len(people)
+            # storing an instance's next state ends its claim
+            moved = instance(mine[0].id, profile=mine[0].profile_id, wake_at=START)
+            await store.commit(Batch(instances={moved.id: moved}))
+            assert ids(await store.due(late, 100)) == [moved.id]
+
+            sends = await asyncio.gather(store.claim(START, 25), other.claim(START, 25))
+            keys = [[item.effect.key for item in claimed] for claimed in sends]
+            assert not set(keys[0]) & set(keys[1])
+            assert sorted(keys[0] + keys[1]) == [f"k-{p}" for p in people]
+        finally:
+            await other.close()
+
+    run(store, check)

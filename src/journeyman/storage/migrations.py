@@ -111,6 +111,7 @@ CREATE INDEX instances_profile ON instances (profile_id, seq);
 CREATE INDEX instances_journey ON instances (journey) WHERE status <> 'ended';
 CREATE INDEX instances_wake ON instances (wake_at)
     WHERE status = 'waiting' AND wake_at IS NOT NULL;
+CREATE INDEX instances_leased ON instances (leased_until) WHERE leased_until IS NOT NULL;
 CREATE TABLE outbox (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key TEXT COLLATE "C" UNIQUE NOT NULL,
     kind TEXT NOT NULL, channel TEXT NOT NULL, journey TEXT COLLATE "C" NOT NULL,
