@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import statistics
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +29,9 @@ from typing import Any
 
 import asyncpg
 
-from journeyman.domain.state import Event, Instance, Profile, SendMessage
+from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
+from journeyman.storage import Store, open_store
+from journeyman.storage.base import Batch, StoredEvent
 from journeyman.storage.codec import encode, instance_row, ms, outbox_row
 from journeyman.storage.migrations import POSTGRES
 
@@ -78,10 +81,12 @@ UNNEST = {
 }
 
 
-def batch(tag: str) -> dict[str, list[tuple[Any, ...]]]:
-    """The rows of one batch of sign-ups: every profile enters a journey and is sent to."""
-    now = ms(datetime.now(UTC))
-    rows: dict[str, list[tuple[Any, ...]]] = {key: [] for key in UNNEST}
+Signup = tuple[Event, Profile, Instance, SendMessage]
+
+
+def signups(tag: str) -> list[Signup]:
+    """One batch of sign-ups: every profile enters a journey, is sent to, and waits."""
+    found = []
     for n in range(BATCH):
         pid = f"{tag}-{n}"
         event = Event(
@@ -120,13 +125,58 @@ def batch(tag: str) -> dict[str, list[tuple[Any, ...]]]:
             content={"subject": "Hi Ada, welcome to pro", "text": "Thank you for signing up." * 4},
             at=START,
         )
+        found.append((event, profile, instance, send))
+    return found
+
+
+OUTCOMES = (("", "entered"), ("greet", "sent"), ("pause", "waiting"))
+
+
+def batch(tag: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of one batch, statement by statement."""
+    now = ms(datetime.now(UTC))
+    rows: dict[str, list[tuple[Any, ...]]] = {key: [] for key in UNNEST}
+    for event, profile, instance, send in signups(tag):
+        pid = profile.id
         rows[EVENTS].append((event.message_id, pid, event.name, encode(event), now))
         rows[PROFILES].append((pid, encode(profile), now))
         rows[INSTANCES].append(instance_row(instance, now))
         rows[OUTBOX].append(outbox_row(send, now))
-        for step, outcome in (("", "entered"), ("greet", "sent"), ("pause", "waiting")):
+        for step, outcome in OUTCOMES:
             rows[STEPS].append((pid, instance.id, "welcome", step, outcome, "", now))
     return rows
+
+
+def store_batch(tag: str) -> Batch:
+    """The same batch as the runtime hands it to :meth:`Store.commit`."""
+    now = datetime.now(UTC)
+    found = Batch()
+    for event, profile, instance, send in signups(tag):
+        found.events.append(StoredEvent(event, now))
+        found.profiles[profile.id] = profile
+        found.instances[instance.id] = instance
+        found.effects.append(send)
+        found.records += [
+            StepRecord(
+                at=now,
+                profile_id=profile.id,
+                journey="welcome",
+                instance_id=instance.id,
+                step=step or None,
+                outcome=outcome,
+            )
+            for step, outcome in OUTCOMES
+        ]
+    return found
+
+
+async def store_commit(store: Store, found: Batch) -> None:
+    await store.commit(found)
+
+
+async def store_load(store: Store, ids: list[str]) -> int:
+    snapshots = await store.load(ids)
+    return sum(1 + len(s.running) for s in snapshots.values() if not s.new)
 
 
 def unnest(statement: str) -> str:
@@ -191,15 +241,15 @@ async def psycopg_load(db: Any, ids: list[str]) -> int:
 
 
 @asynccontextmanager
-async def scratch_database() -> AsyncIterator[str]:
-    """A fresh database with journeyman's schema, dropped afterwards: its URL."""
+async def scratch_database(schema: bool = True) -> AsyncIterator[str]:
+    """A fresh database (with journeyman's schema), dropped afterwards: its URL."""
     name = f"jm_test_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(SERVER)
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = SERVER.rsplit("/", 1)[0] + f"/{name}"
     try:
         db = await asyncpg.connect(url)
-        for step in POSTGRES:
+        for step in POSTGRES if schema else []:
             await db.execute(step.sql)
         await db.close()
         yield url
@@ -208,15 +258,17 @@ async def scratch_database() -> AsyncIterator[str]:
         await admin.close()
 
 
-Commit = Callable[[Any, dict[str, list[tuple[Any, ...]]]], Awaitable[None]]
+Commit = Callable[[Any, Any], Awaitable[None]]
 Load = Callable[[Any, list[str]], Awaitable[int]]
 
 
-async def measure(db: Any, tag: str, commit: Commit, load: Load) -> tuple[float, float]:
+async def measure(
+    db: Any, tag: str, commit: Commit, load: Load, make: Callable[[str], Any] = batch
+) -> tuple[float, float]:
     """Median milliseconds of one commit and of one load, over ``ROUNDS`` batches."""
     commits, loads = [], []
     for round in range(ROUNDS):
-        rows = batch(f"{tag}{round}")
+        rows = make(f"{tag}{round}")
         began = time.perf_counter()
         await commit(db, rows)
         commits.append(time.perf_counter() - began)
@@ -243,22 +295,41 @@ async def measure_all() -> dict[str, tuple[float, float]]:
             found["psycopg 3, unnest"] = await measure(
                 conn, "q", psycopg_unnest_commit, psycopg_load
             )
+    async with scratch_database(schema=False) as url:
+        found["journeyman's PostgresStore"] = await measure_store(open_store(url))
+    with tempfile.TemporaryDirectory() as folder:
+        found["journeyman's SQLiteStore"] = await measure_store(
+            open_store(f"sqlite:///{folder}/j.db")
+        )
     return found
+
+
+async def measure_store(store: Store) -> tuple[float, float]:
+    """The same batches through the runtime's own interface (an empty database first)."""
+    await store.open()
+    try:
+        await measure(store, "warm", store_commit, store_load, store_batch)
+        return await measure(store, "s", store_commit, store_load, store_batch)
+    finally:
+        await store.close()
 
 
 def run() -> list[tuple[str, float, str]]:
     found = asyncio.run(measure_all())
-    what = f"median of {ROUNDS} rounds, one connection, PostgreSQL on 127.0.0.1"
     rows = []
     for driver, (commit, load) in found.items():
+        what = f"median of {ROUNDS} rounds, one connection, PostgreSQL on 127.0.0.1"
+        if "Store" in driver:
+            what = f"median of {ROUNDS} rounds, through Store.commit and Store.load"
         batch_rows = "200 event, profile, instance and outbox rows, 600 step records"
+        database = "SQLite" if "SQLite" in driver else "PostgreSQL"
         rows.append(
-            (f"PostgreSQL commit of {BATCH} events, {driver}", commit, f"{what}: {batch_rows}")
+            (f"{database} commit of {BATCH} events, {driver}", commit, f"{what}: {batch_rows}")
         )
         if "unnest" not in driver:  # the same queries: loading does not send arrays
             profiles = "profiles and their running instances, two queries"
             rows.append(
-                (f"PostgreSQL load of {BATCH} profiles, {driver}", load, f"{what}: {profiles}")
+                (f"{database} load of {BATCH} profiles, {driver}", load, f"{what}: {profiles}")
             )
     return rows
 
