@@ -215,3 +215,13 @@ def test_migrate_names_an_unreachable_server_without_its_password() -> None:
     assert output.startswith("Error: cannot open postgresql://jm:***@127.0.0.1:1/journeyman: ")
     assert "s3cret" not in output
     assert "Traceback" not in output
+
+
+def test_serve_names_an_unreachable_database_in_one_line_and_exits_1(tmp_path: Path) -> None:
+    folder = write_workspace(tmp_path / "ws", BASE, JOURNEY)
+    url = "postgresql://jm:s3cret@127.0.0.1:1/journeyman"
+    code, output = run("serve", "--workspace", folder, "--db", url, "--port", "0")
+    assert code == 1
+    assert output.startswith("Error: cannot open postgresql://jm:***@127.0.0.1:1/journeyman: ")
+    assert "s3cret" not in output
+    assert "Traceback" not in output
