@@ -627,6 +627,16 @@ def test_an_unreachable_postgresql_server_is_named_without_its_password() -> Non
     assert "refused" in message.lower() or "connect" in message.lower()
 
 
+def test_the_pool_size_comes_from_the_url_and_other_parameters_go_to_the_server() -> None:
+    from journeyman.storage.postgres import DEFAULT_POOL, parse_url
+
+    assert parse_url("postgres://jm:pw@db:6543/j?pool=3&application_name=jm") == (
+        "postgresql://jm:pw@db:6543/j?application_name=jm",
+        3,
+    )
+    assert parse_url("postgresql://db/j") == ("postgresql://db/j", DEFAULT_POOL)
+
+
 @pytest.mark.parametrize("url", ["postgresql://h/db?pool=0", "postgres://h/db?pool=many"])
 def test_a_bad_pool_size_is_refused_with_the_url(url: str) -> None:
     with pytest.raises(StorageURLError, match=r"pool=.* use a whole number from 1 up"):
@@ -646,7 +656,7 @@ def test_processes_sharing_a_database_never_claim_the_same_timer_or_message(
     people = [f"u{n:02}" for n in range(40)]
 
     async def check() -> None:
-        other = open_store(store_url)
+        other = open_store(f"{store_url}?pool=2")  # `pool` stays with journeyman
         assert isinstance(store, PostgresStore)
         assert isinstance(other, PostgresStore)
         await store.commit(

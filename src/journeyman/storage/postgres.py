@@ -188,6 +188,11 @@ class PostgresStore(Store):
             raise StorageUnavailable(f"cannot open {self.url}: {_reason(error)}") from None
         try:
             await self._migrate(pool)
+        except asyncpg.PostgresError as error:
+            await pool.close()
+            raise StorageUnavailable(
+                f"cannot set up the schema in {self.url}: {_reason(error)}"
+            ) from None
         except BaseException:
             await pool.close()
             raise
