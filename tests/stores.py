@@ -8,7 +8,10 @@ Asking for a backend that cannot run here is an error, not a silent skip.
 A backend is one entry in :data:`BACKENDS`: its name, a context manager that makes a fresh,
 empty database for one test and yields its storage URL (and removes the database
 afterwards), whether what it stores is still there after close and reopen, how to read
-its rows directly, and how to tell why it cannot run here.
+its rows directly, and how to tell why it cannot run here. Markers narrow a test to the
+backends it makes sense on: ``durable`` (the data outlives the store, so a reopen or
+another process finds it), ``newer_schema``, ``shared`` (several processes at once) and
+``move_target`` (``journeyman migrate --from`` moves SQLite into it).
 
 PostgreSQL runs on the server that ``JOURNEYMAN_TEST_POSTGRES`` names (default
 ``postgresql://postgres@127.0.0.1:5432/test``): each test gets a database of its own,
