@@ -123,11 +123,24 @@ async def _admin(statement: str) -> None:
         await db.close()
 
 
+async def _create(name: str) -> None:
+    """CREATE DATABASE, which fails while anyone else is connected to its template (the
+    server is shared): try again for a few seconds."""
+    for attempt in range(50):
+        try:
+            await _admin(f'CREATE DATABASE "{name}"')
+            return
+        except asyncpg.ObjectInUseError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.1)
+
+
 @contextmanager
 def _postgres_database(folder: Path) -> Iterator[str]:
     """A database of its own for one test, dropped afterwards whatever happened."""
     name = f"jm_test_{secrets.token_hex(6)}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(_create(name))
     try:
         yield _on(POSTGRES_SERVER, name)
     finally:
