@@ -140,7 +140,7 @@ _WAITING = (
 )
 _CLAIM_DUE = (
     "UPDATE instances i SET leased_until = $4 FROM (SELECT id FROM instances "
-    f"WHERE {_WAITING} ORDER BY wake_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c "
+    f"WHERE {_WAITING} ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED) c "
     "WHERE i.id = c.id RETURNING i.state"
 )
 
@@ -302,7 +302,7 @@ class PostgresStore(Store):
         # wake_at is kept in whole milliseconds: select up to the end of the current one,
         # then drop what is due later within it.
         rows = await self.pool.fetch(
-            f"SELECT state FROM instances WHERE {_WAITING} ORDER BY wake_at, id LIMIT $3",
+            f"SELECT state FROM instances WHERE {_WAITING} ORDER BY wake_at LIMIT $3",
             wake_ms(now),
             ms(now),
             limit,
