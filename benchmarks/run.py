@@ -20,6 +20,7 @@ import bench_engine  # noqa: E402
 import bench_expressions  # noqa: E402
 import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
+import bench_storage  # noqa: E402
 import bench_templates  # noqa: E402
 
 # (what, module's run(), unit, target as text, is the target met by a value)
@@ -35,6 +36,7 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("server memory", bench_server.memory, "MB", "< 300 MB", lambda v: v < 300),
     ("server database", bench_server.database, "MB", "(none)", lambda v: True),
     ("server timers", bench_server.timers, "s", "p99 < 1 s", lambda v: v < 1),
+    ("storage", bench_storage.run, "ms median", "(none)", lambda v: True),
 ]
 
 

@@ -219,17 +219,21 @@ class Journeyman:
 
     :meth:`start` returns once ``/healthz`` answers at the port the banner names;
     :meth:`stop` sends SIGTERM and :meth:`kill` SIGKILL. The server's keys are
-    :data:`WRITE_KEY` and :data:`ADMIN_KEY`. Each start writes the server's output to a
-    log file of its own beside the database; :attr:`output` reads the latest. Leaving the
-    ``with`` block kills a server still up.
+    :data:`WRITE_KEY` and :data:`ADMIN_KEY`. ``db`` is the storage URL (a test's
+    ``store_url``); the server runs in ``folder``, where each start writes its output to a
+    log file of its own; :attr:`output` reads the latest. Leaving the ``with`` block kills
+    a server still up.
     """
 
-    def __init__(self, workspace: Path, db: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, workspace: Path, db: str, folder: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.workspace = workspace
         self.db = db
+        self.folder = folder
         self.env = _child_env(env or {})
         self.port = 0
-        self.log = db.parent / "serve.log"
+        self.log = folder / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._starts = 0
 
@@ -250,7 +254,7 @@ class Journeyman:
             "--workspace",
             str(self.workspace),
             "--db",
-            f"sqlite:///{self.db}",
+            self.db,
             "--host",
             LOOPBACK,
             "--port",
@@ -278,14 +282,14 @@ class Journeyman:
     def _launch(self, port: int, timeout: float) -> bool:
         self._starts += 1
         self.port = port
-        self.log = self.db.parent / f"serve-{self._starts}.log"
+        self.log = self.folder / f"serve-{self._starts}.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 self.command(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self.env,
-                cwd=self.db.parent,
+                cwd=self.folder,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:

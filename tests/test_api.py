@@ -13,7 +13,7 @@ import httpx
 from journeyman.api import Keys, create_app
 from journeyman.channels.file import FileChannel
 from journeyman.runtime.service import Runtime
-from journeyman.storage.sqlite import SQLiteStore
+from journeyman.storage import open_store
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, write_workspace
 
@@ -35,14 +35,16 @@ steps:
 Client = httpx.AsyncClient
 
 
-def run_api(tmp_path: Path, test: Callable[[Client, Runtime], Awaitable[None]]) -> None:
-    """Run ``test`` against a runtime on a SQLite file in ``tmp_path``."""
+def run_api(
+    tmp_path: Path, store_url: str, test: Callable[[Client, Runtime], Awaitable[None]]
+) -> None:
+    """Run ``test`` against a runtime on a fresh database of the backend under test."""
     workspace = load_workspace(write_workspace(tmp_path / "ws", BASE, JOURNEY)).workspace
     assert workspace is not None
 
     async def main() -> None:
         channels = {"email": FileChannel("email", tmp_path / "mail.jsonl")}
-        runtime = Runtime(workspace, SQLiteStore(tmp_path / "j.db"), channels, env={})
+        runtime = Runtime(workspace, open_store(store_url), channels, env={})
         await runtime.start()
         try:
             transport = httpx.ASGITransport(app=create_app(runtime, KEYS))
@@ -58,7 +60,9 @@ def post(client: Client, path: str, body: Any, headers: dict[str, str] = WRITE) 
     return client.post(path, json=body, headers=headers)
 
 
-def test_a_track_is_acknowledged_after_commit_and_starts_the_journey(tmp_path: Path) -> None:
+def test_a_track_is_acknowledged_after_commit_and_starts_the_journey(
+    tmp_path: Path, store_url: str
+) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         identify = {"userId": "u1", "traits": {"email": "u1@example.com"}}
         assert (await post(client, "/v1/identify", identify)).status_code == 202
@@ -76,10 +80,10 @@ def test_a_track_is_acknowledged_after_commit_and_starts_the_journey(tmp_path: P
         )
         assert [e["name"] for e in profile["events"]] == ["signed_up", "identify"]
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_a_repeated_message_id_is_accepted_and_ignored(tmp_path: Path) -> None:
+def test_a_repeated_message_id_is_accepted_and_ignored(tmp_path: Path, store_url: str) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         body = {"userId": "u1", "event": "signed_up", "messageId": "m-1"}
         for _ in range(2):
@@ -88,10 +92,12 @@ def test_a_repeated_message_id_is_accepted_and_ignored(tmp_path: Path) -> None:
         assert len(profile["events"]) == 1
         assert runtime.processor.stats.events_duplicate == 1
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_keys_are_checked_and_basic_auth_takes_the_key_as_user_name(tmp_path: Path) -> None:
+def test_keys_are_checked_and_basic_auth_takes_the_key_as_user_name(
+    tmp_path: Path, store_url: str
+) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         body = {"userId": "u1", "event": "signed_up"}
         assert (await post(client, "/v1/track", body, {})).status_code == 401
@@ -103,10 +109,12 @@ def test_keys_are_checked_and_basic_auth_takes_the_key_as_user_name(tmp_path: Pa
         assert answer.status_code == 202
         assert (await client.get("/v1/profiles/u1", headers=WRITE)).status_code == 401
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_bad_input_names_the_field_and_the_rule_and_stores_nothing(tmp_path: Path) -> None:
+def test_bad_input_names_the_field_and_the_rule_and_stores_nothing(
+    tmp_path: Path, store_url: str
+) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         cases = [
             (
@@ -129,10 +137,12 @@ def test_bad_input_names_the_field_and_the_rule_and_stores_nothing(tmp_path: Pat
         assert (answer.status_code, answer.headers["allow"]) == (405, "POST")
         assert (await client.get("/v1/profiles/u1", headers=ADMIN)).status_code == 404
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_a_batch_keeps_the_valid_calls_and_lists_the_rejected(tmp_path: Path) -> None:
+def test_a_batch_keeps_the_valid_calls_and_lists_the_rejected(
+    tmp_path: Path, store_url: str
+) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         batch = [
             {"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}},
@@ -148,10 +158,12 @@ def test_a_batch_keeps_the_valid_calls_and_lists_the_rejected(tmp_path: Path) ->
             (2, "type"),
         ]
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_the_event_tail_shows_accepted_and_rejected_calls_with_the_reason(tmp_path: Path) -> None:
+def test_the_event_tail_shows_accepted_and_rejected_calls_with_the_reason(
+    tmp_path: Path, store_url: str
+) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         track = {"userId": "u1", "event": "signed_up", "messageId": "m1"}
         await post(client, "/v1/track", track)
@@ -191,10 +203,10 @@ def test_the_event_tail_shows_accepted_and_rejected_calls_with_the_reason(tmp_pa
         assert (answer.status_code, answer.json()["error"]["field"]) == (400, "status")
         assert (await client.get("/v1/events", headers=WRITE)).status_code == 401
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_health_metrics_and_openapi_need_no_key(tmp_path: Path) -> None:
+def test_health_metrics_and_openapi_need_no_key(tmp_path: Path, store_url: str) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         assert (await client.get("/healthz")).json()["status"] == "ok"
         await post(client, "/v1/track", {"userId": "u1", "event": "signed_up"})
@@ -208,10 +220,12 @@ def test_health_metrics_and_openapi_need_no_key(tmp_path: Path) -> None:
         assert "<script" not in page.text
         assert 'journeyman_instances{journey="hello",status="waiting"} 1' in metrics
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_pause_holds_entries_resume_lets_them_in_and_stop_ends_instances(tmp_path: Path) -> None:
+def test_pause_holds_entries_resume_lets_them_in_and_stop_ends_instances(
+    tmp_path: Path, store_url: str
+) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         track = {"userId": "u1", "event": "signed_up"}
         await post(client, "/v1/track", track)
@@ -232,7 +246,7 @@ def test_pause_holds_entries_resume_lets_them_in_and_stop_ends_instances(tmp_pat
         assert (await client.post("/v1/journeys/hello/explode", headers=ADMIN)).status_code == 404
         assert (await client.post("/v1/journeys/nope/pause", headers=ADMIN)).status_code == 404
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
 CHANGED = JOURNEY.replace("wait: 1d", "wait: 2d")
@@ -240,6 +254,7 @@ CHANGED = JOURNEY.replace("wait: 1d", "wait: 2d")
 
 def test_publishing_a_changed_journey_makes_a_version_and_old_instances_keep_theirs(
     tmp_path: Path,
+    store_url: str,
 ) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         await post(client, "/v1/track", {"userId": "u1", "event": "signed_up"})
@@ -260,11 +275,12 @@ def test_publishing_a_changed_journey_makes_a_version_and_old_instances_keep_the
         again = await client.put("/v1/workspace", json={"files": files}, headers=ADMIN)
         assert again.json()["plan"]["unchanged"] == ["hello"]
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
 def test_publishing_a_broken_workspace_changes_nothing_and_lists_the_problems(
     tmp_path: Path,
+    store_url: str,
 ) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         files = {"base.yaml": BASE, "journey.yaml": JOURNEY.replace("hello_email", "nope")}
@@ -276,10 +292,12 @@ def test_publishing_a_broken_workspace_changes_nothing_and_lists_the_problems(
         bad = await client.put("/v1/workspace", json={"files": ["x"]}, headers=ADMIN)
         assert (bad.status_code, bad.json()["error"]["field"]) == (400, "files")
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_a_journey_shows_its_definition_and_live_counts_per_step(tmp_path: Path) -> None:
+def test_a_journey_shows_its_definition_and_live_counts_per_step(
+    tmp_path: Path, store_url: str
+) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         for user in ("u1", "u2"):
             await post(client, "/v1/track", {"userId": user, "event": "signed_up"})
@@ -290,10 +308,10 @@ def test_a_journey_shows_its_definition_and_live_counts_per_step(tmp_path: Path)
         assert pause["counts"]["waiting_now"] == 2
         assert journey["definition"]["name"] == "hello"
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)
 
 
-def test_every_route_is_in_the_openapi_document(tmp_path: Path) -> None:
+def test_every_route_is_in_the_openapi_document(tmp_path: Path, store_url: str) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         spec = (await client.get("/openapi.json")).json()
         app = create_app(runtime, KEYS)
@@ -302,4 +320,4 @@ def test_every_route_is_in_the_openapi_document(tmp_path: Path) -> None:
         assert set(app.paths) == {"/v1/track", "/v1/identify", "/v1/batch"}
         assert paths | set(app.paths) == set(spec["paths"])
 
-    run_api(tmp_path, test)
+    run_api(tmp_path, store_url, test)

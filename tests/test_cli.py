@@ -2,10 +2,14 @@
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from journeyman.cli import main
+from journeyman.storage import open_store
+from journeyman.storage.migrations import POSTGRES, SQLITE
 from tests.conftest import BASE, write_workspace
+from tests.stores import Backend
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -138,15 +142,15 @@ def test_graph_names_the_journeys_when_one_is_missing() -> None:
     assert "abandoned_cart, reengagement, welcome" in output
 
 
+@pytest.mark.durable
 def test_trace_tells_why_a_profile_got_a_message_and_why_an_event_started_nothing(
-    tmp_path: Path,
+    tmp_path: Path, store_url: str
 ) -> None:
     import asyncio
 
     from journeyman.channels.file import FileChannel
     from journeyman.domain.state import Event
     from journeyman.runtime.service import Runtime
-    from journeyman.storage.sqlite import SQLiteStore
     from journeyman.workspace import load_workspace
 
     folder = write_workspace(tmp_path / "ws", BASE, JOURNEY)
@@ -155,7 +159,7 @@ def test_trace_tells_why_a_profile_got_a_message_and_why_an_event_started_nothin
 
     async def record() -> None:
         channel = FileChannel("email", tmp_path / "mail.jsonl")
-        runtime = Runtime(workspace, SQLiteStore(tmp_path / "j.db"), {"email": channel}, env={})
+        runtime = Runtime(workspace, open_store(store_url), {"email": channel}, env={})
         await runtime.start()
         now = runtime.processor.clock()
         identify = Event(
@@ -170,12 +174,54 @@ def test_trace_tells_why_a_profile_got_a_message_and_why_an_event_started_nothin
         await runtime.stop()
 
     asyncio.run(record())
-    code, output = run("trace", "u1", "--db", f"sqlite:///{tmp_path / 'j.db'}")
+    code, output = run("trace", "u1", "--db", store_url)
     assert code == 0, output
     assert "journey hello v1: ended greeted" in output
     assert "greet            sent        email to u1@example.com" in output
     assert "hello: the profile is already in this journey" not in output  # it had ended
     assert "re-entry waits 5m after the last entry" in output
-    code, output = run("trace", "nobody", "--db", f"sqlite:///{tmp_path / 'j.db'}")
+    code, output = run("trace", "nobody", "--db", store_url)
     assert code == 1
     assert "no profile 'nobody'" in output
+
+
+@pytest.mark.durable
+def test_migrate_applies_the_schema_steps_once_and_says_so(
+    backend: Backend, store_url: str
+) -> None:
+    steps = POSTGRES if backend.name == "postgresql" else SQLITE
+    code, output = run("migrate", "--db", store_url)
+    assert code == 0, output
+    assert output.splitlines() == [f"{store_url}: applied schema step {step}" for step in steps]
+    code, output = run("migrate", "--db", store_url)
+    assert (code, output) == (0, f"{store_url}: the schema is up to date\n")
+
+
+@pytest.mark.newer_schema
+def test_migrate_refuses_a_database_from_a_newer_version(backend: Backend, store_url: str) -> None:
+    assert backend.newer_schema is not None
+    assert run("migrate", "--db", store_url)[0] == 0
+    backend.newer_schema(store_url)
+    code, output = run("migrate", "--db", store_url)
+    assert code == 1
+    assert "newer than this journeyman" in output
+    assert "Traceback" not in output
+
+
+def test_migrate_names_an_unreachable_server_without_its_password() -> None:
+    url = "postgresql://jm:s3cret@127.0.0.1:1/journeyman"
+    code, output = run("migrate", "--db", url)
+    assert code == 1
+    assert output.startswith("Error: cannot open postgresql://jm:***@127.0.0.1:1/journeyman: ")
+    assert "s3cret" not in output
+    assert "Traceback" not in output
+
+
+def test_serve_names_an_unreachable_database_in_one_line_and_exits_1(tmp_path: Path) -> None:
+    folder = write_workspace(tmp_path / "ws", BASE, JOURNEY)
+    url = "postgresql://jm:s3cret@127.0.0.1:1/journeyman"
+    code, output = run("serve", "--workspace", folder, "--db", url, "--port", "0")
+    assert code == 1
+    assert output.startswith("Error: cannot open postgresql://jm:***@127.0.0.1:1/journeyman: ")
+    assert "s3cret" not in output
+    assert "Traceback" not in output

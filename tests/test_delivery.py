@@ -1,15 +1,15 @@
 """Delivery by ``journeyman serve`` end to end: retries, permanent failures, ``on_error``.
 
-The server runs as a child process (see :class:`tests.servers.Journeyman`) and delivers
-to a real HTTP server on 127.0.0.1 that answers what each test scripts. Retries back off
-from ``JOURNEYMAN_RETRY_BASE`` seconds, a fraction of a second here.
+The server runs as a child process (see :class:`tests.servers.Journeyman`) on a database
+of each backend another process can open, and delivers to a real HTTP server on 127.0.0.1
+that answers what each test scripts. Retries back off from ``JOURNEYMAN_RETRY_BASE``
+seconds, a fraction of a second here.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +22,10 @@ import pytest
 from journeyman.channels.webhook import verify_signature
 from tests.conftest import write_workspace
 from tests.servers import WRITE_KEY, HttpServer, Journeyman, Reply, wait_until
+from tests.stores import Backend
+
+# A server in another process needs a database that outlives it (not SQLite in memory).
+pytestmark = pytest.mark.durable
 
 SECRET = "webhook-secret-for-tests"
 TOKEN = "twilio-token-for-tests"
@@ -96,14 +100,14 @@ def http_server() -> Iterator[HttpServer]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, http_server: HttpServer) -> Iterator[Start]:
+def serve(tmp_path: Path, store_url: str, http_server: HttpServer) -> Iterator[Start]:
     """Starts the server, delivering to ``http_server``; keywords add to its environment."""
     workspace = write_workspace(tmp_path / "ws", WORKSPACE, channels(http_server.url))
     base = {"WEBHOOK_SECRET": SECRET, "TWILIO_TOKEN": TOKEN, "JOURNEYMAN_RETRY_BASE": "0.2"}
     with contextlib.ExitStack() as stack:
 
         def start(**env: str) -> Journeyman:
-            server = Journeyman(workspace, tmp_path / "j.db", base | env)
+            server = Journeyman(workspace, store_url, tmp_path, base | env)
             return stack.enter_context(server).start()
 
         yield start
@@ -221,7 +225,7 @@ def test_an_sms_goes_out_once_in_the_twilio_shape_with_its_idempotency_token(
 
 
 def test_sigterm_lets_a_delivery_in_flight_finish_and_records_it(
-    serve: Start, http_server: HttpServer
+    serve: Start, http_server: HttpServer, backend: Backend
 ) -> None:
     http_server.reply(Reply(200, delay=1.0))
     server = serve()
@@ -232,11 +236,9 @@ def test_sigterm_lets_a_delivery_in_flight_finish_and_records_it(
     assert "journeyman stopped" in server.output
 
     # Recorded as sent, and the instance went on: nothing is left to send again.
-    with contextlib.closing(sqlite3.connect(server.db)) as db:
-        assert db.execute("SELECT status, attempts FROM outbox").fetchall() == [("sent", 1)]
-        assert db.execute("SELECT journey, status FROM instances").fetchall() == [
-            ("notify", "ended")
-        ]
+    assert backend.rows is not None
+    assert backend.rows(server.db, "SELECT status, attempts FROM outbox") == [("sent", 1)]
+    assert backend.rows(server.db, "SELECT journey, status FROM instances") == [("notify", "ended")]
     assert len(http_server.requests) == 1
 
 
@@ -245,11 +247,11 @@ def test_sigterm_lets_a_delivery_in_flight_finish_and_records_it(
     [("JOURNEYMAN_RETRY_BASE", "soon"), ("JOURNEYMAN_RETRY_ATTEMPTS", "0")],
 )
 def test_serve_refuses_a_retry_setting_it_cannot_use(
-    tmp_path: Path, http_server: HttpServer, variable: str, value: str
+    tmp_path: Path, store_url: str, http_server: HttpServer, variable: str, value: str
 ) -> None:
     workspace = write_workspace(tmp_path / "ws", WORKSPACE, channels(http_server.url))
     env = {"WEBHOOK_SECRET": SECRET, "TWILIO_TOKEN": TOKEN, variable: value}
-    server = Journeyman(workspace, tmp_path / "j.db", env)
+    server = Journeyman(workspace, store_url, tmp_path, env)
 
     done = subprocess.run(server.command(), env=server.env, capture_output=True, timeout=30)
 

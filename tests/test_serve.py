@@ -1,7 +1,8 @@
 """``journeyman serve`` end to end: a real server process, real HTTP, real SMTP, real time.
 
-Each test runs ``python -m journeyman serve`` on a workspace of its own with a SQLite file
-in ``tmp_path`` (see :class:`tests.servers.Journeyman`), talks to it over loopback HTTP,
+Each test runs ``python -m journeyman serve`` on a workspace of its own with a fresh
+database of each backend that another process can open (a SQLite file in ``tmp_path``,
+a PostgreSQL database; see :class:`tests.servers.Journeyman`), talks to it over loopback HTTP,
 and receives its email with an aiosmtpd server in this process. Waits in the workspace
 are a few seconds long; tests poll with deadlines rather than sleep.
 """
@@ -9,9 +10,7 @@ are a few seconds long; tests poll with deadlines rather than sleep.
 from __future__ import annotations
 
 import base64
-import contextlib
 import itertools
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -28,6 +27,10 @@ import pytest
 from journeyman.channels.smtp import message_id
 from tests.conftest import write_workspace
 from tests.servers import WRITE_KEY, Journeyman, SmtpServer, wait_until
+from tests.stores import Backend
+
+# A server in another process needs a database that outlives it (not SQLite in memory).
+pytestmark = pytest.mark.durable
 
 SENDER = "Journeyman Tests <hello@example.com>"
 WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
@@ -179,10 +182,10 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def journeyman(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[Journeyman]:
+def journeyman(tmp_path: Path, store_url: str, smtp_server: SmtpServer) -> Iterator[Journeyman]:
     """A running server whose email goes to ``smtp_server``."""
     workspace = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp_server.port))
-    with Journeyman(workspace, tmp_path / "j.db") as server:
+    with Journeyman(workspace, store_url, tmp_path) as server:
         yield server.start()
 
 
@@ -243,16 +246,15 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, read beside the running server (WAL allows it)."""
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ]
-        return {table: conn.execute(f'SELECT * FROM "{table}"').fetchall() for table in tables}
+def dump(backend: Backend, url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in the order of its first column (the rowid or seq where
+    it has one), read beside the running server."""
+    assert backend.rows is not None
+    assert backend.tables is not None
+    return {
+        table: backend.rows(url, f'SELECT * FROM "{table}" ORDER BY 1')
+        for table in backend.tables(url)
+    }
 
 
 class EventStream:
@@ -474,7 +476,7 @@ def timer_lag(api: httpx.Client) -> float:
 
 
 def test_sigterm_while_events_stream_in_stores_every_acknowledged_event(
-    journeyman: Journeyman,
+    journeyman: Journeyman, backend: Backend
 ) -> None:
     def cart(n: int) -> dict[str, Any]:
         props = {"cart_id": f"cart-{n}", "value": 10}
@@ -492,9 +494,9 @@ def test_sigterm_while_events_stream_in_stores_every_acknowledged_event(
     assert "journeyman stopped" in journeyman.output
     assert "Traceback" not in journeyman.output, journeyman.output
 
-    with contextlib.closing(sqlite3.connect(journeyman.db)) as conn:
-        rows = conn.execute("SELECT message_id FROM events WHERE name = 'cart_updated'")
-        stored = [int(message[1:]) for (message,) in rows]
+    assert backend.rows is not None
+    rows = backend.rows(journeyman.db, "SELECT message_id FROM events WHERE name = 'cart_updated'")
+    stored = [int(message[1:]) for (message,) in rows]
     assert len(stored) == len(set(stored))
     assert stream.acked <= set(stored), f"lost: {sorted(stream.acked - set(stored))}"
     assert set(stored) <= stream.acked | stream.unanswered
@@ -530,14 +532,14 @@ def test_timers_keep_firing_while_bad_events_fail_to_be_stored(
 
 
 def test_every_bad_input_gets_its_status_and_error_and_changes_nothing(
-    journeyman: Journeyman, api: httpx.Client
+    journeyman: Journeyman, api: httpx.Client, backend: Backend
 ) -> None:
     traits = {"email": "u1@example.com", "firstName": "Ursula"}
     accepted(api.post("/v1/identify", json={"userId": "u1", "traits": traits}, headers=WRITE))
     order = {"cart_id": "A", "total": 10}
     good = {"userId": "u1", "event": "order_completed", "properties": order, "messageId": "m1"}
     accepted(api.post("/v1/track", json=good, headers=WRITE))
-    before = dump(journeyman.db)
+    before = dump(backend, journeyman.db)
     events_before = len(before["events"])
 
     def problem(answer: httpx.Response, status: int, field: str, rule: str) -> None:
@@ -637,7 +639,7 @@ def test_every_bad_input_gets_its_status_and_error_and_changes_nothing(
     # a messageId seen before: accepted, and ignored
     accepted(post("/v1/track", {**signup, "messageId": "m1"}))
 
-    assert dump(journeyman.db) == before
+    assert dump(backend, journeyman.db) == before
     u1 = profile(api, "u1")
     assert u1 is not None
     assert [e["name"] for e in u1["events"]] == ["order_completed", "identify"]
@@ -664,7 +666,7 @@ def test_every_bad_input_gets_its_status_and_error_and_changes_nothing(
         (2, "userId", "identity"),
         (3, "type", "enum"),
     ]
-    after = dump(journeyman.db)
+    after = dump(backend, journeyman.db)
     added = after["events"][events_before:]
     assert after["events"][:events_before] == before["events"]
     assert [(row[2], row[3]) for row in added] == [("u2", "identify"), ("u2", "order_completed")]

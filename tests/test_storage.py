@@ -8,13 +8,20 @@ a batch is written whole or not at all.
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
-from journeyman.storage import NewerSchema, Store, open_store
+from journeyman.storage import (
+    NewerSchema,
+    StorageUnavailable,
+    StorageURLError,
+    Store,
+    open_store,
+)
 from journeyman.storage.base import LEASE, Batch, Delivered, Snapshot, StoredEvent
 from tests.conftest import START
 from tests.stores import Backend, run
@@ -535,7 +542,9 @@ def test_everything_committed_is_there_after_close_and_reopen(
         if backend.single_process:
             assert [i.effect.key for i in await reopened.claim(START, 10)] == ["k1", "k2"]
         else:
-            assert [i.effect.key for i in await reopened.claim(START, 10)] == ["k2"]
+            (k2,) = await reopened.claim(START, 10)
+            assert k2.effect.key == "k2"
+            await reopened.settle([Delivered(k2.id, "sent", "250 ok", START)])
             assert [i.effect.key for i in await reopened.claim(START + LEASE, 10)] == ["k1"]
 
     run(store, write)
@@ -583,3 +592,105 @@ def test_a_database_from_a_newer_version_is_refused_with_a_clear_error(
     with pytest.raises(NewerSchema, match=r"newer than this journeyman.*upgrade"):
         asyncio.run(newer.open())
     asyncio.run(newer.close())
+
+
+# schema versions
+
+
+@pytest.mark.durable
+def test_opening_applies_each_schema_step_once(store: Store, store_url: str) -> None:
+    async def nothing() -> None:
+        return None
+
+    run(store, nothing)
+    assert [step.version for step in store.applied] == list(range(1, len(store.applied) + 1))
+    assert store.applied, "a new database gets every step"
+    again = open_store(store_url)
+    run(again, nothing)
+    assert again.applied == []
+
+
+# opening
+
+
+def test_an_unreachable_postgresql_server_is_named_without_its_password() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # nothing listens on the port once the probe has closed it
+    store = open_store(f"postgresql://jm:s3cret@127.0.0.1:{port}/journeyman?pool=2")
+    with pytest.raises(StorageUnavailable) as caught:
+        asyncio.run(store.open())
+    message = str(caught.value)
+    assert message.startswith(f"cannot open postgresql://jm:***@127.0.0.1:{port}/journeyman")
+    assert "s3cret" not in message
+    assert "refused" in message.lower() or "connect" in message.lower()
+
+
+def test_the_pool_size_comes_from_the_url_and_other_parameters_go_to_the_server() -> None:
+    from journeyman.storage.postgres import DEFAULT_POOL, parse_url
+
+    assert parse_url("postgres://jm:pw@db:6543/j?pool=3&application_name=jm") == (
+        "postgresql://jm:pw@db:6543/j?application_name=jm",
+        3,
+    )
+    assert parse_url("postgresql://db/j") == ("postgresql://db/j", DEFAULT_POOL)
+
+
+@pytest.mark.parametrize("url", ["postgresql://h/db?pool=0", "postgres://h/db?pool=many"])
+def test_a_bad_pool_size_is_refused_with_the_url(url: str) -> None:
+    with pytest.raises(StorageURLError, match=r"pool=.* use a whole number from 1 up"):
+        open_store(url)
+
+
+# several processes on one database
+
+
+@pytest.mark.shared
+def test_processes_sharing_a_database_never_claim_the_same_timer_or_message(
+    store: Store, store_url: str
+) -> None:
+    from journeyman.storage.postgres import PostgresStore
+
+    late = START + MINUTE
+    people = [f"u{n:02}" for n in range(40)]
+
+    async def check() -> None:
+        other = open_store(f"{store_url}?pool=2")  # `pool` stays with journeyman
+        assert isinstance(store, PostgresStore)
+        assert isinstance(other, PostgresStore)
+        await store.commit(
+            Batch(
+                instances={
+                    f"{p}:hello:1": instance(f"{p}:hello:1", profile=p, wake_at=START + n * MS)
+                    for n, p in enumerate(people)
+                },
+                effects=[send(f"k-{p}", profile=p) for p in people],
+            )
+        )
+        await other.open()
+        try:
+            mine, theirs = await asyncio.gather(
+                store.claim_due(late, 25), other.claim_due(late, 25)
+            )
+            assert not set(ids(mine)) & set(ids(theirs))
+            assert sorted(ids(mine) + ids(theirs)) == [f"{p}:hello:1" for p in people]
+            assert ids(mine) == sorted(ids(mine))  # earliest first
+            # claimed: due for nobody until the lease passes (the claimer died)
+            assert await store.due(late, 100) == []
+            assert await other.claim_due(late, 100) == []
+            assert await store.next_wake() == late + LEASE
+            assert len(await other.claim_due(late + LEASE, 100)) == len(people)
+            # storing an instance's next state ends its claim
+            moved = instance(mine[0].id, profile=mine[0].profile_id, wake_at=START)
+            await store.commit(Batch(instances={moved.id: moved}))
+            assert ids(await store.due(late, 100)) == [moved.id]
+
+            sends = await asyncio.gather(store.claim(START, 25), other.claim(START, 25))
+            keys = [[item.effect.key for item in claimed] for claimed in sends]
+            assert not set(keys[0]) & set(keys[1])
+            assert sorted(keys[0] + keys[1]) == [f"k-{p}" for p in people]
+        finally:
+            await other.close()
+
+    run(store, check)

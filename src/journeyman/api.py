@@ -314,8 +314,10 @@ class _Api:
         profile = await store.profile(profile_id)
         if profile is None:
             raise _Problem(404, "profile_id", "exists", f"no profile {profile_id!r}")
-        trace = await store.trace(profile_id)
+        # Instances before their records: records are only ever added, so every step that
+        # led to the state shown is in the trace, even if a commit lands between the reads.
         instances = await store.instances_of(profile_id)
+        trace = await store.trace(profile_id)
         history = await store.history(profile_id, limit=50)
         identities: dict[str, list[str]] = {"userId": [profile.id]}
         for kind, value in await store.identities_of(profile_id):

@@ -38,6 +38,7 @@ def main() -> None:
 
     Run it with `journeyman serve`, publish changes to a running server with `journeyman
     publish`, and ask why a person got, or did not get, a message with `journeyman trace`.
+    Bring a database up to date, or move SQLite to PostgreSQL, with `journeyman migrate`.
     """
 
 
@@ -268,6 +269,76 @@ def trace(profile_id: str, db: str | None) -> None:
     if lines is None:
         raise click.ClickException(f"no profile {profile_id!r} in {url}")
     click.echo("\n".join(lines))
+
+
+@main.command()
+@click.option(
+    "--db",
+    metavar="URL",
+    default=None,
+    help="The database to migrate (default as for serve), such as postgresql://host/db.",
+)
+@click.option(
+    "--from",
+    "source",
+    metavar="URL",
+    default=None,
+    help="Copy everything of this SQLite database (sqlite:///path.db) into --db, which "
+    "must be PostgreSQL and hold no deployment yet.",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="With --from: delete what the target holds first, instead of refusing.",
+)
+def migrate(db: str | None, source: str | None, replace: bool) -> None:
+    """Bring a database's schema up to date, or move a SQLite deployment to PostgreSQL.
+
+    Applies the schema steps the database lacks (serve does this too, at start) and prints
+    each one. With --from, then copies the SQLite database's profiles, identities, events,
+    instances (waiting ones keep their wake times), outbox, step log, journey versions and
+    settings into it, in one transaction, with progress on stderr. Stop the server on the
+    SQLite file first.
+    """
+    from journeyman.server import DEFAULT_STORAGE
+
+    url = db or os.environ.get("JOURNEYMAN_DB") or DEFAULT_STORAGE
+    try:
+        if source is None:
+            lines = asyncio.run(_migrate(url))
+        else:
+            lines = asyncio.run(_move(source, url, replace))
+    except JourneymanError as error:
+        refused = _Refused if error.exit_code == _Refused.exit_code else click.ClickException
+        raise refused(str(error)) from None
+    click.echo("\n".join(lines))
+
+
+class _Refused(click.ClickException):
+    """A command that cannot do what it was asked, as it was asked: exit code 2."""
+
+    exit_code = 2
+
+
+async def _migrate(url: str) -> list[str]:
+    from journeyman.storage import open_store, shown_url
+
+    store = open_store(url)
+    await store.open()
+    await store.close()
+    shown = shown_url(url)
+    lines = [f"{shown}: applied schema step {step}" for step in store.applied]
+    return lines or [f"{shown}: the schema is up to date"]
+
+
+async def _move(source: str, target: str, replace: bool) -> list[str]:
+    from journeyman.storage.transfer import transfer
+
+    counts = await transfer(
+        source, target, replace=replace, say=lambda line: click.echo(line, err=True)
+    )
+    moved = ", ".join(f"{count:,} {table}" for table, count in counts.items())
+    return [f"moved {source} into the target: {moved}"]
 
 
 @main.command()

@@ -6,6 +6,7 @@
     ├── ChannelConfigError     a kind: channel document cannot be used (channels.base)
     ├── StorageURLError        a storage URL no backend serves (storage)
     ├── NewerSchema            the database was written by a newer journeyman (storage.base)
+    ├── StorageUnavailable     the database cannot be reached or opened (storage.base)
     └── SettingError           a JOURNEYMAN_* setting cannot be read (server)
 
 Bad input inside a workspace is never an exception: it is a

@@ -30,7 +30,7 @@ from journeyman.domain.model import Workspace
 from journeyman.errors import JourneymanError
 from journeyman.runtime.dispatcher import RetryPolicy
 from journeyman.runtime.service import Runtime, build_channels
-from journeyman.storage import open_store, sqlite_path
+from journeyman.storage import open_store, shown_url, sqlite_path
 from journeyman.storage.base import Store
 
 __all__ = [
@@ -219,11 +219,11 @@ def _banner(
     lines = [
         f"journeyman is serving {options.workspace_dir} at {url}",
         f"  journeys   {journeys}",
-        f"  storage    {options.storage}",
+        f"  storage    {shown_url(options.storage)}",
         f"  write key  {keys.write}",
         f"  admin key  {keys.admin}",
     ]
-    mail = f"journeyman mail --db {options.storage} --full"
+    mail = f"journeyman mail --db {shown_url(options.storage)} --full"
     if catcher is not None:
         lines.append(f"  mail       caught at {catcher.host}:{catcher.port}; list it: {mail}")
     example = _example(workspace, url, keys.write, mail if catcher is not None else None)

@@ -2,17 +2,30 @@
 
 - ``sqlite:///path/to/journeyman.db`` (a relative path after the three slashes),
   ``sqlite:////absolute/path.db``, or ``sqlite:///:memory:``: the embedded default.
+- ``postgresql://user:password@host:5432/database`` (or ``postgres://``), optionally with
+  ``?pool=N``, the most connections to open (default 10): a PostgreSQL database, which
+  several processes may share.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from journeyman.errors import JourneymanError
-from journeyman.storage.base import NewerSchema, Store
+from journeyman.storage.base import NewerSchema, StorageUnavailable, Store
 from journeyman.storage.sqlite import SQLiteStore
 
-__all__ = ["NewerSchema", "StorageURLError", "Store", "open_store", "sqlite_path"]
+__all__ = [
+    "NewerSchema",
+    "StorageURLError",
+    "StorageUnavailable",
+    "Store",
+    "is_postgres",
+    "open_store",
+    "shown_url",
+    "sqlite_path",
+]
 
 
 class StorageURLError(JourneymanError):
@@ -25,13 +38,34 @@ def sqlite_path(url: str) -> Path | None:
     return None if rest == ":memory:" else Path(rest)
 
 
+def shown_url(url: str) -> str:
+    """``url`` as it may be shown: the password, if any, as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 def open_store(url: str) -> Store:
     """The backend for ``url``; call ``await store.open()`` before use."""
     if url.startswith("sqlite:///"):
         path = sqlite_path(url)
         return SQLiteStore(path if path is not None else ":memory:")
+    if is_postgres(url):
+        # Imported here: a SQLite deployment never loads the PostgreSQL driver.
+        from journeyman.storage.postgres import PostgresStore
+
+        try:
+            return PostgresStore(url)
+        except ValueError as error:
+            raise StorageURLError(str(error)) from None
     scheme = url.partition(":")[0] or url
     raise StorageURLError(
-        f"unknown storage URL {url!r}: use sqlite:///path/to/journeyman.db "
-        f"({scheme!r} is not a backend this version has)"
+        f"unknown storage URL {url!r}: use sqlite:///path/to/journeyman.db or "
+        f"postgresql://user@host/database ({scheme!r} is not a backend this version has)"
     )

@@ -14,10 +14,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
 from journeyman.errors import JourneymanError
+
+if TYPE_CHECKING:
+    from journeyman.storage.migrations import Migration
 
 __all__ = [
     "LEASE",
@@ -28,6 +31,7 @@ __all__ = [
     "OutboxItem",
     "PublishedJourney",
     "Snapshot",
+    "StorageUnavailable",
     "Store",
     "StoredEvent",
 ]
@@ -39,6 +43,10 @@ LEASE = timedelta(minutes=2)
 
 class NewerSchema(JourneymanError):
     """The database was written by a newer journeyman: this one leaves it alone."""
+
+
+class StorageUnavailable(JourneymanError):
+    """The database cannot be reached or opened; the message names it and says why."""
 
 
 @dataclass(slots=True)
@@ -140,6 +148,9 @@ class MessageRow:
 
 class Store(ABC):
     """One backend. Every method is a coroutine; a backend serialises its own writes."""
+
+    # The schema steps the last open() applied, in order (``journeyman migrate`` shows them).
+    applied: list[Migration]
 
     @abstractmethod
     async def open(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,15 +19,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from journeyman.domain.state import (
-    CallAction,
-    Effect,
-    Event,
-    Instance,
-    Profile,
-    SendMessage,
-    StepRecord,
-)
+from journeyman.domain.state import Instance, Profile, StepRecord
 from journeyman.storage.base import (
     LEASE,
     Batch,
@@ -41,71 +32,26 @@ from journeyman.storage.base import (
     Store,
     StoredEvent,
 )
+from journeyman.storage.codec import (
+    decode_effect,
+    decode_event,
+    decode_instance,
+    decode_profile,
+    encode,
+    instance_row,
+    message_row,
+    ms,
+    outbox_row,
+    time,
+    wake_ms,
+)
+from journeyman.storage.migrations import SQLITE, Migration, latest, pending
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS profiles (
-    id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS identities (
-    kind TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL,
-    PRIMARY KEY (kind, value)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY, message_id TEXT UNIQUE, profile_id TEXT NOT NULL,
-    name TEXT NOT NULL, body BLOB NOT NULL, received_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id, seq);
-CREATE TABLE IF NOT EXISTS instances (
-    id TEXT PRIMARY KEY, profile_id TEXT NOT NULL, journey TEXT NOT NULL,
-    version INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, wake_at INTEGER,
-    state BLOB NOT NULL, updated_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS instances_running ON instances (profile_id)
-    WHERE status != 'ended';
-CREATE INDEX IF NOT EXISTS instances_wake ON instances (wake_at)
-    WHERE status = 'waiting' AND wake_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, kind TEXT NOT NULL,
-    channel TEXT NOT NULL, journey TEXT NOT NULL, step TEXT NOT NULL,
-    profile_id TEXT NOT NULL, instance_id TEXT NOT NULL, effect BLOB NOT NULL,
-    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL,
-    leased_until INTEGER, detail TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due_at) WHERE status IN ('queued', 'retry');
-CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (profile_id, id);
-CREATE TABLE IF NOT EXISTS steps (
-    seq INTEGER PRIMARY KEY, profile_id TEXT NOT NULL, instance_id TEXT,
-    journey TEXT NOT NULL, step TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL,
-    at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS steps_profile ON steps (profile_id, seq);
-CREATE INDEX IF NOT EXISTS steps_journey ON steps (journey, step);
-CREATE TABLE IF NOT EXISTS journeys (
-    name TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL,
-    document BLOB NOT NULL, published_at INTEGER NOT NULL, PRIMARY KEY (name, version));
-CREATE TABLE IF NOT EXISTS journey_states (name TEXT PRIMARY KEY, state TEXT NOT NULL);
-"""
-
-_encode = msgspec.msgpack.Encoder().encode
-_profile = msgspec.msgpack.Decoder(Profile).decode
-_instance = msgspec.msgpack.Decoder(Instance).decode
-_event = msgspec.msgpack.Decoder(Event).decode
-_effect = msgspec.msgpack.Decoder(SendMessage | CallAction).decode
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def _wake_ms(value: datetime) -> int:
-    """Rounded up, so that :meth:`SQLiteStore.due` never gives an instance before its time."""
-    return math.ceil(value.timestamp() * 1000)
-
-
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+SCHEMA_VERSION = latest(SQLITE)
 
 
 class SQLiteStore(Store):
@@ -116,6 +62,7 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
+        self.applied: list[Migration] = []
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -141,16 +88,14 @@ class SQLiteStore(Store):
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA foreign_keys=ON")
         # Before touching the schema: a newer version's tables may not take this one's DDL.
-        found = _schema_version(db)
-        if found is not None and found > SCHEMA_VERSION:
+        try:
+            steps = pending(_schema_version(db), SQLITE, self.path)
+        except NewerSchema:
             db.close()
-            raise NewerSchema(
-                f"{self.path} has schema version {found}, newer than this journeyman "
-                f"({SCHEMA_VERSION}): upgrade journeyman"
-            )
-        db.executescript(_SCHEMA)
-        if found is None:
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            raise
+        for step in steps:
+            _apply(db, step)
+            self.applied.append(step)
         # One process owns an SQLite file: what a previous process claimed and never
         # settled (it was killed while delivering) is due again now, with the same key.
         db.execute("UPDATE outbox SET leased_until = NULL WHERE leased_until IS NOT NULL")
@@ -174,14 +119,14 @@ class SQLiteStore(Store):
             for (state,) in self.db.execute(
                 f"SELECT state FROM profiles WHERE id IN ({marks})", chunk
             ):
-                profile = _profile(state)
+                profile = decode_profile(state)
                 found[profile.id] = Snapshot(profile, [])
             for (state,) in self.db.execute(
                 f"SELECT state FROM instances WHERE profile_id IN ({marks}) "
                 "AND status != 'ended' ORDER BY id",
                 chunk,
             ):
-                instance = _instance(state)
+                instance = decode_instance(state)
                 found[instance.profile_id].running.append(instance)
         return found
 
@@ -216,7 +161,7 @@ class SQLiteStore(Store):
 
     def _commit(self, batch: Batch) -> None:
         db = self.db
-        now = _ms(datetime.now(UTC))
+        now = ms(datetime.now(UTC))
         with self._transaction():
             self._merge(batch.merges)
             db.executemany(
@@ -231,8 +176,8 @@ class SQLiteStore(Store):
                         s.event.message_id,
                         s.event.profile_id,
                         s.event.name,
-                        _encode(s.event),
-                        _ms(s.received_at),
+                        encode(s.event),
+                        ms(s.received_at),
                     )
                     for s in batch.events
                 ),
@@ -241,7 +186,7 @@ class SQLiteStore(Store):
                 "INSERT INTO profiles (id, state, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
                 "updated_at = excluded.updated_at",
-                ((p.id, _encode(p), now) for p in batch.profiles.values()),
+                ((p.id, encode(p), now) for p in batch.profiles.values()),
             )
             db.executemany(
                 "INSERT INTO identities (kind, value, profile_id) VALUES (?, ?, ?) "
@@ -255,20 +200,20 @@ class SQLiteStore(Store):
                 "status = excluded.status, wake_at = excluded.wake_at, "
                 "state = excluded.state, "
                 "updated_at = excluded.updated_at",
-                (_instance_row(i, now) for i in batch.instances.values()),
+                (instance_row(i, now) for i in batch.instances.values()),
             )
             db.executemany(
                 "INSERT INTO outbox (key, kind, channel, journey, step, profile_id, "
                 "instance_id, effect, status, due_at, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) "
                 "ON CONFLICT (key) DO NOTHING",
-                (_outbox_row(e, now) for e in batch.effects),
+                (outbox_row(e, now) for e in batch.effects),
             )
             db.executemany(
                 "INSERT INTO steps (profile_id, instance_id, journey, step, outcome, detail, at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (r.profile_id, r.instance_id, r.journey, r.step, r.outcome, r.detail, _ms(r.at))
+                    (r.profile_id, r.instance_id, r.journey, r.step, r.outcome, r.detail, ms(r.at))
                     for r in batch.records
                 ),
             )
@@ -297,9 +242,9 @@ class SQLiteStore(Store):
         rows = self.db.execute(
             "SELECT state FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL "
             "AND wake_at <= ? ORDER BY wake_at LIMIT ?",
-            (_wake_ms(now), limit),
+            (wake_ms(now), limit),
         )
-        found = (_instance(state) for (state,) in rows)
+        found = (decode_instance(state) for (state,) in rows)
         return [i for i in found if i.wake_at is not None and i.wake_at <= now]
 
     async def next_wake(self) -> datetime | None:
@@ -309,7 +254,7 @@ class SQLiteStore(Store):
         row = self.db.execute(
             "SELECT min(wake_at) FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL"
         ).fetchone()
-        return _time(row[0]) if row and row[0] is not None else None
+        return time(row[0]) if row and row[0] is not None else None
 
     # outbox
 
@@ -323,13 +268,13 @@ class SQLiteStore(Store):
                 "SELECT id, effect, attempts FROM outbox WHERE status IN ('queued', 'retry') "
                 "AND due_at <= ? AND (leased_until IS NULL OR leased_until <= ?) "
                 "ORDER BY due_at, id LIMIT ?",
-                (_ms(now), _ms(now), limit),
+                (ms(now), ms(now), limit),
             ).fetchall()
-            lease = _ms(now + LEASE)
+            lease = ms(now + LEASE)
             db.executemany(
                 "UPDATE outbox SET leased_until = ? WHERE id = ?", ((lease, row[0]) for row in rows)
             )
-        return [OutboxItem(id, _effect(effect), attempts) for id, effect, attempts in rows]
+        return [OutboxItem(id, decode_effect(effect), attempts) for id, effect, attempts in rows]
 
     async def settle(self, results: Sequence[Delivered]) -> None:
         await self._run(self._settle, list(results))
@@ -342,7 +287,7 @@ class SQLiteStore(Store):
         self.db.executemany(
             "UPDATE outbox SET status = ?, attempts = attempts + 1, detail = ?, "
             "due_at = ?, leased_until = NULL, updated_at = ? WHERE id = ?",
-            ((r.status, r.detail, _ms(r.retry_at or r.at), _ms(r.at), r.id) for r in results),
+            ((r.status, r.detail, ms(r.retry_at or r.at), ms(r.at), r.id) for r in results),
         )
 
     # reading
@@ -352,7 +297,7 @@ class SQLiteStore(Store):
 
     def _one_instance(self, instance_id: str) -> Instance | None:
         row = self.db.execute("SELECT state FROM instances WHERE id = ?", (instance_id,)).fetchone()
-        return _instance(row[0]) if row else None
+        return decode_instance(row[0]) if row else None
 
     async def instances_of(self, profile_id: str) -> list[Instance]:
         return await self._run(self._instances_of, profile_id)
@@ -361,14 +306,14 @@ class SQLiteStore(Store):
         rows = self.db.execute(
             "SELECT state FROM instances WHERE profile_id = ? ORDER BY rowid DESC", (profile_id,)
         )
-        return [_instance(state) for (state,) in rows]
+        return [decode_instance(state) for (state,) in rows]
 
     async def profile(self, profile_id: str) -> Profile | None:
         return await self._run(self._one_profile, profile_id)
 
     def _one_profile(self, profile_id: str) -> Profile | None:
         row = self.db.execute("SELECT state FROM profiles WHERE id = ?", (profile_id,)).fetchone()
-        return _profile(row[0]) if row else None
+        return decode_profile(row[0]) if row else None
 
     async def messages(
         self,
@@ -394,7 +339,7 @@ class SQLiteStore(Store):
             "ORDER BY id DESC LIMIT ?",
             (*args, limit),
         )
-        return [_message_row(row) for row in rows]
+        return [message_row(row) for row in rows]
 
     async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
         return await self._run(self._trace, profile_id, limit)
@@ -407,7 +352,7 @@ class SQLiteStore(Store):
         )
         return [
             StepRecord(
-                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=_time(at)
+                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=time(at)
             )
             for p, i, j, s, o, d, at in rows
         ]
@@ -420,7 +365,7 @@ class SQLiteStore(Store):
             "SELECT body, received_at FROM events WHERE profile_id = ? ORDER BY seq DESC LIMIT ?",
             (profile_id, limit),
         )
-        return [StoredEvent(_event(body), _time(received)) for body, received in rows]
+        return [StoredEvent(decode_event(body), time(received)) for body, received in rows]
 
     # journey versions
 
@@ -441,7 +386,7 @@ class SQLiteStore(Store):
         await self._run(self._publish, list(journeys))
 
     def _publish(self, journeys: list[PublishedJourney]) -> None:
-        now = _ms(datetime.now(UTC))
+        now = ms(datetime.now(UTC))
         with self._transaction():
             self.db.executemany(
                 "INSERT INTO journeys (name, version, digest, document, published_at) "
@@ -498,7 +443,7 @@ class SQLiteStore(Store):
             "SELECT state FROM instances WHERE journey = ? AND status != 'ended' LIMIT ?",
             (journey, limit),
         )
-        return [_instance(state) for (state,) in rows]
+        return [decode_instance(state) for (state,) in rows]
 
     async def step_counts(self, journey: str) -> dict[str, dict[str, int]]:
         return await self._run(self._step_counts, journey)
@@ -566,6 +511,21 @@ class SQLiteStore(Store):
         )
 
 
+def _apply(db: sqlite3.Connection, step: Migration) -> None:
+    """One schema step and its version number, in one transaction.
+
+    The script carries its own BEGIN and COMMIT: ``executescript`` commits whatever
+    transaction is open before it runs.
+    """
+    version = f"INSERT OR REPLACE INTO meta VALUES ('schema', '{step.version}');"
+    try:
+        db.executescript(f"BEGIN IMMEDIATE;\n{step.sql}\n{version}\nCOMMIT;")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def _schema_version(db: sqlite3.Connection) -> int | None:
     """The schema version the database was made with; None for a new database."""
     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
@@ -577,63 +537,3 @@ def _schema_version(db: sqlite3.Connection) -> int | None:
 def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _instance_row(instance: Instance, now: int) -> tuple[Any, ...]:
-    wake = _wake_ms(instance.wake_at) if instance.wake_at is not None else None
-    return (
-        instance.id,
-        instance.profile_id,
-        instance.journey,
-        instance.version,
-        instance.step,
-        instance.status,
-        wake,
-        _encode(instance),
-        now,
-    )
-
-
-def _outbox_row(effect: Effect, now: int) -> tuple[Any, ...]:
-    kind, channel = (
-        ("send", effect.channel) if isinstance(effect, SendMessage) else ("call", "http")
-    )
-    return (
-        effect.key,
-        kind,
-        channel,
-        effect.journey,
-        effect.step,
-        effect.profile_id,
-        effect.instance_id,
-        _encode(effect),
-        _ms(effect.at),
-        now,
-        now,
-    )
-
-
-def _message_row(row: tuple[Any, ...]) -> MessageRow:
-    key, kind, channel, journey, step, profile_id, instance_id = row[:7]
-    status, attempts, detail, created, updated, blob = row[7:]
-    effect = _effect(blob)
-    content: dict[str, Any]
-    if isinstance(effect, SendMessage):
-        content = {"to": effect.to, **effect.content}
-    else:
-        content = {"method": effect.method, "url": effect.url, "body": effect.body}
-    return MessageRow(
-        key=key,
-        kind=kind,
-        channel=channel,
-        journey=journey,
-        step=step,
-        profile_id=profile_id,
-        instance_id=instance_id,
-        status=status,
-        attempts=attempts,
-        detail=detail,
-        created_at=_time(created),
-        updated_at=_time(updated),
-        content=content,
-    )

@@ -1,0 +1,115 @@
+"""How every backend turns the runtime's values into rows and back.
+
+Documents (profiles, instances, events, effects) are stored as msgpack blobs and times as
+whole milliseconds since the epoch (UTC), the same in every backend, so that a database
+moves from one backend to another byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from journeyman.domain.state import CallAction, Effect, Event, Instance, Profile, SendMessage
+from journeyman.storage.base import MessageRow
+
+__all__ = [
+    "decode_effect",
+    "decode_event",
+    "decode_instance",
+    "decode_profile",
+    "encode",
+    "instance_row",
+    "message_row",
+    "ms",
+    "outbox_row",
+    "time",
+    "wake_ms",
+]
+
+encode = msgspec.msgpack.Encoder().encode
+decode_profile = msgspec.msgpack.Decoder(Profile).decode
+decode_instance = msgspec.msgpack.Decoder(Instance).decode
+decode_event = msgspec.msgpack.Decoder(Event).decode
+decode_effect = msgspec.msgpack.Decoder(SendMessage | CallAction).decode
+
+
+def ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def wake_ms(value: datetime) -> int:
+    """Rounded up, so that a store's ``due`` never gives an instance before its time."""
+    return math.ceil(value.timestamp() * 1000)
+
+
+def time(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def instance_row(instance: Instance, now: int) -> tuple[Any, ...]:
+    """(id, profile_id, journey, version, step, status, wake_at, state, updated_at)."""
+    wake = wake_ms(instance.wake_at) if instance.wake_at is not None else None
+    return (
+        instance.id,
+        instance.profile_id,
+        instance.journey,
+        instance.version,
+        instance.step,
+        instance.status,
+        wake,
+        encode(instance),
+        now,
+    )
+
+
+def outbox_row(effect: Effect, now: int) -> tuple[Any, ...]:
+    """(key, kind, channel, journey, step, profile_id, instance_id, effect, due_at,
+    created_at, updated_at) of a newly queued effect."""
+    kind, channel = (
+        ("send", effect.channel) if isinstance(effect, SendMessage) else ("call", "http")
+    )
+    return (
+        effect.key,
+        kind,
+        channel,
+        effect.journey,
+        effect.step,
+        effect.profile_id,
+        effect.instance_id,
+        encode(effect),
+        ms(effect.at),
+        now,
+        now,
+    )
+
+
+def message_row(row: tuple[Any, ...]) -> MessageRow:
+    """A message log line from (key, kind, channel, journey, step, profile_id, instance_id,
+    status, attempts, detail, created_at, updated_at, effect)."""
+    key, kind, channel, journey, step, profile_id, instance_id = row[:7]
+    status, attempts, detail, created, updated, blob = row[7:]
+    effect = decode_effect(blob)
+    content: dict[str, Any]
+    if isinstance(effect, SendMessage):
+        content = {"to": effect.to, **effect.content}
+    else:
+        content = {"method": effect.method, "url": effect.url, "body": effect.body}
+    return MessageRow(
+        key=key,
+        kind=kind,
+        channel=channel,
+        journey=journey,
+        step=step,
+        profile_id=profile_id,
+        instance_id=instance_id,
+        status=status,
+        attempts=attempts,
+        detail=detail,
+        created_at=time(created),
+        updated_at=time(updated),
+        content=content,
+    )

@@ -1,0 +1,154 @@
+"""Numbered schema versions of each backend, and the rule for applying them.
+
+A database records the version it was last migrated to in its ``meta`` table (key
+``schema``). Opening a store applies every step above that version, in order, each in one
+transaction with the new version number; ``journeyman migrate`` does the same and prints
+the steps. A database whose version is above the latest step this journeyman knows was
+written by a newer one and is refused, before any statement could harm it.
+
+A step is never edited once released: a change to the schema is a new step at the end of
+the list. SQLite's version 1 is the schema of the first release, unchanged, so that every
+existing file opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from journeyman.storage.base import NewerSchema
+
+__all__ = ["POSTGRES", "SQLITE", "Migration", "latest", "pending"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: what it does, in words and in SQL."""
+
+    version: int
+    what: str
+    sql: str
+
+    def __str__(self) -> str:
+        return f"{self.version}: {self.what}"
+
+
+SQLITE = [
+    Migration(
+        1,
+        "profiles, identities, events, instances, outbox, step log, journeys",
+        """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+    id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (
+    kind TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL,
+    PRIMARY KEY (kind, value)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, message_id TEXT UNIQUE, profile_id TEXT NOT NULL,
+    name TEXT NOT NULL, body BLOB NOT NULL, received_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id, seq);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY, profile_id TEXT NOT NULL, journey TEXT NOT NULL,
+    version INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, wake_at INTEGER,
+    state BLOB NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS instances_running ON instances (profile_id)
+    WHERE status != 'ended';
+CREATE INDEX IF NOT EXISTS instances_wake ON instances (wake_at)
+    WHERE status = 'waiting' AND wake_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, kind TEXT NOT NULL,
+    channel TEXT NOT NULL, journey TEXT NOT NULL, step TEXT NOT NULL,
+    profile_id TEXT NOT NULL, instance_id TEXT NOT NULL, effect BLOB NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL,
+    leased_until INTEGER, detail TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due_at) WHERE status IN ('queued', 'retry');
+CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (profile_id, id);
+CREATE TABLE IF NOT EXISTS steps (
+    seq INTEGER PRIMARY KEY, profile_id TEXT NOT NULL, instance_id TEXT,
+    journey TEXT NOT NULL, step TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL,
+    at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS steps_profile ON steps (profile_id, seq);
+CREATE INDEX IF NOT EXISTS steps_journey ON steps (journey, step);
+CREATE TABLE IF NOT EXISTS journeys (
+    name TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL,
+    document BLOB NOT NULL, published_at INTEGER NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS journey_states (name TEXT PRIMARY KEY, state TEXT NOT NULL);
+""",
+    ),
+]
+
+# The same tables and the same encoding (msgpack documents, times in whole milliseconds),
+# so that a SQLite database moves over row for row. What PostgreSQL adds is for many
+# workers sharing one database: ``instances.leased_until`` lets a worker claim due timers
+# as the outbox's ``leased_until`` lets it claim deliveries (both with FOR UPDATE SKIP
+# LOCKED), and ``instances.seq`` keeps the order instances were first stored in, which
+# SQLite has as its rowid. Text sorts byte for byte (COLLATE "C") as in SQLite.
+POSTGRES = [
+    Migration(
+        1,
+        "profiles, identities, events, instances, outbox, step log, journeys",
+        """
+CREATE TABLE meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE profiles (
+    id TEXT COLLATE "C" PRIMARY KEY, state BYTEA NOT NULL, updated_at BIGINT NOT NULL);
+CREATE TABLE identities (
+    kind TEXT COLLATE "C" NOT NULL, value TEXT COLLATE "C" NOT NULL,
+    profile_id TEXT COLLATE "C" NOT NULL, PRIMARY KEY (kind, value));
+CREATE INDEX identities_profile ON identities (profile_id);
+CREATE TABLE events (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, message_id TEXT COLLATE "C" UNIQUE,
+    profile_id TEXT COLLATE "C" NOT NULL, name TEXT NOT NULL, body BYTEA NOT NULL,
+    received_at BIGINT NOT NULL);
+CREATE INDEX events_profile ON events (profile_id, seq);
+CREATE TABLE instances (
+    id TEXT COLLATE "C" PRIMARY KEY, seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    profile_id TEXT COLLATE "C" NOT NULL, journey TEXT COLLATE "C" NOT NULL,
+    version INTEGER NOT NULL, step TEXT COLLATE "C" NOT NULL, status TEXT NOT NULL,
+    wake_at BIGINT, leased_until BIGINT, state BYTEA NOT NULL, updated_at BIGINT NOT NULL);
+CREATE INDEX instances_profile ON instances (profile_id, seq);
+CREATE INDEX instances_journey ON instances (journey) WHERE status <> 'ended';
+CREATE INDEX instances_wake ON instances (wake_at)
+    WHERE status = 'waiting' AND wake_at IS NOT NULL;
+CREATE INDEX instances_leased ON instances (leased_until) WHERE leased_until IS NOT NULL;
+CREATE TABLE outbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key TEXT COLLATE "C" UNIQUE NOT NULL,
+    kind TEXT NOT NULL, channel TEXT NOT NULL, journey TEXT COLLATE "C" NOT NULL,
+    step TEXT NOT NULL, profile_id TEXT COLLATE "C" NOT NULL, instance_id TEXT NOT NULL,
+    effect BYTEA NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    due_at BIGINT NOT NULL, leased_until BIGINT, detail TEXT NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE INDEX outbox_due ON outbox (due_at, id) WHERE status IN ('queued', 'retry');
+CREATE INDEX outbox_profile ON outbox (profile_id, id);
+CREATE INDEX outbox_journey ON outbox (journey, id);
+CREATE TABLE steps (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, profile_id TEXT COLLATE "C" NOT NULL,
+    instance_id TEXT, journey TEXT COLLATE "C" NOT NULL, step TEXT COLLATE "C",
+    outcome TEXT NOT NULL, detail TEXT NOT NULL, at BIGINT NOT NULL);
+CREATE INDEX steps_profile ON steps (profile_id, seq);
+CREATE INDEX steps_journey ON steps (journey, step);
+CREATE TABLE journeys (
+    name TEXT COLLATE "C" NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL,
+    document BYTEA NOT NULL, published_at BIGINT NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE journey_states (name TEXT COLLATE "C" PRIMARY KEY, state TEXT NOT NULL);
+""",
+    ),
+]
+
+
+def latest(steps: Sequence[Migration]) -> int:
+    return steps[-1].version
+
+
+def pending(found: int | None, steps: Sequence[Migration], where: str) -> list[Migration]:
+    """The steps a database at version ``found`` (None: empty) still needs, in order.
+
+    Raises :class:`NewerSchema` for a database a newer journeyman has migrated.
+    """
+    if found is not None and found > latest(steps):
+        raise NewerSchema(
+            f"{where} has schema version {found}, newer than this journeyman "
+            f"({latest(steps)}): upgrade journeyman"
+        )
+    return [step for step in steps if step.version > (found or 0)]
