@@ -18,6 +18,7 @@ from journeyman.domain.ingest import read_identify, read_track
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.processor import DeliveryResult, Overloaded, Processor, TimerDue
+from journeyman.runtime.timers import TimerLoop
 from journeyman.storage import Store
 from journeyman.storage.base import Batch, Delivered
 from tests.conftest import START
@@ -379,6 +380,43 @@ def test_a_timer_delivered_early_changes_nothing(store: Store, workspace: Build)
         await processor.submit([TimerDue(waiting.id, "u1")])
         assert await store.instances_of("u1") == [waiting]
         assert await store.messages() == []
+
+    live(store, ws, test, clock)
+
+
+def test_the_timer_loop_fires_every_due_timer_once_in_batches_even_after_a_failed_commit(
+    store: Store, workspace: Build
+) -> None:
+    ws = workspace(CART)
+    clock = Clock()
+    people = [f"u{n}" for n in range(23)]
+
+    async def test(processor: Processor) -> None:
+        await processor.submit([e for u in people for e in sign_up(ws, u)])
+        clock.now = START + timedelta(days=2)
+        commits = Commits(store)
+        commits.error = OSError("disk full")
+        processor.store.commit = commits  # type: ignore[method-assign]
+        fired: list[int] = []
+        batches = TimerLoop(store, processor, clock, batch=4, idle=0.01)
+        loop = asyncio.create_task(batches.run())
+        try:
+            await commits.entered.wait()  # the first round fails: nothing of it is stored
+            commits.error = None
+            async with asyncio.timeout(30):
+                while len(await store.messages(limit=100)) < len(people):
+                    await asyncio.sleep(0.01)
+            fired.append(processor.stats.timers_fired)
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        messages = await store.messages(limit=100)
+        assert sorted(m.profile_id for m in messages) == sorted(people)  # each exactly once
+        assert fired == [len(people)]
+        for person in people:
+            (instance,) = await store.instances_of(person)
+            assert (instance.status, instance.end_state) == ("ended", "finished")
 
     live(store, ws, test, clock)
 

@@ -56,6 +56,7 @@ class TimerLoop:
         self.idle = idle  # the longest it sleeps without looking, in seconds
         self.lateness: list[float] = []  # seconds late of recent timers, for /metrics
         self._wakeup = asyncio.Event()
+        self._firing: set[str] = set()  # instances whose timers are being fired now
 
     def wake(self) -> None:
         """Look again now: an instance may wait for a time earlier than the loop knows."""
@@ -63,29 +64,49 @@ class TimerLoop:
 
     async def run(self) -> None:
         failures = 0
-        while True:
-            self._wakeup.clear()
-            try:
-                await self._round()
-            except Exception:
-                # Nothing of a failed round was stored, so its timers are still due. The
-                # fault may not even be theirs (another trigger in the same commit): try
-                # again shortly rather than stop every wait until the next restart.
-                failures += 1
-                log.exception("firing due timers failed; trying again")
-                await asyncio.sleep(backoff(failures, self.idle))
-            else:
-                failures = 0
+        firing: asyncio.Future[list[str]] | None = None
+        try:
+            while True:
+                self._wakeup.clear()
+                try:
+                    firing = await self._round(firing)
+                except Exception:
+                    # Nothing of a failed round was stored, so its timers are still due. The
+                    # fault may not even be theirs (another trigger in the same commit): try
+                    # again shortly rather than stop every wait until the next restart.
+                    firing, self._firing = None, set()
+                    failures += 1
+                    log.exception("firing due timers failed; trying again")
+                    await asyncio.sleep(backoff(failures, self.idle))
+                else:
+                    failures = 0
+        finally:
+            if firing is not None and not firing.done():
+                firing.cancel()
 
-    async def _round(self) -> None:
-        """Fire the timers that are due, or sleep until the next one is (or a wake-up)."""
+    async def _round(
+        self, firing: asyncio.Future[list[str]] | None
+    ) -> asyncio.Future[list[str]] | None:
+        """Read the next due timers while the last ones fire, then fire them; with nothing
+        due and nothing firing, sleep until the next one is (or a wake-up).
+
+        The timers still firing are read again (their commit has not happened yet), so
+        they are asked for on top of the batch and left out.
+        """
         now = self.clock()
-        due = await self.store.due(now, self.batch)
+        due = await self.store.due(now, self.batch + len(self._firing))
+        due = [i for i in due if i.id not in self._firing]
+        if firing is not None:
+            await firing  # raises what the commit raised
+            self._firing = set()
         if not due:
-            await self._sleep(await self.store.next_wake(), now)
-            return
-        await self.processor.submit([TimerDue(i.id, i.profile_id) for i in due], force=True)
+            if firing is None:
+                await self._sleep(await self.store.next_wake(), now)
+            return None
+        self._firing = {i.id for i in due}
         self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
+        triggers = [TimerDue(i.id, i.profile_id) for i in due]
+        return asyncio.ensure_future(self.processor.submit(triggers, force=True))
 
     async def _sleep(self, next_wake: datetime | None, now: datetime) -> None:
         delay = self.idle
