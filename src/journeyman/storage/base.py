@@ -250,6 +250,14 @@ class Store(ABC):
         ``waiting_now``: how many instances wait at the step now ('' is the entry)."""
 
     @abstractmethod
+    async def entries_since(self, since: datetime) -> dict[str, int]:
+        """Per journey, how many instances entered at or after ``since``."""
+
+    @abstractmethod
+    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+        """The most recent records of one step of a journey (None: the entry), newest first."""
+
+    @abstractmethod
     async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
         """The (kind, value) identities that lead to the profile: emails, anonymous ids."""
 

@@ -521,6 +521,33 @@ class SQLiteStore(Store):
             counts.setdefault(step, {})["waiting_now"] = count
         return counts
 
+    async def entries_since(self, since: datetime) -> dict[str, int]:
+        return await self._run(self._entries_since, since)
+
+    def _entries_since(self, since: datetime) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT journey, count(*) FROM steps WHERE outcome = 'entered' AND at >= ? "
+            "GROUP BY journey",
+            (_ms(since),),
+        )
+        return dict(rows)
+
+    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+        return await self._run(self._step_records, journey, step, limit)
+
+    def _step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+        rows = self.db.execute(
+            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
+            "WHERE journey = ? AND step IS ? ORDER BY seq DESC LIMIT ?",
+            (journey, step, limit),
+        )
+        return [
+            StepRecord(
+                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=_time(at)
+            )
+            for p, i, j, s, o, d, at in rows
+        ]
+
     async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
         return await self._run(self._identities_of, profile_id)
 
