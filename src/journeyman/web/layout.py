@@ -22,6 +22,7 @@ COMPLETED = "__completed__"
 WIDTH, HEIGHT = 212, 78  # a step's box
 WAYPOINT = 24  # the width a long edge takes in a layer it crosses
 GAP_X, GAP_Y, MARGIN = 36, 62, 24
+LABEL_AT = 0.7  # how far along its first stretch an edge's label sits
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,8 @@ def lay_out(journey: m.Journey) -> Picture:
 
 def _graph(journey: m.Journey) -> _Graph:
     graph = _Graph()
-    entry = journey.entry_when.source if journey.entry_when is not None else "every event"
+    when = journey.entry_when
+    entry = f"when {when.source}" if when is not None else "every event enters"
     graph.kinds[ENTRY] = ("entry", f"entry: {journey.entry_event}", entry)
     graph.out[ENTRY] = [("", journey.first)]
     for step in journey.steps.values():
@@ -235,9 +237,26 @@ def _forward_line(
     for (x1, y1), (x2, y2) in itertools.pairwise(points):
         middle = (y1 + y2) / 2
         path += f" C{x1:.1f},{middle:.1f} {x2:.1f},{middle:.1f} {x2:.1f},{y2:.1f}"
-    (sx, sy), (tx, ty) = points[0], points[1]
     label = labels.get((chain[0], chain[-1]), "")
-    return Line(chain[0], chain[-1], label, path, (sx + tx) / 2, (sy + ty) / 2, False)
+    x, y = _on_curve(points[0], points[1], LABEL_AT)
+    return Line(chain[0], chain[-1], label, path, x, y, False)
+
+
+def _on_curve(
+    start: tuple[float, float], end: tuple[float, float], t: float
+) -> tuple[float, float]:
+    """The point at ``t`` (0 to 1) along the S-curve drawn from ``start`` to ``end``.
+
+    Labels sit low on the curve, where the edges of one branch have already parted.
+    """
+    (x0, y0), (x1, y1) = start, end
+    middle = (y0 + y1) / 2
+    weights = ((1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3)
+    xs, ys = (x0, x0, x1, x1), (y0, middle, middle, y1)
+    return (
+        sum(w * v for w, v in zip(weights, xs, strict=True)),
+        sum(w * v for w, v in zip(weights, ys, strict=True)),
+    )
 
 
 def _back_line(
