@@ -4,6 +4,7 @@ whatever customers send (traits, event properties, template output) is shown ine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,7 +13,10 @@ from typing import Any
 import httpx
 
 from journeyman.api import Keys, create_app
+from journeyman.channels.base import Channel
+from journeyman.channels.catcher import MailCatcher
 from journeyman.channels.file import FileChannel
+from journeyman.channels.smtp import SmtpChannel
 from journeyman.runtime.service import Runtime
 from journeyman.storage.sqlite import SQLiteStore
 from journeyman.web import ConsoleSettings
@@ -56,24 +60,42 @@ XSS_IMG = '<img src=x onerror="alert(1)">'
 Client = httpx.AsyncClient
 
 
-def run_console(tmp_path: Path, test: Callable[[Client, Runtime], Awaitable[None]]) -> None:
-    """Run ``test`` with a client of the whole app over a runtime on a SQLite file."""
+def run_console(
+    tmp_path: Path, test: Callable[[Client, Runtime], Awaitable[None]], *, catcher: bool = False
+) -> None:
+    """Run ``test`` with a client of the whole app over a runtime on a SQLite file.
+
+    With ``catcher``, email goes over SMTP to the built-in mail catcher, as with
+    ``journeyman serve --catcher``; otherwise to a file.
+    """
     folder = write_workspace(tmp_path / "ws", BASE, JOURNEY)
     workspace = load_workspace(folder).workspace
     assert workspace is not None
 
     async def main() -> None:
-        channels = {"email": FileChannel("email", tmp_path / "mail.jsonl")}
-        store = SQLiteStore(tmp_path / "j.db")
-        runtime = Runtime(workspace, store, channels, env={}, root=folder)
-        await runtime.start()
-        try:
-            app = create_app(runtime, KEYS, ConsoleSettings(users=USERS))
-            transport = httpx.ASGITransport(app=app)
+        async with contextlib.AsyncExitStack() as stack:
+            email: Channel = FileChannel("email", tmp_path / "mail.jsonl")
+            settings = ConsoleSettings(users=USERS)
+            if catcher:
+                mail = await stack.enter_async_context(
+                    MailCatcher(tmp_path / "caught.jsonl", port=0)
+                )
+                email = SmtpChannel(
+                    "email",
+                    host=mail.host,
+                    port=mail.port,
+                    sender="j@localhost",
+                    security="none",
+                    local_hostname="localhost",
+                )
+                settings = ConsoleSettings(users=USERS, mail_file=mail.path)
+            store = SQLiteStore(tmp_path / "j.db")
+            runtime = Runtime(workspace, store, {"email": email}, env={}, root=folder)
+            await runtime.start()
+            stack.push_async_callback(runtime.stop)
+            transport = httpx.ASGITransport(app=create_app(runtime, KEYS, settings))
             async with httpx.AsyncClient(transport=transport, base_url="http://j.test") as client:
                 await test(client, runtime)
-        finally:
-            await runtime.stop()
 
     asyncio.run(main())
 
@@ -365,5 +387,33 @@ def test_what_customers_send_is_shown_inert_on_every_page(tmp_path: Path) -> Non
         assert '<iframe class="preview" sandbox=""' in profile  # the sent email, isolated
         events = (await client.get("/events")).text
         assert "&lt;img src=x onerror=" in events
+
+    run_console(tmp_path, test)
+
+
+def test_caught_mail_is_listed_and_rendered_in_a_sandboxed_frame(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        await identify(client, "u1", {"email": "u1@example.com", "firstName": XSS})
+        await track(client, {"userId": "u1", "event": "signed_up", "properties": {"plan": "free"}})
+        await log_in(client)
+        async with asyncio.timeout(20):
+            while not (caught := (await client.get("/v1/mail", headers=ADMIN)).json()["mail"]):
+                await asyncio.sleep(0.05)
+        assert caught[0]["to"] == ["u1@example.com"]
+        assert (await client.get("/messages", headers=JSON)).json()["caught_mail"] == caught
+        page = (await client.get("/messages")).text
+        assert "Caught mail" in page
+        assert '<iframe class="preview" sandbox="" title="Caught email' in page
+        assert "<script>alert" not in page
+
+    run_console(tmp_path, test, catcher=True)
+
+
+def test_a_profile_is_found_by_its_phone_number(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        await identify(client, "u1", {"phone": "+15550100"})
+        await identify(client, "u2", {"phone": "+15550199"})
+        found = await client.get("/v1/profiles", params={"q": "+1 555-0100"}, headers=ADMIN)
+        assert found.json()["profiles"] == ["u1"]
 
     run_console(tmp_path, test)

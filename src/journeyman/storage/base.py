@@ -250,8 +250,13 @@ class Store(ABC):
         ``waiting_now``: how many instances wait at the step now ('' is the entry)."""
 
     @abstractmethod
-    async def entries_since(self, since: datetime) -> dict[str, int]:
-        """Per journey, how many instances entered at or after ``since``."""
+    async def entries_since(self, journey: str, since: datetime) -> int:
+        """How many instances entered the journey at or after ``since``."""
+
+    @abstractmethod
+    async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
+        """Ids of profiles whose trait ``trait`` is the text ``value`` (a console search,
+        such as by phone: it may read every profile)."""
 
     @abstractmethod
     async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:

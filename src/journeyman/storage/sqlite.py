@@ -521,16 +521,34 @@ class SQLiteStore(Store):
             counts.setdefault(step, {})["waiting_now"] = count
         return counts
 
-    async def entries_since(self, since: datetime) -> dict[str, int]:
-        return await self._run(self._entries_since, since)
+    async def entries_since(self, journey: str, since: datetime) -> int:
+        return await self._run(self._entries_since, journey, since)
 
-    def _entries_since(self, since: datetime) -> dict[str, int]:
+    def _entries_since(self, journey: str, since: datetime) -> int:
+        # Entry records are the journey's records without a step: the index finds them.
+        row = self.db.execute(
+            "SELECT count(*) FROM steps WHERE journey = ? AND step IS NULL "
+            "AND outcome = 'entered' AND at >= ?",
+            (journey, _ms(since)),
+        ).fetchone()
+        return int(row[0])
+
+    async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
+        return await self._run(self._profiles_with_trait, trait, value, limit)
+
+    def _profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
+        # Profiles are stored encoded: find the ones holding the text, then check the trait.
         rows = self.db.execute(
-            "SELECT journey, count(*) FROM steps WHERE outcome = 'entered' AND at >= ? "
-            "GROUP BY journey",
-            (_ms(since),),
+            "SELECT state FROM profiles WHERE instr(state, ?) > 0", (value.encode(),)
         )
-        return dict(rows)
+        found = []
+        for (state,) in rows:
+            profile = _profile(state)
+            if profile.traits.get(trait) == value:
+                found.append(profile.id)
+                if len(found) >= limit:
+                    break
+        return found
 
     async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
         return await self._run(self._step_records, journey, step, limit)

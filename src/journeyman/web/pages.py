@@ -32,6 +32,7 @@ __all__ = ["ConsoleSettings", "console"]
 
 FORM_LIMIT = 64 * 1024
 LIVE_SECONDS = 3  # how often the journey graph and the live tail refresh
+LIST_SECONDS = 10  # the journeys list: it counts every journey's records, so less often
 COMMANDS = {
     "pause": "Pause",
     "resume": "Resume",
@@ -95,6 +96,7 @@ def _environment() -> Environment:
     env.filters["number"] = lambda v: f"{v:,}"
     env.filters["json"] = lambda v: msgspec.json.encode(v).decode()
     env.globals["live_seconds"] = LIVE_SECONDS
+    env.globals["list_seconds"] = LIST_SECONDS
     return env
 
 

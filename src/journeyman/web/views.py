@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,8 +73,6 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
     instances waiting, how many reached an end, and errors."""
     store = runtime.store
     states = await store.journey_states()
-    hour = await store.entries_since(now - timedelta(hours=1))
-    day = await store.entries_since(now - timedelta(days=1))
     instances = await store.instance_counts()
     found = []
     for journey in runtime.workspace.journeys.values():
@@ -93,8 +92,12 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
                 "description": journey.document.get("description", ""),
                 "steps_count": len(journey.steps),
                 "entered": entered,
-                "entered_last_hour": hour.get(journey.name, 0),
-                "entered_last_day": day.get(journey.name, 0),
+                "entered_last_hour": await store.entries_since(
+                    journey.name, now - timedelta(hours=1)
+                ),
+                "entered_last_day": await store.entries_since(
+                    journey.name, now - timedelta(days=1)
+                ),
                 "waiting": instances.get((journey.name, "waiting"), 0),
                 "ended": instances.get((journey.name, "ended"), 0),
                 "completion_rate": round(completed / entered, 4) if entered else None,
@@ -255,7 +258,7 @@ def _yaml(document: Any) -> str:
 
 
 async def profile_search(runtime: Runtime, query: str) -> list[str]:
-    """Profile ids a userId, anonymousId or email leads to."""
+    """Profile ids a userId, anonymousId, email or phone number leads to."""
     query = query.strip()
     if not query:
         return []
@@ -263,10 +266,14 @@ async def profile_search(runtime: Runtime, query: str) -> list[str]:
     if await runtime.store.profile(query) is not None:
         found.append(query)
     wanted = [("anonymousId", query), ("email", normal_email(query))]
-    for profile_id in (await runtime.store.resolve(wanted)).values():
-        if profile_id not in found:
-            found.append(profile_id)
-    return found
+    found += (await runtime.store.resolve(wanted)).values()
+    if _PHONE.fullmatch(query):
+        for phone in dict.fromkeys((query, re.sub(r"[\s().-]", "", query))):
+            found += await runtime.store.profiles_with_trait("phone", phone, 20)
+    return list(dict.fromkeys(found))
+
+
+_PHONE = re.compile(r"\+?[\d\s().-]{5,}")
 
 
 # events
