@@ -314,6 +314,7 @@ def test_the_events_page_shows_rejections_and_why_an_event_started_nothing(
             }
         ]
         assert events[4]["journeys"][0]["outcome"] == "entered"
+        assert (await client.get("/v1/events", headers=ADMIN)).json()["events"] == events
         only = (await client.get("/events?status=rejected", headers=JSON)).json()["events"]
         assert [e["profile_id"] for e in only] == ["u2"]
         page = (await client.get("/events", params={"profile": "u2"})).text

@@ -377,7 +377,7 @@ class _Api:
             status=status,
             limit=int(limit),
         )
-        return _json({"events": [entry.as_dict() for entry in entries]})
+        return _json({"events": await views.explain(self.runtime, entries)})
 
     # admin: what the console shows
 

@@ -28,6 +28,7 @@ __all__ = [
     "SAMPLE_PROFILE",
     "caught_mail",
     "event_tail",
+    "explain",
     "journey_counts",
     "journey_versions",
     "journeys_overview",
@@ -289,6 +290,12 @@ async def event_tail(
 ) -> list[dict[str, Any]]:
     """The live tail, each accepted track explained: which journeys it started, or why none."""
     entries = runtime.tail.entries(name=name, profile=profile, status=status, limit=limit)
+    return await explain(runtime, entries)
+
+
+async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, Any]]:
+    """Tail entries as dicts; an accepted track gets ``journeys``: per journey it can
+    start, entered or not_entered with the reason, or a text saying why none can."""
     traces: dict[str, list[StepRecord]] = {}
     found = []
     for entry in entries:
