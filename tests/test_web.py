@@ -356,6 +356,9 @@ def test_messages_workspace_and_versions_pages_have_their_json_twins(tmp_path: P
         assert (await client.get("/v1/journeys/hello/versions/3", headers=ADMIN)).status_code == 404
         page = await client.get("/journeys/hello?version=2&against=1")
         assert '<span class="add">+  wait: 2d</span>' in page.text
+        old = (await client.get("/journeys/hello?version=1")).text
+        assert 'aria-label="Steps of hello v1"' in old  # the earlier version, drawn
+        assert ">wait 1d</text>" in old
 
         (folder / "doc01.yaml").write_text(JOURNEY.replace("send: hello_page", "send: nope"))
         broken = (await client.get("/workspace", headers=JSON)).json()

@@ -81,13 +81,14 @@ def _graph(journey: m.Journey) -> _Graph:
     for step in journey.steps.values():
         kind = "end" if isinstance(step, m.End) else step.kind
         graph.kinds[step.id] = (kind, step.id, summary(step))
-        graph.out[step.id] = []
+        labels: dict[str, list[str]] = {}  # cases that lead to the same step share an edge
         for label, target in edges(step):
             if target is None:
                 target = COMPLETED
                 graph.kinds[COMPLETED] = ("end", "end: completed", "the path ran out")
                 graph.out.setdefault(COMPLETED, [])
-            graph.out[step.id].append((label, target))
+            labels.setdefault(target, []).append(label)
+        graph.out[step.id] = [(" / ".join(filter(None, ls)), t) for t, ls in labels.items()]
     return graph
 
 

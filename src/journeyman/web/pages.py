@@ -23,10 +23,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from journeyman.domain.parse import compile_journey
 from journeyman.runtime.service import Runtime
 from journeyman.web import views
 from journeyman.web.auth import LOGIN_COOKIE, SESSION_COOKIE, Session, Sessions
-from journeyman.web.layout import ENTRY, lay_out
+from journeyman.web.layout import ENTRY, Picture, lay_out
 
 __all__ = ["ConsoleSettings", "console"]
 
@@ -234,6 +235,7 @@ class _Console:
         against = _int(query.get("against"), 0, 0, journey.version) or None
         versions = await views.journey_versions(self.runtime, journey, version, against)
         context = {
+            "old_picture": _picture_of(versions["document"]) if version < journey.version else None,
             "journey": journey,
             "counts": counts,
             "picture": lay_out(journey),
@@ -427,6 +429,12 @@ def _next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/journeys"
     return target
+
+
+def _picture_of(document: dict[str, Any] | None) -> Picture | None:
+    """An earlier version's graph, from its stored document."""
+    journey = compile_journey(document, "stored version") if document is not None else None
+    return lay_out(journey) if journey is not None else None
 
 
 def _int(text: str | None, default: int, low: int, high: int) -> int:
