@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from journeyman.api import Keys, create_app
 from journeyman.channels.base import Channel
@@ -19,7 +20,7 @@ from journeyman.channels.file import FileChannel
 from journeyman.channels.smtp import SmtpChannel
 from journeyman.runtime.service import Runtime
 from journeyman.storage.sqlite import SQLiteStore
-from journeyman.web import ConsoleSettings
+from journeyman.web import ConsoleSettings, UsersError, parse_users
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, write_workspace
 
@@ -421,3 +422,11 @@ def test_a_profile_is_found_by_its_phone_number(tmp_path: Path) -> None:
         assert found.json()["profiles"] == ["u1"]
 
     run_console(tmp_path, test)
+
+
+def test_console_users_are_read_from_name_password_pairs() -> None:
+    assert parse_users("ana:one, ben:two:three,") == {"ana": "one", "ben": "two:three"}
+    assert parse_users(None) == parse_users("") == {}
+    for bad in ("ana", "ana:", ":pw", "admin:pw"):
+        with pytest.raises(UsersError):
+            parse_users(bad)
