@@ -289,52 +289,12 @@ class _Console:
         return self.render(request, session, "profiles.html", context)
 
     async def profile(self, request: Request, session: Session) -> Response:
-        data = await self._profile(request.path_params["profile_id"])
+        data = await views.profile_view(self.runtime, request.path_params["profile_id"])
         if data is None:
             return self._not_found(request, session, "no such profile")
         if _wants_json(request):
             return _data(data)
         return self.render(request, session, "profile.html", {"profile": data})
-
-    async def _profile(self, profile_id: str) -> dict[str, Any] | None:
-        store = self.runtime.store
-        profile = await store.profile(profile_id)
-        if profile is None:
-            return None
-        trace = await store.trace(profile_id)
-        messages = await store.messages(profile=profile_id, limit=200)
-        identities: dict[str, list[str]] = {"userId": [profile.id]}
-        for kind, value in await store.identities_of(profile_id):
-            identities.setdefault(kind, []).append(value)
-        consent = profile.traits.get("consent")
-        instances = []
-        for instance in await store.instances_of(profile_id):
-            instances.append(
-                {
-                    **msgspec.to_builtins(instance),
-                    "trace": [views.record(r) for r in trace if r.instance_id == instance.id],
-                    "messages": [
-                        msgspec.to_builtins(row)
-                        for row in messages
-                        if row.instance_id == instance.id
-                    ],
-                }
-            )
-        return {
-            "id": profile.id,
-            "traits": profile.traits,
-            "identities": identities,
-            "consent": {
-                "unsubscribed": profile.traits.get("unsubscribed") is True,
-                "channels": consent if isinstance(consent, dict) else {},
-            },
-            "events": [
-                {**msgspec.to_builtins(s.event), "received_at": s.received_at}
-                for s in await store.history(profile_id, limit=50)
-            ],
-            "instances": instances,
-            "not_entered": [views.record(r) for r in trace if r.instance_id is None],
-        }
 
     # events, messages, workspace
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from journeyman.channels.catcher import MailCatcher
@@ -34,6 +35,7 @@ __all__ = [
     "journeys_overview",
     "load_folder",
     "profile_search",
+    "profile_view",
     "record",
     "render_template",
     "step_detail",
@@ -275,6 +277,46 @@ async def profile_search(runtime: Runtime, query: str) -> list[str]:
 
 
 _PHONE = re.compile(r"\+?[\d\s().-]{5,}")
+
+
+async def profile_view(runtime: Runtime, profile_id: str) -> dict[str, Any] | None:
+    """A profile with every instance's timeline and the messages each instance sent."""
+    store = runtime.store
+    profile = await store.profile(profile_id)
+    if profile is None:
+        return None
+    trace = await store.trace(profile_id)
+    messages = await store.messages(profile=profile_id, limit=200)
+    identities: dict[str, list[str]] = {"userId": [profile.id]}
+    for kind, value in await store.identities_of(profile_id):
+        identities.setdefault(kind, []).append(value)
+    consent = profile.traits.get("consent")
+    instances = []
+    for instance in await store.instances_of(profile_id):
+        instances.append(
+            {
+                **msgspec.to_builtins(instance),
+                "trace": [record(r) for r in trace if r.instance_id == instance.id],
+                "messages": [
+                    msgspec.to_builtins(row) for row in messages if row.instance_id == instance.id
+                ],
+            }
+        )
+    return {
+        "id": profile.id,
+        "traits": profile.traits,
+        "identities": identities,
+        "consent": {
+            "unsubscribed": profile.traits.get("unsubscribed") is True,
+            "channels": consent if isinstance(consent, dict) else {},
+        },
+        "events": [
+            {**msgspec.to_builtins(s.event), "received_at": s.received_at}
+            for s in await store.history(profile_id, limit=50)
+        ],
+        "instances": instances,
+        "not_entered": [record(r) for r in trace if r.instance_id is None],
+    }
 
 
 # events
