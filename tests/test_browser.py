@@ -34,6 +34,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).parent.parent / "artifacts" / "screenshots"
 WAIT_MS = 20_000  # generous: the machine may be busy; a passing test waits much less
+expect.set_options(timeout=WAIT_MS)  # what expect() waits for, as page actions do
 
 WELCOME = """
 kind: journey
