@@ -1,7 +1,8 @@
 """The console in a real headless Chromium against a real ``journeyman serve``.
 
-One server and one browser for the module; the tests run in order, each on profiles of
-its own, and the pause comes last. Every page visited is saved as a screenshot under
+One server (with its mail catcher, and a console user from JOURNEYMAN_CONSOLE_USERS) and
+one browser for the module; the tests run in order, each on profiles of its own, and
+the pause comes last. Every page visited is saved as a screenshot under
 ``artifacts/screenshots/`` (git-ignored), for a person to look at after the run.
 
 Chromium is the Debian ``chromium`` package, launched by its path: ``.ci/run`` installs
@@ -19,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import BASE, write_workspace
-from tests.servers import ADMIN_KEY, WRITE_KEY, Journeyman
+from tests.servers import WRITE_KEY, Journeyman
 
 CHROMIUM = os.environ.get("JOURNEYMAN_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -32,6 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+USER, PASSWORD = "ana", "correct-horse"
 SCREENSHOTS = Path(__file__).parent.parent / "artifacts" / "screenshots"
 WAIT_MS = 20_000  # generous: the machine may be busy; a passing test waits much less
 expect.set_options(timeout=WAIT_MS)  # what expect() waits for, as page actions do
@@ -66,11 +68,19 @@ html: >-
 """
 
 
+class WithCatcher(Journeyman):
+    """The server with its built-in mail catcher, on a port the system picks."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--catcher", "0"]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journeyman]:
     folder = tmp_path_factory.mktemp("browser")
     workspace = write_workspace(folder / "ws", BASE, WELCOME)
-    with Journeyman(workspace, folder / "j.db") as running:
+    users = {"JOURNEYMAN_CONSOLE_USERS": f"{USER}:{PASSWORD}"}
+    with WithCatcher(workspace, folder / "j.db", env=users) as running:
         running.start()
         yield running
 
@@ -98,9 +108,11 @@ def page(browser: Browser, server: Journeyman) -> Iterator[Page]:
     tab.goto("/journeys")
     expect(tab).to_have_url(f"{server.url}/login?next=%2Fjourneys")
     shoot(tab, "login")
-    tab.get_by_label("Admin key or password").fill(ADMIN_KEY)
+    tab.get_by_label("User name").fill(USER)
+    tab.get_by_label("Admin key or password").fill(PASSWORD)
     tab.get_by_role("button", name="Log in").click()
     expect(tab).to_have_url(f"{server.url}/journeys")
+    expect(tab.locator(".who")).to_have_text(USER)
     yield tab
     context.close()
 
@@ -172,9 +184,12 @@ def test_a_rejected_event_shows_its_error(page: Page, server: Journeyman) -> Non
     shoot(page, "events")
 
 
-def test_the_messages_and_workspace_pages_show_the_log_and_the_plan(page: Page) -> None:
+def test_messages_show_the_log_and_caught_mail_and_the_workspace_its_plan(page: Page) -> None:
     page.goto("/messages")
     expect(page.locator("tbody tr", has_text="welcome · greet")).to_contain_text("Welcome, Cy")
+    mail = page.locator("details.message", has_text="Welcome, Cy")
+    mail.locator("summary").click()
+    expect(mail.frame_locator("iframe").locator("h1")).to_have_text("Welcome, Cy")
     shoot(page, "messages")
     page.goto("/workspace")
     expect(page.get_by_text("The workspace is valid")).to_be_visible()
