@@ -430,3 +430,14 @@ def test_console_users_are_read_from_name_password_pairs() -> None:
     for bad in ("ana", "ana:", ":pw", "admin:pw"):
         with pytest.raises(UsersError):
             parse_users(bad)
+
+
+def test_two_events_of_one_batch_are_each_told_their_own_entry_decision(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        call = {"type": "track", "userId": "u1", "event": "signed_up"}
+        answer = await client.post("/v1/batch", json={"batch": [call, call]}, headers=WRITE)
+        assert answer.status_code == 202
+        events = (await client.get("/v1/events", headers=ADMIN)).json()["events"]
+        assert [e["journeys"][0]["outcome"] for e in events] == ["not_entered", "entered"]
+
+    run_console(tmp_path, test)

@@ -337,45 +337,72 @@ async def event_tail(
 
 async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, Any]]:
     """Tail entries as dicts; an accepted track gets ``journeys``: per journey it can
-    start, entered or not_entered with the reason, or a text saying why none can."""
-    traces: dict[str, list[StepRecord]] = {}
+    start, entered or not_entered with the reason, or a text saying why none can.
+
+    Every accepted event leaves one entry decision per journey it can start, in the order
+    the events were processed. So the newest such event of a profile matches the newest
+    decision, the one before it the one before, and so on: times alone cannot tell apart
+    two events of one batch, which share a time.
+    """
+    workspace = runtime.workspace
+    decisions: dict[int, list[dict[str, str]]] = {}
+    for profile_id in dict.fromkeys(e.profile_id for e in entries if _explained(e)):
+        mine = [e for e in entries if e.profile_id == profile_id and _explained(e)]
+        trace = await runtime.store.trace(profile_id, limit=_TRACE_LIMIT)
+        decisions |= _match(workspace, mine, trace)
     found = []
     for entry in entries:
         item = entry.as_dict()
-        if entry.status == "accepted" and entry.type == "track":
-            if entry.profile_id not in traces:
-                traces[entry.profile_id] = await runtime.store.trace(entry.profile_id)
-            item["journeys"] = _entry_decisions(runtime.workspace, entry, traces[entry.profile_id])
+        if _explained(entry):
+            item["journeys"] = _why_none(workspace, entry.name) or decisions[entry.seq]
         found.append(item)
     return found
 
 
-def _entry_decisions(
-    workspace: m.Workspace, entry: TailEntry, trace: list[StepRecord]
-) -> list[dict[str, str]] | str:
-    """Per journey the event can start: entered, or not and why. A text if none can."""
-    if entry.name not in workspace.events:
-        return f"no kind: event document defines {entry.name!r}, so no journey can start on it"
-    journeys = workspace.journeys_entered_by(entry.name)
-    if not journeys:
-        return f"no journey starts on {entry.name!r}"
-    decisions = []
-    for journey in journeys:
-        latest = None
-        for item in trace:
-            if (
-                item.journey == journey.name
-                and item.outcome in ("entered", "not_entered")
-                and item.at <= entry.at
-            ):
-                latest = item
-        if latest is None:
-            decisions.append({"journey": journey.name, "outcome": "unknown", "detail": ""})
-        else:
-            decisions.append(
-                {"journey": journey.name, "outcome": latest.outcome, "detail": latest.detail}
+_TRACE_LIMIT = 100_000
+_ENTRY_OUTCOMES = ("entered", "not_entered")
+
+
+def _explained(entry: TailEntry) -> bool:
+    return entry.status == "accepted" and entry.type == "track"
+
+
+def _why_none(workspace: m.Workspace, name: str) -> str:
+    """Why no journey can start on the event ``name``, or '' if some can."""
+    if name not in workspace.events:
+        return f"no kind: event document defines {name!r}, so no journey can start on it"
+    if not workspace.journeys_entered_by(name):
+        return f"no journey starts on {name!r}"
+    return ""
+
+
+def _match(
+    workspace: m.Workspace, entries: list[TailEntry], trace: list[StepRecord]
+) -> dict[int, list[dict[str, str]]]:
+    """Per tail entry (by seq) of one profile, newest first: its decision per journey."""
+    # A decision after the newest entry belongs to an event that arrived since: skip it.
+    horizon = max(e.at for e in entries) + timedelta(milliseconds=1)
+    found: dict[int, list[dict[str, str]]] = {e.seq: [] for e in entries}
+    for journey in workspace.journeys.values():
+        made = [
+            r
+            for r in reversed(trace)
+            if r.journey == journey.name
+            and r.outcome in _ENTRY_OUTCOMES
+            and "jumped from" not in r.detail
+            and r.at <= horizon
+        ]
+        events = [e for e in entries if e.name == journey.entry_event]
+        for index, entry in enumerate(events):
+            decision = made[index] if index < len(made) else None
+            found[entry.seq].append(
+                {
+                    "journey": journey.name,
+                    "outcome": decision.outcome if decision else "unknown",
+                    "detail": decision.detail if decision else "",
+                }
             )
-    return decisions
+    return found
 
 
 # messages and caught mail
