@@ -169,6 +169,10 @@ def test_a_profile_tells_why_its_branch_was_taken(page: Page) -> None:
     expect(instance).to_contain_text('event.plan == "pro" is true: to settle')
     expect(instance).to_contain_text("waiting for timer")
     shoot(page, "profile")
+    instance.get_by_role("link", name="path on the graph").click()
+    expect(page.locator(".node.current")).to_have_attribute("data-node", "settle")
+    expect(page.locator(".edge.taken")).to_have_count(2)
+    shoot(page, "journey-path")
 
 
 def test_a_rejected_event_shows_its_error(page: Page, server: Journeyman) -> None:

@@ -288,6 +288,19 @@ def test_profiles_are_found_by_id_or_email_and_show_why_a_branch_was_taken(
         (instance,) = twin["instances"]
         assert [r["outcome"] for r in instance["trace"]] == ["entered", "branched", "waiting"]
 
+        assert '<a href="/journeys/hello?instance=u1%3Ahello%3A1">path on the graph</a>' in page
+        graph = (await client.get("/journeys/hello?instance=u1:hello:1")).text
+        assert "waiting at <code>pro_wait</code>" in graph
+        visited = re.findall(
+            r'class="node kind-\w+( chosen)? visited( current)?"[^>]*data-node="(\w+)"', graph
+        )
+        assert [(node, bool(now)) for _, now, node in visited] == [
+            ("__entry__", False),
+            ("route", False),
+            ("pro_wait", True),
+        ]
+        assert graph.count('class="edge taken"') == 2  # entry to route, route to pro_wait
+
     run_console(tmp_path, test)
 
 

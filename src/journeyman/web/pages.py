@@ -231,6 +231,9 @@ class _Console:
         if chosen != ENTRY and chosen not in journey.steps:
             chosen = ENTRY
         detail = await views.step_detail(self.runtime, journey, chosen, self._now())
+        path = await views.instance_path(self.runtime, query.get("instance", ""))
+        if path is not None and path["journey"] != journey.name:
+            path = None
         version = _int(query.get("version"), journey.version, 1, journey.version)
         against = _int(query.get("against"), 0, 0, journey.version) or None
         versions = await views.journey_versions(self.runtime, journey, version, against)
@@ -241,6 +244,7 @@ class _Console:
             "picture": lay_out(journey),
             "detail": detail,
             "chosen": chosen,
+            "trail": path,
             "versions": versions,
             "done": query.get("done", ""),
         }

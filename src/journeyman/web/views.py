@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from journeyman.domain.ingest import normal_email
 from journeyman.domain.state import Event, StepRecord
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
+from journeyman.web.layout import ENTRY
 from journeyman.workspace import Loaded, load_workspace
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "caught_mail",
     "event_tail",
     "explain",
+    "instance_path",
     "journey_counts",
     "journey_versions",
     "journeys_overview",
@@ -126,7 +129,7 @@ async def journey_counts(runtime: Runtime, journey: m.Journey) -> dict[str, Any]
     counts = await runtime.store.step_counts(journey.name)
     entry = counts.get("", {})
     nodes: dict[str, Any] = {
-        "__entry__": {
+        ENTRY: {
             "entered": entry.get("entered", 0),
             "not_entered": entry.get("not_entered", 0),
         }
@@ -150,7 +153,7 @@ async def step_detail(
     """One box of the graph: its definition, the last instances that passed it and, for a
     send, its template rendered for the latest of their profiles (or a sample one)."""
     step = journey.steps.get(step_id)
-    entry = step_id == "__entry__"
+    entry = step_id == ENTRY
     records = await runtime.store.step_records(journey.name, None if entry else step_id, 20)
     definition: Any = _entry_document(journey) if entry else _step_document(journey, step_id)
     found: dict[str, Any] = {
@@ -223,6 +226,28 @@ def render_template(
         "now": now,
     }
     return {name: field.render(scope) for name, field in template.fields.items()}
+
+
+async def instance_path(runtime: Runtime, instance_id: str) -> dict[str, Any] | None:
+    """The steps one instance went through, in order, to draw its path on the graph."""
+    instance = await runtime.store.instance(instance_id) if instance_id else None
+    if instance is None:
+        return None
+    trace = await runtime.store.trace(instance.profile_id, limit=_TRACE_LIMIT)
+    steps = [r.step for r in trace if r.instance_id == instance_id and r.step is not None]
+    visited = [ENTRY, *dict.fromkeys(steps)]
+    taken = [[a, b] for a, b in itertools.pairwise([ENTRY, *steps]) if a != b]
+    return {
+        "id": instance.id,
+        "journey": instance.journey,
+        "profile_id": instance.profile_id,
+        "version": instance.version,
+        "status": instance.status,
+        "end_state": instance.end_state,
+        "step": instance.step,
+        "visited": visited,
+        "taken": list(map(list, dict.fromkeys(map(tuple, taken)))),
+    }
 
 
 async def journey_versions(
