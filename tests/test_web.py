@@ -21,6 +21,7 @@ from journeyman.channels.smtp import SmtpChannel
 from journeyman.runtime.service import Runtime
 from journeyman.storage.sqlite import SQLiteStore
 from journeyman.web import ConsoleSettings, UsersError, parse_users
+from journeyman.web.auth import LoginLimit
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, write_workspace
 
@@ -454,3 +455,24 @@ def test_two_events_of_one_batch_are_each_told_their_own_entry_decision(tmp_path
         assert [e["journeys"][0]["outcome"] for e in events] == ["not_entered", "entered"]
 
     run_console(tmp_path, test)
+
+
+def test_logins_are_refused_for_a_while_after_many_failures(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for _ in range(10):
+            assert (await log_in(client, "sam", "guess")).status_code == 401
+        refused = await log_in(client, "sam", "sam-password")
+        assert refused.status_code == 429
+        assert "Too many failed logins" in refused.text
+        assert "jm_session" not in client.cookies
+
+    run_console(tmp_path, test)
+
+
+def test_the_login_limit_forgets_failures_after_its_window() -> None:
+    limit = LoginLimit(attempts=2, window=60)
+    limit.failed("a", now=0)
+    limit.failed("a", now=1)
+    assert not limit.allowed("a", now=30)
+    assert limit.allowed("b", now=30)
+    assert limit.allowed("a", now=61.5)

@@ -26,6 +26,7 @@ from journeyman.errors import JourneymanError
 __all__ = [
     "LOGIN_COOKIE",
     "SESSION_COOKIE",
+    "LoginLimit",
     "Session",
     "Sessions",
     "UsersError",
@@ -121,6 +122,36 @@ class Sessions:
     def _sign(self, text: str) -> str:
         digest = hmac.new(self._secret, text.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+class LoginLimit:
+    """At most ``attempts`` failed logins per client address in ``window`` seconds.
+
+    Guessing the admin key stays hopeless anyway (it is long and random); this keeps a
+    guesser from trying user passwords quickly. Kept in memory, per process.
+    """
+
+    def __init__(self, attempts: int = 10, window: float = 300.0) -> None:
+        self.attempts = attempts
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+
+    def allowed(self, client: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        recent = [t for t in self._failures.get(client, []) if t > now - self.window]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return len(recent) < self.attempts
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if len(self._failures) > 10_000:  # many addresses: forget the ones out of the window
+            stale = [c for c, times in self._failures.items() if times[-1] <= now - self.window]
+            for gone in stale:
+                del self._failures[gone]
+        self._failures.setdefault(client, []).append(now)
 
 
 def _same(given: str, wanted: str) -> bool:

@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from journeyman.domain.parse import compile_journey
 from journeyman.runtime.service import Runtime
 from journeyman.web import views
-from journeyman.web.auth import LOGIN_COOKIE, SESSION_COOKIE, Session, Sessions
+from journeyman.web.auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimit, Session, Sessions
 from journeyman.web.layout import ENTRY, Picture, lay_out
 
 __all__ = ["ConsoleSettings", "console"]
@@ -117,6 +117,7 @@ class _Console:
     def __init__(self, runtime: Runtime, admin_key: str, settings: ConsoleSettings) -> None:
         self.runtime = runtime
         self.sessions = Sessions(admin_key, settings.users)
+        self.limit = LoginLimit()
         self.settings = settings
         self.env = _environment()
 
@@ -191,8 +192,13 @@ class _Console:
         token = request.cookies.get(LOGIN_COOKIE)
         if not token or not secrets.compare_digest(token, fields.get("csrf", "")):
             return await self.login_page(request, "The form has expired: try again.", 403)
+        client = request.client.host if request.client else ""
+        if not self.limit.allowed(client):
+            message = "Too many failed logins from here: wait a few minutes, then try again."
+            return await self.login_page(request, message, 429)
         user = self.sessions.check_login(fields.get("user", "").strip(), fields.get("key", ""))
         if user is None:
+            self.limit.failed(client)
             return await self.login_page(request, "That user name or key is wrong.", 401)
         response = RedirectResponse(_next(fields.get("next")), 303)
         response.set_cookie(
