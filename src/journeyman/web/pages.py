@@ -148,7 +148,6 @@ class _Console:
             fields = await _form(request)
             if fields is None or not self.sessions.csrf_ok(session, fields.get("csrf")):
                 return self._refuse(request, 403, "The form has expired: reload the page.")
-            request.state.fields = fields
             return await handler(request, session)
 
         return guarded
@@ -222,8 +221,7 @@ class _Console:
         found = await views.journeys_overview(self.runtime, self._now())
         if _wants_json(request):
             return _data({"journeys": found})
-        context = {"journeys": found, "done": request.query_params.get("done", "")}
-        return self.render(request, session, "journeys.html", context)
+        return self.render(request, session, "journeys.html", {"journeys": found})
 
     async def journey(self, request: Request, session: Session) -> Response:
         journey = self.runtime.workspace.journeys.get(request.path_params["name"])
@@ -237,9 +235,9 @@ class _Console:
         if chosen != ENTRY and chosen not in journey.steps:
             chosen = ENTRY
         detail = await views.step_detail(self.runtime, journey, chosen, self._now())
-        path = await views.instance_path(self.runtime, query.get("instance", ""))
-        if path is not None and path["journey"] != journey.name:
-            path = None
+        trail = await views.instance_path(self.runtime, query.get("instance", ""))
+        if trail is not None and trail["journey"] != journey.name:
+            trail = None
         version = _int(query.get("version"), journey.version, 1, journey.version)
         against = _int(query.get("against"), 0, 0, journey.version) or None
         versions = await views.journey_versions(self.runtime, journey, version, against)
@@ -250,7 +248,7 @@ class _Console:
             "picture": lay_out(journey),
             "detail": detail,
             "chosen": chosen,
-            "trail": path,
+            "trail": trail,
             "versions": versions,
             "done": query.get("done", ""),
         }
