@@ -19,6 +19,7 @@ from journeyman.channels.catcher import MailCatcher
 from journeyman.channels.file import FileChannel
 from journeyman.channels.smtp import SmtpChannel
 from journeyman.runtime.service import Runtime
+from journeyman.server import SettingError, console_users
 from journeyman.storage.sqlite import SQLiteStore
 from journeyman.web import ConsoleSettings, UsersError, parse_users
 from journeyman.web.auth import LoginLimit
@@ -444,6 +445,8 @@ def test_console_users_are_read_from_name_password_pairs() -> None:
     for bad in ("ana", "ana:", ":pw", "admin:pw"):
         with pytest.raises(UsersError):
             parse_users(bad)
+    with pytest.raises(SettingError, match="JOURNEYMAN_CONSOLE_USERS: 'ana' is not written"):
+        console_users({"JOURNEYMAN_CONSOLE_USERS": "ana"})
 
 
 def test_two_events_of_one_batch_are_each_told_their_own_entry_decision(tmp_path: Path) -> None:
