@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.routing import Mount
 
 from journeyman.api import Keys, create_app
 from journeyman.channels.file import FileChannel
@@ -315,8 +317,9 @@ def test_every_route_is_in_the_openapi_document(tmp_path: Path, store_url: str) 
     async def test(client: Client, runtime: Runtime) -> None:
         spec = (await client.get("/openapi.json")).json()
         app = create_app(runtime, KEYS)
-        routes = app.app.routes  # what the ingest fast path does not answer itself
-        paths = {route.path.replace("{command:str}", "{command}") for route in routes}
+        # the ingest fast path answers its own paths; the console is mounted at /
+        api = [route for route in app.app.routes if not isinstance(route, Mount)]
+        paths = {re.sub(r":\w+}", "}", route.path) for route in api}
         assert set(app.paths) == {"/v1/track", "/v1/identify", "/v1/batch"}
         assert paths | set(app.paths) == set(spec["paths"])
 

@@ -50,7 +50,7 @@ def test_every_cli_command_and_option_is_documented(command: str) -> None:
 
 def test_readme_names_the_test_command_and_links_every_doc() -> None:
     assert "make test" in README
-    for doc in ("docs/workspace.md", "docs/expressions.md", "docs/cli.md"):
+    for doc in ("docs/workspace.md", "docs/expressions.md", "docs/cli.md", "docs/console.md"):
         assert f"({doc})" in README
         assert (ROOT / doc).exists()
 
@@ -68,3 +68,17 @@ def test_every_yaml_example_in_the_docs_reads_without_errors(block: str) -> None
     assert problems == []
     parsed = parse_documents(documents)
     assert [str(p) for p in parsed.problems] == []
+
+
+def test_every_console_page_and_setting_is_documented() -> None:
+    console = (ROOT / "docs" / "console.md").read_text()
+    for page in (
+        "/journeys",
+        "/journeys/{name}",
+        "/profiles",
+        "/events",
+        "/messages",
+        "/workspace",
+    ):
+        assert f"(`{page}`)" in console, page
+    assert "JOURNEYMAN_CONSOLE_USERS" in console

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from msgspec.structs import replace as struct_replace
 
 from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import (
@@ -278,6 +279,49 @@ def test_step_records_become_the_trace_oldest_first(store: Store) -> None:
         assert trace[0] == record("entered")
         assert trace[1].at == START + MS
         assert await store.trace("u3") == []
+
+    run(store, check)
+
+
+def test_entries_since_counts_a_journeys_entries_from_a_time_on(store: Store) -> None:
+    async def check() -> None:
+        entries = [
+            struct_replace(record("entered", START + MINUTE * n, f"u{n}"), step=None)
+            for n in range(3)
+        ]
+        refused = struct_replace(record("not_entered", START + MINUTE), step=None)
+        await store.commit(Batch(records=[*entries, refused, record("sent", START)]))
+        assert await store.entries_since("hello", START) == 3
+        assert await store.entries_since("hello", START + MINUTE) == 2
+        assert await store.entries_since("hello", START + MINUTE * 3) == 0
+        assert await store.entries_since("other", START) == 0
+
+    run(store, check)
+
+
+def test_step_records_gives_the_latest_records_of_one_step_newest_first(store: Store) -> None:
+    async def check() -> None:
+        entry = struct_replace(record("entered"), step=None)
+        sends = [record("sent", START + MINUTE * n, f"u{n}") for n in range(3)]
+        await store.commit(Batch(records=[entry, *sends]))
+        latest = await store.step_records("hello", "greet", 2)
+        assert [(r.profile_id, r.outcome) for r in latest] == [("u2", "sent"), ("u1", "sent")]
+        assert await store.step_records("hello", None, 10) == [entry]
+        assert await store.step_records("hello", "nope", 10) == []
+
+    run(store, check)
+
+
+def test_profiles_with_trait_finds_profiles_by_the_exact_text_of_a_trait(store: Store) -> None:
+    async def check() -> None:
+        profiles = {
+            "u1": profile("u1", phone="+15550100"),
+            "u2": profile("u2", phone="+155501000"),
+            "u3": profile("u3", note="+15550100"),
+        }
+        await store.commit(Batch(profiles=profiles))
+        assert await store.profiles_with_trait("phone", "+15550100", 10) == ["u1"]
+        assert await store.profiles_with_trait("phone", "+1", 10) == []
 
     run(store, check)
 

@@ -21,7 +21,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
@@ -30,6 +30,7 @@ from journeyman.domain.state import Event
 from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.web import ConsoleSettings, console, views
 from journeyman.workspace import load_texts
 
 __all__ = ["Keys", "create_app"]
@@ -72,9 +73,13 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
 
 
-def create_app(runtime: Runtime, keys: Keys) -> ASGIApp:
-    api = _Api(runtime, keys)
-    routes = [
+def create_app(
+    runtime: Runtime, keys: Keys, console_settings: ConsoleSettings | None = None
+) -> ASGIApp:
+    """The API at ``/v1/``, and the web console at ``/`` (see :mod:`journeyman.web`)."""
+    settings = console_settings or ConsoleSettings()
+    api = _Api(runtime, keys, settings)
+    routes: list[Route | Mount] = [
         Route("/v1/journeys", api.guard(api.journeys), methods=["GET"]),
         Route("/v1/journeys/{name}", api.guard(api.journey), methods=["GET"]),
         Route(
@@ -90,6 +95,8 @@ def create_app(runtime: Runtime, keys: Keys) -> ASGIApp:
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
+        *_console_api(api),
+        console(runtime, keys.admin, settings),
     ]
     return _Ingest(api, Starlette(routes=routes))
 
@@ -138,10 +145,30 @@ class _Disconnected(Exception):
     """The client went away before its whole body arrived."""
 
 
+def _console_api(api: _Api) -> list[Route]:
+    """The admin endpoints that answer what the console's pages show."""
+    return [
+        Route(
+            "/v1/journeys/{name}/steps/{step}",
+            api.guard(api.journey_step),
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/journeys/{name}/versions/{version:int}",
+            api.guard(api.journey_version),
+            methods=["GET"],
+        ),
+        Route("/v1/profiles", api.guard(api.profiles), methods=["GET"]),
+        Route("/v1/workspace", api.guard(api.workspace_status), methods=["GET"]),
+        Route("/v1/mail", api.guard(api.mail), methods=["GET"]),
+    ]
+
+
 class _Api:
-    def __init__(self, runtime: Runtime, keys: Keys) -> None:
+    def __init__(self, runtime: Runtime, keys: Keys, settings: ConsoleSettings) -> None:
         self.runtime = runtime
         self.keys = keys
+        self.mail_file = settings.mail_file
         self.rejected = 0
 
     # plumbing
@@ -249,9 +276,8 @@ class _Api:
     # admin
 
     async def journeys(self, request: Request) -> Response:
-        states = await self.runtime.store.journey_states()
-        journeys = self.runtime.workspace.journeys.values()
-        return _json({"journeys": [_journey_summary(j, states) for j in journeys]})
+        found = await views.journeys_overview(self.runtime, self._now())
+        return _json({"journeys": found})
 
     async def journey(self, request: Request) -> Response:
         found = self._journey(request)
@@ -394,7 +420,43 @@ class _Api:
             status=status,
             limit=int(limit),
         )
-        return _json({"events": [entry.as_dict() for entry in entries]})
+        return _json({"events": await views.explain(self.runtime, entries)})
+
+    # admin: what the console shows
+
+    async def journey_step(self, request: Request) -> Response:
+        """One step of a journey: definition, latest records, template preview."""
+        journey, step = self._journey(request), request.path_params["step"]
+        if step != "entry" and step not in journey.steps:
+            raise _Problem(404, "step", "exists", f"no step {step!r} in {journey.name}")
+        wanted = "__entry__" if step == "entry" else step
+        return _json(await views.step_detail(self.runtime, journey, wanted, self._now()))
+
+    async def journey_version(self, request: Request) -> Response:
+        """A published version's document; ``?against=N`` adds a diff from version N."""
+        journey, version = self._journey(request), request.path_params["version"]
+        against = request.query_params.get("against", "")
+        if against and not against.isdigit():
+            raise _Problem(400, "against", "type", "'against' must be a version number")
+        found = await views.journey_versions(
+            self.runtime, journey, version, int(against) if against else None
+        )
+        if found["document"] is None:
+            raise _Problem(404, "version", "exists", f"{journey.name} has no version {version}")
+        return _json(found)
+
+    async def profiles(self, request: Request) -> Response:
+        """GET /v1/profiles?q=: the profiles a userId, anonymousId or email leads to."""
+        query = request.query_params.get("q", "")
+        return _json({"query": query, "profiles": await views.profile_search(self.runtime, query)})
+
+    async def workspace_status(self, request: Request) -> Response:
+        return _json(await views.workspace_status(self.runtime))
+
+    async def mail(self, request: Request) -> Response:
+        """The mail catcher's emails, newest first (none when the catcher is off)."""
+        mails = views.caught_mail(self.mail_file)
+        return _json({"catcher": self.mail_file is not None, "mail": mails})
 
     # open
 

@@ -188,6 +188,20 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/v1/journeys/{name}/steps/{step}": _get(
+            "One step of a journey ('entry' for its entry): definition, outcome counts, the "
+            "latest records there and, for a send, its template rendered for the latest "
+            "profile that reached it (or a sample profile)",
+            [_path_param("name"), _path_param("step")],
+        ),
+        "/v1/journeys/{name}/versions/{version}": _get(
+            "A published version's document; 'against' another version adds a unified diff",
+            [_path_param("name"), _path_param("version"), _query("against")],
+        ),
+        "/v1/profiles": _get(
+            "Find profiles: the ids that a userId, anonymousId or email in 'q' leads to",
+            [_query("q")],
+        ),
         "/v1/profiles/{profile_id}": _get(
             "A profile: traits, recent events, every instance with its trace",
             [_path_param("profile_id")],
@@ -195,6 +209,9 @@ SPEC: dict[str, Any] = {
         "/v1/messages": _get(
             "The message log",
             [_query("profile"), _query("journey"), _query("status"), _query("limit")],
+        ),
+        "/v1/mail": _get(
+            "The emails the built-in mail catcher caught (serve --catcher), newest first"
         ),
         "/v1/events": _get(
             "The live tail of ingest: the latest accepted, duplicate, rejected (with the "
@@ -216,6 +233,12 @@ SPEC: dict[str, Any] = {
         },
     },
 }
+SPEC["paths"]["/v1/workspace"].update(
+    _get(
+        "The workspace folder the server started from, read again now: its problems and "
+        "the plan a publish would carry out"
+    )
+)
 SPEC["paths"]["/docs"] = {
     "get": {"summary": "This API, as a page to read", "responses": {"200": {"description": "OK"}}}
 }

@@ -32,10 +32,12 @@ from journeyman.runtime.dispatcher import RetryPolicy
 from journeyman.runtime.service import Runtime, build_channels
 from journeyman.storage import open_store, shown_url, sqlite_path
 from journeyman.storage.base import Store
+from journeyman.web import ConsoleSettings, UsersError, parse_users
 
 __all__ = [
     "ServeOptions",
     "SettingError",
+    "console_users",
     "data_dir",
     "resolve_keys",
     "retry_policy",
@@ -93,6 +95,14 @@ def _number(text: str) -> float:
         return math.nan
 
 
+def console_users(env: Mapping[str, str]) -> dict[str, str]:
+    """The console's users besides the admin: ``JOURNEYMAN_CONSOLE_USERS=name:password,...``."""
+    try:
+        return parse_users(env.get("JOURNEYMAN_CONSOLE_USERS"))
+    except UsersError as error:
+        raise SettingError(str(error)) from None
+
+
 def data_dir(storage: str) -> Path:
     """Where files beside the database go: fallback channel files, caught mail."""
     path = sqlite_path(storage) if storage.startswith("sqlite:///") else None
@@ -125,6 +135,7 @@ async def serve(
 ) -> None:
     env = os.environ if env is None else env
     retry = retry_policy(env)
+    users = console_users(env)
     # Bound first: a port in use stops the start before anything else has begun.
     listener = _listen(options.host, options.port)
     store = open_store(options.storage)
@@ -154,7 +165,8 @@ async def serve(
     gc.set_threshold(50_000, 20, 100)
     try:
         keys, _ = await resolve_keys(store, env)
-        app = create_app(runtime, keys)
+        mail_file = catcher.path if catcher is not None else None
+        app = create_app(runtime, keys, ConsoleSettings(users=users, mail_file=mail_file))
         config = uvicorn.Config(
             app,
             host=options.host,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from journeyman.domain import model as m
 from journeyman.domain.times import DAY_NAMES, format_duration
 
-__all__ = ["to_mermaid"]
+__all__ = ["edges", "summary", "to_mermaid"]
 
 
 def to_mermaid(journey: m.Journey) -> str:
@@ -17,7 +17,7 @@ def to_mermaid(journey: m.Journey) -> str:
     ends: set[str] = set()
     for step in journey.steps.values():
         lines.append(f"  {_shape(step)}")
-        for label, target in _edges(step):
+        for label, target in edges(step):
             arrow = f' -- "{_escape(label)}" --> ' if label else " --> "
             if target is None:
                 ends.add("completed")
@@ -36,7 +36,7 @@ def _node(step_id: str) -> str:
 
 def _shape(step: m.Step) -> str:
     node = _node(step.id)
-    text = _escape(f"{step.id}<br/>{_summary(step)}")
+    text = _escape(f"{step.id}<br/>{summary(step)}")
     if isinstance(step, m.Branch | m.Split):
         return f'{node}{{"{text}"}}'
     if isinstance(step, m.Wait | m.WaitFor):
@@ -46,7 +46,8 @@ def _shape(step: m.Step) -> str:
     return f'{node}["{text}"]'
 
 
-def _summary(step: m.Step) -> str:
+def summary(step: m.Step) -> str:
+    """What a step does, in a few words: `wait 20s`, `send welcome_email`."""
     if isinstance(step, m.Wait):
         if step.duration is not None:
             return f"wait {format_duration(step.duration)}"
@@ -70,8 +71,9 @@ def _summary(step: m.Step) -> str:
     return step.kind.replace("_", " ")
 
 
-def _edges(step: m.Step) -> list[tuple[str, str | None]]:
-    edges: list[tuple[str, str | None]]
+def edges(step: m.Step) -> list[tuple[str, str | None]]:
+    """(label, target) of every way out of a step; a None target ends it `completed`."""
+    found: list[tuple[str, str | None]]
     if isinstance(step, m.End):
         return []
     if isinstance(step, m.Branch):
@@ -81,14 +83,14 @@ def _edges(step: m.Step) -> list[tuple[str, str | None]]:
         total = sum(weight for weight, _ in step.arms)
         return [(f"{weight / total:.0%}", goto) for weight, goto in step.arms]
     if isinstance(step, m.WaitFor):
-        edges = [(step.event, step.on_event or step.next)]
+        found = [(step.event, step.on_event or step.next)]
         if step.timeout is not None:
-            edges.append((f"after {format_duration(step.timeout)}", step.on_timeout or step.next))
-        return edges
-    edges = [("", step.next)]
+            found.append((f"after {format_duration(step.timeout)}", step.on_timeout or step.next))
+        return found
+    found = [("", step.next)]
     if isinstance(step, m.Send | m.Call) and step.on_error:
-        edges.append(("error", step.on_error))
-    return edges
+        found.append(("error", step.on_error))
+    return found
 
 
 def _escape(text: str) -> str:

@@ -261,6 +261,19 @@ class Store(ABC):
         ``waiting_now``: how many instances wait at the step now ('' is the entry)."""
 
     @abstractmethod
+    async def entries_since(self, journey: str, since: datetime) -> int:
+        """How many instances entered the journey at or after ``since``."""
+
+    @abstractmethod
+    async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
+        """Ids of profiles whose trait ``trait`` is the text ``value`` (a console search,
+        such as by phone: it may read every profile)."""
+
+    @abstractmethod
+    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+        """The most recent records of one step of a journey (None: the entry), newest first."""
+
+    @abstractmethod
     async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
         """The (kind, value) identities that lead to the profile: emails, anonymous ids."""
 

@@ -400,6 +400,46 @@ class PostgresStore(Store):
             for p, i, j, s, o, d, at in rows
         ]
 
+    async def entries_since(self, journey: str, since: datetime) -> int:
+        count = await self.pool.fetchval(
+            "SELECT count(*) FROM steps WHERE journey = $1 AND step IS NULL "
+            "AND outcome = 'entered' AND at >= $2",
+            journey,
+            ms(since),
+        )
+        return int(count)
+
+    async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
+        # Profiles are stored encoded: find the ones holding the text, then check the trait.
+        found: list[str] = []
+        async with self.pool.acquire() as db, db.transaction():
+            cursor = db.cursor(
+                "SELECT state FROM profiles WHERE position($1::bytea in state) > 0",
+                value.encode(),
+            )
+            async for (state,) in cursor:
+                profile = decode_profile(state)
+                if profile.traits.get(trait) == value:
+                    found.append(profile.id)
+                    if len(found) >= limit:
+                        break
+        return found
+
+    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+        rows = await self.pool.fetch(
+            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
+            "WHERE journey = $1 AND step IS NOT DISTINCT FROM $2 ORDER BY seq DESC LIMIT $3",
+            journey,
+            step,
+            limit,
+        )
+        return [
+            StepRecord(
+                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=time(at)
+            )
+            for p, i, j, s, o, d, at in rows
+        ]
+
     async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
         rows = await self.pool.fetch(
             "SELECT body, received_at FROM events WHERE profile_id = $1 ORDER BY seq DESC LIMIT $2",

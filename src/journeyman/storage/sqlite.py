@@ -466,6 +466,51 @@ class SQLiteStore(Store):
             counts.setdefault(step, {})["waiting_now"] = count
         return counts
 
+    async def entries_since(self, journey: str, since: datetime) -> int:
+        return await self._run(self._entries_since, journey, since)
+
+    def _entries_since(self, journey: str, since: datetime) -> int:
+        # Entry records are the journey's records without a step: the index finds them.
+        row = self.db.execute(
+            "SELECT count(*) FROM steps WHERE journey = ? AND step IS NULL "
+            "AND outcome = 'entered' AND at >= ?",
+            (journey, ms(since)),
+        ).fetchone()
+        return int(row[0])
+
+    async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
+        return await self._run(self._profiles_with_trait, trait, value, limit)
+
+    def _profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
+        # Profiles are stored encoded: find the ones holding the text, then check the trait.
+        rows = self.db.execute(
+            "SELECT state FROM profiles WHERE instr(state, ?) > 0", (value.encode(),)
+        )
+        found = []
+        for (state,) in rows:
+            profile = decode_profile(state)
+            if profile.traits.get(trait) == value:
+                found.append(profile.id)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+        return await self._run(self._step_records, journey, step, limit)
+
+    def _step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+        rows = self.db.execute(
+            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
+            "WHERE journey = ? AND step IS ? ORDER BY seq DESC LIMIT ?",
+            (journey, step, limit),
+        )
+        return [
+            StepRecord(
+                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=time(at)
+            )
+            for p, i, j, s, o, d, at in rows
+        ]
+
     async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
         return await self._run(self._identities_of, profile_id)
 

@@ -1,0 +1,411 @@
+"""The console's routes: login, the pages, and the forms that pause, stop and publish.
+
+Every page needs a session (a signed cookie from the login); every POST also needs the
+session's CSRF token, checked before anything else runs. A page asked for JSON (with
+``Accept: application/json``) answers the data it would render: that is what the
+page's own JavaScript polls for live numbers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import msgspec
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from journeyman.domain.parse import compile_journey
+from journeyman.runtime.service import Runtime
+from journeyman.web import views
+from journeyman.web.auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimit, Session, Sessions
+from journeyman.web.layout import ENTRY, Picture, lay_out
+
+__all__ = ["ConsoleSettings", "console"]
+
+FORM_LIMIT = 64 * 1024
+LIVE_SECONDS = 3  # how often the journey graph and the live tail refresh
+LIST_SECONDS = 10  # the journeys list: it counts every journey's records, so less often
+COMMANDS = {
+    "pause": "Pause",
+    "resume": "Resume",
+    "stop": "Stop",
+}
+# The page's own scripts and styles only; inline styles for the email preview, which
+# runs in a sandboxed frame without scripts.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; frame-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+Page = Callable[[Request, Session], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    users: Mapping[str, str] = field(default_factory=dict)  # name -> password
+    mail_file: Path | None = None  # the mail catcher's file, when serve runs it
+
+
+def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None = None) -> Mount:
+    """The console's routes, to mount at ``/`` after the API's; the admin key logs in."""
+    pages = _Console(runtime, admin_key, settings or ConsoleSettings())
+    static = StaticFiles(directory=Path(__file__).parent / "static")
+    routes = [
+        Route("/", pages.home, methods=["GET"]),
+        Route("/login", pages.login_page, methods=["GET"]),
+        Route("/login", pages.login, methods=["POST"]),
+        Route("/logout", pages.form(pages.logout), methods=["POST"]),
+        Route("/journeys", pages.page(pages.journeys), methods=["GET"]),
+        Route("/journeys/{name}", pages.page(pages.journey), methods=["GET"]),
+        Route("/journeys/{name}/{command}", pages.page(pages.confirm), methods=["GET"]),
+        Route("/journeys/{name}/{command}", pages.form(pages.operate), methods=["POST"]),
+        Route("/profiles", pages.page(pages.profiles), methods=["GET"]),
+        Route("/profiles/{profile_id}", pages.page(pages.profile), methods=["GET"]),
+        Route("/events", pages.page(pages.events), methods=["GET"]),
+        Route("/messages", pages.page(pages.messages), methods=["GET"]),
+        Route("/workspace", pages.page(pages.workspace), methods=["GET"]),
+        Route("/workspace", pages.form(pages.publish), methods=["POST"]),
+        Mount("/static", app=static, name="static"),
+    ]
+    return Mount("", routes=routes)
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("journeyman.web", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["percent"] = lambda v: "–" if v is None else f"{v:.0%}"
+    env.filters["number"] = lambda v: f"{v:,}"
+    env.filters["json"] = lambda v: msgspec.json.encode(v).decode()
+    env.globals["live_seconds"] = LIVE_SECONDS
+    env.globals["list_seconds"] = LIST_SECONDS
+    return env
+
+
+def _when(value: Any) -> str:
+    """A time to the second, in UTC as stored; ISO text (from JSON-ready data) too."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return str(value)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+class _Console:
+    def __init__(self, runtime: Runtime, admin_key: str, settings: ConsoleSettings) -> None:
+        self.runtime = runtime
+        self.sessions = Sessions(admin_key, settings.users)
+        self.limit = LoginLimit()
+        self.settings = settings
+        self.env = _environment()
+
+    # plumbing
+
+    def page(self, handler: Page) -> Callable[[Request], Awaitable[Response]]:
+        """A page for logged-in users; others go to the login."""
+
+        async def guarded(request: Request) -> Response:
+            session = self.sessions.read(request.cookies.get(SESSION_COOKIE))
+            if session is None:
+                if _wants_json(request):
+                    return _data({"error": {"field": "session", "rule": "login"}}, 401)
+                query = f"?{request.url.query}" if request.url.query else ""
+                target = quote(request.url.path + query, safe="")
+                return RedirectResponse(f"/login?next={target}", 303)
+            return await handler(request, session)
+
+        return guarded
+
+    def form(self, handler: Page) -> Callable[[Request], Awaitable[Response]]:
+        """A state-changing POST: a session and its CSRF token, or nothing happens."""
+
+        async def guarded(request: Request) -> Response:
+            session = self.sessions.read(request.cookies.get(SESSION_COOKIE))
+            if session is None:
+                return self._refuse(request, 401, "You are not logged in.")
+            fields = await _form(request)
+            if fields is None or not self.sessions.csrf_ok(session, fields.get("csrf")):
+                return self._refuse(request, 403, "The form has expired: reload the page.")
+            return await handler(request, session)
+
+        return guarded
+
+    def _refuse(self, request: Request, status: int, message: str) -> Response:
+        return self.render(request, None, "error.html", {"message": message}, status)
+
+    def render(
+        self,
+        request: Request,
+        session: Session | None,
+        template: str,
+        context: dict[str, Any],
+        status: int = 200,
+    ) -> Response:
+        page = self.env.get_template(template).render(
+            **context,
+            user=session.user if session else None,
+            csrf=self.sessions.csrf(session) if session else "",
+            path=request.url.path,
+        )
+        return HTMLResponse(page, status, headers=SECURITY_HEADERS)
+
+    def _now(self) -> datetime:
+        return self.runtime.processor.clock()
+
+    # login
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/journeys", 303)
+
+    async def login_page(self, request: Request, error: str = "", status: int = 200) -> Response:
+        token = secrets.token_urlsafe(16)
+        context = {"token": token, "next": _next(request.query_params.get("next")), "error": error}
+        response = self.render(request, None, "login.html", context, status)
+        response.set_cookie(LOGIN_COOKIE, token, max_age=900, httponly=True, samesite="strict")
+        return response
+
+    async def login(self, request: Request) -> Response:
+        fields = await _form(request) or {}
+        token = request.cookies.get(LOGIN_COOKIE)
+        if not token or not secrets.compare_digest(token, fields.get("csrf", "")):
+            return await self.login_page(request, "The form has expired: try again.", 403)
+        client = request.client.host if request.client else ""
+        if not self.limit.allowed(client):
+            message = "Too many failed logins from here: wait a few minutes, then try again."
+            return await self.login_page(request, message, 429)
+        user = self.sessions.check_login(fields.get("user", "").strip(), fields.get("key", ""))
+        if user is None:
+            self.limit.failed(client)
+            return await self.login_page(request, "That user name or key is wrong.", 401)
+        response = RedirectResponse(_next(fields.get("next")), 303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.sessions.new(user),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        response.delete_cookie(LOGIN_COOKIE)
+        return response
+
+    async def logout(self, request: Request, session: Session) -> Response:
+        response = RedirectResponse("/login", 303)
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+        return response
+
+    # journeys
+
+    async def journeys(self, request: Request, session: Session) -> Response:
+        found = await views.journeys_overview(self.runtime, self._now())
+        if _wants_json(request):
+            return _data({"journeys": found})
+        return self.render(request, session, "journeys.html", {"journeys": found})
+
+    async def journey(self, request: Request, session: Session) -> Response:
+        journey = self.runtime.workspace.journeys.get(request.path_params["name"])
+        if journey is None:
+            return self._not_found(request, session, "no such journey")
+        counts = await views.journey_counts(self.runtime, journey)
+        if _wants_json(request):
+            return _data(counts)
+        query = request.query_params
+        chosen = query.get("step") or ENTRY
+        if chosen != ENTRY and chosen not in journey.steps:
+            chosen = ENTRY
+        detail = await views.step_detail(self.runtime, journey, chosen, self._now())
+        trail = await views.instance_path(self.runtime, query.get("instance", ""))
+        if trail is not None and trail["journey"] != journey.name:
+            trail = None
+        version = _int(query.get("version"), journey.version, 1, journey.version)
+        against = _int(query.get("against"), 0, 0, journey.version) or None
+        versions = await views.journey_versions(self.runtime, journey, version, against)
+        context = {
+            "old_picture": _picture_of(versions["document"]) if version < journey.version else None,
+            "journey": journey,
+            "counts": counts,
+            "picture": lay_out(journey),
+            "detail": detail,
+            "chosen": chosen,
+            "trail": trail,
+            "versions": versions,
+            "done": query.get("done", ""),
+        }
+        return self.render(request, session, "journey.html", context)
+
+    async def confirm(self, request: Request, session: Session) -> Response:
+        name, command = request.path_params["name"], request.path_params["command"]
+        if name not in self.runtime.workspace.journeys or command not in COMMANDS:
+            return self._not_found(request, session, "no such journey or command")
+        affected = await self._affected(name, command)
+        context = {"name": name, "command": command, "label": COMMANDS[command]}
+        context["affected"] = affected
+        return self.render(request, session, "confirm.html", context)
+
+    async def _affected(self, name: str, command: str) -> int:
+        """How many instances the command would touch: running ones, or held ones."""
+        if command == "resume":
+            running = await self.runtime.store.running_of(name, 100_000)
+            return sum(1 for i in running if i.waiting == "paused")
+        counts = await self.runtime.store.instance_counts()
+        return counts.get((name, "waiting"), 0)
+
+    async def operate(self, request: Request, session: Session) -> Response:
+        name, command = request.path_params["name"], request.path_params["command"]
+        if name not in self.runtime.workspace.journeys or command not in COMMANDS:
+            return self._not_found(request, session, "no such journey or command")
+        count = 0
+        if command == "pause":
+            await self.runtime.pause_journey(name)
+        elif command == "resume":
+            count = await self.runtime.resume_journey(name)
+        else:
+            count = await self.runtime.stop_journey(name)
+        return RedirectResponse(f"/journeys/{quote(name)}?done={command}:{count}", 303)
+
+    # profiles
+
+    async def profiles(self, request: Request, session: Session) -> Response:
+        query = request.query_params.get("q", "")
+        found = await views.profile_search(self.runtime, query)
+        if _wants_json(request):
+            return _data({"query": query, "profiles": found})
+        if len(found) == 1:
+            return RedirectResponse(f"/profiles/{quote(found[0], safe='')}", 303)
+        context = {"query": query, "found": found}
+        return self.render(request, session, "profiles.html", context)
+
+    async def profile(self, request: Request, session: Session) -> Response:
+        data = await views.profile_view(self.runtime, request.path_params["profile_id"])
+        if data is None:
+            return self._not_found(request, session, "no such profile")
+        if _wants_json(request):
+            return _data(data)
+        return self.render(request, session, "profile.html", {"profile": data})
+
+    # events, messages, workspace
+
+    async def events(self, request: Request, session: Session) -> Response:
+        query = request.query_params
+        status = query.get("status") or None
+        found = await views.event_tail(
+            self.runtime,
+            name=query.get("event") or None,
+            profile=query.get("profile") or None,
+            status=status if status in _STATUSES else None,
+        )
+        if _wants_json(request):
+            return _data({"events": found})
+        context = {"events": found, "filters": dict(query), "statuses": _STATUSES}
+        return self.render(request, session, "events.html", context)
+
+    async def messages(self, request: Request, session: Session) -> Response:
+        query = request.query_params
+        rows = await self.runtime.store.messages(
+            profile=query.get("profile") or None,
+            journey=query.get("journey") or None,
+            status=query.get("status") or None,
+            limit=200,
+        )
+        found = [msgspec.to_builtins(row) for row in rows]
+        mail = views.caught_mail(self.settings.mail_file)
+        if _wants_json(request):
+            return _data({"messages": found, "caught_mail": mail})
+        context = {
+            "messages": found,
+            "mail": mail,
+            "catcher": self.settings.mail_file is not None,
+            "filters": dict(query),
+        }
+        return self.render(request, session, "messages.html", context)
+
+    async def workspace(self, request: Request, session: Session) -> Response:
+        status = await views.workspace_status(self.runtime)
+        if _wants_json(request):
+            return _data(status)
+        context = {"status": status, "done": request.query_params.get("done", "")}
+        return self.render(request, session, "workspace.html", context)
+
+    async def publish(self, request: Request, session: Session) -> Response:
+        """Publish the workspace folder as it is on disk now, if it has no errors."""
+        loaded = views.load_folder(self.runtime)
+        if loaded is None or loaded.workspace is None:
+            status = await views.workspace_status(self.runtime)
+            return self.render(request, session, "workspace.html", {"status": status}, 422)
+        plan = await self.runtime.publish(loaded.workspace)
+        done = f"published: {len(plan.new)} new, {len(plan.changed)} changed"
+        return RedirectResponse(f"/workspace?done={quote(done)}", 303)
+
+    def _not_found(self, request: Request, session: Session, message: str) -> Response:
+        if _wants_json(request):
+            return _data({"error": {"field": "path", "rule": "exists", "message": message}}, 404)
+        return self.render(request, session, "error.html", {"message": message.capitalize()}, 404)
+
+
+_STATUSES = ("accepted", "duplicate", "rejected", "unavailable")
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def _data(data: Any, status: int = 200) -> Response:
+    headers = {"Cache-Control": "no-store", "Vary": "Accept"}
+    return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The fields of a urlencoded form, or None if it is too large or not a form."""
+    if request.headers.get("content-type", "").split(";")[0] != "application/x-www-form-urlencoded":
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            return None
+    try:
+        parsed = parse_qs(body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return None
+    return {name: values[0] for name, values in parsed.items()}
+
+
+def _next(target: str | None) -> str:
+    """Where to go after the login: a path on this site only."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/journeys"
+    return target
+
+
+def _picture_of(document: dict[str, Any] | None) -> Picture | None:
+    """An earlier version's graph, from its stored document."""
+    journey = compile_journey(document, "stored version") if document is not None else None
+    return lay_out(journey) if journey is not None else None
+
+
+def _int(text: str | None, default: int, low: int, high: int) -> int:
+    if text is None or not text.isdigit():
+        return default
+    return min(max(int(text), low), high)

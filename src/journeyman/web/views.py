@@ -1,0 +1,484 @@
+"""What each console page shows, as plain data: the pages render it, the admin API sends it.
+
+Every function here reads a running :class:`Runtime` and returns JSON-ready dicts, so a
+page and its JSON twin can never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from journeyman.channels.catcher import MailCatcher
+from journeyman.domain import model as m
+from journeyman.domain.ingest import normal_email
+from journeyman.domain.state import Event, StepRecord
+from journeyman.runtime.service import Runtime
+from journeyman.runtime.tail import TailEntry
+from journeyman.web.layout import ENTRY
+from journeyman.workspace import Loaded, load_workspace
+
+__all__ = [
+    "SAMPLE_PROFILE",
+    "caught_mail",
+    "event_tail",
+    "explain",
+    "instance_path",
+    "journey_counts",
+    "journey_versions",
+    "journeys_overview",
+    "load_folder",
+    "profile_search",
+    "profile_view",
+    "record",
+    "render_template",
+    "step_detail",
+    "workspace_status",
+]
+
+# Outcomes that mean an instance went past a step; 'ended' counts only at an end step.
+PASSED = ("sent", "branched", "split", "waited", "event", "timeout", "called", "updated", "jumped")
+ISSUES = ("skipped", "capped", "dropped", "failed")
+# The profile a template is shown with when no real profile has reached the step yet.
+SAMPLE_PROFILE = {
+    "id": "sample",
+    "firstName": "Ada",
+    "lastName": "Lovelace",
+    "email": "ada@example.com",
+    "phone": "+15550100",
+    "plan": "pro",
+}
+
+
+def record(item: StepRecord) -> dict[str, Any]:
+    return {
+        "at": item.at,
+        "profile_id": item.profile_id,
+        "instance_id": item.instance_id,
+        "journey": item.journey,
+        "step": item.step,
+        "outcome": item.outcome,
+        "detail": item.detail,
+    }
+
+
+# journeys
+
+
+async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, Any]]:
+    """Every journey with its state and numbers: entries in the last hour and day,
+    instances waiting, how many reached an end, and errors."""
+    store = runtime.store
+    states = await store.journey_states()
+    instances = await store.instance_counts()
+    found = []
+    for journey in runtime.workspace.journeys.values():
+        counts = await store.step_counts(journey.name)
+        entered = counts.get("", {}).get("entered", 0)
+        completed = sum(
+            counts.get(step.id, {}).get("ended", 0)
+            for step in journey.steps.values()
+            if isinstance(step, m.End)
+        )
+        found.append(
+            {
+                "name": journey.name,
+                "version": journey.version,
+                "state": states.get(journey.name, "active"),
+                "entry": journey.entry_event,
+                "description": journey.document.get("description", ""),
+                "steps_count": len(journey.steps),
+                "entered": entered,
+                "entered_last_hour": await store.entries_since(
+                    journey.name, now - timedelta(hours=1)
+                ),
+                "entered_last_day": await store.entries_since(
+                    journey.name, now - timedelta(days=1)
+                ),
+                "waiting": instances.get((journey.name, "waiting"), 0),
+                "ended": instances.get((journey.name, "ended"), 0),
+                "completion_rate": round(completed / entered, 4) if entered else None,
+                "errors": sum(c.get("failed", 0) for c in counts.values()),
+            }
+        )
+    return found
+
+
+def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any]:
+    """The numbers on one box of the graph: entered, waiting now, passed, issues."""
+    passed = sum(counts.get(outcome, 0) for outcome in PASSED)
+    if isinstance(step, m.End):
+        passed += counts.get("ended", 0)
+    waiting = counts.get("waiting_now", 0)
+    issues = {outcome: counts.get(outcome, 0) for outcome in ISSUES}
+    entered = passed + waiting + issues["skipped"] + issues["capped"] + issues["dropped"]
+    return {"entered": entered, "waiting_now": waiting, "passed": passed, **issues}
+
+
+async def journey_counts(runtime: Runtime, journey: m.Journey) -> dict[str, Any]:
+    """Live numbers for every box of the journey's graph, keyed by step id."""
+    counts = await runtime.store.step_counts(journey.name)
+    entry = counts.get("", {})
+    nodes: dict[str, Any] = {
+        ENTRY: {
+            "entered": entry.get("entered", 0),
+            "not_entered": entry.get("not_entered", 0),
+        }
+    }
+    for step in journey.steps.values():
+        nodes[step.id] = node_counts(step, counts.get(step.id, {})) | {
+            "outcomes": counts.get(step.id, {})
+        }
+    states = await runtime.store.journey_states()
+    return {
+        "name": journey.name,
+        "version": journey.version,
+        "state": states.get(journey.name, "active"),
+        "nodes": nodes,
+    }
+
+
+async def step_detail(
+    runtime: Runtime, journey: m.Journey, step_id: str, now: datetime
+) -> dict[str, Any]:
+    """One box of the graph: its definition, the last instances that passed it and, for a
+    send, its template rendered for the latest of their profiles (or a sample one)."""
+    step = journey.steps.get(step_id)
+    entry = step_id == ENTRY
+    records = await runtime.store.step_records(journey.name, None if entry else step_id, 20)
+    definition: Any = _entry_document(journey) if entry else _step_document(journey, step_id)
+    found: dict[str, Any] = {
+        "id": step_id,
+        "type": "entry" if entry else (step.kind if step else ""),
+        "definition": definition,
+        "definition_yaml": yaml.safe_dump(definition, sort_keys=False, allow_unicode=True),
+        "records": [record(r) for r in records],
+        "preview": None,
+    }
+    if isinstance(step, m.Send):
+        found["preview"] = await _preview(runtime, journey, step.template, records, now)
+    return found
+
+
+def _entry_document(journey: m.Journey) -> dict[str, Any]:
+    keys = ("entry", "reentry", "timeout", "exit", "ignore_caps")
+    return {key: journey.document[key] for key in keys if key in journey.document}
+
+
+def _step_document(journey: m.Journey, step_id: str) -> Any:
+    for item in journey.document.get("steps", []):
+        if isinstance(item, dict) and item.get("id") == step_id:
+            return item
+    return {}
+
+
+async def _preview(
+    runtime: Runtime,
+    journey: m.Journey,
+    template_name: str,
+    records: list[StepRecord],
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The template rendered for the newest profile that reached the step, else a sample."""
+    template = runtime.workspace.templates.get(template_name)
+    if template is None:
+        return None
+    profile, entry = (
+        dict(SAMPLE_PROFILE),
+        Event(name=journey.entry_event, profile_id="sample", timestamp=now),
+    )
+    for item in records:
+        instance = await runtime.store.instance(item.instance_id) if item.instance_id else None
+        stored = await runtime.store.profile(item.profile_id)
+        if instance is not None and stored is not None:
+            profile, entry = stored.view(), instance.entry
+            break
+    fields = render_template(template, profile, entry, journey, now)
+    return {
+        "template": template.name,
+        "channel": template.channel,
+        "profile": profile["id"],
+        "fields": fields,
+    }
+
+
+def render_template(
+    template: m.MessageTemplate,
+    profile: Mapping[str, Any],
+    entry: Event,
+    journey: m.Journey,
+    now: datetime,
+) -> dict[str, str]:
+    scope = {
+        "profile": profile,
+        "event": entry.view(),
+        "entry": entry.view(),
+        "journey": {"name": journey.name, "version": journey.version},
+        "now": now,
+    }
+    return {name: field.render(scope) for name, field in template.fields.items()}
+
+
+async def instance_path(runtime: Runtime, instance_id: str) -> dict[str, Any] | None:
+    """The steps one instance went through, in order, to draw its path on the graph."""
+    instance = await runtime.store.instance(instance_id) if instance_id else None
+    if instance is None:
+        return None
+    trace = await runtime.store.trace(instance.profile_id, limit=_TRACE_LIMIT)
+    steps = [r.step for r in trace if r.instance_id == instance_id and r.step is not None]
+    visited = [ENTRY, *dict.fromkeys(steps)]
+    taken = [[a, b] for a, b in itertools.pairwise([ENTRY, *steps]) if a != b]
+    return {
+        "id": instance.id,
+        "journey": instance.journey,
+        "profile_id": instance.profile_id,
+        "version": instance.version,
+        "status": instance.status,
+        "end_state": instance.end_state,
+        "step": instance.step,
+        "visited": visited,
+        "taken": list(map(list, dict.fromkeys(map(tuple, taken)))),
+    }
+
+
+async def journey_versions(
+    runtime: Runtime, journey: m.Journey, version: int, against: int | None
+) -> dict[str, Any]:
+    """A stored version's document, and a unified diff against another version."""
+    store = runtime.store
+    document = await store.journey_document(journey.name, version)
+    other = await store.journey_document(journey.name, against) if against else None
+    diff = ""
+    if document is not None and other is not None:
+        diff = "".join(
+            difflib.unified_diff(
+                _yaml(other).splitlines(keepends=True),
+                _yaml(document).splitlines(keepends=True),
+                f"{journey.name} v{against}",
+                f"{journey.name} v{version}",
+            )
+        )
+    return {
+        "name": journey.name,
+        "versions": list(range(1, journey.version + 1)),
+        "version": version,
+        "document": document,
+        "document_yaml": _yaml(document) if document is not None else "",
+        "against": against,
+        "diff": diff,
+    }
+
+
+def _yaml(document: Any) -> str:
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
+# profiles
+
+
+async def profile_search(runtime: Runtime, query: str) -> list[str]:
+    """Profile ids a userId, anonymousId, email or phone number leads to."""
+    query = query.strip()
+    if not query:
+        return []
+    found: list[str] = []
+    if await runtime.store.profile(query) is not None:
+        found.append(query)
+    wanted = [("anonymousId", query), ("email", normal_email(query))]
+    found += (await runtime.store.resolve(wanted)).values()
+    if _PHONE.fullmatch(query):
+        for phone in dict.fromkeys((query, re.sub(r"[\s().-]", "", query))):
+            found += await runtime.store.profiles_with_trait("phone", phone, 20)
+    return list(dict.fromkeys(found))
+
+
+_PHONE = re.compile(r"\+?[\d\s().-]{5,}")
+
+
+async def profile_view(runtime: Runtime, profile_id: str) -> dict[str, Any] | None:
+    """A profile with every instance's timeline and the messages each instance sent."""
+    store = runtime.store
+    profile = await store.profile(profile_id)
+    if profile is None:
+        return None
+    trace = await store.trace(profile_id)
+    messages = await store.messages(profile=profile_id, limit=200)
+    identities: dict[str, list[str]] = {"userId": [profile.id]}
+    for kind, value in await store.identities_of(profile_id):
+        identities.setdefault(kind, []).append(value)
+    consent = profile.traits.get("consent")
+    instances = []
+    for instance in await store.instances_of(profile_id):
+        instances.append(
+            {
+                **msgspec.to_builtins(instance),
+                "trace": [record(r) for r in trace if r.instance_id == instance.id],
+                "messages": [
+                    msgspec.to_builtins(row) for row in messages if row.instance_id == instance.id
+                ],
+            }
+        )
+    return {
+        "id": profile.id,
+        "traits": profile.traits,
+        "identities": identities,
+        "consent": {
+            "unsubscribed": profile.traits.get("unsubscribed") is True,
+            "channels": consent if isinstance(consent, dict) else {},
+        },
+        "events": [
+            {**msgspec.to_builtins(s.event), "received_at": s.received_at}
+            for s in await store.history(profile_id, limit=50)
+        ],
+        "instances": instances,
+        "not_entered": [record(r) for r in trace if r.instance_id is None],
+    }
+
+
+# events
+
+
+async def event_tail(
+    runtime: Runtime,
+    *,
+    name: str | None,
+    profile: str | None,
+    status: str | None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The live tail, each accepted track explained: which journeys it started, or why none."""
+    entries = runtime.tail.entries(name=name, profile=profile, status=status, limit=limit)
+    return await explain(runtime, entries)
+
+
+async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, Any]]:
+    """Tail entries as dicts; an accepted track gets ``journeys``: per journey it can
+    start, entered or not_entered with the reason, or a text saying why none can.
+
+    Every accepted event leaves one entry decision per journey it can start, in the order
+    the events were processed. So the newest such event of a profile matches the newest
+    decision, the one before it the one before, and so on: times alone cannot tell apart
+    two events of one batch, which share a time.
+    """
+    workspace = runtime.workspace
+    decisions: dict[int, list[dict[str, str]]] = {}
+    for profile_id in dict.fromkeys(e.profile_id for e in entries if _explained(e)):
+        mine = [e for e in entries if e.profile_id == profile_id and _explained(e)]
+        trace = await runtime.store.trace(profile_id, limit=_TRACE_LIMIT)
+        decisions |= _match(workspace, mine, trace)
+    found = []
+    for entry in entries:
+        item = entry.as_dict()
+        if _explained(entry):
+            item["journeys"] = _why_none(workspace, entry.name) or decisions[entry.seq]
+        found.append(item)
+    return found
+
+
+_TRACE_LIMIT = 100_000
+_ENTRY_OUTCOMES = ("entered", "not_entered")
+
+
+def _explained(entry: TailEntry) -> bool:
+    return entry.status == "accepted" and entry.type == "track"
+
+
+def _why_none(workspace: m.Workspace, name: str) -> str:
+    """Why no journey can start on the event ``name``, or '' if some can."""
+    if name not in workspace.events:
+        return f"no kind: event document defines {name!r}, so no journey can start on it"
+    if not workspace.journeys_entered_by(name):
+        return f"no journey starts on {name!r}"
+    return ""
+
+
+def _match(
+    workspace: m.Workspace, entries: list[TailEntry], trace: list[StepRecord]
+) -> dict[int, list[dict[str, str]]]:
+    """Per tail entry (by seq) of one profile, newest first: its decision per journey."""
+    # A decision after the newest entry belongs to an event that arrived since: skip it.
+    horizon = max(e.at for e in entries) + timedelta(milliseconds=1)
+    found: dict[int, list[dict[str, str]]] = {e.seq: [] for e in entries}
+    for journey in workspace.journeys.values():
+        made = [
+            r
+            for r in reversed(trace)
+            if r.journey == journey.name
+            and r.outcome in _ENTRY_OUTCOMES
+            and "jumped from" not in r.detail
+            and r.at <= horizon
+        ]
+        events = [e for e in entries if e.name == journey.entry_event]
+        for index, entry in enumerate(events):
+            decision = made[index] if index < len(made) else None
+            found[entry.seq].append(
+                {
+                    "journey": journey.name,
+                    "outcome": decision.outcome if decision else "unknown",
+                    "detail": decision.detail if decision else "",
+                }
+            )
+    return found
+
+
+# messages and caught mail
+
+
+def caught_mail(path: Path | None, limit: int = 50) -> list[dict[str, Any]]:
+    if path is None:
+        return []
+    mails = MailCatcher.read(path)[-limit:]
+    return [
+        {
+            "from": mail.sender,
+            "to": mail.to,
+            "subject": mail.subject,
+            "text": mail.text,
+            "html": mail.html,
+            "key": mail.key,
+            "received": mail.received,
+        }
+        for mail in reversed(mails)
+    ]
+
+
+# workspace
+
+
+def load_folder(runtime: Runtime) -> Loaded | None:
+    """The workspace folder the server started from, read again now (None if it has none).
+
+    Read with the server's environment, so JOURNEYMAN_TIMEZONE and JOURNEYMAN_MODE apply.
+    """
+    if runtime.root is None:
+        return None
+    return load_workspace(runtime.root, runtime.dispatcher.env)
+
+
+async def workspace_status(runtime: Runtime) -> dict[str, Any]:
+    """The workspace folder as it is on disk now: its problems, and what a publish would do."""
+    loaded = load_folder(runtime)
+    if loaded is None:
+        return {"folder": None, "valid": None, "problems": [], "plan": None}
+    problems = [
+        {"file": p.file, "line": p.line, "severity": p.severity, "message": str(p)}
+        for p in loaded.problems
+    ]
+    plan = None
+    if loaded.workspace is not None:
+        plan = dataclasses.asdict(await runtime.publish(loaded.workspace, dry_run=True))
+    return {
+        "folder": str(runtime.root),
+        "valid": loaded.workspace is not None,
+        "problems": problems,
+        "plan": plan,
+    }
