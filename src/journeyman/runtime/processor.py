@@ -140,6 +140,8 @@ class Processor:
         items = [_Item(trigger) for trigger in triggers]
         for item in items:
             self._queue.put_nowait(item)
+        if len(items) == 1:  # one event per call is the common case: no gathering
+            return [await items[0].done]
         return list(await asyncio.gather(*(item.done for item in items)))
 
     async def run(self) -> None:
