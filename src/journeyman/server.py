@@ -234,6 +234,7 @@ def _banner(
         f"  storage    {shown_url(options.storage)}",
         f"  write key  {keys.write}",
         f"  admin key  {keys.admin}",
+        f"  console    {url}/ (log in with the admin key)",
     ]
     mail = f"journeyman mail --db {shown_url(options.storage)} --full"
     if catcher is not None:
@@ -253,4 +254,5 @@ def _example(workspace: Workspace, url: str, key: str, mail: str | None) -> list
         lines.append("  " + head % ("track", track))
         if mail is not None:
             lines.append(f"  # 20 seconds later the welcome email arrives: {mail}")
+            lines.append(f"  # or in the console: {url}/messages, and her path: {url}/profiles/ada")
     return lines
