@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -479,3 +481,44 @@ def test_the_login_limit_forgets_failures_after_its_window() -> None:
     assert not limit.allowed("a", now=30)
     assert limit.allowed("b", now=30)
     assert limit.allowed("a", now=61.5)
+
+
+ODD_IDS = ("acme/ana", "a/../b", "what? #1 at 100%", "zoë smith", "plus+and&amp")
+
+
+def test_profiles_whose_ids_need_escaping_open_from_every_link(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for user in ODD_IDS:
+            await identify(client, user, {"email": f"{len(user)}@example.com"})
+            await track(client, {"userId": user, "event": "signed_up"})
+        await log_in(client)
+        events = (await client.get("/events")).text
+        messages = (await client.get("/messages")).text
+        for user in ODD_IDS:
+            api = await client.get(f"/v1/profiles/{quote(user, safe='')}", headers=ADMIN)
+            assert api.status_code == 200, user
+            assert api.json()["id"] == user
+            search = await client.get("/profiles", params={"q": user})
+            link = search.headers["location"]
+            assert link == f"/profiles/{quote(user, safe='')}"
+            assert f'href="{html.escape(link)}"' in events
+            assert f'href="{html.escape(link)}"' in messages
+            page = await client.get(link)
+            assert page.status_code == 200, user
+            assert f"<h1>{html.escape(user)}</h1>" in page.text
+            twin = (await client.get(link, headers=JSON)).json()
+            assert [i["journey"] for i in twin["instances"]] == ["hello"]
+            path = re.search(r'href="([^"]+)">path on the graph', page.text)
+            assert path is not None
+            graph = (await client.get(html.unescape(path.group(1)))).text
+            assert f'href="{html.escape(link)}">{html.escape(user)}</a>' in graph
+        slash = await client.get("/profiles/acme/ana", headers=JSON)
+        assert slash.json()["id"] == "acme/ana"  # an unescaped '/' still finds it
+
+        anonymous = httpx.AsyncClient(transport=client._transport, base_url="http://j.test")
+        async with anonymous:
+            to_login = await anonymous.get(f"/profiles/{quote('what? #1 at 100%', safe='')}")
+            target = to_login.headers["location"].removeprefix("/login?next=")
+            assert unquote(target) == "/profiles/what%3F%20%231%20at%20100%25"
+
+    run_console(tmp_path, test)

@@ -88,7 +88,7 @@ def create_app(
             methods=["POST"],
         ),
         Route("/v1/workspace", api.guard(api.workspace), methods=["PUT"]),
-        Route("/v1/profiles/{profile_id}", api.guard(api.profile), methods=["GET"]),
+        Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),

@@ -203,7 +203,8 @@ SPEC: dict[str, Any] = {
             [_query("q")],
         ),
         "/v1/profiles/{profile_id}": _get(
-            "A profile: traits, recent events, every instance with its trace",
+            "A profile: traits, recent events, every instance with its trace "
+            "(the id percent-encoded: it may hold '/', '?', '#', '%' or spaces)",
             [_path_param("profile_id")],
         ),
         "/v1/messages": _get(

@@ -75,7 +75,7 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/journeys/{name}/{command}", pages.page(pages.confirm), methods=["GET"]),
         Route("/journeys/{name}/{command}", pages.form(pages.operate), methods=["POST"]),
         Route("/profiles", pages.page(pages.profiles), methods=["GET"]),
-        Route("/profiles/{profile_id}", pages.page(pages.profile), methods=["GET"]),
+        Route("/profiles/{profile_id:path}", pages.page(pages.profile), methods=["GET"]),
         Route("/events", pages.page(pages.events), methods=["GET"]),
         Route("/messages", pages.page(pages.messages), methods=["GET"]),
         Route("/workspace", pages.page(pages.workspace), methods=["GET"]),
@@ -96,6 +96,8 @@ def _environment() -> Environment:
     env.filters["percent"] = lambda v: "–" if v is None else f"{v:.0%}"
     env.filters["number"] = lambda v: f"{v:,}"
     env.filters["json"] = lambda v: msgspec.json.encode(v).decode()
+    # One path segment: a profile id may hold '/', '?', '#', '%' or spaces.
+    env.filters["segment"] = lambda v: quote(str(v), safe="")
     env.globals["live_seconds"] = LIVE_SECONDS
     env.globals["list_seconds"] = LIST_SECONDS
     return env
@@ -131,8 +133,10 @@ class _Console:
             if session is None:
                 if _wants_json(request):
                     return _data({"error": {"field": "session", "rule": "login"}}, 401)
+                # The path as sent (still quoted): a profile id may hold '?' or '/'.
+                path = request.scope.get("raw_path") or request.url.path.encode()
                 query = f"?{request.url.query}" if request.url.query else ""
-                target = quote(request.url.path + query, safe="")
+                target = quote(path.decode("latin-1") + query, safe="")
                 return RedirectResponse(f"/login?next={target}", 303)
             return await handler(request, session)
 
