@@ -32,6 +32,7 @@ from journeyman.domain.state import Instance, Profile, StepRecord
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
+    LEFT,
     Batch,
     Delivered,
     MessageRow,
@@ -508,21 +509,34 @@ class PostgresStore(Store):
         )
         return [decode_instance(state) for (state,) in rows]
 
-    async def step_counts(self, journey: str) -> dict[str, dict[str, int]]:
+    async def step_counts(
+        self, journey: str, version: int | None = None
+    ) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
+        args: list[Any] = [journey]
+        of_version = ""
+        if version is not None:
+            of_version = (
+                "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
+                "WHERE i.id = s.instance_id AND i.version = $2)) "
+            )
+            args.append(version)
         async with self.pool.acquire() as db:
             records = await db.fetch(
-                "SELECT coalesce(step, ''), outcome, count(*) FROM steps WHERE journey = $1 "
-                "GROUP BY step, outcome",
-                journey,
+                "SELECT coalesce(s.step, ''), s.outcome, count(*), "
+                f"count(*) FILTER (WHERE {LEFT}) FROM steps s "
+                f"WHERE s.journey = $1 {of_version}GROUP BY s.step, s.outcome",
+                *args,
             )
             waiting = await db.fetch(
                 "SELECT step, count(*) FROM instances WHERE journey = $1 AND status = 'waiting' "
-                "GROUP BY step",
-                journey,
+                f"{'AND version = $2 ' if version is not None else ''}GROUP BY step",
+                *args,
             )
-        for step, outcome, count in records:
+        for step, outcome, count, left in records:
             counts.setdefault(step, {})[outcome] = count
+            if left:
+                counts[step]["left"] = counts[step].get("left", 0) + left
         for step, count in waiting:
             counts.setdefault(step, {})["waiting_now"] = count
         return counts
