@@ -522,3 +522,65 @@ def test_profiles_whose_ids_need_escaping_open_from_every_link(tmp_path: Path) -
             assert unquote(target) == "/profiles/what%3F%20%231%20at%20100%25"
 
     run_console(tmp_path, test)
+
+
+async def republish(runtime: Runtime, text: str) -> None:
+    """Publish the workspace folder with ``text`` in place of the journey's file."""
+    assert runtime.root is not None
+    (runtime.root / "doc01.yaml").write_text(text)
+    workspace = load_workspace(runtime.root).workspace
+    assert workspace is not None
+    await runtime.publish(workspace)
+
+
+def test_the_graph_counts_the_version_it_draws_and_an_instance_is_drawn_on_its_own(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for user in ("u1", "u2"):
+            await identify(client, user, {"email": f"{user}@example.com"})
+        await track(client, {"userId": "u1", "event": "signed_up"})  # waits at hold, v1
+        await republish(runtime, JOURNEY.replace("- id: hold", "- id: linger"))
+        await track(client, {"userId": "u2", "event": "signed_up"})  # waits at linger, v2
+        await log_in(client)
+
+        latest = (await client.get("/journeys/hello", headers=JSON)).json()
+        assert (latest["version"], latest["counts_version"]) == (2, 2)
+        assert latest["nodes"]["__entry__"]["entered"] == 1
+        assert latest["nodes"]["linger"]["waiting_now"] == 1
+        first = (await client.get("/journeys/hello?version=1", headers=JSON)).json()
+        assert (first["version"], first["counts_version"]) == (1, 1)
+        assert first["nodes"]["__entry__"]["entered"] == 1
+        assert first["nodes"]["hold"]["waiting_now"] == 1
+        every = (await client.get("/journeys/hello?version=all", headers=JSON)).json()
+        assert (every["version"], every["counts_version"]) == (2, "all")
+        assert every["nodes"]["__entry__"]["entered"] == 2
+        assert every["nodes"]["greet"]["passed"] == 2
+
+        api = (await client.get("/v1/journeys/hello", headers=ADMIN)).json()
+        assert (api["version"], api["counts_version"], api["entered"]) == (2, 2, 1)
+        api = (await client.get("/v1/journeys/hello?version=1", headers=ADMIN)).json()
+        assert (api["version"], api["counts_version"], api["entered"]) == (1, 1, 1)
+        assert [s["id"] for s in api["steps"]][-1] == "hold"
+        api = (await client.get("/v1/journeys/hello?version=all", headers=ADMIN)).json()
+        assert (api["version"], api["counts_version"], api["entered"]) == (2, "all", 2)
+        missing = await client.get("/v1/journeys/hello?version=3", headers=ADMIN)
+        assert missing.status_code == 404
+
+        page = (await client.get("/journeys/hello?version=1")).text
+        assert 'data-live-url="/journeys/hello?version=1"' in page
+        assert 'aria-label="Steps of hello v1"' in page
+        hold = page.split('data-node="hold"')[1].split("</a>")[0]
+        assert '<tspan data-count="waiting_now">1</tspan> waiting' in hold
+        assert 'href="?step=greet&amp;version=1#detail"' in page  # a box keeps the version
+        assert "counts of v1 only" in page
+        assert "counts of every version" in (await client.get("/journeys/hello?version=all")).text
+
+        path = (await client.get("/journeys/hello?instance=u1:hello:1")).text
+        assert 'aria-label="Steps of hello v1"' in path
+        current = re.search(r'class="node [^"]* current"[^>]*data-node="(\w+)"', path)
+        assert current is not None
+        assert current.group(1) == "hold"
+        assert 'data-live-url="/journeys/hello?version=1"' in path
+
+    run_console(tmp_path, test)

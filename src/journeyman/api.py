@@ -280,9 +280,21 @@ class _Api:
         return _json({"journeys": found})
 
     async def journey(self, request: Request) -> Response:
+        """GET /v1/journeys/{name}?version=N|all: counts of one version (the latest by
+        default), or of every version on the latest one's steps."""
         found = self._journey(request)
+        version = request.query_params.get("version", "")
+        if version not in ("", "all"):
+            if not version.isdigit():
+                raise _Problem(400, "version", "type", "'version' must be a number or 'all'")
+            older = await views.version_of(self.runtime, found, int(version))
+            if older is None:
+                raise _Problem(404, "version", "exists", f"{found.name} has no version {version}")
+            found = older
         summary = _journey_summary(found, await self.runtime.store.journey_states())
-        counts = await self.runtime.store.step_counts(found.name)
+        counted = None if version == "all" else found.version
+        counts = await self.runtime.store.step_counts(found.name, counted)
+        summary["counts_version"] = "all" if counted is None else counted
         summary["entered"] = counts.get("", {}).get("entered", 0)
         summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
         summary["steps"] = [

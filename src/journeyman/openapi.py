@@ -136,7 +136,10 @@ SPEC: dict[str, Any] = {
         ),
         "/v1/journeys": _get("Every published journey"),
         "/v1/journeys/{name}": _get(
-            "One journey, its definition and live counts per step", [_path_param("name")]
+            "One journey (or its version 'version'), its definition and live counts per step: "
+            "of that version's instances, or of every version with version=all "
+            "('counts_version' says which)",
+            [_path_param("name"), _query("version")],
         ),
         "/v1/journeys/{name}/{command}": {
             "post": {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -23,11 +23,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from journeyman.domain.parse import compile_journey
 from journeyman.runtime.service import Runtime
 from journeyman.web import views
 from journeyman.web.auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimit, Session, Sessions
-from journeyman.web.layout import ENTRY, Picture, lay_out
+from journeyman.web.layout import ENTRY, lay_out
 
 __all__ = ["ConsoleSettings", "console"]
 
@@ -228,32 +227,44 @@ class _Console:
         return self.render(request, session, "journeys.html", {"journeys": found})
 
     async def journey(self, request: Request, session: Session) -> Response:
-        journey = self.runtime.workspace.journeys.get(request.path_params["name"])
-        if journey is None:
+        """A journey's graph with live counts. It shows one version (``?version=N``; the
+        latest by default, or the version of the instance whose path it draws), counted
+        for that version alone, or for every version with ``?version=all``."""
+        latest = self.runtime.workspace.journeys.get(request.path_params["name"])
+        if latest is None:
             return self._not_found(request, session, "no such journey")
-        counts = await views.journey_counts(self.runtime, journey)
+        query = request.query_params
+        trail = await views.instance_path(self.runtime, query.get("instance", ""))
+        if trail is not None and trail["journey"] != latest.name:
+            trail = None
+        every = trail is None and query.get("version") == "all"
+        wanted = _int(query.get("version"), latest.version, 1, latest.version)
+        shown = await views.version_of(self.runtime, latest, trail["version"] if trail else wanted)
+        if shown is None:
+            return self._not_found(request, session, "no such version")
+        counts = await views.journey_counts(self.runtime, shown, None if every else shown.version)
         if _wants_json(request):
             return _data(counts)
-        query = request.query_params
         chosen = query.get("step") or ENTRY
-        if chosen != ENTRY and chosen not in journey.steps:
+        if chosen != ENTRY and chosen not in shown.steps:
             chosen = ENTRY
-        detail = await views.step_detail(self.runtime, journey, chosen, self._now())
-        trail = await views.instance_path(self.runtime, query.get("instance", ""))
-        if trail is not None and trail["journey"] != journey.name:
-            trail = None
-        version = _int(query.get("version"), journey.version, 1, journey.version)
-        against = _int(query.get("against"), 0, 0, journey.version) or None
-        versions = await views.journey_versions(self.runtime, journey, version, against)
+        scope = {"version": "all"} if every else {}
+        if shown.version != latest.version:
+            scope = {"version": str(shown.version)}
+        keep = scope | ({"instance": trail["id"]} if trail else {})
+        against = _int(query.get("against"), 0, 0, latest.version) or None
         context = {
-            "old_picture": _picture_of(versions["document"]) if version < journey.version else None,
-            "journey": journey,
+            "journey": latest,
+            "shown": shown,
+            "every": every,
             "counts": counts,
-            "picture": lay_out(journey),
-            "detail": detail,
+            "picture": lay_out(shown),
+            "detail": await views.step_detail(self.runtime, shown, chosen, self._now()),
             "chosen": chosen,
             "trail": trail,
-            "versions": versions,
+            "versions": await views.journey_versions(self.runtime, latest, shown.version, against),
+            "live_query": f"?{urlencode(scope)}" if scope else "",
+            "keep": f"&{urlencode(keep)}" if keep else "",
             "done": query.get("done", ""),
         }
         return self.render(request, session, "journey.html", context)
@@ -401,12 +412,6 @@ def _next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/journeys"
     return target
-
-
-def _picture_of(document: dict[str, Any] | None) -> Picture | None:
-    """An earlier version's graph, from its stored document."""
-    journey = compile_journey(document, "stored version") if document is not None else None
-    return lay_out(journey) if journey is not None else None
 
 
 def _int(text: str | None, default: int, low: int, high: int) -> int:

@@ -21,6 +21,7 @@ import yaml
 from journeyman.channels.catcher import MailCatcher
 from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
+from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Event, StepRecord
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
@@ -33,6 +34,7 @@ __all__ = [
     "event_tail",
     "explain",
     "instance_path",
+    "journey_at",
     "journey_counts",
     "journey_versions",
     "journeys_overview",
@@ -42,6 +44,7 @@ __all__ = [
     "record",
     "render_template",
     "step_detail",
+    "version_of",
     "workspace_status",
 ]
 
@@ -124,9 +127,12 @@ def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any
     return {"entered": entered, "waiting_now": waiting, "passed": passed, **issues}
 
 
-async def journey_counts(runtime: Runtime, journey: m.Journey) -> dict[str, Any]:
-    """Live numbers for every box of the journey's graph, keyed by step id."""
-    counts = await runtime.store.step_counts(journey.name)
+async def journey_counts(
+    runtime: Runtime, journey: m.Journey, version: int | None
+) -> dict[str, Any]:
+    """Live numbers for every box of the graph of ``journey`` (one version of it), keyed by
+    step id: of that version's instances, or of every version's with ``version`` None."""
+    counts = await runtime.store.step_counts(journey.name, version)
     entry = counts.get("", {})
     nodes: dict[str, Any] = {
         ENTRY: {
@@ -142,9 +148,29 @@ async def journey_counts(runtime: Runtime, journey: m.Journey) -> dict[str, Any]
     return {
         "name": journey.name,
         "version": journey.version,
+        "counts_version": "all" if version is None else version,
         "state": states.get(journey.name, "active"),
         "nodes": nodes,
     }
+
+
+async def version_of(runtime: Runtime, journey: m.Journey, version: int) -> m.Journey | None:
+    """Version ``version`` of ``journey``, as it was published (None if there is none)."""
+    if version == journey.version:
+        return journey
+    document = await runtime.store.journey_document(journey.name, version)
+    return journey_at(runtime, journey.name, version, document) if document else None
+
+
+def journey_at(
+    runtime: Runtime, name: str, version: int, document: dict[str, Any]
+) -> m.Journey | None:
+    """A stored version, compiled: the runtime's own if it keeps it for running instances."""
+    kept = runtime.versions(name, version)
+    if kept is not None:
+        return kept
+    found = compile_journey(document, f"{name} v{version}")
+    return dataclasses.replace(found, version=version) if found is not None else None
 
 
 async def step_detail(
