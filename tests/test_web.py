@@ -584,3 +584,27 @@ def test_the_graph_counts_the_version_it_draws_and_an_instance_is_drawn_on_its_o
         assert 'data-live-url="/journeys/hello?version=1"' in path
 
     run_console(tmp_path, test)
+
+
+def test_entered_on_a_step_counts_the_instances_that_ended_while_waiting_there(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        await identify(client, "u1", {"email": "u1@example.com"})
+        await track(client, {"userId": "u1", "event": "signed_up"})
+        await track(client, {"userId": "u2", "event": "signed_up", "properties": {"plan": "pro"}})
+        assert await runtime.stop_journey("hello") == 2
+        await log_in(client)
+        nodes = (await client.get("/journeys/hello", headers=JSON)).json()["nodes"]
+        assert nodes["greet"]["passed"] == 1
+        for step in ("hold", "pro_wait"):
+            assert nodes[step]["entered"] == 1, step
+            assert (nodes[step]["waiting_now"], nodes[step]["left"]) == (0, 1)
+            counted = ("passed", "waiting_now", "skipped", "capped", "dropped", "left")
+            assert nodes[step]["entered"] == sum(nodes[step][k] for k in counted)
+        page = (await client.get("/journeys/hello")).text
+        hold = page.split('data-node="hold"')[1].split("</a>")[0]
+        assert '<tspan data-count="entered">1</tspan> in' in hold
+        assert ">1 left</text>" in hold
+
+    run_console(tmp_path, test)

@@ -117,14 +117,23 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
 
 
 def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any]:
-    """The numbers on one box of the graph: entered, waiting now, passed, issues."""
+    """The numbers on one box of the graph: entered, waiting now, passed, issues.
+
+    Every instance that reached the step is in one of: passed, waiting now, skipped,
+    capped, dropped, or left (it ended there without completing the step: exited,
+    stopped, timed out, failed, merged away). Entered is their sum. ``failed`` counts
+    deliveries that failed after the step handed them over: those instances passed.
+    """
     passed = sum(counts.get(outcome, 0) for outcome in PASSED)
+    left = 0
     if isinstance(step, m.End):
         passed += counts.get("ended", 0)
+    else:
+        left = counts.get("left", 0)
     waiting = counts.get("waiting_now", 0)
     issues = {outcome: counts.get(outcome, 0) for outcome in ISSUES}
-    entered = passed + waiting + issues["skipped"] + issues["capped"] + issues["dropped"]
-    return {"entered": entered, "waiting_now": waiting, "passed": passed, **issues}
+    entered = passed + waiting + issues["skipped"] + issues["capped"] + issues["dropped"] + left
+    return {"entered": entered, "waiting_now": waiting, "passed": passed, "left": left, **issues}
 
 
 async def journey_counts(
