@@ -608,3 +608,40 @@ def test_entered_on_a_step_counts_the_instances_that_ended_while_waiting_there(
         assert ">1 left</text>" in hold
 
     run_console(tmp_path, test)
+
+
+def test_a_journey_removed_from_the_workspace_is_listed_and_can_be_stopped(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        await track(client, {"userId": "u1", "event": "signed_up"})
+        await republish(runtime, JOURNEY.split("---")[1])  # the template stays
+        (row,) = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
+        assert (row["name"], row["state"], row["version"], row["waiting"]) == (
+            "hello",
+            "removed",
+            1,
+            1,
+        )
+        api = (await client.get("/v1/journeys/hello", headers=ADMIN)).json()
+        assert (api["state"], api["version"]) == ("removed", 1)
+
+        await log_in(client)
+        listed = (await client.get("/journeys")).text
+        assert '<span class="badge state-removed">removed</span>' in listed
+        assert 'aria-label="Stop hello"' in listed
+        assert 'aria-label="Pause hello"' not in listed
+        page = (await client.get("/journeys/hello")).text
+        assert "no longer in the workspace" in page
+        nodes = (await client.get("/journeys/hello", headers=JSON)).json()["nodes"]
+        assert nodes["hold"]["waiting_now"] == 1
+        confirm = await client.get("/journeys/hello/stop")
+        assert "1 running instance" in confirm.text
+        answer = await client.post("/journeys/hello/stop", data={"csrf": _csrf(confirm.text)})
+        assert (
+            "Stopped: 1 instance(s) ended." in (await client.get(answer.headers["location"])).text
+        )
+        (row,) = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
+        assert (row["state"], row["waiting"], row["ended"]) == ("removed", 0, 1)
+
+    run_console(tmp_path, test)

@@ -282,7 +282,7 @@ class _Api:
     async def journey(self, request: Request) -> Response:
         """GET /v1/journeys/{name}?version=N|all: counts of one version (the latest by
         default), or of every version on the latest one's steps."""
-        found = self._journey(request)
+        found = await self._journey(request)
         version = request.query_params.get("version", "")
         if version not in ("", "all"):
             if not version.isdigit():
@@ -292,6 +292,8 @@ class _Api:
                 raise _Problem(404, "version", "exists", f"{found.name} has no version {version}")
             found = older
         summary = _journey_summary(found, await self.runtime.store.journey_states())
+        if found.name not in self.runtime.workspace.journeys:
+            summary["state"] = "removed"
         counted = None if version == "all" else found.version
         counts = await self.runtime.store.step_counts(found.name, counted)
         summary["counts_version"] = "all" if counted is None else counted
@@ -304,16 +306,17 @@ class _Api:
         summary["definition"] = found.document
         return _json(summary)
 
-    def _journey(self, request: Request) -> Journey:
+    async def _journey(self, request: Request) -> Journey:
+        """The workspace's journey, or the last version of one removed from it."""
         name = request.path_params["name"]
-        found = self.runtime.workspace.journeys.get(name)
+        found = await views.find_journey(self.runtime, name)
         if found is None:
             raise _Problem(404, "name", "exists", f"no journey named {name!r}")
-        return found
+        return found[0]
 
     async def operate(self, request: Request) -> Response:
         """POST /v1/journeys/{name}/pause | resume | stop."""
-        journey = self._journey(request)
+        journey = await self._journey(request)
         command = request.path_params["command"]
         if command == "pause":
             await self.runtime.pause_journey(journey.name)
@@ -438,7 +441,7 @@ class _Api:
 
     async def journey_step(self, request: Request) -> Response:
         """One step of a journey: definition, latest records, template preview."""
-        journey, step = self._journey(request), request.path_params["step"]
+        journey, step = await self._journey(request), request.path_params["step"]
         if step != "entry" and step not in journey.steps:
             raise _Problem(404, "step", "exists", f"no step {step!r} in {journey.name}")
         wanted = "__entry__" if step == "entry" else step
@@ -446,7 +449,7 @@ class _Api:
 
     async def journey_version(self, request: Request) -> Response:
         """A published version's document; ``?against=N`` adds a diff from version N."""
-        journey, version = self._journey(request), request.path_params["version"]
+        journey, version = await self._journey(request), request.path_params["version"]
         against = request.query_params.get("against", "")
         if against and not against.isdigit():
             raise _Problem(400, "against", "type", "'against' must be a version number")

@@ -134,7 +134,9 @@ SPEC: dict[str, Any] = {
                 },
             },
         ),
-        "/v1/journeys": _get("Every published journey"),
+        "/v1/journeys": _get(
+            "Every published journey, and those removed from the workspace (state 'removed')"
+        ),
         "/v1/journeys/{name}": _get(
             "One journey (or its version 'version'), its definition and live counts per step: "
             "of that version's instances, or of every version with version=all "

@@ -230,9 +230,10 @@ class _Console:
         """A journey's graph with live counts. It shows one version (``?version=N``; the
         latest by default, or the version of the instance whose path it draws), counted
         for that version alone, or for every version with ``?version=all``."""
-        latest = self.runtime.workspace.journeys.get(request.path_params["name"])
-        if latest is None:
+        found = await views.find_journey(self.runtime, request.path_params["name"])
+        if found is None:
             return self._not_found(request, session, "no such journey")
+        latest, removed = found
         query = request.query_params
         trail = await views.instance_path(self.runtime, query.get("instance", ""))
         if trail is not None and trail["journey"] != latest.name:
@@ -242,7 +243,9 @@ class _Console:
         shown = await views.version_of(self.runtime, latest, trail["version"] if trail else wanted)
         if shown is None:
             return self._not_found(request, session, "no such version")
-        counts = await views.journey_counts(self.runtime, shown, None if every else shown.version)
+        counts = await views.journey_counts(
+            self.runtime, shown, None if every else shown.version, removed
+        )
         if _wants_json(request):
             return _data(counts)
         chosen = query.get("step") or ENTRY
@@ -271,12 +274,18 @@ class _Console:
 
     async def confirm(self, request: Request, session: Session) -> Response:
         name, command = request.path_params["name"], request.path_params["command"]
-        if name not in self.runtime.workspace.journeys or command not in COMMANDS:
+        if not await self._known(name) or command not in COMMANDS:
             return self._not_found(request, session, "no such journey or command")
         affected = await self._affected(name, command)
         context = {"name": name, "command": command, "label": COMMANDS[command]}
         context["affected"] = affected
         return self.render(request, session, "confirm.html", context)
+
+    async def _known(self, name: str) -> bool:
+        """A journey of the workspace, or one removed from it that was published."""
+        return (
+            name in self.runtime.workspace.journeys or name in await self.runtime.store.published()
+        )
 
     async def _affected(self, name: str, command: str) -> int:
         """How many instances the command would touch: running ones, or held ones."""
@@ -288,7 +297,7 @@ class _Console:
 
     async def operate(self, request: Request, session: Session) -> Response:
         name, command = request.path_params["name"], request.path_params["command"]
-        if name not in self.runtime.workspace.journeys or command not in COMMANDS:
+        if not await self._known(name) or command not in COMMANDS:
             return self._not_found(request, session, "no such journey or command")
         count = 0
         if command == "pause":

@@ -33,6 +33,7 @@ __all__ = [
     "caught_mail",
     "event_tail",
     "explain",
+    "find_journey",
     "instance_path",
     "journey_at",
     "journey_counts",
@@ -42,6 +43,7 @@ __all__ = [
     "profile_search",
     "profile_view",
     "record",
+    "removed_journeys",
     "render_template",
     "step_detail",
     "version_of",
@@ -84,7 +86,9 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
     states = await store.journey_states()
     instances = await store.instance_counts()
     found = []
-    for journey in runtime.workspace.journeys.values():
+    removed = await removed_journeys(runtime)
+    gone = {journey.name for journey in removed}
+    for journey in [*runtime.workspace.journeys.values(), *removed]:
         counts = await store.step_counts(journey.name)
         entered = counts.get("", {}).get("entered", 0)
         completed = sum(
@@ -96,7 +100,7 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
             {
                 "name": journey.name,
                 "version": journey.version,
-                "state": states.get(journey.name, "active"),
+                "state": "removed" if journey.name in gone else states.get(journey.name, "active"),
                 "entry": journey.entry_event,
                 "description": journey.document.get("description", ""),
                 "steps_count": len(journey.steps),
@@ -137,7 +141,7 @@ def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any
 
 
 async def journey_counts(
-    runtime: Runtime, journey: m.Journey, version: int | None
+    runtime: Runtime, journey: m.Journey, version: int | None, removed: bool = False
 ) -> dict[str, Any]:
     """Live numbers for every box of the graph of ``journey`` (one version of it), keyed by
     step id: of that version's instances, or of every version's with ``version`` None."""
@@ -158,9 +162,33 @@ async def journey_counts(
         "name": journey.name,
         "version": journey.version,
         "counts_version": "all" if version is None else version,
-        "state": states.get(journey.name, "active"),
+        "state": "removed" if removed else states.get(journey.name, "active"),
         "nodes": nodes,
     }
+
+
+async def find_journey(runtime: Runtime, name: str) -> tuple[m.Journey, bool] | None:
+    """The journey ``name`` of the workspace, else the last published version of a journey
+    removed from it (True): its instances may still run, and an operator may stop them."""
+    journey = runtime.workspace.journeys.get(name)
+    if journey is not None:
+        return journey, False
+    published = (await runtime.store.published()).get(name)
+    if published is None:
+        return None
+    found = journey_at(runtime, name, published.version, published.document)
+    return (found, True) if found is not None else None
+
+
+async def removed_journeys(runtime: Runtime) -> list[m.Journey]:
+    """The last published version of every journey the workspace no longer has, by name."""
+    published = await runtime.store.published()
+    found = []
+    for name in sorted(set(published) - set(runtime.workspace.journeys)):
+        journey = journey_at(runtime, name, published[name].version, published[name].document)
+        if journey is not None:
+            found.append(journey)
+    return found
 
 
 async def version_of(runtime: Runtime, journey: m.Journey, version: int) -> m.Journey | None:
