@@ -643,5 +643,7 @@ def test_a_journey_removed_from_the_workspace_is_listed_and_can_be_stopped(
         )
         (row,) = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
         assert (row["state"], row["waiting"], row["ended"]) == ("removed", 0, 1)
+        again = await client.post("/v1/journeys/hello/stop", headers=ADMIN)
+        assert (again.status_code, again.json()["stopped"]) == (200, 0)
 
     run_console(tmp_path, test)
