@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import itertools
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -20,6 +22,7 @@ from journeyman.channels.base import Channel
 from journeyman.channels.catcher import MailCatcher
 from journeyman.channels.file import FileChannel
 from journeyman.channels.smtp import SmtpChannel
+from journeyman.runtime.processor import utc_now
 from journeyman.runtime.service import Runtime
 from journeyman.server import SettingError, console_users
 from journeyman.storage.sqlite import SQLiteStore
@@ -66,7 +69,11 @@ Client = httpx.AsyncClient
 
 
 def run_console(
-    tmp_path: Path, test: Callable[[Client, Runtime], Awaitable[None]], *, catcher: bool = False
+    tmp_path: Path,
+    test: Callable[[Client, Runtime], Awaitable[None]],
+    *,
+    catcher: bool = False,
+    clock: Callable[[], datetime] = utc_now,
 ) -> None:
     """Run ``test`` with a client of the whole app over a runtime on a SQLite file.
 
@@ -95,7 +102,7 @@ def run_console(
                 )
                 settings = ConsoleSettings(users=USERS, mail_file=mail.path)
             store = SQLiteStore(tmp_path / "j.db")
-            runtime = Runtime(workspace, store, {"email": email}, env={}, root=folder)
+            runtime = Runtime(workspace, store, {"email": email}, env={}, root=folder, clock=clock)
             await runtime.start()
             stack.push_async_callback(runtime.stop)
             transport = httpx.ASGITransport(app=create_app(runtime, KEYS, settings))
@@ -460,6 +467,23 @@ def test_two_events_of_one_batch_are_each_told_their_own_entry_decision(tmp_path
         assert [e["journeys"][0]["outcome"] for e in events] == ["not_entered", "entered"]
 
     run_console(tmp_path, test)
+
+
+def test_an_events_entry_decision_is_found_however_long_its_batch_took(tmp_path: Path) -> None:
+    # Every read of the clock is 10 ms later: the engine decides well after the call came.
+    start, reads = utc_now(), itertools.count()
+
+    def clock() -> datetime:
+        return start + next(reads) * timedelta(milliseconds=10)
+
+    async def test(client: Client, runtime: Runtime) -> None:
+        await track(client, {"userId": "u1", "event": "signed_up"})
+        (event,) = (await client.get("/v1/events", headers=ADMIN)).json()["events"]
+        assert event["journeys"] == [
+            {"journey": "hello", "outcome": "entered", "detail": "by signed_up"}
+        ]
+
+    run_console(tmp_path, test, clock=clock)
 
 
 def test_logins_are_refused_for_a_while_after_many_failures(tmp_path: Path) -> None:

@@ -433,11 +433,15 @@ async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, 
     two events of one batch, which share a time.
     """
     workspace = runtime.workspace
+    # The entries were just read from the tail. A decision made after this belongs to an
+    # event that arrived since. (An entry's own time is when its call arrived, before the
+    # batch that decided on it ran: no bound for its decision.)
+    cutoff = runtime.processor.clock()
     decisions: dict[int, list[dict[str, str]]] = {}
     for profile_id in dict.fromkeys(e.profile_id for e in entries if _explained(e)):
         mine = [e for e in entries if e.profile_id == profile_id and _explained(e)]
         trace = await runtime.store.trace(profile_id, limit=_TRACE_LIMIT)
-        decisions |= _match(workspace, mine, trace)
+        decisions |= _match(workspace, mine, trace, cutoff)
     found = []
     for entry in entries:
         item = entry.as_dict()
@@ -465,11 +469,10 @@ def _why_none(workspace: m.Workspace, name: str) -> str:
 
 
 def _match(
-    workspace: m.Workspace, entries: list[TailEntry], trace: list[StepRecord]
+    workspace: m.Workspace, entries: list[TailEntry], trace: list[StepRecord], cutoff: datetime
 ) -> dict[int, list[dict[str, str]]]:
-    """Per tail entry (by seq) of one profile, newest first: its decision per journey."""
-    # A decision after the newest entry belongs to an event that arrived since: skip it.
-    horizon = max(e.at for e in entries) + timedelta(milliseconds=1)
+    """Per tail entry (by seq) of one profile, newest first: its decision per journey.
+    Decisions made after ``cutoff`` are left out: their events are not among the entries."""
     found: dict[int, list[dict[str, str]]] = {e.seq: [] for e in entries}
     for journey in workspace.journeys.values():
         made = [
@@ -478,7 +481,7 @@ def _match(
             if r.journey == journey.name
             and r.outcome in _ENTRY_OUTCOMES
             and "jumped from" not in r.detail
-            and r.at <= horizon
+            and r.at <= cutoff
         ]
         events = [e for e in entries if e.name == journey.entry_event]
         for index, entry in enumerate(events):
