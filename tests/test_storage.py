@@ -366,6 +366,25 @@ def test_step_counts_count_one_version_and_the_instances_that_left_a_step(
     run(store, check)
 
 
+def test_step_records_of_one_version_are_those_of_its_instances(store: Store) -> None:
+    async def check() -> None:
+        old = struct_replace(instance("u1:hello:1", "u1"), version=1)
+        new = struct_replace(instance("u2:hello:1", "u2"), version=2)
+        refused = struct_replace(record("not_entered", profile="u3"), step=None, instance_id=None)
+        entries = [struct_replace(record("entered", profile=p), step=None) for p in ("u1", "u2")]
+        sends = [record("sent", START + MINUTE * n, f"u{n}") for n in (1, 2)]
+        await store.commit(
+            Batch(instances={old.id: old, new.id: new}, records=[*entries, refused, *sends])
+        )
+        assert await store.step_records("hello", "greet", 10, 1) == [sends[0]]
+        assert await store.step_records("hello", "greet", 10, 2) == [sends[1]]
+        assert await store.step_records("hello", "greet", 10) == sends[::-1]
+        assert await store.step_records("hello", None, 10, 2) == [refused, entries[1]]
+        assert await store.step_records("hello", "greet", 10, 3) == []
+
+    run(store, check)
+
+
 def test_profiles_with_trait_finds_profiles_by_the_exact_text_of_a_trait(store: Store) -> None:
     async def check() -> None:
         profiles = {

@@ -598,6 +598,10 @@ def test_the_graph_counts_the_version_it_draws_and_an_instance_is_drawn_on_its_o
         assert '<tspan data-count="waiting_now">1</tspan> waiting' in hold
         assert 'href="?step=greet&amp;version=1#detail"' in page  # a box keeps the version
         assert "counts of v1 only" in page
+        latest_here = (await client.get("/journeys/hello?step=greet&version=1")).text
+        latest_here = latest_here.split("<h3>Latest here</h3>")[1].split("</aside>")[0]
+        assert 'href="/profiles/u1"' in latest_here
+        assert 'href="/profiles/u2"' not in latest_here  # u2 is on v2
         assert "counts of every version" in (await client.get("/journeys/hello?version=all")).text
 
         path = (await client.get("/journeys/hello?instance=u1:hello:1")).text

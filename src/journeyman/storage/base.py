@@ -287,8 +287,11 @@ class Store(ABC):
         such as by phone: it may read every profile)."""
 
     @abstractmethod
-    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
-        """The most recent records of one step of a journey (None: the entry), newest first."""
+    async def step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None = None
+    ) -> list[StepRecord]:
+        """The most recent records of one step of a journey (None: the entry), newest first;
+        with ``version``, of that version's instances and refused entries only."""
 
     @abstractmethod
     async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:

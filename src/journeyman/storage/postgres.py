@@ -426,13 +426,16 @@ class PostgresStore(Store):
                         break
         return found
 
-    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+    async def step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None = None
+    ) -> list[StepRecord]:
+        of_version = "" if version is None else _of_version(4)
+        args = (journey, step, limit) if version is None else (journey, step, limit, version)
         rows = await self.pool.fetch(
-            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
-            "WHERE journey = $1 AND step IS NOT DISTINCT FROM $2 ORDER BY seq DESC LIMIT $3",
-            journey,
-            step,
-            limit,
+            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps s "
+            f"WHERE journey = $1 AND step IS NOT DISTINCT FROM $2 {of_version}"
+            "ORDER BY seq DESC LIMIT $3",
+            *args,
         )
         return [
             StepRecord(
@@ -516,10 +519,7 @@ class PostgresStore(Store):
         args: list[Any] = [journey]
         of_version = ""
         if version is not None:
-            of_version = (
-                "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
-                "WHERE i.id = s.instance_id AND i.version = $2)) "
-            )
+            of_version = _of_version(2)
             args.append(version)
         async with self.pool.acquire() as db:
             records = await db.fetch(
@@ -603,3 +603,12 @@ def _reason(error: BaseException) -> str:
     """Why a connection failed, in one line."""
     text = str(error).strip() or type(error).__name__
     return " ".join(text.split())
+
+
+def _of_version(number: int) -> str:
+    """A step record (steps s) is of its instance's version, parameter ``$number``; a
+    refused entry has no instance."""
+    return (
+        "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
+        f"WHERE i.id = s.instance_id AND i.version = ${number})) "
+    )

@@ -456,10 +456,7 @@ class SQLiteStore(Store):
         args: list[Any] = [journey]
         of_version = ""
         if version is not None:
-            of_version = (
-                "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
-                "WHERE i.id = s.instance_id AND i.version = ?)) "
-            )
+            of_version = _OF_VERSION
             args.append(version)
         rows = self.db.execute(
             f"SELECT coalesce(s.step, ''), s.outcome, count(*), sum({LEFT}) FROM steps s "
@@ -508,14 +505,20 @@ class SQLiteStore(Store):
                     break
         return found
 
-    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
-        return await self._run(self._step_records, journey, step, limit)
+    async def step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None = None
+    ) -> list[StepRecord]:
+        return await self._run(self._step_records, journey, step, limit, version)
 
-    def _step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+    def _step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None
+    ) -> list[StepRecord]:
+        of_version = "" if version is None else _OF_VERSION
+        args = (journey, step) if version is None else (journey, step, version)
         rows = self.db.execute(
-            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
-            "WHERE journey = ? AND step IS ? ORDER BY seq DESC LIMIT ?",
-            (journey, step, limit),
+            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps s "
+            f"WHERE journey = ? AND step IS ? {of_version}ORDER BY seq DESC LIMIT ?",
+            (*args, limit),
         )
         return [
             StepRecord(
@@ -567,6 +570,13 @@ class SQLiteStore(Store):
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (f"setting:{key}", value),
         )
+
+
+# A step record (steps s) is of its instance's version; a refused entry has no instance.
+_OF_VERSION = (
+    "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
+    "WHERE i.id = s.instance_id AND i.version = ?)) "
+)
 
 
 def _apply(db: sqlite3.Connection, step: Migration) -> None:

@@ -262,7 +262,9 @@ class _Console:
             "every": every,
             "counts": counts,
             "picture": lay_out(shown),
-            "detail": await views.step_detail(self.runtime, shown, chosen, self._now()),
+            "detail": await views.step_detail(
+                self.runtime, shown, chosen, self._now(), None if every else shown.version
+            ),
             "chosen": chosen,
             "trail": trail,
             "versions": await views.journey_versions(self.runtime, latest, shown.version, against),

@@ -211,13 +211,15 @@ def journey_at(
 
 
 async def step_detail(
-    runtime: Runtime, journey: m.Journey, step_id: str, now: datetime
+    runtime: Runtime, journey: m.Journey, step_id: str, now: datetime, version: int | None = None
 ) -> dict[str, Any]:
-    """One box of the graph: its definition, the last instances that passed it and, for a
-    send, its template rendered for the latest of their profiles (or a sample one)."""
+    """One box of the graph: its definition, the last instances that passed it (of one
+    version, or of every version with ``version`` None) and, for a send, its template
+    rendered for the latest of their profiles (or a sample one)."""
     step = journey.steps.get(step_id)
     entry = step_id == ENTRY
-    records = await runtime.store.step_records(journey.name, None if entry else step_id, 20)
+    step_or_entry = None if entry else step_id
+    records = await runtime.store.step_records(journey.name, step_or_entry, 20, version)
     definition: Any = _entry_document(journey) if entry else _step_document(journey, step_id)
     found: dict[str, Any] = {
         "id": step_id,
