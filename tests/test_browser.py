@@ -202,13 +202,31 @@ def test_messages_show_the_log_and_caught_mail_and_the_workspace_its_plan(page: 
     shoot(page, "workspace")
 
 
+def test_a_profile_whose_id_holds_a_slash_and_a_question_mark_opens(
+    page: Page, server: Journeyman
+) -> None:
+    user = "acme/eve?x"
+    identify = {"userId": user, "traits": {"email": "eve@example.com"}}
+    assert send(server, "/v1/identify", identify).status_code == 202
+    track = {"userId": user, "event": "signed_up", "properties": {"plan": "pro"}}
+    assert send(server, "/v1/track", track).status_code == 202
+    page.goto("/events")
+    page.locator("#tail").get_by_role("link", name=user, exact=True).first.click()
+    expect(page.get_by_role("heading", name=user, exact=True)).to_be_visible()
+    instance = page.get_by_role("region", name=f"welcome instance {user}:welcome:1")
+    instance.get_by_role("link", name="path on the graph").click()
+    expect(page.locator(".node.current")).to_have_attribute("data-node", "settle")
+    page.locator(".alert.path").get_by_role("link", name=user, exact=True).click()
+    expect(page.get_by_role("heading", name=user, exact=True)).to_be_visible()
+
+
 def test_a_paused_journey_takes_no_new_entries(page: Page, server: Journeyman) -> None:
     page.goto("/journeys/welcome")
     page.get_by_role("link", name="Pause", exact=True).click()
     expect(page.get_by_role("heading")).to_contain_text("Pause the journey welcome?")
-    expect(page.locator(".confirm")).to_contain_text("3 instances")
+    expect(page.locator(".confirm")).to_contain_text("4 instances")  # ada, ben, cy, acme/eve?x
     shoot(page, "pause-confirm")
-    page.get_by_role("button", name="Pause welcome (3 affected)").click()
+    page.get_by_role("button", name="Pause welcome (4 affected)").click()
     expect(page.get_by_role("status")).to_have_text("Paused: new events do not enter it.")
     expect(page.locator("[data-state]")).to_have_text("paused")
 

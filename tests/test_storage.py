@@ -312,6 +312,79 @@ def test_step_records_gives_the_latest_records_of_one_step_newest_first(store: S
     run(store, check)
 
 
+def test_step_counts_count_one_version_and_the_instances_that_left_a_step(
+    store: Store,
+) -> None:
+    def on(version: int, profile: str, status: str, step: str = "wait") -> Instance:
+        found = instance(f"{profile}:hello:1", profile, status, step=step)
+        return struct_replace(found, version=version)
+
+    def at(profile: str, step: str | None, outcome: str, detail: str = "") -> StepRecord:
+        found = struct_replace(record(outcome, profile=profile), step=step, detail=detail)
+        return found if outcome != "not_entered" else struct_replace(found, instance_id=None)
+
+    async def check() -> None:
+        instances = [on(1, "u1", "waiting"), on(1, "u2", "ended"), on(2, "u3", "waiting")]
+        instances += [on(2, "u4", "ended", "end"), on(2, "u5", "ended")]
+        records = [
+            *(at(f"u{n}", None, "entered", "by signed_up") for n in range(1, 6)),
+            at("u9", None, "not_entered", "the profile is already in this journey"),
+            at("u1", "wait", "waiting"),
+            at("u2", "wait", "waiting"),
+            at("u2", "wait", "ended", "exited: exit event deleted"),
+            at("u3", "wait", "waiting"),
+            at("u4", "wait", "waited"),
+            at("u4", "end", "ended", "completed"),
+            at("u5", "wait", "merged", "ended: merged into profile u9"),
+        ]
+        await store.commit(Batch(instances={i.id: i for i in instances}, records=records))
+        every = await store.step_counts("hello")
+        assert every[""] == {"entered": 5, "not_entered": 1}
+        assert every["wait"] == {
+            "waiting": 3,
+            "ended": 1,
+            "waited": 1,
+            "merged": 1,
+            "left": 2,
+            "waiting_now": 2,
+        }
+        assert every["end"] == {"ended": 1}  # an instance that completed did not leave
+        first = await store.step_counts("hello", 1)
+        assert first[""] == {"entered": 2, "not_entered": 1}
+        assert first["wait"] == {"waiting": 2, "ended": 1, "left": 1, "waiting_now": 1}
+        assert "end" not in first
+        second = await store.step_counts("hello", 2)
+        assert second["wait"] == {
+            "waiting": 1,
+            "waited": 1,
+            "merged": 1,
+            "left": 1,
+            "waiting_now": 1,
+        }
+        assert await store.step_counts("hello", 3) == {"": {"not_entered": 1}}
+
+    run(store, check)
+
+
+def test_step_records_of_one_version_are_those_of_its_instances(store: Store) -> None:
+    async def check() -> None:
+        old = struct_replace(instance("u1:hello:1", "u1"), version=1)
+        new = struct_replace(instance("u2:hello:1", "u2"), version=2)
+        refused = struct_replace(record("not_entered", profile="u3"), step=None, instance_id=None)
+        entries = [struct_replace(record("entered", profile=p), step=None) for p in ("u1", "u2")]
+        sends = [record("sent", START + MINUTE * n, f"u{n}") for n in (1, 2)]
+        await store.commit(
+            Batch(instances={old.id: old, new.id: new}, records=[*entries, refused, *sends])
+        )
+        assert await store.step_records("hello", "greet", 10, 1) == [sends[0]]
+        assert await store.step_records("hello", "greet", 10, 2) == [sends[1]]
+        assert await store.step_records("hello", "greet", 10) == sends[::-1]
+        assert await store.step_records("hello", None, 10, 2) == [refused, entries[1]]
+        assert await store.step_records("hello", "greet", 10, 3) == []
+
+    run(store, check)
+
+
 def test_profiles_with_trait_finds_profiles_by_the_exact_text_of_a_trait(store: Store) -> None:
     async def check() -> None:
         profiles = {

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import itertools
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -18,6 +22,7 @@ from journeyman.channels.base import Channel
 from journeyman.channels.catcher import MailCatcher
 from journeyman.channels.file import FileChannel
 from journeyman.channels.smtp import SmtpChannel
+from journeyman.runtime.processor import utc_now
 from journeyman.runtime.service import Runtime
 from journeyman.server import SettingError, console_users
 from journeyman.storage.sqlite import SQLiteStore
@@ -64,7 +69,11 @@ Client = httpx.AsyncClient
 
 
 def run_console(
-    tmp_path: Path, test: Callable[[Client, Runtime], Awaitable[None]], *, catcher: bool = False
+    tmp_path: Path,
+    test: Callable[[Client, Runtime], Awaitable[None]],
+    *,
+    catcher: bool = False,
+    clock: Callable[[], datetime] = utc_now,
 ) -> None:
     """Run ``test`` with a client of the whole app over a runtime on a SQLite file.
 
@@ -93,7 +102,7 @@ def run_console(
                 )
                 settings = ConsoleSettings(users=USERS, mail_file=mail.path)
             store = SQLiteStore(tmp_path / "j.db")
-            runtime = Runtime(workspace, store, {"email": email}, env={}, root=folder)
+            runtime = Runtime(workspace, store, {"email": email}, env={}, root=folder, clock=clock)
             await runtime.start()
             stack.push_async_callback(runtime.stop)
             transport = httpx.ASGITransport(app=create_app(runtime, KEYS, settings))
@@ -460,6 +469,23 @@ def test_two_events_of_one_batch_are_each_told_their_own_entry_decision(tmp_path
     run_console(tmp_path, test)
 
 
+def test_an_events_entry_decision_is_found_however_long_its_batch_took(tmp_path: Path) -> None:
+    # Every read of the clock is 10 ms later: the engine decides well after the call came.
+    start, reads = utc_now(), itertools.count()
+
+    def clock() -> datetime:
+        return start + next(reads) * timedelta(milliseconds=10)
+
+    async def test(client: Client, runtime: Runtime) -> None:
+        await track(client, {"userId": "u1", "event": "signed_up"})
+        (event,) = (await client.get("/v1/events", headers=ADMIN)).json()["events"]
+        assert event["journeys"] == [
+            {"journey": "hello", "outcome": "entered", "detail": "by signed_up"}
+        ]
+
+    run_console(tmp_path, test, clock=clock)
+
+
 def test_logins_are_refused_for_a_while_after_many_failures(tmp_path: Path) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         for _ in range(10):
@@ -479,3 +505,173 @@ def test_the_login_limit_forgets_failures_after_its_window() -> None:
     assert not limit.allowed("a", now=30)
     assert limit.allowed("b", now=30)
     assert limit.allowed("a", now=61.5)
+
+
+ODD_IDS = ("acme/ana", "a/../b", "what? #1 at 100%", "zoë smith", "plus+and&amp")
+
+
+def test_profiles_whose_ids_need_escaping_open_from_every_link(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for user in ODD_IDS:
+            await identify(client, user, {"email": f"{len(user)}@example.com"})
+            await track(client, {"userId": user, "event": "signed_up"})
+        await log_in(client)
+        events = (await client.get("/events")).text
+        messages = (await client.get("/messages")).text
+        for user in ODD_IDS:
+            api = await client.get(f"/v1/profiles/{quote(user, safe='')}", headers=ADMIN)
+            assert api.status_code == 200, user
+            assert api.json()["id"] == user
+            search = await client.get("/profiles", params={"q": user})
+            link = search.headers["location"]
+            assert link == f"/profiles/{quote(user, safe='')}"
+            assert f'href="{html.escape(link)}"' in events
+            assert f'href="{html.escape(link)}"' in messages
+            page = await client.get(link)
+            assert page.status_code == 200, user
+            assert f"<h1>{html.escape(user)}</h1>" in page.text
+            twin = (await client.get(link, headers=JSON)).json()
+            assert [i["journey"] for i in twin["instances"]] == ["hello"]
+            path = re.search(r'href="([^"]+)">path on the graph', page.text)
+            assert path is not None
+            graph = (await client.get(html.unescape(path.group(1)))).text
+            assert f'href="{html.escape(link)}">{html.escape(user)}</a>' in graph
+        slash = await client.get("/profiles/acme/ana", headers=JSON)
+        assert slash.json()["id"] == "acme/ana"  # an unescaped '/' still finds it
+
+        anonymous = httpx.AsyncClient(transport=client._transport, base_url="http://j.test")
+        async with anonymous:
+            to_login = await anonymous.get(f"/profiles/{quote('what? #1 at 100%', safe='')}")
+            target = to_login.headers["location"].removeprefix("/login?next=")
+            assert unquote(target) == "/profiles/what%3F%20%231%20at%20100%25"
+
+    run_console(tmp_path, test)
+
+
+async def republish(runtime: Runtime, text: str) -> None:
+    """Publish the workspace folder with ``text`` in place of the journey's file."""
+    assert runtime.root is not None
+    (runtime.root / "doc01.yaml").write_text(text)
+    workspace = load_workspace(runtime.root).workspace
+    assert workspace is not None
+    await runtime.publish(workspace)
+
+
+def test_the_graph_counts_the_version_it_draws_and_an_instance_is_drawn_on_its_own(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for user in ("u1", "u2"):
+            await identify(client, user, {"email": f"{user}@example.com"})
+        await track(client, {"userId": "u1", "event": "signed_up"})  # waits at hold, v1
+        await republish(runtime, JOURNEY.replace("- id: hold", "- id: linger"))
+        await track(client, {"userId": "u2", "event": "signed_up"})  # waits at linger, v2
+        await log_in(client)
+
+        latest = (await client.get("/journeys/hello", headers=JSON)).json()
+        assert (latest["version"], latest["counts_version"]) == (2, 2)
+        assert latest["nodes"]["__entry__"]["entered"] == 1
+        assert latest["nodes"]["linger"]["waiting_now"] == 1
+        first = (await client.get("/journeys/hello?version=1", headers=JSON)).json()
+        assert (first["version"], first["counts_version"]) == (1, 1)
+        assert first["nodes"]["__entry__"]["entered"] == 1
+        assert first["nodes"]["hold"]["waiting_now"] == 1
+        every = (await client.get("/journeys/hello?version=all", headers=JSON)).json()
+        assert (every["version"], every["counts_version"]) == (2, "all")
+        assert every["nodes"]["__entry__"]["entered"] == 2
+        assert every["nodes"]["greet"]["passed"] == 2
+
+        api = (await client.get("/v1/journeys/hello", headers=ADMIN)).json()
+        assert (api["version"], api["counts_version"], api["entered"]) == (2, 2, 1)
+        api = (await client.get("/v1/journeys/hello?version=1", headers=ADMIN)).json()
+        assert (api["version"], api["counts_version"], api["entered"]) == (1, 1, 1)
+        assert [s["id"] for s in api["steps"]][-1] == "hold"
+        api = (await client.get("/v1/journeys/hello?version=all", headers=ADMIN)).json()
+        assert (api["version"], api["counts_version"], api["entered"]) == (2, "all", 2)
+        missing = await client.get("/v1/journeys/hello?version=3", headers=ADMIN)
+        assert missing.status_code == 404
+
+        page = (await client.get("/journeys/hello?version=1")).text
+        assert 'data-live-url="/journeys/hello?version=1"' in page
+        assert 'aria-label="Steps of hello v1"' in page
+        hold = page.split('data-node="hold"')[1].split("</a>")[0]
+        assert '<tspan data-count="waiting_now">1</tspan> waiting' in hold
+        assert 'href="?step=greet&amp;version=1#detail"' in page  # a box keeps the version
+        assert "counts of v1 only" in page
+        latest_here = (await client.get("/journeys/hello?step=greet&version=1")).text
+        latest_here = latest_here.split("<h3>Latest here</h3>")[1].split("</aside>")[0]
+        assert 'href="/profiles/u1"' in latest_here
+        assert 'href="/profiles/u2"' not in latest_here  # u2 is on v2
+        assert "counts of every version" in (await client.get("/journeys/hello?version=all")).text
+
+        path = (await client.get("/journeys/hello?instance=u1:hello:1")).text
+        assert 'aria-label="Steps of hello v1"' in path
+        current = re.search(r'class="node [^"]* current"[^>]*data-node="(\w+)"', path)
+        assert current is not None
+        assert current.group(1) == "hold"
+        assert 'data-live-url="/journeys/hello?version=1"' in path
+
+    run_console(tmp_path, test)
+
+
+def test_entered_on_a_step_counts_the_instances_that_ended_while_waiting_there(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        await identify(client, "u1", {"email": "u1@example.com"})
+        await track(client, {"userId": "u1", "event": "signed_up"})
+        await track(client, {"userId": "u2", "event": "signed_up", "properties": {"plan": "pro"}})
+        assert await runtime.stop_journey("hello") == 2
+        await log_in(client)
+        nodes = (await client.get("/journeys/hello", headers=JSON)).json()["nodes"]
+        assert nodes["greet"]["passed"] == 1
+        for step in ("hold", "pro_wait"):
+            assert nodes[step]["entered"] == 1, step
+            assert (nodes[step]["waiting_now"], nodes[step]["left"]) == (0, 1)
+            counted = ("passed", "waiting_now", "skipped", "capped", "dropped", "left")
+            assert nodes[step]["entered"] == sum(nodes[step][k] for k in counted)
+        page = (await client.get("/journeys/hello")).text
+        hold = page.split('data-node="hold"')[1].split("</a>")[0]
+        assert '<tspan data-count="entered">1</tspan> in' in hold
+        assert ">1 left</text>" in hold
+
+    run_console(tmp_path, test)
+
+
+def test_a_journey_removed_from_the_workspace_is_listed_and_can_be_stopped(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        await track(client, {"userId": "u1", "event": "signed_up"})
+        await republish(runtime, JOURNEY.split("---")[1])  # the template stays
+        (row,) = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
+        assert (row["name"], row["state"], row["version"], row["waiting"]) == (
+            "hello",
+            "removed",
+            1,
+            1,
+        )
+        api = (await client.get("/v1/journeys/hello", headers=ADMIN)).json()
+        assert (api["state"], api["version"]) == ("removed", 1)
+
+        await log_in(client)
+        listed = (await client.get("/journeys")).text
+        assert '<span class="badge state-removed">removed</span>' in listed
+        assert 'aria-label="Stop hello"' in listed
+        assert 'aria-label="Pause hello"' not in listed
+        page = (await client.get("/journeys/hello")).text
+        assert "no longer in the workspace" in page
+        nodes = (await client.get("/journeys/hello", headers=JSON)).json()["nodes"]
+        assert nodes["hold"]["waiting_now"] == 1
+        confirm = await client.get("/journeys/hello/stop")
+        assert "1 running instance" in confirm.text
+        answer = await client.post("/journeys/hello/stop", data={"csrf": _csrf(confirm.text)})
+        assert (
+            "Stopped: 1 instance(s) ended." in (await client.get(answer.headers["location"])).text
+        )
+        (row,) = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
+        assert (row["state"], row["waiting"], row["ended"]) == ("removed", 0, 1)
+        again = await client.post("/v1/journeys/hello/stop", headers=ADMIN)
+        assert (again.status_code, again.json()["stopped"]) == (200, 0)
+
+    run_console(tmp_path, test)

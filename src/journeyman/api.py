@@ -88,7 +88,7 @@ def create_app(
             methods=["POST"],
         ),
         Route("/v1/workspace", api.guard(api.workspace), methods=["PUT"]),
-        Route("/v1/profiles/{profile_id}", api.guard(api.profile), methods=["GET"]),
+        Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
@@ -280,9 +280,23 @@ class _Api:
         return _json({"journeys": found})
 
     async def journey(self, request: Request) -> Response:
-        found = self._journey(request)
+        """GET /v1/journeys/{name}?version=N|all: counts of one version (the latest by
+        default), or of every version on the latest one's steps."""
+        found = await self._journey(request)
+        version = request.query_params.get("version", "")
+        if version not in ("", "all"):
+            if not version.isdigit():
+                raise _Problem(400, "version", "type", "'version' must be a number or 'all'")
+            older = await views.version_of(self.runtime, found, int(version))
+            if older is None:
+                raise _Problem(404, "version", "exists", f"{found.name} has no version {version}")
+            found = older
         summary = _journey_summary(found, await self.runtime.store.journey_states())
-        counts = await self.runtime.store.step_counts(found.name)
+        if found.name not in self.runtime.workspace.journeys:
+            summary["state"] = "removed"
+        counted = None if version == "all" else found.version
+        counts = await self.runtime.store.step_counts(found.name, counted)
+        summary["counts_version"] = "all" if counted is None else counted
         summary["entered"] = counts.get("", {}).get("entered", 0)
         summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
         summary["steps"] = [
@@ -292,16 +306,17 @@ class _Api:
         summary["definition"] = found.document
         return _json(summary)
 
-    def _journey(self, request: Request) -> Journey:
+    async def _journey(self, request: Request) -> Journey:
+        """The workspace's journey, or the last version of one removed from it."""
         name = request.path_params["name"]
-        found = self.runtime.workspace.journeys.get(name)
+        found = await views.find_journey(self.runtime, name)
         if found is None:
             raise _Problem(404, "name", "exists", f"no journey named {name!r}")
-        return found
+        return found[0]
 
     async def operate(self, request: Request) -> Response:
         """POST /v1/journeys/{name}/pause | resume | stop."""
-        journey = self._journey(request)
+        journey = await self._journey(request)
         command = request.path_params["command"]
         if command == "pause":
             await self.runtime.pause_journey(journey.name)
@@ -426,7 +441,7 @@ class _Api:
 
     async def journey_step(self, request: Request) -> Response:
         """One step of a journey: definition, latest records, template preview."""
-        journey, step = self._journey(request), request.path_params["step"]
+        journey, step = await self._journey(request), request.path_params["step"]
         if step != "entry" and step not in journey.steps:
             raise _Problem(404, "step", "exists", f"no step {step!r} in {journey.name}")
         wanted = "__entry__" if step == "entry" else step
@@ -434,7 +449,7 @@ class _Api:
 
     async def journey_version(self, request: Request) -> Response:
         """A published version's document; ``?against=N`` adds a diff from version N."""
-        journey, version = self._journey(request), request.path_params["version"]
+        journey, version = await self._journey(request), request.path_params["version"]
         against = request.query_params.get("against", "")
         if against and not against.isdigit():
             raise _Problem(400, "against", "type", "'against' must be a version number")

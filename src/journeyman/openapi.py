@@ -134,9 +134,14 @@ SPEC: dict[str, Any] = {
                 },
             },
         ),
-        "/v1/journeys": _get("Every published journey"),
+        "/v1/journeys": _get(
+            "Every published journey, and those removed from the workspace (state 'removed')"
+        ),
         "/v1/journeys/{name}": _get(
-            "One journey, its definition and live counts per step", [_path_param("name")]
+            "One journey (or its version 'version'), its definition and live counts per step: "
+            "of that version's instances, or of every version with version=all "
+            "('counts_version' says which)",
+            [_path_param("name"), _query("version")],
         ),
         "/v1/journeys/{name}/{command}": {
             "post": {
@@ -203,7 +208,8 @@ SPEC: dict[str, Any] = {
             [_query("q")],
         ),
         "/v1/profiles/{profile_id}": _get(
-            "A profile: traits, recent events, every instance with its trace",
+            "A profile: traits, recent events, every instance with its trace "
+            "(the id percent-encoded: it may hold '/', '?', '#', '%' or spaces)",
             [_path_param("profile_id")],
         ),
         "/v1/messages": _get(

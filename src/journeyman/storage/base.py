@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEASE",
+    "LEFT",
     "Batch",
     "Delivered",
     "MessageRow",
@@ -39,6 +40,14 @@ __all__ = [
 # A claimed outbox item is not claimed again for this long: if the process dies while
 # delivering it, it is retried after the lease (with the same idempotency key).
 LEASE = timedelta(minutes=2)
+
+
+# The step records of an instance that ended at a step without completing it. An instance
+# that ran out of steps ends 'completed' at the step it passed last: that is no leaving.
+LEFT = (
+    "(s.outcome = 'ended' AND s.detail NOT LIKE 'completed%') "
+    "OR (s.outcome = 'merged' AND s.detail LIKE 'ended:%')"
+)
 
 
 class NewerSchema(JourneymanError):
@@ -256,9 +265,17 @@ class Store(ABC):
         """Running instances of a journey (for stop and resume), any order."""
 
     @abstractmethod
-    async def step_counts(self, journey: str) -> dict[str, dict[str, int]]:
-        """Per step, how many records of each outcome the journey has, and
-        ``waiting_now``: how many instances wait at the step now ('' is the entry)."""
+    async def step_counts(
+        self, journey: str, version: int | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Per step ('' is the entry), how many records of each outcome the journey has;
+        ``waiting_now``, how many instances wait at the step now; and ``left``, how many
+        ended there without completing it (exited, stopped, timed out, failed, merged
+        away: see :data:`LEFT`). Keys with nothing to count are left out.
+
+        With ``version``, only the records and instances of that version: a record is of
+        its instance's version. Refused entries have no instance and are always counted.
+        """
 
     @abstractmethod
     async def entries_since(self, journey: str, since: datetime) -> int:
@@ -270,8 +287,11 @@ class Store(ABC):
         such as by phone: it may read every profile)."""
 
     @abstractmethod
-    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
-        """The most recent records of one step of a journey (None: the entry), newest first."""
+    async def step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None = None
+    ) -> list[StepRecord]:
+        """The most recent records of one step of a journey (None: the entry), newest first;
+        with ``version``, of that version's instances and refused entries only."""
 
     @abstractmethod
     async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:

@@ -32,6 +32,7 @@ from journeyman.domain.state import Instance, Profile, StepRecord
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
+    LEFT,
     Batch,
     Delivered,
     MessageRow,
@@ -425,13 +426,16 @@ class PostgresStore(Store):
                         break
         return found
 
-    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+    async def step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None = None
+    ) -> list[StepRecord]:
+        of_version = "" if version is None else _of_version(4)
+        args = (journey, step, limit) if version is None else (journey, step, limit, version)
         rows = await self.pool.fetch(
-            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
-            "WHERE journey = $1 AND step IS NOT DISTINCT FROM $2 ORDER BY seq DESC LIMIT $3",
-            journey,
-            step,
-            limit,
+            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps s "
+            f"WHERE journey = $1 AND step IS NOT DISTINCT FROM $2 {of_version}"
+            "ORDER BY seq DESC LIMIT $3",
+            *args,
         )
         return [
             StepRecord(
@@ -508,21 +512,31 @@ class PostgresStore(Store):
         )
         return [decode_instance(state) for (state,) in rows]
 
-    async def step_counts(self, journey: str) -> dict[str, dict[str, int]]:
+    async def step_counts(
+        self, journey: str, version: int | None = None
+    ) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
+        args: list[Any] = [journey]
+        of_version = ""
+        if version is not None:
+            of_version = _of_version(2)
+            args.append(version)
         async with self.pool.acquire() as db:
             records = await db.fetch(
-                "SELECT coalesce(step, ''), outcome, count(*) FROM steps WHERE journey = $1 "
-                "GROUP BY step, outcome",
-                journey,
+                "SELECT coalesce(s.step, ''), s.outcome, count(*), "
+                f"count(*) FILTER (WHERE {LEFT}) FROM steps s "
+                f"WHERE s.journey = $1 {of_version}GROUP BY s.step, s.outcome",
+                *args,
             )
             waiting = await db.fetch(
                 "SELECT step, count(*) FROM instances WHERE journey = $1 AND status = 'waiting' "
-                "GROUP BY step",
-                journey,
+                f"{'AND version = $2 ' if version is not None else ''}GROUP BY step",
+                *args,
             )
-        for step, outcome, count in records:
+        for step, outcome, count, left in records:
             counts.setdefault(step, {})[outcome] = count
+            if left:
+                counts[step]["left"] = counts[step].get("left", 0) + left
         for step, count in waiting:
             counts.setdefault(step, {})["waiting_now"] = count
         return counts
@@ -589,3 +603,12 @@ def _reason(error: BaseException) -> str:
     """Why a connection failed, in one line."""
     text = str(error).strip() or type(error).__name__
     return " ".join(text.split())
+
+
+def _of_version(number: int) -> str:
+    """A step record (steps s) is of its instance's version, parameter ``$number``; a
+    refused entry has no instance."""
+    return (
+        "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
+        f"WHERE i.id = s.instance_id AND i.version = ${number})) "
+    )

@@ -22,6 +22,7 @@ import msgspec
 from journeyman.domain.state import Instance, Profile, StepRecord
 from journeyman.storage.base import (
     LEASE,
+    LEFT,
     Batch,
     Delivered,
     MessageRow,
@@ -446,22 +447,31 @@ class SQLiteStore(Store):
         )
         return [decode_instance(state) for (state,) in rows]
 
-    async def step_counts(self, journey: str) -> dict[str, dict[str, int]]:
-        return await self._run(self._step_counts, journey)
+    async def step_counts(
+        self, journey: str, version: int | None = None
+    ) -> dict[str, dict[str, int]]:
+        return await self._run(self._step_counts, journey, version)
 
-    def _step_counts(self, journey: str) -> dict[str, dict[str, int]]:
+    def _step_counts(self, journey: str, version: int | None) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
+        args: list[Any] = [journey]
+        of_version = ""
+        if version is not None:
+            of_version = _OF_VERSION
+            args.append(version)
         rows = self.db.execute(
-            "SELECT coalesce(step, ''), outcome, count(*) FROM steps WHERE journey = ? "
-            "GROUP BY step, outcome",
-            (journey,),
+            f"SELECT coalesce(s.step, ''), s.outcome, count(*), sum({LEFT}) FROM steps s "
+            f"WHERE s.journey = ? {of_version}GROUP BY s.step, s.outcome",
+            args,
         )
-        for step, outcome, count in rows:
+        for step, outcome, count, left in rows:
             counts.setdefault(step, {})[outcome] = count
+            if left:
+                counts[step]["left"] = counts[step].get("left", 0) + left
         rows = self.db.execute(
             "SELECT step, count(*) FROM instances WHERE journey = ? AND status = 'waiting' "
-            "GROUP BY step",
-            (journey,),
+            f"{'AND version = ? ' if version is not None else ''}GROUP BY step",
+            args,
         )
         for step, count in rows:
             counts.setdefault(step, {})["waiting_now"] = count
@@ -496,14 +506,20 @@ class SQLiteStore(Store):
                     break
         return found
 
-    async def step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
-        return await self._run(self._step_records, journey, step, limit)
+    async def step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None = None
+    ) -> list[StepRecord]:
+        return await self._run(self._step_records, journey, step, limit, version)
 
-    def _step_records(self, journey: str, step: str | None, limit: int) -> list[StepRecord]:
+    def _step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None
+    ) -> list[StepRecord]:
+        of_version = "" if version is None else _OF_VERSION
+        args = (journey, step) if version is None else (journey, step, version)
         rows = self.db.execute(
-            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
-            "WHERE journey = ? AND step IS ? ORDER BY seq DESC LIMIT ?",
-            (journey, step, limit),
+            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps s "
+            f"WHERE journey = ? AND step IS ? {of_version}ORDER BY seq DESC LIMIT ?",
+            (*args, limit),
         )
         return [
             StepRecord(
@@ -565,6 +581,13 @@ class SQLiteStore(Store):
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (f"setting:{key}", value),
         )
+
+
+# A step record (steps s) is of its instance's version; a refused entry has no instance.
+_OF_VERSION = (
+    "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
+    "WHERE i.id = s.instance_id AND i.version = ?)) "
+)
 
 
 def _apply(db: sqlite3.Connection, step: Migration) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -23,11 +23,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from journeyman.domain.parse import compile_journey
 from journeyman.runtime.service import Runtime
 from journeyman.web import views
 from journeyman.web.auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimit, Session, Sessions
-from journeyman.web.layout import ENTRY, Picture, lay_out
+from journeyman.web.layout import ENTRY, lay_out
 
 __all__ = ["ConsoleSettings", "console"]
 
@@ -75,7 +74,7 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/journeys/{name}/{command}", pages.page(pages.confirm), methods=["GET"]),
         Route("/journeys/{name}/{command}", pages.form(pages.operate), methods=["POST"]),
         Route("/profiles", pages.page(pages.profiles), methods=["GET"]),
-        Route("/profiles/{profile_id}", pages.page(pages.profile), methods=["GET"]),
+        Route("/profiles/{profile_id:path}", pages.page(pages.profile), methods=["GET"]),
         Route("/events", pages.page(pages.events), methods=["GET"]),
         Route("/messages", pages.page(pages.messages), methods=["GET"]),
         Route("/workspace", pages.page(pages.workspace), methods=["GET"]),
@@ -96,6 +95,8 @@ def _environment() -> Environment:
     env.filters["percent"] = lambda v: "–" if v is None else f"{v:.0%}"
     env.filters["number"] = lambda v: f"{v:,}"
     env.filters["json"] = lambda v: msgspec.json.encode(v).decode()
+    # One path segment: a profile id may hold '/', '?', '#', '%' or spaces.
+    env.filters["segment"] = lambda v: quote(str(v), safe="")
     env.globals["live_seconds"] = LIVE_SECONDS
     env.globals["list_seconds"] = LIST_SECONDS
     return env
@@ -131,8 +132,10 @@ class _Console:
             if session is None:
                 if _wants_json(request):
                     return _data({"error": {"field": "session", "rule": "login"}}, 401)
+                # The path as sent (still quoted): a profile id may hold '?' or '/'.
+                path = request.scope.get("raw_path") or request.url.path.encode()
                 query = f"?{request.url.query}" if request.url.query else ""
-                target = quote(request.url.path + query, safe="")
+                target = quote(path.decode("latin-1") + query, safe="")
                 return RedirectResponse(f"/login?next={target}", 303)
             return await handler(request, session)
 
@@ -224,44 +227,67 @@ class _Console:
         return self.render(request, session, "journeys.html", {"journeys": found})
 
     async def journey(self, request: Request, session: Session) -> Response:
-        journey = self.runtime.workspace.journeys.get(request.path_params["name"])
-        if journey is None:
+        """A journey's graph with live counts. It shows one version (``?version=N``; the
+        latest by default, or the version of the instance whose path it draws), counted
+        for that version alone, or for every version with ``?version=all``."""
+        found = await views.find_journey(self.runtime, request.path_params["name"])
+        if found is None:
             return self._not_found(request, session, "no such journey")
-        counts = await views.journey_counts(self.runtime, journey)
+        latest, removed = found
+        query = request.query_params
+        trail = await views.instance_path(self.runtime, query.get("instance", ""))
+        if trail is not None and trail["journey"] != latest.name:
+            trail = None
+        every = trail is None and query.get("version") == "all"
+        wanted = _int(query.get("version"), latest.version, 1, latest.version)
+        shown = await views.version_of(self.runtime, latest, trail["version"] if trail else wanted)
+        if shown is None:
+            return self._not_found(request, session, "no such version")
+        counts = await views.journey_counts(
+            self.runtime, shown, None if every else shown.version, removed
+        )
         if _wants_json(request):
             return _data(counts)
-        query = request.query_params
         chosen = query.get("step") or ENTRY
-        if chosen != ENTRY and chosen not in journey.steps:
+        if chosen != ENTRY and chosen not in shown.steps:
             chosen = ENTRY
-        detail = await views.step_detail(self.runtime, journey, chosen, self._now())
-        trail = await views.instance_path(self.runtime, query.get("instance", ""))
-        if trail is not None and trail["journey"] != journey.name:
-            trail = None
-        version = _int(query.get("version"), journey.version, 1, journey.version)
-        against = _int(query.get("against"), 0, 0, journey.version) or None
-        versions = await views.journey_versions(self.runtime, journey, version, against)
+        scope = {"version": "all"} if every else {}
+        if shown.version != latest.version:
+            scope = {"version": str(shown.version)}
+        keep = scope | ({"instance": trail["id"]} if trail else {})
+        against = _int(query.get("against"), 0, 0, latest.version) or None
         context = {
-            "old_picture": _picture_of(versions["document"]) if version < journey.version else None,
-            "journey": journey,
+            "journey": latest,
+            "shown": shown,
+            "every": every,
             "counts": counts,
-            "picture": lay_out(journey),
-            "detail": detail,
+            "picture": lay_out(shown),
+            "detail": await views.step_detail(
+                self.runtime, shown, chosen, self._now(), None if every else shown.version
+            ),
             "chosen": chosen,
             "trail": trail,
-            "versions": versions,
+            "versions": await views.journey_versions(self.runtime, latest, shown.version, against),
+            "live_query": f"?{urlencode(scope)}" if scope else "",
+            "keep": f"&{urlencode(keep)}" if keep else "",
             "done": query.get("done", ""),
         }
         return self.render(request, session, "journey.html", context)
 
     async def confirm(self, request: Request, session: Session) -> Response:
         name, command = request.path_params["name"], request.path_params["command"]
-        if name not in self.runtime.workspace.journeys or command not in COMMANDS:
+        if not await self._known(name) or command not in COMMANDS:
             return self._not_found(request, session, "no such journey or command")
         affected = await self._affected(name, command)
         context = {"name": name, "command": command, "label": COMMANDS[command]}
         context["affected"] = affected
         return self.render(request, session, "confirm.html", context)
+
+    async def _known(self, name: str) -> bool:
+        """A journey of the workspace, or one removed from it that was published."""
+        return (
+            name in self.runtime.workspace.journeys or name in await self.runtime.store.published()
+        )
 
     async def _affected(self, name: str, command: str) -> int:
         """How many instances the command would touch: running ones, or held ones."""
@@ -273,7 +299,7 @@ class _Console:
 
     async def operate(self, request: Request, session: Session) -> Response:
         name, command = request.path_params["name"], request.path_params["command"]
-        if name not in self.runtime.workspace.journeys or command not in COMMANDS:
+        if not await self._known(name) or command not in COMMANDS:
             return self._not_found(request, session, "no such journey or command")
         count = 0
         if command == "pause":
@@ -397,12 +423,6 @@ def _next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/journeys"
     return target
-
-
-def _picture_of(document: dict[str, Any] | None) -> Picture | None:
-    """An earlier version's graph, from its stored document."""
-    journey = compile_journey(document, "stored version") if document is not None else None
-    return lay_out(journey) if journey is not None else None
 
 
 def _int(text: str | None, default: int, low: int, high: int) -> int:

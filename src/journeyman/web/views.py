@@ -21,6 +21,7 @@ import yaml
 from journeyman.channels.catcher import MailCatcher
 from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
+from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Event, StepRecord
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
@@ -32,7 +33,9 @@ __all__ = [
     "caught_mail",
     "event_tail",
     "explain",
+    "find_journey",
     "instance_path",
+    "journey_at",
     "journey_counts",
     "journey_versions",
     "journeys_overview",
@@ -40,8 +43,10 @@ __all__ = [
     "profile_search",
     "profile_view",
     "record",
+    "removed_journeys",
     "render_template",
     "step_detail",
+    "version_of",
     "workspace_status",
 ]
 
@@ -81,7 +86,9 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
     states = await store.journey_states()
     instances = await store.instance_counts()
     found = []
-    for journey in runtime.workspace.journeys.values():
+    removed = await removed_journeys(runtime)
+    gone = {journey.name for journey in removed}
+    for journey in [*runtime.workspace.journeys.values(), *removed]:
         counts = await store.step_counts(journey.name)
         entered = counts.get("", {}).get("entered", 0)
         completed = sum(
@@ -93,7 +100,7 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
             {
                 "name": journey.name,
                 "version": journey.version,
-                "state": states.get(journey.name, "active"),
+                "state": "removed" if journey.name in gone else states.get(journey.name, "active"),
                 "entry": journey.entry_event,
                 "description": journey.document.get("description", ""),
                 "steps_count": len(journey.steps),
@@ -114,19 +121,31 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
 
 
 def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any]:
-    """The numbers on one box of the graph: entered, waiting now, passed, issues."""
+    """The numbers on one box of the graph: entered, waiting now, passed, issues.
+
+    Every instance that reached the step is in one of: passed, waiting now, skipped,
+    capped, dropped, or left (it ended there without completing the step: exited,
+    stopped, timed out, failed, merged away). Entered is their sum. ``failed`` counts
+    deliveries that failed after the step handed them over: those instances passed.
+    """
     passed = sum(counts.get(outcome, 0) for outcome in PASSED)
+    left = 0
     if isinstance(step, m.End):
         passed += counts.get("ended", 0)
+    else:
+        left = counts.get("left", 0)
     waiting = counts.get("waiting_now", 0)
     issues = {outcome: counts.get(outcome, 0) for outcome in ISSUES}
-    entered = passed + waiting + issues["skipped"] + issues["capped"] + issues["dropped"]
-    return {"entered": entered, "waiting_now": waiting, "passed": passed, **issues}
+    entered = passed + waiting + issues["skipped"] + issues["capped"] + issues["dropped"] + left
+    return {"entered": entered, "waiting_now": waiting, "passed": passed, "left": left, **issues}
 
 
-async def journey_counts(runtime: Runtime, journey: m.Journey) -> dict[str, Any]:
-    """Live numbers for every box of the journey's graph, keyed by step id."""
-    counts = await runtime.store.step_counts(journey.name)
+async def journey_counts(
+    runtime: Runtime, journey: m.Journey, version: int | None, removed: bool = False
+) -> dict[str, Any]:
+    """Live numbers for every box of the graph of ``journey`` (one version of it), keyed by
+    step id: of that version's instances, or of every version's with ``version`` None."""
+    counts = await runtime.store.step_counts(journey.name, version)
     entry = counts.get("", {})
     nodes: dict[str, Any] = {
         ENTRY: {
@@ -142,19 +161,65 @@ async def journey_counts(runtime: Runtime, journey: m.Journey) -> dict[str, Any]
     return {
         "name": journey.name,
         "version": journey.version,
-        "state": states.get(journey.name, "active"),
+        "counts_version": "all" if version is None else version,
+        "state": "removed" if removed else states.get(journey.name, "active"),
         "nodes": nodes,
     }
 
 
+async def find_journey(runtime: Runtime, name: str) -> tuple[m.Journey, bool] | None:
+    """The journey ``name`` of the workspace, else the last published version of a journey
+    removed from it (True): its instances may still run, and an operator may stop them."""
+    journey = runtime.workspace.journeys.get(name)
+    if journey is not None:
+        return journey, False
+    published = (await runtime.store.published()).get(name)
+    if published is None:
+        return None
+    found = journey_at(runtime, name, published.version, published.document)
+    return (found, True) if found is not None else None
+
+
+async def removed_journeys(runtime: Runtime) -> list[m.Journey]:
+    """The last published version of every journey the workspace no longer has, by name."""
+    published = await runtime.store.published()
+    found = []
+    for name in sorted(set(published) - set(runtime.workspace.journeys)):
+        journey = journey_at(runtime, name, published[name].version, published[name].document)
+        if journey is not None:
+            found.append(journey)
+    return found
+
+
+async def version_of(runtime: Runtime, journey: m.Journey, version: int) -> m.Journey | None:
+    """Version ``version`` of ``journey``, as it was published (None if there is none)."""
+    if version == journey.version:
+        return journey
+    document = await runtime.store.journey_document(journey.name, version)
+    return journey_at(runtime, journey.name, version, document) if document else None
+
+
+def journey_at(
+    runtime: Runtime, name: str, version: int, document: dict[str, Any]
+) -> m.Journey | None:
+    """A stored version, compiled: the runtime's own if it keeps it for running instances."""
+    kept = runtime.versions(name, version)
+    if kept is not None:
+        return kept
+    found = compile_journey(document, f"{name} v{version}")
+    return dataclasses.replace(found, version=version) if found is not None else None
+
+
 async def step_detail(
-    runtime: Runtime, journey: m.Journey, step_id: str, now: datetime
+    runtime: Runtime, journey: m.Journey, step_id: str, now: datetime, version: int | None = None
 ) -> dict[str, Any]:
-    """One box of the graph: its definition, the last instances that passed it and, for a
-    send, its template rendered for the latest of their profiles (or a sample one)."""
+    """One box of the graph: its definition, the last instances that passed it (of one
+    version, or of every version with ``version`` None) and, for a send, its template
+    rendered for the latest of their profiles (or a sample one)."""
     step = journey.steps.get(step_id)
     entry = step_id == ENTRY
-    records = await runtime.store.step_records(journey.name, None if entry else step_id, 20)
+    step_or_entry = None if entry else step_id
+    records = await runtime.store.step_records(journey.name, step_or_entry, 20, version)
     definition: Any = _entry_document(journey) if entry else _step_document(journey, step_id)
     found: dict[str, Any] = {
         "id": step_id,
@@ -370,11 +435,15 @@ async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, 
     two events of one batch, which share a time.
     """
     workspace = runtime.workspace
+    # The entries were just read from the tail. A decision made after this belongs to an
+    # event that arrived since. (An entry's own time is when its call arrived, before the
+    # batch that decided on it ran: no bound for its decision.)
+    cutoff = runtime.processor.clock()
     decisions: dict[int, list[dict[str, str]]] = {}
     for profile_id in dict.fromkeys(e.profile_id for e in entries if _explained(e)):
         mine = [e for e in entries if e.profile_id == profile_id and _explained(e)]
         trace = await runtime.store.trace(profile_id, limit=_TRACE_LIMIT)
-        decisions |= _match(workspace, mine, trace)
+        decisions |= _match(workspace, mine, trace, cutoff)
     found = []
     for entry in entries:
         item = entry.as_dict()
@@ -402,11 +471,10 @@ def _why_none(workspace: m.Workspace, name: str) -> str:
 
 
 def _match(
-    workspace: m.Workspace, entries: list[TailEntry], trace: list[StepRecord]
+    workspace: m.Workspace, entries: list[TailEntry], trace: list[StepRecord], cutoff: datetime
 ) -> dict[int, list[dict[str, str]]]:
-    """Per tail entry (by seq) of one profile, newest first: its decision per journey."""
-    # A decision after the newest entry belongs to an event that arrived since: skip it.
-    horizon = max(e.at for e in entries) + timedelta(milliseconds=1)
+    """Per tail entry (by seq) of one profile, newest first: its decision per journey.
+    Decisions made after ``cutoff`` are left out: their events are not among the entries."""
     found: dict[int, list[dict[str, str]]] = {e.seq: [] for e in entries}
     for journey in workspace.journeys.values():
         made = [
@@ -415,7 +483,7 @@ def _match(
             if r.journey == journey.name
             and r.outcome in _ENTRY_OUTCOMES
             and "jumped from" not in r.detail
-            and r.at <= horizon
+            and r.at <= cutoff
         ]
         events = [e for e in entries if e.name == journey.entry_event]
         for index, entry in enumerate(events):

@@ -2,7 +2,7 @@
 // Plain JavaScript, no library. Pages work without it; it only keeps them current.
 "use strict";
 
-const ISSUES = ["skipped", "capped", "dropped", "failed"];
+const ISSUES = ["skipped", "capped", "dropped", "left", "failed"];
 
 async function fetchJson(url) {
   const answer = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
