@@ -9,9 +9,10 @@ Modes:
 
 - ``closed``: ``--count`` events (``--event``) for profiles ``first``, ``first+step``,
   ... over ``--connections`` connections, each sending as soon as its last call was
-  answered, for at most ``--duration`` seconds; then up to ``--drain`` seconds for their
-  messages (``--templates``). The rate that counts is profiles whose message reached
-  the sink per second, from the first call to the last such message.
+  answered, for at most ``--duration`` seconds, but with at most ``--window`` profiles
+  between their call and their message (``--templates``) in the sink, so that a peer
+  that answers before it works cannot pile up a queue. The rate that counts is profiles
+  whose message reached the sink per second, from the first call to the last one.
 - ``open``: entries at ``--rate`` per second for ``--duration`` seconds, and a follow-up
   for every second profile ``--follow-after`` seconds after its entry was due; each
   latency runs from when the call was due (a slow peer cannot hide its queue) to the
@@ -54,6 +55,7 @@ class Sink:
         self.path = path
         self.offset = path.stat().st_size if path.exists() else 0
         self.seen: dict[tuple[str, str], float] = {}
+        self.waiters: dict[str, asyncio.Future[None]] = {}  # profile -> its next message
         self._rest = b""
         self._decode = msgspec.json.Decoder(Line).decode
         self._task: asyncio.Task[None] | None = None
@@ -89,6 +91,20 @@ class Sink:
             if raw:
                 line = self._decode(raw)
                 self.seen.setdefault((line.profile_id, line.template), now)
+                waiter = self.waiters.pop(line.profile_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    async def message(self, profile: str, templates: tuple[str, ...], limit: float) -> None:
+        """Until one of ``templates`` reached the sink for ``profile`` (at most ``limit`` s)."""
+        while self.when(profile, templates) is None:
+            waiter = self.waiters.setdefault(profile, asyncio.get_running_loop().create_future())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(limit):
+                    await asyncio.shield(waiter)
+            if waiter.done():
+                continue
+            return
 
     def when(self, profile: str, templates: tuple[str, ...]) -> float | None:
         times = [t for name in templates if (t := self.seen.get((profile, name))) is not None]
@@ -151,18 +167,36 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
     deadline = began + args.duration
     cpu = cpu_seconds()
 
+    # Closed on the messages as well as on the answers: a peer that answers before it
+    # works (a queue) gets no more than --window profiles between call and message.
+    window = asyncio.Semaphore(args.window)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def release_when_sent(n: int) -> None:
+        try:
+            await sink.message(calls.uid(n), templates, args.drain)
+        finally:
+            window.release()
+
     async def worker(conn: Connection) -> None:
         for n in numbers:
+            await window.acquire()
             sent = time.perf_counter()
             try:
                 status, _ = await conn.request(calls.track(n, args.event))
             except ConnectionError as error:
+                window.release()
                 errors.append(str(error))
                 return
             statuses[status] += 1
             if status == 202:
                 accepted.append(n)
                 acks.append(time.perf_counter() - sent)
+                task = asyncio.create_task(release_when_sent(n))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            else:
+                window.release()
             if time.perf_counter() >= deadline:
                 return
 
@@ -340,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=int, default=1)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--max-connections", type=int, default=256)
+    parser.add_argument("--window", type=int, default=1000, help="closed: most in flight")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--drain", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=100.0)

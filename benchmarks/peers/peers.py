@@ -302,7 +302,8 @@ class TemporalPeer(Peer):
         self.settings = (
             f"`temporal server start-dev --headless --log-level warn`, store: {store}; "
             "one process with the HTTP front, the client and the worker (SDK defaults: "
-            "sandboxed workflow runner, 1,000 cached workflows), async activities"
+            "sandboxed workflow runner with the workflow's module passed through, 1,000 cached "
+            "workflows), async activities"
         )
 
     def start(self, folder: Path) -> None:

@@ -82,6 +82,7 @@ def notes(result: Any) -> str:
         + (f" (the {p['target']:,} column is extrapolated from it)" if p["extrapolated"] else "")
         for p in result.waiting
     )
+    split = ", ".join(f"{name} {value:,.1f}" for name, value in result.cpu_split.items())
     return (
         f"- **{result.peer}** ({result.versions}): {result.settings}. "
         f"Entries: {e['accepted']:,} calls accepted in {e['sending_s']:.1f}s "
@@ -91,7 +92,8 @@ def notes(result: Any) -> str:
         f"{f['completed']:,} offers in {f['window_s']:.1f}s, {f['missing']:,} missing. "
         f"Latency: open loop at {lat['rate']:,.1f} entries/s for {lat['profiles']:,} "
         f"profiles, {lat['missing']:,} messages missing. Timers: {t['count']:,} profiles, "
-        f"{t['missing']:,} missing. {reached}. Took {result.seconds:.0f}s; other processes "
+        f"{t['missing']:,} missing. CPU seconds over entries and follow-ups, by process: "
+        f"{split}. {reached}. Took {result.seconds:.0f}s; other processes "
         f"on the machine used {result.others:.2f} cores meanwhile."
     )
 
@@ -182,7 +184,8 @@ def markdown(results: list[Any], stamp: str, command: str, limits: Any, chart: s
 def limits_text(limits: Any) -> str:
     return (
         f"up to {limits.entries:,} entries in {limits.entry_seconds:g}s over "
-        f"{limits.connections} connections, then a follow-up for every second of them in "
+        f"{limits.connections} connections (at most {limits.window} profiles between call "
+        f"and message), then a follow-up for every second of them in "
         f"up to {limits.follow_seconds:g}s, {limits.drain:g}s at most for their messages; "
         f"latency: an open loop at 40% of the measured entry rate for "
         f"{limits.latency_seconds:g}s; timers: up to {limits.timer_count:,} profiles with "

@@ -4,8 +4,9 @@
 each configuration of :func:`peers.peers` in turn, drives it with the same load
 generator (``drive.py``, its own process, loopback HTTP), and measures:
 
-1. entries/s: N profiles' ``signed_up`` in a closed loop (64 connections, bounded in
-   count and time); the rate is profiles whose welcome reached the sink per second;
+1. entries/s: N profiles' ``signed_up`` in a closed loop (128 connections, at most 256
+   profiles between call and welcome; bounded in count and time); the rate is profiles
+   whose welcome reached the sink per second;
 2. follow-ups/s: a ``followed_up`` for every second one of them, the same way, counted
    at the offer's line in the sink;
 3. latency: an open loop at 40% of the entry rate (and follow-ups 1s after every second
@@ -18,9 +19,9 @@ generator (``drive.py``, its own process, loopback HTTP), and measures:
 
 It prints the table and writes it, with every setting, the machine, the versions and the
 command, to ``BENCHMARKS.md`` with a chart in ``benchmarks/peers/chart.svg``.
-``JOURNEYMAN_BENCH_QUICK=1`` (or ``--quick``) runs small and short (about 3 minutes) and
-writes to ``artifacts/peers-quick/`` instead; ``--only WORD`` keeps the peers whose
-name contains WORD.
+``JOURNEYMAN_BENCH_QUICK=1`` (or ``--quick``) runs small and short (about 3 minutes,
+mostly the 10s timers) and writes to ``artifacts/peers-quick/`` instead; ``--only WORD``
+keeps the peers whose name contains WORD.
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ class Limits:
     latency_seconds: float = 15.0
     timer_count: int = 1_000
     fill_seconds: tuple[float, float] = (90.0, 120.0)  # to 10,000, then to 100,000
-    connections: int = 64
+    connections: int = 128
+    window: int = 256  # profiles between call and message, at most
 
     @classmethod
     def make(cls, quick: bool) -> Limits:
         if not quick:
             return cls(quick)
-        return cls(quick, 3_000, 6.0, 4.0, 20.0, 4.0, 200, (8.0, 0.0))
+        return cls(quick, 3_000, 4.0, 3.0, 10.0, 3.0, 100, (5.0, 0.0))
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Result:
     timer: dict[str, Any] = field(default_factory=dict)
     waiting: list[dict[str, Any]] = field(default_factory=list)  # at 10k, at 100k
     cpu_per_1000: float = 0.0
+    cpu_split: dict[str, float] = field(default_factory=dict)  # by process name
     others: float = 0.0  # CPU cores other processes on the machine used meanwhile
     seconds: float = 0.0
     error: str = ""
@@ -111,6 +114,17 @@ def cpu(peer: catalogue.Peer) -> dict[int, float]:
 
 def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+
+def cpu_by_name(before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    split: dict[str, float] = {}
+    for pid, value in after.items():
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        split[name] = split.get(name, 0.0) + value - before.get(pid, 0.0)
+    return split
 
 
 def memory_mb(peer: catalogue.Peer) -> float:
@@ -148,7 +162,7 @@ def closed(
     peer: catalogue.Peer, limits: Limits, prefix: str, count: int, seconds: float, *more: object
 ) -> dict[str, Any]:
     options: list[object] = ["--count", count, "--duration", seconds, "--drain", limits.drain]
-    options += ["--connections", limits.connections, *more]
+    options += ["--connections", limits.connections, "--window", limits.window, *more]
     return drive(peer, "closed", prefix, *options, limit=seconds + limits.drain)
 
 
@@ -163,7 +177,9 @@ def measure(peer: catalogue.Peer, limits: Limits) -> Result:
     offers = ("--event", "followed_up", "--step", 2, "--templates", "pro_offer,basic_offer")
     result.follow_ups = closed(peer, limits, "e", half, limits.follow_seconds, *offers)
     print(f"  follow-ups: {result.follow_ups['completed_per_s']:,.1f}/s", flush=True)
-    used = cpu_between(before, cpu(peer))
+    after = cpu(peer)
+    used = cpu_between(before, after)
+    result.cpu_split = cpu_by_name(before, after)
     result.cpu_per_1000 = used / max(1, result.entries["completed"]) * 1000
     waiting = result.entries["completed"] - result.follow_ups["completed"]
     rate = max(2.0, round(0.4 * result.entries["completed_per_s"], 1))
@@ -230,8 +246,23 @@ def at(seen: list[Point], target: int) -> dict[str, Any]:
     }
 
 
+def wait_until_quiet(limit: float = 30.0, cores: float = 0.25) -> float:
+    """Wait (up to ``limit`` s) until other processes use less than ``cores`` of the CPU.
+
+    The machine may be shared; what others used while a peer ran goes into its notes.
+    """
+    until = time.monotonic() + limit
+    while True:
+        began = busy_seconds()
+        time.sleep(1.0)
+        used = busy_seconds() - began
+        if used < cores or time.monotonic() >= until:
+            return used
+
+
 def run_peer(peer: catalogue.Peer, limits: Limits) -> Result:
     folder = Path(tempfile.mkdtemp(prefix="jm-bench-peers-"))
+    wait_until_quiet()
     print(f"{peer.name} ...", flush=True)
     try:
         peer.start(folder)

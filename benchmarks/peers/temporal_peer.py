@@ -8,7 +8,8 @@ twice); ``followed_up`` signals it. Each 202 comes after the server has recorded
 start or the signal.
 
 Settings: the worker's defaults (the sandboxed workflow runner, 1,000 cached workflows,
-the SDK's default task slots and pollers); activities are ``async`` so they run on the
+the SDK's default task slots and pollers), except that the workflow's own module is
+passed through the sandbox (:data:`RUNNER`); activities are ``async`` so they run on the
 worker's event loop without a thread pool. The server's settings are the harness's
 (``run.py``): its SQLite store, in memory or in a file, and its pragmas.
 """
@@ -26,6 +27,7 @@ from starlette.applications import Starlette
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -33,6 +35,12 @@ import front
 from temporal_journey import Message, Profile, Welcome
 
 TASK_QUEUE = "journeys"
+# The sandbox re-imports every module a workflow imports for each workflow it starts,
+# unless the module is passed through; the SDK's documentation advises passing through
+# modules known to be deterministic, for performance. The workflow's module is one.
+RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("temporal_journey")
+)
 
 
 class Engine:
@@ -82,7 +90,13 @@ def main() -> None:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = await Client.connect(args.address)
-        worker = Worker(client, task_queue=TASK_QUEUE, workflows=[Welcome], activities=[send])
+        worker = Worker(
+            client,
+            task_queue=TASK_QUEUE,
+            workflows=[Welcome],
+            activities=[send],
+            workflow_runner=RUNNER,
+        )
         running = asyncio.create_task(worker.run())
         lazy.engine = Engine(client)
         yield
