@@ -14,9 +14,10 @@ Modes:
   that answers before it works cannot pile up a queue. The rate that counts is profiles
   whose message reached the sink per second, from the first call to the last one.
 - ``open``: entries at ``--rate`` per second for ``--duration`` seconds, and a follow-up
-  for every second profile ``--follow-after`` seconds after its entry was due; each
-  latency runs from when the call was due (a slow peer cannot hide its queue) to the
-  message's line in the sink: the welcome for entries, the offer for follow-ups.
+  for every second profile ``--follow-after`` seconds after its entry was due (or once
+  the entry was answered, if that is later); each latency runs from when the call was
+  due (a slow peer cannot hide its queue) to the message's line in the sink: the
+  welcome for entries, the offer for follow-ups.
 - ``timer``: ``--count`` entries of ``signed_up_soon`` (a 10s wait) at ``--rate``; the
   lateness of each offer is its line's time minus (entry due + ``--wait``).
 """
@@ -181,6 +182,8 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
     async def worker(conn: Connection) -> None:
         for n in numbers:
             await window.acquire()
+            if conn.transport.is_closing():  # the server closed it while it waited
+                conn = await connect("127.0.0.1", args.port)
             sent = time.perf_counter()
             try:
                 status, _ = await conn.request(calls.track(n, args.event))
@@ -239,6 +242,12 @@ class Schedule:
         self.tasks: set[asyncio.Task[None]] = set()
         self.statuses: collections.Counter[int] = collections.Counter()
         self.errors: list[str] = []
+        # A follow-up goes out only once its profile's entry was answered, as a customer's
+        # second event comes after the first: until then it waits here, and its latency
+        # counts from that answer.
+        self.answered: set[int] = set()
+        self.deferred: dict[int, tuple[float, int, str]] = {}
+        self.released: dict[int, float] = {}
 
     async def run(self, plan: list[tuple[float, int, str]]) -> None:
         """Send every (due offset, profile number, event) of ``plan`` on time."""
@@ -253,6 +262,9 @@ class Schedule:
                 await asyncio.sleep(delay)
                 continue
             heapq.heappop(plan)
+            if event == "followed_up" and n not in self.answered:
+                self.deferred[n] = (due, n, event)
+                continue
             if self.idle:
                 self._start(self.idle.popleft(), (due, n, event))
             else:
@@ -262,6 +274,7 @@ class Schedule:
                     self._start(await connect("127.0.0.1", self.args.port), None)
         while self.tasks or self.queued:
             await asyncio.sleep(0.005)
+        self.deferred.clear()  # their entries were refused: nothing to follow up
         for conn in self.idle:
             conn.close()
 
@@ -278,6 +291,8 @@ class Schedule:
                     return
                 call = self.queued.popleft()
             _, n, event = call
+            if conn.transport.is_closing():  # the server closed it while it was idle
+                conn = await connect("127.0.0.1", self.args.port)
             try:
                 status, _ = await conn.request(self.calls.track(n, event))
             except ConnectionError as error:
@@ -285,6 +300,11 @@ class Schedule:
                 return
             self.statuses[status] += 1
             call = None
+            if event != "followed_up":
+                self.answered.add(n)
+                if (later := self.deferred.pop(n, None)) is not None:
+                    self.released[n] = time.perf_counter()
+                    self.queued.append(later)
 
 
 async def open_loop(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,10 +336,13 @@ async def open_loop(args: argparse.Namespace) -> dict[str, Any]:
             if (k, event) not in dues:
                 continue
             seen = sink.when(uid(k), templates)
+            due = dues[(k, event)]
+            if event == "followed_up":
+                due = max(due, schedule.released.get(k, due))
             if seen is None:
                 missing += 1
             else:
-                into.append(seen - dues[(k, event)])
+                into.append(seen - due)
     return {
         "mode": "open",
         "rate": args.rate,

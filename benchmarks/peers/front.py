@@ -75,7 +75,16 @@ def app(engine: Engine, lifespan: Callable[[Starlette], Any] | None = None) -> S
 def serve(application: Starlette, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(application, host="127.0.0.1", port=port, log_level="warning", loop="uvloop")
+    # Keep-alive as long as the load generator may leave a connection idle waiting on a slow
+    # peer (uvicorn's default closes it after 5s).
+    uvicorn.run(
+        application,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        loop="uvloop",
+        timeout_keep_alive=300,
+    )
 
 
 Handler = Callable[..., Awaitable[None]]

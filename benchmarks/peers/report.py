@@ -54,7 +54,7 @@ def row(result: Any) -> list[str]:
         else ["(in memory)", "(in memory)"]
     )
     return [
-        result.peer,
+        result.peer + (" †" if result.refused else ""),
         _n(result.entries["completed_per_s"]),
         _n(result.follow_ups["completed_per_s"]),
         _pair(result.latency["entry_to_send_ms"]),
@@ -82,6 +82,9 @@ def notes(result: Any) -> str:
         + (f" (the {p['target']:,} column is extrapolated from it)" if p["extrapolated"] else "")
         for p in result.waiting
     )
+    refused = ""
+    if result.refused:
+        refused = f" Refused calls: {'; '.join(result.refused)}; its log: `{result.log}`."
     split = ", ".join(f"{name} {value:,.1f}" for name, value in result.cpu_split.items())
     return (
         f"- **{result.peer}** ({result.versions}): {result.settings}. "
@@ -94,7 +97,7 @@ def notes(result: Any) -> str:
         f"profiles, {lat['missing']:,} messages missing. Timers: {t['count']:,} profiles, "
         f"{t['missing']:,} missing. CPU seconds over entries and follow-ups, by process: "
         f"{split}. {reached}. Took {result.seconds:.0f}s; other processes "
-        f"on the machine used {result.others:.2f} cores meanwhile."
+        f"on the machine used {result.others:.2f} cores meanwhile.{refused}"
     )
 
 
@@ -163,7 +166,8 @@ def markdown(results: list[Any], stamp: str, command: str, limits: Any, chart: s
         "at (at least 1,000 apart) to that count. Memory is the RSS of every process of "
         "the configuration "
         "(for PostgreSQL: the private memory of its backends for our database, not the "
-        "server's shared buffers). Storage is the database file(s), or `pg_database_size`.",
+        "server's shared buffers). Storage is the database file(s), or `pg_database_size`. "
+        "`†`: the peer answered some calls with an error under this load (see its notes).",
         "",
         "## Target ratios (this run)",
         "",
@@ -187,7 +191,8 @@ def limits_text(limits: Any) -> str:
         f"{limits.connections} connections (at most {limits.window} profiles between call "
         f"and message), then a follow-up for every second of them in "
         f"up to {limits.follow_seconds:g}s, {limits.drain:g}s at most for their messages; "
-        f"latency: an open loop at 40% of the measured entry rate for "
+        f"latency: an open loop of entries at a third of the measured entry rate, with "
+        f"follow-ups for half of them (calls at half the entry rate), for "
         f"{limits.latency_seconds:g}s; timers: up to {limits.timer_count:,} profiles with "
         f"a 10s wait; waiting: entries until 10,000 wait (at most "
         f"{limits.fill_seconds[0]:g}s), then until 100,000 wait (at most "
