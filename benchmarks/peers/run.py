@@ -4,9 +4,9 @@
 each configuration of :func:`peers.peers` in turn, drives it with the same load
 generator (``drive.py``, its own process, loopback HTTP), and measures:
 
-1. entries/s: N profiles' ``signed_up`` in a closed loop (128 connections, at most 256
-   profiles between call and welcome; bounded in count and time); the rate is profiles
-   whose welcome reached the sink per second;
+1. entries/s: N profiles' ``signed_up`` in a closed loop (128 connections, at most 1,000
+   profiles between call and welcome, 256 in the quick run; bounded in count and time);
+   the rate is profiles whose welcome reached the sink per second;
 2. follow-ups/s: a ``followed_up`` for every second one of them, the same way, counted
    at the offer's line in the sink;
 3. latency: an open loop of entries at a third of the entry rate, and follow-ups 1s after
@@ -63,13 +63,13 @@ class Limits:
     timer_count: int = 1_000
     fill_seconds: tuple[float, float] = (90.0, 120.0)  # to 10,000, then to 100,000
     connections: int = 128
-    window: int = 256  # profiles between call and message, at most
+    window: int = 1_000  # profiles between call and message, at most
 
     @classmethod
     def make(cls, quick: bool) -> Limits:
         if not quick:
             return cls(quick)
-        return cls(quick, 3_000, 4.0, 3.0, 10.0, 3.0, 100, (5.0, 0.0))
+        return cls(quick, 3_000, 4.0, 3.0, 10.0, 3.0, 100, (5.0, 0.0), window=256)
 
 
 @dataclass
