@@ -276,6 +276,11 @@ class DBOSPeer(Peer):
     def bytes(self) -> int:
         return self.database.bytes() if self.database else files_bytes(self.db)
 
+    def stop(self) -> None:
+        super().stop()
+        if self.database is not None:
+            self.database.drop()
+
     def versions(self) -> str:
         found = f"dbos {version('dbos')}"
         return f"{found}, PostgreSQL {self.database.version()}" if self.database else found
