@@ -342,7 +342,7 @@ def peers() -> list[Peer]:
     """Every configuration ``make bench-peers`` measures, in the order of the table."""
     return [
         Journeyman("journeyman, embedded (SQLite)"),
-        # Journeyman("journeyman, scale-out (PostgreSQL)", database=Postgres("jm")),
+        Journeyman("journeyman, scale-out (PostgreSQL)", database=Postgres("jm")),
         DBOSPeer("DBOS, SQLite (WAL)"),
         DBOSPeer("DBOS, PostgreSQL", database=Postgres("dbos")),
         TemporalPeer("Temporal dev server, SQLite file (WAL)", in_file=True),
