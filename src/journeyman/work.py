@@ -7,6 +7,7 @@ its batches, gives its partitions back and exits; the other workers take them ov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -83,7 +84,9 @@ async def work(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await worker.start()
+    if not await _started(worker, stop):
+        announce("journeyman worker stopped before it started")
+        return
     announce(
         f"journeyman worker on {shown_url(options.storage)} and {options.bus}, "
         f"stream {worker.bus.stream if worker.bus else '?'}: running"
@@ -94,3 +97,19 @@ async def work(
         announce("journeyman worker stopping: finishing its batches")
         await worker.stop()
         announce("journeyman worker stopped")
+
+
+async def _started(worker: Worker, stop: asyncio.Event) -> bool:
+    """Start the worker, unless a stop signal comes first (it may wait for ``serve``)."""
+    starting = asyncio.ensure_future(worker.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        starting.result()  # raises what the start raised
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    await worker.store.close()
+    return False

@@ -66,6 +66,7 @@ log = logging.getLogger("journeyman.bus")
 
 DEFAULT_STREAM = "JOURNEYMAN"
 DEFAULT_PARTITIONS = 16
+CONNECT_LIMIT = 5.0  # seconds to reach NATS at start, before giving up with an error
 PUBLISH_TIMEOUT = 2.0  # seconds JetStream gets to store a message before the API says 503
 MAX_PENDING = 20_000  # publishes waiting for JetStream at once, beyond which the API says 429
 ACK_WAIT = 30.0  # seconds before JetStream sends an unacknowledged message to its owner again
@@ -142,20 +143,26 @@ class Bus:
     async def connect(self) -> None:
         """Connect (reconnecting for ever after a loss) and make the stream if it is missing."""
         try:
-            self._nc = await nats.connect(
-                self.url,
-                connect_timeout=5,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                allow_reconnect=True,
-                error_cb=_quiet,
-                disconnected_cb=self._disconnected,
-                reconnected_cb=_reconnected,
-            )
+            # nats-py retries a first connection as long as later ones (for ever): bound it.
+            async with asyncio.timeout(CONNECT_LIMIT):
+                self._nc = await self._connect()
         except (OSError, TimeoutError, nats.errors.Error) as error:
-            raise BusUnavailable(f"cannot reach NATS at {self.url}: {error}") from None
+            reason = str(error) or "no answer in time"
+            raise BusUnavailable(f"cannot reach NATS at {self.url}: {reason}") from None
         self._js = self._nc.jetstream()
         await self._ensure_stream()
+
+    async def _connect(self) -> Client:
+        return await nats.connect(
+            self.url,
+            connect_timeout=5,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+            error_cb=_quiet,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=_reconnected,
+        )
 
     async def _ensure_stream(self) -> None:
         try:
