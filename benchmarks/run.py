@@ -18,6 +18,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_engine  # noqa: E402
 import bench_expressions  # noqa: E402
+import bench_scaleout  # noqa: E402
 import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
 import bench_storage  # noqa: E402
@@ -37,6 +38,7 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("server database", bench_server.database, "MB", "(none)", lambda v: True),
     ("server timers", bench_server.timers, "s", "p99 < 1 s", lambda v: v < 1),
     ("storage", bench_storage.run, "ms median", "(none)", lambda v: True),
+    ("scale-out", bench_scaleout.run, "events/s", ">= 3,000/s", lambda v: v >= 3_000),
 ]
 
 

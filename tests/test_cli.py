@@ -225,3 +225,34 @@ def test_serve_names_an_unreachable_database_in_one_line_and_exits_1(tmp_path: P
     assert output.startswith("Error: cannot open postgresql://jm:***@127.0.0.1:1/journeyman: ")
     assert "s3cret" not in output
     assert "Traceback" not in output
+
+
+def test_a_bus_needs_postgresql_and_says_so(tmp_path: Path) -> None:
+    folder = write_workspace(tmp_path / "ws", BASE, JOURNEY)
+    db = f"sqlite:///{tmp_path / 'jm.db'}"
+    bus = "nats://127.0.0.1:1"
+    code, output = run("worker", "--workspace", folder, "--db", db, "--bus", bus)
+    assert (code, output) == (1, f"Error: a worker needs a PostgreSQL database, not {db}\n")
+    code, output = run("serve", "--workspace", folder, "--db", db, "--bus", bus, "--port", "0")
+    assert code == 1
+    assert output == "Error: --bus needs a PostgreSQL database (--db postgresql://...)\n"
+
+
+@pytest.mark.shared  # a bus runs on PostgreSQL only
+def test_serve_names_an_unreachable_bus_in_one_line_and_exits_1(
+    tmp_path: Path, store_url: str
+) -> None:
+    folder = write_workspace(tmp_path / "ws", BASE, JOURNEY)
+    code, output = run(
+        "serve",
+        "--workspace",
+        folder,
+        "--db",
+        store_url,
+        "--bus",
+        "nats://127.0.0.1:1",
+        "--port",
+        "0",
+    )
+    assert code == 1
+    assert output.startswith("Error: cannot reach NATS at nats://127.0.0.1:1: ")

@@ -563,3 +563,35 @@ def test_a_trigger_that_cannot_be_stored_fails_alone(
         ]
 
     live(store, ws, test)
+
+
+def test_after_a_failed_batch_no_later_event_of_a_profile_is_stored_before_its_earlier_one(
+    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails the whole batch and then the first try alone (it is coming back):
+    the profile's second event must not be stored before its first, or the history and
+    every decision taken on it would be out of order."""
+    ws = workspace(WELCOME)
+    real = store.commit
+    failures = [RuntimeError("connection lost"), RuntimeError("connection lost")]
+
+    async def flaky(batch: Batch) -> None:
+        if failures:
+            raise failures.pop(0)
+        await real(batch)
+
+    monkeypatch.setattr(store, "commit", flaky)
+
+    async def test(processor: Processor) -> None:
+        first, second = (track(ws, {"userId": "u1", "messageId": m}) for m in ("m1", "m2"))
+        other = track(ws, {"userId": "u2", "messageId": "m3"})
+        results = await asyncio.gather(
+            *(processor.submit([e]) for e in (first, second, other)), return_exceptions=True
+        )
+        assert [type(r) for r in results] == [RuntimeError, RuntimeError, list]
+        assert await store.seen(["m1", "m2", "m3"]) == {"m3"}  # u2 is not held up
+        # tried again in order, as a worker does: both stored, the first one first
+        assert await processor.submit([first, second]) == ["accepted", "accepted"]
+        assert [s.event.message_id for s in await store.history("u1")] == ["m2", "m1"]
+
+    live(store, ws, test)

@@ -214,7 +214,7 @@ class _Api:
 
     async def _commit(self, events: list[Event], call: Any, now: datetime) -> None:
         try:
-            statuses = await self.runtime.processor.submit(events)
+            statuses = await self.runtime.accept(events)
         except Overloaded:
             message = "too many events are queued; retry shortly"
             problem = _Problem(429, "body", "overload", message, _RETRY)

@@ -188,15 +188,44 @@ def graph(workspace: Path, journey: str) -> None:
     metavar="PORT",
     help="Run the built-in mail catcher (on PORT, default 1025) and send email to it.",
 )
+@click.option(
+    "--bus",
+    metavar="URL",
+    default=None,
+    help="NATS URL, such as nats://127.0.0.1:4222: ingest stores events in JetStream and "
+    "`journeyman worker` processes apply them (needs PostgreSQL).",
+)
+@click.option(
+    "--stream",
+    default="JOURNEYMAN",
+    show_default=True,
+    help="With --bus: the JetStream stream's name.",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 4096),
+    default=16,
+    show_default=True,
+    help="With --bus: how many partitions the stream has (the most workers that can share "
+    "the work).",
+)
 def serve(
-    workspace_dir: Path, db: str | None, host: str, port: int, catcher_port: int | None
+    workspace_dir: Path,
+    db: str | None,
+    host: str,
+    port: int,
+    catcher_port: int | None,
+    bus: str | None,
+    stream: str,
+    partitions: int,
 ) -> None:
     """Run journeyman: the HTTP API, the engine, timers and delivery, in one process.
 
     Validates and publishes the workspace first and refuses to start if it has errors.
     State lives in one SQLite file by default. Keys come from JOURNEYMAN_WRITE_KEY and
     JOURNEYMAN_ADMIN_KEY; without them, keys are made once, stored and printed. Stops
-    cleanly on Ctrl-C or SIGTERM.
+    cleanly on Ctrl-C or SIGTERM. With --bus, this process answers HTTP and
+    `journeyman worker` processes do the rest.
     """
     from journeyman.server import ServeOptions, storage_url
     from journeyman.server import serve as run_server
@@ -208,9 +237,61 @@ def serve(
         host=host,
         port=port,
         catcher_port=catcher_port,
+        bus=bus,
+        stream=stream,
+        partitions=partitions,
     )
     try:
         _run_fast(run_server(ws, options))
+    except JourneymanError as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
+
+
+@main.command()
+@click.option(
+    "--workspace",
+    "workspace_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The workspace folder: its events, templates and channels (journeys come from "
+    "the database, as `serve` published them).",
+)
+@click.option(
+    "--db",
+    metavar="URL",
+    help="The PostgreSQL URL `serve --bus` uses. Default: JOURNEYMAN_DB, then the settings "
+    "document.",
+)
+@click.option("--bus", metavar="URL", required=True, help="The NATS URL `serve --bus` uses.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Messages fetched from one partition at a time.",
+)
+def worker(workspace_dir: Path, db: str | None, bus: str, batch: int) -> None:
+    """Apply events from the bus, fire timers and deliver messages, beside other workers.
+
+    Owns a fair share of the stream's partitions (given back to the others when it stops
+    or dies), applies their events in order and acknowledges each only once its outcome
+    is committed. Stops cleanly on Ctrl-C or SIGTERM: the batch in flight is finished.
+    """
+    from journeyman.server import storage_url
+    from journeyman.work import WorkerOptions, work
+
+    ws = _sound(_load(workspace_dir, os.environ))
+    options = WorkerOptions(
+        workspace_dir=workspace_dir.resolve(),
+        storage=storage_url(db, ws, os.environ),
+        bus=bus,
+        batch=batch,
+    )
+    try:
+        _run_fast(work(ws, options))
     except JourneymanError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:

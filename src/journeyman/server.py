@@ -31,7 +31,7 @@ from journeyman.domain.model import Workspace
 from journeyman.errors import JourneymanError
 from journeyman.runtime.dispatcher import RetryPolicy
 from journeyman.runtime.service import Runtime, build_channels
-from journeyman.storage import open_store, shown_url, sqlite_path
+from journeyman.storage import is_postgres, open_store, shown_url, sqlite_path
 from journeyman.storage.base import Store
 from journeyman.web import ConsoleSettings, UsersError, parse_users
 
@@ -56,6 +56,9 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     catcher_port: int | None = None  # run the mail catcher on this port, for email
+    bus: str | None = None  # NATS URL: ingest publishes to JetStream, workers apply
+    stream: str = "JOURNEYMAN"
+    partitions: int = 16
 
 
 def storage_url(option: str | None, workspace: Workspace, env: Mapping[str, str]) -> str:
@@ -157,7 +160,7 @@ async def serve(
     channels = build_channels(
         workspace, env, root=options.workspace_dir, fallback_dir=folder, overrides=overrides
     )
-    runtime = Runtime(workspace, store, channels, env=env, retry=retry, root=options.workspace_dir)
+    runtime = _runtime(workspace, store, channels, options, env=env, retry=retry)
     await runtime.start()
     # Everything loaded so far lives as long as the server: keep it out of the collector's
     # way, and collect young objects less often (each event makes many short-lived ones).
@@ -192,6 +195,29 @@ async def serve(
         if catcher is not None:
             await catcher.stop()
         announce("journeyman stopped")
+
+
+def _runtime(
+    workspace: Workspace,
+    store: Store,
+    channels: dict[str, Channel],
+    options: ServeOptions,
+    *,
+    env: Mapping[str, str],
+    retry: RetryPolicy,
+) -> Runtime:
+    """The runtime: on its own, or in front of the workers of a bus."""
+    root = options.workspace_dir
+    if options.bus is None:
+        return Runtime(workspace, store, channels, env=env, retry=retry, root=root)
+    if not is_postgres(options.storage):
+        raise SettingError("--bus needs a PostgreSQL database (--db postgresql://...)")
+    # Imported here: a deployment without a bus never loads the NATS client.
+    from journeyman.runtime.bus import Bus
+    from journeyman.runtime.front import BusRuntime
+
+    bus = Bus(options.bus, options.stream, options.partitions)
+    return BusRuntime(workspace, store, channels, env=env, retry=retry, root=root, bus=bus)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -237,6 +263,7 @@ def _banner(
         f"journeyman is serving {options.workspace_dir} at {url}",
         f"  journeys   {journeys}",
         f"  storage    {shown_url(options.storage)}",
+        *([f"  bus        {options.bus}, stream {options.stream}"] if options.bus else []),
         f"  write key  {keys.write}",
         f"  admin key  {keys.admin}",
         f"  console    {url}/ (log in with the admin key)",

@@ -89,6 +89,7 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._retries: list[datetime] = []  # when the retries scheduled here come due
         self._stopping = False
+        self.record_tries = RECORD_TRIES
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -215,7 +216,7 @@ class Dispatcher:
         A failed commit is tried again: it may not even be these outcomes' fault, since
         other triggers share the processor's commit.
         """
-        for attempt in range(1, RECORD_TRIES + 1):
+        for attempt in range(1, self.record_tries + 1):
             try:
                 if settled:
                     await self.store.settle(settled)
@@ -224,7 +225,7 @@ class Dispatcher:
                     await self.processor.submit(told, force=True)
                 return
             except Exception:
-                if attempt == RECORD_TRIES:
+                if attempt == self.record_tries:
                     raise
                 log.warning("recording delivery outcomes failed; trying again", exc_info=True)
                 await asyncio.sleep(backoff(attempt, self.idle))

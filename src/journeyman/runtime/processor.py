@@ -112,7 +112,7 @@ class Processor:
         self.on_commit = on_commit
         self.stats = Stats()
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._current: asyncio.Future[None] | None = None
+        self._current: asyncio.Future[bool] | None = None
 
     @property
     def workspace(self) -> Workspace:
@@ -163,7 +163,8 @@ class Processor:
                 items.append(self._queue.get_nowait())
             await self._process(items)
 
-    async def _process(self, items: list[_Item]) -> None:
+    async def _process(self, items: list[_Item]) -> bool:
+        """Commit the items' triggers; whether all of them were stored."""
         try:
             results, batch = await self._run_engine(items)
             began = time.perf_counter()
@@ -176,19 +177,33 @@ class Processor:
                 log.warning(
                     "a batch of %d triggers failed (%r); retrying one by one", len(items), error
                 )
-                for item in items:
-                    await self._process([item])
-                return
+                return await self._one_by_one(items, error)
             log.exception("a trigger failed; nothing of it was stored")
             for item in items:
                 if not item.done.done():
                     item.done.set_exception(error)
-            return
+            return False
         for item, result in zip(items, results, strict=True):
             if not item.done.done():
                 item.done.set_result(result)
         if self.on_commit is not None:
             self.on_commit(batch)
+        return True
+
+    async def _one_by_one(self, items: list[_Item], error: Exception) -> bool:
+        """Process each item on its own, but none after a failed one of the same profile:
+        a profile's triggers never apply out of order, even when the store comes back
+        half way through."""
+        failed: set[str] = set()
+        for item in items:
+            profile = _profile_of(item.trigger)
+            if profile in failed:
+                if not item.done.done():
+                    item.done.set_exception(error)
+                continue
+            if not await self._process([item]):
+                failed.add(profile)
+        return not failed
 
     def _count(self, results: list[str], batch: Batch, seconds: float) -> None:
         stats = self.stats

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from journeyman.channels.base import Channel
 from journeyman.channels.config import channel_from_config
 from journeyman.channels.file import FileChannel
 from journeyman.domain.model import CHANNELS, Workspace
+from journeyman.domain.state import Event
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Plan, Versions, publish
@@ -97,13 +98,25 @@ class Runtime:
         self.plan = await self.publish(self.workspace)
         self.processor.engine.paused.update(await self.store.journey_states())
         await self.versions.load(self.store)
-        self._tasks = [
-            asyncio.create_task(self.processor.run(), name="processor"),
-            asyncio.create_task(self.timers.run(), name="timers"),
-            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
-        ]
+        self._tasks = [asyncio.create_task(run, name=name) for name, run in self._loops()]
         for task in self._tasks:
             task.add_done_callback(_report_crash)
+
+    def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """The loops :meth:`start` runs, by name."""
+        return [
+            ("processor", self.processor.run()),
+            ("timers", self.timers.run()),
+            ("dispatcher", self.dispatcher.run()),
+        ]
+
+    async def accept(self, events: list[Event]) -> list[str]:
+        """Take ingested events: here, commit them (``accepted`` or ``duplicate`` each).
+
+        Raises :class:`~journeyman.runtime.processor.Overloaded` when too much waits, and
+        whatever else kept them from being stored.
+        """
+        return await self.processor.submit(events)
 
     async def stop(self) -> None:
         """Finish the deliveries and the batch in flight and what is queued, then close.

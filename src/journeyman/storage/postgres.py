@@ -171,6 +171,7 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._writes = asyncio.Lock()
         self.applied: list[Migration] = []
+        self.lease = LEASE  # how long a claim is this process's alone
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -312,14 +313,14 @@ class PostgresStore(Store):
         return [i for i in found if i.wake_at is not None and i.wake_at <= now]
 
     async def claim_due(self, now: datetime, limit: int) -> list[Instance]:
-        """Like :meth:`due`, but each instance is leased to the caller for :data:`LEASE`:
+        """Like :meth:`due`, but each instance is leased to the caller for ``lease``:
         other processes skip it until the lease passes or a commit stores its next state.
 
         For workers sharing the database: no timer fires in two of them, and the timers of
         a worker that died mid-batch are claimed again once their lease has passed.
         """
         async with self._transaction() as db:
-            rows = await db.fetch(_CLAIM_DUE, wake_ms(now), ms(now), limit, ms(now + LEASE))
+            rows = await db.fetch(_CLAIM_DUE, wake_ms(now), ms(now), limit, ms(now + self.lease))
         found = (decode_instance(state) for (state,) in rows)
         due = [i for i in found if i.wake_at is not None and i.wake_at <= now]
         return sorted(due, key=lambda i: (i.wake_at or now, i.id))
@@ -339,7 +340,7 @@ class PostgresStore(Store):
 
     async def claim(self, now: datetime, limit: int) -> list[OutboxItem]:
         async with self._transaction() as db:
-            rows = await db.fetch(_CLAIM, ms(now), limit, ms(now + LEASE))
+            rows = await db.fetch(_CLAIM, ms(now), limit, ms(now + self.lease))
         rows = sorted(rows, key=lambda row: (row["due_at"], row["id"]))
         return [
             OutboxItem(row["id"], decode_effect(row["effect"]), row["attempts"]) for row in rows

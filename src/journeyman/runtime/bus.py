@@ -1,0 +1,276 @@
+"""The event bus: NATS JetStream between the HTTP API and the workers.
+
+With ``journeyman serve --bus nats://...``, the API does not commit events itself: it
+publishes each one to JetStream and answers 202 only once JetStream has stored it (a
+publish with acknowledgement). ``journeyman worker`` processes (see
+:mod:`journeyman.runtime.worker`).
+
+The stream (``JOURNEYMAN`` unless named otherwise) has one subject per partition,
+``<stream>.events.<n>``; an event goes to the partition of its profile key (see
+:func:`partition_key`), so one profile's events stay in one partition, in the order they
+were stored. The stream is a work queue: a message is deleted once a worker acknowledges
+it, which a worker does only after the state it produced is committed. Due timers travel
+the same way, to the partition of their profile, so that the worker that owns a profile's
+events also fires its timers, in order with them.
+
+Each partition has one durable pull consumer. A worker that takes a partition makes its
+consumer anew: it then delivers every message not yet acknowledged, oldest first, at once
+(rather than after the acknowledgement wait of whoever held it before). What was applied
+but not acknowledged comes again and is recognised by its messageId.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from journeyman.domain.ingest import identity_of
+from journeyman.domain.model import EventDefinition
+from journeyman.domain.state import Event, Instance
+from journeyman.errors import JourneymanError
+from journeyman.runtime.processor import Overloaded, TimerDue
+from journeyman.storage.codec import decode_event, encode, wake_ms
+
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_STREAM",
+    "Bus",
+    "BusUnavailable",
+    "decode",
+    "partition_key",
+    "partition_of",
+]
+
+log = logging.getLogger("journeyman.bus")
+
+DEFAULT_STREAM = "JOURNEYMAN"
+DEFAULT_PARTITIONS = 16
+CONNECT_LIMIT = 5.0  # seconds to reach NATS at start, before giving up with an error
+PUBLISH_TIMEOUT = 2.0  # seconds JetStream gets to store a message before the API says 503
+MAX_PENDING = 20_000  # publishes waiting for JetStream at once, beyond which the API says 429
+ACK_WAIT = 30.0  # seconds before JetStream sends an unacknowledged message to its owner again
+DUPLICATE_WINDOW = 120.0  # seconds JetStream drops a second publish with the same messageId
+
+_TIMER = "Journeyman-Timer"  # header of a timer message; its body is [instance, profile]
+_timer_body = msgspec.msgpack.Decoder(tuple[str, str]).decode
+
+
+class BusUnavailable(JourneymanError):
+    """JetStream did not store a message (unreachable, or too slow): nothing to ack."""
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of a profile key: the same in every process and every run (CRC-32,
+    not Python's ``hash``, which is salted per process)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def partition_key(event: Event, definitions: Mapping[str, EventDefinition]) -> str:
+    """What names the event's profile before any lookup: the normalised email for an event
+    whose profile is named by email, else the userId, else the anonymousId.
+
+    The API computes it without the database, so events that name a profile the same way
+    share a partition. An anonymous visitor's events before an identify that links them to
+    a userId are keyed by the anonymous id, and may be applied after the identify.
+    """
+    definition = definitions.get(event.name)
+    if event.type == "track" and definition is not None and definition.identity == "email":
+        return identity_of(event, definition)[1]
+    return event.profile_id
+
+
+def decode(msg: Msg) -> Event | TimerDue:
+    """The trigger a bus message carries."""
+    if msg.headers and _TIMER in msg.headers:
+        instance_id, profile_id = _timer_body(msg.data)
+        return TimerDue(instance_id, profile_id)
+    return decode_event(msg.data)
+
+
+class Bus:
+    """One connection to NATS, and the stream of ``partitions`` subjects named ``stream``."""
+
+    def __init__(
+        self,
+        url: str,
+        stream: str = DEFAULT_STREAM,
+        partitions: int = DEFAULT_PARTITIONS,
+        *,
+        timeout: float = PUBLISH_TIMEOUT,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.partitions = partitions
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self.pending = 0
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._closing = False
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("the bus is not connected")
+        return self._js
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self) -> None:
+        """Connect (reconnecting for ever after a loss) and make the stream if it is missing."""
+        try:
+            # nats-py retries a first connection as long as later ones (for ever): bound it.
+            async with asyncio.timeout(CONNECT_LIMIT):
+                self._nc = await self._connect()
+        except (OSError, TimeoutError, nats.errors.Error) as error:
+            reason = str(error) or "no answer in time"
+            raise BusUnavailable(f"cannot reach NATS at {self.url}: {reason}") from None
+        self._js = self._nc.jetstream()
+        await self._ensure_stream()
+
+    async def _connect(self) -> Client:
+        return await nats.connect(
+            self.url,
+            connect_timeout=5,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+            error_cb=_quiet,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=_reconnected,
+        )
+
+    async def _ensure_stream(self) -> None:
+        try:
+            await self.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(
+                StreamConfig(
+                    name=self.stream,
+                    subjects=[f"{self.stream}.events.*"],
+                    retention=RetentionPolicy.WORK_QUEUE,
+                    storage=StorageType.FILE,
+                    duplicate_window=DUPLICATE_WINDOW,
+                )
+            )
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = self._js = None
+
+    async def _disconnected(self) -> None:
+        if not self._closing:
+            log.warning("lost the connection to NATS; reconnecting")
+
+    def subject(self, partition: int) -> str:
+        return f"{self.stream}.events.{partition}"
+
+    # publishing
+
+    async def publish_events(
+        self, events: Sequence[Event], definitions: Mapping[str, EventDefinition]
+    ) -> list[Event]:
+        """Store the events in JetStream, or raise: :class:`Overloaded` when too many
+        publishes wait already, :class:`BusUnavailable` when JetStream did not confirm.
+
+        Returns the events as published: one without a messageId gets one, so that a
+        worker that applies it and dies before acknowledging it does not apply it twice.
+        """
+        sent = [e if e.message_id else _with_message_id(e) for e in events]
+        messages = [
+            (self.subject(partition_of(partition_key(e, definitions), self.partitions)), e)
+            for e in sent
+        ]
+        await self._publish_all(
+            [(subject, encode(e), {"Nats-Msg-Id": str(e.message_id)}) for subject, e in messages]
+        )
+        return sent
+
+    async def publish_timers(self, due: Sequence[Instance]) -> None:
+        """Send due timers to the partitions of their profiles (see the module docstring)."""
+        await self._publish_all(
+            [
+                (
+                    self.subject(partition_of(i.profile_id, self.partitions)),
+                    encode((i.id, i.profile_id)),
+                    {_TIMER: "1", "Nats-Msg-Id": f"timer:{i.id}:{wake_ms(i.wake_at)}"},
+                )
+                for i in due
+                if i.wake_at is not None
+            ]
+        )
+
+    async def _publish_all(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        if self.pending + len(messages) > self.max_pending:
+            raise Overloaded(f"{self.pending} events wait for the bus")
+        self.pending += len(messages)
+        try:
+            await asyncio.gather(*(self._publish(*message) for message in messages))
+        finally:
+            self.pending -= len(messages)
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            await self.js.publish(subject, body, timeout=self.timeout, headers=headers)
+        except (nats.errors.Error, OSError, TimeoutError, RuntimeError) as error:
+            raise BusUnavailable(f"JetStream did not store an event: {error!r}") from None
+
+    # consuming
+
+    async def take(self, partition: int, *, max_pending: int) -> JetStreamContext.PullSubscription:
+        """A pull subscription to the partition's consumer, made anew (see the module
+        docstring): it starts at the oldest message not yet acknowledged."""
+        name = f"p{partition}"
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(self.stream, name)
+        await self.js.add_consumer(
+            self.stream,
+            ConsumerConfig(
+                durable_name=name,
+                filter_subject=self.subject(partition),
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT,
+                max_ack_pending=max_pending,
+            ),
+        )
+        return await self.js.pull_subscribe_bind(durable=name, stream=self.stream)
+
+
+def _with_message_id(event: Event) -> Event:
+    return msgspec.structs.replace(event, message_id=f"jm-{uuid.uuid4().hex}")
+
+
+async def _quiet(error: Any) -> None:
+    log.debug("NATS: %r", error)
+
+
+async def _reconnected() -> None:
+    log.warning("connected to NATS again")

@@ -1,0 +1,70 @@
+"""The API process of a deployment with a bus: ingest goes to JetStream, not the database.
+
+``journeyman serve --bus nats://...`` runs a :class:`BusRuntime`. Ingest publishes each
+event to JetStream and answers once JetStream has stored it; ``journeyman worker``
+processes run the engine, fire timers and deliver. This process still publishes the
+workspace and records, for the workers, the stream, its partitions and which journey
+versions are current; the admin API reads the database as before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Coroutine
+from typing import Any
+
+from journeyman.domain.model import Workspace
+from journeyman.domain.state import Event
+from journeyman.runtime.bus import Bus
+from journeyman.runtime.publish import Plan
+from journeyman.runtime.service import Runtime
+
+__all__ = ["BUS_SETTING", "JOURNEYS_SETTING", "BusRuntime"]
+
+# Settings in the database that the workers read: {"stream": ..., "partitions": ...}, and
+# the current version of every published journey, {name: version}.
+BUS_SETTING = "bus"
+JOURNEYS_SETTING = "journeys"
+
+
+class BusRuntime(Runtime):
+    """A :class:`Runtime` whose ingest publishes to ``bus``.
+
+    Of the loops, only the processor runs here, for an operator's stop and resume of a
+    journey; the workers fire timers and deliver.
+    """
+
+    def __init__(self, *args: Any, bus: Bus, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bus = bus
+
+    async def start(self) -> None:
+        await self.bus.connect()
+        try:
+            await super().start()
+            setting = {"stream": self.bus.stream, "partitions": self.bus.partitions}
+            await self.store.set_setting(BUS_SETTING, json.dumps(setting))
+        except BaseException:
+            await self.bus.close()
+            raise
+
+    async def stop(self) -> None:
+        try:
+            await super().stop()
+        finally:
+            await self.bus.close()
+
+    def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        return [("processor", self.processor.run())]
+
+    async def accept(self, events: list[Event]) -> list[str]:
+        """Store the events in JetStream: ``accepted`` once it confirmed every one."""
+        await self.bus.publish_events(events, self.workspace.events)
+        return ["accepted"] * len(events)
+
+    async def publish(self, workspace: Workspace, *, dry_run: bool = False) -> Plan:
+        """Publish as :class:`Runtime` does, and tell the workers the current versions."""
+        plan = await super().publish(workspace, dry_run=dry_run)
+        if not dry_run:
+            await self.store.set_setting(JOURNEYS_SETTING, json.dumps(plan.versions))
+        return plan

@@ -1,0 +1,363 @@
+"""``journeyman worker``: applies the events of the partitions it owns, fires timers, delivers.
+
+Workers share one PostgreSQL database and one JetStream stream (see
+:mod:`journeyman.runtime.bus`). Each owns a fair share of the partitions
+(:mod:`journeyman.runtime.partitions`) and, for each, fetches batches from the partition's
+consumer, runs them through its :class:`Processor` (the engine and one commit, which skips
+a messageId already stored), and acknowledges the messages only after that commit. A
+batch that cannot be committed (the database is away) is tried again, as it was, until it
+is: nothing later of that partition is applied before it.
+
+Every worker also claims due timers (``FOR UPDATE SKIP LOCKED`` and a lease) and hands
+them to the owner of their profile's partition through the bus, and delivers the outbox,
+claimed the same way. Journey versions come from the database: a publish to the API
+reaches every worker within a second, without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from journeyman.channels.base import Channel
+from journeyman.domain.model import Journey, Workspace
+from journeyman.domain.parse import compile_journey
+from journeyman.runtime.bus import Bus, decode
+from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
+from journeyman.runtime.front import BUS_SETTING, JOURNEYS_SETTING
+from journeyman.runtime.partitions import Ownership, fair_share
+from journeyman.runtime.processor import Processor, utc_now
+from journeyman.runtime.publish import Versions
+from journeyman.runtime.timers import TimerLoop, backoff, sleep_until_woken
+from journeyman.storage.base import Batch
+from journeyman.storage.postgres import PostgresStore, parse_url
+
+__all__ = ["ClaimingTimers", "Worker"]
+
+log = logging.getLogger("journeyman.worker")
+
+LOOK_LIMIT = 30.0  # seconds one look at the partitions may take, releases included
+FETCH_WAIT = 0.5  # seconds a fetch waits for messages before it looks whether to stop
+
+
+class ClaimingTimers(TimerLoop):
+    """A timer loop for workers: claims due timers and sends them to their partitions.
+
+    The worker that owns a profile's events fires its timers too, in order with them, so
+    a timer never races an event of the same profile in another worker. A claim that
+    could not be handed to the bus fires once its lease has passed.
+    """
+
+    def __init__(self, store: PostgresStore, processor: Processor, bus: Bus, **kwargs: Any):
+        super().__init__(store, processor, processor.clock, **kwargs)
+        self.claiming = store
+        self.bus = bus
+
+    async def _round(
+        self, firing: asyncio.Future[list[str]] | None
+    ) -> asyncio.Future[list[str]] | None:
+        """Claim due timers and publish them; their owners fire them, so nothing is left
+        firing here between rounds (``firing`` is always None)."""
+        now = self.clock()
+        if not self.bus.connected:  # claims now would wait out their lease
+            await sleep_until_woken(self._wakeup, self.idle)
+            return None
+        due = await self.claiming.claim_due(now, self.batch)
+        if not due:
+            await self._sleep(await self.store.next_wake(), now)
+            return None
+        await self.bus.publish_timers(due)
+        self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
+        return None
+
+
+class Worker:
+    """One worker process's parts, started and stopped together."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        store: PostgresStore,
+        db_url: str,
+        bus_url: str,
+        channels: Mapping[str, Channel],
+        *,
+        env: Mapping[str, str],
+        clock: Callable[[], datetime] = utc_now,
+        retry: RetryPolicy | None = None,
+        batch: int = 500,
+        look: float = 1.0,
+        grace: float = 15.0,
+        announce: Callable[[str], None] = print,
+    ) -> None:
+        self.files = workspace  # events, templates and channels; journeys come from the db
+        self.store = store
+        self.dsn = parse_url(db_url)[0]  # for the connection that holds the locks
+        self.bus_url = bus_url
+        self.channels = dict(channels)
+        self.env = env
+        self.retry = retry
+        self.batch = batch  # messages fetched from one partition at a time
+        self.look = look  # seconds between looks at partitions and published journeys
+        self.grace = grace
+        self.announce = announce
+        self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
+        self.versions = Versions()
+        self.bus: Bus | None = None
+        self.ownership: Ownership | None = None
+        self.timers: ClaimingTimers | None = None
+        self.dispatcher = Dispatcher(
+            store, self.processor, self.channels, clock, env=env, policy=retry
+        )
+        # Outcomes not recorded are sent again after the lease: while the database is away,
+        # keep trying for some 20 seconds (the pauses grow to a second).
+        self.dispatcher.record_tries = 25
+        self._owned: dict[int, asyncio.Task[None]] = {}
+        self._leaving: set[int] = set()
+        self._published: str | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _committed(self, batch: Batch) -> None:
+        if batch.effects:
+            self.dispatcher.wake()
+        if self.timers is not None and any(i.wake_at for i in batch.instances.values()):
+            self.timers.wake()
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Open the store, wait for ``serve --bus`` to have set the bus up, start the loops."""
+        await self.store.open()
+        setting = await self._wait_for(BUS_SETTING)
+        bus = json.loads(setting)
+        self.bus = Bus(self.bus_url, bus["stream"], bus["partitions"])
+        await self.bus.connect()
+        self.ownership = Ownership(self.dsn, self.bus.partitions)
+        await self.ownership.connect()
+        await self._follow_journeys()
+        self.timers = ClaimingTimers(self.store, self.processor, self.bus)
+        loops = {
+            "processor": self.processor.run(),
+            "timers": self.timers.run(),
+            "dispatcher": self.dispatcher.run(),
+            "partitions": self._balance(),
+            "journeys": self._watch(),
+        }
+        self._tasks = [asyncio.create_task(run, name=name) for name, run in loops.items()]
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
+
+    async def _wait_for(self, key: str) -> str:
+        shown = False
+        while True:
+            value = await self.store.get_setting(key)
+            if value is not None:
+                return value
+            if not shown:
+                self.announce("waiting for `journeyman serve --bus` to set up this database")
+                shown = True
+            await asyncio.sleep(self.look)
+
+    async def stop(self) -> None:
+        """Finish the batches in flight, give the partitions back, deliver what is in hand,
+        and close: the other workers take the partitions over at their next look."""
+        self._stopping.set()
+        named = {task.get_name(): task for task in self._tasks}
+        for name in ("partitions", "journeys", "timers"):
+            if name in named:
+                named[name].cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await named[name]
+        await self._leave(list(self._owned))
+        if self.ownership is not None:
+            await self.ownership.close()
+        if "dispatcher" in named:
+            self.dispatcher.stop()
+            await asyncio.wait([named["dispatcher"]], timeout=self.grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.processor.drain()
+        for channel in self.channels.values():
+            await channel.close()
+        if self.bus is not None:
+            await self.bus.close()
+        await self.store.close()
+
+    # journeys
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.look)
+            try:
+                await self._follow_journeys()
+            except Exception:
+                log.exception("reading the published journeys failed; trying again")
+
+    async def _follow_journeys(self) -> None:
+        """Run on the journey versions the API published last, and obey paused journeys."""
+        states = await self.store.journey_states()
+        paused = self.processor.engine.paused
+        paused.clear()
+        paused.update(states)
+        published = await self.store.get_setting(JOURNEYS_SETTING)
+        if published is None or published == self._published:
+            return
+        journeys = {}
+        for name, version in json.loads(published).items():
+            journey = self.versions(name, version) or await self._compile(name, version)
+            if journey is not None:
+                journeys[name] = journey
+        await self.versions.load(self.store)
+        self.versions.keep(journeys)
+        self.processor.use(dataclasses.replace(self.files, journeys=journeys), self.versions)
+        self._published = published
+        self.announce(f"journeys: {_versions(journeys)}")
+
+    async def _compile(self, name: str, version: int) -> Journey | None:
+        document = await self.store.journey_document(name, version)
+        journey = compile_journey(document, f"{name} v{version}") if document else None
+        return dataclasses.replace(journey, version=version) if journey is not None else None
+
+    # partitions
+
+    async def _balance(self) -> None:
+        """Own a fair share of the partitions: take free ones, give extra ones back."""
+        assert self.ownership is not None
+        while True:
+            try:
+                # A look that hangs (a half-open connection) counts as a lost one.
+                async with asyncio.timeout(LOOK_LIMIT):
+                    if not self.ownership.connected:
+                        await self.ownership.connect()
+                    await self._rebalance(self.ownership)
+            except (Exception, TimeoutError) as error:
+                # The locks went with the connection: another worker may own these
+                # partitions already, so stop at once, without acknowledging anything.
+                if self._owned:
+                    log.warning("lost the partition locks (%s); letting go of them", error)
+                self._abandon()
+                self.ownership.drop()
+            await asyncio.sleep(self.look)
+
+    async def _rebalance(self, ownership: Ownership) -> None:
+        share = fair_share(ownership.partitions, await ownership.live_workers())
+        extra = sorted(self._owned, key=self._preference)[share:]
+        if extra:
+            await self._leave(extra)
+            self.announce(f"gave back partitions {_numbers(extra)}")
+        taken = []
+        for partition in sorted(range(ownership.partitions), key=self._preference):
+            if len(self._owned) >= share:
+                break
+            if partition not in self._owned and await ownership.take(partition):
+                self._owned[partition] = asyncio.create_task(
+                    self._consume(partition), name=f"partition {partition}"
+                )
+                taken.append(partition)
+        if taken:
+            self.announce(f"took partitions {_numbers(taken)}; owns {_numbers(self._owned)}")
+
+    def _preference(self, partition: int) -> int:
+        """Workers look at the partitions in different orders, so they rarely contend."""
+        assert self.ownership is not None
+        return (partition - self.ownership.worker) % self.ownership.partitions
+
+    async def _leave(self, partitions: list[int]) -> None:
+        """Let each partition finish its batch, then release it."""
+        self._leaving.update(partitions)
+        tasks = [self._owned[p] for p in partitions if p in self._owned]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.grace)
+        for partition in partitions:
+            task = self._owned.pop(partition, None)
+            if task is not None and not task.done():
+                task.cancel()
+            if self.ownership is not None and self.ownership.connected:
+                with contextlib.suppress(Exception):
+                    await self.ownership.release(partition)
+        self._leaving.difference_update(partitions)
+
+    def _abandon(self) -> None:
+        for task in self._owned.values():
+            task.cancel()
+        self._owned.clear()
+
+    async def _consume(self, partition: int) -> None:
+        """Apply the partition's messages in order until told to leave it."""
+        assert self.bus is not None
+        failures = 0
+        while partition not in self._leaving:
+            try:
+                subscription = await self.bus.take(partition, max_pending=self.batch * 2)
+                try:
+                    await self._pump(partition, subscription)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
+            except Exception as error:
+                # Taking the consumer again starts at the first message not acknowledged,
+                # so nothing is skipped whatever was lost with the connection.
+                failures += 1
+                log.warning("partition %d: %r; taking it again", partition, error)
+                await asyncio.sleep(backoff(failures, 2.0))
+
+    async def _pump(self, partition: int, subscription: Any) -> None:
+        while partition not in self._leaving:
+            try:
+                messages: list[Msg] = await subscription.fetch(self.batch, timeout=FETCH_WAIT)
+            except TimeoutError:  # nothing came: nats.errors.TimeoutError is one too
+                continue
+            triggers = []
+            for message in messages:
+                try:
+                    triggers.append(decode(message))
+                except Exception:
+                    log.exception("partition %d: a message that is no trigger; dropped", partition)
+            await self._apply(triggers)
+            for message in messages:
+                await message.ack()
+
+    async def _apply(self, triggers: list[Any]) -> None:
+        """Commit the triggers, trying again until the database takes them.
+
+        A try that failed half way is harmless to repeat: events already stored are
+        skipped by messageId, and a timer whose instance moved on does nothing.
+        """
+        failures = 0
+        while True:
+            try:
+                await self.processor.submit(triggers, force=True)
+                return
+            except Exception as error:
+                failures += 1
+                log.warning("a batch failed (%r); trying again", error)
+                await asyncio.sleep(backoff(failures, 5.0))
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self._owned)
+
+
+def _numbers(partitions: Any) -> str:
+    return ", ".join(str(p) for p in sorted(partitions)) or "none"
+
+
+def _versions(journeys: Mapping[str, Journey]) -> str:
+    return ", ".join(f"{name} v{j.version}" for name, j in sorted(journeys.items())) or "none"
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the %s loop stopped", task.get_name(), exc_info=task.exception())

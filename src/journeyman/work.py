@@ -1,0 +1,115 @@
+"""``journeyman worker``: one worker process, until SIGTERM or SIGINT.
+
+See :mod:`journeyman.runtime.worker` for what a worker does. On a stop signal it finishes
+its batches, gives its partitions back and exits; the other workers take them over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from journeyman.domain.model import Workspace
+from journeyman.runtime.service import build_channels
+from journeyman.runtime.worker import Worker
+from journeyman.server import SettingError, data_dir, retry_policy
+from journeyman.storage import is_postgres, open_store, shown_url
+from journeyman.storage.base import LEASE
+from journeyman.storage.postgres import PostgresStore
+
+__all__ = ["WorkerOptions", "claim_lease", "work"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    workspace_dir: Path
+    storage: str
+    bus: str
+    batch: int = 500
+
+
+def claim_lease(env: Mapping[str, str]) -> timedelta:
+    """How long a claimed timer or delivery is this worker's alone: ``JOURNEYMAN_LEASE``
+    seconds, two minutes by default. A dead worker's claims are taken up after it; it
+    must be longer than any delivery round takes, or a slow send could go out twice."""
+    text = env.get("JOURNEYMAN_LEASE")
+    if text is None:
+        return LEASE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise SettingError(f"JOURNEYMAN_LEASE must be a number of seconds above 0, not {text!r}")
+    return timedelta(seconds=seconds)
+
+
+async def work(
+    workspace: Workspace,
+    options: WorkerOptions,
+    *,
+    env: Mapping[str, str] | None = None,
+    announce: Callable[[str], None] = print,
+) -> None:
+    env = os.environ if env is None else env
+    if not is_postgres(options.storage):
+        raise SettingError(
+            f"a worker needs a PostgreSQL database, not {shown_url(options.storage)}"
+        )
+    store = open_store(options.storage)
+    assert isinstance(store, PostgresStore)
+    store.lease = claim_lease(env)
+    channels = build_channels(
+        workspace, env, root=options.workspace_dir, fallback_dir=data_dir(options.storage)
+    )
+    worker = Worker(
+        workspace,
+        store,
+        options.storage,
+        options.bus,
+        channels,
+        env=env,
+        retry=retry_policy(env),
+        batch=options.batch,
+        announce=announce,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if not await _started(worker, stop):
+        announce("journeyman worker stopped before it started")
+        return
+    announce(
+        f"journeyman worker on {shown_url(options.storage)} and {options.bus}, "
+        f"stream {worker.bus.stream if worker.bus else '?'}: running"
+    )
+    try:
+        await stop.wait()
+    finally:
+        announce("journeyman worker stopping: finishing its batches")
+        await worker.stop()
+        announce("journeyman worker stopped")
+
+
+async def _started(worker: Worker, stop: asyncio.Event) -> bool:
+    """Start the worker, unless a stop signal comes first (it may wait for ``serve``)."""
+    starting = asyncio.ensure_future(worker.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        starting.result()  # raises what the start raised
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    await worker.store.close()
+    return False
