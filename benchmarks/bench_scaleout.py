@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import shutil
@@ -26,13 +27,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import nats
 
-from bench_server import ADMIN_KEY, WORKSPACE, WRITE_KEY, _free_port, loadgen
+from bench_server import (
+    ADMIN_KEY,
+    WORKSPACE,
+    WRITE_KEY,
+    _free_port,
+    _median,
+    _runs_text,
+    fill_store,
+    loadgen,
+    settings,
+)
 
 POSTGRES = os.environ.get("JOURNEYMAN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 NATS = os.environ.get("JOURNEYMAN_BENCH_NATS", "nats://127.0.0.1:4222")
@@ -69,8 +81,12 @@ class Deployment:
         self.processes.append(process)
         return process
 
-    def start(self) -> None:
+    def create(self) -> None:
         asyncio.run(_admin(f'CREATE DATABASE "{self.name}"'))
+
+    def start(self, *, create: bool = True) -> None:
+        if create:
+            self.create()
         serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.workers:
             serve += ["--bus", NATS, "--stream", self.stream, "--partitions", "16"]
@@ -98,6 +114,15 @@ class Deployment:
         for process in self.processes:
             fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
             found.append((int(fields[11]) + int(fields[12])) / ticks)
+        return found
+
+    def peak_rss(self) -> list[float]:
+        """Peak RSS (VmHWM) of each process in MB: serve first, then the workers."""
+        found = []
+        for process in self.processes:
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    found.append(int(line.split()[1]) / 1024)
         return found
 
     def stop(self) -> None:
@@ -186,6 +211,114 @@ def measure(workers: int) -> dict[str, float]:
     }
 
 
+async def _fill(url: str, workspace: Path, count: int) -> float:
+    from journeyman.storage import open_store
+
+    began = time.perf_counter()
+    await fill_store(open_store(url), workspace, count, 20_000)
+    return time.perf_counter() - began
+
+
+async def _size(url: str) -> int:
+    db = await asyncpg.connect(url, timeout=10)
+    try:
+        return int(await db.fetchval("SELECT pg_database_size(current_database())"))
+    finally:
+        await db.close()
+
+
+def waiting(workers: int = 2) -> list[Row]:
+    """With many instances waiting in PostgreSQL (1,000,000; 100,000 with --quick): the
+    processes' peak RSS, the database size, and the timer lag of 10,000 waking at once,
+    with ``serve --bus`` and ``workers`` workers."""
+    config = settings()
+    count, alarms = config.waiting, config.alarms
+    deployment = Deployment(workers)
+    deployment.create()
+    try:
+        took = asyncio.run(_fill(deployment.db, deployment.workspace, count))
+        size = asyncio.run(_size(deployment.db))
+        deployment.start(create=False)
+        fired, handed = [], []
+        for _ in range(config.repeats):
+            # The alarms go through JetStream to the workers before they come due.
+            wake = datetime.fromtimestamp(math.ceil(time.time()) + 12, UTC)
+            result = loadgen(
+                _Port(deployment.port),  # type: ignore[arg-type]
+                "alarm",
+                "--count",
+                str(alarms),
+                "--batch",
+                "500",
+                "--at",
+                wake.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "--messages",
+                str(deployment.workspace / "messages.jsonl"),
+                "--timeout",
+                "120",
+            )
+            if "error" in result or result["missing"]:
+                raise RuntimeError(f"the timer run went wrong: {result}")
+            fired.append(result["fired_s"]["p99"])
+            handed.append(result["handed_s"]["p99"])
+        rss = deployment.peak_rss()
+    finally:
+        deployment.stop()
+    n = f"{count:,} waiting, PostgreSQL + NATS, {workers} workers"
+    each = ", ".join(f"{mb:.0f}" for mb in rss[1:])
+    return [
+        (
+            f"scale-out RSS, {n}",
+            sum(rss),
+            f"peak RSS (VmHWM) in MB of serve --bus ({rss[0]:.0f}) and the workers ({each}) "
+            f"together, through {config.repeats} runs of {alarms:,} timers due at once; "
+            "PostgreSQL's own memory is not counted",
+        ),
+        (
+            f"scale-out database size, {n}",
+            size / 1e6,
+            f"pg_database_size after the fill ({size / count:,.0f} bytes per waiting "
+            f"instance); filled through the Processor and PostgresStore in {took:.0f}s "
+            f"({count / took:,.0f} events/s, 20,000 per transaction)",
+        ),
+        (
+            f"scale-out timer lag p99, {alarms:,} due at once, {n}",
+            _median(fired),
+            f"median of {config.repeats} runs ({_runs_text(fired, 3)} s): from the wake "
+            "instant to the engine running the send step in the worker that owns the "
+            "profile (claimed by any worker, handed over through JetStream)",
+        ),
+        (
+            f"scale-out timer lag p99 to provider, {alarms:,} due at once, {n}",
+            _median(handed),
+            f"median of {config.repeats} runs ({_runs_text(handed, 3)} s): to the message "
+            "line in the file channel's file",
+        ),
+    ]
+
+
+_waited: list[Row] | None = None
+
+
+def _waiting_rows() -> list[Row]:
+    global _waited
+    if _waited is None:
+        _waited = waiting()
+    return _waited
+
+
+def memory() -> list[Row]:
+    return [r for r in _waiting_rows() if r[0].startswith("scale-out RSS")]
+
+
+def database() -> list[Row]:
+    return [r for r in _waiting_rows() if r[0].startswith("scale-out database")]
+
+
+def timers() -> list[Row]:
+    return [r for r in _waiting_rows() if r[0].startswith("scale-out timer")]
+
+
 def run() -> list[Row]:
     rows: list[Row] = []
     for workers in (0, 1, 2, 4):
@@ -208,5 +341,5 @@ def run() -> list[Row]:
 
 
 if __name__ == "__main__":
-    for label, value, note in run():
-        print(f"{label}: {value:,.0f} events/s ({note})")
+    for label, value, note in waiting() if "waiting" in sys.argv else run():
+        print(f"{label}: {value:,.2f} ({note})")

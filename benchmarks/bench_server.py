@@ -453,16 +453,21 @@ def latency(config: Settings | None = None) -> list[Row]:
 
 
 async def _fill(db: Path, workspace_dir: Path, count: int, chunk: int) -> None:
+    from journeyman.storage.sqlite import SQLiteStore
+
+    # synchronous=OFF for the fill only; the server then opens the file as always (FULL).
+    await fill_store(SQLiteStore(db, synchronous="OFF"), workspace_dir, count, chunk)
+
+
+async def fill_store(store: Any, workspace_dir: Path, count: int, chunk: int) -> None:
+    """Make ``count`` welcome instances wait in ``store`` (any backend), as :func:`fill`."""
     from journeyman import load_workspace
     from journeyman.domain.state import Event
     from journeyman.runtime.processor import Processor
     from journeyman.storage.base import Delivered
-    from journeyman.storage.sqlite import SQLiteStore
 
     workspace = load_workspace(workspace_dir).workspace
     assert workspace is not None
-    # synchronous=OFF for the fill only; the server then opens the file as always (FULL).
-    store = SQLiteStore(db, synchronous="OFF")
     await store.open()
     processor = Processor(store, workspace, max_batch=chunk, max_queue=2 * chunk)
     runner = asyncio.create_task(processor.run())

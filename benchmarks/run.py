@@ -39,6 +39,9 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("server timers", bench_server.timers, "s", "p99 < 1 s", lambda v: v < 1),
     ("storage", bench_storage.run, "ms median", "(none)", lambda v: True),
     ("scale-out", bench_scaleout.run, "events/s", ">= 3,000/s", lambda v: v >= 3_000),
+    ("scale-out memory", bench_scaleout.memory, "MB", "< 300 MB", lambda v: v < 300),
+    ("scale-out database", bench_scaleout.database, "MB", "(none)", lambda v: True),
+    ("scale-out timers", bench_scaleout.timers, "s", "p99 < 1 s", lambda v: v < 1),
 ]
 
 

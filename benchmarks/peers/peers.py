@@ -30,6 +30,7 @@ WORKSPACE = HERE / "workspace"
 PYTHON = sys.executable
 WRITE_KEY = "bench-peers-write-key"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+NATS = os.environ.get("JOURNEYMAN_BENCH_NATS", "nats://127.0.0.1:4222")
 
 
 def free_port() -> int:
@@ -192,18 +193,44 @@ class Peer:
             self.processes.stop()
 
 
+def delete_stream(name: str) -> None:
+    """Remove the JetStream stream a bus configuration made (it may not exist)."""
+    import asyncio
+
+    import nats
+    from nats.js.errors import NotFoundError
+
+    async def delete() -> None:
+        client = await nats.connect(NATS)
+        try:
+            with contextlib.suppress(NotFoundError):
+                await client.jetstream().delete_stream(name)
+        finally:
+            await client.close()
+
+    asyncio.run(delete())
+
+
 class Journeyman(Peer):
     """``journeyman serve`` on the peers' workspace; the file channel is the sink."""
 
-    def __init__(self, name: str, database: Postgres | None = None) -> None:
+    def __init__(self, name: str, database: Postgres | None = None, workers: int = 0) -> None:
         super().__init__()
         self.name = name
         self.database = database
+        self.workers = workers  # with workers: events go through NATS JetStream
+        self.stream = f"JMBENCH{os.getpid()}"
         where = "PostgreSQL" if database else "one SQLite file (WAL, synchronous=FULL)"
         self.settings = (
             f"`journeyman serve`, one process, state in {where}, its defaults (group "
             "commit, uvloop); messages to the file channel, one fsync'd JSON line each"
         )
+        if workers:
+            self.settings = (
+                f"`journeyman serve --bus {NATS}` (202 once JetStream stored the event) and "
+                f"{workers} `journeyman worker` processes, state in PostgreSQL, 16 partitions, "
+                "their defaults; messages to the file channel, one fsync'd JSON line each"
+            )
 
     def start(self, folder: Path) -> None:
         super().start(folder)
@@ -218,8 +245,13 @@ class Journeyman(Peer):
         self.port = free_port()
         command = [PYTHON, "-m", "journeyman", "serve", "--workspace", str(workspace)]
         command += ["--db", url, "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.workers:
+            command += ["--bus", NATS, "--stream", self.stream]
         self.processes.start("journeyman", command, {"JOURNEYMAN_WRITE_KEY": WRITE_KEY})
         wait_for_http(self.port, self.processes)
+        for n in range(self.workers):
+            worker = [PYTHON, "-m", "journeyman", "worker", "--workspace", str(workspace)]
+            self.processes.start(f"worker-{n}", [*worker, "--db", url, "--bus", NATS])
 
     def private_pids(self) -> list[int]:
         return self.database.backends() if self.database else []
@@ -232,6 +264,8 @@ class Journeyman(Peer):
 
     def stop(self) -> None:
         super().stop()
+        if self.workers:
+            delete_stream(self.stream)
         if self.database is not None:
             self.database.drop()
 
@@ -278,6 +312,8 @@ class DBOSPeer(Peer):
 
     def stop(self) -> None:
         super().stop()
+        if self.workers:
+            delete_stream(self.stream)
         if self.database is not None:
             self.database.drop()
 
@@ -343,6 +379,11 @@ def peers() -> list[Peer]:
     return [
         Journeyman("journeyman, embedded (SQLite)"),
         Journeyman("journeyman, scale-out (PostgreSQL)", database=Postgres("jm")),
+        Journeyman(
+            "journeyman, scale-out (PostgreSQL + NATS, 2 workers)",
+            database=Postgres("jmbus"),
+            workers=2,
+        ),
         DBOSPeer("DBOS, SQLite (WAL)"),
         DBOSPeer("DBOS, PostgreSQL", database=Postgres("dbos")),
         TemporalPeer("Temporal dev server, SQLite file (WAL)", in_file=True),

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from journeyman.runtime.processor import Processor, TimerDue
 from journeyman.storage.base import Store
@@ -64,7 +65,7 @@ class TimerLoop:
 
     async def run(self) -> None:
         failures = 0
-        firing: asyncio.Future[list[str]] | None = None
+        firing: asyncio.Future[Any] | None = None
         try:
             while True:
                 self._wakeup.clear()
@@ -84,9 +85,7 @@ class TimerLoop:
             if firing is not None and not firing.done():
                 firing.cancel()
 
-    async def _round(
-        self, firing: asyncio.Future[list[str]] | None
-    ) -> asyncio.Future[list[str]] | None:
+    async def _round(self, firing: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
         """Read the next due timers while the last ones fire, then fire them; with nothing
         due and nothing firing, sleep until the next one is (or a wake-up).
 

@@ -61,22 +61,25 @@ class ClaimingTimers(TimerLoop):
         self.claiming = store
         self.bus = bus
 
-    async def _round(
-        self, firing: asyncio.Future[list[str]] | None
-    ) -> asyncio.Future[list[str]] | None:
-        """Claim due timers and publish them; their owners fire them, so nothing is left
-        firing here between rounds (``firing`` is always None)."""
+    async def _round(self, firing: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
+        """Claim due timers while the last ones are being published, then publish them;
+        their owners fire them. The claims are leased, so the next claim skips the ones
+        still being published."""
         now = self.clock()
         if not self.bus.connected:  # claims now would wait out their lease
+            if firing is not None:
+                await firing
             await sleep_until_woken(self._wakeup, self.idle)
             return None
         due = await self.claiming.claim_due(now, self.batch)
+        if firing is not None:
+            await firing  # raises what the publish raised
         if not due:
-            await self._sleep(await self.store.next_wake(), now)
+            if firing is None:
+                await self._sleep(await self.store.next_wake(), now)
             return None
-        await self.bus.publish_timers(due)
         self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
-        return None
+        return asyncio.ensure_future(self.bus.publish_timers(due))
 
 
 class Worker:
