@@ -760,6 +760,23 @@ def test_a_bad_pool_size_is_refused_with_the_url(url: str) -> None:
         open_store(url)
 
 
+@pytest.mark.shared
+def test_a_timer_due_later_in_the_same_millisecond_is_not_claimed_early(store: Store) -> None:
+    from journeyman.storage.postgres import PostgresStore
+
+    wake = START + MINUTE + timedelta(microseconds=600)
+
+    async def check() -> None:
+        assert isinstance(store, PostgresStore)
+        await store.commit(Batch(instances={"u1:hello:1": instance(wake_at=wake)}))
+        # Not due yet: it must not be claimed (and so held back for a whole lease) either.
+        assert await store.claim_due(wake - timedelta(microseconds=300), 10) == []
+        (due,) = await store.claim_due(wake + MS, 10)
+        assert due.wake_at == wake
+
+    run(store, check)
+
+
 # several processes on one database
 
 

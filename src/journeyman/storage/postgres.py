@@ -319,8 +319,10 @@ class PostgresStore(Store):
         For workers sharing the database: no timer fires in two of them, and the timers of
         a worker that died mid-batch are claimed again once their lease has passed.
         """
+        # Only what is due by the last whole millisecond: wake times are stored rounded up,
+        # and a timer leased but not due yet would wait out its lease.
         async with self._transaction() as db:
-            rows = await db.fetch(_CLAIM_DUE, wake_ms(now), ms(now), limit, ms(now + self.lease))
+            rows = await db.fetch(_CLAIM_DUE, ms(now), ms(now), limit, ms(now + self.lease))
         found = (decode_instance(state) for (state,) in rows)
         due = [i for i in found if i.wake_at is not None and i.wake_at <= now]
         return sorted(due, key=lambda i: (i.wake_at or now, i.id))
