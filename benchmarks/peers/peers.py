@@ -312,8 +312,6 @@ class DBOSPeer(Peer):
 
     def stop(self) -> None:
         super().stop()
-        if self.workers:
-            delete_stream(self.stream)
         if self.database is not None:
             self.database.drop()
 
