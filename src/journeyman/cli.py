@@ -50,13 +50,20 @@ def _load(folder: Path, env: Mapping[str, str] | None = None) -> Loaded:
 
 
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
-    """Run the server on uvloop where it is installed (it is, with uvicorn[standard])."""
+    """Run a long-lived process (serve, worker) on uvloop where it is installed (it is,
+    with uvicorn[standard]); journeyman's errors and the system's become one clear line."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop builds for every platform we test
-        asyncio.run(main)
+        run = asyncio.run
     else:
-        uvloop.run(main)
+        run = uvloop.run
+    try:
+        run(main)
+    except JourneymanError as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
 
 
 def _count(number: int, noun: str) -> str:
@@ -241,12 +248,7 @@ def serve(
         stream=stream,
         partitions=partitions,
     )
-    try:
-        _run_fast(run_server(ws, options))
-    except JourneymanError as error:
-        raise click.ClickException(str(error)) from None
-    except OSError as error:
-        raise click.ClickException(f"cannot start: {error}") from None
+    _run_fast(run_server(ws, options))
 
 
 @main.command()
@@ -290,12 +292,7 @@ def worker(workspace_dir: Path, db: str | None, bus: str, batch: int) -> None:
         bus=bus,
         batch=batch,
     )
-    try:
-        _run_fast(work(ws, options))
-    except JourneymanError as error:
-        raise click.ClickException(str(error)) from None
-    except OSError as error:
-        raise click.ClickException(f"cannot start: {error}") from None
+    _run_fast(work(ws, options))
 
 
 @main.command()
