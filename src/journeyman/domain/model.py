@@ -114,10 +114,13 @@ class QuietHours:
 class Rules:
     caps: tuple[Cap, ...] = ()
     quiet_hours: tuple[QuietHours, ...] = ()
+    # How far back a profile's sends can still count against a cap; kept, as every send
+    # asks for it.
+    longest_cap: timedelta = field(init=False, repr=False, compare=False)
 
-    @property
-    def longest_cap(self) -> timedelta:
-        return max((cap.per for cap in self.caps), default=timedelta(0))
+    def __post_init__(self) -> None:
+        longest = max((cap.per for cap in self.caps), default=timedelta(0))
+        object.__setattr__(self, "longest_cap", longest)
 
 
 @dataclass(frozen=True, slots=True)

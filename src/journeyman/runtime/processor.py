@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -83,12 +83,14 @@ class Stats:
     effects_queued: int = 0
 
 
-@dataclass(slots=True)
 class _Item:
-    trigger: Trigger
-    done: asyncio.Future[str] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    """A queued trigger and the future its submitter waits on."""
+
+    __slots__ = ("done", "trigger")
+
+    def __init__(self, trigger: Trigger, done: asyncio.Future[str]) -> None:
+        self.trigger = trigger
+        self.done = done
 
 
 class Processor:
@@ -137,7 +139,8 @@ class Processor:
         """
         if not force and self._queue.qsize() + len(triggers) > self.max_queue:
             raise Overloaded(f"{self._queue.qsize()} triggers are queued")
-        items = [_Item(trigger) for trigger in triggers]
+        loop = asyncio.get_running_loop()
+        items = [_Item(trigger, loop.create_future()) for trigger in triggers]
         for item in items:
             self._queue.put_nowait(item)
         if len(items) == 1:  # one event per call is the common case: no gathering

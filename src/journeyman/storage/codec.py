@@ -38,7 +38,16 @@ decode_effect = msgspec.msgpack.Decoder(SendMessage | CallAction).decode
 
 
 def ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+    global _last_ms
+    last = _last_ms  # one batch writes the same instant many times: remember the last one
+    if last[0] is value:
+        return last[1]
+    found = int(value.timestamp() * 1000)
+    _last_ms = (value, found)
+    return found
+
+
+_last_ms: tuple[datetime | None, int] = (None, 0)
 
 
 def wake_ms(value: datetime) -> int:
