@@ -48,6 +48,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from machine import busy_seconds, cpu_seconds_of, wait_until_quiet
+
 HERE = Path(__file__).parent
 WORKSPACE = HERE / "workspace"
 LOADGEN = HERE / "loadgen.py"
@@ -167,8 +169,7 @@ class Server:
         return found
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds_of(self.pid)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -222,35 +223,12 @@ def loadgen(server: Server, mode: str, *options: str, timeout: float = 300.0) ->
     return result
 
 
-def _busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all cores)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(f) for f in fields]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_until_quiet(limit: float = 20.0, cores: float = 0.25) -> float:
-    """Wait (up to ``limit`` s) until other processes use less than ``cores`` of the CPU.
-
-    Other sessions' tests may share this machine; the load they put on it is returned
-    (in cores) and goes into each benchmark's note.
-    """
-    until = time.monotonic() + limit
-    while True:
-        began = _busy_seconds()
-        time.sleep(1.0)
-        used = _busy_seconds() - began
-        if used < cores or time.monotonic() >= until:
-            return used
-
-
 class Others:
     """How much CPU processes other than the server and the load generator took."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.busy = _busy_seconds()
+        self.busy = busy_seconds()
         self.cpu = server.cpu_seconds()
         self.wall = time.monotonic()
         self.client = 0.0
@@ -260,7 +238,7 @@ class Others:
 
     def cores(self) -> float:
         wall = time.monotonic() - self.wall
-        busy = _busy_seconds() - self.busy
+        busy = busy_seconds() - self.busy
         mine = self.server.cpu_seconds() - self.cpu + self.client
         return max(0.0, busy - mine) / wall
 

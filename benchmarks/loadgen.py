@@ -248,16 +248,16 @@ class Line(msgspec.Struct):
     journey: str = ""
 
 
-class Follower:
-    """Reads the lines appended to a file, noting when each profile's message appeared."""
+class FileTail:
+    """Reads the lines appended to a file (JSON, one per line) every ``every`` seconds,
+    from its size when made; :meth:`note` takes each new line with the time it was read."""
 
-    def __init__(self, path: Path, every: float = 0.002) -> None:
+    def __init__(self, path: Path, line: type[msgspec.Struct], every: float = 0.002) -> None:
         self.path = path
         self.every = every
         self.offset = path.stat().st_size if path.exists() else 0
-        self.seen: dict[str, tuple[float, float, str]] = {}  # profile -> (perf, wall, at)
         self._rest = b""
-        self._decode = msgspec.json.Decoder(Line).decode
+        self._decode = msgspec.json.Decoder(line).decode
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -269,11 +269,6 @@ class Follower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.poll()
-
-    async def wait_for(self, count: int, timeout: float) -> None:
-        until = time.perf_counter() + timeout
-        while len(self.seen) < count and time.perf_counter() < until:
-            await asyncio.sleep(0.01)
 
     async def _run(self) -> None:
         while True:
@@ -291,12 +286,29 @@ class Follower:
             return
         perf, wall = time.perf_counter(), time.time()
         self.offset += len(data)
-        data = self._rest + data
-        *lines, self._rest = data.split(b"\n")
+        *lines, self._rest = (self._rest + data).split(b"\n")
         for raw in lines:
             if raw:
-                line = self._decode(raw)
-                self.seen.setdefault(line.profile_id, (perf, wall, line.at))
+                self.note(self._decode(raw), perf, wall)
+
+    def note(self, line: Any, perf: float, wall: float) -> None:
+        raise NotImplementedError
+
+
+class Follower(FileTail):
+    """Notes when each profile's first message appeared in the file channel's file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, Line)
+        self.seen: dict[str, tuple[float, float, str]] = {}  # profile -> (perf, wall, at)
+
+    def note(self, line: Line, perf: float, wall: float) -> None:
+        self.seen.setdefault(line.profile_id, (perf, wall, line.at))
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        until = time.perf_counter() + timeout
+        while len(self.seen) < count and time.perf_counter() < until:
+            await asyncio.sleep(0.01)
 
 
 # open loop

@@ -39,7 +39,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from loadgen import Connection, connect, cpu_seconds, quantiles
+from loadgen import Connection, FileTail, connect, cpu_seconds, quantiles
 
 OFFERS = ("pro_offer", "basic_offer")
 
@@ -49,52 +49,19 @@ class Line(msgspec.Struct):
     template: str
 
 
-class Sink:
+class Sink(FileTail):
     """Follows the sink file: when each (profile, template) line first appeared."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
+        super().__init__(path, Line)
         self.seen: dict[tuple[str, str], float] = {}
         self.waiters: dict[str, asyncio.Future[None]] = {}  # profile -> its next message
-        self._rest = b""
-        self._decode = msgspec.json.Decoder(Line).decode
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.poll()
-
-    async def _run(self) -> None:
-        while True:
-            self.poll()
-            await asyncio.sleep(0.002)
-
-    def poll(self) -> None:
-        try:
-            with self.path.open("rb") as file:
-                file.seek(self.offset)
-                data = file.read()
-        except FileNotFoundError:
-            return
-        if not data:
-            return
-        now = time.perf_counter()
-        self.offset += len(data)
-        *lines, self._rest = (self._rest + data).split(b"\n")
-        for raw in lines:
-            if raw:
-                line = self._decode(raw)
-                self.seen.setdefault((line.profile_id, line.template), now)
-                waiter = self.waiters.pop(line.profile_id, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+    def note(self, line: Line, perf: float, wall: float) -> None:
+        self.seen.setdefault((line.profile_id, line.template), perf)
+        waiter = self.waiters.pop(line.profile_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def message(self, profile: str, templates: tuple[str, ...], limit: float) -> None:
         """Until one of ``templates`` reached the sink for ``profile`` (at most ``limit`` s)."""

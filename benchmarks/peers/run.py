@@ -44,8 +44,10 @@ from typing import Any
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 import peers as catalogue  # noqa: E402
+from machine import busy_seconds, cpu_seconds_of, wait_until_quiet  # noqa: E402
 
 DRIVE = HERE / "drive.py"
 
@@ -94,14 +96,6 @@ class Result:
 # measuring processes
 
 
-def _stat_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _status_kib(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -113,7 +107,7 @@ def _status_kib(pid: int, key: str) -> int:
 
 
 def cpu(peer: catalogue.Peer) -> dict[int, float]:
-    return {pid: _stat_cpu(pid) for pid in [*peer.pids(), *peer.private_pids()]}
+    return {pid: cpu_seconds_of(pid) for pid in [*peer.pids(), *peer.private_pids()]}
 
 
 def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
@@ -136,11 +130,6 @@ def memory_mb(peer: catalogue.Peer) -> float:
     kib = sum(_status_kib(pid, "VmRSS") for pid in peer.pids())
     kib += sum(_status_kib(pid, "RssAnon") for pid in peer.private_pids())
     return kib / 1024
-
-
-def busy_seconds() -> float:
-    ticks = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 # driving
@@ -254,20 +243,6 @@ def at(seen: list[Point], target: int) -> dict[str, Any]:
     }
 
 
-def wait_until_quiet(limit: float = 30.0, cores: float = 0.25) -> float:
-    """Wait (up to ``limit`` s) until other processes use less than ``cores`` of the CPU.
-
-    The machine may be shared; what others used while a peer ran goes into its notes.
-    """
-    until = time.monotonic() + limit
-    while True:
-        began = busy_seconds()
-        time.sleep(1.0)
-        used = busy_seconds() - began
-        if used < cores or time.monotonic() >= until:
-            return used
-
-
 def first_error(folder: Path) -> str:
     """The first line of the peers' logs that names an error, and what follows it."""
     for log in sorted(folder.glob("*.log")):
@@ -280,7 +255,7 @@ def first_error(folder: Path) -> str:
 
 def run_peer(peer: catalogue.Peer, limits: Limits) -> Result:
     folder = Path(tempfile.mkdtemp(prefix="jm-bench-peers-"))
-    wait_until_quiet()
+    wait_until_quiet(limit=30.0)
     print(f"{peer.name} ...", flush=True)
     _refused.clear()
     try:
