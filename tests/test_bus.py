@@ -441,3 +441,60 @@ def test_workers_ride_out_a_lost_database_connection(
         wait_for_outcome(c, len(names))
         check_outcome(c, names)
         stream_empties(c)
+
+
+def test_due_timers_travel_many_to_a_message_each_to_its_profiles_partition() -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from journeyman.domain.state import Event, Instance
+    from journeyman.runtime.bus import TIMERS_PER_MESSAGE, Bus, decode, partition_of
+    from journeyman.runtime.processor import TimerDue
+
+    partitions = 4
+    wake = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    due = [
+        Instance(
+            id=f"p{n}:welcome:1",
+            journey="welcome",
+            version=1,
+            profile_id=f"p{n}",
+            entered_at=wake - timedelta(days=1),
+            entry=Event(name="signed_up", profile_id=f"p{n}", timestamp=wake),
+            step="pause",
+            status="waiting",
+            waiting="timer",
+            wake_at=wake,
+        )
+        for n in range(1000)
+    ]
+    expected = {i.id: (partition_of(i.profile_id, partitions), i.profile_id) for i in due}
+
+    async def scenario(stream: str) -> tuple[int, int, dict[str, tuple[int, str]]]:
+        bus = Bus(NATS_URL, stream, partitions)
+        await bus.connect()
+        try:
+            await bus.publish_timers(due)
+            stored = await stream_messages(NATS_URL, stream)
+            await bus.publish_timers(due)  # a claim published again (its ack was lost)
+            again = await stream_messages(NATS_URL, stream)
+            found: dict[str, tuple[int, str]] = {}
+            for partition in range(partitions):
+                subscription = await bus.take(partition, max_pending=100)
+                for message in await subscription.fetch(100, timeout=2):
+                    for trigger in decode(message):
+                        assert isinstance(trigger, TimerDue)
+                        assert trigger.instance_id not in found, "a timer arrived twice"
+                        found[trigger.instance_id] = (partition, trigger.profile_id)
+                    await message.ack()
+            return stored, again, found
+        finally:
+            await bus.close()
+
+    with nats_stream() as stream:
+        stored, again, found = asyncio.run(scenario(stream))
+    # Each partition's timers, 200 to a message, rather than one message a timer.
+    sizes = {p: sum(1 for q, _ in expected.values() if q == p) for p in range(partitions)}
+    assert stored == sum(-(-size // TIMERS_PER_MESSAGE) for size in sizes.values())
+    assert again == stored  # JetStream knew the second publish by its messageId
+    assert found == expected  # every timer, once, in the partition of its profile

@@ -10,8 +10,8 @@ The stream (``JOURNEYMAN`` unless named otherwise) has one subject per partition
 :func:`partition_key`), so one profile's events stay in one partition, in the order they
 were stored. The stream is a work queue: a message is deleted once a worker acknowledges
 it, which a worker does only after the state it produced is committed. Due timers travel
-the same way, to the partition of their profile, so that the worker that owns a profile's
-events also fires its timers, in order with them.
+the same way, to the partition of their profile (up to 200 in a message), so that the
+worker that owns a profile's events also fires its timers, in order with them.
 
 Each partition has one durable pull consumer. A worker that takes a partition makes its
 consumer anew: it then delivers every message not yet acknowledged, oldest first, at once
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import uuid
 import zlib
@@ -72,7 +73,12 @@ MAX_PENDING = 20_000  # publishes waiting for JetStream at once, beyond which th
 ACK_WAIT = 30.0  # seconds before JetStream sends an unacknowledged message to its owner again
 DUPLICATE_WINDOW = 120.0  # seconds JetStream drops a second publish with the same messageId
 
-_TIMER = "Journeyman-Timer"  # header of a timer message; its body is [instance, profile]
+TIMERS_PER_MESSAGE = 200  # due timers of one partition that travel in one message
+# The header of a message of due timers; its body is [[instance, profile], ...]. (A message
+# with the header ``Journeyman-Timer`` holds one [instance, profile].)
+_TIMERS = "Journeyman-Timers"
+_TIMER = "Journeyman-Timer"
+_timers_body = msgspec.msgpack.Decoder(list[tuple[str, str]]).decode
 _timer_body = msgspec.msgpack.Decoder(tuple[str, str]).decode
 
 
@@ -100,12 +106,14 @@ def partition_key(event: Event, definitions: Mapping[str, EventDefinition]) -> s
     return event.profile_id
 
 
-def decode(msg: Msg) -> Event | TimerDue:
-    """The trigger a bus message carries."""
-    if msg.headers and _TIMER in msg.headers:
-        instance_id, profile_id = _timer_body(msg.data)
-        return TimerDue(instance_id, profile_id)
-    return decode_event(msg.data)
+def decode(msg: Msg) -> list[Event | TimerDue]:
+    """The triggers a bus message carries: one event, or due timers."""
+    if msg.headers:
+        if _TIMERS in msg.headers:
+            return [TimerDue(i, p) for i, p in _timers_body(msg.data)]
+        if _TIMER in msg.headers:
+            return [TimerDue(*_timer_body(msg.data))]
+    return [decode_event(msg.data)]
 
 
 class Bus:
@@ -214,18 +222,29 @@ class Bus:
         return sent
 
     async def publish_timers(self, due: Sequence[Instance]) -> None:
-        """Send due timers to the partitions of their profiles (see the module docstring)."""
-        await self._publish_all(
-            [
-                (
-                    self.subject(partition_of(i.profile_id, self.partitions)),
-                    encode((i.id, i.profile_id)),
-                    {_TIMER: "1", "Nats-Msg-Id": f"timer:{i.id}:{wake_ms(i.wake_at)}"},
-                )
-                for i in due
-                if i.wake_at is not None
-            ]
-        )
+        """Send due timers to the partitions of their profiles (see the module docstring),
+        many to a message.
+
+        A timer may travel twice (a claim whose publish failed is claimed again once its
+        lease has passed, maybe by another worker): the engine wakes an instance only
+        while it waits with a wake time that has come, so the second one does nothing.
+        """
+        by_partition: dict[int, list[Instance]] = {}
+        for instance in due:
+            if instance.wake_at is not None:
+                partition = partition_of(instance.profile_id, self.partitions)
+                by_partition.setdefault(partition, []).append(instance)
+        messages = []
+        for partition, instances in by_partition.items():
+            for start in range(0, len(instances), TIMERS_PER_MESSAGE):
+                chunk = instances[start : start + TIMERS_PER_MESSAGE]
+                body = encode([(i.id, i.profile_id) for i in chunk])
+                # The same timers at the same wake times, published again, are one message.
+                wakes = encode([wake_ms(i.wake_at) for i in chunk if i.wake_at is not None])
+                key = "timers:" + hashlib.blake2b(body + wakes, digest_size=16).hexdigest()
+                headers = {_TIMERS: str(len(chunk)), "Nats-Msg-Id": key}
+                messages.append((self.subject(partition), body, headers))
+        await self._publish_all(messages)
 
     async def _publish_all(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
         if self.pending + len(messages) > self.max_pending:

@@ -325,7 +325,7 @@ class Worker:
             triggers = []
             for message in messages:
                 try:
-                    triggers.append(decode(message))
+                    triggers.extend(decode(message))
                 except Exception:
                     log.exception("partition %d: a message that is no trigger; dropped", partition)
             await self._apply(triggers)
