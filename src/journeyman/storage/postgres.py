@@ -22,13 +22,13 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 
-from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.domain.state import Effect, Instance, Profile, StepRecord
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
@@ -58,7 +58,7 @@ from journeyman.storage.codec import (
 )
 from journeyman.storage.migrations import POSTGRES, Migration, pending
 
-__all__ = ["DEFAULT_POOL", "PostgresStore", "parse_url"]
+__all__ = ["DEFAULT_POOL", "PostgresStore", "StaleOutcome", "ToTell", "parse_url"]
 
 DEFAULT_POOL = 10
 CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited for
@@ -135,6 +135,14 @@ _CLAIM = (
     "ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) c "
     "WHERE o.id = c.id RETURNING o.id, o.effect, o.attempts, o.due_at"
 )
+# Outcomes the engine must learn (outbox.tell_at, see PostgresStore.settle_telling): due
+# ones are claimed as deliveries are, and cleared by the commit that applies them.
+_CLAIM_TELL = (
+    "UPDATE outbox o SET tell_at = $3 FROM (SELECT id FROM outbox "
+    "WHERE tell_at IS NOT NULL AND tell_at <= $1 ORDER BY tell_at, id LIMIT $2 "
+    "FOR UPDATE SKIP LOCKED) c WHERE o.id = c.id RETURNING o.id, o.effect, o.status, o.detail"
+)
+_TOLD = "UPDATE outbox SET tell_at = NULL WHERE id = ANY($1::int8[]) AND tell_at IS NOT NULL"
 _WAITING = (
     "status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $1 "
     "AND (leased_until IS NULL OR leased_until <= $2)"
@@ -144,6 +152,19 @@ _CLAIM_DUE = (
     f"WHERE {_WAITING} ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED) c "
     "WHERE i.id = c.id RETURNING i.state"
 )
+
+
+class ToTell(NamedTuple):
+    """A settled delivery whose outcome its profile's worker has still to learn."""
+
+    id: int  # the outbox row
+    effect: Effect
+    status: str  # sent or failed
+    detail: str
+
+
+class StaleOutcome(Exception):
+    """A commit would apply a delivery outcome another commit has applied already."""
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -269,6 +290,15 @@ class PostgresStore(Store):
         )
         return {row[0] for row in rows}
 
+    async def untold(self, outbox_ids: Collection[int]) -> set[int]:
+        if not outbox_ids:
+            return set()
+        rows = await self.pool.fetch(
+            "SELECT id FROM outbox WHERE id = ANY($1::int8[]) AND tell_at IS NOT NULL",
+            list(outbox_ids),
+        )
+        return {row[0] for row in rows}
+
     async def commit(self, batch: Batch) -> None:
         now = ms(datetime.now(UTC))
         events = [
@@ -297,6 +327,8 @@ class PostgresStore(Store):
             await _send(db, _OUTBOX, [outbox_row(e, now) for e in batch.effects], 11)
             await _send(db, _STEPS, records, 7)
             await _send(db, _SETTLE, _settle_rows(batch.deliveries), 5)
+            if batch.told:
+                await _learn(db, batch.told)
 
     # timers
 
@@ -351,6 +383,45 @@ class PostgresStore(Store):
     async def settle(self, results: Sequence[Delivered]) -> None:
         async with self._transaction() as db:
             await _send(db, _SETTLE, _settle_rows(results), 5)
+
+    # outcomes for the worker that owns the profile
+
+    async def settle_telling(
+        self, results: Sequence[Delivered], telling: Sequence[Delivered], now: datetime
+    ) -> None:
+        """Settle ``results`` and ``telling`` in one transaction, and keep the outcomes of
+        ``telling`` for the engine, due to be handed on at ``now`` (see :meth:`claim_tell`).
+
+        Settled, a row is never sent again; kept, its outcome is not lost if the process
+        dies before handing it on.
+        """
+        async with self._transaction() as db:
+            await _send(db, _SETTLE, _settle_rows([*results, *telling]), 5)
+            if telling:
+                await db.execute(
+                    "UPDATE outbox SET tell_at = $2 WHERE id = ANY($1::int8[])",
+                    [r.id for r in telling],
+                    ms(now),
+                )
+
+    async def claim_tell(self, now: datetime, limit: int) -> list[ToTell]:
+        """Outcomes due to be handed on, each leased to the caller for ``lease``: another
+        process takes them up after it unless the commit that applies them came first."""
+        async with self._transaction() as db:
+            rows = await db.fetch(_CLAIM_TELL, ms(now), limit, ms(now + self.lease))
+        found = [
+            ToTell(r["id"], decode_effect(r["effect"]), r["status"], r["detail"]) for r in rows
+        ]
+        return sorted(found, key=lambda t: t.id)
+
+    async def tell_again(self, outbox_ids: Collection[int], at: datetime) -> None:
+        """Make claimed outcomes that could not be handed on due again at ``at``."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE outbox SET tell_at = $2 WHERE id = ANY($1::int8[]) AND tell_at IS NOT NULL",
+                list(outbox_ids),
+                ms(at),
+            )
 
     # reading
 
@@ -507,11 +578,13 @@ class PostgresStore(Store):
                     state,
                 )
 
-    async def running_of(self, journey: str, limit: int) -> list[Instance]:
+    async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
         rows = await self.pool.fetch(
-            "SELECT state FROM instances WHERE journey = $1 AND status <> 'ended' LIMIT $2",
+            "SELECT state FROM instances WHERE journey = $1 AND status <> 'ended' AND id > $3 "
+            "ORDER BY id LIMIT $2",
             journey,
             limit,
+            after,
         )
         return [decode_instance(state) for (state,) in rows]
 
@@ -587,6 +660,14 @@ async def _send(
     """Run a statement that takes its rows as ``width`` arrays; nothing for no rows."""
     if rows:
         await db.execute(statement, *_columns(rows, width))
+
+
+async def _learn(db: asyncpg.Connection, told: list[int]) -> None:
+    """Mark outcomes as learned; raise if one was learned already, by a worker that owned
+    the partition a moment ago and had checked it before this one's commit."""
+    status = await db.execute(_TOLD, told)
+    if status != f"UPDATE {len(set(told))}":
+        raise StaleOutcome(f"another commit applied some of the outcomes {sorted(told)}")
 
 
 def _columns(rows: Collection[Sequence[Any]], width: int) -> list[list[Any]]:

@@ -437,13 +437,14 @@ class SQLiteStore(Store):
                     (name, state),
                 )
 
-    async def running_of(self, journey: str, limit: int) -> list[Instance]:
-        return await self._run(self._running_of, journey, limit)
+    async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
+        return await self._run(self._running_of, journey, limit, after)
 
-    def _running_of(self, journey: str, limit: int) -> list[Instance]:
+    def _running_of(self, journey: str, limit: int, after: str) -> list[Instance]:
         rows = self.db.execute(
-            "SELECT state FROM instances WHERE journey = ? AND status != 'ended' LIMIT ?",
-            (journey, limit),
+            "SELECT state FROM instances WHERE journey = ? AND status != 'ended' AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (journey, after, limit),
         )
         return [decode_instance(state) for (state,) in rows]
 
