@@ -120,11 +120,14 @@ _FORGET = (
     "DELETE FROM identities WHERE (kind, value, profile_id) IN "
     "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
 )
+# Sent and failed are final: the late outcome of a delivery whose lease had run out (and
+# that another process delivered meanwhile) changes nothing, nor is it told twice.
 _SETTLE = (
     "UPDATE outbox o SET status = r.status, attempts = o.attempts + 1, detail = r.detail, "
-    "due_at = r.due_at, leased_until = NULL, updated_at = r.at "
-    "FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) "
-    "AS r(id, status, detail, due_at, at) WHERE o.id = r.id"
+    "due_at = r.due_at, leased_until = NULL, updated_at = r.at, tell_at = r.tell_at "
+    "FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[]) "
+    "AS r(id, status, detail, due_at, at, tell_at) "
+    "WHERE o.id = r.id AND o.status IN ('queued', 'retry')"
 )
 # Claims skip rows another transaction has locked: concurrent claimers never wait for
 # each other, and never get the same row.
@@ -326,7 +329,7 @@ class PostgresStore(Store):
             await _send(db, _INSTANCES, [instance_row(i, now) for i in batch.instances.values()], 9)
             await _send(db, _OUTBOX, [outbox_row(e, now) for e in batch.effects], 11)
             await _send(db, _STEPS, records, 7)
-            await _send(db, _SETTLE, _settle_rows(batch.deliveries), 5)
+            await _send(db, _SETTLE, _settle_rows(batch.deliveries), 6)
             if batch.told:
                 await _learn(db, batch.told)
 
@@ -382,27 +385,23 @@ class PostgresStore(Store):
 
     async def settle(self, results: Sequence[Delivered]) -> None:
         async with self._transaction() as db:
-            await _send(db, _SETTLE, _settle_rows(results), 5)
+            await _send(db, _SETTLE, _settle_rows(results), 6)
 
     # outcomes for the worker that owns the profile
 
     async def settle_telling(
         self, results: Sequence[Delivered], telling: Sequence[Delivered], now: datetime
     ) -> None:
-        """Settle ``results`` and ``telling`` in one transaction, and keep the outcomes of
+        """Settle ``results`` and ``telling`` in one statement, and keep the outcomes of
         ``telling`` for the engine, due to be handed on at ``now`` (see :meth:`claim_tell`).
 
         Settled, a row is never sent again; kept, its outcome is not lost if the process
-        dies before handing it on.
+        dies before handing it on. A row already final (another process delivered it after
+        this one's lease ran out) stays as it is, and its outcome is not kept twice.
         """
+        rows = [*_settle_rows(results), *_settle_rows(telling, tell_at=now)]
         async with self._transaction() as db:
-            await _send(db, _SETTLE, _settle_rows([*results, *telling]), 5)
-            if telling:
-                await db.execute(
-                    "UPDATE outbox SET tell_at = $2 WHERE id = ANY($1::int8[])",
-                    [r.id for r in telling],
-                    ms(now),
-                )
+            await _send(db, _SETTLE, rows, 6)
 
     async def claim_tell(self, now: datetime, limit: int) -> list[ToTell]:
         """Outcomes due to be handed on, each leased to the caller for ``lease``: another
@@ -679,8 +678,11 @@ def _columns(rows: Collection[Sequence[Any]], width: int) -> list[list[Any]]:
     return columns
 
 
-def _settle_rows(results: Sequence[Delivered]) -> list[tuple[Any, ...]]:
-    return [(r.id, r.status, r.detail, ms(r.retry_at or r.at), ms(r.at)) for r in results]
+def _settle_rows(
+    results: Sequence[Delivered], tell_at: datetime | None = None
+) -> list[tuple[Any, ...]]:
+    tell = ms(tell_at) if tell_at is not None else None
+    return [(r.id, r.status, r.detail, ms(r.retry_at or r.at), ms(r.at), tell) for r in results]
 
 
 def _reason(error: BaseException) -> str:

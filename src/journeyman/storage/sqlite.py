@@ -288,7 +288,8 @@ class SQLiteStore(Store):
     def _settle_rows(self, results: list[Delivered]) -> None:
         self.db.executemany(
             "UPDATE outbox SET status = ?, attempts = attempts + 1, detail = ?, "
-            "due_at = ?, leased_until = NULL, updated_at = ? WHERE id = ?",
+            "due_at = ?, leased_until = NULL, updated_at = ? "
+            "WHERE id = ? AND status IN ('queued', 'retry')",  # sent and failed are final
             ((r.status, r.detail, ms(r.retry_at or r.at), ms(r.at), r.id) for r in results),
         )
 
