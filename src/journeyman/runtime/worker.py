@@ -231,6 +231,7 @@ class Worker:
         self._owned: dict[int, asyncio.Task[None]] = {}
         self._leaving: set[int] = set()
         self._published: str | None = None
+        self._reads = self._read_applied = 0  # reads of the journeys' states, started, applied
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -336,8 +337,17 @@ class Worker:
         self.announce(f"journeys: {_versions(journeys)}")
 
     async def _read_states(self) -> None:
-        """Obey the journeys paused and stopped now."""
+        """Obey the journeys paused and stopped now.
+
+        Several partitions read at once: a read that started before the last one applied
+        (and may have seen less) is dropped, so the states never go back in time.
+        """
+        self._reads += 1
+        read = self._reads
         states = await self.store.journey_states()
+        if read < self._read_applied:
+            return
+        self._read_applied = read
         paused = self.processor.engine.paused
         paused.clear()
         paused.update(states)
