@@ -31,7 +31,7 @@ from journeyman.storage.postgres import PostgresStore, StaleOutcome
 from tests.cluster import NATS_URL, NatsServer, nats_missing, nats_stream, stream_messages
 from tests.conftest import START
 from tests.stores import run
-from tests.test_processor import ON_ERROR, Clock, sign_up, track
+from tests.test_processor import ON_ERROR, Clock, identify, sign_up, track
 
 # Workers share the database: PostgreSQL only.
 pytestmark = pytest.mark.shared
@@ -175,6 +175,41 @@ def test_a_failed_send_is_settled_where_delivered_and_applied_once_by_the_owner(
                 assert await store.claim_tell(later, 10) == []
                 assert [i.effect.step for i in await store.claim(later, 10)] == ["fallback"]
                 await until(acknowledged(stream), "the stream to be acknowledged")
+        finally:
+            await bus.close()
+
+    run(store, test)
+
+
+def test_an_outcome_goes_to_the_known_profile_a_visitor_was_merged_into_meanwhile(
+    store: Store, workspace: Build, stream: str
+) -> None:
+    browsed = "kind: event\nname: browsed\nidentity: anonymousId\n---\n"
+    ws = workspace(browsed + ON_ERROR.replace("{event: signed_up}", "{event: browsed}"))
+    clock = Clock()
+    assert partition_of("a1", PARTITIONS) != partition_of("u1", PARTITIONS)
+
+    async def test() -> None:
+        assert isinstance(store, PostgresStore)
+        bus = Bus(NATS_URL, stream, PARTITIONS)
+        await bus.connect()
+        try:
+            async with running(Processor(store, ws, clock=clock)) as owner:
+                visitor = {"anonymousId": "a1", "traits": {"email": "a1@example.com"}}
+                await owner.submit(
+                    [identify(visitor), track(ws, {"event": "browsed", "anonymousId": "a1"})]
+                )
+                dispatcher = TellingDispatcher(store, owner, {}, clock, env={})
+                relay = dispatcher.relay = Relay(store, bus, clock)
+                await dispatcher.deliver(await store.claim(clock(), 10))
+                # The visitor signs in before the outcome is handed on.
+                await owner.submit([identify({"userId": "u1", "anonymousId": "a1"})])
+                assert await relay.publish_due() == 1
+                (message,) = await taken(bus, ["u1"])  # the known profile's partition
+                assert await apply(owner, [message], ack=True) == ["accepted"]
+                (ended,) = await store.instances_of("u1")
+                assert ended.end_state == "reached_by_sms"
+                assert await records(store, "u1", "failed") == {"greet": 1}
         finally:
             await bus.close()
 

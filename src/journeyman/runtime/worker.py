@@ -30,11 +30,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
 from journeyman.channels.base import Channel
 from journeyman.domain.model import Journey, Workspace
 from journeyman.domain.parse import compile_journey
+from journeyman.domain.state import Effect
 from journeyman.runtime.bus import Bus, decode
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.front import BUS_SETTING, JOURNEYS_SETTING
@@ -176,7 +178,10 @@ class Relay:
         due = await self.store.claim_tell(now, self.batch)
         if not due:
             return 0
-        outcomes = [DeliveryResult(t.effect, t.status == "sent", t.detail, told=t.id) for t in due]
+        outcomes = [
+            DeliveryResult(_of(t.effect, t.profile_id), t.status == "sent", t.detail, told=t.id)
+            for t in due
+        ]
         try:
             await self.bus.publish_outcomes(outcomes)
         except Exception:
@@ -481,6 +486,14 @@ class Worker:
     @property
     def owned(self) -> list[int]:
         return sorted(self._owned)
+
+
+def _of(effect: Effect, profile_id: str) -> Effect:
+    """The effect, for the profile that has its instance now (after a merge, the known one:
+    its partition's owner is the one to apply the outcome)."""
+    if effect.profile_id == profile_id:
+        return effect
+    return msgspec.structs.replace(effect, profile_id=profile_id)
 
 
 def _numbers(partitions: Any) -> str:

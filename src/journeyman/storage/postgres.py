@@ -143,7 +143,8 @@ _CLAIM = (
 _CLAIM_TELL = (
     "UPDATE outbox o SET tell_at = $3 FROM (SELECT id FROM outbox "
     "WHERE tell_at IS NOT NULL AND tell_at <= $1 ORDER BY tell_at, id LIMIT $2 "
-    "FOR UPDATE SKIP LOCKED) c WHERE o.id = c.id RETURNING o.id, o.effect, o.status, o.detail"
+    "FOR UPDATE SKIP LOCKED) c WHERE o.id = c.id "
+    "RETURNING o.id, o.effect, o.status, o.detail, o.profile_id"
 )
 _TOLD = "UPDATE outbox SET tell_at = NULL WHERE id = ANY($1::int8[]) AND tell_at IS NOT NULL"
 _WAITING = (
@@ -164,6 +165,9 @@ class ToTell(NamedTuple):
     effect: Effect
     status: str  # sent or failed
     detail: str
+    # The profile that has the instance now: the effect's, unless an identify merged it
+    # into a known profile since (the merge moves the outbox rows with the instances).
+    profile_id: str
 
 
 class StaleOutcome(Exception):
@@ -409,7 +413,8 @@ class PostgresStore(Store):
         async with self._transaction() as db:
             rows = await db.fetch(_CLAIM_TELL, ms(now), limit, ms(now + self.lease))
         found = [
-            ToTell(r["id"], decode_effect(r["effect"]), r["status"], r["detail"]) for r in rows
+            ToTell(r["id"], decode_effect(r["effect"]), r["status"], r["detail"], r["profile_id"])
+            for r in rows
         ]
         return sorted(found, key=lambda t: t.id)
 
