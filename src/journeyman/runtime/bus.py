@@ -281,7 +281,7 @@ class Bus:
 
     async def _publish_all(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
         if self.pending + len(messages) > self.max_pending:
-            raise Overloaded(f"{self.pending} events wait for the bus")
+            raise Overloaded(f"{self.pending} messages wait for the bus")
         self.pending += len(messages)
         try:
             await asyncio.gather(*(self._publish(*message) for message in messages))
@@ -292,7 +292,7 @@ class Bus:
         try:
             await self.js.publish(subject, body, timeout=self.timeout, headers=headers)
         except (nats.errors.Error, OSError, TimeoutError, RuntimeError) as error:
-            raise BusUnavailable(f"JetStream did not store an event: {error!r}") from None
+            raise BusUnavailable(f"JetStream did not store a message: {error!r}") from None
 
     # consuming
 
