@@ -66,6 +66,12 @@ class Request:
     body: bytes
 
 
+class _BurstServer(ThreadingHTTPServer):
+    # Many workers' dispatchers connect at once: let the connections wait to be accepted,
+    # as a provider's would, rather than have the kernel drop them (the default is 5).
+    request_queue_size = 256
+
+
 @dataclass
 class HttpServer:
     """Records every request; answers with ``replies`` in turn, then with the last one."""
@@ -75,7 +81,7 @@ class HttpServer:
 
     def __post_init__(self) -> None:
         self._released = threading.Event()
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler_class())
+        self._server = _BurstServer((LOOPBACK, 0), self._handler_class())
         # A short poll interval keeps shutdown, and so each test's teardown, quick.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import httpx
 import pytest
 
 from journeyman.channels.smtp import message_id
-from journeyman.storage.codec import decode_instance
+from journeyman.storage.codec import decode_instance, decode_profile
 from tests.cluster import (
     NATS_URL,
     BusServer,
@@ -37,7 +38,7 @@ from tests.cluster import (
     stream_messages,
 )
 from tests.conftest import write_workspace
-from tests.servers import WRITE_KEY, SmtpServer, wait_until
+from tests.servers import WRITE_KEY, HttpServer, Reply, SmtpServer, wait_until
 from tests.stores import Backend
 
 # Several processes share the database: PostgreSQL only.
@@ -143,18 +144,19 @@ class Cluster:
 @pytest.fixture
 def cluster(tmp_path: Path, store_url: str, backend: Backend) -> Iterator[Callable[..., Cluster]]:
     """Makes a cluster: ``cluster()`` on the shared NATS, ``cluster(bus=url)`` on another,
-    ``cluster(db=url)`` with the workers on another route to the same database."""
+    ``cluster(db=url)`` with the workers on another route to the same database,
+    ``cluster(documents=yaml)`` on a workspace of its own."""
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         workspace = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
 
-        def make(bus: str = NATS_URL, db: str | None = None) -> Cluster:
+        def make(bus: str = NATS_URL, db: str | None = None, documents: str = "") -> Cluster:
             # A stream on the shared server is deleted afterwards; a test's own server
             # goes with its folder.
             stream = stack.enter_context(nats_stream(bus)) if bus == NATS_URL else "JMTEST"
-
+            files = write_workspace(tmp_path / "own", documents) if documents else workspace
             return Cluster(
-                tmp_path, workspace, db or store_url, store_url, bus, stream, smtp, backend, stack
+                tmp_path, files, db or store_url, store_url, bus, stream, smtp, backend, stack
             )
 
         yield make
@@ -185,6 +187,8 @@ class Load:
     profiles: list[str]
     threads: int = 4
     batch: int = 500
+    events: Callable[[str, int], dict[str, Any]] = profile_events  # event n of a profile
+    per_profile: int = EVENTS_PER_PROFILE
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     posted: int = 0
@@ -204,7 +208,7 @@ class Load:
         return thread
 
     def _post_group(self, profiles: list[str]) -> None:
-        events = [profile_events(p, n) for n in range(EVENTS_PER_PROFILE) for p in profiles]
+        events = [self.events(p, n) for n in range(self.per_profile) for p in profiles]
         headers = {"Authorization": f"Bearer {WRITE_KEY}"}
         with httpx.Client(base_url=self.url, headers=headers, timeout=30, trust_env=False) as c:
             for start in range(0, len(events), self.batch):
@@ -441,6 +445,189 @@ def test_workers_ride_out_a_lost_database_connection(
         wait_for_outcome(c, len(names))
         check_outcome(c, names)
         stream_empties(c)
+
+
+# ---------------------------------------------------------------- changes only the owner makes
+
+
+def sign_ups(profile: str, n: int) -> dict[str, Any]:
+    return {"userId": profile, "messageId": f"{profile}/in", "type": "track", "event": "signed_up"}
+
+
+CRM = """
+kind: event
+name: signed_up
+---
+kind: action
+name: notify_crm
+url: "{url}/crm"
+body: '{{"profile": "{{{{ profile.id }}}}"}}'
+---
+kind: journey
+name: crm
+entry: {{event: signed_up}}
+reentry: never
+steps:
+  - id: notify
+    call: notify_crm
+    on_error: note_failure
+  - id: notified
+    end: notified
+  - id: note_failure
+    update_profile:
+      set: {{crm: failed}}
+  - id: done
+    end: crm_failed
+"""
+
+
+def traits_round(number: int) -> Callable[[str, int], dict[str, Any]]:
+    """Round ``number`` of trait changes: each profile's trait n becomes ``number``."""
+
+    def change(profile: str, n: int) -> dict[str, Any]:
+        base = {"userId": profile, "messageId": f"{profile}/n{number}"}
+        return {**base, "type": "identify", "traits": {"n": number}}
+
+    return change
+
+
+def change_traits_until(done: threading.Event, url: str, names: list[str]) -> int:
+    """Change every profile's traits, round after round, until ``done``: how many rounds."""
+    rounds = 0
+    while not done.is_set():
+        rounds += 1
+        Load(url, names, threads=1, events=traits_round(rounds), per_profile=1).run()
+    return rounds
+
+
+def test_a_refused_call_takes_on_error_once_for_every_instance_across_two_workers(
+    cluster: Callable[..., Cluster],
+) -> None:
+    # The CRM answers slowly, so the outcomes come while the profiles' traits change.
+    with HttpServer([Reply(400, b'{"error": "unknown contact"}', delay=0.2)]) as crm:
+        c = cluster(documents=CRM.format(url=crm.url))
+        api = c.serve()
+        c.worker()
+        c.worker()
+        names = profiles(100)
+        done = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            changing = pool.submit(change_traits_until, done, api.url, names)
+            Load(api.url, names, threads=1, events=sign_ups, per_profile=1).run()
+            ended = "SELECT count(*) FROM instances WHERE status = 'ended'"
+            try:
+                wait_until(lambda: c.rows(ended)[0][0] >= len(names), "every instance", 120)
+            finally:
+                done.set()
+            rounds = changing.result()
+        posted = len(names) * (1 + rounds)
+        wait_until(lambda: applied_events(c) == posted, "every event", timeout=60)
+        stream_empties(c)
+
+        instances = [decode_instance(s) for (s,) in c.rows("SELECT state FROM instances")]
+        assert sorted(i.profile_id for i in instances) == names
+        assert {i.end_state for i in instances} == {"crm_failed"}
+        assert outcomes(c, "failed") == dict.fromkeys(names, 1)
+        assert outcomes(c, "updated") == dict.fromkeys(names, 1)
+        # Each call failed for good and was settled so; none went out again after that (a
+        # connection the busy test server refused counts as an attempt and is retried).
+        rows = c.rows("SELECT key, status, attempts FROM outbox")
+        assert {status for _, status, _ in rows} == {"failed"}
+        received = Counter(r.headers["idempotency-key"] for r in crm.requests)
+        assert sorted(received) == sorted(key for key, _, _ in rows)
+        assert [key for key, _, attempts in rows if received[key] > attempts] == []
+        assert c.rows("SELECT count(*) FROM outbox WHERE tell_at IS NOT NULL") == [(0,)]
+        # What the outcome changed and what the events changed are both there.
+        profiles_now = [decode_profile(s) for (s,) in c.rows("SELECT state FROM profiles")]
+        expected = {"crm": "failed", "n": rounds}
+        assert {p.id: p.traits for p in profiles_now if p.traits != expected} == {}
+
+
+WATCH = """
+kind: event
+name: signed_up
+---
+kind: event
+name: clicked
+schema:
+  type: object
+  properties:
+    n: {type: integer}
+---
+kind: journey
+name: watch
+entry: {event: signed_up}
+reentry: never
+steps:
+  - id: listen
+    wait_for: {event: clicked, timeout: 1d}
+    on_event: listen
+"""
+
+
+def clicks(first: int) -> Callable[[str, int], dict[str, Any]]:
+    def click(profile: str, n: int) -> dict[str, Any]:
+        base = {"userId": profile, "messageId": f"{profile}/{first + n:02}"}
+        return {**base, "type": "track", "event": "clicked", "properties": {"n": first + n}}
+
+    return click
+
+
+def instances_by(cluster: Cluster) -> Counter[tuple[str, str | None, str | None]]:
+    """How many instances of each (status, waiting for, end state)."""
+    states = [decode_instance(s) for (s,) in cluster.rows("SELECT state FROM instances")]
+    return Counter((i.status, i.waiting, i.end_state) for i in states)
+
+
+def test_pause_resume_and_stop_through_the_api_reach_every_instance_once_across_two_workers(
+    cluster: Callable[..., Cluster],
+) -> None:
+    c = cluster(documents=WATCH)
+    api = c.serve()
+    c.worker()
+    c.worker()
+    names = profiles(300)
+    Load(api.url, names, threads=2, events=sign_ups, per_profile=1).run()
+    waiting = ("waiting", "event", None)
+    wait_until(lambda: instances_by(c)[waiting] == len(names), "every entry", timeout=60)
+
+    with api.client() as admin:
+        assert admin.post("/v1/journeys/watch/pause").json()["state"] == "paused"
+        # Stored after the pause was answered: no worker lets them in.
+        late = [f"late{n}" for n in range(20)]
+        Load(api.url, late, threads=1, events=sign_ups, per_profile=1).run()
+        # A click moves each instance on to its next step, where it is held.
+        Load(api.url, names, threads=2, events=clicks(1), per_profile=1).run()
+        held = ("waiting", "paused", None)
+        wait_until(lambda: instances_by(c)[held] == len(names), "every instance held", 60)
+        wait_until(lambda: applied_events(c) == 2 * len(names) + len(late), "the late sign-ups")
+        assert c.rows("SELECT count(*) FROM instances WHERE profile_id LIKE 'late%'") == [(0,)]
+
+        answer = admin.post("/v1/journeys/watch/resume").json()
+        assert answer == {"journey": "watch", "state": "active", "resumed": len(names)}
+        wait_until(lambda: instances_by(c)[waiting] == len(names), "every instance resumed", 60)
+        assert outcomes(c, "held") == dict.fromkeys(names, 1)
+        assert outcomes(c, "waiting") == dict.fromkeys(names, 2)  # at entry, and on resuming
+
+        # Stop while clicks keep moving the instances: each ends stopped, once.
+        clicking = Load(api.url, names, threads=2, batch=100, events=clicks(2), per_profile=5)
+        posting = clicking.start()
+        wait_until(lambda: applied_events(c) >= 2 * len(names) + len(late) + 300, "the clicks")
+        answer = admin.post("/v1/journeys/watch/stop").json()
+        assert answer == {"journey": "watch", "state": "stopped", "stopped": len(names)}
+        posting.join()
+    stopped = ("ended", None, "stopped")
+    wait_until(lambda: instances_by(c)[stopped] == len(names), "every instance stopped", 60)
+    wait_until(lambda: applied_events(c) == 2 * len(names) + len(late) + 5 * len(names), "clicks")
+    stream_empties(c)
+    assert instances_by(c) == {stopped: len(names)}
+    assert outcomes(c, "ended") == dict.fromkeys(names, 1)
+
+
+def outcomes(cluster: Cluster, outcome: str) -> Counter[str]:
+    """How many step records of ``outcome`` each profile has."""
+    query = f"SELECT profile_id FROM steps WHERE outcome = '{outcome}'"
+    return Counter(profile for (profile,) in cluster.rows(query))
 
 
 def test_due_timers_travel_many_to_a_message_each_to_its_profiles_partition() -> None:

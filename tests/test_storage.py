@@ -562,6 +562,38 @@ def test_settle_records_sent_failed_and_retries_at_their_time(store: Store) -> N
     run(store, check)
 
 
+def test_a_late_outcome_of_a_delivery_whose_lease_ran_out_leaves_a_final_row_alone(
+    store: Store,
+) -> None:
+    async def check() -> None:
+        await store.commit(Batch(effects=[send("k1")]))
+        (slow,) = await store.claim(START, 10)
+        (again,) = await store.claim(START + LEASE, 10)  # the first claimer looks dead
+        await store.settle([Delivered(again.id, "sent", "250 ok", START + LEASE)])
+        await store.settle([Delivered(slow.id, "retry", "timed out", START + LEASE, START)])
+        (row,) = await store.messages()
+        assert (row.status, row.attempts, row.detail) == ("sent", 1, "250 ok")
+        assert await store.claim(START + 10 * LEASE, 10) == []
+
+    run(store, check)
+
+
+def test_running_instances_of_a_journey_come_in_pages_by_id(store: Store) -> None:
+    async def check() -> None:
+        ids = [f"u{n}:hello:1" for n in range(5)]
+        running = [instance(i, profile=i.split(":")[0]) for i in reversed(ids)]
+        other = struct_replace(instance("u1:other:1"), journey="other")
+        ended = instance("u0:hello:0", profile="u0", status="ended")
+        await store.commit(Batch(instances={i.id: i for i in [*running, other, ended]}))
+        first = await store.running_of("hello", 3)
+        assert [i.id for i in first] == ids[:3]
+        rest = await store.running_of("hello", 3, after=first[-1].id)
+        assert [i.id for i in rest] == ids[3:]
+        assert await store.running_of("hello", 3, after=rest[-1].id) == []
+
+    run(store, check)
+
+
 def test_a_commit_settles_deliveries_with_the_state_change(store: Store) -> None:
     async def check() -> None:
         await store.commit(Batch(effects=[send("k1")]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hmac
+import logging
 import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from journeyman.web import ConsoleSettings, console, views
 from journeyman.workspace import load_texts
 
 __all__ = ["Keys", "create_app"]
+
+log = logging.getLogger("journeyman.api")
 
 SINGLE_LIMIT = 32 * 1024  # bytes of one track or identify call, as Segment allows
 BATCH_LIMIT = 512 * 1024
@@ -322,12 +325,25 @@ class _Api:
             await self.runtime.pause_journey(journey.name)
             return _json({"journey": journey.name, "state": "paused"})
         if command == "resume":
-            held = await self.runtime.resume_journey(journey.name)
+            held = await self._instances_told(self.runtime.resume_journey(journey.name))
             return _json({"journey": journey.name, "state": "active", "resumed": held})
         if command == "stop":
-            stopped = await self.runtime.stop_journey(journey.name)
+            stopped = await self._instances_told(self.runtime.stop_journey(journey.name))
             return _json({"journey": journey.name, "state": "stopped", "stopped": stopped})
         raise _Problem(404, "command", "enum", "the command must be pause, resume or stop")
+
+    async def _instances_told(self, giving: Awaitable[int]) -> int:
+        """How many instances a stop or resume reached; 429 or 503 if it could not reach
+        them all (giving it again is safe: an instance takes it once)."""
+        try:
+            return await giving
+        except Overloaded:
+            message = "too much is queued to give the command to every instance; retry shortly"
+            raise _Problem(429, "command", "overload", message, _RETRY) from None
+        except Exception:
+            log.exception("a journey command failed")
+            message = "the command could not be given to every instance; retry"
+            raise _Problem(503, "command", "storage", message, _RETRY) from None
 
     async def workspace(self, request: Request) -> Response:
         """PUT /v1/workspace {files: {name: yaml}}: validate and publish (or only plan)."""

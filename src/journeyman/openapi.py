@@ -157,9 +157,19 @@ SPEC: dict[str, Any] = {
                     },
                 ],
                 "responses": {
-                    "200": {"description": "Done", "content": {"application/json": {}}},
+                    "200": {
+                        "description": (
+                            "Done: resume and stop say how many instances they reached "
+                            "(with a bus, once the commands are stored in JetStream)"
+                        ),
+                        "content": {"application/json": {}},
+                    },
                     "401": _error("The admin key is missing or wrong."),
                     "404": _error("No such journey or command."),
+                    "429": _error("Too much is queued: retry (a repeated command is safe)."),
+                    "503": _error(
+                        "Not every instance could be reached: retry (a repeated command is safe)."
+                    ),
                 },
             }
         },

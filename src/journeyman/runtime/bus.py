@@ -9,9 +9,13 @@ The stream (``JOURNEYMAN`` unless named otherwise) has one subject per partition
 ``<stream>.events.<n>``; an event goes to the partition of its profile key (see
 :func:`partition_key`), so one profile's events stay in one partition, in the order they
 were stored. The stream is a work queue: a message is deleted once a worker acknowledges
-it, which a worker does only after the state it produced is committed. Due timers travel
-the same way, to the partition of their profile (up to 200 in a message), so that the
-worker that owns a profile's events also fires its timers, in order with them.
+it, which a worker does only after the state it produced is committed. Everything else
+that moves an instance travels the same way, to the partition of its profile, so that the
+worker that owns a profile's events applies it, in order with them, and no two processes
+ever change one profile at once: due timers (up to 200 in a message), the delivery
+outcomes the engine must learn (from whichever worker delivered the message), and an
+operator's stop and resume (from the API process). A header says which of these a
+message is; an event has none.
 
 Each partition has one durable pull consumer. A worker that takes a partition makes its
 consumer anew: it then delivers every message not yet acknowledged, oldest first, at once
@@ -28,7 +32,7 @@ import logging
 import uuid
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import nats
@@ -48,9 +52,9 @@ from nats.js.api import (
 
 from journeyman.domain.ingest import identity_of
 from journeyman.domain.model import EventDefinition
-from journeyman.domain.state import Event, Instance
+from journeyman.domain.state import CallAction, Event, Instance, SendMessage
 from journeyman.errors import JourneymanError
-from journeyman.runtime.processor import Overloaded, TimerDue
+from journeyman.runtime.processor import DeliveryResult, Operate, Overloaded, TimerDue
 from journeyman.storage.codec import decode_event, encode, wake_ms
 
 __all__ = [
@@ -80,6 +84,14 @@ _TIMERS = "Journeyman-Timers"
 _TIMER = "Journeyman-Timer"
 _timers_body = msgspec.msgpack.Decoder(list[tuple[str, str]]).decode
 _timer_body = msgspec.msgpack.Decoder(tuple[str, str]).decode
+# header of a delivery outcome; its body is [outbox id, sent?, detail, effect]
+_OUTCOME = "Journeyman-Outcome"
+_outcome_body = msgspec.msgpack.Decoder(tuple[int, bool, str, SendMessage | CallAction]).decode
+# header of an operator's command (its value: stop or resume); its body is
+# [instance, profile, seq or nil]
+_COMMAND = "Journeyman-Command"
+_command_body = msgspec.msgpack.Decoder(tuple[str, str, int | None]).decode
+_COMMANDS: dict[str, Literal["resume", "stop"]] = {"resume": "resume", "stop": "stop"}
 
 
 class BusUnavailable(JourneymanError):
@@ -106,13 +118,22 @@ def partition_key(event: Event, definitions: Mapping[str, EventDefinition]) -> s
     return event.profile_id
 
 
-def decode(msg: Msg) -> list[Event | TimerDue]:
-    """The triggers a bus message carries: one event, or due timers."""
-    if msg.headers:
-        if _TIMERS in msg.headers:
-            return [TimerDue(i, p) for i, p in _timers_body(msg.data)]
-        if _TIMER in msg.headers:
-            return [TimerDue(*_timer_body(msg.data))]
+def decode(msg: Msg) -> list[Event | TimerDue | DeliveryResult | Operate]:
+    """The triggers a bus message carries: due timers, or one event, outcome or command."""
+    headers = msg.headers or {}
+    if _TIMERS in headers:
+        return [TimerDue(i, p) for i, p in _timers_body(msg.data)]
+    if _TIMER in headers:
+        return [TimerDue(*_timer_body(msg.data))]
+    if _OUTCOME in headers:
+        outbox_id, ok, detail, effect = _outcome_body(msg.data)
+        return [DeliveryResult(effect, ok, detail, told=outbox_id)]
+    if _COMMAND in headers:
+        command = _COMMANDS.get(headers[_COMMAND])
+        if command is None:
+            raise ValueError(f"no such command: {headers[_COMMAND]!r}")
+        instance_id, profile_id, seq = _command_body(msg.data)
+        return [Operate(instance_id, profile_id, command, seq)]
     return [decode_event(msg.data)]
 
 
@@ -246,9 +267,40 @@ class Bus:
                 messages.append((self.subject(partition), body, headers))
         await self._publish_all(messages)
 
+    async def publish_outcomes(self, outcomes: Sequence[DeliveryResult]) -> None:
+        """Send delivery outcomes, settled already, to the partitions of their profiles.
+
+        Each names its outbox row (``told``), and so does its messageId: JetStream drops a
+        second publish of it within its duplicate window, the owner's commit any later one.
+        """
+        await self._publish_all(
+            [
+                (
+                    self.subject(partition_of(o.effect.profile_id, self.partitions)),
+                    encode((o.told, o.ok, o.detail, o.effect)),
+                    {_OUTCOME: "1", "Nats-Msg-Id": f"outcome:{o.told}"},
+                )
+                for o in outcomes
+                if o.told is not None
+            ]
+        )
+
+    async def publish_commands(self, commands: Sequence[Operate]) -> None:
+        """Send an operator's commands to the partitions of their instances' profiles."""
+        await self._publish_all(
+            [
+                (
+                    self.subject(partition_of(c.profile_id, self.partitions)),
+                    encode((c.instance_id, c.profile_id, c.seq)),
+                    {_COMMAND: c.command, "Nats-Msg-Id": _command_id(c)},
+                )
+                for c in commands
+            ]
+        )
+
     async def _publish_all(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
         if self.pending + len(messages) > self.max_pending:
-            raise Overloaded(f"{self.pending} events wait for the bus")
+            raise Overloaded(f"{self.pending} messages wait for the bus")
         self.pending += len(messages)
         try:
             await asyncio.gather(*(self._publish(*message) for message in messages))
@@ -259,7 +311,7 @@ class Bus:
         try:
             await self.js.publish(subject, body, timeout=self.timeout, headers=headers)
         except (nats.errors.Error, OSError, TimeoutError, RuntimeError) as error:
-            raise BusUnavailable(f"JetStream did not store an event: {error!r}") from None
+            raise BusUnavailable(f"JetStream did not store a message: {error!r}") from None
 
     # consuming
 
@@ -281,6 +333,13 @@ class Bus:
             ),
         )
         return await self.js.pull_subscribe_bind(durable=name, stream=self.stream)
+
+
+def _command_id(command: Operate) -> str:
+    """A stop is one per instance; a resume, one per hold (see :class:`Operate`)."""
+    if command.seq is None:
+        return f"{command.command}:{command.instance_id}"
+    return f"{command.command}:{command.instance_id}:{command.seq}"
 
 
 def _with_message_id(event: Event) -> Event:

@@ -5,7 +5,9 @@ claims due rows, hands each to its channel (or makes the HTTP call), and records
 outcome. A transient failure is retried with exponential backoff and jitter, with the same
 idempotency key, until ``attempts`` run out; a permanent failure is final. Whenever the
 engine must know the outcome (the step has ``on_error``, or the delivery failed), the
-outcome goes back through the processor, in the same transaction as the outbox update.
+outcome goes back through the processor, in the same transaction as the outbox update
+(a worker of a scale-out deployment hands it to the owner of the profile instead: see
+:class:`journeyman.runtime.worker.TellingDispatcher`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import heapq
 import logging
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -211,18 +213,19 @@ class Dispatcher:
             return [Delivery("retry", f"unexpected error: {error!r}")] * len(messages)
 
     async def _keep_outcomes(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
-        """Settle the outbox rows; outcomes the engine must learn go through the processor.
+        """Settle the outbox rows; outcomes the engine must learn go through the processor,
+        which settles their rows in the commit that applies them."""
+        if settled:
+            await self._retrying(lambda: self.store.settle(settled))
+        if told:
+            await self._retrying(lambda: self.processor.submit(told, force=True))
 
-        A failed commit is tried again: it may not even be these outcomes' fault, since
-        other triggers share the processor's commit.
-        """
+    async def _retrying(self, record: Callable[[], Awaitable[object]]) -> None:
+        """Record outcomes, trying again after a failure: it may not even be these
+        outcomes' fault, since other triggers share the processor's commit."""
         for attempt in range(1, self.record_tries + 1):
             try:
-                if settled:
-                    await self.store.settle(settled)
-                    settled = []
-                if told:
-                    await self.processor.submit(told, force=True)
+                await record()
                 return
             except Exception:
                 if attempt == self.record_tries:

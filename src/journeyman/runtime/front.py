@@ -5,6 +5,10 @@ event to JetStream and answers once JetStream has stored it; ``journeyman worker
 processes run the engine, fire timers and deliver. This process still publishes the
 workspace and records, for the workers, the stream, its partitions and which journey
 versions are current; the admin API reads the database as before.
+
+It changes no instance itself: an operator's stop or resume of a journey becomes one
+command per instance, published to the partition of the instance's profile, which the
+owner of that partition applies in order with the profile's events.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.bus import Bus
+from journeyman.runtime.processor import Operate
 from journeyman.runtime.publish import Plan
 from journeyman.runtime.service import Runtime
 
@@ -28,10 +33,10 @@ JOURNEYS_SETTING = "journeys"
 
 
 class BusRuntime(Runtime):
-    """A :class:`Runtime` whose ingest publishes to ``bus``.
+    """A :class:`Runtime` whose ingest and commands publish to ``bus``.
 
-    Of the loops, only the processor runs here, for an operator's stop and resume of a
-    journey; the workers fire timers and deliver.
+    None of the loops runs here: the workers apply events and commands, fire timers and
+    deliver.
     """
 
     def __init__(self, *args: Any, bus: Bus, **kwargs: Any) -> None:
@@ -55,12 +60,16 @@ class BusRuntime(Runtime):
             await self.bus.close()
 
     def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-        return [("processor", self.processor.run())]
+        return []
 
     async def accept(self, events: list[Event]) -> list[str]:
         """Store the events in JetStream: ``accepted`` once it confirmed every one."""
         await self.bus.publish_events(events, self.workspace.events)
         return ["accepted"] * len(events)
+
+    async def _operate(self, commands: list[Operate]) -> None:
+        """Store the commands in JetStream, for the owners of their profiles to apply."""
+        await self.bus.publish_commands(commands)
 
     async def publish(self, workspace: Workspace, *, dry_run: bool = False) -> Plan:
         """Publish as :class:`Runtime` does, and tell the workers the current versions."""

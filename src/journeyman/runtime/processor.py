@@ -50,21 +50,35 @@ class TimerDue:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """How a delivery went, for the engine; ``settled`` updates the outbox in the same commit."""
+    """How a delivery went, for the engine; ``settled`` updates the outbox in the same commit.
+
+    An outcome that comes from another worker (through the bus) has its outbox row settled
+    already, and names it as ``told``: it applies only while the row still waits for the
+    engine to learn it (see :meth:`Store.untold`), and the commit that applies it says it
+    was learned, so an outcome that comes twice applies once.
+    """
 
     effect: Effect
     ok: bool
     detail: str = ""
     settled: Delivered | None = None
+    told: int | None = None  # the outbox row's id, for an outcome settled elsewhere
 
 
 @dataclass(frozen=True, slots=True)
 class Operate:
-    """An operator's command for one instance: ``resume`` it, or ``stop`` it."""
+    """An operator's command for one instance: ``resume`` it, or ``stop`` it.
+
+    ``seq``, for a resume, is the instance's step count when it was found held: the resume
+    applies to that hold only, so one that comes again after the instance moved on (and
+    maybe was held again) does nothing. A stop applies to whatever the instance does, and
+    does nothing to an instance that has ended.
+    """
 
     instance_id: str
     profile_id: str
     command: Literal["resume", "stop"]
+    seq: int | None = None
 
 
 Trigger = Event | TimerDue | DeliveryResult | Operate
@@ -223,6 +237,9 @@ class Processor:
         engine = self.engine  # the whole batch runs on one workspace, even if it is replaced
         events, emails = await self._resolve(items)
         seen = await self.store.seen([e.message_id for e in events.values() if e.message_id])
+        untold = await self.store.untold(
+            [t.told for t in (i.trigger for i in items) if isinstance(t, DeliveryResult) and t.told]
+        )
         profile_ids = {_profile_of(events.get(i, item.trigger)) for i, item in enumerate(items)}
         profile_ids.update(e.anonymous_id for e in events.values() if e.anonymous_id and _links(e))
         snapshots = await self.store.load(profile_ids)
@@ -233,11 +250,9 @@ class Processor:
             if index in emails:
                 trigger = _by_email(events[index], emails[index], snapshots, batch)
             snapshot = snapshots[_profile_of(trigger)]
-            if isinstance(trigger, Event) and trigger.message_id is not None:
-                if trigger.message_id in seen:
-                    results.append("duplicate")
-                    continue
-                seen.add(trigger.message_id)
+            if _applied_before(trigger, seen, untold, batch):
+                results.append("duplicate")
+                continue
             if isinstance(trigger, Event) and _links(trigger):
                 _merge(trigger, snapshots, batch, now)
             outcome = await self._trigger(engine, snapshot, trigger, now)
@@ -305,7 +320,9 @@ class Processor:
         if isinstance(trigger, Operate):
             instance = _find(running, trigger.instance_id)
             if instance is None:
-                return None
+                return None  # it ended
+            if trigger.seq is not None and instance.seq != trigger.seq:
+                return None  # it moved on since the command was given
             if trigger.command == "stop":
                 return engine.on_stop(profile, instance, now)
             return engine.on_resume(profile, running, instance, now)
@@ -316,6 +333,21 @@ class Processor:
         if trigger.ok:
             return engine.on_delivered(profile, running, found, effect.step, now)
         return engine.on_failure(profile, running, found, effect.step, trigger.detail, now)
+
+
+def _applied_before(trigger: Trigger, seen: set[str], untold: set[int], batch: Batch) -> bool:
+    """Whether the trigger came before (an event by its messageId, an outcome settled
+    elsewhere by its outbox row); if not, remember it for the rest of the batch."""
+    if isinstance(trigger, Event) and trigger.message_id is not None:
+        if trigger.message_id in seen:
+            return True
+        seen.add(trigger.message_id)
+    elif isinstance(trigger, DeliveryResult) and trigger.told is not None:
+        if trigger.told not in untold:
+            return True
+        untold.discard(trigger.told)
+        batch.told.append(trigger.told)
+    return False
 
 
 def _profile_of(trigger: Trigger) -> str:

@@ -30,6 +30,8 @@ __all__ = ["Runtime", "build_channels"]
 
 log = logging.getLogger("journeyman")
 
+COMMAND_PAGE = 1000  # running instances read at a time by a stop or a resume
+
 
 def build_channels(
     workspace: Workspace,
@@ -177,20 +179,29 @@ class Runtime:
         return await self._command(name, "stop")
 
     async def _command(self, name: str, command: Literal["resume", "stop"]) -> int:
+        """Give the command to every running instance of the journey (a resume to the held
+        ones): how many. Pages through them by id, then looks again for any that the last
+        batches of events brought in meanwhile."""
         done: set[str] = set()
         while True:
-            running = await self.store.running_of(name, 1000)
-            todo = [
-                i
-                for i in running
-                if i.id not in done and (command == "stop" or i.waiting == "paused")
-            ]
-            if not todo:
+            given, after = 0, ""
+            while page := await self.store.running_of(name, COMMAND_PAGE, after):
+                after = page[-1].id
+                todo = [
+                    Operate(i.id, i.profile_id, command, i.seq if command == "resume" else None)
+                    for i in page
+                    if i.id not in done and (command == "stop" or i.waiting == "paused")
+                ]
+                if todo:
+                    await self._operate(todo)
+                    done.update(o.instance_id for o in todo)
+                    given += len(todo)
+            if not given:
                 return len(done)
-            await self.processor.submit(
-                [Operate(i.id, i.profile_id, command) for i in todo], force=True
-            )
-            done.update(i.id for i in todo)
+
+    async def _operate(self, commands: list[Operate]) -> None:
+        """Apply the commands (here, through the processor, the only writer)."""
+        await self.processor.submit(commands, force=True)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -10,8 +10,13 @@ is: nothing later of that partition is applied before it.
 
 Every worker also claims due timers (``FOR UPDATE SKIP LOCKED`` and a lease) and hands
 them to the owner of their profile's partition through the bus, and delivers the outbox,
-claimed the same way. Journey versions come from the database: a publish to the API
-reaches every worker within a second, without a restart.
+claimed the same way. A delivery outcome the engine must learn goes to the owner as well
+(see :class:`TellingDispatcher`), and so does an operator's stop or resume (published by
+the API process): only the owner of a profile's partition ever changes its instances.
+
+Journey versions come from the database: a publish to the API reaches every worker within
+a second, without a restart. Paused and stopped journeys are read again before every
+batch is applied, so an event stored after a pause was answered never enters the journey.
 """
 
 from __future__ import annotations
@@ -25,22 +30,24 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
 from journeyman.channels.base import Channel
 from journeyman.domain.model import Journey, Workspace
 from journeyman.domain.parse import compile_journey
+from journeyman.domain.state import Effect
 from journeyman.runtime.bus import Bus, decode
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.front import BUS_SETTING, JOURNEYS_SETTING
 from journeyman.runtime.partitions import Ownership, fair_share
-from journeyman.runtime.processor import Processor, utc_now
+from journeyman.runtime.processor import DeliveryResult, Processor, utc_now
 from journeyman.runtime.publish import Versions
 from journeyman.runtime.timers import TimerLoop, backoff, sleep_until_woken
-from journeyman.storage.base import Batch
+from journeyman.storage.base import Batch, Delivered
 from journeyman.storage.postgres import PostgresStore, parse_url
 
-__all__ = ["ClaimingTimers", "Worker"]
+__all__ = ["ClaimingTimers", "Relay", "TellingDispatcher", "Worker"]
 
 log = logging.getLogger("journeyman.worker")
 
@@ -82,6 +89,108 @@ class ClaimingTimers(TimerLoop):
         return asyncio.ensure_future(self.bus.publish_timers(due))
 
 
+class TellingDispatcher(Dispatcher):
+    """A dispatcher for workers: an outcome the engine must learn goes to the owner of its
+    profile's partition, not to this worker's processor.
+
+    Any worker delivers any outbox row, but only the owner may change the profile's
+    instances. So the delivering worker settles the row itself, and in the same transaction
+    keeps the outcome for the engine (``outbox.tell_at``, see
+    :meth:`PostgresStore.settle_telling`); its :class:`Relay` then publishes it to the
+    partition. The row is final from that commit on, so nothing sends it again, whatever
+    happens to the bus or this worker; the outcome is in the database before the
+    delivery's claim ends, so it is never lost.
+
+    The owner applies the outcome in order with the profile's events and, in the commit
+    that applies it, clears ``tell_at`` (the commit fails if it was cleared already): an
+    outcome published twice, or delivered again by JetStream after a crash before the
+    acknowledgement, is applied once.
+    """
+
+    def __init__(self, store: PostgresStore, *args: Any, **kwargs: Any) -> None:
+        super().__init__(store, *args, **kwargs)
+        self.shared = store
+        self.relay: Relay | None = None
+
+    async def _keep_outcomes(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
+        telling = [r.settled for r in told if r.settled is not None]
+        await self._retrying(lambda: self.shared.settle_telling(settled, telling, self.clock()))
+        if telling and self.relay is not None:
+            self.relay.wake()
+
+
+class Relay:
+    """Publishes kept delivery outcomes to the partitions of their profiles.
+
+    Every worker runs one. It claims due outcomes (``FOR UPDATE SKIP LOCKED`` and a lease,
+    as timers are claimed), whichever worker kept them, and publishes them. While the bus
+    is away it claims nothing; an outcome it claimed but could not publish is due again at
+    once, or, if this worker died, once the lease has passed; the owner's commit clears it.
+    """
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        bus: Bus,
+        clock: Callable[[], datetime],
+        *,
+        batch: int = 500,
+        idle: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.batch = batch
+        self.idle = idle
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        """Publish what is due now, then return from :meth:`run`."""
+        self._stopping = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._wakeup.clear()
+            try:
+                if not await self.publish_due():
+                    await sleep_until_woken(self._wakeup, self.idle)
+            except Exception:
+                failures += 1
+                log.warning("handing on delivery outcomes failed; trying again", exc_info=True)
+                await asyncio.sleep(backoff(failures, self.idle))
+            else:
+                failures = 0
+        with contextlib.suppress(Exception):
+            while await self.publish_due():
+                pass
+
+    async def publish_due(self) -> int:
+        """Claim due outcomes and publish them (raising what the publish raised): how many."""
+        if not self.bus.connected:  # claims now would wait out their lease
+            return 0
+        now = self.clock()
+        due = await self.store.claim_tell(now, self.batch)
+        if not due:
+            return 0
+        outcomes = [
+            DeliveryResult(_of(t.effect, t.profile_id), t.status == "sent", t.detail, told=t.id)
+            for t in due
+        ]
+        try:
+            await self.bus.publish_outcomes(outcomes)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.store.tell_again([t.id for t in due], now)
+            raise
+        return len(due)
+
+
 class Worker:
     """One worker process's parts, started and stopped together."""
 
@@ -117,7 +226,8 @@ class Worker:
         self.bus: Bus | None = None
         self.ownership: Ownership | None = None
         self.timers: ClaimingTimers | None = None
-        self.dispatcher = Dispatcher(
+        self.relay: Relay | None = None
+        self.dispatcher = TellingDispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry
         )
         # Outcomes not recorded are sent again after the lease: while the database is away,
@@ -126,6 +236,7 @@ class Worker:
         self._owned: dict[int, asyncio.Task[None]] = {}
         self._leaving: set[int] = set()
         self._published: str | None = None
+        self._reads = self._read_applied = 0  # reads of the journeys' states, started, applied
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -148,10 +259,12 @@ class Worker:
         await self.ownership.connect()
         await self._follow_journeys()
         self.timers = ClaimingTimers(self.store, self.processor, self.bus)
+        self.relay = self.dispatcher.relay = Relay(self.store, self.bus, self.processor.clock)
         loops = {
             "processor": self.processor.run(),
             "timers": self.timers.run(),
             "dispatcher": self.dispatcher.run(),
+            "relay": self.relay.run(),
             "partitions": self._balance(),
             "journeys": self._watch(),
         }
@@ -186,6 +299,9 @@ class Worker:
         if "dispatcher" in named:
             self.dispatcher.stop()
             await asyncio.wait([named["dispatcher"]], timeout=self.grace)
+        if "relay" in named and self.relay is not None:
+            self.relay.stop()  # hand on the outcomes of the last deliveries
+            await asyncio.wait([named["relay"]], timeout=self.grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -210,10 +326,7 @@ class Worker:
 
     async def _follow_journeys(self) -> None:
         """Run on the journey versions the API published last, and obey paused journeys."""
-        states = await self.store.journey_states()
-        paused = self.processor.engine.paused
-        paused.clear()
-        paused.update(states)
+        await self._read_states()
         published = await self.store.get_setting(JOURNEYS_SETTING)
         if published is None or published == self._published:
             return
@@ -227,6 +340,22 @@ class Worker:
         self.processor.use(dataclasses.replace(self.files, journeys=journeys), self.versions)
         self._published = published
         self.announce(f"journeys: {_versions(journeys)}")
+
+    async def _read_states(self) -> None:
+        """Obey the journeys paused and stopped now.
+
+        Several partitions read at once: a read that started before the last one applied
+        (and may have seen less) is dropped, so the states never go back in time.
+        """
+        self._reads += 1
+        read = self._reads
+        states = await self.store.journey_states()
+        if read < self._read_applied:
+            return
+        self._read_applied = read
+        paused = self.processor.engine.paused
+        paused.clear()
+        paused.update(states)
 
     async def _compile(self, name: str, version: int) -> Journey | None:
         document = await self.store.journey_document(name, version)
@@ -335,12 +464,18 @@ class Worker:
     async def _apply(self, triggers: list[Any]) -> None:
         """Commit the triggers, trying again until the database takes them.
 
+        The journeys' states are read first: a pause answered before these messages were
+        fetched holds them back (the look every second would be too late for them).
+
         A try that failed half way is harmless to repeat: events already stored are
-        skipped by messageId, and a timer whose instance moved on does nothing.
+        skipped by messageId, outcomes by their outbox row, a timer whose instance moved
+        on does nothing, nor does a stop of an ended instance or a resume of one no
+        longer held.
         """
         failures = 0
         while True:
             try:
+                await self._read_states()
                 await self.processor.submit(triggers, force=True)
                 return
             except Exception as error:
@@ -351,6 +486,14 @@ class Worker:
     @property
     def owned(self) -> list[int]:
         return sorted(self._owned)
+
+
+def _of(effect: Effect, profile_id: str) -> Effect:
+    """The effect, for the profile that has its instance now (after a merge, the known one:
+    its partition's owner is the one to apply the outcome)."""
+    if effect.profile_id == profile_id:
+        return effect
+    return msgspec.structs.replace(effect, profile_id=profile_id)
 
 
 def _numbers(partitions: Any) -> str:

@@ -90,6 +90,9 @@ class Batch:
     forgotten: list[tuple[str, str, str]] = field(default_factory=list)
     # (anonymous id, known id): the anonymous profile's history moves to the known one
     merges: list[tuple[str, str]] = field(default_factory=list)
+    # outbox rows, settled already, whose outcome the engine has now learned (see
+    # Store.untold): the commit fails if another one learned it first
+    told: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -102,6 +105,7 @@ class Batch:
                 self.deliveries,
                 self.forgotten,
                 self.merges,
+                self.told,
             )
         )
 
@@ -182,6 +186,13 @@ class Store(ABC):
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         """Which of these messageIds were accepted before."""
 
+    async def untold(self, outbox_ids: Collection[int]) -> set[int]:
+        """Which of these settled outbox rows still wait for the engine to learn their
+        outcome. Only a database shared by workers keeps such rows (the worker that
+        delivered a message is not always the one that applies its outcome); in every
+        other, an outcome is settled in the commit that applies it, and none waits."""
+        return set()
+
     @abstractmethod
     async def commit(self, batch: Batch) -> None:
         """Write the whole batch in one transaction, durably, or raise and write nothing."""
@@ -261,8 +272,9 @@ class Store(ABC):
         """Mark a journey ``active`` or ``paused``."""
 
     @abstractmethod
-    async def running_of(self, journey: str, limit: int) -> list[Instance]:
-        """Running instances of a journey (for stop and resume), any order."""
+    async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
+        """Running instances of a journey (for stop and resume) in id order, from the
+        first whose id comes after ``after``."""
 
     @abstractmethod
     async def step_counts(

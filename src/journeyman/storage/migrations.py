@@ -134,6 +134,20 @@ CREATE TABLE journeys (
 CREATE TABLE journey_states (name TEXT COLLATE "C" PRIMARY KEY, state TEXT NOT NULL);
 """,
     ),
+    # A delivery outcome the engine must learn is settled by the worker that delivered it
+    # and applied by the worker that owns its profile's partition: ``outbox.tell_at`` keeps
+    # it until then (see journeyman.runtime.worker). Stop and resume page through a
+    # journey's running instances in id order.
+    Migration(
+        2,
+        "delivery outcomes waiting for their profile's worker; running instances by journey",
+        """
+ALTER TABLE outbox ADD COLUMN tell_at BIGINT;
+CREATE INDEX outbox_tell ON outbox (tell_at) WHERE tell_at IS NOT NULL;
+DROP INDEX instances_journey;
+CREATE INDEX instances_journey ON instances (journey, id) WHERE status <> 'ended';
+""",
+    ),
 ]
 
 

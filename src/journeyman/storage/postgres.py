@@ -22,13 +22,13 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 
-from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.domain.state import Effect, Instance, Profile, StepRecord
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
@@ -58,7 +58,7 @@ from journeyman.storage.codec import (
 )
 from journeyman.storage.migrations import POSTGRES, Migration, pending
 
-__all__ = ["DEFAULT_POOL", "PostgresStore", "parse_url"]
+__all__ = ["DEFAULT_POOL", "PostgresStore", "StaleOutcome", "ToTell", "parse_url"]
 
 DEFAULT_POOL = 10
 CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited for
@@ -120,11 +120,14 @@ _FORGET = (
     "DELETE FROM identities WHERE (kind, value, profile_id) IN "
     "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
 )
+# Sent and failed are final: the late outcome of a delivery whose lease had run out (and
+# that another process delivered meanwhile) changes nothing, nor is it told twice.
 _SETTLE = (
     "UPDATE outbox o SET status = r.status, attempts = o.attempts + 1, detail = r.detail, "
-    "due_at = r.due_at, leased_until = NULL, updated_at = r.at "
-    "FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) "
-    "AS r(id, status, detail, due_at, at) WHERE o.id = r.id"
+    "due_at = r.due_at, leased_until = NULL, updated_at = r.at, tell_at = r.tell_at "
+    "FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[]) "
+    "AS r(id, status, detail, due_at, at, tell_at) "
+    "WHERE o.id = r.id AND o.status IN ('queued', 'retry')"
 )
 # Claims skip rows another transaction has locked: concurrent claimers never wait for
 # each other, and never get the same row.
@@ -135,6 +138,15 @@ _CLAIM = (
     "ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) c "
     "WHERE o.id = c.id RETURNING o.id, o.effect, o.attempts, o.due_at"
 )
+# Outcomes the engine must learn (outbox.tell_at, see PostgresStore.settle_telling): due
+# ones are claimed as deliveries are, and cleared by the commit that applies them.
+_CLAIM_TELL = (
+    "UPDATE outbox o SET tell_at = $3 FROM (SELECT id FROM outbox "
+    "WHERE tell_at IS NOT NULL AND tell_at <= $1 ORDER BY tell_at, id LIMIT $2 "
+    "FOR UPDATE SKIP LOCKED) c WHERE o.id = c.id "
+    "RETURNING o.id, o.effect, o.status, o.detail, o.profile_id"
+)
+_TOLD = "UPDATE outbox SET tell_at = NULL WHERE id = ANY($1::int8[]) AND tell_at IS NOT NULL"
 _WAITING = (
     "status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $1 "
     "AND (leased_until IS NULL OR leased_until <= $2)"
@@ -144,6 +156,22 @@ _CLAIM_DUE = (
     f"WHERE {_WAITING} ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED) c "
     "WHERE i.id = c.id RETURNING i.state"
 )
+
+
+class ToTell(NamedTuple):
+    """A settled delivery whose outcome its profile's worker has still to learn."""
+
+    id: int  # the outbox row
+    effect: Effect
+    status: str  # sent or failed
+    detail: str
+    # The profile that has the instance now: the effect's, unless an identify merged it
+    # into a known profile since (the merge moves the outbox rows with the instances).
+    profile_id: str
+
+
+class StaleOutcome(Exception):
+    """A commit would apply a delivery outcome another commit has applied already."""
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -269,6 +297,15 @@ class PostgresStore(Store):
         )
         return {row[0] for row in rows}
 
+    async def untold(self, outbox_ids: Collection[int]) -> set[int]:
+        if not outbox_ids:
+            return set()
+        rows = await self.pool.fetch(
+            "SELECT id FROM outbox WHERE id = ANY($1::int8[]) AND tell_at IS NOT NULL",
+            list(outbox_ids),
+        )
+        return {row[0] for row in rows}
+
     async def commit(self, batch: Batch) -> None:
         now = ms(datetime.now(UTC))
         events = [
@@ -296,7 +333,9 @@ class PostgresStore(Store):
             await _send(db, _INSTANCES, [instance_row(i, now) for i in batch.instances.values()], 9)
             await _send(db, _OUTBOX, [outbox_row(e, now) for e in batch.effects], 11)
             await _send(db, _STEPS, records, 7)
-            await _send(db, _SETTLE, _settle_rows(batch.deliveries), 5)
+            await _send(db, _SETTLE, _settle_rows(batch.deliveries), 6)
+            if batch.told:
+                await _learn(db, batch.told)
 
     # timers
 
@@ -350,7 +389,43 @@ class PostgresStore(Store):
 
     async def settle(self, results: Sequence[Delivered]) -> None:
         async with self._transaction() as db:
-            await _send(db, _SETTLE, _settle_rows(results), 5)
+            await _send(db, _SETTLE, _settle_rows(results), 6)
+
+    # outcomes for the worker that owns the profile
+
+    async def settle_telling(
+        self, results: Sequence[Delivered], telling: Sequence[Delivered], now: datetime
+    ) -> None:
+        """Settle ``results`` and ``telling`` in one statement, and keep the outcomes of
+        ``telling`` for the engine, due to be handed on at ``now`` (see :meth:`claim_tell`).
+
+        Settled, a row is never sent again; kept, its outcome is not lost if the process
+        dies before handing it on. A row already final (another process delivered it after
+        this one's lease ran out) stays as it is, and its outcome is not kept twice.
+        """
+        rows = [*_settle_rows(results), *_settle_rows(telling, tell_at=now)]
+        async with self._transaction() as db:
+            await _send(db, _SETTLE, rows, 6)
+
+    async def claim_tell(self, now: datetime, limit: int) -> list[ToTell]:
+        """Outcomes due to be handed on, each leased to the caller for ``lease``: another
+        process takes them up after it unless the commit that applies them came first."""
+        async with self._transaction() as db:
+            rows = await db.fetch(_CLAIM_TELL, ms(now), limit, ms(now + self.lease))
+        found = [
+            ToTell(r["id"], decode_effect(r["effect"]), r["status"], r["detail"], r["profile_id"])
+            for r in rows
+        ]
+        return sorted(found, key=lambda t: t.id)
+
+    async def tell_again(self, outbox_ids: Collection[int], at: datetime) -> None:
+        """Make claimed outcomes that could not be handed on due again at ``at``."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE outbox SET tell_at = $2 WHERE id = ANY($1::int8[]) AND tell_at IS NOT NULL",
+                list(outbox_ids),
+                ms(at),
+            )
 
     # reading
 
@@ -507,11 +582,13 @@ class PostgresStore(Store):
                     state,
                 )
 
-    async def running_of(self, journey: str, limit: int) -> list[Instance]:
+    async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
         rows = await self.pool.fetch(
-            "SELECT state FROM instances WHERE journey = $1 AND status <> 'ended' LIMIT $2",
+            "SELECT state FROM instances WHERE journey = $1 AND status <> 'ended' AND id > $3 "
+            "ORDER BY id LIMIT $2",
             journey,
             limit,
+            after,
         )
         return [decode_instance(state) for (state,) in rows]
 
@@ -589,6 +666,14 @@ async def _send(
         await db.execute(statement, *_columns(rows, width))
 
 
+async def _learn(db: asyncpg.Connection, told: list[int]) -> None:
+    """Mark outcomes as learned; raise if one was learned already, by a worker that owned
+    the partition a moment ago and had checked it before this one's commit."""
+    status = await db.execute(_TOLD, told)
+    if status != f"UPDATE {len(set(told))}":
+        raise StaleOutcome(f"another commit applied some of the outcomes {sorted(told)}")
+
+
 def _columns(rows: Collection[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows turned into one list per column."""
     columns: list[list[Any]] = [[] for _ in range(width)]
@@ -598,8 +683,11 @@ def _columns(rows: Collection[Sequence[Any]], width: int) -> list[list[Any]]:
     return columns
 
 
-def _settle_rows(results: Sequence[Delivered]) -> list[tuple[Any, ...]]:
-    return [(r.id, r.status, r.detail, ms(r.retry_at or r.at), ms(r.at)) for r in results]
+def _settle_rows(
+    results: Sequence[Delivered], tell_at: datetime | None = None
+) -> list[tuple[Any, ...]]:
+    tell = ms(tell_at) if tell_at is not None else None
+    return [(r.id, r.status, r.detail, ms(r.retry_at or r.at), ms(r.at), tell) for r in results]
 
 
 def _reason(error: BaseException) -> str:

@@ -288,7 +288,8 @@ class SQLiteStore(Store):
     def _settle_rows(self, results: list[Delivered]) -> None:
         self.db.executemany(
             "UPDATE outbox SET status = ?, attempts = attempts + 1, detail = ?, "
-            "due_at = ?, leased_until = NULL, updated_at = ? WHERE id = ?",
+            "due_at = ?, leased_until = NULL, updated_at = ? "
+            "WHERE id = ? AND status IN ('queued', 'retry')",  # sent and failed are final
             ((r.status, r.detail, ms(r.retry_at or r.at), ms(r.at), r.id) for r in results),
         )
 
@@ -437,13 +438,14 @@ class SQLiteStore(Store):
                     (name, state),
                 )
 
-    async def running_of(self, journey: str, limit: int) -> list[Instance]:
-        return await self._run(self._running_of, journey, limit)
+    async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
+        return await self._run(self._running_of, journey, limit, after)
 
-    def _running_of(self, journey: str, limit: int) -> list[Instance]:
+    def _running_of(self, journey: str, limit: int, after: str) -> list[Instance]:
         rows = self.db.execute(
-            "SELECT state FROM instances WHERE journey = ? AND status != 'ended' LIMIT ?",
-            (journey, limit),
+            "SELECT state FROM instances WHERE journey = ? AND status != 'ended' AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (journey, after, limit),
         )
         return [decode_instance(state) for (state,) in rows]
 
