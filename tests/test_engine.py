@@ -1052,6 +1052,26 @@ def test_stopping_a_journey_ends_its_running_instances_as_stopped(simulate: Simu
     assert sim.messages == []
 
 
+def test_a_stopped_journey_takes_no_entries_and_says_why(simulate: Simulate) -> None:
+    sim = simulate(PAUSABLE)
+    sim.stop("j")
+    sign_up(sim)
+    assert end_states(sim) == []
+    assert record(sim, None, "not_entered").detail == "the journey is stopped"
+
+
+def test_an_instance_the_stop_missed_ends_as_stopped_at_its_next_step(simulate: Simulate) -> None:
+    """A stop reaches the instances it finds; one that a batch in flight moved on (so the
+    stop did not find it) ends when it comes to its next step, rather than going on."""
+    sim = simulate(PAUSABLE)
+    sign_up(sim)
+    sim.engine.stopped.add("j")  # the journey is stopped; this instance was not told
+    sim.run_until(after("3h"))
+    assert sim.messages == []
+    assert end_states(sim) == ["stopped"]
+    assert record(sim, "hello", "ended").detail == "stopped: the journey was stopped"
+
+
 def test_an_instance_held_past_the_journey_timeout_times_out(simulate: Simulate) -> None:
     sim = simulate(
         journey("- {id: pause, wait: 1h}", "- {id: hello, send: hello_email}", timeout="2h")

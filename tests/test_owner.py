@@ -375,7 +375,7 @@ def test_a_resume_given_by_the_api_process_runs_each_held_instance_on_once(
             async with running(Processor(store, runtime.workspace, clock=clock)) as owner:
                 await owner.submit([e for p in PEOPLE for e in sign_up(runtime.workspace, p)])
                 await runtime.pause_journey("waiting")
-                owner.engine.paused.update(await store.journey_states())  # as a worker reads it
+                owner.engine.obey(await store.journey_states())  # as a worker reads it
                 clock.now = START + timedelta(hours=2)
                 waiting = await store.running_of("waiting", 100)
                 await owner.submit([TimerDue(i.id, i.profile_id) for i in waiting])
@@ -383,7 +383,7 @@ def test_a_resume_given_by_the_api_process_runs_each_held_instance_on_once(
                 assert {(i.step, i.waiting) for i in held} == {("greet", "paused")}
 
                 assert await runtime.resume_journey("waiting") == len(PEOPLE)
-                owner.engine.paused.clear()
+                owner.engine.obey({})
                 messages = await taken(runtime.bus, PEOPLE)
                 commands = [t for m in messages for t in decode(m)]
                 assert {(c.command, c.seq) for c in commands if isinstance(c, Operate)} == {

@@ -156,18 +156,22 @@ class Simulator:
 
     def pause(self, journey: str) -> None:
         """No new entries; running instances hold before their next step."""
+        self.engine.stopped.discard(journey)
         self.engine.paused.add(journey)
 
     def resume(self, journey: str) -> None:
         """Take entries again, and run every held instance on from where it held."""
         self.engine.paused.discard(journey)
+        self.engine.stopped.discard(journey)
         for instance in self._held(journey, "paused"):
             profile = self.profile(instance.profile_id)
             running = self._running(profile.id)
             self._apply(self.engine.on_resume(profile, running, instance, self.now))
 
     def stop(self, journey: str) -> None:
-        """End every running instance of the journey as ``stopped``."""
+        """End every running instance of the journey as ``stopped``; take no new entries."""
+        self.engine.paused.discard(journey)
+        self.engine.stopped.add(journey)
         for instance in self._held(journey, None):
             self._apply(self.engine.on_stop(self.profile(instance.profile_id), instance, self.now))
 

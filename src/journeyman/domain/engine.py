@@ -15,7 +15,7 @@ journey that loops without waiting ends its instance ``failed``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -72,6 +72,16 @@ class Engine:
         self._versions = versions
         # Paused journeys take no new entries, and their instances hold before each step.
         self.paused: set[str] = set()
+        # Stopped journeys take no new entries, and an instance that comes to a step ends,
+        # as ``stopped`` (one that a stop did not reach: it moved on while the stop ran).
+        self.stopped: set[str] = set()
+
+    def obey(self, states: Mapping[str, str]) -> None:
+        """Take the journeys' states (name -> paused or stopped; the others are active)."""
+        self.paused.clear()
+        self.paused.update(name for name, state in states.items() if state == "paused")
+        self.stopped.clear()
+        self.stopped.update(name for name, state in states.items() if state == "stopped")
 
     def journey(self, name: str, version: int) -> m.Journey | None:
         current = self.workspace.journeys.get(name)
@@ -300,6 +310,8 @@ class _Run:
     def _refusal(
         self, journey: m.Journey, event: Event, known: Sequence[Instance], check_filter: bool
     ) -> str | None:
+        if journey.name in self.engine.stopped:
+            return "the journey is stopped"
         if journey.name in self.engine.paused:
             return "the journey is paused"
         if check_filter and journey.entry_when is not None:
@@ -397,6 +409,9 @@ class _Run:
         for _ in range(MAX_STEPS):
             if step_id is None:
                 self.end(instance, "completed")
+                return
+            if journey.name in self.engine.stopped:
+                self.end(_replace(instance, step=step_id), "stopped", "the journey was stopped")
                 return
             if journey.name in self.engine.paused:
                 self.record(instance, step_id, "held", "the journey is paused")

@@ -137,7 +137,7 @@ class Processor:
     def use(self, workspace: Workspace, versions: Versions | None = None) -> None:
         """Run the next batches on ``workspace`` (a batch in flight finishes on the old one)."""
         engine = Engine(workspace, versions)
-        engine.paused = self.engine.paused
+        engine.paused, engine.stopped = self.engine.paused, self.engine.stopped
         self.engine = engine
 
     @property

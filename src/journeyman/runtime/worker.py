@@ -353,9 +353,7 @@ class Worker:
         if read < self._read_applied:
             return
         self._read_applied = read
-        paused = self.processor.engine.paused
-        paused.clear()
-        paused.update(states)
+        self.processor.engine.obey(states)
 
     async def _compile(self, name: str, version: int) -> Journey | None:
         document = await self.store.journey_document(name, version)
