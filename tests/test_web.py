@@ -8,6 +8,7 @@ import contextlib
 import html
 import itertools
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -223,6 +224,41 @@ def test_pausing_confirms_how_many_instances_it_affects_and_keeps_new_events_out
         await client.post("/journeys/hello/stop", data={"csrf": _csrf(confirm.text)})
         journeys = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
         assert (journeys[0]["state"], journeys[0]["waiting"]) == ("stopped", 0)
+
+    run_console(tmp_path, test)
+
+
+def test_a_stop_the_database_refuses_says_so_and_a_second_stop_finishes_it(
+    tmp_path: Path,
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for user in ("u1", "u2"):
+            await track(client, {"userId": user, "event": "signed_up"})
+        await log_in(client)
+        commit = runtime.store.commit
+
+        async def refused(batch: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        runtime.store.commit = refused  # type: ignore[method-assign]
+        confirm = await client.get("/journeys/hello/stop")
+        answer = await client.post("/journeys/hello/stop", data={"csrf": _csrf(confirm.text)})
+        assert answer.status_code == 303
+        page = (await client.get(answer.headers["location"])).text
+        assert "The stop could not be completed: the database or the bus did not answer." in page
+        journeys = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
+        assert journeys[0]["waiting"] == 2  # nothing ended
+
+        runtime.store.commit = commit  # type: ignore[method-assign]
+        confirm = await client.get("/journeys/hello/stop")
+        answer = await client.post("/journeys/hello/stop", data={"csrf": _csrf(confirm.text)})
+        page = (await client.get(answer.headers["location"])).text
+        assert "Stopped: 2 instance(s) ended." in page
+        journeys = (await client.get("/v1/journeys", headers=ADMIN)).json()["journeys"]
+        assert (journeys[0]["state"], journeys[0]["waiting"]) == ("stopped", 0)
+        # A failure the redirect did not come from shows nothing.
+        forged = await client.get("/journeys/hello?failed=<b>x</b>:busy")
+        assert "could not be completed" not in forged.text
 
     run_console(tmp_path, test)
 

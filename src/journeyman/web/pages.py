@@ -8,6 +8,7 @@ page's own JavaScript polls for live numbers.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,12 +24,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.web import views
 from journeyman.web.auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimit, Session, Sessions
 from journeyman.web.layout import ENTRY, lay_out
 
 __all__ = ["ConsoleSettings", "console"]
+
+log = logging.getLogger("journeyman.console")
 
 FORM_LIMIT = 64 * 1024
 LIVE_SECONDS = 3  # how often the journey graph and the live tail refresh
@@ -271,6 +275,7 @@ class _Console:
             "live_query": f"?{urlencode(scope)}" if scope else "",
             "keep": f"&{urlencode(keep)}" if keep else "",
             "done": query.get("done", ""),
+            "failed": _failure(query.get("failed", "")),
         }
         return self.render(request, session, "journey.html", context)
 
@@ -302,12 +307,18 @@ class _Console:
         if not await self._known(name) or command not in COMMANDS:
             return self._not_found(request, session, "no such journey or command")
         count = 0
-        if command == "pause":
-            await self.runtime.pause_journey(name)
-        elif command == "resume":
-            count = await self.runtime.resume_journey(name)
-        else:
-            count = await self.runtime.stop_journey(name)
+        try:
+            if command == "pause":
+                await self.runtime.pause_journey(name)
+            elif command == "resume":
+                count = await self.runtime.resume_journey(name)
+            else:
+                count = await self.runtime.stop_journey(name)
+        except Overloaded:
+            return RedirectResponse(f"/journeys/{quote(name)}?failed={command}:busy", 303)
+        except Exception:
+            log.exception("the console's %s of %s failed", command, name)
+            return RedirectResponse(f"/journeys/{quote(name)}?failed={command}:unavailable", 303)
         return RedirectResponse(f"/journeys/{quote(name)}?done={command}:{count}", 303)
 
     # profiles
@@ -429,3 +440,10 @@ def _int(text: str | None, default: int, low: int, high: int) -> int:
     if text is None or not text.isdigit():
         return default
     return min(max(int(text), low), high)
+
+
+def _failure(text: str) -> str:
+    """A journey command that failed, as the redirect after it says (``stop:busy``), or ""
+    for anything else."""
+    command, _, why = text.partition(":")
+    return text if command in COMMANDS and why in ("busy", "unavailable") else ""
