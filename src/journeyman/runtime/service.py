@@ -175,17 +175,34 @@ class Runtime:
         return await self._command(name, "resume")
 
     async def stop_journey(self, name: str) -> int:
-        """End every running instance as ``stopped`` and take no new entries; an instance
-        that the stop misses (it moved on while the stop ran) ends at its next step."""
+        """End every running instance as ``stopped`` and take no new entries: how many ran
+        when the stop began, or entered before it took effect.
+
+        An instance that moves on while the stop runs ends at its next step (the engine
+        knows the journey is stopped), maybe before the stop finds it: it is counted all
+        the same, as the instances running are read once before the journey stops.
+        """
+        running = await self._running_ids(name)
         self.processor.engine.paused.discard(name)
         self.processor.engine.stopped.add(name)
         await self.store.set_journey_state(name, "stopped")
-        return await self._command(name, "stop")
+        return await self._command(name, "stop", running)
 
-    async def _command(self, name: str, command: Literal["resume", "stop"]) -> int:
+    async def _running_ids(self, name: str) -> set[str]:
+        found: set[str] = set()
+        after = ""
+        while page := await self.store.running_of(name, COMMAND_PAGE, after):
+            after = page[-1].id
+            found.update(i.id for i in page)
+        return found
+
+    async def _command(
+        self, name: str, command: Literal["resume", "stop"], running: set[str] | None = None
+    ) -> int:
         """Give the command to every running instance of the journey (a resume to the held
-        ones): how many. Pages through them by id, then looks again for any that the last
-        batches of events brought in meanwhile."""
+        ones): how many, counting the ``running`` ones read before, whether they still run
+        or not. Pages through them by id, then looks again for any that the last batches
+        of events brought in meanwhile."""
         done: set[str] = set()
         while True:
             given, after = 0, ""
@@ -201,7 +218,7 @@ class Runtime:
                     done.update(o.instance_id for o in todo)
                     given += len(todo)
             if not given:
-                return len(done)
+                return len(done | running) if running else len(done)
 
     async def _operate(self, commands: list[Operate]) -> None:
         """Apply the commands (here, through the processor, the only writer)."""
