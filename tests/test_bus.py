@@ -442,6 +442,7 @@ def test_workers_ride_out_a_lost_database_connection(
         proxy.restore()
         posting.join()
         assert load.posted == len(names) * EVENTS_PER_PROFILE
+        wait_until(lambda: applied_events(c) == load.posted, "every event", timeout=60)
         wait_for_outcome(c, len(names))
         check_outcome(c, names)
         stream_empties(c)

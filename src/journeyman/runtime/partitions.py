@@ -12,8 +12,10 @@ workers are counted from the liveness locks the server holds.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
+import time
 
 import asyncpg
 
@@ -31,6 +33,13 @@ _LIVE_WORKERS = (
 )
 
 
+_HELD = (
+    "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
+    "AND objsubid = 2 AND granted AND pid = pg_backend_pid()"
+)
+HELD_FOR = 0.2  # seconds one look at the locks held answers for
+
+
 def fair_share(partitions: int, workers: int) -> int:
     """The most partitions one of ``workers`` live workers should own."""
     return math.ceil(partitions / max(1, workers))
@@ -44,6 +53,8 @@ class Ownership:
         self.partitions = partitions
         self.worker = secrets.randbelow(2**31)  # this worker's liveness lock
         self._db: asyncpg.Connection | None = None
+        self._asking = asyncio.Lock()
+        self._held: tuple[float, set[int]] | None = None  # when read, and what
 
     @property
     def connected(self) -> bool:
@@ -74,6 +85,7 @@ class Ownership:
 
     def drop(self) -> None:
         """Give up the connection without a word (after it failed)."""
+        self._held = None
         if self._db is not None:
             db, self._db = self._db, None
             db.terminate()
@@ -81,18 +93,36 @@ class Ownership:
     async def live_workers(self) -> int:
         """How many workers are alive now (this one among them); raises if the
         connection is gone, and with it every lock this worker held."""
-        count: int = await self._connection().fetchval(_LIVE_WORKERS, _LIVE)
+        async with self._asking:  # one query at a time on the connection
+            count: int = await self._connection().fetchval(_LIVE_WORKERS, _LIVE)
         return count
 
     async def take(self, partition: int) -> bool:
         """Own ``partition`` if no other worker does."""
-        taken: bool = await self._connection().fetchval(
-            "SELECT pg_try_advisory_lock($1, $2)", _PARTITION, partition
-        )
+        async with self._asking:
+            taken: bool = await self._connection().fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)", _PARTITION, partition
+            )
+            self._held = None
         return taken
 
+    async def held(self) -> set[int]:
+        """The partitions whose locks this worker's connection holds now, as the server
+        sees them (read at most every ``HELD_FOR`` seconds, however many ask); raises if
+        the connection is gone, and with it every lock."""
+        async with self._asking:
+            now = time.monotonic()
+            if self._held is None or now - self._held[0] > HELD_FOR:
+                rows = await self._connection().fetch(_HELD, _PARTITION)
+                self._held = (now, {int(row[0]) for row in rows})
+            return self._held[1]
+
     async def release(self, partition: int) -> None:
-        await self._connection().execute("SELECT pg_advisory_unlock($1, $2)", _PARTITION, partition)
+        async with self._asking:
+            self._held = None
+            await self._connection().execute(
+                "SELECT pg_advisory_unlock($1, $2)", _PARTITION, partition
+            )
 
     def _connection(self) -> asyncpg.Connection:
         if self._db is None:

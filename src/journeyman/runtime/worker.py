@@ -383,6 +383,11 @@ class Worker:
 
     async def _rebalance(self, ownership: Ownership) -> None:
         share = fair_share(ownership.partitions, await ownership.live_workers())
+        for partition, task in list(self._owned.items()):
+            if task.done():  # it stopped, having found its lock gone: look again
+                del self._owned[partition]
+                with contextlib.suppress(Exception):
+                    await ownership.release(partition)
         extra = sorted(self._owned, key=self._preference)[share:]
         if extra:
             await self._leave(extra)
@@ -429,6 +434,8 @@ class Worker:
         assert self.bus is not None
         failures = 0
         while partition not in self._leaving:
+            if not await self._still_owns(partition):
+                return  # taking the consumer would take it from the partition's new owner
             try:
                 subscription = await self.bus.take(partition, max_pending=self.batch * 2)
                 try:
@@ -449,6 +456,8 @@ class Worker:
                 messages: list[Msg] = await subscription.fetch(self.batch, timeout=FETCH_WAIT)
             except TimeoutError:  # nothing came: nats.errors.TimeoutError is one too
                 continue
+            if not await self._still_owns(partition):
+                return  # another worker owns it now: leave its messages to that one
             triggers = []
             for message in messages:
                 try:
@@ -458,6 +467,20 @@ class Worker:
             await self._apply(triggers)
             for message in messages:
                 await message.ack()
+
+    async def _still_owns(self, partition: int) -> bool:
+        """Whether the server still sees this worker's lock on the partition.
+
+        A worker learns that it lost its locks (its connection for them ended) at its next
+        look, up to a second later; meanwhile another may have taken the partition. So the
+        lock is checked again before each batch is applied: a worker that lost it stops
+        applying at once, rather than beside the new owner, out of order with it.
+        """
+        assert self.ownership is not None
+        try:
+            return partition in await self.ownership.held()
+        except Exception:
+            return False  # the connection is gone, and the locks with it
 
     async def _apply(self, triggers: list[Any]) -> None:
         """Commit the triggers, trying again until the database takes them.
