@@ -401,3 +401,46 @@ def test_a_resume_given_by_the_api_process_runs_each_held_instance_on_once(
             await runtime.stop()
 
     asyncio.run(test())
+
+
+def test_a_worker_sees_at_once_that_its_partition_locks_went_with_their_connection(
+    store: Store, store_url: str
+) -> None:
+    """Before each batch a worker reads which locks it holds: one whose lock connection
+    ended (the server released the locks with it) must find none, not its old list."""
+    import asyncpg
+
+    from journeyman.runtime.partitions import Ownership
+    from journeyman.storage.postgres import parse_url
+
+    async def test() -> None:
+        dsn = parse_url(store_url)[0]
+        mine, other = Ownership(dsn, 4), Ownership(dsn, 4)
+        await mine.connect()
+        await other.connect()
+        try:
+            assert await mine.take(1)
+            assert await mine.take(3)
+            assert not await other.take(1)  # taken: the other worker may not have it
+            assert await mine.held() == {1, 3}
+            assert await other.held() == set()
+            await mine.release(3)
+            assert await mine.held() == {1}
+
+            # The server ends the lock connection (as when the network drops it).
+            pid = await mine._connection().fetchval("SELECT pg_backend_pid()")
+            killer = await asyncpg.connect(dsn)
+            try:
+                await killer.execute("SELECT pg_terminate_backend($1)", pid)
+            finally:
+                await killer.close()
+            await asyncio.sleep(0.3)  # longer than one read of the locks is kept
+            lost = (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)
+            with pytest.raises(lost):
+                await mine.held()
+            assert await other.take(1)  # and the partition is free for another worker
+        finally:
+            await mine.close()
+            await other.close()
+
+    run(store, test)
