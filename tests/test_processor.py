@@ -483,6 +483,156 @@ def test_a_failed_commit_fails_every_caller_and_stores_nothing(
     live(store, ws, test)
 
 
+# a batch runs while the one before it commits
+
+
+class Gated:
+    """Stands in for a store's commit: each one waits until the test opens the gate, and
+    the first ``failures`` fail. Records what the engine loaded, batch by batch."""
+
+    def __init__(self, store: Store, failures: int = 0) -> None:
+        self.real_commit, self.real_load = store.commit, store.load
+        self.gate = asyncio.Event()
+        self.failures = failures
+        self.committing: list[Batch] = []
+        self.loaded: list[set[str]] = []
+
+    async def commit(self, batch: Batch) -> None:
+        self.committing.append(batch)
+        await self.gate.wait()
+        if self.failures:
+            self.failures -= 1
+            raise OSError("disk full")
+        await self.real_commit(batch)
+
+    async def load(self, profile_ids: Any) -> Any:
+        self.loaded.append(set(profile_ids))
+        return await self.real_load(profile_ids)
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        for _ in range(1000):
+            if condition():
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError("the processor never got there")
+
+
+def gate(store: Store, monkeypatch: pytest.MonkeyPatch, failures: int = 0) -> Gated:
+    gated = Gated(store, failures)
+    monkeypatch.setattr(store, "commit", gated.commit)
+    monkeypatch.setattr(store, "load", gated.load)
+    return gated
+
+
+def gated_test(
+    gated: Gated, test: Callable[[Processor], Awaitable[None]]
+) -> Callable[[Processor], Awaitable[None]]:
+    """``test``, then the gate opened whatever it did, so that the processor can drain."""
+
+    async def opening(processor: Processor) -> None:
+        try:
+            await test(processor)
+        finally:
+            gated.gate.set()
+
+    return opening
+
+
+def test_the_engine_runs_a_batch_while_the_one_before_commits_on_the_state_it_leaves(
+    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = workspace(CART)
+    gated = gate(store, monkeypatch)
+
+    async def test(processor: Processor) -> None:
+        first = asyncio.ensure_future(processor.submit([track(ws, {"userId": "u1"})]))
+        await gated.until(lambda: len(gated.committing) == 1)
+        bought = track(ws, {"userId": "u1", "event": "purchased"})
+        second = asyncio.ensure_future(processor.submit([bought]))
+        await gated.until(lambda: len(gated.loaded) == 2)  # the engine ran it ...
+        await asyncio.sleep(0.01)
+        assert len(gated.committing) == 1  # ... and it waits for the first to be stored
+        gated.gate.set()
+        assert await first == ["accepted"]
+        assert await second == ["accepted"]
+        # it ran on the instance the first one made, which took the purchase
+        [instance] = await store.instances_of("u1")
+        assert (instance.step, instance.status) == ("thank", "waiting")
+        assert [s.event.name for s in await store.history("u1")] == ["purchased", "signed_up"]
+
+    live(store, ws, gated_test(gated, test))
+
+
+def test_a_batch_that_ran_on_one_whose_commit_failed_runs_again_on_what_is_stored(
+    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = workspace(CART)
+    gated = gate(store, monkeypatch, failures=1)
+
+    async def test(processor: Processor) -> None:
+        first = asyncio.ensure_future(processor.submit([track(ws, {"userId": "u1"})]))
+        await gated.until(lambda: len(gated.committing) == 1)
+        bought = track(ws, {"userId": "u1", "event": "purchased"})
+        second = asyncio.ensure_future(processor.submit([bought]))
+        await gated.until(lambda: len(gated.loaded) == 2)
+        gated.gate.set()
+        with pytest.raises(OSError, match="disk full"):
+            await first
+        assert await second == ["accepted"]
+        # the purchase found no instance: the sign-up that made one was not stored
+        assert await store.instances_of("u1") == []
+        assert [s.event.name for s in await store.history("u1")] == ["purchased"]
+        assert len(gated.loaded) == 3  # it ran again, on what the store holds
+
+    live(store, ws, gated_test(gated, test))
+
+
+def test_a_batch_that_looks_a_profile_up_by_email_waits_for_the_commit_before_it(
+    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = workspace(NEWSLETTER)
+    gated = gate(store, monkeypatch)
+
+    async def test(processor: Processor) -> None:
+        named = identify({"userId": "u1", "traits": {"email": "Ann@Example.com"}})
+        first = asyncio.ensure_future(processor.submit([named]))
+        await gated.until(lambda: len(gated.committing) == 1)
+        signup = read_track(
+            {"event": "newsletter_signup", "properties": {"email": "ann@example.com"}},
+            ws.events,
+            START,
+        )
+        second = asyncio.ensure_future(processor.submit([signup]))
+        await asyncio.sleep(0.05)
+        assert processor.backlog == 0
+        assert len(gated.loaded) == 1
+        gated.gate.set()
+        assert await first == ["accepted"]
+        assert await second == ["accepted"]
+        assert [i.journey for i in await store.instances_of("u1")] == ["news"]
+
+    live(store, ws, gated_test(gated, test))
+
+
+def test_many_queued_triggers_are_cut_in_two_so_that_one_half_runs_while_the_other_commits(
+    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = workspace(WELCOME)
+    gated = gate(store, monkeypatch)
+    batches: list[Batch] = []
+
+    async def test(processor: Processor) -> None:
+        events = [track(ws, {"userId": f"u{n}"}) for n in range(64)]
+        calls = asyncio.gather(*(processor.submit([e]) for e in events))
+        await gated.until(lambda: len(gated.loaded) == 2)
+        assert len(gated.committing) == 1  # the second half ran while the first commits
+        gated.gate.set()
+        assert await calls == [["accepted"]] * 64
+        assert [len(b.events) for b in batches] == [32, 32]
+
+    live(store, ws, gated_test(gated, test), on_commit=batches.append)
+
+
 def test_submit_refuses_more_than_max_queue_unless_forced(store: Store, workspace: Build) -> None:
     ws = workspace(WELCOME)
 

@@ -6,24 +6,32 @@ engine for each trigger in order, writes everything in one :meth:`Store.commit`,
 then resolves the callers' futures. Many events share one transaction and one fsync (group
 commit) without any of them waiting for a timer to fill a batch: while one batch commits,
 the next one queues.
+
+While a batch commits, the engine already runs the next one, on the state that batch
+leaves (the store's, brought up to the committing batch in memory); the next commit starts
+once that one is stored, and only then. A batch whose triggers need what the committing
+one may change in the store and not in memory (a merge of profiles, a lookup by email or
+anonymous id, a delivery outcome) waits for the commit first. If a commit fails, the
+batch that ran on it runs again on what the store holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from journeyman.domain.engine import Engine, Outcome, Versions
 from journeyman.domain.ingest import identity_of, normal_email
 from journeyman.domain.merge import merge_profiles
-from journeyman.domain.model import Workspace
+from journeyman.domain.model import EventDefinition, Workspace
 from journeyman.domain.state import Effect, Event, Instance, Profile
 from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEvent
 
@@ -32,6 +40,8 @@ __all__ = ["DeliveryResult", "Operate", "Overloaded", "Processor", "Stats", "Tim
 log = logging.getLogger("journeyman.processor")
 
 Clock = Callable[[], datetime]
+
+SPLIT = 16  # the smallest half of a batch the processor runs apart (see Processor._take)
 
 
 def utc_now() -> datetime:
@@ -107,6 +117,15 @@ class _Item:
         self.done = done
 
 
+@dataclass(slots=True)
+class _Commit:
+    """A batch the engine has run, being committed; ``stored`` says whether all of it was."""
+
+    batch: Batch
+    size: int  # how many triggers it holds
+    stored: asyncio.Future[bool]
+
+
 class Processor:
     """The single writer of journey state. Start :meth:`run` once; :meth:`submit` from anywhere."""
 
@@ -127,8 +146,11 @@ class Processor:
         self.max_queue = max_queue
         self.on_commit = on_commit
         self.stats = Stats()
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._current: asyncio.Future[bool] | None = None
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._wanted = 1  # how many queued triggers make the next batch (see _gather)
+        self._arrived: asyncio.Future[None] | None = None  # set once that many are queued
+        self._current: asyncio.Future[None] | None = None  # the step in flight
+        self._committing: _Commit | None = None  # the last batch handed to the store
 
     @property
     def workspace(self) -> Workspace:
@@ -142,7 +164,7 @@ class Processor:
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     async def submit(self, triggers: Sequence[Trigger], *, force: bool = False) -> list[str]:
         """Queue triggers and wait until they are committed: ``accepted``, ``duplicate``, or
@@ -151,61 +173,150 @@ class Processor:
         Raises :class:`Overloaded` (unless ``force``) when the queue is full, and whatever
         the store raised if the commit failed: then nothing of the batch was written.
         """
-        if not force and self._queue.qsize() + len(triggers) > self.max_queue:
-            raise Overloaded(f"{self._queue.qsize()} triggers are queued")
+        if not force and len(self._queue) + len(triggers) > self.max_queue:
+            raise Overloaded(f"{len(self._queue)} triggers are queued")
         loop = asyncio.get_running_loop()
         items = [_Item(trigger, loop.create_future()) for trigger in triggers]
-        for item in items:
-            self._queue.put_nowait(item)
+        self._queue.extend(items)
+        arrived = self._arrived
+        if arrived is not None and len(self._queue) >= self._wanted and not arrived.done():
+            arrived.set_result(None)
         if len(items) == 1:  # one event per call is the common case: no gathering
             return [await items[0].done]
         return list(await asyncio.gather(*(item.done for item in items)))
 
     async def run(self) -> None:
-        """Process batches until cancelled; a batch in flight is finished by :meth:`drain`."""
+        """Process batches until cancelled; the batches in flight are finished by
+        :meth:`drain`."""
         while True:
-            items = [await self._queue.get()]
-            while len(items) < self.max_batch and not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            self._current = asyncio.ensure_future(self._process(items))
+            await self._gather()
+            self._current = asyncio.ensure_future(self._step(self._take()))
             await asyncio.shield(self._current)
 
+    async def _gather(self) -> None:
+        """Wait for a batch: one trigger, or while a batch commits, enough to run on their
+        own in the meantime (half as many as it has) unless it is stored first.
+
+        Without that, the first trigger to come after a commit would make a batch of one
+        and the rest the next one, and so on, each waiting on the other.
+        """
+        while True:
+            ahead = self._committing
+            busy = ahead is not None and not ahead.stored.done()
+            self._wanted = max(1, ahead.size // 2) if ahead is not None and busy else 1
+            if len(self._queue) >= self._wanted:
+                return
+            self._arrived = asyncio.get_running_loop().create_future()
+            waits: list[asyncio.Future[Any]] = [self._arrived]
+            if ahead is not None and busy:
+                waits.append(ahead.stored)
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._arrived = None
+
+    def _take(self) -> list[_Item]:
+        """The next batch off the queue. With many queued, about half of what is queued and
+        committing: then the engine runs one batch while the other commits, rather than
+        idling through every commit with every caller in one batch."""
+        queue = self._queue
+        ahead = self._committing
+        committing = ahead.size if ahead is not None and not ahead.stored.done() else 0
+        limit = self.max_batch
+        if len(queue) >= 2 * SPLIT:
+            limit = min(limit, max(SPLIT, (len(queue) + committing + 1) // 2))
+        return [queue.popleft() for _ in range(min(limit, len(queue)))]
+
     async def drain(self) -> None:
-        """After :meth:`run` is cancelled: finish the batch in flight, then what is queued."""
+        """After :meth:`run` is cancelled: finish the batches in flight, then what is queued."""
         if self._current is not None:
             await self._current
-        while not self._queue.empty():
-            items: list[_Item] = []
-            while len(items) < self.max_batch and not self._queue.empty():
-                items.append(self._queue.get_nowait())
+        while self._queue:
+            await self._step(self._take())
+        if self._committing is not None:
+            await self._committing.stored
+
+    async def _step(self, items: list[_Item]) -> None:
+        """Run the engine on the items while the batch before them commits (when it may),
+        then hand their batch to the store once that one is stored."""
+        ahead = self._committing
+        if ahead is not None and not (ahead.stored.done() or self._may_overlap(items, ahead)):
+            await ahead.stored
+        if ahead is not None and ahead.stored.done():
+            ahead = None  # stored, or retried trigger by trigger: the store has it all
+        try:
+            results, batch = await self._run_engine(items, ahead.batch if ahead else None)
+        except Exception as error:
+            if ahead is not None:
+                await ahead.stored
+            self._committing = None
+            await self._failed(items, error)
+            return
+        if ahead is not None and not await ahead.stored:
+            # Some of the batch ahead was not stored, and these results rest on all of it.
+            self._committing = None
             await self._process(items)
+            return
+        stored = asyncio.ensure_future(self._commit(items, results, batch))
+        self._committing = _Commit(batch, len(items), stored)
+
+    def _may_overlap(self, items: list[_Item], ahead: _Commit) -> bool:
+        """Whether the engine may run these triggers before the batch ahead is stored:
+        whether everything they read of what it changes is in its :class:`Batch`."""
+        if ahead.batch.merges or ahead.batch.forgotten:
+            return False
+        definitions = self.workspace.events
+        for item in items:
+            trigger = item.trigger
+            if isinstance(trigger, DeliveryResult):
+                return False  # it may read its instance from the store
+            if isinstance(trigger, Event) and (
+                trigger.user_id is None
+                or _links(trigger)
+                or _by_email_identity(trigger, definitions)
+            ):
+                return False  # it looks its profile up in the store
+        return True
 
     async def _process(self, items: list[_Item]) -> bool:
-        """Commit the items' triggers; whether all of them were stored."""
+        """Run and commit the items' triggers, with nothing ahead of them in flight;
+        whether all of them were stored."""
         try:
             results, batch = await self._run_engine(items)
+        except Exception as error:
+            return await self._failed(items, error)
+        return await self._commit(items, results, batch)
+
+    async def _commit(self, items: list[_Item], results: list[str], batch: Batch) -> bool:
+        """Store what the engine made of the items, then answer their submitters."""
+        try:
             began = time.perf_counter()
             if batch:
                 await self.store.commit(batch)
             self._count(results, batch, time.perf_counter() - began)
         except Exception as error:
-            if len(items) > 1:
-                # One bad trigger must not fail the others: try each on its own.
-                log.warning(
-                    "a batch of %d triggers failed (%r); retrying one by one", len(items), error
-                )
-                return await self._one_by_one(items, error)
-            log.exception("a trigger failed; nothing of it was stored")
-            for item in items:
-                if not item.done.done():
-                    item.done.set_exception(error)
-            return False
+            return await self._failed(items, error)
         for item, result in zip(items, results, strict=True):
             if not item.done.done():
                 item.done.set_result(result)
         if self.on_commit is not None:
             self.on_commit(batch)
         return True
+
+    async def _failed(self, items: list[_Item], error: Exception) -> bool:
+        """After a batch failed and nothing of it was stored: retry its triggers one by
+        one, or fail the one; whether all of them were stored in the end."""
+        if len(items) > 1:
+            # One bad trigger must not fail the others: try each on its own.
+            log.warning(
+                "a batch of %d triggers failed (%r); retrying one by one", len(items), error
+            )
+            return await self._one_by_one(items, error)
+        log.exception("a trigger failed; nothing of it was stored", exc_info=error)
+        for item in items:
+            if not item.done.done():
+                item.done.set_exception(error)
+        return False
 
     async def _one_by_one(self, items: list[_Item], error: Exception) -> bool:
         """Process each item on its own, but none after a failed one of the same profile:
@@ -232,17 +343,28 @@ class Processor:
         stats.effects_queued += len(batch.effects)
         stats.timers_fired += results.count("fired")
 
-    async def _run_engine(self, items: list[_Item]) -> tuple[list[str], Batch]:
+    async def _run_engine(
+        self, items: list[_Item], ahead: Batch | None = None
+    ) -> tuple[list[str], Batch]:
+        """What the engine makes of the items: each one's result, and the batch to commit.
+
+        ``ahead`` is a batch still being committed: the state read from the store is
+        brought up to it (see :meth:`_may_overlap` for what it can hold).
+        """
         now = self.clock()
         engine = self.engine  # the whole batch runs on one workspace, even if it is replaced
         events, emails = await self._resolve(items)
         seen = await self.store.seen([e.message_id for e in events.values() if e.message_id])
+        if ahead is not None:
+            seen.update(s.event.message_id for s in ahead.events if s.event.message_id)
         untold = await self.store.untold(
             [t.told for t in (i.trigger for i in items) if isinstance(t, DeliveryResult) and t.told]
         )
         profile_ids = {_profile_of(events.get(i, item.trigger)) for i, item in enumerate(items)}
         profile_ids.update(e.anonymous_id for e in events.values() if e.anonymous_id and _links(e))
         snapshots = await self.store.load(profile_ids)
+        if ahead is not None:
+            _bring_up(snapshots, ahead)
         batch = Batch()
         results = []
         for index, item in enumerate(items):
@@ -285,7 +407,7 @@ class Processor:
         by_email = {
             i: identity_of(e, definitions.get(e.name))[1]
             for i, e in events.items()
-            if e.type == "track" and getattr(definitions.get(e.name), "identity", "") == "email"
+            if _by_email_identity(e, definitions)
         }
         if by_email:
             known = await self.store.resolve([("email", v) for v in by_email.values()])
@@ -374,6 +496,33 @@ def _by_email(event: Event, email: str, snapshots: dict[str, Snapshot], batch: B
         batch.profiles[email] = snapshot.profile
         batch.identities[("email", email)] = email
     return event
+
+
+def _by_email_identity(event: Event, definitions: Mapping[str, EventDefinition]) -> bool:
+    """Whether the event names its profile by email (its definition says so)."""
+    return event.type == "track" and getattr(definitions.get(event.name), "identity", "") == "email"
+
+
+def _bring_up(snapshots: dict[str, Snapshot], ahead: Batch) -> None:
+    """Bring snapshots read from the store up to ``ahead``, a batch not yet stored: its
+    profiles, and its instances (running ones in, ended ones out, in the store's order)."""
+    for profile_id, snapshot in snapshots.items():
+        profile = ahead.profiles.get(profile_id)
+        if profile is not None:
+            snapshot.profile, snapshot.new = profile, False
+    changed: dict[str, list[Instance]] = {}
+    for instance in ahead.instances.values():
+        if instance.profile_id in snapshots:
+            changed.setdefault(instance.profile_id, []).append(instance)
+    for profile_id, instances in changed.items():
+        snapshot = snapshots[profile_id]
+        running = {i.id: i for i in snapshot.running}
+        for instance in instances:
+            if instance.status == "ended":
+                running.pop(instance.id, None)
+            else:
+                running[instance.id] = instance
+        snapshot.running = sorted(running.values(), key=lambda i: i.id)
 
 
 def _links(event: Event) -> bool:
