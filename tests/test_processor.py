@@ -633,6 +633,41 @@ def test_many_queued_triggers_are_cut_in_two_so_that_one_half_runs_while_the_oth
     live(store, ws, gated_test(gated, test), on_commit=batches.append)
 
 
+def test_the_timer_loop_hands_over_the_next_due_timers_while_the_last_ones_commit(
+    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = workspace(CART)
+    clock = Clock()
+    people = [f"u{n}" for n in range(12)]
+
+    async def test(processor: Processor) -> None:
+        await processor.submit([e for u in people for e in sign_up(ws, u)])
+        clock.now = START + timedelta(days=2)
+        gated = gate(store, monkeypatch)
+        timers = TimerLoop(store, processor, clock, batch=4, idle=0.01)
+        loop = asyncio.create_task(timers.run())
+        try:
+            await gated.until(lambda: len(gated.committing) == 1)
+            # the engine runs the next four while the first four are still committing
+            await gated.until(lambda: len(gated.loaded) == 2)
+            assert len(gated.committing) == 1
+            assert len(gated.loaded[0] | gated.loaded[1]) == 8
+            gated.gate.set()
+            async with asyncio.timeout(30):
+                while len(await store.messages(limit=100)) < len(people):
+                    await asyncio.sleep(0.01)
+        finally:
+            gated.gate.set()
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        messages = await store.messages(limit=100)
+        assert sorted(m.profile_id for m in messages) == sorted(people)  # each exactly once
+        assert processor.stats.timers_fired == len(people)
+
+    live(store, ws, test, clock)
+
+
 def test_submit_refuses_more_than_max_queue_unless_forced(store: Store, workspace: Build) -> None:
     ws = workspace(WELCOME)
 

@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from journeyman.runtime.processor import Processor, TimerDue
 from journeyman.storage.base import Store
 
-__all__ = ["TimerLoop", "backoff", "sleep_until_woken"]
+__all__ = ["Firing", "TimerLoop", "backoff", "sleep_until_woken"]
 
 log = logging.getLogger("journeyman.timers")
 
@@ -36,6 +37,14 @@ async def sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> None:
 def backoff(failures: int, longest: float) -> float:
     """Seconds to pause after ``failures`` failed rounds in a row: 50 ms, doubling, capped."""
     return min(longest, 0.05 * 2.0 ** min(failures - 1, 16))
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """Timers handed to the processor, and the future of their commit."""
+
+    ids: set[str]
+    done: asyncio.Future[Any]
 
 
 class TimerLoop:
@@ -65,7 +74,7 @@ class TimerLoop:
 
     async def run(self) -> None:
         failures = 0
-        firing: asyncio.Future[Any] | None = None
+        firing: Firing | None = None
         try:
             while True:
                 self._wakeup.clear()
@@ -82,12 +91,13 @@ class TimerLoop:
                 else:
                     failures = 0
         finally:
-            if firing is not None and not firing.done():
-                firing.cancel()
+            if firing is not None and not firing.done.done():
+                firing.done.cancel()
 
-    async def _round(self, firing: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
-        """Read the next due timers while the last ones fire, then fire them; with nothing
-        due and nothing firing, sleep until the next one is (or a wake-up).
+    async def _round(self, firing: Firing | None) -> Firing | None:
+        """Read the next due timers while the last ones fire, and fire them at once (the
+        processor runs them while the last ones commit); then wait for the last ones.
+        With nothing due and nothing firing, sleep until the next one is (or a wake-up).
 
         The timers still firing are read again (their commit has not happened yet), so
         they are asked for on top of the batch and left out.
@@ -95,17 +105,27 @@ class TimerLoop:
         now = self.clock()
         due = await self.store.due(now, self.batch + len(self._firing))
         due = [i for i in due if i.id not in self._firing]
+        fired = None
+        if due:
+            self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
+            triggers = [TimerDue(i.id, i.profile_id) for i in due]
+            fired = Firing(
+                {i.id for i in due},
+                asyncio.ensure_future(self.processor.submit(triggers, force=True)),
+            )
+            self._firing |= fired.ids
         if firing is not None:
-            await firing  # raises what the commit raised
-            self._firing = set()
-        if not due:
-            if firing is None:
-                await self._sleep(await self.store.next_wake(), now)
-            return None
-        self._firing = {i.id for i in due}
-        self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
-        triggers = [TimerDue(i.id, i.profile_id) for i in due]
-        return asyncio.ensure_future(self.processor.submit(triggers, force=True))
+            try:
+                await firing.done  # raises what the commit raised
+            except Exception:
+                if fired is not None:  # let the new ones finish, whatever becomes of them
+                    await asyncio.gather(fired.done, return_exceptions=True)
+                raise
+            finally:
+                self._firing -= firing.ids
+        elif fired is None:
+            await self._sleep(await self.store.next_wake(), now)
+        return fired
 
     async def _sleep(self, next_wake: datetime | None, now: datetime) -> None:
         delay = self.idle

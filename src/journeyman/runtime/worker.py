@@ -43,7 +43,7 @@ from journeyman.runtime.front import BUS_SETTING, JOURNEYS_SETTING
 from journeyman.runtime.partitions import Ownership, fair_share
 from journeyman.runtime.processor import DeliveryResult, Processor, utc_now
 from journeyman.runtime.publish import Versions
-from journeyman.runtime.timers import TimerLoop, backoff, sleep_until_woken
+from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_woken
 from journeyman.storage.base import Batch, Delivered
 from journeyman.storage.postgres import PostgresStore, parse_url
 
@@ -68,25 +68,25 @@ class ClaimingTimers(TimerLoop):
         self.claiming = store
         self.bus = bus
 
-    async def _round(self, firing: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
+    async def _round(self, firing: Firing | None) -> Firing | None:
         """Claim due timers while the last ones are being published, then publish them;
         their owners fire them. The claims are leased, so the next claim skips the ones
         still being published."""
         now = self.clock()
         if not self.bus.connected:  # claims now would wait out their lease
             if firing is not None:
-                await firing
+                await firing.done
             await sleep_until_woken(self._wakeup, self.idle)
             return None
         due = await self.claiming.claim_due(now, self.batch)
         if firing is not None:
-            await firing  # raises what the publish raised
+            await firing.done  # raises what the publish raised
         if not due:
             if firing is None:
                 await self._sleep(await self.store.next_wake(), now)
             return None
         self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
-        return asyncio.ensure_future(self.bus.publish_timers(due))
+        return Firing(set(), asyncio.ensure_future(self.bus.publish_timers(due)))
 
 
 class TellingDispatcher(Dispatcher):

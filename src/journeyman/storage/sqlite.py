@@ -4,8 +4,9 @@ Every write runs on a single worker thread that owns the writing connection, so 
 never contend and each :meth:`SQLiteStore.commit` is one ``BEGIN IMMEDIATE`` transaction.
 With ``synchronous=FULL`` a commit is on disk when it returns: an acknowledged event
 survives the process being killed the next instant (and a power cut). The engine's reads
-(:meth:`~SQLiteStore.load`, ``seen``, ``resolve``) go through a second connection on a
-thread of its own, so that the engine runs the next batch while the writer commits.
+(:meth:`~SQLiteStore.load`, ``seen``, ``resolve``) and the timer loop's (``due``) go
+through a second connection on a thread of its own, so that they run while the writer
+commits.
 
 Python's ``sqlite3`` lets go of the GIL each time it calls into SQLite for a row, and a
 thread that lets go of it waits to get it back for as long as the event loop keeps
@@ -234,30 +235,10 @@ class SQLiteStore(Store):
     # timers
 
     async def due(self, now: datetime, limit: int) -> list[Instance]:
-        return await self._run(self._due, now, limit)
-
-    def _due(self, now: datetime, limit: int) -> list[Instance]:
-        # wake_at is kept in whole milliseconds: select up to the end of the current one,
-        # then drop what is due later within it.
-        states = _blobs(
-            self.db,
-            "state",
-            "instances WHERE status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ? "
-            "ORDER BY wake_at LIMIT ?",
-            (wake_ms(now), limit),
-        )
-        found = (decode_instance(state) for state in states)
-        due = [i for i in found if i.wake_at is not None and i.wake_at <= now]
-        return sorted(due, key=lambda i: i.wake_at or now)
+        return await self._read(_due, now, limit)
 
     async def next_wake(self) -> datetime | None:
-        return await self._run(self._next_wake)
-
-    def _next_wake(self) -> datetime | None:
-        row = self.db.execute(
-            "SELECT min(wake_at) FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL"
-        ).fetchone()
-        return time(row[0]) if row and row[0] is not None else None
+        return await self._read(_next_wake)
 
     # outbox
 
@@ -695,6 +676,29 @@ def _seen(db: sqlite3.Connection, ids: list[str]) -> set[str]:
         rows = db.execute(f"SELECT message_id FROM events WHERE message_id IN ({marks})", chunk)
         found.update(row[0] for row in rows)
     return found
+
+
+def _due(db: sqlite3.Connection, now: datetime, limit: int) -> list[Instance]:
+    """Waiting instances whose wake time has come, the earliest first."""
+    # wake_at is kept in whole milliseconds: select up to the end of the current one,
+    # then drop what is due later within it.
+    states = _blobs(
+        db,
+        "state",
+        "instances WHERE status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ? "
+        "ORDER BY wake_at LIMIT ?",
+        (wake_ms(now), limit),
+    )
+    found = (decode_instance(state) for state in states)
+    due = [i for i in found if i.wake_at is not None and i.wake_at <= now]
+    return sorted(due, key=lambda i: i.wake_at or now)
+
+
+def _next_wake(db: sqlite3.Connection) -> datetime | None:
+    row = db.execute(
+        "SELECT min(wake_at) FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL"
+    ).fetchone()
+    return time(row[0]) if row and row[0] is not None else None
 
 
 # A step record (steps s) is of its instance's version; a refused entry has no instance.
