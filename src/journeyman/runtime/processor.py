@@ -21,7 +21,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -516,13 +516,19 @@ def _bring_up(snapshots: dict[str, Snapshot], ahead: Batch) -> None:
             changed.setdefault(instance.profile_id, []).append(instance)
     for profile_id, instances in changed.items():
         snapshot = snapshots[profile_id]
-        running = {i.id: i for i in snapshot.running}
-        for instance in instances:
-            if instance.status == "ended":
-                running.pop(instance.id, None)
-            else:
-                running[instance.id] = instance
-        snapshot.running = sorted(running.values(), key=lambda i: i.id)
+        snapshot.running = sorted(_carry(snapshot.running, instances), key=lambda i: i.id)
+
+
+def _carry(running: list[Instance], changed: Iterable[Instance]) -> list[Instance]:
+    """The running instances after ``changed``: running ones replace or join, ended ones
+    leave."""
+    found = {i.id: i for i in running}
+    for instance in changed:
+        if instance.status == "ended":
+            found.pop(instance.id, None)
+        else:
+            found[instance.id] = instance
+    return list(found.values())
 
 
 def _links(event: Event) -> bool:
@@ -569,13 +575,7 @@ def _apply(snapshot: Snapshot, outcome: Outcome, batch: Batch) -> None:
         if isinstance(email, str) and email:
             batch.identities[("email", normal_email(email))] = outcome.profile.id
     if outcome.instances:
-        running = {i.id: i for i in snapshot.running}
-        for instance in outcome.instances.values():
-            batch.instances[instance.id] = instance
-            if instance.status == "ended":
-                running.pop(instance.id, None)
-            else:
-                running[instance.id] = instance
-        snapshot.running = list(running.values())
+        batch.instances.update(outcome.instances)
+        snapshot.running = _carry(snapshot.running, outcome.instances.values())
     batch.effects.extend(outcome.effects)
     batch.records.extend(outcome.records)

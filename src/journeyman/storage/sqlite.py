@@ -74,8 +74,8 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
-        # The engine's reads (load, seen, resolve) go through a second connection on its
-        # own thread, so that they run while the writer commits the batch before.
+        # The engine's and the timer loop's reads go through a second connection on its
+        # own thread, so that they run while the writer commits (see the module's note).
         self._readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._reader: sqlite3.Connection | None = None
         self.applied: list[Migration] = []
@@ -614,23 +614,22 @@ def _load(db: sqlite3.Connection, ids: list[str]) -> dict[str, Snapshot]:
     """The profiles and their running instances, all as of one moment (one read
     transaction), even while the writer commits."""
     found = {pid: Snapshot(Profile(id=pid), [], new=True) for pid in ids}
-    with _reading(db):
-        _load_into(db, ids, found)
-    return found
-
-
-def _load_into(db: sqlite3.Connection, ids: list[str], found: dict[str, Snapshot]) -> None:
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        for state in _blobs(db, "state", f"profiles WHERE id IN ({marks})", chunk):
-            profile = decode_profile(state)
-            found[profile.id] = Snapshot(profile, [])
-        running = f"instances WHERE profile_id IN ({marks}) AND status != 'ended'"
-        for state in _blobs(db, "state", running, chunk):
-            instance = decode_instance(state)
-            found[instance.profile_id].running.append(instance)
+    db.execute("BEGIN")
+    try:
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for state in _blobs(db, "state", f"profiles WHERE id IN ({marks})", chunk):
+                profile = decode_profile(state)
+                found[profile.id] = Snapshot(profile, [])
+            running = f"instances WHERE profile_id IN ({marks}) AND status != 'ended'"
+            for state in _blobs(db, "state", running, chunk):
+                instance = decode_instance(state)
+                found[instance.profile_id].running.append(instance)
+    finally:
+        db.execute("COMMIT")
     for snapshot in found.values():
         snapshot.running.sort(key=lambda i: i.id)
+    return found
 
 
 def _blobs(
@@ -641,19 +640,6 @@ def _blobs(
     query = f"SELECT group_concat(hex({column})) FROM (SELECT {column} FROM {rest})"
     (joined,) = db.execute(query, parameters).fetchone()
     return [bytes.fromhex(value) for value in joined.split(",")] if joined else []
-
-
-@contextlib.contextmanager
-def _reading(db: sqlite3.Connection) -> Iterator[None]:
-    """One read transaction: every statement in it sees the same committed state."""
-    if db.in_transaction:  # the writer's own connection, inside its transaction
-        yield
-        return
-    db.execute("BEGIN")
-    try:
-        yield
-    finally:
-        db.execute("COMMIT")
 
 
 def _resolve(
