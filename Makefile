@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEERS_VENV ?= .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench bench-peers clean
+.PHONY: run test services lint typecheck unit bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/journeyman serve --workspace examples --db sqlite:///.journeyman/journeyman.db --catcher
 
-test: lint typecheck unit
+test: services lint typecheck unit
+
+# PostgreSQL, NATS and Chromium for the suite, started or installed when missing.
+services:
+	bash .ci/services
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -27,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) services
 	$(BIN)/pytest
 
 bench: $(STAMP)
