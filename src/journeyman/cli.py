@@ -106,6 +106,16 @@ def validate(workspace: Path) -> None:
         )
     )
     note = f", {_count(warnings, 'warning')}" if warnings else ""
+    escaping = sorted(
+        name
+        for name, template in ws.templates.items()
+        if any(part.escapes for part in template.fields.values())
+    )
+    if escaping:
+        click.echo(
+            f"escaping: the html of {_count(len(escaping), 'template')} ({', '.join(escaping)}) "
+            "escapes the values it outputs; subjects, text and other bodies are sent as written"
+        )
     click.echo(f"{workspace}: sound ({counts}{note})")
 
 
