@@ -226,6 +226,15 @@ def graph(workspace: Path, journey: str) -> None:
     help="With --bus: how many partitions the stream has (the most workers that can share "
     "the work).",
 )
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS",
+    help="A reverse proxy (an address or a network such as 10.0.0.0/8) whose "
+    "X-Forwarded-For names the client, for the console's login limit; repeat for more. "
+    "Default: JOURNEYMAN_TRUSTED_PROXIES, else none.",
+)
 def serve(
     workspace_dir: Path,
     db: str | None,
@@ -235,6 +244,7 @@ def serve(
     bus: str | None,
     stream: str,
     partitions: int,
+    trusted_proxies: tuple[str, ...],
 ) -> None:
     """Run journeyman: the HTTP API, the engine, timers and delivery, in one process.
 
@@ -257,6 +267,7 @@ def serve(
         bus=bus,
         stream=stream,
         partitions=partitions,
+        trusted_proxies=trusted_proxies,
     )
     _run_fast(run_server(ws, options))
 
