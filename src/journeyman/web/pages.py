@@ -218,9 +218,9 @@ class _Console:
         if not token or not secrets.compare_digest(token, fields.get("csrf", "")):
             return await self.login_page(request, "The form has expired: try again.", 403)
         peer = request.client.host if request.client else ""
-        client = client_address(
-            peer, request.headers.get("x-forwarded-for"), self.settings.trusted_proxies
-        )
+        # Proxies append to the header, or add one of their own: read them all, in order.
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        client = client_address(peer, forwarded, self.settings.trusted_proxies)
         name = fields.get("user", "").strip()
         if not self.limit.allowed(name, client):
             message = "Too many failed logins from here: wait a few minutes, then try again."
