@@ -2,17 +2,19 @@
 
 Ingest (write key): ``POST /v1/track``, ``/v1/identify``, ``/v1/batch``. A 202 means the
 events are committed to disk. Admin (admin key): journeys, profiles and the message log.
-``GET /openapi.json`` describes every endpoint; ``GET /healthz`` and ``GET /metrics``
-need no key.
+``GET /openapi.json`` describes every endpoint; ``GET /healthz`` (liveness), ``GET /readyz``
+(readiness) and ``GET /metrics`` need no key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hmac
 import logging
 import statistics
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +44,8 @@ SINGLE_LIMIT = 32 * 1024  # bytes of one track or identify call, as Segment allo
 BATCH_LIMIT = 512 * 1024
 BATCH_EVENTS = 500
 WORKSPACE_LIMIT = 8 * 1024 * 1024
+READY_TIMEOUT = 5.0  # seconds the store has to answer /readyz's read
+FAILURE_SECONDS = 60.0  # how long a failed commit makes /healthz degraded and /readyz 503
 
 Handler = Callable[[Request], Awaitable[Response]]
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, JSON body, extra headers
@@ -95,6 +99,7 @@ def create_app(
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
+        Route("/readyz", api.ready, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
@@ -492,7 +497,36 @@ class _Api:
     # open
 
     async def health(self, request: Request) -> Response:
-        return _json({"status": "ok", "backlog": self.runtime.processor.backlog})
+        """Liveness: the process answers (always 200), and whether storage is failing."""
+        failure = self._commit_failure()
+        return _json(
+            {
+                "status": "degraded" if failure else "ok",
+                "storage": f"failing: {failure}" if failure else "ok",
+                "backlog": self.runtime.processor.backlog,
+            }
+        )
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness: the last commits were stored and the store answers a read; 503 with
+        the reason when not."""
+        failure = self._commit_failure()
+        if failure is None:
+            try:
+                await asyncio.wait_for(self.runtime.store.get_setting("ready"), READY_TIMEOUT)
+            except Exception as error:
+                failure = f"the store does not answer: {type(error).__name__}: {error}"[:300]
+        if failure:
+            return _json({"status": "unready", "storage": f"failing: {failure}"}, 503, _RETRY)
+        return _json({"status": "ready", "storage": "ok"})
+
+    def _commit_failure(self) -> str | None:
+        """Why the last commit failed, if it did lately; an old failure with nothing tried
+        since may be over (the disk freed), and traffic must come back to find out."""
+        failure = self.runtime.processor.commit_failure
+        if failure is None or time.monotonic() - failure.at > FAILURE_SECONDS:
+            return None
+        return failure.reason
 
     async def metrics(self, request: Request) -> Response:
         counts = await self.runtime.store.instance_counts()

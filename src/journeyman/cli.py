@@ -106,6 +106,16 @@ def validate(workspace: Path) -> None:
         )
     )
     note = f", {_count(warnings, 'warning')}" if warnings else ""
+    escaping = sorted(
+        name
+        for name, template in ws.templates.items()
+        if any(part.escapes for part in template.fields.values())
+    )
+    if escaping:
+        click.echo(
+            f"escaping: the html of {_count(len(escaping), 'template')} ({', '.join(escaping)}) "
+            "escapes the values it outputs; subjects, text and other bodies are sent as written"
+        )
     click.echo(f"{workspace}: sound ({counts}{note})")
 
 
@@ -216,6 +226,15 @@ def graph(workspace: Path, journey: str) -> None:
     help="With --bus: how many partitions the stream has (the most workers that can share "
     "the work).",
 )
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS",
+    help="A reverse proxy (an address or a network such as 10.0.0.0/8) whose "
+    "X-Forwarded-For names the client, for the console's login limit; repeat for more. "
+    "Default: JOURNEYMAN_TRUSTED_PROXIES, else none.",
+)
 def serve(
     workspace_dir: Path,
     db: str | None,
@@ -225,6 +244,7 @@ def serve(
     bus: str | None,
     stream: str,
     partitions: int,
+    trusted_proxies: tuple[str, ...],
 ) -> None:
     """Run journeyman: the HTTP API, the engine, timers and delivery, in one process.
 
@@ -247,6 +267,7 @@ def serve(
         bus=bus,
         stream=stream,
         partitions=partitions,
+        trusted_proxies=trusted_proxies,
     )
     _run_fast(run_server(ws, options))
 

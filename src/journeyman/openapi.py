@@ -240,7 +240,23 @@ SPEC: dict[str, Any] = {
                 _query("limit"),
             ],
         ),
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "OK"}}}},
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: always 200 while the process runs; status 'degraded' "
+                "and storage 'failing: ...' while commits fail",
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: 200 when the store answers and the last commits were "
+                "stored, else 503 with the reason",
+                "responses": {
+                    "200": {"description": "Ready"},
+                    "503": {"description": "Not ready: storage is failing"},
+                },
+            }
+        },
         "/metrics": {
             "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OK"}}}
         },

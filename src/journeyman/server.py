@@ -16,7 +16,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from journeyman.runtime.service import Runtime, build_channels
 from journeyman.storage import is_postgres, open_store, shown_url, sqlite_path
 from journeyman.storage.base import Store
 from journeyman.web import ConsoleSettings, UsersError, parse_users
+from journeyman.web.auth import Network, parse_networks
 
 __all__ = [
     "ServeOptions",
@@ -44,6 +45,7 @@ __all__ = [
     "retry_policy",
     "serve",
     "storage_url",
+    "trusted_proxies",
 ]
 
 DEFAULT_STORAGE = "sqlite:///journeyman.db"
@@ -59,6 +61,7 @@ class ServeOptions:
     bus: str | None = None  # NATS URL: ingest publishes to JetStream, workers apply
     stream: str = "JOURNEYMAN"
     partitions: int = 16
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks, as given
 
 
 def storage_url(option: str | None, workspace: Workspace, env: Mapping[str, str]) -> str:
@@ -107,6 +110,16 @@ def console_users(env: Mapping[str, str]) -> dict[str, str]:
         raise SettingError(str(error)) from None
 
 
+def trusted_proxies(given: Sequence[str], env: Mapping[str, str]) -> tuple[Network, ...]:
+    """The reverse proxies whose ``X-Forwarded-For`` the console believes: ``--trusted-proxy``
+    values, else ``JOURNEYMAN_TRUSTED_PROXIES`` (comma-separated); none by default."""
+    source = "--trusted-proxy" if given else "JOURNEYMAN_TRUSTED_PROXIES"
+    try:
+        return parse_networks(given or [env.get("JOURNEYMAN_TRUSTED_PROXIES", "")])
+    except ValueError as error:
+        raise SettingError(f"{source}: {error}") from None
+
+
 def data_dir(storage: str) -> Path:
     """Where files beside the database go: fallback channel files, caught mail."""
     path = sqlite_path(storage) if storage.startswith("sqlite:///") else None
@@ -140,6 +153,7 @@ async def serve(
     env = os.environ if env is None else env
     retry = retry_policy(env)
     users = console_users(env)
+    proxies = trusted_proxies(options.trusted_proxies, env)
     # Bound first: a port in use stops the start before anything else has begun.
     listener = _listen(options.host, options.port)
     store = open_store(options.storage)
@@ -174,7 +188,8 @@ async def serve(
     try:
         keys, _ = await resolve_keys(store, env)
         mail_file = catcher.path if catcher is not None else None
-        app = create_app(runtime, keys, ConsoleSettings(users=users, mail_file=mail_file))
+        settings = ConsoleSettings(users=users, mail_file=mail_file, trusted_proxies=proxies)
+        app = create_app(runtime, keys, settings)
         config = uvicorn.Config(
             app,
             host=options.host,

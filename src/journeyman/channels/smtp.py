@@ -23,7 +23,8 @@ deduplicate on it see one email; the key itself travels in ``X-Journeyman-Key``.
 Outcomes: a 2xx reply is ``sent`` (its Message-ID is the ``provider_id``); an SMTP 4xx
 reply, a refused or dropped connection and a timeout are ``retry``; an SMTP 5xx reply, a
 server certificate that does not verify, a missing feature (such as STARTTLS) and a
-message without an address are ``failed``. Each message uses its own connection.
+message without one usable address (none, several, or one with a line break that would
+add headers) are ``failed``. Each message uses its own connection.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import hashlib
 import re
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate, getaddresses, parseaddr
 from typing import Literal, cast
 
 import aiosmtplib
@@ -47,7 +48,7 @@ from journeyman.channels.base import (
 )
 from journeyman.domain.state import SendMessage
 
-__all__ = ["SmtpChannel", "build_email", "message_id"]
+__all__ = ["SmtpChannel", "address_problem", "build_email", "message_id"]
 
 Security = Literal["starttls", "tls", "none"]
 SECURITY: tuple[Security, ...] = ("starttls", "tls", "none")
@@ -63,6 +64,20 @@ def message_id(key: str, sender: str) -> str:
     if not _DOMAIN.fullmatch(domain):
         domain = "journeyman"
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+def address_problem(to: str) -> str:
+    """Why ``to`` is not one email address, or "".
+
+    The address comes from a profile or a rendered template: a line break in it would add
+    headers, a comma recipients. A subject needs no such check: it is made one line.
+    """
+    if not to.isprintable():
+        return f"the address {to!r} holds a line break or another control character"
+    addresses = getaddresses([to])
+    if len(addresses) != 1 or "@" not in addresses[0][1]:
+        return f"the address {to!r} is not one email address"
+    return ""
 
 
 def build_email(message: SendMessage, sender: str) -> EmailMessage:
@@ -116,6 +131,9 @@ class SmtpChannel(Channel):
     async def send(self, message: SendMessage) -> Delivery:
         if not message.to:
             return Delivery("failed", "the message has no email address to send to")
+        problem = address_problem(message.to)
+        if problem:
+            return Delivery("failed", clip(problem))
         try:
             mail = build_email(message, self.sender)
         except (ValueError, TypeError) as error:

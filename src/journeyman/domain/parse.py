@@ -54,6 +54,8 @@ _CHANNEL_FIELDS = {
     "push": ("title", "body"),
     "webhook": ("body",),
 }
+# The fields that make HTML: the values they output are escaped (`| safe` marks trusted HTML).
+_ESCAPED_FIELDS = frozenset({"html"})
 # When the channel cannot be read, no field is called unknown for it.
 _ANY_CHANNEL_FIELDS = tuple(sorted({key for keys in _CHANNEL_FIELDS.values() for key in keys}))
 _SECRET_HEADER = re.compile(r"auth|token|secret|key|password|signature", re.IGNORECASE)
@@ -229,7 +231,7 @@ def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     fields = {}
     for key in allowed_fields:
         if key in data:
-            template = r.template(data[key], (key,))
+            template = r.template(data[key], (key,), escape=key in _ESCAPED_FIELDS)
             if template is not None:
                 fields[key] = template
     if channel == "email" and "subject" not in data:

@@ -194,14 +194,14 @@ class Reader:
             self.error(path, f"{_label(path)}: expression error at {error}")
             return None
 
-    def template(self, value: Any, path: Path) -> Template | None:
+    def template(self, value: Any, path: Path, *, escape: bool = False) -> Template | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
             self.error(path, f"{_label(path)} must be a string, not {describe(value)}")
             return None
         try:
-            return compile_template(value)
+            return compile_template(value, escape=escape)
         except TemplateError as error:
             self.error(path, f"{_label(path)}: Liquid error at {error}")
             return None

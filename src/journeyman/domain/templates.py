@@ -9,6 +9,12 @@ empty while the statements around it render normally.
 
 The scope of a render has the keys ``profile``, ``event``, ``entry``, ``journey``, ``now``
 and, when there is one, ``message``.
+
+A template compiled with ``escape=True`` (the ``html`` of an email) HTML-escapes every
+value it outputs, quotes included, so a trait such as ``<img src=x onerror=...>`` arrives
+as text; the template's own text and string literals are not escaped, and the ``safe``
+filter marks a value as trusted HTML. Other templates (subjects, text, SMS) output values
+as they are.
 """
 
 from __future__ import annotations
@@ -54,11 +60,12 @@ class _Environment(Environment):
     loop_iteration_limit = _LOOP_LIMIT
     local_namespace_limit = _NAMESPACE_LIMIT
 
-    def __init__(self) -> None:
+    def __init__(self, *, autoescape: bool) -> None:
         # Strict mode and strict filters make compile errors raise; lenient rendering is
         # done per statement by Template.render, and missing variables use the default,
-        # lenient Undefined.
-        super().__init__()
+        # lenient Undefined. Escaping is the environment's, not the render's: filters such
+        # as `safe`, `escape` and `newline_to_br` ask the environment whether to escape.
+        super().__init__(autoescape=autoescape)
         self.filters["date"] = _pure_date(self.filters["date"])
         for name, func in self.filters.items():
             self.filters[name] = _bounded(func)
@@ -130,7 +137,8 @@ def _pure_date(liquid_date: Callable[..., Any]) -> Callable[..., Any]:
     return date
 
 
-_ENV = _Environment()
+_ENV = _Environment(autoescape=False)
+_HTML_ENV = _Environment(autoescape=True)
 
 
 class Template:
@@ -161,6 +169,11 @@ class Template:
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
 
+    @property
+    def escapes(self) -> bool:
+        """Whether the values this template outputs are HTML-escaped."""
+        return self._escape
+
     def render(self, scope: Mapping[str, Any]) -> str:
         """Render with ``scope``; never raises.
 
@@ -177,7 +190,6 @@ class Template:
             if text is not None:
                 return text
         context = RenderContext(self._bound, globals=self._bound.make_globals(scope))
-        context.autoescape = self._escape
         out = LimitedStringIO(limit=_OUTPUT_LIMIT)
         for node in self._bound.nodes:
             mark = out.tell()
@@ -257,11 +269,12 @@ def _render_plain(parts: tuple[_Part, ...], scope: Mapping[str, Any], escape: bo
 def compile_template(source: str, *, escape: bool = False) -> Template:
     """Parse and check ``source``.
 
-    ``escape=True`` HTML-escapes the output of variables (not the template's own text);
-    the default is off because email bodies are authored HTML.
+    ``escape=True`` HTML-escapes the output of variables (not the template's own text nor
+    string literals), for a template that makes HTML; the ``safe`` filter then marks a
+    value as trusted HTML. The default is off: a subject or an SMS is not HTML.
     """
     try:
-        bound = _ENV.from_string(source)
+        bound = (_HTML_ENV if escape else _ENV).from_string(source)
     except LiquidError as err:
         index = err.token.start_index if err.token is not None else 0
         message = _message(err)

@@ -35,7 +35,15 @@ from journeyman.domain.model import EventDefinition, Workspace
 from journeyman.domain.state import Effect, Event, Instance, Profile
 from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEvent
 
-__all__ = ["DeliveryResult", "Operate", "Overloaded", "Processor", "Stats", "TimerDue"]
+__all__ = [
+    "CommitFailure",
+    "DeliveryResult",
+    "Operate",
+    "Overloaded",
+    "Processor",
+    "Stats",
+    "TimerDue",
+]
 
 log = logging.getLogger("journeyman.processor")
 
@@ -92,6 +100,14 @@ class Operate:
 
 
 Trigger = Event | TimerDue | DeliveryResult | Operate
+
+
+@dataclass(frozen=True, slots=True)
+class CommitFailure:
+    """A commit the store refused: its error, and when (``time.monotonic()`` seconds)."""
+
+    reason: str
+    at: float
 
 
 @dataclass(slots=True)
@@ -151,6 +167,7 @@ class Processor:
         self._arrived: asyncio.Future[None] | None = None  # set once that many are queued
         self._current: asyncio.Future[None] | None = None  # the step in flight
         self._committing: _Commit | None = None  # the last batch handed to the store
+        self._commit_failure: CommitFailure | None = None
 
     @property
     def workspace(self) -> Workspace:
@@ -165,6 +182,11 @@ class Processor:
     @property
     def backlog(self) -> int:
         return len(self._queue)
+
+    @property
+    def commit_failure(self) -> CommitFailure | None:
+        """Why the last commit failed, or None when it was stored (or none was tried)."""
+        return self._commit_failure
 
     async def submit(self, triggers: Sequence[Trigger], *, force: bool = False) -> list[str]:
         """Queue triggers and wait until they are committed: ``accepted``, ``duplicate``, or
@@ -293,8 +315,11 @@ class Processor:
             began = time.perf_counter()
             if batch:
                 await self.store.commit(batch)
+                self._commit_failure = None
             self._count(results, batch, time.perf_counter() - began)
         except Exception as error:
+            reason = f"{type(error).__name__}: {error}"[:200]
+            self._commit_failure = CommitFailure(reason, time.monotonic())
             return await self._failed(items, error)
         for item, result in zip(items, results, strict=True):
             if not item.done.done():

@@ -27,7 +27,16 @@ from starlette.staticfiles import StaticFiles
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.web import views
-from journeyman.web.auth import LOGIN_COOKIE, SESSION_COOKIE, LoginLimit, Session, Sessions
+from journeyman.web.auth import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    EndedSessions,
+    LoginThrottle,
+    Network,
+    Session,
+    Sessions,
+    client_address,
+)
 from journeyman.web.layout import ENTRY, lay_out
 
 __all__ = ["ConsoleSettings", "console"]
@@ -62,6 +71,8 @@ Page = Callable[[Request, Session], Awaitable[Response]]
 class ConsoleSettings:
     users: Mapping[str, str] = field(default_factory=dict)  # name -> password
     mail_file: Path | None = None  # the mail catcher's file, when serve runs it
+    # Reverse proxies whose X-Forwarded-For names the client (for the login throttle).
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None = None) -> Mount:
@@ -122,7 +133,8 @@ class _Console:
     def __init__(self, runtime: Runtime, admin_key: str, settings: ConsoleSettings) -> None:
         self.runtime = runtime
         self.sessions = Sessions(admin_key, settings.users)
-        self.limit = LoginLimit()
+        self.limit = LoginThrottle()
+        self.ended = EndedSessions(runtime.store)
         self.settings = settings
         self.env = _environment()
 
@@ -132,7 +144,7 @@ class _Console:
         """A page for logged-in users; others go to the login."""
 
         async def guarded(request: Request) -> Response:
-            session = self.sessions.read(request.cookies.get(SESSION_COOKIE))
+            session = await self._session(request)
             if session is None:
                 if _wants_json(request):
                     return _data({"error": {"field": "session", "rule": "login"}}, 401)
@@ -149,7 +161,7 @@ class _Console:
         """A state-changing POST: a session and its CSRF token, or nothing happens."""
 
         async def guarded(request: Request) -> Response:
-            session = self.sessions.read(request.cookies.get(SESSION_COOKIE))
+            session = await self._session(request)
             if session is None:
                 return self._refuse(request, 401, "You are not logged in.")
             fields = await _form(request)
@@ -158,6 +170,13 @@ class _Console:
             return await handler(request, session)
 
         return guarded
+
+    async def _session(self, request: Request) -> Session | None:
+        """The request's session: a signed, unexpired cookie whose session was not ended."""
+        session = self.sessions.read(request.cookies.get(SESSION_COOKIE))
+        if session is None or await self.ended.ended(session):
+            return None
+        return session
 
     def _refuse(self, request: Request, status: int, message: str) -> Response:
         return self.render(request, None, "error.html", {"message": message}, status)
@@ -198,13 +217,17 @@ class _Console:
         token = request.cookies.get(LOGIN_COOKIE)
         if not token or not secrets.compare_digest(token, fields.get("csrf", "")):
             return await self.login_page(request, "The form has expired: try again.", 403)
-        client = request.client.host if request.client else ""
-        if not self.limit.allowed(client):
+        peer = request.client.host if request.client else ""
+        # Proxies append to the header, or add one of their own: read them all, in order.
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        client = client_address(peer, forwarded, self.settings.trusted_proxies)
+        name = fields.get("user", "").strip()
+        if not self.limit.allowed(name, client):
             message = "Too many failed logins from here: wait a few minutes, then try again."
             return await self.login_page(request, message, 429)
-        user = self.sessions.check_login(fields.get("user", "").strip(), fields.get("key", ""))
+        user = self.sessions.check_login(name, fields.get("key", ""))
         if user is None:
-            self.limit.failed(client)
+            self.limit.failed(name, client)
             return await self.login_page(request, "That user name or key is wrong.", 401)
         response = RedirectResponse(_next(fields.get("next")), 303)
         response.set_cookie(
@@ -218,6 +241,11 @@ class _Console:
         return response
 
     async def logout(self, request: Request, session: Session) -> Response:
+        try:
+            await self.ended.end(session)
+        except Exception:
+            # Refused here all the same; other console processes may take it for a while.
+            log.exception("the logout of %r could not be stored", session.user)
         response = RedirectResponse("/login", 303)
         response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
         return response

@@ -273,6 +273,8 @@ async def _preview(
         "channel": template.channel,
         "profile": profile["id"],
         "fields": fields,
+        # Which fields HTML-escape the values they output (the html of an email).
+        "escaped": sorted(name for name, part in template.fields.items() if part.escapes),
     }
 
 
