@@ -9,6 +9,7 @@ on 127.0.0.1, and the test reads what that server received.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,7 +26,9 @@ from journeyman.channels.base import ChannelConfigError, substitute
 from journeyman.cli import main
 from journeyman.domain.actions import Allow
 from journeyman.domain.state import CallAction, SendMessage
+from journeyman.domain.templates import compile_template
 from journeyman.runtime.service import Runtime
+from journeyman.simulator import Simulator
 from journeyman.storage import open_store
 from journeyman.workspace import load_workspace
 from tests.conftest import write_workspace
@@ -481,3 +484,28 @@ def test_a_twilio_account_sid_missing_from_the_environment_is_named_at_start() -
 def test_an_escaped_call_text_fills_only_placeholders_written_whole() -> None:
     env = {"T": "secret"}
     assert substitute("$${T} ${T} $$ $ x$", env, escaped=True) == "${T} secret $ $ x$"
+
+
+# the engine's own guard
+
+
+def test_the_engine_does_not_make_a_call_whose_rendered_host_is_not_the_documents(
+    tmp_path: Path,
+) -> None:
+    # Validation refuses such a url; a workspace published before that rule still holds one.
+    documents = action("https://crm.example.com", allow="")
+    loaded = load_workspace(write_workspace(tmp_path / "ws", EVENT, documents, JOURNEY))
+    assert loaded.workspace is not None
+    hook = loaded.workspace.actions["hook"]
+    broken = dataclasses.replace(hook, url=compile_template("https://{{ profile.host }}/x"))
+    workspace = dataclasses.replace(loaded.workspace, actions={"hook": broken})
+    sim = Simulator(workspace, AT)
+
+    sim.identify({"userId": "u1", "traits": {"host": "evil.example"}}, AT)
+    sim.track({"userId": "u1", "event": "signed_up"}, AT)
+
+    assert sim.calls == []
+    [failed] = [r for r in sim.records if r.outcome == "failed"]
+    assert failed.step == "call"
+    assert "scheme, host and port must be written out" in failed.detail
+    assert sim.instances["u1:sync:1"].end_state == "refused"  # its on_error path
