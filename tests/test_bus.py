@@ -463,6 +463,7 @@ kind: action
 name: notify_crm
 url: "{url}/crm"
 body: '{{"profile": "{{{{ profile.id }}}}"}}'
+allow: [127.0.0.1]
 ---
 kind: journey
 name: crm

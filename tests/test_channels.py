@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
-import httpx
 import msgspec
 import pytest
 
@@ -35,9 +34,14 @@ from journeyman.channels import (
     make_call,
     verify_signature,
 )
+from journeyman.channels.base import http_client
 from journeyman.channels.smtp import message_id
+from journeyman.domain.actions import Allow
 from journeyman.domain.state import CallAction, SendMessage
 from tests.servers import HttpServer, Reply, SmtpServer, free_port
+
+# The test servers listen on loopback, which HTTP channels and calls reach only when allowed.
+LOOPBACK = Allow.parse(["127.0.0.1"])
 
 T = TypeVar("T")
 
@@ -105,13 +109,13 @@ def smtp_channel(server: SmtpServer) -> SmtpChannel:
 
 def webhook_channel(server: HttpServer, timeout: float = 5.0, name: str = "webhook") -> Channel:
     config: dict[str, Any] = {"name": name, "type": "webhook", "url": f"{server.url}/hooks"}
-    config |= {"secret": "${WEBHOOK_SECRET}", "timeout": timeout}
+    config |= {"secret": "${WEBHOOK_SECRET}", "timeout": timeout, "allow": ["127.0.0.1"]}
     return channel_from_config(config, {"WEBHOOK_SECRET": SECRET})
 
 
 def twilio_channel(server: HttpServer) -> Channel:
     config = {"name": "sms", "type": "twilio", "account_sid": "AC123", "from": "+15550001"}
-    config |= {"auth_token": "${TWILIO_TOKEN}", "base_url": server.url}
+    config |= {"auth_token": "${TWILIO_TOKEN}", "base_url": server.url, "allow": ["127.0.0.1"]}
     return channel_from_config(config, {"TWILIO_TOKEN": "tok-456"})
 
 
@@ -371,7 +375,8 @@ def test_a_webhook_that_does_not_answer_in_time_is_retried(http_server: HttpServ
 
 
 def test_an_unreachable_webhook_is_retried() -> None:
-    channel = WebhookChannel("webhook", url=f"http://127.0.0.1:{free_port()}/", secret=SECRET)
+    url = f"http://127.0.0.1:{free_port()}/"
+    channel = WebhookChannel("webhook", url=url, secret=SECRET, allow=LOOPBACK)
 
     [delivery] = deliver(channel, email_message())
 
@@ -458,7 +463,7 @@ def test_a_call_fills_in_secrets_at_call_time_and_carries_its_idempotency_key(
 ) -> None:
     call = call_action(f"{http_server.url}/api/${{CRM_PATH}}/u1")
 
-    delivery = run(make_call(call, CRM_ENV))
+    delivery = run(make_call(call, CRM_ENV, allow=LOOPBACK))
 
     assert delivery.status == "sent"
     [request] = http_server.requests
@@ -474,7 +479,7 @@ def test_a_call_naming_a_variable_that_is_not_set_fails_and_sends_nothing(
 ) -> None:
     env = {"CRM_LIST": "newsletter"}
 
-    delivery = run(make_call(call_action(f"{http_server.url}/api"), env))
+    delivery = run(make_call(call_action(f"{http_server.url}/api"), env, allow=LOOPBACK))
 
     assert delivery.status == "failed"
     assert "CRM_TOKEN" in delivery.detail
@@ -496,7 +501,7 @@ def test_call_answers_and_timeouts_map_like_webhooks(
     http_server.reply(reply)
     call = call_action(f"{http_server.url}/api", timeout=0.05)
 
-    delivery = run(make_call(call, CRM_ENV))
+    delivery = run(make_call(call, CRM_ENV, allow=LOOPBACK))
 
     assert delivery.status == status
 
@@ -507,7 +512,7 @@ def test_a_call_whose_header_cannot_be_sent_fails_and_sends_nothing(
 ) -> None:
     call = call_action(f"{http_server.url}/api", headers={"X-Name": value})
 
-    delivery = run(make_call(call, CRM_ENV))
+    delivery = run(make_call(call, CRM_ENV, allow=LOOPBACK))
 
     assert delivery.status == "failed"
     assert http_server.requests == []
@@ -515,7 +520,7 @@ def test_a_call_whose_header_cannot_be_sent_fails_and_sends_nothing(
 
 def test_calls_can_share_one_client(http_server: HttpServer) -> None:
     async def scenario() -> list[Delivery]:
-        async with httpx.AsyncClient() as client:
+        async with http_client(5.0, LOOPBACK) as client:
             call = call_action(f"{http_server.url}/api")
             return [await make_call(call, CRM_ENV, client) for _ in range(2)]
 

@@ -79,6 +79,7 @@ type: webhook
 url: "{url}/hooks"
 secret: "${{WEBHOOK_SECRET}}"
 timeout: 5
+allow: [127.0.0.1]             # the test server listens on loopback
 ---
 kind: channel
 name: sms
@@ -87,6 +88,7 @@ account_sid: AC123
 auth_token: "${{TWILIO_TOKEN}}"
 from: "+15550001"
 base_url: "{url}"
+allow: [127.0.0.1]
 """
 
 

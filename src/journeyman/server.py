@@ -202,7 +202,7 @@ async def serve(
         )
         server = _Server(config)
         url = f"http://{options.host}:{listener.getsockname()[1]}"
-        announce(_banner(workspace, options, url, keys, catcher))
+        announce(_banner(workspace, options, url, keys, catcher, _key_sources(env)))
         await server.serve(sockets=[listener])
     finally:
         listener.close()
@@ -270,29 +270,48 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
+def _key_sources(env: Mapping[str, str]) -> dict[str, str]:
+    """role -> the environment variable its key came from (as resolve_keys reads them)."""
+    names = {role: f"JOURNEYMAN_{role.upper()}_KEY" for role in ("write", "admin")}
+    return {role: name for role, name in names.items() if env.get(name)}
+
+
 def _banner(
-    workspace: Workspace, options: ServeOptions, url: str, keys: Keys, catcher: MailCatcher | None
+    workspace: Workspace,
+    options: ServeOptions,
+    url: str,
+    keys: Keys,
+    catcher: MailCatcher | None,
+    sources: Mapping[str, str],
 ) -> str:
+    """What the server says at start. A key from the environment is named, not shown
+    (start logs are often kept); a key journeyman made is shown, as nothing else does."""
     journeys = ", ".join(sorted(workspace.journeys)) or "none"
+    shown = {
+        role: f"from {sources[role]}" if role in sources else key
+        for role, key in (("write", keys.write), ("admin", keys.admin))
+    }
     lines = [
         f"journeyman is serving {options.workspace_dir} at {url}",
         f"  journeys   {journeys}",
         f"  storage    {shown_url(options.storage)}",
         *([f"  bus        {options.bus}, stream {options.stream}"] if options.bus else []),
-        f"  write key  {keys.write}",
-        f"  admin key  {keys.admin}",
+        f"  write key  {shown['write']}",
+        f"  admin key  {shown['admin']}",
         f"  console    {url}/ (log in with the admin key)",
     ]
     mail = f"journeyman mail --db {shown_url(options.storage)} --full"
     if catcher is not None:
         lines.append(f"  mail       caught at {catcher.host}:{catcher.port}; list it: {mail}")
-    example = _example(workspace, url, keys.write, mail if catcher is not None else None)
+    key = f"${sources['write']}" if "write" in sources else keys.write
+    example = _example(workspace, url, key, mail if catcher is not None else None)
     lines += ["", "Try it:", *example, "", "Stop with Ctrl-C."]
     return "\n".join(lines)
 
 
 def _example(workspace: Workspace, url: str, key: str, mail: str | None) -> list[str]:
-    head = f"curl -s -X POST {url}/v1/%s -H 'Authorization: Bearer {key}' "
+    # Double quotes: a key written as $JOURNEYMAN_WRITE_KEY is filled in by the shell.
+    head = f'curl -s -X POST {url}/v1/%s -H "Authorization: Bearer {key}" '
     head += "-H 'Content-Type: application/json' -d '%s'"
     identify = '{"userId": "ada", "traits": {"firstName": "Ada", "email": "ada@example.com"}}'
     lines = ["  " + head % ("identify", identify)]

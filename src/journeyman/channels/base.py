@@ -12,6 +12,10 @@ network trouble, so the outbox dispatcher only ever looks at one value:
 
 Secrets in channel documents and actions are written as ``${ENV_VAR}`` and read from the
 environment; :func:`substitute` fills them in.
+
+HTTP requests go through :func:`http_client`: straight to the host (no proxy, no
+redirects), and only to public addresses or those the ``allow`` list names (see
+:mod:`journeyman.channels.network`). A refused address is a ``failed`` delivery.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any, Literal
 
 import httpx
 
+from journeyman.channels.network import RefusedAddress, guarded_transport
+from journeyman.domain.actions import Allow, AllowError, fill
 from journeyman.domain.reader import describe, did_you_mean
 from journeyman.domain.state import SendMessage
 from journeyman.domain.times import TimeFormatError, parse_duration
@@ -101,22 +107,30 @@ class MissingVariable(LookupError):
         self.name = name
 
 
-def substitute(text: str, env: Mapping[str, str], only: Collection[str] | None = None) -> str:
+def substitute(
+    text: str,
+    env: Mapping[str, str],
+    only: Collection[str] | None = None,
+    *,
+    escaped: bool = False,
+) -> str:
     """Replace every ``${NAME}`` in ``text`` with ``env[NAME]``; raises MissingVariable.
 
-    With ``only``, other references stay as written: text rendered from profile data may
-    contain a ``${NAME}`` that must not reach the environment.
+    With ``only``, other references stay as written. With ``escaped``, ``text`` is the
+    stored text of a call (see :mod:`journeyman.domain.actions`), where ``$$`` stands for
+    ``$``: a rendered value can never form a reference there.
     """
 
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
+    def value(name: str) -> str:
         if only is not None and name not in only:
-            return match.group(0)
+            return f"${{{name}}}"
         if name not in env:
             raise MissingVariable(name)
         return env[name]
 
-    return _REFERENCE.sub(value, text)
+    if escaped:
+        return fill(text, value)
+    return _REFERENCE.sub(lambda match: value(match.group(1)), text)
 
 
 def delivery_for_http_status(code: int, detail: str, provider_id: str | None = None) -> Delivery:
@@ -144,8 +158,16 @@ def error_detail(error: BaseException) -> str:
     return clip(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
-def http_client(timeout: float, **options: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=timeout, headers={"User-Agent": USER_AGENT}, **options)
+def http_client(timeout: float, allow: Allow | None = None, **options: Any) -> httpx.AsyncClient:
+    """A client that connects only to public addresses and those ``allow`` names, and
+    follows no redirect (re-sending a message elsewhere is not the provider's call)."""
+    return httpx.AsyncClient(
+        timeout=timeout,
+        headers={"User-Agent": USER_AGENT},
+        transport=guarded_transport(allow or Allow()),
+        follow_redirects=False,
+        **options,
+    )
 
 
 async def http_request(
@@ -154,6 +176,8 @@ async def http_request(
     """The provider's response, or the Delivery that a failure to get one amounts to."""
     try:
         return await client.request(method, url, **options)
+    except RefusedAddress as error:
+        return Delivery("failed", clip(f"{error}; nothing was sent"))
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as error:
         # The request itself is malformed (a bad URL or header): sending it again won't help.
         return Delivery("failed", error_detail(error))
@@ -300,6 +324,18 @@ class ConfigReader:
         if not value.startswith(("http://", "https://")):
             raise ChannelConfigError(key, f"must be an http:// or https:// URL, not {value!r}")
         return value
+
+    def is_reference(self, key: str) -> bool:
+        """Whether the field is written as one ``${NAME}`` reference to the environment."""
+        value = self.config.get(key)
+        return isinstance(value, str) and _WHOLE_REFERENCE.fullmatch(value) is not None
+
+    def allow(self) -> Allow:
+        """The non-public addresses and host names the channel may call (``allow``)."""
+        try:
+            return Allow.parse(self.config.get("allow"))
+        except AllowError as error:
+            raise ChannelConfigError("allow", str(error)) from None
 
     def _positive(self, key: str, value: object, what: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

@@ -10,7 +10,12 @@ from: "+15005550006"           # the sending number
 base_url: https://api.twilio.com   # default; point it elsewhere for a compatible service
 timeout: 10                    # seconds (or a duration such as 10s), default 10
 rate: 1                        # messages per second, default unlimited
+allow: [10.0.0.0/8]            # non-public addresses base_url may reach (none by default)
 ```
+
+Like every HTTP channel, it connects only to public addresses unless ``allow`` names
+the address, its network or the host (see :mod:`journeyman.channels.network`), and
+follows no redirect.
 
 Each message is a form ``POST`` of ``To`` (the profile's ``phone``), ``From`` and
 ``Body`` to ``{base_url}/2010-04-01/Accounts/{account_sid}/Messages.json``, with HTTP
@@ -26,6 +31,7 @@ receive SMS, is ``failed``, with Twilio's explanation in the message log.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -39,13 +45,14 @@ from journeyman.channels.base import (
     http_client,
     http_request,
 )
+from journeyman.domain.actions import Allow
 from journeyman.domain.state import SendMessage
 
 __all__ = ["TWILIO_API", "TwilioChannel"]
 
 TWILIO_API = "https://api.twilio.com"
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
-KEYS = ("account_sid", "auth_token", "from", "base_url", "timeout")
+KEYS = ("account_sid", "auth_token", "from", "base_url", "timeout", "allow")
 
 
 class TwilioChannel(Channel):
@@ -59,12 +66,15 @@ class TwilioChannel(Channel):
         base_url: str = TWILIO_API,
         timeout: float = 10.0,
         rate: float | None = None,
+        allow: Allow | None = None,
     ) -> None:
         self.name = name
         self.rate = rate
         self.sender = sender
-        self.url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
-        self._client = http_client(timeout, auth=httpx.BasicAuth(account_sid, auth_token))
+        account = quote(account_sid, safe="")
+        self.url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
+        auth = httpx.BasicAuth(account_sid, auth_token)
+        self._client = http_client(timeout, allow, auth=auth)
 
     async def send(self, message: SendMessage) -> Delivery:
         if not message.to:
@@ -107,8 +117,8 @@ def _detail(response: httpx.Response, answer: dict[str, Any]) -> str:
 
 def from_config(reader: ConfigReader, name: str) -> TwilioChannel:
     account_sid = reader.text("account_sid")
-    if not account_sid.isalnum():
-        # It becomes part of the URL path.
+    if not account_sid.isalnum() and not reader.is_reference("account_sid"):
+        # A typo caught early; a value from the environment is percent-encoded in the path.
         raise ChannelConfigError(
             "account_sid", f"must be letters and digits, such as AC0123..., not {account_sid!r}"
         )
@@ -120,4 +130,5 @@ def from_config(reader: ConfigReader, name: str) -> TwilioChannel:
         base_url=reader.url("base_url", TWILIO_API),
         timeout=reader.seconds("timeout", 10.0),
         rate=reader.rate(),
+        allow=reader.allow(),
     )

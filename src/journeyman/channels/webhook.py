@@ -8,7 +8,12 @@ url: https://hooks.example.com/journeyman
 secret: "${WEBHOOK_SECRET}"    # signs every request; always an environment variable
 timeout: 10                    # seconds (or a duration such as 10s), default 10
 rate: 50                       # messages per second, default unlimited
+allow: [10.0.0.0/8]            # non-public addresses it may call (none by default)
 ```
+
+The webhook connects only to public addresses, unless ``allow`` names the address, its
+network or the url's host name (see :mod:`journeyman.channels.network`); a refused
+address is a ``failed`` delivery. Redirects are not followed.
 
 Every message is one ``POST`` with a JSON body::
 
@@ -61,6 +66,7 @@ from journeyman.channels.base import (
     http_request,
     response_detail,
 )
+from journeyman.domain.actions import Allow
 from journeyman.domain.state import SendMessage
 
 __all__ = [
@@ -74,7 +80,7 @@ __all__ = [
 
 SIGNATURE_HEADER = "X-Journeyman-Signature"
 TIMESTAMP_HEADER = "X-Journeyman-Timestamp"
-KEYS = ("url", "secret", "timeout")
+KEYS = ("url", "secret", "timeout", "allow")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -128,6 +134,7 @@ class WebhookChannel(Channel):
         rate: float | None = None,
         clock: Callable[[], float] = time.time,
         client: httpx.AsyncClient | None = None,
+        allow: Allow | None = None,
     ) -> None:
         self.name = name
         self.rate = rate
@@ -135,7 +142,7 @@ class WebhookChannel(Channel):
         self._secret = secret
         self._clock = clock
         self._owns_client = client is None
-        self._client = client or http_client(timeout)
+        self._client = client or http_client(timeout, allow)
 
     async def send(self, message: SendMessage) -> Delivery:
         body = webhook_body(message)
@@ -163,4 +170,5 @@ def from_config(reader: ConfigReader, name: str) -> WebhookChannel:
         secret=reader.secret("secret", "WEBHOOK_SECRET"),
         timeout=reader.seconds("timeout", 10.0),
         rate=reader.rate(),
+        allow=reader.allow(),
     )

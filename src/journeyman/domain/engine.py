@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from journeyman.domain import model as m
+from journeyman.domain.actions import render_call
 from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
 from journeyman.domain.state import (
@@ -592,6 +593,11 @@ def _run_call(run: _Run, journey: m.Journey, instance: Instance, step: m.Call) -
         run.end(instance, "failed", f"action {step.action} is no longer defined")
         return _ENDED
     scope = run.scope(instance, journey)
+    rendered = render_call(action.url, action.headers, action.body, scope)
+    if isinstance(rendered, str):
+        # Never made, as a call refused for good would be: on to on_error, if any.
+        run.record(instance, step.id, "failed", f"{action.name}: {rendered}")
+        return step.on_error or step.next
     call = CallAction(
         key=f"{instance.id}:{step.id}:{instance.seq}",
         instance_id=instance.id,
@@ -600,9 +606,9 @@ def _run_call(run: _Run, journey: m.Journey, instance: Instance, step: m.Call) -
         profile_id=instance.profile_id,
         action=action.name,
         method=action.method,
-        url=action.url.render(scope),
-        headers={k: v.render(scope) for k, v in action.headers.items()},
-        body=action.body.render(scope) if action.body is not None else None,
+        url=rendered.url,
+        headers=rendered.headers,
+        body=rendered.body,
         timeout=action.timeout.total_seconds(),
         at=run.now,
         awaited=step.on_error is not None,

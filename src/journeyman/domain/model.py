@@ -12,6 +12,7 @@ from datetime import time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from journeyman.domain.actions import Allow
 from journeyman.domain.expressions import Expression
 from journeyman.domain.templates import Template
 
@@ -93,6 +94,7 @@ class Action:
     body: Template | None
     timeout: timedelta
     origin: Origin
+    allow: Allow = field(default_factory=Allow)  # non-public addresses it may call
 
 
 @dataclass(frozen=True, slots=True)

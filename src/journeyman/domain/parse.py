@@ -21,6 +21,7 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from journeyman.domain import model as m
+from journeyman.domain.actions import Allow, AllowError, allowed_literal, literal_target, url_origin
 from journeyman.domain.documents import Document, Path
 from journeyman.domain.problems import Problem
 from journeyman.domain.reader import Reader, describe, did_you_mean
@@ -248,7 +249,7 @@ def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
 
 
 def _read_action(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
-    keys = ("kind", "name", "description", "method", "url", "headers", "body", "timeout")
+    keys = ("kind", "name", "description", "method", "url", "headers", "body", "timeout", "allow")
     r.mapping(data, (), keys, required=("url",))
     method = data.get("method", "POST")
     method = r.choice(
@@ -257,8 +258,14 @@ def _read_action(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         ("GET", "POST", "PUT", "PATCH", "DELETE"),
     )
     url = r.template(data["url"], ("url",)) if "url" in data else None
-    if isinstance(data.get("url"), str):
-        _check_url_secrets(r, data["url"])
+    allow = _allow(r, data)
+    if url is not None:
+        _check_url_secrets(r, url.source)
+        origin, problem = url_origin(url.source)
+        if origin is None:
+            r.error(("url",), f"'url' {problem}")
+        elif allow is not None:
+            _check_target(r, ("url",), origin, allow)
     headers = {}
     raw_headers = data.get("headers", {})
     if r.mapping(raw_headers, ("headers",), raw_headers if isinstance(raw_headers, dict) else ()):
@@ -271,9 +278,35 @@ def _read_action(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
                 headers[key] = template
     body = r.template(data["body"], ("body",)) if "body" in data else None
     timeout = r.duration(data.get("timeout", "10s"), ("timeout",))
-    if method and url and timeout is not None:
-        action = m.Action(r.name, method, url, headers, body, timeout, _origin(r))
+    if method and url and timeout is not None and allow is not None:
+        action = m.Action(r.name, method, url, headers, body, timeout, _origin(r), allow)
         parsed.actions[r.name] = action
+
+
+def _allow(r: Reader, data: dict[str, Any]) -> Allow | None:
+    """The document's ``allow`` list (none is an empty one), or None when it is broken."""
+    try:
+        return Allow.parse(data.get("allow"))
+    except AllowError as error:
+        r.error(("allow",), f"'allow' {error}")
+        return None
+
+
+def _check_target(r: Reader, path: Path, url: str, allow: Allow) -> None:
+    """Calls to loopback, private or link-local hosts written in a document need 'allow'."""
+    found = literal_target(url)
+    if found is None:
+        return
+    host, what = found
+    field = path[-1]
+    if allowed_literal(allow, host):
+        r.warn(path, f"'{field}' calls {host}, {what}, which 'allow' permits")
+    else:
+        r.error(
+            path,
+            f"'{field}' calls {host}, {what}: calls to loopback, private and link-local "
+            f"addresses are refused unless 'allow' names them, such as allow: [{host}]",
+        )
 
 
 def _check_url_secrets(r: Reader, url: str) -> None:
@@ -342,12 +375,24 @@ def _read_channel(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     # A channel's keys depend on its type and belong to the delivery adapters, which check
     # them when the workspace loads (journeyman.workspace); here it only needs a type.
     r.text(data.get("type"), ("type",))
+    _check_channel_target(r, data)
     if data.get("name") not in m.CHANNELS:
         r.warn(
             ("name",),
             f"no template can use channel '{r.name}': templates use {', '.join(m.CHANNELS)}",
         )
     parsed.channels[r.name] = data
+
+
+def _check_channel_target(r: Reader, data: dict[str, Any]) -> None:
+    # A broken 'allow' is reported when the channel is built (journeyman.workspace).
+    try:
+        allow = Allow.parse(data.get("allow"))
+    except AllowError:
+        return
+    for key in ("url", "base_url"):
+        if isinstance(data.get(key), str):
+            _check_target(r, (key,), data[key], allow)
 
 
 # journey

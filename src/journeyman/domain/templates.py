@@ -23,17 +23,18 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import markupsafe
 from liquid import Environment, RenderContext, Token
+from liquid.builtin.content import ContentNode, Literal
 from liquid.exceptions import FilterValueError, LiquidError
 from liquid.filter import with_context
 from liquid.output import LimitedStringIO
 from liquid.template import BoundTemplate
-from liquid.token import TOKEN_EXPRESSION
+from liquid.token import TOKEN_CONTENT, TOKEN_EXPRESSION
 
-__all__ = ["Template", "TemplateError", "compile_template"]
+__all__ = ["Output", "Template", "TemplateError", "compile_template"]
 
 # Templates cannot load other templates: a workspace template is one self-contained text.
 _LOADING_TAGS = ("include", "render")
@@ -66,6 +67,7 @@ class _Environment(Environment):
         # lenient Undefined. Escaping is the environment's, not the render's: filters such
         # as `safe`, `escape` and `newline_to_br` ask the environment whether to escape.
         super().__init__(autoescape=autoescape)
+        self.tags[TOKEN_CONTENT] = _Literal(self)
         self.filters["date"] = _pure_date(self.filters["date"])
         for name, func in self.filters.items():
             self.filters[name] = _bounded(func)
@@ -96,6 +98,36 @@ class _Environment(Environment):
             if tok.kind == TOKEN_EXPRESSION:
                 end = tok.start_index + len(tok.value)
         return end
+
+
+class Output(LimitedStringIO):
+    """Where a render writes: the template's own text through :meth:`literal`, and
+    everything else (values, and whatever a tag prints) through ``write``.
+
+    The default writes both as they are; a subclass can treat rendered values apart from
+    the author's text (percent-encode them in a URL, say).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(limit=_OUTPUT_LIMIT)
+
+    def literal(self, text: str) -> int:
+        return self.write(text)
+
+
+class _ContentNode(ContentNode):
+    """Text written in the template: handed to ``literal`` when the output has one (a
+    ``capture`` writes to a plain buffer, whose text is then a value like any other)."""
+
+    __slots__ = ()
+
+    def render_to_output(self, _: RenderContext, buffer: TextIO) -> int:
+        literal = getattr(buffer, "literal", None)
+        return literal(self.text) if literal is not None else buffer.write(self.text)
+
+
+class _Literal(Literal):
+    node_class = _ContentNode
 
 
 def _bounded(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -174,13 +206,16 @@ class Template:
         """Whether the values this template outputs are HTML-escaped."""
         return self._escape
 
-    def render(self, scope: Mapping[str, Any]) -> str:
+    def render(self, scope: Mapping[str, Any], out: Output | None = None) -> str:
         """Render with ``scope``; never raises.
 
         Each top-level statement renders on its own: one that fails leaves no output and
         the rest still render. Once the output limit is reached, later statements fail
-        too, so the result stops near the limit.
+        too, so the result stops near the limit. With ``out``, the text goes through it
+        (see :class:`Output`) and the result is what it holds.
         """
+        if out is not None:
+            return self._render(scope if isinstance(scope, Mapping) else {}, out)
         if self._literal is not None:
             return self._literal
         if not isinstance(scope, Mapping):  # bad input renders as if every key were missing
@@ -189,8 +224,10 @@ class Template:
             text = _render_plain(self._parts, scope, self._escape)
             if text is not None:
                 return text
+        return self._render(scope, LimitedStringIO(limit=_OUTPUT_LIMIT))
+
+    def _render(self, scope: Mapping[str, Any], out: LimitedStringIO) -> str:
         context = RenderContext(self._bound, globals=self._bound.make_globals(scope))
-        out = LimitedStringIO(limit=_OUTPUT_LIMIT)
         for node in self._bound.nodes:
             mark = out.tell()
             try:

@@ -248,7 +248,10 @@ class Dispatcher:
         async with self._slots:
             try:
                 if not isinstance(effect, SendMessage):
-                    return await make_call(effect, self.env, only=self._variables(effect.action))
+                    action = self.processor.workspace.actions.get(effect.action)
+                    allow = action.allow if action is not None else None
+                    only = self._variables(effect.action)
+                    return await make_call(effect, self.env, only=only, allow=allow)
                 channel = self.channels.get(effect.channel)
                 if channel is None:
                     return Delivery("failed", f"no channel named {effect.channel} is configured")
