@@ -158,6 +158,31 @@ def test_the_outbox_holds_the_placeholder_and_never_the_secret(
     assert json.loads(request.body) == {"id": "u1", "price": "$5"}
 
 
+def test_a_value_in_a_json_body_cannot_close_its_string_and_add_keys(
+    tmp_path: Path, store_url: str, http_server: HttpServer
+) -> None:
+    json_action = action(http_server.url).replace(
+        "X-Profile:", "Content-Type: application/json\n  X-Profile:"
+    )
+    email = 'x", "role": "admin\\'
+    run_journey(tmp_path, store_url, json_action, [("u1", {"price": email})])
+
+    [request] = http_server.requests
+    assert json.loads(request.body) == {"id": "u1", "price": "$" + email}
+
+
+def test_a_body_that_is_not_json_keeps_values_as_they_are(
+    tmp_path: Path, store_url: str, http_server: HttpServer
+) -> None:
+    text_action = action(http_server.url).replace(
+        "X-Profile:", "Content-Type: text/plain\n  X-Profile:"
+    )
+    run_journey(tmp_path, store_url, text_action, [("u1", {"price": 'a"b'})])
+
+    [request] = http_server.requests
+    assert request.body == b'{"id": "u1", "price": "$a"b"}'
+
+
 # values are percent-encoded in a url
 
 

@@ -15,6 +15,9 @@ keep profile and event data from steering a call:
   so a value is one path segment or one query value and never ``/``, ``?``, ``#``, ``&``,
   ``=``, ``+`` or ``%``; in the path, dots that could make a ``.`` or ``..`` segment
   (runs of dots, a dot that starts a segment) are ``%2E`` too.
+- **Values in a JSON body are JSON-escaped**: when the action's ``Content-Type`` is JSON,
+  a value is written as the inside of a JSON string (quotes, backslashes and control
+  characters escaped), so one cannot close its string and add keys.
 - **The scheme, host and port come from the document**: :func:`url_origin` refuses (at
   validate) a url whose ``scheme://host:port`` holds Liquid, and :func:`render_call`
   refuses a rendered url that does not start with the document's origin. The origin
@@ -32,6 +35,7 @@ documents.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -91,6 +95,14 @@ class _TextOutput(Output):
 
     def literal(self, text: str) -> int:
         return super().write(_escape_literal(text))
+
+
+class _JsonOutput(_TextOutput):
+    """JSON bodies: values escaped as the inside of a JSON string, so a quote or a
+    backslash in a value cannot end the string it is written in and add keys."""
+
+    def write(self, text: str) -> int:
+        return super().write(json.dumps(text, ensure_ascii=False)[1:-1])
 
 
 class _UrlOutput(Output):
@@ -279,11 +291,21 @@ def render_call(
     written = _escape_literal(origin)
     if not (rendered.startswith(written) and rendered[len(written) : len(written) + 1] in "/?#"):
         return f"the rendered url does not start with {origin}, as the action's url does"
+    body_output = _JsonOutput() if _sends_json(headers) else _TextOutput()
     return RenderedCall(
         rendered,
         {name: value.render(scope, _TextOutput()) for name, value in headers.items()},
-        body.render(scope, _TextOutput()) if body is not None else None,
+        body.render(scope, body_output) if body is not None else None,
     )
+
+
+def _sends_json(headers: Mapping[str, Template]) -> bool:
+    """Whether the action says its body is JSON (``Content-Type: application/json``, or
+    any ``+json`` type)."""
+    for name, value in headers.items():
+        if name.lower() == "content-type":
+            return "json" in value.source.lower()
+    return False
 
 
 def placeholders(texts: Iterable[str]) -> frozenset[str]:
