@@ -23,8 +23,10 @@ from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.dispatcher import Dispatcher
 from journeyman.runtime.processor import Processor
+from journeyman.runtime.worker import TellingDispatcher
 from journeyman.storage import Store
 from journeyman.storage.base import Delivered
+from journeyman.storage.postgres import PostgresStore
 from tests.servers import SmtpServer
 from tests.test_processor import (
     ON_ERROR,
@@ -190,6 +192,72 @@ def test_an_outcome_the_store_refuses_leaves_the_others_recorded(
         sending.record_tries, sending.idle = 2, 0.01
         with contextlib.suppress(RuntimeError):  # when the refused one was written alone
             await sending.deliver(claimed)
+        found = await statuses(store)
+        assert found.pop("u2") == "queued"  # still claimed: it goes out again after its lease
+        assert set(found.values()) == {"sent"}
+
+    live(store, ws, test, clock)
+
+
+@pytest.mark.shared
+def test_a_worker_records_fast_outcomes_while_a_slow_send_is_still_in_flight(
+    store: Store, workspace: Build, smtp: HoldingSmtpServer
+) -> None:
+    """The same with a scale-out worker's dispatcher, which keeps outcomes for the owner
+    of the profile (PostgreSQL only: workers share the database)."""
+    ws = workspace(ON_ERROR)
+    clock = Clock()
+
+    async def test(processor: Processor) -> None:
+        assert isinstance(store, PostgresStore)
+        await processor.submit(everyone(ws))
+        claimed = await store.claim(clock(), 100)
+        email = dispatcher(store, processor, smtp, clock).channels["email"]
+        telling = TellingDispatcher(store, processor, {"email": email}, clock, env={})
+        delivering = asyncio.ensure_future(telling.deliver(claimed))
+        try:
+
+            async def fast_recorded() -> bool:
+                found = await statuses(store)
+                return all(found[u] == "sent" for u in FAST)
+
+            await until(fast_recorded)
+            assert (await statuses(store))["slow"] == "queued"
+            assert not delivering.done()
+        finally:
+            smtp.release()
+        await delivering
+        assert set((await statuses(store)).values()) == {"sent"}
+
+    live(store, ws, test, clock)
+
+
+@pytest.mark.shared
+def test_an_outcome_a_workers_store_refuses_leaves_the_others_recorded(
+    store: Store, workspace: Build, smtp: HoldingSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = workspace(WELCOME)
+    clock = Clock()
+    smtp.release()  # no send is held here
+
+    async def test(processor: Processor) -> None:
+        assert isinstance(store, PostgresStore)
+        real = store.settle_telling
+        await processor.submit(everyone(ws))
+        claimed = await store.claim(clock(), 100)
+        (bad,) = [item.id for item in claimed if item.effect.profile_id == "u2"]
+
+        async def refuse_bad(rows: list[Delivered], *args: Any) -> None:
+            if any(row.id == bad for row in rows):
+                raise RuntimeError("cannot store this one")
+            await real(rows, *args)
+
+        monkeypatch.setattr(store, "settle_telling", refuse_bad)
+        email = dispatcher(store, processor, smtp, clock).channels["email"]
+        telling = TellingDispatcher(store, processor, {"email": email}, clock, env={})
+        telling.record_tries, telling.idle = 2, 0.01
+        with contextlib.suppress(RuntimeError):  # when the refused one was written alone
+            await telling.deliver(claimed)
         found = await statuses(store)
         assert found.pop("u2") == "queued"  # still claimed: it goes out again after its lease
         assert set(found.values()) == {"sent"}

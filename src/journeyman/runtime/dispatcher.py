@@ -163,7 +163,7 @@ class Dispatcher:
 
     async def deliver(self, items: list[OutboxItem]) -> None:
         """Deliver the items, recording each outcome as soon as its provider answers."""
-        outcomes = _Outcomes(self._keep_outcomes)
+        outcomes = _Outcomes(self._keep)
 
         def answered(index: int, delivery: Delivery) -> None:
             item = items[index]
@@ -226,37 +226,48 @@ class Dispatcher:
             )
             return [Delivery("retry", f"unexpected error: {error!r}")] * len(messages)
 
-    async def _keep_outcomes(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
-        """Settle the outbox rows; outcomes the engine must learn go through the processor,
-        which settles their rows in the commit that applies them."""
-        if settled:
-            await self._settle(settled)
-        if told:
-            await self._tell(told)
-
-    async def _settle(self, settled: list[Delivered]) -> None:
-        """Settle the rows together; if that fails for good, each alone, once: one row the
-        store refuses must not leave the others claimed, to be sent again."""
+    async def _keep(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
+        """Record outcomes together; if that fails for good, each alone, once: one outcome
+        the store refuses must not leave the others unrecorded (their messages would go out
+        again). Raises if every one of them failed."""
         try:
-            await self._retrying(lambda: self.store.settle(settled))
+            await self._keep_outcomes(settled, told)
         except Exception:
-            if len(settled) == 1:
+            singles: list[tuple[list[Delivered], list[DeliveryResult]]] = [
+                *(([s], []) for s in settled),
+                *(([], [t]) for t in told),
+            ]
+            if len(singles) < 2:
                 raise
-            refused = 0
-            for row in settled:
+            refused: list[tuple[str, Exception]] = []
+            for one, other in singles:
                 try:
-                    await self.store.settle([row])
-                except Exception:
-                    refused += 1
-                    log.exception("outbox row %d: its outcome could not be recorded", row.id)
-            if refused == len(settled):
+                    await self._keep_outcomes(one, other, tries=1)
+                except Exception as failure:
+                    what = other[0].effect.key if other else f"outbox row {one[0].id}"
+                    refused.append((what, failure))
+            if len(refused) == len(singles):
                 raise
+            for what, cause in refused:  # still claimed: it goes out again after its lease
+                log.error("the delivery outcome of %s could not be recorded: %r", what, cause)
 
-    async def _tell(self, told: list[DeliveryResult]) -> None:
+    async def _keep_outcomes(
+        self, settled: list[Delivered], told: list[DeliveryResult], tries: int | None = None
+    ) -> None:
+        """Settle the outbox rows; outcomes the engine must learn go through the processor,
+        which settles their rows in the commit that applies them. Tries ``tries`` times
+        (default :attr:`record_tries`)."""
+        if settled:
+            await self._retrying(lambda: self.store.settle(settled), tries)
+        if told:
+            await self._tell(told, tries or self.record_tries)
+
+    async def _tell(self, told: list[DeliveryResult], tries: int) -> None:
         """Hand the outcomes to the processor, each on its own submit (they share its
-        commits all the same), trying again only those that failed."""
+        commits all the same), trying again only those that failed: one applied already
+        must not be applied twice."""
         left = told
-        for attempt in range(1, self.record_tries + 1):
+        for attempt in range(1, tries + 1):
             results = await asyncio.gather(
                 *(self.processor.submit([r], force=True) for r in left), return_exceptions=True
             )
@@ -264,24 +275,27 @@ class Dispatcher:
             left = [r for r, e in zip(left, results, strict=True) if isinstance(e, Exception)]
             if not left:
                 return
-            if attempt == self.record_tries or self._stopping:
+            if attempt == tries or self._stopping:
                 raise errors[0]
             log.warning(
                 "recording %d delivery outcomes failed (%r); trying again", len(left), errors[0]
             )
             await asyncio.sleep(backoff(attempt, self.idle))
 
-    async def _retrying(self, record: Callable[[], Awaitable[object]]) -> None:
+    async def _retrying(
+        self, record: Callable[[], Awaitable[object]], tries: int | None = None
+    ) -> None:
         """Record outcomes, trying again after a failure: it may not even be these
         outcomes' fault, since other triggers share the processor's commit. A dispatcher
-        that is stopping tries once more at most: the rows it could not settle stay claimed
+        that is stopping does not try again: the rows it could not settle stay claimed
         until their lease runs out, and go out again then, with the same idempotency key."""
-        for attempt in range(1, self.record_tries + 1):
+        tries = tries or self.record_tries
+        for attempt in range(1, tries + 1):
             try:
                 await record()
                 return
             except Exception:
-                if attempt == self.record_tries or self._stopping:
+                if attempt == tries or self._stopping:
                     raise
                 log.warning("recording delivery outcomes failed; trying again", exc_info=True)
                 await asyncio.sleep(backoff(attempt, self.idle))

@@ -112,9 +112,13 @@ class TellingDispatcher(Dispatcher):
         self.shared = store
         self.relay: Relay | None = None
 
-    async def _keep_outcomes(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
+    async def _keep_outcomes(
+        self, settled: list[Delivered], told: list[DeliveryResult], tries: int | None = None
+    ) -> None:
         telling = [r.settled for r in told if r.settled is not None]
-        await self._retrying(lambda: self.shared.settle_telling(settled, telling, self.clock()))
+        await self._retrying(
+            lambda: self.shared.settle_telling(settled, telling, self.clock()), tries
+        )
         if telling and self.relay is not None:
             self.relay.wake()
 
