@@ -13,17 +13,22 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from journeyman.api import create_app
 from journeyman.cli import main
 from journeyman.domain.engine import Engine
 from journeyman.domain.times import TimeFormatError, parse_zone
 from journeyman.runtime.processor import Processor, TimerDue
+from journeyman.runtime.service import Runtime
 from journeyman.runtime.timers import TimerLoop
-from journeyman.storage import Store
+from journeyman.storage import Store, open_store
 from journeyman.storage.base import Batch
+from journeyman.workspace import load_workspace
 from tests.conftest import BASE, START, write_workspace
+from tests.test_api import KEYS, WRITE
 from tests.test_processor import CART, Build, Clock, identify, live, sign_up, track
 
 ODD_ZONES = ["a" * 300, "../../etc/passwd", "UTC\x00", "/etc/localtime", "Europe", "Europe/"]
@@ -256,3 +261,33 @@ def test_a_timer_that_cannot_be_stored_is_held_back_while_the_others_fire(
         assert bad.status == "waiting"  # still due: it fires once the store takes it
 
     live(store, ws, test, clock)
+
+
+def test_over_http_events_of_a_profile_with_a_long_timezone_trait_are_answered_202(
+    tmp_path: Path, store_url: str
+) -> None:
+    folder = write_workspace(tmp_path / "ws", BASE, MORNING)
+    workspace = load_workspace(folder).workspace
+    assert workspace is not None
+
+    async def main() -> None:
+        runtime = Runtime(workspace, open_store(store_url), {}, env={})
+        await runtime.start()
+        try:
+            transport = httpx.ASGITransport(app=create_app(runtime, KEYS))
+            async with httpx.AsyncClient(transport=transport, base_url="http://j") as client:
+                traits = {"email": "u1@example.com", "timezone": "a" * 300}
+                calls = [
+                    ("/v1/identify", {"userId": "u1", "traits": traits}),
+                    ("/v1/track", {"userId": "u1", "event": "signed_up"}),
+                    ("/v1/track", {"userId": "u1", "event": "purchased"}),
+                ]
+                for path, body in calls:
+                    answer = await client.post(path, json=body, headers=WRITE)
+                    assert answer.status_code == 202, answer.text
+            (waiting,) = await runtime.store.instances_of("u1")
+            assert (waiting.status, waiting.step) == ("waiting", "morning")
+        finally:
+            await runtime.stop()
+
+    asyncio.run(main())
