@@ -133,8 +133,15 @@ class TimerLoop:
             finally:
                 self._firing -= firing.ids
         elif fired is None:
-            await self._sleep(await self.store.next_wake(), now)
+            await self._sleep(self._past_holds(await self.store.next_wake(), now), now)
         return fired
+
+    def _past_holds(self, next_wake: datetime | None, now: datetime) -> datetime | None:
+        """When to look again: a timer due now but not fired is held back, so not before
+        the first hold ends (or a wake-up), rather than at once, again and again."""
+        if next_wake is None or next_wake > now or not self._held:
+            return next_wake
+        return min(until for _, until in self._held.values())
 
     async def _fire(self, triggers: list[TimerDue]) -> None:
         """Fire the timers (each on its own submit, but in the processor's one batch), and
