@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from journeyman.channels.file import FileChannel
 from journeyman.channels.smtp import SmtpChannel
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
@@ -261,5 +263,30 @@ def test_an_outcome_a_workers_store_refuses_leaves_the_others_recorded(
         found = await statuses(store)
         assert found.pop("u2") == "queued"  # still claimed: it goes out again after its lease
         assert set(found.values()) == {"sent"}
+
+    live(store, ws, test, clock)
+
+
+def test_outcomes_that_come_together_are_recorded_in_one_write(
+    store: Store, workspace: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel that takes messages in batches answers them all at once: one write."""
+    ws = workspace(WELCOME)
+    clock = Clock()
+    real = store.settle
+    writes: list[int] = []
+
+    async def counting(rows: list[Delivered]) -> None:
+        writes.append(len(rows))
+        await real(rows)
+
+    async def test(processor: Processor) -> None:
+        await processor.submit(everyone(ws))
+        claimed = await store.claim(clock(), 100)
+        monkeypatch.setattr(store, "settle", counting)
+        email = FileChannel("email", tmp_path / "mail.jsonl")
+        await Dispatcher(store, processor, {"email": email}, clock, env={}).deliver(claimed)
+        assert writes == [5]
+        assert set((await statuses(store)).values()) == {"sent"}
 
     live(store, ws, test, clock)
