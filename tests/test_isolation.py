@@ -91,6 +91,14 @@ def test_validate_names_the_field_of_a_settings_zone_that_is_no_zone(
     assert line.endswith("is not an IANA time zone name such as Europe/Paris")
 
 
+def test_a_long_journeyman_timezone_is_a_problem_that_names_the_variable(tmp_path: Path) -> None:
+    folder = write_workspace(tmp_path / "ws", BASE)
+    loaded = load_workspace(folder, env={"JOURNEYMAN_TIMEZONE": "a" * 300})
+    (problem,) = [str(p) for p in loaded.problems]
+    assert problem.startswith("JOURNEYMAN_TIMEZONE:")
+    assert problem.endswith("is not an IANA time zone name such as Europe/Paris")
+
+
 def test_a_long_timezone_trait_waits_in_the_workspace_zone_and_the_trace_says_why(
     store: Store, workspace: Build
 ) -> None:
