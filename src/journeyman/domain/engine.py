@@ -1,15 +1,18 @@
 """The step engine: triggers in, new state and effects out.
 
-:class:`Engine` answers three triggers for one profile at a time: an event arrived
-(:meth:`Engine.on_event`), a wake-up time came (:meth:`Engine.on_timer`) and a delivery
-failed for good (:meth:`Engine.on_failure`). Each returns an :class:`Outcome`: the profile
-as it now is, every instance it created or changed, the effects to carry out (messages to
-send, HTTP calls to make) and the step records that explain what happened.
+:class:`Engine` answers each trigger for one profile at a time: an event arrived
+(:meth:`Engine.on_event`), a wake-up time came (:meth:`Engine.on_timer`), a delivery
+failed for good (:meth:`Engine.on_failure`), and a few more. Each returns an
+:class:`Outcome`: the profile as it now is, every instance it created or changed, the
+effects to carry out (messages to send, HTTP calls to make) and the step records that
+explain what happened.
 
 The engine is pure. It does no I/O, never reads the clock (``now`` comes in) and draws no
 random numbers (a split hashes the profile id). It never raises for bad data: an
 expression that cannot be evaluated is null, a template renders what it can, and a
-journey that loops without waiting ends its instance ``failed``.
+journey that loops without waiting ends its instance ``failed``. Should a trigger method
+raise all the same (a fault of the engine's), :meth:`Engine.on_crash` says what becomes of
+the trigger, so that the fault costs that trigger only.
 """
 
 from __future__ import annotations
@@ -188,6 +191,47 @@ class Engine:
         run.finish_jumps([*instances, instance])
         return run.outcome
 
+    def on_crash(
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        trigger: Event | Instance,
+        reason: str,
+        now: datetime,
+    ) -> Outcome:
+        """Another trigger method raised (a fault of the engine's, whatever the data): an
+        outcome that records why, so that the trigger fails once rather than each time it
+        comes back, and fails nothing else.
+
+        ``trigger`` is the instance the trigger was for (a timer, a delivery outcome, an
+        operator's command), which ends ``failed``; or an event, which is for no one
+        instance: the reason goes to the trace of each instance and journey it might have
+        moved, which go on as if it had not come.
+        """
+        run = _Run(self, profile, now)
+        if isinstance(trigger, Instance):
+            if trigger.status == "ended":
+                run.record(trigger, trigger.step, "failed", reason)
+            else:
+                run.end(trigger, "failed", reason)
+            return run.outcome
+        detail = f"{trigger.name} could not be applied: {reason}"
+        for instance in instances:
+            if instance.status == "waiting":
+                run.record(instance, instance.step, "failed", detail)
+        for journey in self.workspace.journeys_entered_by(trigger.name):
+            record = StepRecord(
+                at=now,
+                profile_id=profile.id,
+                journey=journey.name,
+                instance_id=None,
+                step=None,
+                outcome="not_entered",
+                detail=detail,
+            )
+            run.outcome.records.append(record)
+        return run.outcome
+
 
 class _Run:
     """The working state of one trigger: a copy of the profile and what has happened."""
@@ -244,10 +288,17 @@ class _Run:
             "now": self.now,
         }
 
-    def zone(self) -> ZoneInfo:
+    def zone(self) -> tuple[ZoneInfo, str]:
+        """The profile's time zone, and a note for the trace when its ``timezone`` trait is
+        there but no zone: then the workspace's zone is used, as if the trait were absent."""
         name = self.profile.traits.get("timezone")
-        found = _zone(name) if isinstance(name, str) else None
-        return found or self.workspace.settings.timezone
+        default = self.workspace.settings.timezone
+        if name is None or name == "":
+            return default, ""
+        found, problem = _zone(name) if isinstance(name, str) else (None, f"{name!r} is no name")
+        if found is not None:
+            return found, ""
+        return default, f"the timezone trait is unusable ({problem}): {default.key} is used"
 
     # records
 
@@ -432,17 +483,24 @@ class _Run:
         self.end(instance, "failed", f"ran {MAX_STEPS} steps without waiting")
 
     def wait_until(
-        self, journey: m.Journey, instance: Instance, wake: datetime, waiting: str, detail: str = ""
+        self,
+        journey: m.Journey,
+        instance: Instance,
+        wake: datetime,
+        waiting: str,
+        detail: str = "",
+        note: str = "",
     ) -> Instance:
         """The instance waiting until ``wake``, or the journey timeout if that comes first.
 
-        With ``detail``, records a `waiting` line that says until when.
+        With ``detail``, records a `waiting` line that says until when (and ``note``).
         """
         deadline = instance.entered_at + journey.timeout
         if detail:
             until = min(wake, deadline).isoformat()
             cut = " (the journey timeout comes first)" if deadline < wake else ""
-            self.record(instance, instance.step, "waiting", f"{detail} until {until}{cut}")
+            line = _noted(f"{detail} until {until}{cut}", note)
+            self.record(instance, instance.step, "waiting", line)
         return _replace(instance, status="waiting", waiting=waiting, wake_at=min(wake, deadline))
 
 
@@ -457,7 +515,9 @@ def _run_wait(run: _Run, journey: m.Journey, instance: Instance, step: m.Wait) -
     if step.duration is not None:
         wake = run.now + step.duration
     elif step.until_local is not None:
-        wake = next_local_time(run.now, step.until_local, run.zone(), step.days)
+        zone, note = run.zone()
+        wake = next_local_time(run.now, step.until_local, zone, step.days)
+        return run.wait_until(journey, instance, wake, "timer", "wait", note)
     else:
         assert step.until is not None
         value = _as_time(step.until.evaluate(run.scope(instance, journey)))
@@ -516,20 +576,23 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
     if reason:
         run.record(instance, step.id, "skipped", reason)
         return step.next
+    note = ""
     if not journey.ignore_caps:
-        zone = run.zone()
+        zone, note = run.zone()
         decision = decide_send(run.workspace.rules, channel, run.now, zone, run.profile.sends)
         if decision.action == "defer" and decision.until is not None:
             run.record(
                 instance,
                 step.id,
                 "deferred",
-                f"{decision.reason}, until {decision.until.isoformat()}",
+                _noted(f"{decision.reason}, until {decision.until.isoformat()}", note),
             )
             return run.wait_until(journey, instance, decision.until, "defer")
         if decision.action == "drop":
-            run.record(instance, step.id, "dropped", decision.reason)
+            run.record(instance, step.id, "dropped", _noted(decision.reason, note))
             return step.next
+        if not any(channel in w.channels for w in run.workspace.rules.quiet_hours):
+            note = ""  # the zone made no difference
         if decision.action == "cap":
             run.record(instance, step.id, "capped", decision.reason)
             return step.next
@@ -549,7 +612,7 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
     )
     run.outcome.effects.append(message)
     _note_send(run, channel)
-    run.record(instance, step.id, "sent", f"{channel} to {to}" if to else channel)
+    run.record(instance, step.id, "sent", _noted(f"{channel} to {to}" if to else channel, note))
     return _after_handover(run, journey, instance, step)
 
 
@@ -695,11 +758,16 @@ def _json_value(value: Any) -> Any:
 
 
 @lru_cache(maxsize=512)
-def _zone(name: str) -> ZoneInfo | None:
+def _zone(name: str) -> tuple[ZoneInfo | None, str]:
+    """The zone ``name`` names, or None and why not (a cache: traits repeat)."""
     try:
-        return parse_zone(name)
-    except TimeFormatError:
-        return None
+        return parse_zone(name), ""
+    except TimeFormatError as error:
+        return None, str(error)
+
+
+def _noted(detail: str, note: str) -> str:
+    return f"{detail}; {note}" if note else detail
 
 
 def _text(value: timedelta | None) -> str:

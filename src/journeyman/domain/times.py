@@ -26,6 +26,11 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _DURATION_WHOLE = re.compile(r"\s*(?:\d+\s*[smhdw]\s*)+")
 _CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+# What an IANA name is made of (Europe/Paris, America/Argentina/Buenos_Aires, Etc/GMT+5):
+# anything else (a path, a NUL, a name longer than any zone's) is refused before the
+# zone database is looked at, which would raise OSError or ValueError for it.
+_ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+_ZONE_LENGTH = 64  # the longest IANA name has 32 characters
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -91,15 +96,26 @@ def parse_clock_time(text: object) -> time:
 
 
 def parse_zone(name: object) -> ZoneInfo:
-    """Look up an IANA time zone name such as ``Europe/Paris``."""
-    if not isinstance(name, str) or not name:
-        raise TimeFormatError(f"{name!r} is not an IANA time zone name such as Europe/Paris")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise TimeFormatError(
-            f"{name!r} is not an IANA time zone name such as Europe/Paris"
-        ) from None
+    """Look up an IANA time zone name such as ``Europe/Paris``.
+
+    Raises :class:`TimeFormatError` for anything else, whatever it is (a long name, a path,
+    a directory of the zone database, a NUL), never an ``OSError``.
+    """
+    usable = isinstance(name, str) and len(name) <= _ZONE_LENGTH and _ZONE.fullmatch(name)
+    if usable:
+        try:
+            return ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    raise TimeFormatError(f"{_shown(name)} is not an IANA time zone name such as Europe/Paris")
+
+
+def _shown(value: object) -> str:
+    """``value`` as a message quotes it: a long one cut, so that the message stays readable."""
+    text = repr(value)
+    if len(text) <= 60:
+        return text
+    return f"{text[:50]}... ({len(value) if isinstance(value, str) else len(text)} characters)"
 
 
 def _at_local(day: date, at: time, zone: ZoneInfo) -> list[datetime]:

@@ -8,6 +8,13 @@ engine must know the outcome (the step has ``on_error``, or the delivery failed)
 outcome goes back through the processor, in the same transaction as the outbox update
 (a worker of a scale-out deployment hands it to the owner of the profile instead: see
 :class:`journeyman.runtime.worker.TellingDispatcher`).
+
+Each outcome is recorded as soon as its provider answers, not when the whole claim is
+delivered: a crash can repeat only the sends in flight at that instant (at most
+``concurrency``, each with its idempotency key). Outcomes that arrive while the last ones
+are being written go in the next write together (see :class:`_Outcomes`), so a burst of
+answers costs a write or two, not one each. One outcome the store refuses does not keep
+the others unrecorded.
 """
 
 from __future__ import annotations
@@ -155,9 +162,11 @@ class Dispatcher:
         return max(0.0, min(self.idle, (self._retries[0] - self.clock()).total_seconds()))
 
     async def deliver(self, items: list[OutboxItem]) -> None:
-        outcomes = await self._attempt_all(items)
-        settled, told = [], []
-        for item, delivery in zip(items, outcomes, strict=True):
+        """Deliver the items, recording each outcome as soon as its provider answers."""
+        outcomes = _Outcomes(self._keep)
+
+        def answered(index: int, delivery: Delivery) -> None:
+            item = items[index]
             record = self._record(item, delivery)
             effect = item.effect
             channel = effect.channel if isinstance(effect, SendMessage) else "http"
@@ -165,15 +174,21 @@ class Dispatcher:
             self.counts[key] = self.counts.get(key, 0) + 1
             if record.status == "failed" or (record.status == "sent" and effect.awaited):
                 ok = record.status == "sent"
-                told.append(DeliveryResult(effect, ok, record.detail, record))
+                outcomes.tell(DeliveryResult(effect, ok, record.detail, record))
             else:
-                settled.append(record)
-        await self._keep_outcomes(settled, told)
+                outcomes.settle(record)
 
-    async def _attempt_all(self, items: list[OutboxItem]) -> list[Delivery]:
-        """Every item's outcome, in order. Sends to a channel that batches, with no rate
-        limit, go to it together; everything else goes one by one."""
-        outcomes: list[Delivery] = [_NOT_TRIED] * len(items)
+        try:
+            await self._attempt_all(items, answered)
+        finally:
+            await outcomes.written()
+
+    async def _attempt_all(
+        self, items: list[OutboxItem], answered: Callable[[int, Delivery], None]
+    ) -> None:
+        """Deliver every item, telling ``answered`` each one's outcome (by its index) as it
+        comes. Sends to a channel that batches, with no rate limit, go to it together;
+        everything else goes one by one."""
         groups: dict[str, list[int]] = {}
         singles: list[int] = []
         for index, item in enumerate(items):
@@ -189,16 +204,15 @@ class Dispatcher:
             messages = [items[i].effect for i in indexes]
             found = await self._send_many(self.channels[name], messages)  # type: ignore[arg-type]
             for index, delivery in zip(indexes, found, strict=True):
-                outcomes[index] = delivery
+                answered(index, delivery)
 
         async def alone(index: int) -> None:
-            outcomes[index] = await self._attempt(items[index])
+            answered(index, await self._attempt(items[index]))
 
         await asyncio.gather(
             *(together(name, indexes) for name, indexes in groups.items()),
             *(alone(index) for index in singles),
         )
-        return outcomes
 
     async def _send_many(self, channel: Channel, messages: list[SendMessage]) -> list[Delivery]:
         try:
@@ -212,23 +226,76 @@ class Dispatcher:
             )
             return [Delivery("retry", f"unexpected error: {error!r}")] * len(messages)
 
-    async def _keep_outcomes(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
-        """Settle the outbox rows; outcomes the engine must learn go through the processor,
-        which settles their rows in the commit that applies them."""
-        if settled:
-            await self._retrying(lambda: self.store.settle(settled))
-        if told:
-            await self._retrying(lambda: self.processor.submit(told, force=True))
+    async def _keep(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
+        """Record outcomes together; if that fails for good, each alone, once: one outcome
+        the store refuses must not leave the others unrecorded (their messages would go out
+        again). Raises if every one of them failed."""
+        try:
+            await self._keep_outcomes(settled, told)
+        except Exception:
+            singles: list[tuple[list[Delivered], list[DeliveryResult]]] = [
+                *(([s], []) for s in settled),
+                *(([], [t]) for t in told),
+            ]
+            if len(singles) < 2:
+                raise
+            refused: list[tuple[str, Exception]] = []
+            for one, other in singles:
+                try:
+                    await self._keep_outcomes(one, other, tries=1)
+                except Exception as failure:
+                    what = other[0].effect.key if other else f"outbox row {one[0].id}"
+                    refused.append((what, failure))
+            if len(refused) == len(singles):
+                raise
+            for what, cause in refused:  # still claimed: it goes out again after its lease
+                log.error("the delivery outcome of %s could not be recorded: %r", what, cause)
 
-    async def _retrying(self, record: Callable[[], Awaitable[object]]) -> None:
+    async def _keep_outcomes(
+        self, settled: list[Delivered], told: list[DeliveryResult], tries: int | None = None
+    ) -> None:
+        """Settle the outbox rows; outcomes the engine must learn go through the processor,
+        which settles their rows in the commit that applies them. Tries ``tries`` times
+        (default :attr:`record_tries`)."""
+        if settled:
+            await self._retrying(lambda: self.store.settle(settled), tries)
+        if told:
+            await self._tell(told, tries or self.record_tries)
+
+    async def _tell(self, told: list[DeliveryResult], tries: int) -> None:
+        """Hand the outcomes to the processor, each on its own submit (they share its
+        commits all the same), trying again only those that failed: one applied already
+        must not be applied twice."""
+        left = told
+        for attempt in range(1, tries + 1):
+            results = await asyncio.gather(
+                *(self.processor.submit([r], force=True) for r in left), return_exceptions=True
+            )
+            errors = [e for e in results if isinstance(e, Exception)]
+            left = [r for r, e in zip(left, results, strict=True) if isinstance(e, Exception)]
+            if not left:
+                return
+            if attempt == tries or self._stopping:
+                raise errors[0]
+            log.warning(
+                "recording %d delivery outcomes failed (%r); trying again", len(left), errors[0]
+            )
+            await asyncio.sleep(backoff(attempt, self.idle))
+
+    async def _retrying(
+        self, record: Callable[[], Awaitable[object]], tries: int | None = None
+    ) -> None:
         """Record outcomes, trying again after a failure: it may not even be these
-        outcomes' fault, since other triggers share the processor's commit."""
-        for attempt in range(1, self.record_tries + 1):
+        outcomes' fault, since other triggers share the processor's commit. A dispatcher
+        that is stopping does not try again: the rows it could not settle stay claimed
+        until their lease runs out, and go out again then, with the same idempotency key."""
+        tries = tries or self.record_tries
+        for attempt in range(1, tries + 1):
             try:
                 await record()
                 return
             except Exception:
-                if attempt == self.record_tries:
+                if attempt == tries or self._stopping:
                     raise
                 log.warning("recording delivery outcomes failed; trying again", exc_info=True)
                 await asyncio.sleep(backoff(attempt, self.idle))
@@ -275,3 +342,50 @@ class Dispatcher:
         retry_at = now + self.policy.delay(item.attempts, self._random.random())
         heapq.heappush(self._retries, retry_at)
         return Delivered(item.id, "retry", delivery.detail, now, retry_at)
+
+
+class _Outcomes:
+    """Delivery outcomes on their way to the store: each one is written as soon as the
+    write before it is done, together with whatever else has arrived meanwhile.
+
+    So no outcome waits for sends still in flight, and answers that come in a burst share
+    a write. A write that fails does not stop the ones after it; :meth:`written` raises
+    the first failure once every outcome has had its write.
+    """
+
+    def __init__(self, keep: Callable[[list[Delivered], list[DeliveryResult]], Awaitable[None]]):
+        self._keep = keep
+        self._settled: list[Delivered] = []
+        self._told: list[DeliveryResult] = []
+        self._writing: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
+
+    def settle(self, record: Delivered) -> None:
+        self._settled.append(record)
+        self._write_soon()
+
+    def tell(self, result: DeliveryResult) -> None:
+        self._told.append(result)
+        self._write_soon()
+
+    def _write_soon(self) -> None:
+        # The write starts at the event loop's next turn: answers that come in the same
+        # turn (a batch of them) are written together.
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        while self._settled or self._told:
+            settled, told = self._settled, self._told
+            self._settled, self._told = [], []
+            try:
+                await self._keep(settled, told)
+            except Exception as error:
+                self._error = self._error or error
+
+    async def written(self) -> None:
+        """Wait until every outcome so far has been written; raise the first failure."""
+        if self._writing is not None:
+            await asyncio.shield(self._writing)
+        if self._error is not None:
+            raise self._error

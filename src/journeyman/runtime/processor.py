@@ -456,30 +456,73 @@ class Processor:
     async def _trigger(
         self, engine: Engine, snapshot: Snapshot, trigger: Trigger, now: datetime
     ) -> Outcome | None:
-        profile, running = snapshot.profile, snapshot.running
+        """The engine's outcome of one trigger (None: it is for nothing that still runs).
+
+        If the engine raises, the trigger fails alone (see :meth:`Engine.on_crash`): failing
+        the batch would fail every other trigger in it, and the trigger would come back (a
+        timer still due, a message redelivered) to fail the same way for ever.
+        """
         if isinstance(trigger, Event):
-            return engine.on_event(profile, running, trigger, now)
+            target: Instance | None = None
+        else:
+            target = await self._target(snapshot, trigger)
+            if target is None:
+                return None
+        try:
+            return _run(engine, snapshot, trigger, target, now)
+        except Exception as error:
+            log.exception("the engine failed on %s; it fails alone", _described(trigger))
+            reason = f"the engine failed: {error!r}"[:_REASON_LENGTH]
+            failed = trigger if isinstance(trigger, Event) else target
+            assert failed is not None
+            return engine.on_crash(snapshot.profile, snapshot.running, failed, reason, now)
+
+    async def _target(self, snapshot: Snapshot, trigger: Trigger) -> Instance | None:
+        """The instance a trigger other than an event is for, if it still applies to it."""
+        running = snapshot.running
         if isinstance(trigger, TimerDue):
-            instance = _find(running, trigger.instance_id)
-            if instance is None:
-                return None  # it moved on or ended since the timer was read
-            return engine.on_timer(profile, running, instance, now)
+            return _find(running, trigger.instance_id)  # None: it moved on or ended since
         if isinstance(trigger, Operate):
-            instance = _find(running, trigger.instance_id)
-            if instance is None:
-                return None  # it ended
-            if trigger.seq is not None and instance.seq != trigger.seq:
+            instance = _find(running, trigger.instance_id)  # None: it ended
+            if instance is not None and trigger.seq is not None and instance.seq != trigger.seq:
                 return None  # it moved on since the command was given
-            if trigger.command == "stop":
-                return engine.on_stop(profile, instance, now)
-            return engine.on_resume(profile, running, instance, now)
-        effect = trigger.effect
-        found = _find(running, effect.instance_id) or await self.store.instance(effect.instance_id)
-        if found is None:
-            return None
-        if trigger.ok:
-            return engine.on_delivered(profile, running, found, effect.step, now)
-        return engine.on_failure(profile, running, found, effect.step, trigger.detail, now)
+            return instance
+        assert isinstance(trigger, DeliveryResult)
+        instance_id = trigger.effect.instance_id
+        return _find(running, instance_id) or await self.store.instance(instance_id)
+
+
+_REASON_LENGTH = 500  # of an engine failure's text in the trace
+
+
+def _run(
+    engine: Engine, snapshot: Snapshot, trigger: Trigger, target: Instance | None, now: datetime
+) -> Outcome:
+    """The engine on one trigger; ``target`` is the instance it is for (not for an event)."""
+    profile, running = snapshot.profile, snapshot.running
+    if isinstance(trigger, Event):
+        return engine.on_event(profile, running, trigger, now)
+    assert target is not None
+    if isinstance(trigger, TimerDue):
+        return engine.on_timer(profile, running, target, now)
+    if isinstance(trigger, Operate):
+        if trigger.command == "stop":
+            return engine.on_stop(profile, target, now)
+        return engine.on_resume(profile, running, target, now)
+    step = trigger.effect.step
+    if trigger.ok:
+        return engine.on_delivered(profile, running, target, step, now)
+    return engine.on_failure(profile, running, target, step, trigger.detail, now)
+
+
+def _described(trigger: Trigger) -> str:
+    """The trigger, as the log names it."""
+    if isinstance(trigger, Event):
+        return f"{trigger.type} {trigger.name!r} of profile {trigger.profile_id!r}"
+    if isinstance(trigger, TimerDue | Operate):
+        kind = "the timer" if isinstance(trigger, TimerDue) else f"the {trigger.command}"
+        return f"{kind} of instance {trigger.instance_id!r}"
+    return f"the delivery outcome of {trigger.effect.key!r}"
 
 
 def _applied_before(trigger: Trigger, seen: set[str], untold: set[int], batch: Batch) -> bool:

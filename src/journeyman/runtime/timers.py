@@ -3,6 +3,10 @@
 Every wait is stored as an absolute wake-up time before the instance waits, so after a
 crash or a restart this loop finds every timer that came due meanwhile and fires it, late
 but once; a wait still in the future keeps its time.
+
+One timer that cannot be fired (its commit fails, whatever the reason) is held back, for
+longer each time it fails again, while the others fire on time; only when every timer of
+a round fails (the database is away) does the whole loop pause.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from journeyman.runtime.processor import Processor, TimerDue
@@ -21,6 +25,8 @@ from journeyman.storage.base import Store
 __all__ = ["Firing", "TimerLoop", "backoff", "sleep_until_woken"]
 
 log = logging.getLogger("journeyman.timers")
+
+HOLD_LONGEST = 60.0  # seconds the longest a timer that keeps failing is held back
 
 
 async def sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> None:
@@ -67,6 +73,8 @@ class TimerLoop:
         self.lateness: list[float] = []  # seconds late of recent timers, for /metrics
         self._wakeup = asyncio.Event()
         self._firing: set[str] = set()  # instances whose timers are being fired now
+        # Instances whose timers failed to fire: how often in a row, and not before when.
+        self._held: dict[str, tuple[int, datetime]] = {}
 
     def wake(self) -> None:
         """Look again now: an instance may wait for a time earlier than the loop knows."""
@@ -103,16 +111,17 @@ class TimerLoop:
         they are asked for on top of the batch and left out.
         """
         now = self.clock()
-        due = await self.store.due(now, self.batch + len(self._firing))
-        due = [i for i in due if i.id not in self._firing]
+        asked = self.batch + len(self._firing) + len(self._held)
+        found = await self.store.due(now, asked)
+        if len(found) < asked:  # every due timer is in hand: forget those no longer due
+            self._held = {i.id: self._held[i.id] for i in found if i.id in self._held}
+        due = [i for i in found if i.id not in self._firing and not self._holds(i.id, now)]
+        due = due[: self.batch]
         fired = None
         if due:
             self._note_lateness(now, [i.wake_at for i in due if i.wake_at is not None])
             triggers = [TimerDue(i.id, i.profile_id) for i in due]
-            fired = Firing(
-                {i.id for i in due},
-                asyncio.ensure_future(self.processor.submit(triggers, force=True)),
-            )
+            fired = Firing({i.id for i in due}, asyncio.ensure_future(self._fire(triggers)))
             self._firing |= fired.ids
         if firing is not None:
             try:
@@ -124,8 +133,46 @@ class TimerLoop:
             finally:
                 self._firing -= firing.ids
         elif fired is None:
-            await self._sleep(await self.store.next_wake(), now)
+            await self._sleep(self._past_holds(await self.store.next_wake(), now), now)
         return fired
+
+    def _past_holds(self, next_wake: datetime | None, now: datetime) -> datetime | None:
+        """When to look again: a timer due now but not fired is held back, so not before
+        the first hold ends (or a wake-up), rather than at once, again and again."""
+        if next_wake is None or next_wake > now or not self._held:
+            return next_wake
+        return min(until for _, until in self._held.values())
+
+    async def _fire(self, triggers: list[TimerDue]) -> None:
+        """Fire the timers (each on its own submit, but in the processor's one batch), and
+        hold back those that failed. Raise if all of several failed: then the fault is
+        hardly theirs (the database is away), and the loop pauses as a whole."""
+        results = await asyncio.gather(
+            *(self.processor.submit([t], force=True) for t in triggers), return_exceptions=True
+        )
+        failed = [
+            (t, r) for t, r in zip(triggers, results, strict=True) if isinstance(r, Exception)
+        ]
+        for trigger, result in zip(triggers, results, strict=True):
+            if not isinstance(result, BaseException):
+                self._held.pop(trigger.instance_id, None)
+        if len(failed) > 1 and len(failed) == len(triggers):
+            raise failed[0][1]
+        now = self.clock()
+        for trigger, error in failed:
+            tries = self._held.get(trigger.instance_id, (0, now))[0] + 1
+            pause = backoff(tries, HOLD_LONGEST)
+            self._held[trigger.instance_id] = (tries, now + timedelta(seconds=pause))
+            log.warning(
+                "the timer of instance %r failed to fire (%r); trying it again in %.2fs",
+                trigger.instance_id,
+                error,
+                pause,
+            )
+
+    def _holds(self, instance_id: str, now: datetime) -> bool:
+        held = self._held.get(instance_id)
+        return held is not None and now < held[1]
 
     async def _sleep(self, next_wake: datetime | None, now: datetime) -> None:
         delay = self.idle

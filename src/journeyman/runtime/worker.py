@@ -112,9 +112,13 @@ class TellingDispatcher(Dispatcher):
         self.shared = store
         self.relay: Relay | None = None
 
-    async def _keep_outcomes(self, settled: list[Delivered], told: list[DeliveryResult]) -> None:
+    async def _keep_outcomes(
+        self, settled: list[Delivered], told: list[DeliveryResult], tries: int | None = None
+    ) -> None:
         telling = [r.settled for r in told if r.settled is not None]
-        await self._retrying(lambda: self.shared.settle_telling(settled, telling, self.clock()))
+        await self._retrying(
+            lambda: self.shared.settle_telling(settled, telling, self.clock()), tries
+        )
         if telling and self.relay is not None:
             self.relay.wake()
 
@@ -464,7 +468,8 @@ class Worker:
                     triggers.extend(decode(message))
                 except Exception:
                     log.exception("partition %d: a message that is no trigger; dropped", partition)
-            await self._apply(triggers)
+            if not await self._apply(triggers):
+                return  # the worker is stopping: nothing acknowledged, so it comes again
             for message in messages:
                 await message.ack()
 
@@ -482,8 +487,10 @@ class Worker:
         except Exception:
             return False  # the connection is gone, and the locks with it
 
-    async def _apply(self, triggers: list[Any]) -> None:
-        """Commit the triggers, trying again until the database takes them.
+    async def _apply(self, triggers: list[Any]) -> bool:
+        """Commit the triggers, trying again until the database takes them; False if the
+        worker stops first (the messages are not acknowledged, so JetStream delivers them
+        again, to whichever worker owns the partition next).
 
         The journeys' states are read first: a pause answered before these messages were
         fetched holds them back (the look every second would be too late for them).
@@ -498,11 +505,14 @@ class Worker:
             try:
                 await self._read_states()
                 await self.processor.submit(triggers, force=True)
-                return
+                return True
             except Exception as error:
+                if self._stopping.is_set():
+                    log.warning("a batch failed (%r); stopping, it is left to come again", error)
+                    return False
                 failures += 1
                 log.warning("a batch failed (%r); trying again", error)
-                await asyncio.sleep(backoff(failures, 5.0))
+                await sleep_until_woken(self._stopping, backoff(failures, 5.0))
 
     @property
     def owned(self) -> list[int]:
