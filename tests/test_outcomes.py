@@ -74,7 +74,9 @@ def smtp() -> Iterator[HoldingSmtpServer]:
             server.release()
 
 
-def dispatcher(store: Store, processor: Processor, server: SmtpServer, clock: Clock) -> Dispatcher:
+def dispatcher(
+    store: Store, processor: Processor, server: SmtpServer, clock: Clock, **options: Any
+) -> Dispatcher:
     email = SmtpChannel(
         "email",
         host="127.0.0.1",
@@ -83,7 +85,7 @@ def dispatcher(store: Store, processor: Processor, server: SmtpServer, clock: Cl
         security="none",
         timeout=300,  # the held email never times out while a test waits
     )
-    return Dispatcher(store, processor, {"email": email}, clock, env={})
+    return Dispatcher(store, processor, {"email": email}, clock, env={}, **options)
 
 
 async def until(condition: Any) -> None:
@@ -290,3 +292,39 @@ def test_outcomes_that_come_together_are_recorded_in_one_write(
         assert set((await statuses(store)).values()) == {"sent"}
 
     live(store, ws, test, clock)
+
+
+def test_a_send_not_started_before_its_claim_nears_its_end_is_left_for_a_later_claim(
+    store: Store, workspace: Build, smtp: HoldingSmtpServer
+) -> None:
+    # One send at a time: the slow email (claimed first) holds the only slot while the
+    # claim's lease runs out; the sends queued behind it must not go out after that, since
+    # another process may have claimed their rows by then.
+    ws = workspace(WELCOME)
+    clock = Clock()
+
+    async def test(processor: Processor) -> None:
+        slow = [identify({"userId": "slow", "traits": {"email": SLOW}})]
+        await processor.submit([*slow, track(ws, {"userId": "slow"})])
+        await processor.submit([e for user in FAST for e in sign_up(ws, user)])
+        claimed = await store.claim(clock(), 100)
+        assert claimed[0].effect.profile_id == "slow"
+        sender = dispatcher(store, processor, smtp, clock, concurrency=1)
+        deadline = clock() + sender.lease * 3 / 4
+        delivering = asyncio.ensure_future(sender.deliver(claimed, deadline))
+        await until_held(smtp)
+        clock.now = deadline  # the round took three quarters of the lease so far
+        smtp.release()
+        await delivering
+        assert await statuses(store) == {"slow": "sent", **dict.fromkeys(FAST, "queued")}
+        assert len(smtp.received) == 1
+        # Claimed again (here, once the lease has passed), they go out.
+        later = await store.claim(clock() + sender.lease, 100)
+        await sender.deliver(later)
+        assert await statuses(store) == dict.fromkeys(["slow", *FAST], "sent")
+
+    live(store, ws, test, clock)
+
+
+async def until_held(smtp: HoldingSmtpServer) -> None:
+    await until(lambda: asyncio.to_thread(smtp.holding.wait, 0))

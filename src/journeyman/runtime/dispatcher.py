@@ -33,7 +33,7 @@ from journeyman.channels.calls import make_call
 from journeyman.domain.state import SendMessage
 from journeyman.runtime.processor import DeliveryResult, Processor
 from journeyman.runtime.timers import backoff, sleep_until_woken
-from journeyman.storage.base import Delivered, OutboxItem, Store
+from journeyman.storage.base import LEASE, Delivered, OutboxItem, Store
 
 __all__ = ["Dispatcher", "RetryPolicy"]
 
@@ -78,8 +78,13 @@ class Dispatcher:
         batch: int = 200,
         concurrency: int = 50,
         idle: float = 1.0,
+        lease: timedelta = LEASE,
     ) -> None:
         self.store = store
+        # A claimed row is this process's alone for the store's lease; a send that has not
+        # started when three quarters of it have passed is left for a later claim, so a
+        # slow round never sends a row another process may have claimed meanwhile.
+        self.lease = lease
         self.processor = processor
         self.channels = channels
         self.clock = clock
@@ -145,7 +150,8 @@ class Dispatcher:
         if in_flight is not None:
             await in_flight  # raises what the delivery raised
         if items:
-            return asyncio.ensure_future(self.deliver(items))
+            until = claimed_at + self.lease * 3 / 4
+            return asyncio.ensure_future(self.deliver(items, until))
         if in_flight is None:
             await sleep_until_woken(self._wakeup, self._pause(claimed_at))
         return None
@@ -161,8 +167,12 @@ class Dispatcher:
             return self.idle
         return max(0.0, min(self.idle, (self._retries[0] - self.clock()).total_seconds()))
 
-    async def deliver(self, items: list[OutboxItem]) -> None:
-        """Deliver the items, recording each outcome as soon as its provider answers."""
+    async def deliver(self, items: list[OutboxItem], until: datetime | None = None) -> None:
+        """Deliver the items, recording each outcome as soon as its provider answers.
+
+        A send not started by ``until`` (the items' claim is near its end) is not made: the
+        row stays as it is, and goes out once claimed again.
+        """
         outcomes = _Outcomes(self._keep)
 
         def answered(index: int, delivery: Delivery) -> None:
@@ -179,12 +189,15 @@ class Dispatcher:
                 outcomes.settle(record)
 
         try:
-            await self._attempt_all(items, answered)
+            await self._attempt_all(items, answered, until)
         finally:
             await outcomes.written()
 
     async def _attempt_all(
-        self, items: list[OutboxItem], answered: Callable[[int, Delivery], None]
+        self,
+        items: list[OutboxItem],
+        answered: Callable[[int, Delivery], None],
+        until: datetime | None = None,
     ) -> None:
         """Deliver every item, telling ``answered`` each one's outcome (by its index) as it
         comes. Sends to a channel that batches, with no rate limit, go to it together;
@@ -201,13 +214,17 @@ class Dispatcher:
                 singles.append(index)
 
         async def together(name: str, indexes: list[int]) -> None:
+            if _late(self.clock, until):
+                return
             messages = [items[i].effect for i in indexes]
             found = await self._send_many(self.channels[name], messages)  # type: ignore[arg-type]
             for index, delivery in zip(indexes, found, strict=True):
                 answered(index, delivery)
 
         async def alone(index: int) -> None:
-            answered(index, await self._attempt(items[index]))
+            delivery = await self._attempt(items[index], until)
+            if delivery is not None:
+                answered(index, delivery)
 
         await asyncio.gather(
             *(together(name, indexes) for name, indexes in groups.items()),
@@ -310,9 +327,12 @@ class Dispatcher:
             sources.append(found.body.source)
         return frozenset(name for text in sources for name in _REFERENCE.findall(text))
 
-    async def _attempt(self, item: OutboxItem) -> Delivery:
+    async def _attempt(self, item: OutboxItem, until: datetime | None = None) -> Delivery | None:
+        """The outcome of one send, or None if it was not made (see :meth:`deliver`)."""
         effect = item.effect
         async with self._slots:
+            if _late(self.clock, until):
+                return None
             try:
                 if not isinstance(effect, SendMessage):
                     action = self.processor.workspace.actions.get(effect.action)
@@ -325,6 +345,8 @@ class Dispatcher:
                 limit = self._limits.get(effect.channel)
                 if limit is not None:
                     await limit.acquire()
+                    if _late(self.clock, until):
+                        return None
                 return await channel.send(effect)
             except Exception as error:  # a channel bug must not stop the dispatcher
                 log.exception("delivering %s failed unexpectedly", effect.key)
@@ -389,3 +411,8 @@ class _Outcomes:
             await asyncio.shield(self._writing)
         if self._error is not None:
             raise self._error
+
+
+def _late(clock: Callable[[], datetime], until: datetime | None) -> bool:
+    """Whether a claim delivered until ``until`` is too near its end to start a send."""
+    return until is not None and clock() >= until

@@ -110,6 +110,7 @@ class TellingDispatcher(Dispatcher):
     def __init__(self, store: PostgresStore, *args: Any, **kwargs: Any) -> None:
         super().__init__(store, *args, **kwargs)
         self.shared = store
+        self.lease = store.lease
         self.relay: Relay | None = None
 
     async def _keep_outcomes(
