@@ -100,15 +100,22 @@ def messages(*items: Event | bytes) -> list[Msg]:
     return cast(list[Msg], found)
 
 
+class Refused(Exception):
+    """A failure the worker cannot tell from one of the message's own."""
+
+
 @dataclass
 class Outage:
-    """Stands in for the database going away: commits and dead letters fail while down."""
+    """Stands in for the database going away: commits and dead letters fail while down,
+    with ``error`` (by default one that does not say the connection is gone)."""
 
     store: PostgresStore
     down: bool = True
+    error: type[Exception] = Refused
     # the database comes back when the worker writes its n-th dead letter (0: never)
     back_at_letter: int = 0
     back_before_writing: bool = False
+    back_after_commits: int = 0  # or when this many commits have failed (0: never)
     letters_tried: int = 0
     commits_failed: int = 0
     real: dict[str, Any] = field(default_factory=dict)
@@ -121,7 +128,9 @@ class Outage:
     async def commit(self, batch: Batch) -> None:
         if self.down:
             self.commits_failed += 1
-            raise ConnectionError("the database is away")
+            if self.commits_failed == self.back_after_commits:
+                self.down = False
+            raise self.error("the database is away")
         await self.real["commit"](batch)
 
     async def add(self, dead: DeadLetter) -> int:
@@ -129,9 +138,9 @@ class Outage:
         if self.letters_tried == self.back_at_letter:
             self.down = False
             if not self.back_before_writing:
-                raise ConnectionError("the database is away")
+                raise self.error("the database is away")
         if self.down:
-            raise ConnectionError("the database is away")
+            raise self.error("the database is away")
         return int(await self.real["add"](dead))
 
 
@@ -201,6 +210,23 @@ def test_while_the_database_is_away_nothing_is_buried_and_all_is_applied_after(
         assert outage.letters_tried == 2  # it tried to bury them: the writes failed
         assert await applied(store, "u1", "u2") == ["a", "b", "c"]
         assert await store.dead_letters() == (0, [])
+
+    run_worker(tmp_path, store, store_url, test)
+
+
+@pytest.mark.shared
+def test_a_lost_connection_is_no_fault_of_the_message_however_long_it_lasts(
+    tmp_path: Path, store: Store, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(store, PostgresStore)
+    # every try fails: the batch, then each of its two events alone, six rounds
+    outage = Outage(store, error=ConnectionResetError, back_after_commits=3 * 6)
+    outage.install(monkeypatch)
+
+    async def test(worker: Worker) -> None:
+        await worker._apply(1, messages(event("u1", "a"), event("u2", "b")))
+        assert outage.letters_tried == 0  # never even tried to bury them
+        assert await applied(store, "u1", "u2") == ["a", "b"]
 
     run_worker(tmp_path, store, store_url, test)
 

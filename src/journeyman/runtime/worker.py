@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 from nats.aio.msg import Msg
 
@@ -566,10 +567,11 @@ class _Applying:
 
     Each trigger (a message may carry several: up to 200 due timers) is tried until it is
     stored. One that fails on its own ``attempts`` times dooms its message: the message is
-    kept as a dead letter, as it came, and the partition moves on. A trigger held back
-    behind a failed one of its profile (see :class:`HeldBack`) is not counted: once the
-    one before it is buried, it is tried on its own. A message that is no trigger at all
-    is doomed at once.
+    kept as a dead letter, as it came, and the partition moves on. A failure that says
+    the database cannot be reached (the connection is gone, the server shuts down) does
+    not count: it would fail any message. Nor does a trigger held back behind a failed
+    one of its profile (see :class:`HeldBack`): once the one before it is buried, it is
+    tried on its own. A message that is no trigger at all is doomed at once.
     """
 
     def __init__(
@@ -610,8 +612,9 @@ class _Applying:
                 continue
             assert isinstance(answer, Exception)
             index = self.message_of[position]
-            self.tries[position] = self.tries.get(position, 0) + 1
             self._failed(index, _described(answer))
+            if not _unreachable(answer):  # the database being away is no fault of its own
+                self.tries[position] = self.tries.get(position, 0) + 1
         self.pending = still
         # Doomed: what still fails after its attempts. A message whose triggers were all
         # stored at last (the database was away a while) is not, whatever it went through.
@@ -644,6 +647,23 @@ class _Applying:
         gone = [p for p in self.pending if self.message_of[p] == index]
         self.pending = [p for p in self.pending if self.message_of[p] != index]
         return gone
+
+
+# Failures that say the database cannot be reached now, whatever was sent to it.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+def _unreachable(error: Exception) -> bool:
+    return isinstance(error, _UNREACHABLE)
 
 
 def _failure(answer: object) -> bool:
