@@ -172,5 +172,6 @@ def test_a_key_that_is_not_ascii_is_refused_with_401(
         body = {"userId": "u1", "event": "signed_up"}
         assert (await post(client, "/v1/track", body, headers)).status_code == 401
         assert (await client.get("/v1/journeys", headers=headers)).status_code == 401
+        assert (await client.get("/v1/dead-letters", headers=headers)).status_code == 401
 
     run_api(tmp_path, store_url, test)

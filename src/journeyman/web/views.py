@@ -24,8 +24,6 @@ from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Event, StepRecord
-from journeyman.runtime.bus import decode_message
-from journeyman.runtime.front import BusRuntime
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
@@ -575,7 +573,7 @@ def dead_letter(letter: DeadLetter) -> dict[str, Any]:
     decoded, or null if it cannot be read), and the message itself, as it came
     (``headers``, and ``body`` in base64)."""
     try:
-        triggers = msgspec.to_builtins(decode_message(letter.headers, letter.body))
+        triggers = msgspec.to_builtins(_decode(letter))
     except Exception:
         triggers = None
     return {
@@ -590,6 +588,13 @@ def dead_letter(letter: DeadLetter) -> dict[str, Any]:
         "headers": letter.headers,
         "body": base64.b64encode(letter.body).decode(),
     }
+
+
+def _decode(letter: DeadLetter) -> list[Any]:
+    # Imported here: a deployment without a bus never loads the NATS client.
+    from journeyman.runtime.bus import decode_message
+
+    return list(decode_message(letter.headers, letter.body))
 
 
 def _kind(headers: Mapping[str, str]) -> str:
@@ -624,9 +629,10 @@ async def replay_dead_letter(runtime: Runtime, letter: DeadLetter) -> dict[str, 
     applies it moments later (if it fails again, it comes back as a new dead letter).
     Without one, the processor applies it now. Raises :class:`ReplayFailed`.
     """
-    if isinstance(runtime, BusRuntime):
+    bus = getattr(runtime, "bus", None)  # serve --bus (a BusRuntime)
+    if bus is not None:
         try:
-            partition = await runtime.bus.republish(letter)
+            partition = await bus.republish(letter)
         except Exception as error:
             raise ReplayFailed(f"the bus did not take the message: {error}", retry=True) from None
         answer: dict[str, Any] = {"id": letter.id, "replayed": "published"}
@@ -639,7 +645,7 @@ async def replay_dead_letter(runtime: Runtime, letter: DeadLetter) -> dict[str, 
 
 async def _apply(runtime: Runtime, letter: DeadLetter) -> list[str]:
     try:
-        triggers = decode_message(letter.headers, letter.body)
+        triggers = _decode(letter)
     except Exception as error:
         raise ReplayFailed(f"not a message journeyman can read: {error}", retry=False) from None
     try:
