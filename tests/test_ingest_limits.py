@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 
+from journeyman.domain.ingest import InvalidEvent, read_track
 from journeyman.runtime.service import Runtime
+from journeyman.workspace import load_workspace
+from tests.conftest import BASE, START, write_workspace
 from tests.test_api import ADMIN, Client, post, run_api
 
 
@@ -79,6 +82,19 @@ def test_an_id_or_event_name_over_255_characters_is_refused(
         await nothing_stored(client)
         body[field] = "x" * 255  # the limit itself is fine
         assert (await post(client, "/v1/track", body)).status_code == 202
+
+    run_api(tmp_path, store_url, test)
+
+
+def test_an_email_over_255_characters_is_refused_as_it_would_be_an_identity(
+    tmp_path: Path, store_url: str
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        email = "a" * 250 + "@example.com"
+        body = {"userId": "u1", "traits": {"email": email}}
+        error = await refused(client, "/v1/identify", body)
+        assert (error["field"], error["rule"]) == ("traits.email", "length")
+        await nothing_stored(client)
 
     run_api(tmp_path, store_url, test)
 
@@ -175,3 +191,15 @@ def test_a_key_that_is_not_ascii_is_refused_with_401(
         assert (await client.get("/v1/dead-letters", headers=headers)).status_code == 401
 
     run_api(tmp_path, store_url, test)
+
+
+def test_an_email_that_names_the_profile_is_held_to_the_same_length(tmp_path: Path) -> None:
+    by_email = "kind: event\nname: subscribed\nidentity: email\n"
+    workspace = load_workspace(write_workspace(tmp_path / "ws", BASE, by_email)).workspace
+    assert workspace is not None
+    body = {"event": "subscribed", "properties": {"email": "a" * 250 + "@example.com"}}
+    with pytest.raises(InvalidEvent) as caught:
+        read_track(body, workspace.events, START)
+    assert (caught.value.field, caught.value.rule) == ("properties.email", "length")
+    body["properties"] = {"email": "ana@example.com"}
+    assert read_track(body, workspace.events, START).properties == body["properties"]

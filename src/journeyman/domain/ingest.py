@@ -5,8 +5,9 @@ shape and, for a defined event, its properties against the definition's JSON Sch
 problem raises :class:`InvalidEvent` naming the field and the rule it breaks.
 
 What passes here can be stored by every backend, so the rules are the same whatever the
-backend: no NUL character in any text (PostgreSQL cannot keep one), ids and event names of
-at most :data:`NAME_LIMIT` characters (they are indexed, and an index entry is bounded),
+backend: no NUL character in any text (PostgreSQL cannot keep one), ids, event names and
+emails of at most :data:`NAME_LIMIT` characters (they are indexed, and an index entry is
+bounded),
 whole numbers that fit 64 bits, and nothing nested deeper than :data:`DEEPEST` levels.
 """
 
@@ -30,8 +31,9 @@ __all__ = [
     "read_track",
 ]
 
-# Characters in a userId, anonymousId, messageId or event name: each is indexed, and an
-# index entry has a bounded size (PostgreSQL's btree takes about 2.7 KB).
+# Characters in a userId, anonymousId, messageId, event name or email (a profile's, or the
+# one that names an event's profile): each is indexed, and an index entry has a bounded
+# size (PostgreSQL's btree takes about 2.7 KB).
 NAME_LIMIT = 255
 
 
@@ -76,6 +78,9 @@ def read_identify(body: Mapping[str, Any], received: datetime) -> Event:
         traits = {}
     _require_mapping(traits, "traits")
     _check_values(traits, "traits")
+    email = traits.get("email")
+    if isinstance(email, str):  # it becomes an identity, indexed as an id is
+        _check_name(email, "traits.email")
     return _event(body, "identify", "identify", dict(traits), None, received)
 
 
@@ -113,6 +118,7 @@ def _event(
                 "identity",
                 f"event {name} names its profile by email: 'properties.email' must be an address",
             )
+        _check_name(email, "properties.email")
     elif needed == "anonymousId" and anonymous_id is None:
         raise InvalidEvent(
             "anonymousId", "identity", f"event {name} names its profile by 'anonymousId'"
