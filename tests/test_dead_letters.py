@@ -269,6 +269,7 @@ def test_dead_letters_are_listed_replayed_and_deleted_through_the_api(
         limited = await client.get("/v1/dead-letters?limit=1", headers=ADMIN)
         assert [d["id"] for d in limited.json()["dead_letters"]] == [bad]
 
+        assert "journeyman_dead_letters 2\n" in (await client.get("/metrics")).text
         replay = await client.post(f"/v1/dead-letters/{good}/replay", headers=ADMIN)
         assert (replay.status_code, replay.json()) == (
             200,

@@ -538,7 +538,11 @@ class _Api:
 
     async def metrics(self, request: Request) -> Response:
         counts = await self.runtime.store.instance_counts()
-        return PlainTextResponse(_metrics(self.runtime, self.rejected, counts))
+        dead, _ = await self.runtime.store.dead_letters(limit=1)
+        text = _metrics(self.runtime, self.rejected, counts)
+        return PlainTextResponse(
+            f"{text}# TYPE journeyman_dead_letters gauge\njourneyman_dead_letters {dead}\n"
+        )
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(_DOCS_PAGE)
