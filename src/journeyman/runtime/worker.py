@@ -561,6 +561,10 @@ class Worker:
                     letter_id,
                 )
 
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self._owned)
+
 
 class _Applying:
     """One fetched batch of a partition's messages on its way to the store.
