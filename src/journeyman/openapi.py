@@ -306,7 +306,9 @@ SPEC["paths"]["/v1/dead-letters/{id}/replay"] = {
             "401": _KEY,
             "404": _error("No such dead letter."),
             "409": _error("The message failed again (without a bus): the dead letter is kept."),
-            "503": _error("The bus or the store is away: retry; the dead letter is kept."),
+            "503": _error(
+                "The bus or the store is away, or too much is queued: retry (the dead letter stays)"
+            ),
         },
     }
 }
