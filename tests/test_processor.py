@@ -17,7 +17,13 @@ import pytest
 from journeyman.domain.ingest import read_identify, read_track
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
-from journeyman.runtime.processor import DeliveryResult, Overloaded, Processor, TimerDue
+from journeyman.runtime.processor import (
+    DeliveryResult,
+    HeldBack,
+    Overloaded,
+    Processor,
+    TimerDue,
+)
 from journeyman.runtime.timers import TimerLoop
 from journeyman.storage import Store
 from journeyman.storage.base import Batch, Delivered
@@ -773,7 +779,10 @@ def test_after_a_failed_batch_no_later_event_of_a_profile_is_stored_before_its_e
         results = await asyncio.gather(
             *(processor.submit([e]) for e in (first, second, other)), return_exceptions=True
         )
-        assert [type(r) for r in results] == [RuntimeError, RuntimeError, list]
+        # the second is held back behind the first, failed for the same reason
+        assert [type(r) for r in results] == [RuntimeError, HeldBack, list]
+        assert isinstance(results[1], HeldBack)
+        assert results[1].cause is results[0]
         assert await store.seen(["m1", "m2", "m3"]) == {"m3"}  # u2 is not held up
         # tried again in order, as a worker does: both stored, the first one first
         assert await processor.submit([first, second]) == ["accepted", "accepted"]

@@ -98,6 +98,17 @@ def create_app(
         Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
+        Route("/v1/dead-letters", api.guard(api.dead_letters), methods=["GET"]),
+        Route(
+            "/v1/dead-letters/{id:int}",
+            api.guard(api.delete_dead_letter),
+            methods=["DELETE"],
+        ),
+        Route(
+            "/v1/dead-letters/{id:int}/replay",
+            api.guard(api.replay_dead_letter),
+            methods=["POST"],
+        ),
         Route("/healthz", api.health, methods=["GET"]),
         Route("/readyz", api.ready, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
@@ -263,6 +274,7 @@ class _Api:
         events, rejected = [], []
         for index, item in enumerate(items):
             try:
+                _check_call_size(item)
                 events.append(self._batch_item(item))
             except InvalidEvent as error:
                 rejected.append({"index": index, **error.as_dict()})
@@ -458,6 +470,36 @@ class _Api:
         )
         return _json({"events": await views.explain(self.runtime, entries)})
 
+    # admin: dead letters
+
+    async def dead_letters(self, request: Request) -> Response:
+        """GET /v1/dead-letters?limit=: the messages workers could not apply, newest first."""
+        limit = request.query_params.get("limit", "100")
+        if not limit.isdigit() or not 0 < int(limit) <= 1000:
+            raise _Problem(400, "limit", "range", "'limit' must be a whole number from 1 to 1000")
+        return _json(await views.dead_letters(self.runtime, int(limit)))
+
+    async def delete_dead_letter(self, request: Request) -> Response:
+        """DELETE /v1/dead-letters/{id}: give a message up for good."""
+        letter_id = request.path_params["id"]
+        if not await self.runtime.store.delete_dead_letter(letter_id):
+            raise _no_dead_letter(letter_id)
+        return _json({"id": letter_id, "deleted": True})
+
+    async def replay_dead_letter(self, request: Request) -> Response:
+        """POST /v1/dead-letters/{id}/replay: send the message on again, then forget it."""
+        letter_id = request.path_params["id"]
+        letter = await self.runtime.store.dead_letter(letter_id)
+        if letter is None:
+            raise _no_dead_letter(letter_id)
+        try:
+            answer = await views.replay_dead_letter(self.runtime, letter)
+        except views.ReplayFailed as failed:
+            if failed.retry:
+                raise _Problem(503, "id", "unavailable", failed.message, _RETRY) from None
+            raise _Problem(409, "id", "replay", failed.message) from None
+        return _json(answer, 202 if answer["replayed"] == "published" else 200)
+
     # admin: what the console shows
 
     async def journey_step(self, request: Request) -> Response:
@@ -530,7 +572,11 @@ class _Api:
 
     async def metrics(self, request: Request) -> Response:
         counts = await self.runtime.store.instance_counts()
-        return PlainTextResponse(_metrics(self.runtime, self.rejected, counts))
+        dead, _ = await self.runtime.store.dead_letters(limit=1)
+        text = _metrics(self.runtime, self.rejected, counts)
+        return PlainTextResponse(
+            f"{text}# TYPE journeyman_dead_letters gauge\njourneyman_dead_letters {dead}\n"
+        )
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(_DOCS_PAGE)
@@ -571,6 +617,10 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> Any:
         raise _Problem(400, "body", "json", "the body nests too deeply") from None
 
 
+def _no_dead_letter(letter_id: int) -> _Problem:
+    return _Problem(404, "id", "exists", f"no dead letter {letter_id}")
+
+
 def _too_large(limit: int) -> _Problem:
     return _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
 
@@ -593,8 +643,19 @@ def _authorised(header: str, wanted: str, admin: str) -> bool:
             return False
     if not given:
         return False
-    # The admin key may do what the write key does.
-    return hmac.compare_digest(given, wanted) or hmac.compare_digest(given, admin)
+    # The admin key may do what the write key does. Bytes: compare_digest refuses text
+    # that is not ASCII, and a key sent is whatever the client put there.
+    key = given.encode()
+    return hmac.compare_digest(key, wanted.encode()) or hmac.compare_digest(key, admin.encode())
+
+
+def _check_call_size(call: Any) -> None:
+    """A call in a batch is held to the size of a single call (as compact JSON)."""
+    size = len(msgspec.json.encode(call))
+    if size > SINGLE_LIMIT:
+        raise InvalidEvent(
+            "body", "size", f"the call is {size} bytes, over {SINGLE_LIMIT // 1024} KiB"
+        )
 
 
 def _read(call: Any, read: Callable[[], Event]) -> Event:

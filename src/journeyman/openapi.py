@@ -271,6 +271,63 @@ SPEC["paths"]["/v1/workspace"].update(
         "the plan a publish would carry out"
     )
 )
+_ADMIN: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
+_LETTER_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_KEY = _error("The admin key is missing or wrong.")
+SPEC["paths"]["/v1/dead-letters"] = {
+    "get": {
+        "summary": (
+            "The messages workers could not apply after several tries, newest first, with "
+            "the error, the partition, the attempts and the message as it came; 'count' is "
+            "how many are kept"
+        ),
+        "security": _ADMIN,
+        "parameters": [_query("limit")],
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {}}},
+            "400": _error("'limit' is not a whole number from 1 to 1000."),
+            "401": _KEY,
+        },
+    }
+}
+SPEC["paths"]["/v1/dead-letters/{id}"] = {
+    "delete": {
+        "summary": "Give a dead letter up for good",
+        "security": _ADMIN,
+        "parameters": [_LETTER_ID],
+        "responses": {
+            "200": {"description": "Deleted", "content": {"application/json": {}}},
+            "401": _KEY,
+            "404": _error("No such dead letter."),
+        },
+    }
+}
+SPEC["paths"]["/v1/dead-letters/{id}/replay"] = {
+    "post": {
+        "summary": (
+            "Send a dead letter's message on again and forget the dead letter: with a bus, "
+            "published again to its partition; without one, applied at once"
+        ),
+        "security": _ADMIN,
+        "parameters": [_LETTER_ID],
+        "responses": {
+            "200": {
+                "description": "Applied (without a bus): the results of its triggers",
+                "content": {"application/json": {}},
+            },
+            "202": {
+                "description": "Published again to its partition (with a bus)",
+                "content": {"application/json": {}},
+            },
+            "401": _KEY,
+            "404": _error("No such dead letter."),
+            "409": _error("The message failed again (without a bus): the dead letter is kept."),
+            "503": _error(
+                "The bus or the store is away, or too much is queued: retry (the dead letter stays)"
+            ),
+        },
+    }
+}
 SPEC["paths"]["/docs"] = {
     "get": {"summary": "This API, as a page to read", "responses": {"200": {"description": "OK"}}}
 }

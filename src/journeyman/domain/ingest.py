@@ -3,6 +3,12 @@
 ``read_track`` and ``read_identify`` take the decoded JSON body of one call. They check the
 shape and, for a defined event, its properties against the definition's JSON Schema. A
 problem raises :class:`InvalidEvent` naming the field and the rule it breaks.
+
+What passes here can be stored by every backend, so the rules are the same whatever the
+backend: no NUL character in any text (PostgreSQL cannot keep one), ids, event names and
+emails of at most :data:`NAME_LIMIT` characters (they are indexed, and an index entry is
+bounded),
+whole numbers that fit 64 bits, and nothing nested deeper than :data:`DEEPEST` levels.
 """
 
 from __future__ import annotations
@@ -15,7 +21,20 @@ from journeyman.domain.model import EventDefinition
 from journeyman.domain.state import Event
 from journeyman.domain.times import TimeFormatError, parse_timestamp
 
-__all__ = ["InvalidEvent", "identity_of", "normal_email", "read_identify", "read_track"]
+__all__ = [
+    "DEEPEST",
+    "NAME_LIMIT",
+    "InvalidEvent",
+    "identity_of",
+    "normal_email",
+    "read_identify",
+    "read_track",
+]
+
+# Characters in a userId, anonymousId, messageId, event name or email (a profile's, or the
+# one that names an event's profile): each is indexed, and an index entry has a bounded
+# size (PostgreSQL's btree takes about 2.7 KB).
+NAME_LIMIT = 255
 
 
 class InvalidEvent(ValueError):
@@ -39,6 +58,7 @@ def read_track(
     name = body.get("event")
     if not isinstance(name, str) or not name.strip():
         raise InvalidEvent("event", "required", "'event' must name the event (a non-empty string)")
+    _check_name(name, "event")
     properties = body.get("properties", {})
     if properties is None:
         properties = {}
@@ -58,6 +78,9 @@ def read_identify(body: Mapping[str, Any], received: datetime) -> Event:
         traits = {}
     _require_mapping(traits, "traits")
     _check_values(traits, "traits")
+    email = traits.get("email")
+    if isinstance(email, str):  # it becomes an identity, indexed as an id is
+        _check_name(email, "traits.email")
     return _event(body, "identify", "identify", dict(traits), None, received)
 
 
@@ -95,6 +118,7 @@ def _event(
                 "identity",
                 f"event {name} names its profile by email: 'properties.email' must be an address",
             )
+        _check_name(email, "properties.email")
     elif needed == "anonymousId" and anonymous_id is None:
         raise InvalidEvent(
             "anonymousId", "identity", f"event {name} names its profile by 'anonymousId'"
@@ -109,9 +133,7 @@ def _event(
             timestamp = parse_timestamp(body["timestamp"])
         except TimeFormatError as error:
             raise InvalidEvent("timestamp", "format", str(error)) from None
-    message_id = body.get("messageId")
-    if message_id is not None and not isinstance(message_id, str):
-        raise InvalidEvent("messageId", "type", "'messageId' must be a string")
+    message_id = _optional_id(body, "messageId", numbers=False)
     return Event(
         name=name,
         profile_id=user_id or anonymous_id or "",
@@ -124,34 +146,59 @@ def _event(
     )
 
 
-def _optional_id(body: Mapping[str, Any], key: str) -> str | None:
+def _optional_id(body: Mapping[str, Any], key: str, *, numbers: bool = True) -> str | None:
+    """An id, or None when it is absent. An empty one is refused rather than taken as
+    absent: a client that sends ``""`` means something, and it is not what it gets."""
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise InvalidEvent(key, "type", f"'{key}' must be a non-empty string")
+    _check_name(value, key)
     return value
+
+
+def _check_name(value: str, field: str) -> None:
+    if len(value) > NAME_LIMIT:
+        raise InvalidEvent(
+            field, "length", f"'{field}' is {len(value)} characters long; at most {NAME_LIMIT}"
+        )
+    _check_text(value, field)
+
+
+def _check_text(value: str, field: str) -> None:
+    if "\x00" in value:
+        raise InvalidEvent(field, "characters", f"'{field}' holds a NUL character (U+0000)")
 
 
 # Whole numbers must fit 64 bits, as in every JSON consumer downstream (and in storage).
 _SMALLEST, _LARGEST = -(2**63), 2**64 - 1
-_DEEPEST = 32
+DEEPEST = 32
 
 
 def _check_values(value: Any, field: str) -> None:
-    """Refuse numbers too large to keep, and data nested deeper than any event needs."""
+    """Refuse numbers too large to keep, text no backend can keep (a NUL character, in a
+    key or a value), and data nested deeper than any event needs."""
     todo = [(value, field, 0)]
     while todo:
         item, path, depth = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                _check_text(item, path)
+            continue
         if isinstance(item, bool):
             continue
         if isinstance(item, int) and not _SMALLEST <= item <= _LARGEST:
             raise InvalidEvent(path, "range", f"'{path}' is a whole number too large to keep")
-        if depth > _DEEPEST and isinstance(item, dict | list):
-            raise InvalidEvent(path, "depth", f"'{path}' nests more than {_DEEPEST} levels deep")
+        if depth > DEEPEST and isinstance(item, dict | list):
+            raise InvalidEvent(path, "depth", f"'{path}' nests more than {DEEPEST} levels deep")
         if isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str) and "\x00" in key:
+                    shown = key.replace("\x00", "\\u0000")
+                    _check_text(key, f"{path}.{shown}")
             todo.extend((v, f"{path}.{k}", depth + 1) for k, v in item.items())
         elif isinstance(item, list):
             todo.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))

@@ -55,6 +55,7 @@ from journeyman.domain.model import EventDefinition
 from journeyman.domain.state import CallAction, Event, Instance, SendMessage
 from journeyman.errors import JourneymanError
 from journeyman.runtime.processor import DeliveryResult, Operate, Overloaded, TimerDue
+from journeyman.storage.base import DeadLetter
 from journeyman.storage.codec import decode_event, encode, wake_ms
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Bus",
     "BusUnavailable",
     "decode",
+    "decode_message",
     "partition_key",
     "partition_of",
 ]
@@ -120,21 +122,28 @@ def partition_key(event: Event, definitions: Mapping[str, EventDefinition]) -> s
 
 def decode(msg: Msg) -> list[Event | TimerDue | DeliveryResult | Operate]:
     """The triggers a bus message carries: due timers, or one event, outcome or command."""
-    headers = msg.headers or {}
+    return decode_message(msg.headers or {}, msg.data)
+
+
+def decode_message(
+    headers: Mapping[str, str], data: bytes
+) -> list[Event | TimerDue | DeliveryResult | Operate]:
+    """The triggers of a message's headers and body (as :func:`decode`, for a message kept
+    apart, such as a dead letter)."""
     if _TIMERS in headers:
-        return [TimerDue(i, p) for i, p in _timers_body(msg.data)]
+        return [TimerDue(i, p) for i, p in _timers_body(data)]
     if _TIMER in headers:
-        return [TimerDue(*_timer_body(msg.data))]
+        return [TimerDue(*_timer_body(data))]
     if _OUTCOME in headers:
-        outbox_id, ok, detail, effect = _outcome_body(msg.data)
+        outbox_id, ok, detail, effect = _outcome_body(data)
         return [DeliveryResult(effect, ok, detail, told=outbox_id)]
     if _COMMAND in headers:
         command = _COMMANDS.get(headers[_COMMAND])
         if command is None:
             raise ValueError(f"no such command: {headers[_COMMAND]!r}")
-        instance_id, profile_id, seq = _command_body(msg.data)
+        instance_id, profile_id, seq = _command_body(data)
         return [Operate(instance_id, profile_id, command, seq)]
-    return [decode_event(msg.data)]
+    return [decode_event(data)]
 
 
 class Bus:
@@ -297,6 +306,16 @@ class Bus:
                 for c in commands
             ]
         )
+
+    async def republish(self, letter: DeadLetter) -> int:
+        """Publish a dead letter's message again, as it came, to its partition: the
+        partition's owner applies it as any other. Its JetStream messageId names the
+        dead letter, so that a replay sent twice within the duplicate window is stored
+        once (an event is applied once anyway, by its own messageId)."""
+        partition = letter.partition % self.partitions
+        headers = {**letter.headers, "Nats-Msg-Id": f"replay:{letter.id}"}
+        await self._publish_all([(self.subject(partition), letter.body, headers)])
+        return partition
 
     async def _publish_all(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
         if self.pending + len(messages) > self.max_pending:

@@ -38,6 +38,7 @@ from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEve
 __all__ = [
     "CommitFailure",
     "DeliveryResult",
+    "HeldBack",
     "Operate",
     "Overloaded",
     "Processor",
@@ -58,6 +59,15 @@ def utc_now() -> datetime:
 
 class Overloaded(Exception):
     """Too much is queued: the caller should retry later (HTTP 429)."""
+
+
+class HeldBack(Exception):
+    """A trigger not tried because an earlier trigger of its profile, in the same batch,
+    failed: a profile's triggers never apply out of order. ``cause`` is that failure."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"held back behind a failed trigger of the same profile: {cause!r}")
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +202,31 @@ class Processor:
         """Queue triggers and wait until they are committed: ``accepted``, ``duplicate``, or
         for a timer that moved its instance on, ``fired``.
 
-        Raises :class:`Overloaded` (unless ``force``) when the queue is full, and whatever
-        the store raised if the commit failed: then nothing of the batch was written.
+        Raises :class:`Overloaded` (unless ``force``) when the queue is full, and the first
+        failure if any trigger was not stored (see :meth:`submit_each`).
         """
+        items = self._queue_up(triggers, force)
+        if len(items) == 1:  # one event per call is the common case: no gathering
+            return [await items[0].done]
+        return list(await asyncio.gather(*(item.done for item in items)))
+
+    async def submit_each(
+        self, triggers: Sequence[Trigger], *, force: bool = False
+    ) -> list[str | Exception]:
+        """As :meth:`submit`, but each trigger's own answer, in order: its result once
+        committed, or the exception that kept it from being stored, which is
+        :class:`HeldBack` for one not tried because an earlier trigger of its profile
+        failed. The others of the batch are stored all the same (see :meth:`_failed`)."""
+        items = self._queue_up(triggers, force)
+        answers = await asyncio.gather(*(item.done for item in items), return_exceptions=True)
+        results: list[str | Exception] = []
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer  # cancelled: not a trigger's failure
+            results.append(answer)
+        return results
+
+    def _queue_up(self, triggers: Sequence[Trigger], force: bool) -> list[_Item]:
         if not force and len(self._queue) + len(triggers) > self.max_queue:
             raise Overloaded(f"{len(self._queue)} triggers are queued")
         loop = asyncio.get_running_loop()
@@ -203,9 +235,7 @@ class Processor:
         arrived = self._arrived
         if arrived is not None and len(self._queue) >= self._wanted and not arrived.done():
             arrived.set_result(None)
-        if len(items) == 1:  # one event per call is the common case: no gathering
-            return [await items[0].done]
-        return list(await asyncio.gather(*(item.done for item in items)))
+        return items
 
     async def run(self) -> None:
         """Process batches until cancelled; the batches in flight are finished by
@@ -347,15 +377,17 @@ class Processor:
         """Process each item on its own, but none after a failed one of the same profile:
         a profile's triggers never apply out of order, even when the store comes back
         half way through."""
-        failed: set[str] = set()
+        failed: dict[str, BaseException] = {}  # profile -> the failure that holds it back
         for item in items:
             profile = _profile_of(item.trigger)
             if profile in failed:
                 if not item.done.done():
-                    item.done.set_exception(error)
+                    item.done.set_exception(HeldBack(failed[profile]))
                 continue
             if not await self._process([item]):
-                failed.add(profile)
+                done = item.done
+                own = done.exception() if done.done() and not done.cancelled() else None
+                failed[profile] = own or error
         return not failed
 
     def _count(self, results: list[str], batch: Batch, seconds: float) -> None:

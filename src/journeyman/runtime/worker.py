@@ -5,8 +5,12 @@ Workers share one PostgreSQL database and one JetStream stream (see
 (:mod:`journeyman.runtime.partitions`) and, for each, fetches batches from the partition's
 consumer, runs them through its :class:`Processor` (the engine and one commit, which skips
 a messageId already stored), and acknowledges the messages only after that commit. A
-batch that cannot be committed (the database is away) is tried again, as it was, until it
-is: nothing later of that partition is applied before it.
+batch that cannot be committed (the database is away) is tried again until it is: nothing
+later of that partition is applied before it. A message that fails on its own (the rest
+of its batch is stored) is tried again a few times, then kept as a dead letter (see
+:meth:`Store.add_dead_letter`), acknowledged, and the partition moves on: one bad message
+never blocks a partition. A message is acknowledged only once it is applied or its dead
+letter is stored; ``POST /v1/dead-letters/{id}/replay`` publishes it again.
 
 Every worker also claims due timers (``FOR UPDATE SKIP LOCKED`` and a lease) and hands
 them to the owner of their profile's partition through the bus, and delivers the outbox,
@@ -30,6 +34,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 from nats.aio.msg import Msg
 
@@ -41,16 +46,17 @@ from journeyman.runtime.bus import Bus, decode
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.front import BUS_SETTING, JOURNEYS_SETTING
 from journeyman.runtime.partitions import Ownership, fair_share
-from journeyman.runtime.processor import DeliveryResult, Processor, utc_now
+from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Trigger, utc_now
 from journeyman.runtime.publish import Versions
 from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_woken
-from journeyman.storage.base import Batch, Delivered
+from journeyman.storage.base import Batch, DeadLetter, Delivered
 from journeyman.storage.postgres import PostgresStore, parse_url
 
 __all__ = ["ClaimingTimers", "Relay", "TellingDispatcher", "Worker"]
 
 log = logging.getLogger("journeyman.worker")
 
+ATTEMPTS = 5  # tries of a trigger that fails on its own before its message is a dead letter
 LOOK_LIMIT = 30.0  # seconds one look at the partitions may take, releases included
 FETCH_WAIT = 0.5  # seconds a fetch waits for messages before it looks whether to stop
 
@@ -213,6 +219,7 @@ class Worker:
         batch: int = 500,
         look: float = 1.0,
         grace: float = 15.0,
+        attempts: int = ATTEMPTS,
         announce: Callable[[str], None] = print,
     ) -> None:
         self.files = workspace  # events, templates and channels; journeys come from the db
@@ -225,6 +232,7 @@ class Worker:
         self.batch = batch  # messages fetched from one partition at a time
         self.look = look  # seconds between looks at partitions and published journeys
         self.grace = grace
+        self.attempts = attempts
         self.announce = announce
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
         self.versions = Versions()
@@ -463,13 +471,7 @@ class Worker:
                 continue
             if not await self._still_owns(partition):
                 return  # another worker owns it now: leave its messages to that one
-            triggers = []
-            for message in messages:
-                try:
-                    triggers.extend(decode(message))
-                except Exception:
-                    log.exception("partition %d: a message that is no trigger; dropped", partition)
-            if not await self._apply(triggers):
+            if not await self._apply(partition, messages):
                 return  # the worker is stopping: nothing acknowledged, so it comes again
             for message in messages:
                 await message.ack()
@@ -488,10 +490,11 @@ class Worker:
         except Exception:
             return False  # the connection is gone, and the locks with it
 
-    async def _apply(self, triggers: list[Any]) -> bool:
-        """Commit the triggers, trying again until the database takes them; False if the
-        worker stops first (the messages are not acknowledged, so JetStream delivers them
-        again, to whichever worker owns the partition next).
+    async def _apply(self, partition: int, messages: list[Msg]) -> bool:
+        """Commit the messages' triggers, trying again those that fail, until each one is
+        stored or its message is kept as a dead letter (see :class:`_Applying`); False if
+        the worker stops first (the messages are not acknowledged, so JetStream delivers
+        them again, to whichever worker owns the partition next).
 
         The journeys' states are read first: a pause answered before these messages were
         fetched holds them back (the look every second would be too late for them).
@@ -501,23 +504,195 @@ class Worker:
         on does nothing, nor does a stop of an ended instance or a resume of one no
         longer held.
         """
+        applying = _Applying(partition, messages, self.processor.clock, self.attempts)
         failures = 0
-        while True:
+        while applying.pending or applying.doomed:
             try:
-                await self._read_states()
-                await self.processor.submit(triggers, force=True)
-                return True
+                if applying.pending:
+                    await self._read_states()
+                    triggers = [applying.triggers[i] for i in applying.pending]
+                    applying.answered(await self.processor.submit_each(triggers, force=True))
+                await self._bury(applying)
             except Exception as error:
                 if self._stopping.is_set():
                     log.warning("a batch failed (%r); stopping, it is left to come again", error)
                     return False
-                failures += 1
-                log.warning("a batch failed (%r); trying again", error)
-                await sleep_until_woken(self._stopping, backoff(failures, 5.0))
+                log.warning("partition %d: a batch failed (%r); trying again", partition, error)
+            if not (applying.pending or applying.doomed):
+                return True
+            if self._stopping.is_set():
+                return False
+            failures += 1
+            await sleep_until_woken(self._stopping, backoff(failures, 5.0))
+        return True
+
+    async def _bury(self, applying: _Applying) -> None:
+        """Keep the messages that failed too often as dead letters, and let them go.
+
+        Writing a dead letter is what proves the database reachable: while it is away,
+        the write fails and the messages are tried again, as long as it takes. A message
+        whose triggers succeed at the try right after its burial (the database came back
+        just then) is applied after all, and its dead letter is dropped again.
+        """
+        buried: dict[int, int] = {}  # message index -> dead letter id
+        positions: list[int] = []
+        failure: Exception | None = None
+        try:
+            for index in sorted(applying.doomed):
+                letter = applying.letter(index)
+                buried[index] = await self.store.add_dead_letter(letter)
+                positions += applying.let_go(index)
+                log.error(
+                    "partition %d: a message failed %d times; kept as dead letter %d: %s",
+                    applying.partition,
+                    letter.attempts,
+                    buried[index],
+                    letter.error,
+                )
+        except Exception as error:
+            failure = error  # the database is away again: the rest are tried again
+        if positions:
+            await self._unbury(applying, buried, positions)
+        if failure is not None:
+            raise failure
+
+    async def _unbury(
+        self, applying: _Applying, buried: dict[int, int], positions: list[int]
+    ) -> None:
+        """Try the buried messages' triggers once more, the store being reachable now:
+        the dead letter of a message all of whose triggers are stored now is dropped."""
+        triggers = [applying.triggers[p] for p in positions]
+        answers = await self.processor.submit_each(triggers, force=True)
+        failed = {
+            applying.message_of[p] for p, a in zip(positions, answers, strict=True) if _failure(a)
+        }
+        for index, letter_id in buried.items():
+            if index not in failed and index not in applying.undecodable:
+                await self.store.delete_dead_letter(letter_id)
+                log.warning(
+                    "partition %d: dead letter %d was applied after all; dropped",
+                    applying.partition,
+                    letter_id,
+                )
 
     @property
     def owned(self) -> list[int]:
         return sorted(self._owned)
+
+
+class _Applying:
+    """One fetched batch of a partition's messages on its way to the store.
+
+    Each trigger (a message may carry several: up to 200 due timers) is tried until it is
+    stored. One that fails on its own ``attempts`` times dooms its message: the message is
+    kept as a dead letter, as it came, and the partition moves on. A failure that says
+    the database cannot be reached (the connection is gone, the server shuts down) does
+    not count: it would fail any message. Nor does a trigger held back behind a failed
+    one of its profile (see :class:`HeldBack`): once the one before it is buried, it is
+    tried on its own. A message that is no trigger at all is doomed at once.
+    """
+
+    def __init__(
+        self, partition: int, messages: list[Msg], clock: Callable[[], datetime], attempts: int
+    ) -> None:
+        self.partition = partition
+        self.messages = messages
+        self.clock = clock
+        self.attempts = attempts
+        self.triggers: list[Trigger] = []
+        self.message_of: list[int] = []  # by trigger position: the index of its message
+        self.tries: dict[int, int] = {}  # by trigger position: own failures
+        self.errors: dict[int, str] = {}  # by message index: the last failure
+        self.first: dict[int, datetime] = {}  # by message index: the first failure
+        self.undecodable: set[int] = set()
+        self.buried: set[int] = set()
+        for index, message in enumerate(messages):
+            try:
+                found = decode(message)
+            except Exception as error:
+                log.warning("partition %d: a message that is no trigger (%r)", partition, error)
+                self._failed(index, f"not a message journeyman can read: {_described(error)}")
+                self.undecodable.add(index)
+                continue
+            self.triggers.extend(found)
+            self.message_of.extend([index] * len(found))
+        self.pending = list(range(len(self.triggers)))
+        self.doomed: set[int] = set(self.undecodable)
+
+    def answered(self, answers: list[str | Exception]) -> None:
+        """Take the answers to a try of the pending triggers."""
+        still = []
+        for position, answer in zip(self.pending, answers, strict=True):
+            if not _failure(answer):
+                continue
+            still.append(position)
+            if isinstance(answer, HeldBack):
+                continue
+            assert isinstance(answer, Exception)
+            index = self.message_of[position]
+            self._failed(index, _described(answer))
+            if not _unreachable(answer):  # the database being away is no fault of its own
+                self.tries[position] = self.tries.get(position, 0) + 1
+        self.pending = still
+        # Doomed: what still fails after its attempts. A message whose triggers were all
+        # stored at last (the database was away a while) is not, whatever it went through.
+        self.doomed = (self.undecodable - self.buried) | {
+            self.message_of[p] for p in still if self.tries.get(p, 0) >= self.attempts
+        }
+
+    def _failed(self, index: int, error: str) -> None:
+        self.first.setdefault(index, self.clock())
+        self.errors[index] = error
+
+    def letter(self, index: int) -> DeadLetter:
+        message = self.messages[index]
+        tried = [self.tries.get(p, 0) for p, i in enumerate(self.message_of) if i == index]
+        return DeadLetter(
+            partition=self.partition,
+            headers=dict(message.headers or {}),
+            body=bytes(message.data),
+            error=self.errors[index],
+            attempts=max(tried, default=1),
+            first_failed_at=self.first[index],
+            last_failed_at=self.clock(),
+        )
+
+    def let_go(self, index: int) -> list[int]:
+        """Take a buried message's triggers out of the tries: the positions of those that
+        were still pending."""
+        self.doomed.discard(index)
+        self.buried.add(index)
+        gone = [p for p in self.pending if self.message_of[p] == index]
+        self.pending = [p for p in self.pending if self.message_of[p] != index]
+        return gone
+
+
+# Failures that say the database cannot be reached now, whatever was sent to it.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+def _unreachable(error: Exception) -> bool:
+    return isinstance(error, _UNREACHABLE)
+
+
+def _failure(answer: object) -> bool:
+    return isinstance(answer, Exception)
+
+
+def _described(error: BaseException) -> str:
+    """An error as a dead letter keeps it: its kind and message, without NUL characters
+    (no database keeps them) and not endless."""
+    text = f"{type(error).__name__}: {error}".replace("\x00", "\\u0000")
+    return text if len(text) <= 2000 else text[:2000] + "..."
 
 
 def _of(effect: Effect, profile_id: str) -> Effect:

@@ -26,6 +26,7 @@ __all__ = [
     "LEASE",
     "LEFT",
     "Batch",
+    "DeadLetter",
     "Delivered",
     "MessageRow",
     "NewerSchema",
@@ -138,6 +139,21 @@ class PublishedJourney:
     version: int
     digest: str
     document: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A bus message that a worker could not apply after several tries, kept as it came
+    (its headers and body) so that it can be published again once the cause is fixed."""
+
+    partition: int
+    headers: dict[str, str]
+    body: bytes
+    error: str  # the last failure
+    attempts: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    id: int = 0  # the store numbers it
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +331,24 @@ class Store(ABC):
 
     @abstractmethod
     async def get_setting(self, key: str) -> str | None: ...
+
+    # dead letters
+
+    @abstractmethod
+    async def add_dead_letter(self, letter: DeadLetter) -> int:
+        """Keep a message no worker could apply (durably: the worker then acknowledges
+        it); its new id."""
+
+    @abstractmethod
+    async def dead_letters(self, limit: int = 100) -> tuple[int, list[DeadLetter]]:
+        """How many dead letters are kept, and the latest ``limit`` of them, newest first."""
+
+    @abstractmethod
+    async def dead_letter(self, letter_id: int) -> DeadLetter | None: ...
+
+    @abstractmethod
+    async def delete_dead_letter(self, letter_id: int) -> bool:
+        """Forget a dead letter (replayed, or given up); whether there was one."""
 
     @abstractmethod
     async def set_setting(self, key: str, value: str) -> None: ...

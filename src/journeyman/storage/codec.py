@@ -7,6 +7,7 @@ moves from one backend to another byte for byte.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -14,9 +15,12 @@ from typing import Any
 import msgspec
 
 from journeyman.domain.state import CallAction, Effect, Event, Instance, Profile, SendMessage
-from journeyman.storage.base import MessageRow
+from journeyman.storage.base import DeadLetter, MessageRow
 
 __all__ = [
+    "DEAD_LETTER",
+    "dead_letter",
+    "dead_letter_row",
     "decode_effect",
     "decode_event",
     "decode_instance",
@@ -121,4 +125,36 @@ def message_row(row: tuple[Any, ...]) -> MessageRow:
         created_at=time(created),
         updated_at=time(updated),
         content=content,
+    )
+
+
+# The columns of a dead letter, in the order dead_letter() reads them.
+DEAD_LETTER = "id, partition_no, headers, body, error, attempts, first_failed_at, last_failed_at"
+
+
+def dead_letter_row(letter: DeadLetter) -> tuple[Any, ...]:
+    """(partition_no, headers, body, error, attempts, first_failed_at, last_failed_at)."""
+    return (
+        letter.partition,
+        json.dumps(letter.headers, sort_keys=True),
+        letter.body,
+        letter.error,
+        letter.attempts,
+        ms(letter.first_failed_at),
+        ms(letter.last_failed_at),
+    )
+
+
+def dead_letter(row: Any) -> DeadLetter:
+    """A dead letter from the columns :data:`DEAD_LETTER`."""
+    letter_id, partition, headers, body, error, attempts, first, last = row
+    return DeadLetter(
+        partition=partition,
+        headers=json.loads(headers),
+        body=bytes(body),
+        error=error,
+        attempts=attempts,
+        first_failed_at=time(first),
+        last_failed_at=time(last),
+        id=letter_id,
     )

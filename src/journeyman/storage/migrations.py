@@ -77,6 +77,19 @@ CREATE TABLE IF NOT EXISTS journeys (
 CREATE TABLE IF NOT EXISTS journey_states (name TEXT PRIMARY KEY, state TEXT NOT NULL);
 """,
     ),
+    # A bus message that a worker could not apply after several tries: kept as it came, to
+    # be replayed (see journeyman.runtime.worker). SQLite keeps the same table so that the
+    # schema, the admin API and a move into PostgreSQL are the same on both.
+    Migration(
+        2,
+        "dead letters: messages a worker could not apply",
+        """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY, partition_no INTEGER NOT NULL, headers TEXT NOT NULL,
+    body BLOB NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL, last_failed_at INTEGER NOT NULL);
+""",
+    ),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -146,6 +159,16 @@ ALTER TABLE outbox ADD COLUMN tell_at BIGINT;
 CREATE INDEX outbox_tell ON outbox (tell_at) WHERE tell_at IS NOT NULL;
 DROP INDEX instances_journey;
 CREATE INDEX instances_journey ON instances (journey, id) WHERE status <> 'ended';
+""",
+    ),
+    Migration(
+        3,
+        "dead letters: messages a worker could not apply",
+        """
+CREATE TABLE dead_letters (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, partition_no INTEGER NOT NULL,
+    headers TEXT NOT NULL, body BYTEA NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
+    first_failed_at BIGINT NOT NULL, last_failed_at BIGINT NOT NULL);
 """,
     ),
 ]

@@ -34,6 +34,7 @@ from journeyman.storage.base import (
     LEASE,
     LEFT,
     Batch,
+    DeadLetter,
     Delivered,
     MessageRow,
     OutboxItem,
@@ -44,6 +45,9 @@ from journeyman.storage.base import (
     StoredEvent,
 )
 from journeyman.storage.codec import (
+    DEAD_LETTER,
+    dead_letter,
+    dead_letter_row,
     decode_effect,
     decode_event,
     decode_instance,
@@ -647,6 +651,36 @@ class PostgresStore(Store):
                 f"setting:{key}",
                 value,
             )
+
+    # dead letters
+
+    async def add_dead_letter(self, letter: DeadLetter) -> int:
+        async with self._transaction() as db:
+            letter_id: int = await db.fetchval(
+                "INSERT INTO dead_letters (partition_no, headers, body, error, attempts, "
+                "first_failed_at, last_failed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "RETURNING id",
+                *dead_letter_row(letter),
+            )
+        return letter_id
+
+    async def dead_letters(self, limit: int = 100) -> tuple[int, list[DeadLetter]]:
+        count = await self.pool.fetchval("SELECT count(*) FROM dead_letters")
+        rows = await self.pool.fetch(
+            f"SELECT {DEAD_LETTER} FROM dead_letters ORDER BY id DESC LIMIT $1", limit
+        )
+        return count, [dead_letter(row) for row in rows]
+
+    async def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {DEAD_LETTER} FROM dead_letters WHERE id = $1", letter_id
+        )
+        return dead_letter(row) if row is not None else None
+
+    async def delete_dead_letter(self, letter_id: int) -> bool:
+        async with self._transaction() as db:
+            done = await db.execute("DELETE FROM dead_letters WHERE id = $1", letter_id)
+        return bool(done != "DELETE 0")
 
 
 async def _merge(db: asyncpg.Connection, anonymous: str, known: str) -> None:

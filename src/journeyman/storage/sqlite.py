@@ -35,6 +35,7 @@ from journeyman.storage.base import (
     LEASE,
     LEFT,
     Batch,
+    DeadLetter,
     Delivered,
     MessageRow,
     NewerSchema,
@@ -45,6 +46,9 @@ from journeyman.storage.base import (
     StoredEvent,
 )
 from journeyman.storage.codec import (
+    DEAD_LETTER,
+    dead_letter,
+    dead_letter_row,
     decode_effect,
     decode_event,
     decode_instance,
@@ -580,6 +584,47 @@ class SQLiteStore(Store):
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (f"setting:{key}", value),
         )
+
+    # dead letters
+
+    async def add_dead_letter(self, letter: DeadLetter) -> int:
+        return await self._run(self._add_dead_letter, letter)
+
+    def _add_dead_letter(self, letter: DeadLetter) -> int:
+        with self._transaction():
+            cursor = self.db.execute(
+                "INSERT INTO dead_letters (partition_no, headers, body, error, attempts, "
+                "first_failed_at, last_failed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                dead_letter_row(letter),
+            )
+        return int(cursor.lastrowid or 0)
+
+    async def dead_letters(self, limit: int = 100) -> tuple[int, list[DeadLetter]]:
+        return await self._run(self._dead_letters, limit)
+
+    def _dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
+        (count,) = self.db.execute("SELECT count(*) FROM dead_letters").fetchone()
+        rows = self.db.execute(
+            f"SELECT {DEAD_LETTER} FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return count, [dead_letter(row) for row in rows]
+
+    async def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        return await self._run(self._dead_letter, letter_id)
+
+    def _dead_letter(self, letter_id: int) -> DeadLetter | None:
+        row = self.db.execute(
+            f"SELECT {DEAD_LETTER} FROM dead_letters WHERE id = ?", (letter_id,)
+        ).fetchone()
+        return dead_letter(row) if row else None
+
+    async def delete_dead_letter(self, letter_id: int) -> bool:
+        return await self._run(self._delete_dead_letter, letter_id)
+
+    def _delete_dead_letter(self, letter_id: int) -> bool:
+        with self._transaction():
+            cursor = self.db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+        return cursor.rowcount > 0
 
 
 # Rows go in by many to an INSERT: SQLite is called once per statement, not once per row

@@ -3,8 +3,9 @@
 Both backends keep the same tables with the same encoding, so the move is a copy, table by
 table, in batches: profiles and their identities, the event history, every instance (the
 waiting ones with their wake times, which PostgreSQL then fires as SQLite would have), the
-outbox, the step log, the published journey versions and their states, and the settings
-(the API keys). Rows keep their order, so histories, traces and message logs read the same.
+outbox, the step log, the published journey versions and their states, the settings (the
+API keys) and the dead letters. Rows keep their order, so histories, traces and message
+logs read the same.
 
 The whole copy is one transaction on the target: a move that fails part way leaves the
 target as it was. The target must hold no profiles, events, instances, messages, step
@@ -51,6 +52,11 @@ TABLES: list[tuple[str, list[str], str]] = [
             "id",
         ),
         ("steps", "profile_id instance_id journey step outcome detail at", "seq"),
+        (
+            "dead_letters",
+            "partition_no headers body error attempts first_failed_at last_failed_at",
+            "id",
+        ),
     )
 ]
 

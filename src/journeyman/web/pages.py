@@ -91,6 +91,7 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/profiles", pages.page(pages.profiles), methods=["GET"]),
         Route("/profiles/{profile_id:path}", pages.page(pages.profile), methods=["GET"]),
         Route("/events", pages.page(pages.events), methods=["GET"]),
+        Route("/dead-letters/{id:int}/replay", pages.form(pages.replay), methods=["POST"]),
         Route("/messages", pages.page(pages.messages), methods=["GET"]),
         Route("/workspace", pages.page(pages.workspace), methods=["GET"]),
         Route("/workspace", pages.form(pages.publish), methods=["POST"]),
@@ -380,10 +381,28 @@ class _Console:
             profile=query.get("profile") or None,
             status=status if status in _STATUSES else None,
         )
+        dead = await views.dead_letters(self.runtime, DEAD_LETTERS_SHOWN)
         if _wants_json(request):
-            return _data({"events": found})
-        context = {"events": found, "filters": dict(query), "statuses": _STATUSES}
+            return _data({"events": found, **dead})
+        context = {"events": found, "filters": _filters(query), "statuses": _STATUSES, **dead}
+        context["replayed"] = _int(query.get("replayed"), 0, 0, 2**62)
+        failed, _, why = query.get("failed", "").partition(":")
+        if failed.isdigit() and why in ("retry", "again", "gone"):
+            context["failed"] = {"id": int(failed), "why": why}
         return self.render(request, session, "events.html", context)
+
+    async def replay(self, request: Request, session: Session) -> Response:
+        """Send a dead letter's message on again (see ``POST /v1/dead-letters/{id}/replay``)."""
+        letter_id = request.path_params["id"]
+        letter = await self.runtime.store.dead_letter(letter_id)
+        if letter is None:
+            return RedirectResponse(f"/events?failed={letter_id}:gone", 303)
+        try:
+            await views.replay_dead_letter(self.runtime, letter)
+        except views.ReplayFailed as failed:
+            why = "retry" if failed.retry else "again"
+            return RedirectResponse(f"/events?failed={letter_id}:{why}", 303)
+        return RedirectResponse(f"/events?replayed={letter_id}", 303)
 
     async def messages(self, request: Request, session: Session) -> Response:
         query = request.query_params
@@ -429,6 +448,13 @@ class _Console:
 
 
 _STATUSES = ("accepted", "duplicate", "rejected", "unavailable")
+DEAD_LETTERS_SHOWN = 50
+_NOT_FILTERS = ("replayed", "failed")
+
+
+def _filters(query: Mapping[str, str]) -> dict[str, str]:
+    """The tail's filters of the query (not what a replay's redirect adds to it)."""
+    return {k: v for k, v in query.items() if k not in _NOT_FILTERS}
 
 
 def _wants_json(request: Request) -> bool:

@@ -6,6 +6,7 @@ page and its JSON twin can never disagree.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import difflib
 import itertools
@@ -23,14 +24,19 @@ from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Event, StepRecord
+from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
+from journeyman.storage.base import DeadLetter
 from journeyman.web.layout import ENTRY
 from journeyman.workspace import Loaded, load_workspace
 
 __all__ = [
     "SAMPLE_PROFILE",
+    "ReplayFailed",
     "caught_mail",
+    "dead_letter",
+    "dead_letters",
     "event_tail",
     "explain",
     "find_journey",
@@ -45,6 +51,7 @@ __all__ = [
     "record",
     "removed_journeys",
     "render_template",
+    "replay_dead_letter",
     "step_detail",
     "version_of",
     "workspace_status",
@@ -552,3 +559,102 @@ async def workspace_status(runtime: Runtime) -> dict[str, Any]:
         "problems": problems,
         "plan": plan,
     }
+
+
+# dead letters
+
+
+async def dead_letters(runtime: Runtime, limit: int = 100) -> dict[str, Any]:
+    """How many dead letters are kept, and the latest ``limit``, newest first."""
+    count, letters = await runtime.store.dead_letters(limit)
+    return {"count": count, "dead_letters": [dead_letter(letter) for letter in letters]}
+
+
+def dead_letter(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as JSON: where and why it failed, what it carries (``triggers``,
+    decoded, or null if it cannot be read), and the message itself, as it came
+    (``headers``, and ``body`` in base64)."""
+    try:
+        triggers = msgspec.to_builtins(_decode(letter))
+    except Exception:
+        triggers = None
+    return {
+        "id": letter.id,
+        "partition": letter.partition,
+        "kind": _kind(letter.headers),
+        "error": letter.error,
+        "attempts": letter.attempts,
+        "first_failed_at": letter.first_failed_at,
+        "last_failed_at": letter.last_failed_at,
+        "triggers": triggers,
+        "headers": letter.headers,
+        "body": base64.b64encode(letter.body).decode(),
+    }
+
+
+def _decode(letter: DeadLetter) -> list[Any]:
+    # Imported here: a deployment without a bus never loads the NATS client.
+    from journeyman.runtime.bus import decode_message
+
+    return list(decode_message(letter.headers, letter.body))
+
+
+def _kind(headers: Mapping[str, str]) -> str:
+    for header, kind in _KINDS:
+        if header in headers:
+            return kind
+    return "event"
+
+
+_KINDS = (
+    ("Journeyman-Timers", "timers"),
+    ("Journeyman-Timer", "timers"),
+    ("Journeyman-Outcome", "outcome"),
+    ("Journeyman-Command", "command"),
+)
+
+
+class ReplayFailed(Exception):
+    """A replay that did not take: ``retry`` when the bus or the store was away (try
+    again later), else the message failed again; the dead letter is kept either way."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry = retry
+
+
+async def replay_dead_letter(runtime: Runtime, letter: DeadLetter) -> dict[str, Any]:
+    """Send a dead letter's message on again, then forget the dead letter.
+
+    With a bus, the message is published again to its partition, as it came; its owner
+    applies it moments later (if it fails again, it comes back as a new dead letter).
+    Without one, the processor applies it now. Raises :class:`ReplayFailed`.
+    """
+    bus = getattr(runtime, "bus", None)  # serve --bus (a BusRuntime)
+    if bus is not None:
+        try:
+            partition = await bus.republish(letter)
+        except Exception as error:
+            raise ReplayFailed(f"the bus did not take the message: {error}", retry=True) from None
+        answer: dict[str, Any] = {"id": letter.id, "replayed": "published"}
+        answer["partition"] = partition
+    else:
+        answer = {"id": letter.id, "replayed": "applied", "results": await _apply(runtime, letter)}
+    await runtime.store.delete_dead_letter(letter.id)
+    return answer
+
+
+async def _apply(runtime: Runtime, letter: DeadLetter) -> list[str]:
+    try:
+        triggers = _decode(letter)
+    except Exception as error:
+        raise ReplayFailed(f"not a message journeyman can read: {error}", retry=False) from None
+    try:
+        answers = await runtime.processor.submit_each(triggers)
+    except Overloaded:
+        raise ReplayFailed("too much is queued; retry shortly", retry=True) from None
+    failed = [a for a in answers if isinstance(a, Exception)]
+    if failed:
+        raise ReplayFailed(f"the message failed again: {failed[0]!r}", retry=False)
+    return [a for a in answers if isinstance(a, str)]
