@@ -1,17 +1,30 @@
-"""Errors journeyman raises to its callers.
+"""Errors journeyman raises to its callers: every one sits under :class:`JourneymanError`.
 
     JourneymanError
     ├── WorkspaceNotFound      the workspace folder does not exist
     ├── WorkspaceInvalid       the workspace has errors; .problems lists them
+    ├── InvalidEvent           an incoming event breaks a rule; .field names it (domain.ingest)
+    ├── ExpressionError        an expression cannot be compiled (domain.expressions)
+    ├── TemplateError          a template cannot be compiled (domain.templates)
+    ├── TimeFormatError        a duration, timestamp or time zone cannot be read (domain.times)
+    ├── AllowError             an ``allow`` list cannot be read (domain.actions)
     ├── ChannelConfigError     a kind: channel document cannot be used (channels.base)
+    ├── MissingVariable        a ``${NAME}`` names an unset environment variable (channels.base)
+    ├── RefusedAddress         a call to an address no allow list names (channels.network)
+    ├── Overloaded             too much is queued; retry later, HTTP 429 (runtime.processor)
+    ├── BusUnavailable         JetStream did not store a message (runtime.bus)
+    ├── ReplayFailed           a dead letter could not be applied again (web.views)
+    ├── UsersError             JOURNEYMAN_CONSOLE_USERS cannot be read (web.auth)
     ├── StorageURLError        a storage URL no backend serves (storage)
     ├── NewerSchema            the database was written by a newer journeyman (storage.base)
     ├── StorageUnavailable     the database cannot be reached or opened (storage.base)
+    ├── TransferError          a move between databases cannot be made (storage.transfer)
     └── SettingError           a JOURNEYMAN_* setting cannot be read (server)
 
-Bad input inside a workspace is never an exception: it is a
-:class:`~journeyman.domain.problems.Problem` with the file and line. Invalid incoming
-events raise :class:`~journeyman.domain.ingest.InvalidEvent`.
+The ones that report bad input keep the built-in type they refine as a second base
+(``InvalidEvent`` and ``TimeFormatError`` are ``ValueError`` s, ``MissingVariable`` a
+``LookupError``). Bad input inside a workspace is never an exception: it is a
+:class:`~journeyman.domain.problems.Problem` with the file and line.
 """
 
 from __future__ import annotations

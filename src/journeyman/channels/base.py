@@ -99,7 +99,7 @@ class ChannelConfigError(JourneymanError, ValueError):
         self.message = message
 
 
-class MissingVariable(LookupError):
+class MissingVariable(JourneymanError, LookupError):
     """A ``${NAME}`` reference to an environment variable that is not set."""
 
     def __init__(self, name: str) -> None:

@@ -28,11 +28,12 @@ import httpcore
 import httpx
 
 from journeyman.domain.actions import Allow, refusal
+from journeyman.errors import JourneymanError
 
 __all__ = ["GuardedBackend", "RefusedAddress", "guarded_transport"]
 
 
-class RefusedAddress(Exception):
+class RefusedAddress(JourneymanError):
     """A connection to an address that the allow list does not name."""
 
 

@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from journeyman.domain.templates import Output, Template
+from journeyman.errors import JourneymanError
 
 __all__ = [
     "Allow",
@@ -190,7 +191,7 @@ def refusal(ip: IP) -> str | None:
     return None
 
 
-class AllowError(ValueError):
+class AllowError(JourneymanError, ValueError):
     """An ``allow`` list that cannot be read."""
 
 

@@ -84,6 +84,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from journeyman.domain.times import parse_duration, parse_timestamp
+from journeyman.errors import JourneymanError
 
 __all__ = ["FUNCTIONS", "Expression", "ExpressionError", "compile_expression"]
 
@@ -100,7 +101,7 @@ _POWER["%"] = 6
 _NOT_POWER, _NEG_POWER = 3, 7  # of the prefix operators
 
 
-class ExpressionError(Exception):
+class ExpressionError(JourneymanError):
     """An expression that cannot be compiled, with the 1-based column of the problem."""
 
     def __init__(self, message: str, column: int, source: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from journeyman.domain.model import EventDefinition
 from journeyman.domain.state import Event
 from journeyman.domain.times import TimeFormatError, parse_timestamp
+from journeyman.errors import JourneymanError
 
 __all__ = [
     "DEEPEST",
@@ -37,7 +38,7 @@ __all__ = [
 NAME_LIMIT = 255
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(JourneymanError, ValueError):
     """An incoming event that breaks a rule; nothing of it is kept."""
 
     def __init__(self, field: str, rule: str, message: str) -> None:

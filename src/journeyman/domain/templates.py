@@ -34,6 +34,8 @@ from liquid.output import LimitedStringIO
 from liquid.template import BoundTemplate
 from liquid.token import TOKEN_CONTENT, TOKEN_EXPRESSION
 
+from journeyman.errors import JourneymanError
+
 __all__ = ["Output", "Template", "TemplateError", "compile_template"]
 
 # Templates cannot load other templates: a workspace template is one self-contained text.
@@ -46,7 +48,7 @@ _LOOP_LIMIT = 10_000
 _NAMESPACE_LIMIT = 1_000_000  # sys.getsizeof of values made by assign and capture
 
 
-class TemplateError(Exception):
+class TemplateError(JourneymanError):
     """A template that cannot be compiled, located at a 1-based line and column."""
 
     def __init__(self, message: str, line: int, column: int) -> None:

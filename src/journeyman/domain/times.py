@@ -10,6 +10,8 @@ import re
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from journeyman.errors import JourneymanError
+
 __all__ = [
     "DAY_NAMES",
     "TimeFormatError",
@@ -35,7 +37,7 @@ _ZONE_LENGTH = 64  # the longest IANA name has 32 characters
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class TimeFormatError(ValueError):
+class TimeFormatError(JourneymanError, ValueError):
     """A duration, timestamp, clock time or time zone that cannot be read."""
 
 

@@ -33,6 +33,7 @@ from journeyman.domain.ingest import identity_of, normal_email
 from journeyman.domain.merge import merge_profiles
 from journeyman.domain.model import EventDefinition, Workspace
 from journeyman.domain.state import Effect, Event, Instance, Profile
+from journeyman.errors import JourneymanError
 from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEvent
 
 __all__ = [
@@ -57,7 +58,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Overloaded(Exception):
+class Overloaded(JourneymanError):
     """Too much is queued: the caller should retry later (HTTP 429)."""
 
 

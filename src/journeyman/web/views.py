@@ -24,6 +24,7 @@ from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Event, StepRecord
+from journeyman.errors import JourneymanError
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
@@ -614,7 +615,7 @@ _KINDS = (
 )
 
 
-class ReplayFailed(Exception):
+class ReplayFailed(JourneymanError):
     """A replay that did not take: ``retry`` when the bus or the store was away (try
     again later), else the message failed again; the dead letter is kept either way."""
 

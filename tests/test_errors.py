@@ -1,0 +1,54 @@
+"""Every error journeyman raises to a caller sits under one root, drawn in errors.py."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import journeyman
+from journeyman import errors
+from journeyman.errors import JourneymanError
+
+# Raised and caught inside one module, never seen by a caller.
+INTERNAL = {"HeldBack", "StaleOutcome"}
+
+
+def public_exceptions() -> dict[str, type[BaseException]]:
+    found: dict[str, type[BaseException]] = {}
+    for module_info in pkgutil.walk_packages(journeyman.__path__, "journeyman."):
+        if module_info.name.endswith("__main__"):
+            continue  # running it starts the command line
+        module = importlib.import_module(module_info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, Exception)
+                and value.__module__ == module.__name__
+                and not name.startswith("_")
+            ):
+                found[name] = value
+    return found
+
+
+def test_every_public_error_is_a_journeyman_error() -> None:
+    outside = sorted(
+        name
+        for name, error in public_exceptions().items()
+        if name not in INTERNAL and not issubclass(error, JourneymanError)
+    )
+    assert outside == []
+
+
+def test_the_tree_in_the_docstring_names_every_error() -> None:
+    drawn = {
+        line.split()[1]
+        for line in (errors.__doc__ or "").splitlines()
+        if line.strip().startswith(("├──", "└──"))
+    }
+    public = {
+        name
+        for name, error in public_exceptions().items()
+        if issubclass(error, JourneymanError) and error is not JourneymanError
+    }
+    assert drawn == public
