@@ -383,59 +383,11 @@ class _Api:
         return _json({"published": not dry_run, "plan": plan.as_dict(), "problems": problems})
 
     async def profile(self, request: Request) -> Response:
-        store = self.runtime.store
         profile_id = request.path_params["profile_id"]
-        profile = await store.profile(profile_id)
-        if profile is None:
+        shown = await views.profile_view(self.runtime, profile_id)
+        if shown is None:
             raise _Problem(404, "profile_id", "exists", f"no profile {profile_id!r}")
-        # Instances before their records: records are only ever added, so every step that
-        # led to the state shown is in the trace, even if a commit lands between the reads.
-        instances = await store.instances_of(profile_id)
-        trace = await store.trace(profile_id)
-        history = await store.history(profile_id, limit=50)
-        identities: dict[str, list[str]] = {"userId": [profile.id]}
-        for kind, value in await store.identities_of(profile_id):
-            identities.setdefault(kind, []).append(value)
-        consent = profile.traits.get("consent")
-        return _json(
-            {
-                "id": profile.id,
-                "traits": profile.traits,
-                "identities": identities,
-                "consent": {
-                    "unsubscribed": profile.traits.get("unsubscribed") is True,
-                    "channels": consent if isinstance(consent, dict) else {},
-                },
-                "events": [
-                    {
-                        "name": s.event.name,
-                        "type": s.event.type,
-                        "messageId": s.event.message_id,
-                        "timestamp": s.event.timestamp,
-                        "properties": s.event.properties,
-                        "received_at": s.received_at,
-                    }
-                    for s in history
-                ],
-                "instances": [
-                    {
-                        "id": i.id,
-                        "journey": i.journey,
-                        "version": i.version,
-                        "status": i.status,
-                        "step": i.step,
-                        "waiting": i.waiting,
-                        "wake_at": i.wake_at,
-                        "entered_at": i.entered_at,
-                        "end_state": i.end_state,
-                        "ended_at": i.ended_at,
-                        "trace": [_record(r) for r in trace if r.instance_id == i.id],
-                    }
-                    for i in instances
-                ],
-                "not_entered": [_record(r) for r in trace if r.instance_id is None],
-            }
-        )
+        return _json(shown)
 
     async def messages(self, request: Request) -> Response:
         query = request.query_params
@@ -674,16 +626,6 @@ def _journey_summary(journey: Journey, states: dict[str, str]) -> dict[str, Any]
         "state": states.get(journey.name, "active"),
         "entry": journey.entry_event,
         "steps_count": len(journey.steps),
-    }
-
-
-def _record(record: Any) -> dict[str, Any]:
-    return {
-        "at": record.at,
-        "journey": record.journey,
-        "step": record.step,
-        "outcome": record.outcome,
-        "detail": record.detail,
     }
 
 

@@ -363,7 +363,9 @@ class _Console:
         return self.render(request, session, "profiles.html", context)
 
     async def profile(self, request: Request, session: Session) -> Response:
-        data = await views.profile_view(self.runtime, request.path_params["profile_id"])
+        data = await views.profile_view(
+            self.runtime, request.path_params["profile_id"], messages=True
+        )
         if data is None:
             return self._not_found(request, session, "no such profile")
         if _wants_json(request):

@@ -379,29 +379,47 @@ async def profile_search(runtime: Runtime, query: str) -> list[str]:
 _PHONE = re.compile(r"\+?[\d\s().-]{5,}")
 
 
-async def profile_view(runtime: Runtime, profile_id: str) -> dict[str, Any] | None:
-    """A profile with every instance's timeline and the messages each instance sent."""
+async def profile_view(
+    runtime: Runtime, profile_id: str, *, messages: bool = False
+) -> dict[str, Any] | None:
+    """A profile as the API's ``GET /v1/profiles/{id}`` and the console show it: traits,
+    identities, consent, recent events, and every instance with its timeline (and, with
+    ``messages``, what each instance sent)."""
     store = runtime.store
     profile = await store.profile(profile_id)
     if profile is None:
         return None
+    # Instances before their records: records are only ever added, so every step that
+    # led to the state shown is in the trace, even if a commit lands between the reads.
+    instances = await store.instances_of(profile_id)
     trace = await store.trace(profile_id)
-    messages = await store.messages(profile=profile_id, limit=200)
+    history = await store.history(profile_id, limit=50)
+    sent = await store.messages(profile=profile_id, limit=200) if messages else []
     identities: dict[str, list[str]] = {"userId": [profile.id]}
     for kind, value in await store.identities_of(profile_id):
         identities.setdefault(kind, []).append(value)
     consent = profile.traits.get("consent")
-    instances = []
-    for instance in await store.instances_of(profile_id):
-        instances.append(
+    shown = []
+    for i in instances:
+        shown.append(
             {
-                **msgspec.to_builtins(instance),
-                "trace": [record(r) for r in trace if r.instance_id == instance.id],
-                "messages": [
-                    msgspec.to_builtins(row) for row in messages if row.instance_id == instance.id
-                ],
+                "id": i.id,
+                "journey": i.journey,
+                "version": i.version,
+                "status": i.status,
+                "step": i.step,
+                "waiting": i.waiting,
+                "wake_at": i.wake_at,
+                "entered_at": i.entered_at,
+                "end_state": i.end_state,
+                "ended_at": i.ended_at,
+                "trace": [_step(r) for r in trace if r.instance_id == i.id],
             }
         )
+        if messages:
+            shown[-1]["messages"] = [
+                msgspec.to_builtins(row) for row in sent if row.instance_id == i.id
+            ]
     return {
         "id": profile.id,
         "traits": profile.traits,
@@ -411,11 +429,28 @@ async def profile_view(runtime: Runtime, profile_id: str) -> dict[str, Any] | No
             "channels": consent if isinstance(consent, dict) else {},
         },
         "events": [
-            {**msgspec.to_builtins(s.event), "received_at": s.received_at}
-            for s in await store.history(profile_id, limit=50)
+            {
+                "name": s.event.name,
+                "type": s.event.type,
+                "messageId": s.event.message_id,
+                "timestamp": s.event.timestamp,
+                "properties": s.event.properties,
+                "received_at": s.received_at,
+            }
+            for s in history
         ],
-        "instances": instances,
-        "not_entered": [record(r) for r in trace if r.instance_id is None],
+        "instances": shown,
+        "not_entered": [_step(r) for r in trace if r.instance_id is None],
+    }
+
+
+def _step(item: StepRecord) -> dict[str, Any]:
+    return {
+        "at": item.at,
+        "journey": item.journey,
+        "step": item.step,
+        "outcome": item.outcome,
+        "detail": item.detail,
     }
 
 
