@@ -247,7 +247,7 @@ class _Api:
         raise problem
 
     def _now(self) -> datetime:
-        return self.runtime.processor.clock()
+        return self.runtime.processor.now()
 
     # ingest
 

@@ -87,6 +87,15 @@ class Engine:
         self.stopped.clear()
         self.stopped.update(name for name, state in states.items() if state == "stopped")
 
+    def set_state(self, name: str, state: str) -> None:
+        """Journey ``name`` is now ``state``: active, paused or stopped."""
+        self.paused.discard(name)
+        self.stopped.discard(name)
+        if state == "paused":
+            self.paused.add(name)
+        elif state == "stopped":
+            self.stopped.add(name)
+
     def journey(self, name: str, version: int) -> m.Journey | None:
         current = self.workspace.journeys.get(name)
         if current is not None and current.version == version:

@@ -190,6 +190,18 @@ class Processor:
         engine.paused, engine.stopped = self.engine.paused, self.engine.stopped
         self.engine = engine
 
+    def now(self) -> datetime:
+        """The time on the processor's clock (a virtual one in tests)."""
+        return self.clock()
+
+    def obey(self, states: Mapping[str, str]) -> None:
+        """Take the journeys' states as stored (name -> paused or stopped)."""
+        self.engine.obey(states)
+
+    def set_journey_state(self, name: str, state: str) -> None:
+        """Journey ``name`` is now active, paused or stopped, for the next batches."""
+        self.engine.set_state(name, state)
+
     @property
     def backlog(self) -> int:
         return len(self._queue)

@@ -98,7 +98,7 @@ class Runtime:
         """Open the store, publish the workspace, and start the loops."""
         await self.store.open()
         self.plan = await self.publish(self.workspace)
-        self.processor.engine.obey(await self.store.journey_states())
+        self.processor.obey(await self.store.journey_states())
         await self.versions.load(self.store)
         self._tasks = [asyncio.create_task(run, name=name) for name, run in self._loops()]
         for task in self._tasks:
@@ -163,14 +163,12 @@ class Runtime:
 
     async def pause_journey(self, name: str) -> None:
         """No new entries; running instances hold before their next step."""
-        self.processor.engine.stopped.discard(name)
-        self.processor.engine.paused.add(name)
+        self.processor.set_journey_state(name, "paused")
         await self.store.set_journey_state(name, "paused")
 
     async def resume_journey(self, name: str) -> int:
         """Take entries again and run every held instance on; how many were held."""
-        self.processor.engine.paused.discard(name)
-        self.processor.engine.stopped.discard(name)
+        self.processor.set_journey_state(name, "active")
         await self.store.set_journey_state(name, "active")
         return await self._command(name, "resume")
 
@@ -183,8 +181,7 @@ class Runtime:
         the same, as the instances running are read once before the journey stops.
         """
         running = await self._running_ids(name)
-        self.processor.engine.paused.discard(name)
-        self.processor.engine.stopped.add(name)
+        self.processor.set_journey_state(name, "stopped")
         await self.store.set_journey_state(name, "stopped")
         return await self._command(name, "stop", running)
 

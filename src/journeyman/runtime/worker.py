@@ -70,7 +70,7 @@ class ClaimingTimers(TimerLoop):
     """
 
     def __init__(self, store: PostgresStore, processor: Processor, bus: Bus, **kwargs: Any):
-        super().__init__(store, processor, processor.clock, **kwargs)
+        super().__init__(store, processor, processor.now, **kwargs)
         self.claiming = store
         self.bus = bus
 
@@ -272,7 +272,7 @@ class Worker:
         await self.ownership.connect()
         await self._follow_journeys()
         self.timers = ClaimingTimers(self.store, self.processor, self.bus)
-        self.relay = self.dispatcher.relay = Relay(self.store, self.bus, self.processor.clock)
+        self.relay = self.dispatcher.relay = Relay(self.store, self.bus, self.processor.now)
         loops = {
             "processor": self.processor.run(),
             "timers": self.timers.run(),
@@ -366,7 +366,7 @@ class Worker:
         if read < self._read_applied:
             return
         self._read_applied = read
-        self.processor.engine.obey(states)
+        self.processor.obey(states)
 
     async def _compile(self, name: str, version: int) -> Journey | None:
         document = await self.store.journey_document(name, version)
@@ -504,7 +504,7 @@ class Worker:
         on does nothing, nor does a stop of an ended instance or a resume of one no
         longer held.
         """
-        applying = _Applying(partition, messages, self.processor.clock, self.attempts)
+        applying = _Applying(partition, messages, self.processor.now, self.attempts)
         failures = 0
         while applying.pending or applying.doomed:
             try:

@@ -199,7 +199,7 @@ class _Console:
         return HTMLResponse(page, status, headers=SECURITY_HEADERS)
 
     def _now(self) -> datetime:
-        return self.runtime.processor.clock()
+        return self.runtime.processor.now()
 
     # login
 

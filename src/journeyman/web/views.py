@@ -483,7 +483,7 @@ async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, 
     # The entries were just read from the tail. A decision made after this belongs to an
     # event that arrived since. (An entry's own time is when its call arrived, before the
     # batch that decided on it ran: no bound for its decision.)
-    cutoff = runtime.processor.clock()
+    cutoff = runtime.processor.now()
     decisions: dict[int, list[dict[str, str]]] = {}
     for profile_id in dict.fromkeys(e.profile_id for e in entries if _explained(e)):
         mine = [e for e in entries if e.profile_id == profile_id and _explained(e)]
