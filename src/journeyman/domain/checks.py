@@ -98,7 +98,7 @@ def _check_references(r: Reader, journey: m.Journey, parsed: Parsed) -> bool:
                 linked = False
                 hint = did_you_mean(target, journey.steps)
                 where = _link_path(r, path, key, target)
-                inner.error(where, f"{key} '{target}' names no step{hint}")
+                inner.report("link", where, f"{key} '{target}' names no step{hint}")
         if isinstance(step, m.Send):
             _known(inner, (*path, "send"), "template", step.template, parsed)
         elif isinstance(step, m.Call):
@@ -116,7 +116,7 @@ def _known(r: Reader, path: Path, kind: str, name: str, parsed: Parsed) -> None:
     """Report ``name`` unless a document of ``kind`` defines it (even a broken one)."""
     defined = parsed.names[kind]
     if name not in defined:
-        r.error(path, f"{kind} '{name}' is not defined{did_you_mean(name, defined)}")
+        r.report("reference", path, f"{kind} '{name}' is not defined{did_you_mean(name, defined)}")
 
 
 def _link_path(r: Reader, step_path: Path, key: str, target: str) -> Path:
@@ -159,7 +159,11 @@ def _check_reachable(r: Reader, journey: m.Journey) -> None:
                 todo.append(target)
     for step in journey.steps.values():
         if step.id not in seen:
-            r.error(_step_path(r, step), f"step {step.id}: no path leads to this step")
+            r.report(
+                "unreachable-step",
+                _step_path(r, step),
+                f"step {step.id}: no path leads to this step",
+            )
 
 
 def _is_wait(step: m.Step) -> bool:
@@ -179,7 +183,7 @@ def _check_instant_cycles(r: Reader, journey: m.Journey) -> None:
         first = next(s for s in journey.steps if s in component)
         loop = " -> ".join([*sorted(component, key=list(journey.steps).index), first])
         message = f"step {first}: the steps {loop} form a loop with no wait in it"
-        r.error(_step_path(r, journey.steps[first]), message)
+        r.report("instant-loop", _step_path(r, journey.steps[first]), message)
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[set[str]]:
@@ -240,7 +244,8 @@ def _check_waits_fit(r: Reader, journey: m.Journey) -> None:
         else:
             continue
         if start + length >= journey.timeout:
-            inner.error(
+            inner.report(
+                "wait-too-long",
                 where,
                 f"this {what} ends {format_duration(start + length)} after entry at the "
                 f"earliest, never before the journey's timeout of "
@@ -294,7 +299,9 @@ def _check_jump_loops(parsed: Parsed) -> None:
             steps = parsed.journeys[name].steps.values()
             jump = next(s for s in steps if isinstance(s, m.Jump) and s.journey in component)
             inner = r.within(f"step {jump.id}: ")
-            inner.error(_step_path(r, jump), f"jumps form a loop between journeys: {loop}")
+            inner.report(
+                "jump-loop", _step_path(r, jump), f"jumps form a loop between journeys: {loop}"
+            )
 
 
 # fields read by templates and expressions
@@ -345,12 +352,14 @@ def _warn_unknown(
             field = found[2]
         if root == "profile" and field not in traits:
             hint = did_you_mean(field, traits)
-            r.warn(
-                path, f"'profile.{field}' is not a known trait{hint}; declare it in settings traits"
+            r.report(
+                "unknown-trait",
+                path,
+                f"'profile.{field}' is not a known trait{hint}; declare it in settings traits",
             )
         elif root in ("event", "entry") and field not in properties:
             hint = did_you_mean(field, properties)
-            r.warn(path, f"'{root}.{field}' is in no event schema{hint}")
+            r.report("unknown-property", path, f"'{root}.{field}' is in no event schema{hint}")
 
 
 def _expressions(r: Reader, journey: m.Journey) -> Iterator[tuple[Path, Expression]]:
@@ -392,7 +401,9 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
         elif expectation.what in ("entered", "exited", "timed_out") and target:
             _known(r, path, "journey", target, parsed)
         elif expectation.what == "ended" and complete and target not in states:
-            r.error(path, f"no journey ends in '{target}'{did_you_mean(target, states)}")
+            r.report(
+                "reference", path, f"no journey ends in '{target}'{did_you_mean(target, states)}"
+            )
         journey_name = expectation.filters.get("journey")
         if journey_name is not None:
             _known(r, ("expect", index, "journey"), "journey", journey_name, parsed)
@@ -409,8 +420,8 @@ def _check_step_name(r: Reader, path: Path, name: str, parsed: Parsed, complete:
             _known(r, path, "journey", journey_name, parsed)
         elif step not in journey.steps:
             hint = did_you_mean(step, journey.steps)
-            r.error(path, f"journey {journey_name} has no step '{step}'{hint}")
+            r.report("reference", path, f"journey {journey_name} has no step '{step}'{hint}")
         return
     every = {s for j in parsed.journeys.values() for s in j.steps}
     if complete and step not in every:
-        r.error(path, f"no journey has a step '{step}'{did_you_mean(step, every)}")
+        r.report("reference", path, f"no journey has a step '{step}'{did_you_mean(step, every)}")
