@@ -229,28 +229,46 @@ def _cycles(graph: dict[str, list[str]]) -> list[set[str]]:
 
 
 def _check_waits_fit(r: Reader, journey: m.Journey) -> None:
-    """A wait whose earliest end is at or after the journey's timeout can never finish."""
+    """Waits measured against the journey's timeout, from the earliest a step is reached.
+
+    A wait that cannot end before the timeout stops every path through it: an error. A
+    wait_for's timeout that cannot come first only closes its timeout path, while the
+    event still moves the instance on: a warning naming that path. A step reached only
+    after the timeout is left alone: what delays it is reported already.
+    """
     earliest = _earliest_arrivals(journey)
     for step in journey.steps.values():
         start = earliest.get(step.id)
-        if start is None:
+        if start is None or start >= journey.timeout:
             continue
         inner = r.within(f"step {step.id}: ")
         path = _step_path(r, step)
+        limit = format_duration(journey.timeout)
         if isinstance(step, m.Wait) and step.duration is not None:
-            what, where, length = "wait", (*path, "wait"), step.duration
+            ends = start + step.duration
+            if ends >= journey.timeout:
+                message = (
+                    f"this wait ends {format_duration(ends)} after entry at the earliest, "
+                    f"never before the journey's timeout of {limit}"
+                )
+                inner.report("wait-too-long", (*path, "wait"), message)
         elif isinstance(step, m.WaitFor) and step.timeout is not None:
-            what, where, length = "timeout", (*path, "wait_for", "timeout"), step.timeout
-        else:
-            continue
-        if start + length >= journey.timeout:
-            inner.report(
-                "wait-too-long",
-                where,
-                f"this {what} ends {format_duration(start + length)} after entry at the "
-                f"earliest, never before the journey's timeout of "
-                f"{format_duration(journey.timeout)}",
-            )
+            ends = start + step.timeout
+            if ends >= journey.timeout:
+                _report_timeout_path(inner, path, step, format_duration(ends), limit)
+
+
+def _report_timeout_path(r: Reader, path: Path, step: m.WaitFor, ends: str, limit: str) -> None:
+    target = step.on_timeout or step.next
+    where: Path = (*path, "on_timeout") if step.on_timeout else (*path, "wait_for", "timeout")
+    way = "the on_timeout path" if step.on_timeout else "the timeout path"
+    way += f" to step {target}" if target else ", which completes the instance,"
+    r.report(
+        "timeout-never-taken",
+        where,
+        f"{way} is never taken: the timeout ends {ends} after entry at the earliest, never "
+        f"before the journey's timeout of {limit}, which ends the instance first",
+    )
 
 
 def _earliest_arrivals(journey: m.Journey) -> dict[str, timedelta]:

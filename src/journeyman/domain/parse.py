@@ -287,7 +287,7 @@ def _read_action(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             if template is not None:
                 headers[key] = template
     body = r.template(data["body"], ("body",)) if "body" in data else None
-    timeout = r.duration(data.get("timeout", "10s"), ("timeout",))
+    timeout = r.duration(data.get("timeout", "10s"), ("timeout",), positive=True)
     if method and url and timeout is not None and allow is not None:
         action = m.Action(r.name, method, url, headers, body, timeout, _origin(r), allow)
         parsed.actions[r.name] = action
@@ -349,7 +349,7 @@ def _read_rules(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             continue
         chosen = r.names(cap.get("channels", list(m.CHANNELS)), (*path, "channels"), channels)
         most = r.count(cap["max"], (*path, "max"), 0) if "max" in cap else None
-        per = r.duration(cap["per"], (*path, "per")) if "per" in cap else None
+        per = r.duration(cap["per"], (*path, "per"), positive=True) if "per" in cap else None
         if chosen and most is not None and per is not None:
             parsed.caps.append(m.Cap(chosen, most, per))
     quiet = data.get("quiet_hours")
@@ -364,6 +364,9 @@ def _read_rules(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         end = r.clock(window["to"], (*path, "to")) if "to" in window else None
         chosen = r.names(window.get("channels", list(m.CHANNELS)), (*path, "channels"), channels)
         action = r.choice(window.get("action", "defer"), (*path, "action"), ("defer", "drop"))
+        if start is not None and start == end:
+            message = f"quiet hours from {start:%H:%M} to {end:%H:%M} cover no time"
+            r.report("zero-duration", (*path, "to"), message)
         if start and end and chosen and action in ("defer", "drop"):
             parsed.quiet_hours.append(m.QuietHours(start, end, chosen, action))  # type: ignore[arg-type]
 
@@ -429,7 +432,7 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     entry_event = r.text(entry["event"], ("entry", "event")) if "event" in entry else None
     entry_when = r.expression(entry["when"], ("entry", "when")) if "when" in entry else None
     reentry = _reentry(r, data.get("reentry", "after 5m"))
-    timeout = r.duration(data.get("timeout", "91d"), ("timeout",))
+    timeout = r.duration(data.get("timeout", "91d"), ("timeout",), positive=True)
     exits = []
     for index, item in enumerate(r.sequence(data.get("exit"), ("exit",)) or ()):
         path: Path = ("exit", index)
@@ -465,6 +468,9 @@ def _reentry(r: Reader, value: Any) -> m.Reentry | None:
         return m.Reentry(value)
     if isinstance(value, str) and value.startswith("after "):
         period = r.duration(value[6:].strip(), ("reentry",))
+        if period is not None and not period:
+            message = "'reentry': a window of 0s lets a profile in again at once: write always"
+            r.report("zero-duration", ("reentry",), message)
         return m.Reentry("after", period) if period is not None else None
     r.report(
         "value",
@@ -546,7 +552,7 @@ def _wait(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> 
     value = item["wait"]
     where = (*path, "wait")
     if isinstance(value, str):
-        duration = r.duration(value, where)
+        duration = r.duration(value, where, positive=True)
         return m.Wait(**base, duration=duration) if duration is not None else None
     if not isinstance(value, dict):
         r.report("type", where, f"'wait' must be a duration or a mapping, not {describe(value)}")
@@ -579,7 +585,9 @@ def _wait_for(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any])
         return None
     event = r.text(spec.get("event"), (*where, "event"))
     when = r.expression(spec["when"], (*where, "when")) if "when" in spec else None
-    timeout = r.duration(spec["timeout"], (*where, "timeout")) if "timeout" in spec else None
+    timeout = None
+    if "timeout" in spec:
+        timeout = r.duration(spec["timeout"], (*where, "timeout"), positive=True)
     on_event = _target(r, item["on_event"], (*path, "on_event")) if "on_event" in item else None
     on_timeout = (
         _target(r, item["on_timeout"], (*path, "on_timeout")) if "on_timeout" in item else None
@@ -629,6 +637,7 @@ def _branch(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
 def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
     where = (*path, "split")
     arms = []
+    unweighted: list[tuple[Path, str]] = []  # arms of weight 0: where, and where they go
     for index, arm in enumerate(r.sequence(item["split"], where) or ()):
         at = (*where, index)
         found = r.mapping(arm, at, ("weight", "goto"), ("weight", "goto"), "a split arm")
@@ -640,9 +649,13 @@ def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) ->
         goto = _target(r, found["goto"], (*at, "goto"))
         if weight is not None and goto is not None:
             arms.append((weight, goto))
+            if not weight:
+                unweighted.append(((*at, "weight"), goto))
     if not arms or sum(weight for weight, _ in arms) <= 0:
         r.report("split-weights", where, "a split needs at least one arm with a weight above 0")
         return None
+    for at, goto in unweighted:
+        r.report("zero-weight", at, f"the arm to {goto} has weight 0: no profile takes it")
     return m.Split(**base, arms=tuple(arms))
 
 
@@ -831,6 +844,7 @@ def compile_journey(data: dict[str, Any], label: str) -> m.Journey | None:
     published, so only the document itself is read again (references are not checked).
     """
     parsed = parse_documents([Document(file=label, line=1, data=data)])
-    if any(problem.is_error for problem in parsed.problems):
+    # Zero durations were allowed once: a version published then still runs as it did.
+    if any(p.is_error and p.code != "zero-duration" for p in parsed.problems):
         return None
     return parsed.journeys.get(str(data.get("name")))
