@@ -705,11 +705,13 @@ def test_a_link_to_no_step_points_at_the_link(
 # The shape of a journey
 
 
-def test_a_step_no_path_reaches_is_an_error(problems: Problems) -> None:
+def test_a_step_no_path_reaches_is_a_warning(problems: Problems) -> None:
     flow = journey(
         "- id: a\n  send: hello_sms\n  next: c\n- id: b\n  send: hello_push\n- id: c\n  end: x"
     )
-    assert problems(flow) == ["doc01.yaml:8: journey j: step b: no path leads to this step"]
+    assert problems(flow) == [
+        "doc01.yaml:8: warning: journey j: step b: no path leads to this step"
+    ]
 
 
 def test_steps_after_a_broken_link_are_not_also_called_unreachable(problems: Problems) -> None:
@@ -802,8 +804,9 @@ def test_a_wait_for_timeout_is_measured_on_the_shortest_path(problems: Problems)
         """
     assert problems(journey(steps, timeout="2d1s")) == []
     assert problems(journey(steps, timeout="2d")) == [
-        "doc01.yaml:10: journey j: step b: this timeout ends 2d after entry at the earliest, "
-        "never before the journey's timeout of 2d"
+        "doc01.yaml:10: warning: journey j: step b: the timeout path to step c is never "
+        "taken: the timeout ends 2d after entry at the earliest, never before the journey's "
+        "timeout of 2d, which ends the instance first"
     ]
 
 

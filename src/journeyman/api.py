@@ -372,10 +372,7 @@ class _Api:
         ):
             raise _Problem(400, "files", "type", "'files' must map file names to their text")
         loaded = load_texts(files, self.runtime.root)
-        problems = [
-            {"file": p.file, "line": p.line, "severity": p.severity, "message": str(p)}
-            for p in loaded.problems
-        ]
+        problems = [p.as_dict() for p in loaded.problems]
         if loaded.workspace is None:
             return _json({"published": False, "problems": problems}, 422)
         dry_run = request.query_params.get("dry_run", "") in ("1", "true")

@@ -104,6 +104,38 @@ def _query(name: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
 
 
+# What PUT /v1/workspace answers: the plan, and every problem, warnings included.
+_PROBLEMS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["file", "line", "severity", "code", "message"],
+        "properties": {
+            "file": {"type": "string"},
+            "line": {"type": "integer"},
+            "severity": {
+                "type": "string",
+                "enum": ["error", "warning"],
+                "description": "errors block publishing; warnings do not",
+            },
+            "code": {
+                "type": "string",
+                "description": "the check that found it (docs/workspace.md)",
+            },
+            "message": {"type": "string", "description": "the line `journeyman validate` prints"},
+        },
+    },
+}
+
+
+def _published(description: str, plan: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {"published": {"type": "boolean"}, "problems": _PROBLEMS}
+    if plan:
+        properties["plan"] = {"type": "object"}
+    schema = {"type": "object", "required": list(properties), "properties": properties}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -196,10 +228,10 @@ SPEC: dict[str, Any] = {
                     },
                 },
                 "responses": {
-                    "200": {"description": "The plan", "content": {"application/json": {}}},
+                    "200": _published("The plan, and the workspace's warnings", plan=True),
                     "400": _error("The body is not a map of file names to text."),
                     "401": _error("The admin key is missing or wrong."),
-                    "422": {"description": "The workspace has errors: nothing was published"},
+                    "422": _published("The workspace has errors: nothing was published", False),
                 },
             }
         },

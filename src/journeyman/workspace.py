@@ -59,9 +59,13 @@ def load_workspace(folder: str | Path, env: Mapping[str, str] | None = None) -> 
         try:
             texts[name] = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            unreadable.append(Problem(name, 1, "", "", f"cannot read the file: {error}"))
+            unreadable.append(
+                Problem.of("unreadable-file", name, 1, "", "", f"cannot read the file: {error}")
+            )
     if not files:
-        unreadable.append(Problem(root.as_posix(), 1, "", "", "no .yaml files in this folder"))
+        unreadable.append(
+            Problem.of("no-files", root.as_posix(), 1, "", "", "no .yaml files in this folder")
+        )
     loaded = load_texts(texts, root, unreadable, env)
     return Loaded(loaded.workspace, loaded.problems, files)
 
@@ -98,13 +102,15 @@ def _apply_environment(parsed: Parsed, env: Mapping[str, str]) -> None:
         try:
             settings = dataclasses.replace(settings, timezone=parse_zone(zone))
         except TimeFormatError as error:
-            parsed.problems.append(Problem("JOURNEYMAN_TIMEZONE", 1, "", "", str(error)))
+            parsed.problems.append(
+                Problem.of("environment", "JOURNEYMAN_TIMEZONE", 1, "", "", str(error))
+            )
     if mode:
         if mode in ("development", "production"):
             settings = dataclasses.replace(settings, mode=mode)
         else:
             message = f"{mode!r} is not a mode: use development or production"
-            parsed.problems.append(Problem("JOURNEYMAN_MODE", 1, "", "", message))
+            parsed.problems.append(Problem.of("environment", "JOURNEYMAN_MODE", 1, "", "", message))
     parsed.settings = settings
 
 
@@ -136,7 +142,9 @@ def _check_channels(parsed: Parsed, root: Path) -> None:
         except ChannelConfigError as error:
             line = document.line_of((error.field,))
             message = f"'{error.field}' {error.message}"
-            parsed.problems.append(Problem(document.file, line, "channel", name, message))
+            parsed.problems.append(
+                Problem.of("channel", document.file, line, "channel", name, message)
+            )
     if parsed.settings.mode != "production":
         return
     used = {template.channel for template in parsed.templates.values()}
@@ -144,4 +152,6 @@ def _check_channels(parsed: Parsed, root: Path) -> None:
     for channel in sorted(used - set(parsed.channels)):
         file, line = (settings.file, settings.line) if settings else ("", 1)
         message = f"templates use channel {channel}, which no kind: channel document configures"
-        parsed.problems.append(Problem(file, line, "settings", "", f"production mode: {message}"))
+        parsed.problems.append(
+            Problem.of("missing-channel", file, line, "settings", "", f"production mode: {message}")
+        )

@@ -98,7 +98,7 @@ def _check_references(r: Reader, journey: m.Journey, parsed: Parsed) -> bool:
                 linked = False
                 hint = did_you_mean(target, journey.steps)
                 where = _link_path(r, path, key, target)
-                inner.error(where, f"{key} '{target}' names no step{hint}")
+                inner.report("link", where, f"{key} '{target}' names no step{hint}")
         if isinstance(step, m.Send):
             _known(inner, (*path, "send"), "template", step.template, parsed)
         elif isinstance(step, m.Call):
@@ -116,7 +116,7 @@ def _known(r: Reader, path: Path, kind: str, name: str, parsed: Parsed) -> None:
     """Report ``name`` unless a document of ``kind`` defines it (even a broken one)."""
     defined = parsed.names[kind]
     if name not in defined:
-        r.error(path, f"{kind} '{name}' is not defined{did_you_mean(name, defined)}")
+        r.report("reference", path, f"{kind} '{name}' is not defined{did_you_mean(name, defined)}")
 
 
 def _link_path(r: Reader, step_path: Path, key: str, target: str) -> Path:
@@ -159,7 +159,11 @@ def _check_reachable(r: Reader, journey: m.Journey) -> None:
                 todo.append(target)
     for step in journey.steps.values():
         if step.id not in seen:
-            r.error(_step_path(r, step), f"step {step.id}: no path leads to this step")
+            r.report(
+                "unreachable-step",
+                _step_path(r, step),
+                f"step {step.id}: no path leads to this step",
+            )
 
 
 def _is_wait(step: m.Step) -> bool:
@@ -179,7 +183,7 @@ def _check_instant_cycles(r: Reader, journey: m.Journey) -> None:
         first = next(s for s in journey.steps if s in component)
         loop = " -> ".join([*sorted(component, key=list(journey.steps).index), first])
         message = f"step {first}: the steps {loop} form a loop with no wait in it"
-        r.error(_step_path(r, journey.steps[first]), message)
+        r.report("instant-loop", _step_path(r, journey.steps[first]), message)
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[set[str]]:
@@ -225,27 +229,46 @@ def _cycles(graph: dict[str, list[str]]) -> list[set[str]]:
 
 
 def _check_waits_fit(r: Reader, journey: m.Journey) -> None:
-    """A wait whose earliest end is at or after the journey's timeout can never finish."""
+    """Waits measured against the journey's timeout, from the earliest a step is reached.
+
+    A wait that cannot end before the timeout stops every path through it: an error. A
+    wait_for's timeout that cannot come first only closes its timeout path, while the
+    event still moves the instance on: a warning naming that path. A step reached only
+    after the timeout is left alone: what delays it is reported already.
+    """
     earliest = _earliest_arrivals(journey)
     for step in journey.steps.values():
         start = earliest.get(step.id)
-        if start is None:
+        if start is None or start >= journey.timeout:
             continue
         inner = r.within(f"step {step.id}: ")
         path = _step_path(r, step)
+        limit = format_duration(journey.timeout)
         if isinstance(step, m.Wait) and step.duration is not None:
-            what, where, length = "wait", (*path, "wait"), step.duration
+            ends = start + step.duration
+            if ends >= journey.timeout:
+                message = (
+                    f"this wait ends {format_duration(ends)} after entry at the earliest, "
+                    f"never before the journey's timeout of {limit}"
+                )
+                inner.report("wait-too-long", (*path, "wait"), message)
         elif isinstance(step, m.WaitFor) and step.timeout is not None:
-            what, where, length = "timeout", (*path, "wait_for", "timeout"), step.timeout
-        else:
-            continue
-        if start + length >= journey.timeout:
-            inner.error(
-                where,
-                f"this {what} ends {format_duration(start + length)} after entry at the "
-                f"earliest, never before the journey's timeout of "
-                f"{format_duration(journey.timeout)}",
-            )
+            ends = start + step.timeout
+            if ends >= journey.timeout:
+                _report_timeout_path(inner, path, step, format_duration(ends), limit)
+
+
+def _report_timeout_path(r: Reader, path: Path, step: m.WaitFor, ends: str, limit: str) -> None:
+    target = step.on_timeout or step.next
+    where: Path = (*path, "on_timeout") if step.on_timeout else (*path, "wait_for", "timeout")
+    way = "the on_timeout path" if step.on_timeout else "the timeout path"
+    way += f" to step {target}" if target else ", which completes the instance,"
+    r.report(
+        "timeout-never-taken",
+        where,
+        f"{way} is never taken: the timeout ends {ends} after entry at the earliest, never "
+        f"before the journey's timeout of {limit}, which ends the instance first",
+    )
 
 
 def _earliest_arrivals(journey: m.Journey) -> dict[str, timedelta]:
@@ -294,7 +317,9 @@ def _check_jump_loops(parsed: Parsed) -> None:
             steps = parsed.journeys[name].steps.values()
             jump = next(s for s in steps if isinstance(s, m.Jump) and s.journey in component)
             inner = r.within(f"step {jump.id}: ")
-            inner.error(_step_path(r, jump), f"jumps form a loop between journeys: {loop}")
+            inner.report(
+                "jump-loop", _step_path(r, jump), f"jumps form a loop between journeys: {loop}"
+            )
 
 
 # fields read by templates and expressions
@@ -345,12 +370,14 @@ def _warn_unknown(
             field = found[2]
         if root == "profile" and field not in traits:
             hint = did_you_mean(field, traits)
-            r.warn(
-                path, f"'profile.{field}' is not a known trait{hint}; declare it in settings traits"
+            r.report(
+                "unknown-trait",
+                path,
+                f"'profile.{field}' is not a known trait{hint}; declare it in settings traits",
             )
         elif root in ("event", "entry") and field not in properties:
             hint = did_you_mean(field, properties)
-            r.warn(path, f"'{root}.{field}' is in no event schema{hint}")
+            r.report("unknown-property", path, f"'{root}.{field}' is in no event schema{hint}")
 
 
 def _expressions(r: Reader, journey: m.Journey) -> Iterator[tuple[Path, Expression]]:
@@ -392,7 +419,9 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
         elif expectation.what in ("entered", "exited", "timed_out") and target:
             _known(r, path, "journey", target, parsed)
         elif expectation.what == "ended" and complete and target not in states:
-            r.error(path, f"no journey ends in '{target}'{did_you_mean(target, states)}")
+            r.report(
+                "reference", path, f"no journey ends in '{target}'{did_you_mean(target, states)}"
+            )
         journey_name = expectation.filters.get("journey")
         if journey_name is not None:
             _known(r, ("expect", index, "journey"), "journey", journey_name, parsed)
@@ -409,8 +438,8 @@ def _check_step_name(r: Reader, path: Path, name: str, parsed: Parsed, complete:
             _known(r, path, "journey", journey_name, parsed)
         elif step not in journey.steps:
             hint = did_you_mean(step, journey.steps)
-            r.error(path, f"journey {journey_name} has no step '{step}'{hint}")
+            r.report("reference", path, f"journey {journey_name} has no step '{step}'{hint}")
         return
     every = {s for j in parsed.journeys.values() for s in j.steps}
     if complete and step not in every:
-        r.error(path, f"no journey has a step '{step}'{did_you_mean(step, every)}")
+        r.report("reference", path, f"no journey has a step '{step}'{did_you_mean(step, every)}")

@@ -84,9 +84,9 @@ def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
         message = " ".join(part for part in (error.context, error.problem) if part)
-        return documents, [Problem(file, line, "", "", f"YAML error: {message}")]
+        return documents, [Problem.of("yaml", file, line, "", "", f"YAML error: {message}")]
     except yaml.YAMLError as error:
-        return documents, [Problem(file, 1, "", "", f"YAML error: {error}")]
+        return documents, [Problem.of("yaml", file, 1, "", "", f"YAML error: {error}")]
     return documents, []
 
 

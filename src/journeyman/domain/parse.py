@@ -113,15 +113,17 @@ def _read_document(document: Document, parsed: Parsed) -> None:
     data = document.data
     top = Reader(document, "", "", parsed.problems)
     if not isinstance(data, dict):
-        top.error((), f"a document must be a mapping with a 'kind', not {describe(data)}")
+        top.report("kind", (), f"a document must be a mapping with a 'kind', not {describe(data)}")
         return
     kind = data.get("kind")
     if "kind" not in data:
-        top.error((), f"a document needs a 'kind': one of {', '.join(KINDS)}")
+        top.report("kind", (), f"a document needs a 'kind': one of {', '.join(KINDS)}")
         return
     if kind not in KINDS:
         hint = did_you_mean(kind, KINDS) if isinstance(kind, str) else ""
-        top.error(("kind",), f"'kind' must be one of {', '.join(KINDS)}, not {kind!r}{hint}")
+        top.report(
+            "kind", ("kind",), f"'kind' must be one of {', '.join(KINDS)}, not {kind!r}{hint}"
+        )
         return
     name = data.get("name")
     label = name if isinstance(name, str) and name.strip() else ""
@@ -129,11 +131,13 @@ def _read_document(document: Document, parsed: Parsed) -> None:
     if name is None and kind in ("rules", "settings"):
         name = ""  # optional: problems then read `rules: ...`
     elif name is None and kind != "test":
-        reader.error((), f"{_a(kind)} needs a 'name'")
+        reader.report("missing-key", (), f"{_a(kind)} needs a 'name'")
         return
     elif kind == "test":
         if not isinstance(name, str) or not name.strip():
-            reader.error(("name",), "a test needs a 'name' that says what it checks")
+            reader.report(
+                "missing-key", ("name",), "a test needs a 'name' that says what it checks"
+            )
             return
     elif kind == "event":
         if reader.text(name, ("name",)) is None:
@@ -157,11 +161,13 @@ def _read_document(document: Document, parsed: Parsed) -> None:
 def _duplicate(r: Reader, first: Document) -> None:
     where = f"{first.file}:{first.line}"
     if r.kind == "settings":
-        r.error((), f"a workspace has one settings document (the first is at {where})")
+        r.report(
+            "duplicate", (), f"a workspace has one settings document (the first is at {where})"
+        )
     elif r.kind == "rules" and not r.name:
-        r.error((), f"give each rules document a 'name' (another is at {where})")
+        r.report("duplicate", (), f"give each rules document a 'name' (another is at {where})")
     else:
-        r.error(("name",), f"duplicate {r.kind} name (first defined at {where})")
+        r.report("duplicate", ("name",), f"duplicate {r.kind} name (first defined at {where})")
 
 
 def _a(word: str) -> str:
@@ -181,14 +187,14 @@ def _read_event(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     schema = data.get("schema", {"type": "object"})
     validator = None
     if not isinstance(schema, dict):
-        r.error(("schema",), "'schema' must be a JSON Schema mapping")
+        r.report("type", ("schema",), "'schema' must be a JSON Schema mapping")
     else:
         try:
             Draft202012Validator.check_schema(schema)
             validator = Draft202012Validator(schema) if _refs_resolve(r, schema) else None
         except SchemaError as error:
             where = ("schema", *error.absolute_path)
-            r.error(where, f"'schema' is not a valid JSON Schema: {error.message}")
+            r.report("schema", where, f"'schema' is not a valid JSON Schema: {error.message}")
     if identity is not None and validator is not None:
         parsed.events[r.name] = m.EventDefinition(
             r.name, identity, schema, validator, _origin(r), quick_check(schema)
@@ -203,7 +209,7 @@ def _refs_resolve(r: Reader, schema: dict[str, Any]) -> bool:
         try:
             resolver.lookup(ref)
         except Unresolvable:
-            r.error(path, f"'$ref' {ref!r} points to nothing in this schema")
+            r.report("schema", path, f"'$ref' {ref!r} points to nothing in this schema")
             sound = False
     return sound
 
@@ -236,11 +242,15 @@ def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             if template is not None:
                 fields[key] = template
     if channel == "email" and "subject" not in data:
-        r.error((), "an email template needs a 'subject'")
+        r.report("missing-key", (), "an email template needs a 'subject'")
     if channel == "email" and not ("html" in data or "text" in data):
-        r.error((), "an email template needs 'html' or 'text'")
+        r.report("missing-key", (), "an email template needs 'html' or 'text'")
     if channel in ("sms", "push") and "body" not in data:
-        r.error((), f"{'an' if channel == 'sms' else 'a'} {channel} template needs a 'body'")
+        r.report(
+            "missing-key",
+            (),
+            f"{'an' if channel == 'sms' else 'a'} {channel} template needs a 'body'",
+        )
     to = r.template(data["to"], ("to",)) if "to" in data else None
     parsed.templates[r.name] = m.MessageTemplate(r.name, channel, fields, to, _origin(r))
 
@@ -263,7 +273,7 @@ def _read_action(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         _check_url_secrets(r, url.source)
         origin, problem = url_origin(url.source)
         if origin is None:
-            r.error(("url",), f"'url' {problem}")
+            r.report("url", ("url",), f"'url' {problem}")
         elif allow is not None:
             _check_target(r, ("url",), origin, allow)
     headers = {}
@@ -272,12 +282,12 @@ def _read_action(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         for key, value in raw_headers.items():
             path = ("headers", key)
             if _SECRET_HEADER.search(key) and not _ENV_REFERENCE.search(str(value)):
-                r.error(path, f"header '{key}' looks secret: write it as ${{ENV_VAR}}")
+                r.report("secret", path, f"header '{key}' looks secret: write it as ${{ENV_VAR}}")
             template = r.template(value, path)
             if template is not None:
                 headers[key] = template
     body = r.template(data["body"], ("body",)) if "body" in data else None
-    timeout = r.duration(data.get("timeout", "10s"), ("timeout",))
+    timeout = r.duration(data.get("timeout", "10s"), ("timeout",), positive=True)
     if method and url and timeout is not None and allow is not None:
         action = m.Action(r.name, method, url, headers, body, timeout, _origin(r), allow)
         parsed.actions[r.name] = action
@@ -288,7 +298,7 @@ def _allow(r: Reader, data: dict[str, Any]) -> Allow | None:
     try:
         return Allow.parse(data.get("allow"))
     except AllowError as error:
-        r.error(("allow",), f"'allow' {error}")
+        r.report("value", ("allow",), f"'allow' {error}")
         return None
 
 
@@ -300,9 +310,10 @@ def _check_target(r: Reader, path: Path, url: str, allow: Allow) -> None:
     host, what = found
     field = path[-1]
     if allowed_literal(allow, host):
-        r.warn(path, f"'{field}' calls {host}, {what}, which 'allow' permits")
+        r.report("allowed-address", path, f"'{field}' calls {host}, {what}, which 'allow' permits")
     else:
-        r.error(
+        r.report(
+            "private-address",
             path,
             f"'{field}' calls {host}, {what}: calls to loopback, private and link-local "
             f"addresses are refused unless 'allow' names them, such as allow: [{host}]",
@@ -311,12 +322,18 @@ def _check_target(r: Reader, path: Path, url: str, allow: Allow) -> None:
 
 def _check_url_secrets(r: Reader, url: str) -> None:
     if _URL_USERINFO.match(url):
-        r.error(("url",), "'url' must not carry credentials: use a header with ${ENV_VAR}")
+        r.report(
+            "secret", ("url",), "'url' must not carry credentials: use a header with ${ENV_VAR}"
+        )
     for name, value in _QUERY_PARAMETER.findall(url):
         words = {w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)}
         literal = not _ENV_REFERENCE.search(value) and "{{" not in value  # not profile data
         if words & _SECRET_WORDS and literal:
-            r.error(("url",), f"query parameter '{name}' looks secret: write it as ${{ENV_VAR}}")
+            r.report(
+                "secret",
+                ("url",),
+                f"query parameter '{name}' looks secret: write it as ${{ENV_VAR}}",
+            )
 
 
 # rules and settings
@@ -332,7 +349,7 @@ def _read_rules(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             continue
         chosen = r.names(cap.get("channels", list(m.CHANNELS)), (*path, "channels"), channels)
         most = r.count(cap["max"], (*path, "max"), 0) if "max" in cap else None
-        per = r.duration(cap["per"], (*path, "per")) if "per" in cap else None
+        per = r.duration(cap["per"], (*path, "per"), positive=True) if "per" in cap else None
         if chosen and most is not None and per is not None:
             parsed.caps.append(m.Cap(chosen, most, per))
     quiet = data.get("quiet_hours")
@@ -347,6 +364,9 @@ def _read_rules(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         end = r.clock(window["to"], (*path, "to")) if "to" in window else None
         chosen = r.names(window.get("channels", list(m.CHANNELS)), (*path, "channels"), channels)
         action = r.choice(window.get("action", "defer"), (*path, "action"), ("defer", "drop"))
+        if start is not None and start == end:
+            message = f"quiet hours from {start:%H:%M} to {end:%H:%M} cover no time"
+            r.report("zero-duration", (*path, "to"), message)
         if start and end and chosen and action in ("defer", "drop"):
             parsed.quiet_hours.append(m.QuietHours(start, end, chosen, action))  # type: ignore[arg-type]
 
@@ -363,11 +383,11 @@ def _read_settings(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         try:
             zone = parse_zone(data["timezone"])
         except TimeFormatError as error:
-            r.error(("timezone",), f"'timezone': {error}")
+            r.report("time", ("timezone",), f"'timezone': {error}")
     traits = r.sequence(data.get("traits"), ("traits",)) or []
     names = frozenset(t for t in traits if isinstance(t, str))
     if len(names) != len(traits):
-        r.error(("traits",), "'traits' must be a list of trait names")
+        r.report("type", ("traits",), "'traits' must be a list of trait names")
     parsed.settings = m.Settings(zone, names, storage, mode or "development")
 
 
@@ -377,7 +397,8 @@ def _read_channel(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     r.text(data.get("type"), ("type",))
     _check_channel_target(r, data)
     if data.get("name") not in m.CHANNELS:
-        r.warn(
+        r.report(
+            "unused-channel",
             ("name",),
             f"no template can use channel '{r.name}': templates use {', '.join(m.CHANNELS)}",
         )
@@ -411,7 +432,7 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     entry_event = r.text(entry["event"], ("entry", "event")) if "event" in entry else None
     entry_when = r.expression(entry["when"], ("entry", "when")) if "when" in entry else None
     reentry = _reentry(r, data.get("reentry", "after 5m"))
-    timeout = r.duration(data.get("timeout", "91d"), ("timeout",))
+    timeout = r.duration(data.get("timeout", "91d"), ("timeout",), positive=True)
     exits = []
     for index, item in enumerate(r.sequence(data.get("exit"), ("exit",)) or ()):
         path: Path = ("exit", index)
@@ -447,8 +468,15 @@ def _reentry(r: Reader, value: Any) -> m.Reentry | None:
         return m.Reentry(value)
     if isinstance(value, str) and value.startswith("after "):
         period = r.duration(value[6:].strip(), ("reentry",))
+        if period is not None and not period:
+            message = "'reentry': a window of 0s lets a profile in again at once: write always"
+            r.report("zero-duration", ("reentry",), message)
         return m.Reentry("after", period) if period is not None else None
-    r.error(("reentry",), f"'reentry' must be never, always or 'after <duration>', not {value!r}")
+    r.report(
+        "value",
+        ("reentry",),
+        f"'reentry' must be never, always or 'after <duration>', not {value!r}",
+    )
     return None
 
 
@@ -456,7 +484,7 @@ def _read_steps(r: Reader, value: Any) -> dict[str, m.Step]:
     items = r.sequence(value, ("steps",))
     if not items:
         if items is not None:
-            r.error(("steps",), "'steps' must list at least one step")
+            r.report("missing-key", ("steps",), "'steps' must list at least one step")
         return {}
     ids: list[str | None] = []
     for index, item in enumerate(items):
@@ -474,14 +502,14 @@ def _read_steps(r: Reader, value: Any) -> dict[str, m.Step]:
 def _step_id(r: Reader, item: Any, path: Path, earlier: list[str | None]) -> str | None:
     """The id of a step, or None (with a problem) when the step cannot be used."""
     if not isinstance(item, dict):
-        r.error(path, f"a step must be a mapping with an 'id', not {describe(item)}")
+        r.report("type", path, f"a step must be a mapping with an 'id', not {describe(item)}")
         return None
     if "id" not in item:
-        r.error(path, "a step needs an 'id'")
+        r.report("missing-key", path, "a step needs an 'id'")
         return None
     step_id = r.name_of(item["id"], (*path, "id"), "a step's 'id'")
     if step_id is not None and step_id in earlier:
-        r.error((*path, "id"), f"duplicate step id '{step_id}'")
+        r.report("duplicate", (*path, "id"), f"duplicate step id '{step_id}'")
         return None
     return step_id
 
@@ -494,16 +522,18 @@ def _read_step(r: Reader, item: dict[str, Any], path: Path, below: str | None) -
     fallback = m.Step(item["id"], written_next if isinstance(written_next, str) else below, origin)
     if len(types) != 1:
         problem = "has none" if not types else f"has {', '.join(types)}"
-        r.error(path, f"a step needs exactly one of {', '.join(STEP_TYPES)}; it {problem}")
+        r.report(
+            "one-of", path, f"a step needs exactly one of {', '.join(STEP_TYPES)}; it {problem}"
+        )
         if "goto" in item:
-            r.error((*path, "goto"), "use 'next' to name the step that follows")
+            r.report("unknown-key", (*path, "goto"), "use 'next' to name the step that follows")
         return fallback
     kind = types[0]
     allowed = (*_STEP_COMMON, kind, *_STEP_EXTRAS.get(kind, ()))
     if kind in ("branch", "split", "end"):  # they never go on to a next step
         allowed = ("id", "description", kind)
     if "goto" in item:  # a common slip, with a better hint than "unknown key"
-        r.error((*path, "goto"), "use 'next' to name the step that follows")
+        r.report("unknown-key", (*path, "goto"), "use 'next' to name the step that follows")
     written = {key: value for key, value in item.items() if key != "goto"}
     r.mapping(written, path, allowed, what=f"{_a(kind)} step")
     following = below
@@ -522,20 +552,20 @@ def _wait(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> 
     value = item["wait"]
     where = (*path, "wait")
     if isinstance(value, str):
-        duration = r.duration(value, where)
+        duration = r.duration(value, where, positive=True)
         return m.Wait(**base, duration=duration) if duration is not None else None
     if not isinstance(value, dict):
-        r.error(where, f"'wait' must be a duration or a mapping, not {describe(value)}")
+        r.report("type", where, f"'wait' must be a duration or a mapping, not {describe(value)}")
         return None
     spec = r.mapping(value, where, ("until", "until_local", "days"), what="'wait'")
     if spec is None:
         return None
     if ("until" in spec) == ("until_local" in spec):
-        r.error(where, "'wait' needs a duration, 'until' or 'until_local'")
+        r.report("missing-key", where, "'wait' needs a duration, 'until' or 'until_local'")
         return None
     if "until" in spec:
         if "days" in spec:
-            r.error((*where, "days"), "'days' goes with 'until_local'")
+            r.report("unknown-key", (*where, "days"), "'days' goes with 'until_local'")
         until = r.expression(spec["until"], (*where, "until"))
         return m.Wait(**base, until=until) if until is not None else None
     at = r.clock(spec["until_local"], (*where, "until_local"))
@@ -555,13 +585,17 @@ def _wait_for(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any])
         return None
     event = r.text(spec.get("event"), (*where, "event"))
     when = r.expression(spec["when"], (*where, "when")) if "when" in spec else None
-    timeout = r.duration(spec["timeout"], (*where, "timeout")) if "timeout" in spec else None
+    timeout = None
+    if "timeout" in spec:
+        timeout = r.duration(spec["timeout"], (*where, "timeout"), positive=True)
     on_event = _target(r, item["on_event"], (*path, "on_event")) if "on_event" in item else None
     on_timeout = (
         _target(r, item["on_timeout"], (*path, "on_timeout")) if "on_timeout" in item else None
     )
     if "on_timeout" in item and "timeout" not in spec:
-        r.error((*path, "on_timeout"), "'on_timeout' needs a 'timeout' in 'wait_for'")
+        r.report(
+            "missing-key", (*path, "on_timeout"), "'on_timeout' needs a 'timeout' in 'wait_for'"
+        )
     if event is None:
         return None
     return m.WaitFor(
@@ -584,7 +618,7 @@ def _branch(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
         if isinstance(case, dict) and "otherwise" in case:
             r.mapping(case, at, ("otherwise",), what="'otherwise'")
             if index != len(items) - 1:
-                r.error(at, "'otherwise' must be the last case of a branch")
+                r.report("branch-otherwise", at, "'otherwise' must be the last case of a branch")
             otherwise = _target(r, case["otherwise"], (*at, "otherwise"))
             continue
         found = r.mapping(case, at, ("when", "goto", "otherwise"), ("when", "goto"), "a case")
@@ -595,7 +629,7 @@ def _branch(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
         if when is not None and goto is not None:
             cases.append((when, goto))
     if otherwise is None and not any(isinstance(c, dict) and "otherwise" in c for c in items):
-        r.error(where, "a branch needs a final {otherwise: <step>} case")
+        r.report("branch-otherwise", where, "a branch needs a final {otherwise: <step>} case")
     # Kept without a usable `otherwise` (already an error), so its cases are checked too.
     return m.Branch(**base, cases=tuple(cases), otherwise=otherwise or "")
 
@@ -603,6 +637,7 @@ def _branch(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
 def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
     where = (*path, "split")
     arms = []
+    unweighted: list[tuple[Path, str]] = []  # arms of weight 0: where, and where they go
     for index, arm in enumerate(r.sequence(item["split"], where) or ()):
         at = (*where, index)
         found = r.mapping(arm, at, ("weight", "goto"), ("weight", "goto"), "a split arm")
@@ -614,9 +649,13 @@ def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) ->
         goto = _target(r, found["goto"], (*at, "goto"))
         if weight is not None and goto is not None:
             arms.append((weight, goto))
+            if not weight:
+                unweighted.append(((*at, "weight"), goto))
     if not arms or sum(weight for weight, _ in arms) <= 0:
-        r.error(where, "a split needs at least one arm with a weight above 0")
+        r.report("split-weights", where, "a split needs at least one arm with a weight above 0")
         return None
+    for at, goto in unweighted:
+        r.report("zero-weight", at, f"the arm to {goto} has weight 0: no profile takes it")
     return m.Split(**base, arms=tuple(arms))
 
 
@@ -642,7 +681,11 @@ def _update(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
     if r.mapping(raw, (*where, "set"), raw if isinstance(raw, dict) else ()) is not None:
         for key, value in raw.items():
             if key in ("id",):
-                r.error((*where, "set", key), "'id' is the profile's key and cannot be set")
+                r.report(
+                    "reserved-trait",
+                    (*where, "set", key),
+                    "'id' is the profile's key and cannot be set",
+                )
             elif isinstance(value, dict):
                 found = r.mapping(value, (*where, "set", key), ("expr",), ("expr",), "a value")
                 if found and "expr" in found:
@@ -651,10 +694,10 @@ def _update(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
                 values[key] = value
     unset = r.sequence(spec.get("unset"), (*where, "unset")) or []
     if not all(isinstance(u, str) for u in unset):
-        r.error((*where, "unset"), "'unset' must be a list of trait names")
+        r.report("type", (*where, "unset"), "'unset' must be a list of trait names")
         return None
     if not values and not unset:
-        r.error(where, "'update_profile' needs 'set' or 'unset'")
+        r.report("missing-key", where, "'update_profile' needs 'set' or 'unset'")
     return m.UpdateProfile(**base, set=values, unset=tuple(unset))
 
 
@@ -699,7 +742,7 @@ def _read_test(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     ]
     fail = r.sequence(data.get("fail"), ("fail",)) or []
     if not all(isinstance(f, str) for f in fail):
-        r.error(("fail",), "'fail' must be a list of steps (step or journey.step)")
+        r.report("type", ("fail",), "'fail' must be a list of steps (step or journey.step)")
     test = m.TestCase(
         name=r.name,
         start=start,
@@ -716,10 +759,10 @@ def _test_start(r: Reader, value: Any) -> datetime:
     try:
         start = parse_timestamp(value)
     except TimeFormatError as error:
-        r.error(("start",), f"'start': {error}")
+        r.report("time", ("start",), f"'start': {error}")
         return DEFAULT_TEST_START
     if start.year >= 9000:  # leaves room for every timeout and wait after it
-        r.error(("start",), f"'start': {value!r} is too far in the future")
+        r.report("time", ("start",), f"'start': {value!r} is too far in the future")
         return DEFAULT_TEST_START
     return start
 
@@ -735,11 +778,13 @@ def _test_event(r: Reader, item: Any, path: Path) -> m.TestEvent | None:
     at = r.duration(found["at"], (*path, "at")) if "at" in found else None
     types = [t for t in ("track", "identify") if t in found]
     if len(types) != 1:
-        r.error(path, "a test event needs exactly one of track or identify")
+        r.report("one-of", path, "a test event needs exactly one of track or identify")
         return None
     payload = found[types[0]]
     if not isinstance(payload, dict):
-        r.error((*path, types[0]), f"'{types[0]}' must be a mapping, not {describe(payload)}")
+        r.report(
+            "type", (*path, types[0]), f"'{types[0]}' must be a mapping, not {describe(payload)}"
+        )
         return None
     if at is None:
         return None
@@ -754,14 +799,14 @@ def _expectation(r: Reader, item: Any, path: Path) -> m.Expectation | None:
         return None
     whats = [w for w in _EXPECTATIONS if w in found]
     if len(whats) != 1:
-        r.error(path, f"an expectation needs exactly one of {', '.join(_EXPECTATIONS)}")
+        r.report("one-of", path, f"an expectation needs exactly one of {', '.join(_EXPECTATIONS)}")
         return None
     what = whats[0]
     target = found[what]
     if target is True and what in ("exited", "timed_out"):
         target = ""
     if not isinstance(target, str):
-        r.error((*path, what), f"'{what}' must name what it expects, not {target!r}")
+        r.report("type", (*path, what), f"'{what}' must name what it expects, not {target!r}")
         return None
     at = r.duration(found["at"], (*path, "at")) if "at" in found else None
     times = r.count(found["times"], (*path, "times")) if "times" in found else None
@@ -776,7 +821,7 @@ def _filters(r: Reader, found: dict[str, Any], path: Path) -> dict[str, str]:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             filters[key] = str(value)  # a number, such as a numeric user id, reads as text
         elif key in found:
-            r.error((*path, key), f"'{key}' must be a string, not {describe(value)}")
+            r.report("type", (*path, key), f"'{key}' must be a string, not {describe(value)}")
     return filters
 
 
@@ -799,6 +844,7 @@ def compile_journey(data: dict[str, Any], label: str) -> m.Journey | None:
     published, so only the document itself is read again (references are not checked).
     """
     parsed = parse_documents([Document(file=label, line=1, data=data)])
-    if any(problem.is_error for problem in parsed.problems):
+    # Zero durations were allowed once: a version published then still runs as it did.
+    if any(p.is_error and p.code != "zero-duration" for p in parsed.problems):
         return None
     return parsed.journeys.get(str(data.get("name")))

@@ -64,22 +64,11 @@ class Reader:
         """Where ``path`` was written, as near as is cheap to tell (exact for YAML)."""
         return self.document.line_of(path, exact=False)
 
-    def error(self, path: Path, message: str) -> None:
-        self._add(path, message, "error")
-
-    def warn(self, path: Path, message: str) -> None:
-        self._add(path, message, "warning")
-
-    def _add(self, path: Path, message: str, severity: Any) -> None:
-        problem = Problem(
-            self.document.file,
-            self.document.line_of(path),
-            self.kind,
-            self.name,
-            self.prefix + message,
-            severity,
-        )
-        self.problems.append(problem)
+    def report(self, code: str, path: Path, message: str) -> None:
+        """Record what the check ``code`` found at ``path``, with that check's severity."""
+        file, line = self.document.file, self.document.line_of(path)
+        message = self.prefix + message
+        self.problems.append(Problem.of(code, file, line, self.kind, self.name, message))
 
     # Shapes
 
@@ -94,15 +83,15 @@ class Reader:
         """``value`` as a mapping whose keys are all allowed and include the required ones."""
         label = what or _label(path)
         if not isinstance(value, dict):
-            self.error(path, f"{label} must be a mapping, not {describe(value)}")
+            self.report("type", path, f"{label} must be a mapping, not {describe(value)}")
             return None
         for key in value:
             if key not in allowed:
                 hint = did_you_mean(key, allowed)
-                self.error((*path, key), f"unknown key '{key}' in {label}{hint}")
+                self.report("unknown-key", (*path, key), f"unknown key '{key}' in {label}{hint}")
         for key in required:
             if key not in value:
-                self.error(path, f"{label} needs '{key}'")
+                self.report("missing-key", path, f"{label} needs '{key}'")
         return value
 
     def sequence(self, value: Any, path: Path, what: str = "") -> list[Any] | None:
@@ -110,7 +99,7 @@ class Reader:
             return []
         if not isinstance(value, list):
             label = what or _label(path)
-            self.error(path, f"{label} must be a list, not {describe(value)}")
+            self.report("type", path, f"{label} must be a list, not {describe(value)}")
             return None
         return value
 
@@ -119,13 +108,16 @@ class Reader:
     def text(self, value: Any, path: Path) -> str | None:
         if isinstance(value, str) and value.strip():
             return value
-        self.error(path, f"{_label(path)} must be a non-empty string, not {describe(value)}")
+        self.report(
+            "type", path, f"{_label(path)} must be a non-empty string, not {describe(value)}"
+        )
         return None
 
     def name_of(self, value: Any, path: Path, what: str = "") -> str | None:
         label = what or _label(path)
         if not isinstance(value, str) or not NAME.fullmatch(value):
-            self.error(
+            self.report(
+                "value",
                 path,
                 f"{label} must be a name of letters, digits, '_' and '-' starting with a "
                 f"letter, not {value!r}",
@@ -136,20 +128,20 @@ class Reader:
     def boolean(self, value: Any, path: Path) -> bool | None:
         if isinstance(value, bool):
             return value
-        self.error(path, f"{_label(path)} must be true or false, not {describe(value)}")
+        self.report("type", path, f"{_label(path)} must be true or false, not {describe(value)}")
         return None
 
     def count(self, value: Any, path: Path, minimum: int = 0) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
             return value
         message = f"must be a whole number of at least {minimum}, not {value!r}"
-        self.error(path, f"{_label(path)} {message}")
+        self.report("value", path, f"{_label(path)} {message}")
         return None
 
     def number(self, value: Any, path: Path) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < inf:
             return float(value)
-        self.error(path, f"{_label(path)} must be a number of at least 0, not {value!r}")
+        self.report("value", path, f"{_label(path)} must be a number of at least 0, not {value!r}")
         return None
 
     def choice(self, value: Any, path: Path, choices: Collection[str]) -> str | None:
@@ -157,27 +149,36 @@ class Reader:
             return value
         listed = ", ".join(choices)
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-        self.error(path, f"{_label(path)} must be one of {listed}, not {value!r}{hint}")
+        self.report("value", path, f"{_label(path)} must be one of {listed}, not {value!r}{hint}")
         return None
 
-    def duration(self, value: Any, path: Path) -> timedelta | None:
+    def duration(self, value: Any, path: Path, *, positive: bool = False) -> timedelta | None:
+        """A duration; with ``positive``, one of zero is an error too.
+
+        A zero duration is still returned with its error, so that a journey published before
+        zero durations were refused reads back as it did (see ``parse.compile_journey``).
+        """
         try:
-            found = self._convert(value, path, parse_duration)
+            found = self._convert(value, path, parse_duration, "duration")
         except OverflowError:  # more days than a timedelta can hold
             found = timedelta.max
         if found is not None and found > _LONGEST:
-            self.error(path, f"{_label(path)}: {value!r} is longer than 100 years")
+            self.report("duration", path, f"{_label(path)}: {value!r} is longer than 100 years")
             return None
+        if positive and found is not None and found <= timedelta(0):
+            self.report(
+                "zero-duration", path, f"{_label(path)} must be longer than 0s, not {value!r}"
+            )
         return found
 
     def clock(self, value: Any, path: Path) -> time | None:
-        return self._convert(value, path, parse_clock_time)
+        return self._convert(value, path, parse_clock_time, "time")
 
-    def _convert(self, value: Any, path: Path, parse: Callable[[Any], T]) -> T | None:
+    def _convert(self, value: Any, path: Path, parse: Callable[[Any], T], code: str) -> T | None:
         try:
             return parse(value)
         except TimeFormatError as error:
-            self.error(path, f"{_label(path)}: {error}")
+            self.report(code, path, f"{_label(path)}: {error}")
             return None
 
     # Compiled code
@@ -186,24 +187,26 @@ class Reader:
         if isinstance(value, bool | int | float) and not isinstance(value, str):
             value = str(value).lower()  # YAML reads `when: true` as a boolean
         if not isinstance(value, str):
-            self.error(path, f"{_label(path)} must be an expression, not {describe(value)}")
+            self.report(
+                "type", path, f"{_label(path)} must be an expression, not {describe(value)}"
+            )
             return None
         try:
             return compile_expression(value)
         except ExpressionError as error:
-            self.error(path, f"{_label(path)}: expression error at {error}")
+            self.report("expression", path, f"{_label(path)}: expression error at {error}")
             return None
 
     def template(self, value: Any, path: Path, *, escape: bool = False) -> Template | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
-            self.error(path, f"{_label(path)} must be a string, not {describe(value)}")
+            self.report("type", path, f"{_label(path)} must be a string, not {describe(value)}")
             return None
         try:
             return compile_template(value, escape=escape)
         except TemplateError as error:
-            self.error(path, f"{_label(path)}: Liquid error at {error}")
+            self.report("template", path, f"{_label(path)}: Liquid error at {error}")
             return None
 
     def names(self, value: Any, path: Path, choices: Mapping[str, T]) -> frozenset[T] | None:
@@ -217,7 +220,11 @@ class Reader:
             if picked is not None:
                 found.add(choices[picked])
         if not items:
-            self.error(path, f"{_label(path)} must name at least one of {', '.join(choices)}")
+            self.report(
+                "missing-key",
+                path,
+                f"{_label(path)} must name at least one of {', '.join(choices)}",
+            )
         return frozenset(found)
 
 

@@ -582,10 +582,7 @@ async def workspace_status(runtime: Runtime) -> dict[str, Any]:
     loaded = load_folder(runtime)
     if loaded is None:
         return {"folder": None, "valid": None, "problems": [], "plan": None}
-    problems = [
-        {"file": p.file, "line": p.line, "severity": p.severity, "message": str(p)}
-        for p in loaded.problems
-    ]
+    problems = [p.as_dict() for p in loaded.problems]
     plan = None
     if loaded.workspace is not None:
         plan = dataclasses.asdict(await runtime.publish(loaded.workspace, dry_run=True))
