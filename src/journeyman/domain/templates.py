@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -33,6 +33,8 @@ from liquid.filter import with_context
 from liquid.output import LimitedStringIO
 from liquid.template import BoundTemplate
 from liquid.token import TOKEN_CONTENT, TOKEN_EXPRESSION
+
+from journeyman.domain.template_lexer import tokenize
 
 __all__ = ["Output", "Template", "TemplateError", "compile_template"]
 
@@ -71,6 +73,11 @@ class _Environment(Environment):
         self.filters["date"] = _pure_date(self.filters["date"])
         for name, func in self.filters.items():
             self.filters[name] = _bounded(func)
+
+    def tokenizer(self) -> Callable[[str], Iterator[Token]]:
+        # Liquid's own lexer takes quadratic time on some texts; this one gives the same
+        # tokens in linear time (template_lexer.py).
+        return tokenize
 
     def error(
         self,
