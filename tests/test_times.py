@@ -35,6 +35,12 @@ def test_bad_durations_say_what_a_duration_looks_like(text: object) -> None:
         parse_duration(text)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("text", ["99999999999999999999999d", "9" * 5000 + "s"])
+def test_a_duration_longer_than_any_timedelta_overflows(text: str) -> None:
+    with pytest.raises(OverflowError, match="is longer than any duration"):
+        parse_duration(text)
+
+
 def test_durations_format_back_to_the_shortest_text() -> None:
     assert format_duration(timedelta(days=8, hours=3)) == "1w1d3h"
     assert format_duration(timedelta(0)) == "0s"

@@ -40,14 +40,20 @@ class TimeFormatError(ValueError):
 
 
 def parse_duration(text: str) -> timedelta:
-    """Read ``30s``, ``20m``, ``3h``, ``2d``, ``1w`` or a sum such as ``1h30m``."""
+    """Read ``30s``, ``20m``, ``3h``, ``2d``, ``1w`` or a sum such as ``1h30m``.
+
+    Raises :class:`TimeFormatError` for text that is no duration, and ``OverflowError`` for
+    one longer than a ``timedelta`` holds (about 2.7 million years).
+    """
     if not isinstance(text, str) or not _DURATION_WHOLE.fullmatch(text):
         raise TimeFormatError(
             f"{text!r} is not a duration: use a number and a unit s, m, h, d or w, "
             "such as 30s, 20m, 3h, 2d, 1w or 1h30m"
         )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
+    except (ValueError, OverflowError):  # over 4,300 digits, or over a timedelta's days
+        raise OverflowError(f"{_shown(text)} is longer than any duration") from None
 
 
 def format_duration(value: timedelta) -> str:
