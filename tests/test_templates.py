@@ -272,6 +272,12 @@ def test_a_long_whitespace_run_inside_a_tag_compiles_without_stalling() -> None:
     assert compile_template(source).render(scope()) == "Ada"
 
 
+@pytest.mark.parametrize("escape", [False, True])
+def test_a_number_too_long_to_write_renders_empty_and_the_rest_renders(escape: bool) -> None:
+    template = compile_template("Hi {{ profile.n }}, {{ profile.firstName }}", escape=escape)
+    assert template.render({"profile": {"n": 10**5000, "firstName": "Ada"}}) == "Hi , Ada"
+
+
 def test_a_failing_statement_renders_empty_and_the_rest_renders() -> None:
     source = "a{{ event.properties.total | divided_by: 0 }}b{{ profile.firstName }}"
     assert render(source) == "abAda"

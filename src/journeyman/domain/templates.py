@@ -258,6 +258,7 @@ _PLAIN_OUTPUT = re.compile(
     r"(?:\|\s*default\s*:\s*(?:'([^'{}]*)'|\"([^\"{}]*)\")\s*)?\}\}"
 )
 _SPECIAL = frozenset({"size", "first", "last"})
+_PLAIN_INT = 10**4000
 _Part = str | tuple[tuple[str, ...], str | None]
 
 
@@ -301,9 +302,9 @@ def _render_plain(parts: tuple[_Part, ...], scope: Mapping[str, Any], escape: bo
             continue
         if type(value) is str:
             text = value
-        elif type(value) is int:
+        elif type(value) is int and -_PLAIN_INT < value < _PLAIN_INT:
             text = str(value)
-        else:
+        else:  # str() of a number of over 4,300 digits raises: Liquid's statement fails
             return None
         out.append(str(markupsafe.escape(text)) if escape else text)
     text = "".join(out)
