@@ -69,8 +69,12 @@ LONG_TEXT = st.builds(
     st.one_of(st.sampled_from([NAME_LIMIT - 1, NAME_LIMIT, NAME_LIMIT + 1]), st.integers(0, 5000)),
 )
 TEXT = st.one_of(SHORT_TEXT, LONG_TEXT)
-# Whole numbers at the edges of 64 bits and far outside them.
-BIG_INTEGERS = st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**80])
+# Whole numbers at the edges of 64 bits, far outside them, and past the 4,300 digits that
+# Python writes as text (a JSON decoder may refuse those; data computed in a journey may not).
+BIG_INTEGERS = st.one_of(
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**80]),
+    st.builds(pow, st.sampled_from([10, -10]), st.sampled_from([4400, 5001])),
+)
 NUMBERS = st.one_of(st.integers(), BIG_INTEGERS, st.floats(allow_nan=False, allow_infinity=False))
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT)
 KEYS = st.one_of(
@@ -224,6 +228,7 @@ def assert_keepable(event: Event, definition: EventDefinition | None) -> None:
 @example(call={"userId": 42, "event": "visited", "anonymousId": "a" * (NAME_LIMIT + 1)})
 @example(call={"anonymousId": "a", "event": "x", "properties": {"k": _nest(1, 60, False)}})
 @example(call={"userId": "u", "event": "x", "timestamp": "9999-12-31T23:59:59-01:00"})
+@example(call={"userId": 10**5000, "event": "x"})  # more digits than str() writes
 def test_a_track_call_becomes_a_keepable_event_or_a_refusal_naming_its_field(call: Any) -> None:
     try:
         event = read_track(call, DEFINITIONS, RECEIVED)
@@ -572,6 +577,7 @@ TEMPLATE_SCOPES = st.fixed_dictionaries(
     scope={"profile": {"big": "x" * 300_000}},
     escape=False,
 )
+@example(source="Hi {{ profile.name }}", scope={"profile": {"name": 10**5000}}, escape=True)
 def test_rendering_any_template_with_any_data_never_raises_and_stays_within_the_limits(
     source: str, scope: dict[str, Any], escape: bool
 ) -> None:

@@ -65,6 +65,22 @@ def _starting_points() -> list[Files]:
 STARTS = _starting_points()
 
 
+def _keys(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _keys(item)
+
+
+# Every key written in the starting workspaces: the fields a document may have.
+FIELDS = sorted(
+    {key for files in STARTS for docs in files.values() for doc in docs for key in _keys(doc)}
+)
+
+
 # --- what the mutations put in ---------------------------------------------------------
 
 HOSTILE_TEXT = [
@@ -88,6 +104,24 @@ HOSTILE_TEXT = [
 ODD_VALUES: list[Any] = [None, True, False, 0, -1, 1.5, 2**64, -(2**63) - 1, [], {}, [None]]
 ODD_VALUES += [float("inf"), float("nan"), -0.0, {"": None}, [[[]]]]
 NUMBERS = [0, -1, -(10**9), 10**30, 0.5, 2**63, float("inf")]
+# YAML that no value written by the dumper can stand for: explicit tags, and numbers longer
+# than Python reads. A mutation puts a marker in; writing the file puts the text in its place.
+RAW_YAML = {
+    "__RAW_0__": "!!int abc",
+    "__RAW_1__": "!!float .",
+    "__RAW_2__": "!!bool maybe",
+    "__RAW_3__": '!!int ""',
+    "__RAW_4__": "!!binary aGVsbG8=",
+    "__RAW_5__": "!!set {a, b}",
+    "__RAW_6__": "!!timestamp 2026-13-45",
+    "__RAW_7__": "!!python/object/apply:os.system [echo]",
+    "__RAW_8__": "9" * 4000,
+    "__RAW_9__": "9" * 5000,
+    "__RAW_10__": "-0x" + "f" * 4000,
+    "__RAW_11__": "1" * 5000 + "d",
+}
+NUMBERS += list(RAW_YAML)
+ODD_VALUES += list(RAW_YAML)
 ZONES = ["Mars/Phobos", "", "UTC\x00", "../../../etc/localtime", "Europe", "Europe/London" * 8]
 ZONES += ["europe/paris", "+05:00", "Etc/GMT+99", "posix/Europe/Paris", "/usr/share/zoneinfo"]
 DURATIONS = ["-5m", "0s", "0", "99999999999999999999d", "1h30", "d", "5 minutes", "1e3s"]
@@ -228,6 +262,21 @@ class Mutator:
         if isinstance(document, dict):
             document["kind"] = self.rng.choice([*KINDS, "Journey", "nonsense", 5, None])
 
+    def known_key(self, files: Files) -> None:
+        """A field some document has, with any value, in any mapping."""
+        place = self._place(files)
+        if place is not None and isinstance(place[0][place[1]], dict):
+            values = [*ODD_VALUES, *HOSTILE_TEXT, *ZONES, *DURATIONS, *TEMPLATES, *EXPRESSIONS]
+            place[0][place[1]][self.rng.choice(FIELDS)] = copy.deepcopy(self.rng.choice(values))
+
+    def many(self, files: Files) -> None:
+        """A list grown to hundreds of items, all alike (the same step id, say)."""
+        name, index = self._document(files)
+        lists = [v for c, k in _places(files[name][index]) if isinstance(v := c[k], list) and v]
+        if lists:
+            items = self.rng.choice(lists)
+            items.extend(copy.deepcopy(items[-1]) for _ in range(self.rng.choice([50, 300])))
+
     def unknown_key(self, files: Files) -> None:
         place = self._place(files)
         if place is not None and isinstance(place[0][place[1]], dict):
@@ -258,6 +307,9 @@ class Mutator:
         duplicate_document,
         duplicate_item,
         kind,
+        known_key,
+        known_key,
+        many,
         unknown_key,
         replace_document,
         swap,
@@ -305,6 +357,12 @@ def _dump(documents: list[Any], rng: random.Random) -> str:
         return "kind: journey\nname: deep\nsteps: " + "[" * depth + "]" * depth + "\n"
 
 
+def _raw(text: str) -> str:
+    for marker, raw in RAW_YAML.items():
+        text = text.replace(f'"{marker}"', raw).replace(marker, raw)
+    return text
+
+
 def write_files(files: Files, folder: Path, rng: random.Random | None = None) -> Path:
     """Write ``files`` to ``folder``; with ``rng``, some as JSON and some damaged."""
     folder.mkdir(parents=True)
@@ -314,7 +372,7 @@ def write_files(files: Files, folder: Path, rng: random.Random | None = None) ->
         if rng is None:
             path.write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
             continue
-        content: str | bytes = _dump(documents, rng)
+        content: str | bytes = _raw(_dump(documents, rng))
         if rng.random() < 0.1:
             content = _damaged(content, rng)
         if isinstance(content, bytes):
