@@ -242,6 +242,7 @@ def test_a_track_call_becomes_a_keepable_event_or_a_refusal_naming_its_field(cal
 @given(call=CALLS)
 @example(call={"userId": "u1", "traits": {"email": "a" * 300 + "@example.com"}})
 @example(call={"anonymousId": "a", "traits": {"n": {NUL: "x"}}})
+@example(call={"anonymousId": "a", "timestamp": 10**5000})  # repr() refuses it
 def test_an_identify_call_becomes_a_keepable_event_or_a_refusal_naming_its_field(
     call: Any,
 ) -> None:

@@ -63,6 +63,13 @@ def test_bad_timestamps_and_clock_times_and_zones_are_refused() -> None:
     assert parse_clock_time("9:05") == time(9, 5)
 
 
+def test_a_bad_timestamp_is_quoted_short_in_its_error() -> None:
+    with pytest.raises(TimeFormatError, match=r"^'xxxx.*\.\.\. \(30000 characters\) is not an ISO"):
+        parse_timestamp("x" * 30_000)
+    with pytest.raises(TimeFormatError, match=r"^a number too long to show is not a timestamp"):
+        parse_timestamp(10**5000)  # repr() refuses over 4,300 digits
+
+
 def test_next_local_time_is_today_if_still_ahead_else_tomorrow() -> None:
     monday_7am_paris = utc("2026-01-05T06:00:00")
     assert next_local_time(monday_7am_paris, time(9), PARIS) == utc("2026-01-05T08:00:00")
