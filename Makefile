@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEERS_VENV ?= .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: run test services lint typecheck unit bench bench-peers clean
+.PHONY: run test services lint typecheck unit fuzz bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) services
 	$(BIN)/pytest
+
+# The fuzz tests with many more cases than the suite runs, fresh ones each time; a failure
+# prints how to reproduce it (docs/testing.md).
+FUZZ_TESTS = $(wildcard tests/test_fuzz_*.py)
+
+fuzz: $(STAMP) services
+	JOURNEYMAN_FUZZ_EXAMPLES=500 $(BIN)/pytest -q $(FUZZ_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -73,6 +73,23 @@ def test_scalars_keep_their_yaml_types_but_timestamps_stay_text() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("!!int abc", "'abc' cannot be read as a whole number"),
+        ('!!int ""', "'' cannot be read as a whole number"),
+        ("!!float .", "'.' cannot be read as a number"),
+        ("!!bool maybe", "'maybe' cannot be read as true or false"),
+        ("9" * 5000, "(5000 characters) cannot be read as a whole number (of at most 4,300"),
+        ("0x" + "f" * 4000, "(4002 characters) cannot be read as a whole number"),
+    ],
+)
+def test_a_value_yaml_cannot_read_is_a_problem_with_its_line(value: str, words: str) -> None:
+    message = yaml_error(f"kind: event\nname: e\ntitle: {value}\n")
+    assert message.startswith("f.yaml:3: YAML error: ")
+    assert words in message
+
+
 def test_plain_keys_that_are_not_text_become_text() -> None:
     (document,) = read("1: a\ntrue: b\n~: c\n")
     assert document.data == {"1": "a", "True": "b", "None": "c"}

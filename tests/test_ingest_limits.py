@@ -203,3 +203,15 @@ def test_an_email_that_names_the_profile_is_held_to_the_same_length(tmp_path: Pa
     assert (caught.value.field, caught.value.rule) == ("properties.email", "length")
     body["properties"] = {"email": "ana@example.com"}
     assert read_track(body, workspace.events, START).properties == body["properties"]
+
+
+@pytest.mark.parametrize("digits", [256, 5001])  # str() refuses over 4,300
+def test_a_numeric_id_of_more_than_255_digits_is_refused_naming_the_field(digits: int) -> None:
+    with pytest.raises(InvalidEvent) as refused:
+        read_track({"userId": -(10 ** (digits - 1)), "event": "signed_up"}, {}, START)
+    assert (refused.value.field, refused.value.rule) == ("userId", "length")
+
+
+def test_a_numeric_id_of_255_digits_is_kept_as_text() -> None:
+    event = read_track({"userId": 10**254, "event": "signed_up"}, {}, START)
+    assert event.user_id == "1" + "0" * 254

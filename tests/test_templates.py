@@ -246,6 +246,38 @@ def test_a_chain_of_filters_cannot_grow_a_string_without_bound() -> None:
     assert render(source) == "end"
 
 
+# Each of these took liquid's own lexer from minutes to hours (its time grows with the
+# square of the length): openings never closed, and long whitespace inside a delimiter.
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("{" * 200_000, "expected '}}'"),
+        ("{% comment %}" + "{{" * 100_000, "comment tag was never closed"),
+        ("{% comment %}" + "{%a" * 60_000, "comment tag was never closed"),
+        ("{% raw %}" * 30_000, "unexpected tag 'raw'"),
+        ("{% doc %}" * 30_000, "nested doc tags"),
+        ("{{ a }}" + "{% raw %}{{" * 20_000, "expected '}}'"),
+        ("{{" + " " * 200_000 + "}}", "expected a primitive expression"),
+        ("{% if" + " " * 200_000 + "%}{% endif %}", "missing expression"),
+    ],
+)
+def test_a_long_template_that_never_closes_is_refused_without_stalling(
+    source: str, fragment: str
+) -> None:
+    assert fragment in compile_error(source).message
+
+
+def test_a_long_whitespace_run_inside_a_tag_compiles_without_stalling() -> None:
+    source = "{% echo" + " " * 200_000 + "profile.firstName" + "\n" * 200_000 + "%}"
+    assert compile_template(source).render(scope()) == "Ada"
+
+
+@pytest.mark.parametrize("escape", [False, True])
+def test_a_number_too_long_to_write_renders_empty_and_the_rest_renders(escape: bool) -> None:
+    template = compile_template("Hi {{ profile.n }}, {{ profile.firstName }}", escape=escape)
+    assert template.render({"profile": {"n": 10**5000, "firstName": "Ada"}}) == "Hi , Ada"
+
+
 def test_a_failing_statement_renders_empty_and_the_rest_renders() -> None:
     source = "a{{ event.properties.total | divided_by: 0 }}b{{ profile.firstName }}"
     assert render(source) == "abAda"

@@ -35,6 +35,12 @@ def test_bad_durations_say_what_a_duration_looks_like(text: object) -> None:
         parse_duration(text)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("text", ["99999999999999999999999d", "9" * 5000 + "s"])
+def test_a_duration_longer_than_any_timedelta_overflows(text: str) -> None:
+    with pytest.raises(OverflowError, match="is longer than any duration"):
+        parse_duration(text)
+
+
 def test_durations_format_back_to_the_shortest_text() -> None:
     assert format_duration(timedelta(days=8, hours=3)) == "1w1d3h"
     assert format_duration(timedelta(0)) == "0s"
@@ -55,6 +61,13 @@ def test_bad_timestamps_and_clock_times_and_zones_are_refused() -> None:
     with pytest.raises(TimeFormatError, match="IANA"):
         parse_zone("Mars/Olympus")
     assert parse_clock_time("9:05") == time(9, 5)
+
+
+def test_a_bad_timestamp_is_quoted_short_in_its_error() -> None:
+    with pytest.raises(TimeFormatError, match=r"^'xxxx.*\.\.\. \(30000 characters\) is not an ISO"):
+        parse_timestamp("x" * 30_000)
+    with pytest.raises(TimeFormatError, match=r"^a number too long to show is not a timestamp"):
+        parse_timestamp(10**5000)  # repr() refuses over 4,300 digits
 
 
 def test_next_local_time_is_today_if_still_ahead_else_tomorrow() -> None:

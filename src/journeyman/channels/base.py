@@ -297,6 +297,8 @@ class ConfigReader:
                 value = parse_duration(value).total_seconds()
             except TimeFormatError as error:
                 raise ChannelConfigError(key, str(error)) from None
+            except OverflowError as error:
+                raise ChannelConfigError(key, str(error)) from None
         return self._positive(key, value, "a number of seconds or a duration such as 10s")
 
     def rate(self) -> float | None:
@@ -338,7 +340,11 @@ class ConfigReader:
             raise ChannelConfigError("allow", str(error)) from None
 
     def _positive(self, key: str, value: object, what: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value < math.inf
+        ):
             raise ChannelConfigError(key, f"must be {what} above 0, not {value!r}")
         return float(value)
 

@@ -181,7 +181,26 @@ def _scalar(node: yaml.Node) -> Any:
     # Timestamps stay strings, as they would be in JSON: event properties are JSON data.
     if construct is None or node.tag == "tag:yaml.org,2002:timestamp":
         return node.value
-    return construct(_SCALARS, node)
+    try:
+        value = construct(_SCALARS, node)
+        if type(value) is int:
+            str(value)  # a number too long to write out (hexadecimal reads longer) is refused
+        return value
+    except (ValueError, LookupError):  # `!!int abc`, `!!bool maybe`, 5,000 digits
+        kind = node.tag.rsplit(":", 1)[-1]
+        message = f"{_shown(node.value)} cannot be read as {_TAGS.get(kind, kind)}"
+        raise _error(node, message) from None
+
+
+_TAGS = {
+    "int": "a whole number (of at most 4,300 digits)",
+    "float": "a number",
+    "bool": "true or false",
+}
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else f"{text[:30]!r}... ({len(text)} characters)"
 
 
 _SCALARS = yaml.constructor.SafeConstructor()

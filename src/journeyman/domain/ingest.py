@@ -154,6 +154,9 @@ def _optional_id(body: Mapping[str, Any], key: str, *, numbers: bool = True) -> 
     if value is None:
         return None
     if numbers and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10**NAME_LIMIT:  # too long, and str() refuses over 4,300 digits
+            message = f"'{key}' is a number of more than {NAME_LIMIT} digits"
+            raise InvalidEvent(key, "length", message)
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise InvalidEvent(key, "type", f"'{key}' must be a non-empty string")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -34,6 +34,7 @@ from liquid.output import LimitedStringIO
 from liquid.template import BoundTemplate
 from liquid.token import TOKEN_CONTENT, TOKEN_EXPRESSION
 
+from journeyman.domain.template_lexer import tokenize
 from journeyman.errors import JourneymanError
 
 __all__ = ["Output", "Template", "TemplateError", "compile_template"]
@@ -73,6 +74,11 @@ class _Environment(Environment):
         self.filters["date"] = _pure_date(self.filters["date"])
         for name, func in self.filters.items():
             self.filters[name] = _bounded(func)
+
+    def tokenizer(self) -> Callable[[str], Iterator[Token]]:
+        # Liquid's own lexer takes quadratic time on some texts; this one gives the same
+        # tokens in linear time (template_lexer.py).
+        return tokenize
 
     def error(
         self,
@@ -253,6 +259,7 @@ _PLAIN_OUTPUT = re.compile(
     r"(?:\|\s*default\s*:\s*(?:'([^'{}]*)'|\"([^\"{}]*)\")\s*)?\}\}"
 )
 _SPECIAL = frozenset({"size", "first", "last"})
+_PLAIN_INT = 10**4000
 _Part = str | tuple[tuple[str, ...], str | None]
 
 
@@ -296,9 +303,9 @@ def _render_plain(parts: tuple[_Part, ...], scope: Mapping[str, Any], escape: bo
             continue
         if type(value) is str:
             text = value
-        elif type(value) is int:
+        elif type(value) is int and -_PLAIN_INT < value < _PLAIN_INT:
             text = str(value)
-        else:
+        else:  # str() of a number of over 4,300 digits raises: Liquid's statement fails
             return None
         out.append(str(markupsafe.escape(text)) if escape else text)
     text = "".join(out)

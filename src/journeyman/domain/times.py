@@ -42,14 +42,20 @@ class TimeFormatError(JourneymanError, ValueError):
 
 
 def parse_duration(text: str) -> timedelta:
-    """Read ``30s``, ``20m``, ``3h``, ``2d``, ``1w`` or a sum such as ``1h30m``."""
+    """Read ``30s``, ``20m``, ``3h``, ``2d``, ``1w`` or a sum such as ``1h30m``.
+
+    Raises :class:`TimeFormatError` for text that is no duration, and ``OverflowError`` for
+    one longer than a ``timedelta`` holds (about 2.7 million years).
+    """
     if not isinstance(text, str) or not _DURATION_WHOLE.fullmatch(text):
         raise TimeFormatError(
-            f"{text!r} is not a duration: use a number and a unit s, m, h, d or w, "
+            f"{_shown(text)} is not a duration: use a number and a unit s, m, h, d or w, "
             "such as 30s, 20m, 3h, 2d, 1w or 1h30m"
         )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
+    except (ValueError, OverflowError):  # over 4,300 digits, or over a timedelta's days
+        raise OverflowError(f"{_shown(text)} is longer than any duration") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -77,23 +83,24 @@ def parse_timestamp(value: object) -> datetime:
             result = datetime.fromisoformat(value.strip())
         except ValueError:
             raise TimeFormatError(
-                f"{value!r} is not an ISO 8601 timestamp such as 2026-01-05T09:30:00Z"
+                f"{_shown(value)} is not an ISO 8601 timestamp such as 2026-01-05T09:30:00Z"
             ) from None
     else:
-        raise TimeFormatError(f"{value!r} is not a timestamp")
+        raise TimeFormatError(f"{_shown(value)} is not a timestamp")
     if result.tzinfo is None:
         result = result.replace(tzinfo=UTC)
     try:
         return result.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable instant
-        raise TimeFormatError(f"{value!r} is outside the years 1 to 9999 in UTC") from None
+        raise TimeFormatError(f"{_shown(value)} is outside the years 1 to 9999 in UTC") from None
 
 
 def parse_clock_time(text: object) -> time:
     """Read a wall-clock time ``HH:MM`` (24-hour)."""
     match = _CLOCK.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise TimeFormatError(f"{text!r} is not a time of day: use HH:MM, such as 09:00 or 21:30")
+        message = f"{_shown(text)} is not a time of day: use HH:MM, such as 09:00 or 21:30"
+        raise TimeFormatError(message)
     return time(int(match[1]), int(match[2]))
 
 
@@ -114,7 +121,10 @@ def parse_zone(name: object) -> ZoneInfo:
 
 def _shown(value: object) -> str:
     """``value`` as a message quotes it: a long one cut, so that the message stays readable."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # a whole number of over 4,300 digits, which Python does not write
+        return "a number too long to show"
     if len(text) <= 60:
         return text
     return f"{text[:50]}... ({len(value) if isinstance(value, str) else len(text)} characters)"
