@@ -35,7 +35,7 @@ from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.web import ConsoleSettings, console, views
-from journeyman.web.paths import LARGEST, whole_number
+from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.workspace import load_texts
 
 __all__ = ["Keys", "create_app"]
@@ -97,7 +97,7 @@ def create_app(
             methods=["POST"],
         ),
         Route("/v1/workspace", api.guard(api.workspace), methods=["PUT"]),
-        Route("/v1/profiles/{profile_id:anything}", api.guard(api.profile), methods=["GET"]),
+        Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/v1/dead-letters", api.guard(api.dead_letters), methods=["GET"]),
@@ -119,6 +119,7 @@ def create_app(
         *_console_api(api),
         console(runtime, keys.admin, settings),
     ]
+    exact(routes)
     app = Starlette(routes=routes, exception_handlers={HTTPException: _no_route})
     return _Ingest(api, app)
 

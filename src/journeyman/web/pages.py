@@ -38,7 +38,7 @@ from journeyman.web.auth import (
     client_address,
 )
 from journeyman.web.layout import ENTRY, lay_out
-from journeyman.web.paths import LARGEST, whole_number
+from journeyman.web.paths import LARGEST, exact, whole_number
 
 __all__ = ["ConsoleSettings", "console"]
 
@@ -90,7 +90,7 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/journeys/{name}/{command}", pages.page(pages.confirm), methods=["GET"]),
         Route("/journeys/{name}/{command}", pages.form(pages.operate), methods=["POST"]),
         Route("/profiles", pages.page(pages.profiles), methods=["GET"]),
-        Route("/profiles/{profile_id:anything}", pages.page(pages.profile), methods=["GET"]),
+        Route("/profiles/{profile_id:path}", pages.page(pages.profile), methods=["GET"]),
         Route("/events", pages.page(pages.events), methods=["GET"]),
         Route("/dead-letters/{id:digits}/replay", pages.form(pages.replay), methods=["POST"]),
         Route("/messages", pages.page(pages.messages), methods=["GET"]),
@@ -98,7 +98,9 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/workspace", pages.form(pages.publish), methods=["POST"]),
         Mount("/static", app=static, name="static"),
     ]
-    return Mount("", routes=routes)
+    mount = Mount("", routes=routes)
+    exact([mount])
+    return mount
 
 
 def _environment() -> Environment:

@@ -1,40 +1,45 @@
-"""Path parameters that match what they say, line breaks included.
+"""Routes that match the whole path, line breaks included, and numbers that fit a store.
 
 Starlette ends each route's pattern with ``$``, which also matches just before a final
-line break, and its ``path`` convertor (``.*``) stops at any line break. So
-``/profiles/a%0A`` would show profile ``a``, ``/profiles/a%0Ab`` would match no route, and
-``/dead-letters/5%0A`` would be letter 5. These convertors take the parameter whole:
-``{x:anything}`` is any text, line breaks too (a profile id may hold one), and
-``{x:digits}`` is ASCII digits and nothing after them.
+line break, and compiles it without ``re.DOTALL``, so its ``path`` convertor (``.*``)
+stops at a line break. Then ``/v1/profiles%0A`` would be ``/v1/profiles``,
+``/profiles/a%0A`` profile ``a``, and ``/profiles/a%0Ab`` no route at all (nor the
+console's mount). :func:`exact` makes every pattern end at the very end of the path and
+let ``.`` take line breaks: a profile id may hold one.
 
-Numbers in paths and queries are read with :func:`whole_number`: ASCII digits only
-(``str.isdigit`` also takes ``²``, which ``int`` refuses). Any number above :data:`LARGEST`,
-the largest id or version a store keeps, comes back as ``LARGEST + 1``: it names nothing,
-and a store is never asked for it (SQLite and PostgreSQL refuse such a number, and Python
-refuses to read one of more than 4300 digits).
+Numbers in paths (``{x:digits}``) and queries (:func:`whole_number`) are ASCII digits only
+(``str.isdigit`` also takes ``²``, which ``int`` refuses). Any number above
+:data:`LARGEST`, the largest id or version a store keeps, comes back as ``LARGEST + 1``:
+it names nothing, and no store is asked for it (SQLite and PostgreSQL refuse such a
+number, and Python refuses to read one of more than 4300 digits).
 """
 
 from __future__ import annotations
 
-from starlette.convertors import Convertor, register_url_convertor
+import re
+from collections.abc import Sequence
 
-__all__ = ["LARGEST", "whole_number"]
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.routing import BaseRoute, Mount
+
+__all__ = ["LARGEST", "exact", "whole_number"]
 
 LARGEST = 2**63 - 1  # a 64-bit signed integer: every backend's integer keys
 
 
-class _Anything(Convertor[str]):
-    regex = "(?s:.*)"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
+def exact(routes: Sequence[BaseRoute]) -> None:
+    """Make each route (and those of each mount, in turn) match whole paths only."""
+    for route in routes:
+        pattern = getattr(route, "path_regex", None)
+        if isinstance(pattern, re.Pattern) and pattern.pattern.endswith("$"):
+            whole = pattern.pattern[:-1] + r"\Z"
+            route.path_regex = re.compile(whole, pattern.flags | re.DOTALL)  # type: ignore[attr-defined]
+        if isinstance(route, Mount):
+            exact(route.routes)
 
 
 class _Digits(Convertor[int]):
-    regex = "[0-9]+(?!\n)"
+    regex = "[0-9]+"
 
     def convert(self, value: str) -> int:
         return _bounded(value)
@@ -56,5 +61,4 @@ def _bounded(digits: str) -> int:
     return min(int(digits), LARGEST + 1)
 
 
-register_url_convertor("anything", _Anything())
 register_url_convertor("digits", _Digits())
