@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -34,6 +35,7 @@ from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.web import ConsoleSettings, console, views
+from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.workspace import load_texts
 
 __all__ = ["Keys", "create_app"]
@@ -100,12 +102,12 @@ def create_app(
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/v1/dead-letters", api.guard(api.dead_letters), methods=["GET"]),
         Route(
-            "/v1/dead-letters/{id:int}",
+            "/v1/dead-letters/{id:digits}",
             api.guard(api.delete_dead_letter),
             methods=["DELETE"],
         ),
         Route(
-            "/v1/dead-letters/{id:int}/replay",
+            "/v1/dead-letters/{id:digits}/replay",
             api.guard(api.replay_dead_letter),
             methods=["POST"],
         ),
@@ -117,7 +119,9 @@ def create_app(
         *_console_api(api),
         console(runtime, keys.admin, settings),
     ]
-    return _Ingest(api, Starlette(routes=routes))
+    exact(routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _no_route})
+    return _Ingest(api, app)
 
 
 class _Ingest:
@@ -173,7 +177,7 @@ def _console_api(api: _Api) -> list[Route]:
             methods=["GET"],
         ),
         Route(
-            "/v1/journeys/{name}/versions/{version:int}",
+            "/v1/journeys/{name}/versions/{version:digits}",
             api.guard(api.journey_version),
             methods=["GET"],
         ),
@@ -203,6 +207,8 @@ class _Api:
                 return await handler(request)
             except _Problem as problem:
                 return _json(problem.body, problem.status, problem.headers)
+            except _Disconnected:
+                return Response(status_code=400)  # gone before its body came: nobody reads it
 
         return guarded
 
@@ -305,9 +311,14 @@ class _Api:
         found = await self._journey(request)
         version = request.query_params.get("version", "")
         if version not in ("", "all"):
-            if not version.isdigit():
+            number = whole_number(version)
+            if number is None:
                 raise _Problem(400, "version", "type", "'version' must be a number or 'all'")
-            older = await views.version_of(self.runtime, found, int(version))
+            # No store keeps a version after the latest (nor can it be asked for a number
+            # that large).
+            older = None
+            if number <= found.version:
+                older = await views.version_of(self.runtime, found, number)
             if older is None:
                 raise _Problem(404, "version", "exists", f"{found.name} has no version {version}")
             found = older
@@ -364,6 +375,9 @@ class _Api:
 
     async def workspace(self, request: Request) -> Response:
         """PUT /v1/workspace {files: {name: yaml}}: validate and publish (or only plan)."""
+        dry_run = request.query_params.get("dry_run", "false")
+        if dry_run not in _FLAGS:
+            raise _Problem(400, "dry_run", "enum", "'dry_run' must be true, false, 1 or 0")
         length = request.headers.get("content-length")
         body = await _read_body(request.receive, length, WORKSPACE_LIMIT)
         files = body.get("files") if isinstance(body, dict) else None
@@ -375,47 +389,42 @@ class _Api:
         problems = [p.as_dict() for p in loaded.problems]
         if loaded.workspace is None:
             return _json({"published": False, "problems": problems}, 422)
-        dry_run = request.query_params.get("dry_run", "") in ("1", "true")
-        plan = await self.runtime.publish(loaded.workspace, dry_run=dry_run)
-        return _json({"published": not dry_run, "plan": plan.as_dict(), "problems": problems})
+        planned = _FLAGS[dry_run]
+        plan = await self.runtime.publish(loaded.workspace, dry_run=planned)
+        return _json({"published": not planned, "plan": plan.as_dict(), "problems": problems})
 
     async def profile(self, request: Request) -> Response:
         profile_id = request.path_params["profile_id"]
-        shown = await views.profile_view(self.runtime, profile_id)
+        # No id holds a NUL (ingest refuses one), and PostgreSQL cannot be asked for one.
+        shown = None if "\x00" in profile_id else await views.profile_view(self.runtime, profile_id)
         if shown is None:
             raise _Problem(404, "profile_id", "exists", f"no profile {profile_id!r}")
         return _json(shown)
 
     async def messages(self, request: Request) -> Response:
         query = request.query_params
-        limit = query.get("limit", "100")
-        if not limit.isdigit() or not 0 < int(limit) <= 1000:
-            raise _Problem(400, "limit", "range", "'limit' must be a whole number from 1 to 1000")
-        rows = await self.runtime.store.messages(
-            profile=query.get("profile"),
-            journey=query.get("journey"),
-            status=query.get("status"),
-            limit=int(limit),
-        )
+        limit = _limit(query.get("limit", "100"))
+        filters = {name: query.get(name) for name in ("profile", "journey", "status")}
+        if any("\x00" in value for value in filters.values() if value is not None):
+            return _json({"messages": []})  # no message has one: none is stored
+        rows = await self.runtime.store.messages(**filters, limit=limit)
         return _json({"messages": [dataclasses.asdict(row) for row in rows]})
 
     async def events(self, request: Request) -> Response:
         query = request.query_params
-        limit, after = query.get("limit", "100"), query.get("after", "0")
-        if not limit.isdigit() or not 0 < int(limit) <= 1000:
-            raise _Problem(400, "limit", "range", "'limit' must be a whole number from 1 to 1000")
-        if not after.isdigit():
+        limit, after = _limit(query.get("limit", "100")), whole_number(query.get("after", "0"))
+        if after is None:
             raise _Problem(400, "after", "type", "'after' must be a whole number (an entry's seq)")
         status = query.get("status")
         if status is not None and status not in _TAIL_STATUSES:
             allowed = ", ".join(_TAIL_STATUSES)
             raise _Problem(400, "status", "enum", f"'status' must be one of {allowed}")
         entries = self.runtime.tail.entries(
-            after=int(after),
+            after=after,
             name=query.get("event"),
             profile=query.get("profile"),
             status=status,
-            limit=int(limit),
+            limit=limit,
         )
         return _json({"events": await views.explain(self.runtime, entries)})
 
@@ -423,22 +432,20 @@ class _Api:
 
     async def dead_letters(self, request: Request) -> Response:
         """GET /v1/dead-letters?limit=: the messages workers could not apply, newest first."""
-        limit = request.query_params.get("limit", "100")
-        if not limit.isdigit() or not 0 < int(limit) <= 1000:
-            raise _Problem(400, "limit", "range", "'limit' must be a whole number from 1 to 1000")
-        return _json(await views.dead_letters(self.runtime, int(limit)))
+        limit = _limit(request.query_params.get("limit", "100"))
+        return _json(await views.dead_letters(self.runtime, limit))
 
     async def delete_dead_letter(self, request: Request) -> Response:
         """DELETE /v1/dead-letters/{id}: give a message up for good."""
         letter_id = request.path_params["id"]
-        if not await self.runtime.store.delete_dead_letter(letter_id):
+        if letter_id > LARGEST or not await self.runtime.store.delete_dead_letter(letter_id):
             raise _no_dead_letter(letter_id)
         return _json({"id": letter_id, "deleted": True})
 
     async def replay_dead_letter(self, request: Request) -> Response:
         """POST /v1/dead-letters/{id}/replay: send the message on again, then forget it."""
         letter_id = request.path_params["id"]
-        letter = await self.runtime.store.dead_letter(letter_id)
+        letter = None if letter_id > LARGEST else await self.runtime.store.dead_letter(letter_id)
         if letter is None:
             raise _no_dead_letter(letter_id)
         try:
@@ -462,13 +469,16 @@ class _Api:
     async def journey_version(self, request: Request) -> Response:
         """A published version's document; ``?against=N`` adds a diff from version N."""
         journey, version = await self._journey(request), request.path_params["version"]
-        against = request.query_params.get("against", "")
-        if against and not against.isdigit():
+        given = request.query_params.get("against", "")
+        against = whole_number(given) if given else 0
+        if against is None:
             raise _Problem(400, "against", "type", "'against' must be a version number")
-        found = await views.journey_versions(
-            self.runtime, journey, version, int(against) if against else None
-        )
-        if found["document"] is None:
+        found = None
+        if version <= journey.version:  # no store keeps a later one (nor a number that large)
+            found = await views.journey_versions(
+                self.runtime, journey, version, against if against <= journey.version else None
+            )
+        if found is None or found["document"] is None:
             raise _Problem(404, "version", "exists", f"{journey.name} has no version {version}")
         return _json(found)
 
@@ -535,6 +545,7 @@ class _Api:
 
 
 _RETRY = {"Retry-After": "1"}
+_FLAGS = {"true": True, "1": True, "false": False, "0": False}
 _TAIL_STATUSES = ("accepted", "duplicate", "rejected", "unavailable")
 _DOCS_PAGE = docs_page()
 _KEY_HELP = "send the key as 'Authorization: Bearer <key>' or as the HTTP Basic user name"
@@ -544,7 +555,8 @@ _KEY_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeyman"'}
 
 async def _read_body(receive: Receive, length: str | None, limit: int) -> Any:
     """The decoded JSON body, read in chunks that stop at ``limit``."""
-    if length is not None and length.isdigit() and int(length) > limit:
+    size = whole_number(length) if length is not None else None
+    if size is not None and size > limit:
         raise _too_large(limit)
     # A chunked body has no length to check first.
     chunks, received, more = [], 0, True
@@ -564,6 +576,27 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> Any:
         raise _Problem(400, "body", "json", f"the body is not valid JSON: {error}") from None
     except RecursionError:
         raise _Problem(400, "body", "json", "the body nests too deeply") from None
+
+
+def _limit(text: str) -> int:
+    limit = whole_number(text)
+    if limit is None or not 0 < limit <= 1000:
+        raise _Problem(400, "limit", "range", "'limit' must be a whole number from 1 to 1000")
+    return limit
+
+
+async def _no_route(request: Request, error: Exception) -> Response:
+    """No route took the request: under /v1/, a JSON error as every API answer has;
+    elsewhere (the console), Starlette's own plain answer."""
+    assert isinstance(error, HTTPException)
+    path = request.url.path
+    if path != "/v1" and not path.startswith("/v1/"):
+        return PlainTextResponse(error.detail, error.status_code, dict(error.headers or {}))
+    if error.status_code == 405:
+        body = {"field": "method", "rule": "enum", "message": f"{request.method} is not allowed"}
+    else:
+        body = {"field": "path", "rule": "exists", "message": f"no endpoint {path!r}"}
+    return _json({"error": body}, error.status_code, dict(error.headers or {}))
 
 
 def _no_dead_letter(letter_id: int) -> _Problem:

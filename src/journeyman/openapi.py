@@ -21,6 +21,7 @@ _ERROR = {
             "required": ["field", "rule", "message"],
         }
     },
+    "required": ["error"],
 }
 
 
@@ -36,72 +37,145 @@ _INGEST_ERRORS = {
     "503": _error("The events could not be stored; nothing was kept: retry."),
 }
 
+_COUNTED = {
+    "type": "object",
+    "properties": {
+        "accepted": {"type": "integer", "minimum": 0},
+        "rejected": {
+            "type": "array",
+            "description": "the calls of a batch that break a rule, each with its index",
+            "items": {"type": "object", "required": ["index", "field", "rule", "message"]},
+        },
+    },
+    "required": ["accepted"],
+}
 _ACCEPTED = {
     "description": "Stored on disk: the events will be processed.",
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "accepted": {"type": "integer"},
-                    "rejected": {"type": "array", "items": {"type": "object"}},
-                },
-            }
-        }
-    },
+    "content": {"application/json": {"schema": _COUNTED}},
 }
 
+# Ids are indexed: at most 255 characters, and never a NUL (no backend keeps one). Absent
+# and null are the same.
+_NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\x00]*$"}
+_ID = {
+    "description": "a string, or a whole number (taken as its digits); not only spaces",
+    "anyOf": [_NAME, {"type": "integer"}, {"type": "null"}],
+}
+_DATA = {
+    "description": "no NUL character in a key or a text, whole numbers within 64 bits, at "
+    "most 32 levels deep; absent or null is empty",
+    "type": ["object", "null"],
+}
 _SEGMENT_IDS = {
-    "userId": {"type": "string"},
-    "anonymousId": {"type": "string"},
-    "timestamp": {"type": "string", "format": "date-time"},
-    "messageId": {"type": "string", "description": "a retry with the same id is ignored"},
-    "context": {"type": "object"},
+    "userId": _ID,
+    "anonymousId": _ID,
+    "timestamp": {
+        "description": "when it happened (the time it arrived, if absent)",
+        "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+    },
+    "messageId": {
+        "description": "a retry with the same id is ignored",
+        "anyOf": [_NAME, {"type": "null"}],
+    },
+    "context": {"description": "accepted as Segment sends it, and not read"},
 }
 
 _TRACK = {
     "type": "object",
+    "description": "The profile is named by the identity the event's definition says "
+    "(userId, anonymousId or properties.email); an event without a definition needs a "
+    "userId or an anonymousId. Defined events' properties must fit their JSON Schema.",
     "required": ["event"],
-    "properties": {**_SEGMENT_IDS, "event": {"type": "string"}, "properties": {"type": "object"}},
+    "properties": {**_SEGMENT_IDS, "event": _NAME, "properties": _DATA},
 }
 _IDENTIFY = {
     "type": "object",
-    "properties": {**_SEGMENT_IDS, "traits": {"type": "object"}},
+    "description": "Needs a userId or an anonymousId; naming both makes them one profile.",
+    "properties": {**_SEGMENT_IDS, "traits": _DATA},
+    "anyOf": [
+        {"required": ["userId"], "properties": {"userId": {"not": {"type": "null"}}}},
+        {"required": ["anonymousId"], "properties": {"anonymousId": {"not": {"type": "null"}}}},
+    ],
+}
+_BATCH = {
+    "type": "object",
+    "required": ["batch"],
+    "properties": {
+        "batch": {
+            "type": "array",
+            "maxItems": 500,
+            "description": "track and identify calls, each as /v1/track or /v1/identify takes "
+            "it with its 'type' (track or identify), of at most 32 KiB each. Each call is "
+            "checked alone: those that break a rule are listed in 'rejected', the others kept.",
+            "items": {},
+        }
+    },
 }
 
 
-def _post(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _post(summary: str, schema: dict[str, Any], rejected: str | None = None) -> dict[str, Any]:
+    errors = dict(_INGEST_ERRORS)
+    if rejected is not None:
+        content = {"application/json": {"schema": {"anyOf": [_ERROR, _COUNTED]}}}
+        errors["400"] = {"description": rejected, "content": content}
     return {
         "post": {
             "summary": summary,
             "security": [{"bearer": []}, {"basic": []}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-            "responses": {"202": _ACCEPTED, **_INGEST_ERRORS},
+            "responses": {"202": _ACCEPTED, **errors},
         }
     }
 
 
-def _get(summary: str, parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _get(
+    summary: str, parameters: list[dict[str, Any]] | None = None, bad: str | None = None
+) -> dict[str, Any]:
+    """A GET with the admin key; ``bad`` says when it answers 400, if it can."""
+    responses = {
+        "200": {"description": "OK", "content": {"application/json": {}}},
+        "401": _error("The admin key is missing or wrong."),
+        "404": _error("Not found."),
+    }
+    if bad is not None:
+        responses["400"] = _error(bad)
     return {
         "get": {
             "summary": summary,
             "security": [{"bearer": []}, {"basic": []}],
             "parameters": parameters or [],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {}}},
-                "401": _error("The admin key is missing or wrong."),
-                "404": _error("Not found."),
-            },
+            "responses": dict(sorted(responses.items())),
         }
     }
 
 
-def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
-def _query(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+def _query(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"}}
+
+
+# Numbers in paths and queries are ASCII digits. Ids and versions over 2**63 - 1 are kept
+# by no store: such a one names nothing (404).
+_VERSION = {"type": "integer", "minimum": 1}
+_LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
+_BAD_LIMIT = "'limit' is not a whole number from 1 to 1000."
+_STATUSES = ["accepted", "duplicate", "rejected", "unavailable"]
+
+
+def _status(description: str, *statuses: str) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["status", "storage"],
+        "properties": {"status": {"enum": list(statuses)}, "storage": {"type": "string"}},
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _text(description: str, media_type: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
 
 
 # What PUT /v1/workspace answers: the plan, and every problem, warnings included.
@@ -154,17 +228,9 @@ SPEC: dict[str, Any] = {
         "/v1/identify": _post("Set a profile's traits", _IDENTIFY),
         "/v1/batch": _post(
             "Up to 500 track and identify calls (512 KiB)",
-            {
-                "type": "object",
-                "required": ["batch"],
-                "properties": {
-                    "batch": {
-                        "type": "array",
-                        "maxItems": 500,
-                        "items": {"oneOf": [_TRACK, _IDENTIFY]},
-                    }
-                },
-            },
+            _BATCH,
+            "The body breaks a rule (the error names it), or every call does (each is "
+            "listed in 'rejected', and 'accepted' is 0).",
         ),
         "/v1/journeys": _get(
             "Every published journey, and those removed from the workspace (state 'removed')"
@@ -173,7 +239,11 @@ SPEC: dict[str, Any] = {
             "One journey (or its version 'version'), its definition and live counts per step: "
             "of that version's instances, or of every version with version=all "
             "('counts_version' says which)",
-            [_path_param("name"), _query("version")],
+            [
+                _path_param("name"),
+                _query("version", {"type": "string", "pattern": "^([0-9]+|all)$"}),
+            ],
+            "'version' is not a number or 'all'.",
         ),
         "/v1/journeys/{name}/{command}": {
             "post": {
@@ -209,7 +279,9 @@ SPEC: dict[str, Any] = {
             "put": {
                 "summary": "Validate and publish a workspace (dry_run=true: plan only)",
                 "security": [{"bearer": []}, {"basic": []}],
-                "parameters": [_query("dry_run")],
+                "parameters": [
+                    _query("dry_run", {"type": "string", "enum": ["true", "false", "1", "0"]})
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -229,8 +301,12 @@ SPEC: dict[str, Any] = {
                 },
                 "responses": {
                     "200": _published("The plan, and the workspace's warnings", plan=True),
-                    "400": _error("The body is not a map of file names to text."),
+                    "400": _error(
+                        "The body is not a map of file names to text, or 'dry_run' is not "
+                        "true, false, 1 or 0."
+                    ),
                     "401": _error("The admin key is missing or wrong."),
+                    "413": _error("The body is over 8 MiB."),
                     "422": _published("The workspace has errors: nothing was published", False),
                 },
             }
@@ -243,7 +319,12 @@ SPEC: dict[str, Any] = {
         ),
         "/v1/journeys/{name}/versions/{version}": _get(
             "A published version's document; 'against' another version adds a unified diff",
-            [_path_param("name"), _path_param("version"), _query("against")],
+            [
+                _path_param("name"),
+                _path_param("version", _VERSION),
+                _query("against", {"type": "integer", "minimum": 0}),
+            ],
+            "'against' is not a version number.",
         ),
         "/v1/profiles": _get(
             "Find profiles: the ids that a userId, anonymousId or email in 'q' leads to",
@@ -256,7 +337,8 @@ SPEC: dict[str, Any] = {
         ),
         "/v1/messages": _get(
             "The message log",
-            [_query("profile"), _query("journey"), _query("status"), _query("limit")],
+            [_query("profile"), _query("journey"), _query("status"), _LIMIT],
+            _BAD_LIMIT,
         ),
         "/v1/mail": _get(
             "The emails the built-in mail catcher caught (serve --catcher), newest first"
@@ -267,16 +349,18 @@ SPEC: dict[str, Any] = {
             [
                 _query("event"),
                 _query("profile"),
-                _query("status"),
-                _query("after"),
-                _query("limit"),
+                _query("status", {"type": "string", "enum": _STATUSES}),
+                _query("after", {"type": "integer", "minimum": 0, "default": 0}),
+                _LIMIT,
             ],
+            "'limit' is not a whole number from 1 to 1000, 'after' is not a whole number, or "
+            "'status' is not one of the four.",
         ),
         "/healthz": {
             "get": {
                 "summary": "Liveness: always 200 while the process runs; status 'degraded' "
                 "and storage 'failing: ...' while commits fail",
-                "responses": {"200": {"description": "OK"}},
+                "responses": {"200": _status("OK", "ok", "degraded")},
             }
         },
         "/readyz": {
@@ -284,16 +368,27 @@ SPEC: dict[str, Any] = {
                 "summary": "Readiness: 200 when the store answers and the last commits were "
                 "stored, else 503 with the reason",
                 "responses": {
-                    "200": {"description": "Ready"},
-                    "503": {"description": "Not ready: storage is failing"},
+                    "200": _status("Ready", "ready"),
+                    "503": _status("Not ready: storage is failing", "unready"),
                 },
             }
         },
         "/metrics": {
-            "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OK"}}}
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": _text("OK", "text/plain")},
+            }
         },
         "/openapi.json": {
-            "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}
+            "get": {
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
         },
     },
 }
@@ -304,7 +399,7 @@ SPEC["paths"]["/v1/workspace"].update(
     )
 )
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
-_LETTER_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_LETTER_ID = _path_param("id", {"type": "integer", "minimum": 0})
 _KEY = _error("The admin key is missing or wrong.")
 SPEC["paths"]["/v1/dead-letters"] = {
     "get": {
@@ -314,7 +409,7 @@ SPEC["paths"]["/v1/dead-letters"] = {
             "how many are kept"
         ),
         "security": _ADMIN,
-        "parameters": [_query("limit")],
+        "parameters": [_LIMIT],
         "responses": {
             "200": {"description": "OK", "content": {"application/json": {}}},
             "400": _error("'limit' is not a whole number from 1 to 1000."),
@@ -361,7 +456,10 @@ SPEC["paths"]["/v1/dead-letters/{id}/replay"] = {
     }
 }
 SPEC["paths"]["/docs"] = {
-    "get": {"summary": "This API, as a page to read", "responses": {"200": {"description": "OK"}}}
+    "get": {
+        "summary": "This API, as a page to read",
+        "responses": {"200": _text("OK", "text/html")},
+    }
 }
 
 

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, quote, urlencode
 
 import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -38,6 +38,7 @@ from journeyman.web.auth import (
     client_address,
 )
 from journeyman.web.layout import ENTRY, lay_out
+from journeyman.web.paths import LARGEST, exact, whole_number
 
 __all__ = ["ConsoleSettings", "console"]
 
@@ -91,13 +92,15 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/profiles", pages.page(pages.profiles), methods=["GET"]),
         Route("/profiles/{profile_id:path}", pages.page(pages.profile), methods=["GET"]),
         Route("/events", pages.page(pages.events), methods=["GET"]),
-        Route("/dead-letters/{id:int}/replay", pages.form(pages.replay), methods=["POST"]),
+        Route("/dead-letters/{id:digits}/replay", pages.form(pages.replay), methods=["POST"]),
         Route("/messages", pages.page(pages.messages), methods=["GET"]),
         Route("/workspace", pages.page(pages.workspace), methods=["GET"]),
         Route("/workspace", pages.form(pages.publish), methods=["POST"]),
         Mount("/static", app=static, name="static"),
     ]
-    return Mount("", routes=routes)
+    mount = Mount("", routes=routes)
+    exact([mount])
+    return mount
 
 
 def _environment() -> Environment:
@@ -389,14 +392,15 @@ class _Console:
         context = {"events": found, "filters": _filters(query), "statuses": _STATUSES, **dead}
         context["replayed"] = _int(query.get("replayed"), 0, 0, 2**62)
         failed, _, why = query.get("failed", "").partition(":")
-        if failed.isdigit() and why in ("retry", "again", "gone"):
-            context["failed"] = {"id": int(failed), "why": why}
+        letter = whole_number(failed)
+        if letter is not None and why in ("retry", "again", "gone"):
+            context["failed"] = {"id": letter, "why": why}
         return self.render(request, session, "events.html", context)
 
     async def replay(self, request: Request, session: Session) -> Response:
         """Send a dead letter's message on again (see ``POST /v1/dead-letters/{id}/replay``)."""
         letter_id = request.path_params["id"]
-        letter = await self.runtime.store.dead_letter(letter_id)
+        letter = None if letter_id > LARGEST else await self.runtime.store.dead_letter(letter_id)
         if letter is None:
             return RedirectResponse(f"/events?failed={letter_id}:gone", 303)
         try:
@@ -408,13 +412,12 @@ class _Console:
 
     async def messages(self, request: Request, session: Session) -> Response:
         query = request.query_params
-        rows = await self.runtime.store.messages(
-            profile=query.get("profile") or None,
-            journey=query.get("journey") or None,
-            status=query.get("status") or None,
-            limit=200,
-        )
-        found = [msgspec.to_builtins(row) for row in rows]
+        filters = {name: query.get(name) or None for name in ("profile", "journey", "status")}
+        found = []
+        # No message holds a NUL (ingest refuses one), and PostgreSQL cannot be asked for one.
+        if not any("\x00" in value for value in filters.values() if value is not None):
+            rows = await self.runtime.store.messages(**filters, limit=200)
+            found = [msgspec.to_builtins(row) for row in rows]
         mail = views.caught_mail(self.settings.mail_file)
         if _wants_json(request):
             return _data({"messages": found, "caught_mail": mail})
@@ -474,10 +477,13 @@ async def _form(request: Request) -> dict[str, str] | None:
     if request.headers.get("content-type", "").split(";")[0] != "application/x-www-form-urlencoded":
         return None
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > FORM_LIMIT:
-            return None
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > FORM_LIMIT:
+                return None
+    except ClientDisconnect:
+        return None  # gone before the whole form came: nobody reads the answer
     try:
         parsed = parse_qs(body.decode(), keep_blank_values=True)
     except UnicodeDecodeError:
@@ -493,9 +499,10 @@ def _next(target: str | None) -> str:
 
 
 def _int(text: str | None, default: int, low: int, high: int) -> int:
-    if text is None or not text.isdigit():
+    number = whole_number(text) if text is not None else None
+    if number is None:
         return default
-    return min(max(int(text), low), high)
+    return min(max(number, low), high)
 
 
 def _failure(text: str) -> str:

@@ -305,7 +305,9 @@ def render_template(
 
 async def instance_path(runtime: Runtime, instance_id: str) -> dict[str, Any] | None:
     """The steps one instance went through, in order, to draw its path on the graph."""
-    instance = await runtime.store.instance(instance_id) if instance_id else None
+    # No id holds a NUL (PostgreSQL cannot be asked for one).
+    known = instance_id and "\x00" not in instance_id
+    instance = await runtime.store.instance(instance_id) if known else None
     if instance is None:
         return None
     trace = await runtime.store.trace(instance.profile_id, limit=_TRACE_LIMIT)
@@ -363,7 +365,7 @@ def _yaml(document: Any) -> str:
 async def profile_search(runtime: Runtime, query: str) -> list[str]:
     """Profile ids a userId, anonymousId, email or phone number leads to."""
     query = query.strip()
-    if not query:
+    if not query or "\x00" in query:  # no id holds a NUL: ingest refuses one
         return []
     found: list[str] = []
     if await runtime.store.profile(query) is not None:
@@ -386,6 +388,8 @@ async def profile_view(
     identities, consent, recent events, and every instance with its timeline (and, with
     ``messages``, what each instance sent)."""
     store = runtime.store
+    if "\x00" in profile_id:  # no id holds one (ingest refuses it); PostgreSQL cannot look
+        return None
     profile = await store.profile(profile_id)
     if profile is None:
         return None
