@@ -909,23 +909,25 @@ def parse(argv: list[str] | None = None) -> Options:
 
 
 @contextlib.contextmanager
-def interrupted_by_sigterm() -> Iterator[None]:
-    """SIGTERM stops the run as Ctrl-C does: through the clean-up."""
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run through its clean-up (even when the shell that
+    started it in the background had SIGINT ignored)."""
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
     runs, dumped = [], []
-    with interrupted_by_sigterm(), Sink() as sink:
+    with interruptible(), Sink() as sink:
         for mode in options.modes:
             with Run(mode, options, sink) as run:
                 outcome = run.go()
@@ -941,4 +943,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: the processes, files, database and stream are cleaned up")
+        sys.exit(130)
