@@ -45,6 +45,18 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
+# SIGKILL storms under load, on SQLite and on PostgreSQL + NATS with workers (which need
+# `make services`): what the kills lost or sent twice, in benchmarks/chaos-results.md.
+# CHAOS_MODE (sqlite, bus, both), CHAOS_KILLS per mode, CHAOS_DURATION (seconds of load
+# per mode); CHAOS_ARGS for the rest (python benchmarks/chaos.py --help).
+CHAOS_MODE ?= both
+CHAOS_KILLS ?= 10
+CHAOS_DURATION ?= 60
+.PHONY: chaos
+chaos: $(STAMP)
+	$(BIN)/python benchmarks/chaos.py --mode $(CHAOS_MODE) --kills $(CHAOS_KILLS) \
+		--duration $(CHAOS_DURATION) $(CHAOS_ARGS)
+
 # The peers (DBOS, Temporal) live in a virtualenv of their own, so that journeyman's
 # dependencies stay what pyproject.toml says.
 $(PEERS_STAMP): pyproject.toml benchmarks/peers/requirements.txt

@@ -7,6 +7,7 @@ until the machine is quiet, and notes how much CPU processes other than its own 
 from __future__ import annotations
 
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -38,3 +39,18 @@ def cpu_seconds_of(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def describe() -> str:
+    """The machine in a few words, for a results file: cores, memory, platform, Python."""
+    memory = ""
+    try:
+        with open("/proc/meminfo") as info:
+            kib = int(info.readline().split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{os.cpu_count()} cores{memory}, {platform.machine()}, {platform.system()}, "
+        f"Python {platform.python_version()}"
+    )

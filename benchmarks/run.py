@@ -6,8 +6,6 @@ they ran on; the table says which.
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,6 +21,7 @@ import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
 import bench_storage  # noqa: E402
 import bench_templates  # noqa: E402
+from machine import describe  # noqa: E402
 
 # (what, module's run(), unit, target as text, is the target met by a value)
 Check = Callable[[float], bool]
@@ -45,20 +44,6 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
 ]
 
 
-def machine() -> str:
-    memory = ""
-    try:
-        with open("/proc/meminfo") as info:
-            kib = int(info.readline().split()[1])
-        memory = f", {kib / 1024 / 1024:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return (
-        f"{os.cpu_count()} cores{memory}, {platform.machine()}, {platform.system()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def main() -> None:
     rows = []
     for suite, run, unit, target, met in SUITES:
@@ -72,7 +57,7 @@ def main() -> None:
     lines = [
         "# Benchmark results",
         "",
-        f"Measured {stamp} on {machine()}, with `make bench`.",
+        f"Measured {stamp} on {describe()}, with `make bench`.",
         "",
         "| benchmark | result | target met | what |",
         "|---|---|---|---|",

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from journeyman.channels.base import Channel, Delivery
 from journeyman.channels.file import FileChannel
 from journeyman.channels.smtp import SmtpChannel
 from journeyman.domain.model import Workspace
-from journeyman.domain.state import Event
+from journeyman.domain.state import Event, SendMessage
 from journeyman.runtime.dispatcher import Dispatcher
 from journeyman.runtime.processor import Processor
 from journeyman.runtime.worker import TellingDispatcher
@@ -328,3 +329,65 @@ def test_a_send_not_started_before_its_claim_nears_its_end_is_left_for_a_later_c
 
 async def until_held(smtp: HoldingSmtpServer) -> None:
     await until(lambda: asyncio.to_thread(smtp.holding.wait, 0))
+
+
+class CountingChannel(Channel):
+    """A provider that accepts every email at once, and notes how many sends had been
+    answered without their outcome being written when each one began."""
+
+    name = "email"
+    rate = None
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.written = 0  # outcomes the store has taken
+        self.unrecorded: list[int] = []  # answered, not yet written, at each send's start
+
+    async def send(self, message: SendMessage) -> Delivery:
+        self.unrecorded.append(self.started - self.written)
+        self.started += 1
+        await asyncio.sleep(0)  # a provider answers on a later turn of the loop
+        return Delivery("sent")
+
+
+async def turns(count: int = 50) -> None:
+    """Let every task that can go on, go on: nothing here waits for I/O or time."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_a_crash_repeats_at_most_the_dispatchers_concurrency_however_slow_the_writes(
+    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send holds its slot until its outcome is written: while the store is slow to take
+    outcomes, no more sends start, so a crash can repeat at most ``concurrency`` of them
+    (those answered but not recorded, and those under way)."""
+    ws = workspace(WELCOME)
+    clock = Clock()
+    channel = CountingChannel()
+    real = store.settle
+    gate, entered = asyncio.Event(), asyncio.Event()
+
+    async def slow_settle(rows: list[Delivered]) -> None:
+        entered.set()
+        await gate.wait()
+        await real(rows)
+        channel.written += len(rows)
+
+    async def test(processor: Processor) -> None:
+        users = [f"u{n}" for n in range(6)]
+        await processor.submit([e for user in users for e in sign_up(ws, user)])
+        claimed = await store.claim(clock(), 100)
+        monkeypatch.setattr(store, "settle", slow_settle)
+        sender = Dispatcher(store, processor, {"email": channel}, clock, env={}, concurrency=2)
+        delivering = asyncio.ensure_future(sender.deliver(claimed))
+        await entered.wait()
+        await turns()
+        assert channel.started == 2  # a crash now would repeat these two at most
+        gate.set()
+        await delivering
+        assert channel.started == len(users)
+        assert max(channel.unrecorded) <= 1  # with the one starting, two in all
+        assert set((await statuses(store)).values()) == {"sent"}
+
+    live(store, ws, test, clock)

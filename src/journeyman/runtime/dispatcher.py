@@ -10,8 +10,9 @@ outcome goes back through the processor, in the same transaction as the outbox u
 :class:`journeyman.runtime.worker.TellingDispatcher`).
 
 Each outcome is recorded as soon as its provider answers, not when the whole claim is
-delivered: a crash can repeat only the sends in flight at that instant (at most
-``concurrency``, each with its idempotency key). Outcomes that arrive while the last ones
+delivered, and a send keeps its slot until its outcome is written: a crash can repeat only
+the sends in flight at that instant, answered or not (at most ``concurrency``, each with its
+idempotency key). Outcomes that arrive while the last ones
 are being written go in the next write together (see :class:`_Outcomes`), so a burst of
 answers costs a write or two, not one each. One outcome the store refuses does not keep
 the others unrecorded.
@@ -175,7 +176,7 @@ class Dispatcher:
         """
         outcomes = _Outcomes(self._keep)
 
-        def answered(index: int, delivery: Delivery) -> None:
+        def answered(index: int, delivery: Delivery) -> asyncio.Future[None]:
             item = items[index]
             record = self._record(item, delivery)
             effect = item.effect
@@ -184,9 +185,8 @@ class Dispatcher:
             self.counts[key] = self.counts.get(key, 0) + 1
             if record.status == "failed" or (record.status == "sent" and effect.awaited):
                 ok = record.status == "sent"
-                outcomes.tell(DeliveryResult(effect, ok, record.detail, record))
-            else:
-                outcomes.settle(record)
+                return outcomes.tell(DeliveryResult(effect, ok, record.detail, record))
+            return outcomes.settle(record)
 
         try:
             await self._attempt_all(items, answered, until)
@@ -196,12 +196,17 @@ class Dispatcher:
     async def _attempt_all(
         self,
         items: list[OutboxItem],
-        answered: Callable[[int, Delivery], None],
+        answered: Callable[[int, Delivery], Awaitable[None]],
         until: datetime | None = None,
     ) -> None:
         """Deliver every item, telling ``answered`` each one's outcome (by its index) as it
         comes. Sends to a channel that batches, with no rate limit, go to it together;
-        everything else goes one by one."""
+        everything else goes one by one, ``concurrency`` at a time.
+
+        A send keeps its slot until ``answered`` says its outcome is written: answered
+        sends whose outcomes wait for a slow write would otherwise free their slots for
+        more sends, and a crash would repeat all of them. So a crash repeats at most
+        ``concurrency`` sends (answered, or under way)."""
         groups: dict[str, list[int]] = {}
         singles: list[int] = []
         for index, item in enumerate(items):
@@ -222,9 +227,10 @@ class Dispatcher:
                 answered(index, delivery)
 
         async def alone(index: int) -> None:
-            delivery = await self._attempt(items[index], until)
-            if delivery is not None:
-                answered(index, delivery)
+            async with self._slots:
+                delivery = await self._attempt(items[index], until)
+                if delivery is not None:
+                    await answered(index, delivery)
 
         await asyncio.gather(
             *(together(name, indexes) for name, indexes in groups.items()),
@@ -328,29 +334,29 @@ class Dispatcher:
         return frozenset(name for text in sources for name in _REFERENCE.findall(text))
 
     async def _attempt(self, item: OutboxItem, until: datetime | None = None) -> Delivery | None:
-        """The outcome of one send, or None if it was not made (see :meth:`deliver`)."""
+        """The outcome of one send, or None if it was not made (see :meth:`deliver`); the
+        caller holds a slot."""
         effect = item.effect
-        async with self._slots:
-            if _late(self.clock, until):
-                return None
-            try:
-                if not isinstance(effect, SendMessage):
-                    action = self.processor.workspace.actions.get(effect.action)
-                    allow = action.allow if action is not None else None
-                    only = self._variables(effect.action)
-                    return await make_call(effect, self.env, only=only, allow=allow)
-                channel = self.channels.get(effect.channel)
-                if channel is None:
-                    return Delivery("failed", f"no channel named {effect.channel} is configured")
-                limit = self._limits.get(effect.channel)
-                if limit is not None:
-                    await limit.acquire()
-                    if _late(self.clock, until):
-                        return None
-                return await channel.send(effect)
-            except Exception as error:  # a channel bug must not stop the dispatcher
-                log.exception("delivering %s failed unexpectedly", effect.key)
-                return Delivery("retry", f"unexpected error: {error!r}")
+        if _late(self.clock, until):
+            return None
+        try:
+            if not isinstance(effect, SendMessage):
+                action = self.processor.workspace.actions.get(effect.action)
+                allow = action.allow if action is not None else None
+                only = self._variables(effect.action)
+                return await make_call(effect, self.env, only=only, allow=allow)
+            channel = self.channels.get(effect.channel)
+            if channel is None:
+                return Delivery("failed", f"no channel named {effect.channel} is configured")
+            limit = self._limits.get(effect.channel)
+            if limit is not None:
+                await limit.acquire()
+                if _late(self.clock, until):
+                    return None
+            return await channel.send(effect)
+        except Exception as error:  # a channel bug must not stop the dispatcher
+            log.exception("delivering %s failed unexpectedly", effect.key)
+            return Delivery("retry", f"unexpected error: {error!r}")
 
     def _record(self, item: OutboxItem, delivery: Delivery) -> Delivered:
         now = self.clock()
@@ -379,31 +385,41 @@ class _Outcomes:
         self._keep = keep
         self._settled: list[Delivered] = []
         self._told: list[DeliveryResult] = []
+        self._done: list[asyncio.Future[None]] = []  # one per outcome not yet written
         self._writing: asyncio.Future[None] | None = None
         self._error: Exception | None = None
 
-    def settle(self, record: Delivered) -> None:
+    def settle(self, record: Delivered) -> asyncio.Future[None]:
+        """Write ``record`` soon; the future is done once its write is over (stored, or
+        failed: :meth:`written` raises the failure)."""
         self._settled.append(record)
-        self._write_soon()
+        return self._write_soon()
 
-    def tell(self, result: DeliveryResult) -> None:
+    def tell(self, result: DeliveryResult) -> asyncio.Future[None]:
+        """As :meth:`settle`, for an outcome the engine must learn."""
         self._told.append(result)
-        self._write_soon()
+        return self._write_soon()
 
-    def _write_soon(self) -> None:
+    def _write_soon(self) -> asyncio.Future[None]:
+        done = asyncio.get_running_loop().create_future()
+        self._done.append(done)
         # The write starts at the event loop's next turn: answers that come in the same
         # turn (a batch of them) are written together.
         if self._writing is None or self._writing.done():
             self._writing = asyncio.ensure_future(self._write())
+        return done
 
     async def _write(self) -> None:
         while self._settled or self._told:
-            settled, told = self._settled, self._told
-            self._settled, self._told = [], []
+            settled, told, done = self._settled, self._told, self._done
+            self._settled, self._told, self._done = [], [], []
             try:
                 await self._keep(settled, told)
             except Exception as error:
                 self._error = self._error or error
+            for future in done:
+                if not future.done():  # its sender may have been cancelled
+                    future.set_result(None)
 
     async def written(self) -> None:
         """Wait until every outcome so far has been written; raise the first failure."""
