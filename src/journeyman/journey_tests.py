@@ -7,6 +7,7 @@ against what happened: messages, step records, instance end states, rejected eve
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,12 +38,9 @@ def run_tests(workspace: Workspace) -> list[TestResult]:
 
 def run_test(workspace: Workspace, test: TestCase) -> TestResult:
     simulator = Simulator(workspace, test.start, fail=test.fail)
-    for event in sorted(test.events, key=lambda e: e.at):
-        at = test.start + event.at
-        if event.type == "track":
-            simulator.track(event.payload, at)
-        else:
-            simulator.identify(event.payload, at)
+    # Events at the same moment arrive together: the server would take them in one batch.
+    for at, events in itertools.groupby(sorted(test.events, key=lambda e: e.at), lambda e: e.at):
+        simulator.receive([(e.type, e.payload) for e in events], test.start + at)
     simulator.run(test.until)
     result = TestResult(test, simulator)
     for expectation in test.expect:

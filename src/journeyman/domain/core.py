@@ -163,11 +163,13 @@ def apply(
     definitions = engine.workspace.events
     results = []
     for trigger in triggers:
-        if _applied_before(trigger, known, changes):
-            results.append("duplicate")
-            continue
         if isinstance(trigger, Event):
-            results.append(_event(engine, snapshots, trigger, now, known, changes, definitions))
+            if trigger.message_id is not None and _seen_before(trigger.message_id, known):
+                results.append("duplicate")
+            else:
+                results.append(_event(engine, snapshots, trigger, now, known, changes, definitions))
+        elif isinstance(trigger, DeliveryResult) and _told_before(trigger, known, changes):
+            results.append("duplicate")
         else:
             results.append(_other(engine, snapshots, trigger, now, known, changes))
     return results, changes
@@ -272,20 +274,23 @@ def _crashed(
     return engine.on_crash(snapshot.profile, snapshot.running, failed, reason, now)
 
 
-def _applied_before(trigger: Trigger, known: Known, changes: Changes) -> bool:
-    """Whether the trigger came before (an event by its messageId, an outcome settled
-    elsewhere by its outbox row); if not, remember it for the triggers after it."""
-    if isinstance(trigger, Event):
-        if trigger.message_id is None:
-            return False
-        if trigger.message_id in known.seen:
-            return True
-        known.seen.add(trigger.message_id)
-    elif isinstance(trigger, DeliveryResult) and trigger.told is not None:
-        if trigger.told not in known.untold:
-            return True
-        known.untold.discard(trigger.told)
-        changes.told.append(trigger.told)
+def _seen_before(message_id: str, known: Known) -> bool:
+    """Whether an event with this messageId was accepted before; if not, it is now."""
+    if message_id in known.seen:
+        return True
+    known.seen.add(message_id)
+    return False
+
+
+def _told_before(trigger: DeliveryResult, known: Known, changes: Changes) -> bool:
+    """Whether an outcome settled elsewhere was learned before (by its outbox row); if
+    not, it is now."""
+    if trigger.told is None:
+        return False
+    if trigger.told not in known.untold:
+        return True
+    known.untold.discard(trigger.told)
+    changes.told.append(trigger.told)
     return False
 
 
@@ -486,10 +491,11 @@ def _carry_out(snapshot: Snapshot, outcome: Outcome, changes: Changes) -> None:
         snapshot.profile = outcome.profile
         changes.profiles[outcome.profile.id] = outcome.profile
         email = outcome.profile.traits.get("email")
-        if isinstance(before, str) and before and before != email:
-            changes.forgotten.append(("email", normal_email(before), outcome.profile.id))
-        if isinstance(email, str) and email:
-            changes.identities[("email", normal_email(email))] = outcome.profile.id
+        if email != before:  # the profile has the identity from when it got the email on
+            if isinstance(before, str) and before:
+                changes.forgotten.append(("email", normal_email(before), outcome.profile.id))
+            if isinstance(email, str) and email:
+                changes.identities[("email", normal_email(email))] = outcome.profile.id
     if outcome.instances:
         changes.instances.update(outcome.instances)
         snapshot.running = carry(snapshot.running, outcome.instances.values())
