@@ -32,7 +32,8 @@ from journeyman.storage import Store
 from journeyman.workspace import load_workspace
 from tests.conftest import START, write_workspace
 from tests.servers import Journeyman, SmtpServer, wait_until
-from tests.test_processor import live
+from tests.test_processor import ON_ERROR, live
+from tests.test_serve import smtp_channel
 
 pytestmark = pytest.mark.durable  # a server in another process needs a database that outlives it
 
@@ -112,20 +113,6 @@ steps:
     wait: 2s
   - id: done
     end: toured
-"""
-
-SENDER = "Journeyman Tests <hello@example.com>"
-
-
-def channel(port: int) -> str:
-    return f"""
-kind: channel
-name: email
-type: smtp
-host: 127.0.0.1
-port: {port}
-security: none
-from: "{SENDER}"
 """
 
 
@@ -296,7 +283,7 @@ class Both:
 
 @pytest.fixture
 def both(tmp_path: Path, store_url: str, smtp: SmtpServer) -> Iterator[Both]:
-    folder = write_workspace(tmp_path / "ws", WORKSPACE, channel(smtp.port))
+    folder = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
     with Journeyman(folder, store_url, tmp_path) as server:
         server.start()
         with server.client() as api:
@@ -447,21 +434,6 @@ VISIT = """
 kind: event
 name: visited
 identity: anonymousId
----
-kind: journey
-name: welcome
-entry: {event: visited}
-steps:
-  - id: greet
-    send: hello_email
-    on_error: fallback
-  - id: done
-    end: welcomed
-  - id: fallback
-    send: hello_sms
-    next: by_sms
-  - id: by_sms
-    end: reached_by_sms
 """
 
 
@@ -470,7 +442,7 @@ def test_a_delivery_outcome_after_a_merge_applies_to_the_profile_merged_into(
 ) -> None:
     """The outbox row still names the anonymous profile; the instance is the known one's
     now, and its on_error path runs with the known profile's traits (its phone)."""
-    ws = workspace(VISIT)
+    ws = workspace(VISIT, ON_ERROR.replace("{event: signed_up}", "{event: visited}"))
 
     async def test(processor: Processor) -> None:
         await processor.submit(

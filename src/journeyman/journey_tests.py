@@ -1,8 +1,10 @@
 """``kind: test`` documents: run each on a virtual clock and check what it expects.
 
-A test replays its events through a :class:`~journeyman.simulator.Simulator`, runs the
-clock until no timer is left (or until its ``until``), then checks every expectation
-against what happened: messages, step records, instance end states, rejected events.
+A test replays its events through a :class:`~journeyman.simulator.Simulator` (those at
+the same moment together, as one batch), runs the clock until no timer is left (or until
+its ``until``), then checks every expectation against what happened: messages, step
+records, instance end states, rejected events. The simulator runs the server's core, so a
+test passes or fails as the same calls would on the server.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """The engine loop: triggers in, one transaction out, then the acknowledgements.
 
 Everything that changes state goes through one :class:`Processor`: incoming events, due
-timers and delivery outcomes. It takes whatever is queued (up to ``max_batch``), runs the
-engine for each trigger in order, writes everything in one :meth:`Store.commit`, and only
-then resolves the callers' futures. Many events share one transaction and one fsync (group
-commit) without any of them waiting for a timer to fill a batch: while one batch commits,
-the next one queues.
+timers, delivery outcomes and operators' commands. It takes whatever is queued (up to
+``max_batch``), reads what the batch needs from the store, runs
+:func:`journeyman.domain.core.apply` on it (the pure core that ``journeyman test`` runs
+too: profiles found, duplicates dropped, merges, the engine, outcomes carried), writes the
+changes in one :meth:`Store.commit`, and only then resolves the callers' futures. Many
+events share one transaction and one fsync (group commit) without any of them waiting for
+a timer to fill a batch: while one batch commits, the next one queues.
 
 While a batch commits, the engine already runs the next one, on the state that batch
 leaves (the store's, brought up to the committing batch in memory); the next commit starts
