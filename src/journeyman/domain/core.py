@@ -306,11 +306,9 @@ def lookups(
     found = []
     for trigger in triggers:
         if isinstance(trigger, Event):
-            email = _email_of(trigger, definitions)
-            if email is not None:
-                found.append(("email", email))
-            elif trigger.user_id is None and trigger.anonymous_id is not None:
-                found.append(("anonymousId", trigger.anonymous_id))
+            key = _named_by(trigger, definitions)
+            if key is not None:
+                found.append(key)
     return found
 
 
@@ -331,15 +329,8 @@ def profiles_needed(
         if not isinstance(trigger, Event):
             needed.add(profile_of(trigger))
             continue
-        needed.add(trigger.profile_id)
-        email = _email_of(trigger, definitions)
-        if email is not None:
-            needed.add(email)
-            key: tuple[str, str] | None = ("email", email)
-        elif trigger.user_id is None and trigger.anonymous_id is not None:
-            key = ("anonymousId", trigger.anonymous_id)
-        else:
-            key = None
+        key = _named_by(trigger, definitions)
+        needed.add(key[1] if key is not None and key[0] == "email" else trigger.profile_id)
         owner = identities.get(key) if key is not None else None
         if owner is not None:
             needed.add(owner)
@@ -362,13 +353,25 @@ def _resolved(
     by the address, with the address as its email. An event with an anonymous id only
     goes to the profile the visitor signed in as, if they did.
     """
-    email = _email_of(event, definitions)
-    if email is not None:
-        return _by_email(event, email, snapshots, known, changes)
-    if event.user_id is not None or event.anonymous_id is None:
+    key = _named_by(event, definitions)
+    if key is None:
         return event
-    owner = _owner(("anonymousId", event.anonymous_id), known, changes)
+    if key[0] == "email":
+        return _by_email(event, key[1], snapshots, known, changes)
+    owner = _owner(key, known, changes)
     return event if owner is None else _replace(event, profile_id=owner)
+
+
+def _named_by(event: Event, definitions: Mapping[str, EventDefinition]) -> tuple[str, str] | None:
+    """The identity that names the event's profile, when it is not the event's own id:
+    its email, if its definition says so, or its anonymous id, if it has no user id."""
+    if event.type == "track":
+        definition = definitions.get(event.name)
+        if definition is not None and definition.identity == "email":
+            return "email", normal_email(str(event.properties.get("email")))
+    if event.user_id is None and event.anonymous_id is not None:
+        return "anonymousId", event.anonymous_id
+    return None
 
 
 def _by_email(
@@ -395,16 +398,6 @@ def _owner(key: tuple[str, str], known: Known, changes: Changes) -> str | None:
     if owner is not None and changes.forgotten and (*key, owner) in changes.forgotten:
         return None
     return owner
-
-
-def _email_of(event: Event, definitions: Mapping[str, EventDefinition]) -> str | None:
-    """The email that names the event's profile, if its definition says it is named so."""
-    if event.type != "track":
-        return None
-    definition = definitions.get(event.name)
-    if definition is None or definition.identity != "email":
-        return None
-    return normal_email(str(event.properties.get("email")))
 
 
 def links(event: Event) -> bool:
