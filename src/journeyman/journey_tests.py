@@ -1,12 +1,15 @@
 """``kind: test`` documents: run each on a virtual clock and check what it expects.
 
-A test replays its events through a :class:`~journeyman.simulator.Simulator`, runs the
-clock until no timer is left (or until its ``until``), then checks every expectation
-against what happened: messages, step records, instance end states, rejected events.
+A test replays its events through a :class:`~journeyman.simulator.Simulator` (those at
+the same moment together, as one batch), runs the clock until no timer is left (or until
+its ``until``), then checks every expectation against what happened: messages, step
+records, instance end states, rejected events. The simulator runs the server's core, so a
+test passes or fails as the same calls would on the server.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,12 +40,9 @@ def run_tests(workspace: Workspace) -> list[TestResult]:
 
 def run_test(workspace: Workspace, test: TestCase) -> TestResult:
     simulator = Simulator(workspace, test.start, fail=test.fail)
-    for event in sorted(test.events, key=lambda e: e.at):
-        at = test.start + event.at
-        if event.type == "track":
-            simulator.track(event.payload, at)
-        else:
-            simulator.identify(event.payload, at)
+    # Events at the same moment arrive together: the server would take them in one batch.
+    for at, events in itertools.groupby(sorted(test.events, key=lambda e: e.at), lambda e: e.at):
+        simulator.receive([(e.type, e.payload) for e in events], test.start + at)
     simulator.run(test.until)
     result = TestResult(test, simulator)
     for expectation in test.expect:

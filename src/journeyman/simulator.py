@@ -1,30 +1,31 @@
-"""Journeys on a virtual clock, in memory: the engine with nothing around it but time.
+"""Journeys on a virtual clock, in memory: the server's core with nothing around it but time.
 
-:class:`Simulator` keeps profiles, instances and timers in dicts and a heap, feeds events
-and due timers to the same :class:`~journeyman.domain.engine.Engine` the server uses, and
-keeps every message, call and step record. A 30-day journey runs in milliseconds and the
-same inputs always give the same results.
+:class:`Simulator` keeps profiles, instances and identities in dicts and wake-up times in a
+heap, and feeds events, due timers, delivery outcomes and operators' commands to
+:func:`journeyman.domain.core.apply`, the function the server runs on each batch: profiles
+are found, repeated ``messageId``\\ s dropped, anonymous profiles merged and outcomes
+carried exactly as ``journeyman serve`` does. What the server would commit, it keeps:
+every message, call and step record. A 30-day journey runs in milliseconds and the same
+inputs always give the same results.
+
+Every message and call is handed over the moment it is made: it is delivered, or, for a
+step listed in ``fail``, fails for good, and the engine learns the outcome as the server's
+dispatcher would tell it.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
-from journeyman.domain.engine import Engine, Outcome
-from journeyman.domain.ingest import (
-    InvalidEvent,
-    identity_of,
-    normal_email,
-    read_identify,
-    read_track,
-)
-from journeyman.domain.merge import merge_profiles
+from journeyman.domain.core import Changes, DeliveryResult, Known, Operate, TimerDue, Trigger, apply
+from journeyman.domain.engine import Engine
+from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import (
     CallAction,
@@ -46,6 +47,25 @@ class Rejection:
     error: InvalidEvent
 
 
+class _State:
+    """One profile as the core reads and writes it (a :class:`~journeyman.domain.core.Snapshot`)."""
+
+    __slots__ = ("new", "profile", "running")
+
+    def __init__(self, profile: Profile, new: bool) -> None:
+        self.profile = profile
+        self.running: list[Instance] = []
+        self.new = new
+
+
+class _States(dict[str, _State]):
+    """Every profile by id; one never seen is new and empty, as the store loads it."""
+
+    def __missing__(self, profile_id: str) -> _State:
+        state = self[profile_id] = _State(Profile(id=profile_id), True)
+        return state
+
+
 class Simulator:
     """An in-memory, virtual-clock journey runtime.
 
@@ -59,89 +79,80 @@ class Simulator:
         self.start = start
         self.now = start
         self.fail = frozenset(fail)
-        self.profiles: dict[str, Profile] = {}
-        self.instances: dict[str, Instance] = {}
-        self.records: list[StepRecord] = []
-        self.messages: list[SendMessage] = []
-        self.calls: list[CallAction] = []
         self.rejected: list[Rejection] = []
-        self._active: dict[str, dict[str, Instance]] = {}  # profile id -> waiting instances
+        self._states = _States()
+        self._instances: dict[str, Instance] = {}
+        self._records: list[StepRecord] = []
+        self._messages: list[SendMessage] = []
+        self._calls: list[CallAction] = []
         self._timers: list[tuple[datetime, int, str]] = []
         self._sequence = 0
-        self._emails: dict[str, str] = {}  # email trait -> profile id
-        self._aliases: dict[str, str] = {}  # anonymous id -> the profile it signed in as
+        self._identities: dict[tuple[str, str], str] = {}  # (kind, value) -> profile id
+        self._owned: dict[str, set[tuple[str, str]]] = {}  # profile id -> its identities
+        self._known = Known(self._identities, instances=self._instances)
+        self._merged: dict[str, str] = {}  # anonymous id -> known id, rows not moved yet
 
     # input
 
     def track(self, body: Mapping[str, Any], at: datetime | None = None) -> Event | None:
-        """A `track` call at ``at`` (default: now); None if it was rejected."""
-        self.run_until(at or self.now)
-        body = {"timestamp": self.now.isoformat(), **body}
-        try:
-            event = read_track(body, self.workspace.events, self.now)
-        except InvalidEvent as error:
-            self.rejected.append(Rejection(self.now, str(body.get("event")), _named(body), error))
-            return None
-        event = self._resolve(event)
-        self._deliver(event)
-        return event
+        """A `track` call at ``at`` (default: now): the event as taken, for the profile it
+        reached; None if it was rejected or came before (by its ``messageId``)."""
+        return self.receive([("track", body)], at)[0]
 
     def identify(self, body: Mapping[str, Any], at: datetime | None = None) -> Event | None:
+        """An `identify` call at ``at`` (default: now); as :meth:`track`."""
+        return self.receive([("identify", body)], at)[0]
+
+    def receive(
+        self, calls: Iterable[tuple[str, Mapping[str, Any]]], at: datetime | None = None
+    ) -> list[Event | None]:
+        """Calls that arrive together at ``at`` (default: now), each ``("track", body)``
+        or ``("identify", body)``: they are taken in one batch, in order, as the server
+        takes calls that come at once. Each one's event as :meth:`track` says."""
         self.run_until(at or self.now)
-        try:
-            event = read_identify({"timestamp": self.now.isoformat(), **body}, self.now)
-        except InvalidEvent as error:
-            self.rejected.append(Rejection(self.now, "identify", _named(body), error))
-            return None
-        if event.user_id and event.anonymous_id and event.user_id != event.anonymous_id:
-            self._merge(event.anonymous_id, event.user_id)
-        self._deliver(event)
-        return event
-
-    def _merge(self, anonymous_id: str, known_id: str) -> None:
-        """The anonymous visitor signed in: fold their profile into the known one."""
-        self._aliases[anonymous_id] = known_id
-        anonymous = self.profiles.pop(anonymous_id, None)
-        if anonymous is None:
-            return
-        known = self.profile(known_id)
-        merged = merge_profiles(
-            known, self._running(known_id), anonymous, self._running(anonymous_id), self.now
-        )
-        self.profiles[known_id] = merged.profile
-        self._active.pop(anonymous_id, None)
-        for instance in merged.changed:
-            self._store(instance)
-        self.records.extend(merged.records)
-
-    def _resolve(self, event: Event) -> Event:
-        kind, value = identity_of(event, self.workspace.events.get(event.name))
-        if kind != "email":
-            owner = self._aliases.get(event.profile_id) if event.user_id is None else None
-            return msgspec.structs.replace(event, profile_id=owner) if owner else event
-        profile_id = self._emails.get(value, value)
-        if profile_id not in self.profiles:
-            self.profiles[profile_id] = Profile(id=profile_id, traits={"email": value})
-            self._emails[value] = profile_id
-        return msgspec.structs.replace(event, profile_id=profile_id)
-
-    def _deliver(self, event: Event) -> None:
-        profile = self.profile(event.profile_id)
-        self._apply(self.engine.on_event(profile, self._running(profile.id), event, self.now))
+        now, definitions = self.now, self.workspace.events
+        calls = list(calls)
+        events: list[Event] = []
+        taken: list[int] = []  # the position of each event that was not rejected
+        for position, (kind, body) in enumerate(calls):
+            try:
+                if kind == "track":
+                    events.append(read_track(body, definitions, now))
+                else:
+                    events.append(read_identify(body, now))
+            except InvalidEvent as error:
+                name = "identify" if kind == "identify" else _event_name(body)
+                self.rejected.append(Rejection(now, name, _named(body), error))
+            else:
+                taken.append(position)
+        answers: list[Event | None] = [None] * len(calls)
+        if events:
+            results, changes = self._run(events)
+            accepted = iter(changes.events)
+            for position, result in zip(taken, results, strict=True):
+                answers[position] = next(accepted) if result == "accepted" else None
+        return answers
 
     # time
 
     def run_until(self, until: datetime) -> None:
-        """Fire every timer due up to ``until``, in time order, then set the clock to it."""
-        while self._timers and self._timers[0][0] <= until:
-            at, _, instance_id = heapq.heappop(self._timers)
-            instance = self.instances[instance_id]
-            if instance.status != "waiting" or instance.wake_at != at:
-                continue  # the instance moved on since this timer was set
-            self.now = max(self.now, at)
-            profile = self.profile(instance.profile_id)
-            running = self._running(profile.id)
-            self._apply(self.engine.on_timer(profile, running, instance, self.now))
+        """Fire every timer due up to ``until``, in time order, then set the clock to it.
+
+        Timers due at the same moment fire together, as one batch of the server's would.
+        """
+        timers, instances = self._timers, self._instances
+        while timers and timers[0][0] <= until:
+            at = timers[0][0]
+            due: dict[str, TimerDue] = {}
+            while timers and timers[0][0] == at:
+                instance_id = heapq.heappop(timers)[2]
+                instance = instances[instance_id]
+                # Not if the instance moved on since this timer was set.
+                if instance.wake_at == at and instance.status == "waiting":
+                    due[instance_id] = TimerDue(instance_id, instance.profile_id)
+            if due:
+                self.now = max(self.now, at)
+                self._run(due.values())
         self.now = max(self.now, until)
 
     def run(self, limit: timedelta | None = None) -> None:
@@ -151,6 +162,10 @@ class Simulator:
             return
         while self._timers:
             self.run_until(self._timers[0][0])
+
+    @property
+    def next_wake(self) -> datetime | None:
+        return self._timers[0][0] if self._timers else None
 
     # operating journeys
 
@@ -163,92 +178,145 @@ class Simulator:
         """Take entries again, and run every held instance on from where it held."""
         self.engine.paused.discard(journey)
         self.engine.stopped.discard(journey)
-        for instance in self._held(journey, "paused"):
-            profile = self.profile(instance.profile_id)
-            running = self._running(profile.id)
-            self._apply(self.engine.on_resume(profile, running, instance, self.now))
+        held = self._running_in(journey)
+        self._run(
+            [Operate(i.id, i.profile_id, "resume", i.seq) for i in held if i.waiting == "paused"]
+        )
 
     def stop(self, journey: str) -> None:
         """End every running instance of the journey as ``stopped``; take no new entries."""
         self.engine.paused.discard(journey)
         self.engine.stopped.add(journey)
-        for instance in self._held(journey, None):
-            self._apply(self.engine.on_stop(self.profile(instance.profile_id), instance, self.now))
+        self._run([Operate(i.id, i.profile_id, "stop") for i in self._running_in(journey)])
 
-    def _held(self, journey: str, waiting: str | None) -> list[Instance]:
-        return [
-            i
-            for running in self._active.values()
-            for i in running.values()
-            if i.journey == journey and (waiting is None or i.waiting == waiting)
-        ]
+    def _running_in(self, journey: str) -> list[Instance]:
+        return [i for s in self._states.values() for i in s.running if i.journey == journey]
+
+    # state, as the server would show it
 
     @property
-    def next_wake(self) -> datetime | None:
-        return self._timers[0][0] if self._timers else None
-
-    # state
+    def profiles(self) -> dict[str, Profile]:
+        """Every profile that an event made, by id."""
+        return {pid: s.profile for pid, s in self._states.items() if not s.new}
 
     def profile(self, profile_id: str) -> Profile:
-        found = self.profiles.get(profile_id)
-        if found is None:
-            found = self.profiles[profile_id] = Profile(id=profile_id)
-        return found
+        return self._states[profile_id].profile
 
-    def _running(self, profile_id: str) -> list[Instance]:
-        return list(self._active.get(profile_id, {}).values())
+    @property
+    def instances(self) -> dict[str, Instance]:
+        """Every instance, running and ended, by id."""
+        self._move_merged()
+        return self._instances
 
-    def _apply(self, outcome: Outcome) -> None:
-        if outcome.profile_changed:
-            self._index_email(outcome.profile)
-            self.profiles[outcome.profile.id] = outcome.profile
-        for instance in outcome.instances.values():
-            self._store(instance)
-        self.records.extend(outcome.records)
-        for effect in outcome.effects:
+    @property
+    def records(self) -> list[StepRecord]:
+        self._move_merged()
+        return self._records
+
+    @property
+    def messages(self) -> list[SendMessage]:
+        self._move_merged()
+        return self._messages
+
+    @property
+    def calls(self) -> list[CallAction]:
+        self._move_merged()
+        return self._calls
+
+    # the core, and keeping what it changed
+
+    def _run(self, triggers: Iterable[Trigger]) -> tuple[list[str], Changes]:
+        results, changes = apply(self.engine, self._states, triggers, self.now, self._known)
+        if changes.merges or changes.identities or changes.forgotten:
+            self._index(changes)
+        timers = self._timers
+        for instance in changes.instances.values():
+            self._instances[instance.id] = instance
+            if instance.wake_at is not None:
+                self._sequence += 1
+                heapq.heappush(timers, (instance.wake_at, self._sequence, instance.id))
+        self._records.extend(changes.records)
+        if changes.effects:
+            self._hand_over(changes.effects)
+        return results, changes
+
+    def _hand_over(self, effects: list[SendMessage | CallAction]) -> None:
+        """Deliver at once: a step listed in ``fail`` fails for good, any other succeeds.
+        The engine learns what the dispatcher would tell it: a failure, or the delivery of
+        an effect whose instance waits for it."""
+        told = []
+        for effect in effects:
             if isinstance(effect, SendMessage):
-                self.messages.append(effect)
+                self._messages.append(effect)
             else:
-                self.calls.append(effect)
-        for effect in outcome.effects:
-            self._hand_over(effect)
+                self._calls.append(effect)
+            if effect.step in self.fail or f"{effect.journey}.{effect.step}" in self.fail:
+                told.append(DeliveryResult(effect, False, f"delivery failed ({effect.key})"))
+            elif effect.awaited:
+                told.append(DeliveryResult(effect, True))
+        if told:
+            self._run(told)
 
-    def _hand_over(self, effect: SendMessage | CallAction) -> None:
-        """Deliver at once: a step listed in ``fail`` fails for good, any other succeeds."""
-        instance = self.instances[effect.instance_id]
-        profile = self.profile(effect.profile_id)
-        running = self._running(profile.id)
-        if effect.step in self.fail or f"{effect.journey}.{effect.step}" in self.fail:
-            reason = f"delivery failed ({effect.key})"
-            outcome = self.engine.on_failure(
-                profile, running, instance, effect.step, reason, self.now
-            )
-        elif instance.waiting == "delivery":
-            outcome = self.engine.on_delivered(profile, running, instance, effect.step, self.now)
-        else:
+    def _index(self, changes: Changes) -> None:
+        """Keep the identities as the store does: merged ones move, forgotten ones go, new
+        ones come (in that order)."""
+        identities, owned = self._identities, self._owned
+        for anonymous, known in changes.merges:
+            for identity in owned.pop(anonymous, ()):
+                identities[identity] = known
+                owned.setdefault(known, set()).add(identity)
+            self._merged[anonymous] = known
+        for kind, value, profile_id in changes.forgotten:
+            if identities.get((kind, value)) == profile_id:
+                del identities[(kind, value)]
+                owned[profile_id].discard((kind, value))
+        for identity, profile_id in changes.identities.items():
+            before = identities.get(identity)
+            if before != profile_id:
+                if before is not None:
+                    owned[before].discard(identity)
+                identities[identity] = profile_id
+                owned.setdefault(profile_id, set()).add(identity)
+
+    def _move_merged(self) -> None:
+        """Give the rows of each merged anonymous profile to the known one, as the store
+        does in the commit of the merge (here only once they are read)."""
+        if not self._merged:
             return
-        self._apply(outcome)
+        merged = self._merged
+        owner = {a: _last(merged, a) for a in merged}
+        instances = self._instances
+        for instance_id, instance in instances.items():
+            if instance.profile_id in owner:
+                instances[instance_id] = _moved(instance, owner)
+        _move_rows(self._records, owner)
+        _move_rows(self._messages, owner)
+        _move_rows(self._calls, owner)
+        merged.clear()
 
-    def _index_email(self, profile: Profile) -> None:
-        """Point the profile's email at it, and its previous email no longer."""
-        before = self.profiles.get(profile.id)
-        old = _email(before.traits.get("email")) if before is not None else None
-        new = _email(profile.traits.get("email"))
-        if old != new and isinstance(old, str) and self._emails.get(old) == profile.id:
-            del self._emails[old]
-        if isinstance(new, str):
-            self._emails[new] = profile.id
 
-    def _store(self, instance: Instance) -> None:
-        self.instances[instance.id] = instance
-        active = self._active.setdefault(instance.profile_id, {})
-        if instance.status == "ended":
-            active.pop(instance.id, None)
-            return
-        active[instance.id] = instance
-        if instance.wake_at is not None:
-            self._sequence += 1
-            heapq.heappush(self._timers, (instance.wake_at, self._sequence, instance.id))
+def _last(merged: Mapping[str, str], profile_id: str) -> str:
+    """The profile that ``profile_id`` was merged into, at the end of the chain."""
+    seen = {profile_id}
+    while profile_id in merged and merged[profile_id] not in seen:
+        profile_id = merged[profile_id]
+        seen.add(profile_id)
+    return profile_id
+
+
+_Row = TypeVar("_Row", Instance, StepRecord, SendMessage, CallAction)
+
+
+def _moved(row: _Row, owner: Mapping[str, str]) -> _Row:
+    return msgspec.structs.replace(row, profile_id=owner[row.profile_id])
+
+
+def _move_rows(rows: list[_Row], owner: Mapping[str, str]) -> None:
+    rows[:] = [_moved(r, owner) if r.profile_id in owner else r for r in rows]
+
+
+def _event_name(body: Mapping[str, Any]) -> str:
+    return str(body.get("event")) if isinstance(body, Mapping) else "None"
 
 
 def _named(body: Mapping[str, Any]) -> str:
@@ -258,7 +326,3 @@ def _named(body: Mapping[str, Any]) -> str:
         if isinstance(value, str | int) and not isinstance(value, bool):
             return str(value)
     return ""
-
-
-def _email(value: Any) -> str | None:
-    return normal_email(value) if isinstance(value, str) else None

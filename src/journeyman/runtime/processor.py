@@ -1,11 +1,13 @@
 """The engine loop: triggers in, one transaction out, then the acknowledgements.
 
 Everything that changes state goes through one :class:`Processor`: incoming events, due
-timers and delivery outcomes. It takes whatever is queued (up to ``max_batch``), runs the
-engine for each trigger in order, writes everything in one :meth:`Store.commit`, and only
-then resolves the callers' futures. Many events share one transaction and one fsync (group
-commit) without any of them waiting for a timer to fill a batch: while one batch commits,
-the next one queues.
+timers, delivery outcomes and operators' commands. It takes whatever is queued (up to
+``max_batch``), reads what the batch needs from the store, runs
+:func:`journeyman.domain.core.apply` on it (the pure core that ``journeyman test`` runs
+too: profiles found, duplicates dropped, merges, the engine, outcomes carried), writes the
+changes in one :meth:`Store.commit`, and only then resolves the callers' futures. Many
+events share one transaction and one fsync (group commit) without any of them waiting for
+a timer to fill a batch: while one batch commits, the next one queues.
 
 While a batch commits, the engine already runs the next one, on the state that batch
 leaves (the store's, brought up to the committing batch in memory); the next commit starts
@@ -21,18 +23,27 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
-
-from journeyman.domain.engine import Engine, Outcome, Versions
-from journeyman.domain.ingest import identity_of, normal_email
-from journeyman.domain.merge import merge_profiles
+from journeyman.domain import core
+from journeyman.domain.core import (
+    Changes,
+    Known,
+    Operate,
+    TimerDue,
+    apply,
+    carry,
+    links,
+    lookups,
+    profile_of,
+    profiles_needed,
+)
+from journeyman.domain.engine import Engine, Versions
 from journeyman.domain.model import EventDefinition, Workspace
-from journeyman.domain.state import Effect, Event, Instance, Profile
+from journeyman.domain.state import Event, Instance
 from journeyman.errors import JourneymanError
 from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEvent
 
@@ -72,13 +83,7 @@ class HeldBack(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class TimerDue:
-    instance_id: str
-    profile_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
+class DeliveryResult(core.DeliveryResult):
     """How a delivery went, for the engine; ``settled`` updates the outbox in the same commit.
 
     An outcome that comes from another worker (through the bus) has its outbox row settled
@@ -87,27 +92,7 @@ class DeliveryResult:
     was learned, so an outcome that comes twice applies once.
     """
 
-    effect: Effect
-    ok: bool
-    detail: str = ""
     settled: Delivered | None = None
-    told: int | None = None  # the outbox row's id, for an outcome settled elsewhere
-
-
-@dataclass(frozen=True, slots=True)
-class Operate:
-    """An operator's command for one instance: ``resume`` it, or ``stop`` it.
-
-    ``seq``, for a resume, is the instance's step count when it was found held: the resume
-    applies to that hold only, so one that comes again after the instance moved on (and
-    maybe was held again) does nothing. A stop applies to whatever the instance does, and
-    does nothing to an instance that has ended.
-    """
-
-    instance_id: str
-    profile_id: str
-    command: Literal["resume", "stop"]
-    seq: int | None = None
 
 
 Trigger = Event | TimerDue | DeliveryResult | Operate
@@ -330,18 +315,15 @@ class Processor:
         whether everything they read of what it changes is in its :class:`Batch`."""
         if ahead.batch.merges or ahead.batch.forgotten:
             return False
-        definitions = self.workspace.events
-        for item in items:
-            trigger = item.trigger
-            if isinstance(trigger, DeliveryResult):
-                return False  # it may read its instance from the store
-            if isinstance(trigger, Event) and (
-                trigger.user_id is None
-                or _links(trigger)
-                or _by_email_identity(trigger, definitions)
-            ):
-                return False  # it looks its profile up in the store
-        return True
+        triggers = [item.trigger for item in items]
+        if any(isinstance(t, DeliveryResult) for t in triggers):
+            return False  # it may read its instance from the store
+        events = [t for t in triggers if isinstance(t, Event)]
+        # An event that looks its profile up in the store, or merges one, waits.
+        return not (
+            any(e.user_id is None or links(e) for e in events)
+            or lookups(events, self.workspace.events)
+        )
 
     async def _process(self, items: list[_Item]) -> bool:
         """Run and commit the items' triggers, with nothing ahead of them in flight;
@@ -392,7 +374,7 @@ class Processor:
         half way through."""
         failed: dict[str, BaseException] = {}  # profile -> the failure that holds it back
         for item in items:
-            profile = _profile_of(item.trigger)
+            profile = profile_of(item.trigger)
             if profile in failed:
                 if not item.done.done():
                     item.done.set_exception(HeldBack(failed[profile]))
@@ -418,149 +400,93 @@ class Processor:
     ) -> tuple[list[str], Batch]:
         """What the engine makes of the items: each one's result, and the batch to commit.
 
-        ``ahead`` is a batch still being committed: the state read from the store is
-        brought up to it (see :meth:`_may_overlap` for what it can hold).
+        The reads are here; the rest is :func:`journeyman.domain.core.apply`, which
+        ``journeyman test`` runs too. ``ahead`` is a batch still being committed: the state
+        read from the store is brought up to it (see :meth:`_may_overlap` for what it can
+        hold).
         """
         now = self.clock()
         engine = self.engine  # the whole batch runs on one workspace, even if it is replaced
-        events, emails = await self._resolve(items)
-        seen = await self.store.seen([e.message_id for e in events.values() if e.message_id])
-        if ahead is not None:
-            seen.update(s.event.message_id for s in ahead.events if s.event.message_id)
-        untold = await self.store.untold(
-            [t.told for t in (i.trigger for i in items) if isinstance(t, DeliveryResult) and t.told]
-        )
-        profile_ids = {_profile_of(events.get(i, item.trigger)) for i, item in enumerate(items)}
-        profile_ids.update(e.anonymous_id for e in events.values() if e.anonymous_id and _links(e))
-        snapshots = await self.store.load(profile_ids)
+        definitions = engine.workspace.events
+        triggers = [item.trigger for item in items]
+        known = await self._known(triggers, definitions, ahead)
+        snapshots = await self.store.load(profiles_needed(triggers, definitions, known.identities))
         if ahead is not None:
             _bring_up(snapshots, ahead)
-        batch = Batch()
-        results = []
-        for index, item in enumerate(items):
-            trigger = events.get(index, item.trigger)
-            if index in emails:
-                trigger = _by_email(events[index], emails[index], snapshots, batch)
-            snapshot = snapshots[_profile_of(trigger)]
-            if _applied_before(trigger, seen, untold, batch):
-                results.append("duplicate")
-                continue
-            if isinstance(trigger, Event) and _links(trigger):
-                _merge(trigger, snapshots, batch, now)
-            outcome = await self._trigger(engine, snapshot, trigger, now)
-            if isinstance(trigger, Event):
-                batch.events.append(StoredEvent(trigger, now))
-                if snapshot.new:  # an event makes its profile, traits or not
-                    batch.profiles.setdefault(snapshot.profile.id, snapshot.profile)
-                    snapshot.new = False
-            elif isinstance(trigger, DeliveryResult) and trigger.settled is not None:
-                batch.deliveries.append(trigger.settled)
-            if outcome is not None:
-                _apply(snapshot, outcome, batch)
-            fired = (
-                isinstance(trigger, TimerDue) and outcome is not None and bool(outcome.instances)
+        await self._find_elsewhere(triggers, snapshots, known)
+        results, changes = apply(engine, snapshots, triggers, now, known)
+        for trigger, error in changes.crashes:
+            log.error(
+                "the engine failed on %s; it fails alone", _described(trigger), exc_info=error
             )
-            results.append("fired" if fired else "accepted")
-        return results, batch
+        return results, _batch(changes, triggers, results, now)
 
-    async def _resolve(self, items: list[_Item]) -> tuple[dict[int, Event], dict[int, str]]:
-        """Events by position, each with its profile id as stored, and the email of each
-        event that names its profile by email.
+    async def _known(
+        self,
+        triggers: list[Trigger],
+        definitions: Mapping[str, EventDefinition],
+        ahead: Batch | None,
+    ) -> Known:
+        """What the store knows that the triggers need: the profiles their identities name,
+        the messageIds accepted before, the outcomes still to learn."""
+        store = self.store
+        wanted = lookups(triggers, definitions)
+        identities = await store.resolve(wanted) if wanted else {}
+        seen = await store.seen(
+            [t.message_id for t in triggers if isinstance(t, Event) and t.message_id]
+        )
+        if ahead is not None:
+            seen.update(s.event.message_id for s in ahead.events if s.event.message_id)
+        untold = await store.untold(
+            [t.told for t in triggers if isinstance(t, DeliveryResult) and t.told]
+        )
+        return Known(identities, seen, untold)
 
-        Such an event goes to the profile that has that email; an unknown email starts a
-        profile whose id is the address (see :func:`_by_email`).
-        """
-        events = {
-            i: item.trigger for i, item in enumerate(items) if isinstance(item.trigger, Event)
-        }
-        definitions = self.workspace.events
-        by_email = {
-            i: identity_of(e, definitions.get(e.name))[1]
-            for i, e in events.items()
-            if _by_email_identity(e, definitions)
-        }
-        if by_email:
-            known = await self.store.resolve([("email", v) for v in by_email.values()])
-            for i, email in by_email.items():
-                profile_id = known.get(("email", email), email)
-                events[i] = msgspec.structs.replace(events[i], profile_id=profile_id)
-        # An anonymous visitor who has signed in since is the known profile now.
-        anonymous = {
-            i: e.anonymous_id
-            for i, e in events.items()
-            if e.user_id is None and e.anonymous_id is not None and i not in by_email
-        }
-        if anonymous:
-            known = await self.store.resolve([("anonymousId", a) for a in anonymous.values()])
-            for i, anonymous_id in anonymous.items():
-                owner = known.get(("anonymousId", anonymous_id))
-                if owner is not None:
-                    events[i] = msgspec.structs.replace(events[i], profile_id=owner)
-        return events, by_email
-
-    async def _trigger(
-        self, engine: Engine, snapshot: Snapshot, trigger: Trigger, now: datetime
-    ) -> Outcome | None:
-        """The engine's outcome of one trigger (None: it is for nothing that still runs).
-
-        If the engine raises, the trigger fails alone (see :meth:`Engine.on_crash`): failing
-        the batch would fail every other trigger in it, and the trigger would come back (a
-        timer still due, a message redelivered) to fail the same way for ever.
-        """
-        if isinstance(trigger, Event):
-            target: Instance | None = None
-        else:
-            target = await self._target(snapshot, trigger)
-            if target is None:
-                return None
-        try:
-            return _run(engine, snapshot, trigger, target, now)
-        except Exception as error:
-            log.exception("the engine failed on %s; it fails alone", _described(trigger))
-            reason = f"the engine failed: {error!r}"[:_REASON_LENGTH]
-            failed = trigger if isinstance(trigger, Event) else target
-            assert failed is not None
-            return engine.on_crash(snapshot.profile, snapshot.running, failed, reason, now)
-
-    async def _target(self, snapshot: Snapshot, trigger: Trigger) -> Instance | None:
-        """The instance a trigger other than an event is for, if it still applies to it."""
-        running = snapshot.running
-        if isinstance(trigger, TimerDue):
-            return _find(running, trigger.instance_id)  # None: it moved on or ended since
-        if isinstance(trigger, Operate):
-            instance = _find(running, trigger.instance_id)  # None: it ended
-            if instance is not None and trigger.seq is not None and instance.seq != trigger.seq:
-                return None  # it moved on since the command was given
-            return instance
-        assert isinstance(trigger, DeliveryResult)
-        instance_id = trigger.effect.instance_id
-        return _find(running, instance_id) or await self.store.instance(instance_id)
+    async def _find_elsewhere(
+        self, triggers: list[Trigger], snapshots: dict[str, Snapshot], known: Known
+    ) -> None:
+        """The instances that delivery outcomes are for, where the profile their effect
+        names does not run them (they ended, or moved to the profile it merged into), and
+        the profiles that have them now."""
+        found: dict[str, Instance] = {}
+        for trigger in triggers:
+            if not isinstance(trigger, DeliveryResult):
+                continue
+            instance_id = trigger.effect.instance_id
+            running = snapshots[trigger.effect.profile_id].running
+            if instance_id in found or any(i.id == instance_id for i in running):
+                continue
+            instance = await self.store.instance(instance_id)
+            if instance is not None:
+                found[instance_id] = instance
+        if found:
+            known.instances = found
+            owners = {i.profile_id for i in found.values()} - snapshots.keys()
+            if owners:
+                snapshots.update(await self.store.load(owners))
 
 
-_REASON_LENGTH = 500  # of an engine failure's text in the trace
+def _batch(changes: Changes, triggers: list[Trigger], results: list[str], now: datetime) -> Batch:
+    """The changes as the store commits them, with the outbox rows the outcomes settle."""
+    return Batch(
+        events=[StoredEvent(event, now) for event in changes.events],
+        profiles=changes.profiles,
+        instances=changes.instances,
+        effects=changes.effects,
+        records=changes.records,
+        identities=changes.identities,
+        deliveries=[
+            t.settled
+            for t, result in zip(triggers, results, strict=True)
+            if isinstance(t, DeliveryResult) and t.settled is not None and result != "duplicate"
+        ],
+        forgotten=changes.forgotten,
+        merges=changes.merges,
+        told=changes.told,
+    )
 
 
-def _run(
-    engine: Engine, snapshot: Snapshot, trigger: Trigger, target: Instance | None, now: datetime
-) -> Outcome:
-    """The engine on one trigger; ``target`` is the instance it is for (not for an event)."""
-    profile, running = snapshot.profile, snapshot.running
-    if isinstance(trigger, Event):
-        return engine.on_event(profile, running, trigger, now)
-    assert target is not None
-    if isinstance(trigger, TimerDue):
-        return engine.on_timer(profile, running, target, now)
-    if isinstance(trigger, Operate):
-        if trigger.command == "stop":
-            return engine.on_stop(profile, target, now)
-        return engine.on_resume(profile, running, target, now)
-    step = trigger.effect.step
-    if trigger.ok:
-        return engine.on_delivered(profile, running, target, step, now)
-    return engine.on_failure(profile, running, target, step, trigger.detail, now)
-
-
-def _described(trigger: Trigger) -> str:
+def _described(trigger: Trigger | core.Trigger) -> str:
     """The trigger, as the log names it."""
     if isinstance(trigger, Event):
         return f"{trigger.type} {trigger.name!r} of profile {trigger.profile_id!r}"
@@ -568,52 +494,6 @@ def _described(trigger: Trigger) -> str:
         kind = "the timer" if isinstance(trigger, TimerDue) else f"the {trigger.command}"
         return f"{kind} of instance {trigger.instance_id!r}"
     return f"the delivery outcome of {trigger.effect.key!r}"
-
-
-def _applied_before(trigger: Trigger, seen: set[str], untold: set[int], batch: Batch) -> bool:
-    """Whether the trigger came before (an event by its messageId, an outcome settled
-    elsewhere by its outbox row); if not, remember it for the rest of the batch."""
-    if isinstance(trigger, Event) and trigger.message_id is not None:
-        if trigger.message_id in seen:
-            return True
-        seen.add(trigger.message_id)
-    elif isinstance(trigger, DeliveryResult) and trigger.told is not None:
-        if trigger.told not in untold:
-            return True
-        untold.discard(trigger.told)
-        batch.told.append(trigger.told)
-    return False
-
-
-def _profile_of(trigger: Trigger) -> str:
-    if isinstance(trigger, Event):
-        return trigger.profile_id
-    if isinstance(trigger, TimerDue | Operate):
-        return trigger.profile_id
-    return trigger.effect.profile_id
-
-
-def _by_email(event: Event, email: str, snapshots: dict[str, Snapshot], batch: Batch) -> Event:
-    """The event for the profile that has ``email`` at this point of the batch.
-
-    An email given to a profile earlier in the batch counts as if it had been stored (the
-    outcome must not depend on where batches happen to be cut); an address that no profile
-    has starts a profile keyed by it, with the address as its email.
-    """
-    owner = batch.identities.get(("email", email))
-    if owner is not None and owner != event.profile_id:
-        event = msgspec.structs.replace(event, profile_id=owner)
-    snapshot = snapshots[event.profile_id]
-    if snapshot.new and event.profile_id == email:
-        snapshot.profile = Profile(id=email, traits={"email": email})
-        batch.profiles[email] = snapshot.profile
-        batch.identities[("email", email)] = email
-    return event
-
-
-def _by_email_identity(event: Event, definitions: Mapping[str, EventDefinition]) -> bool:
-    """Whether the event names its profile by email (its definition says so)."""
-    return event.type == "track" and getattr(definitions.get(event.name), "identity", "") == "email"
 
 
 def _bring_up(snapshots: dict[str, Snapshot], ahead: Batch) -> None:
@@ -629,66 +509,4 @@ def _bring_up(snapshots: dict[str, Snapshot], ahead: Batch) -> None:
             changed.setdefault(instance.profile_id, []).append(instance)
     for profile_id, instances in changed.items():
         snapshot = snapshots[profile_id]
-        snapshot.running = sorted(_carry(snapshot.running, instances), key=lambda i: i.id)
-
-
-def _carry(running: list[Instance], changed: Iterable[Instance]) -> list[Instance]:
-    """The running instances after ``changed``: running ones replace or join, ended ones
-    leave."""
-    found = {i.id: i for i in running}
-    for instance in changed:
-        if instance.status == "ended":
-            found.pop(instance.id, None)
-        else:
-            found[instance.id] = instance
-    return list(found.values())
-
-
-def _links(event: Event) -> bool:
-    """Whether the event says an anonymous id and a user id are one person."""
-    return (
-        event.type == "identify"
-        and event.user_id is not None
-        and event.anonymous_id is not None
-        and event.anonymous_id != event.user_id
-    )
-
-
-def _merge(event: Event, snapshots: dict[str, Snapshot], batch: Batch, now: datetime) -> None:
-    """Fold the anonymous profile into the known one, once; remember they are one."""
-    assert event.anonymous_id is not None
-    anonymous = snapshots[event.anonymous_id]
-    batch.identities[("anonymousId", event.anonymous_id)] = event.profile_id
-    if anonymous.new:
-        return
-    known = snapshots[event.profile_id]
-    merged = merge_profiles(known.profile, known.running, anonymous.profile, anonymous.running, now)
-    known.profile, known.running, known.new = merged.profile, merged.running, False
-    batch.profiles[merged.profile.id] = merged.profile
-    batch.profiles.pop(anonymous.profile.id, None)
-    batch.instances.update((i.id, i) for i in merged.changed)
-    batch.records.extend(merged.records)
-    batch.merges.append((anonymous.profile.id, merged.profile.id))
-    snapshots[event.anonymous_id] = Snapshot(Profile(id=event.anonymous_id), [], new=True)
-
-
-def _find(running: list[Instance], instance_id: str) -> Instance | None:
-    return next((i for i in running if i.id == instance_id), None)
-
-
-def _apply(snapshot: Snapshot, outcome: Outcome, batch: Batch) -> None:
-    """Carry an outcome into the snapshot (for the next trigger) and the batch."""
-    if outcome.profile_changed:
-        before = snapshot.profile.traits.get("email")
-        snapshot.profile = outcome.profile
-        batch.profiles[outcome.profile.id] = outcome.profile
-        email = outcome.profile.traits.get("email")
-        if isinstance(before, str) and before and before != email:
-            batch.forgotten.append(("email", normal_email(before), outcome.profile.id))
-        if isinstance(email, str) and email:
-            batch.identities[("email", normal_email(email))] = outcome.profile.id
-    if outcome.instances:
-        batch.instances.update(outcome.instances)
-        snapshot.running = _carry(snapshot.running, outcome.instances.values())
-    batch.effects.extend(outcome.effects)
-    batch.records.extend(outcome.records)
+        snapshot.running = sorted(carry(snapshot.running, instances), key=lambda i: i.id)

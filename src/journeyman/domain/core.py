@@ -1,0 +1,509 @@
+"""The one core: triggers in, the changes of one batch out.
+
+:func:`apply` is what ``serve``, ``worker`` and ``journeyman test`` all run between reading
+state and keeping it: for each trigger in order it finds the profile (by user id, by an
+anonymous id that has signed in, or by email), drops what came before (an event by its
+``messageId``, a delivery outcome learned already), folds an anonymous profile into the
+known one when an ``identify`` links them, runs the :class:`~journeyman.domain.engine.Engine`,
+and carries its outcome into the profile's state, for the next trigger, and into
+:class:`Changes`, for the store. The processor reads the state from the store and commits
+the changes; the simulator keeps both in memory.
+
+It is pure: no I/O and no clock (``now`` comes in). It needs what the store knew before
+the batch (:class:`Known`) and a :class:`Snapshot` of every profile the triggers may
+touch; :func:`lookups` and :func:`profiles_needed` say which. The outcome does not depend
+on how triggers are cut into batches: whatever a trigger changes counts for the next one
+as if it had been stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol, TypeVar
+
+import msgspec
+
+from journeyman.domain.engine import Engine, Outcome
+from journeyman.domain.ingest import normal_email
+from journeyman.domain.merge import merge_profiles
+from journeyman.domain.model import EventDefinition
+from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
+
+__all__ = [
+    "Changes",
+    "DeliveryResult",
+    "Known",
+    "Operate",
+    "Snapshot",
+    "TimerDue",
+    "Trigger",
+    "apply",
+    "carry",
+    "links",
+    "lookups",
+    "profile_of",
+    "profiles_needed",
+]
+
+_replace = msgspec.structs.replace
+
+REASON_LENGTH = 500  # of an engine failure's text in the trace
+
+
+# triggers
+
+
+@dataclass(frozen=True, slots=True)
+class TimerDue:
+    """An instance's wake-up time has come."""
+
+    instance_id: str
+    profile_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """How a delivery went, for the engine.
+
+    ``settled`` is what the runtime writes about the outbox row in the same commit (the
+    domain only carries it). An outcome that comes from another worker has its row settled
+    already, and names it as ``told``: it applies only while the row still waits for the
+    engine to learn it (see :attr:`Known.untold`), so an outcome that comes twice applies
+    once.
+    """
+
+    effect: Effect
+    ok: bool
+    detail: str = ""
+    settled: object | None = None
+    told: int | None = None  # the outbox row's id, for an outcome settled elsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class Operate:
+    """An operator's command for one instance: ``resume`` it, or ``stop`` it.
+
+    ``seq``, for a resume, is the instance's step count when it was found held: the resume
+    applies to that hold only, so one that comes again after the instance moved on (and
+    maybe was held again) does nothing. A stop applies to whatever the instance does, and
+    does nothing to an instance that has ended.
+    """
+
+    instance_id: str
+    profile_id: str
+    command: Literal["resume", "stop"]
+    seq: int | None = None
+
+
+Trigger = Event | TimerDue | DeliveryResult | Operate
+
+
+# state in, changes out
+
+
+class Snapshot(Protocol):
+    """A profile as the engine needs it: its traits and its running instances."""
+
+    profile: Profile
+    running: list[Instance]
+    new: bool  # no such profile is stored yet
+
+
+@dataclass(slots=True)
+class Known:
+    """What the store knew before the batch, as far as the triggers need it.
+
+    :func:`apply` adds the messageIds it accepts to ``seen`` and takes the outbox rows it
+    learns out of ``untold``.
+    """
+
+    identities: Mapping[tuple[str, str], str] = field(default_factory=dict)  # -> profile id
+    seen: set[str] = field(default_factory=set)  # messageIds accepted before
+    untold: set[int] = field(default_factory=set)  # settled rows the engine has not learned
+    # instances that outcomes are for, found where the profile's running ones are not
+    instances: Mapping[str, Instance] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Changes:
+    """Everything one pass changed, to keep in one transaction."""
+
+    events: list[Event] = field(default_factory=list)  # accepted, with their profile
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    instances: dict[str, Instance] = field(default_factory=dict)
+    effects: list[Effect] = field(default_factory=list)
+    records: list[StepRecord] = field(default_factory=list)
+    identities: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> id
+    # (kind, value, profile id): identities the profile no longer has, such as an old email
+    forgotten: list[tuple[str, str, str]] = field(default_factory=list)
+    # (anonymous id, known id): everything of the anonymous profile moves to the known one
+    merges: list[tuple[str, str]] = field(default_factory=list)
+    told: list[int] = field(default_factory=list)  # outbox rows whose outcome was learned
+    # triggers the engine raised on (each failed alone; see Engine.on_crash), for the log
+    crashes: list[tuple[Trigger, Exception]] = field(default_factory=list)
+
+
+def apply(
+    engine: Engine,
+    snapshots: Mapping[str, Snapshot],
+    triggers: Iterable[Trigger],
+    now: datetime,
+    known: Known,
+) -> tuple[list[str], Changes]:
+    """Each trigger's result (``accepted``, ``duplicate``, or for a timer that moved its
+    instance on, ``fired``) and the changes of all of them, in order.
+
+    ``snapshots`` are brought up to each trigger as it runs; every profile that
+    :func:`profiles_needed` names must be in it. Never raises for a fault of the engine's:
+    the trigger fails alone, and is listed in :attr:`Changes.crashes`.
+    """
+    changes = Changes()
+    definitions = engine.workspace.events
+    results = []
+    for trigger in triggers:
+        if isinstance(trigger, Event):
+            if trigger.message_id is not None and _seen_before(trigger.message_id, known):
+                results.append("duplicate")
+            else:
+                results.append(_event(engine, snapshots, trigger, now, known, changes, definitions))
+        elif isinstance(trigger, DeliveryResult) and _told_before(trigger, known, changes):
+            results.append("duplicate")
+        else:
+            results.append(_other(engine, snapshots, trigger, now, known, changes))
+    return results, changes
+
+
+def _event(
+    engine: Engine,
+    snapshots: Mapping[str, Snapshot],
+    event: Event,
+    now: datetime,
+    known: Known,
+    changes: Changes,
+    definitions: Mapping[str, EventDefinition],
+) -> str:
+    event = _resolved(event, snapshots, known, changes, definitions)
+    if links(event):
+        _merge(event, snapshots, changes, now)
+    snapshot = snapshots[event.profile_id]
+    try:
+        outcome = engine.on_event(snapshot.profile, snapshot.running, event, now)
+    except Exception as error:
+        outcome = _crashed(engine, snapshot, event, error, now, changes)
+    changes.events.append(event)
+    if snapshot.new:  # an event makes its profile, traits or not
+        changes.profiles.setdefault(snapshot.profile.id, snapshot.profile)
+        snapshot.new = False
+    _carry_out(snapshot, outcome, changes)
+    return "accepted"
+
+
+def _other(
+    engine: Engine,
+    snapshots: Mapping[str, Snapshot],
+    trigger: TimerDue | DeliveryResult | Operate,
+    now: datetime,
+    known: Known,
+    changes: Changes,
+) -> str:
+    if isinstance(trigger, DeliveryResult):
+        snapshot, target = _delivered(snapshots, trigger, known, changes)
+    else:
+        snapshot = snapshots[trigger.profile_id]
+        target = _find(snapshot.running, trigger.instance_id)  # None: it ended or moved on
+        held = trigger.seq if isinstance(trigger, Operate) else None
+        if target is not None and held is not None and target.seq != held:
+            target = None  # it moved on since the command was given
+    if target is None:
+        return "accepted"
+    try:
+        outcome = _run(engine, snapshot, trigger, target, now)
+    except Exception as error:
+        outcome = _crashed(engine, snapshot, trigger, error, now, changes, target)
+    _carry_out(snapshot, outcome, changes)
+    fired = isinstance(trigger, TimerDue) and bool(outcome.instances)
+    return "fired" if fired else "accepted"
+
+
+def _delivered(
+    snapshots: Mapping[str, Snapshot], trigger: DeliveryResult, known: Known, changes: Changes
+) -> tuple[Snapshot, Instance | None]:
+    """The profile that has the instance an outcome is for (after a merge, the known one,
+    whatever the effect says), and that instance, ended or not."""
+    instance_id = trigger.effect.instance_id
+    latest = changes.instances.get(instance_id) or known.instances.get(instance_id)
+    snapshot = snapshots[latest.profile_id if latest else trigger.effect.profile_id]
+    return snapshot, _find(snapshot.running, instance_id) or latest
+
+
+def _run(
+    engine: Engine, snapshot: Snapshot, trigger: Trigger, target: Instance, now: datetime
+) -> Outcome:
+    """The engine on one trigger other than an event, for the instance ``target``."""
+    profile, running = snapshot.profile, snapshot.running
+    if isinstance(trigger, TimerDue):
+        return engine.on_timer(profile, running, target, now)
+    if isinstance(trigger, Operate):
+        if trigger.command == "stop":
+            return engine.on_stop(profile, target, now)
+        return engine.on_resume(profile, running, target, now)
+    assert isinstance(trigger, DeliveryResult)
+    step = trigger.effect.step
+    if trigger.ok:
+        return engine.on_delivered(profile, running, target, step, now)
+    return engine.on_failure(profile, running, target, step, trigger.detail, now)
+
+
+def _crashed(
+    engine: Engine,
+    snapshot: Snapshot,
+    trigger: Trigger,
+    error: Exception,
+    now: datetime,
+    changes: Changes,
+    target: Instance | None = None,
+) -> Outcome:
+    """The engine raised: the trigger fails alone (failing the batch would fail every other
+    trigger in it, and the trigger would come back to fail the same way for ever)."""
+    changes.crashes.append((trigger, error))
+    reason = f"the engine failed: {error!r}"[:REASON_LENGTH]
+    failed = trigger if isinstance(trigger, Event) else target
+    assert failed is not None
+    return engine.on_crash(snapshot.profile, snapshot.running, failed, reason, now)
+
+
+def _seen_before(message_id: str, known: Known) -> bool:
+    """Whether an event with this messageId was accepted before; if not, it is now."""
+    if message_id in known.seen:
+        return True
+    known.seen.add(message_id)
+    return False
+
+
+def _told_before(trigger: DeliveryResult, known: Known, changes: Changes) -> bool:
+    """Whether an outcome settled elsewhere was learned before (by its outbox row); if
+    not, it is now."""
+    if trigger.told is None:
+        return False
+    if trigger.told not in known.untold:
+        return True
+    known.untold.discard(trigger.told)
+    changes.told.append(trigger.told)
+    return False
+
+
+# identities
+
+
+def lookups(
+    triggers: Iterable[Trigger], definitions: Mapping[str, EventDefinition]
+) -> list[tuple[str, str]]:
+    """The identities to look up in the store before :func:`apply`: the email of each
+    event that names its profile by email, and the anonymous id of each event without a
+    user id (the visitor may have signed in since)."""
+    found = []
+    for trigger in triggers:
+        if isinstance(trigger, Event):
+            key = _named_by(trigger, definitions)
+            if key is not None:
+                found.append(key)
+    return found
+
+
+def profiles_needed(
+    triggers: Iterable[Trigger],
+    definitions: Mapping[str, EventDefinition],
+    identities: Mapping[tuple[str, str], str],
+) -> set[str]:
+    """The profiles :func:`apply` may read, given what ``identities`` were found: each
+    trigger's, each anonymous profile an ``identify`` folds into a known one, and the
+    address of each event named by email (its profile, if no one has it by then).
+
+    A profile that a trigger finds through an identity given earlier in the same batch is
+    the profile of that earlier trigger, so it is in the set already.
+    """
+    needed = set()
+    for trigger in triggers:
+        if not isinstance(trigger, Event):
+            needed.add(profile_of(trigger))
+            continue
+        key = _named_by(trigger, definitions)
+        needed.add(key[1] if key is not None and key[0] == "email" else trigger.profile_id)
+        owner = identities.get(key) if key is not None else None
+        if owner is not None:
+            needed.add(owner)
+        if links(trigger):
+            assert trigger.anonymous_id is not None
+            needed.add(trigger.anonymous_id)
+    return needed
+
+
+def _resolved(
+    event: Event,
+    snapshots: Mapping[str, Snapshot],
+    known: Known,
+    changes: Changes,
+    definitions: Mapping[str, EventDefinition],
+) -> Event:
+    """The event for the profile that has its identity at this point of the batch.
+
+    An event named by email goes to the profile with that email, or starts a profile keyed
+    by the address, with the address as its email. An event with an anonymous id only
+    goes to the profile the visitor signed in as, if they did.
+    """
+    key = _named_by(event, definitions)
+    if key is None:
+        return event
+    if key[0] == "email":
+        return _by_email(event, key[1], snapshots, known, changes)
+    owner = _owner(key, known, changes)
+    return event if owner is None else _replace(event, profile_id=owner)
+
+
+def _named_by(event: Event, definitions: Mapping[str, EventDefinition]) -> tuple[str, str] | None:
+    """The identity that names the event's profile, when it is not the event's own id:
+    its email, if its definition says so, or its anonymous id, if it has no user id."""
+    if event.type == "track":
+        definition = definitions.get(event.name)
+        if definition is not None and definition.identity == "email":
+            return "email", normal_email(str(event.properties.get("email")))
+    if event.user_id is None and event.anonymous_id is not None:
+        return "anonymousId", event.anonymous_id
+    return None
+
+
+def _by_email(
+    event: Event, email: str, snapshots: Mapping[str, Snapshot], known: Known, changes: Changes
+) -> Event:
+    profile_id = _owner(("email", email), known, changes) or email
+    if profile_id != event.profile_id:
+        event = _replace(event, profile_id=profile_id)
+    snapshot = snapshots[profile_id]
+    if snapshot.new and profile_id == email:
+        snapshot.profile = Profile(id=email, traits={"email": email})
+        changes.profiles[email] = snapshot.profile
+        changes.identities[("email", email)] = email
+    return event
+
+
+def _owner(key: tuple[str, str], known: Known, changes: Changes) -> str | None:
+    """Who has the identity now: as given in this batch, else as stored, unless this batch
+    took it away."""
+    owner = changes.identities.get(key)
+    if owner is not None:
+        return owner
+    owner = known.identities.get(key)
+    if owner is not None and changes.forgotten and (*key, owner) in changes.forgotten:
+        return None
+    return owner
+
+
+def links(event: Event) -> bool:
+    """Whether the event says an anonymous id and a user id are one person."""
+    return (
+        event.type == "identify"
+        and event.user_id is not None
+        and event.anonymous_id is not None
+        and event.anonymous_id != event.user_id
+    )
+
+
+def profile_of(trigger: Trigger) -> str:
+    """The profile a trigger names (an event's before it is resolved)."""
+    if isinstance(trigger, DeliveryResult):
+        return trigger.effect.profile_id
+    return trigger.profile_id
+
+
+# carrying changes
+
+
+def _merge(
+    event: Event, snapshots: Mapping[str, Snapshot], changes: Changes, now: datetime
+) -> None:
+    """Fold the anonymous profile into the known one, once; remember they are one."""
+    assert event.anonymous_id is not None
+    anonymous_id, known_id = event.anonymous_id, event.profile_id
+    anonymous = snapshots[anonymous_id]
+    changes.identities[("anonymousId", anonymous_id)] = known_id
+    if anonymous.new:
+        return
+    known = snapshots[known_id]
+    merged = merge_profiles(known.profile, known.running, anonymous.profile, anonymous.running, now)
+    known.profile, known.running, known.new = merged.profile, merged.running, False
+    _move(changes, anonymous_id, known_id)
+    email = anonymous.profile.traits.get("email")
+    if isinstance(email, str) and email:  # the store moves the identities it holds, too
+        changes.identities[("email", normal_email(email))] = known_id
+    changes.profiles[known_id] = merged.profile
+    changes.profiles.pop(anonymous_id, None)
+    changes.instances.update((i.id, i) for i in merged.changed)
+    changes.records.extend(merged.records)
+    changes.merges.append((anonymous_id, known_id))
+    anonymous.profile, anonymous.running, anonymous.new = Profile(id=anonymous_id), [], True
+
+
+def _move(changes: Changes, anonymous: str, known: str) -> None:
+    """Give what this batch made for the anonymous profile so far to the known one, as the
+    store does with what it holds: the batch comes out the same wherever it is cut."""
+    changes.events[:] = _moved(changes.events, anonymous, known)
+    changes.records[:] = _moved(changes.records, anonymous, known)
+    changes.effects[:] = _moved(changes.effects, anonymous, known)
+    for instance_id, instance in changes.instances.items():
+        if instance.profile_id == anonymous:
+            changes.instances[instance_id] = _replace(instance, profile_id=known)
+    for identity, owner in changes.identities.items():
+        if owner == anonymous:
+            changes.identities[identity] = known
+    changes.forgotten[:] = [
+        (kind, value, known if owner == anonymous else owner)
+        for kind, value, owner in changes.forgotten
+    ]
+
+
+_Owned = TypeVar("_Owned", Event, StepRecord, Effect)
+
+
+def _moved(items: Sequence[_Owned], anonymous: str, known: str) -> list[_Owned]:
+    return [_replace(i, profile_id=known) if i.profile_id == anonymous else i for i in items]
+
+
+def _find(running: Sequence[Instance], instance_id: str) -> Instance | None:
+    for instance in running:
+        if instance.id == instance_id:
+            return instance
+    return None
+
+
+def _carry_out(snapshot: Snapshot, outcome: Outcome, changes: Changes) -> None:
+    """Carry an outcome into the snapshot (for the next trigger) and the changes."""
+    if outcome.profile_changed:
+        before = snapshot.profile.traits.get("email")
+        snapshot.profile = outcome.profile
+        changes.profiles[outcome.profile.id] = outcome.profile
+        email = outcome.profile.traits.get("email")
+        if email != before:  # the profile has the identity from when it got the email on
+            if isinstance(before, str) and before:
+                changes.forgotten.append(("email", normal_email(before), outcome.profile.id))
+            if isinstance(email, str) and email:
+                changes.identities[("email", normal_email(email))] = outcome.profile.id
+    if outcome.instances:
+        changes.instances.update(outcome.instances)
+        snapshot.running = carry(snapshot.running, outcome.instances.values())
+    if outcome.effects:
+        changes.effects.extend(outcome.effects)
+    changes.records.extend(outcome.records)
+
+
+def carry(running: list[Instance], changed: Iterable[Instance]) -> list[Instance]:
+    """The running instances after ``changed``: running ones replace or join, ended ones
+    leave."""
+    found = {i.id: i for i in running}
+    for instance in changed:
+        if instance.status == "ended":
+            found.pop(instance.id, None)
+        else:
+            found[instance.id] = instance
+    return list(found.values())
