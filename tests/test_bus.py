@@ -639,8 +639,8 @@ def test_due_timers_travel_many_to_a_message_each_to_its_profiles_partition() ->
     from datetime import UTC, datetime, timedelta
 
     from journeyman.domain.state import Event, Instance
-    from journeyman.runtime.bus import TIMERS_PER_MESSAGE, Bus, decode, partition_of
     from journeyman.runtime.processor import TimerDue
+    from journeyman.scaleout.bus import TIMERS_PER_MESSAGE, Bus, decode, partition_of
 
     partitions = 4
     wake = datetime(2026, 11, 26, 8, tzinfo=UTC)

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 
 from journeyman.domain.state import Event
 from journeyman.runtime.service import Runtime
-from journeyman.runtime.worker import Worker
+from journeyman.scaleout.worker import Worker
 from journeyman.storage import Store
 from journeyman.storage.base import Batch, DeadLetter
 from journeyman.storage.codec import encode

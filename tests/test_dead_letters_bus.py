@@ -23,7 +23,7 @@ import nats
 import pytest
 
 from journeyman.domain.state import Event
-from journeyman.runtime.bus import partition_of
+from journeyman.scaleout.bus import partition_of
 from journeyman.storage.codec import encode
 from tests.cluster import (
     NATS_URL,

@@ -26,7 +26,7 @@ from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event, SendMessage
 from journeyman.runtime.dispatcher import Dispatcher
 from journeyman.runtime.processor import Processor
-from journeyman.runtime.worker import TellingDispatcher
+from journeyman.scaleout.worker import TellingDispatcher
 from journeyman.storage import Store
 from journeyman.storage.base import Delivered
 from journeyman.storage.postgres import PostgresStore

@@ -22,10 +22,10 @@ import pytest
 from nats.aio.msg import Msg
 
 from journeyman.domain.model import Workspace
-from journeyman.runtime.bus import Bus, decode, partition_of
-from journeyman.runtime.front import BusRuntime
 from journeyman.runtime.processor import DeliveryResult, Operate, Processor, TimerDue
-from journeyman.runtime.worker import Relay, TellingDispatcher
+from journeyman.scaleout.bus import Bus, decode, partition_of
+from journeyman.scaleout.front import BusRuntime
+from journeyman.scaleout.worker import Relay, TellingDispatcher
 from journeyman.storage import Store
 from journeyman.storage.postgres import PostgresStore, StaleOutcome
 from tests.cluster import NATS_URL, NatsServer, nats_missing, nats_stream, stream_messages
@@ -410,7 +410,7 @@ def test_a_worker_sees_at_once_that_its_partition_locks_went_with_their_connecti
     ended (the server released the locks with it) must find none, not its old list."""
     import asyncpg
 
-    from journeyman.runtime.partitions import Ownership
+    from journeyman.scaleout.partitions import Ownership
     from journeyman.storage.postgres import parse_url
 
     async def test() -> None:

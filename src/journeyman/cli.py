@@ -303,8 +303,8 @@ def worker(workspace_dir: Path, db: str | None, bus: str, batch: int) -> None:
     or dies), applies their events in order and acknowledges each only once its outcome
     is committed. Stops cleanly on Ctrl-C or SIGTERM: the batch in flight is finished.
     """
+    from journeyman.scaleout.work import WorkerOptions, work
     from journeyman.server import storage_url
-    from journeyman.work import WorkerOptions, work
 
     ws = _sound(_load(workspace_dir, os.environ))
     options = WorkerOptions(

@@ -12,7 +12,7 @@
     ├── MissingVariable        a ``${NAME}`` names an unset environment variable (channels.base)
     ├── RefusedAddress         a call to an address no allow list names (channels.network)
     ├── Overloaded             too much is queued; retry later, HTTP 429 (runtime.processor)
-    ├── BusUnavailable         JetStream did not store a message (runtime.bus)
+    ├── BusUnavailable         JetStream did not store a message (scaleout.bus)
     ├── ReplayFailed           a dead letter could not be applied again (web.views)
     ├── UsersError             JOURNEYMAN_CONSOLE_USERS cannot be read (web.auth)
     ├── StorageURLError        a storage URL no backend serves (storage)

@@ -228,8 +228,8 @@ def _runtime(
     if not is_postgres(options.storage):
         raise SettingError("--bus needs a PostgreSQL database (--db postgresql://...)")
     # Imported here: a deployment without a bus never loads the NATS client.
-    from journeyman.runtime.bus import Bus
-    from journeyman.runtime.front import BusRuntime
+    from journeyman.scaleout.bus import Bus
+    from journeyman.scaleout.front import BusRuntime
 
     bus = Bus(options.bus, options.stream, options.partitions)
     return BusRuntime(workspace, store, channels, env=env, retry=retry, root=root, bus=bus)

@@ -7,7 +7,7 @@ idempotency key, until ``attempts`` run out; a permanent failure is final. Whene
 engine must know the outcome (the step has ``on_error``, or the delivery failed), the
 outcome goes back through the processor, in the same transaction as the outbox update
 (a worker of a scale-out deployment hands it to the owner of the profile instead: see
-:class:`journeyman.runtime.worker.TellingDispatcher`).
+:class:`journeyman.scaleout.worker.TellingDispatcher`).
 
 Each outcome is recorded as soon as its provider answers, not when the whole claim is
 delivered, and a send keeps its slot until its outcome is written: a crash can repeat only

@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS journey_states (name TEXT PRIMARY KEY, state TEXT NOT
 """,
     ),
     # A bus message that a worker could not apply after several tries: kept as it came, to
-    # be replayed (see journeyman.runtime.worker). SQLite keeps the same table so that the
+    # be replayed (see journeyman.scaleout.worker). SQLite keeps the same table so that the
     # schema, the admin API and a move into PostgreSQL are the same on both.
     Migration(
         2,
@@ -149,7 +149,7 @@ CREATE TABLE journey_states (name TEXT COLLATE "C" PRIMARY KEY, state TEXT NOT N
     ),
     # A delivery outcome the engine must learn is settled by the worker that delivered it
     # and applied by the worker that owns its profile's partition: ``outbox.tell_at`` keeps
-    # it until then (see journeyman.runtime.worker). Stop and resume page through a
+    # it until then (see journeyman.scaleout.worker). Stop and resume page through a
     # journey's running instances in id order.
     Migration(
         2,

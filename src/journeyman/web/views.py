@@ -631,7 +631,7 @@ def dead_letter(letter: DeadLetter) -> dict[str, Any]:
 
 def _decode(letter: DeadLetter) -> list[Any]:
     # Imported here: a deployment without a bus never loads the NATS client.
-    from journeyman.runtime.bus import decode_message
+    from journeyman.scaleout.bus import decode_message
 
     return list(decode_message(letter.headers, letter.body))
 

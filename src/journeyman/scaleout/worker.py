@@ -1,8 +1,8 @@
 """``journeyman worker``: applies the events of the partitions it owns, fires timers, delivers.
 
 Workers share one PostgreSQL database and one JetStream stream (see
-:mod:`journeyman.runtime.bus`). Each owns a fair share of the partitions
-(:mod:`journeyman.runtime.partitions`) and, for each, fetches batches from the partition's
+:mod:`journeyman.scaleout.bus`). Each owns a fair share of the partitions
+(:mod:`journeyman.scaleout.partitions`) and, for each, fetches batches from the partition's
 consumer, runs them through its :class:`Processor` (the engine and one commit, which skips
 a messageId already stored), and acknowledges the messages only after that commit. A
 batch that cannot be committed (the database is away) is tried again until it is: nothing
@@ -42,13 +42,13 @@ from journeyman.channels.base import Channel
 from journeyman.domain.model import Journey, Workspace
 from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Effect
-from journeyman.runtime.bus import Bus, decode
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
-from journeyman.runtime.front import BUS_SETTING, JOURNEYS_SETTING
-from journeyman.runtime.partitions import Ownership, fair_share
 from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Trigger, utc_now
 from journeyman.runtime.publish import Versions
 from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_woken
+from journeyman.scaleout.bus import Bus, decode
+from journeyman.scaleout.front import BUS_SETTING, JOURNEYS_SETTING
+from journeyman.scaleout.partitions import Ownership, fair_share
 from journeyman.storage.base import Batch, DeadLetter, Delivered
 from journeyman.storage.postgres import PostgresStore, parse_url
 

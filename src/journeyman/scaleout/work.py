@@ -1,6 +1,6 @@
 """``journeyman worker``: one worker process, until SIGTERM or SIGINT.
 
-See :mod:`journeyman.runtime.worker` for what a worker does. On a stop signal it finishes
+See :mod:`journeyman.scaleout.worker` for what a worker does. On a stop signal it finishes
 its batches, gives its partitions back and exits; the other workers take them over.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from journeyman.domain.model import Workspace
 from journeyman.runtime.service import build_channels
-from journeyman.runtime.worker import Worker
+from journeyman.scaleout.worker import Worker
 from journeyman.server import SettingError, data_dir, retry_policy
 from journeyman.storage import is_postgres, open_store, shown_url
 from journeyman.storage.base import LEASE

@@ -19,10 +19,10 @@ from typing import Any
 
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
-from journeyman.runtime.bus import Bus
 from journeyman.runtime.processor import Operate
 from journeyman.runtime.publish import Plan
 from journeyman.runtime.service import Runtime
+from journeyman.scaleout.bus import Bus
 
 __all__ = ["BUS_SETTING", "JOURNEYS_SETTING", "BusRuntime"]
 

@@ -3,7 +3,7 @@
 With ``journeyman serve --bus nats://...``, the API does not commit events itself: it
 publishes each one to JetStream and answers 202 only once JetStream has stored it (a
 publish with acknowledgement). ``journeyman worker`` processes (see
-:mod:`journeyman.runtime.worker`).
+:mod:`journeyman.scaleout.worker`).
 
 The stream (``JOURNEYMAN`` unless named otherwise) has one subject per partition,
 ``<stream>.events.<n>``; an event goes to the partition of its profile key (see
