@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import hmac
 import logging
+import sqlite3
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -42,8 +43,9 @@ from journeyman.domain.ingest import (
 from journeyman.domain.model import Journey
 from journeyman.domain.state import Event
 from journeyman.openapi import SPEC, docs_page
-from journeyman.runtime.processor import Overloaded
+from journeyman.runtime.processor import HeldBack, Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.storage import StorageUnavailable
 from journeyman.web import ConsoleSettings, console, views
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.workspace import load_texts
@@ -237,6 +239,7 @@ class _Api:
                 length = value.decode("latin-1")
         if not _authorised(authorization, self.keys.write, self.keys.admin):
             return _answer(401, _KEY_PROBLEM, _KEY_CHALLENGE)
+        body = b""
         try:
             body = await _read_body(receive, length, limit)
             return await handler(body)
@@ -246,6 +249,14 @@ class _Api:
             error, at = problem.body["error"], self._now()
             self.runtime.tail.rejected(problem.call, error, at, status=status)
             return _answer(problem.status, problem.body, problem.headers)
+        except _Disconnected:
+            raise
+        except Exception:
+            # A fault in journeyman, not in the call nor in the storage: it must show.
+            log.exception("%s failed for a fault in journeyman", scope["path"])
+            self.rejected += 1
+            self.runtime.tail.rejected(_plain(body), _FAULT["error"], self._now())
+            return _answer(500, _FAULT)
 
     async def _commit(self, events: list[Event], body: bytes, now: datetime) -> None:
         try:
@@ -253,7 +264,9 @@ class _Api:
         except Overloaded:
             message = "too many events are queued; retry shortly"
             problem = _Problem(429, "body", "overload", message, _RETRY)
-        except Exception:
+        except Exception as error:
+            if not _unavailable(error):
+                raise
             message = "the events could not be stored; nothing was kept, retry"
             problem = _Problem(503, "body", "storage", message, _RETRY)
         else:
@@ -563,6 +576,8 @@ _DOCS_PAGE = docs_page()
 _KEY_HELP = "send the key as 'Authorization: Bearer <key>' or as the HTTP Basic user name"
 _KEY_PROBLEM = {"error": {"field": "Authorization", "rule": "key", "message": _KEY_HELP}}
 _KEY_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeyman"'}
+_FAULT_HELP = "journeyman failed on this call, for a fault of its own; the server log says why"
+_FAULT = {"error": {"field": "body", "rule": "internal", "message": _FAULT_HELP}}
 
 
 async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
@@ -670,6 +685,43 @@ def _check_call_size(call: msgspec.Raw) -> None:
         raise InvalidEvent(
             "body", "size", f"the call is {size} bytes, over {SINGLE_LIMIT // 1024} KiB"
         )
+
+
+def _unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the store or the bus cannot take events now (unreachable,
+    full, locked, too slow), so the same call may well be stored later: a 503. Any other
+    failure is a fault in journeyman."""
+    while isinstance(error, HeldBack):
+        error = error.cause
+    if isinstance(error, StorageUnavailable | OSError | sqlite3.OperationalError):
+        return True  # OSError: unreachable, refused, timed out, no space left
+    if type(error) is sqlite3.DatabaseError:  # the file is damaged
+        return True
+    return _away(error)
+
+
+def _away(error: BaseException) -> bool:
+    """Whether PostgreSQL or the bus failed for not being able to take events now.
+    Imported here: the embedded server uses neither, and this runs only on a failure."""
+    import asyncpg
+
+    from journeyman.scaleout.bus import BusUnavailable
+
+    if type(error) is asyncpg.InterfaceError:  # the connection or the pool is closed
+        return True
+    return isinstance(
+        error,
+        BusUnavailable
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.InsufficientResourcesError  # disk full, out of memory, too many connections
+        | asyncpg.TransactionRollbackError  # a serialization failure or a deadlock
+        | asyncpg.QueryCanceledError  # a statement timeout
+        | asyncpg.LockNotAvailableError
+        | asyncpg.ReadOnlySQLTransactionError,  # a standby, during a failover
+    )
 
 
 def _refused(error: InvalidEvent, body: bytes) -> _Problem:
