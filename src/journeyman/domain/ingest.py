@@ -104,13 +104,13 @@ _PLAIN = msgspec.json.Decoder()
 def decode_track(body: bytes) -> Track:
     """The JSON body of a `track` call (its ``type``, if any, is not read)."""
     call = _decode(body, _TRACK)
-    return call if isinstance(call, Track) else track_of(call)
+    return call if isinstance(call, Track) else _track_of(call)
 
 
 def decode_identify(body: bytes) -> Identify:
     """The JSON body of an `identify` call (its ``type``, if any, is not read)."""
     call = _decode(body, _IDENTIFY)
-    return call if isinstance(call, Identify) else identify_of(call)
+    return call if isinstance(call, Identify) else _identify_of(call)
 
 
 def decode_batch(body: bytes) -> list[msgspec.Raw]:
@@ -129,9 +129,9 @@ def decode_item(item: msgspec.Raw) -> Track | Identify:
         return call
     kind = call.get("type") if isinstance(call, dict) else None
     if kind == "track":
-        return track_of(call)
+        return _track_of(call)
     if kind == "identify":
-        return identify_of(call)
+        return _identify_of(call)
     raise InvalidEvent("type", "enum", "'type' must be track or identify")
 
 
@@ -164,7 +164,7 @@ def _check_utf8(body: bytes) -> None:
         raise
 
 
-def track_of(data: object) -> Track:
+def _track_of(data: object) -> Track:
     """A `track` call given as a mapping, its fields checked for their types."""
     body = _mapping(data)
     event = body.get("event")
@@ -177,7 +177,7 @@ def track_of(data: object) -> Track:
     )
 
 
-def identify_of(data: object) -> Identify:
+def _identify_of(data: object) -> Identify:
     """An `identify` call given as a mapping, its fields checked for their types."""
     body = _mapping(data)
     return Identify(traits=_object(body, "traits"), **_ids(body))
@@ -227,7 +227,7 @@ def read_track(
 ) -> Event:
     """A `track` call: ``{userId | anonymousId, event, properties, timestamp, messageId}``."""
     if not isinstance(call, Track):
-        call = track_of(call)
+        call = _track_of(call)
     name = call.event
     if name is None or not name.strip():
         raise _no_event()
@@ -243,7 +243,7 @@ def read_track(
 def read_identify(call: Identify | Mapping[str, Any], received: datetime) -> Event:
     """An `identify` call: ``{userId | anonymousId, traits, timestamp, messageId}``."""
     if not isinstance(call, Identify):
-        call = identify_of(call)
+        call = _identify_of(call)
     traits = {} if call.traits is None else call.traits
     _check_values(traits, "traits")
     email = traits.get("email")
