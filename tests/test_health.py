@@ -24,20 +24,25 @@ from tests.conftest import BASE, write_workspace
 
 KEYS = Keys(write="w-key", admin="a-key")
 WRITE = {"Authorization": "Bearer w-key"}
+ADMIN = {"Authorization": "Bearer a-key"}
 FULL = "database or disk is full"
 
 Client = httpx.AsyncClient
 
 
 class FlakyStore(SQLiteStore):
-    """A SQLite store whose commits (``full``) or reads (``gone``) fail while set."""
+    """A SQLite store whose commits (``full``) or reads (``gone``) fail while set, or whose
+    commits meet a fault of journeyman's own (``faulty``: a bug, not the disk)."""
 
     full = False
     gone = False
+    faulty = False
 
     async def commit(self, batch: Batch) -> None:
         if self.full:
             raise sqlite3.OperationalError(FULL)
+        if self.faulty:
+            raise TypeError("a fault in the code, not in the storage")
         await super().commit(batch)
 
     async def get_setting(self, key: str) -> str | None:
@@ -59,7 +64,7 @@ def run_api(tmp_path: Path, test: Callable[[Client, FlakyStore], Awaitable[None]
             async with httpx.AsyncClient(transport=transport, base_url="http://j") as client:
                 await test(client, store)
         finally:
-            store.full = store.gone = False
+            store.full = store.gone = store.faulty = False
             await runtime.stop()
 
     asyncio.run(main())
@@ -143,5 +148,26 @@ def test_readiness_is_in_the_openapi_document(tmp_path: Path) -> None:
         paths = (await client.get("/openapi.json")).json()["paths"]
         assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
         assert "/healthz" in paths
+
+    run_api(tmp_path, test)
+
+
+def test_a_fault_in_journeyman_answers_a_logged_500_not_a_503_to_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(client: Client, store: FlakyStore) -> None:
+        store.faulty = True
+        body = {"userId": "u1", "traits": {"plan": "pro"}}
+        answer = await client.post("/v1/identify", json=body, headers=WRITE)
+        assert answer.status_code == 500
+        assert "retry-after" not in answer.headers
+        assert answer.json()["error"]["rule"] == "internal"
+        logged = [r for r in caplog.records if r.name == "journeyman.api" and r.exc_info]
+        assert [type(r.exc_info[1]) for r in logged if r.exc_info] == [TypeError]
+        events = (await client.get("/v1/events", headers=ADMIN)).json()["events"]
+        assert [(e["status"], e["error"]["rule"]) for e in events] == [("rejected", "internal")]
+
+        store.faulty = False
+        assert (await client.post("/v1/identify", json=body, headers=WRITE)).status_code == 202
 
     run_api(tmp_path, test)

@@ -17,7 +17,7 @@ from journeyman.domain.ingest import InvalidEvent, read_track
 from journeyman.runtime.service import Runtime
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, START, write_workspace
-from tests.test_api import ADMIN, Client, post, run_api
+from tests.test_api import ADMIN, WRITE, Client, post, run_api
 
 
 async def refused(client: Client, path: str, body: Any) -> dict[str, str]:
@@ -215,3 +215,89 @@ def test_a_numeric_id_of_more_than_255_digits_is_refused_naming_the_field(digits
 def test_a_numeric_id_of_255_digits_is_kept_as_text() -> None:
     event = read_track({"userId": 10**254, "event": "signed_up"}, {}, START)
     assert event.user_id == "1" + "0" * 254
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "rule"),
+    [
+        ({"userId": 1.5, "event": "signed_up"}, "userId", "type"),
+        ({"userId": True, "event": "signed_up"}, "userId", "type"),
+        ({"anonymousId": ["a"], "event": "signed_up"}, "anonymousId", "type"),
+        ({"userId": "u1", "event": "signed_up", "messageId": 7}, "messageId", "type"),
+        ({"userId": "u1", "event": 5}, "event", "required"),
+        ({"userId": "u1", "event": "signed_up", "properties": "pro"}, "properties", "type"),
+        ({"userId": "u1", "event": "signed_up", "timestamp": 1764929000}, "timestamp", "format"),
+        (["u1", "signed_up"], "body", "type"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_naming_it(
+    tmp_path: Path, store_url: str, body: Any, field: str, rule: str
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        error = await refused(client, "/v1/track", body)
+        assert (error["field"], error["rule"]) == (field, rule)
+        batch = [{"type": "identify", "userId": "u2"}]
+        if isinstance(body, dict):
+            batch.append({"type": "track", **body})
+        answer = await post(client, "/v1/batch", {"batch": batch})
+        assert answer.status_code == 202, answer.text
+        rejected = [(r["index"], r["field"], r["rule"]) for r in answer.json()["rejected"]]
+        assert rejected == ([(1, field, rule)] if isinstance(body, dict) else [])
+        await nothing_stored(client)
+
+    run_api(tmp_path, store_url, test)
+
+
+def test_the_segment_fields_journeyman_does_not_read_are_passed_over(
+    tmp_path: Path, store_url: str
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        extra = {
+            "context": {"library": {"name": "analytics.js"}, "ip": "10.0.0.1"},
+            "integrations": {"All": True},
+            "sentAt": 12,
+            "type": "identify",  # a single call is what its endpoint says
+        }
+        body = {"userId": "u1", "event": "signed_up", "messageId": "m1", **extra}
+        assert (await post(client, "/v1/track", body)).status_code == 202
+        identify = {"userId": "u1", "traits": {"plan": "pro"}, "properties": 5, "event": 9}
+        assert (await post(client, "/v1/identify", identify)).status_code == 202
+        profile = (await client.get("/v1/profiles/u1", headers=ADMIN)).json()
+        tracked = [(e["name"], e["messageId"]) for e in profile["events"] if e["type"] == "track"]
+        assert tracked == [("signed_up", "m1")]
+        assert profile["traits"] == {"plan": "pro"}
+
+    run_api(tmp_path, store_url, test)
+
+
+def test_text_that_is_not_utf8_is_refused_even_where_nothing_reads_it(
+    tmp_path: Path, store_url: str
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        body = b'{"userId": "u1", "event": "signed_up", "context": {"ip": "\xff"}}'
+        answer = await client.post("/v1/track", content=body, headers=WRITE)
+        assert answer.status_code == 400
+        assert answer.json()["error"]["field"] == "body"
+        assert answer.json()["error"]["rule"] == "json"
+        assert "UTF-8" in answer.json()["error"]["message"]
+        await nothing_stored(client)
+
+    run_api(tmp_path, store_url, test)
+
+
+def test_a_call_in_a_batch_is_measured_as_compact_json_however_it_was_written(
+    tmp_path: Path, store_url: str
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        # 1e15 is 4 characters as sent and 18 as compact JSON: 9 KiB sent, 34 KiB compact.
+        numbers = "[" + ",".join(["1e15"] * 1800) + "]"
+        big = f'{{"type": "track", "userId": "u1", "event": "x", "properties": {{"n": {numbers}}}}}'
+        small = '{"type": "track", "userId": "u2", "event": "signed_up"}'
+        content = f'{{"batch": [{small}, {big}]}}'
+        answer = await client.post("/v1/batch", content=content, headers=WRITE)
+        assert answer.status_code == 202, answer.text
+        ((rejected),) = answer.json()["rejected"]
+        assert (rejected["index"], rejected["field"], rejected["rule"]) == (1, "body", "size")
+        await nothing_stored(client, "u1")
+
+    run_api(tmp_path, store_url, test)

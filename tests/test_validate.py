@@ -1489,6 +1489,25 @@ def test_validate_counts_a_single_error(tmp_path: Path) -> None:
     assert len(lines) == 2
 
 
+def test_a_journey_of_five_thousand_steps_validates_and_its_problems_keep_their_lines(
+    tmp_path: Path,
+) -> None:
+    steps = "".join(
+        f"- id: s{i}\n  send: hello_email\n" if i % 2 else f"- id: s{i}\n  wait: 1m\n"
+        for i in range(5000)
+    )
+    sound = write_workspace(tmp_path / "sound", BASE, journey(steps))
+    code, lines = invoke("validate", sound)
+    assert code == 0, lines
+    last = "- id: s4999\n  send: hello_email\n"
+    broken = steps.replace(last, "- id: s4999\n  send: nope\n")
+    folder = write_workspace(tmp_path / "broken", BASE, journey(broken))
+    code, lines = invoke("validate", folder)
+    assert code == 1
+    # steps start on line 5, two lines each: s4999 is on line 5 + 2 * 4999
+    assert lines[0] == "doc01.yaml:10004: journey j: step s4999: template 'nope' is not defined"
+
+
 def test_validate_prints_errors_on_stderr_and_warnings_on_stdout(tmp_path: Path) -> None:
     template = "kind: template\nname: t\nchannel: sms\nbody: '{{ profile.vip }}'\n"
     folder = write_workspace(tmp_path / "ws", BASE, template, "kind: jorney\n")

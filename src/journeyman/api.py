@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import hmac
 import logging
+import sqlite3
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -28,12 +29,23 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
+from journeyman.domain.ingest import (
+    Identify,
+    InvalidEvent,
+    Track,
+    decode_batch,
+    decode_identify,
+    decode_item,
+    decode_track,
+    read_identify,
+    read_track,
+)
 from journeyman.domain.model import Journey
 from journeyman.domain.state import Event
 from journeyman.openapi import SPEC, docs_page
-from journeyman.runtime.processor import Overloaded
+from journeyman.runtime.processor import HeldBack, Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.storage import StorageUnavailable
 from journeyman.web import ConsoleSettings, console, views
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.workspace import load_texts
@@ -51,7 +63,7 @@ FAILURE_SECONDS = 60.0  # how long a failed commit makes /healthz degraded and /
 
 Handler = Callable[[Request], Awaitable[Response]]
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, JSON body, extra headers
-IngestHandler = Callable[[Any], Awaitable[Answer]]
+IngestHandler = Callable[[bytes], Awaitable[Answer]]  # takes the body as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,29 +239,40 @@ class _Api:
                 length = value.decode("latin-1")
         if not _authorised(authorization, self.keys.write, self.keys.admin):
             return _answer(401, _KEY_PROBLEM, _KEY_CHALLENGE)
+        body = b""
         try:
-            call = await _read_body(receive, length, limit)
-            return await handler(call)
+            body = await _read_body(receive, length, limit)
+            return await handler(body)
         except _Problem as problem:
             self.rejected += 1
             status = "unavailable" if problem.status in (429, 503) else "rejected"
             error, at = problem.body["error"], self._now()
             self.runtime.tail.rejected(problem.call, error, at, status=status)
             return _answer(problem.status, problem.body, problem.headers)
+        except _Disconnected:
+            raise
+        except Exception:
+            # A fault in journeyman, not in the call nor in the storage: it must show.
+            log.exception("%s failed for a fault in journeyman", scope["path"])
+            self.rejected += 1
+            self.runtime.tail.rejected(_plain(body), _FAULT["error"], self._now())
+            return _answer(500, _FAULT)
 
-    async def _commit(self, events: list[Event], call: Any, now: datetime) -> None:
+    async def _commit(self, events: list[Event], body: bytes, now: datetime) -> None:
         try:
             statuses = await self.runtime.accept(events)
         except Overloaded:
             message = "too many events are queued; retry shortly"
             problem = _Problem(429, "body", "overload", message, _RETRY)
-        except Exception:
+        except Exception as error:
+            if not _unavailable(error):
+                raise
             message = "the events could not be stored; nothing was kept, retry"
             problem = _Problem(503, "body", "storage", message, _RETRY)
         else:
             self.runtime.tail.accepted(events, statuses, now)
             return
-        problem.call = call
+        problem.call = _plain(body)
         raise problem
 
     def _now(self) -> datetime:
@@ -257,47 +280,49 @@ class _Api:
 
     # ingest
 
-    async def track(self, call: Any) -> Answer:
+    async def track(self, body: bytes) -> Answer:
         now = self._now()
-        event = _read(call, lambda: read_track(call, self.runtime.workspace.events, now))
-        await self._commit([event], call, now)
+        try:
+            event = read_track(decode_track(body), self.runtime.workspace.events, now)
+        except InvalidEvent as error:
+            raise _refused(error, body) from None
+        await self._commit([event], body, now)
         return _ACCEPTED_ONE
 
-    async def identify(self, call: Any) -> Answer:
+    async def identify(self, body: bytes) -> Answer:
         now = self._now()
-        event = _read(call, lambda: read_identify(call, now))
-        await self._commit([event], call, now)
+        try:
+            event = read_identify(decode_identify(body), now)
+        except InvalidEvent as error:
+            raise _refused(error, body) from None
+        await self._commit([event], body, now)
         return _ACCEPTED_ONE
 
-    async def batch(self, call: Any) -> Answer:
-        items = call.get("batch") if isinstance(call, dict) else None
-        if not isinstance(items, list):
-            raise _Problem(
-                400, "batch", "type", "'batch' must be a list of track and identify calls"
-            )
+    async def batch(self, body: bytes) -> Answer:
+        try:
+            items = decode_batch(body)
+        except InvalidEvent as error:
+            raise _Problem(400, error.field, error.rule, error.message) from None
         if len(items) > BATCH_EVENTS:
             raise _Problem(400, "batch", "size", f"'batch' holds at most {BATCH_EVENTS} calls")
         events, rejected = [], []
         for index, item in enumerate(items):
             try:
                 _check_call_size(item)
-                events.append(self._batch_item(item))
+                events.append(self._batch_item(decode_item(item)))
             except InvalidEvent as error:
                 rejected.append({"index": index, **error.as_dict()})
-                self.runtime.tail.rejected(item, error.as_dict(), self._now(), index=index)
+                self.runtime.tail.rejected(_plain(item), error.as_dict(), self._now(), index=index)
         self.rejected += len(rejected)
         if not events:
             return _answer(400, {"accepted": 0, "rejected": rejected})
-        await self._commit(events, call, self._now())
+        await self._commit(events, body, self._now())
         return _answer(202, {"accepted": len(events), "rejected": rejected})
 
-    def _batch_item(self, item: Any) -> Event:
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind == "track":
-            return read_track(item, self.runtime.workspace.events, self._now())
-        if kind == "identify":
-            return read_identify(item, self._now())
-        raise InvalidEvent("type", "enum", "'type' must be track or identify")
+    def _batch_item(self, call: Track | Identify) -> Event:
+        if isinstance(call, Identify):
+            return read_identify(call, self._now())
+        return read_track(call, self.runtime.workspace.events, self._now())
 
     # admin
 
@@ -379,7 +404,7 @@ class _Api:
         if dry_run not in _FLAGS:
             raise _Problem(400, "dry_run", "enum", "'dry_run' must be true, false, 1 or 0")
         length = request.headers.get("content-length")
-        body = await _read_body(request.receive, length, WORKSPACE_LIMIT)
+        body = _decoded(await _read_body(request.receive, length, WORKSPACE_LIMIT))
         files = body.get("files") if isinstance(body, dict) else None
         if not isinstance(files, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in files.items()
@@ -551,10 +576,12 @@ _DOCS_PAGE = docs_page()
 _KEY_HELP = "send the key as 'Authorization: Bearer <key>' or as the HTTP Basic user name"
 _KEY_PROBLEM = {"error": {"field": "Authorization", "rule": "key", "message": _KEY_HELP}}
 _KEY_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeyman"'}
+_FAULT_HELP = "journeyman failed on this call, for a fault of its own; the server log says why"
+_FAULT = {"error": {"field": "body", "rule": "internal", "message": _FAULT_HELP}}
 
 
-async def _read_body(receive: Receive, length: str | None, limit: int) -> Any:
-    """The decoded JSON body, read in chunks that stop at ``limit``."""
+async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
+    """The body as sent, read in chunks that stop at ``limit``."""
     size = whole_number(length) if length is not None else None
     if size is not None and size > limit:
         raise _too_large(limit)
@@ -570,12 +597,25 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> Any:
             raise _too_large(limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _decoded(body: bytes) -> Any:
+    """The body as JSON data, or a 400 saying why it is not JSON."""
     try:
-        return msgspec.json.decode(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        return msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise _Problem(400, "body", "json", f"the body is not valid JSON: {error}") from None
     except RecursionError:
         raise _Problem(400, "body", "json", "the body nests too deeply") from None
+
+
+def _plain(body: bytes) -> Any:
+    """The body as plain JSON data, for the event tail to show; None if it is no JSON."""
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def _limit(text: str) -> int:
@@ -631,22 +671,64 @@ def _authorised(header: str, wanted: str, admin: str) -> bool:
     return hmac.compare_digest(key, wanted.encode()) or hmac.compare_digest(key, admin.encode())
 
 
-def _check_call_size(call: Any) -> None:
+# Compact JSON is at most this many times as long as what was sent: only numbers grow, and
+# the most a number grows is 1e15 (4 characters) to 1000000000000000.0 (18).
+_GROWTH = 5
+
+
+def _check_call_size(call: msgspec.Raw) -> None:
     """A call in a batch is held to the size of a single call (as compact JSON)."""
-    size = len(msgspec.json.encode(call))
+    if len(call) * _GROWTH <= SINGLE_LIMIT:
+        return  # it cannot be over
+    size = len(msgspec.json.encode(msgspec.json.decode(call)))
     if size > SINGLE_LIMIT:
         raise InvalidEvent(
             "body", "size", f"the call is {size} bytes, over {SINGLE_LIMIT // 1024} KiB"
         )
 
 
-def _read(call: Any, read: Callable[[], Event]) -> Event:
-    try:
-        return read()
-    except InvalidEvent as error:
-        problem = _Problem(400, error.field, error.rule, error.message)
-        problem.call = call
-        raise problem from None
+def _unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the store or the bus cannot take events now (unreachable,
+    full, locked, too slow), so the same call may well be stored later: a 503. Any other
+    failure is a fault in journeyman."""
+    while isinstance(error, HeldBack):
+        error = error.cause
+    if isinstance(error, StorageUnavailable | OSError | sqlite3.OperationalError):
+        return True  # OSError: unreachable, refused, timed out, no space left
+    if type(error) is sqlite3.DatabaseError:  # the file is damaged
+        return True
+    return _away(error)
+
+
+def _away(error: BaseException) -> bool:
+    """Whether PostgreSQL or the bus failed for not being able to take events now.
+    Imported here: the embedded server uses neither, and this runs only on a failure."""
+    import asyncpg
+
+    from journeyman.scaleout.bus import BusUnavailable
+
+    if type(error) is asyncpg.InterfaceError:  # the connection or the pool is closed
+        return True
+    return isinstance(
+        error,
+        BusUnavailable
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.InsufficientResourcesError  # disk full, out of memory, too many connections
+        | asyncpg.TransactionRollbackError  # a serialization failure or a deadlock
+        | asyncpg.QueryCanceledError  # a statement timeout
+        | asyncpg.LockNotAvailableError
+        | asyncpg.ReadOnlySQLTransactionError,  # a standby, during a failover
+    )
+
+
+def _refused(error: InvalidEvent, body: bytes) -> _Problem:
+    problem = _Problem(400, error.field, error.rule, error.message)
+    if error.rule != "json":
+        problem.call = _plain(body)
+    return problem
 
 
 def _journey_summary(journey: Journey, states: dict[str, str]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def build_workspace(parsed: Parsed) -> m.Workspace | None:
 
 def check(parsed: Parsed) -> None:
     for journey in parsed.journeys.values():
-        reader = _reader(parsed, "journey", journey.name)
+        reader = _JourneyReader(parsed, journey.name)
         linked = _check_references(reader, journey, parsed)
         # A step that could not be read has lost its links, and a link to no step was meant
         # for some step: judging such a graph would only repeat those errors, as steps no
@@ -72,18 +72,28 @@ def _reader(parsed: Parsed, kind: str, name: str) -> Reader:
     return Reader(parsed.documents[(kind, name)], kind, name, parsed.problems)
 
 
-def _step_path(reader: Reader, step: m.Step) -> Path:
-    """The document path of a step, found by its id."""
-    for index, item in enumerate(reader.document.data.get("steps") or ()):
-        if isinstance(item, dict) and item.get("id") == step.id:
-            return ("steps", index)
-    return ("steps",)
+class _JourneyReader(Reader):
+    """A journey document's reader that also knows where each step is written."""
+
+    def __init__(self, parsed: Parsed, name: str) -> None:
+        super().__init__(parsed.documents[("journey", name)], "journey", name, parsed.problems)
+        self._places: dict[str, Path] | None = None
+
+    def step_path(self, step: m.Step) -> Path:
+        """The document path of a step, found by its id (the first step of that id).
+        The steps are indexed once, so that a journey's checks take linear time."""
+        if self._places is None:
+            self._places = {}
+            for index, item in enumerate(self.document.data.get("steps") or ()):
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    self._places.setdefault(item["id"], ("steps", index))
+        return self._places.get(step.id, ("steps",))
 
 
 # references
 
 
-def _check_references(r: Reader, journey: m.Journey, parsed: Parsed) -> bool:
+def _check_references(r: _JourneyReader, journey: m.Journey, parsed: Parsed) -> bool:
     """Check what the journey names; whether every link leads to a step."""
     linked = True
     if journey.entry_event:  # else it could not be read, which is already an error
@@ -91,7 +101,7 @@ def _check_references(r: Reader, journey: m.Journey, parsed: Parsed) -> bool:
     for index, exit_ in enumerate(journey.exits):
         _known(r, ("exit", index, "event"), "event", exit_.event, parsed)
     for step in journey.steps.values():
-        path = _step_path(r, step)
+        path = r.step_path(step)
         inner = r.within(f"step {step.id}: ")
         for key, target in _links(step):
             if target not in journey.steps:
@@ -149,7 +159,7 @@ def _links(step: m.Step) -> Iterator[tuple[str, str]]:
 # graph
 
 
-def _check_reachable(r: Reader, journey: m.Journey) -> None:
+def _check_reachable(r: _JourneyReader, journey: m.Journey) -> None:
     seen = {journey.first}
     todo = [journey.first]
     while todo:
@@ -161,7 +171,7 @@ def _check_reachable(r: Reader, journey: m.Journey) -> None:
         if step.id not in seen:
             r.report(
                 "unreachable-step",
-                _step_path(r, step),
+                r.step_path(step),
                 f"step {step.id}: no path leads to this step",
             )
 
@@ -170,7 +180,7 @@ def _is_wait(step: m.Step) -> bool:
     return isinstance(step, m.Wait | m.WaitFor)
 
 
-def _check_instant_cycles(r: Reader, journey: m.Journey) -> None:
+def _check_instant_cycles(r: _JourneyReader, journey: m.Journey) -> None:
     """A loop of steps with no wait in it would run forever in one instant."""
     graph = {
         step.id: [
@@ -183,7 +193,7 @@ def _check_instant_cycles(r: Reader, journey: m.Journey) -> None:
         first = next(s for s in journey.steps if s in component)
         loop = " -> ".join([*sorted(component, key=list(journey.steps).index), first])
         message = f"step {first}: the steps {loop} form a loop with no wait in it"
-        r.report("instant-loop", _step_path(r, journey.steps[first]), message)
+        r.report("instant-loop", r.step_path(journey.steps[first]), message)
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[set[str]]:
@@ -228,7 +238,7 @@ def _cycles(graph: dict[str, list[str]]) -> list[set[str]]:
     return found
 
 
-def _check_waits_fit(r: Reader, journey: m.Journey) -> None:
+def _check_waits_fit(r: _JourneyReader, journey: m.Journey) -> None:
     """Waits measured against the journey's timeout, from the earliest a step is reached.
 
     A wait that cannot end before the timeout stops every path through it: an error. A
@@ -242,7 +252,7 @@ def _check_waits_fit(r: Reader, journey: m.Journey) -> None:
         if start is None or start >= journey.timeout:
             continue
         inner = r.within(f"step {step.id}: ")
-        path = _step_path(r, step)
+        path = r.step_path(step)
         limit = format_duration(journey.timeout)
         if isinstance(step, m.Wait) and step.duration is not None:
             ends = start + step.duration
@@ -312,13 +322,13 @@ def _check_jump_loops(parsed: Parsed) -> None:
     }
     for component in _cycles(graph):
         for name in sorted(component):
-            r = _reader(parsed, "journey", name)
+            r = _JourneyReader(parsed, name)
             loop = " -> ".join([*sorted(component), sorted(component)[0]])
             steps = parsed.journeys[name].steps.values()
             jump = next(s for s in steps if isinstance(s, m.Jump) and s.journey in component)
             inner = r.within(f"step {jump.id}: ")
             inner.report(
-                "jump-loop", _step_path(r, jump), f"jumps form a loop between journeys: {loop}"
+                "jump-loop", r.step_path(jump), f"jumps form a loop between journeys: {loop}"
             )
 
 
@@ -350,7 +360,7 @@ def _check_fields(parsed: Parsed) -> None:
             if compiled is not None:
                 _warn_unknown(r, path, compiled.paths, traits, properties)
     for journey in parsed.journeys.values():
-        r = _reader(parsed, "journey", journey.name)
+        r = _JourneyReader(parsed, journey.name)
         for path, expression in _expressions(r, journey):
             _warn_unknown(r, path, expression.paths, traits, properties)
 
@@ -380,14 +390,14 @@ def _warn_unknown(
             r.report("unknown-property", path, f"'{root}.{field}' is in no event schema{hint}")
 
 
-def _expressions(r: Reader, journey: m.Journey) -> Iterator[tuple[Path, Expression]]:
+def _expressions(r: _JourneyReader, journey: m.Journey) -> Iterator[tuple[Path, Expression]]:
     if journey.entry_when is not None:
         yield ("entry", "when"), journey.entry_when
     for index, exit_ in enumerate(journey.exits):
         if exit_.when is not None:
             yield ("exit", index, "when"), exit_.when
     for step in journey.steps.values():
-        path = _step_path(r, step)
+        path = r.step_path(step)
         if isinstance(step, m.Wait) and step.until is not None:
             yield (*path, "wait", "until"), step.until
         elif isinstance(step, m.WaitFor) and step.when is not None:

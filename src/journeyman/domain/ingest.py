@@ -1,8 +1,16 @@
 """Incoming calls in the Segment shape to events, or a clear reason why not.
 
-``read_track`` and ``read_identify`` take the decoded JSON body of one call. They check the
-shape and, for a defined event, its properties against the definition's JSON Schema. A
-problem raises :class:`InvalidEvent` naming the field and the rule it breaks.
+The API decodes a call's JSON once, at the edge, into a typed :class:`Track` or
+:class:`Identify` (:func:`decode_track`, :func:`decode_identify`, :func:`decode_batch` and
+:func:`decode_item`); fields journeyman does not read (``context``, ``integrations``,
+``sentAt``, ...) are passed over, as Segment allows. ``read_track`` and ``read_identify``
+take such a call (or the same call as a mapping, as the simulator and tests give it) and
+check what types cannot say: non-empty ids, the limits below and, for a defined event, its
+properties against the definition's JSON Schema. A problem raises :class:`InvalidEvent`
+naming the field and the rule it breaks. A field of the wrong type is named as such: a
+body whose fields do not all fit their types is read again as plain JSON data, and the
+first wrong field (in the order event, properties or traits, userId, anonymousId,
+timestamp, messageId) is refused.
 
 What passes here can be stored by every backend, so the rules are the same whatever the
 backend: no NUL character in any text (PostgreSQL cannot keep one), ids, event names and
@@ -14,8 +22,10 @@ whole numbers that fit 64 bits, and nothing nested deeper than :data:`DEEPEST` l
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
+
+import msgspec
 
 from journeyman.domain.model import EventDefinition
 from journeyman.domain.state import Event
@@ -25,7 +35,13 @@ from journeyman.errors import JourneymanError
 __all__ = [
     "DEEPEST",
     "NAME_LIMIT",
+    "Identify",
     "InvalidEvent",
+    "Track",
+    "decode_batch",
+    "decode_identify",
+    "decode_item",
+    "decode_track",
     "identity_of",
     "normal_email",
     "read_identify",
@@ -51,38 +67,189 @@ class InvalidEvent(JourneymanError, ValueError):
         return {"field": self.field, "rule": self.rule, "message": self.message}
 
 
+class _Call(msgspec.Struct, rename="camel", tag_field="type"):
+    """What every call carries: the ids of its profile and of the call, and its time."""
+
+    user_id: str | int | None = None  # Segment's libraries may send a number
+    anonymous_id: str | int | None = None
+    message_id: str | None = None
+    timestamp: str | None = None
+
+
+class Track(_Call, tag="track"):
+    """A `track` call: something the profile did."""
+
+    event: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class Identify(_Call, tag="identify"):
+    """An `identify` call: who the profile is, and its traits."""
+
+    traits: dict[str, Any] | None = None
+
+
+class _Batch(msgspec.Struct):
+    batch: list[msgspec.Raw]
+
+
+# One decoder of each kind, made once: a decoder made per call costs more than the decoding.
+_TRACK = msgspec.json.Decoder(Track)
+_IDENTIFY = msgspec.json.Decoder(Identify)
+_BATCH = msgspec.json.Decoder(_Batch)
+_ITEM = msgspec.json.Decoder(Track | Identify)
+_PLAIN = msgspec.json.Decoder()
+
+
+def decode_track(body: bytes) -> Track:
+    """The JSON body of a `track` call (its ``type``, if any, is not read)."""
+    call = _decode(body, _TRACK)
+    return call if isinstance(call, Track) else _track_of(call)
+
+
+def decode_identify(body: bytes) -> Identify:
+    """The JSON body of an `identify` call (its ``type``, if any, is not read)."""
+    call = _decode(body, _IDENTIFY)
+    return call if isinstance(call, Identify) else _identify_of(call)
+
+
+def decode_batch(body: bytes) -> list[msgspec.Raw]:
+    """The calls of a batch, each still as sent (for :func:`decode_item`)."""
+    batch = _decode(body, _BATCH)
+    if not isinstance(batch, _Batch):
+        raise InvalidEvent("batch", "type", "'batch' must be a list of track and identify calls")
+    return batch.batch
+
+
+def decode_item(item: msgspec.Raw) -> Track | Identify:
+    """One call of a batch (as :func:`decode_batch` gives it, checked as UTF-8 already), a
+    `track` or an `identify` as its ``type`` says."""
+    call = _decode(item, _ITEM)
+    if isinstance(call, Track | Identify):
+        return call
+    kind = call.get("type") if isinstance(call, dict) else None
+    if kind == "track":
+        return _track_of(call)
+    if kind == "identify":
+        return _identify_of(call)
+    raise InvalidEvent("type", "enum", "'type' must be track or identify")
+
+
+def _decode(body: bytes | msgspec.Raw, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """``body`` decoded by ``decoder`` or, when a field is not of its type, as plain JSON data,
+    for the checks to name the field. JSON that is not valid is refused with the reason."""
+    try:
+        if isinstance(body, bytes) and not body.isascii():
+            _check_utf8(body)
+        try:
+            return decoder.decode(body)
+        except msgspec.ValidationError:
+            return _PLAIN.decode(body)
+        except msgspec.DecodeError:
+            _PLAIN.decode(body)  # the reason as it is given for the whole body
+            raise
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise InvalidEvent("body", "json", f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidEvent("body", "json", "the body nests too deeply") from None
+
+
+def _check_utf8(body: bytes) -> None:
+    """Refuse text that is not UTF-8 anywhere in ``body``: a typed decoder passes over the
+    fields it does not read without checking them."""
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        _PLAIN.decode(body)  # raises the reason as it is given for the whole body
+        raise
+
+
+def _track_of(data: object) -> Track:
+    """A `track` call given as a mapping, its fields checked for their types."""
+    body = _mapping(data)
+    event = body.get("event")
+    if event is not None and not isinstance(event, str):
+        raise _no_event()
+    return Track(
+        event=event,
+        properties=_object(body, "properties"),
+        **_ids(body),
+    )
+
+
+def _identify_of(data: object) -> Identify:
+    """An `identify` call given as a mapping, its fields checked for their types."""
+    body = _mapping(data)
+    return Identify(traits=_object(body, "traits"), **_ids(body))
+
+
+def _mapping(data: object) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InvalidEvent("body", "type", "'body' must be a JSON object")
+    return data
+
+
+def _object(body: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidEvent(key, "type", f"'{key}' must be a JSON object")
+    return dict(value)
+
+
+def _ids(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every call has, each None or of its type."""
+    for key in ("userId", "anonymousId"):
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+            raise _not_text(key)
+    timestamp = body.get("timestamp")
+    if isinstance(timestamp, date):  # a datetime too: Python callers may give one
+        timestamp = timestamp.isoformat()
+    elif timestamp is not None and not isinstance(timestamp, str):
+        raise _bad_time(timestamp)
+    message_id = body.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        raise _not_text("messageId")
+    return {
+        "user_id": body.get("userId"),
+        "anonymous_id": body.get("anonymousId"),
+        "message_id": message_id,
+        "timestamp": timestamp,
+    }
+
+
 def read_track(
-    body: Mapping[str, Any], definitions: Mapping[str, EventDefinition], received: datetime
+    call: Track | Mapping[str, Any],
+    definitions: Mapping[str, EventDefinition],
+    received: datetime,
 ) -> Event:
     """A `track` call: ``{userId | anonymousId, event, properties, timestamp, messageId}``."""
-    _require_mapping(body, "body")
-    name = body.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidEvent("event", "required", "'event' must name the event (a non-empty string)")
+    if not isinstance(call, Track):
+        call = _track_of(call)
+    name = call.event
+    if name is None or not name.strip():
+        raise _no_event()
     _check_name(name, "event")
-    properties = body.get("properties", {})
-    if properties is None:
-        properties = {}
-    _require_mapping(properties, "properties")
+    properties = {} if call.properties is None else call.properties
     _check_values(properties, "properties")
     definition = definitions.get(name)
     if definition is not None:
         _check_schema(definition, properties)
-    return _event(body, name, "track", dict(properties), definition, received)
+    return _event(call, name, "track", properties, definition, received)
 
 
-def read_identify(body: Mapping[str, Any], received: datetime) -> Event:
+def read_identify(call: Identify | Mapping[str, Any], received: datetime) -> Event:
     """An `identify` call: ``{userId | anonymousId, traits, timestamp, messageId}``."""
-    _require_mapping(body, "body")
-    traits = body.get("traits", {})
-    if traits is None:
-        traits = {}
-    _require_mapping(traits, "traits")
+    if not isinstance(call, Identify):
+        call = _identify_of(call)
+    traits = {} if call.traits is None else call.traits
     _check_values(traits, "traits")
     email = traits.get("email")
     if isinstance(email, str):  # it becomes an identity, indexed as an id is
         _check_name(email, "traits.email")
-    return _event(body, "identify", "identify", dict(traits), None, received)
+    return _event(call, "identify", "identify", traits, None, received)
 
 
 def identity_of(event: Event, definition: EventDefinition | None) -> tuple[str, str]:
@@ -101,15 +268,15 @@ def normal_email(address: str) -> str:
 
 
 def _event(
-    body: Mapping[str, Any],
+    call: Track | Identify,
     name: str,
     type_: str,
     properties: dict[str, Any],
     definition: EventDefinition | None,
     received: datetime,
 ) -> Event:
-    user_id = _optional_id(body, "userId")
-    anonymous_id = _optional_id(body, "anonymousId")
+    user_id = _optional_id(call.user_id, "userId")
+    anonymous_id = _optional_id(call.anonymous_id, "anonymousId")
     needed = definition.identity if definition is not None else None
     if needed == "email":
         email = properties.get("email")
@@ -129,39 +296,53 @@ def _event(
     elif user_id is None and anonymous_id is None:
         raise InvalidEvent("userId", "identity", "'userId' or 'anonymousId' is required")
     timestamp = received
-    if body.get("timestamp") is not None:
+    if call.timestamp is not None:
         try:
-            timestamp = parse_timestamp(body["timestamp"])
+            timestamp = parse_timestamp(call.timestamp)
         except TimeFormatError as error:
             raise InvalidEvent("timestamp", "format", str(error)) from None
-    message_id = _optional_id(body, "messageId", numbers=False)
     return Event(
         name=name,
         profile_id=user_id or anonymous_id or "",
         timestamp=timestamp,
         properties=properties,
         type=type_,
-        message_id=message_id,
+        message_id=_optional_id(call.message_id, "messageId"),
         user_id=user_id,
         anonymous_id=anonymous_id,
     )
 
 
-def _optional_id(body: Mapping[str, Any], key: str, *, numbers: bool = True) -> str | None:
+def _optional_id(value: str | int | None, key: str) -> str | None:
     """An id, or None when it is absent. An empty one is refused rather than taken as
     absent: a client that sends ``""`` means something, and it is not what it gets."""
-    value = body.get(key)
     if value is None:
         return None
-    if numbers and isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int):
         if abs(value) >= 10**NAME_LIMIT:  # too long, and str() refuses over 4,300 digits
             message = f"'{key}' is a number of more than {NAME_LIMIT} digits"
             raise InvalidEvent(key, "length", message)
         value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidEvent(key, "type", f"'{key}' must be a non-empty string")
+    if not value.strip():
+        raise _not_text(key)
     _check_name(value, key)
     return value
+
+
+def _no_event() -> InvalidEvent:
+    return InvalidEvent("event", "required", "'event' must name the event (a non-empty string)")
+
+
+def _not_text(key: str) -> InvalidEvent:
+    return InvalidEvent(key, "type", f"'{key}' must be a non-empty string")
+
+
+def _bad_time(value: object) -> InvalidEvent:
+    try:
+        parse_timestamp(value)
+    except TimeFormatError as error:
+        return InvalidEvent("timestamp", "format", str(error))
+    return InvalidEvent("timestamp", "format", "the timestamp is not ISO 8601 text")
 
 
 def _check_name(value: str, field: str) -> None:
@@ -206,11 +387,6 @@ def _check_values(value: Any, field: str) -> None:
             todo.extend((v, f"{path}.{k}", depth + 1) for k, v in item.items())
         elif isinstance(item, list):
             todo.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
-
-
-def _require_mapping(value: Any, field: str) -> None:
-    if not isinstance(value, Mapping):
-        raise InvalidEvent(field, "type", f"'{field}' must be a JSON object")
 
 
 def _check_schema(definition: EventDefinition, properties: Mapping[str, Any]) -> None:
