@@ -32,8 +32,10 @@ from typing import Any, Self
 
 import nats
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
 
-from tests.servers import LOOPBACK, Journeyman, _child_env, free_port, wait_until
+from tests.servers import LOOPBACK, Journeyman, _child_env, free_port
+from tests.waiting import wait_until
 
 NATS_URL = os.environ.get("JOURNEYMAN_TEST_NATS", "nats://127.0.0.1:4222")
 NATS_BINARY = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -70,7 +72,7 @@ async def stream_messages(url: str, stream: str) -> int:
         await connection.close()
 
 
-async def _connect(url: str) -> nats.NATS:
+async def _connect(url: str) -> NatsClient:
     return await nats.connect(
         url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0
     )

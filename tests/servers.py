@@ -21,8 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +31,8 @@ from typing import Any, Self, TypeVar
 
 import httpx
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -297,14 +298,15 @@ class Journeyman:
                 env=self.env,
                 cwd=self.folder,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            if self._answers():
-                return True
-            time.sleep(0.05)
-        if self.process.poll() is None:
+        process = self.process
+        try:
+            wait_until(
+                lambda: process.poll() is not None or self._answers(), "serve to answer", timeout
+            )
+        except AssertionError:
             self.kill()
-        return False
+            return False
+        return process.poll() is None  # it answers, rather than ended
 
     def _answers(self) -> bool:
         """Whether the server said where it listens, and answers there."""
@@ -363,19 +365,3 @@ def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
         "JOURNEYMAN_ADMIN_KEY": ADMIN_KEY,
     }
     return env | dict(extra)
-
-
-def wait_until(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    """Poll ``check`` until it returns something true, and return that; fail after ``timeout``.
-
-    Generous deadlines keep tests steady on a loaded machine; a passing test waits only
-    as long as the server needs.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)

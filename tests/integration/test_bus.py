@@ -38,8 +38,9 @@ from tests.cluster import (
     stream_messages,
 )
 from tests.conftest import write_workspace
-from tests.servers import WRITE_KEY, HttpServer, Reply, SmtpServer, wait_until
+from tests.servers import WRITE_KEY, HttpServer, Reply, SmtpServer
 from tests.stores import Backend
+from tests.waiting import wait_until
 
 # Several processes share the database: PostgreSQL only.
 pytestmark = pytest.mark.shared
@@ -270,7 +271,11 @@ def progress(cluster: Cluster) -> str:
 
 
 def check_outcome(
-    cluster: Cluster, names: list[str], *, killed: bool = False, others: set[str] = frozenset()
+    cluster: Cluster,
+    names: list[str],
+    *,
+    killed: bool = False,
+    others: frozenset[str] | set[str] = frozenset(),
 ) -> None:
     """Each instance ended as the journey says, each email arrived exactly once, and each
     profile's events were applied in the order they were sent.
@@ -299,9 +304,9 @@ def check_outcome(
     order: dict[str, list[str]] = defaultdict(list)
     for profile, mid in cluster.rows("SELECT profile_id, message_id FROM events ORDER BY seq"):
         order[profile].append(mid)
-    expected = {p: [f"{p}/{n:02}" for n in range(EVENTS_PER_PROFILE)] for p in names}
+    sent_order = {p: [f"{p}/{n:02}" for n in range(EVENTS_PER_PROFILE)] for p in names}
     assert set(order) - set(names) <= others
-    wrong = {p: order[p] for p in names if order[p] != expected[p]}
+    wrong = {p: order[p] for p in names if order[p] != sent_order[p]}
     assert not wrong, f"{len(wrong)} profiles out of order, such as {next(iter(wrong.items()))}"
 
 

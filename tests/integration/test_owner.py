@@ -30,8 +30,8 @@ from journeyman.storage import Store
 from journeyman.storage.postgres import PostgresStore, StaleOutcome
 from tests.cluster import NATS_URL, NatsServer, nats_missing, nats_stream, stream_messages
 from tests.conftest import START
+from tests.integration.test_processor import ON_ERROR, Clock, identify, sign_up, track
 from tests.stores import run
-from tests.test_processor import ON_ERROR, Clock, identify, sign_up, track
 
 # Workers share the database: PostgreSQL only.
 pytestmark = pytest.mark.shared

@@ -2,7 +2,7 @@
 
 A worker whose batches and delivery outcomes keep failing gives up at its stop rather
 than trying on: nothing it failed to apply was acknowledged, so JetStream delivers it
-again, and nothing is lost. Uses the scale-out fixtures of tests/test_bus.py (PostgreSQL
+again, and nothing is lost. Uses the scale-out fixtures of tests/integration/test_bus.py (PostgreSQL
 and NATS JetStream, workers as child processes).
 """
 
@@ -15,8 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.cluster import TcpProxy, elapsed
-from tests.servers import wait_until
-from tests.test_bus import (  # noqa: F401 - the fixtures are used by name
+from tests.integration.test_bus import (  # noqa: F401 - the fixtures are used by name
     Cluster,
     Load,
     _needs_nats,
@@ -27,6 +26,7 @@ from tests.test_bus import (  # noqa: F401 - the fixtures are used by name
     stream_empties,
     wait_for_outcome,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.shared
 

@@ -17,7 +17,7 @@ from journeyman.domain.ingest import InvalidEvent, read_track
 from journeyman.runtime.service import Runtime
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, START, write_workspace
-from tests.test_api import ADMIN, Client, post, run_api
+from tests.integration.test_api import ADMIN, Client, post, run_api
 
 
 async def refused(client: Client, path: str, body: Any) -> dict[str, str]:
@@ -184,7 +184,7 @@ def test_a_key_that_is_not_ascii_is_refused_with_401(
     tmp_path: Path, store_url: str, header: str
 ) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
-        headers = {"Authorization": header.encode()}  # as UTF-8 bytes on the wire
+        headers = {b"Authorization": header.encode()}  # as UTF-8 bytes on the wire
         body = {"userId": "u1", "event": "signed_up"}
         assert (await post(client, "/v1/track", body, headers)).status_code == 401
         assert (await client.get("/v1/journeys", headers=headers)).status_code == 401

@@ -24,7 +24,7 @@ import pytest
 from tests.servers import ADMIN_KEY, LOOPBACK, WRITE_KEY, Journeyman
 
 ANSWER_SECONDS = 10  # no answer in this long is a hang
-EXAMPLE_WORKSPACE = Path(__file__).parent.parent / "examples"
+EXAMPLE_WORKSPACE = Path(__file__).parents[2] / "examples"
 GETS = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/login"]
 SESSION, LOGIN = "jm_session", "jm_login"
 FORM = "application/x-www-form-urlencoded"

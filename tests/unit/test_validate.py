@@ -1262,7 +1262,7 @@ def test_odd_yaml_gives_problems_never_an_exception(load: Load, text: str) -> No
 
 # Every field of every kind, replaced by odd values, in memory for speed.
 
-SOUND = {
+SOUND: dict[str, dict[str, Any]] = {
     "journey": {
         "kind": "journey",
         "name": "j",
@@ -1359,7 +1359,7 @@ name: k
 entry: {event: signed_up}
 steps: [{id: x, end: done}]
 """
-ODD_VALUES = [None, -1, True, "x y", [], {"1": None}]
+ODD_VALUES: list[Any] = [None, -1, True, "x y", [], {"1": None}]
 
 
 def paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

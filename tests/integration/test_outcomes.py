@@ -30,8 +30,7 @@ from journeyman.scaleout.worker import TellingDispatcher
 from journeyman.storage import Store
 from journeyman.storage.base import Delivered
 from journeyman.storage.postgres import PostgresStore
-from tests.servers import SmtpServer
-from tests.test_processor import (
+from tests.integration.test_processor import (
     ON_ERROR,
     WELCOME,
     Build,
@@ -41,6 +40,7 @@ from tests.test_processor import (
     sign_up,
     track,
 )
+from tests.servers import SmtpServer
 
 SLOW = "slow@example.com"
 FAST = ["u1", "u2", "u3", "u4"]

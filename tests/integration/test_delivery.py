@@ -21,8 +21,9 @@ import pytest
 
 from journeyman.channels.webhook import verify_signature
 from tests.conftest import write_workspace
-from tests.servers import WRITE_KEY, HttpServer, Journeyman, Reply, wait_until
+from tests.servers import WRITE_KEY, HttpServer, Journeyman, Reply
 from tests.stores import Backend
+from tests.waiting import wait_until
 
 # A server in another process needs a database that outlives it (not SQLite in memory).
 pytestmark = pytest.mark.durable

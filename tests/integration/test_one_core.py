@@ -31,9 +31,10 @@ from journeyman.simulator import Simulator
 from journeyman.storage import Store
 from journeyman.workspace import load_workspace
 from tests.conftest import START, write_workspace
-from tests.servers import Journeyman, SmtpServer, wait_until
-from tests.test_processor import ON_ERROR, live
-from tests.test_serve import smtp_channel
+from tests.integration.test_processor import ON_ERROR, live
+from tests.integration.test_serve import smtp_channel
+from tests.servers import Journeyman, SmtpServer
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.durable  # a server in another process needs a database that outlives it
 
@@ -163,6 +164,7 @@ def simulated(folder: Path, scenario: Scenario) -> tuple[View, Simulator]:
         test["fail"] = ["hello", "nudge"]
     (folder / "test.yaml").write_text(json.dumps(test))
     workspace = load_workspace(folder).workspace
+    assert workspace is not None
     (case,) = workspace.tests
     result = run_test(workspace, case)
     assert result.passed, result.failures

@@ -12,7 +12,7 @@ it. Without it these tests fail, saying so; they never skip.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 USER, PASSWORD = "ana", "correct-horse"
-SCREENSHOTS = Path(__file__).parent.parent / "artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).parents[2] / "artifacts" / "screenshots"
 WAIT_MS = 20_000  # generous: the machine may be busy; a passing test waits much less
 expect.set_options(timeout=WAIT_MS)  # what expect() waits for, as page actions do
 
@@ -123,7 +123,7 @@ def shoot(page: Page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
-def send(server: Journeyman, path: str, body: dict[str, object]) -> httpx.Response:
+def send(server: Journeyman, path: str, body: Mapping[str, object]) -> httpx.Response:
     with server.client(WRITE_KEY) as client:
         return client.post(path, json=body)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from journeyman import load_workspace, run_tests
 
-WORKSPACE = Path(__file__).parent.parent / "benchmarks" / "peers" / "workspace"
+WORKSPACE = Path(__file__).parents[2] / "benchmarks" / "peers" / "workspace"
 
 
 def test_the_peers_workspace_is_sound_without_warnings() -> None:

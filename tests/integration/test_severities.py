@@ -30,7 +30,7 @@ from journeyman.workspace import load_workspace
 from tests.conftest import BASE, write_workspace
 from tests.servers import ADMIN_KEY, Journeyman
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 KEYS = Keys(write="w-key", admin="a-key")
 ADMIN = {"Authorization": "Bearer a-key"}
 

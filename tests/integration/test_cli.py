@@ -11,7 +11,7 @@ from journeyman.storage.migrations import POSTGRES, SQLITE
 from tests.conftest import BASE, write_workspace
 from tests.stores import Backend
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 JOURNEY = """
 kind: journey
@@ -52,7 +52,7 @@ expect:
 """
 
 
-def run(*args: str) -> tuple[int, str]:
+def run(*args: str | Path) -> tuple[int, str]:
     result = CliRunner().invoke(main, [str(a) for a in args])
     return result.exit_code, result.output
 

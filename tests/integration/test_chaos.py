@@ -21,7 +21,7 @@ import pytest
 from tests.cluster import NATS_URL, nats_missing
 from tests.stores import POSTGRES_SERVER, Backend
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.durable  # a SQLite file (mode sqlite), or PostgreSQL with NATS (mode bus)

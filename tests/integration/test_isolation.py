@@ -2,7 +2,7 @@
 the engine raise, a timer that cannot be stored.
 
 The processor tests run a :class:`Processor` over a real store of each selected backend,
-with a virtual clock (see tests/test_processor.py).
+with a virtual clock (see tests/integration/test_processor.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from journeyman.storage import Store, open_store
 from journeyman.storage.base import Batch
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, START, write_workspace
-from tests.test_api import KEYS, WRITE
-from tests.test_processor import CART, Build, Clock, identify, live, sign_up, track
+from tests.integration.test_api import KEYS, WRITE
+from tests.integration.test_processor import CART, Build, Clock, identify, live, sign_up, track
 
 ODD_ZONES = ["a" * 300, "../../etc/passwd", "UTC\x00", "/etc/localtime", "Europe", "Europe/"]
 

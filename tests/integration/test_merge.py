@@ -10,7 +10,7 @@ from journeyman.simulator import Simulator
 from journeyman.storage import Store
 from tests.conftest import START
 from tests.engine_helpers import after
-from tests.test_processor import identify, live, track
+from tests.integration.test_processor import identify, live, track
 
 Build = Callable[..., Workspace]
 

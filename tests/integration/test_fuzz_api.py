@@ -25,6 +25,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from journeyman.openapi import SPEC
@@ -32,7 +33,7 @@ from tests.servers import ADMIN_KEY, WRITE_KEY, Journeyman
 
 EXAMPLES = int(os.environ.get("JOURNEYMAN_FUZZ_EXAMPLES", "20"))
 ANSWER_SECONDS = 10  # a request unanswered this long is a hang
-EXAMPLE_WORKSPACE = Path(__file__).parent.parent / "examples"
+EXAMPLE_WORKSPACE = Path(__file__).parents[2] / "examples"
 INGEST = ("/v1/track", "/v1/identify", "/v1/batch")
 # Rules no document can state: events' properties must fit the schemas of the workspace's
 # event definitions, and a published workspace must be sound. Their schema-valid calls may
@@ -103,7 +104,9 @@ def test_every_operation_answers_as_its_document_says(
     operation = served[path][method]
     key = WRITE_KEY if path in INGEST else ADMIN_KEY
     label = f"{method} {path} {mode.value}"
-    excluded = [positive_data_acceptance] if (method, path) in RULES_BEYOND_DOCUMENT else []
+    excluded: list[CheckFunction] = (
+        [positive_data_acceptance] if (method, path) in RULES_BEYOND_DOCUMENT else []
+    )
 
     @settings(
         max_examples=EXAMPLES,
@@ -112,7 +115,7 @@ def test_every_operation_answers_as_its_document_says(
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(mode))
-    def answers_as_documented(case: schemathesis.Case) -> None:
+    def answers_as_documented(case: schemathesis.Case[Any]) -> None:
         cases[label] += 1
         case.call_and_validate(
             excluded_checks=excluded,

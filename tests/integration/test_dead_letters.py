@@ -4,7 +4,7 @@ The store keeps them on every backend; a worker (here on real PostgreSQL, fed me
 the bus hands them over) buries a message only after several tries and only when the
 store takes the dead letter, never while the database is away; the admin API and the
 console list them and replay them. The end-to-end test with NATS and worker processes is
-in tests/test_dead_letters_bus.py.
+in tests/integration/test_dead_letters_bus.py.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from journeyman.storage.codec import encode
 from journeyman.storage.postgres import PostgresStore
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, START, write_workspace
+from tests.integration.test_api import ADMIN, WRITE, Client, run_api
 from tests.stores import run
-from tests.test_api import ADMIN, WRITE, Client, run_api
-from tests.test_web import csrf_of, log_in, run_console
+from tests.unit.test_web import csrf_of, log_in, run_console
 
 
 def event(user: str, message_id: str, name: str = "signed_up") -> Event:

@@ -456,24 +456,6 @@ def test_what_customers_send_is_shown_inert_on_every_page(tmp_path: Path) -> Non
     run_console(tmp_path, test)
 
 
-def test_caught_mail_is_listed_and_rendered_in_a_sandboxed_frame(tmp_path: Path) -> None:
-    async def test(client: Client, runtime: Runtime) -> None:
-        await identify(client, "u1", {"email": "u1@example.com", "firstName": XSS})
-        await track(client, {"userId": "u1", "event": "signed_up", "properties": {"plan": "free"}})
-        await log_in(client)
-        async with asyncio.timeout(20):
-            while not (caught := (await client.get("/v1/mail", headers=ADMIN)).json()["mail"]):
-                await asyncio.sleep(0.05)
-        assert caught[0]["to"] == ["u1@example.com"]
-        assert (await client.get("/messages", headers=JSON)).json()["caught_mail"] == caught
-        page = (await client.get("/messages")).text
-        assert "Caught mail" in page
-        assert '<iframe class="preview" sandbox="" title="Caught email' in page
-        assert "<script>alert" not in page
-
-    run_console(tmp_path, test, catcher=True)
-
-
 def test_a_profile_is_found_by_its_phone_number(tmp_path: Path) -> None:
     async def test(client: Client, runtime: Runtime) -> None:
         await identify(client, "u1", {"phone": "+15550100"})

@@ -34,8 +34,8 @@ from tests.cluster import (
     stream_messages,
 )
 from tests.conftest import START, write_workspace
-from tests.servers import wait_until
 from tests.stores import Backend
+from tests.waiting import wait_until
 
 # A worker and the API share the database: PostgreSQL only.
 pytestmark = pytest.mark.shared

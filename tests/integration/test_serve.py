@@ -26,8 +26,9 @@ import pytest
 
 from journeyman.channels.smtp import message_id
 from tests.conftest import write_workspace
-from tests.servers import WRITE_KEY, Journeyman, SmtpServer, wait_until
+from tests.servers import WRITE_KEY, Journeyman, SmtpServer
 from tests.stores import Backend
+from tests.waiting import wait_until
 
 # A server in another process needs a database that outlives it (not SQLite in memory).
 pytestmark = pytest.mark.durable

@@ -114,7 +114,12 @@ def webhook_channel(server: HttpServer, timeout: float = 5.0, name: str = "webho
 
 
 def twilio_channel(server: HttpServer) -> Channel:
-    config = {"name": "sms", "type": "twilio", "account_sid": "AC123", "from": "+15550001"}
+    config: dict[str, Any] = {
+        "name": "sms",
+        "type": "twilio",
+        "account_sid": "AC123",
+        "from": "+15550001",
+    }
     config |= {"auth_token": "${TWILIO_TOKEN}", "base_url": server.url, "allow": ["127.0.0.1"]}
     return channel_from_config(config, {"TWILIO_TOKEN": "tok-456"})
 

@@ -19,9 +19,10 @@ from click.testing import CliRunner
 from journeyman.cli import main
 from journeyman.storage import Store, open_store
 from journeyman.storage.base import Batch, PublishedJourney
-from tests.conftest import write_workspace
-from tests.servers import WRITE_KEY, Journeyman, SmtpServer, wait_until
-from tests.test_storage import START, event, instance, profile, record, send, stored
+from tests.conftest import START, write_workspace
+from tests.integration.test_storage import event, instance, profile, record, send, stored
+from tests.servers import WRITE_KEY, Journeyman, SmtpServer
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.move_target
 

@@ -12,7 +12,7 @@ from journeyman.domain.documents import read_documents
 from journeyman.domain.expressions import FUNCTIONS
 from journeyman.domain.parse import _EXPECTATIONS, KINDS, STEP_TYPES, parse_documents
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 WORKSPACE_DOC = (ROOT / "docs" / "workspace.md").read_text()
 CLI_DOC = (ROOT / "docs" / "cli.md").read_text()
 EXPRESSIONS_DOC = (ROOT / "docs" / "expressions.md").read_text()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from journeyman import load_workspace, run_tests
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def test_examples_are_sound_without_warnings() -> None:
