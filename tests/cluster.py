@@ -34,7 +34,7 @@ import nats
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from tests.servers import LOOPBACK, Journeyman, _child_env, free_port
+from tests.servers import LOOPBACK, Journeyman, child_env, free_port, spawn
 from tests.waiting import wait_until
 
 NATS_URL = os.environ.get("JOURNEYMAN_TEST_NATS", "nats://127.0.0.1:4222")
@@ -156,7 +156,7 @@ class WorkerProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
-        self.env = _child_env(env or {})
+        self.env = child_env(env or {})
         self.command = [sys.executable, "-m", "journeyman", "worker", "--workspace"]
         self.command += [str(workspace), "--db", db, "--bus", bus]
         self.folder = folder
@@ -168,14 +168,7 @@ class WorkerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def start(self) -> Self:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.folder,
-            )
+        self.process = spawn(self.command, self.log, self.env, self.folder, append=True)
         wait_until(lambda: "running" in self.output or self._ended(), f"worker {self.name}")
         assert not self._ended(), f"worker {self.name} did not start:\n{self.output}"
         return self

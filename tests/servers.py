@@ -238,7 +238,7 @@ class Journeyman:
         self.workspace = workspace
         self.db = db
         self.folder = folder
-        self.env = _child_env(env or {})
+        self.env = child_env(env or {})
         self.port = 0
         self.log = folder / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -290,15 +290,7 @@ class Journeyman:
         self._starts += 1
         self.port = port
         self.log = self.folder / f"serve-{self._starts}.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                self.command(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.folder,
-            )
-        process = self.process
+        self.process = process = spawn(self.command(), self.log, self.env, self.folder)
         try:
             wait_until(
                 lambda: process.poll() is not None or self._answers(), "serve to answer", timeout
@@ -352,8 +344,9 @@ class Journeyman:
             self.process.wait(10)
 
 
-def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without journeyman settings or proxies, plus ``extra``."""
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without journeyman settings or proxies, with the keys
+    :data:`WRITE_KEY` and :data:`ADMIN_KEY`, plus ``extra``."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -365,3 +358,28 @@ def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
         "JOURNEYMAN_ADMIN_KEY": ADMIN_KEY,
     }
     return env | dict(extra)
+
+
+def spawn(
+    command: list[str],
+    log: Path,
+    env: Mapping[str, str],
+    folder: Path,
+    *,
+    append: bool = False,
+    own_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in ``folder`` with its output (stdout and stderr) in ``log``.
+
+    ``append`` keeps what an earlier start wrote to the log; ``own_session`` puts the
+    child in a session of its own, so that a Ctrl-C at the terminal does not reach it.
+    """
+    with log.open("ab" if append else "wb") as out:
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=folder,
+            start_new_session=own_session,
+        )
