@@ -219,9 +219,10 @@ class TcpProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._call(self._close())
+        self._call(self._shut())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def cut(self) -> None:
         self._call(self._close())
@@ -242,6 +243,14 @@ class TcpProxy:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+
+    async def _shut(self) -> None:
+        """Close, and end the pipes still running, so that the loop stops with no task."""
+        await self._close()
+        pipes = asyncio.all_tasks() - {asyncio.current_task()}
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -48,3 +48,23 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(POLL)
+
+
+def when(check: Callable[[], T | None]) -> Callable[[], Awaitable[T | None]]:
+    """A plain check as a coroutine function, for :func:`eventually` to await: for a
+    condition on what the tasks of the test's own loop change."""
+
+    async def look() -> T | None:
+        return check()
+
+    return look
+
+
+async def turns(count: int = 50) -> None:
+    """Let every task of the loop that can go on, go on, for ``count`` turns of the loop.
+
+    For checking that something does *not* happen next, where nothing on the way to it
+    waits for I/O or time: no clock passes, the tasks just get their turns.
+    """
+    for _ in range(count):
+        await asyncio.sleep(0)

@@ -33,6 +33,7 @@ from journeyman.storage import open_store
 from journeyman.workspace import load_workspace
 from tests.conftest import write_workspace
 from tests.servers import HttpServer, Reply
+from tests.waiting import eventually
 
 SECRET = "s3cret-crm-token"
 ENV = {"CRM_TOKEN": SECRET}
@@ -116,13 +117,13 @@ def run_journey(
 
 
 async def _settled(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
-    for _ in range(1000):
+    async def rows() -> list[dict[str, Any]] | None:
         answer = await client.get("/v1/messages", headers=ADMIN)
-        rows: list[dict[str, Any]] = answer.json()["messages"]
-        if len(rows) == count and all(r["status"] in ("sent", "failed") for r in rows):
-            return rows
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the calls did not settle: {rows}")
+        found: list[dict[str, Any]] = answer.json()["messages"]
+        done = len(found) == count and all(r["status"] in ("sent", "failed") for r in found)
+        return found if done else None
+
+    return await eventually(rows, f"the {count} calls to settle")
 
 
 def leaked(request: Any) -> bool:

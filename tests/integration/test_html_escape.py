@@ -28,6 +28,7 @@ from journeyman.storage.sqlite import SQLiteStore
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, write_workspace
 from tests.servers import SmtpServer
+from tests.waiting import eventually
 
 XSS_IMG = '<img src=x onerror="alert(1)">'
 ESCAPED_IMG = "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;"
@@ -188,12 +189,13 @@ def send_through(
                 for path, body in calls:
                     answer = await client.post(path, json=body, headers=WRITE)
                     assert answer.status_code == 202, answer.text
-            async with asyncio.timeout(20):
-                while True:
-                    rows = await runtime.store.messages(limit=100)
-                    if rows and all(row.status in ("sent", "failed") for row in rows):
-                        return rows
-                    await asyncio.sleep(0.05)
+
+            async def settled() -> list[MessageRow] | None:
+                rows = await runtime.store.messages(limit=100)
+                done = rows and all(row.status in ("sent", "failed") for row in rows)
+                return rows if done else None
+
+            return await eventually(settled, "every message to be sent")
         finally:
             await runtime.stop()
 

@@ -30,6 +30,7 @@ from journeyman.workspace import load_workspace
 from tests.conftest import BASE, START, write_workspace
 from tests.integration.test_api import KEYS, WRITE
 from tests.integration.test_processor import CART, Build, Clock, identify, live, sign_up, track
+from tests.waiting import eventually, when
 
 ODD_ZONES = ["a" * 300, "../../etc/passwd", "UTC\x00", "/etc/localtime", "Europe", "Europe/"]
 
@@ -246,19 +247,18 @@ def test_a_timer_that_cannot_be_stored_is_held_back_while_the_others_fire(
         timers = TimerLoop(store, processor, clock, batch=2, idle=0.01)
         loop = asyncio.create_task(timers.run())
         try:
-            async with asyncio.timeout(30):
-                while len(await store.messages(limit=100)) < 4 or not refused:
-                    await asyncio.sleep(0.01)
-                held, seen = len(refused), len(looks)
-                # many more looks at the due timers, at the same virtual time: the one that
-                # failed is held back, not tried again at every look
-                while len(looks) < seen + 50:
-                    await asyncio.sleep(0.001)
+
+            async def sent_and_refused() -> bool:
+                return len(await store.messages(limit=100)) >= 4 and bool(refused)
+
+            await eventually(sent_and_refused, "the good sends and a refusal", timeout=30)
+            held, seen = len(refused), len(looks)
+            # many more looks at the due timers, at the same virtual time: the one that
+            # failed is held back, not tried again at every look
+            await eventually(when(lambda: len(looks) >= seen + 50), "50 more looks", timeout=30)
             assert len(refused) == held
             clock.now += timedelta(minutes=5)  # its hold has passed: it is tried again
-            async with asyncio.timeout(30):
-                while len(refused) == held:
-                    await asyncio.sleep(0.001)
+            await eventually(when(lambda: len(refused) > held), "another try", timeout=30)
         finally:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):

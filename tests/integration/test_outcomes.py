@@ -41,6 +41,7 @@ from tests.integration.test_processor import (
     track,
 )
 from tests.servers import SmtpServer
+from tests.waiting import eventually, turns
 
 SLOW = "slow@example.com"
 FAST = ["u1", "u2", "u3", "u4"]
@@ -91,9 +92,7 @@ def dispatcher(
 
 async def until(condition: Any) -> None:
     """Wait (30 s at most: a "does it ever happen" bound, not a timing) for ``condition``."""
-    async with asyncio.timeout(30):
-        while not await condition():
-            await asyncio.sleep(0.01)
+    await eventually(condition, getattr(condition, "__name__", "the condition"), timeout=30)
 
 
 async def statuses(store: Store) -> dict[str, str]:
@@ -348,12 +347,6 @@ class CountingChannel(Channel):
         self.started += 1
         await asyncio.sleep(0)  # a provider answers on a later turn of the loop
         return Delivery("sent")
-
-
-async def turns(count: int = 50) -> None:
-    """Let every task that can go on, go on: nothing here waits for I/O or time."""
-    for _ in range(count):
-        await asyncio.sleep(0)
 
 
 def test_a_crash_repeats_at_most_the_dispatchers_concurrency_however_slow_the_writes(

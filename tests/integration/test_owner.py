@@ -32,6 +32,7 @@ from tests.cluster import NATS_URL, NatsServer, nats_missing, nats_stream, strea
 from tests.conftest import START
 from tests.integration.test_processor import ON_ERROR, Clock, identify, sign_up, track
 from tests.stores import run
+from tests.waiting import eventually
 
 # Workers share the database: PostgreSQL only.
 pytestmark = pytest.mark.shared
@@ -306,21 +307,17 @@ def test_an_outcome_kept_while_nats_is_down_is_applied_once_it_is_back_and_not_s
 async def until(check: Callable[[], Any], what: str, *, tries: bool = False) -> None:
     """Poll ``check`` (a function or a coroutine function) until it gives something true;
     with ``tries``, an exception counts as a no."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
+
+    async def look() -> Any:
         try:
             found = check()
-            if asyncio.iscoroutine(found):
-                found = await found
+            return (await found) if asyncio.iscoroutine(found) else found
         except Exception:
             if not tries:
                 raise
-            found = None
-        if found:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+            return None
+
+    await eventually(look, what, timeout=30)
 
 
 # an operator's commands
@@ -434,10 +431,17 @@ def test_a_worker_sees_at_once_that_its_partition_locks_went_with_their_connecti
                 await killer.execute("SELECT pg_terminate_backend($1)", pid)
             finally:
                 await killer.close()
-            await asyncio.sleep(0.3)  # longer than one read of the locks is kept
             lost = (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)
-            with pytest.raises(lost):
-                await mine.held()
+
+            async def noticed() -> bool:
+                # a read of the locks is kept a moment: the loss shows once it is stale
+                try:
+                    await mine.held()
+                except lost:
+                    return True
+                return False
+
+            await until(noticed, "the lost lock connection to show")
             assert await other.take(1)  # and the partition is free for another worker
         finally:
             await mine.close()

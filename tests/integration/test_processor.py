@@ -29,6 +29,7 @@ from journeyman.storage import Store
 from journeyman.storage.base import Batch, Delivered
 from tests.conftest import START
 from tests.stores import run
+from tests.waiting import eventually, turns, when
 
 Build = Callable[..., Workspace]
 
@@ -409,9 +410,7 @@ def test_the_timer_loop_fires_every_due_timer_once_in_batches_even_after_a_faile
         try:
             await commits.entered.wait()  # the first round fails: nothing of it is stored
             commits.error = None
-            async with asyncio.timeout(30):
-                while len(await store.messages(limit=100)) < len(people):
-                    await asyncio.sleep(0.01)
+            await eventually(every_message(store, len(people)), "every message", timeout=30)
             fired.append(processor.stats.timers_fired)
         finally:
             loop.cancel()
@@ -489,12 +488,22 @@ def test_a_failed_commit_fails_every_caller_and_stores_nothing(
     live(store, ws, test)
 
 
+def every_message(store: Store, count: int) -> Callable[[], Awaitable[bool]]:
+    """Whether the store holds ``count`` messages (or more), for :func:`eventually`."""
+
+    async def made() -> bool:
+        return len(await store.messages(limit=100)) >= count
+
+    return made
+
+
 # a batch runs while the one before it commits
 
 
 class Gated:
     """Stands in for a store's commit: each one waits until the test opens the gate, and
-    the first ``failures`` fail. Records what the engine loaded, batch by batch."""
+    the first ``failures`` fail. Records what the engine loaded, batch by batch, and how
+    many of those loads are done."""
 
     def __init__(self, store: Store, failures: int = 0) -> None:
         self.real_commit, self.real_load = store.commit, store.load
@@ -502,6 +511,7 @@ class Gated:
         self.failures = failures
         self.committing: list[Batch] = []
         self.loaded: list[set[str]] = []
+        self.loads_done = 0  # loads the store has answered
 
     async def commit(self, batch: Batch) -> None:
         self.committing.append(batch)
@@ -511,16 +521,15 @@ class Gated:
             raise OSError("disk full")
         await self.real_commit(batch)
 
+    async def until(self, condition: Callable[[], bool]) -> None:
+        await eventually(when(condition), "the processor to get there")
+
     async def load(self, profile_ids: Any) -> Any:
         self.loaded.append(set(profile_ids))
-        return await self.real_load(profile_ids)
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        for _ in range(1000):
-            if condition():
-                return
-            await asyncio.sleep(0.001)
-        raise AssertionError("the processor never got there")
+        try:
+            return await self.real_load(profile_ids)
+        finally:
+            self.loads_done += 1
 
 
 def gate(store: Store, monkeypatch: pytest.MonkeyPatch, failures: int = 0) -> Gated:
@@ -555,8 +564,8 @@ def test_the_engine_runs_a_batch_while_the_one_before_commits_on_the_state_it_le
         await gated.until(lambda: len(gated.committing) == 1)
         bought = track(ws, {"userId": "u1", "event": "purchased"})
         second = asyncio.ensure_future(processor.submit([bought]))
-        await gated.until(lambda: len(gated.loaded) == 2)  # the engine ran it ...
-        await asyncio.sleep(0.01)
+        await gated.until(lambda: gated.loads_done == 2)  # the engine ran it ...
+        await turns()  # (what it would do next needs no I/O)
         assert len(gated.committing) == 1  # ... and it waits for the first to be stored
         gated.gate.set()
         assert await first == ["accepted"]
@@ -609,9 +618,9 @@ def test_a_batch_that_looks_a_profile_up_by_email_waits_for_the_commit_before_it
             START,
         )
         second = asyncio.ensure_future(processor.submit([signup]))
-        await asyncio.sleep(0.05)
+        await turns()  # queued and taken in: none of that waits for I/O or time ...
         assert processor.backlog == 0
-        assert len(gated.loaded) == 1
+        assert len(gated.loaded) == 1  # ... but not run before the first is stored
         gated.gate.set()
         assert await first == ["accepted"]
         assert await second == ["accepted"]
@@ -659,9 +668,7 @@ def test_the_timer_loop_hands_over_the_next_due_timers_while_the_last_ones_commi
             assert len(gated.committing) == 1
             assert len(gated.loaded[0] | gated.loaded[1]) == 8
             gated.gate.set()
-            async with asyncio.timeout(30):
-                while len(await store.messages(limit=100)) < len(people):
-                    await asyncio.sleep(0.01)
+            await eventually(every_message(store, len(people)), "every message", timeout=30)
         finally:
             gated.gate.set()
             loop.cancel()
