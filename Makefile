@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEERS_VENV ?= .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: run test services lint typecheck unit fuzz bench bench-peers clean
+.PHONY: run test services lint typecheck unit integration browser fuzz bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/journeyman serve --workspace examples --db sqlite:///.journeyman/journeyman.db --catcher
 
-test: services lint typecheck unit
+test: services lint typecheck unit integration browser
 
 # PostgreSQL, NATS and Chromium for the suite, started or installed when missing.
 services:
@@ -31,12 +31,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) services
-	$(BIN)/pytest
+# The three layers of the suite (docs/testing.md): in-process tests of the code alone;
+# tests with real servers (PostgreSQL, NATS, SMTP and HTTP sinks) and journeyman processes;
+# the console in a headless Chromium.
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+# Test files not yet sorted into a layer (tests/test_*.py) run with this one.
+integration: $(STAMP) services
+	$(BIN)/pytest tests/integration $(wildcard tests/test_*.py)
+
+browser: $(STAMP) services
+	$(BIN)/pytest tests/browser
 
 # The fuzz tests with many more cases than the suite runs, fresh ones each time; a failure
 # prints how to reproduce it (docs/testing.md).
-FUZZ_TESTS = $(wildcard tests/test_fuzz_*.py)
+FUZZ_TESTS = $(wildcard tests/*/test_fuzz_*.py)
 
 fuzz: $(STAMP) services
 	JOURNEYMAN_FUZZ_EXAMPLES=500 $(BIN)/pytest -q $(FUZZ_TESTS)

@@ -60,10 +60,12 @@ from typing import Any
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # the repository: its tests start processes as we do
+
+from tests.servers import LOOPBACK, child_env, free_port  # noqa: E402
 
 from chaos_parts import (  # noqa: E402
     GIVE_UP,
-    LOOPBACK,
     NATS,
     POSTGRES,
     Child,
@@ -72,9 +74,7 @@ from chaos_parts import (  # noqa: E402
     Mail,
     Sink,
     admin,
-    child_env,
     delete_stream,
-    free_port,
 )
 from journeyman.runtime.dispatcher import Dispatcher  # noqa: E402
 from machine import busy_seconds, describe  # noqa: E402

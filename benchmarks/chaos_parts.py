@@ -1,7 +1,8 @@
 """The parts of a chaos run (``chaos.py``): an SMTP sink, journeyman processes that are
 killed and started again, the HTTP load, and reads of the run's database.
 
-Everything listens on and connects to 127.0.0.1 only.
+Everything listens on and connects to 127.0.0.1 only. The child processes are started as
+the test suite starts its own (``tests/servers.py``): the same environment, keys and logs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import email
 import email.policy
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,12 +28,10 @@ import httpx
 import nats
 import nats.js.errors
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from tests.servers import LOOPBACK, WRITE_KEY, spawn
 
-LOOPBACK = "127.0.0.1"
 POSTGRES = os.environ.get("JOURNEYMAN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 NATS = os.environ.get("JOURNEYMAN_BENCH_NATS", "nats://127.0.0.1:4222")
-WRITE_KEY = "chaos-write-key"
-ADMIN_KEY = "chaos-admin-key"
 GIVE_UP = 20.0  # seconds a client keeps sending a call again before it gives up
 
 
@@ -107,27 +105,6 @@ class Sink:
 # ---------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    """This environment without journeyman settings or proxies, with the run's keys."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("JOURNEYMAN_") and not name.lower().endswith("_proxy")
-    }
-    env |= {
-        "PYTHONUNBUFFERED": "1",
-        "JOURNEYMAN_WRITE_KEY": WRITE_KEY,
-        "JOURNEYMAN_ADMIN_KEY": ADMIN_KEY,
-    }
-    return env | extra
-
-
 class Child:
     """One journeyman process (``serve`` or ``worker``), started again after each kill."""
 
@@ -152,17 +129,9 @@ class Child:
     def start(self, timeout: float = 60.0) -> None:
         for _ in range(3):  # the port of a serve just killed may take a moment to free
             self.starts += 1
-            with self.log.open("wb") as out:
-                # A session of its own: a Ctrl-C at the terminal reaches this run only,
-                # which then stops its children itself.
-                self.process = subprocess.Popen(
-                    self.command,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=self.env,
-                    cwd=self.folder,
-                    start_new_session=True,
-                )
+            # A session of its own: a Ctrl-C at the terminal reaches this run only,
+            # which then stops its children itself.
+            self.process = spawn(self.command, self.log, self.env, self.folder, own_session=True)
             deadline = time.monotonic() + timeout
             while self.process.poll() is None and time.monotonic() < deadline:
                 if self.ready():

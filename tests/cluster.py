@@ -32,8 +32,10 @@ from typing import Any, Self
 
 import nats
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
 
-from tests.servers import LOOPBACK, Journeyman, _child_env, free_port, wait_until
+from tests.servers import LOOPBACK, Journeyman, child_env, free_port, spawn
+from tests.waiting import wait_until
 
 NATS_URL = os.environ.get("JOURNEYMAN_TEST_NATS", "nats://127.0.0.1:4222")
 NATS_BINARY = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -70,7 +72,7 @@ async def stream_messages(url: str, stream: str) -> int:
         await connection.close()
 
 
-async def _connect(url: str) -> nats.NATS:
+async def _connect(url: str) -> NatsClient:
     return await nats.connect(
         url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0
     )
@@ -154,7 +156,7 @@ class WorkerProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
-        self.env = _child_env(env or {})
+        self.env = child_env(env or {})
         self.command = [sys.executable, "-m", "journeyman", "worker", "--workspace"]
         self.command += [str(workspace), "--db", db, "--bus", bus]
         self.folder = folder
@@ -166,14 +168,7 @@ class WorkerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def start(self) -> Self:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.folder,
-            )
+        self.process = spawn(self.command, self.log, self.env, self.folder, append=True)
         wait_until(lambda: "running" in self.output or self._ended(), f"worker {self.name}")
         assert not self._ended(), f"worker {self.name} did not start:\n{self.output}"
         return self
@@ -224,9 +219,10 @@ class TcpProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._call(self._close())
+        self._call(self._shut())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def cut(self) -> None:
         self._call(self._close())
@@ -247,6 +243,14 @@ class TcpProxy:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+
+    async def _shut(self) -> None:
+        """Close, and end the pipes still running, so that the loop stops with no task."""
+        await self._close()
+        pipes = asyncio.all_tasks() - {asyncio.current_task()}
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -1,10 +1,10 @@
-"""Shared settings of the fuzz tests (``tests/test_fuzz_*.py``).
+"""Shared settings of the fuzz tests (``tests/*/test_fuzz_*.py``).
 
 The defaults keep every fuzz test quick enough for the normal suite, and run the same
 cases every time. ``make fuzz`` sets ``JOURNEYMAN_FUZZ_EXAMPLES`` to run many more, new
 ones on every run:
 
-    JOURNEYMAN_FUZZ_EXAMPLES=2000 pytest -q tests/test_fuzz_domain.py
+    JOURNEYMAN_FUZZ_EXAMPLES=2000 pytest -q tests/unit/test_fuzz_domain.py
 
 To reproduce a failure: a hypothesis test prints the smallest failing example and a
 ``@reproduce_failure(...)`` line to paste above the test; a mutation fuzzer prints the

@@ -21,8 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +31,8 @@ from typing import Any, Self, TypeVar
 
 import httpx
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -237,7 +238,7 @@ class Journeyman:
         self.workspace = workspace
         self.db = db
         self.folder = folder
-        self.env = _child_env(env or {})
+        self.env = child_env(env or {})
         self.port = 0
         self.log = folder / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -289,22 +290,15 @@ class Journeyman:
         self._starts += 1
         self.port = port
         self.log = self.folder / f"serve-{self._starts}.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                self.command(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.folder,
+        self.process = process = spawn(self.command(), self.log, self.env, self.folder)
+        try:
+            wait_until(
+                lambda: process.poll() is not None or self._answers(), "serve to answer", timeout
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            if self._answers():
-                return True
-            time.sleep(0.05)
-        if self.process.poll() is None:
+        except AssertionError:
             self.kill()
-        return False
+            return False
+        return process.poll() is None  # it answers, rather than ended
 
     def _answers(self) -> bool:
         """Whether the server said where it listens, and answers there."""
@@ -350,8 +344,9 @@ class Journeyman:
             self.process.wait(10)
 
 
-def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without journeyman settings or proxies, plus ``extra``."""
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without journeyman settings or proxies, with the keys
+    :data:`WRITE_KEY` and :data:`ADMIN_KEY`, plus ``extra``."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -365,17 +360,26 @@ def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env | dict(extra)
 
 
-def wait_until(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    """Poll ``check`` until it returns something true, and return that; fail after ``timeout``.
+def spawn(
+    command: list[str],
+    log: Path,
+    env: Mapping[str, str],
+    folder: Path,
+    *,
+    append: bool = False,
+    own_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in ``folder`` with its output (stdout and stderr) in ``log``.
 
-    Generous deadlines keep tests steady on a loaded machine; a passing test waits only
-    as long as the server needs.
+    ``append`` keeps what an earlier start wrote to the log; ``own_session`` puts the
+    child in a session of its own, so that a Ctrl-C at the terminal does not reach it.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
+    with log.open("ab" if append else "wb") as out:
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=folder,
+            start_new_session=own_session,
+        )

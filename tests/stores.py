@@ -40,6 +40,7 @@ import pytest
 from journeyman.storage import Store, open_store, sqlite_path
 from journeyman.storage.migrations import POSTGRES, latest
 from journeyman.storage.sqlite import SCHEMA_VERSION
+from tests.waiting import eventually
 
 __all__ = ["BACKENDS", "ENV", "Backend", "run"]
 
@@ -126,14 +127,15 @@ async def _admin(statement: str) -> None:
 async def _create(name: str) -> None:
     """CREATE DATABASE, which fails while anyone else is connected to its template (the
     server is shared): try again for a few seconds."""
-    for attempt in range(50):
+
+    async def created() -> bool:
         try:
             await _admin(f'CREATE DATABASE "{name}"')
-            return
         except asyncpg.ObjectInUseError:
-            if attempt == 49:
-                raise
-            await asyncio.sleep(0.1)
+            return False
+        return True
+
+    await eventually(created, f"the template to be free to create {name}", timeout=10)
 
 
 @contextmanager

@@ -151,11 +151,25 @@ async def serve(
     announce: Callable[[str], None] = print,
 ) -> None:
     env = os.environ if env is None else env
+    # Bound first: a port in use stops the start before anything else has begun.
+    listener = _listen(options.host, options.port)
+    try:
+        await _serve(workspace, options, listener, env=env, announce=announce)
+    finally:
+        listener.close()  # also when the start fails, as on a database that does not answer
+
+
+async def _serve(
+    workspace: Workspace,
+    options: ServeOptions,
+    listener: socket.socket,
+    *,
+    env: Mapping[str, str],
+    announce: Callable[[str], None],
+) -> None:
     retry = retry_policy(env)
     users = console_users(env)
     proxies = trusted_proxies(options.trusted_proxies, env)
-    # Bound first: a port in use stops the start before anything else has begun.
-    listener = _listen(options.host, options.port)
     store = open_store(options.storage)
     folder = data_dir(options.storage)
     catcher = None
@@ -205,7 +219,6 @@ async def serve(
         announce(_banner(workspace, options, url, keys, catcher, _key_sources(env)))
         await server.serve(sockets=[listener])
     finally:
-        listener.close()
         await runtime.stop()
         if catcher is not None:
             await catcher.stop()
