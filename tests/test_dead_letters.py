@@ -151,7 +151,7 @@ def run_worker(
     assert isinstance(store, PostgresStore)
     workspace = load_workspace(write_workspace(tmp_path / "ws", BASE)).workspace
     assert workspace is not None
-    worker = Worker(workspace, store, store_url, "nats://127.0.0.1:1", {}, env={})
+    worker = Worker(workspace, store, "nats://127.0.0.1:1", {}, env={})
 
     async def main() -> None:
         loop = asyncio.create_task(worker.processor.run())

@@ -414,8 +414,10 @@ def test_a_worker_sees_at_once_that_its_partition_locks_went_with_their_connecti
     from journeyman.storage.postgres import parse_url
 
     async def test() -> None:
+        assert isinstance(store, PostgresStore)
         dsn = parse_url(store_url)[0]
-        mine, other = Ownership(dsn, 4), Ownership(dsn, 4)
+        mine = Ownership(store.partition_locks(), 4)
+        other = Ownership(store.partition_locks(), 4)
         await mine.connect()
         await other.connect()
         try:
@@ -428,7 +430,7 @@ def test_a_worker_sees_at_once_that_its_partition_locks_went_with_their_connecti
             assert await mine.held() == {1}
 
             # The server ends the lock connection (as when the network drops it).
-            pid = await mine._connection().fetchval("SELECT pg_backend_pid()")
+            pid = await mine.locks._connection().fetchval("SELECT pg_backend_pid()")
             killer = await asyncpg.connect(dsn)
             try:
                 await killer.execute("SELECT pg_terminate_backend($1)", pid)

@@ -24,7 +24,7 @@ from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Plan, Versions, publish
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
-from journeyman.storage.base import Batch, Store
+from journeyman.storage.base import Batch, Database, ReadModel, Store
 
 __all__ = ["Runtime", "build_channels"]
 
@@ -60,7 +60,7 @@ class Runtime:
     def __init__(
         self,
         workspace: Workspace,
-        store: Store,
+        store: Database,
         channels: Mapping[str, Channel],
         *,
         env: Mapping[str, str],
@@ -70,7 +70,10 @@ class Runtime:
         root: Path | None = None,
         grace: float = 15.0,
     ) -> None:
-        self.store = store
+        # One database, seen through two ports: the engine's loops and the operations
+        # below use the first, the API and the console read through the second.
+        self.store: Store = store
+        self.reads: ReadModel = store
         self.root = root  # where relative paths of published channel documents start
         self.channels = dict(channels)
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)

@@ -22,27 +22,30 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 
-from journeyman.domain.state import Effect, Instance, Profile, StepRecord
+from journeyman.domain.state import Instance, Profile, StepRecord
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
     LEFT,
     Batch,
+    Database,
     DeadLetter,
     Delivered,
     MessageRow,
     OutboxItem,
+    PartitionLocks,
     PublishedJourney,
+    ScaleOutStore,
     Snapshot,
     StorageUnavailable,
-    Store,
     StoredEvent,
+    ToTell,
 )
 from journeyman.storage.codec import (
     DEAD_LETTER,
@@ -62,7 +65,7 @@ from journeyman.storage.codec import (
 )
 from journeyman.storage.migrations import POSTGRES, Migration, pending
 
-__all__ = ["DEFAULT_POOL", "PostgresStore", "StaleOutcome", "ToTell", "parse_url"]
+__all__ = ["DEFAULT_POOL", "AdvisoryLocks", "PostgresStore", "StaleOutcome", "ToTell", "parse_url"]
 
 DEFAULT_POOL = 10
 CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited for
@@ -162,18 +165,6 @@ _CLAIM_DUE = (
 )
 
 
-class ToTell(NamedTuple):
-    """A settled delivery whose outcome its profile's worker has still to learn."""
-
-    id: int  # the outbox row
-    effect: Effect
-    status: str  # sent or failed
-    detail: str
-    # The profile that has the instance now: the effect's, unless an identify merged it
-    # into a known profile since (the merge moves the outbox rows with the instances).
-    profile_id: str
-
-
 class StaleOutcome(Exception):
     """A commit would apply a delivery outcome another commit has applied already."""
 
@@ -194,8 +185,9 @@ def parse_url(url: str) -> tuple[str, int]:
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode(settings))), pool
 
 
-class PostgresStore(Store):
-    """A :class:`Store` in a PostgreSQL database, shared safely with other processes."""
+class PostgresStore(ScaleOutStore, Database):
+    """A :class:`Database` in PostgreSQL, shared safely with other processes: a
+    :class:`ScaleOutStore` too."""
 
     def __init__(self, url: str) -> None:
         self.url = shown_url(url)
@@ -394,6 +386,14 @@ class PostgresStore(Store):
     async def settle(self, results: Sequence[Delivered]) -> None:
         async with self._transaction() as db:
             await _send(db, _SETTLE, _settle_rows(results), 6)
+
+    # for workers
+
+    def partition_locks(self) -> AdvisoryLocks:
+        return AdvisoryLocks(self._dsn)
+
+    def unreachable(self, error: BaseException) -> bool:
+        return isinstance(error, _UNREACHABLE)
 
     # outcomes for the worker that owns the profile
 
@@ -681,6 +681,81 @@ class PostgresStore(Store):
         async with self._transaction() as db:
             done = await db.execute("DELETE FROM dead_letters WHERE id = $1", letter_id)
         return bool(done != "DELETE 0")
+
+
+class AdvisoryLocks(PartitionLocks):
+    """:class:`PartitionLocks` as session advisory locks (two-key ones, so that they never
+    meet the one-key migration lock), on a connection of their own."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._db: asyncpg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._db is not None and not self._db.is_closed()
+
+    async def connect(self) -> None:
+        self._db = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            try:
+                await db.close(timeout=5)
+            except Exception:
+                db.terminate()
+
+    def drop(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.terminate()
+
+    async def take(self, space: int, key: int) -> bool:
+        taken: bool = await self._connection().fetchval(
+            "SELECT pg_try_advisory_lock($1, $2)", space, key
+        )
+        return taken
+
+    async def release(self, space: int, key: int) -> None:
+        await self._connection().execute("SELECT pg_advisory_unlock($1, $2)", space, key)
+
+    async def held(self, space: int) -> set[int]:
+        rows = await self._connection().fetch(_HELD, space)
+        return {int(row[0]) for row in rows}
+
+    async def holders(self, space: int) -> int:
+        count: int = await self._connection().fetchval(_HOLDERS, space)
+        return count
+
+    def _connection(self) -> asyncpg.Connection:
+        if self._db is None:
+            raise ConnectionError("the connection for the locks is not open")
+        return self._db
+
+
+# Two-key advisory locks: classid is the space, objid the key, objsubid 2.
+_HOLDERS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
+    "AND objsubid = 2 AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+_HELD = (
+    "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
+    "AND objsubid = 2 AND granted AND pid = pg_backend_pid()"
+)
+
+# Failures that say the database cannot be reached now, whatever was sent to it.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InsufficientResourcesError,
+)
 
 
 async def _merge(db: asyncpg.Connection, anonymous: str, known: str) -> None:

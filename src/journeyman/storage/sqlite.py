@@ -35,6 +35,7 @@ from journeyman.storage.base import (
     LEASE,
     LEFT,
     Batch,
+    Database,
     DeadLetter,
     Delivered,
     MessageRow,
@@ -42,7 +43,6 @@ from journeyman.storage.base import (
     OutboxItem,
     PublishedJourney,
     Snapshot,
-    Store,
     StoredEvent,
 )
 from journeyman.storage.codec import (
@@ -70,8 +70,9 @@ T = TypeVar("T")
 SCHEMA_VERSION = latest(SQLITE)
 
 
-class SQLiteStore(Store):
-    """A :class:`Store` in one SQLite file (``:memory:`` for a throwaway one)."""
+class SQLiteStore(Database):
+    """A :class:`Database` in one SQLite file (``:memory:`` for a throwaway one), owned by
+    one process: no :class:`~journeyman.storage.base.ScaleOutStore`."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = str(path)
@@ -588,6 +589,8 @@ class SQLiteStore(Store):
     # dead letters
 
     async def add_dead_letter(self, letter: DeadLetter) -> int:
+        """Keep a dead letter. Only workers make them, and they share PostgreSQL; the
+        table is here too so that the read model answers alike on every backend."""
         return await self._run(self._add_dead_letter, letter)
 
     def _add_dead_letter(self, letter: DeadLetter) -> int:
