@@ -860,3 +860,28 @@ def test_processes_sharing_a_database_never_claim_the_same_timer_or_message(
             await other.close()
 
     run(store, check)
+
+
+def test_a_statement_written_once_is_rewritten_for_postgresql_placeholders_and_words() -> None:
+    from journeyman.storage.sql import POSTGRES_DIALECT, SQLITE_DIALECT, Statements
+
+    query = "SELECT 1 FROM steps WHERE journey = ? AND step {same} ? ORDER BY {seq} LIMIT ?"
+    assert SQLITE_DIALECT(query) == (
+        "SELECT 1 FROM steps WHERE journey = ? AND step IS ? ORDER BY rowid LIMIT ?"
+    )
+    assert POSTGRES_DIALECT(query) == (
+        "SELECT 1 FROM steps WHERE journey = $1 AND step IS NOT DISTINCT FROM $2 "
+        "ORDER BY seq LIMIT $3"
+    )
+    statements = Statements.of(POSTGRES_DIALECT)
+    assert statements.running_of.count("$") == 3
+    assert "?" not in statements.running_of
+    assert all("?" not in statement for statement in statements.merge)
+
+
+def test_open_shared_store_refuses_a_database_workers_cannot_share(tmp_path: Any) -> None:
+    from journeyman.storage import NotShared, open_shared_store
+
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    with pytest.raises(NotShared, match=f"a worker needs a PostgreSQL database, not {url}"):
+        open_shared_store(url, "a worker")
