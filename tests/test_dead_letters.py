@@ -20,11 +20,12 @@ from typing import Any, cast
 import pytest
 from nats.aio.msg import Msg
 
+from journeyman.domain.core import Changes
 from journeyman.domain.state import Event
 from journeyman.runtime.service import Runtime
 from journeyman.scaleout.worker import Worker
 from journeyman.storage import Store
-from journeyman.storage.base import Batch, DeadLetter
+from journeyman.storage.base import DeadLetter
 from journeyman.storage.codec import encode
 from journeyman.storage.postgres import PostgresStore
 from journeyman.workspace import load_workspace
@@ -125,7 +126,7 @@ class Outage:
         monkeypatch.setattr(self.store, "commit", self.commit)
         monkeypatch.setattr(self.store, "add_dead_letter", self.add)
 
-    async def commit(self, batch: Batch) -> None:
+    async def commit(self, batch: Changes) -> None:
         if self.down:
             self.commits_failed += 1
             if self.commits_failed == self.back_after_commits:

@@ -19,13 +19,13 @@ from click.testing import CliRunner
 
 from journeyman.api import create_app
 from journeyman.cli import main
+from journeyman.domain.core import Changes
 from journeyman.domain.engine import Engine
 from journeyman.domain.times import TimeFormatError, parse_zone
 from journeyman.runtime.processor import Processor, TimerDue
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.timers import TimerLoop
 from journeyman.storage import Store, open_store
-from journeyman.storage.base import Batch
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, START, write_workspace
 from tests.test_api import KEYS, WRITE
@@ -228,7 +228,7 @@ def test_a_timer_that_cannot_be_stored_is_held_back_while_the_others_fire(
     looks: list[int] = []
     real_due = store.due
 
-    async def refuse_bad(batch: Batch) -> None:
+    async def refuse_bad(batch: Changes) -> None:
         if any(i.profile_id == "bad" for i in batch.instances.values()):
             refused.append(1)
             raise RuntimeError("cannot store this one")

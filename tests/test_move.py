@@ -17,11 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from journeyman.cli import main
+from journeyman.domain.core import Changes
 from journeyman.storage import Store, open_store
-from journeyman.storage.base import Batch, PublishedJourney
+from journeyman.storage.base import PublishedJourney
 from tests.conftest import write_workspace
 from tests.servers import WRITE_KEY, Journeyman, SmtpServer, wait_until
-from tests.test_storage import START, event, instance, profile, record, send, stored
+from tests.test_storage import START, event, instance, profile, record, send
 
 pytestmark = pytest.mark.move_target
 
@@ -37,8 +38,9 @@ async def fill(store: Store) -> None:
     """One of everything a deployment keeps."""
     email = ("email", "u1@example.com")
     await store.commit(
-        Batch(
-            events=stored(event(message_id="m1"), event("u2", message_id="m2"), event()),
+        Changes(
+            at=START,
+            events=[event(message_id="m1"), event("u2", message_id="m2"), event()],
             profiles={"u1": profile(firstName="Ada"), "u2": profile("u2")},
             instances={
                 "u1:hello:1": instance(wake_at=START + MINUTE),
@@ -129,7 +131,7 @@ def test_a_target_that_holds_a_deployment_is_refused_unless_replace_is_given(
         store = open_store(url)
         await store.open()
         try:
-            await store.commit(Batch(profiles={pid: profile(pid)}))
+            await store.commit(Changes(profiles={pid: profile(pid)}))
         finally:
             await store.close()
 

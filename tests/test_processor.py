@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from journeyman.domain.core import Changes, Delivered
 from journeyman.domain.ingest import read_identify, read_track
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
@@ -26,7 +27,6 @@ from journeyman.runtime.processor import (
 )
 from journeyman.runtime.timers import TimerLoop
 from journeyman.storage import Store
-from journeyman.storage.base import Batch, Delivered
 from tests.conftest import START
 from tests.stores import run
 
@@ -119,7 +119,7 @@ class Commits:
         self.entered = asyncio.Event()
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, batch: Batch) -> None:
+    async def __call__(self, batch: Changes) -> None:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
@@ -191,7 +191,7 @@ def test_concurrent_submits_share_a_few_commits_and_are_all_accepted(
 
 def test_a_batch_takes_at_most_max_batch_triggers(store: Store, workspace: Build) -> None:
     ws = workspace(WELCOME)
-    batches: list[Batch] = []
+    batches: list[Changes] = []
 
     async def test(processor: Processor) -> None:
         calls = [processor.submit(sign_up(ws, f"u{n}")) for n in range(60)]
@@ -434,7 +434,7 @@ def test_a_failed_awaited_send_takes_on_error_and_settles_the_outbox_row_in_one_
     store: Store, workspace: Build
 ) -> None:
     ws = workspace(ON_ERROR)
-    batches: list[Batch] = []
+    batches: list[Changes] = []
     later = START + timedelta(minutes=1)
     clock = Clock()
 
@@ -500,10 +500,10 @@ class Gated:
         self.real_commit, self.real_load = store.commit, store.load
         self.gate = asyncio.Event()
         self.failures = failures
-        self.committing: list[Batch] = []
+        self.committing: list[Changes] = []
         self.loaded: list[set[str]] = []
 
-    async def commit(self, batch: Batch) -> None:
+    async def commit(self, batch: Changes) -> None:
         self.committing.append(batch)
         await self.gate.wait()
         if self.failures:
@@ -625,7 +625,7 @@ def test_many_queued_triggers_are_cut_in_two_so_that_one_half_runs_while_the_oth
 ) -> None:
     ws = workspace(WELCOME)
     gated = gate(store, monkeypatch)
-    batches: list[Batch] = []
+    batches: list[Changes] = []
 
     async def test(processor: Processor) -> None:
         events = [track(ws, {"userId": f"u{n}"}) for n in range(64)]
@@ -731,8 +731,8 @@ def test_a_trigger_that_cannot_be_stored_fails_alone(
     ws = workspace(WELCOME)
     real = store.commit
 
-    async def refuse_poison(batch: Batch) -> None:
-        if any(s.event.name == "poison" for s in batch.events):
+    async def refuse_poison(batch: Changes) -> None:
+        if any(e.name == "poison" for e in batch.events):
             raise RuntimeError("cannot store this one")
         await real(batch)
 
@@ -766,7 +766,7 @@ def test_after_a_failed_batch_no_later_event_of_a_profile_is_stored_before_its_e
     real = store.commit
     failures = [RuntimeError("connection lost"), RuntimeError("connection lost")]
 
-    async def flaky(batch: Batch) -> None:
+    async def flaky(batch: Changes) -> None:
         if failures:
             raise failures.pop(0)
         await real(batch)

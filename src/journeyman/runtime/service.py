@@ -17,6 +17,7 @@ from typing import Any, Literal
 from journeyman.channels.base import Channel
 from journeyman.channels.config import channel_from_config
 from journeyman.channels.file import FileChannel
+from journeyman.domain.core import Changes
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
@@ -24,7 +25,7 @@ from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Plan, Versions, publish
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
-from journeyman.storage.base import Batch, Database, ReadModel, Store
+from journeyman.storage.base import Database, ReadModel, Store
 
 __all__ = ["Runtime", "build_channels"]
 
@@ -91,7 +92,7 @@ class Runtime:
     def workspace(self) -> Workspace:
         return self.processor.workspace
 
-    def _committed(self, batch: Batch) -> None:
+    def _committed(self, batch: Changes) -> None:
         if batch.effects:
             self.dispatcher.wake()
         if any(i.wake_at is not None for i in batch.instances.values()):

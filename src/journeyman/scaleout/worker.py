@@ -38,6 +38,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from journeyman.channels.base import Channel
+from journeyman.domain.core import Changes, Delivered
 from journeyman.domain.model import Journey, Workspace
 from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Effect
@@ -48,7 +49,7 @@ from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_wo
 from journeyman.scaleout.bus import Bus, decode
 from journeyman.scaleout.front import BUS_SETTING, JOURNEYS_SETTING
 from journeyman.scaleout.partitions import Ownership, fair_share
-from journeyman.storage.base import Batch, DeadLetter, Delivered, ScaleOutStore
+from journeyman.storage.base import DeadLetter, ScaleOutStore
 
 __all__ = ["ClaimingTimers", "Relay", "TellingDispatcher", "Worker"]
 
@@ -249,7 +250,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _committed(self, batch: Batch) -> None:
+    def _committed(self, batch: Changes) -> None:
         if batch.effects:
             self.dispatcher.wake()
         if self.timers is not None and any(i.wake_at for i in batch.instances.values()):

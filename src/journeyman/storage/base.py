@@ -16,18 +16,22 @@ Every backend is a :class:`Database` (a :class:`Store` and a :class:`ReadModel`)
 PostgreSQL's is a :class:`ScaleOutStore` too. :func:`journeyman.storage.open_store` picks
 the backend from a URL.
 
-The one write the hot path makes is :meth:`Store.commit`: everything one batch of events
-or timers changed, in one transaction. Nothing is acknowledged before it returns.
+The ports speak the domain's language: :meth:`Store.load` gives the
+:class:`~journeyman.domain.core.Snapshot` s that :func:`journeyman.domain.core.apply` reads,
+and the one write the hot path makes, :meth:`Store.commit`, keeps the
+:class:`~journeyman.domain.core.Changes` it made (everything one batch of events or timers
+changed) in one transaction. Nothing is acknowledged before it returns.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
 from journeyman.errors import JourneymanError
 
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LEASE",
     "LEFT",
-    "Batch",
+    "Changes",
     "Database",
     "DeadLetter",
     "Delivered",
@@ -76,56 +80,12 @@ class StorageUnavailable(JourneymanError):
     """The database cannot be reached or opened; the message names it and says why."""
 
 
-@dataclass(slots=True)
-class Snapshot:
-    """A profile as the engine needs it: its traits and its running instances."""
-
-    profile: Profile
-    running: list[Instance]
-    new: bool = False  # no such profile is stored yet
-
-
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An accepted event, kept in the profile's history (and for messageId dedupe)."""
 
     event: Event
     received_at: datetime
-
-
-@dataclass(slots=True)
-class Batch:
-    """Everything one engine pass changed, committed in one transaction."""
-
-    events: list[StoredEvent] = field(default_factory=list)
-    profiles: dict[str, Profile] = field(default_factory=dict)
-    instances: dict[str, Instance] = field(default_factory=dict)
-    effects: list[Effect] = field(default_factory=list)
-    records: list[StepRecord] = field(default_factory=list)
-    identities: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> id
-    deliveries: list[Delivered] = field(default_factory=list)  # outbox rows to settle
-    # (kind, value, profile id): identities the profile no longer has, such as an old email
-    forgotten: list[tuple[str, str, str]] = field(default_factory=list)
-    # (anonymous id, known id): the anonymous profile's history moves to the known one
-    merges: list[tuple[str, str]] = field(default_factory=list)
-    # outbox rows, settled already, whose outcome the engine has now learned (see
-    # Store.untold): the commit fails if another one learned it first
-    told: list[int] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return any(
-            (
-                self.events,
-                self.profiles,
-                self.instances,
-                self.effects,
-                self.records,
-                self.deliveries,
-                self.forgotten,
-                self.merges,
-                self.told,
-            )
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,17 +95,6 @@ class OutboxItem:
     id: int
     effect: Effect
     attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """What became of one delivery attempt."""
-
-    id: int
-    status: Literal["sent", "retry", "failed"]
-    detail: str
-    at: datetime
-    retry_at: datetime | None = None  # with status retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +189,9 @@ class Store(ABC):
         return set()
 
     @abstractmethod
-    async def commit(self, batch: Batch) -> None:
-        """Write the whole batch in one transaction, durably, or raise and write nothing."""
+    async def commit(self, changes: Changes) -> None:
+        """Keep all the changes in one transaction, durably, or raise and keep nothing.
+        Their events are kept as received at ``changes.at`` (now, if it is None)."""
 
     @abstractmethod
     async def instance(self, instance_id: str) -> Instance | None:

@@ -27,16 +27,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.state import Instance, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
-    Batch,
-    Delivered,
     OutboxItem,
     PartitionLocks,
     ScaleOutStore,
-    Snapshot,
     StorageUnavailable,
     ToTell,
 )
@@ -269,20 +267,20 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
         )
         return {row[0] for row in rows}
 
-    async def commit(self, batch: Batch) -> None:
+    async def commit(self, changes: Changes) -> None:
         now = ms(datetime.now(UTC))
         async with self._transaction() as db:
-            for anonymous, known in batch.merges:
+            for anonymous, known in changes.merges:
                 for statement in self.sql.merge:
                     await db.execute(statement, known, anonymous)
                 await db.execute(self.sql.drop_profile, anonymous)
-            await _send(db, _FORGET, batch.forgotten, 3)
-            for table, rows in commit_rows(batch, now).items():
+            await _send(db, _FORGET, changes.forgotten, 3)
+            for table, rows in commit_rows(changes, now).items():
                 statement, width = _BULK[table]
                 await _send(db, statement, rows, width)
-            await _send(db, _SETTLE, _settle_rows(batch.deliveries), 6)
-            if batch.told:
-                await _learn(db, batch.told)
+            await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
+            if changes.told:
+                await _learn(db, changes.told)
 
     # timers
 

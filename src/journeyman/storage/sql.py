@@ -30,7 +30,7 @@ from journeyman.domain.state import Instance, Profile, StepRecord
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
-    Batch,
+    Changes,
     Database,
     DeadLetter,
     MessageRow,
@@ -240,23 +240,22 @@ INSERTS = {
 }
 
 
-def commit_rows(batch: Batch, now: int) -> dict[str, list[tuple[Any, ...]]]:
-    """The rows a commit of ``batch`` inserts, by table (see :data:`INSERTS`), in the
-    order they are written; ``now`` stamps the rows that are changed."""
-    events = [
-        (s.event.message_id, s.event.profile_id, s.event.name, encode(s.event), ms(s.received_at))
-        for s in batch.events
-    ]
+def commit_rows(changes: Changes, now: int) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows a commit of ``changes`` inserts, by table (see :data:`INSERTS`), in the
+    order they are written; ``now`` stamps the rows that are changed, and the events if
+    ``changes.at`` does not say when they were received."""
+    received = now if changes.at is None else ms(changes.at)
+    events = [(e.message_id, e.profile_id, e.name, encode(e), received) for e in changes.events]
     records = [
         (r.profile_id, r.instance_id, r.journey, r.step, r.outcome, r.detail, ms(r.at))
-        for r in batch.records
+        for r in changes.records
     ]
     return {
         "events": events,
-        "profiles": [(p.id, encode(p), now) for p in batch.profiles.values()],
-        "identities": [(kind, value, pid) for (kind, value), pid in batch.identities.items()],
-        "instances": [instance_row(i, now) for i in batch.instances.values()],
-        "outbox": [outbox_row(e, now) for e in batch.effects],
+        "profiles": [(p.id, encode(p), now) for p in changes.profiles.values()],
+        "identities": [(kind, value, pid) for (kind, value), pid in changes.identities.items()],
+        "instances": [instance_row(i, now) for i in changes.instances.values()],
+        "outbox": [outbox_row(e, now) for e in changes.effects],
         "steps": records,
     }
 

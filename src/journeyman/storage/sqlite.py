@@ -30,15 +30,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.state import Instance, Profile
-from journeyman.storage.base import (
-    LEASE,
-    Batch,
-    Delivered,
-    NewerSchema,
-    OutboxItem,
-    Snapshot,
-)
+from journeyman.storage.base import LEASE, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_effect,
     decode_instance,
@@ -157,24 +151,24 @@ class SQLiteStore(SQLDatabase):
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         return await self._read(_seen, list(message_ids))
 
-    async def commit(self, batch: Batch) -> None:
-        await self._run(self._commit, batch)
+    async def commit(self, changes: Changes) -> None:
+        await self._run(self._commit, changes)
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, changes: Changes) -> None:
         db = self.db
         now = ms(datetime.now(UTC))
         with self._transaction():
-            for anonymous, known in batch.merges:
+            for anonymous, known in changes.merges:
                 for statement in self.sql.merge:
                     db.execute(statement, (known, anonymous))
                 db.execute(self.sql.drop_profile, (anonymous,))
             db.executemany(
                 "DELETE FROM identities WHERE kind = ? AND value = ? AND profile_id = ?",
-                batch.forgotten,
+                changes.forgotten,
             )
-            for table, rows in commit_rows(batch, now).items():
+            for table, rows in commit_rows(changes, now).items():
                 _insert(db, INSERTS[table], rows)
-            self._settle_rows(batch.deliveries)
+            self._settle_rows(changes.deliveries)
 
     # timers
 
