@@ -29,9 +29,9 @@ from typing import Any
 
 import asyncpg
 
+from journeyman.domain.core import Changes
 from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import Store, open_store
-from journeyman.storage.base import Batch, StoredEvent
 from journeyman.storage.codec import encode, instance_row, ms, outbox_row
 from journeyman.storage.migrations import POSTGRES
 
@@ -147,12 +147,12 @@ def batch(tag: str) -> dict[str, list[tuple[Any, ...]]]:
     return rows
 
 
-def store_batch(tag: str) -> Batch:
-    """The same batch as the runtime hands it to :meth:`Store.commit`."""
+def store_batch(tag: str) -> Changes:
+    """The same changes as the runtime hands them to :meth:`Store.commit`."""
     now = datetime.now(UTC)
-    found = Batch()
+    found = Changes(at=now)
     for event, profile, instance, send in signups(tag):
-        found.events.append(StoredEvent(event, now))
+        found.events.append(event)
         found.profiles[profile.id] = profile
         found.instances[instance.id] = instance
         found.effects.append(send)
@@ -170,7 +170,7 @@ def store_batch(tag: str) -> Batch:
     return found
 
 
-async def store_commit(store: Store, found: Batch) -> None:
+async def store_commit(store: Store, found: Changes) -> None:
     await store.commit(found)
 
 

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from journeyman.storage import Store, open_store, sqlite_path
+from journeyman.storage import Database, open_store, sqlite_path
 from journeyman.storage.migrations import POSTGRES, latest
 from journeyman.storage.sqlite import SCHEMA_VERSION
 from tests.waiting import eventually
@@ -216,7 +216,7 @@ BACKENDS = {
 }
 
 
-def run(store: Store, test: Callable[[], Awaitable[T]]) -> T:
+def run(store: Database, test: Callable[[], Awaitable[T]]) -> T:
     """Open ``store``, await ``test()``, close the store: all inside one ``asyncio.run``."""
 
     async def main() -> T:
@@ -290,6 +290,6 @@ def store_url(backend: Backend, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def store(store_url: str) -> Store:
+def store(store_url: str) -> Database:
     """A store on a fresh database, not open yet: open it inside the test's event loop."""
     return open_store(store_url)

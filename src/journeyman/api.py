@@ -351,7 +351,7 @@ class _Api:
         if found.name not in self.runtime.workspace.journeys:
             summary["state"] = "removed"
         counted = None if version == "all" else found.version
-        counts = await self.runtime.store.step_counts(found.name, counted)
+        counts = await self.runtime.reads.step_counts(found.name, counted)
         summary["counts_version"] = "all" if counted is None else counted
         summary["entered"] = counts.get("", {}).get("entered", 0)
         summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
@@ -432,7 +432,7 @@ class _Api:
         filters = {name: query.get(name) for name in ("profile", "journey", "status")}
         if any("\x00" in value for value in filters.values() if value is not None):
             return _json({"messages": []})  # no message has one: none is stored
-        rows = await self.runtime.store.messages(**filters, limit=limit)
+        rows = await self.runtime.reads.messages(**filters, limit=limit)
         return _json({"messages": [dataclasses.asdict(row) for row in rows]})
 
     async def events(self, request: Request) -> Response:
@@ -463,14 +463,14 @@ class _Api:
     async def delete_dead_letter(self, request: Request) -> Response:
         """DELETE /v1/dead-letters/{id}: give a message up for good."""
         letter_id = request.path_params["id"]
-        if letter_id > LARGEST or not await self.runtime.store.delete_dead_letter(letter_id):
+        if letter_id > LARGEST or not await self.runtime.reads.delete_dead_letter(letter_id):
             raise _no_dead_letter(letter_id)
         return _json({"id": letter_id, "deleted": True})
 
     async def replay_dead_letter(self, request: Request) -> Response:
         """POST /v1/dead-letters/{id}/replay: send the message on again, then forget it."""
         letter_id = request.path_params["id"]
-        letter = None if letter_id > LARGEST else await self.runtime.store.dead_letter(letter_id)
+        letter = None if letter_id > LARGEST else await self.runtime.reads.dead_letter(letter_id)
         if letter is None:
             raise _no_dead_letter(letter_id)
         try:
@@ -555,8 +555,8 @@ class _Api:
         return failure.reason
 
     async def metrics(self, request: Request) -> Response:
-        counts = await self.runtime.store.instance_counts()
-        dead, _ = await self.runtime.store.dead_letters(limit=1)
+        counts = await self.runtime.reads.instance_counts()
+        dead, _ = await self.runtime.reads.dead_letters(limit=1)
         text = _metrics(self.runtime, self.rejected, counts)
         return PlainTextResponse(
             f"{text}# TYPE journeyman_dead_letters gauge\njourneyman_dead_letters {dead}\n"

@@ -16,6 +16,7 @@
     ├── ReplayFailed           a dead letter could not be applied again (web.views)
     ├── UsersError             JOURNEYMAN_CONSOLE_USERS cannot be read (web.auth)
     ├── StorageURLError        a storage URL no backend serves (storage)
+    ├── NotShared              a worker was given a database it cannot share (storage)
     ├── NewerSchema            the database was written by a newer journeyman (storage.base)
     ├── StorageUnavailable     the database cannot be reached or opened (storage.base)
     ├── TransferError          a move between databases cannot be made (storage.transfer)

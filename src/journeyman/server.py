@@ -32,7 +32,7 @@ from journeyman.errors import JourneymanError
 from journeyman.runtime.dispatcher import RetryPolicy
 from journeyman.runtime.service import Runtime, build_channels
 from journeyman.storage import is_postgres, open_store, shown_url, sqlite_path
-from journeyman.storage.base import Store
+from journeyman.storage.base import Database, Store
 from journeyman.web import ConsoleSettings, UsersError, parse_users
 from journeyman.web.auth import Network, parse_networks
 
@@ -227,7 +227,7 @@ async def _serve(
 
 def _runtime(
     workspace: Workspace,
-    store: Store,
+    store: Database,
     channels: dict[str, Channel],
     options: ServeOptions,
     *,

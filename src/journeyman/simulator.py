@@ -23,7 +23,16 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from journeyman.domain.core import Changes, DeliveryResult, Known, Operate, TimerDue, Trigger, apply
+from journeyman.domain.core import (
+    Changes,
+    DeliveryResult,
+    Known,
+    Operate,
+    Snapshot,
+    TimerDue,
+    Trigger,
+    apply,
+)
 from journeyman.domain.engine import Engine
 from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
 from journeyman.domain.model import Workspace
@@ -47,22 +56,11 @@ class Rejection:
     error: InvalidEvent
 
 
-class _State:
-    """One profile as the core reads and writes it (a :class:`~journeyman.domain.core.Snapshot`)."""
-
-    __slots__ = ("new", "profile", "running")
-
-    def __init__(self, profile: Profile, new: bool) -> None:
-        self.profile = profile
-        self.running: list[Instance] = []
-        self.new = new
-
-
-class _States(dict[str, _State]):
+class _States(dict[str, Snapshot]):
     """Every profile by id; one never seen is new and empty, as the store loads it."""
 
-    def __missing__(self, profile_id: str) -> _State:
-        state = self[profile_id] = _State(Profile(id=profile_id), True)
+    def __missing__(self, profile_id: str) -> Snapshot:
+        state = self[profile_id] = Snapshot(Profile(id=profile_id), [], new=True)
         return state
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from journeyman.storage import open_store, sqlite_path
-from journeyman.storage.base import Store
+from journeyman.storage.base import ReadModel
 
 __all__ = ["render_trace"]
 
@@ -24,7 +24,7 @@ async def render_trace(url: str, profile_id: str) -> list[str] | None:
         await store.close()
 
 
-async def _lines(store: Store, profile_id: str) -> list[str] | None:
+async def _lines(store: ReadModel, profile_id: str) -> list[str] | None:
     profile = await store.profile(profile_id)
     if profile is None:
         return None

@@ -191,7 +191,7 @@ def send_through(
                     assert answer.status_code == 202, answer.text
 
             async def settled() -> list[MessageRow] | None:
-                rows = await runtime.store.messages(limit=100)
+                rows = await runtime.reads.messages(limit=100)
                 done = rows and all(row.status in ("sent", "failed") for row in rows)
                 return rows if done else None
 

@@ -19,13 +19,13 @@ from click.testing import CliRunner
 
 from journeyman.api import create_app
 from journeyman.cli import main
+from journeyman.domain.core import Changes
 from journeyman.domain.engine import Engine
 from journeyman.domain.times import TimeFormatError, parse_zone
 from journeyman.runtime.processor import Processor, TimerDue
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.timers import TimerLoop
-from journeyman.storage import Store, open_store
-from journeyman.storage.base import Batch
+from journeyman.storage import Database, open_store
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, START, write_workspace
 from tests.integration.test_api import KEYS, WRITE
@@ -101,7 +101,7 @@ def test_a_long_journeyman_timezone_is_a_problem_that_names_the_variable(tmp_pat
 
 
 def test_a_long_timezone_trait_waits_in_the_workspace_zone_and_the_trace_says_why(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(MORNING)
     clock = Clock()
@@ -129,7 +129,7 @@ def test_a_long_timezone_trait_waits_in_the_workspace_zone_and_the_trace_says_wh
 
 
 def test_quiet_hours_with_an_odd_timezone_trait_use_the_workspace_zone_and_say_so(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(QUIET)
     clock = Clock(START - timedelta(hours=2))  # Sunday 22:00 UTC, in quiet hours
@@ -161,7 +161,7 @@ def crash_for(monkeypatch: pytest.MonkeyPatch, method: str, profile_id: str) -> 
 
 
 def test_a_timer_that_makes_the_engine_raise_fails_its_instance_alone(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(CART)
     clock = Clock()
@@ -190,7 +190,7 @@ def test_a_timer_that_makes_the_engine_raise_fails_its_instance_alone(
 
 
 def test_an_event_that_makes_the_engine_raise_is_stored_and_recorded_and_fails_no_other(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(CART)
 
@@ -219,7 +219,7 @@ def test_an_event_that_makes_the_engine_raise_is_stored_and_recorded_and_fails_n
 
 
 def test_a_timer_that_cannot_be_stored_is_held_back_while_the_others_fire(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(CART)
     clock = Clock()
@@ -229,7 +229,7 @@ def test_a_timer_that_cannot_be_stored_is_held_back_while_the_others_fire(
     looks: list[int] = []
     real_due = store.due
 
-    async def refuse_bad(batch: Batch) -> None:
+    async def refuse_bad(batch: Changes) -> None:
         if any(i.profile_id == "bad" for i in batch.instances.values()):
             refused.append(1)
             raise RuntimeError("cannot store this one")
@@ -293,7 +293,7 @@ def test_over_http_events_of_a_profile_with_a_long_timezone_trait_are_answered_2
                 for path, body in calls:
                     answer = await client.post(path, json=body, headers=WRITE)
                     assert answer.status_code == 202, answer.text
-            (waiting,) = await runtime.store.instances_of("u1")
+            (waiting,) = await runtime.reads.instances_of("u1")
             assert (waiting.status, waiting.step) == ("waiting", "morning")
         finally:
             await runtime.stop()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from journeyman.domain.model import Workspace
 from journeyman.runtime.processor import Processor
 from journeyman.simulator import Simulator
-from journeyman.storage import Store
+from journeyman.storage import Database
 from tests.conftest import START
 from tests.engine_helpers import after
 from tests.integration.test_processor import identify, live, track
@@ -78,7 +78,7 @@ def test_a_journey_both_profiles_are_in_keeps_the_known_profiles_instance(
 
 
 def test_the_runtime_moves_the_anonymous_history_and_journeys_to_the_known_profile(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(BROWSING)
 
@@ -115,7 +115,7 @@ def test_the_runtime_moves_the_anonymous_history_and_journeys_to_the_known_profi
     live(store, ws, test)
 
 
-def test_a_changed_email_no_longer_finds_the_profile(store: Store, workspace: Build) -> None:
+def test_a_changed_email_no_longer_finds_the_profile(store: Database, workspace: Build) -> None:
     ws = workspace(BROWSING)
 
     async def test(processor: Processor) -> None:

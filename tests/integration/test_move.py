@@ -17,10 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from journeyman.cli import main
-from journeyman.storage import Store, open_store
-from journeyman.storage.base import Batch, PublishedJourney
+from journeyman.domain.core import Changes
+from journeyman.storage import Database, open_store
+from journeyman.storage.base import PublishedJourney
 from tests.conftest import START, write_workspace
-from tests.integration.test_storage import event, instance, profile, record, send, stored
+from tests.integration.test_storage import event, instance, profile, record, send
 from tests.servers import WRITE_KEY, Journeyman, SmtpServer
 from tests.waiting import wait_until
 
@@ -34,12 +35,13 @@ def migrate(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-async def fill(store: Store) -> None:
+async def fill(store: Database) -> None:
     """One of everything a deployment keeps."""
     email = ("email", "u1@example.com")
     await store.commit(
-        Batch(
-            events=stored(event(message_id="m1"), event("u2", message_id="m2"), event()),
+        Changes(
+            at=START,
+            events=[event(message_id="m1"), event("u2", message_id="m2"), event()],
             profiles={"u1": profile(firstName="Ada"), "u2": profile("u2")},
             instances={
                 "u1:hello:1": instance(wake_at=START + MINUTE),
@@ -58,7 +60,7 @@ async def fill(store: Store) -> None:
     await store.set_setting("write_key", "w1")
 
 
-async def answers(store: Store) -> list[Any]:
+async def answers(store: Database) -> list[Any]:
     """What the runtime and the admin API read, for every kind of row."""
     return [
         await store.load(["u1", "u2", "u3"]),
@@ -130,7 +132,7 @@ def test_a_target_that_holds_a_deployment_is_refused_unless_replace_is_given(
         store = open_store(url)
         await store.open()
         try:
-            await store.commit(Batch(profiles={pid: profile(pid)}))
+            await store.commit(Changes(profiles={pid: profile(pid)}))
         finally:
             await store.close()
 

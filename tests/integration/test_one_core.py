@@ -28,7 +28,7 @@ from journeyman.domain.model import Workspace
 from journeyman.journey_tests import run_test
 from journeyman.runtime.processor import DeliveryResult, Processor
 from journeyman.simulator import Simulator
-from journeyman.storage import Store
+from journeyman.storage import Database
 from journeyman.workspace import load_workspace
 from tests.conftest import START, write_workspace
 from tests.integration.test_processor import ON_ERROR, live
@@ -455,7 +455,7 @@ identity: anonymousId
 
 
 def test_a_delivery_outcome_after_a_merge_applies_to_the_profile_merged_into(
-    store: Store, workspace: Callable[..., Workspace]
+    store: Database, workspace: Callable[..., Workspace]
 ) -> None:
     """The outbox row still names the anonymous profile; the instance is the known one's
     now, and its on_error path runs with the known profile's traits (its phone)."""

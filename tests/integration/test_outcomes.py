@@ -27,7 +27,7 @@ from journeyman.domain.state import Event, SendMessage
 from journeyman.runtime.dispatcher import Dispatcher
 from journeyman.runtime.processor import Processor
 from journeyman.scaleout.worker import TellingDispatcher
-from journeyman.storage import Store
+from journeyman.storage import Database
 from journeyman.storage.base import Delivered
 from journeyman.storage.postgres import PostgresStore
 from tests.integration.test_processor import (
@@ -77,7 +77,7 @@ def smtp() -> Iterator[HoldingSmtpServer]:
 
 
 def dispatcher(
-    store: Store, processor: Processor, server: SmtpServer, clock: Clock, **options: Any
+    store: Database, processor: Processor, server: SmtpServer, clock: Clock, **options: Any
 ) -> Dispatcher:
     email = SmtpChannel(
         "email",
@@ -95,7 +95,7 @@ async def until(condition: Any) -> None:
     await eventually(condition, getattr(condition, "__name__", "the condition"), timeout=30)
 
 
-async def statuses(store: Store) -> dict[str, str]:
+async def statuses(store: Database) -> dict[str, str]:
     return {m.profile_id: m.status for m in await store.messages(limit=100)}
 
 
@@ -107,7 +107,7 @@ def everyone(workspace: Workspace) -> list[Event]:
 
 
 def test_fast_outcomes_are_recorded_while_a_slow_send_is_still_in_flight(
-    store: Store, workspace: Build, smtp: HoldingSmtpServer
+    store: Database, workspace: Build, smtp: HoldingSmtpServer
 ) -> None:
     ws = workspace(WELCOME)
     clock = Clock()
@@ -143,7 +143,7 @@ def test_fast_outcomes_are_recorded_while_a_slow_send_is_still_in_flight(
 
 
 def test_outcomes_the_engine_awaits_move_their_instances_on_while_a_slow_send_is_in_flight(
-    store: Store, workspace: Build, smtp: HoldingSmtpServer
+    store: Database, workspace: Build, smtp: HoldingSmtpServer
 ) -> None:
     ws = workspace(ON_ERROR)
     clock = Clock()
@@ -174,7 +174,7 @@ def test_outcomes_the_engine_awaits_move_their_instances_on_while_a_slow_send_is
 
 
 def test_an_outcome_the_store_refuses_leaves_the_others_recorded(
-    store: Store, workspace: Build, smtp: HoldingSmtpServer, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, smtp: HoldingSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(WELCOME)
     clock = Clock()
@@ -205,7 +205,7 @@ def test_an_outcome_the_store_refuses_leaves_the_others_recorded(
 
 @pytest.mark.shared
 def test_a_worker_records_fast_outcomes_while_a_slow_send_is_still_in_flight(
-    store: Store, workspace: Build, smtp: HoldingSmtpServer
+    store: Database, workspace: Build, smtp: HoldingSmtpServer
 ) -> None:
     """The same with a scale-out worker's dispatcher, which keeps outcomes for the owner
     of the profile (PostgreSQL only: workers share the database)."""
@@ -238,7 +238,7 @@ def test_a_worker_records_fast_outcomes_while_a_slow_send_is_still_in_flight(
 
 @pytest.mark.shared
 def test_an_outcome_a_workers_store_refuses_leaves_the_others_recorded(
-    store: Store, workspace: Build, smtp: HoldingSmtpServer, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, smtp: HoldingSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(WELCOME)
     clock = Clock()
@@ -270,7 +270,7 @@ def test_an_outcome_a_workers_store_refuses_leaves_the_others_recorded(
 
 
 def test_outcomes_that_come_together_are_recorded_in_one_write(
-    store: Store, workspace: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A channel that takes messages in batches answers them all at once: one write."""
     ws = workspace(WELCOME)
@@ -295,7 +295,7 @@ def test_outcomes_that_come_together_are_recorded_in_one_write(
 
 
 def test_a_send_not_started_before_its_claim_nears_its_end_is_left_for_a_later_claim(
-    store: Store, workspace: Build, smtp: HoldingSmtpServer
+    store: Database, workspace: Build, smtp: HoldingSmtpServer
 ) -> None:
     # One send at a time: the slow email (claimed first) holds the only slot while the
     # claim's lease runs out; the sends queued behind it must not go out after that, since
@@ -350,7 +350,7 @@ class CountingChannel(Channel):
 
 
 def test_a_crash_repeats_at_most_the_dispatchers_concurrency_however_slow_the_writes(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A send holds its slot until its outcome is written: while the store is slow to take
     outcomes, no more sends start, so a crash can repeat at most ``concurrency`` of them

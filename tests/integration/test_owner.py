@@ -26,7 +26,7 @@ from journeyman.runtime.processor import DeliveryResult, Operate, Processor, Tim
 from journeyman.scaleout.bus import Bus, decode, partition_of
 from journeyman.scaleout.front import BusRuntime
 from journeyman.scaleout.worker import Relay, TellingDispatcher
-from journeyman.storage import Store
+from journeyman.storage import Database
 from journeyman.storage.postgres import PostgresStore, StaleOutcome
 from tests.cluster import NATS_URL, NatsServer, nats_missing, nats_stream, stream_messages
 from tests.conftest import START
@@ -115,7 +115,7 @@ def acknowledged(stream: str) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-async def records(store: Store, profile: str, outcome: str) -> Counter[str | None]:
+async def records(store: Database, profile: str, outcome: str) -> Counter[str | None]:
     """How many records of ``outcome`` the profile's trace has, by step."""
     return Counter(r.step for r in await store.trace(profile) if r.outcome == outcome)
 
@@ -124,7 +124,7 @@ async def records(store: Store, profile: str, outcome: str) -> Counter[str | Non
 
 
 def test_a_failed_send_is_settled_where_delivered_and_applied_once_by_the_owner(
-    store: Store, workspace: Build, stream: str
+    store: Database, workspace: Build, stream: str
 ) -> None:
     ws = workspace(ON_ERROR)  # no channel is configured: every send fails for good
     clock = Clock()
@@ -183,7 +183,7 @@ def test_a_failed_send_is_settled_where_delivered_and_applied_once_by_the_owner(
 
 
 def test_an_outcome_goes_to_the_known_profile_a_visitor_was_merged_into_meanwhile(
-    store: Store, workspace: Build, stream: str
+    store: Database, workspace: Build, stream: str
 ) -> None:
     browsed = "kind: event\nname: browsed\nidentity: anonymousId\n---\n"
     ws = workspace(browsed + ON_ERROR.replace("{event: signed_up}", "{event: browsed}"))
@@ -218,7 +218,7 @@ def test_an_outcome_goes_to_the_known_profile_a_visitor_was_merged_into_meanwhil
 
 
 def test_an_outcome_applied_by_two_owners_at_once_is_kept_by_one_commit_only(
-    store: Store, store_url: str, workspace: Build
+    store: Database, store_url: str, workspace: Build
 ) -> None:
     """A worker that lost its partition in the middle of a batch, and the one that took the
     partition over, may both apply the same outcome: the later commit fails, and applying
@@ -233,10 +233,10 @@ def test_an_outcome_applied_by_two_owners_at_once_is_kept_by_one_commit_only(
         gate, entered = asyncio.Event(), asyncio.Event()
         real = store.commit
 
-        async def slow_commit(batch: Any) -> None:
+        async def slow_commit(changes: Any) -> None:
             entered.set()
             await gate.wait()
-            await real(batch)
+            await real(changes)
 
         try:
             async with (
@@ -266,7 +266,7 @@ def test_an_outcome_applied_by_two_owners_at_once_is_kept_by_one_commit_only(
 
 
 def test_an_outcome_kept_while_nats_is_down_is_applied_once_it_is_back_and_not_sent_again(
-    store: Store, workspace: Build, tmp_path: Path
+    store: Database, workspace: Build, tmp_path: Path
 ) -> None:
     ws = workspace(ON_ERROR)
     clock = Clock()
@@ -323,7 +323,7 @@ async def until(check: Callable[[], Any], what: str, *, tries: bool = False) -> 
 # an operator's commands
 
 
-async def bus_runtime(ws: Workspace, store: Store, stream: str) -> BusRuntime:
+async def bus_runtime(ws: Workspace, store: Database, stream: str) -> BusRuntime:
     runtime = BusRuntime(ws, store, {}, env={}, bus=Bus(NATS_URL, stream, PARTITIONS))
     await runtime.start()
     return runtime
@@ -337,6 +337,7 @@ def test_a_stop_given_by_the_api_process_is_applied_once_by_the_owner(
     async def test() -> None:
         runtime = await bus_runtime(workspace(WAITING), PostgresStore(store_url), stream)
         store = runtime.store
+        assert isinstance(store, PostgresStore)
         try:
             async with running(Processor(store, runtime.workspace, clock=clock)) as owner:
                 await owner.submit([track(runtime.workspace, {"userId": p}) for p in PEOPLE])
@@ -368,6 +369,7 @@ def test_a_resume_given_by_the_api_process_runs_each_held_instance_on_once(
     async def test() -> None:
         runtime = await bus_runtime(workspace(WAITING), PostgresStore(store_url), stream)
         store = runtime.store
+        assert isinstance(store, PostgresStore)
         try:
             async with running(Processor(store, runtime.workspace, clock=clock)) as owner:
                 await owner.submit([e for p in PEOPLE for e in sign_up(runtime.workspace, p)])
@@ -401,18 +403,20 @@ def test_a_resume_given_by_the_api_process_runs_each_held_instance_on_once(
 
 
 def test_a_worker_sees_at_once_that_its_partition_locks_went_with_their_connection(
-    store: Store, store_url: str
+    store: Database, store_url: str
 ) -> None:
     """Before each batch a worker reads which locks it holds: one whose lock connection
     ended (the server released the locks with it) must find none, not its old list."""
     import asyncpg
 
     from journeyman.scaleout.partitions import Ownership
-    from journeyman.storage.postgres import parse_url
+    from journeyman.storage.postgres import AdvisoryLocks, parse_url
 
     async def test() -> None:
+        assert isinstance(store, PostgresStore)
         dsn = parse_url(store_url)[0]
-        mine, other = Ownership(dsn, 4), Ownership(dsn, 4)
+        mine = Ownership(store.partition_locks(), 4)
+        other = Ownership(store.partition_locks(), 4)
         await mine.connect()
         await other.connect()
         try:
@@ -425,7 +429,9 @@ def test_a_worker_sees_at_once_that_its_partition_locks_went_with_their_connecti
             assert await mine.held() == {1}
 
             # The server ends the lock connection (as when the network drops it).
-            pid = await mine._connection().fetchval("SELECT pg_backend_pid()")
+            locks = mine.locks
+            assert isinstance(locks, AdvisoryLocks)
+            pid = await locks._connection().fetchval("SELECT pg_backend_pid()")
             killer = await asyncpg.connect(dsn)
             try:
                 await killer.execute("SELECT pg_terminate_backend($1)", pid)

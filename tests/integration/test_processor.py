@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from journeyman.domain.core import Changes, Delivered
 from journeyman.domain.ingest import read_identify, read_track
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
@@ -25,8 +26,7 @@ from journeyman.runtime.processor import (
     TimerDue,
 )
 from journeyman.runtime.timers import TimerLoop
-from journeyman.storage import Store
-from journeyman.storage.base import Batch, Delivered
+from journeyman.storage import Database
 from tests.conftest import START
 from tests.stores import run
 from tests.waiting import eventually, turns, when
@@ -114,23 +114,23 @@ class Clock:
 class Commits:
     """Stands in for a store's commit: it can fail, or wait until the test lets it go on."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self.real = store.commit
         self.error: Exception | None = None
         self.entered = asyncio.Event()
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, batch: Batch) -> None:
+    async def __call__(self, changes: Changes) -> None:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
             raise self.error
-        await self.real(batch)
+        await self.real(changes)
 
 
 def live(
-    store: Store,
+    store: Database,
     workspace: Workspace,
     test: Callable[[Processor], Awaitable[None]],
     clock: Clock | None = None,
@@ -173,7 +173,7 @@ def sign_up(workspace: Workspace, user: str, message_id: str | None = None) -> l
 
 
 def test_concurrent_submits_share_a_few_commits_and_are_all_accepted(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(WELCOME)
     users = [f"u{n}" for n in range(200)]
@@ -190,9 +190,9 @@ def test_concurrent_submits_share_a_few_commits_and_are_all_accepted(
     live(store, ws, test)
 
 
-def test_a_batch_takes_at_most_max_batch_triggers(store: Store, workspace: Build) -> None:
+def test_a_batch_takes_at_most_max_batch_triggers(store: Database, workspace: Build) -> None:
     ws = workspace(WELCOME)
-    batches: list[Batch] = []
+    batches: list[Changes] = []
 
     async def test(processor: Processor) -> None:
         calls = [processor.submit(sign_up(ws, f"u{n}")) for n in range(60)]
@@ -206,7 +206,7 @@ def test_a_batch_takes_at_most_max_batch_triggers(store: Store, workspace: Build
 
 
 def test_a_repeated_message_id_is_a_duplicate_and_stored_once(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(WELCOME)
     hello, first = sign_up(ws, "u1", "m1")
@@ -235,7 +235,7 @@ def test_a_repeated_message_id_is_a_duplicate_and_stored_once(
 
 
 def test_events_of_one_profile_in_one_batch_see_each_other_in_order(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(WELCOME)
     batch = [
@@ -271,7 +271,7 @@ def test_events_of_one_profile_in_one_batch_see_each_other_in_order(
 
 
 def test_an_email_identity_event_reaches_the_profile_with_that_email(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(NEWSLETTER)
     signup = track(ws, {"event": "newsletter_signup", "properties": {"email": "ada@example.com"}})
@@ -293,7 +293,7 @@ def test_an_email_identity_event_reaches_the_profile_with_that_email(
 
 
 def test_an_email_identity_event_for_a_new_address_makes_a_profile_keyed_by_it(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(NEWSLETTER)
     signup = track(ws, {"event": "newsletter_signup", "properties": {"email": "bo@example.com"}})
@@ -314,7 +314,7 @@ def test_an_email_identity_event_for_a_new_address_makes_a_profile_keyed_by_it(
 
 
 def test_an_email_identity_event_sees_an_email_given_earlier_in_its_batch(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(NEWSLETTER)
     batch = [
@@ -338,7 +338,7 @@ def test_an_email_identity_event_sees_an_email_given_earlier_in_its_batch(
 
 
 def test_a_timer_fires_only_for_an_instance_still_waiting_for_it(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(CART)
     clock = Clock()
@@ -376,7 +376,7 @@ def test_a_timer_fires_only_for_an_instance_still_waiting_for_it(
     live(store, ws, test, clock)
 
 
-def test_a_timer_delivered_early_changes_nothing(store: Store, workspace: Build) -> None:
+def test_a_timer_delivered_early_changes_nothing(store: Database, workspace: Build) -> None:
     ws = workspace(CART)
     clock = Clock()
 
@@ -392,7 +392,7 @@ def test_a_timer_delivered_early_changes_nothing(store: Store, workspace: Build)
 
 
 def test_the_timer_loop_fires_every_due_timer_once_in_batches_even_after_a_failed_commit(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(CART)
     clock = Clock()
@@ -430,10 +430,10 @@ def test_the_timer_loop_fires_every_due_timer_once_in_batches_even_after_a_faile
 
 
 def test_a_failed_awaited_send_takes_on_error_and_settles_the_outbox_row_in_one_commit(
-    store: Store, workspace: Build
+    store: Database, workspace: Build
 ) -> None:
     ws = workspace(ON_ERROR)
-    batches: list[Batch] = []
+    batches: list[Changes] = []
     later = START + timedelta(minutes=1)
     clock = Clock()
 
@@ -465,7 +465,7 @@ def test_a_failed_awaited_send_takes_on_error_and_settles_the_outbox_row_in_one_
 
 
 def test_a_failed_commit_fails_every_caller_and_stores_nothing(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(WELCOME)
     events = [sign_up(ws, f"u{n}", f"m{n}") for n in range(3)]
@@ -488,7 +488,7 @@ def test_a_failed_commit_fails_every_caller_and_stores_nothing(
     live(store, ws, test)
 
 
-def every_message(store: Store, count: int) -> Callable[[], Awaitable[bool]]:
+def every_message(store: Database, count: int) -> Callable[[], Awaitable[bool]]:
     """Whether the store holds ``count`` messages (or more), for :func:`eventually`."""
 
     async def made() -> bool:
@@ -505,15 +505,15 @@ class Gated:
     the first ``failures`` fail. Records what the engine loaded, batch by batch, and how
     many of those loads are done."""
 
-    def __init__(self, store: Store, failures: int = 0) -> None:
+    def __init__(self, store: Database, failures: int = 0) -> None:
         self.real_commit, self.real_load = store.commit, store.load
         self.gate = asyncio.Event()
         self.failures = failures
-        self.committing: list[Batch] = []
+        self.committing: list[Changes] = []
         self.loaded: list[set[str]] = []
         self.loads_done = 0  # loads the store has answered
 
-    async def commit(self, batch: Batch) -> None:
+    async def commit(self, batch: Changes) -> None:
         self.committing.append(batch)
         await self.gate.wait()
         if self.failures:
@@ -532,7 +532,7 @@ class Gated:
             self.loads_done += 1
 
 
-def gate(store: Store, monkeypatch: pytest.MonkeyPatch, failures: int = 0) -> Gated:
+def gate(store: Database, monkeypatch: pytest.MonkeyPatch, failures: int = 0) -> Gated:
     gated = Gated(store, failures)
     monkeypatch.setattr(store, "commit", gated.commit)
     monkeypatch.setattr(store, "load", gated.load)
@@ -554,7 +554,7 @@ def gated_test(
 
 
 def test_the_engine_runs_a_batch_while_the_one_before_commits_on_the_state_it_leaves(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(CART)
     gated = gate(store, monkeypatch)
@@ -579,7 +579,7 @@ def test_the_engine_runs_a_batch_while_the_one_before_commits_on_the_state_it_le
 
 
 def test_a_batch_that_ran_on_one_whose_commit_failed_runs_again_on_what_is_stored(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(CART)
     gated = gate(store, monkeypatch, failures=1)
@@ -603,7 +603,7 @@ def test_a_batch_that_ran_on_one_whose_commit_failed_runs_again_on_what_is_store
 
 
 def test_a_batch_that_looks_a_profile_up_by_email_waits_for_the_commit_before_it(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(NEWSLETTER)
     gated = gate(store, monkeypatch)
@@ -630,11 +630,11 @@ def test_a_batch_that_looks_a_profile_up_by_email_waits_for_the_commit_before_it
 
 
 def test_many_queued_triggers_are_cut_in_two_so_that_one_half_runs_while_the_other_commits(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(WELCOME)
     gated = gate(store, monkeypatch)
-    batches: list[Batch] = []
+    batches: list[Changes] = []
 
     async def test(processor: Processor) -> None:
         events = [track(ws, {"userId": f"u{n}"}) for n in range(64)]
@@ -649,7 +649,7 @@ def test_many_queued_triggers_are_cut_in_two_so_that_one_half_runs_while_the_oth
 
 
 def test_the_timer_loop_hands_over_the_next_due_timers_while_the_last_ones_commit(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(CART)
     clock = Clock()
@@ -681,7 +681,9 @@ def test_the_timer_loop_hands_over_the_next_due_timers_while_the_last_ones_commi
     live(store, ws, test, clock)
 
 
-def test_submit_refuses_more_than_max_queue_unless_forced(store: Store, workspace: Build) -> None:
+def test_submit_refuses_more_than_max_queue_unless_forced(
+    store: Database, workspace: Build
+) -> None:
     ws = workspace(WELCOME)
 
     async def test() -> None:
@@ -704,7 +706,7 @@ def test_submit_refuses_more_than_max_queue_unless_forced(store: Store, workspac
 
 
 def test_drain_after_cancel_finishes_the_batch_in_flight_and_the_queue(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(WELCOME)
     users = [f"u{n}" for n in range(5)]
@@ -733,13 +735,13 @@ def test_drain_after_cancel_finishes_the_batch_in_flight_and_the_queue(
 
 
 def test_a_trigger_that_cannot_be_stored_fails_alone(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(WELCOME)
     real = store.commit
 
-    async def refuse_poison(batch: Batch) -> None:
-        if any(s.event.name == "poison" for s in batch.events):
+    async def refuse_poison(batch: Changes) -> None:
+        if any(e.name == "poison" for e in batch.events):
             raise RuntimeError("cannot store this one")
         await real(batch)
 
@@ -764,7 +766,7 @@ def test_a_trigger_that_cannot_be_stored_fails_alone(
 
 
 def test_after_a_failed_batch_no_later_event_of_a_profile_is_stored_before_its_earlier_one(
-    store: Store, workspace: Build, monkeypatch: pytest.MonkeyPatch
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store fails the whole batch and then the first try alone (it is coming back):
     the profile's second event must not be stored before its first, or the history and
@@ -773,7 +775,7 @@ def test_after_a_failed_batch_no_later_event_of_a_profile_is_stored_before_its_e
     real = store.commit
     failures = [RuntimeError("connection lost"), RuntimeError("connection lost")]
 
-    async def flaky(batch: Batch) -> None:
+    async def flaky(batch: Changes) -> None:
         if failures:
             raise failures.pop(0)
         await real(batch)

@@ -15,15 +15,16 @@ from typing import Any
 import pytest
 from msgspec.structs import replace as struct_replace
 
+from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import (
+    Database,
     NewerSchema,
     StorageUnavailable,
     StorageURLError,
-    Store,
     open_store,
 )
-from journeyman.storage.base import LEASE, Batch, Delivered, Snapshot, StoredEvent
+from journeyman.storage.base import LEASE, StoredEvent
 from tests.conftest import START
 from tests.stores import Backend, run
 
@@ -42,10 +43,6 @@ def event(
         message_id=message_id,
         user_id=profile,
     )
-
-
-def stored(*events: Event, at: datetime = START) -> list[StoredEvent]:
-    return [StoredEvent(e, at) for e in events]
 
 
 def instance(
@@ -113,7 +110,7 @@ def ids(instances: list[Instance]) -> list[str]:
 # load
 
 
-def test_load_gives_an_empty_profile_for_an_unknown_id_and_stores_nothing(store: Store) -> None:
+def test_load_gives_an_empty_profile_for_an_unknown_id_and_stores_nothing(store: Database) -> None:
     async def check() -> None:
         nobody = Snapshot(Profile(id="nobody"), [], new=True)
         assert await store.load(["nobody"]) == {"nobody": nobody}
@@ -123,10 +120,10 @@ def test_load_gives_an_empty_profile_for_an_unknown_id_and_stores_nothing(store:
     run(store, check)
 
 
-def test_load_gives_stored_profiles_with_their_running_instances_only(store: Store) -> None:
+def test_load_gives_stored_profiles_with_their_running_instances_only(store: Database) -> None:
     async def check() -> None:
         await store.commit(
-            Batch(
+            Changes(
                 profiles={"u1": profile("u1", plan="pro"), "u2": profile("u2")},
                 instances={
                     i.id: i
@@ -148,12 +145,12 @@ def test_load_gives_stored_profiles_with_their_running_instances_only(store: Sto
     run(store, check)
 
 
-def test_load_finds_every_one_of_many_profiles(store: Store) -> None:
+def test_load_finds_every_one_of_many_profiles(store: Database) -> None:
     many = [f"u{n}" for n in range(1200)]
 
     async def check() -> None:
         await store.commit(
-            Batch(
+            Changes(
                 profiles={p: profile(p, n=n) for n, p in enumerate(many)},
                 instances={f"{p}:a:1": instance(f"{p}:a:1", profile=p) for p in many},
             )
@@ -168,20 +165,20 @@ def test_load_finds_every_one_of_many_profiles(store: Store) -> None:
 # commit: what each part of a batch becomes
 
 
-def test_a_committed_profile_replaces_the_stored_one(store: Store) -> None:
+def test_a_committed_profile_replaces_the_stored_one(store: Database) -> None:
     async def check() -> None:
-        await store.commit(Batch(profiles={"u1": profile("u1", firstName="Ada")}))
-        await store.commit(Batch(profiles={"u1": profile("u1", firstName="Bo", plan="pro")}))
+        await store.commit(Changes(profiles={"u1": profile("u1", firstName="Ada")}))
+        await store.commit(Changes(profiles={"u1": profile("u1", firstName="Bo", plan="pro")}))
         assert await store.profile("u1") == profile("u1", firstName="Bo", plan="pro")
 
     run(store, check)
 
 
-def test_a_committed_instance_replaces_its_earlier_state(store: Store) -> None:
+def test_a_committed_instance_replaces_its_earlier_state(store: Database) -> None:
     async def check() -> None:
-        await store.commit(Batch(instances={"u1:hello:1": instance(wake_at=START + MINUTE)}))
+        await store.commit(Changes(instances={"u1:hello:1": instance(wake_at=START + MINUTE)}))
         ended = instance(status="ended", step="done")
-        await store.commit(Batch(instances={"u1:hello:1": ended}))
+        await store.commit(Changes(instances={"u1:hello:1": ended}))
         assert await store.instance("u1:hello:1") == ended
         assert await store.instance("nope") is None
         assert (await store.load(["u1"]))["u1"].running == []
@@ -190,25 +187,26 @@ def test_a_committed_instance_replaces_its_earlier_state(store: Store) -> None:
     run(store, check)
 
 
-def test_instances_of_lists_running_and_ended_newest_first(store: Store) -> None:
+def test_instances_of_lists_running_and_ended_newest_first(store: Database) -> None:
     async def check() -> None:
-        await store.commit(Batch(instances={"u1:a:1": instance("u1:a:1", status="ended")}))
-        await store.commit(Batch(instances={"u1:b:1": instance("u1:b:1")}))
-        await store.commit(Batch(instances={"u2:a:1": instance("u2:a:1", profile="u2")}))
+        await store.commit(Changes(instances={"u1:a:1": instance("u1:a:1", status="ended")}))
+        await store.commit(Changes(instances={"u1:b:1": instance("u1:b:1")}))
+        await store.commit(Changes(instances={"u2:a:1": instance("u2:a:1", profile="u2")}))
         assert ids(await store.instances_of("u1")) == ["u1:b:1", "u1:a:1"]
         assert await store.instances_of("u3") == []
 
     run(store, check)
 
 
-def test_events_become_the_history_newest_first(store: Store) -> None:
+def test_events_become_the_history_newest_first(store: Database) -> None:
     later = START + MINUTE
 
     async def check() -> None:
         first = event(name="signed_up", message_id="m1", plan="pro")
-        await store.commit(Batch(events=stored(first)))
+        await store.commit(Changes(at=START, events=[first]))
         others = [event(name="purchased", total=5), event(name="deleted")]
-        await store.commit(Batch(events=[*stored(*others, at=later), *stored(event("u2"))]))
+        await store.commit(Changes(at=later, events=others))
+        await store.commit(Changes(at=START, events=[event("u2")]))
         history = await store.history("u1")
         assert [s.event.name for s in history] == ["deleted", "purchased", "signed_up"]
         assert history[-1] == StoredEvent(first, START)
@@ -222,32 +220,32 @@ def test_events_become_the_history_newest_first(store: Store) -> None:
     run(store, check)
 
 
-def test_seen_names_the_message_ids_accepted_before(store: Store) -> None:
+def test_seen_names_the_message_ids_accepted_before(store: Database) -> None:
     async def check() -> None:
         assert await store.seen(["m1"]) == set()
         events = [event(message_id="m1"), event("u2", message_id="m2"), event(), event()]
-        await store.commit(Batch(events=stored(*events)))
+        await store.commit(Changes(at=START, events=events))
         assert await store.seen(["m1", "m2", "m3"]) == {"m1", "m2"}
         assert await store.seen([]) == set()
 
     run(store, check)
 
 
-def test_seen_answers_for_many_message_ids_at_once(store: Store) -> None:
+def test_seen_answers_for_many_message_ids_at_once(store: Database) -> None:
     async def check() -> None:
         events = [event(f"u{n % 7}", message_id=f"m{n}") for n in range(1200)]
-        await store.commit(Batch(events=stored(*events)))
+        await store.commit(Changes(at=START, events=events))
         asked = [f"m{n}" for n in range(0, 2400, 2)]
         assert await store.seen(asked) == {f"m{n}" for n in range(0, 1200, 2)}
 
     run(store, check)
 
 
-def test_effects_are_queued_in_the_outbox_once_per_key(store: Store) -> None:
+def test_effects_are_queued_in_the_outbox_once_per_key(store: Database) -> None:
     async def check() -> None:
         hello = send("k1", subject="Hello Ada")
-        await store.commit(Batch(effects=[hello, hello]))
-        await store.commit(Batch(effects=[send("k1", subject="a retry, not a new message")]))
+        await store.commit(Changes(effects=[hello, hello]))
+        await store.commit(Changes(effects=[send("k1", subject="a retry, not a new message")]))
         (row,) = await store.messages()
         assert (row.key, row.kind, row.channel, row.status, row.attempts) == (
             "k1",
@@ -268,11 +266,11 @@ def test_effects_are_queued_in_the_outbox_once_per_key(store: Store) -> None:
     run(store, check)
 
 
-def test_step_records_become_the_trace_oldest_first(store: Store) -> None:
+def test_step_records_become_the_trace_oldest_first(store: Database) -> None:
     async def check() -> None:
-        await store.commit(Batch(records=[record("entered"), record("sent", START + MS)]))
+        await store.commit(Changes(records=[record("entered"), record("sent", START + MS)]))
         await store.commit(
-            Batch(records=[record("ended", START + MINUTE), record("x", profile="u2")])
+            Changes(records=[record("ended", START + MINUTE), record("x", profile="u2")])
         )
         trace = await store.trace("u1")
         assert [r.outcome for r in trace] == ["entered", "sent", "ended"]
@@ -283,14 +281,14 @@ def test_step_records_become_the_trace_oldest_first(store: Store) -> None:
     run(store, check)
 
 
-def test_entries_since_counts_a_journeys_entries_from_a_time_on(store: Store) -> None:
+def test_entries_since_counts_a_journeys_entries_from_a_time_on(store: Database) -> None:
     async def check() -> None:
         entries = [
             struct_replace(record("entered", START + MINUTE * n, f"u{n}"), step=None)
             for n in range(3)
         ]
         refused = struct_replace(record("not_entered", START + MINUTE), step=None)
-        await store.commit(Batch(records=[*entries, refused, record("sent", START)]))
+        await store.commit(Changes(records=[*entries, refused, record("sent", START)]))
         assert await store.entries_since("hello", START) == 3
         assert await store.entries_since("hello", START + MINUTE) == 2
         assert await store.entries_since("hello", START + MINUTE * 3) == 0
@@ -299,11 +297,11 @@ def test_entries_since_counts_a_journeys_entries_from_a_time_on(store: Store) ->
     run(store, check)
 
 
-def test_step_records_gives_the_latest_records_of_one_step_newest_first(store: Store) -> None:
+def test_step_records_gives_the_latest_records_of_one_step_newest_first(store: Database) -> None:
     async def check() -> None:
         entry = struct_replace(record("entered"), step=None)
         sends = [record("sent", START + MINUTE * n, f"u{n}") for n in range(3)]
-        await store.commit(Batch(records=[entry, *sends]))
+        await store.commit(Changes(records=[entry, *sends]))
         latest = await store.step_records("hello", "greet", 2)
         assert [(r.profile_id, r.outcome) for r in latest] == [("u2", "sent"), ("u1", "sent")]
         assert await store.step_records("hello", None, 10) == [entry]
@@ -313,7 +311,7 @@ def test_step_records_gives_the_latest_records_of_one_step_newest_first(store: S
 
 
 def test_step_counts_count_one_version_and_the_instances_that_left_a_step(
-    store: Store,
+    store: Database,
 ) -> None:
     def on(version: int, profile: str, status: str, step: str = "wait") -> Instance:
         found = instance(f"{profile}:hello:1", profile, status, step=step)
@@ -337,7 +335,7 @@ def test_step_counts_count_one_version_and_the_instances_that_left_a_step(
             at("u4", "end", "ended", "completed"),
             at("u5", "wait", "merged", "ended: merged into profile u9"),
         ]
-        await store.commit(Batch(instances={i.id: i for i in instances}, records=records))
+        await store.commit(Changes(instances={i.id: i for i in instances}, records=records))
         every = await store.step_counts("hello")
         assert every[""] == {"entered": 5, "not_entered": 1}
         assert every["wait"] == {
@@ -366,7 +364,7 @@ def test_step_counts_count_one_version_and_the_instances_that_left_a_step(
     run(store, check)
 
 
-def test_step_records_of_one_version_are_those_of_its_instances(store: Store) -> None:
+def test_step_records_of_one_version_are_those_of_its_instances(store: Database) -> None:
     async def check() -> None:
         old = struct_replace(instance("u1:hello:1", "u1"), version=1)
         new = struct_replace(instance("u2:hello:1", "u2"), version=2)
@@ -374,7 +372,7 @@ def test_step_records_of_one_version_are_those_of_its_instances(store: Store) ->
         entries = [struct_replace(record("entered", profile=p), step=None) for p in ("u1", "u2")]
         sends = [record("sent", START + MINUTE * n, f"u{n}") for n in (1, 2)]
         await store.commit(
-            Batch(instances={old.id: old, new.id: new}, records=[*entries, refused, *sends])
+            Changes(instances={old.id: old, new.id: new}, records=[*entries, refused, *sends])
         )
         assert await store.step_records("hello", "greet", 10, 1) == [sends[0]]
         assert await store.step_records("hello", "greet", 10, 2) == [sends[1]]
@@ -385,25 +383,25 @@ def test_step_records_of_one_version_are_those_of_its_instances(store: Store) ->
     run(store, check)
 
 
-def test_profiles_with_trait_finds_profiles_by_the_exact_text_of_a_trait(store: Store) -> None:
+def test_profiles_with_trait_finds_profiles_by_the_exact_text_of_a_trait(store: Database) -> None:
     async def check() -> None:
         profiles = {
             "u1": profile("u1", phone="+15550100"),
             "u2": profile("u2", phone="+155501000"),
             "u3": profile("u3", note="+15550100"),
         }
-        await store.commit(Batch(profiles=profiles))
+        await store.commit(Changes(profiles=profiles))
         assert await store.profiles_with_trait("phone", "+15550100", 10) == ["u1"]
         assert await store.profiles_with_trait("phone", "+1", 10) == []
 
     run(store, check)
 
 
-def test_identities_resolve_to_the_profile_they_were_last_given_to(store: Store) -> None:
+def test_identities_resolve_to_the_profile_they_were_last_given_to(store: Database) -> None:
     async def check() -> None:
         ada, bo = ("email", "ada@example.com"), ("email", "bo@example.com")
-        await store.commit(Batch(profiles={"u1": profile()}, identities={ada: "u1", bo: "u1"}))
-        await store.commit(Batch(profiles={"u2": profile("u2")}, identities={ada: "u2"}))
+        await store.commit(Changes(profiles={"u1": profile()}, identities={ada: "u1", bo: "u1"}))
+        await store.commit(Changes(profiles={"u2": profile("u2")}, identities={ada: "u2"}))
         unknown = ("email", "cy@example.com")
         assert await store.resolve([ada, bo, unknown]) == {ada: "u2", bo: "u1"}
         assert await store.resolve([("phone", "ada@example.com")]) == {}
@@ -411,12 +409,13 @@ def test_identities_resolve_to_the_profile_they_were_last_given_to(store: Store)
     run(store, check)
 
 
-def test_a_commit_that_fails_writes_nothing_of_its_batch(store: Store) -> None:
+def test_a_commit_that_fails_writes_nothing_of_its_batch(store: Database) -> None:
     async def check() -> None:
-        await store.commit(Batch(events=stored(event(message_id="m1")), effects=[send("k1")]))
+        await store.commit(Changes(at=START, events=[event(message_id="m1")], effects=[send("k1")]))
         (queued,) = await store.claim(START, 10)
-        doomed = Batch(
-            events=stored(event("u2", message_id="m2"), event("u2", message_id="m1")),
+        doomed = Changes(
+            at=START,
+            events=[event("u2", message_id="m2"), event("u2", message_id="m1")],
             profiles={"u2": profile("u2", plan="pro")},
             instances={"u2:hello:1": instance("u2:hello:1", profile="u2", wake_at=START)},
             effects=[send("k2", profile="u2")],
@@ -435,7 +434,7 @@ def test_a_commit_that_fails_writes_nothing_of_its_batch(store: Store) -> None:
         assert await store.resolve([("email", "u2@example.com")]) == {}
         assert [(m.key, m.status) for m in await store.messages()] == [("k1", "queued")]
         # and the store takes the next batch as if nothing had happened
-        await store.commit(Batch(events=stored(event("u2", message_id="m2"))))
+        await store.commit(Changes(at=START, events=[event("u2", message_id="m2")]))
         assert await store.seen(["m2"]) == {"m2"}
 
     run(store, check)
@@ -444,10 +443,10 @@ def test_a_commit_that_fails_writes_nothing_of_its_batch(store: Store) -> None:
 # timers
 
 
-def test_due_gives_waiting_instances_whose_time_has_come_earliest_first(store: Store) -> None:
+def test_due_gives_waiting_instances_whose_time_has_come_earliest_first(store: Database) -> None:
     async def check() -> None:
         waits = {"a": 3, "b": 1, "c": 2, "d": 10}
-        batch = Batch(
+        batch = Changes(
             instances={
                 f"u1:{name}:1": instance(f"u1:{name}:1", wake_at=START + minutes * MINUTE)
                 for name, minutes in waits.items()
@@ -466,11 +465,11 @@ def test_due_gives_waiting_instances_whose_time_has_come_earliest_first(store: S
     run(store, check)
 
 
-def test_due_never_gives_an_instance_before_its_time(store: Store) -> None:
+def test_due_never_gives_an_instance_before_its_time(store: Database) -> None:
     wake = START + MINUTE + timedelta(microseconds=600)
 
     async def check() -> None:
-        await store.commit(Batch(instances={"u1:hello:1": instance(wake_at=wake)}))
+        await store.commit(Changes(instances={"u1:hello:1": instance(wake_at=wake)}))
         assert await store.due(wake - timedelta(microseconds=300), 10) == []
         (due,) = await store.due(wake, 10)
         assert due.wake_at == wake
@@ -478,13 +477,13 @@ def test_due_never_gives_an_instance_before_its_time(store: Store) -> None:
     run(store, check)
 
 
-def test_next_wake_is_when_the_first_waiting_instance_is_due(store: Store) -> None:
+def test_next_wake_is_when_the_first_waiting_instance_is_due(store: Database) -> None:
     early = START + MINUTE + timedelta(microseconds=600)
 
     async def check() -> None:
         assert await store.next_wake() is None
         await store.commit(
-            Batch(
+            Changes(
                 instances={
                     "u1:a:1": instance("u1:a:1", wake_at=START + 2 * MINUTE),
                     "u1:b:1": instance("u1:b:1", wake_at=early),
@@ -498,7 +497,7 @@ def test_next_wake_is_when_the_first_waiting_instance_is_due(store: Store) -> No
         assert early <= wake < early + MS
         # a timer loop that sleeps until then finds the instance due
         assert ids(await store.due(wake, 10)) == ["u1:b:1"]
-        await store.commit(Batch(instances={"u1:b:1": instance("u1:b:1", status="ended")}))
+        await store.commit(Changes(instances={"u1:b:1": instance("u1:b:1", status="ended")}))
         assert await store.next_wake() == START + 2 * MINUTE
 
     run(store, check)
@@ -508,11 +507,11 @@ def test_next_wake_is_when_the_first_waiting_instance_is_due(store: Store) -> No
 
 
 def test_claim_leases_items_oldest_first_and_gives_them_again_after_the_lease(
-    store: Store,
+    store: Database,
 ) -> None:
     async def check() -> None:
         effects = [send("k3", at=START + 2 * MS), send("k1"), send("k2", at=START + MS)]
-        await store.commit(Batch(effects=[*effects, send("later", at=START + MINUTE)]))
+        await store.commit(Changes(effects=[*effects, send("later", at=START + MINUTE)]))
         first = await store.claim(START + MS, 2)
         assert [i.effect.key for i in first] == ["k1", "k2"]
         assert [i.attempts for i in first] == [0, 0]
@@ -528,11 +527,11 @@ def test_claim_leases_items_oldest_first_and_gives_them_again_after_the_lease(
     run(store, check)
 
 
-def test_settle_records_sent_failed_and_retries_at_their_time(store: Store) -> None:
+def test_settle_records_sent_failed_and_retries_at_their_time(store: Database) -> None:
     later = START + 10 * MINUTE
 
     async def check() -> None:
-        await store.commit(Batch(effects=[send("sent"), send("failed"), send("retry")]))
+        await store.commit(Changes(effects=[send("sent"), send("failed"), send("retry")]))
         items = {i.effect.key: i.id for i in await store.claim(START, 10)}
         at = START + MINUTE
         await store.settle(
@@ -563,10 +562,10 @@ def test_settle_records_sent_failed_and_retries_at_their_time(store: Store) -> N
 
 
 def test_a_late_outcome_of_a_delivery_whose_lease_ran_out_leaves_a_final_row_alone(
-    store: Store,
+    store: Database,
 ) -> None:
     async def check() -> None:
-        await store.commit(Batch(effects=[send("k1")]))
+        await store.commit(Changes(effects=[send("k1")]))
         (slow,) = await store.claim(START, 10)
         (again,) = await store.claim(START + LEASE, 10)  # the first claimer looks dead
         await store.settle([Delivered(again.id, "sent", "250 ok", START + LEASE)])
@@ -578,13 +577,13 @@ def test_a_late_outcome_of_a_delivery_whose_lease_ran_out_leaves_a_final_row_alo
     run(store, check)
 
 
-def test_running_instances_of_a_journey_come_in_pages_by_id(store: Store) -> None:
+def test_running_instances_of_a_journey_come_in_pages_by_id(store: Database) -> None:
     async def check() -> None:
         ids = [f"u{n}:hello:1" for n in range(5)]
         running = [instance(i, profile=i.split(":")[0]) for i in reversed(ids)]
         other = struct_replace(instance("u1:other:1"), journey="other")
         ended = instance("u0:hello:0", profile="u0", status="ended")
-        await store.commit(Batch(instances={i.id: i for i in [*running, other, ended]}))
+        await store.commit(Changes(instances={i.id: i for i in [*running, other, ended]}))
         first = await store.running_of("hello", 3)
         assert [i.id for i in first] == ids[:3]
         rest = await store.running_of("hello", 3, after=first[-1].id)
@@ -594,19 +593,19 @@ def test_running_instances_of_a_journey_come_in_pages_by_id(store: Store) -> Non
     run(store, check)
 
 
-def test_a_commit_settles_deliveries_with_the_state_change(store: Store) -> None:
+def test_a_commit_settles_deliveries_with_the_state_change(store: Database) -> None:
     async def check() -> None:
-        await store.commit(Batch(effects=[send("k1")]))
+        await store.commit(Changes(effects=[send("k1")]))
         (item,) = await store.claim(START, 10)
         failed = Delivered(item.id, "failed", "bounced", START + MINUTE)
-        await store.commit(Batch(records=[record("failed")], deliveries=[failed]))
+        await store.commit(Changes(records=[record("failed")], deliveries=[failed]))
         (row,) = await store.messages()
         assert (row.status, row.detail, row.attempts) == ("failed", "bounced", 1)
 
     run(store, check)
 
 
-def test_messages_filter_by_profile_journey_and_status_newest_first(store: Store) -> None:
+def test_messages_filter_by_profile_journey_and_status_newest_first(store: Database) -> None:
     async def check() -> None:
         effects = [
             send("u1-hello", "u1"),
@@ -615,7 +614,7 @@ def test_messages_filter_by_profile_journey_and_status_newest_first(store: Store
             send("u2-cart", "u2", journey="cart"),
         ]
         for effect in effects:
-            await store.commit(Batch(effects=[effect]))
+            await store.commit(Changes(effects=[effect]))
         items = {i.effect.key: i.id for i in await store.claim(START, 10)}
         await store.settle([Delivered(items["u2-hello"], "sent", "", START)])
 
@@ -637,7 +636,7 @@ def test_messages_filter_by_profile_journey_and_status_newest_first(store: Store
 # settings
 
 
-def test_settings_are_kept_by_key(store: Store) -> None:
+def test_settings_are_kept_by_key(store: Database) -> None:
     async def check() -> None:
         assert await store.get_setting("write_key") is None
         await store.set_setting("write_key", "w1")
@@ -654,14 +653,15 @@ def test_settings_are_kept_by_key(store: Store) -> None:
 
 @pytest.mark.durable
 def test_everything_committed_is_there_after_close_and_reopen(
-    backend: Backend, store: Store, store_url: str
+    backend: Backend, store: Database, store_url: str
 ) -> None:
     email = ("email", "u1@example.com")
 
     async def write() -> None:
         await store.commit(
-            Batch(
-                events=stored(event(message_id="m1")),
+            Changes(
+                at=START,
+                events=[event(message_id="m1")],
                 profiles={"u1": profile(email="u1@example.com")},
                 instances={"u1:hello:1": instance(wake_at=START + MINUTE)},
                 effects=[send("k1"), send("k2")],
@@ -702,11 +702,11 @@ def test_everything_committed_is_there_after_close_and_reopen(
 
 @pytest.mark.durable
 def test_reopening_a_database_changes_nothing(
-    backend: Backend, store: Store, store_url: str
+    backend: Backend, store: Database, store_url: str
 ) -> None:
 
     async def write() -> None:
-        await store.commit(Batch(events=stored(event(message_id="m1")), effects=[send("k1")]))
+        await store.commit(Changes(at=START, events=[event(message_id="m1")], effects=[send("k1")]))
 
     def contents() -> list[Any]:
         reopened = open_store(store_url)
@@ -728,7 +728,7 @@ def test_reopening_a_database_changes_nothing(
 
 @pytest.mark.newer_schema
 def test_a_database_from_a_newer_version_is_refused_with_a_clear_error(
-    backend: Backend, store: Store, store_url: str
+    backend: Backend, store: Database, store_url: str
 ) -> None:
     assert backend.newer_schema is not None
 
@@ -747,7 +747,7 @@ def test_a_database_from_a_newer_version_is_refused_with_a_clear_error(
 
 
 @pytest.mark.durable
-def test_opening_applies_each_schema_step_once(store: Store, store_url: str) -> None:
+def test_opening_applies_each_schema_step_once(store: Database, store_url: str) -> None:
     async def nothing() -> None:
         return None
 
@@ -793,14 +793,14 @@ def test_a_bad_pool_size_is_refused_with_the_url(url: str) -> None:
 
 
 @pytest.mark.shared
-def test_a_timer_due_later_in_the_same_millisecond_is_not_claimed_early(store: Store) -> None:
+def test_a_timer_due_later_in_the_same_millisecond_is_not_claimed_early(store: Database) -> None:
     from journeyman.storage.postgres import PostgresStore
 
     wake = START + MINUTE + timedelta(microseconds=600)
 
     async def check() -> None:
         assert isinstance(store, PostgresStore)
-        await store.commit(Batch(instances={"u1:hello:1": instance(wake_at=wake)}))
+        await store.commit(Changes(instances={"u1:hello:1": instance(wake_at=wake)}))
         # Not due yet: it must not be claimed (and so held back for a whole lease) either.
         assert await store.claim_due(wake - timedelta(microseconds=300), 10) == []
         (due,) = await store.claim_due(wake + MS, 10)
@@ -814,7 +814,7 @@ def test_a_timer_due_later_in_the_same_millisecond_is_not_claimed_early(store: S
 
 @pytest.mark.shared
 def test_processes_sharing_a_database_never_claim_the_same_timer_or_message(
-    store: Store, store_url: str
+    store: Database, store_url: str
 ) -> None:
     from journeyman.storage.postgres import PostgresStore
 
@@ -826,7 +826,7 @@ def test_processes_sharing_a_database_never_claim_the_same_timer_or_message(
         assert isinstance(store, PostgresStore)
         assert isinstance(other, PostgresStore)
         await store.commit(
-            Batch(
+            Changes(
                 instances={
                     f"{p}:hello:1": instance(f"{p}:hello:1", profile=p, wake_at=START + n * MS)
                     for n, p in enumerate(people)
@@ -849,7 +849,7 @@ def test_processes_sharing_a_database_never_claim_the_same_timer_or_message(
             assert len(await other.claim_due(late + LEASE, 100)) == len(people)
             # storing an instance's next state ends its claim
             moved = instance(mine[0].id, profile=mine[0].profile_id, wake_at=START)
-            await store.commit(Batch(instances={moved.id: moved}))
+            await store.commit(Changes(instances={moved.id: moved}))
             assert ids(await store.due(late, 100)) == [moved.id]
 
             sends = await asyncio.gather(store.claim(START, 25), other.claim(START, 25))
@@ -860,3 +860,28 @@ def test_processes_sharing_a_database_never_claim_the_same_timer_or_message(
             await other.close()
 
     run(store, check)
+
+
+def test_a_statement_written_once_is_rewritten_for_postgresql_placeholders_and_words() -> None:
+    from journeyman.storage.sql import POSTGRES_DIALECT, SQLITE_DIALECT, Statements
+
+    query = "SELECT 1 FROM steps WHERE journey = ? AND step {same} ? ORDER BY {seq} LIMIT ?"
+    assert SQLITE_DIALECT(query) == (
+        "SELECT 1 FROM steps WHERE journey = ? AND step IS ? ORDER BY rowid LIMIT ?"
+    )
+    assert POSTGRES_DIALECT(query) == (
+        "SELECT 1 FROM steps WHERE journey = $1 AND step IS NOT DISTINCT FROM $2 "
+        "ORDER BY seq LIMIT $3"
+    )
+    statements = Statements.of(POSTGRES_DIALECT)
+    assert statements.running_of.count("$") == 3
+    assert "?" not in statements.running_of
+    assert all("?" not in statement for statement in statements.merge)
+
+
+def test_open_shared_store_refuses_a_database_workers_cannot_share(tmp_path: Any) -> None:
+    from journeyman.storage import NotShared, open_shared_store
+
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    with pytest.raises(NotShared, match=f"a worker needs a PostgreSQL database, not {url}"):
+        open_shared_store(url, "a worker")

@@ -16,8 +16,8 @@ import pytest
 
 import journeyman.api
 from journeyman.api import Keys, create_app
+from journeyman.domain.core import Changes
 from journeyman.runtime.service import Runtime
-from journeyman.storage.base import Batch
 from journeyman.storage.sqlite import SQLiteStore
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, write_workspace
@@ -38,7 +38,7 @@ class FlakyStore(SQLiteStore):
     gone = False
     faulty = False
 
-    async def commit(self, batch: Batch) -> None:
+    async def commit(self, batch: Changes) -> None:
         if self.full:
             raise sqlite3.OperationalError(FULL)
         if self.faulty:

@@ -237,7 +237,7 @@ def test_a_stop_the_database_refuses_says_so_and_a_second_stop_finishes_it(
         await log_in(client)
         commit = runtime.store.commit
 
-        async def refused(batch: Any) -> None:
+        async def refused(changes: Any) -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
         runtime.store.commit = refused  # type: ignore[method-assign]

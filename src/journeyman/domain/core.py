@@ -6,8 +6,9 @@ anonymous id that has signed in, or by email), drops what came before (an event 
 ``messageId``, a delivery outcome learned already), folds an anonymous profile into the
 known one when an ``identify`` links them, runs the :class:`~journeyman.domain.engine.Engine`,
 and carries its outcome into the profile's state, for the next trigger, and into
-:class:`Changes`, for the store. The processor reads the state from the store and commits
-the changes; the simulator keeps both in memory.
+:class:`Changes`, for the store. The processor reads the state from the store (as
+:class:`Snapshot` s) and commits the changes as they are; the simulator keeps both in
+memory.
 
 It is pure: no I/O and no clock (``now`` comes in). It needs what the store knew before
 the batch (:class:`Known`) and a :class:`Snapshot` of every profile the triggers may
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -33,6 +34,7 @@ from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
 
 __all__ = [
     "Changes",
+    "Delivered",
     "DeliveryResult",
     "Known",
     "Operate",
@@ -64,20 +66,31 @@ class TimerDue:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """What became of one delivery attempt of an outbox row (``id``)."""
+
+    id: int
+    status: Literal["sent", "retry", "failed"]
+    detail: str
+    at: datetime
+    retry_at: datetime | None = None  # with status retry
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryResult:
     """How a delivery went, for the engine.
 
-    ``settled`` is what the runtime writes about the outbox row in the same commit (the
-    domain only carries it). An outcome that comes from another worker has its row settled
-    already, and names it as ``told``: it applies only while the row still waits for the
-    engine to learn it (see :attr:`Known.untold`), so an outcome that comes twice applies
-    once.
+    ``settled`` is what the store writes about the outbox row in the same commit: the
+    domain only carries it into :attr:`Changes.deliveries`. An outcome that comes from
+    another worker has its row settled already, and names it as ``told``: it applies only
+    while the row still waits for the engine to learn it (see :attr:`Known.untold`), so an
+    outcome that comes twice applies once.
     """
 
     effect: Effect
     ok: bool
     detail: str = ""
-    settled: object | None = None
+    settled: Delivered | None = None
     told: int | None = None  # the outbox row's id, for an outcome settled elsewhere
 
 
@@ -103,12 +116,13 @@ Trigger = Event | TimerDue | DeliveryResult | Operate
 # state in, changes out
 
 
-class Snapshot(Protocol):
+@dataclass(slots=True)
+class Snapshot:
     """A profile as the engine needs it: its traits and its running instances."""
 
     profile: Profile
     running: list[Instance]
-    new: bool  # no such profile is stored yet
+    new: bool = False  # no such profile is stored yet
 
 
 @dataclass(slots=True)
@@ -128,8 +142,9 @@ class Known:
 
 @dataclass(slots=True)
 class Changes:
-    """Everything one pass changed, to keep in one transaction."""
+    """Everything one pass changed, to keep in one transaction (``Store.commit``)."""
 
+    at: datetime | None = None  # when: the time the events are kept as received
     events: list[Event] = field(default_factory=list)  # accepted, with their profile
     profiles: dict[str, Profile] = field(default_factory=dict)
     instances: dict[str, Instance] = field(default_factory=dict)
@@ -141,8 +156,26 @@ class Changes:
     # (anonymous id, known id): everything of the anonymous profile moves to the known one
     merges: list[tuple[str, str]] = field(default_factory=list)
     told: list[int] = field(default_factory=list)  # outbox rows whose outcome was learned
+    # delivery attempts to settle: the outcomes applied now (see DeliveryResult.settled)
+    deliveries: list[Delivered] = field(default_factory=list)
     # triggers the engine raised on (each failed alone; see Engine.on_crash), for the log
     crashes: list[tuple[Trigger, Exception]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        """Whether there is anything to keep (crashes are only for the log)."""
+        return any(
+            (
+                self.events,
+                self.profiles,
+                self.instances,
+                self.effects,
+                self.records,
+                self.deliveries,
+                self.forgotten,
+                self.merges,
+                self.told,
+            )
+        )
 
 
 def apply(
@@ -159,7 +192,7 @@ def apply(
     :func:`profiles_needed` names must be in it. Never raises for a fault of the engine's:
     the trigger fails alone, and is listed in :attr:`Changes.crashes`.
     """
-    changes = Changes()
+    changes = Changes(at=now)
     definitions = engine.workspace.events
     results = []
     for trigger in triggers:
@@ -172,6 +205,8 @@ def apply(
             results.append("duplicate")
         else:
             results.append(_other(engine, snapshots, trigger, now, known, changes))
+            if isinstance(trigger, DeliveryResult) and trigger.settled is not None:
+                changes.deliveries.append(trigger.settled)
     return results, changes
 
 

@@ -31,10 +31,11 @@ from datetime import datetime, timedelta
 
 from journeyman.channels.base import Channel, Delivery, RateLimiter
 from journeyman.channels.calls import make_call
+from journeyman.domain.core import Delivered
 from journeyman.domain.state import SendMessage
 from journeyman.runtime.processor import DeliveryResult, Processor
 from journeyman.runtime.timers import backoff, sleep_until_woken
-from journeyman.storage.base import LEASE, Delivered, OutboxItem, Store
+from journeyman.storage.base import LEASE, OutboxItem, Store
 
 __all__ = ["Dispatcher", "RetryPolicy"]
 

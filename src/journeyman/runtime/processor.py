@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from journeyman.domain import core
 from journeyman.domain.core import (
     Changes,
+    DeliveryResult,
     Known,
     Operate,
+    Snapshot,
     TimerDue,
+    Trigger,
     apply,
     carry,
     links,
@@ -45,7 +47,7 @@ from journeyman.domain.engine import Engine, Versions
 from journeyman.domain.model import EventDefinition, Workspace
 from journeyman.domain.state import Event, Instance
 from journeyman.errors import JourneymanError
-from journeyman.storage.base import Batch, Delivered, Snapshot, Store, StoredEvent
+from journeyman.storage.base import Store
 
 __all__ = [
     "CommitFailure",
@@ -56,6 +58,7 @@ __all__ = [
     "Processor",
     "Stats",
     "TimerDue",
+    "Trigger",
 ]
 
 log = logging.getLogger("journeyman.processor")
@@ -80,22 +83,6 @@ class HeldBack(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"held back behind a failed trigger of the same profile: {cause!r}")
         self.cause = cause
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryResult(core.DeliveryResult):
-    """How a delivery went, for the engine; ``settled`` updates the outbox in the same commit.
-
-    An outcome that comes from another worker (through the bus) has its outbox row settled
-    already, and names it as ``told``: it applies only while the row still waits for the
-    engine to learn it (see :meth:`Store.untold`), and the commit that applies it says it
-    was learned, so an outcome that comes twice applies once.
-    """
-
-    settled: Delivered | None = None
-
-
-Trigger = Event | TimerDue | DeliveryResult | Operate
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +120,7 @@ class _Item:
 class _Commit:
     """A batch the engine has run, being committed; ``stored`` says whether all of it was."""
 
-    batch: Batch
+    batch: Changes
     size: int  # how many triggers it holds
     stored: asyncio.Future[bool]
 
@@ -149,7 +136,7 @@ class Processor:
         clock: Clock = utc_now,
         max_batch: int = 1000,
         max_queue: int = 20_000,
-        on_commit: Callable[[Batch], None] | None = None,
+        on_commit: Callable[[Changes], None] | None = None,
     ) -> None:
         self.store = store
         self.engine = Engine(workspace)
@@ -312,7 +299,7 @@ class Processor:
 
     def _may_overlap(self, items: list[_Item], ahead: _Commit) -> bool:
         """Whether the engine may run these triggers before the batch ahead is stored:
-        whether everything they read of what it changes is in its :class:`Batch`."""
+        whether everything they read of what it changes is in its :class:`Changes`."""
         if ahead.batch.merges or ahead.batch.forgotten:
             return False
         triggers = [item.trigger for item in items]
@@ -334,7 +321,7 @@ class Processor:
             return await self._failed(items, error)
         return await self._commit(items, results, batch)
 
-    async def _commit(self, items: list[_Item], results: list[str], batch: Batch) -> bool:
+    async def _commit(self, items: list[_Item], results: list[str], batch: Changes) -> bool:
         """Store what the engine made of the items, then answer their submitters."""
         try:
             began = time.perf_counter()
@@ -385,7 +372,7 @@ class Processor:
                 failed[profile] = own or error
         return not failed
 
-    def _count(self, results: list[str], batch: Batch, seconds: float) -> None:
+    def _count(self, results: list[str], batch: Changes, seconds: float) -> None:
         stats = self.stats
         stats.batches += 1
         stats.commit_seconds += seconds
@@ -396,8 +383,8 @@ class Processor:
         stats.timers_fired += results.count("fired")
 
     async def _run_engine(
-        self, items: list[_Item], ahead: Batch | None = None
-    ) -> tuple[list[str], Batch]:
+        self, items: list[_Item], ahead: Changes | None = None
+    ) -> tuple[list[str], Changes]:
         """What the engine makes of the items: each one's result, and the batch to commit.
 
         The reads are here; the rest is :func:`journeyman.domain.core.apply`, which
@@ -419,13 +406,13 @@ class Processor:
             log.error(
                 "the engine failed on %s; it fails alone", _described(trigger), exc_info=error
             )
-        return results, _batch(changes, triggers, results, now)
+        return results, changes
 
     async def _known(
         self,
         triggers: list[Trigger],
         definitions: Mapping[str, EventDefinition],
-        ahead: Batch | None,
+        ahead: Changes | None,
     ) -> Known:
         """What the store knows that the triggers need: the profiles their identities name,
         the messageIds accepted before, the outcomes still to learn."""
@@ -436,7 +423,7 @@ class Processor:
             [t.message_id for t in triggers if isinstance(t, Event) and t.message_id]
         )
         if ahead is not None:
-            seen.update(s.event.message_id for s in ahead.events if s.event.message_id)
+            seen.update(e.message_id for e in ahead.events if e.message_id)
         untold = await store.untold(
             [t.told for t in triggers if isinstance(t, DeliveryResult) and t.told]
         )
@@ -466,27 +453,7 @@ class Processor:
                 snapshots.update(await self.store.load(owners))
 
 
-def _batch(changes: Changes, triggers: list[Trigger], results: list[str], now: datetime) -> Batch:
-    """The changes as the store commits them, with the outbox rows the outcomes settle."""
-    return Batch(
-        events=[StoredEvent(event, now) for event in changes.events],
-        profiles=changes.profiles,
-        instances=changes.instances,
-        effects=changes.effects,
-        records=changes.records,
-        identities=changes.identities,
-        deliveries=[
-            t.settled
-            for t, result in zip(triggers, results, strict=True)
-            if isinstance(t, DeliveryResult) and t.settled is not None and result != "duplicate"
-        ],
-        forgotten=changes.forgotten,
-        merges=changes.merges,
-        told=changes.told,
-    )
-
-
-def _described(trigger: Trigger | core.Trigger) -> str:
+def _described(trigger: Trigger) -> str:
     """The trigger, as the log names it."""
     if isinstance(trigger, Event):
         return f"{trigger.type} {trigger.name!r} of profile {trigger.profile_id!r}"
@@ -496,7 +463,7 @@ def _described(trigger: Trigger | core.Trigger) -> str:
     return f"the delivery outcome of {trigger.effect.key!r}"
 
 
-def _bring_up(snapshots: dict[str, Snapshot], ahead: Batch) -> None:
+def _bring_up(snapshots: dict[str, Snapshot], ahead: Changes) -> None:
     """Bring snapshots read from the store up to ``ahead``, a batch not yet stored: its
     profiles, and its instances (running ones in, ended ones out, in the store's order)."""
     for profile_id, snapshot in snapshots.items():

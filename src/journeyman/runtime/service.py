@@ -17,6 +17,7 @@ from typing import Any, Literal
 from journeyman.channels.base import Channel
 from journeyman.channels.config import channel_from_config
 from journeyman.channels.file import FileChannel
+from journeyman.domain.core import Changes
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
@@ -24,7 +25,7 @@ from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Plan, Versions, publish
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
-from journeyman.storage.base import Batch, Store
+from journeyman.storage.base import Database, ReadModel, Store
 
 __all__ = ["Runtime", "build_channels"]
 
@@ -60,7 +61,7 @@ class Runtime:
     def __init__(
         self,
         workspace: Workspace,
-        store: Store,
+        store: Database,
         channels: Mapping[str, Channel],
         *,
         env: Mapping[str, str],
@@ -70,7 +71,10 @@ class Runtime:
         root: Path | None = None,
         grace: float = 15.0,
     ) -> None:
-        self.store = store
+        # One database, seen through two ports: the engine's loops and the operations
+        # below use the first, the API and the console read through the second.
+        self.store: Store = store
+        self.reads: ReadModel = store
         self.root = root  # where relative paths of published channel documents start
         self.channels = dict(channels)
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
@@ -88,7 +92,7 @@ class Runtime:
     def workspace(self) -> Workspace:
         return self.processor.workspace
 
-    def _committed(self, batch: Batch) -> None:
+    def _committed(self, batch: Changes) -> None:
         if batch.effects:
             self.dispatcher.wake()
         if any(i.wake_at is not None for i in batch.instances.values()):

@@ -1,9 +1,11 @@
-"""Which worker owns which partition: PostgreSQL session advisory locks, nothing home-made.
+"""Which worker owns which partition: database locks held by a connection, nothing home-made.
 
-Every worker keeps one connection of its own to the database. On it, it holds an advisory
-lock that says it is alive, and one lock per partition it owns. The server releases all
-of them the moment that connection ends, whether the worker stopped, was killed or lost
-the network, so the other workers can take its partitions at their next look.
+Every worker keeps one connection of its own to the database
+(:class:`~journeyman.storage.base.PartitionLocks`; in PostgreSQL, session advisory locks).
+On it, it holds a lock that says it is alive, and one lock per partition it owns. The
+server releases all of them the moment that connection ends, whether the worker stopped,
+was killed or lost the network, so the other workers can take its partitions at their
+next look.
 
 Each worker aims at its fair share, ceil(partitions / live workers): one below it takes
 free partitions, one above it gives the extra back (after finishing its batch). Live
@@ -17,26 +19,15 @@ import math
 import secrets
 import time
 
-import asyncpg
+from journeyman.storage.base import PartitionLocks
 
 __all__ = ["Ownership", "fair_share"]
 
-# The first key of journeyman's two-key advisory locks (any numbers will do, as long as
-# they are journeyman's own; the migration lock is a one-key lock and cannot collide).
+# The spaces of journeyman's locks (any numbers will do, as long as they are journeyman's
+# own): live workers, numbered at random, and partitions.
 _LIVE = 0x6A6D01
 _PARTITION = 0x6A6D02
 
-_LIVE_WORKERS = (
-    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
-    "AND objsubid = 2 AND granted "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-)
-
-
-_HELD = (
-    "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
-    "AND objsubid = 2 AND granted AND pid = pg_backend_pid()"
-)
 HELD_FOR = 0.2  # seconds one look at the locks held answers for
 
 
@@ -46,63 +37,51 @@ def fair_share(partitions: int, workers: int) -> int:
 
 
 class Ownership:
-    """The locks of one worker, on a connection of its own."""
+    """The locks of one worker, on a connection of their own."""
 
-    def __init__(self, dsn: str, partitions: int) -> None:
-        self.dsn = dsn
+    def __init__(self, locks: PartitionLocks, partitions: int) -> None:
+        self.locks = locks
         self.partitions = partitions
         self.worker = secrets.randbelow(2**31)  # this worker's liveness lock
-        self._db: asyncpg.Connection | None = None
         self._asking = asyncio.Lock()
         self._held: tuple[float, set[int]] | None = None  # when read, and what
 
     @property
     def connected(self) -> bool:
-        return self._db is not None and not self._db.is_closed()
+        return self.locks.connected
 
     async def connect(self) -> None:
         """Connect, and say this worker is alive (under a new number each time, so that
         it never waits for the server to notice that its last connection ended)."""
-        db = await asyncpg.connect(self.dsn, timeout=10)
+        await self.locks.connect()
         try:
             while True:
                 self.worker = secrets.randbelow(2**31)
-                if await db.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LIVE, self.worker):
+                if await self.locks.take(_LIVE, self.worker):
                     break
         except BaseException:
-            db.terminate()
+            self.locks.drop()
             raise
-        self._db = db
 
     async def close(self) -> None:
         """End the connection: every lock of this worker is released with it."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            try:
-                await db.close(timeout=5)
-            except Exception:
-                db.terminate()
+        await self.locks.close()
 
     def drop(self) -> None:
         """Give up the connection without a word (after it failed)."""
         self._held = None
-        if self._db is not None:
-            db, self._db = self._db, None
-            db.terminate()
+        self.locks.drop()
 
     async def live_workers(self) -> int:
         """How many workers are alive now (this one among them); raises if the
         connection is gone, and with it every lock this worker held."""
         async with self._asking:  # one query at a time on the connection
-            count: int = await self._connection().fetchval(_LIVE_WORKERS, _LIVE)
-        return count
+            return await self.locks.holders(_LIVE)
 
     async def take(self, partition: int) -> bool:
         """Own ``partition`` if no other worker does."""
         async with self._asking:
-            taken: bool = await self._connection().fetchval(
-                "SELECT pg_try_advisory_lock($1, $2)", _PARTITION, partition
-            )
+            taken = await self.locks.take(_PARTITION, partition)
             self._held = None
         return taken
 
@@ -113,18 +92,10 @@ class Ownership:
         async with self._asking:
             now = time.monotonic()
             if self._held is None or now - self._held[0] > HELD_FOR:
-                rows = await self._connection().fetch(_HELD, _PARTITION)
-                self._held = (now, {int(row[0]) for row in rows})
+                self._held = (now, await self.locks.held(_PARTITION))
             return self._held[1]
 
     async def release(self, partition: int) -> None:
         async with self._asking:
             self._held = None
-            await self._connection().execute(
-                "SELECT pg_advisory_unlock($1, $2)", _PARTITION, partition
-            )
-
-    def _connection(self) -> asyncpg.Connection:
-        if self._db is None:
-            raise ConnectionError("the ownership connection is not open")
-        return self._db
+            await self.locks.release(_PARTITION, partition)

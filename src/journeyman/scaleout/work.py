@@ -20,9 +20,8 @@ from journeyman.domain.model import Workspace
 from journeyman.runtime.service import build_channels
 from journeyman.scaleout.worker import Worker
 from journeyman.server import SettingError, data_dir, retry_policy
-from journeyman.storage import is_postgres, open_store, shown_url
+from journeyman.storage import open_shared_store, shown_url
 from journeyman.storage.base import LEASE
-from journeyman.storage.postgres import PostgresStore
 
 __all__ = ["WorkerOptions", "claim_lease", "work"]
 
@@ -59,12 +58,7 @@ async def work(
     announce: Callable[[str], None] = print,
 ) -> None:
     env = os.environ if env is None else env
-    if not is_postgres(options.storage):
-        raise SettingError(
-            f"a worker needs a PostgreSQL database, not {shown_url(options.storage)}"
-        )
-    store = open_store(options.storage)
-    assert isinstance(store, PostgresStore)
+    store = open_shared_store(options.storage, "a worker")
     store.lease = claim_lease(env)
     channels = build_channels(
         workspace, env, root=options.workspace_dir, fallback_dir=data_dir(options.storage)
@@ -72,7 +66,6 @@ async def work(
     worker = Worker(
         workspace,
         store,
-        options.storage,
         options.bus,
         channels,
         env=env,

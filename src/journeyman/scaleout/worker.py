@@ -8,7 +8,7 @@ a messageId already stored), and acknowledges the messages only after that commi
 batch that cannot be committed (the database is away) is tried again until it is: nothing
 later of that partition is applied before it. A message that fails on its own (the rest
 of its batch is stored) is tried again a few times, then kept as a dead letter (see
-:meth:`Store.add_dead_letter`), acknowledged, and the partition moves on: one bad message
+:meth:`ScaleOutStore.add_dead_letter`), acknowledged, and the partition moves on: one bad message
 never blocks a partition. A message is acknowledged only once it is applied or its dead
 letter is stored; ``POST /v1/dead-letters/{id}/replay`` publishes it again.
 
@@ -34,11 +34,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import msgspec
 from nats.aio.msg import Msg
 
 from journeyman.channels.base import Channel
+from journeyman.domain.core import Changes, Delivered
 from journeyman.domain.model import Journey, Workspace
 from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Effect
@@ -49,8 +49,7 @@ from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_wo
 from journeyman.scaleout.bus import Bus, decode
 from journeyman.scaleout.front import BUS_SETTING, JOURNEYS_SETTING
 from journeyman.scaleout.partitions import Ownership, fair_share
-from journeyman.storage.base import Batch, DeadLetter, Delivered
-from journeyman.storage.postgres import PostgresStore, parse_url
+from journeyman.storage.base import DeadLetter, ScaleOutStore
 
 __all__ = ["ClaimingTimers", "Relay", "TellingDispatcher", "Worker"]
 
@@ -69,7 +68,7 @@ class ClaimingTimers(TimerLoop):
     could not be handed to the bus fires once its lease has passed.
     """
 
-    def __init__(self, store: PostgresStore, processor: Processor, bus: Bus, **kwargs: Any):
+    def __init__(self, store: ScaleOutStore, processor: Processor, bus: Bus, **kwargs: Any):
         super().__init__(store, processor, processor.now, **kwargs)
         self.claiming = store
         self.bus = bus
@@ -102,7 +101,7 @@ class TellingDispatcher(Dispatcher):
     Any worker delivers any outbox row, but only the owner may change the profile's
     instances. So the delivering worker settles the row itself, and in the same transaction
     keeps the outcome for the engine (``outbox.tell_at``, see
-    :meth:`PostgresStore.settle_telling`); its :class:`Relay` then publishes it to the
+    :meth:`ScaleOutStore.settle_telling`); its :class:`Relay` then publishes it to the
     partition. The row is final from that commit on, so nothing sends it again, whatever
     happens to the bus or this worker; the outcome is in the database before the
     delivery's claim ends, so it is never lost.
@@ -113,7 +112,7 @@ class TellingDispatcher(Dispatcher):
     acknowledgement, is applied once.
     """
 
-    def __init__(self, store: PostgresStore, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, store: ScaleOutStore, *args: Any, **kwargs: Any) -> None:
         super().__init__(store, *args, **kwargs)
         self.shared = store
         self.lease = store.lease
@@ -141,7 +140,7 @@ class Relay:
 
     def __init__(
         self,
-        store: PostgresStore,
+        store: ScaleOutStore,
         bus: Bus,
         clock: Callable[[], datetime],
         *,
@@ -208,8 +207,7 @@ class Worker:
     def __init__(
         self,
         workspace: Workspace,
-        store: PostgresStore,
-        db_url: str,
+        store: ScaleOutStore,
         bus_url: str,
         channels: Mapping[str, Channel],
         *,
@@ -224,7 +222,6 @@ class Worker:
     ) -> None:
         self.files = workspace  # events, templates and channels; journeys come from the db
         self.store = store
-        self.dsn = parse_url(db_url)[0]  # for the connection that holds the locks
         self.bus_url = bus_url
         self.channels = dict(channels)
         self.env = env
@@ -253,7 +250,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _committed(self, batch: Batch) -> None:
+    def _committed(self, batch: Changes) -> None:
         if batch.effects:
             self.dispatcher.wake()
         if self.timers is not None and any(i.wake_at for i in batch.instances.values()):
@@ -268,7 +265,7 @@ class Worker:
         bus = json.loads(setting)
         self.bus = Bus(self.bus_url, bus["stream"], bus["partitions"])
         await self.bus.connect()
-        self.ownership = Ownership(self.dsn, self.bus.partitions)
+        self.ownership = Ownership(self.store.partition_locks(), self.bus.partitions)
         await self.ownership.connect()
         await self._follow_journeys()
         self.timers = ClaimingTimers(self.store, self.processor, self.bus)
@@ -504,7 +501,9 @@ class Worker:
         on does nothing, nor does a stop of an ended instance or a resume of one no
         longer held.
         """
-        applying = _Applying(partition, messages, self.processor.now, self.attempts)
+        applying = _Applying(
+            partition, messages, self.processor.now, self.attempts, self.store.unreachable
+        )
         failures = 0
         while applying.pending or applying.doomed:
             try:
@@ -593,9 +592,15 @@ class _Applying:
     """
 
     def __init__(
-        self, partition: int, messages: list[Msg], clock: Callable[[], datetime], attempts: int
+        self,
+        partition: int,
+        messages: list[Msg],
+        clock: Callable[[], datetime],
+        attempts: int,
+        unreachable: Callable[[BaseException], bool],
     ) -> None:
         self.partition = partition
+        self.unreachable = unreachable  # whether an error says the database is away
         self.messages = messages
         self.clock = clock
         self.attempts = attempts
@@ -631,7 +636,7 @@ class _Applying:
             assert isinstance(answer, Exception)
             index = self.message_of[position]
             self._failed(index, _described(answer))
-            if not _unreachable(answer):  # the database being away is no fault of its own
+            if not self.unreachable(answer):  # the database being away is no fault of its own
                 self.tries[position] = self.tries.get(position, 0) + 1
         self.pending = still
         # Doomed: what still fails after its attempts. A message whose triggers were all
@@ -665,23 +670,6 @@ class _Applying:
         gone = [p for p in self.pending if self.message_of[p] == index]
         self.pending = [p for p in self.pending if self.message_of[p] != index]
         return gone
-
-
-# Failures that say the database cannot be reached now, whatever was sent to it.
-_UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.InsufficientResourcesError,
-)
-
-
-def _unreachable(error: Exception) -> bool:
-    return isinstance(error, _UNREACHABLE)
 
 
 def _failure(answer: object) -> bool:

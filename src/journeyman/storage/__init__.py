@@ -4,7 +4,12 @@
   ``sqlite:////absolute/path.db``, or ``sqlite:///:memory:``: the embedded default.
 - ``postgresql://user:password@host:5432/database`` (or ``postgres://``), optionally with
   ``?pool=N``, the most connections to open (default 10): a PostgreSQL database, which
-  several processes may share.
+  several processes may share. Workers need one: :func:`open_shared_store`.
+
+Every backend is a :class:`~journeyman.storage.base.Database`: the engine's port
+(:class:`~journeyman.storage.base.Store`) and the console's reads
+(:class:`~journeyman.storage.base.ReadModel`) on one database. PostgreSQL's is a
+:class:`~journeyman.storage.base.ScaleOutStore` too. See ``docs/storage.md``.
 """
 
 from __future__ import annotations
@@ -13,15 +18,27 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from journeyman.errors import JourneymanError
-from journeyman.storage.base import NewerSchema, StorageUnavailable, Store
+from journeyman.storage.base import (
+    Database,
+    NewerSchema,
+    ReadModel,
+    ScaleOutStore,
+    StorageUnavailable,
+    Store,
+)
 from journeyman.storage.sqlite import SQLiteStore
 
 __all__ = [
+    "Database",
     "NewerSchema",
+    "NotShared",
+    "ReadModel",
+    "ScaleOutStore",
     "StorageURLError",
     "StorageUnavailable",
     "Store",
     "is_postgres",
+    "open_shared_store",
     "open_store",
     "shown_url",
     "sqlite_path",
@@ -30,6 +47,11 @@ __all__ = [
 
 class StorageURLError(JourneymanError):
     exit_code = 2
+
+
+class NotShared(JourneymanError):
+    """A process that shares the database with others (a worker) was given one that
+    cannot be shared: only PostgreSQL can."""
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -51,7 +73,7 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str) -> Database:
     """The backend for ``url``; call ``await store.open()`` before use."""
     if url.startswith("sqlite:///"):
         path = sqlite_path(url)
@@ -69,3 +91,12 @@ def open_store(url: str) -> Store:
         f"unknown storage URL {url!r}: use sqlite:///path/to/journeyman.db or "
         f"postgresql://user@host/database ({scheme!r} is not a backend this version has)"
     )
+
+
+def open_shared_store(url: str, user: str) -> ScaleOutStore:
+    """The backend for ``url``, for ``user`` (such as "a worker"), one of several processes
+    that share the database; :class:`NotShared` unless ``url`` is a PostgreSQL one."""
+    store = open_store(url) if is_postgres(url) else None
+    if not isinstance(store, ScaleOutStore):
+        raise NotShared(f"{user} needs a PostgreSQL database, not {shown_url(url)}")
+    return store

@@ -1,21 +1,37 @@
-"""The storage interface: what the runtime keeps, behind one small class.
+"""The storage ports: what the runtime keeps, behind three small interfaces.
 
 A backend stores profiles, running and ended instances, the event history, the outbox of
-messages and calls to deliver, and the step log. The runtime talks to it through
-:class:`Store` only; :func:`journeyman.storage.open_store` picks the backend from a URL.
+messages and calls to deliver, and the step log. Each caller sees it through the
+narrowest port that serves it:
 
-The one write the hot path makes is :meth:`Store.commit`: everything one batch of events
-or timers changed, in one transaction. Nothing is acknowledged before it returns.
+- :class:`Store`, the engine's port: the processor, the timer loop, the dispatcher and a
+  publish read and write through it, and nothing else;
+- :class:`ReadModel`, the reads of the HTTP API and the console: logs, traces, counts,
+  dead letters;
+- :class:`ScaleOutStore`, the engine's port for a database that workers share: leased
+  claims of timers, outcomes kept for the owner of their profile, dead letters, and the
+  :class:`PartitionLocks` that say which worker owns which partition.
+
+Every backend is a :class:`Database` (a :class:`Store` and a :class:`ReadModel`);
+PostgreSQL's is a :class:`ScaleOutStore` too. :func:`journeyman.storage.open_store` picks
+the backend from a URL.
+
+The ports speak the domain's language: :meth:`Store.load` gives the
+:class:`~journeyman.domain.core.Snapshot` s that :func:`journeyman.domain.core.apply` reads,
+and the one write the hot path makes, :meth:`Store.commit`, keeps the
+:class:`~journeyman.domain.core.Changes` it made (everything one batch of events or timers
+changed) in one transaction. Nothing is acknowledged before it returns.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
 from journeyman.errors import JourneymanError
 
@@ -25,17 +41,22 @@ if TYPE_CHECKING:
 __all__ = [
     "LEASE",
     "LEFT",
-    "Batch",
+    "Changes",
+    "Database",
     "DeadLetter",
     "Delivered",
     "MessageRow",
     "NewerSchema",
     "OutboxItem",
+    "PartitionLocks",
     "PublishedJourney",
+    "ReadModel",
+    "ScaleOutStore",
     "Snapshot",
     "StorageUnavailable",
     "Store",
     "StoredEvent",
+    "ToTell",
 ]
 
 # A claimed outbox item is not claimed again for this long: if the process dies while
@@ -59,56 +80,12 @@ class StorageUnavailable(JourneymanError):
     """The database cannot be reached or opened; the message names it and says why."""
 
 
-@dataclass(slots=True)
-class Snapshot:
-    """A profile as the engine needs it: its traits and its running instances."""
-
-    profile: Profile
-    running: list[Instance]
-    new: bool = False  # no such profile is stored yet
-
-
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An accepted event, kept in the profile's history (and for messageId dedupe)."""
 
     event: Event
     received_at: datetime
-
-
-@dataclass(slots=True)
-class Batch:
-    """Everything one engine pass changed, committed in one transaction."""
-
-    events: list[StoredEvent] = field(default_factory=list)
-    profiles: dict[str, Profile] = field(default_factory=dict)
-    instances: dict[str, Instance] = field(default_factory=dict)
-    effects: list[Effect] = field(default_factory=list)
-    records: list[StepRecord] = field(default_factory=list)
-    identities: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> id
-    deliveries: list[Delivered] = field(default_factory=list)  # outbox rows to settle
-    # (kind, value, profile id): identities the profile no longer has, such as an old email
-    forgotten: list[tuple[str, str, str]] = field(default_factory=list)
-    # (anonymous id, known id): the anonymous profile's history moves to the known one
-    merges: list[tuple[str, str]] = field(default_factory=list)
-    # outbox rows, settled already, whose outcome the engine has now learned (see
-    # Store.untold): the commit fails if another one learned it first
-    told: list[int] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return any(
-            (
-                self.events,
-                self.profiles,
-                self.instances,
-                self.effects,
-                self.records,
-                self.deliveries,
-                self.forgotten,
-                self.merges,
-                self.told,
-            )
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +95,6 @@ class OutboxItem:
     id: int
     effect: Effect
     attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """What became of one delivery attempt."""
-
-    id: int
-    status: Literal["sent", "retry", "failed"]
-    detail: str
-    at: datetime
-    retry_at: datetime | None = None  # with status retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +141,21 @@ class MessageRow:
     content: dict[str, Any]
 
 
+class ToTell(NamedTuple):
+    """A settled delivery whose outcome its profile's worker has still to learn."""
+
+    id: int  # the outbox row
+    effect: Effect
+    status: str  # sent or failed
+    detail: str
+    # The profile that has the instance now: the effect's, unless an identify merged it
+    # into a known profile since (the merge moves the outbox rows with the instances).
+    profile_id: str
+
+
 class Store(ABC):
-    """One backend. Every method is a coroutine; a backend serialises its own writes."""
+    """The engine's port: what the processor, the timer loop, the dispatcher and a publish
+    read and write. Every method is a coroutine; a backend serialises its own writes."""
 
     # The schema steps the last open() applied, in order (``journeyman migrate`` shows them).
     applied: list[Migration]
@@ -210,8 +189,13 @@ class Store(ABC):
         return set()
 
     @abstractmethod
-    async def commit(self, batch: Batch) -> None:
-        """Write the whole batch in one transaction, durably, or raise and write nothing."""
+    async def commit(self, changes: Changes) -> None:
+        """Keep all the changes in one transaction, durably, or raise and keep nothing.
+        Their events are kept as received at ``changes.at`` (now, if it is None)."""
+
+    @abstractmethod
+    async def instance(self, instance_id: str) -> Instance | None:
+        """One instance, running or ended (the one a delivery outcome is for)."""
 
     # timers
 
@@ -232,35 +216,6 @@ class Store(ABC):
     @abstractmethod
     async def settle(self, results: Sequence[Delivered]) -> None:
         """Record delivery attempts: sent and failed are final, retry comes back later."""
-
-    # reading
-
-    @abstractmethod
-    async def instance(self, instance_id: str) -> Instance | None: ...
-
-    @abstractmethod
-    async def messages(
-        self,
-        profile: str | None = None,
-        journey: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[MessageRow]: ...
-
-    @abstractmethod
-    async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
-        """The profile's step records, oldest first."""
-
-    @abstractmethod
-    async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
-        """The profile's most recent events, newest first."""
-
-    @abstractmethod
-    async def instances_of(self, profile_id: str) -> list[Instance]:
-        """Every instance of the profile, running and ended, newest first."""
-
-    @abstractmethod
-    async def profile(self, profile_id: str) -> Profile | None: ...
 
     # journey versions and their operation
 
@@ -292,6 +247,52 @@ class Store(ABC):
         """Running instances of a journey (for stop and resume) in id order, from the
         first whose id comes after ``after``."""
 
+    # settings: keys, sessions, the bus's and the published versions' descriptions
+
+    @abstractmethod
+    async def get_setting(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def set_setting(self, key: str, value: str) -> None: ...
+
+
+class ReadModel(ABC):
+    """The reads of the HTTP API and the console: logs, traces, counts and dead letters.
+    Nothing on the hot path calls them."""
+
+    @abstractmethod
+    async def profile(self, profile_id: str) -> Profile | None: ...
+
+    @abstractmethod
+    async def instances_of(self, profile_id: str) -> list[Instance]:
+        """Every instance of the profile, running and ended, newest first."""
+
+    @abstractmethod
+    async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
+        """The (kind, value) identities that lead to the profile: emails, anonymous ids."""
+
+    @abstractmethod
+    async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
+        """The profile's most recent events, newest first."""
+
+    @abstractmethod
+    async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
+        """The profile's step records, oldest first."""
+
+    @abstractmethod
+    async def messages(
+        self,
+        profile: str | None = None,
+        journey: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[MessageRow]: ...
+
+    @abstractmethod
+    async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
+        """Ids of profiles whose trait ``trait`` is the text ``value`` (a console search,
+        such as by phone: it may read every profile)."""
+
     @abstractmethod
     async def step_counts(
         self, journey: str, version: int | None = None
@@ -306,15 +307,6 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def entries_since(self, journey: str, since: datetime) -> int:
-        """How many instances entered the journey at or after ``since``."""
-
-    @abstractmethod
-    async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
-        """Ids of profiles whose trait ``trait`` is the text ``value`` (a console search,
-        such as by phone: it may read every profile)."""
-
-    @abstractmethod
     async def step_records(
         self, journey: str, step: str | None, limit: int, version: int | None = None
     ) -> list[StepRecord]:
@@ -322,22 +314,14 @@ class Store(ABC):
         with ``version``, of that version's instances and refused entries only."""
 
     @abstractmethod
-    async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
-        """The (kind, value) identities that lead to the profile: emails, anonymous ids."""
+    async def entries_since(self, journey: str, since: datetime) -> int:
+        """How many instances entered the journey at or after ``since``."""
 
     @abstractmethod
     async def instance_counts(self) -> dict[tuple[str, str], int]:
         """How many instances each journey has in each status (waiting, ended)."""
 
-    @abstractmethod
-    async def get_setting(self, key: str) -> str | None: ...
-
-    # dead letters
-
-    @abstractmethod
-    async def add_dead_letter(self, letter: DeadLetter) -> int:
-        """Keep a message no worker could apply (durably: the worker then acknowledges
-        it); its new id."""
+    # dead letters (workers keep them: see ScaleOutStore.add_dead_letter)
 
     @abstractmethod
     async def dead_letters(self, limit: int = 100) -> tuple[int, list[DeadLetter]]:
@@ -350,5 +334,103 @@ class Store(ABC):
     async def delete_dead_letter(self, letter_id: int) -> bool:
         """Forget a dead letter (replayed, or given up); whether there was one."""
 
+
+class Database(Store, ReadModel):
+    """A whole backend: one database behind both the engine's port and the read model.
+
+    :func:`journeyman.storage.open_store` returns one; each caller keeps to the port it
+    uses (the runtime to :class:`Store`, the API and the console to :class:`ReadModel`).
+    """
+
+
+class PartitionLocks(ABC):
+    """Locks held by one connection of their own, which the database releases the moment
+    that connection ends (closed, killed, or cut off): how workers own partitions.
+
+    A lock is a pair of numbers, ``(space, key)``: the space says what the keys number
+    (live workers, partitions). One query at a time: the caller serialises them.
+    """
+
+    @property
     @abstractmethod
-    async def set_setting(self, key: str, value: str) -> None: ...
+    def connected(self) -> bool: ...
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open the connection (a new one, holding nothing)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """End the connection, and every lock with it."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Give up the connection without a word (after it failed)."""
+
+    @abstractmethod
+    async def take(self, space: int, key: int) -> bool:
+        """Hold the lock if no other connection does; whether it is held now."""
+
+    @abstractmethod
+    async def release(self, space: int, key: int) -> None: ...
+
+    @abstractmethod
+    async def held(self, space: int) -> set[int]:
+        """The keys of ``space`` this connection holds, as the database sees them now;
+        raises if the connection is gone."""
+
+    @abstractmethod
+    async def holders(self, space: int) -> int:
+        """How many locks of ``space`` any connection to the database holds now."""
+
+
+class ScaleOutStore(Store):
+    """The engine's port, for a database that worker processes share.
+
+    Timers and outbox rows are claimed with a lease (no two workers get the same one;
+    a dead worker's claims are taken up once the lease has passed), a delivery's outcome
+    is kept until the owner of its profile has learned it, workers keep the messages they
+    cannot apply as dead letters, and partitions are owned through :class:`PartitionLocks`.
+    """
+
+    lease: timedelta  # how long a claim is this process's alone
+
+    @abstractmethod
+    async def claim_due(self, now: datetime, limit: int) -> list[Instance]:
+        """Like :meth:`Store.due`, but each instance is leased to the caller for ``lease``:
+        other processes skip it until the lease passes or a commit stores its next state."""
+
+    @abstractmethod
+    async def settle_telling(
+        self, results: Sequence[Delivered], telling: Sequence[Delivered], now: datetime
+    ) -> None:
+        """Settle ``results`` and ``telling`` in one transaction, and keep the outcomes of
+        ``telling`` for the engine, due to be handed on at ``now`` (see :meth:`claim_tell`)."""
+
+    @abstractmethod
+    async def claim_tell(self, now: datetime, limit: int) -> list[ToTell]:
+        """Outcomes due to be handed on, each leased to the caller for ``lease``."""
+
+    @abstractmethod
+    async def tell_again(self, outbox_ids: Collection[int], at: datetime) -> None:
+        """Make claimed outcomes that could not be handed on due again at ``at``."""
+
+    @abstractmethod
+    async def add_dead_letter(self, letter: DeadLetter) -> int:
+        """Keep a message no worker could apply (durably: the worker then acknowledges
+        it); its new id."""
+
+    @abstractmethod
+    async def delete_dead_letter(self, letter_id: int) -> bool:
+        """Forget a dead letter (as :meth:`ReadModel.delete_dead_letter`): a worker drops
+        the one it kept for a message that was applied after all."""
+
+    @abstractmethod
+    def partition_locks(self) -> PartitionLocks:
+        """Locks on a connection of their own (not open yet: call ``connect``)."""
+
+    @abstractmethod
+    def unreachable(self, error: BaseException) -> bool:
+        """Whether ``error`` says the database cannot be reached now (the connection is
+        gone, the server shuts down), whatever was asked of it: a failure that is no
+        fault of the work that met it."""

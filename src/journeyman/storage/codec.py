@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from journeyman.domain.state import CallAction, Effect, Event, Instance, Profile, SendMessage
-from journeyman.storage.base import DeadLetter, MessageRow
+from journeyman.domain.state import (
+    CallAction,
+    Effect,
+    Event,
+    Instance,
+    Profile,
+    SendMessage,
+    StepRecord,
+)
+from journeyman.storage.base import DeadLetter, MessageRow, PublishedJourney
 
 __all__ = [
     "DEAD_LETTER",
@@ -30,8 +39,12 @@ __all__ = [
     "message_row",
     "ms",
     "outbox_row",
+    "published_journey",
+    "step_counts",
+    "step_record",
     "time",
     "wake_ms",
+    "with_trait",
 ]
 
 encode = msgspec.msgpack.Encoder().encode
@@ -158,3 +171,43 @@ def dead_letter(row: Any) -> DeadLetter:
         last_failed_at=time(last),
         id=letter_id,
     )
+
+
+def step_record(row: Any) -> StepRecord:
+    """A step record from (profile_id, instance_id, journey, step, outcome, detail, at)."""
+    profile_id, instance_id, journey, step, outcome, detail, at = row
+    return StepRecord(
+        profile_id=profile_id,
+        instance_id=instance_id,
+        journey=journey,
+        step=step,
+        outcome=outcome,
+        detail=detail,
+        at=time(at),
+    )
+
+
+def published_journey(row: Any) -> PublishedJourney:
+    """A journey version from (name, version, digest, document)."""
+    name, version, digest, document = row
+    return PublishedJourney(name, version, digest, msgspec.json.decode(document))
+
+
+def step_counts(records: Iterable[Any], waiting: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """What :meth:`ReadModel.step_counts` answers, from rows of (step, outcome, count, how
+    many left) and of (step, instances waiting there)."""
+    counts: dict[str, dict[str, int]] = {}
+    for step, outcome, count, left in records:
+        counts.setdefault(step, {})[outcome] = count
+        if left:
+            counts[step]["left"] = counts[step].get("left", 0) + left
+    for step, count in waiting:
+        counts.setdefault(step, {})["waiting_now"] = count
+    return counts
+
+
+def with_trait(state: bytes, trait: str, value: str) -> str | None:
+    """The id of the stored profile ``state`` if its trait ``trait`` is ``value``. The
+    console's search by trait finds the rows holding the text first, then asks this."""
+    profile = decode_profile(state)
+    return profile.id if profile.traits.get(trait) == value else None

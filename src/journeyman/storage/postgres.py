@@ -22,47 +22,42 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
-import msgspec
 
-from journeyman.domain.state import Effect, Instance, Profile, StepRecord
+from journeyman.domain.core import Changes, Delivered, Snapshot
+from journeyman.domain.state import Instance, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
-    LEFT,
-    Batch,
-    DeadLetter,
-    Delivered,
-    MessageRow,
     OutboxItem,
-    PublishedJourney,
-    Snapshot,
+    PartitionLocks,
+    ScaleOutStore,
     StorageUnavailable,
-    Store,
-    StoredEvent,
+    ToTell,
 )
 from journeyman.storage.codec import (
-    DEAD_LETTER,
-    dead_letter,
-    dead_letter_row,
     decode_effect,
-    decode_event,
     decode_instance,
     decode_profile,
-    encode,
-    instance_row,
-    message_row,
     ms,
-    outbox_row,
     time,
     wake_ms,
+    with_trait,
 )
 from journeyman.storage.migrations import POSTGRES, Migration, pending
+from journeyman.storage.sql import (
+    INSERTS,
+    POSTGRES_DIALECT,
+    Insert,
+    SQLDatabase,
+    Statements,
+    commit_rows,
+)
 
-__all__ = ["DEFAULT_POOL", "PostgresStore", "StaleOutcome", "ToTell", "parse_url"]
+__all__ = ["DEFAULT_POOL", "AdvisoryLocks", "PostgresStore", "StaleOutcome", "ToTell", "parse_url"]
 
 DEFAULT_POOL = 10
 CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited for
@@ -71,55 +66,25 @@ CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited
 _MIGRATION_LOCK = 0x6A6F75726E
 
 
-def _bulk(table: str, columns: str, tail: str = "", **constants: str) -> str:
-    """An INSERT of rows sent as one array per column, in the order they were given.
-
-    ``columns`` is "name type, name type, ..."; ``constants`` are columns with one value.
-    """
-    pairs = [column.split() for column in columns.split(", ")]
-    names = [name for name, _ in pairs]
-    arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(pairs, 1))
-    into = ", ".join([*names, *constants])
-    values = ", ".join([*(f"r.{name}" for name in names), *constants.values()])
+def _bulk(insert: Insert, also: str = "") -> str:
+    """The INSERT of rows sent as one array per column, in the order they were given;
+    ``also`` adds to what a row already there gets."""
+    names = insert.names
+    arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(insert.types, 1))
+    into = ", ".join([*names, *(column for column, _ in insert.constants)])
+    values = ", ".join([*(f"r.{name}" for name in names), *(v for _, v in insert.constants)])
     return (
-        f"INSERT INTO {table} ({into}) SELECT {values} FROM unnest({arrays}) "
-        f"WITH ORDINALITY AS r({', '.join(names)}, ord) ORDER BY r.ord {tail}"
+        f"INSERT INTO {insert.table} ({into}) SELECT {values} FROM unnest({arrays}) "
+        f"WITH ORDINALITY AS r({', '.join(names)}, ord) ORDER BY r.ord {insert.tail}{also}"
     )
 
 
-_EVENTS = _bulk(
-    "events", "message_id text, profile_id text, name text, body bytea, received_at int8"
-)
-_PROFILES = _bulk(
-    "profiles",
-    "id text, state bytea, updated_at int8",
-    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-)
-_IDENTITIES = _bulk(
-    "identities",
-    "kind text, value text, profile_id text",
-    "ON CONFLICT (kind, value) DO UPDATE SET profile_id = excluded.profile_id",
-)
-_INSTANCES = _bulk(
-    "instances",
-    "id text, profile_id text, journey text, version int4, step text, status text, "
-    "wake_at int8, state bytea, updated_at int8",
-    "ON CONFLICT (id) DO UPDATE SET profile_id = excluded.profile_id, step = excluded.step, "
-    "status = excluded.status, wake_at = excluded.wake_at, state = excluded.state, "
-    "updated_at = excluded.updated_at, leased_until = NULL",
-)
-_OUTBOX = _bulk(
-    "outbox",
-    "key text, kind text, channel text, journey text, step text, profile_id text, "
-    "instance_id text, effect bytea, due_at int8, created_at int8, updated_at int8",
-    "ON CONFLICT (key) DO NOTHING",
-    status="'queued'",
-)
-_STEPS = _bulk(
-    "steps",
-    "profile_id text, instance_id text, journey text, step text, outcome text, detail text, "
-    "at int8",
-)
+# A commit stores an instance's next state: a claim of its timer ends with it.
+_BULK = {
+    table: (_bulk(insert, ", leased_until = NULL" if table == "instances" else ""), width)
+    for table, insert in INSERTS.items()
+    for width in [len(insert.names)]
+}
 _FORGET = (
     "DELETE FROM identities WHERE (kind, value, profile_id) IN "
     "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
@@ -162,18 +127,6 @@ _CLAIM_DUE = (
 )
 
 
-class ToTell(NamedTuple):
-    """A settled delivery whose outcome its profile's worker has still to learn."""
-
-    id: int  # the outbox row
-    effect: Effect
-    status: str  # sent or failed
-    detail: str
-    # The profile that has the instance now: the effect's, unless an identify merged it
-    # into a known profile since (the merge moves the outbox rows with the instances).
-    profile_id: str
-
-
 class StaleOutcome(Exception):
     """A commit would apply a delivery outcome another commit has applied already."""
 
@@ -194,8 +147,12 @@ def parse_url(url: str) -> tuple[str, int]:
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode(settings))), pool
 
 
-class PostgresStore(Store):
-    """A :class:`Store` in a PostgreSQL database, shared safely with other processes."""
+class PostgresStore(SQLDatabase, ScaleOutStore):
+    """A :class:`Database` in PostgreSQL, shared safely with other processes: a
+    :class:`ScaleOutStore` too."""
+
+    dialect = POSTGRES_DIALECT
+    sql = Statements.of(POSTGRES_DIALECT)
 
     def __init__(self, url: str) -> None:
         self.url = shown_url(url)
@@ -310,36 +267,20 @@ class PostgresStore(Store):
         )
         return {row[0] for row in rows}
 
-    async def commit(self, batch: Batch) -> None:
+    async def commit(self, changes: Changes) -> None:
         now = ms(datetime.now(UTC))
-        events = [
-            (
-                s.event.message_id,
-                s.event.profile_id,
-                s.event.name,
-                encode(s.event),
-                ms(s.received_at),
-            )
-            for s in batch.events
-        ]
-        records = [
-            (r.profile_id, r.instance_id, r.journey, r.step, r.outcome, r.detail, ms(r.at))
-            for r in batch.records
-        ]
         async with self._transaction() as db:
-            for anonymous, known in batch.merges:
-                await _merge(db, anonymous, known)
-            await _send(db, _FORGET, batch.forgotten, 3)
-            await _send(db, _EVENTS, events, 5)
-            await _send(db, _PROFILES, [(p.id, encode(p), now) for p in batch.profiles.values()], 3)
-            identities = [(kind, value, pid) for (kind, value), pid in batch.identities.items()]
-            await _send(db, _IDENTITIES, identities, 3)
-            await _send(db, _INSTANCES, [instance_row(i, now) for i in batch.instances.values()], 9)
-            await _send(db, _OUTBOX, [outbox_row(e, now) for e in batch.effects], 11)
-            await _send(db, _STEPS, records, 7)
-            await _send(db, _SETTLE, _settle_rows(batch.deliveries), 6)
-            if batch.told:
-                await _learn(db, batch.told)
+            for anonymous, known in changes.merges:
+                for statement in self.sql.merge:
+                    await db.execute(statement, known, anonymous)
+                await db.execute(self.sql.drop_profile, anonymous)
+            await _send(db, _FORGET, changes.forgotten, 3)
+            for table, rows in commit_rows(changes, now).items():
+                statement, width = _BULK[table]
+                await _send(db, statement, rows, width)
+            await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
+            if changes.told:
+                await _learn(db, changes.told)
 
     # timers
 
@@ -395,6 +336,14 @@ class PostgresStore(Store):
         async with self._transaction() as db:
             await _send(db, _SETTLE, _settle_rows(results), 6)
 
+    # for workers
+
+    def partition_locks(self) -> AdvisoryLocks:
+        return AdvisoryLocks(self._dsn)
+
+    def unreachable(self, error: BaseException) -> bool:
+        return isinstance(error, _UNREACHABLE)
+
     # outcomes for the worker that owns the profile
 
     async def settle_telling(
@@ -431,265 +380,110 @@ class PostgresStore(Store):
                 ms(at),
             )
 
-    # reading
+    # the primitives of SQLDatabase
 
-    async def instance(self, instance_id: str) -> Instance | None:
-        state = await self.pool.fetchval("SELECT state FROM instances WHERE id = $1", instance_id)
-        return decode_instance(state) if state is not None else None
+    async def _rows(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.pool.fetch(query, *args)
+        return rows
 
-    async def instances_of(self, profile_id: str) -> list[Instance]:
-        rows = await self.pool.fetch(
-            "SELECT state FROM instances WHERE profile_id = $1 ORDER BY seq DESC", profile_id
-        )
-        return [decode_instance(state) for (state,) in rows]
+    async def _value(self, query: str, *args: Any) -> Any:
+        return await self.pool.fetchval(query, *args)
 
-    async def profile(self, profile_id: str) -> Profile | None:
-        state = await self.pool.fetchval("SELECT state FROM profiles WHERE id = $1", profile_id)
-        return decode_profile(state) if state is not None else None
+    async def _write(self, query: str, *args: Any) -> Any:
+        async with self._transaction() as db:
+            return await db.fetchval(query, *args)
 
-    async def messages(
-        self,
-        profile: str | None = None,
-        journey: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[MessageRow]:
-        clauses, args = [], []
-        for column, value in (("profile_id", profile), ("journey", journey), ("status", status)):
-            if value is not None:
-                args.append(value)
-                clauses.append(f"{column} = ${len(args)}")
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = await self.pool.fetch(
-            "SELECT key, kind, channel, journey, step, profile_id, instance_id, status, "
-            f"attempts, detail, created_at, updated_at, effect FROM outbox {where} "
-            f"ORDER BY id DESC LIMIT ${len(args) + 1}",
-            *args,
-            limit,
-        )
-        return [message_row(tuple(row)) for row in rows]
-
-    async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
-        rows = await self.pool.fetch(
-            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
-            "WHERE profile_id = $1 ORDER BY seq LIMIT $2",
-            profile_id,
-            limit,
-        )
-        return [
-            StepRecord(
-                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=time(at)
-            )
-            for p, i, j, s, o, d, at in rows
-        ]
-
-    async def entries_since(self, journey: str, since: datetime) -> int:
-        count = await self.pool.fetchval(
-            "SELECT count(*) FROM steps WHERE journey = $1 AND step IS NULL "
-            "AND outcome = 'entered' AND at >= $2",
-            journey,
-            ms(since),
-        )
-        return int(count)
+    async def _write_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self._transaction() as db:
+            await db.executemany(query, rows)
 
     async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
         # Profiles are stored encoded: find the ones holding the text, then check the trait.
         found: list[str] = []
         async with self.pool.acquire() as db, db.transaction():
-            cursor = db.cursor(
-                "SELECT state FROM profiles WHERE position($1::bytea in state) > 0",
-                value.encode(),
-            )
-            async for (state,) in cursor:
-                profile = decode_profile(state)
-                if profile.traits.get(trait) == value:
-                    found.append(profile.id)
+            query = "SELECT state FROM profiles WHERE position($1::bytea in state) > 0"
+            async for (state,) in db.cursor(query, value.encode()):
+                profile_id = with_trait(state, trait, value)
+                if profile_id is not None:
+                    found.append(profile_id)
                     if len(found) >= limit:
                         break
         return found
 
-    async def step_records(
-        self, journey: str, step: str | None, limit: int, version: int | None = None
-    ) -> list[StepRecord]:
-        of_version = "" if version is None else _of_version(4)
-        args = (journey, step, limit) if version is None else (journey, step, limit, version)
-        rows = await self.pool.fetch(
-            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps s "
-            f"WHERE journey = $1 AND step IS NOT DISTINCT FROM $2 {of_version}"
-            "ORDER BY seq DESC LIMIT $3",
-            *args,
+
+class AdvisoryLocks(PartitionLocks):
+    """:class:`PartitionLocks` as session advisory locks (two-key ones, so that they never
+    meet the one-key migration lock), on a connection of their own."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._db: asyncpg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._db is not None and not self._db.is_closed()
+
+    async def connect(self) -> None:
+        self._db = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            try:
+                await db.close(timeout=5)
+            except Exception:
+                db.terminate()
+
+    def drop(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.terminate()
+
+    async def take(self, space: int, key: int) -> bool:
+        taken: bool = await self._connection().fetchval(
+            "SELECT pg_try_advisory_lock($1, $2)", space, key
         )
-        return [
-            StepRecord(
-                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=time(at)
-            )
-            for p, i, j, s, o, d, at in rows
-        ]
+        return taken
 
-    async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
-        rows = await self.pool.fetch(
-            "SELECT body, received_at FROM events WHERE profile_id = $1 ORDER BY seq DESC LIMIT $2",
-            profile_id,
-            limit,
-        )
-        return [StoredEvent(decode_event(body), time(received)) for body, received in rows]
+    async def release(self, space: int, key: int) -> None:
+        await self._connection().execute("SELECT pg_advisory_unlock($1, $2)", space, key)
 
-    # journey versions
+    async def held(self, space: int) -> set[int]:
+        rows = await self._connection().fetch(_HELD, space)
+        return {int(row[0]) for row in rows}
 
-    async def published(self) -> dict[str, PublishedJourney]:
-        rows = await self.pool.fetch(
-            "SELECT DISTINCT ON (name) name, version, digest, document FROM journeys "
-            "ORDER BY name, version DESC"
-        )
-        return {
-            name: PublishedJourney(name, version, digest, msgspec.json.decode(document))
-            for name, version, digest, document in rows
-        }
+    async def holders(self, space: int) -> int:
+        count: int = await self._connection().fetchval(_HOLDERS, space)
+        return count
 
-    async def publish(self, journeys: Sequence[PublishedJourney]) -> None:
-        now = ms(datetime.now(UTC))
-        async with self._transaction() as db:
-            await db.executemany(
-                "INSERT INTO journeys (name, version, digest, document, published_at) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                [
-                    (j.name, j.version, j.digest, msgspec.json.encode(j.document), now)
-                    for j in journeys
-                ],
-            )
-
-    async def journey_document(self, name: str, version: int) -> dict[str, Any] | None:
-        document = await self.pool.fetchval(
-            "SELECT document FROM journeys WHERE name = $1 AND version = $2", name, version
-        )
-        return msgspec.json.decode(document) if document is not None else None
-
-    async def versions_in_use(self) -> list[tuple[str, int]]:
-        rows = await self.pool.fetch(
-            "SELECT DISTINCT journey, version FROM instances WHERE status <> 'ended' ORDER BY 1, 2"
-        )
-        return [(name, version) for name, version in rows]
-
-    async def journey_states(self) -> dict[str, str]:
-        rows = await self.pool.fetch("SELECT name, state FROM journey_states")
-        return dict(rows)
-
-    async def set_journey_state(self, name: str, state: str) -> None:
-        async with self._transaction() as db:
-            if state == "active":
-                await db.execute("DELETE FROM journey_states WHERE name = $1", name)
-            else:
-                await db.execute(
-                    "INSERT INTO journey_states VALUES ($1, $2) "
-                    "ON CONFLICT (name) DO UPDATE SET state = excluded.state",
-                    name,
-                    state,
-                )
-
-    async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
-        rows = await self.pool.fetch(
-            "SELECT state FROM instances WHERE journey = $1 AND status <> 'ended' AND id > $3 "
-            "ORDER BY id LIMIT $2",
-            journey,
-            limit,
-            after,
-        )
-        return [decode_instance(state) for (state,) in rows]
-
-    async def step_counts(
-        self, journey: str, version: int | None = None
-    ) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        args: list[Any] = [journey]
-        of_version = ""
-        if version is not None:
-            of_version = _of_version(2)
-            args.append(version)
-        async with self.pool.acquire() as db:
-            records = await db.fetch(
-                "SELECT coalesce(s.step, ''), s.outcome, count(*), "
-                f"count(*) FILTER (WHERE {LEFT}) FROM steps s "
-                f"WHERE s.journey = $1 {of_version}GROUP BY s.step, s.outcome",
-                *args,
-            )
-            waiting = await db.fetch(
-                "SELECT step, count(*) FROM instances WHERE journey = $1 AND status = 'waiting' "
-                f"{'AND version = $2 ' if version is not None else ''}GROUP BY step",
-                *args,
-            )
-        for step, outcome, count, left in records:
-            counts.setdefault(step, {})[outcome] = count
-            if left:
-                counts[step]["left"] = counts[step].get("left", 0) + left
-        for step, count in waiting:
-            counts.setdefault(step, {})["waiting_now"] = count
-        return counts
-
-    async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
-        rows = await self.pool.fetch(
-            "SELECT kind, value FROM identities WHERE profile_id = $1 ORDER BY 1, 2", profile_id
-        )
-        return [(kind, value) for kind, value in rows]
-
-    async def instance_counts(self) -> dict[tuple[str, str], int]:
-        rows = await self.pool.fetch(
-            "SELECT journey, status, count(*) FROM instances GROUP BY 1, 2"
-        )
-        return {(journey, status): count for journey, status, count in rows}
-
-    async def get_setting(self, key: str) -> str | None:
-        value: str | None = await self.pool.fetchval(
-            "SELECT value FROM meta WHERE key = $1", f"setting:{key}"
-        )
-        return value
-
-    async def set_setting(self, key: str, value: str) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO meta VALUES ($1, $2) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                f"setting:{key}",
-                value,
-            )
-
-    # dead letters
-
-    async def add_dead_letter(self, letter: DeadLetter) -> int:
-        async with self._transaction() as db:
-            letter_id: int = await db.fetchval(
-                "INSERT INTO dead_letters (partition_no, headers, body, error, attempts, "
-                "first_failed_at, last_failed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                "RETURNING id",
-                *dead_letter_row(letter),
-            )
-        return letter_id
-
-    async def dead_letters(self, limit: int = 100) -> tuple[int, list[DeadLetter]]:
-        count = await self.pool.fetchval("SELECT count(*) FROM dead_letters")
-        rows = await self.pool.fetch(
-            f"SELECT {DEAD_LETTER} FROM dead_letters ORDER BY id DESC LIMIT $1", limit
-        )
-        return count, [dead_letter(row) for row in rows]
-
-    async def dead_letter(self, letter_id: int) -> DeadLetter | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {DEAD_LETTER} FROM dead_letters WHERE id = $1", letter_id
-        )
-        return dead_letter(row) if row is not None else None
-
-    async def delete_dead_letter(self, letter_id: int) -> bool:
-        async with self._transaction() as db:
-            done = await db.execute("DELETE FROM dead_letters WHERE id = $1", letter_id)
-        return bool(done != "DELETE 0")
+    def _connection(self) -> asyncpg.Connection:
+        if self._db is None:
+            raise ConnectionError("the connection for the locks is not open")
+        return self._db
 
 
-async def _merge(db: asyncpg.Connection, anonymous: str, known: str) -> None:
-    """Move everything of the anonymous profile to the known one, and drop it."""
-    for table in ("events", "steps", "outbox", "instances", "identities"):
-        await db.execute(
-            f"UPDATE {table} SET profile_id = $1 WHERE profile_id = $2", known, anonymous
-        )
-    await db.execute("DELETE FROM profiles WHERE id = $1", anonymous)
+# Two-key advisory locks: classid is the space, objid the key, objsubid 2.
+_HOLDERS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
+    "AND objsubid = 2 AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+_HELD = (
+    "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
+    "AND objsubid = 2 AND granted AND pid = pg_backend_pid()"
+)
+
+# Failures that say the database cannot be reached now, whatever was sent to it.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InsufficientResourcesError,
+)
 
 
 async def _send(
@@ -728,12 +522,3 @@ def _reason(error: BaseException) -> str:
     """Why a connection failed, in one line."""
     text = str(error).strip() or type(error).__name__
     return " ".join(text.split())
-
-
-def _of_version(number: int) -> str:
-    """A step record (steps s) is of its instance's version, parameter ``$number``; a
-    refused entry has no instance."""
-    return (
-        "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
-        f"WHERE i.id = s.instance_id AND i.version = ${number})) "
-    )

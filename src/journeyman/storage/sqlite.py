@@ -30,38 +30,27 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from journeyman.domain.state import Instance, Profile, StepRecord
-from journeyman.storage.base import (
-    LEASE,
-    LEFT,
-    Batch,
-    DeadLetter,
-    Delivered,
-    MessageRow,
-    NewerSchema,
-    OutboxItem,
-    PublishedJourney,
-    Snapshot,
-    Store,
-    StoredEvent,
-)
+from journeyman.domain.core import Changes, Delivered, Snapshot
+from journeyman.domain.state import Instance, Profile
+from journeyman.storage.base import LEASE, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
-    DEAD_LETTER,
-    dead_letter,
-    dead_letter_row,
     decode_effect,
-    decode_event,
     decode_instance,
     decode_profile,
-    encode,
-    instance_row,
-    message_row,
     ms,
-    outbox_row,
     time,
     wake_ms,
+    with_trait,
 )
 from journeyman.storage.migrations import SQLITE, Migration, latest, pending
+from journeyman.storage.sql import (
+    INSERTS,
+    SQLITE_DIALECT,
+    Insert,
+    SQLDatabase,
+    Statements,
+    commit_rows,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -70,8 +59,12 @@ T = TypeVar("T")
 SCHEMA_VERSION = latest(SQLITE)
 
 
-class SQLiteStore(Store):
-    """A :class:`Store` in one SQLite file (``:memory:`` for a throwaway one)."""
+class SQLiteStore(SQLDatabase):
+    """A :class:`Database` in one SQLite file (``:memory:`` for a throwaway one), owned by
+    one process: no :class:`~journeyman.storage.base.ScaleOutStore`."""
+
+    dialect = SQLITE_DIALECT
+    sql = Statements.of(SQLITE_DIALECT)
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = str(path)
@@ -158,83 +151,24 @@ class SQLiteStore(Store):
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         return await self._read(_seen, list(message_ids))
 
-    async def commit(self, batch: Batch) -> None:
-        await self._run(self._commit, batch)
+    async def commit(self, changes: Changes) -> None:
+        await self._run(self._commit, changes)
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, changes: Changes) -> None:
         db = self.db
         now = ms(datetime.now(UTC))
         with self._transaction():
-            self._merge(batch.merges)
+            for anonymous, known in changes.merges:
+                for statement in self.sql.merge:
+                    db.execute(statement, (known, anonymous))
+                db.execute(self.sql.drop_profile, (anonymous,))
             db.executemany(
                 "DELETE FROM identities WHERE kind = ? AND value = ? AND profile_id = ?",
-                batch.forgotten,
+                changes.forgotten,
             )
-            _insert(
-                db,
-                "events (message_id, profile_id, name, body, received_at)",
-                [
-                    (
-                        s.event.message_id,
-                        s.event.profile_id,
-                        s.event.name,
-                        encode(s.event),
-                        ms(s.received_at),
-                    )
-                    for s in batch.events
-                ],
-            )
-            _insert(
-                db,
-                "profiles (id, state, updated_at)",
-                [(p.id, encode(p), now) for p in batch.profiles.values()],
-                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
-                "updated_at = excluded.updated_at",
-            )
-            _insert(
-                db,
-                "identities (kind, value, profile_id)",
-                [(kind, value, pid) for (kind, value), pid in batch.identities.items()],
-                "ON CONFLICT (kind, value) DO UPDATE SET profile_id = excluded.profile_id",
-            )
-            _insert(
-                db,
-                "instances (id, profile_id, journey, version, step, status, wake_at, state, "
-                "updated_at)",
-                [instance_row(i, now) for i in batch.instances.values()],
-                "ON CONFLICT (id) DO UPDATE SET profile_id = excluded.profile_id, "
-                "step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, "
-                "state = excluded.state, updated_at = excluded.updated_at",
-            )
-            _insert(
-                db,
-                "outbox (key, kind, channel, journey, step, profile_id, instance_id, effect, "
-                "status, due_at, created_at, updated_at)",
-                [outbox_row(e, now) for e in batch.effects],
-                "ON CONFLICT (key) DO NOTHING",
-                "(?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-            )
-            _insert(
-                db,
-                "steps (profile_id, instance_id, journey, step, outcome, detail, at)",
-                [
-                    (r.profile_id, r.instance_id, r.journey, r.step, r.outcome, r.detail, ms(r.at))
-                    for r in batch.records
-                ],
-            )
-            self._settle_rows(batch.deliveries)
-
-    def _merge(self, merges: list[tuple[str, str]]) -> None:
-        """Move everything of each anonymous profile to the known one, and drop it."""
-        for anonymous, known in merges:
-            for table in ("events", "steps", "outbox", "instances"):
-                self.db.execute(
-                    f"UPDATE {table} SET profile_id = ? WHERE profile_id = ?", (known, anonymous)
-                )
-            self.db.execute(
-                "UPDATE identities SET profile_id = ? WHERE profile_id = ?", (known, anonymous)
-            )
-            self.db.execute("DELETE FROM profiles WHERE id = ?", (anonymous,))
+            for table, rows in commit_rows(changes, now).items():
+                _insert(db, INSERTS[table], rows)
+            self._settle_rows(changes.deliveries)
 
     # timers
 
@@ -294,258 +228,38 @@ class SQLiteStore(Store):
                 (status, detail, due, at, msgspec.json.encode(ids)),
             )
 
-    # reading
+    # the primitives of SQLDatabase: the console's reads go through the writer's
+    # connection, so that they never hold the engine's reader up
 
-    async def instance(self, instance_id: str) -> Instance | None:
-        return await self._run(self._one_instance, instance_id)
+    async def _rows(self, query: str, *args: Any) -> list[Any]:
+        return await self._run(lambda: self.db.execute(query, args).fetchall())
 
-    def _one_instance(self, instance_id: str) -> Instance | None:
-        row = self.db.execute("SELECT state FROM instances WHERE id = ?", (instance_id,)).fetchone()
-        return decode_instance(row[0]) if row else None
+    async def _value(self, query: str, *args: Any) -> Any:
+        row = await self._run(lambda: self.db.execute(query, args).fetchone())
+        return row[0] if row else None
 
-    async def instances_of(self, profile_id: str) -> list[Instance]:
-        return await self._run(self._instances_of, profile_id)
+    async def _write(self, query: str, *args: Any) -> Any:
+        return await self._run(self._write_now, query, args)
 
-    def _instances_of(self, profile_id: str) -> list[Instance]:
-        rows = self.db.execute(
-            "SELECT state FROM instances WHERE profile_id = ? ORDER BY rowid DESC", (profile_id,)
-        )
-        return [decode_instance(state) for (state,) in rows]
-
-    async def profile(self, profile_id: str) -> Profile | None:
-        return await self._run(self._one_profile, profile_id)
-
-    def _one_profile(self, profile_id: str) -> Profile | None:
-        row = self.db.execute("SELECT state FROM profiles WHERE id = ?", (profile_id,)).fetchone()
-        return decode_profile(row[0]) if row else None
-
-    async def messages(
-        self,
-        profile: str | None = None,
-        journey: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[MessageRow]:
-        return await self._run(self._messages, profile, journey, status, limit)
-
-    def _messages(
-        self, profile: str | None, journey: str | None, status: str | None, limit: int
-    ) -> list[MessageRow]:
-        clauses, args = [], []
-        for column, value in (("profile_id", profile), ("journey", journey), ("status", status)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.db.execute(
-            "SELECT key, kind, channel, journey, step, profile_id, instance_id, status, "
-            f"attempts, detail, created_at, updated_at, effect FROM outbox {where} "
-            "ORDER BY id DESC LIMIT ?",
-            (*args, limit),
-        )
-        return [message_row(row) for row in rows]
-
-    async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
-        return await self._run(self._trace, profile_id, limit)
-
-    def _trace(self, profile_id: str, limit: int) -> list[StepRecord]:
-        rows = self.db.execute(
-            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
-            "WHERE profile_id = ? ORDER BY seq LIMIT ?",
-            (profile_id, limit),
-        )
-        return [
-            StepRecord(
-                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=time(at)
-            )
-            for p, i, j, s, o, d, at in rows
-        ]
-
-    async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
-        return await self._run(self._history, profile_id, limit)
-
-    def _history(self, profile_id: str, limit: int) -> list[StoredEvent]:
-        rows = self.db.execute(
-            "SELECT body, received_at FROM events WHERE profile_id = ? ORDER BY seq DESC LIMIT ?",
-            (profile_id, limit),
-        )
-        return [StoredEvent(decode_event(body), time(received)) for body, received in rows]
-
-    # journey versions
-
-    async def published(self) -> dict[str, PublishedJourney]:
-        return await self._run(self._published)
-
-    def _published(self) -> dict[str, PublishedJourney]:
-        rows = self.db.execute(
-            "SELECT name, version, digest, document FROM journeys j WHERE version = "
-            "(SELECT max(version) FROM journeys WHERE name = j.name)"
-        )
-        return {
-            name: PublishedJourney(name, version, digest, msgspec.json.decode(document))
-            for name, version, digest, document in rows
-        }
-
-    async def publish(self, journeys: Sequence[PublishedJourney]) -> None:
-        await self._run(self._publish, list(journeys))
-
-    def _publish(self, journeys: list[PublishedJourney]) -> None:
-        now = ms(datetime.now(UTC))
+    def _write_now(self, query: str, args: Sequence[Any]) -> Any:
         with self._transaction():
-            self.db.executemany(
-                "INSERT INTO journeys (name, version, digest, document, published_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    (j.name, j.version, j.digest, msgspec.json.encode(j.document), now)
-                    for j in journeys
-                ),
-            )
+            rows = self.db.execute(query, args).fetchall()
+        return rows[0][0] if rows else None
 
-    async def journey_document(self, name: str, version: int) -> dict[str, Any] | None:
-        return await self._run(self._journey_document, name, version)
+    async def _write_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._run(self._write_many_now, query, rows)
 
-    def _journey_document(self, name: str, version: int) -> dict[str, Any] | None:
-        row = self.db.execute(
-            "SELECT document FROM journeys WHERE name = ? AND version = ?", (name, version)
-        ).fetchone()
-        return msgspec.json.decode(row[0]) if row else None
-
-    async def versions_in_use(self) -> list[tuple[str, int]]:
-        return await self._run(self._versions_in_use)
-
-    def _versions_in_use(self) -> list[tuple[str, int]]:
-        rows = self.db.execute(
-            "SELECT DISTINCT journey, version FROM instances WHERE status != 'ended' ORDER BY 1, 2"
-        )
-        return [(name, version) for name, version in rows]
-
-    async def journey_states(self) -> dict[str, str]:
-        return await self._run(self._journey_states)
-
-    def _journey_states(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT name, state FROM journey_states").fetchall())
-
-    async def set_journey_state(self, name: str, state: str) -> None:
-        await self._run(self._set_journey_state, name, state)
-
-    def _set_journey_state(self, name: str, state: str) -> None:
+    def _write_many_now(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
         with self._transaction():
-            if state == "active":
-                self.db.execute("DELETE FROM journey_states WHERE name = ?", (name,))
-            else:
-                self.db.execute(
-                    "INSERT INTO journey_states VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET state = excluded.state",
-                    (name, state),
-                )
-
-    async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
-        return await self._run(self._running_of, journey, limit, after)
-
-    def _running_of(self, journey: str, limit: int, after: str) -> list[Instance]:
-        rows = self.db.execute(
-            "SELECT state FROM instances WHERE journey = ? AND status != 'ended' AND id > ? "
-            "ORDER BY id LIMIT ?",
-            (journey, after, limit),
-        )
-        return [decode_instance(state) for (state,) in rows]
-
-    async def step_counts(
-        self, journey: str, version: int | None = None
-    ) -> dict[str, dict[str, int]]:
-        return await self._run(self._step_counts, journey, version)
-
-    def _step_counts(self, journey: str, version: int | None) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        args: list[Any] = [journey]
-        of_version = ""
-        if version is not None:
-            of_version = _OF_VERSION
-            args.append(version)
-        rows = self.db.execute(
-            f"SELECT coalesce(s.step, ''), s.outcome, count(*), sum({LEFT}) FROM steps s "
-            f"WHERE s.journey = ? {of_version}GROUP BY s.step, s.outcome",
-            args,
-        )
-        for step, outcome, count, left in rows:
-            counts.setdefault(step, {})[outcome] = count
-            if left:
-                counts[step]["left"] = counts[step].get("left", 0) + left
-        rows = self.db.execute(
-            "SELECT step, count(*) FROM instances WHERE journey = ? AND status = 'waiting' "
-            f"{'AND version = ? ' if version is not None else ''}GROUP BY step",
-            args,
-        )
-        for step, count in rows:
-            counts.setdefault(step, {})["waiting_now"] = count
-        return counts
-
-    async def entries_since(self, journey: str, since: datetime) -> int:
-        return await self._run(self._entries_since, journey, since)
-
-    def _entries_since(self, journey: str, since: datetime) -> int:
-        # Entry records are the journey's records without a step: the index finds them.
-        row = self.db.execute(
-            "SELECT count(*) FROM steps WHERE journey = ? AND step IS NULL "
-            "AND outcome = 'entered' AND at >= ?",
-            (journey, ms(since)),
-        ).fetchone()
-        return int(row[0])
+            self.db.executemany(query, rows)
 
     async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
-        return await self._run(self._profiles_with_trait, trait, value, limit)
-
-    def _profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
         # Profiles are stored encoded: find the ones holding the text, then check the trait.
-        rows = self.db.execute(
-            "SELECT state FROM profiles WHERE instr(state, ?) > 0", (value.encode(),)
+        rows = await self._rows(
+            "SELECT state FROM profiles WHERE instr(state, ?) > 0", value.encode()
         )
-        found = []
-        for (state,) in rows:
-            profile = decode_profile(state)
-            if profile.traits.get(trait) == value:
-                found.append(profile.id)
-                if len(found) >= limit:
-                    break
-        return found
-
-    async def step_records(
-        self, journey: str, step: str | None, limit: int, version: int | None = None
-    ) -> list[StepRecord]:
-        return await self._run(self._step_records, journey, step, limit, version)
-
-    def _step_records(
-        self, journey: str, step: str | None, limit: int, version: int | None
-    ) -> list[StepRecord]:
-        of_version = "" if version is None else _OF_VERSION
-        args = (journey, step) if version is None else (journey, step, version)
-        rows = self.db.execute(
-            "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps s "
-            f"WHERE journey = ? AND step IS ? {of_version}ORDER BY seq DESC LIMIT ?",
-            (*args, limit),
-        )
-        return [
-            StepRecord(
-                profile_id=p, instance_id=i, journey=j, step=s, outcome=o, detail=d, at=time(at)
-            )
-            for p, i, j, s, o, d, at in rows
-        ]
-
-    async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
-        return await self._run(self._identities_of, profile_id)
-
-    def _identities_of(self, profile_id: str) -> list[tuple[str, str]]:
-        rows = self.db.execute(
-            "SELECT kind, value FROM identities WHERE profile_id = ? ORDER BY 1, 2", (profile_id,)
-        )
-        return [(kind, value) for kind, value in rows]
-
-    async def instance_counts(self) -> dict[tuple[str, str], int]:
-        return await self._run(self._instance_counts)
-
-    def _instance_counts(self) -> dict[tuple[str, str], int]:
-        rows = self.db.execute("SELECT journey, status, count(*) FROM instances GROUP BY 1, 2")
-        return {(journey, status): count for journey, status, count in rows}
+        found = (with_trait(state, trait, value) for (state,) in rows)
+        return [profile_id for profile_id in found if profile_id is not None][:limit]
 
     @contextlib.contextmanager
     def _transaction(self, *, durable: bool = True) -> Iterator[None]:
@@ -567,65 +281,6 @@ class SQLiteStore(Store):
             if relaxed:
                 self.db.execute(f"PRAGMA synchronous={self.synchronous}")
 
-    async def get_setting(self, key: str) -> str | None:
-        return await self._run(self._get_setting, key)
-
-    def _get_setting(self, key: str) -> str | None:
-        row = self.db.execute(
-            "SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)
-        ).fetchone()
-        return row[0] if row else None
-
-    async def set_setting(self, key: str, value: str) -> None:
-        await self._run(self._set_setting, key, value)
-
-    def _set_setting(self, key: str, value: str) -> None:
-        self.db.execute(
-            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (f"setting:{key}", value),
-        )
-
-    # dead letters
-
-    async def add_dead_letter(self, letter: DeadLetter) -> int:
-        return await self._run(self._add_dead_letter, letter)
-
-    def _add_dead_letter(self, letter: DeadLetter) -> int:
-        with self._transaction():
-            cursor = self.db.execute(
-                "INSERT INTO dead_letters (partition_no, headers, body, error, attempts, "
-                "first_failed_at, last_failed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                dead_letter_row(letter),
-            )
-        return int(cursor.lastrowid or 0)
-
-    async def dead_letters(self, limit: int = 100) -> tuple[int, list[DeadLetter]]:
-        return await self._run(self._dead_letters, limit)
-
-    def _dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
-        (count,) = self.db.execute("SELECT count(*) FROM dead_letters").fetchone()
-        rows = self.db.execute(
-            f"SELECT {DEAD_LETTER} FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
-        ).fetchall()
-        return count, [dead_letter(row) for row in rows]
-
-    async def dead_letter(self, letter_id: int) -> DeadLetter | None:
-        return await self._run(self._dead_letter, letter_id)
-
-    def _dead_letter(self, letter_id: int) -> DeadLetter | None:
-        row = self.db.execute(
-            f"SELECT {DEAD_LETTER} FROM dead_letters WHERE id = ?", (letter_id,)
-        ).fetchone()
-        return dead_letter(row) if row else None
-
-    async def delete_dead_letter(self, letter_id: int) -> bool:
-        return await self._run(self._delete_dead_letter, letter_id)
-
-    def _delete_dead_letter(self, letter_id: int) -> bool:
-        with self._transaction():
-            cursor = self.db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
-        return cursor.rowcount > 0
-
 
 # Rows go in by many to an INSERT: SQLite is called once per statement, not once per row
 # (see the module's note). Statements of 2**k rows (up to 2**ROWS_SHIFT) keep the distinct
@@ -633,23 +288,21 @@ class SQLiteStore(Store):
 ROWS_SHIFT = 8
 
 
-def _insert(
-    db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]], tail: str = "", row: str = ""
-) -> None:
-    """``INSERT INTO {into} VALUES {row}, {row}, ... {tail}`` of every row, in few calls;
-    ``row`` is ``(?, ?, ...)`` by default, one mark per value."""
+def _insert(db: sqlite3.Connection, insert: Insert, rows: list[tuple[Any, ...]]) -> None:
+    """``INSERT INTO`` the table every row, in few calls (many rows to a statement)."""
     done = 0
     while done < len(rows):
         size = 1 << min(ROWS_SHIFT, (len(rows) - done).bit_length() - 1)
         chunk = rows[done : done + size]
-        marks = row or "(" + ",".join("?" * len(chunk[0])) + ")"
-        db.execute(_insert_sql(into, marks, size, tail), [v for one in chunk for v in one])
+        db.execute(_insert_sql(insert, size), [v for one in chunk for v in one])
         done += size
 
 
 @functools.lru_cache(maxsize=256)
-def _insert_sql(into: str, row: str, rows: int, tail: str) -> str:
-    return f"INSERT INTO {into} VALUES {','.join([row] * rows)} {tail}"
+def _insert_sql(insert: Insert, rows: int) -> str:
+    names = ", ".join([*insert.names, *(column for column, _ in insert.constants)])
+    row = "(" + ", ".join(["?"] * len(insert.names) + [v for _, v in insert.constants]) + ")"
+    return f"INSERT INTO {insert.table} ({names}) VALUES {','.join([row] * rows)} {insert.tail}"
 
 
 # The engine's reads, on whichever connection SQLiteStore._read gives them.
@@ -730,13 +383,6 @@ def _next_wake(db: sqlite3.Connection) -> datetime | None:
         "SELECT min(wake_at) FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL"
     ).fetchone()
     return time(row[0]) if row and row[0] is not None else None
-
-
-# A step record (steps s) is of its instance's version; a refused entry has no instance.
-_OF_VERSION = (
-    "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
-    "WHERE i.id = s.instance_id AND i.version = ?)) "
-)
 
 
 def _apply(db: sqlite3.Connection, step: Migration) -> None:

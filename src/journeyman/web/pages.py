@@ -331,7 +331,7 @@ class _Console:
         if command == "resume":
             running = await self.runtime.store.running_of(name, 100_000)
             return sum(1 for i in running if i.waiting == "paused")
-        counts = await self.runtime.store.instance_counts()
+        counts = await self.runtime.reads.instance_counts()
         return counts.get((name, "waiting"), 0)
 
     async def operate(self, request: Request, session: Session) -> Response:
@@ -400,7 +400,7 @@ class _Console:
     async def replay(self, request: Request, session: Session) -> Response:
         """Send a dead letter's message on again (see ``POST /v1/dead-letters/{id}/replay``)."""
         letter_id = request.path_params["id"]
-        letter = None if letter_id > LARGEST else await self.runtime.store.dead_letter(letter_id)
+        letter = None if letter_id > LARGEST else await self.runtime.reads.dead_letter(letter_id)
         if letter is None:
             return RedirectResponse(f"/events?failed={letter_id}:gone", 303)
         try:
@@ -416,7 +416,7 @@ class _Console:
         found = []
         # No message holds a NUL (ingest refuses one), and PostgreSQL cannot be asked for one.
         if not any("\x00" in value for value in filters.values() if value is not None):
-            rows = await self.runtime.store.messages(**filters, limit=200)
+            rows = await self.runtime.reads.messages(**filters, limit=200)
             found = [msgspec.to_builtins(row) for row in rows]
         mail = views.caught_mail(self.settings.mail_file)
         if _wants_json(request):

@@ -90,14 +90,14 @@ def record(item: StepRecord) -> dict[str, Any]:
 async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, Any]]:
     """Every journey with its state and numbers: entries in the last hour and day,
     instances waiting, how many reached an end, and errors."""
-    store = runtime.store
-    states = await store.journey_states()
-    instances = await store.instance_counts()
+    reads = runtime.reads
+    states = await runtime.store.journey_states()
+    instances = await reads.instance_counts()
     found = []
     removed = await removed_journeys(runtime)
     gone = {journey.name for journey in removed}
     for journey in [*runtime.workspace.journeys.values(), *removed]:
-        counts = await store.step_counts(journey.name)
+        counts = await reads.step_counts(journey.name)
         entered = counts.get("", {}).get("entered", 0)
         completed = sum(
             counts.get(step.id, {}).get("ended", 0)
@@ -113,10 +113,10 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
                 "description": journey.document.get("description", ""),
                 "steps_count": len(journey.steps),
                 "entered": entered,
-                "entered_last_hour": await store.entries_since(
+                "entered_last_hour": await reads.entries_since(
                     journey.name, now - timedelta(hours=1)
                 ),
-                "entered_last_day": await store.entries_since(
+                "entered_last_day": await reads.entries_since(
                     journey.name, now - timedelta(days=1)
                 ),
                 "waiting": instances.get((journey.name, "waiting"), 0),
@@ -153,7 +153,7 @@ async def journey_counts(
 ) -> dict[str, Any]:
     """Live numbers for every box of the graph of ``journey`` (one version of it), keyed by
     step id: of that version's instances, or of every version's with ``version`` None."""
-    counts = await runtime.store.step_counts(journey.name, version)
+    counts = await runtime.reads.step_counts(journey.name, version)
     entry = counts.get("", {})
     nodes: dict[str, Any] = {
         ENTRY: {
@@ -227,7 +227,7 @@ async def step_detail(
     step = journey.steps.get(step_id)
     entry = step_id == ENTRY
     step_or_entry = None if entry else step_id
-    records = await runtime.store.step_records(journey.name, step_or_entry, 20, version)
+    records = await runtime.reads.step_records(journey.name, step_or_entry, 20, version)
     definition: Any = _entry_document(journey) if entry else _step_document(journey, step_id)
     found: dict[str, Any] = {
         "id": step_id,
@@ -271,7 +271,7 @@ async def _preview(
     )
     for item in records:
         instance = await runtime.store.instance(item.instance_id) if item.instance_id else None
-        stored = await runtime.store.profile(item.profile_id)
+        stored = await runtime.reads.profile(item.profile_id)
         if instance is not None and stored is not None:
             profile, entry = stored.view(), instance.entry
             break
@@ -310,7 +310,7 @@ async def instance_path(runtime: Runtime, instance_id: str) -> dict[str, Any] | 
     instance = await runtime.store.instance(instance_id) if known else None
     if instance is None:
         return None
-    trace = await runtime.store.trace(instance.profile_id, limit=_TRACE_LIMIT)
+    trace = await runtime.reads.trace(instance.profile_id, limit=_TRACE_LIMIT)
     steps = [r.step for r in trace if r.instance_id == instance_id and r.step is not None]
     visited = [ENTRY, *dict.fromkeys(steps)]
     taken = [[a, b] for a, b in itertools.pairwise([ENTRY, *steps]) if a != b]
@@ -368,13 +368,13 @@ async def profile_search(runtime: Runtime, query: str) -> list[str]:
     if not query or "\x00" in query:  # no id holds a NUL: ingest refuses one
         return []
     found: list[str] = []
-    if await runtime.store.profile(query) is not None:
+    if await runtime.reads.profile(query) is not None:
         found.append(query)
     wanted = [("anonymousId", query), ("email", normal_email(query))]
     found += (await runtime.store.resolve(wanted)).values()
     if _PHONE.fullmatch(query):
         for phone in dict.fromkeys((query, re.sub(r"[\s().-]", "", query))):
-            found += await runtime.store.profiles_with_trait("phone", phone, 20)
+            found += await runtime.reads.profiles_with_trait("phone", phone, 20)
     return list(dict.fromkeys(found))
 
 
@@ -387,20 +387,20 @@ async def profile_view(
     """A profile as the API's ``GET /v1/profiles/{id}`` and the console show it: traits,
     identities, consent, recent events, and every instance with its timeline (and, with
     ``messages``, what each instance sent)."""
-    store = runtime.store
+    reads = runtime.reads
     if "\x00" in profile_id:  # no id holds one (ingest refuses it); PostgreSQL cannot look
         return None
-    profile = await store.profile(profile_id)
+    profile = await reads.profile(profile_id)
     if profile is None:
         return None
     # Instances before their records: records are only ever added, so every step that
     # led to the state shown is in the trace, even if a commit lands between the reads.
-    instances = await store.instances_of(profile_id)
-    trace = await store.trace(profile_id)
-    history = await store.history(profile_id, limit=50)
-    sent = await store.messages(profile=profile_id, limit=200) if messages else []
+    instances = await reads.instances_of(profile_id)
+    trace = await reads.trace(profile_id)
+    history = await reads.history(profile_id, limit=50)
+    sent = await reads.messages(profile=profile_id, limit=200) if messages else []
     identities: dict[str, list[str]] = {"userId": [profile.id]}
-    for kind, value in await store.identities_of(profile_id):
+    for kind, value in await reads.identities_of(profile_id):
         identities.setdefault(kind, []).append(value)
     consent = profile.traits.get("consent")
     shown = []
@@ -491,7 +491,7 @@ async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, 
     decisions: dict[int, list[dict[str, str]]] = {}
     for profile_id in dict.fromkeys(e.profile_id for e in entries if _explained(e)):
         mine = [e for e in entries if e.profile_id == profile_id and _explained(e)]
-        trace = await runtime.store.trace(profile_id, limit=_TRACE_LIMIT)
+        trace = await runtime.reads.trace(profile_id, limit=_TRACE_LIMIT)
         decisions |= _match(workspace, mine, trace, cutoff)
     found = []
     for entry in entries:
@@ -603,7 +603,7 @@ async def workspace_status(runtime: Runtime) -> dict[str, Any]:
 
 async def dead_letters(runtime: Runtime, limit: int = 100) -> dict[str, Any]:
     """How many dead letters are kept, and the latest ``limit``, newest first."""
-    count, letters = await runtime.store.dead_letters(limit)
+    count, letters = await runtime.reads.dead_letters(limit)
     return {"count": count, "dead_letters": [dead_letter(letter) for letter in letters]}
 
 
@@ -678,7 +678,7 @@ async def replay_dead_letter(runtime: Runtime, letter: DeadLetter) -> dict[str, 
         answer["partition"] = partition
     else:
         answer = {"id": letter.id, "replayed": "applied", "results": await _apply(runtime, letter)}
-    await runtime.store.delete_dead_letter(letter.id)
+    await runtime.reads.delete_dead_letter(letter.id)
     return answer
 
 

@@ -1,0 +1,461 @@
+"""The SQL both backends run, each statement written once, and the methods made of it.
+
+Statements are written with ``?`` placeholders, as SQLite takes them, and with a few
+named gaps (``{seq}``, ``{same}``) where the dialects really differ in one word.
+:class:`Dialect` fills the gaps and, for asyncpg, numbers the placeholders (``$1``,
+``$2``, ...): each backend builds its :class:`Statements` once, at import.
+
+:class:`SQLDatabase` is what both backends share: every method that is only a statement
+and its rows (the read model, journey versions, settings, dead letters), written on three
+primitives that each backend gives (read rows, read a value, write). A backend overrides
+only what differs: how a batch of rows travels, how rows are claimed and locked, how many
+rows one read returns. The same tables and the same encoding serve both (see
+:mod:`journeyman.storage.codec`), so a statement answers alike on each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import msgspec
+
+from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.storage import codec
+from journeyman.storage.base import (
+    LEFT,
+    Changes,
+    Database,
+    DeadLetter,
+    MessageRow,
+    PublishedJourney,
+    StoredEvent,
+)
+from journeyman.storage.codec import (
+    DEAD_LETTER,
+    dead_letter,
+    dead_letter_row,
+    decode_event,
+    decode_instance,
+    decode_profile,
+    encode,
+    instance_row,
+    message_row,
+    ms,
+    outbox_row,
+    published_journey,
+    step_record,
+    time,
+)
+
+__all__ = [
+    "INSERTS",
+    "POSTGRES_DIALECT",
+    "SQLITE_DIALECT",
+    "Dialect",
+    "Insert",
+    "SQLDatabase",
+    "Statements",
+    "commit_rows",
+    "messages",
+    "step_counts",
+    "step_records",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one database's SQL differs from the way the statements here are written."""
+
+    numbered: bool  # placeholders are $1, $2, ... (asyncpg), not ?
+    same: str  # equal, NULL being equal to NULL
+    seq: str  # the column that keeps the order instances were first stored in
+
+    def __call__(self, sql: str) -> str:
+        """``sql`` in this dialect."""
+        return _in_dialect(self, sql)
+
+
+@functools.lru_cache(maxsize=512)
+def _in_dialect(dialect: Dialect, sql: str) -> str:
+    text = sql.replace("{same}", dialect.same).replace("{seq}", dialect.seq)
+    if not dialect.numbered:
+        return text
+    numbers = iter(range(1, text.count("?") + 1))
+    return re.sub(r"\?", lambda _: f"${next(numbers)}", text)
+
+
+SQLITE_DIALECT = Dialect(numbered=False, same="IS", seq="rowid")
+POSTGRES_DIALECT = Dialect(numbered=True, same="IS NOT DISTINCT FROM", seq="seq")
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """Every statement written once, as :class:`Dialect` gives them (see :meth:`of`)."""
+
+    instance: str = "SELECT state FROM instances WHERE id = ?"
+    profile: str = "SELECT state FROM profiles WHERE id = ?"
+    instances_of: str = "SELECT state FROM instances WHERE profile_id = ? ORDER BY {seq} DESC"
+    identities_of: str = "SELECT kind, value FROM identities WHERE profile_id = ? ORDER BY 1, 2"
+    trace: str = (
+        "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
+        "WHERE profile_id = ? ORDER BY seq LIMIT ?"
+    )
+    history: str = (
+        "SELECT body, received_at FROM events WHERE profile_id = ? ORDER BY seq DESC LIMIT ?"
+    )
+    # Entry records are the journey's records without a step: an index finds them.
+    entries_since: str = (
+        "SELECT count(*) FROM steps WHERE journey = ? AND step IS NULL "
+        "AND outcome = 'entered' AND at >= ?"
+    )
+    instance_counts: str = "SELECT journey, status, count(*) FROM instances GROUP BY 1, 2"
+    # journey versions and their states
+    published: str = (
+        "SELECT name, version, digest, document FROM journeys j WHERE version = "
+        "(SELECT max(version) FROM journeys WHERE name = j.name)"
+    )
+    publish: str = (
+        "INSERT INTO journeys (name, version, digest, document, published_at) "
+        "VALUES (?, ?, ?, ?, ?)"
+    )
+    journey_document: str = "SELECT document FROM journeys WHERE name = ? AND version = ?"
+    versions_in_use: str = (
+        "SELECT DISTINCT journey, version FROM instances WHERE status <> 'ended' ORDER BY 1, 2"
+    )
+    journey_states: str = "SELECT name, state FROM journey_states"
+    activate: str = "DELETE FROM journey_states WHERE name = ?"
+    set_journey_state: str = (
+        "INSERT INTO journey_states VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET state = excluded.state"
+    )
+    running_of: str = (
+        "SELECT state FROM instances WHERE journey = ? AND status <> 'ended' AND id > ? "
+        "ORDER BY id LIMIT ?"
+    )
+    # settings, beside the schema version
+    get_setting: str = "SELECT value FROM meta WHERE key = ?"
+    set_setting: str = (
+        "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+    # dead letters
+    add_dead_letter: str = (
+        "INSERT INTO dead_letters (partition_no, headers, body, error, attempts, "
+        "first_failed_at, last_failed_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    )
+    count_dead_letters: str = "SELECT count(*) FROM dead_letters"
+    dead_letters: str = f"SELECT {DEAD_LETTER} FROM dead_letters ORDER BY id DESC LIMIT ?"
+    dead_letter: str = f"SELECT {DEAD_LETTER} FROM dead_letters WHERE id = ?"
+    delete_dead_letter: str = "DELETE FROM dead_letters WHERE id = ? RETURNING id"
+    # An identify that links an anonymous profile to a known one: everything of the
+    # anonymous one moves to the known one (known id, anonymous id), and it is dropped.
+    merge: tuple[str, ...] = (
+        *(
+            f"UPDATE {table} SET profile_id = ? WHERE profile_id = ?"
+            for table in ("events", "steps", "outbox", "instances", "identities")
+        ),
+    )
+    drop_profile: str = "DELETE FROM profiles WHERE id = ?"
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> Statements:
+        """Every statement in ``dialect``."""
+        written = cls()
+        return cls(
+            **{
+                f.name: _translated(dialect, getattr(written, f.name))
+                for f in dataclasses.fields(cls)
+            }
+        )
+
+
+def _translated(dialect: Dialect, value: str | tuple[str, ...]) -> Any:
+    return dialect(value) if isinstance(value, str) else tuple(dialect(v) for v in value)
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """The rows of one table that a commit writes: each backend sends them its own way
+    (SQLite as many-row VALUES, PostgreSQL as one array per column)."""
+
+    table: str
+    columns: str  # "name type, ...": the types are PostgreSQL's, for its arrays
+    tail: str = ""  # what to do with a row already there
+    constants: tuple[tuple[str, str], ...] = ()  # (column, SQL value): the same in every row
+
+    @property
+    def names(self) -> list[str]:
+        return [column.split()[0] for column in self.columns.split(", ")]
+
+    @property
+    def types(self) -> list[str]:
+        return [column.split()[1] for column in self.columns.split(", ")]
+
+
+# The tables a commit writes, in the order it writes them.
+INSERTS = {
+    insert.table: insert
+    for insert in (
+        Insert(
+            "events", "message_id text, profile_id text, name text, body bytea, received_at int8"
+        ),
+        Insert(
+            "profiles",
+            "id text, state bytea, updated_at int8",
+            "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+            "updated_at = excluded.updated_at",
+        ),
+        Insert(
+            "identities",
+            "kind text, value text, profile_id text",
+            "ON CONFLICT (kind, value) DO UPDATE SET profile_id = excluded.profile_id",
+        ),
+        Insert(
+            "instances",
+            "id text, profile_id text, journey text, version int4, step text, status text, "
+            "wake_at int8, state bytea, updated_at int8",
+            "ON CONFLICT (id) DO UPDATE SET profile_id = excluded.profile_id, "
+            "step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, "
+            "state = excluded.state, updated_at = excluded.updated_at",
+        ),
+        Insert(
+            "outbox",
+            "key text, kind text, channel text, journey text, step text, profile_id text, "
+            "instance_id text, effect bytea, due_at int8, created_at int8, updated_at int8",
+            "ON CONFLICT (key) DO NOTHING",
+            (("status", "'queued'"),),
+        ),
+        Insert(
+            "steps",
+            "profile_id text, instance_id text, journey text, step text, outcome text, "
+            "detail text, at int8",
+        ),
+    )
+}
+
+
+def commit_rows(changes: Changes, now: int) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows a commit of ``changes`` inserts, by table (see :data:`INSERTS`), in the
+    order they are written; ``now`` stamps the rows that are changed, and the events if
+    ``changes.at`` does not say when they were received."""
+    received = now if changes.at is None else ms(changes.at)
+    events = [(e.message_id, e.profile_id, e.name, encode(e), received) for e in changes.events]
+    records = [
+        (r.profile_id, r.instance_id, r.journey, r.step, r.outcome, r.detail, ms(r.at))
+        for r in changes.records
+    ]
+    return {
+        "events": events,
+        "profiles": [(p.id, encode(p), now) for p in changes.profiles.values()],
+        "identities": [(kind, value, pid) for (kind, value), pid in changes.identities.items()],
+        "instances": [instance_row(i, now) for i in changes.instances.values()],
+        "outbox": [outbox_row(e, now) for e in changes.effects],
+        "steps": records,
+    }
+
+
+# Statements whose shape depends on what is asked: built in SQLite's way, for a Dialect.
+
+_STEP_RECORD = "profile_id, instance_id, journey, step, outcome, detail, at"
+
+# A step record (steps s) is of its instance's version; a refused entry has no instance.
+_OF_VERSION = (
+    "AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM instances i "
+    "WHERE i.id = s.instance_id AND i.version = ?)) "
+)
+
+
+def messages(
+    profile: str | None, journey: str | None, status: str | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The message log's query, filtered by what is given, and its arguments."""
+    clauses, args = [], []
+    for column, value in (("profile_id", profile), ("journey", journey), ("status", status)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    query = (
+        "SELECT key, kind, channel, journey, step, profile_id, instance_id, status, "
+        f"attempts, detail, created_at, updated_at, effect FROM outbox {where}"
+        "ORDER BY id DESC LIMIT ?"
+    )
+    return query, [*args, limit]
+
+
+def step_records(
+    journey: str, step: str | None, limit: int, version: int | None
+) -> tuple[str, list[Any]]:
+    """The most recent records of one step (None: the entry), and the arguments."""
+    of_version = "" if version is None else _OF_VERSION
+    args: list[Any] = [journey, step] if version is None else [journey, step, version]
+    query = (
+        f"SELECT {_STEP_RECORD} FROM steps s WHERE journey = ? AND step {{same}} ? "
+        f"{of_version}ORDER BY seq DESC LIMIT ?"
+    )
+    return query, [*args, limit]
+
+
+def step_counts(journey: str, version: int | None) -> tuple[str, str, list[Any]]:
+    """The queries of :meth:`ReadModel.step_counts` (records by step and outcome, with
+    how many of them left; instances waiting by step), and the arguments of both."""
+    args: list[Any] = [journey] if version is None else [journey, version]
+    records = (
+        "SELECT coalesce(s.step, ''), s.outcome, count(*), "
+        f"sum(CASE WHEN {LEFT} THEN 1 ELSE 0 END) FROM steps s WHERE s.journey = ? "
+        f"{'' if version is None else _OF_VERSION}GROUP BY s.step, s.outcome"
+    )
+    waiting = (
+        "SELECT step, count(*) FROM instances WHERE journey = ? AND status = 'waiting' "
+        f"{'' if version is None else 'AND version = ? '}GROUP BY step"
+    )
+    return records, waiting, args
+
+
+class SQLDatabase(Database):
+    """The methods both backends share, on three primitives each one gives."""
+
+    dialect: ClassVar[Dialect]
+    sql: ClassVar[Statements]  # Statements.of(dialect)
+
+    @abstractmethod
+    async def _rows(self, query: str, *args: Any) -> Sequence[Sequence[Any]]:
+        """The rows a read gives."""
+
+    @abstractmethod
+    async def _value(self, query: str, *args: Any) -> Any:
+        """The first value of the first row a read gives; None for no row."""
+
+    @abstractmethod
+    async def _write(self, query: str, *args: Any) -> Any:
+        """Run one statement in a write transaction of its own: the first value it
+        returns (``RETURNING``), None if it returns none."""
+
+    @abstractmethod
+    async def _write_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows``, all in one write transaction."""
+
+    # the engine's reads that are only a statement
+
+    async def instance(self, instance_id: str) -> Instance | None:
+        state = await self._value(self.sql.instance, instance_id)
+        return decode_instance(state) if state is not None else None
+
+    async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
+        rows = await self._rows(self.sql.running_of, journey, after, limit)
+        return [decode_instance(state) for (state,) in rows]
+
+    # journey versions
+
+    async def published(self) -> dict[str, PublishedJourney]:
+        found = map(published_journey, await self._rows(self.sql.published))
+        return {journey.name: journey for journey in found}
+
+    async def publish(self, journeys: Sequence[PublishedJourney]) -> None:
+        now = ms(datetime.now(UTC))
+        rows = [
+            (j.name, j.version, j.digest, msgspec.json.encode(j.document), now) for j in journeys
+        ]
+        await self._write_many(self.sql.publish, rows)
+
+    async def journey_document(self, name: str, version: int) -> dict[str, Any] | None:
+        document = await self._value(self.sql.journey_document, name, version)
+        return msgspec.json.decode(document) if document is not None else None
+
+    async def versions_in_use(self) -> list[tuple[str, int]]:
+        return [(name, version) for name, version in await self._rows(self.sql.versions_in_use)]
+
+    async def journey_states(self) -> dict[str, str]:
+        return {row[0]: row[1] for row in await self._rows(self.sql.journey_states)}
+
+    async def set_journey_state(self, name: str, state: str) -> None:
+        if state == "active":
+            await self._write(self.sql.activate, name)
+        else:
+            await self._write(self.sql.set_journey_state, name, state)
+
+    # settings
+
+    async def get_setting(self, key: str) -> str | None:
+        value: str | None = await self._value(self.sql.get_setting, f"setting:{key}")
+        return value
+
+    async def set_setting(self, key: str, value: str) -> None:
+        await self._write(self.sql.set_setting, f"setting:{key}", value)
+
+    # the read model
+
+    async def profile(self, profile_id: str) -> Profile | None:
+        state = await self._value(self.sql.profile, profile_id)
+        return decode_profile(state) if state is not None else None
+
+    async def instances_of(self, profile_id: str) -> list[Instance]:
+        rows = await self._rows(self.sql.instances_of, profile_id)
+        return [decode_instance(state) for (state,) in rows]
+
+    async def identities_of(self, profile_id: str) -> list[tuple[str, str]]:
+        return [
+            (kind, value) for kind, value in await self._rows(self.sql.identities_of, profile_id)
+        ]
+
+    async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
+        rows = await self._rows(self.sql.history, profile_id, limit)
+        return [StoredEvent(decode_event(body), time(received)) for body, received in rows]
+
+    async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
+        return list(map(step_record, await self._rows(self.sql.trace, profile_id, limit)))
+
+    async def messages(
+        self,
+        profile: str | None = None,
+        journey: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[MessageRow]:
+        query, args = messages(profile, journey, status, limit)
+        return [message_row(tuple(row)) for row in await self._rows(self.dialect(query), *args)]
+
+    async def step_counts(
+        self, journey: str, version: int | None = None
+    ) -> dict[str, dict[str, int]]:
+        records, waiting, args = step_counts(journey, version)
+        return codec.step_counts(
+            await self._rows(self.dialect(records), *args),
+            await self._rows(self.dialect(waiting), *args),
+        )
+
+    async def step_records(
+        self, journey: str, step: str | None, limit: int, version: int | None = None
+    ) -> list[StepRecord]:
+        query, args = step_records(journey, step, limit, version)
+        return list(map(step_record, await self._rows(self.dialect(query), *args)))
+
+    async def entries_since(self, journey: str, since: datetime) -> int:
+        return int(await self._value(self.sql.entries_since, journey, ms(since)))
+
+    async def instance_counts(self) -> dict[tuple[str, str], int]:
+        rows = await self._rows(self.sql.instance_counts)
+        return {(journey, status): count for journey, status, count in rows}
+
+    # dead letters
+
+    async def add_dead_letter(self, letter: DeadLetter) -> int:
+        return int(await self._write(self.sql.add_dead_letter, *dead_letter_row(letter)))
+
+    async def dead_letters(self, limit: int = 100) -> tuple[int, list[DeadLetter]]:
+        count = await self._value(self.sql.count_dead_letters)
+        rows = await self._rows(self.sql.dead_letters, limit)
+        return int(count), [dead_letter(row) for row in rows]
+
+    async def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        rows = await self._rows(self.sql.dead_letter, letter_id)
+        return dead_letter(rows[0]) if rows else None
+
+    async def delete_dead_letter(self, letter_id: int) -> bool:
+        return await self._write(self.sql.delete_dead_letter, letter_id) is not None
