@@ -5,6 +5,10 @@
 - ``postgresql://user:password@host:5432/database`` (or ``postgres://``), optionally with
   ``?pool=N``, the most connections to open (default 10): a PostgreSQL database, which
   several processes may share.
+- ``memory://``: everything in this process's memory, for fast tests and for trying
+  journeyman out. Nothing survives the process (or the store's close), and no other
+  process can see it: ``journeyman trace`` and ``migrate``, which open the database from
+  a process of their own, refuse it.
 """
 
 from __future__ import annotations
@@ -14,18 +18,24 @@ from urllib.parse import urlsplit, urlunsplit
 
 from journeyman.errors import JourneymanError
 from journeyman.storage.base import NewerSchema, StorageUnavailable, Store
+from journeyman.storage.memory import MemoryStore
 from journeyman.storage.sqlite import SQLiteStore
 
 __all__ = [
+    "MEMORY",
     "NewerSchema",
     "StorageURLError",
     "StorageUnavailable",
     "Store",
+    "is_memory",
     "is_postgres",
     "open_store",
     "shown_url",
     "sqlite_path",
 ]
+
+
+MEMORY = "memory://"  # the URL of an in-memory store
 
 
 class StorageURLError(JourneymanError):
@@ -51,6 +61,10 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
+def is_memory(url: str) -> bool:
+    return url.startswith("memory:")
+
+
 def open_store(url: str) -> Store:
     """The backend for ``url``; call ``await store.open()`` before use."""
     if url.startswith("sqlite:///"):
@@ -64,8 +78,13 @@ def open_store(url: str) -> Store:
             return PostgresStore(url)
         except ValueError as error:
             raise StorageURLError(str(error)) from None
+    if is_memory(url):
+        if url != MEMORY:
+            raise StorageURLError(f"{url!r}: an in-memory store takes nothing after {MEMORY}")
+        return MemoryStore()
     scheme = url.partition(":")[0] or url
     raise StorageURLError(
-        f"unknown storage URL {url!r}: use sqlite:///path/to/journeyman.db or "
-        f"postgresql://user@host/database ({scheme!r} is not a backend this version has)"
+        f"unknown storage URL {url!r}: use sqlite:///path/to/journeyman.db, "
+        f"postgresql://user@host/database or {MEMORY} "
+        f"({scheme!r} is not a backend this version has)"
     )
