@@ -10,8 +10,13 @@ empty database for one test and yields its storage URL (and removes the database
 afterwards), whether what it stores is still there after close and reopen, how to read
 its rows directly, and how to tell why it cannot run here. Markers narrow a test to the
 backends it makes sense on: ``durable`` (the data outlives the store, so a reopen or
-another process finds it), ``newer_schema``, ``shared`` (several processes at once) and
-``move_target`` (``journeyman migrate --from`` moves SQLite into it).
+another process finds it), ``newer_schema``, ``shared`` (several processes at once),
+``move_target`` (``journeyman migrate --from`` moves SQLite into it) and ``latency`` (its
+calls take time, on a thread or a server, so the runtime's work overlaps them: tests of
+that overlap).
+
+``memory`` is journeyman's own in-memory store (``memory://``): one process, nothing kept,
+and every call done before the caller's task gives the event loop up.
 
 PostgreSQL runs on the server that ``JOURNEYMAN_TEST_POSTGRES`` names (default
 ``postgresql://postgres@127.0.0.1:5432/test``): each test gets a database of its own,
@@ -70,6 +75,9 @@ class Backend:
     rows: Callable[[str, str], Rows] | None = None
     tables: Callable[[str], list[str]] | None = None  # the names of the database's tables
     move_target: bool = False  # `journeyman migrate --from sqlite:///...` moves into it
+    # Its calls take time (a thread, a disk, a server): a commit is still under way while
+    # the runtime reads and runs the next batch.
+    latency: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -83,6 +91,11 @@ def _sqlite_file(folder: Path) -> Iterator[str]:
 @contextmanager
 def _sqlite_memory(folder: Path) -> Iterator[str]:
     yield "sqlite:///:memory:"
+
+
+@contextmanager
+def _memory(folder: Path) -> Iterator[str]:
+    yield "memory://"
 
 
 def _sqlite_newer_schema(url: str) -> None:
@@ -201,6 +214,8 @@ BACKENDS = {
             tables=_sqlite_tables,
         ),
         Backend("sqlite-memory", _sqlite_memory, durable=False),
+        # journeyman's own in-memory store (memory://): one process, nothing kept
+        Backend("memory", _memory, durable=False, latency=False),
         Backend(
             "postgresql",
             _postgres_database,
@@ -279,6 +294,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             selected = [b for b in selected if not b.single_process]
         if metafunc.definition.get_closest_marker("move_target"):
             selected = [b for b in selected if b.move_target]
+        if metafunc.definition.get_closest_marker("latency"):
+            selected = [b for b in selected if b.latency]
         metafunc.parametrize("backend", selected, ids=[b.name for b in selected])
 
 

@@ -190,8 +190,8 @@ def graph(workspace: Path, journey: str) -> None:
 @click.option(
     "--db",
     metavar="URL",
-    help="Storage URL, such as sqlite:///journeyman.db. Default: JOURNEYMAN_DB, then the "
-    "settings document, then sqlite:///journeyman.db.",
+    help="Storage URL, such as sqlite:///journeyman.db, or memory:// to keep nothing. "
+    "Default: JOURNEYMAN_DB, then the settings document, then sqlite:///journeyman.db.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
@@ -361,6 +361,7 @@ def trace(profile_id: str, db: str | None) -> None:
     from journeyman.tracing import render_trace
 
     url = db or os.environ.get("JOURNEYMAN_DB") or DEFAULT_STORAGE
+    _outside(url, f"ask the server: GET /v1/profiles/{profile_id}, or its console")
     try:
         lines = asyncio.run(render_trace(url, profile_id))
     except JourneymanError as error:
@@ -402,6 +403,7 @@ def migrate(db: str | None, source: str | None, replace: bool) -> None:
     from journeyman.server import DEFAULT_STORAGE
 
     url = db or os.environ.get("JOURNEYMAN_DB") or DEFAULT_STORAGE
+    _outside(url, "it has no schema to migrate, and nothing to move into")
     try:
         if source is None:
             lines = asyncio.run(_migrate(url))
@@ -417,6 +419,18 @@ class _Refused(click.ClickException):
     """A command that cannot do what it was asked, as it was asked: exit code 2."""
 
     exit_code = 2
+
+
+def _outside(url: str, instead: str) -> None:
+    """Refuse an in-memory store to a command that opens the database in a process of its
+    own: that process would see an empty store, not the server's."""
+    from journeyman.storage import MEMORY, is_memory
+
+    if is_memory(url):
+        raise _Refused(
+            f"{MEMORY} lives inside the process that serves it and nothing else can read "
+            f"it: {instead}"
+        )
 
 
 async def _migrate(url: str) -> list[str]:

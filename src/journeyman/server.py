@@ -31,7 +31,7 @@ from journeyman.domain.model import Workspace
 from journeyman.errors import JourneymanError
 from journeyman.runtime.dispatcher import RetryPolicy
 from journeyman.runtime.service import Runtime, build_channels
-from journeyman.storage import is_postgres, open_store, shown_url, sqlite_path
+from journeyman.storage import is_memory, is_postgres, open_store, shown_url, sqlite_path
 from journeyman.storage.base import Database, Store
 from journeyman.web import ConsoleSettings, UsersError, parse_users
 from journeyman.web.auth import Network, parse_networks
@@ -307,7 +307,7 @@ def _banner(
     lines = [
         f"journeyman is serving {options.workspace_dir} at {url}",
         f"  journeys   {journeys}",
-        f"  storage    {shown_url(options.storage)}",
+        f"  storage    {_storage(options.storage)}",
         *([f"  bus        {options.bus}, stream {options.stream}"] if options.bus else []),
         f"  write key  {shown['write']}",
         f"  admin key  {shown['admin']}",
@@ -320,6 +320,13 @@ def _banner(
     example = _example(workspace, url, key, mail if catcher is not None else None)
     lines += ["", "Try it:", *example, "", "Stop with Ctrl-C."]
     return "\n".join(lines)
+
+
+def _storage(url: str) -> str:
+    """The banner's storage line: an in-memory store says that it keeps nothing."""
+    if is_memory(url):
+        return f"{url} (in memory: nothing is kept, everything is gone when journeyman stops)"
+    return shown_url(url)
 
 
 def _example(workspace: Workspace, url: str, key: str, mail: str | None) -> list[str]:

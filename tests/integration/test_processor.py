@@ -172,6 +172,7 @@ def sign_up(workspace: Workspace, user: str, message_id: str | None = None) -> l
 # group commit
 
 
+@pytest.mark.latency  # the next batch forms while the last one commits
 def test_concurrent_submits_share_a_few_commits_and_are_all_accepted(
     store: Database, workspace: Build
 ) -> None:
@@ -190,6 +191,7 @@ def test_concurrent_submits_share_a_few_commits_and_are_all_accepted(
     live(store, ws, test)
 
 
+@pytest.mark.latency  # the next batch forms while the last one commits
 def test_a_batch_takes_at_most_max_batch_triggers(store: Database, workspace: Build) -> None:
     ws = workspace(WELCOME)
     batches: list[Changes] = []
@@ -648,6 +650,7 @@ def test_many_queued_triggers_are_cut_in_two_so_that_one_half_runs_while_the_oth
     live(store, ws, gated_test(gated, test), on_commit=batches.append)
 
 
+@pytest.mark.latency  # the next batch forms while the last one commits
 def test_the_timer_loop_hands_over_the_next_due_timers_while_the_last_ones_commit(
     store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:

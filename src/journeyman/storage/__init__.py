@@ -5,6 +5,10 @@
 - ``postgresql://user:password@host:5432/database`` (or ``postgres://``), optionally with
   ``?pool=N``, the most connections to open (default 10): a PostgreSQL database, which
   several processes may share. Workers need one: :func:`open_shared_store`.
+- ``memory://``: everything in this process's memory, for fast tests and for trying
+  journeyman out. Nothing survives the process (or the store's close), and no other
+  process can see it: ``journeyman trace`` and ``migrate``, which open the database from
+  a process of their own, refuse it.
 
 Every backend is a :class:`~journeyman.storage.base.Database`: the engine's port
 (:class:`~journeyman.storage.base.Store`) and the console's reads
@@ -26,9 +30,11 @@ from journeyman.storage.base import (
     StorageUnavailable,
     Store,
 )
+from journeyman.storage.memory import MemoryStore
 from journeyman.storage.sqlite import SQLiteStore
 
 __all__ = [
+    "MEMORY",
     "Database",
     "NewerSchema",
     "NotShared",
@@ -37,12 +43,16 @@ __all__ = [
     "StorageURLError",
     "StorageUnavailable",
     "Store",
+    "is_memory",
     "is_postgres",
     "open_shared_store",
     "open_store",
     "shown_url",
     "sqlite_path",
 ]
+
+
+MEMORY = "memory://"  # the URL of an in-memory store
 
 
 class StorageURLError(JourneymanError):
@@ -73,6 +83,10 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
+def is_memory(url: str) -> bool:
+    return url.startswith("memory:")
+
+
 def open_store(url: str) -> Database:
     """The backend for ``url``; call ``await store.open()`` before use."""
     if url.startswith("sqlite:///"):
@@ -86,10 +100,15 @@ def open_store(url: str) -> Database:
             return PostgresStore(url)
         except ValueError as error:
             raise StorageURLError(str(error)) from None
+    if is_memory(url):
+        if url != MEMORY:
+            raise StorageURLError(f"{url!r}: an in-memory store takes nothing after {MEMORY}")
+        return MemoryStore()
     scheme = url.partition(":")[0] or url
     raise StorageURLError(
-        f"unknown storage URL {url!r}: use sqlite:///path/to/journeyman.db or "
-        f"postgresql://user@host/database ({scheme!r} is not a backend this version has)"
+        f"unknown storage URL {url!r}: use sqlite:///path/to/journeyman.db, "
+        f"postgresql://user@host/database or {MEMORY} "
+        f"({scheme!r} is not a backend this version has)"
     )
 
 
