@@ -39,6 +39,7 @@ from journeyman.storage.base import (
     MessageRow,
     OutboxItem,
     PublishedJourney,
+    PublishedWorkspace,
     Snapshot,
     StorageUnavailable,
     Store,
@@ -681,6 +682,44 @@ class PostgresStore(Store):
         async with self._transaction() as db:
             done = await db.execute("DELETE FROM dead_letters WHERE id = $1", letter_id)
         return bool(done != "DELETE 0")
+
+    # workspace versions: the whole workspace of each publish (see Store.publish_workspace)
+
+    async def publish_workspace(self, workspace: PublishedWorkspace) -> int:
+        async with self._transaction() as db:
+            # One publish at a time: the next number is taken under the table's lock.
+            await db.execute("LOCK TABLE workspaces IN EXCLUSIVE MODE")
+            version: int = await db.fetchval(
+                "INSERT INTO workspaces (version, digest, files, journeys, published_at) "
+                "SELECT coalesce(max(version), 0) + 1, $1, $2, $3, $4 FROM workspaces "
+                "RETURNING version",
+                workspace.digest,
+                msgspec.json.encode(workspace.files),
+                msgspec.json.encode(workspace.journeys).decode(),
+                ms(datetime.now(UTC)),
+            )
+        return version
+
+    async def published_workspace(self, version: int | None = None) -> PublishedWorkspace | None:
+        row = await self.pool.fetchrow(
+            "SELECT version, digest, files, journeys FROM workspaces "
+            "WHERE version = coalesce($1, (SELECT max(version) FROM workspaces))",
+            version,
+        )
+        if row is None:
+            return None
+        number, digest, files, journeys = row
+        return PublishedWorkspace(
+            number, digest, msgspec.json.decode(files), msgspec.json.decode(journeys)
+        )
+
+    async def workspace_version(self) -> int:
+        found = await self.pool.fetchval("SELECT max(version) FROM workspaces")
+        return int(found or 0)
+
+    async def workspace_journeys(self) -> dict[int, dict[str, int]]:
+        rows = await self.pool.fetch("SELECT version, journeys FROM workspaces")
+        return {version: msgspec.json.decode(journeys) for version, journeys in rows}
 
 
 async def _merge(db: asyncpg.Connection, anonymous: str, known: str) -> None:

@@ -41,6 +41,7 @@ from journeyman.storage.base import (
     NewerSchema,
     OutboxItem,
     PublishedJourney,
+    PublishedWorkspace,
     Snapshot,
     Store,
     StoredEvent,
@@ -626,6 +627,35 @@ class SQLiteStore(Store):
             cursor = self.db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
         return cursor.rowcount > 0
 
+    # workspace versions: the whole workspace of each publish (see Store.publish_workspace)
+
+    async def publish_workspace(self, workspace: PublishedWorkspace) -> int:
+        return await self._run(self._publish_workspace, workspace)
+
+    def _publish_workspace(self, workspace: PublishedWorkspace) -> int:
+        with self._transaction():
+            row = self.db.execute(
+                "INSERT INTO workspaces (version, digest, files, journeys, published_at) "
+                "SELECT coalesce(max(version), 0) + 1, ?, ?, ?, ? FROM workspaces "
+                "RETURNING version",
+                (
+                    workspace.digest,
+                    msgspec.json.encode(workspace.files),
+                    msgspec.json.encode(workspace.journeys).decode(),
+                    ms(datetime.now(UTC)),
+                ),
+            ).fetchone()
+        return int(row[0])
+
+    async def published_workspace(self, version: int | None = None) -> PublishedWorkspace | None:
+        return await self._read(_published_workspace, version)
+
+    async def workspace_version(self) -> int:
+        return await self._read(_workspace_version)
+
+    async def workspace_journeys(self) -> dict[int, dict[str, int]]:
+        return await self._read(_workspace_journeys)
+
 
 # Rows go in by many to an INSERT: SQLite is called once per statement, not once per row
 # (see the module's note). Statements of 2**k rows (up to 2**ROWS_SHIFT) keep the distinct
@@ -760,6 +790,30 @@ def _schema_version(db: sqlite3.Connection) -> int | None:
         return None
     row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     return int(row[0]) if row else None
+
+
+def _published_workspace(db: sqlite3.Connection, version: int | None) -> PublishedWorkspace | None:
+    row = db.execute(
+        "SELECT version, digest, files, journeys FROM workspaces "
+        "WHERE version = coalesce(?, (SELECT max(version) FROM workspaces))",
+        (version,),
+    ).fetchone()
+    if row is None:
+        return None
+    number, digest, files, journeys = row
+    return PublishedWorkspace(
+        number, digest, msgspec.json.decode(files), msgspec.json.decode(journeys)
+    )
+
+
+def _workspace_version(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT max(version) FROM workspaces").fetchone()
+    return int(row[0] or 0)
+
+
+def _workspace_journeys(db: sqlite3.Connection) -> dict[int, dict[str, int]]:
+    rows = db.execute("SELECT version, journeys FROM workspaces")
+    return {version: msgspec.json.decode(journeys) for version, journeys in rows}
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
