@@ -93,14 +93,23 @@ async def watch(
     root: Path | None = None,
     every: float = EVERY,
 ) -> None:
-    """Forever: when a version newer than ``seen()`` is published, ``take`` it."""
+    """Forever: when a version newer than ``seen()`` is published, ``take`` it.
+
+    A version that cannot run here (a channel whose ``${ENV}`` variable this process
+    lacks) is reported once and skipped: the process keeps the version it runs until the
+    next publish. Other failures (the database is away) are tried again."""
+    refused = 0
     while True:
         await asyncio.sleep(every)
         try:
             number = await store.workspace_version()
-            if number > seen():
-                published = await store.published_workspace(number)
-                if published is not None:
-                    take(load_published(published, env, root), published.version)
+            if number <= max(seen(), refused):
+                continue
+            published = await store.published_workspace(number)
+            if published is not None:
+                take(load_published(published, env, root), published.version)
+        except JourneymanError as error:
+            refused = number
+            log.error("workspace version %d cannot run here: %s", number, error)
         except Exception:
             log.exception("loading the published workspace failed; trying again")

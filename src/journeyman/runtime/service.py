@@ -176,12 +176,13 @@ class Runtime:
     def _use(self, workspace: Workspace, version: int) -> None:
         """Run the next batches on ``workspace``; instances keep their versions."""
         old = self.processor.workspace
+        # Channels first: a channel that cannot be built here leaves everything as it was.
+        self._retired += swap_channels(self.channels, old, workspace, self.make_channels)
+        self.dispatcher.channels_changed()
         if self.version:  # the journeys of the version running (before: not yet numbered)
             self.versions.keep(old.journeys)
         self.versions.keep(workspace.journeys)
         self.processor.use(workspace, self.versions)
-        self._retired += swap_channels(self.channels, old, workspace, self.make_channels)
-        self.dispatcher.channels_changed()
         self.version = version
 
     async def pause_journey(self, name: str) -> None:

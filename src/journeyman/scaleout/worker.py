@@ -43,6 +43,7 @@ from nats.aio.msg import Msg
 from journeyman.channels.base import Channel
 from journeyman.domain.model import Journey, Workspace
 from journeyman.domain.state import Effect
+from journeyman.errors import JourneymanError
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.following import EVERY, empty_workspace, load_published, swap_channels
 from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Trigger, utc_now
@@ -261,6 +262,7 @@ class Worker:
         self._owned: dict[int, asyncio.Task[None]] = {}
         self._leaving: set[int] = set()
         self._published = 0  # the workspace version running
+        self._refused = 0  # the last version that could not run here
         self._retired: list[Channel] = []  # channels a publish replaced, closed at stop
         self._reads = self._read_applied = 0  # reads of the journeys' states, started, applied
         self._stopping = asyncio.Event()
@@ -348,6 +350,9 @@ class Worker:
             await asyncio.sleep(self.follow)
             try:
                 await self._follow_journeys()
+            except JourneymanError as error:  # reported once; the next publish may mend it
+                self._refused = await self.store.workspace_version()
+                log.error("workspace version %d cannot run here: %s", self._refused, error)
             except Exception:
                 log.exception("reading the published workspace failed; trying again")
 
@@ -363,23 +368,23 @@ class Worker:
         """Run on the workspace version published last, and obey paused journeys."""
         await self._read_states()
         number = await self.store.workspace_version()
-        if number == self._published:
+        if number in (self._published, self._refused):
             return
         published = await self.store.published_workspace(number)
         if published is None:
             return
         workspace = load_published(published, self.env, self.root)
         if self.files is not None:  # --workspace: its documents, the published journeys
-            workspace = dataclasses.replace(self.files, journeys=workspace.journeys)
+            workspace = _with_journeys(self.files, workspace.journeys)
         old = self.processor.workspace
+        if self.files is None:  # channels first: one that cannot be built changes nothing
+            self._retired += swap_channels(self.channels, old, workspace, self.make_channels)
+            self.dispatcher.channels_changed()
         if self._published:
             self.versions.keep(old.journeys)
         await self.versions.load(self.store)
         self.versions.keep(workspace.journeys)
         self.processor.use(workspace, self.versions)
-        if self.files is None:
-            self._retired += swap_channels(self.channels, old, workspace, self.make_channels)
-            self.dispatcher.channels_changed()
         self._published = published.version
         journeys = _versions(workspace.journeys)
         self.announce(f"workspace version {published.version}, journeys: {journeys}")
@@ -730,6 +735,13 @@ def _of(effect: Effect, profile_id: str) -> Effect:
 
 def _numbers(partitions: Any) -> str:
     return ", ".join(str(p) for p in sorted(partitions)) or "none"
+
+
+def _with_journeys(files: Workspace, journeys: Mapping[str, Journey]) -> Workspace:
+    """The ``--workspace`` folder's documents with the published journeys, which send the
+    folder's templates."""
+    bound = {n: dataclasses.replace(j, templates=files.templates) for n, j in journeys.items()}
+    return dataclasses.replace(files, journeys=bound)
 
 
 def _versions(journeys: Mapping[str, Journey]) -> str:
