@@ -527,5 +527,6 @@ def _publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
         raise click.ClickException(f"{url} answered {answer.status_code}: {reason}")
     plan = Plan(**body["plan"])
     verb = "would publish" if dry_run else "published"
-    click.echo(f"{verb} {workspace} to {url}:")
+    version = f" as workspace version {plan.workspace}" if plan.workspace else ""
+    click.echo(f"{verb} {workspace} to {url}{version}:")
     click.echo("\n".join(plan.lines()))

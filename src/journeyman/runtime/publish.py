@@ -56,8 +56,6 @@ class Plan:
                 found.append(f"  {label:<9} {name}{version}")
         for document, label in sorted(self.documents.items()):
             found.append(f"  {label:<9} {document}")
-        if self.workspace:
-            found.append(f"  workspace version {self.workspace}")
         return found
 
 
