@@ -13,7 +13,6 @@ import base64
 import dataclasses
 import hmac
 import logging
-import sqlite3
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -45,7 +44,7 @@ from journeyman.domain.state import Event
 from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import HeldBack, Overloaded
 from journeyman.runtime.service import Runtime
-from journeyman.storage import StorageUnavailable
+from journeyman.storage import cannot_write_now
 from journeyman.web import ConsoleSettings, console, views
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.workspace import load_texts
@@ -693,35 +692,12 @@ def _unavailable(error: BaseException) -> bool:
     failure is a fault in journeyman."""
     while isinstance(error, HeldBack):
         error = error.cause
-    if isinstance(error, StorageUnavailable | OSError | sqlite3.OperationalError):
-        return True  # OSError: unreachable, refused, timed out, no space left
-    if type(error) is sqlite3.DatabaseError:  # the file is damaged
+    if cannot_write_now(error):
         return True
-    return _away(error)
-
-
-def _away(error: BaseException) -> bool:
-    """Whether PostgreSQL or the bus failed for not being able to take events now.
-    Imported here: the embedded server uses neither, and this runs only on a failure."""
-    import asyncpg
-
+    # Imported here: the embedded server has no bus, and this runs only on a failure.
     from journeyman.scaleout.bus import BusUnavailable
 
-    if type(error) is asyncpg.InterfaceError:  # the connection or the pool is closed
-        return True
-    return isinstance(
-        error,
-        BusUnavailable
-        | asyncpg.PostgresConnectionError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.AdminShutdownError
-        | asyncpg.CrashShutdownError
-        | asyncpg.InsufficientResourcesError  # disk full, out of memory, too many connections
-        | asyncpg.TransactionRollbackError  # a serialization failure or a deadlock
-        | asyncpg.QueryCanceledError  # a statement timeout
-        | asyncpg.LockNotAvailableError
-        | asyncpg.ReadOnlySQLTransactionError,  # a standby, during a failover
-    )
+    return isinstance(error, BusUnavailable)
 
 
 def _refused(error: InvalidEvent, body: bytes) -> _Problem:

@@ -274,19 +274,9 @@ def serve(
 
 @main.command()
 @click.option(
-    "--workspace",
-    "workspace_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The workspace folder: its events, templates and channels (journeys come from "
-    "the database, as `serve` published them).",
-)
-@click.option(
     "--db",
     metavar="URL",
-    help="The PostgreSQL URL `serve --bus` uses. Default: JOURNEYMAN_DB, then the settings "
-    "document.",
+    help="The PostgreSQL URL `serve --bus` uses. Default: JOURNEYMAN_DB.",
 )
 @click.option("--bus", metavar="URL", required=True, help="The NATS URL `serve --bus` uses.")
 @click.option(
@@ -296,20 +286,38 @@ def serve(
     show_default=True,
     help="Messages fetched from one partition at a time.",
 )
-def worker(workspace_dir: Path, db: str | None, bus: str, batch: int) -> None:
+@click.option(
+    "--workspace",
+    "workspace_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="For development only: run this folder's events, templates, channels and rules "
+    "instead of the published ones (journeys still come from the database). Without it, "
+    "the worker runs the workspace published last and follows every publish.",
+)
+def worker(db: str | None, bus: str, batch: int, workspace_dir: Path | None) -> None:
     """Apply events from the bus, fire timers and deliver messages, beside other workers.
 
-    Owns a fair share of the stream's partitions (given back to the others when it stops
-    or dies), applies their events in order and acknowledges each only once its outcome
-    is committed. Stops cleanly on Ctrl-C or SIGTERM: the batch in flight is finished.
+    Needs only the database and the bus: runs the workspace `journeyman serve` or
+    `journeyman publish` published last, and the next one within a second of its publish,
+    without a restart; `${ENV}` references in channels are filled in from this process's
+    environment. Owns a fair share of the stream's partitions (given back to the others
+    when it stops or dies), applies their events in order and acknowledges each only once
+    its outcome is committed. Stops cleanly on Ctrl-C or SIGTERM: the batch in flight is
+    finished.
     """
     from journeyman.scaleout.work import WorkerOptions, work
     from journeyman.server import storage_url
 
-    ws = _sound(_load(workspace_dir, os.environ))
+    ws = None if workspace_dir is None else _sound(_load(workspace_dir, os.environ))
+    url = db or os.environ.get("JOURNEYMAN_DB")
+    if ws is not None:
+        url = storage_url(db, ws, os.environ)
+    if not url:
+        raise click.ClickException("a worker needs its database: --db URL or JOURNEYMAN_DB")
     options = WorkerOptions(
-        workspace_dir=workspace_dir.resolve(),
-        storage=storage_url(db, ws, os.environ),
+        workspace_dir=workspace_dir.resolve() if workspace_dir is not None else None,
+        storage=url,
         bus=bus,
         batch=batch,
     )
@@ -454,27 +462,51 @@ async def _move(source: str, target: str, replace: bool) -> list[str]:
     return [f"moved {source} into the target: {moved}"]
 
 
-@main.command()
-@_WORKSPACE
-@click.option(
+_URL = click.option(
     "--url",
     default="http://127.0.0.1:8000",
     show_default=True,
     help="The journeyman server to publish to.",
 )
-@click.option(
+_KEY = click.option(
     "--key",
     envvar="JOURNEYMAN_ADMIN_KEY",
     help="The admin key (default: JOURNEYMAN_ADMIN_KEY).",
 )
+
+
+@main.command()
+@_WORKSPACE
+@_URL
+@_KEY
 @click.option("--dry-run", is_flag=True, help="Only print the plan; publish nothing.")
 def publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
     """Validate WORKSPACE here, then publish it to a running server.
 
-    Prints the plan: which journeys are new, changed (a new version: running instances
-    finish on the version they entered) and unchanged. Exits 1 if the workspace has
-    errors or the server refuses it.
+    Publishes the whole workspace as one version: every process (the server and every
+    worker) runs it within a second, without a restart. Prints the plan: which journeys
+    are new, changed (a new version: running instances finish on the version they
+    entered, with its templates) and unchanged, and which templates, channels, event
+    definitions, actions, rules and settings are new, changed or removed. Exits 1 if the
+    workspace has errors or the server refuses it.
     """
+    _publish(workspace, url, key, dry_run)
+
+
+@main.command()
+@_WORKSPACE
+@_URL
+@_KEY
+def plan(workspace: Path, url: str, key: str | None) -> None:
+    """Print what publishing WORKSPACE to a running server would change; change nothing.
+
+    The same as `journeyman publish --dry-run`: journeys new, changed (with their next
+    version) and unchanged, and every other document that is new, changed or removed.
+    """
+    _publish(workspace, url, key, dry_run=True)
+
+
+def _publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
     import httpx
 
     from journeyman.runtime.publish import Plan
@@ -509,5 +541,6 @@ def publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
         raise click.ClickException(f"{url} answered {answer.status_code}: {reason}")
     plan = Plan(**body["plan"])
     verb = "would publish" if dry_run else "published"
-    click.echo(f"{verb} {workspace} to {url}:")
+    version = f" as workspace version {plan.workspace}" if plan.workspace else ""
+    click.echo(f"{verb} {workspace} to {url}{version}:")
     click.echo("\n".join(plan.lines()))

@@ -14,6 +14,7 @@
     ├── Overloaded             too much is queued; retry later, HTTP 429 (runtime.processor)
     ├── BusUnavailable         JetStream did not store a message (scaleout.bus)
     ├── ReplayFailed           a dead letter could not be applied again (web.views)
+    ├── UnloadableWorkspace    a published workspace version cannot run here (runtime.following)
     ├── UsersError             JOURNEYMAN_CONSOLE_USERS cannot be read (web.auth)
     ├── StorageURLError        a storage URL no backend serves (storage)
     ├── NotShared              a worker was given a database it cannot share (storage)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -185,10 +186,12 @@ async def _serve(
             security="none",
             local_hostname="localhost",
         )
-    channels = build_channels(
-        workspace, env, root=options.workspace_dir, fallback_dir=folder, overrides=overrides
-    )
-    runtime = _runtime(workspace, store, channels, options, env=env, retry=retry)
+
+    def make_channels(published: Workspace) -> dict[str, Channel]:
+        root = options.workspace_dir
+        return build_channels(published, env, root=root, fallback_dir=folder, overrides=overrides)
+
+    runtime = _runtime(workspace, store, make_channels, options, env=env, retry=retry)
     await runtime.start()
     # Everything loaded so far lives as long as the server: keep it out of the collector's
     # way, and collect young objects less often (each event makes many short-lived ones).
@@ -228,16 +231,20 @@ async def _serve(
 def _runtime(
     workspace: Workspace,
     store: Database,
-    channels: dict[str, Channel],
+    make_channels: Callable[[Workspace], dict[str, Channel]],
     options: ServeOptions,
     *,
     env: Mapping[str, str],
     retry: RetryPolicy,
 ) -> Runtime:
-    """The runtime: on its own, or in front of the workers of a bus."""
+    """The runtime: on its own, or in front of the workers of a bus. It builds the
+    channels of each workspace version it runs with ``make_channels``."""
     root = options.workspace_dir
+    channels = make_channels(workspace)
+    kwargs: dict[str, Any] = {"env": env, "retry": retry, "root": root}
+    kwargs["make_channels"] = make_channels
     if options.bus is None:
-        return Runtime(workspace, store, channels, env=env, retry=retry, root=root)
+        return Runtime(workspace, store, channels, **kwargs)
     if not is_postgres(options.storage):
         raise SettingError("--bus needs a PostgreSQL database (--db postgresql://...)")
     # Imported here: a deployment without a bus never loads the NATS client.
@@ -245,7 +252,7 @@ def _runtime(
     from journeyman.scaleout.front import BusRuntime
 
     bus = Bus(options.bus, options.stream, options.partitions)
-    return BusRuntime(workspace, store, channels, env=env, retry=retry, root=root, bus=bus)
+    return BusRuntime(workspace, store, channels, bus=bus, **kwargs)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -91,6 +91,8 @@ def load_texts(
     _apply_environment(parsed, env or {})
     _check_channels(parsed, root or Path.cwd())
     workspace = build_workspace(parsed)
+    if workspace is not None:
+        workspace = dataclasses.replace(workspace, sources=dict(texts))
     ordered = sorted(parsed.problems, key=lambda p: (p.file, p.line, p.severity))
     return Loaded(workspace, ordered, [])
 

@@ -575,7 +575,8 @@ def split_point(profile_id: str, journey: str, step: str) -> float:
 
 
 def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -> StepResult:
-    template = run.workspace.templates.get(step.template)
+    templates = run.workspace.templates if journey.templates is None else journey.templates
+    template = templates.get(step.template)
     if template is None:  # an old journey version naming a template since removed
         run.end(instance, "failed", f"template {step.template} is no longer defined")
         return _ENDED

@@ -270,6 +270,10 @@ class Journey:
     # A hash of the document as written: a publish makes a new version when it changes.
     digest: str = ""
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # The templates of the workspace version this journey version was published with: an
+    # instance sends what its version sent, whatever was published since. None: the
+    # running workspace's (journey tests, the simulator).
+    templates: Mapping[str, MessageTemplate] | None = field(default=None, repr=False, compare=False)
 
     @property
     def first(self) -> str:
@@ -322,6 +326,8 @@ class Workspace:
     settings: Settings
     tests: tuple[TestCase, ...] = ()
     channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> document
+    # The files it was read from, as written (file name -> text): what a publish stores.
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     entries: Mapping[str, tuple[Journey, ...]] = field(init=False, repr=False)
 

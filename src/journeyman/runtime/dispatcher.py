@@ -95,17 +95,17 @@ class Dispatcher:
         self.batch = batch
         self.idle = idle
         self.counts: dict[tuple[str, str], int] = {}  # (channel, status) -> deliveries
-        self._limits = {
-            name: RateLimiter(ch.rate, burst=max(1, int(ch.rate)))
-            for name, ch in channels.items()
-            if ch.rate
-        }
+        self._limits = _limits(channels)
         self._slots = asyncio.Semaphore(concurrency)
         self._random = random.Random()
         self._wakeup = asyncio.Event()
         self._retries: list[datetime] = []  # when the retries scheduled here come due
         self._stopping = False
         self.record_tries = RECORD_TRIES
+
+    def channels_changed(self) -> None:
+        """The channels were rebuilt in place (a publish changed them): take their limits."""
+        self._limits = _limits(self.channels)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -428,6 +428,14 @@ class _Outcomes:
             await asyncio.shield(self._writing)
         if self._error is not None:
             raise self._error
+
+
+def _limits(channels: Mapping[str, Channel]) -> dict[str, RateLimiter]:
+    return {
+        name: RateLimiter(ch.rate, burst=max(1, int(ch.rate)))
+        for name, ch in channels.items()
+        if ch.rate
+    }
 
 
 def _late(clock: Callable[[], datetime], until: datetime | None) -> bool:

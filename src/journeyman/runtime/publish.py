@@ -1,9 +1,15 @@
-"""Publishing a workspace: journey versions, and the plan that says what changes.
+"""Publishing a workspace: one stored version of the whole workspace, journey versions,
+and the plan that says what changes.
 
-A journey whose document changed becomes a new version; instances already running
-finish on the version they entered, new entries use the new one. :func:`make_plan` is the
-pure part (what is new, changed, unchanged, removed); :class:`Versions` keeps every
-version that running instances still need, compiled.
+A publish stores every document (journeys, templates, actions, channels, event
+definitions, rules, settings) as one workspace version, as written: ``${ENV}`` references
+stay references, and each process resolves them when it loads the version (see
+:mod:`journeyman.runtime.following`). A journey is versioned with the templates it sends:
+when its document or one of those templates changed, it becomes a new version. Instances
+already running finish on the version they entered, with that version's templates; new
+entries use the new one. :func:`make_plan` is the pure part (what is new, changed,
+unchanged, removed); :class:`Versions` keeps every version that running instances still
+need, compiled.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from journeyman.domain.model import Journey, Workspace
-from journeyman.domain.parse import compile_journey
-from journeyman.storage.base import PublishedJourney, Store
+from journeyman.domain.documents import read_documents
+from journeyman.domain.model import Journey, Send, Workspace
+from journeyman.domain.parse import compile_journey, digest
+from journeyman.errors import JourneymanError
+from journeyman.runtime.following import load_published
+from journeyman.storage.base import PublishedJourney, PublishedWorkspace, Store
 
-__all__ = ["Plan", "Versions", "make_plan", "publish"]
+__all__ = ["Plan", "Versions", "document_digests", "make_plan", "publish"]
 
 
 @dataclass(slots=True)
@@ -26,12 +35,15 @@ class Plan:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)  # journey -> its version now
+    # The other documents that are new, changed or removed: "template welcome" -> "changed"
+    documents: dict[str, str] = field(default_factory=dict)
+    workspace: int = 0  # the workspace version the processes run now (or would)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
     def lines(self) -> list[str]:
-        """The plan as a person reads it, one journey a line."""
+        """The plan as a person reads it, one journey or document a line."""
         found = []
         for label, names in (
             ("new", self.new),
@@ -42,31 +54,92 @@ class Plan:
             for name in names:
                 version = f" (v{self.versions[name]})" if name in self.versions else ""
                 found.append(f"  {label:<9} {name}{version}")
+        for document, label in sorted(self.documents.items()):
+            found.append(f"  {label:<9} {document}")
         return found
 
 
-def make_plan(workspace: Workspace, published: Mapping[str, PublishedJourney]) -> Plan:
-    """What publishing ``workspace`` over the ``published`` latest versions would do."""
+def document_digests(files: Mapping[str, str]) -> dict[str, str]:
+    """``"kind name"`` (``"rules"`` for a document without a name) -> a digest of what the
+    document says, for every document but journey tests."""
+    found = {}
+    for file, text in files.items():
+        for document in read_documents(text, file)[0]:
+            data = document.data
+            if isinstance(data, dict) and data.get("kind") != "test":
+                key = f"{data.get('kind')} {data.get('name') or ''}".strip()
+                found[key] = digest(data)
+    return found
+
+
+def stored_files(files: Mapping[str, str]) -> dict[str, str]:
+    """The files a publish stores: all but those that hold journey tests only."""
+    kept = {}
+    for file, text in files.items():
+        kinds = {
+            d.data.get("kind") if isinstance(d.data, dict) else None
+            for d in read_documents(text, file)[0]
+        }
+        if kinds != {"test"}:
+            kept[file] = text
+    return kept
+
+
+def journey_digest(journey: Journey, documents: Mapping[str, str]) -> str:
+    """What a journey version is: its document and the templates it sends."""
+    sent = sorted({s.template for s in journey.steps.values() if isinstance(s, Send)})
+    if not sent:
+        return journey.digest
+    return digest([journey.digest, *(f"{t}={documents.get(f'template {t}')}" for t in sent)])
+
+
+def make_plan(
+    workspace: Workspace,
+    published: Mapping[str, PublishedJourney],
+    latest: PublishedWorkspace | None = None,
+) -> Plan:
+    """What publishing ``workspace`` over the ``published`` latest journey versions and
+    the ``latest`` workspace version would do."""
     plan = Plan()
+    documents = document_digests(workspace.sources)
     for name, journey in sorted(workspace.journeys.items()):
-        latest = published.get(name)
-        if latest is None:
+        before, now = published.get(name), journey_digest(journey, documents)
+        if before is None:
             plan.new.append(name)
             plan.versions[name] = 1
-        elif latest.digest != journey.digest:
+        elif before.digest != now:
             plan.changed.append(name)
-            plan.versions[name] = latest.version + 1
+            plan.versions[name] = before.version + 1
         else:
             plan.unchanged.append(name)
-            plan.versions[name] = latest.version
+            plan.versions[name] = before.version
     plan.removed = sorted(set(published) - set(workspace.journeys))
+    previous = document_digests(latest.files) if latest is not None else {}
+    for key in sorted(set(documents) | set(previous)):
+        if key.startswith("journey "):
+            continue
+        if key not in previous:
+            plan.documents[key] = "new"
+        elif key not in documents:
+            plan.documents[key] = "removed"
+        elif documents[key] != previous[key]:
+            plan.documents[key] = "changed"
+    changed = latest is None or latest.digest != digest(documents)
+    plan.workspace = (latest.version if latest else 0) + changed
     return plan
 
 
 def versioned(workspace: Workspace, plan: Plan) -> Workspace:
-    """The workspace with each journey numbered as the plan says."""
+    """The workspace with each journey numbered as the plan says, and bound to the
+    workspace's templates."""
+    documents = document_digests(workspace.sources)
     journeys = {
-        name: dataclasses.replace(journey, version=plan.versions[name])
+        name: dataclasses.replace(
+            journey,
+            version=plan.versions[name],
+            digest=journey_digest(journey, documents),
+            templates=workspace.templates,
+        )
         for name, journey in workspace.journeys.items()
     }
     return dataclasses.replace(workspace, journeys=journeys)
@@ -75,17 +148,26 @@ def versioned(workspace: Workspace, plan: Plan) -> Workspace:
 async def publish(
     store: Store, workspace: Workspace, *, dry_run: bool = False
 ) -> tuple[Workspace, Plan]:
-    """Store the new versions and return the workspace numbered accordingly."""
-    plan = make_plan(workspace, await store.published())
-    if not dry_run:
-        await store.publish(
-            [
-                PublishedJourney(name, plan.versions[name], j.digest, dict(j.document))
-                for name, j in workspace.journeys.items()
-                if name in plan.new or name in plan.changed
-            ]
-        )
-    return versioned(workspace, plan), plan
+    """Store the new journey versions and the workspace version; return the workspace
+    numbered accordingly."""
+    latest = await store.published_workspace()
+    plan = make_plan(workspace, await store.published(), latest)
+    numbered = versioned(workspace, plan)
+    if dry_run:
+        return numbered, plan
+    await store.publish(
+        [
+            PublishedJourney(name, plan.versions[name], j.digest, dict(j.document))
+            for name, j in numbered.journeys.items()
+            if name in plan.new or name in plan.changed
+        ]
+    )
+    if latest is None or plan.workspace != latest.version:
+        files = stored_files(workspace.sources)
+        whole = digest(document_digests(workspace.sources))
+        stored = PublishedWorkspace(0, whole, files, dict(plan.versions))
+        plan.workspace = await store.publish_workspace(stored)
+    return numbered, plan
 
 
 class Versions:
@@ -102,11 +184,32 @@ class Versions:
             self._journeys[(journey.name, journey.version)] = journey
 
     async def load(self, store: Store) -> None:
-        """Compile the stored versions that running instances are on."""
-        for name, version in await store.versions_in_use():
-            if (name, version) in self._journeys:
-                continue
-            document = await store.journey_document(name, version)
-            journey = compile_journey(document, f"{name} v{version}") if document else None
+        """Compile the stored versions that running instances are on, each with the
+        templates of the workspace version it was published in."""
+        missing = [key for key in await store.versions_in_use() if key not in self._journeys]
+        if not missing:
+            return
+        published_in = await store.workspace_journeys()
+        loaded: dict[int, Workspace] = {}
+        for name, version in missing:
+            found = [n for n, journeys in published_in.items() if journeys.get(name) == version]
+            journey = await self._from_workspace(store, min(found), name, loaded) if found else None
+            if journey is None:  # published before workspaces were stored whole
+                document = await store.journey_document(name, version)
+                journey = compile_journey(document, f"{name} v{version}") if document else None
             if journey is not None:
                 self._journeys[(name, version)] = dataclasses.replace(journey, version=version)
+
+    @staticmethod
+    async def _from_workspace(
+        store: Store, number: int, name: str, loaded: dict[int, Workspace]
+    ) -> Journey | None:
+        if number not in loaded:
+            published = await store.published_workspace(number)
+            if published is None:
+                return None
+            try:
+                loaded[number] = load_published(published)
+            except JourneymanError:
+                return None
+        return loaded[number].journeys.get(name)

@@ -21,6 +21,7 @@ from journeyman.domain.core import Changes
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
+from journeyman.runtime.following import swap_channels, watch
 from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Plan, Versions, publish
 from journeyman.runtime.tail import EventTail
@@ -70,11 +71,13 @@ class Runtime:
         idle: float = 1.0,
         root: Path | None = None,
         grace: float = 15.0,
+        make_channels: Callable[[Workspace], Mapping[str, Channel]] | None = None,
     ) -> None:
         # One database, seen through two ports: the engine's loops and the operations
         # below use the first, the API and the console read through the second.
         self.store: Store = store
         self.reads: ReadModel = store
+        self.env = env
         self.root = root  # where relative paths of published channel documents start
         self.channels = dict(channels)
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
@@ -87,6 +90,9 @@ class Runtime:
         self.versions = Versions()
         self.plan = Plan()
         self.tail = EventTail()  # the last ingest outcomes, rejected calls included
+        self.make_channels = make_channels  # the channels of a workspace a publish brings
+        self.version = 0  # the workspace version running
+        self._retired: list[Channel] = []  # channels a publish replaced, closed at stop
 
     @property
     def workspace(self) -> Workspace:
@@ -104,7 +110,9 @@ class Runtime:
         self.plan = await self.publish(self.workspace)
         self.processor.obey(await self.store.journey_states())
         await self.versions.load(self.store)
-        self._tasks = [asyncio.create_task(run, name=name) for name, run in self._loops()]
+        follow = watch(self.store, lambda: self.version, self._take, env=self.env, root=self.root)
+        loops = [*self._loops(), ("workspace", follow)]
+        self._tasks = [asyncio.create_task(run, name=name) for name, run in loops]
         for task in self._tasks:
             task.add_done_callback(_report_crash)
 
@@ -138,7 +146,7 @@ class Runtime:
                 await task
         self._tasks = []
         await self.processor.drain()
-        for channel in self.channels.values():
+        for channel in [*self.channels.values(), *self._retired]:
             await channel.close()
         await self.store.close()
 
@@ -160,10 +168,26 @@ class Runtime:
         finish on the version they entered. With ``dry_run``, only the plan."""
         numbered, plan = await publish(self.store, workspace, dry_run=dry_run)
         if not dry_run:
-            self.versions.keep(self.processor.workspace.journeys)  # still running, maybe
-            self.versions.keep(numbered.journeys)
-            self.processor.use(numbered, self.versions)
+            self._use(numbered, plan.workspace)
         return plan
+
+    def _take(self, workspace: Workspace, version: int) -> None:
+        """A version another process published: run it, unless a newer one runs already."""
+        if version > self.version:
+            self._use(workspace, version)
+            log.info("running workspace version %d", version)
+
+    def _use(self, workspace: Workspace, version: int) -> None:
+        """Run the next batches on ``workspace``; instances keep their versions."""
+        old = self.processor.workspace
+        # Channels first: a channel that cannot be built here leaves everything as it was.
+        self._retired += swap_channels(self.channels, old, workspace, self.make_channels)
+        self.dispatcher.channels_changed()
+        if self.version:  # the journeys of the version running (before: not yet numbered)
+            self.versions.keep(old.journeys)
+        self.versions.keep(workspace.journeys)
+        self.processor.use(workspace, self.versions)
+        self.version = version
 
     async def pause_journey(self, name: str) -> None:
         """No new entries; running instances hold before their next step."""

@@ -1,6 +1,8 @@
 """``journeyman worker``: one worker process, until SIGTERM or SIGINT.
 
-See :mod:`journeyman.scaleout.worker` for what a worker does. On a stop signal it finishes
+A worker needs only the database and the bus: it runs the workspace published last (see
+:mod:`journeyman.runtime.following`). See :mod:`journeyman.scaleout.worker` for what a
+worker does. On a stop signal it finishes
 its batches, gives its partitions back and exits; the other workers take them over.
 """
 
@@ -16,7 +18,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from journeyman.channels.base import Channel
 from journeyman.domain.model import Workspace
+from journeyman.runtime.following import empty_workspace
 from journeyman.runtime.service import build_channels
 from journeyman.scaleout.worker import Worker
 from journeyman.server import SettingError, data_dir, retry_policy
@@ -28,7 +32,7 @@ __all__ = ["WorkerOptions", "claim_lease", "work"]
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
-    workspace_dir: Path
+    workspace_dir: Path | None  # --workspace, for development: run this folder's documents
     storage: str
     bus: str
     batch: int = 500
@@ -51,7 +55,7 @@ def claim_lease(env: Mapping[str, str]) -> timedelta:
 
 
 async def work(
-    workspace: Workspace,
+    workspace: Workspace | None,
     options: WorkerOptions,
     *,
     env: Mapping[str, str] | None = None,
@@ -60,9 +64,14 @@ async def work(
     env = os.environ if env is None else env
     store = open_shared_store(options.storage, "a worker")
     store.lease = claim_lease(env)
-    channels = build_channels(
-        workspace, env, root=options.workspace_dir, fallback_dir=data_dir(options.storage)
-    )
+    # Relative paths in channel documents start at --workspace, else where the worker runs.
+    root = options.workspace_dir or Path.cwd()
+    fallback = data_dir(options.storage)
+
+    def make_channels(published: Workspace) -> dict[str, Channel]:
+        return build_channels(published, env, root=root, fallback_dir=fallback)
+
+    channels = make_channels(workspace if workspace is not None else empty_workspace())
     worker = Worker(
         workspace,
         store,
@@ -72,6 +81,8 @@ async def work(
         retry=retry_policy(env),
         batch=options.batch,
         announce=announce,
+        make_channels=make_channels,
+        root=root,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,7 +18,8 @@ claimed the same way. A delivery outcome the engine must learn goes to the owner
 (see :class:`TellingDispatcher`), and so does an operator's stop or resume (published by
 the API process): only the owner of a profile's partition ever changes its instances.
 
-Journey versions come from the database: a publish to the API reaches every worker within
+The workspace comes from the database: a worker runs the version published last (see
+:mod:`journeyman.runtime.following`), and a publish to the API reaches every worker within
 a second, without a restart. Paused and stopped journeys are read again before every
 batch is applied, so an event stored after a pause was answered never enters the journey.
 """
@@ -32,6 +33,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -40,14 +42,15 @@ from nats.aio.msg import Msg
 from journeyman.channels.base import Channel
 from journeyman.domain.core import Changes, Delivered
 from journeyman.domain.model import Journey, Workspace
-from journeyman.domain.parse import compile_journey
 from journeyman.domain.state import Effect
+from journeyman.errors import JourneymanError
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
+from journeyman.runtime.following import EVERY, empty_workspace, load_published, swap_channels
 from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Trigger, utc_now
 from journeyman.runtime.publish import Versions
 from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_woken
 from journeyman.scaleout.bus import Bus, decode
-from journeyman.scaleout.front import BUS_SETTING, JOURNEYS_SETTING
+from journeyman.scaleout.front import BUS_SETTING
 from journeyman.scaleout.partitions import Ownership, fair_share
 from journeyman.storage.base import DeadLetter, ScaleOutStore
 
@@ -206,7 +209,7 @@ class Worker:
 
     def __init__(
         self,
-        workspace: Workspace,
+        workspace: Workspace | None,
         store: ScaleOutStore,
         bus_url: str,
         channels: Mapping[str, Channel],
@@ -219,19 +222,29 @@ class Worker:
         grace: float = 15.0,
         attempts: int = ATTEMPTS,
         announce: Callable[[str], None] = print,
+        make_channels: Callable[[Workspace], Mapping[str, Channel]] | None = None,
+        root: Path | None = None,
     ) -> None:
-        self.files = workspace  # events, templates and channels; journeys come from the db
+        # A workspace given here (``--workspace``, for development) stands in for the
+        # published one's documents; journeys still come from the database. Without one,
+        # the worker runs the published workspace, and builds its channels with
+        # ``make_channels`` (relative paths in channel documents start at ``root``).
+        self.files = workspace
+        self.make_channels = make_channels
+        self.root = root
         self.store = store
         self.bus_url = bus_url
         self.channels = dict(channels)
         self.env = env
         self.retry = retry
         self.batch = batch  # messages fetched from one partition at a time
-        self.look = look  # seconds between looks at partitions and published journeys
+        self.look = look  # seconds between looks at the partitions
+        self.follow = EVERY  # seconds between looks at the published workspace
         self.grace = grace
         self.attempts = attempts
         self.announce = announce
-        self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
+        first = workspace if workspace is not None else empty_workspace()
+        self.processor = Processor(store, first, clock=clock, on_commit=self._committed)
         self.versions = Versions()
         self.bus: Bus | None = None
         self.ownership: Ownership | None = None
@@ -245,7 +258,9 @@ class Worker:
         self.dispatcher.record_tries = 25
         self._owned: dict[int, asyncio.Task[None]] = {}
         self._leaving: set[int] = set()
-        self._published: str | None = None
+        self._published = 0  # the workspace version running
+        self._refused = 0  # the last version that could not run here
+        self._retired: list[Channel] = []  # channels a publish replaced, closed at stop
         self._reads = self._read_applied = 0  # reads of the journeys' states, started, applied
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -267,6 +282,7 @@ class Worker:
         await self.bus.connect()
         self.ownership = Ownership(self.store.partition_locks(), self.bus.partitions)
         await self.ownership.connect()
+        await self._wait_for_workspace()
         await self._follow_journeys()
         self.timers = ClaimingTimers(self.store, self.processor, self.bus)
         self.relay = self.dispatcher.relay = Relay(self.store, self.bus, self.processor.now)
@@ -318,7 +334,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.processor.drain()
-        for channel in self.channels.values():
+        for channel in [*self.channels.values(), *self._retired]:
             await channel.close()
         if self.bus is not None:
             await self.bus.close()
@@ -328,28 +344,47 @@ class Worker:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self.look)
+            await asyncio.sleep(self.follow)
             try:
                 await self._follow_journeys()
+            except JourneymanError as error:  # reported once; the next publish may mend it
+                self._refused = await self.store.workspace_version()
+                log.error("workspace version %d cannot run here: %s", self._refused, error)
             except Exception:
-                log.exception("reading the published journeys failed; trying again")
+                log.exception("reading the published workspace failed; trying again")
+
+    async def _wait_for_workspace(self) -> None:
+        shown = False
+        while not await self.store.workspace_version():
+            if not shown:
+                self.announce("waiting for `journeyman serve` to publish a workspace")
+                shown = True
+            await asyncio.sleep(self.look)
 
     async def _follow_journeys(self) -> None:
-        """Run on the journey versions the API published last, and obey paused journeys."""
+        """Run on the workspace version published last, and obey paused journeys."""
         await self._read_states()
-        published = await self.store.get_setting(JOURNEYS_SETTING)
-        if published is None or published == self._published:
+        number = await self.store.workspace_version()
+        if number in (self._published, self._refused):
             return
-        journeys = {}
-        for name, version in json.loads(published).items():
-            journey = self.versions(name, version) or await self._compile(name, version)
-            if journey is not None:
-                journeys[name] = journey
+        published = await self.store.published_workspace(number)
+        if published is None:
+            return
+        workspace = load_published(published, self.env, self.root)
+        if self.files is not None:  # --workspace: its documents, the published journeys
+            workspace = _with_journeys(self.files, workspace.journeys)
+        old = self.processor.workspace
+        if self.files is None:  # channels first: one that cannot be built changes nothing
+            self._retired += swap_channels(self.channels, old, workspace, self.make_channels)
+            self.dispatcher.channels_changed()
+        if self._published:
+            self.versions.keep(old.journeys)
         await self.versions.load(self.store)
-        self.versions.keep(journeys)
-        self.processor.use(dataclasses.replace(self.files, journeys=journeys), self.versions)
-        self._published = published
-        self.announce(f"journeys: {_versions(journeys)}")
+        self.versions.keep(workspace.journeys)
+        self.processor.use(workspace, self.versions)
+        self._published = published.version
+        journeys = _versions(workspace.journeys)
+        self.announce(f"workspace version {published.version}, journeys: {journeys}")
 
     async def _read_states(self) -> None:
         """Obey the journeys paused and stopped now.
@@ -364,11 +399,6 @@ class Worker:
             return
         self._read_applied = read
         self.processor.obey(states)
-
-    async def _compile(self, name: str, version: int) -> Journey | None:
-        document = await self.store.journey_document(name, version)
-        journey = compile_journey(document, f"{name} v{version}") if document else None
-        return dataclasses.replace(journey, version=version) if journey is not None else None
 
     # partitions
 
@@ -693,6 +723,13 @@ def _of(effect: Effect, profile_id: str) -> Effect:
 
 def _numbers(partitions: Any) -> str:
     return ", ".join(str(p) for p in sorted(partitions)) or "none"
+
+
+def _with_journeys(files: Workspace, journeys: Mapping[str, Journey]) -> Workspace:
+    """The ``--workspace`` folder's documents with the published journeys, which send the
+    folder's templates."""
+    bound = {n: dataclasses.replace(j, templates=files.templates) for n, j in journeys.items()}
+    return dataclasses.replace(files, journeys=bound)
 
 
 def _versions(journeys: Mapping[str, Journey]) -> str:

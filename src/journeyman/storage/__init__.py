@@ -18,6 +18,8 @@ Every backend is a :class:`~journeyman.storage.base.Database`: the engine's port
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,6 +45,7 @@ __all__ = [
     "StorageURLError",
     "StorageUnavailable",
     "Store",
+    "cannot_write_now",
     "is_memory",
     "is_postgres",
     "open_shared_store",
@@ -81,6 +84,20 @@ def shown_url(url: str) -> str:
 
 def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
+
+
+def cannot_write_now(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot take writes now (unreachable, full,
+    locked, too slow, damaged), so that the same write may well succeed later."""
+    if isinstance(error, StorageUnavailable | OSError | sqlite3.OperationalError):
+        return True  # OSError: unreachable, refused, timed out, no space left
+    if type(error) is sqlite3.DatabaseError:  # the file is damaged
+        return True
+    if "asyncpg" in sys.modules:  # only a PostgreSQL deployment loads its driver
+        from journeyman.storage.postgres import cannot_write_now as postgres_cannot
+
+        return postgres_cannot(error)
+    return False
 
 
 def is_memory(url: str) -> bool:

@@ -50,6 +50,7 @@ __all__ = [
     "OutboxItem",
     "PartitionLocks",
     "PublishedJourney",
+    "PublishedWorkspace",
     "ReadModel",
     "ScaleOutStore",
     "Snapshot",
@@ -105,6 +106,18 @@ class PublishedJourney:
     version: int
     digest: str
     document: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedWorkspace:
+    """One published version of the whole workspace: its files as written (``${ENV}``
+    references unresolved, so no secret is stored), a digest of its documents, and the
+    version of every journey it runs."""
+
+    version: int
+    digest: str
+    files: dict[str, str]
+    journeys: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +267,26 @@ class Store(ABC):
 
     @abstractmethod
     async def set_setting(self, key: str, value: str) -> None: ...
+
+    # workspace versions (a publish stores the whole workspace; every process follows it)
+
+    @abstractmethod
+    async def publish_workspace(self, workspace: PublishedWorkspace) -> int:
+        """Store the workspace as the next version (its ``version`` is ignored): the number
+        it got."""
+
+    @abstractmethod
+    async def published_workspace(self, version: int | None = None) -> PublishedWorkspace | None:
+        """One stored workspace version (None: the latest), or None if there is none."""
+
+    @abstractmethod
+    async def workspace_version(self) -> int:
+        """The latest workspace version's number, 0 if none: cheap, polled often."""
+
+    @abstractmethod
+    async def workspace_journeys(self) -> dict[int, dict[str, int]]:
+        """Every workspace version's journey versions: which version an old journey version
+        was published in (and so which templates it sends)."""
 
 
 class ReadModel(ABC):

@@ -31,6 +31,7 @@ from journeyman.storage.base import (
     MessageRow,
     OutboxItem,
     PublishedJourney,
+    PublishedWorkspace,
     StoredEvent,
 )
 from journeyman.storage.codec import (
@@ -141,6 +142,8 @@ class _Tables:
     journey_states: dict[str, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     dead_letters: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    # workspace versions, 1 up: (digest, files, journeys) encoded, as the other backends keep
+    workspaces: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     # row ids, numbered as a database numbers them: from 1 up, never reused
     outbox_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     letter_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -470,6 +473,34 @@ class MemoryStore(Database):
 
     async def set_setting(self, key: str, value: str) -> None:
         self.db.settings[key] = value
+
+    # workspace versions
+
+    async def publish_workspace(self, workspace: PublishedWorkspace) -> int:
+        files, journeys = (
+            msgspec.json.encode(workspace.files),
+            msgspec.json.encode(workspace.journeys),
+        )
+        self.db.workspaces.append((workspace.digest, files, journeys))
+        return len(self.db.workspaces)
+
+    async def published_workspace(self, version: int | None = None) -> PublishedWorkspace | None:
+        number = len(self.db.workspaces) if version is None else version
+        if not 1 <= number <= len(self.db.workspaces):
+            return None
+        digest, files, journeys = self.db.workspaces[number - 1]
+        return PublishedWorkspace(
+            number, digest, msgspec.json.decode(files), msgspec.json.decode(journeys)
+        )
+
+    async def workspace_version(self) -> int:
+        return len(self.db.workspaces)
+
+    async def workspace_journeys(self) -> dict[int, dict[str, int]]:
+        return {
+            number: msgspec.json.decode(journeys)
+            for number, (_, _, journeys) in enumerate(self.db.workspaces, 1)
+        }
 
     # dead letters
 

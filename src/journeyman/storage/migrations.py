@@ -33,6 +33,20 @@ class Migration:
         return f"{self.version}: {self.what}"
 
 
+# A publish stores the whole workspace as one version: its files as written (JSON of
+# {file: text}, ``${ENV}`` references unresolved) and its journeys' versions (JSON of
+# {name: version}). Processes poll max(version) and load a new one when it appears.
+WORKSPACES_SQLITE = """
+CREATE TABLE IF NOT EXISTS workspaces (
+    version INTEGER PRIMARY KEY, digest TEXT NOT NULL, files BLOB NOT NULL,
+    journeys TEXT NOT NULL, published_at INTEGER NOT NULL);
+"""
+WORKSPACES_POSTGRES = """
+CREATE TABLE workspaces (
+    version INTEGER PRIMARY KEY, digest TEXT NOT NULL, files BYTEA NOT NULL,
+    journeys TEXT NOT NULL, published_at BIGINT NOT NULL);
+"""
+
 SQLITE = [
     Migration(
         1,
@@ -90,6 +104,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     first_failed_at INTEGER NOT NULL, last_failed_at INTEGER NOT NULL);
 """,
     ),
+    Migration(3, "workspace versions: every document of each publish", WORKSPACES_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -171,6 +186,7 @@ CREATE TABLE dead_letters (
     first_failed_at BIGINT NOT NULL, last_failed_at BIGINT NOT NULL);
 """,
     ),
+    Migration(4, "workspace versions: every document of each publish", WORKSPACES_POSTGRES),
 ]
 
 

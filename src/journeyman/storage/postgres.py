@@ -34,6 +34,7 @@ from journeyman.storage.base import (
     LEASE,
     OutboxItem,
     PartitionLocks,
+    PublishedWorkspace,
     ScaleOutStore,
     StorageUnavailable,
     ToTell,
@@ -55,6 +56,7 @@ from journeyman.storage.sql import (
     SQLDatabase,
     Statements,
     commit_rows,
+    workspace_row,
 )
 
 __all__ = ["DEFAULT_POOL", "AdvisoryLocks", "PostgresStore", "StaleOutcome", "ToTell", "parse_url"]
@@ -397,6 +399,13 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
         async with self._transaction() as db:
             await db.executemany(query, rows)
 
+    async def publish_workspace(self, workspace: PublishedWorkspace) -> int:
+        async with self._transaction() as db:
+            # One publish at a time: the next number is taken under the table's lock.
+            await db.execute("LOCK TABLE workspaces IN EXCLUSIVE MODE")
+            version: int = await db.fetchval(self.sql.publish_workspace, *workspace_row(workspace))
+        return version
+
     async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
         # Profiles are stored encoded: find the ones holding the text, then check the trait.
         found: list[str] = []
@@ -460,6 +469,24 @@ class AdvisoryLocks(PartitionLocks):
         if self._db is None:
             raise ConnectionError("the connection for the locks is not open")
         return self._db
+
+
+def cannot_write_now(error: BaseException) -> bool:
+    """Whether PostgreSQL failed for not being able to take writes now."""
+    if type(error) is asyncpg.InterfaceError:  # the connection or the pool is closed
+        return True
+    return isinstance(
+        error,
+        asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.InsufficientResourcesError  # disk full, out of memory, too many connections
+        | asyncpg.TransactionRollbackError  # a serialization failure or a deadlock
+        | asyncpg.QueryCanceledError  # a statement timeout
+        | asyncpg.LockNotAvailableError
+        | asyncpg.ReadOnlySQLTransactionError,  # a standby, during a failover
+    )
 
 
 # Two-key advisory locks: classid is the space, objid the key, objsubid 2.

@@ -35,6 +35,7 @@ from journeyman.storage.base import (
     DeadLetter,
     MessageRow,
     PublishedJourney,
+    PublishedWorkspace,
     StoredEvent,
 )
 from journeyman.storage.codec import (
@@ -144,6 +145,17 @@ class Statements:
     set_setting: str = (
         "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
     )
+    # workspace versions: the whole workspace of each publish
+    publish_workspace: str = (
+        "INSERT INTO workspaces (version, digest, files, journeys, published_at) "
+        "SELECT coalesce(max(version), 0) + 1, ?, ?, ?, ? FROM workspaces RETURNING version"
+    )
+    published_workspace: str = (
+        "SELECT version, digest, files, journeys FROM workspaces "
+        "WHERE version = coalesce(?, (SELECT max(version) FROM workspaces))"
+    )
+    workspace_version: str = "SELECT max(version) FROM workspaces"
+    workspace_journeys: str = "SELECT version, journeys FROM workspaces"
     # dead letters
     add_dead_letter: str = (
         "INSERT INTO dead_letters (partition_no, headers, body, error, attempts, "
@@ -318,6 +330,16 @@ def step_counts(journey: str, version: int | None) -> tuple[str, str, list[Any]]
     return records, waiting, args
 
 
+def workspace_row(workspace: PublishedWorkspace) -> tuple[Any, ...]:
+    """The values of a workspace version's row, after its number (which the insert takes)."""
+    return (
+        workspace.digest,
+        msgspec.json.encode(workspace.files),
+        msgspec.json.encode(workspace.journeys).decode(),
+        ms(datetime.now(UTC)),
+    )
+
+
 class SQLDatabase(Database):
     """The methods both backends share, on three primitives each one gives."""
 
@@ -388,6 +410,27 @@ class SQLDatabase(Database):
 
     async def set_setting(self, key: str, value: str) -> None:
         await self._write(self.sql.set_setting, f"setting:{key}", value)
+
+    # workspace versions: the whole workspace of each publish (see Store.publish_workspace)
+
+    async def publish_workspace(self, workspace: PublishedWorkspace) -> int:
+        return int(await self._write(self.sql.publish_workspace, *workspace_row(workspace)))
+
+    async def published_workspace(self, version: int | None = None) -> PublishedWorkspace | None:
+        rows = await self._rows(self.sql.published_workspace, version)
+        if not rows:
+            return None
+        number, digest, files, journeys = rows[0]
+        return PublishedWorkspace(
+            number, digest, msgspec.json.decode(files), msgspec.json.decode(journeys)
+        )
+
+    async def workspace_version(self) -> int:
+        return int(await self._value(self.sql.workspace_version) or 0)
+
+    async def workspace_journeys(self) -> dict[int, dict[str, int]]:
+        rows = await self._rows(self.sql.workspace_journeys)
+        return {version: msgspec.json.decode(journeys) for version, journeys in rows}
 
     # the read model
 

@@ -39,6 +39,7 @@ TABLES: list[tuple[str, list[str], str]] = [
         ("identities", "kind value profile_id", "kind, value"),
         ("journeys", "name version digest document published_at", "name, version"),
         ("journey_states", "name state", "name"),
+        ("workspaces", "version digest files journeys published_at", "version"),
         ("events", "message_id profile_id name body received_at", "seq"),
         (
             "instances",

@@ -444,6 +444,7 @@ class _Console:
             return self.render(request, session, "workspace.html", {"status": status}, 422)
         plan = await self.runtime.publish(loaded.workspace)
         done = f"published: {len(plan.new)} new, {len(plan.changed)} changed"
+        done += f", {len(plan.documents)} other documents (workspace version {plan.workspace})"
         return RedirectResponse(f"/workspace?done={quote(done)}", 303)
 
     def _not_found(self, request: Request, session: Session, message: str) -> Response:
