@@ -134,7 +134,7 @@ def subject_to(smtp: SmtpServer, who: str) -> str | None:
 
 
 def stored_files(rows: list[tuple[object, ...]]) -> str:
-    return "".join(bytes(row[0]).decode()  # type: ignore[call-overload] for row in rows)
+    return "".join(bytes(row[0]).decode() for row in rows)  # type: ignore[call-overload]
 
 
 # ---------------------------------------------------------------- serve on SQLite alone
