@@ -27,6 +27,7 @@ from journeyman.scaleout.worker import Worker
 from journeyman.storage import Database
 from journeyman.storage.base import DeadLetter
 from journeyman.storage.codec import encode
+from journeyman.storage.memory import MemoryStore
 from journeyman.storage.postgres import PostgresStore
 from journeyman.storage.sql import SQLDatabase
 from journeyman.workspace import load_workspace
@@ -59,7 +60,7 @@ def letter(body: bytes, error: str = "boom", partition: int = 3) -> DeadLetter:
 
 async def keep(store: object, dead: DeadLetter) -> int:
     """Write a dead letter as a worker would (every SQL backend can hold them)."""
-    assert isinstance(store, SQLDatabase)
+    assert isinstance(store, SQLDatabase | MemoryStore)
     return await store.add_dead_letter(dead)
 
 

@@ -269,6 +269,8 @@ def _settled(api: httpx.Client, smtp: SmtpServer, scenario: Scenario) -> View | 
         }
         if not failed <= failures:
             return None  # its outcome is not in the trace yet
+    if api.get("/v1/messages", params={"limit": "1000"}).json()["messages"] != rows:
+        return None  # a message was made or settled while the profiles were read
     messages = sorted(
         (r["profile_id"], r["journey"], r["step"], r["content"]["subject"]) for r in rows
     )
