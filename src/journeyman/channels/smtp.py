@@ -91,6 +91,8 @@ def build_email(message: SendMessage, sender: str) -> EmailMessage:
     mail["Date"] = formatdate(localtime=False)
     mail["Message-ID"] = message_id(message.key, sender)
     mail["X-Journeyman-Key"] = message.key
+    for name, value in message.headers.items():
+        mail[name] = value  # the email package refuses a line break in either
     text, html = content.get("text"), content.get("html")
     if html and text:
         mail.set_content(text)

@@ -619,6 +619,7 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
         content=content,
         at=run.now,
         awaited=step.on_error is not None,
+        version=instance.version,
     )
     run.outcome.effects.append(message)
     _note_send(run, channel)

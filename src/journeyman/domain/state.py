@@ -102,6 +102,9 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True, tag="send"):
     content: dict[str, str]
     at: datetime
     awaited: bool = False  # the instance waits for the outcome (the step has on_error)
+    version: int = 0  # the journey version the instance runs (0: sent before it was kept)
+    # Headers added at send time (an email's List-Unsubscribe, say), never by the engine.
+    headers: dict[str, str] = {}
 
 
 class CallAction(msgspec.Struct, frozen=True, kw_only=True, tag="call"):

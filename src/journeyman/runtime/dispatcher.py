@@ -102,6 +102,10 @@ class Dispatcher:
         self._retries: list[datetime] = []  # when the retries scheduled here come due
         self._stopping = False
         self.record_tries = RECORD_TRIES
+        # Each message passes through these, in order, just before its channel sends it:
+        # what only the sending process knows (its public URL, the signing secret) is
+        # added here, never stored with the message.
+        self.prepare: list[Callable[[SendMessage], SendMessage]] = []
 
     def channels_changed(self) -> None:
         """The channels were rebuilt in place (a publish changed them): take their limits."""
@@ -354,6 +358,8 @@ class Dispatcher:
                 await limit.acquire()
                 if _late(self.clock, until):
                     return None
+            for step in self.prepare:
+                effect = step(effect)
             return await channel.send(effect)
         except Exception as error:  # a channel bug must not stop the dispatcher
             log.exception("delivering %s failed unexpectedly", effect.key)

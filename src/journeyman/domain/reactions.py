@@ -1,0 +1,73 @@
+"""What customers and providers do with a message, as events on the profile.
+
+Each reaction is an ordinary event (it enters journeys, satisfies ``wait_for``, exits
+journeys, and shows in the history and the trace) whose properties say which message it
+is about: ``journey``, ``version``, ``step``, ``instance``, ``message`` (the message's
+key) and ``channel``, plus what the reaction adds (``url`` for a click, ``user_agent`` and
+``machine`` for an open, ``bounce`` for a bounce, ``topic`` for an unsubscribe).
+
+:func:`reaction_event` builds one from the message it answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from journeyman.domain.state import Event, SendMessage
+
+__all__ = [
+    "MESSAGE_PROPERTIES",
+    "REACTIONS",
+    "REACTION_EVENTS",
+    "reaction_event",
+]
+
+#: The short names authors write (``wait_for: {reaction: opened}``, ``opened: welcome`` in
+#: a journey test) and the event each one is.
+REACTIONS = {
+    "sent": "message_sent",
+    "delivered": "message_sent",
+    "failed": "message_failed",
+    "opened": "message_opened",
+    "clicked": "message_clicked",
+    "bounced": "message_bounced",
+    "complained": "message_complained",
+    "unsubscribed": "unsubscribed",
+    "resubscribed": "resubscribed",
+}
+#: Every event name a reaction can have.
+REACTION_EVENTS = frozenset(REACTIONS.values())
+#: The properties that tie a reaction to its message.
+MESSAGE_PROPERTIES = ("journey", "version", "step", "instance", "message", "channel")
+
+
+def reaction_event(
+    name: str,
+    message: SendMessage,
+    at: datetime,
+    *,
+    message_id: str | None = None,
+    **extra: Any,
+) -> Event:
+    """The event ``name`` (one of :data:`REACTION_EVENTS`) about ``message``, at ``at``.
+
+    ``message_id`` makes the event idempotent: the same id is applied once, as for any
+    event (a provider that reports a bounce twice, a send recorded again after a crash).
+    """
+    properties: dict[str, Any] = {
+        "journey": message.journey,
+        "version": message.version,
+        "step": message.step,
+        "instance": message.instance_id,
+        "message": message.key,
+        "channel": message.channel,
+    }
+    properties.update(extra)
+    return Event(
+        name=name,
+        profile_id=message.profile_id,
+        timestamp=at,
+        properties=properties,
+        message_id=message_id,
+    )
