@@ -235,6 +235,12 @@ def graph(workspace: Path, journey: str) -> None:
     "X-Forwarded-For names the client, for the console's login limit; repeat for more. "
     "Default: JOURNEYMAN_TRUSTED_PROXIES, else none.",
 )
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="The address customers reach this server at, for links in messages (clicks, "
+    "opens, unsubscribe). Default: JOURNEYMAN_PUBLIC_URL, else the address it listens on.",
+)
 def serve(
     workspace_dir: Path,
     db: str | None,
@@ -245,6 +251,7 @@ def serve(
     stream: str,
     partitions: int,
     trusted_proxies: tuple[str, ...],
+    public_url: str | None,
 ) -> None:
     """Run journeyman: the HTTP API, the engine, timers and delivery, in one process.
 
@@ -268,6 +275,7 @@ def serve(
         stream=stream,
         partitions=partitions,
         trusted_proxies=trusted_proxies,
+        public_url=public_url,
     )
     _run_fast(run_server(ws, options))
 

@@ -21,6 +21,7 @@
     ├── NewerSchema            the database was written by a newer journeyman (storage.base)
     ├── StorageUnavailable     the database cannot be reached or opened (storage.base)
     ├── TransferError          a move between databases cannot be made (storage.transfer)
+    ├── PublicUrlError         links in messages cannot be built on the public URL (runtime.links)
     └── SettingError           a JOURNEYMAN_* setting cannot be read (server)
 
 The ones that report bad input keep the built-in type they refine as a second base

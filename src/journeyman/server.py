@@ -63,6 +63,7 @@ class ServeOptions:
     stream: str = "JOURNEYMAN"
     partitions: int = 16
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks, as given
+    public_url: str | None = None  # the address links in messages point to
 
 
 def storage_url(option: str | None, workspace: Workspace, env: Mapping[str, str]) -> str:
@@ -192,6 +193,8 @@ async def _serve(
         return build_channels(published, env, root=root, fallback_dir=folder, overrides=overrides)
 
     runtime = _runtime(workspace, store, make_channels, options, env=env, retry=retry)
+    runtime.public_url = options.public_url
+    runtime.listening = f"http://{options.host}:{listener.getsockname()[1]}"
     await runtime.start()
     # Everything loaded so far lives as long as the server: keep it out of the collector's
     # way, and collect young objects less often (each event makes many short-lived ones).

@@ -22,6 +22,7 @@ from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.following import swap_channels, watch
+from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Plan, Versions, publish
 from journeyman.runtime.tail import EventTail
@@ -78,6 +79,11 @@ class Runtime:
         self.store: Store = store
         self.reads: ReadModel = store
         self.env = env
+        # Links in messages (clicks, unsubscribe), made at start: the public URL is the
+        # one given, else JOURNEYMAN_PUBLIC_URL, else the address serve listens on.
+        self.public_url: str | None = None
+        self.listening: str | None = None
+        self.links = Links("http://127.0.0.1:8000", b"")  # until start
         self.root = root  # where relative paths of published channel documents start
         self.channels = dict(channels)
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
@@ -107,6 +113,9 @@ class Runtime:
     async def start(self) -> None:
         """Open the store, publish the workspace, and start the loops."""
         await self.store.open()
+        self.links = await load_links(
+            self.store, self.env, option=self.public_url, listening=self.listening, keep=True
+        )
         self.plan = await self.publish(self.workspace)
         self.processor.obey(await self.store.journey_states())
         await self.versions.load(self.store)

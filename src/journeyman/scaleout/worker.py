@@ -46,6 +46,7 @@ from journeyman.domain.state import Effect
 from journeyman.errors import JourneymanError
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.following import EVERY, empty_workspace, load_published, swap_channels
+from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Trigger, utc_now
 from journeyman.runtime.publish import Versions
 from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_woken
@@ -236,6 +237,7 @@ class Worker:
         self.bus_url = bus_url
         self.channels = dict(channels)
         self.env = env
+        self.links = Links("http://127.0.0.1:8000", b"")  # the public URL serve kept, at start
         self.retry = retry
         self.batch = batch  # messages fetched from one partition at a time
         self.look = look  # seconds between looks at the partitions
@@ -277,6 +279,7 @@ class Worker:
         """Open the store, wait for ``serve --bus`` to have set the bus up, start the loops."""
         await self.store.open()
         setting = await self._wait_for(BUS_SETTING)
+        self.links = await load_links(self.store, self.env)
         bus = json.loads(setting)
         self.bus = Bus(self.bus_url, bus["stream"], bus["partitions"])
         await self.bus.connect()
