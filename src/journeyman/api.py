@@ -39,7 +39,7 @@ from journeyman.domain.ingest import (
     read_identify,
     read_track,
 )
-from journeyman.domain.model import Journey
+from journeyman.domain.model import Journey, Step
 from journeyman.domain.state import Event
 from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import HeldBack, Overloaded
@@ -354,10 +354,7 @@ class _Api:
         summary["counts_version"] = "all" if counted is None else counted
         summary["entered"] = counts.get("", {}).get("entered", 0)
         summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
-        summary["steps"] = [
-            {"id": s.id, "type": s.kind, "next": s.next, "counts": counts.get(s.id, {})}
-            for s in found.steps.values()
-        ]
+        summary["steps"] = [_step_summary(s, counts.get(s.id, {})) for s in found.steps.values()]
         summary["definition"] = found.document
         return _json(summary)
 
@@ -705,6 +702,14 @@ def _refused(error: InvalidEvent, body: bytes) -> _Problem:
     if error.rule != "json":
         problem.call = _plain(body)
     return problem
+
+
+def _step_summary(step: Step, counts: dict[str, int]) -> dict[str, Any]:
+    summary = {"id": step.id, "type": step.kind, "next": step.next, "counts": counts}
+    reactions = views.engagement(step, counts)
+    if reactions is not None:
+        summary["engagement"] = reactions
+    return summary
 
 
 def _journey_summary(journey: Journey, states: dict[str, str]) -> dict[str, Any]:

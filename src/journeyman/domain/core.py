@@ -30,6 +30,7 @@ from journeyman.domain.engine import Engine, Outcome
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.merge import merge_profiles
 from journeyman.domain.model import EventDefinition
+from journeyman.domain.reactions import reaction_record
 from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
 
 __all__ = [
@@ -228,6 +229,9 @@ def _event(
     except Exception as error:
         outcome = _crashed(engine, snapshot, event, error, now, changes)
     changes.events.append(event)
+    record = reaction_record(event)
+    if record is not None:
+        changes.records.append(record)
     if snapshot.new:  # an event makes its profile, traits or not
         changes.profiles.setdefault(snapshot.profile.id, snapshot.profile)
         snapshot.new = False

@@ -14,13 +14,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from journeyman.domain.state import Event, SendMessage
+from journeyman.domain.state import Event, SendMessage, StepRecord
 
 __all__ = [
+    "ENGAGEMENT",
     "MESSAGE_PROPERTIES",
     "REACTIONS",
     "REACTION_EVENTS",
     "reaction_event",
+    "reaction_record",
 ]
 
 #: The short names authors write (``wait_for: {reaction: opened}``, ``opened: welcome`` in
@@ -38,6 +40,26 @@ REACTIONS = {
 }
 #: Every event name a reaction can have.
 REACTION_EVENTS = frozenset(REACTIONS.values())
+#: The outcome each reaction is counted as on its send step, in the order the console
+#: shows them (a machine open, fetched by a mail provider's proxy, is counted apart).
+ENGAGEMENT = (
+    "delivered",
+    "opened",
+    "machine_opened",
+    "clicked",
+    "bounced",
+    "complained",
+    "unsubscribed",
+)
+_OUTCOMES = {
+    "message_sent": "delivered",
+    "message_opened": "opened",
+    "message_clicked": "clicked",
+    "message_bounced": "bounced",
+    "message_complained": "complained",
+    "unsubscribed": "unsubscribed",
+}
+_DETAIL_LENGTH = 300
 #: The properties that tie a reaction to its message.
 MESSAGE_PROPERTIES = ("journey", "version", "step", "instance", "message", "channel")
 
@@ -71,3 +93,37 @@ def reaction_event(
         properties=properties,
         message_id=message_id,
     )
+
+
+def reaction_record(event: Event) -> StepRecord | None:
+    """The line a reaction adds to its message's instance trace, counted on the send step;
+    None for any other event (an unsubscribe that answers no message included)."""
+    outcome = _OUTCOMES.get(event.name)
+    props = event.properties
+    journey, step, instance = props.get("journey"), props.get("step"), props.get("instance")
+    if outcome is None or not (
+        isinstance(journey, str) and isinstance(step, str) and isinstance(instance, str)
+    ):
+        return None
+    if outcome == "opened" and props.get("machine") is True:
+        outcome = "machine_opened"
+    detail = _detail(event.name, props)
+    return StepRecord(
+        at=event.timestamp,
+        profile_id=event.profile_id,
+        journey=journey,
+        instance_id=instance,
+        step=step,
+        outcome=outcome,
+        detail=detail[:_DETAIL_LENGTH],
+    )
+
+
+def _detail(name: str, props: dict[str, Any]) -> str:
+    if name == "message_clicked":
+        return str(props.get("url", ""))
+    if name == "message_bounced":
+        return f"{props.get('bounce', '')} bounce: {props.get('reason', '')}".strip(": ")
+    if name == "unsubscribed" and props.get("topic"):
+        return f"from {props['topic']}"
+    return ""

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import (
     CallAction,
     Effect,
@@ -195,10 +196,13 @@ def published_journey(row: Any) -> PublishedJourney:
 
 def step_counts(records: Iterable[Any], waiting: Iterable[Any]) -> dict[str, dict[str, int]]:
     """What :meth:`ReadModel.step_counts` answers, from rows of (step, outcome, count, how
-    many left) and of (step, instances waiting there)."""
+    many left, how many instances) and of (step, instances waiting there). A reaction to a
+    message is also counted once per instance, as ``unique_<outcome>``."""
     counts: dict[str, dict[str, int]] = {}
-    for step, outcome, count, left in records:
+    for step, outcome, count, left, instances in records:
         counts.setdefault(step, {})[outcome] = count
+        if outcome in ENGAGEMENT:
+            counts[step][f"unique_{outcome}"] = instances
         if left:
             counts[step]["left"] = counts[step].get("left", 0) + left
     for step, count in waiting:

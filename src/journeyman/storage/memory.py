@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
+from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import Instance, Profile, StepRecord
 from journeyman.storage.base import (
     LEASE,
@@ -407,11 +408,16 @@ class MemoryStore(Database):
         self, journey: str, version: int | None = None
     ) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
+        reached: dict[tuple[str, str], set[str | None]] = {}
         for s in self._steps_of(journey, version):
             step = counts.setdefault(s.step or "", {})
             step[s.outcome] = step.get(s.outcome, 0) + 1
             if s.left():
                 step["left"] = step.get("left", 0) + 1
+            if s.outcome in ENGAGEMENT:
+                reached.setdefault((s.step or "", s.outcome), set()).add(s.instance_id)
+        for (step_id, outcome), instances in reached.items():
+            counts[step_id][f"unique_{outcome}"] = len(instances)
         for row in self.db.instances.values():
             if row.journey != journey or row.status != "waiting":
                 continue

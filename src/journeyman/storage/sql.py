@@ -316,11 +316,13 @@ def step_records(
 
 def step_counts(journey: str, version: int | None) -> tuple[str, str, list[Any]]:
     """The queries of :meth:`ReadModel.step_counts` (records by step and outcome, with
-    how many of them left; instances waiting by step), and the arguments of both."""
+    how many of them left and how many instances they are of; instances waiting by step),
+    and the arguments of both."""
     args: list[Any] = [journey] if version is None else [journey, version]
     records = (
         "SELECT coalesce(s.step, ''), s.outcome, count(*), "
-        f"sum(CASE WHEN {LEFT} THEN 1 ELSE 0 END) FROM steps s WHERE s.journey = ? "
+        f"sum(CASE WHEN {LEFT} THEN 1 ELSE 0 END), count(DISTINCT s.instance_id) "
+        "FROM steps s WHERE s.journey = ? "
         f"{'' if version is None else _OF_VERSION}GROUP BY s.step, s.outcome"
     )
     waiting = (

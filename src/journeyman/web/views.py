@@ -23,12 +23,13 @@ from journeyman.channels.catcher import MailCatcher
 from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.parse import compile_journey
+from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import Event, StepRecord
 from journeyman.errors import JourneymanError
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
-from journeyman.storage.base import DeadLetter
+from journeyman.storage.base import DeadLetter, MessageRow
 from journeyman.web.layout import ENTRY
 from journeyman.workspace import Loaded, load_workspace
 
@@ -148,6 +149,25 @@ def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any
     return {"entered": entered, "waiting_now": waiting, "passed": passed, "left": left, **issues}
 
 
+def engagement(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any] | None:
+    """What customers did with a send step's messages: how many were sent, and of those
+    how many were delivered, opened (by a person, and apart by a mail provider's proxy),
+    clicked, bounced, complained or unsubscribed, each counted once per instance, with its
+    rate of the sent; None for any other step."""
+    if not isinstance(step, m.Send):
+        return None
+    sent = counts.get("sent", 0)
+    found: dict[str, Any] = {"sent": sent}
+    rates: dict[str, float | None] = {}
+    for outcome in ENGAGEMENT:
+        n = counts.get(f"unique_{outcome}", 0)
+        found[outcome] = n
+        rates[outcome] = round(n / sent, 4) if sent else None
+    found["clicks"] = counts.get("clicked", 0)  # every click, a person clicking twice too
+    found["rates"] = rates
+    return found
+
+
 async def journey_counts(
     runtime: Runtime, journey: m.Journey, version: int | None, removed: bool = False
 ) -> dict[str, Any]:
@@ -162,9 +182,11 @@ async def journey_counts(
         }
     }
     for step in journey.steps.values():
-        nodes[step.id] = node_counts(step, counts.get(step.id, {})) | {
-            "outcomes": counts.get(step.id, {})
-        }
+        mine = counts.get(step.id, {})
+        nodes[step.id] = node_counts(step, mine) | {"outcomes": mine}
+        reactions = engagement(step, mine)
+        if reactions is not None:
+            nodes[step.id]["engagement"] = reactions
     states = await runtime.store.journey_states()
     return {
         "name": journey.name,
@@ -381,6 +403,15 @@ async def profile_search(runtime: Runtime, query: str) -> list[str]:
 _PHONE = re.compile(r"\+?[\d\s().-]{5,}")
 
 
+def _reactions(trace: list[StepRecord], row: MessageRow) -> list[dict[str, Any]]:
+    """What the customer (or their provider) did with one message, oldest first."""
+    return [
+        _step(r)
+        for r in trace
+        if r.instance_id == row.instance_id and r.step == row.step and r.outcome in ENGAGEMENT
+    ]
+
+
 async def profile_view(
     runtime: Runtime, profile_id: str, *, messages: bool = False
 ) -> dict[str, Any] | None:
@@ -422,7 +453,9 @@ async def profile_view(
         )
         if messages:
             shown[-1]["messages"] = [
-                msgspec.to_builtins(row) for row in sent if row.instance_id == i.id
+                msgspec.to_builtins(row) | {"reactions": _reactions(trace, row)}
+                for row in sent
+                if row.instance_id == i.id
             ]
     return {
         "id": profile.id,
