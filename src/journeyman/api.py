@@ -15,6 +15,7 @@ import hmac
 import logging
 import statistics
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -230,17 +231,19 @@ class _Api:
         if scope["method"] != "POST":
             problem = _Problem(405, "method", "enum", "use POST", {"Allow": "POST"})
             return _answer(problem.status, problem.body, problem.headers)
-        authorization, length = "", None
+        authorization, length, encoding = "", None, ""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == b"content-length":
                 length = value.decode("latin-1")
+            elif name == b"content-encoding":
+                encoding = value.decode("latin-1")
         if not _authorised(authorization, self.keys.write, self.keys.admin):
             return _answer(401, _KEY_PROBLEM, _KEY_CHALLENGE)
         body = b""
         try:
-            body = await _read_body(receive, length, limit)
+            body = await _read_body(receive, length, limit, encoding)
             return await handler(body)
         except _Problem as problem:
             self.rejected += 1
@@ -576,13 +579,17 @@ _FAULT_HELP = "journeyman failed on this call, for a fault of its own; the serve
 _FAULT = {"error": {"field": "body", "rule": "internal", "message": _FAULT_HELP}}
 
 
-async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
-    """The body as sent, read in chunks that stop at ``limit``."""
+async def _read_body(receive: Receive, length: str | None, limit: int, encoding: str = "") -> bytes:
+    """The body, read in chunks that stop at ``limit``; with ``encoding`` (a
+    Content-Encoding: gzip or deflate), inflated as it arrives, ``limit`` bounding both
+    what is sent and what it inflates to, so a small body that would inflate to gigabytes
+    is refused after ``limit`` bytes of output."""
+    inflate = _inflater(encoding)
     size = whole_number(length) if length is not None else None
     if size is not None and size > limit:
         raise _too_large(limit)
     # A chunked body has no length to check first.
-    chunks, received, more = [], 0, True
+    chunks, received, inflated, more = [], 0, 0, True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -591,9 +598,74 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
         received += len(chunk)
         if received > limit:
             raise _too_large(limit)
-        chunks.append(chunk)
         more = message.get("more_body", False)
+        if inflate is not None:
+            chunk = _inflate_chunk(inflate, chunk, limit - inflated, last=not more)
+            inflated += len(chunk)
+        chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _inflater(encoding: str) -> Any:
+    """A decompressor for a Content-Encoding, None for none; 415 for one not supported."""
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return None
+    if name in ("gzip", "x-gzip"):
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    if name == "deflate":  # zlib-wrapped, as HTTP says, or raw, as some clients send
+        return _Deflate()
+    raise _Problem(
+        415,
+        "Content-Encoding",
+        "enum",
+        f"Content-Encoding {encoding[:40]!r} is not supported: send gzip, deflate or none",
+    )
+
+
+def _inflate_chunk(inflate: Any, chunk: bytes, room: int, *, last: bool) -> bytes:
+    """``chunk`` inflated; 413 once the output would pass ``room``, 400 if it is not
+    what its Content-Encoding says."""
+    try:
+        out: bytes = inflate.decompress(chunk, room + 1)
+        if len(out) > room or inflate.unconsumed_tail:
+            raise _too_large_inflated(room)
+        if last:
+            out += inflate.flush()
+            if not inflate.eof:
+                raise zlib.error("the compressed body ends early")
+    except zlib.error as error:
+        raise _Problem(
+            400, "body", "encoding", f"the body is not valid for its Content-Encoding: {error}"
+        ) from None
+    if len(out) > room:
+        raise _too_large_inflated(room)
+    return out
+
+
+class _Deflate:
+    """HTTP's ``deflate``: zlib-wrapped, or raw deflate, told apart by the first byte."""
+
+    def __init__(self) -> None:
+        self._inner: Any = None
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inner is None:
+            wrapped = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        out: bytes = self._inner.decompress(data, max_length)
+        return out
+
+    def flush(self) -> bytes:
+        return b"" if self._inner is None else bytes(self._inner.flush())
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return b"" if self._inner is None else bytes(self._inner.unconsumed_tail)
+
+    @property
+    def eof(self) -> bool:
+        return self._inner is not None and bool(self._inner.eof)
 
 
 def _decoded(body: bytes) -> Any:
@@ -641,6 +713,10 @@ def _no_dead_letter(letter_id: int) -> _Problem:
 
 def _too_large(limit: int) -> _Problem:
     return _Problem(413, "body", "size", f"the body is over {limit // 1024} KiB")
+
+
+def _too_large_inflated(room: int) -> _Problem:
+    return _Problem(413, "body", "size", "the body inflates to more than the size limit")
 
 
 def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Answer:

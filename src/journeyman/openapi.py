@@ -32,7 +32,8 @@ def _error(description: str) -> dict[str, Any]:
 _INGEST_ERRORS = {
     "400": _error("The call breaks a rule: the error names the field and the rule."),
     "401": _error("The write key is missing or wrong."),
-    "413": _error("The body is too large."),
+    "413": _error("The body is too large, or inflates to more than the limit."),
+    "415": _error("A Content-Encoding other than gzip, deflate or identity."),
     "429": _error("Too much is queued: retry after the Retry-After seconds."),
     "503": _error("The events could not be stored; nothing was kept: retry."),
 }
