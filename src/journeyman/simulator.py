@@ -178,8 +178,16 @@ class Simulator:
         elif name in ("unsubscribed", "resubscribed"):
             defaults = {"source": "link"}
         event = reaction_event(name, message, self.now, **(defaults | extra))
-        results, changes = self._run([event])
-        return changes.events[0] if results == ["accepted"] else None
+        return self.accept([event])[0]
+
+    def accept(self, events: Iterable[Event], at: datetime | None = None) -> list[Event | None]:
+        """Events recorded from outside the Segment API (a click, an open, a provider's
+        callback), at ``at`` (default: now), in one batch, as the server's
+        ``runtime.accept`` takes them: each as taken, or None if it came before."""
+        self.run_until(at or self.now)
+        results, changes = self._run(events)
+        accepted = iter(changes.events)
+        return [next(accepted) if result == "accepted" else None for result in results]
 
     def _message_of(self, step: str, profile: str | None) -> SendMessage:
         journey, _, step_id = step.rpartition(".")

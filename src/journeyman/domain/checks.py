@@ -202,7 +202,8 @@ def _check_reaction_targets(r: _JourneyReader, journey: m.Journey, linked: bool)
             hint = did_you_mean(step.to, journey.steps)
             inner.report("reaction-to", where, f"'to' names no step '{step.to}'{hint}")
         elif not isinstance(target, m.Send):
-            message = f"'to' must name a send step, and {step.to} is a {target.kind} step"
+            article = "an" if target.kind[0] in "aeiou" else "a"
+            message = f"'to' must name a send step, and {step.to} is {article} {target.kind} step"
             inner.report("reaction-to", where, message)
         elif linked and (
             step.to not in _reached_from(journey, journey.first)
