@@ -100,9 +100,11 @@ def test_an_open_posted_to_the_track_api_takes_the_event_path_as_in_a_journey_te
         result = CliRunner().invoke(main, ["test", str(folder)])
         assert result.exit_code == 0, result.output
         assert "1 passed, 0 failed" in result.output
-        with Journeyman(folder, store_url, tmp_path) as server:
-            with server.start().client() as api:
-                _run_on_serve(api)
+        with (
+            Journeyman(folder, store_url, tmp_path) as server,
+            server.start().client() as api,
+        ):
+            _run_on_serve(api)
 
 
 def _opened(api: httpx.Client, profile: str, machine: bool) -> None:
