@@ -487,3 +487,12 @@ def test_validate_counts_only_the_events_the_workspace_defines(tmp_path: Path) -
     code, output = run_cli("validate", folder)
     assert code == 0, output
     assert "(3 events, " in output
+
+
+def test_the_graph_says_which_reaction_a_wait_is_for(tmp_path: Path) -> None:
+    flow = onboarding("{reaction: opened, to: welcome, timeout: 3d, machine: false}")
+    folder = write_workspace(tmp_path, BASE, flow)
+    code, output = run_cli("graph", folder, "j")
+    assert code == 0, output
+    assert "wait for opened of welcome by a person up to 3d" in output
+    assert 's_await_open -- "opened" --> s_engaged' in output
