@@ -496,3 +496,14 @@ def test_the_graph_says_which_reaction_a_wait_is_for(tmp_path: Path) -> None:
     assert code == 0, output
     assert "wait for opened of welcome by a person up to 3d" in output
     assert 's_await_open -- "opened" --> s_engaged' in output
+
+
+def test_a_posted_reaction_with_a_property_of_the_wrong_type_is_refused(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(onboarding())
+    body = {"userId": "u1", "event": "message_opened", "properties": {"machine": "yes"}}
+    assert sim.track(body) is None
+    (rejection,) = sim.rejected
+    assert rejection.error.field == "properties.machine"
+    assert sim.profiles == {}
