@@ -562,11 +562,11 @@ def _reacts(step: m.WaitFor, instance: Instance, event: Event) -> bool:
     if step.url is None:
         return True
     url = properties.get("url")
-    return isinstance(url, str) and url_pattern(step.url).fullmatch(url) is not None
+    return isinstance(url, str) and _url_pattern(step.url).fullmatch(url) is not None
 
 
 @lru_cache(maxsize=256)
-def url_pattern(pattern: str) -> re.Pattern[str]:
+def _url_pattern(pattern: str) -> re.Pattern[str]:
     """A ``clicked`` URL pattern as a regular expression: ``*`` is any text, even none;
     every other character stands for itself; the pattern matches the whole URL."""
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
