@@ -98,7 +98,7 @@ def validate(workspace: Path) -> None:
     counts = ", ".join(
         _count(len(items), label)
         for label, items in (
-            ("event", ws.events),
+            ("event", [e for e in ws.events.values() if not e.builtin]),
             ("template", ws.templates),
             ("action", ws.actions),
             ("journey", ws.journeys),

@@ -22,6 +22,7 @@
     ├── StorageUnavailable     the database cannot be reached or opened (storage.base)
     ├── TransferError          a move between databases cannot be made (storage.transfer)
     ├── PublicUrlError         links in messages cannot be built on the public URL (runtime.links)
+    ├── NoMessage              a simulated reaction answers no message sent (simulator)
     └── SettingError           a JOURNEYMAN_* setting cannot be read (server)
 
 The ones that report bad input keep the built-in type they refine as a second base

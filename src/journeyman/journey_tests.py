@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from journeyman.domain.model import Expectation, TestCase, Workspace
+from journeyman.domain.model import Expectation, TestCase, TestEvent, Workspace
 from journeyman.domain.times import format_duration
-from journeyman.simulator import Simulator
+from journeyman.simulator import NoMessage, Simulator
 
 __all__ = ["TestResult", "format_trace", "run_test", "run_tests"]
 
@@ -40,16 +40,36 @@ def run_tests(workspace: Workspace) -> list[TestResult]:
 
 def run_test(workspace: Workspace, test: TestCase) -> TestResult:
     simulator = Simulator(workspace, test.start, fail=test.fail)
-    # Events at the same moment arrive together: the server would take them in one batch.
-    for at, events in itertools.groupby(sorted(test.events, key=lambda e: e.at), lambda e: e.at):
-        simulator.receive([(e.type, e.payload) for e in events], test.start + at)
-    simulator.run(test.until)
     result = TestResult(test, simulator)
+    # Events at the same moment arrive together: the server would take them in one batch.
+    # Reactions come after them, each answering a message sent by then.
+    for at, group in itertools.groupby(sorted(test.events, key=lambda e: e.at), lambda e: e.at):
+        events = list(group)
+        calls = [(e.type, e.payload) for e in events if e.type != "reaction"]
+        if calls:
+            simulator.receive(calls, test.start + at)
+        for event in (e for e in events if e.type == "reaction"):
+            problem = _react(simulator, event, test.start + at)
+            if problem:
+                result.failures.append(f"line {event.line}: {problem}")
+    simulator.run(test.until)
     for expectation in test.expect:
         problem = _check(simulator, expectation)
         if problem:
             result.failures.append(f"line {expectation.line}: {problem}")
     return result
+
+
+def _react(simulator: Simulator, event: TestEvent, at: datetime) -> str:
+    """Send a reaction such as ``opened: welcome``; what is wrong with it, or ''."""
+    reaction = dict(event.payload)
+    name, step = reaction.pop("reaction"), reaction.pop("step")
+    try:
+        simulator.react(name, step, at=at, **reaction)
+    except NoMessage as error:
+        when = format_duration(at - simulator.start)
+        return f"{name}: {step} at {when}: {error}; a reaction answers a message already sent"
+    return ""
 
 
 # matching

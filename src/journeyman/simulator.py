@@ -16,6 +16,7 @@ dispatcher would tell it.
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +37,7 @@ from journeyman.domain.core import (
 from journeyman.domain.engine import Engine
 from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
 from journeyman.domain.model import Workspace
+from journeyman.domain.reactions import REACTIONS, reaction_event
 from journeyman.domain.state import (
     CallAction,
     Event,
@@ -44,8 +46,17 @@ from journeyman.domain.state import (
     SendMessage,
     StepRecord,
 )
+from journeyman.errors import JourneymanError
 
-__all__ = ["Rejection", "Simulator"]
+__all__ = ["NoMessage", "Rejection", "Simulator"]
+
+# The first web address in a message: what a simulated click follows unless told otherwise.
+_FIRST_URL = re.compile(r"""https?://[^\s"'<>]+""")
+
+
+class NoMessage(JourneymanError, LookupError):
+    """A reaction names a message that was never sent: no message from that step (for that
+    profile) was handed over by then, or several profiles got one and none was named."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,71 @@ class Simulator:
             for position, result in zip(taken, results, strict=True):
                 answers[position] = next(accepted) if result == "accepted" else None
         return answers
+
+    def react(
+        self,
+        reaction: str,
+        step: str,
+        profile: str | None = None,
+        at: datetime | None = None,
+        **extra: Any,
+    ) -> Event | None:
+        """The reaction (``opened``, ``clicked``, ``bounced``, ... see
+        :data:`~journeyman.domain.reactions.REACTIONS`) to the latest message that
+        ``step`` (``step`` or ``journey.step``) sent to ``profile`` (a profile id; may be
+        left out when one profile got such a message), at ``at`` (default: now).
+
+        The event is built from that message as the server builds it from the message a
+        link, pixel or provider names (:func:`~journeyman.domain.reactions.reaction_event`),
+        with what ``extra`` adds or overrides (``url``, ``machine``, ``bounce``). Raises
+        :class:`NoMessage` when no such message was sent by then.
+        """
+        self.run_until(at or self.now)
+        message = self._message_of(step, profile)
+        name = REACTIONS[reaction]
+        defaults: dict[str, Any] = {}
+        if name == "message_opened":
+            defaults = {"machine": False}
+        elif name == "message_clicked":
+            found = _FIRST_URL.search(" ".join(message.content.values()))
+            defaults = {"url": found.group()} if found else {}
+        elif name == "message_bounced":
+            defaults = {"bounce": "hard", "address": message.to, "reason": "a simulated bounce"}
+        elif name == "message_complained":
+            defaults = {"address": message.to}
+        elif name == "message_failed":
+            defaults = {"reason": "a simulated failure"}
+        elif name in ("unsubscribed", "resubscribed"):
+            defaults = {"source": "link"}
+        event = reaction_event(name, message, self.now, **(defaults | extra))
+        return self.accept([event])[0]
+
+    def accept(self, events: Iterable[Event], at: datetime | None = None) -> list[Event | None]:
+        """Events recorded from outside the Segment API (a click, an open, a provider's
+        callback), at ``at`` (default: now), in one batch, as the server's
+        ``runtime.accept`` takes them: each as taken, or None if it came before."""
+        self.run_until(at or self.now)
+        results, changes = self._run(events)
+        accepted = iter(changes.events)
+        return [next(accepted) if result == "accepted" else None for result in results]
+
+    def _message_of(self, step: str, profile: str | None) -> SendMessage:
+        journey, _, step_id = step.rpartition(".")
+        latest: dict[str, SendMessage] = {}
+        for message in self.messages:
+            mine = profile is None or message.profile_id == profile
+            if message.step == step_id and journey in ("", message.journey) and mine:
+                latest[message.profile_id] = message
+        whom = f" to profile {profile}" if profile is not None else ""
+        if not latest:
+            raise NoMessage(f"no message from step {step} was sent{whom} by then")
+        if len(latest) > 1:
+            names = ", ".join(sorted(latest))
+            raise NoMessage(
+                f"messages from step {step} went to several profiles ({names}): "
+                "name one with 'profile'"
+            )
+        return next(iter(latest.values()))
 
     # time
 

@@ -13,6 +13,7 @@ from journeyman.domain import model as m
 from journeyman.domain.documents import Path
 from journeyman.domain.expressions import Expression
 from journeyman.domain.parse import Parsed
+from journeyman.domain.reactions import REACTIONS
 from journeyman.domain.reader import Reader, did_you_mean
 from journeyman.domain.templates import Template
 from journeyman.domain.times import format_duration
@@ -59,6 +60,7 @@ def check(parsed: Parsed) -> None:
         if any(type(step) is m.Step for step in journey.steps.values()):
             continue
         _check_instant_cycles(reader, journey)
+        _check_reaction_targets(reader, journey, linked)
         if linked:
             _check_reachable(reader, journey)
             _check_waits_fit(reader, journey)
@@ -174,6 +176,41 @@ def _check_reachable(r: _JourneyReader, journey: m.Journey) -> None:
                 r.step_path(step),
                 f"step {step.id}: no path leads to this step",
             )
+
+
+def _reached_from(journey: m.Journey, start: str) -> set[str]:
+    """Every step a path from ``start`` leads to, ``start`` itself included."""
+    seen = {start}
+    todo = [start]
+    while todo:
+        for target in journey.steps[todo.pop()].targets():
+            if target in journey.steps and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def _check_reaction_targets(r: _JourneyReader, journey: m.Journey, linked: bool) -> None:
+    """A ``wait_for`` reaction's ``to`` names a send step that a path passes before it."""
+    for step in journey.steps.values():
+        if not isinstance(step, m.WaitFor) or step.to is None:
+            continue
+        inner = r.within(f"step {step.id}: ")
+        where = (*r.step_path(step), "wait_for", "to")
+        target = journey.steps.get(step.to)
+        if target is None:
+            hint = did_you_mean(step.to, journey.steps)
+            inner.report("reaction-to", where, f"'to' names no step '{step.to}'{hint}")
+        elif not isinstance(target, m.Send):
+            article = "an" if target.kind[0] in "aeiou" else "a"
+            message = f"'to' must name a send step, and {step.to} is {article} {target.kind} step"
+            inner.report("reaction-to", where, message)
+        elif linked and (
+            step.to not in _reached_from(journey, journey.first)
+            or step.id not in _reached_from(journey, step.to)
+        ):
+            message = f"no path passes the send step {step.to} before this wait: it waits in vain"
+            inner.report("reaction-to", where, message)
 
 
 def _is_wait(step: m.Step) -> bool:
@@ -435,9 +472,30 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
         journey_name = expectation.filters.get("journey")
         if journey_name is not None:
             _known(r, ("expect", index, "journey"), "journey", journey_name, parsed)
+    _check_test_reactions(r, parsed, complete)
     written = r.document.data.get("fail")
     for name in sorted(test.fail):
         _check_step_name(r, ("fail", written.index(name)), name, parsed, complete)
+
+
+def _check_test_reactions(r: Reader, parsed: Parsed, complete: bool) -> None:
+    """Each reaction in a test's events (``opened: welcome``) names a send step."""
+    events = r.document.data.get("events")
+    for index, item in enumerate(events if isinstance(events, list) else ()):
+        written = [k for k in REACTIONS if isinstance(item, dict) and k in item]
+        if len(written) != 1 or not isinstance(item[written[0]], str):
+            continue  # reported as the test was read
+        path: Path = ("events", index, written[0])
+        name = item[written[0]]
+        before = len(r.problems)
+        _check_step_name(r, path, name, parsed, complete)
+        journey_name, _, step_id = name.rpartition(".")
+        journeys = [parsed.journeys[journey_name]] if journey_name in parsed.journeys else []
+        steps = [
+            j.steps[step_id] for j in journeys or parsed.journeys.values() if step_id in j.steps
+        ]
+        if len(r.problems) == before and steps and not any(isinstance(s, m.Send) for s in steps):
+            r.report("reference", path, f"step {name} is a {steps[0].kind} step, not a send step")
 
 
 def _check_step_name(r: Reader, path: Path, name: str, parsed: Parsed, complete: bool) -> None:

@@ -18,6 +18,7 @@ the trigger, so that the fault costs that trigger only.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -414,10 +415,13 @@ class _Run:
         step = journey.steps.get(instance.step) if journey else None
         if journey is None or not isinstance(step, m.WaitFor) or step.event != event.name:
             return
+        if step.reaction is not None and not _reacts(step, instance, event):
+            return
         moved = _replace(instance, event=event)
         if step.when is not None and not step.when.test(self.scope(moved, journey)):
             return
-        self.record(moved, step.id, "event", f"{event.name} arrived")
+        what = event.name if step.reaction is None else f"{event.name} of {step.to}"
+        self.record(moved, step.id, "event", f"{what} arrived")
         self.advance(journey, moved, step.on_event or step.next)
 
     def wake(self, instance: Instance) -> None:
@@ -434,7 +438,7 @@ class _Run:
             self.advance(journey, instance, instance.step)
         elif isinstance(step, m.WaitFor):
             self.record(
-                instance, step.id, "timeout", f"no {step.event} within {_text(step.timeout)}"
+                instance, step.id, "timeout", f"no {step.awaited} within {_text(step.timeout)}"
             )
             self.advance(journey, instance, step.on_timeout or step.next)
         elif step is not None:
@@ -543,7 +547,29 @@ def _run_wait(run: _Run, journey: m.Journey, instance: Instance, step: m.Wait) -
 def _run_wait_for(run: _Run, journey: m.Journey, instance: Instance, step: m.WaitFor) -> StepResult:
     deadline = instance.entered_at + journey.timeout
     wake = run.now + step.timeout if step.timeout is not None else deadline
-    return run.wait_until(journey, instance, wake, "event", f"for {step.event}")
+    return run.wait_until(journey, instance, wake, "event", f"for {step.awaited}")
+
+
+def _reacts(step: m.WaitFor, instance: Instance, event: Event) -> bool:
+    """Whether a reaction event answers this instance's message from the step ``to``, as
+    the short form asks: a person's open, when machine opens do not count; a click on a
+    URL that matches the pattern, when there is one."""
+    properties = event.properties
+    if properties.get("instance") != instance.id or properties.get("step") != step.to:
+        return False
+    if not step.machine and properties.get("machine") is True:
+        return False
+    if step.url is None:
+        return True
+    url = properties.get("url")
+    return isinstance(url, str) and _url_pattern(step.url).fullmatch(url) is not None
+
+
+@lru_cache(maxsize=256)
+def _url_pattern(pattern: str) -> re.Pattern[str]:
+    """A ``clicked`` URL pattern as a regular expression: ``*`` is any text, even none;
+    every other character stands for itself; the pattern matches the whole URL."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
 def _run_branch(run: _Run, journey: m.Journey, instance: Instance, step: m.Branch) -> StepResult:

@@ -59,7 +59,7 @@ def summary(step: m.Step) -> str:
         return f"wait until {step.until_local:%H:%M} local{days}"
     if isinstance(step, m.WaitFor):
         limit = f" up to {format_duration(step.timeout)}" if step.timeout else ""
-        return f"wait for {step.event}{limit}"
+        return f"wait for {step.awaited}{limit}"
     if isinstance(step, m.Send):
         return f"send {step.template}"
     if isinstance(step, m.Call):
@@ -83,7 +83,7 @@ def edges(step: m.Step) -> list[tuple[str, str | None]]:
         total = sum(weight for weight, _ in step.arms)
         return [(f"{weight / total:.0%}", goto) for weight, goto in step.arms]
     if isinstance(step, m.WaitFor):
-        found = [(step.event, step.on_event or step.next)]
+        found = [(step.reaction or step.event, step.on_event or step.next)]
         if step.timeout is not None:
             found.append((f"after {format_duration(step.timeout)}", step.on_timeout or step.next))
         return found

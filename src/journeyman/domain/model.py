@@ -74,6 +74,7 @@ class EventDefinition:
     origin: Origin
     # True only for properties the schema certainly accepts; None: ask the validator
     quick: Callable[[Any], bool] | None = None
+    builtin: bool = False  # a reaction event, defined by journeyman rather than a document
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +168,27 @@ class WaitFor(Step):
     timeout: timedelta | None = None
     on_event: str | None = None
     on_timeout: str | None = None
+    # The short form `reaction: opened, to: welcome`: `event` is then the reaction's event,
+    # and only a reaction to this instance's message from the send step `to` counts.
+    reaction: str | None = None
+    to: str | None = None
+    url: str | None = None  # for clicked: a pattern the clicked URL must match (* is any text)
+    machine: bool = True  # for opened: whether opens by a mail client's prefetcher count
 
     kind = "wait_for"
 
     def targets(self) -> tuple[str, ...]:
         found = (self.on_event or self.next, self.on_timeout or self.next)
         return tuple(dict.fromkeys(t for t in found if t))
+
+    @property
+    def awaited(self) -> str:
+        """What it waits for, as the trace says it: an event, or `opened of welcome`."""
+        if self.reaction is None:
+            return self.event
+        url = f" on {self.url}" if self.url is not None else ""
+        human = "" if self.machine else " by a person"
+        return f"{self.reaction} of {self.to}{url}{human}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +302,9 @@ class Journey:
 @dataclass(frozen=True, slots=True)
 class TestEvent:
     at: timedelta
-    type: Literal["track", "identify"]
+    # A reaction's payload is {reaction, step} (opened: welcome) and what the test added:
+    # profile, url (clicked), machine (opened), bounce (bounced).
+    type: Literal["track", "identify", "reaction"]
     payload: Mapping[str, Any]
     line: int
 

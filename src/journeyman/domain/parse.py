@@ -24,6 +24,7 @@ from journeyman.domain import model as m
 from journeyman.domain.actions import Allow, AllowError, allowed_literal, literal_target, url_origin
 from journeyman.domain.documents import Document, Path
 from journeyman.domain.problems import Problem
+from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACTIONS
 from journeyman.domain.reader import Reader, describe, did_you_mean
 from journeyman.domain.schemas import quick_check
 from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp, parse_zone
@@ -82,13 +83,30 @@ _EXPECTATIONS = (
 )
 _EXPECT_FILTERS = ("profile", "journey", "to", "channel", "subject", "body_contains")
 DEFAULT_TEST_START = datetime.fromisoformat("2026-01-05T00:00:00+00:00")  # a Monday
+# The reactions a `wait_for` can wait for, by the names authors write.
+WAIT_REACTIONS = tuple(name for name in REACTIONS if name != "resubscribed")
+# What each reaction of a `wait_for` may add to `reaction` and `to`.
+_REACTION_OPTIONS = {"clicked": ("url",), "opened": ("machine",)}
+# The events journeyman defines itself: every workspace has them, and no document may.
+_BUILTIN_EVENTS = {
+    name: m.EventDefinition(
+        name,
+        "userId",
+        schema,
+        Draft202012Validator(schema),
+        m.Origin("(built in)", 0),
+        quick_check(schema),
+        builtin=True,
+    )
+    for name, schema in REACTION_SCHEMAS.items()
+}
 
 
 class Parsed:
     """Everything read from a workspace's documents, good or not."""
 
     def __init__(self) -> None:
-        self.events: dict[str, m.EventDefinition] = {}
+        self.events: dict[str, m.EventDefinition] = dict(_BUILTIN_EVENTS)
         self.templates: dict[str, m.MessageTemplate] = {}
         self.actions: dict[str, m.Action] = {}
         self.journeys: dict[str, m.Journey] = {}
@@ -99,6 +117,7 @@ class Parsed:
         self.tests: list[m.TestCase] = []
         self.documents: dict[tuple[str, str], Document] = {}  # (kind, name) -> its document
         self.names: dict[str, set[str]] = {kind: set() for kind in KINDS}  # defined, or broken
+        self.names["event"].update(_BUILTIN_EVENTS)
         self.problems: list[Problem] = []
 
 
@@ -141,6 +160,14 @@ def _read_document(document: Document, parsed: Parsed) -> None:
             return
     elif kind == "event":
         if reader.text(name, ("name",)) is None:
+            return
+        if name in REACTION_EVENTS:
+            reader.report(
+                "reserved-event",
+                ("name",),
+                f"event name '{name}' is reserved: journeyman defines this reaction event "
+                "and its properties itself; give your event another name",
+            )
             return
     elif reader.name_of(name, ("name",), "'name'") is None:
         return
@@ -578,12 +605,15 @@ def _wait(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> 
 
 def _wait_for(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
     where = (*path, "wait_for")
-    spec = r.mapping(
-        item["wait_for"], where, ("event", "when", "timeout"), ("event",), "'wait_for'"
-    )
+    keys = ("event", "reaction", "to", "url", "machine", "when", "timeout")
+    spec = r.mapping(item["wait_for"], where, keys, what="'wait_for'")
     if spec is None:
         return None
-    event = r.text(spec.get("event"), (*where, "event"))
+    reaction = _reaction(r, spec, where) if "reaction" in spec else {}
+    if ("event" in spec) == ("reaction" in spec):
+        r.report("one-of", where, "'wait_for' needs exactly one of 'event' or 'reaction'")
+        return None
+    event = r.text(spec.get("event"), (*where, "event")) if "event" in spec else None
     when = r.expression(spec["when"], (*where, "when")) if "when" in spec else None
     timeout = None
     if "timeout" in spec:
@@ -596,16 +626,40 @@ def _wait_for(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any])
         r.report(
             "missing-key", (*path, "on_timeout"), "'on_timeout' needs a 'timeout' in 'wait_for'"
         )
-    if event is None:
+    if reaction is None or (event is None and not reaction):
         return None
     return m.WaitFor(
         **base,
-        event=event,
+        event=event or REACTIONS[reaction["reaction"]],
         when=when,
         timeout=timeout,
         on_event=on_event,
         on_timeout=on_timeout,
+        **reaction,
     )
+
+
+def _reaction(r: Reader, spec: dict[str, Any], where: Path) -> dict[str, Any] | None:
+    """The short form's fields (``reaction``, ``to``, ``url``, ``machine``), or None."""
+    reaction = r.choice(spec["reaction"], (*where, "reaction"), WAIT_REACTIONS)
+    to = r.name_of(spec["to"], (*where, "to"), "'to'") if "to" in spec else None
+    if "to" not in spec:
+        r.report("missing-key", where, "'reaction' needs 'to': the send step whose message it is")
+    fields: dict[str, Any] = {"reaction": reaction, "to": to}
+    for key in ("url", "machine"):
+        if key not in spec:
+            continue
+        if key not in _REACTION_OPTIONS.get(str(reaction), ()):
+            which = "clicked" if key == "url" else "opened"
+            r.report("unknown-key", (*where, key), f"'{key}' goes with 'reaction: {which}'")
+            return None
+        if key == "url":
+            fields["url"] = r.text(spec["url"], (*where, "url"))
+        else:
+            fields["machine"] = r.boolean(spec["machine"], (*where, "machine"))
+    if reaction is None or to is None or any(value is None for value in fields.values()):
+        return None
+    return fields
 
 
 def _branch(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
@@ -771,15 +825,33 @@ def _list(r: Reader, data: dict[str, Any], key: str) -> list[Any]:
     return r.sequence(data.get(key), (key,)) or []
 
 
+# What a reaction in a test's events may add to the step it names.
+_TEST_REACTION_OPTIONS = {"clicked": ("url",), "opened": ("machine",), "bounced": ("bounce",)}
+
+
 def _test_event(r: Reader, item: Any, path: Path) -> m.TestEvent | None:
-    found = r.mapping(item, path, ("at", "track", "identify"), ("at",), "a test event")
+    allowed = ("at", "track", "identify", *REACTIONS, "profile", "url", "machine", "bounce")
+    found = r.mapping(item, path, allowed, ("at",), "a test event")
     if found is None:
         return None
     at = r.duration(found["at"], (*path, "at")) if "at" in found else None
-    types = [t for t in ("track", "identify") if t in found]
+    types = [t for t in ("track", "identify", *REACTIONS) if t in found]
     if len(types) != 1:
-        r.report("one-of", path, "a test event needs exactly one of track or identify")
+        r.report(
+            "one-of",
+            path,
+            f"a test event needs exactly one of track, identify or a reaction "
+            f"({', '.join(REACTIONS)})",
+        )
         return None
+    if types[0] in REACTIONS:
+        reaction = _test_reaction(r, found, path, types[0])
+        if at is None or reaction is None:
+            return None
+        return m.TestEvent(at, "reaction", reaction, r.line(path))
+    for key in ("profile", "url", "machine", "bounce"):
+        if key in found:
+            r.report("unknown-key", (*path, key), f"'{key}' goes with a reaction, such as opened")
     payload = found[types[0]]
     if not isinstance(payload, dict):
         r.report(
@@ -790,6 +862,37 @@ def _test_event(r: Reader, item: Any, path: Path) -> m.TestEvent | None:
         return None
     kind: Literal["track", "identify"] = "track" if types[0] == "track" else "identify"
     return m.TestEvent(at, kind, payload, r.line(path))
+
+
+def _test_reaction(
+    r: Reader, found: dict[str, Any], path: Path, name: str
+) -> dict[str, Any] | None:
+    """``{reaction, step, ...}`` for a test event such as ``opened: welcome``, or None."""
+    step = found[name]
+    if not isinstance(step, str) or not step.strip():
+        r.report("type", (*path, name), f"'{name}' must name a send step, not {describe(step)}")
+        return None
+    reaction: dict[str, Any] = {"reaction": name, "step": step}
+    sound = True
+    for key in ("profile", "url", "machine", "bounce"):
+        if key not in found:
+            continue
+        value = found[key]
+        if key != "profile" and key not in _TEST_REACTION_OPTIONS.get(name, ()):
+            owner = next(k for k, keys in _TEST_REACTION_OPTIONS.items() if key in keys)
+            r.report("unknown-key", (*path, key), f"'{key}' goes with '{owner}', not '{name}'")
+            value = None
+        elif key == "machine":
+            value = r.boolean(value, (*path, key))
+        elif key == "bounce":
+            value = r.choice(value, (*path, key), ("hard", "soft"))
+        elif isinstance(value, int) and not isinstance(value, bool) and key == "profile":
+            value = str(value)  # a numeric user id, as expectations read it
+        else:
+            value = r.text(value, (*path, key))
+        sound = sound and value is not None
+        reaction[key] = value
+    return reaction if sound else None
 
 
 def _expectation(r: Reader, item: Any, path: Path) -> m.Expectation | None:

@@ -48,6 +48,7 @@ CHECKS: dict[str, Severity] = {
     "missing-channel": "error",
     # journeys
     "reserved-trait": "error",
+    "reserved-event": "error",
     "reference": "error",
     "link": "error",
     "branch-otherwise": "error",
@@ -56,6 +57,7 @@ CHECKS: dict[str, Severity] = {
     "unreachable-step": "warning",
     "instant-loop": "error",
     "jump-loop": "error",
+    "reaction-to": "error",
     "wait-too-long": "error",
     "timeout-never-taken": "warning",
     "unknown-trait": "warning",

@@ -21,6 +21,7 @@ __all__ = [
     "MESSAGE_PROPERTIES",
     "REACTIONS",
     "REACTION_EVENTS",
+    "REACTION_SCHEMAS",
     "reaction_event",
     "reaction_record",
 ]
@@ -62,6 +63,33 @@ _OUTCOMES = {
 _DETAIL_LENGTH = 300
 #: The properties that tie a reaction to its message.
 MESSAGE_PROPERTIES = ("journey", "version", "step", "instance", "message", "channel")
+
+_TEXT = {"type": "string"}
+_MESSAGE_SCHEMA = {
+    "journey": _TEXT,
+    "version": {"type": "integer"},
+    "step": _TEXT,
+    "instance": _TEXT,
+    "message": _TEXT,
+    "channel": _TEXT,
+}
+_EXTRA_SCHEMA: dict[str, dict[str, Any]] = {
+    "message_sent": {},
+    "message_failed": {"reason": _TEXT},
+    "message_opened": {"user_agent": _TEXT, "machine": {"type": "boolean"}},
+    "message_clicked": {"url": _TEXT, "user_agent": _TEXT},
+    "message_bounced": {"bounce": {"enum": ["hard", "soft"]}, "address": _TEXT, "reason": _TEXT},
+    "message_complained": {"address": _TEXT},
+    "unsubscribed": {"topic": _TEXT, "source": _TEXT},
+    "resubscribed": {"topic": _TEXT, "source": _TEXT},
+}
+#: The JSON Schema of each reaction event's properties: the workspace defines these events
+#: without a ``kind: event`` document. Nothing is required, as a reaction that answers no
+#: message (an unsubscribe from the preference page) has none of the message's properties.
+REACTION_SCHEMAS: dict[str, dict[str, Any]] = {
+    name: {"type": "object", "properties": {**_MESSAGE_SCHEMA, **extra}}
+    for name, extra in _EXTRA_SCHEMA.items()
+}
 
 
 def reaction_event(
