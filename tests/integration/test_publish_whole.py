@@ -209,6 +209,75 @@ def test_the_plan_shows_a_template_change_in_the_api_and_the_cli(
         assert wait_until(lambda: subject_to(smtp, "cy"), "cy's note") == "Note first"
 
 
+def plan_of(folder: Path, url: str) -> str:
+    """What ``journeyman plan FOLDER --url URL`` prints."""
+    command = [sys.executable, "-m", "journeyman", "plan", str(folder), "--url", url]
+    done = subprocess.run(command, env=child_env({}), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+UNSENT = """
+kind: template
+name: spare_sms
+channel: sms
+body: "Spare {text}"
+"""
+
+
+def test_the_plan_names_templates_channels_events_and_rules_when_no_journey_changes(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    first = {**files(smtp.port, "first"), "spare.yaml": UNSENT.format(text="one")}
+    folder = write(tmp_path / "ws", first)
+    db = f"sqlite:///{tmp_path / 'jm.db'}"
+    with Journeyman(folder, db, tmp_path, env=SECRETS) as server:
+        url = server.start().url
+        assert plan_of(folder, url).splitlines()[1:] == [
+            "  unchanged notes (v1)",
+            "  nothing changes: every document is as published",
+        ]
+        edited = {
+            **first,
+            "spare.yaml": UNSENT.format(text="two"),  # a template no journey sends
+            "channels.yaml": channels(smtp.port).replace("+15550100", "+15550199"),
+            "events.yaml": EVENTS + "schema: {type: object, required: [code]}\n",
+            "rules.yaml": "kind: rules\ncaps:\n  - {channels: [email], max: 3, per: 1d}\n",
+        }
+        out = plan_of(write(tmp_path / "edited", edited), url)
+        assert out.splitlines()[1:] == [
+            "  unchanged notes (v1)",
+            "  changed   channel sms",
+            "  changed   event go",
+            "  new       rules",
+            "  changed   template spare_sms",
+        ]
+        answer = put_workspace(url, edited)
+        assert answer["plan"] == {
+            "new": [],
+            "changed": [],
+            "unchanged": ["notes"],
+            "removed": [],
+            "versions": {"notes": 1},
+            "documents": {
+                "channel sms": "changed",
+                "event go": "changed",
+                "rules": "new",
+                "template spare_sms": "changed",
+            },
+            "workspace": 2,
+        }
+        # The console's plan of the folder names them too, the other way round.
+        with server.client() as client:
+            documents = client.get("/v1/workspace").json()["plan"]["documents"]
+        assert documents == {
+            "channel sms": "changed",
+            "event go": "changed",
+            "rules": "removed",
+            "template spare_sms": "changed",
+        }
+
+
 # ---------------------------------------------------------------- PostgreSQL and NATS
 
 

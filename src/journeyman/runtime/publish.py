@@ -84,6 +84,8 @@ class Plan:
                 found.append(f"  {label:<9} {name}{version}")
         for document, label in sorted(self.documents.items()):
             found.append(f"  {label:<9} {document}")
+        if not (self.new or self.changed or self.removed or self.documents):
+            found.append("  nothing changes: every document is as published")
         return found
 
 
