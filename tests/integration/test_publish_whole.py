@@ -209,6 +209,34 @@ def test_the_plan_shows_a_template_change_in_the_api_and_the_cli(
         assert wait_until(lambda: subject_to(smtp, "cy"), "cy's note") == "Note first"
 
 
+def test_a_running_instance_keeps_its_template_while_events_and_channels_follow_the_latest(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    folder = write(tmp_path / "ws", files(smtp.port, "first"))
+    db = f"sqlite:///{tmp_path / 'jm.db'}"
+    with Journeyman(folder, db, tmp_path, env=SECRETS) as server:
+        url = server.start().url
+        sign_up(url, "ada")  # enters version 1 and waits for go
+        later = files(smtp.port, "fixed")
+        later["events.yaml"] = EVENTS + "schema: {type: object, required: [code]}\n"
+        later["channels.yaml"] = channels(smtp.port).replace(SENDER, "Renamed <new@example.com>")
+        put_workspace(url, later)
+        # The new event definition applies to ada's instance too: a go without a code is
+        # refused, and she waits on.
+        bare = httpx.post(
+            f"{url}/v1/track",
+            json={"userId": "ada", "event": "go"},
+            headers={"Authorization": f"Bearer {WRITE_KEY}"},
+        )
+        assert bare.status_code == 400, bare.text
+        assert "code" in bare.text
+        post(url, "track", {"userId": "ada", "event": "go", "properties": {"code": "x"}})
+        # Her version's text, through the channel published last.
+        assert wait_until(lambda: subject_to(smtp, "ada"), "ada's note") == "Note first"
+        (mail,) = [m for m in smtp.received if "ada@example.com" in m.recipients]
+        assert mail.message["From"] == "Renamed <new@example.com>"
+
+
 def plan_of(folder: Path, url: str) -> str:
     """What ``journeyman plan FOLDER --url URL`` prints."""
     command = [sys.executable, "-m", "journeyman", "plan", str(folder), "--url", url]
