@@ -241,6 +241,13 @@ def graph(workspace: Path, journey: str) -> None:
     help="The address customers reach this server at, for links in messages (clicks, "
     "opens, unsubscribe). Default: JOURNEYMAN_PUBLIC_URL, else the address it listens on.",
 )
+@click.option(
+    "--publish",
+    "publish_folder",
+    is_flag=True,
+    help="Publish the folder at start even if a newer version was published through the API "
+    "while the folder stayed unchanged (without it, that version runs and the banner says so).",
+)
 def serve(
     workspace_dir: Path,
     db: str | None,
@@ -252,10 +259,13 @@ def serve(
     partitions: int,
     trusted_proxies: tuple[str, ...],
     public_url: str | None,
+    publish_folder: bool,
 ) -> None:
     """Run journeyman: the HTTP API, the engine, timers and delivery, in one process.
 
-    Validates and publishes the workspace first and refuses to start if it has errors.
+    Validates the workspace first and refuses to start if it has errors. Publishes it if
+    it changed since it was last published; a newer version published through the API
+    while the folder stayed unchanged runs instead, unless --publish is given.
     State lives in one SQLite file by default. Keys come from JOURNEYMAN_WRITE_KEY and
     JOURNEYMAN_ADMIN_KEY; without them, keys are made once, stored and printed. Stops
     cleanly on Ctrl-C or SIGTERM. With --bus, this process answers HTTP and
@@ -276,6 +286,7 @@ def serve(
         partitions=partitions,
         trusted_proxies=trusted_proxies,
         public_url=public_url,
+        publish=publish_folder,
     )
     _run_fast(run_server(ws, options))
 

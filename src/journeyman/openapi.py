@@ -396,7 +396,8 @@ SPEC: dict[str, Any] = {
 SPEC["paths"]["/v1/workspace"].update(
     _get(
         "The workspace folder the server started from, read again now: its problems and "
-        "the plan a publish would carry out"
+        "the plan a publish would carry out; and the workspace version running, with where "
+        "it came from ('running')"
     )
 )
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]

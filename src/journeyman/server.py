@@ -64,6 +64,7 @@ class ServeOptions:
     partitions: int = 16
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks, as given
     public_url: str | None = None  # the address links in messages point to
+    publish: bool = False  # publish the folder at start even over a newer version
 
 
 def storage_url(option: str | None, workspace: Workspace, env: Mapping[str, str]) -> str:
@@ -194,6 +195,7 @@ async def _serve(
 
     runtime = _runtime(workspace, store, make_channels, options, env=env, retry=retry)
     runtime.public_url = options.public_url
+    runtime.always_publish = options.publish
     runtime.listening = f"http://{options.host}:{listener.getsockname()[1]}"
     await runtime.start()
     # Everything loaded so far lives as long as the server: keep it out of the collector's
@@ -222,7 +224,9 @@ async def _serve(
         )
         server = _Server(config)
         url = f"http://{options.host}:{listener.getsockname()[1]}"
-        announce(_banner(workspace, options, url, keys, catcher, _key_sources(env)))
+        running = _version(runtime)
+        ws = runtime.workspace
+        announce(_banner(ws, options, url, keys, catcher, _key_sources(env), running))
         await server.serve(sockets=[listener])
     finally:
         await runtime.stop()
@@ -306,6 +310,7 @@ def _banner(
     keys: Keys,
     catcher: MailCatcher | None,
     sources: Mapping[str, str],
+    version: Sequence[str] = (),
 ) -> str:
     """What the server says at start. A key from the environment is named, not shown
     (start logs are often kept); a key journeyman made is shown, as nothing else does."""
@@ -316,6 +321,7 @@ def _banner(
     }
     lines = [
         f"journeyman is serving {options.workspace_dir} at {url}",
+        *version,
         f"  journeys   {journeys}",
         f"  storage    {_storage(options.storage)}",
         *([f"  bus        {options.bus}, stream {options.stream}"] if options.bus else []),
@@ -330,6 +336,23 @@ def _banner(
     example = _example(workspace, url, key, mail if catcher is not None else None)
     lines += ["", "Try it:", *example, "", "Stop with Ctrl-C."]
     return "\n".join(lines)
+
+
+def _version(runtime: Runtime) -> list[str]:
+    """The banner's lines on the workspace version that runs, and why it is that one."""
+    number = runtime.version
+    if runtime.kept is None:
+        how = "published from the folder now" if runtime.published_at_start else "the folder"
+        return [f"  workspace  version {number}, {how}"]
+    origin = runtime.kept.origin
+    where = origin.describe() if origin is not None else "published after the folder"
+    since = runtime.kept.folder_version
+    return [
+        f"  workspace  version {number}, {where}",
+        f"             (the folder is unchanged since it was published as version {since},",
+        "             so it was not published again; to publish it anyway, start with",
+        "             --publish, or publish it from the console's Workspace page)",
+    ]
 
 
 def _storage(url: str) -> str:

@@ -9,6 +9,7 @@ text of the version it entered.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -16,10 +17,16 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from journeyman.domain.model import Workspace
+from journeyman.runtime.following import UnloadableWorkspace
+from journeyman.runtime.service import Runtime
+from journeyman.storage import open_store
+from journeyman.workspace import load_texts
 from tests.cluster import NATS_URL, BusServer, WorkerProcess, nats_missing, nats_stream
 from tests.servers import ADMIN_KEY, WRITE_KEY, Journeyman, SmtpServer, child_env
 from tests.stores import Backend
@@ -202,6 +209,103 @@ def test_the_plan_shows_a_template_change_in_the_api_and_the_cli(
         assert wait_until(lambda: subject_to(smtp, "cy"), "cy's note") == "Note first"
 
 
+def test_a_running_instance_keeps_its_template_while_events_and_channels_follow_the_latest(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    folder = write(tmp_path / "ws", files(smtp.port, "first"))
+    db = f"sqlite:///{tmp_path / 'jm.db'}"
+    with Journeyman(folder, db, tmp_path, env=SECRETS) as server:
+        url = server.start().url
+        sign_up(url, "ada")  # enters version 1 and waits for go
+        later = files(smtp.port, "fixed")
+        later["events.yaml"] = EVENTS + "schema: {type: object, required: [code]}\n"
+        later["channels.yaml"] = channels(smtp.port).replace(SENDER, "Renamed <new@example.com>")
+        put_workspace(url, later)
+        # The new event definition applies to ada's instance too: a go without a code is
+        # refused, and she waits on.
+        bare = httpx.post(
+            f"{url}/v1/track",
+            json={"userId": "ada", "event": "go"},
+            headers={"Authorization": f"Bearer {WRITE_KEY}"},
+        )
+        assert bare.status_code == 400, bare.text
+        assert "code" in bare.text
+        post(url, "track", {"userId": "ada", "event": "go", "properties": {"code": "x"}})
+        # Her version's text, through the channel published last.
+        assert wait_until(lambda: subject_to(smtp, "ada"), "ada's note") == "Note first"
+        (mail,) = [m for m in smtp.received if "ada@example.com" in m.recipients]
+        assert mail.message["From"] == "Renamed <new@example.com>"
+
+
+def plan_of(folder: Path, url: str) -> str:
+    """What ``journeyman plan FOLDER --url URL`` prints."""
+    command = [sys.executable, "-m", "journeyman", "plan", str(folder), "--url", url]
+    done = subprocess.run(command, env=child_env({}), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+UNSENT = """
+kind: template
+name: spare_sms
+channel: sms
+body: "Spare {text}"
+"""
+
+
+def test_the_plan_names_templates_channels_events_and_rules_when_no_journey_changes(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    first = {**files(smtp.port, "first"), "spare.yaml": UNSENT.format(text="one")}
+    folder = write(tmp_path / "ws", first)
+    db = f"sqlite:///{tmp_path / 'jm.db'}"
+    with Journeyman(folder, db, tmp_path, env=SECRETS) as server:
+        url = server.start().url
+        assert plan_of(folder, url).splitlines()[1:] == [
+            "  unchanged notes (v1)",
+            "  nothing changes: every document is as published",
+        ]
+        edited = {
+            **first,
+            "spare.yaml": UNSENT.format(text="two"),  # a template no journey sends
+            "channels.yaml": channels(smtp.port).replace("+15550100", "+15550199"),
+            "events.yaml": EVENTS + "schema: {type: object, required: [code]}\n",
+            "rules.yaml": "kind: rules\ncaps:\n  - {channels: [email], max: 3, per: 1d}\n",
+        }
+        out = plan_of(write(tmp_path / "edited", edited), url)
+        assert out.splitlines()[1:] == [
+            "  unchanged notes (v1)",
+            "  changed   channel sms",
+            "  changed   event go",
+            "  new       rules",
+            "  changed   template spare_sms",
+        ]
+        answer = put_workspace(url, edited)
+        assert answer["plan"] == {
+            "new": [],
+            "changed": [],
+            "unchanged": ["notes"],
+            "removed": [],
+            "versions": {"notes": 1},
+            "documents": {
+                "channel sms": "changed",
+                "event go": "changed",
+                "rules": "new",
+                "template spare_sms": "changed",
+            },
+            "workspace": 2,
+        }
+        # The console's plan of the folder names them too, the other way round.
+        with server.client() as client:
+            documents = client.get("/v1/workspace").json()["plan"]["documents"]
+        assert documents == {
+            "channel sms": "changed",
+            "event go": "changed",
+            "rules": "removed",
+            "template spare_sms": "changed",
+        }
+
+
 # ---------------------------------------------------------------- PostgreSQL and NATS
 
 
@@ -266,3 +370,157 @@ def _instances(backend: Backend, url: str, who: str) -> list[int]:
     assert backend.rows is not None
     query = f"SELECT version FROM instances WHERE profile_id = '{who}'"
     return [int(row[0]) for row in backend.rows(url, query)]
+
+
+# ---------------------------------------------------------------- restarts
+
+
+class Serve(Journeyman):
+    """``journeyman serve`` with extra options."""
+
+    def __init__(self, *args: Any, options: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options = options
+
+    def command(self) -> list[str]:
+        return [*super().command(), *self.options]
+
+
+def test_a_restart_with_the_folder_unchanged_keeps_a_template_fixed_through_the_api(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    folder = write(tmp_path / "ws", files(smtp.port, "first"))
+    db = f"sqlite:///{tmp_path / 'jm.db'}"
+    with Journeyman(folder, db, tmp_path, env=SECRETS) as server:
+        url = server.start().url
+        assert "workspace  version 1, published from the folder now" in server.output
+        put_workspace(url, files(smtp.port, "fixed"))
+        assert server.stop() == 0
+
+        url = server.start().url  # the folder still holds the first text
+        banner = server.output
+        assert "workspace  version 2, published through the API" in banner, banner
+        assert "unchanged since it was published as version 1" in banner
+        assert "--publish" in banner
+        sign_up(url, "bob")
+        go(url, "bob")
+        assert wait_until(lambda: subject_to(smtp, "bob"), "bob's note") == "Note fixed"
+        # The plan of the folder says what publishing it would undo.
+        plan = put_workspace(url, files(smtp.port, "first"), dry_run=True)["plan"]
+        assert isinstance(plan, dict)
+        assert plan["documents"] == {"template note_email": "changed"}
+        assert server.stop() == 0
+
+        # A folder that changed since is published at start, as always.
+        write(folder, {"template.yaml": template("second")})
+        url = server.start().url
+        assert "workspace  version 3, published from the folder now" in server.output
+        sign_up(url, "cy")
+        go(url, "cy")
+        assert wait_until(lambda: subject_to(smtp, "cy"), "cy's note") == "Note second"
+        assert server.stop() == 0
+
+        url = server.start().url  # unchanged, and the latest: nothing new
+        assert "workspace  version 3, the folder\n" in server.output
+    with sqlite3.connect(tmp_path / "jm.db") as connection:
+        assert connection.execute("SELECT count(*) FROM workspaces").fetchone() == (3,)
+
+
+def test_serve_publish_publishes_the_folder_over_a_newer_version_from_the_api(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    folder = write(tmp_path / "ws", files(smtp.port, "first"))
+    db = f"sqlite:///{tmp_path / 'jm.db'}"
+    with Journeyman(folder, db, tmp_path, env=SECRETS) as server:
+        put_workspace(server.start().url, files(smtp.port, "fixed"))
+        assert server.stop() == 0
+    with Serve(folder, db, tmp_path / "again", env=SECRETS, options=("--publish",)) as server:
+        (tmp_path / "again").mkdir()
+        url = server.start().url
+        assert "workspace  version 3, published from the folder now" in server.output
+        sign_up(url, "ada")
+        go(url, "ada")
+        assert wait_until(lambda: subject_to(smtp, "ada"), "ada's note") == "Note first"
+
+
+# ---------------------------------------------------------------- the rule, on the Runtime
+
+
+def loaded(texts: dict[str, str], env: dict[str, str] | None = None) -> Workspace:
+    workspace = load_texts(texts, env=env).workspace
+    assert workspace is not None
+    return workspace
+
+
+async def started(db: Path, texts: dict[str, str], **options: Any) -> Runtime:
+    """A runtime on ``db`` started from a folder that holds ``texts``."""
+    env = options.pop("env", {})
+    runtime = Runtime(loaded(texts, env), open_store(f"sqlite:///{db}"), {}, env=env)
+    runtime.always_publish = options.pop("always_publish", False)
+    await runtime.start()
+    return runtime
+
+
+def test_a_console_publish_of_the_folder_counts_as_the_folder(tmp_path: Path) -> None:
+    db, first, edited = tmp_path / "jm.db", files(2525, "first"), files(2525, "edited")
+
+    async def test() -> None:
+        runtime = await started(db, first)
+        await runtime.publish(loaded(edited), source="console")  # the folder, edited on disk
+        await runtime.stop()
+        # The folder as the console published it: no new version, nothing kept.
+        runtime = await started(db, edited)
+        assert (runtime.version, runtime.kept, runtime.published_at_start) == (2, None, False)
+        await runtime.stop()
+        # The folder changed back since (a git checkout): it is published, as always.
+        runtime = await started(db, first)
+        assert (runtime.version, runtime.kept, runtime.published_at_start) == (3, None, True)
+        await runtime.stop()
+
+    asyncio.run(test())
+
+
+def test_a_database_that_never_recorded_a_folder_keeps_a_newer_api_version(
+    tmp_path: Path,
+) -> None:
+    db, first = tmp_path / "jm.db", files(2525, "first")
+
+    async def test() -> None:
+        runtime = await started(db, first)
+        await runtime.publish(loaded(files(2525, "fixed")))
+        await runtime.publish(loaded(files(2525, "fixed again")))
+        await runtime.stop()
+        with sqlite3.connect(db) as connection:  # as a database published before the record
+            connection.execute("DELETE FROM meta WHERE key LIKE 'setting:workspace_%'")
+        runtime = await started(db, first)
+        assert runtime.kept is not None
+        assert (runtime.version, runtime.kept.folder_version) == (3, 1)
+        assert runtime.kept.origin is None  # not recorded: the banner says "after the folder"
+        assert "The fixed again text" in runtime.kept.published.files["template.yaml"]
+        await runtime.stop()
+
+    asyncio.run(test())
+
+
+def test_a_newer_version_that_cannot_run_here_stops_the_start_and_names_publish(
+    tmp_path: Path,
+) -> None:
+    db, first = tmp_path / "jm.db", files(2525, "first")
+    texting = {**first, "sms.yaml": "kind: template\nname: hi_sms\nchannel: sms\nbody: Hi\n"}
+    del texting["channels.yaml"]  # no channel for sms, nor email: production refuses it
+    production = {"JOURNEYMAN_MODE": "production", **SECRETS}
+
+    async def test() -> None:
+        runtime = await started(db, first, env=production)
+        await runtime.publish(loaded(texting))
+        await runtime.stop()
+        store = open_store(f"sqlite:///{db}")
+        runtime = Runtime(loaded(first, production), store, {}, env=production)
+        with pytest.raises(UnloadableWorkspace, match="start with --publish"):
+            await runtime.start()
+        await store.close()
+        runtime = await started(db, first, env=production, always_publish=True)
+        assert (runtime.version, runtime.kept, runtime.published_at_start) == (3, None, True)
+        await runtime.stop()
+
+    asyncio.run(test())

@@ -401,6 +401,8 @@ def test_messages_workspace_and_versions_pages_have_their_json_twins(tmp_path: P
         status = (await client.get("/v1/workspace", headers=ADMIN)).json()
         assert status["valid"] is True
         assert status["plan"]["unchanged"] == ["hello"]
+        assert status["running"]["version"] == 1
+        assert status["running"]["from"] == "serve"
         assert (await client.get("/workspace", headers=JSON)).json() == status
 
         folder = runtime.root
@@ -411,6 +413,8 @@ def test_messages_workspace_and_versions_pages_have_their_json_twins(tmp_path: P
         answer = await client.post("/workspace", data={"csrf": _csrf(page.text)})
         assert answer.status_code == 303
         assert runtime.workspace.journeys["hello"].version == 2
+        page = await client.get("/workspace")
+        assert "Running workspace version 2, published from the console at" in page.text
 
         diff = await client.get("/v1/journeys/hello/versions/2?against=1", headers=ADMIN)
         assert "-  wait: 1d\n+  wait: 2d\n" in diff.json()["diff"]

@@ -10,13 +10,21 @@ already running finish on the version they entered, with that version's template
 entries use the new one. :func:`make_plan` is the pure part (what is new, changed,
 unchanged, removed); :class:`Versions` keeps every version that running instances still
 need, compiled.
+
+Each publish also records where it came from (serve's folder at start, the console, or
+the API) and, for a publish of the folder, a digest of the folder: :func:`kept_at_start`
+uses it so that a restart never undoes a newer publish made through the API while the
+folder has not changed since it was last published.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
 
 from journeyman.domain.documents import read_documents
 from journeyman.domain.model import Journey, Send, Workspace
@@ -25,7 +33,27 @@ from journeyman.errors import JourneymanError
 from journeyman.runtime.following import load_published
 from journeyman.storage.base import PublishedJourney, PublishedWorkspace, Store
 
-__all__ = ["Plan", "Versions", "document_digests", "make_plan", "publish"]
+__all__ = [
+    "Kept",
+    "Origin",
+    "Plan",
+    "Source",
+    "Versions",
+    "document_digests",
+    "kept_at_start",
+    "make_plan",
+    "origin",
+    "publish",
+]
+
+# Where a publish came from: serve publishing its folder at start, the console publishing
+# the server's folder, or PUT /v1/workspace (which `journeyman publish` calls).
+Source = Literal["serve", "console", "api"]
+FROM_FOLDER: tuple[Source, ...] = ("serve", "console")
+# {"version": N, "digest": D}: the server's folder was last published as version N, and
+# read as D then.
+FOLDER_SETTING = "workspace_folder"
+ORIGIN_SETTING = "workspace_origin:{}"  # a version's {"from": source, "at": ISO time}
 
 
 @dataclass(slots=True)
@@ -56,6 +84,8 @@ class Plan:
                 found.append(f"  {label:<9} {name}{version}")
         for document, label in sorted(self.documents.items()):
             found.append(f"  {label:<9} {document}")
+        if not (self.new or self.changed or self.removed or self.documents):
+            found.append("  nothing changes: every document is as published")
         return found
 
 
@@ -146,10 +176,15 @@ def versioned(workspace: Workspace, plan: Plan) -> Workspace:
 
 
 async def publish(
-    store: Store, workspace: Workspace, *, dry_run: bool = False
+    store: Store,
+    workspace: Workspace,
+    *,
+    dry_run: bool = False,
+    source: Source = "api",
+    now: datetime | None = None,
 ) -> tuple[Workspace, Plan]:
     """Store the new journey versions and the workspace version; return the workspace
-    numbered accordingly."""
+    numbered accordingly. ``source`` and ``now`` are recorded with a new version."""
     latest = await store.published_workspace()
     plan = make_plan(workspace, await store.published(), latest)
     numbered = versioned(workspace, plan)
@@ -162,12 +197,97 @@ async def publish(
             if name in plan.new or name in plan.changed
         ]
     )
+    whole = folder_digest(workspace)
     if latest is None or plan.workspace != latest.version:
         files = stored_files(workspace.sources)
-        whole = digest(document_digests(workspace.sources))
         stored = PublishedWorkspace(0, whole, files, dict(plan.versions))
         plan.workspace = await store.publish_workspace(stored)
+        at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+        origin = json.dumps({"from": source, "at": at})
+        await store.set_setting(ORIGIN_SETTING.format(plan.workspace), origin)
+    if source in FROM_FOLDER:
+        folder = json.dumps({"version": plan.workspace, "digest": whole})
+        await store.set_setting(FOLDER_SETTING, folder)
     return numbered, plan
+
+
+def folder_digest(workspace: Workspace) -> str:
+    """What a workspace version's ``digest`` is: one digest of all its documents."""
+    return digest(document_digests(workspace.sources))
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a workspace version came from, and when it was published."""
+
+    source: Source
+    at: str  # ISO 8601
+
+    def describe(self) -> str:
+        where = {
+            "serve": "from the server's folder at start",
+            "console": "from the console",
+            "api": "through the API (PUT /v1/workspace, as journeyman publish does)",
+        }[self.source]
+        at = self.at.replace("T", " ").replace("+00:00", " UTC")
+        return f"published {where} at {at}"
+
+
+async def origin(store: Store, version: int) -> Origin | None:
+    """Where workspace version ``version`` came from (None: not recorded)."""
+    found = _setting(await store.get_setting(ORIGIN_SETTING.format(version)))
+    source, at = found.get("from"), found.get("at")
+    if source not in ("serve", "console", "api") or not isinstance(at, str):
+        return None
+    return Origin(source, at)
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """At start, serve runs the latest version rather than publishing its folder: the
+    folder has not changed since it was published as ``folder_version``, and a newer
+    version came from elsewhere."""
+
+    published: PublishedWorkspace  # the latest version, which runs
+    origin: Origin | None
+    folder_version: int
+
+
+async def kept_at_start(store: Store, workspace: Workspace) -> Kept | None:
+    """What serve runs at start instead of publishing ``workspace``, its folder: None
+    when the folder is to be published (there is no version yet, the folder is the latest
+    version, or it changed since it was last published)."""
+    latest = await store.published_workspace()
+    whole = folder_digest(workspace)
+    if latest is None or latest.digest == whole:
+        return None
+    since = await _folder_version(store, latest, whole)
+    if since is None:
+        return None
+    return Kept(latest, await origin(store, latest.version), since)
+
+
+async def _folder_version(store: Store, latest: PublishedWorkspace, whole: str) -> int | None:
+    """The version the folder was last published as, if it has not changed since."""
+    text = await store.get_setting(FOLDER_SETTING)
+    if text is not None:
+        found = _setting(text)
+        version = found.get("version")
+        return version if found.get("digest") == whole and isinstance(version, int) else None
+    # Versions published before folders were recorded: the newest one equal to the folder.
+    for number in range(latest.version - 1, 0, -1):
+        older = await store.published_workspace(number)
+        if older is not None and older.digest == whole:
+            return number
+    return None
+
+
+def _setting(text: str | None) -> dict[str, object]:
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 class Versions:

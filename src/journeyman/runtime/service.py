@@ -21,10 +21,10 @@ from journeyman.domain.core import Changes
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
-from journeyman.runtime.following import swap_channels, watch
+from journeyman.runtime.following import UnloadableWorkspace, load_published, swap_channels, watch
 from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import Operate, Processor, utc_now
-from journeyman.runtime.publish import Plan, Versions, publish
+from journeyman.runtime.publish import Kept, Plan, Source, Versions, kept_at_start, publish
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
 from journeyman.storage.base import Database, ReadModel, Store
@@ -86,6 +86,7 @@ class Runtime:
         self.links = Links("http://127.0.0.1:8000", b"")  # until start
         self.root = root  # where relative paths of published channel documents start
         self.channels = dict(channels)
+        self.clock = clock
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
         self.timers = TimerLoop(store, self.processor, clock, idle=idle)
         self.dispatcher = Dispatcher(
@@ -98,6 +99,12 @@ class Runtime:
         self.tail = EventTail()  # the last ingest outcomes, rejected calls included
         self.make_channels = make_channels  # the channels of a workspace a publish brings
         self.version = 0  # the workspace version running
+        # At start the workspace given is published, unless a newer version came from
+        # elsewhere (the API) and the workspace is unchanged since it was last published:
+        # then that version runs, and ``kept`` says so. ``always_publish`` publishes anyway.
+        self.always_publish = False
+        self.kept: Kept | None = None
+        self.published_at_start = False  # whether the start made a new version
         self._retired: list[Channel] = []  # channels a publish replaced, closed at stop
 
     @property
@@ -116,7 +123,7 @@ class Runtime:
         self.links = await load_links(
             self.store, self.env, option=self.public_url, listening=self.listening, keep=True
         )
-        self.plan = await self.publish(self.workspace)
+        await self._start_version()
         self.processor.obey(await self.store.journey_states())
         await self.versions.load(self.store)
         follow = watch(self.store, lambda: self.version, self._take, env=self.env, root=self.root)
@@ -124,6 +131,26 @@ class Runtime:
         self._tasks = [asyncio.create_task(run, name=name) for name, run in loops]
         for task in self._tasks:
             task.add_done_callback(_report_crash)
+
+    async def _start_version(self) -> None:
+        """Publish the workspace given, or run the newer version that a restart must not
+        undo (see :func:`~journeyman.runtime.publish.kept_at_start`)."""
+        kept = None if self.always_publish else await kept_at_start(self.store, self.workspace)
+        if kept is None:
+            before = await self.store.workspace_version()
+            self.plan = await self.publish(self.workspace, source="serve")
+            self.published_at_start = self.plan.workspace > before
+            return
+        try:
+            latest = load_published(kept.published, self.env, self.root)
+        except UnloadableWorkspace as error:
+            raise UnloadableWorkspace(
+                f"{error}. It is newer than the folder, which was not published; to publish"
+                " the folder instead, start with --publish"
+            ) from None
+        self.kept = kept
+        self.plan = Plan(workspace=kept.published.version)
+        self._use(latest, kept.published.version)
 
     def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """The loops :meth:`start` runs, by name."""
@@ -172,10 +199,16 @@ class Runtime:
 
     # operating journeys
 
-    async def publish(self, workspace: Workspace, *, dry_run: bool = False) -> Plan:
+    async def publish(
+        self, workspace: Workspace, *, dry_run: bool = False, source: Source = "api"
+    ) -> Plan:
         """Publish ``workspace``: changed journeys get a new version; running instances
-        finish on the version they entered. With ``dry_run``, only the plan."""
-        numbered, plan = await publish(self.store, workspace, dry_run=dry_run)
+        finish on the version they entered. With ``dry_run``, only the plan. ``source``
+        (the API, the console, serve at start) is recorded with a new version."""
+        now = self.clock()
+        numbered, plan = await publish(
+            self.store, workspace, dry_run=dry_run, source=source, now=now
+        )
         if not dry_run:
             self._use(numbered, plan.workspace)
         return plan

@@ -20,7 +20,7 @@ from typing import Any
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.processor import Operate
-from journeyman.runtime.publish import Plan
+from journeyman.runtime.publish import Plan, Source
 from journeyman.runtime.service import Runtime
 from journeyman.scaleout.bus import Bus
 
@@ -71,9 +71,11 @@ class BusRuntime(Runtime):
         """Store the commands in JetStream, for the owners of their profiles to apply."""
         await self.bus.publish_commands(commands)
 
-    async def publish(self, workspace: Workspace, *, dry_run: bool = False) -> Plan:
+    async def publish(
+        self, workspace: Workspace, *, dry_run: bool = False, source: Source = "api"
+    ) -> Plan:
         """Publish as :class:`Runtime` does, and tell the workers the current versions."""
-        plan = await super().publish(workspace, dry_run=dry_run)
+        plan = await super().publish(workspace, dry_run=dry_run, source=source)
         if not dry_run:
             await self.store.set_setting(JOURNEYS_SETTING, json.dumps(plan.versions))
         return plan

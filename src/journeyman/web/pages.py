@@ -442,7 +442,7 @@ class _Console:
         if loaded is None or loaded.workspace is None:
             status = await views.workspace_status(self.runtime)
             return self.render(request, session, "workspace.html", {"status": status}, 422)
-        plan = await self.runtime.publish(loaded.workspace)
+        plan = await self.runtime.publish(loaded.workspace, source="console")
         done = f"published: {len(plan.new)} new, {len(plan.changed)} changed"
         done += f", {len(plan.documents)} other documents (workspace version {plan.workspace})"
         return RedirectResponse(f"/workspace?done={quote(done)}", 303)

@@ -27,6 +27,7 @@ from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import Event, StepRecord
 from journeyman.errors import JourneymanError
 from journeyman.runtime.processor import Overloaded
+from journeyman.runtime.publish import origin
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
 from journeyman.storage.base import DeadLetter, MessageRow
@@ -616,9 +617,10 @@ def load_folder(runtime: Runtime) -> Loaded | None:
 
 async def workspace_status(runtime: Runtime) -> dict[str, Any]:
     """The workspace folder as it is on disk now: its problems, and what a publish would do."""
+    running = await running_version(runtime)
     loaded = load_folder(runtime)
     if loaded is None:
-        return {"folder": None, "valid": None, "problems": [], "plan": None}
+        return {"folder": None, "valid": None, "problems": [], "plan": None, "running": running}
     problems = [p.as_dict() for p in loaded.problems]
     plan = None
     if loaded.workspace is not None:
@@ -628,6 +630,18 @@ async def workspace_status(runtime: Runtime) -> dict[str, Any]:
         "valid": loaded.workspace is not None,
         "problems": problems,
         "plan": plan,
+        "running": running,
+    }
+
+
+async def running_version(runtime: Runtime) -> dict[str, Any]:
+    """The workspace version this server runs, and where it came from (when recorded)."""
+    found = await origin(runtime.store, runtime.version) if runtime.version else None
+    return {
+        "version": runtime.version,
+        "from": found.source if found else None,
+        "at": found.at if found else None,
+        "published": found.describe() if found else None,
     }
 
 
