@@ -23,7 +23,7 @@ import html
 import re
 from collections.abc import Callable
 
-__all__ = ["PREFETCHERS", "machine_open", "rewrite", "tracked_links"]
+__all__ = ["PREFETCHERS", "machine_open", "prefetcher", "rewrite", "tracked_links"]
 
 # A comment (skipped), or an <a> start tag's href value: double-quoted, single-quoted or bare.
 _LINK = re.compile(
@@ -104,10 +104,19 @@ def rewrite(text: str, click: Callable[[int], str], pixel: str, own: str = "") -
     return rewritten[:at] + image + rewritten[at:]
 
 
+def prefetcher(user_agent: str) -> str | None:
+    """The mail proxy (its :data:`PREFETCHERS` fragment, or ``"Apple Mail Privacy
+    Protection"``) that a fetch with this ``User-Agent`` comes from, or None for a person."""
+    lowered = user_agent.strip().lower()
+    if lowered == _APPLE_PROXY_AGENT:
+        return "Apple Mail Privacy Protection"
+    for (fragment, _), lowered_fragment in zip(PREFETCHERS, _FRAGMENTS, strict=True):
+        if lowered_fragment in lowered:
+            return fragment
+    return None
+
+
 def machine_open(user_agent: str) -> bool:
     """Whether a fetch of the open pixel with this ``User-Agent`` comes from a mail proxy
     (see :data:`PREFETCHERS`), not from a person opening the message."""
-    lowered = user_agent.strip().lower()
-    if lowered == _APPLE_PROXY_AGENT:
-        return True
-    return any(fragment in lowered for fragment in _FRAGMENTS)
+    return prefetcher(user_agent) is not None

@@ -27,7 +27,7 @@ import msgspec
 from journeyman.domain.model import Journey, MessageTemplate, Workspace
 from journeyman.domain.reactions import reaction_event
 from journeyman.domain.state import Event, SendMessage
-from journeyman.domain.tracking import machine_open, rewrite, tracked_links
+from journeyman.domain.tracking import prefetcher, rewrite, tracked_links
 from journeyman.runtime.links import Links
 
 __all__ = [
@@ -120,16 +120,16 @@ def click_event(
 
 def open_event(message: SendMessage, user_agent: str, now: datetime, secret: bytes) -> Event:
     """``message_opened`` for ``message``, flagged ``machine`` for a mail proxy's fetch."""
-    machine = machine_open(user_agent)
+    proxy = prefetcher(user_agent)  # a name from journeyman's own list, or None
     window = str(int(now.timestamp()) // OPEN_WINDOW)
-    kind = "machine" if machine else "person"
+    kind = f"machine {proxy}" if proxy else "person"
     return reaction_event(
         "message_opened",
         message,
         now,
         message_id=_event_id(secret, OPEN, message.key, kind, window),
         user_agent=user_agent[:USER_AGENT_LIMIT],
-        machine=machine,
+        machine=proxy is not None,
     )
 
 
