@@ -4,6 +4,8 @@ profile's events show what was recorded. On every backend another process can op
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -13,11 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
+from journeyman.channels.file import FileChannel
+from journeyman.domain.state import Event
 from journeyman.runtime.links import Links
+from journeyman.runtime.service import Runtime
+from journeyman.storage import open_store
+from journeyman.workspace import load_texts
 from tests.conftest import write_workspace
 from tests.integration.test_serve import accepted, messages, smtp_channel
 from tests.servers import WRITE_KEY, Journeyman, SmtpServer
-from tests.waiting import wait_until
+from tests.waiting import eventually, wait_until, when
 
 pytestmark = pytest.mark.durable
 
@@ -230,3 +237,52 @@ def test_forged_altered_and_unknown_tokens_are_refused_and_record_nothing(
         assert opened.headers["content-type"] == "image/gif"  # the image still draws
     assert events(api, "di", "message_clicked") == []
     assert events(api, "di", "message_opened") == []
+
+
+def test_a_channel_that_sends_in_batches_gets_the_tracked_email_too(
+    tmp_path: Path, store_url: str
+) -> None:
+    """The file channel takes many messages at once; each is tracked as a lone send is."""
+    loaded = load_texts({"w.yaml": WORKSPACE})
+    assert loaded.workspace is not None
+    workspace = loaded.workspace
+    mail = tmp_path / "mail.jsonl"
+
+    async def send() -> list[dict[str, Any]]:
+        channel = FileChannel("email", mail)
+        runtime = Runtime(workspace, open_store(store_url), {"email": channel}, env={})
+        runtime.public_url = "https://go.example.com"
+        await runtime.start()
+        try:
+            now = runtime.processor.clock()
+            events = [
+                Event(
+                    name="identify",
+                    type="identify",
+                    profile_id=f"u{n}",
+                    timestamp=now,
+                    properties={"email": f"u{n}@example.com"},
+                )
+                for n in range(5)
+            ] + [Event(name="signed_up", profile_id=f"u{n}", timestamp=now) for n in range(5)]
+            await runtime.accept(events)
+            await eventually(when(lambda: _lines(mail) == 15), "the 15 emails")
+        finally:
+            await runtime.stop()
+        return [json.loads(line) for line in mail.read_text().splitlines()]
+
+    sent = asyncio.run(send())
+    promos = [m["content"]["html"] for m in sent if m["template"] == "promo"]
+    assert len(promos) == 5
+    for html in promos:
+        sale, blog, mailto, _ = hrefs(html)
+        assert sale.startswith("https://go.example.com/c/")
+        assert blog.startswith("https://go.example.com/c/")
+        assert mailto == "mailto:help@example.com"
+        assert '<img src="https://go.example.com/o/' in html
+    untouched = [m["content"]["html"] for m in sent if m["template"] != "promo"]
+    assert all("go.example.com" not in html for html in untouched)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
