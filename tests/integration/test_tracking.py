@@ -146,6 +146,8 @@ def test_links_in_marketing_email_lead_through_journeyman_to_exactly_the_origina
     assert pixel.startswith(f"{journeyman.url}/o/")
     assert mail.index(pixel) < mail.index("</body>")
 
+    checked = browser.head(sale)  # a link checker's look: answered, not counted
+    assert (checked.status_code, checked.headers["location"]) == (302, SALE)
     answer = browser.get(sale, headers={"User-Agent": PERSON})
     assert answer.status_code == 302, answer.text
     assert answer.headers["location"] == SALE
