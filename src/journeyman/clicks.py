@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from journeyman.domain.state import Event, SendMessage
+from journeyman.domain.state import SendMessage
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tracking import (
@@ -50,7 +50,9 @@ _NO_CACHE = {
     "Pragma": "no-cache",
     "Expires": "0",
 }
+_RETRY = {**_NO_CACHE, "Retry-After": "1"}
 _NOT_FOUND = "no such link: it may have been altered or cut short"
+_LATER = "the click could not be recorded now; try again"
 
 
 def tracking_routes(runtime: Runtime, unavailable: Callable[[BaseException], bool]) -> list[Route]:
@@ -80,48 +82,52 @@ class _Routes:
         return (message, found) if message is not None else None
 
     async def click(self, request: Request) -> Response:
+        try:
+            return await self._click(request)
+        except Exception as error:
+            if not self._for_now(error):
+                raise
+            return PlainTextResponse(_LATER, 503, headers=_RETRY)
+
+    async def open(self, request: Request) -> Response:
+        try:
+            return await self._open(request)
+        except Exception as error:
+            if not self._for_now(error):
+                raise
+            return _pixel(503, _RETRY)
+
+    def _for_now(self, error: Exception) -> bool:
+        """Whether ``error`` says the store or the bus is away or full for the moment (a
+        503, nothing recorded), not that journeyman is at fault (a 500)."""
+        return isinstance(error, Overloaded) or self.unavailable(error)
+
+    async def _click(self, request: Request) -> Response:
         named = await self._message(CLICK, request.path_params["token"], 2)
         url = clicked_url(named[0], named[1][1], self.runtime.links.base) if named else None
         if named is None or url is None:
             return PlainTextResponse(_NOT_FOUND, 404, headers=_NO_CACHE)
-        if request.method == "GET":
+        if request.method == "GET":  # durably recorded before the answer
             message, index, now = named[0], named[1][1], self.runtime.processor.now()
             secret = self.runtime.links.secret
             event = click_event(message, url, index, _agent(request), now, secret)
-            failed = await self._record(event)
-            if failed is not None:
-                return failed
+            await self.runtime.accept([event])
         return RedirectResponse(url, 302, headers=_NO_CACHE)
 
-    async def open(self, request: Request) -> Response:
+    async def _open(self, request: Request) -> Response:
         named = await self._message(OPEN, request.path_params["token"], 1)
         if named is None:
             return _pixel(404)
         if request.method == "GET":
             now = self.runtime.processor.now()
             event = open_event(named[0], _agent(request), now, self.runtime.links.secret)
-            if await self._record(event) is not None:
-                return _pixel(503)
-        return _pixel(200)
-
-    async def _record(self, event: Event) -> Response | None:
-        """Record ``event`` durably: None once it is, else the answer that says why not."""
-        try:
             await self.runtime.accept([event])
-        except Overloaded:
-            pass
-        except Exception as error:
-            if not self.unavailable(error):
-                raise
-        else:
-            return None
-        headers = {**_NO_CACHE, "Retry-After": "1"}
-        return PlainTextResponse("could not be recorded now; try again", 503, headers=headers)
+        return _pixel(200)
 
 
 def _agent(request: Request) -> str:
     return request.headers.get("user-agent", "")
 
 
-def _pixel(status: int) -> Response:
-    return Response(PIXEL, status, headers=_NO_CACHE, media_type="image/gif")
+def _pixel(status: int, headers: dict[str, str] = _NO_CACHE) -> Response:
+    return Response(PIXEL, status, headers=headers, media_type="image/gif")

@@ -494,7 +494,10 @@ SPEC["paths"]["/o/{token}"] = {
                 "description": "A bad token: the same GIF, nothing recorded",
                 "content": {"image/gif": {"schema": _GIF}},
             },
-            "503": _NOT_NOW,
+            "503": {
+                "description": "Could not be recorded now: the same GIF, and Retry-After",
+                "content": {"image/gif": {"schema": _GIF}},
+            },
         },
     }
 }

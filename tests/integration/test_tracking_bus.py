@@ -12,7 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import NATS_URL, BusServer, WorkerProcess, nats_missing, nats_stream
+from tests.cluster import (
+    NATS_URL,
+    BusServer,
+    NatsServer,
+    WorkerProcess,
+    nats_missing,
+    nats_stream,
+)
 from tests.conftest import write_workspace
 from tests.integration.test_serve import accepted, smtp_channel
 from tests.integration.test_tracking import BLOG, PERSON, SALE, WORKSPACE, events, hrefs
@@ -62,6 +69,48 @@ def test_a_worker_sends_tracked_email_and_clicks_reach_the_profile_through_the_b
         [opened] = wait_until(lambda: events(client, "ada", "message_opened"), "the open")
         assert opened["properties"]["machine"] is True
         assert opened["properties"]["message"] == promo["X-Journeyman-Key"]
+
+
+def test_while_the_bus_is_down_a_click_answers_503_and_leads_nowhere(
+    tmp_path: Path, store_url: str
+) -> None:
+    with ExitStack() as stack:
+        nats_server = stack.enter_context(NatsServer(tmp_path / "nats"))
+        smtp = stack.enter_context(SmtpServer())
+        workspace = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
+        api = BusServer(workspace, store_url, tmp_path, nats_server.url, "JMTRACK", 2)
+        stack.enter_context(api).start()
+        worker = WorkerProcess("1", workspace, store_url, nats_server.url, tmp_path)
+        stack.enter_context(worker).start()
+        client = stack.enter_context(api.client())
+        traits = {"email": "bo@example.com"}
+        accepted(client.post("/v1/identify", json={"userId": "bo", "traits": traits}))
+        accepted(client.post("/v1/track", json={"userId": "bo", "event": "signed_up"}))
+        wait_until(lambda: len(smtp.received) >= 3, "the three emails")
+        [promo] = [m.message for m in smtp.received if m.message["Subject"] == "Our sale"]
+        body = promo.get_body(preferencelist=("html",))
+        assert body is not None
+        html = str(body.get_content())
+        sale = hrefs(html)[0]
+        [pixel] = re.findall(r'<img src="([^"]+)"', html)
+        nats_server.kill()
+        with httpx.Client(timeout=30, trust_env=False) as browser:
+            answer = browser.get(sale)
+            assert answer.status_code == 503, answer.text
+            assert "location" not in answer.headers
+            assert answer.headers["retry-after"]
+            opened = browser.get(pixel)
+            assert (opened.status_code, opened.headers["content-type"]) == (503, "image/gif")
+        assert "Traceback" not in api.output
+        nats_server.start()
+        with httpx.Client(timeout=30, trust_env=False) as browser:
+            answer = wait_until(lambda: _redirected(browser, sale), "a click once NATS is back")
+        assert answer.headers["location"] == SALE
+
+
+def _redirected(browser: httpx.Client, url: str) -> httpx.Response | None:
+    answer = browser.get(url)
+    return answer if answer.status_code == 302 else None
 
 
 def _two(found: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
