@@ -20,10 +20,18 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import html
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["PREFETCHERS", "machine_open", "prefetcher", "rewrite", "tracked_links"]
+__all__ = [
+    "PREFETCHERS",
+    "machine_open",
+    "prefetcher",
+    "rewrite",
+    "tracked_link",
+    "tracked_links",
+]
 
 # A comment (skipped), or an <a> start tag's href value: double-quoted, single-quoted or bare.
 _LINK = re.compile(
@@ -78,20 +86,25 @@ def _tracked(address: str, own: str) -> bool:
     return not (own and (address == own or address.startswith(own + "/")))
 
 
-def _spans(text: str, own: str) -> list[tuple[int, int, str]]:
+def _spans(text: str, own: str) -> Iterator[tuple[int, int, str]]:
     """Each tracked link of ``text``: where its href value is, and the address."""
-    found = []
     for match in _LINK.finditer(text):
         value = _value(match)
         if value is not None and _tracked(value[2], own):
-            found.append(value)
-    return found
+            yield value
 
 
 def tracked_links(text: str, own: str = "") -> list[str]:
     """The addresses of the tracked links of an HTML part, in order; ``own`` is the
     deployment's public URL, whose links are not tracked."""
     return [address for _, _, address in _spans(text, own)]
+
+
+def tracked_link(text: str, index: int, own: str = "") -> str | None:
+    """``tracked_links(text, own)[index]``, reading no further than that link; None if
+    there are fewer."""
+    found = next(itertools.islice(_spans(text, own), index, None), None)
+    return found[2] if found is not None else None
 
 
 def rewrite(text: str, click: Callable[[int], str], pixel: str, own: str = "") -> str:

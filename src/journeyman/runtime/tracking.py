@@ -27,7 +27,7 @@ import msgspec
 from journeyman.domain.model import Journey, MessageTemplate, Workspace
 from journeyman.domain.reactions import reaction_event
 from journeyman.domain.state import Event, SendMessage
-from journeyman.domain.tracking import prefetcher, rewrite, tracked_links
+from journeyman.domain.tracking import prefetcher, rewrite, tracked_link
 from journeyman.runtime.links import Links
 
 __all__ = [
@@ -98,9 +98,7 @@ def clicked_url(message: SendMessage, index: str, own: str) -> str | None:
     """The address of tracked link number ``index`` of the message, or None."""
     if not (index.isascii() and index.isdigit()) or len(index) > 6:
         return None
-    found = tracked_links(message.content.get("html") or "", own)
-    number = int(index)
-    return found[number] if number < len(found) else None
+    return tracked_link(message.content.get("html") or "", int(index), own)
 
 
 def click_event(
