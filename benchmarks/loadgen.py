@@ -10,6 +10,8 @@ Modes:
 
 - ``closed``: ``--connections`` keep-alive connections each send the next request as soon
   as the previous one is answered (sustained throughput of ``/v1/track`` or ``/v1/batch``).
+  With ``--urls FILE`` (one path a line) they send ``GET`` requests for those paths in
+  turn instead (tracked email's click and open links); a 302 or 200 is an answer counted.
 - ``open``: requests go out at a fixed ``--rate`` whatever the answers do (open loop:
   a request's latency counts from when it was due, so a slow server cannot hide its
   queueing); the messages file is followed to time each request until its message is
@@ -112,6 +114,7 @@ class Requests:
             "Content-Type: application/json\r\n"
         ).encode()
         self.prefix = prefix
+        self.host = f"{host}:{port}"
 
     def _raw(self, path: str, body: bytes) -> bytes:
         return (
@@ -120,6 +123,9 @@ class Requests:
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
+
+    def get(self, path: str) -> bytes:
+        return f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nUser-Agent: loadgen\r\n\r\n".encode()
 
     def uid(self, n: int) -> str:
         return f"{self.prefix}-{n}"
@@ -178,6 +184,8 @@ def cpu_seconds() -> float:
 async def closed(args: argparse.Namespace) -> dict[str, Any]:
     make = Requests(args.host, args.port, args.key, args.prefix)
     per_request = args.batch if args.path == "/v1/batch" else 1
+    gets = [make.get(p) for p in Path(args.urls).read_text().split()] if args.urls else []
+    answered = {200, 302} if gets else {202}
     connections = [await connect(args.host, args.port) for _ in range(args.connections)]
     statuses: collections.Counter[int] = collections.Counter()
     done_at: list[float] = []  # when each accepted request was answered
@@ -194,7 +202,12 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
         while counter < args.max_requests and time.perf_counter() < deadline:
             n = counter
             counter += 1
-            raw = make.batch(n * per_request, per_request) if per_request > 1 else make.track(n)
+            if gets:
+                raw = gets[n % len(gets)]
+            elif per_request > 1:
+                raw = make.batch(n * per_request, per_request)
+            else:
+                raw = make.track(n)
             sent = time.perf_counter()
             try:
                 status, _ = await conn.request(raw)
@@ -203,7 +216,7 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
                 return
             now = time.perf_counter()
             statuses[status] += 1
-            if status == 202:
+            if status in answered:
                 done_at.append(now)
                 if now >= warm_until:
                     latencies.append(now - sent)
@@ -469,6 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", default=os.environ.get("JOURNEYMAN_WRITE_KEY", ""))
     parser.add_argument("--prefix", default=f"lg{os.getpid()}")
     parser.add_argument("--path", default="/v1/track", choices=["/v1/track", "/v1/batch"])
+    parser.add_argument("--urls", default="", help="closed loop: GET these paths (a file)")
     parser.add_argument("--batch", type=int, default=200, help="events per /v1/batch call")
     parser.add_argument("--connections", type=int, default=128)
     parser.add_argument("--max-connections", type=int, default=256, help="open loop: at most")

@@ -21,10 +21,17 @@ import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
 import bench_storage  # noqa: E402
 import bench_templates  # noqa: E402
+import bench_tracking  # noqa: E402
 from machine import describe  # noqa: E402
 
 # (what, module's run(), unit, target as text, is the target met by a value)
 Check = Callable[[float], bool]
+
+
+def _at_least(target: float) -> Check:
+    return lambda value: value >= target
+
+
 SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Check]] = [
     ("engine", bench_engine.run, "transitions/s", ">= 100,000/s", lambda v: v >= 100_000),
     ("expressions", bench_expressions.run, "µs median", "< 5 µs", lambda v: v < 5),
@@ -36,6 +43,8 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("server memory", bench_server.memory, "MB", "< 300 MB", lambda v: v < 300),
     ("server database", bench_server.database, "MB", "(none)", lambda v: True),
     ("server timers", bench_server.timers, "s", "p99 < 1 s", lambda v: v < 1),
+    ("tracking rewrite", bench_tracking.rewrite, "µs median", "(none)", lambda v: True),
+    ("tracking endpoints", bench_tracking.endpoints, "requests/s", ">= 5,000/s", _at_least(5_000)),
     ("storage", bench_storage.run, "ms median", "(none)", lambda v: True),
     ("scale-out", bench_scaleout.run, "events/s", ">= 3,000/s", lambda v: v >= 3_000),
     ("scale-out memory", bench_scaleout.memory, "MB", "< 300 MB", lambda v: v < 300),

@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from journeyman.clicks import tracking_routes
 from journeyman.domain.ingest import (
     Identify,
     InvalidEvent,
@@ -123,6 +124,7 @@ def create_app(
             api.guard(api.replay_dead_letter),
             methods=["POST"],
         ),
+        *tracking_routes(runtime, _unavailable),
         Route("/healthz", api.health, methods=["GET"]),
         Route("/readyz", api.ready, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),

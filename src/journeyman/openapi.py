@@ -457,6 +457,52 @@ SPEC["paths"]["/v1/dead-letters/{id}/replay"] = {
         },
     }
 }
+# The links tracked email carries (see docs/http-api.md, "Opens and clicks"): no key; the
+# token is signed by the deployment, and a bad one changes nothing.
+_TOKEN = _path_param("token", {"type": "string", "maxLength": 1024})
+_NOT_NOW = _text("Could not be recorded now (the store or the bus is away): retry", "text/plain")
+_GIF = {"type": "string", "format": "binary"}
+SPEC["paths"]["/c/{token}"] = {
+    "get": {
+        "summary": (
+            "A click on a link of a tracked email: records message_clicked, then redirects to "
+            "the link's address as the email was written"
+        ),
+        "parameters": [_TOKEN],
+        "responses": {
+            "302": {
+                "description": "Recorded: go to the original address (Location)",
+                "headers": {"Location": {"schema": {"type": "string"}}},
+            },
+            "404": _text(
+                "The token is forged, altered or cut short, or names no link that was sent: "
+                "nothing recorded",
+                "text/plain",
+            ),
+            "503": _NOT_NOW,
+        },
+    }
+}
+SPEC["paths"]["/o/{token}"] = {
+    "get": {
+        "summary": (
+            "The open pixel of a tracked email: records message_opened (machine: true for a "
+            "mail proxy's fetch) and answers a 1x1 transparent GIF"
+        ),
+        "parameters": [_TOKEN],
+        "responses": {
+            "200": {"description": "Recorded", "content": {"image/gif": {"schema": _GIF}}},
+            "404": {
+                "description": "A bad token: the same GIF, nothing recorded",
+                "content": {"image/gif": {"schema": _GIF}},
+            },
+            "503": {
+                "description": "Could not be recorded now: the same GIF, and Retry-After",
+                "content": {"image/gif": {"schema": _GIF}},
+            },
+        },
+    }
+}
 SPEC["paths"]["/docs"] = {
     "get": {
         "summary": "This API, as a page to read",

@@ -38,6 +38,7 @@ TEMPLATES = """
 kind: template
 name: note_email
 channel: email
+tracking: false  # the tests compare the HTML received with the HTML rendered
 subject: "Hi {{ profile.firstName }}"
 html: '<p title="{{ profile.firstName }}">Hi {{ profile.firstName }}</p>{{ profile.footer | safe }}'
 text: "Hi {{ profile.firstName }}"

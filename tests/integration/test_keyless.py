@@ -15,6 +15,7 @@ import base64
 import re
 import shutil
 import socket
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,3 +359,67 @@ def test_a_form_cut_short_neither_hangs_nor_fails(journeyman: Journeyman) -> Non
     if answer is not None:
         assert_clean(answer)
         assert_not_logged_in(answer)
+
+
+# ---------------------------------------------------------------- the links of tracked email
+
+# The click and open links take a signed token; none of these is one this server made.
+TRACKING = ["/c/", "/o/"]
+FORGED_TRACKING_TOKENS = [
+    "kbJkaTpwcm9tbzoxOnByb21vOjEUFTz-CtOTzQd6ZYj1ZBSz",  # the shape of one, not signed here
+    "x",
+    "A" * 30000,
+    "%00",
+    "a%00b",
+    "%ff%fe%fd",
+    "..%2F..%2Fv1%2Fjourneys",
+    "%E2%80%AE%F0%9F%98%80",
+    "https:%2F%2Fevil.example",
+    "a?next=https://evil.example",
+]
+
+
+@pytest.mark.parametrize("path", TRACKING)
+@pytest.mark.parametrize("token", FORGED_TRACKING_TOKENS, ids=range(len(FORGED_TRACKING_TOKENS)))
+def test_forged_tracking_tokens_are_refused_and_lead_nowhere(
+    journeyman: Journeyman, path: str, token: str
+) -> None:
+    answer = get(journeyman, path + token, "User-Agent: Mozilla/5.0")
+    assert_clean(answer)
+    assert 400 <= answer.status < 500, answer
+    assert answer.header("location") == []
+
+
+@pytest.mark.parametrize("path", TRACKING)
+@pytest.mark.parametrize("header", HOSTILE_HEADERS, ids=range(len(HOSTILE_HEADERS)))
+def test_hostile_headers_on_tracking_links_get_a_clean_answer(
+    journeyman: Journeyman, path: str, header: str
+) -> None:
+    head = f"GET {path}forged HTTP/1.1\n{header}\nConnection: close\n"
+    if not header.startswith("Host:"):
+        head = f"GET {path}forged HTTP/1.1\nHost: {LOOPBACK}\n{header}\nConnection: close\n"
+    answer = answered(send(journeyman, head))
+    assert_clean(answer)
+    assert answer.header("location") == []
+
+
+@pytest.mark.parametrize("path", TRACKING)
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+def test_tracking_links_take_only_get(journeyman: Journeyman, path: str, method: str) -> None:
+    head = f"{method} {path}forged HTTP/1.1\nHost: {LOOPBACK}\nContent-Length: 0\n"
+    answer = answered(send(journeyman, head + "Connection: close\n"))
+    assert_clean(answer)
+    assert 400 <= answer.status < 500, answer
+
+
+def test_forged_tracking_links_recorded_nothing(journeyman: Journeyman) -> None:
+    for path in TRACKING:
+        for token in FORGED_TRACKING_TOKENS:
+            assert_clean(get(journeyman, path + token))
+    database = sqlite3.connect(journeyman.db.removeprefix("sqlite:///"))
+    try:
+        names = ("message_clicked", "message_opened")
+        found = database.execute("SELECT count(*) FROM events WHERE name IN (?, ?)", names)
+        assert found.fetchone() == (0,)
+    finally:
+        database.close()

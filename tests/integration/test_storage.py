@@ -633,6 +633,23 @@ def test_messages_filter_by_profile_journey_and_status_newest_first(store: Datab
     run(store, check)
 
 
+def test_a_sent_message_is_read_by_its_key_with_the_profile_that_has_it_now(
+    store: Database,
+) -> None:
+    async def check() -> None:
+        message = struct_replace(send("anon-hello", "anon"), content={"html": "<a href=x>"})
+        await store.commit(Changes(effects=[message, send("u2-hello", "u2")]))
+        assert await store.sent_message("anon-hello") == message
+        assert await store.sent_message("missing") is None
+        # An identify merges the anonymous profile into u1: a click on the message now
+        # belongs to u1.
+        await store.commit(Changes(merges=[("anon", "u1")]))
+        found = await store.sent_message("anon-hello")
+        assert found == struct_replace(message, profile_id="u1")
+
+    run(store, check)
+
+
 # settings
 
 

@@ -84,6 +84,10 @@ class MessageTemplate:
     fields: Mapping[str, Template]  # subject, html, text (email); body (sms, push, webhook)
     to: Template | None
     origin: Origin
+    # Email opens and clicks are tracked unless the template says `tracking: false` or is
+    # `transactional: true` (a receipt, a password reset), which tracks nothing by default.
+    tracking: bool = True
+    transactional: bool = False
 
 
 @dataclass(frozen=True, slots=True)

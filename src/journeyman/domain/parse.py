@@ -259,7 +259,8 @@ def _refs(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
 def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     channel = r.choice(data.get("channel"), ("channel",), m.CHANNELS)
     allowed_fields = _CHANNEL_FIELDS[channel] if channel else _ANY_CHANNEL_FIELDS
-    r.mapping(data, (), ("kind", "name", "description", "channel", "to", *allowed_fields))
+    known = ("kind", "name", "description", "channel", "to", "tracking", "transactional")
+    r.mapping(data, (), (*known, *allowed_fields))
     if channel is None:
         return
     fields = {}
@@ -279,7 +280,11 @@ def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             f"{'an' if channel == 'sms' else 'a'} {channel} template needs a 'body'",
         )
     to = r.template(data["to"], ("to",)) if "to" in data else None
-    parsed.templates[r.name] = m.MessageTemplate(r.name, channel, fields, to, _origin(r))
+    transactional = r.boolean(data.get("transactional", False), ("transactional",)) or False
+    tracking = r.boolean(data.get("tracking", not transactional), ("tracking",))
+    parsed.templates[r.name] = m.MessageTemplate(
+        r.name, channel, fields, to, _origin(r), tracking is True, transactional
+    )
 
 
 # action

@@ -244,7 +244,7 @@ class Dispatcher:
 
     async def _send_many(self, channel: Channel, messages: list[SendMessage]) -> list[Delivery]:
         try:
-            found = await channel.send_many(messages)
+            found = await channel.send_many([self._prepared(m) for m in messages])
             if len(found) != len(messages):
                 raise ValueError(f"{len(found)} outcomes for {len(messages)} messages")
             return found
@@ -358,12 +358,17 @@ class Dispatcher:
                 await limit.acquire()
                 if _late(self.clock, until):
                     return None
-            for step in self.prepare:
-                effect = step(effect)
-            return await channel.send(effect)
+            return await channel.send(self._prepared(effect))
         except Exception as error:  # a channel bug must not stop the dispatcher
             log.exception("delivering %s failed unexpectedly", effect.key)
             return Delivery("retry", f"unexpected error: {error!r}")
+
+    def _prepared(self, message: SendMessage) -> SendMessage:
+        """The message as its channel sends it: through every :attr:`prepare` step, whether
+        it goes alone or in a batch."""
+        for step in self.prepare:
+            message = step(message)
+        return message
 
     def _record(self, item: OutboxItem, delivery: Delivery) -> Delivered:
         now = self.clock()

@@ -27,6 +27,7 @@ from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Kept, Plan, Source, Versions, kept_at_start, publish
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
+from journeyman.runtime.tracking import Tracker
 from journeyman.storage.base import Database, ReadModel, Store
 
 __all__ = ["Runtime", "build_channels"]
@@ -122,6 +123,9 @@ class Runtime:
         await self.store.open()
         self.links = await load_links(
             self.store, self.env, option=self.public_url, listening=self.listening, keep=True
+        )
+        self.dispatcher.prepare.append(
+            Tracker(lambda: self.links, self.versions, lambda: self.workspace)
         )
         await self._start_version()
         self.processor.obey(await self.store.journey_states())

@@ -50,6 +50,7 @@ from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Trigger, utc_now
 from journeyman.runtime.publish import Versions
 from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_woken
+from journeyman.runtime.tracking import Tracker
 from journeyman.scaleout.bus import Bus, decode
 from journeyman.scaleout.front import BUS_SETTING
 from journeyman.scaleout.partitions import Ownership, fair_share
@@ -280,6 +281,8 @@ class Worker:
         await self.store.open()
         setting = await self._wait_for(BUS_SETTING)
         self.links = await load_links(self.store, self.env)
+        tracker = Tracker(lambda: self.links, self.versions, lambda: self.processor.workspace)
+        self.dispatcher.prepare.append(tracker)
         bus = json.loads(setting)
         self.bus = Bus(self.bus_url, bus["stream"], bus["partitions"])
         await self.bus.connect()

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
+from journeyman.domain.state import Effect, Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.errors import JourneymanError
 
 if TYPE_CHECKING:
@@ -320,6 +320,12 @@ class ReadModel(ABC):
         status: str | None = None,
         limit: int = 100,
     ) -> list[MessageRow]: ...
+
+    @abstractmethod
+    async def sent_message(self, key: str) -> SendMessage | None:
+        """The message of the outbox row ``key`` as it was rendered, naming the profile
+        that has it now (an identify may have merged it into another), or None if there
+        is no such message (a call is not one)."""
 
     @abstractmethod
     async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:

@@ -41,6 +41,7 @@ __all__ = [
     "ms",
     "outbox_row",
     "published_journey",
+    "sent_message",
     "step_counts",
     "step_record",
     "time",
@@ -140,6 +141,16 @@ def message_row(row: tuple[Any, ...]) -> MessageRow:
         updated_at=time(updated),
         content=content,
     )
+
+
+def sent_message(profile_id: str, blob: bytes) -> SendMessage | None:
+    """The message an outbox row keeps, for the profile that has it now; None for a call."""
+    effect = decode_effect(blob)
+    if not isinstance(effect, SendMessage):
+        return None
+    if effect.profile_id == profile_id:
+        return effect
+    return msgspec.structs.replace(effect, profile_id=profile_id)
 
 
 # The columns of a dead letter, in the order dead_letter() reads them.

@@ -24,7 +24,7 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.reactions import ENGAGEMENT
-from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
     LEASE,
     Database,
@@ -47,6 +47,7 @@ from journeyman.storage.codec import (
     message_row,
     ms,
     outbox_row,
+    sent_message,
     time,
     wake_ms,
 )
@@ -335,6 +336,12 @@ class MemoryStore(Database):
     async def profile(self, profile_id: str) -> Profile | None:
         state = self.db.profiles.get(profile_id)
         return decode_profile(state) if state is not None else None
+
+    async def sent_message(self, key: str) -> SendMessage | None:
+        for row in self.db.outbox.values():
+            if row.key == key and row.kind == "send":
+                return sent_message(row.profile_id, row.effect)
+        return None
 
     async def messages(
         self,

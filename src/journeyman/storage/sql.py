@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
@@ -117,6 +117,7 @@ class Statements:
         "AND outcome = 'entered' AND at >= ?"
     )
     instance_counts: str = "SELECT journey, status, count(*) FROM instances GROUP BY 1, 2"
+    sent_message: str = "SELECT profile_id, effect FROM outbox WHERE key = ? AND kind = 'send'"
     # journey versions and their states
     published: str = (
         "SELECT name, version, digest, document FROM journeys j WHERE version = "
@@ -465,6 +466,10 @@ class SQLDatabase(Database):
     ) -> list[MessageRow]:
         query, args = messages(profile, journey, status, limit)
         return [message_row(tuple(row)) for row in await self._rows(self.dialect(query), *args)]
+
+    async def sent_message(self, key: str) -> SendMessage | None:
+        rows = await self._rows(self.sql.sent_message, key)
+        return codec.sent_message(rows[0][0], bytes(rows[0][1])) if rows else None
 
     async def step_counts(
         self, journey: str, version: int | None = None
