@@ -16,6 +16,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_engine  # noqa: E402
 import bench_expressions  # noqa: E402
+import bench_parse  # noqa: E402
 import bench_scaleout  # noqa: E402
 import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
@@ -36,6 +37,7 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("engine", bench_engine.run, "transitions/s", ">= 100,000/s", lambda v: v >= 100_000),
     ("expressions", bench_expressions.run, "µs median", "< 5 µs", lambda v: v < 5),
     ("templates", bench_templates.run, "µs median", "(none)", lambda v: True),
+    ("parse", bench_parse.run, "ms median", "(none)", lambda v: True),
     ("simulation", bench_simulation.run, "s", "< 3 s", lambda v: v < 3),
     ("server track", bench_server.track, "events/s", ">= 5,000/s", lambda v: v >= 5_000),
     ("server batch", bench_server.batch, "events/s", ">= 10,000/s", lambda v: v >= 10_000),

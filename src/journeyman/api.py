@@ -338,7 +338,7 @@ class _Api:
         """GET /v1/journeys/{name}?version=N|all: counts of one version (the latest by
         default), or of every version on the latest one's steps."""
         found = await self._journey(request)
-        version = request.query_params.get("version", "")
+        version = _params(request, "version").get("version", "")
         if version not in ("", "all"):
             number = whole_number(version)
             if number is None:
@@ -401,7 +401,7 @@ class _Api:
 
     async def workspace(self, request: Request) -> Response:
         """PUT /v1/workspace {files: {name: yaml}}: validate and publish (or only plan)."""
-        dry_run = request.query_params.get("dry_run", "false")
+        dry_run = _params(request, "dry_run").get("dry_run", "false")
         if dry_run not in _FLAGS:
             raise _Problem(400, "dry_run", "enum", "'dry_run' must be true, false, 1 or 0")
         length = request.headers.get("content-length")
@@ -428,7 +428,7 @@ class _Api:
         return _json(shown)
 
     async def messages(self, request: Request) -> Response:
-        query = request.query_params
+        query = _params(request, "limit", "profile", "journey", "status")
         limit = _limit(query.get("limit", "100"))
         filters = {name: query.get(name) for name in ("profile", "journey", "status")}
         if any("\x00" in value for value in filters.values() if value is not None):
@@ -437,7 +437,7 @@ class _Api:
         return _json({"messages": [dataclasses.asdict(row) for row in rows]})
 
     async def events(self, request: Request) -> Response:
-        query = request.query_params
+        query = _params(request, "limit", "after", "status", "event", "profile")
         limit, after = _limit(query.get("limit", "100")), whole_number(query.get("after", "0"))
         if after is None:
             raise _Problem(400, "after", "type", "'after' must be a whole number (an entry's seq)")
@@ -458,7 +458,7 @@ class _Api:
 
     async def dead_letters(self, request: Request) -> Response:
         """GET /v1/dead-letters?limit=: the messages workers could not apply, newest first."""
-        limit = _limit(request.query_params.get("limit", "100"))
+        limit = _limit(_params(request, "limit").get("limit", "100"))
         return _json(await views.dead_letters(self.runtime, limit))
 
     async def delete_dead_letter(self, request: Request) -> Response:
@@ -495,7 +495,7 @@ class _Api:
     async def journey_version(self, request: Request) -> Response:
         """A published version's document; ``?against=N`` adds a diff from version N."""
         journey, version = await self._journey(request), request.path_params["version"]
-        given = request.query_params.get("against", "")
+        given = _params(request, "against").get("against", "")
         against = whole_number(given) if given else 0
         if against is None:
             raise _Problem(400, "against", "type", "'against' must be a version number")
@@ -510,7 +510,7 @@ class _Api:
 
     async def profiles(self, request: Request) -> Response:
         """GET /v1/profiles?q=: the profiles a userId, anonymousId or email leads to."""
-        query = request.query_params.get("q", "")
+        query = _params(request, "q").get("q", "")
         return _json({"query": query, "profiles": await views.profile_search(self.runtime, query)})
 
     async def workspace_status(self, request: Request) -> Response:
@@ -686,6 +686,21 @@ def _plain(body: bytes) -> Any:
         return msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
+
+
+def _params(request: Request, *names: str) -> dict[str, str]:
+    """The query parameters ``names`` an endpoint reads, those given: each at most once,
+    since which of two values counts would be a guess."""
+    query = request.query_params
+    found = {}
+    for name in names:
+        values = query.getlist(name)
+        if len(values) > 1:
+            message = f"'{name}' is given {len(values)} times; give it once"
+            raise _Problem(400, name, "repeated", message)
+        if values:
+            found[name] = values[0]
+    return found
 
 
 def _limit(text: str) -> int:

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from journeyman.domain.core import Changes
 from journeyman.domain.state import Event
 from journeyman.runtime.service import Runtime
+from journeyman.scaleout.partitions import Ownership
 from journeyman.scaleout.worker import Worker
 from journeyman.storage import Database
 from journeyman.storage.base import DeadLetter
@@ -153,23 +154,33 @@ class Outage:
         return int(await self.real["add"](dead))
 
 
+PARTITIONS = 8  # the partitions a worker of these tests owns
+
+
 def run_worker(
     tmp_path: Path, store: Database, store_url: str, test: Callable[[Worker], Awaitable[None]]
 ) -> None:
-    """A worker on the store, with its processor running, that the test hands messages."""
+    """A worker on the store, with its processor running, that the test hands messages;
+    it owns every partition (it holds their locks), so it tries a batch for as long as
+    it takes."""
     assert isinstance(store, PostgresStore)
     workspace = load_workspace(write_workspace(tmp_path / "ws", BASE)).workspace
     assert workspace is not None
     worker = Worker(workspace, store, "nats://127.0.0.1:1", {}, env={})
 
     async def main() -> None:
+        worker.ownership = Ownership(store.partition_locks(), PARTITIONS)
+        await worker.ownership.connect()
         loop = asyncio.create_task(worker.processor.run())
         try:
+            for partition in range(PARTITIONS):
+                assert await worker.ownership.take(partition)
             await test(worker)
         finally:
             loop.cancel()
             await asyncio.gather(loop, return_exceptions=True)
             await worker.processor.drain()
+            await worker.ownership.close()
 
     run(store, main)
 

@@ -737,6 +737,48 @@ def test_drain_after_cancel_finishes_the_batch_in_flight_and_the_queue(
     run(store, test)
 
 
+def test_triggers_withdrawn_by_a_cancelled_submitter_are_never_applied(
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that loses a partition cancels its batch in hand: what the processor has
+    not run yet of it must not be applied later, after the partition's new owner applied
+    later events of the same profiles. A plain submitter that goes away (the API process
+    stopping) still has its triggers stored, as before."""
+    ws = workspace(WELCOME)
+
+    async def test() -> None:
+        commits = Commits(store)
+        commits.gate = asyncio.Event()
+        monkeypatch.setattr(store, "commit", commits)
+        processor = Processor(store, ws, clock=Clock())
+        loop = asyncio.create_task(processor.run())
+        first = asyncio.ensure_future(processor.submit([track(ws, {"userId": "u0"})]))
+        await commits.entered.wait()  # the first batch is committing; the next ones queue
+        lost = [track(ws, {"userId": u}) for u in ("u1", "u2")]
+        running = asyncio.ensure_future(processor.submit_each(lost, force=True, withdraw=True))
+        plain = asyncio.ensure_future(processor.submit([track(ws, {"userId": "u3"})]))
+        await turns()
+        assert processor.backlog == 0  # the engine ran them, on what the first batch leaves
+        late = [track(ws, {"userId": "u4"})]
+        queued = asyncio.ensure_future(processor.submit_each(late, force=True, withdraw=True))
+        await turns()
+        assert processor.backlog == 1
+        for call in (running, plain, queued):
+            call.cancel()
+        commits.gate.set()
+        assert await first == ["accepted"]
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await processor.drain()
+        assert processor.backlog == 0
+        for withdrawn in ("u1", "u2", "u4"):
+            assert await store.history(withdrawn) == []
+        assert [s.event.name for s in await store.history("u3")] == ["signed_up"]
+
+    run(store, test)
+
+
 def test_a_trigger_that_cannot_be_stored_fails_alone(
     store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:

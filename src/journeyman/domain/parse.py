@@ -519,19 +519,31 @@ def _read_steps(r: Reader, value: Any) -> dict[str, m.Step]:
             r.report("missing-key", ("steps",), "'steps' must list at least one step")
         return {}
     ids: list[str | None] = []
+    seen: set[str] = set()
     for index, item in enumerate(items):
-        ids.append(_step_id(r, item, ("steps", index), ids))
+        step_id = _step_id(r, item, ("steps", index), seen)
+        ids.append(step_id)
+        if step_id is not None:
+            seen.add(step_id)
+    # The step below each one (the next usable one), read from the bottom up: a journey of
+    # thousands of steps is read in time proportional to its length.
+    below: list[str | None] = []
+    following: str | None = None
+    for step_id in reversed(ids):
+        below.append(following)
+        following = step_id or following
+    below.reverse()
     steps: dict[str, m.Step] = {}
     for index, item in enumerate(items):
         step_id = ids[index]
         if step_id is None:
             continue
-        below = next((later for later in ids[index + 1 :] if later), None)
-        steps[step_id] = _read_step(r.within(f"step {step_id}: "), item, ("steps", index), below)
+        reader = r.within(f"step {step_id}: ")
+        steps[step_id] = _read_step(reader, item, ("steps", index), below[index])
     return steps
 
 
-def _step_id(r: Reader, item: Any, path: Path, earlier: list[str | None]) -> str | None:
+def _step_id(r: Reader, item: Any, path: Path, earlier: set[str]) -> str | None:
     """The id of a step, or None (with a problem) when the step cannot be used."""
     if not isinstance(item, dict):
         r.report("type", path, f"a step must be a mapping with an 'id', not {describe(item)}")

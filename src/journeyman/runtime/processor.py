@@ -107,13 +107,15 @@ class Stats:
 
 
 class _Item:
-    """A queued trigger and the future its submitter waits on."""
+    """A queued trigger and the future its submitter waits on; ``withdrawn`` once that
+    submitter gave it up before it was run (see :meth:`Processor.submit_each`)."""
 
-    __slots__ = ("done", "trigger")
+    __slots__ = ("done", "trigger", "withdrawn")
 
     def __init__(self, trigger: Trigger, done: asyncio.Future[str]) -> None:
         self.trigger = trigger
         self.done = done
+        self.withdrawn = False
 
 
 @dataclass(slots=True)
@@ -196,14 +198,25 @@ class Processor:
         return list(await asyncio.gather(*(item.done for item in items)))
 
     async def submit_each(
-        self, triggers: Sequence[Trigger], *, force: bool = False
+        self, triggers: Sequence[Trigger], *, force: bool = False, withdraw: bool = False
     ) -> list[str | Exception]:
         """As :meth:`submit`, but each trigger's own answer, in order: its result once
         committed, or the exception that kept it from being stored, which is
         :class:`HeldBack` for one not tried because an earlier trigger of its profile
-        failed. The others of the batch are stored all the same (see :meth:`_failed`)."""
+        failed. The others of the batch are stored all the same (see :meth:`_failed`).
+
+        With ``withdraw``, cancelling the call withdraws the triggers not run yet: a
+        worker that loses a partition leaves its batch to the new owner, and must not
+        apply it afterwards, out of order with what the new owner applied meanwhile.
+        """
         items = self._queue_up(triggers, force)
-        answers = await asyncio.gather(*(item.done for item in items), return_exceptions=True)
+        try:
+            answers = await asyncio.gather(*(item.done for item in items), return_exceptions=True)
+        except asyncio.CancelledError:
+            if withdraw:
+                for item in items:
+                    item.withdrawn = True
+            raise
         results: list[str | Exception] = []
         for answer in answers:
             if isinstance(answer, BaseException) and not isinstance(answer, Exception):
@@ -255,14 +268,16 @@ class Processor:
     def _take(self) -> list[_Item]:
         """The next batch off the queue. With many queued, about half of what is queued and
         committing: then the engine runs one batch while the other commits, rather than
-        idling through every commit with every caller in one batch."""
+        idling through every commit with every caller in one batch. Triggers their
+        submitter withdrew are dropped."""
         queue = self._queue
         ahead = self._committing
         committing = ahead.size if ahead is not None and not ahead.stored.done() else 0
         limit = self.max_batch
         if len(queue) >= 2 * SPLIT:
             limit = min(limit, max(SPLIT, (len(queue) + committing + 1) // 2))
-        return [queue.popleft() for _ in range(min(limit, len(queue)))]
+        taken = (queue.popleft() for _ in range(min(limit, len(queue))))
+        return [item for item in taken if not item.withdrawn]
 
     async def drain(self) -> None:
         """After :meth:`run` is cancelled: finish the batches in flight, then what is queued."""
@@ -276,6 +291,8 @@ class Processor:
     async def _step(self, items: list[_Item]) -> None:
         """Run the engine on the items while the batch before them commits (when it may),
         then hand their batch to the store once that one is stored."""
+        if not items:
+            return  # all of them were withdrawn
         ahead = self._committing
         if ahead is not None and not (ahead.stored.done() or self._may_overlap(items, ahead)):
             await ahead.stored
@@ -293,6 +310,13 @@ class Processor:
             # Some of the batch ahead was not stored, and these results rest on all of it.
             self._committing = None
             await self._process(items)
+            return
+        if any(item.withdrawn for item in items):
+            # Withdrawn while the engine ran: the others run again without them.
+            self._committing = None
+            kept = [item for item in items if not item.withdrawn]
+            if kept:
+                await self._process(kept)
             return
         stored = asyncio.ensure_future(self._commit(items, results, batch))
         self._committing = _Commit(batch, len(items), stored)
@@ -361,6 +385,8 @@ class Processor:
         half way through."""
         failed: dict[str, BaseException] = {}  # profile -> the failure that holds it back
         for item in items:
+            if item.withdrawn:
+                continue  # its submitter gave it up meanwhile
             profile = profile_of(item.trigger)
             if profile in failed:
                 if not item.done.done():

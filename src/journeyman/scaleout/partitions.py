@@ -85,13 +85,13 @@ class Ownership:
             self._held = None
         return taken
 
-    async def held(self) -> set[int]:
+    async def held(self, *, fresh: bool = False) -> set[int]:
         """The partitions whose locks this worker's connection holds now, as the server
-        sees them (read at most every ``HELD_FOR`` seconds, however many ask); raises if
-        the connection is gone, and with it every lock."""
+        sees them (read at most every ``HELD_FOR`` seconds, however many ask, unless
+        ``fresh``); raises if the connection is gone, and with it every lock."""
         async with self._asking:
             now = time.monotonic()
-            if self._held is None or now - self._held[0] > HELD_FOR:
+            if fresh or self._held is None or now - self._held[0] > HELD_FOR:
                 self._held = (now, await self.locks.held(_PARTITION))
             return self._held[1]
 

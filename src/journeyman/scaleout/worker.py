@@ -5,12 +5,16 @@ Workers share one PostgreSQL database and one JetStream stream (see
 (:mod:`journeyman.scaleout.partitions`) and, for each, fetches batches from the partition's
 consumer, runs them through its :class:`Processor` (the engine and one commit, which skips
 a messageId already stored), and acknowledges the messages only after that commit. A
-batch that cannot be committed (the database is away) is tried again until it is: nothing
-later of that partition is applied before it. A message that fails on its own (the rest
-of its batch is stored) is tried again a few times, then kept as a dead letter (see
-:meth:`ScaleOutStore.add_dead_letter`), acknowledged, and the partition moves on: one bad message
-never blocks a partition. A message is acknowledged only once it is applied or its dead
-letter is stored; ``POST /v1/dead-letters/{id}/replay`` publishes it again.
+batch that cannot be committed (the database is away) is tried again until it is, while
+the worker still owns the partition: nothing later of that partition is applied before it.
+Before each new try the worker asks the server whether it still holds the partition's
+lock; if not (or if it cannot tell), it gives the batch up unacknowledged, and the
+partition's next owner gets it again before anything later. A message that fails on its
+own (the rest of its batch is stored) is tried again a few times, then kept as a dead
+letter (see :meth:`ScaleOutStore.add_dead_letter`), acknowledged, and the partition moves
+on: one bad message never blocks a partition. A message is acknowledged only once it is
+applied or its dead letter is stored; ``POST /v1/dead-letters/{id}/replay`` publishes it
+again.
 
 Every worker also claims due timers (``FOR UPDATE SKIP LOCKED`` and a lease) and hands
 them to the owner of their profile's partition through the bus, and delivers the outbox,
@@ -505,29 +509,34 @@ class Worker:
             if not await self._still_owns(partition):
                 return  # another worker owns it now: leave its messages to that one
             if not await self._apply(partition, messages):
-                return  # the worker is stopping: nothing acknowledged, so it comes again
+                return  # stopping, leaving or lost: nothing acknowledged, so it comes again
             for message in messages:
                 await message.ack()
 
-    async def _still_owns(self, partition: int) -> bool:
-        """Whether the server still sees this worker's lock on the partition.
+    async def _still_owns(self, partition: int, *, fresh: bool = False) -> bool:
+        """Whether the server still sees this worker's lock on the partition (``fresh``:
+        asked now, not answered from the last read).
 
         A worker learns that it lost its locks (its connection for them ended) at its next
         look, up to a second later; meanwhile another may have taken the partition. So the
-        lock is checked again before each batch is applied: a worker that lost it stops
-        applying at once, rather than beside the new owner, out of order with it.
+        lock is checked again before each batch is applied, and before each new try of a
+        batch that failed: a worker that lost it stops applying at once, rather than
+        beside the new owner, out of order with it.
         """
         assert self.ownership is not None
         try:
-            return partition in await self.ownership.held()
+            return partition in await self.ownership.held(fresh=fresh)
         except Exception:
             return False  # the connection is gone, and the locks with it
 
     async def _apply(self, partition: int, messages: list[Msg]) -> bool:
         """Commit the messages' triggers, trying again those that fail, until each one is
         stored or its message is kept as a dead letter (see :class:`_Applying`); False if
-        the worker stops first (the messages are not acknowledged, so JetStream delivers
-        them again, to whichever worker owns the partition next).
+        the worker stops first, leaves the partition, or cannot confirm that it still owns
+        it before a new try (the messages are not acknowledged, so JetStream delivers them
+        again, to whichever worker owns the partition next, before anything later: a batch
+        tried again by a worker that lost the partition could land after the new owner
+        applied later messages of the same profiles).
 
         The journeys' states are read first: a pause answered before these messages were
         fetched holds them back (the look every second would be too late for them).
@@ -542,11 +551,14 @@ class Worker:
         )
         failures = 0
         while applying.pending or applying.doomed:
+            if failures and not await self._may_try_again(partition):
+                log.warning("partition %d: a batch is left to the partition's owner", partition)
+                return False
             try:
                 if applying.pending:
                     await self._read_states()
                     triggers = [applying.triggers[i] for i in applying.pending]
-                    applying.answered(await self.processor.submit_each(triggers, force=True))
+                    applying.answered(await self._submit(triggers))
                 await self._bury(applying)
             except Exception as error:
                 if self._stopping.is_set():
@@ -560,6 +572,19 @@ class Worker:
             failures += 1
             await sleep_until_woken(self._stopping, backoff(failures, 5.0))
         return True
+
+    async def _submit(self, triggers: list[Trigger]) -> list[str | Exception]:
+        """Hand a partition's triggers to the processor. If the partition is let go of
+        meanwhile (its task cancelled: see :meth:`_abandon`), those not run yet are
+        withdrawn, so that only its new owner applies them."""
+        return await self.processor.submit_each(triggers, force=True, withdraw=True)
+
+    async def _may_try_again(self, partition: int) -> bool:
+        """Whether a failed batch of the partition may be tried again here: the worker
+        neither stops nor leaves the partition, and the server says it still holds its lock."""
+        if self._stopping.is_set() or partition in self._leaving:
+            return False
+        return await self._still_owns(partition, fresh=True)
 
     async def _bury(self, applying: _Applying) -> None:
         """Keep the messages that failed too often as dead letters, and let them go.
@@ -597,7 +622,7 @@ class Worker:
         """Try the buried messages' triggers once more, the store being reachable now:
         the dead letter of a message all of whose triggers are stored now is dropped."""
         triggers = [applying.triggers[p] for p in positions]
-        answers = await self.processor.submit_each(triggers, force=True)
+        answers = await self._submit(triggers)
         failed = {
             applying.message_of[p] for p, a in zip(positions, answers, strict=True) if _failure(a)
         }

@@ -470,6 +470,7 @@ class ScaleOutStore(Store):
 
     @abstractmethod
     def unreachable(self, error: BaseException) -> bool:
-        """Whether ``error`` says the database cannot be reached now (the connection is
-        gone, the server shuts down), whatever was asked of it: a failure that is no
-        fault of the work that met it."""
+        """Whether ``error`` says the database cannot take work now (the connection is
+        gone, the server shuts down, a failover), whatever was asked of it: a failure that
+        is no fault of the work that met it. The same answer as
+        :func:`journeyman.storage.cannot_write_now`, by which the API answers 503."""

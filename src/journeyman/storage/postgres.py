@@ -344,7 +344,7 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
         return AdvisoryLocks(self._dsn)
 
     def unreachable(self, error: BaseException) -> bool:
-        return isinstance(error, _UNREACHABLE)
+        return cannot_write_now(error)
 
     # outcomes for the worker that owns the profile
 
@@ -472,21 +472,34 @@ class AdvisoryLocks(PartitionLocks):
 
 
 def cannot_write_now(error: BaseException) -> bool:
-    """Whether PostgreSQL failed for not being able to take writes now."""
+    """Whether PostgreSQL failed for not being able to take work now, whatever was asked of
+    it: unreachable, shutting down, full, a standby, or a transaction that lost a race. The
+    same work may well succeed later, so the API answers 503 and a worker tries the message
+    again without counting it against the message.
+
+    Anything else (a bad value, a broken constraint) is the work's own fault and fails
+    again on every try: asyncpg's ``DataError`` for a value it cannot send is an
+    ``InterfaceError`` too, but not one that says the connection or the pool is closed.
+    """
     if type(error) is asyncpg.InterfaceError:  # the connection or the pool is closed
         return True
-    return isinstance(
-        error,
-        asyncpg.PostgresConnectionError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.AdminShutdownError
-        | asyncpg.CrashShutdownError
-        | asyncpg.InsufficientResourcesError  # disk full, out of memory, too many connections
-        | asyncpg.TransactionRollbackError  # a serialization failure or a deadlock
-        | asyncpg.QueryCanceledError  # a statement timeout
-        | asyncpg.LockNotAvailableError
-        | asyncpg.ReadOnlySQLTransactionError,  # a standby, during a failover
-    )
+    return isinstance(error, _CANNOT_WRITE_NOW)
+
+
+# What says the database cannot take work now (see cannot_write_now).
+_CANNOT_WRITE_NOW = (
+    StorageUnavailable,  # the pool could not be opened
+    OSError,  # refused, reset, unreachable; TimeoutError among them
+    asyncpg.PostgresConnectionError,  # the connection is lost or was never made
+    asyncpg.CannotConnectNowError,  # the server is starting up
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    asyncpg.TransactionRollbackError,  # a serialization failure or a deadlock
+    asyncpg.QueryCanceledError,  # a statement timeout, or cancelled by an operator
+    asyncpg.LockNotAvailableError,
+    asyncpg.ReadOnlySQLTransactionError,  # a standby, during a failover
+)
 
 
 # Two-key advisory locks: classid is the space, objid the key, objsubid 2.
@@ -498,18 +511,6 @@ _HOLDERS = (
 _HELD = (
     "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 "
     "AND objsubid = 2 AND granted AND pid = pg_backend_pid()"
-)
-
-# Failures that say the database cannot be reached now, whatever was sent to it.
-_UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.InsufficientResourcesError,
 )
 
 
