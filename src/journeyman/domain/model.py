@@ -38,6 +38,7 @@ __all__ = [
     "Settings",
     "Split",
     "Step",
+    "Subscription",
     "TestCase",
     "TestEvent",
     "UpdateProfile",
@@ -82,6 +83,19 @@ class MessageTemplate:
     channel: str
     fields: Mapping[str, Template]  # subject, html, text (email); body (sms, push, webhook)
     to: Template | None
+    origin: Origin
+    topic: str | None = None  # the subscription topic it belongs to
+    transactional: bool = False  # a receipt, a password reset: no topic, no unsubscribe
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A topic profiles subscribe to or unsubscribe from (``kind: subscription``)."""
+
+    name: str
+    channel: str
+    description: str
+    default: Literal["opt_in", "opt_out"]
     origin: Origin
 
 
@@ -326,6 +340,7 @@ class Workspace:
     settings: Settings
     tests: tuple[TestCase, ...] = ()
     channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> document
+    subscriptions: Mapping[str, Subscription] = field(default_factory=dict)  # topics by name
     # The files it was read from, as written (file name -> text): what a publish stores.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 

@@ -30,7 +30,17 @@ from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp,
 
 __all__ = ["DEFAULT_TEST_START", "KINDS", "STEP_TYPES", "Parsed", "parse_documents"]
 
-KINDS = ("event", "template", "action", "journey", "rules", "settings", "channel", "test")
+KINDS = (
+    "event",
+    "template",
+    "action",
+    "journey",
+    "rules",
+    "settings",
+    "channel",
+    "test",
+    "subscription",
+)
 STEP_TYPES = (
     "wait",
     "wait_for",
@@ -90,6 +100,7 @@ class Parsed:
     def __init__(self) -> None:
         self.events: dict[str, m.EventDefinition] = {}
         self.templates: dict[str, m.MessageTemplate] = {}
+        self.subscriptions: dict[str, m.Subscription] = {}
         self.actions: dict[str, m.Action] = {}
         self.journeys: dict[str, m.Journey] = {}
         self.caps: list[m.Cap] = []
@@ -232,7 +243,8 @@ def _refs(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
 def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     channel = r.choice(data.get("channel"), ("channel",), m.CHANNELS)
     allowed_fields = _CHANNEL_FIELDS[channel] if channel else _ANY_CHANNEL_FIELDS
-    r.mapping(data, (), ("kind", "name", "description", "channel", "to", *allowed_fields))
+    keys = ("kind", "name", "description", "channel", "to", "topic", "transactional")
+    r.mapping(data, (), (*keys, *allowed_fields))
     if channel is None:
         return
     fields = {}
@@ -252,7 +264,36 @@ def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             f"{'an' if channel == 'sms' else 'a'} {channel} template needs a 'body'",
         )
     to = r.template(data["to"], ("to",)) if "to" in data else None
-    parsed.templates[r.name] = m.MessageTemplate(r.name, channel, fields, to, _origin(r))
+    topic = r.name_of(data["topic"], ("topic",), "'topic'") if "topic" in data else None
+    transactional = bool(r.boolean(data.get("transactional", False), ("transactional",)))
+    if topic is not None and transactional:
+        r.report("value", ("topic",), "a transactional template has no 'topic'")
+    parsed.templates[r.name] = m.MessageTemplate(
+        r.name, channel, fields, to, _origin(r), topic, transactional
+    )
+
+
+# subscription
+
+
+def _read_subscription(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
+    keys = ("kind", "name", "description", "channel", "default")
+    r.mapping(data, (), keys, required=("channel", "default"), what="a subscription")
+    channel = r.choice(data["channel"], ("channel",), m.CHANNELS) if "channel" in data else None
+    default = (
+        r.choice(data["default"], ("default",), ("opt_in", "opt_out"))
+        if "default" in data
+        else None
+    )
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        r.report("type", ("description",), "'description' must be a string")
+        description = ""
+    if channel is not None and default is not None:
+        chosen: Literal["opt_in", "opt_out"] = "opt_in" if default == "opt_in" else "opt_out"
+        parsed.subscriptions[r.name] = m.Subscription(
+            r.name, channel, description, chosen, _origin(r)
+        )
 
 
 # action
@@ -828,6 +869,7 @@ def _filters(r: Reader, found: dict[str, Any], path: Path) -> dict[str, str]:
 _READERS: dict[str, Callable[[Reader, dict[str, Any], Parsed], None]] = {
     "event": _read_event,
     "template": _read_template,
+    "subscription": _read_subscription,
     "action": _read_action,
     "journey": _read_journey,
     "rules": _read_rules,
