@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from journeyman.consent_api import consent_routes
 from journeyman.domain.ingest import (
     Identify,
     InvalidEvent,
@@ -127,6 +128,7 @@ def create_app(
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
+        *consent_routes(runtime, _unavailable),
         *_console_api(api),
         console(runtime, keys.admin, settings),
     ]

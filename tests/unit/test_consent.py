@@ -16,6 +16,7 @@ import pytest
 
 from journeyman.domain.consent import UNSUBSCRIBE_PLACEHOLDER
 from journeyman.domain.state import Profile
+from journeyman.domain.tokens import sign, verify
 from journeyman.journey_tests import run_test
 from journeyman.simulator import Simulator
 from tests.conftest import START
@@ -283,3 +284,12 @@ def test_a_transactional_template_has_no_topic(load: Any) -> None:
         "subject: s\ntext: t",
     )
     assert found == ["doc01.yaml:5: template r: a transactional template has no 'topic'"]
+
+
+def test_a_token_whose_spare_bits_are_changed_is_refused() -> None:
+    # 16 bytes of MAC plus a payload of 3n + 1 bytes: the last character has 4 spare bits.
+    token = next(t for t in (sign(b"s", "p", "k" * n) for n in range(8)) if len(t) % 4 == 2)
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(token[-1])
+    same_bits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last ^ 1]
+    assert verify(b"s", "p", token) is not None
+    assert verify(b"s", "p", token[:-1] + same_bits) is None

@@ -27,6 +27,7 @@ from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Plan, Versions, publish
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
+from journeyman.runtime.unsubscribe import ConsentLinks
 from journeyman.storage.base import Database, ReadModel, Store
 
 __all__ = ["Runtime", "build_channels"]
@@ -91,6 +92,7 @@ class Runtime:
         self.dispatcher = Dispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry, idle=idle
         )
+        self.dispatcher.prepare.append(ConsentLinks(lambda: self.links, env, self.channels))
         self.grace = grace  # seconds that deliveries in flight get to finish at stop
         self._tasks: list[asyncio.Task[None]] = []
         self.versions = Versions()

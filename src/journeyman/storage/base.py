@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
+from journeyman.domain.state import Effect, Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.errors import JourneymanError
 
 if TYPE_CHECKING:
@@ -295,6 +295,11 @@ class ReadModel(ABC):
 
     @abstractmethod
     async def profile(self, profile_id: str) -> Profile | None: ...
+
+    @abstractmethod
+    async def message(self, key: str) -> SendMessage | None:
+        """The message queued under ``key`` (its idempotency key), whatever became of it;
+        None if there is none (or ``key`` is an HTTP call's)."""
 
     @abstractmethod
     async def instances_of(self, profile_id: str) -> list[Instance]:

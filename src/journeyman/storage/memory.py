@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
     LEASE,
     Database,
@@ -334,6 +334,13 @@ class MemoryStore(Database):
     async def profile(self, profile_id: str) -> Profile | None:
         state = self.db.profiles.get(profile_id)
         return decode_profile(state) if state is not None else None
+
+    async def message(self, key: str) -> SendMessage | None:
+        for row in self.db.outbox.values():
+            if row.key == key:
+                effect = decode_effect(row.effect)
+                return effect if isinstance(effect, SendMessage) else None
+        return None
 
     async def messages(
         self,

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
@@ -42,6 +42,7 @@ from journeyman.storage.codec import (
     DEAD_LETTER,
     dead_letter,
     dead_letter_row,
+    decode_effect,
     decode_event,
     decode_instance,
     decode_profile,
@@ -102,6 +103,7 @@ class Statements:
 
     instance: str = "SELECT state FROM instances WHERE id = ?"
     profile: str = "SELECT state FROM profiles WHERE id = ?"
+    message: str = "SELECT effect FROM outbox WHERE key = ?"
     instances_of: str = "SELECT state FROM instances WHERE profile_id = ? ORDER BY {seq} DESC"
     identities_of: str = "SELECT kind, value FROM identities WHERE profile_id = ? ORDER BY 1, 2"
     trace: str = (
@@ -437,6 +439,11 @@ class SQLDatabase(Database):
     async def profile(self, profile_id: str) -> Profile | None:
         state = await self._value(self.sql.profile, profile_id)
         return decode_profile(state) if state is not None else None
+
+    async def message(self, key: str) -> SendMessage | None:
+        blob = await self._value(self.sql.message, key)
+        effect = decode_effect(blob) if blob is not None else None
+        return effect if isinstance(effect, SendMessage) else None
 
     async def instances_of(self, profile_id: str) -> list[Instance]:
         rows = await self._rows(self.sql.instances_of, profile_id)
