@@ -215,7 +215,7 @@ class _Pages:
 
     async def _accept(self, events: list[Event]) -> None:
         try:
-            await self.runtime.accept(events)
+            statuses = await self.runtime.accept(events)
         except Overloaded:
             raise _Refused(429, "Too busy just now: try again in a moment.", _RETRY) from None
         except Exception as error:
@@ -223,6 +223,8 @@ class _Pages:
                 raise
             log.warning("a consent change could not be stored: %r", error)
             raise _Refused(503, "Not saved: try again in a moment.", _RETRY) from None
+        # Shown with the API's ingest on the console's events page.
+        self.runtime.tail.accepted(events, statuses, self.runtime.processor.now())
 
 
 _RETRY = {"Retry-After": "1"}

@@ -8,16 +8,19 @@ suppression list. Driven through the simulator, and a ``kind: test`` journey tes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import msgspec
 import pytest
 
-from journeyman.domain.consent import UNSUBSCRIBE_PLACEHOLDER
-from journeyman.domain.state import Profile
+from journeyman.domain.consent import PREFERENCES_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
+from journeyman.domain.state import Profile, SendMessage
 from journeyman.domain.tokens import sign, verify
 from journeyman.journey_tests import run_test
+from journeyman.runtime.links import Links
+from journeyman.runtime.unsubscribe import MAILTO_SETTING, ConsentLinks
 from journeyman.simulator import Simulator
 from tests.conftest import START
 from tests.engine_helpers import Simulate, end_states, journey, sign_up
@@ -293,3 +296,71 @@ def test_a_token_whose_spare_bits_are_changed_is_refused() -> None:
     same_bits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last ^ 1]
     assert verify(b"s", "p", token) is not None
     assert verify(b"s", "p", token[:-1] + same_bits) is None
+
+
+# the send-time step that puts the links in
+
+
+def message(channel: str = "email", **fields: Any) -> SendMessage:
+    text = f"Stop: {UNSUBSCRIBE_PLACEHOLDER} Choose: {PREFERENCES_PLACEHOLDER}"
+    return SendMessage(
+        key="u1:j:1:news:1",
+        instance_id="u1:j:1",
+        journey="j",
+        step="news",
+        profile_id="u1",
+        channel=channel,
+        template="t",
+        to="x",
+        content={"text": text},
+        at=START,
+        **fields,
+    )
+
+
+@dataclass
+class Sender:
+    sender: str
+
+
+LINKS = Links("https://go.example", b"secret")
+
+
+@pytest.mark.parametrize(
+    ("env", "channels", "mailto"),
+    [
+        ({}, {"email": Sender("Shop <hi@shop.example>")}, "unsubscribe@shop.example"),
+        (
+            {MAILTO_SETTING: "stop@lists.example"},
+            {"email": Sender("hi@shop.example")},
+            "stop@lists.example",
+        ),
+        ({}, {}, ""),
+    ],
+)
+def test_marketing_email_gets_the_links_and_the_list_unsubscribe_headers(
+    env: dict[str, str], channels: dict[str, Any], mailto: str
+) -> None:
+    prepared = ConsentLinks(lambda: LINKS, env, channels)(message(topic="news"))
+    unsubscribe = LINKS.url("/u", "unsubscribe", "u1:j:1:news:1")
+    preferences = LINKS.url("/preferences", "preferences", "u1")
+    assert prepared.content["text"] == f"Stop: {unsubscribe} Choose: {preferences}"
+    token = unsubscribe.rsplit("/", 1)[1]
+    expected = f"<{unsubscribe}>" + (
+        f", <mailto:{mailto}?subject=unsubscribe-{token}>" if mailto else ""
+    )
+    assert prepared.headers == {
+        "List-Unsubscribe": expected,
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+@pytest.mark.parametrize(
+    "original", [message(transactional=True), message("sms", topic="news")], ids=["receipt", "sms"]
+)
+def test_transactional_email_and_other_channels_get_links_but_no_headers(
+    original: SendMessage,
+) -> None:
+    prepared = ConsentLinks(lambda: LINKS, {}, {"email": Sender("hi@shop.example")})(original)
+    assert prepared.headers == {}
+    assert "https://go.example/u/" in prepared.content["text"]
