@@ -82,13 +82,14 @@ Scenario = Callable[[Runtime, httpx.AsyncClient], Awaitable[None]]
 def play(tmp_path: Path, store_url: str, smtp: SmtpServer, scenario: Scenario) -> None:
     """Run ``scenario`` on a runtime over the backend under test that mails ``smtp``."""
     loaded = load_workspace(write_workspace(tmp_path / "ws", BASE, WORKSPACE))
-    assert loaded.workspace is not None, loaded.errors
+    workspace = loaded.workspace
+    assert workspace is not None, loaded.errors
     email = SmtpChannel(
         "email", host="127.0.0.1", port=smtp.port, sender="Shop <hi@shop.example>", security="none"
     )
 
     async def main() -> None:
-        runtime = Runtime(loaded.workspace, open_store(store_url), {"email": email}, env={})
+        runtime = Runtime(workspace, open_store(store_url), {"email": email}, env={})
         runtime.public_url = PUBLIC
         await runtime.start()
         try:
