@@ -30,6 +30,7 @@ from tests.waiting import eventually
 PUBLIC = "https://mail.example.com"
 KEYS = Keys(write="w-key", admin="a-key")
 WRITE = {"Authorization": "Bearer w-key"}
+ADMIN = {"Authorization": "Bearer a-key"}
 ONE_CLICK = {"content-type": "application/x-www-form-urlencoded"}
 
 WORKSPACE = """
@@ -182,9 +183,8 @@ def test_a_one_click_post_stops_the_topic_and_a_receipt_still_goes(
         assert event.properties["topic"] == "news"
         assert event.properties["source"] == "one-click"
         assert event.properties["message"] == "u1:shop:1:news:1"
-        profile = await runtime.reads.profile("u1")
-        assert profile is not None
-        assert profile.traits["subscriptions"] == {"news": False}
+        shown = (await client.get("/v1/profiles/u1", headers=ADMIN)).json()["consent"]
+        assert shown["topics"] == {"news": False}
 
         mails = await purchase(client, smtp, 3)
         assert [m.message["Subject"] for m in mails] == ["News", "Receipt", "Receipt"]
@@ -274,5 +274,29 @@ def test_the_unsubscribe_page_and_the_preference_page_work_without_javascript(
         assert profile.traits["unsubscribed"] is True
         mails = await purchase(client, smtp, 3)
         assert [m.message["Subject"] for m in mails][2:] == ["Receipt"]
+
+    play(tmp_path, store_url, smtp, scenario)
+
+
+def test_a_hard_bounce_suppresses_the_address_and_the_profile_shows_why(
+    tmp_path: Path, store_url: str, smtp: SmtpServer
+) -> None:
+    async def scenario(runtime: Runtime, client: httpx.AsyncClient) -> None:
+        await call(client, "/v1/identify", {"traits": {"email": "Ada@Example.com"}})
+        bounce = {"bounce": "hard", "address": "ada@example.com", "source": "smtp"}
+        await call(client, "/v1/track", {"event": "message_bounced", "properties": bounce})
+        await call(client, "/v1/track", {"event": "purchased"})
+
+        async def skipped() -> list[str] | None:
+            trace = await runtime.reads.trace("u1")
+            found = [r.detail for r in trace if r.outcome == "skipped"]
+            return found if len(found) == 2 else None
+
+        details = await eventually(skipped, "both sends to be skipped")
+        assert all(d.startswith("Ada@Example.com is suppressed (hard bounce, ") for d in details)
+        shown = (await client.get("/v1/profiles/u1", headers=ADMIN)).json()["consent"]
+        [(address, why)] = shown["suppressed"].items()
+        assert (address, why["reason"], why["source"]) == ("ada@example.com", "hard bounce", "smtp")
+        assert smtp.received == []
 
     play(tmp_path, store_url, smtp, scenario)
