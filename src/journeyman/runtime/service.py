@@ -92,7 +92,8 @@ class Runtime:
         self.dispatcher = Dispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry, idle=idle
         )
-        self.dispatcher.prepare.append(ConsentLinks(lambda: self.links, env, self.channels))
+        # First, so that a later step (link tracking) sees the real links, not placeholders.
+        self.dispatcher.prepare.insert(0, ConsentLinks(lambda: self.links, env, self.channels))
         self.grace = grace  # seconds that deliveries in flight get to finish at stop
         self._tasks: list[asyncio.Task[None]] = []
         self.versions = Versions()

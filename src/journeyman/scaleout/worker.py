@@ -256,7 +256,8 @@ class Worker:
         self.dispatcher = TellingDispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry
         )
-        self.dispatcher.prepare.append(ConsentLinks(lambda: self.links, env, self.channels))
+        # First, so that a later step (link tracking) sees the real links, not placeholders.
+        self.dispatcher.prepare.insert(0, ConsentLinks(lambda: self.links, env, self.channels))
         # Outcomes not recorded are sent again after the lease: while the database is away,
         # keep trying for some 20 seconds (the pauses grow to a second).
         self.dispatcher.record_tries = 25
