@@ -39,6 +39,7 @@ name: deleted
 kind: template
 name: hello_email
 channel: email
+transactional: true
 subject: "Hello {{ profile.firstName | default: 'there' }}"
 text: "Plan {{ entry.plan }}"
 ---

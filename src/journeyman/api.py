@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from journeyman.clicks import tracking_routes
+from journeyman.consent_api import consent_routes
 from journeyman.domain.ingest import (
     Identify,
     InvalidEvent,
@@ -130,6 +131,7 @@ def create_app(
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
+        *consent_routes(runtime, _unavailable),
         *_console_api(api),
         console(runtime, keys.admin, settings),
     ]

@@ -459,7 +459,7 @@ SPEC["paths"]["/v1/dead-letters/{id}/replay"] = {
 }
 # The links tracked email carries (see docs/http-api.md, "Opens and clicks"): no key; the
 # token is signed by the deployment, and a bad one changes nothing.
-_TOKEN = _path_param("token", {"type": "string", "maxLength": 1024})
+_TOKEN = _path_param("token", {"type": "string", "minLength": 1, "maxLength": 1024})
 _NOT_NOW = _text("Could not be recorded now (the store or the bus is away): retry", "text/plain")
 _GIF = {"type": "string", "format": "binary"}
 SPEC["paths"]["/c/{token}"] = {
@@ -502,6 +502,55 @@ SPEC["paths"]["/o/{token}"] = {
             },
         },
     }
+}
+
+# The recipient's links (no key: the signed token is the credential).
+_PAGE = {"schema": {"type": "string"}}
+
+
+def _page(description: str) -> dict[str, Any]:
+    # A path the routes do not take (a token with a slash) is answered by the server's 404.
+    return {"description": description, "content": {"text/html": _PAGE, "text/plain": _PAGE}}
+
+
+def _keyless(summary: str, *extra: tuple[str, str]) -> dict[str, Any]:
+    responses = {"200": _page("OK: the page"), "404": _page("The link is not valid.")}
+    responses.update({status: _page(description) for status, description in extra})
+    return {"summary": summary, "parameters": [_TOKEN], "responses": responses}
+
+
+_FORM = {
+    "required": False,
+    "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+}
+_STORED = (
+    ("400", "The form did not arrive whole."),
+    ("413", "The form is larger than 16 KiB or has more than 500 fields."),
+    ("429", "Too much is queued: retry after the Retry-After seconds."),
+    ("503", "Not stored: retry after the Retry-After seconds."),
+)
+SPEC["paths"]["/u/{token}"] = {
+    "get": _keyless("A page that asks the recipient to confirm an unsubscribe, with a button"),
+    "post": {
+        **_keyless(
+            "One-click unsubscribe (RFC 8058, body List-Unsubscribe=One-Click): unsubscribes "
+            "the recipient from the message's topic (its channel, for a message without one) "
+            "by recording an 'unsubscribed' event; 200 once it is stored; idempotent",
+            *_STORED,
+        ),
+        "requestBody": _FORM,
+    },
+}
+SPEC["paths"]["/preferences/{token}"] = {
+    "get": _keyless("The profile's preference page: its topics per channel, unsubscribe from all"),
+    "post": {
+        **_keyless(
+            "Save the preference form (fields 'topic', once per topic wanted, and 'all=yes'): "
+            "records 'unsubscribed' and 'resubscribed' events for what changed",
+            *_STORED,
+        ),
+        "requestBody": _FORM,
+    },
 }
 SPEC["paths"]["/docs"] = {
     "get": {

@@ -76,7 +76,12 @@ def test_a_track_is_acknowledged_after_commit_and_starts_the_journey(
         profile = (await client.get("/v1/profiles/u1", headers=ADMIN)).json()
         assert profile["traits"] == {"email": "u1@example.com"}
         assert profile["identities"] == {"userId": ["u1"], "email": ["u1@example.com"]}
-        assert profile["consent"] == {"unsubscribed": False, "channels": {}}
+        assert profile["consent"] == {
+            "unsubscribed": False,
+            "channels": {},
+            "topics": {},
+            "suppressed": {},
+        }
         (instance,) = profile["instances"]
         assert (instance["journey"], instance["status"], instance["step"]) == (
             "hello",

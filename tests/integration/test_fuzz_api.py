@@ -36,10 +36,16 @@ ANSWER_SECONDS = 10  # a request unanswered this long is a hang
 EXAMPLE_WORKSPACE = Path(__file__).parents[2] / "examples"
 INGEST = ("/v1/track", "/v1/identify", "/v1/batch")
 # Rules no document can state: events' properties must fit the schemas of the workspace's
-# event definitions, and a published workspace must be sound. Their schema-valid calls may
-# get the documented 400 or 422 that names the rule; every other operation must take what
-# fits its document.
-RULES_BEYOND_DOCUMENT = {("POST", path) for path in INGEST} | {("PUT", "/v1/workspace")}
+# event definitions, a published workspace must be sound, and a link's token must be
+# signed. Their schema-valid calls may get the documented 4xx that names the rule; every
+# other operation must take what fits its document.
+# The recipient's links take only tokens this server signed: any other is a 404.
+KEYLESS_LINKS = {
+    (method, path) for path in ("/u/{token}", "/preferences/{token}") for method in ("GET", "POST")
+}
+RULES_BEYOND_DOCUMENT = (
+    {("POST", path) for path in INGEST} | {("PUT", "/v1/workspace")} | KEYLESS_LINKS
+)
 
 
 def _operations() -> list[tuple[str, str, GenerationMode]]:

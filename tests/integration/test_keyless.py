@@ -1,12 +1,13 @@
 """Every endpoint that needs no key, fed forged and malformed requests over real HTTP.
 
-``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/docs`` and the console's
-login page and form answer anyone, so each is sent forged and garbled cookies and tokens,
-NUL bytes and huge values in its query, headers and form fields, wrong methods and odd
-content types. Each request is written on a raw socket, as a hostile client would (an
-HTTP library refuses to send much of this). Every answer must be a clean 2xx or 4xx, come
-within a few seconds, show neither key, and leave no error in the server's log; no forged
-request may log anyone in.
+``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/docs``, the console's
+login page and form, and the recipient's unsubscribe and preference links answer anyone,
+so each is sent forged and garbled cookies and tokens, NUL bytes and huge values in its
+query, headers and form fields, wrong methods and odd content types. Each request is
+written on a raw socket, as a hostile client would (an HTTP library refuses to send much
+of this). Every answer must be a clean 2xx or 4xx, come within a few seconds, show neither
+key, and leave no error in the server's log; no forged request may log anyone in, and no
+forged link may change anyone's consent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from journeyman.domain.tokens import sign
 from tests.servers import ADMIN_KEY, LOOPBACK, WRITE_KEY, Journeyman
 
 ANSWER_SECONDS = 10  # no answer in this long is a hang
@@ -423,3 +425,70 @@ def test_forged_tracking_links_recorded_nothing(journeyman: Journeyman) -> None:
         assert found.fetchone() == (0,)
     finally:
         database.close()
+
+
+# ------------------------------------------------ the recipient's links: /u and /preferences
+
+FORGED_LINK_TOKENS = [
+    sign(b"not-this-deployment", "unsubscribe", "u1:welcome:1:hello:1"),
+    sign(b"not-this-deployment", "preferences", "u1"),
+    "x",
+    "A" * 1100,
+    "%00",
+    "%ff%fe%fd",
+    "..%2F..%2Fhealthz",
+    "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    "a%0Ab",
+    "=" * 40,
+]
+LINK_PATHS = ["/u/", "/preferences/"]
+
+
+@pytest.mark.parametrize("path", LINK_PATHS)
+@pytest.mark.parametrize("token", FORGED_LINK_TOKENS, ids=range(len(FORGED_LINK_TOKENS)))
+def test_forged_link_tokens_are_refused_cleanly(
+    journeyman: Journeyman, path: str, token: str
+) -> None:
+    answer = get(journeyman, path + token)
+    assert_clean(answer, 404)
+    assert b"<script>" not in answer.body
+    for body in (b"List-Unsubscribe=One-Click", b"topic=news&all=yes", b"\xff\x00" * 10):
+        head = (
+            f"POST {path}{token} HTTP/1.1\nHost: {LOOPBACK}\nContent-Type: {FORM}\n"
+            f"Content-Length: {len(body)}\nConnection: close\n"
+        )
+        assert_clean(answered(send(journeyman, head, body)), 404)
+
+
+@pytest.mark.parametrize("path", LINK_PATHS)
+@pytest.mark.parametrize("header", HOSTILE_HEADERS, ids=range(len(HOSTILE_HEADERS)))
+def test_hostile_headers_on_the_links_get_a_clean_answer(
+    journeyman: Journeyman, path: str, header: str
+) -> None:
+    head = f"POST {path}x HTTP/1.1\n{header}\nContent-Length: 0\nConnection: close\n"
+    if not header.startswith("Host:"):
+        head = f"POST {path}x HTTP/1.1\nHost: {LOOPBACK}\n{header}\nContent-Length: 0\n"
+        head += "Connection: close\n"
+    assert_clean(answered(send(journeyman, head)))
+
+
+def test_forged_links_record_no_consent_change(journeyman: Journeyman) -> None:
+    for path in LINK_PATHS:
+        head = f"POST {path}{FORGED_LINK_TOKENS[0]} HTTP/1.1\nHost: {LOOPBACK}\n"
+        send(journeyman, head + "Content-Length: 0\nConnection: close\n")
+    with journeyman.client() as admin:
+        for name in ("unsubscribed", "resubscribed"):
+            answer = admin.get("/v1/events", params={"event": name})
+            assert answer.json()["events"] == []
+
+
+@pytest.mark.parametrize("path", LINK_PATHS)
+def test_a_link_form_cut_short_neither_hangs_nor_fails(journeyman: Journeyman, path: str) -> None:
+    body = b"List-Unsubscribe=One-Click"
+    head = (
+        f"POST {path}x HTTP/1.1\nHost: {LOOPBACK}\nContent-Type: {FORM}\n"
+        f"Content-Length: {len(body) + 100}\nConnection: close\n"
+    )
+    answer = send(journeyman, head, body, finish=False)
+    if answer is not None:
+        assert_clean(answer)

@@ -902,3 +902,16 @@ def test_open_shared_store_refuses_a_database_workers_cannot_share(tmp_path: Any
     url = f"sqlite:///{tmp_path / 'j.db'}"
     with pytest.raises(NotShared, match=f"a worker needs a PostgreSQL database, not {url}"):
         open_shared_store(url, "a worker")
+
+
+def test_a_message_is_read_back_by_its_key_whatever_became_of_it(store: Database) -> None:
+    async def check() -> None:
+        news = struct_replace(send("k1"), topic="news")
+        await store.commit(Changes(effects=[news, send("k2", profile="u2")]))
+        (claimed, _) = await store.claim(START, 10)
+        await store.settle([Delivered(claimed.id, "sent", "250 OK", START)])
+        assert await store.sent_message("k1") == news
+        assert (await store.sent_message("k2") or news).profile_id == "u2"
+        assert await store.sent_message("k3") is None
+
+    run(store, check)

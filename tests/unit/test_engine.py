@@ -56,6 +56,24 @@ SEND_HELLO = """
 - id: hello
   send: hello_email
 """
+# A marketing email (hello_email is transactional: consent does not stop it).
+SEND_NEWS = """
+- id: hello
+  send: news_email
+"""
+NEWS = """
+kind: subscription
+name: news
+channel: email
+default: opt_out
+---
+kind: template
+name: news_email
+channel: email
+topic: news
+subject: News
+text: "News. Unsubscribe: {{ unsubscribe_url }}"
+"""
 
 
 def book(sim: Simulator, appointment: object, at: datetime = START) -> None:
@@ -459,7 +477,7 @@ def test_send_renders_the_profile_as_it_is_at_send_time(simulate: Simulate) -> N
 def test_send_is_skipped_with_the_reason_and_the_instance_goes_on(
     simulate: Simulate, traits: dict[str, Any], reason: str
 ) -> None:
-    sim = simulate(journey(SEND_HELLO, "- {id: done, end: done}"))
+    sim = simulate(journey(SEND_NEWS, "- {id: done, end: done}"), NEWS)
     sign_up(sim, **traits)
     assert sim.messages == []
     assert record(sim, "hello", "skipped").detail == reason
@@ -469,7 +487,7 @@ def test_send_is_skipped_with_the_reason_and_the_instance_goes_on(
 def test_consent_withheld_for_another_channel_does_not_stop_an_email(
     simulate: Simulate,
 ) -> None:
-    sim = simulate(journey(SEND_HELLO))
+    sim = simulate(journey(SEND_NEWS), NEWS)
     sign_up(sim, consent={"sms": False, "email": True})
     assert sent(sim) == [("hello", START)]
 

@@ -115,14 +115,14 @@ def test_a_document_must_be_a_mapping(problems: Problems, text: str, found: str)
 def test_a_document_needs_a_kind(problems: Problems) -> None:
     assert problems("name: x\n") == [
         "doc01.yaml:1: a document needs a 'kind': one of event, template, action, journey, "
-        "rules, settings, channel, test"
+        "rules, settings, channel, test, subscription"
     ]
 
 
 def test_an_unknown_kind_suggests_the_closest(problems: Problems) -> None:
     assert problems("name: x\nkind: jouney\n") == [
         "doc01.yaml:2: 'kind' must be one of event, template, action, journey, rules, settings, "
-        "channel, test, not 'jouney' (did you mean 'journey'?)"
+        "channel, test, subscription, not 'jouney' (did you mean 'journey'?)"
     ]
 
 
@@ -201,7 +201,7 @@ def test_a_duplicate_journey_name_points_at_the_first_definition(problems: Probl
 
 def test_a_duplicate_template_name_is_an_error(problems: Problems) -> None:
     assert problems("kind: template\nname: hello_sms\nchannel: sms\nbody: again\n") == [
-        "doc01.yaml:2: template hello_sms: duplicate template name (first defined at doc00.yaml:26)"
+        "doc01.yaml:2: template hello_sms: duplicate template name (first defined at doc00.yaml:27)"
     ]
 
 
@@ -1304,9 +1304,17 @@ SOUND: dict[str, dict[str, Any]] = {
         "name": "t",
         "channel": "email",
         "subject": "s",
-        "html": "h",
+        "html": "h <a href='{{ unsubscribe_url }}'>stop</a>",
         "text": "{{ profile.email }}",
         "to": "{{ profile.email }}",
+        "topic": "news",
+    },
+    "subscription": {
+        "kind": "subscription",
+        "name": "news",
+        "channel": "email",
+        "default": "opt_in",
+        "description": "d",
     },
     "action": {
         "kind": "action",

@@ -17,6 +17,7 @@ from journeyman.domain.reactions import REACTIONS
 from journeyman.domain.reader import Reader, did_you_mean
 from journeyman.domain.templates import Template
 from journeyman.domain.times import format_duration
+from journeyman.domain.topics import check_topics
 
 __all__ = ["BUILTIN_END_STATES", "STANDARD_TRAITS", "build_workspace", "check"]
 
@@ -26,6 +27,7 @@ STANDARD_TRAITS = frozenset(
         *("id", "email", "phone", "firstName", "lastName", "name", "title", "username"),
         *("website", "address", "age", "avatar", "birthday", "company", "createdAt"),
         *("description", "gender", "timezone", "consent", "unsubscribed", "pushToken"),
+        "subscriptions",
     }
 )
 BUILTIN_END_STATES = frozenset({"completed", "exited", "timed_out", "stopped", "failed"})
@@ -47,6 +49,7 @@ def build_workspace(parsed: Parsed) -> m.Workspace | None:
         settings=parsed.settings,
         tests=tuple(parsed.tests),
         channels=parsed.channels,
+        subscriptions=parsed.subscriptions,
     )
 
 
@@ -66,6 +69,7 @@ def check(parsed: Parsed) -> None:
             _check_waits_fit(reader, journey)
     _check_jump_loops(parsed)
     _check_fields(parsed)
+    check_topics(parsed)
     for test in parsed.tests:
         _check_test(_reader(parsed, "test", test.name), test, parsed)
 

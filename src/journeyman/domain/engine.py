@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from journeyman.domain import consent
 from journeyman.domain import model as m
 from journeyman.domain.actions import render_call
 from journeyman.domain.expressions import Expression
@@ -113,6 +114,8 @@ class Engine:
         if event.type == "identify":
             run.set_traits(event.properties, ())
             return run.outcome
+        if event.name in consent.CONSENT_EVENTS:
+            run.take_consent(event)
         waiting = [i for i in instances if i.status == "waiting"]
         for instance in waiting:
             run.exit_if_matched(instance, event)
@@ -262,7 +265,11 @@ class _Run:
         if not self.outcome.profile_changed:
             p = self.profile
             self.profile = Profile(
-                id=p.id, traits=dict(p.traits), entries=dict(p.entries), sends=list(p.sends)
+                id=p.id,
+                traits=dict(p.traits),
+                entries=dict(p.entries),
+                sends=list(p.sends),
+                suppressed=dict(p.suppressed),
             )
             self.outcome.profile = self.profile
             self.outcome.profile_changed = True
@@ -278,6 +285,14 @@ class _Run:
         for key in unset:
             traits.pop(key, None)
         self._profile_view = None
+
+    def take_consent(self, event: Event) -> None:
+        """An unsubscribe, a resubscribe, a hard bounce or a complaint (domain.consent)."""
+        changed = consent.apply(self.profile, event)
+        if changed is not None:
+            profile = self._own_profile()
+            profile.traits, profile.suppressed = changed.traits, changed.suppressed
+            self._profile_view = None
 
     def scope(self, instance: Instance, journey: m.Journey) -> dict[str, Any]:
         entry = instance.entry.view()
@@ -609,6 +624,8 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
     channel = template.channel
     scope = run.scope(instance, journey)
     reason, to = _destination(run.profile, template, scope)
+    if not reason:
+        reason = consent.refusal(run.profile, template, to, run.workspace.subscriptions)
     if reason:
         run.record(instance, step.id, "skipped", reason)
         return step.next
@@ -632,6 +649,8 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
         if decision.action == "cap":
             run.record(instance, step.id, "capped", decision.reason)
             return step.next
+    scope["unsubscribe_url"] = consent.UNSUBSCRIBE_PLACEHOLDER
+    scope["preferences_url"] = consent.PREFERENCES_PLACEHOLDER
     content = {key: part.render(scope) for key, part in template.fields.items()}
     message = SendMessage(
         key=f"{instance.id}:{step.id}:{instance.seq}",
@@ -646,6 +665,8 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
         at=run.now,
         awaited=step.on_error is not None,
         version=instance.version,
+        topic=template.topic,
+        transactional=template.transactional,
     )
     run.outcome.effects.append(message)
     _note_send(run, channel)
@@ -656,14 +677,9 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
 def _destination(
     profile: Profile, template: m.MessageTemplate, scope: dict[str, Any]
 ) -> tuple[str, str | None]:
-    """(why it cannot be sent, or "", and the address)."""
+    """(why it cannot be sent, or "", and the address); consent is asked after."""
     traits = profile.traits
     channel = template.channel
-    if traits.get("unsubscribed") is True:
-        return "the profile is unsubscribed", None
-    consent = traits.get("consent")
-    if isinstance(consent, dict) and consent.get(channel) is False:
-        return f"no consent for {channel}", None
     if template.to is not None:
         to = template.to.render(scope).strip()
         return ("", to) if to else (f"'to' of template {template.name} rendered empty", None)

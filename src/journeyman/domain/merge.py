@@ -45,6 +45,7 @@ def merge_profiles(
         traits={**anonymous.traits, **known.traits},
         entries=entries,
         sends=sorted([*known.sends, *anonymous.sends]),
+        suppressed={**anonymous.suppressed, **known.suppressed},
     )
     running = list(known_running)
     taken = {i.journey for i in known_running}

@@ -38,6 +38,7 @@ __all__ = [
     "Settings",
     "Split",
     "Step",
+    "Subscription",
     "TestCase",
     "TestEvent",
     "UpdateProfile",
@@ -87,7 +88,19 @@ class MessageTemplate:
     # Email opens and clicks are tracked unless the template says `tracking: false` or is
     # `transactional: true` (a receipt, a password reset), which tracks nothing by default.
     tracking: bool = True
-    transactional: bool = False
+    topic: str | None = None  # the subscription topic it belongs to
+    transactional: bool = False  # a receipt, a password reset: no topic, no unsubscribe
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A topic profiles subscribe to or unsubscribe from (``kind: subscription``)."""
+
+    name: str
+    channel: str
+    description: str
+    default: Literal["opt_in", "opt_out"]
+    origin: Origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +361,7 @@ class Workspace:
     settings: Settings
     tests: tuple[TestCase, ...] = ()
     channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> document
+    subscriptions: Mapping[str, Subscription] = field(default_factory=dict)  # topics by name
     # The files it was read from, as written (file name -> text): what a publish stores.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 

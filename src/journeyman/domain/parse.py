@@ -31,7 +31,17 @@ from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp,
 
 __all__ = ["DEFAULT_TEST_START", "KINDS", "STEP_TYPES", "Parsed", "parse_documents"]
 
-KINDS = ("event", "template", "action", "journey", "rules", "settings", "channel", "test")
+KINDS = (
+    "event",
+    "template",
+    "action",
+    "journey",
+    "rules",
+    "settings",
+    "channel",
+    "test",
+    "subscription",
+)
 STEP_TYPES = (
     "wait",
     "wait_for",
@@ -108,6 +118,7 @@ class Parsed:
     def __init__(self) -> None:
         self.events: dict[str, m.EventDefinition] = dict(_BUILTIN_EVENTS)
         self.templates: dict[str, m.MessageTemplate] = {}
+        self.subscriptions: dict[str, m.Subscription] = {}
         self.actions: dict[str, m.Action] = {}
         self.journeys: dict[str, m.Journey] = {}
         self.caps: list[m.Cap] = []
@@ -259,8 +270,8 @@ def _refs(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
 def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     channel = r.choice(data.get("channel"), ("channel",), m.CHANNELS)
     allowed_fields = _CHANNEL_FIELDS[channel] if channel else _ANY_CHANNEL_FIELDS
-    known = ("kind", "name", "description", "channel", "to", "tracking", "transactional")
-    r.mapping(data, (), (*known, *allowed_fields))
+    keys = ("kind", "name", "description", "channel", "to", "tracking", "topic", "transactional")
+    r.mapping(data, (), (*keys, *allowed_fields))
     if channel is None:
         return
     fields = {}
@@ -280,11 +291,44 @@ def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             f"{'an' if channel == 'sms' else 'a'} {channel} template needs a 'body'",
         )
     to = r.template(data["to"], ("to",)) if "to" in data else None
-    transactional = r.boolean(data.get("transactional", False), ("transactional",)) or False
+    topic = r.name_of(data["topic"], ("topic",), "'topic'") if "topic" in data else None
+    transactional = bool(r.boolean(data.get("transactional", False), ("transactional",)))
     tracking = r.boolean(data.get("tracking", not transactional), ("tracking",))
+    if topic is not None and transactional:
+        r.report("value", ("topic",), "a transactional template has no 'topic'")
     parsed.templates[r.name] = m.MessageTemplate(
-        r.name, channel, fields, to, _origin(r), tracking is True, transactional
+        r.name,
+        channel,
+        fields,
+        to,
+        _origin(r),
+        tracking=tracking is True,
+        topic=topic,
+        transactional=transactional,
     )
+
+
+# subscription
+
+
+def _read_subscription(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
+    keys = ("kind", "name", "description", "channel", "default")
+    r.mapping(data, (), keys, required=("channel", "default"), what="a subscription")
+    channel = r.choice(data["channel"], ("channel",), m.CHANNELS) if "channel" in data else None
+    default = (
+        r.choice(data["default"], ("default",), ("opt_in", "opt_out"))
+        if "default" in data
+        else None
+    )
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        r.report("type", ("description",), "'description' must be a string")
+        description = ""
+    if channel is not None and default is not None:
+        chosen: Literal["opt_in", "opt_out"] = "opt_in" if default == "opt_in" else "opt_out"
+        parsed.subscriptions[r.name] = m.Subscription(
+            r.name, channel, description, chosen, _origin(r)
+        )
 
 
 # action
@@ -948,6 +992,7 @@ def _filters(r: Reader, found: dict[str, Any], path: Path) -> dict[str, str]:
 _READERS: dict[str, Callable[[Reader, dict[str, Any], Parsed], None]] = {
     "event": _read_event,
     "template": _read_template,
+    "subscription": _read_subscription,
     "action": _read_action,
     "journey": _read_journey,
     "rules": _read_rules,

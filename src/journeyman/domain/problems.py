@@ -46,6 +46,10 @@ CHECKS: dict[str, Severity] = {
     "channel": "error",
     "unused-channel": "warning",
     "missing-channel": "error",
+    # subscriptions and unsubscribe
+    "topic-channel": "error",
+    "no-topic": "warning",
+    "no-unsubscribe-link": "warning",
     # journeys
     "reserved-trait": "error",
     "reserved-event": "error",

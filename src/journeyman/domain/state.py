@@ -20,6 +20,7 @@ __all__ = [
     "Profile",
     "SendMessage",
     "StepRecord",
+    "Suppression",
 ]
 
 
@@ -56,11 +57,21 @@ class Entries(msgspec.Struct, array_like=True):
     count: int
 
 
+class Suppression(msgspec.Struct, frozen=True, kw_only=True):
+    """Why an address gets no more messages (see journeyman.domain.consent)."""
+
+    reason: str  # hard bounce, complaint
+    source: str  # who said so: bounce, smtp, operator, ...
+    at: datetime
+
+
 class Profile(msgspec.Struct, kw_only=True):
     id: str
     traits: dict[str, Any] = {}
     entries: dict[str, Entries] = {}  # journey name -> entries
     sends: list[tuple[datetime, str]] = []  # (when, channel) inside the longest cap window
+    # Addresses (trimmed, lower case) no message may go to, and why.
+    suppressed: dict[str, Suppression] = {}
 
     def view(self) -> dict[str, Any]:
         view = dict(self.traits)
@@ -105,6 +116,8 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True, tag="send"):
     version: int = 0  # the journey version the instance runs (0: sent before it was kept)
     # Headers added at send time (an email's List-Unsubscribe, say), never by the engine.
     headers: dict[str, str] = {}
+    topic: str | None = None  # the template's subscription topic
+    transactional: bool = False  # the template's: no List-Unsubscribe, no topic applies
 
 
 class CallAction(msgspec.Struct, frozen=True, kw_only=True, tag="call"):

@@ -31,8 +31,7 @@ _decoder = msgspec.msgpack.Decoder(list[str])
 def sign(secret: bytes, purpose: str, *fields: str) -> str:
     """A URL-safe token for ``fields``, valid only for ``purpose`` under ``secret``."""
     payload = _encoder.encode(list(fields))
-    mac = _mac(secret, purpose, payload)
-    return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode("ascii")
+    return _encoded(payload + _mac(secret, purpose, payload))
 
 
 def verify(secret: bytes, purpose: str, token: str) -> tuple[str, ...] | None:
@@ -43,8 +42,8 @@ def verify(secret: bytes, purpose: str, token: str) -> tuple[str, ...] | None:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
         return None
-    if len(raw) <= _MAC_BYTES:
-        return None
+    if len(raw) <= _MAC_BYTES or _encoded(raw) != token:
+        return None  # too short, or spare bits set: one token, one text
     payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
     if not hmac.compare_digest(mac, _mac(secret, purpose, payload)):
         return None
@@ -52,6 +51,10 @@ def verify(secret: bytes, purpose: str, token: str) -> tuple[str, ...] | None:
         return tuple(_decoder.decode(payload))
     except msgspec.DecodeError:  # signed by us, so never; kept for safety
         return None
+
+
+def _encoded(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def _mac(secret: bytes, purpose: str, payload: bytes) -> bytes:

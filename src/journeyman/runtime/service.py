@@ -28,6 +28,7 @@ from journeyman.runtime.publish import Kept, Plan, Source, Versions, kept_at_sta
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
 from journeyman.runtime.tracking import Tracker
+from journeyman.runtime.unsubscribe import ConsentLinks
 from journeyman.storage.base import Database, ReadModel, Store
 
 __all__ = ["Runtime", "build_channels"]
@@ -93,6 +94,8 @@ class Runtime:
         self.dispatcher = Dispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry, idle=idle
         )
+        # First, so that a later step (link tracking) sees the real links, not placeholders.
+        self.dispatcher.prepare.insert(0, ConsentLinks(lambda: self.links, env, self.channels))
         self.grace = grace  # seconds that deliveries in flight get to finish at stop
         self._tasks: list[asyncio.Task[None]] = []
         self.versions = Versions()

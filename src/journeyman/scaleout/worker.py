@@ -55,6 +55,7 @@ from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Tr
 from journeyman.runtime.publish import Versions
 from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_woken
 from journeyman.runtime.tracking import Tracker
+from journeyman.runtime.unsubscribe import ConsentLinks
 from journeyman.scaleout.bus import Bus, decode
 from journeyman.scaleout.front import BUS_SETTING
 from journeyman.scaleout.partitions import Ownership, fair_share
@@ -260,6 +261,8 @@ class Worker:
         self.dispatcher = TellingDispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry
         )
+        # First, so that a later step (link tracking) sees the real links, not placeholders.
+        self.dispatcher.prepare.insert(0, ConsentLinks(lambda: self.links, env, self.channels))
         # Outcomes not recorded are sent again after the lease: while the database is away,
         # keep trying for some 20 seconds (the pauses grow to a second).
         self.dispatcher.record_tries = 25

@@ -434,7 +434,7 @@ async def profile_view(
     identities: dict[str, list[str]] = {"userId": [profile.id]}
     for kind, value in await reads.identities_of(profile_id):
         identities.setdefault(kind, []).append(value)
-    consent = profile.traits.get("consent")
+    consent, topics = profile.traits.get("consent"), profile.traits.get("subscriptions")
     shown = []
     for i in instances:
         shown.append(
@@ -465,6 +465,8 @@ async def profile_view(
         "consent": {
             "unsubscribed": profile.traits.get("unsubscribed") is True,
             "channels": consent if isinstance(consent, dict) else {},
+            "topics": topics if isinstance(topics, dict) else {},
+            "suppressed": msgspec.to_builtins(profile.suppressed),
         },
         "events": [
             {
