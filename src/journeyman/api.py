@@ -722,6 +722,8 @@ def _metrics(runtime: Runtime, rejected: int, instances: dict[tuple[str, str], i
     lines = [
         "# TYPE journeyman_events_accepted_total counter",
         f"journeyman_events_accepted_total {stats.events_accepted}",
+        "# TYPE journeyman_reaction_events_total counter",
+        f"journeyman_reaction_events_total {stats.reactions_accepted}",
         "# TYPE journeyman_events_duplicate_total counter",
         f"journeyman_events_duplicate_total {stats.events_duplicate}",
         "# TYPE journeyman_events_rejected_total counter",

@@ -45,6 +45,7 @@ from journeyman.domain.core import (
 )
 from journeyman.domain.engine import Engine, Versions
 from journeyman.domain.model import EventDefinition, Workspace
+from journeyman.domain.reactions import REACTION_EVENTS
 from journeyman.domain.state import Event, Instance
 from journeyman.errors import JourneymanError
 from journeyman.storage.base import Store
@@ -98,6 +99,7 @@ class Stats:
     """Counters for /metrics."""
 
     events_accepted: int = 0
+    reactions_accepted: int = 0  # of events_accepted: reactions to messages (sent, opened...)
     events_duplicate: int = 0
     batches: int = 0
     commit_seconds: float = 0.0
@@ -306,9 +308,10 @@ class Processor:
         if any(isinstance(t, DeliveryResult) for t in triggers):
             return False  # it may read its instance from the store
         events = [t for t in triggers if isinstance(t, Event)]
-        # An event that looks its profile up in the store, or merges one, waits.
+        # An event that looks its profile up in the store, or merges one, waits (one
+        # without any id but its profile's, a reaction to a message, needs no look-up).
         return not (
-            any(e.user_id is None or links(e) for e in events)
+            any((e.user_id is None and e.anonymous_id is not None) or links(e) for e in events)
             or lookups(events, self.workspace.events)
         )
 
@@ -378,6 +381,7 @@ class Processor:
         stats.commit_seconds += seconds
         stats.last_commit_seconds = seconds
         stats.events_accepted += len(batch.events)
+        stats.reactions_accepted += sum(e.name in REACTION_EVENTS for e in batch.events)
         stats.events_duplicate += results.count("duplicate")
         stats.effects_queued += len(batch.effects)
         stats.timers_fired += results.count("fired")
