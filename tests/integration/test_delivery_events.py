@@ -56,7 +56,9 @@ def signed_up(workspace: Any, user: str, address: str) -> list[Event]:
 
 
 def dispatcher(store: Database, processor: Processor, port: int, clock: Clock) -> Dispatcher:
-    email = SmtpChannel("email", host="127.0.0.1", port=port, sender="j@example.com", security="none")
+    email = SmtpChannel(
+        "email", host="127.0.0.1", port=port, sender="j@example.com", security="none"
+    )
     policy = RetryPolicy(attempts=2, base=timedelta(seconds=1))
     return Dispatcher(store, processor, {"email": email}, clock, env={}, policy=policy)
 
@@ -64,7 +66,9 @@ def dispatcher(store: Database, processor: Processor, port: int, clock: Clock) -
 async def reactions(store: Database, user: str) -> dict[str, dict[str, Any]]:
     """The profile's reaction events, by name."""
     history = await store.history(user)
-    return {s.event.name: s.event.properties for s in history if s.event.name.startswith("message_")}
+    return {
+        s.event.name: s.event.properties for s in history if s.event.name.startswith("message_")
+    }
 
 
 def test_sent_failed_and_bounced_messages_land_in_the_profiles_history(
@@ -118,7 +122,7 @@ def test_an_outcome_recorded_again_is_applied_once(
         claimed = await store.claim(clock(), 100)
         await dispatcher(store, processor, smtp.port, clock).deliver(claimed)
         message = claimed[0].effect
-        [stored] = [m for m in await store.messages(limit=10)]
+        [stored] = await store.messages(limit=10)
         again = delivery_events(message, False, stored.detail, clock())
         assert [e.name for e in again] == ["message_failed", "message_bounced"]
         assert await processor.submit(again) == ["duplicate", "duplicate"]

@@ -35,7 +35,7 @@ from journeyman.channels.base import Channel, Delivery, RateLimiter
 from journeyman.channels.calls import make_call
 from journeyman.domain.core import Delivered
 from journeyman.domain.feedback import delivery_events
-from journeyman.domain.state import Event, SendMessage
+from journeyman.domain.state import CallAction, Event, SendMessage
 from journeyman.runtime.processor import DeliveryResult, Processor, Trigger
 from journeyman.runtime.timers import backoff, sleep_until_woken
 from journeyman.storage.base import LEASE, OutboxItem, Store
@@ -193,7 +193,7 @@ class Dispatcher:
             channel = effect.channel if isinstance(effect, SendMessage) else "http"
             key = (channel, record.status)
             self.counts[key] = self.counts.get(key, 0) + 1
-            if record.status == "failed" or (record.status == "sent" and effect.awaited):
+            if self._tells(effect, record):
                 ok = record.status == "sent"
                 return outcomes.tell(DeliveryResult(effect, ok, record.detail, record))
             if record.status == "sent":
@@ -204,6 +204,11 @@ class Dispatcher:
             await self._attempt_all(items, answered, until)
         finally:
             await outcomes.written()
+
+    def _tells(self, effect: SendMessage | CallAction, record: Delivered) -> bool:
+        """Whether the outcome goes to the processor: a failure given up, and a delivery
+        the instance waits for."""
+        return record.status == "failed" or (record.status == "sent" and effect.awaited)
 
     async def _attempt_all(
         self,
