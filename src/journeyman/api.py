@@ -41,6 +41,7 @@ from journeyman.domain.ingest import (
 )
 from journeyman.domain.model import Journey
 from journeyman.domain.state import Event
+from journeyman.hooks import feedback_routes
 from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import HeldBack, Overloaded
 from journeyman.runtime.service import Runtime
@@ -128,6 +129,7 @@ def create_app(
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
         *_console_api(api),
+        *feedback_routes(runtime),
         console(runtime, keys.admin, settings),
     ]
     exact(routes)

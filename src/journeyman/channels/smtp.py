@@ -12,6 +12,7 @@ username: "${SMTP_USER}"       # optional, together with password
 password: "${SMTP_PASSWORD}"   # always an environment variable, never the password itself
 timeout: 10                    # seconds (or a duration such as 10s), default 10
 rate: 20                       # messages per second, default unlimited
+feedback_secret: "${ESP_WEBHOOK_SECRET}"  # optional: signs POST /hooks/email/{name}
 ```
 
 Each message is a proper MIME email: ``multipart/alternative`` when the template has both
@@ -57,7 +58,7 @@ __all__ = ["SmtpChannel", "address_problem", "build_email", "message_id"]
 Security = Literal["starttls", "tls", "none"]
 SECURITY: tuple[Security, ...] = ("starttls", "tls", "none")
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
-KEYS = ("host", "port", "from", "security", "username", "password", "timeout")
+KEYS = ("host", "port", "from", "security", "username", "password", "timeout", "feedback_secret")
 
 _DOMAIN = re.compile(r"[A-Za-z0-9.-]+")
 _BAD_MAILBOX = re.compile(r"\s*5\.1\.\d{1,3}\b")
@@ -203,7 +204,7 @@ def _for_code(code: int, text: str, *, recipient: bool = False) -> Delivery:
 def from_config(reader: ConfigReader, name: str) -> SmtpChannel:
     security = cast(Security, reader.choice("security", SECURITY, "starttls"))
     username, password = _credentials(reader)
-    return SmtpChannel(
+    channel = SmtpChannel(
         name,
         host=reader.text("host"),
         port=reader.port("port", DEFAULT_PORTS[security]),
@@ -214,6 +215,9 @@ def from_config(reader: ConfigReader, name: str) -> SmtpChannel:
         timeout=reader.seconds("timeout", 10.0),
         rate=reader.rate(),
     )
+    if reader.config.get("feedback_secret") is not None:
+        channel.feedback_secret = reader.secret("feedback_secret", "ESP_WEBHOOK_SECRET")
+    return channel
 
 
 def sender_from_config(reader: ConfigReader, default: str | None = None) -> str:

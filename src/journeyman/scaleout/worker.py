@@ -45,6 +45,7 @@ from journeyman.domain.feedback import delivery_events
 from journeyman.domain.model import Journey, Workspace
 from journeyman.domain.state import Effect, SendMessage
 from journeyman.errors import JourneymanError
+from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.following import EVERY, empty_workspace, load_published, swap_channels
 from journeyman.runtime.links import Links, load_links
@@ -271,6 +272,7 @@ class Worker:
         self.dispatcher = TellingDispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry
         )
+        self.dispatcher.prepare.append(status_callback_step(lambda: self.links, self.channels))
         # Outcomes not recorded are sent again after the lease: while the database is away,
         # keep trying for some 20 seconds (the pauses grow to a second).
         self.dispatcher.record_tries = 25

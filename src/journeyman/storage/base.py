@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
+from journeyman.domain.state import Effect, Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.errors import JourneymanError
 
 if TYPE_CHECKING:
@@ -209,6 +209,11 @@ class Store(ABC):
     @abstractmethod
     async def instance(self, instance_id: str) -> Instance | None:
         """One instance, running or ended (the one a delivery outcome is for)."""
+
+    @abstractmethod
+    async def message_by_key(self, key: str) -> SendMessage | None:
+        """The message queued with idempotency key ``key`` (a send, not a call), or None:
+        what a provider's feedback or a customer's reaction is about."""
 
     # timers
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
     LEASE,
     Database,
@@ -325,6 +325,13 @@ class MemoryStore(Database):
     async def instance(self, instance_id: str) -> Instance | None:
         row = self.db.instances.get(instance_id)
         return decode_instance(row.state) if row is not None else None
+
+    async def message_by_key(self, key: str) -> SendMessage | None:
+        for row in self.db.outbox.values():
+            if row.key == key and row.kind == "send":
+                effect = decode_effect(row.effect)
+                return effect if isinstance(effect, SendMessage) else None
+        return None
 
     async def instances_of(self, profile_id: str) -> list[Instance]:
         db = self.db

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from journeyman.domain.state import Instance, Profile, StepRecord
+from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
@@ -42,6 +42,7 @@ from journeyman.storage.codec import (
     DEAD_LETTER,
     dead_letter,
     dead_letter_row,
+    decode_effect,
     decode_event,
     decode_instance,
     decode_profile,
@@ -101,6 +102,7 @@ class Statements:
     """Every statement written once, as :class:`Dialect` gives them (see :meth:`of`)."""
 
     instance: str = "SELECT state FROM instances WHERE id = ?"
+    message_by_key: str = "SELECT effect FROM outbox WHERE key = ? AND kind = 'send'"
     profile: str = "SELECT state FROM profiles WHERE id = ?"
     instances_of: str = "SELECT state FROM instances WHERE profile_id = ? ORDER BY {seq} DESC"
     identities_of: str = "SELECT kind, value FROM identities WHERE profile_id = ? ORDER BY 1, 2"
@@ -368,6 +370,11 @@ class SQLDatabase(Database):
     async def instance(self, instance_id: str) -> Instance | None:
         state = await self._value(self.sql.instance, instance_id)
         return decode_instance(state) if state is not None else None
+
+    async def message_by_key(self, key: str) -> SendMessage | None:
+        blob = await self._value(self.sql.message_by_key, key)
+        effect = decode_effect(blob) if blob is not None else None
+        return effect if isinstance(effect, SendMessage) else None
 
     async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
         rows = await self._rows(self.sql.running_of, journey, after, limit)
