@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,8 @@ __all__ = [
     "feedback_routes",
     "twilio_signature",
 ]
+
+log = logging.getLogger("journeyman.hooks")
 
 SIGNATURE_HEADER = "X-Journeyman-Signature"
 BODY_LIMIT = 1_000_000  # bytes of one webhook call
@@ -131,6 +134,9 @@ class _Hooks:
                 return _json(refused.body, refused.status)
             except Overloaded:
                 return _json(_problem("body", "overloaded", "too busy: try again soon"), 429)
+            except Exception:  # the store or the bus is away: the provider tries again
+                log.exception("provider feedback could not be stored")
+                return _json(_problem("body", "unavailable", "not stored: try again"), 503)
 
         return guarded
 
@@ -266,7 +272,7 @@ async def _body(request: Request) -> bytes:
 
 def _form_pairs(body: bytes) -> list[tuple[str, str]]:
     text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=200)
+    return parse_qsl(text, keep_blank_values=True, max_num_fields=200)
 
 
 # the email service's shape
