@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
+
 from journeyman.domain.reactions import reaction_event
 from journeyman.domain.state import Effect, Event, SendMessage
 
@@ -40,13 +42,15 @@ def delivery_events(effect: Effect, ok: bool, detail: str, at: datetime) -> list
     if not isinstance(effect, SendMessage):
         return []
     if ok:
-        return [reaction_event("message_sent", effect, at, message_id=f"sent:{effect.key}")]
+        return [
+            _made_for(reaction_event("message_sent", effect, at, message_id=f"sent:{effect.key}"))
+        ]
     failed = reaction_event(
         "message_failed", effect, at, message_id=f"failed:{effect.key}", reason=detail
     )
     reason = hard_bounce_reason(detail)
     if reason is None or not effect.to:
-        return [failed]
+        return [_made_for(failed)]
     bounced = reaction_event(
         "message_bounced",
         effect,
@@ -56,4 +60,11 @@ def delivery_events(effect: Effect, ok: bool, detail: str, at: datetime) -> list
         address=effect.to,
         reason=reason,
     )
-    return [failed, bounced]
+    return [_made_for(failed), _made_for(bounced)]
+
+
+def _made_for(event: Event) -> Event:
+    """The event, naming its profile also as an anonymous id: if the message was made for
+    a visitor who has signed in since (whose profile merged into the known one), the
+    event goes to the known profile, as the message's instance did, when it is applied."""
+    return msgspec.structs.replace(event, anonymous_id=event.profile_id)

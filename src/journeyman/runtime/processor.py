@@ -308,11 +308,14 @@ class Processor:
         if any(isinstance(t, DeliveryResult) for t in triggers):
             return False  # it may read its instance from the store
         events = [t for t in triggers if isinstance(t, Event)]
-        # An event that looks its profile up in the store, or merges one, waits (one
-        # without any id but its profile's, a reaction to a message, needs no look-up).
+        # An event that looks its profile up in the store, or merges one, waits; but a
+        # message's outcome (named by its profile's id as an anonymous id, in case that
+        # visitor has signed in since) reads only anonymous ids, which the batch ahead
+        # has not changed unless it holds one.
+        anonymous_changed = any(k[0] == "anonymousId" for k in ahead.batch.identities)
         return not (
-            any((e.user_id is None and e.anonymous_id is not None) or links(e) for e in events)
-            or lookups(events, self.workspace.events)
+            any(_waits(e, anonymous_changed) for e in events)
+            or lookups([e for e in events if not _outcome_of_message(e)], self.workspace.events)
         )
 
     async def _process(self, items: list[_Item]) -> bool:
@@ -481,3 +484,23 @@ def _bring_up(snapshots: dict[str, Snapshot], ahead: Changes) -> None:
     for profile_id, instances in changed.items():
         snapshot = snapshots[profile_id]
         snapshot.running = sorted(carry(snapshot.running, instances), key=lambda i: i.id)
+
+
+def _outcome_of_message(event: Event) -> bool:
+    """Whether the event is a message's outcome, which names its profile as its anonymous
+    id (see :func:`journeyman.domain.feedback.delivery_events`)."""
+    return (
+        event.user_id is None
+        and event.anonymous_id == event.profile_id
+        and event.name in REACTION_EVENTS
+    )
+
+
+def _waits(event: Event, anonymous_changed: bool) -> bool:
+    """Whether the event must wait for the batch ahead to be stored (see
+    :meth:`Processor._may_overlap`)."""
+    if links(event):
+        return True
+    if _outcome_of_message(event):
+        return anonymous_changed
+    return event.user_id is None

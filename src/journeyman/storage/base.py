@@ -213,7 +213,8 @@ class Store(ABC):
     @abstractmethod
     async def message_by_key(self, key: str) -> SendMessage | None:
         """The message queued with idempotency key ``key`` (a send, not a call), or None:
-        what a provider's feedback or a customer's reaction is about."""
+        what a provider's feedback or a customer's reaction is about. Its ``profile_id``
+        is the profile that has it now (after a merge, the known one)."""
 
     # timers
 

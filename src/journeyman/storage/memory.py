@@ -330,7 +330,11 @@ class MemoryStore(Database):
         for row in self.db.outbox.values():
             if row.key == key and row.kind == "send":
                 effect = decode_effect(row.effect)
-                return effect if isinstance(effect, SendMessage) else None
+                if not isinstance(effect, SendMessage):
+                    return None
+                if effect.profile_id == row.profile_id:
+                    return effect
+                return msgspec.structs.replace(effect, profile_id=row.profile_id)
         return None
 
     async def instances_of(self, profile_id: str) -> list[Instance]:

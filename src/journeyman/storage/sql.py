@@ -102,7 +102,7 @@ class Statements:
     """Every statement written once, as :class:`Dialect` gives them (see :meth:`of`)."""
 
     instance: str = "SELECT state FROM instances WHERE id = ?"
-    message_by_key: str = "SELECT effect FROM outbox WHERE key = ? AND kind = 'send'"
+    message_by_key: str = "SELECT effect, profile_id FROM outbox WHERE key = ? AND kind = 'send'"
     profile: str = "SELECT state FROM profiles WHERE id = ?"
     instances_of: str = "SELECT state FROM instances WHERE profile_id = ? ORDER BY {seq} DESC"
     identities_of: str = "SELECT kind, value FROM identities WHERE profile_id = ? ORDER BY 1, 2"
@@ -372,9 +372,9 @@ class SQLDatabase(Database):
         return decode_instance(state) if state is not None else None
 
     async def message_by_key(self, key: str) -> SendMessage | None:
-        blob = await self._value(self.sql.message_by_key, key)
-        effect = decode_effect(blob) if blob is not None else None
-        return effect if isinstance(effect, SendMessage) else None
+        for blob, profile_id in await self._rows(self.sql.message_by_key, key):
+            return _now_of(decode_effect(blob), profile_id)
+        return None
 
     async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
         rows = await self._rows(self.sql.running_of, journey, after, limit)
@@ -509,3 +509,12 @@ class SQLDatabase(Database):
 
     async def delete_dead_letter(self, letter_id: int) -> bool:
         return await self._write(self.sql.delete_dead_letter, letter_id) is not None
+
+
+def _now_of(effect: object, profile_id: str) -> SendMessage | None:
+    """A message, for the profile that has it now (the row moves with a merge)."""
+    if not isinstance(effect, SendMessage):
+        return None
+    if effect.profile_id == profile_id:
+        return effect
+    return msgspec.structs.replace(effect, profile_id=profile_id)
