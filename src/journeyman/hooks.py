@@ -339,6 +339,8 @@ def _esp_event(channel: str, item: Mapping[str, Any], message: SendMessage, now:
         extra.update(bounce=item["bounce"], address=address, reason=item.get("reason") or "")
     elif kind == "complaint":
         extra.update(address=address)
+    elif kind == "delivered":
+        extra.update(delivered=True)
     elif kind == "open":
         extra.update(user_agent=item.get("user_agent") or "", machine=item.get("machine", False))
     elif kind == "click":

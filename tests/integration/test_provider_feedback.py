@@ -165,15 +165,18 @@ def test_a_signed_bounce_report_records_a_hard_bounce_once(
             "timestamp": "2026-12-05T10:00:00Z",
         },
         {"type": "open", "message": key, "user_agent": "Mail/1.0", "id": "evt-2"},
+        {"type": "delivered", "message": key, "timestamp": 1796464800},
         {"type": "complaint", "message": "no-such-message"},
     ]
     body = json.dumps(report).encode()
     answer = esp_post(journeyman, body, signed(body))
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"accepted": 2, "duplicate": 0, "skipped": 1}
+    assert answer.json() == {"accepted": 3, "duplicate": 0, "skipped": 1}
 
     events = history(backend, journeyman)[len(before) :]
-    bounce, opened = events
+    bounce, opened, delivered = events
+    assert delivered.name == "message_sent"
+    assert delivered.properties["delivered"] is True
     assert bounce.name == "message_bounced"
     assert bounce.properties["bounce"] == "hard"
     assert bounce.properties["address"] == "ada@example.com"
@@ -185,8 +188,8 @@ def test_a_signed_bounce_report_records_a_hard_bounce_once(
     assert opened.properties["user_agent"] == "Mail/1.0"
 
     again = esp_post(journeyman, body, signed(body))  # the provider retries its call
-    assert again.json() == {"accepted": 0, "duplicate": 2, "skipped": 1}
-    assert len(history(backend, journeyman)) == len(before) + 2
+    assert again.json() == {"accepted": 0, "duplicate": 3, "skipped": 1}
+    assert len(history(backend, journeyman)) == len(before) + 3
 
 
 @pytest.mark.parametrize(
