@@ -255,8 +255,11 @@ def _runs_text(values: list[float], digits: int = 0) -> str:
 
 
 def _check_acknowledged(server: Server, accepted: int) -> str:
-    """Every 202 the load generators got is an event the server counts as committed."""
-    committed = int(server.metrics().get("journeyman_events_accepted_total", -1))
+    """Every 202 the load generators got is an event the server counts as committed
+    (besides the ``message_sent`` events its deliveries made)."""
+    metrics = server.metrics()
+    committed = int(metrics.get("journeyman_events_accepted_total", -1))
+    committed -= int(metrics.get("journeyman_reaction_events_total", 0))
     if committed != accepted:
         raise RuntimeError(f"{accepted} events answered 202 but {committed} committed")
     return f"{committed:,} events committed = 202s received"

@@ -44,6 +44,7 @@ from journeyman.domain.ingest import (
 )
 from journeyman.domain.model import Journey, Step
 from journeyman.domain.state import Event
+from journeyman.hooks import feedback_routes
 from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import HeldBack, Overloaded
 from journeyman.runtime.service import Runtime
@@ -133,6 +134,7 @@ def create_app(
         Route("/docs", api.docs, methods=["GET"]),
         *consent_routes(runtime, _unavailable),
         *_console_api(api),
+        *feedback_routes(runtime),
         console(runtime, keys.admin, settings),
     ]
     exact(routes)
@@ -822,6 +824,8 @@ def _metrics(runtime: Runtime, rejected: int, instances: dict[tuple[str, str], i
     lines = [
         "# TYPE journeyman_events_accepted_total counter",
         f"journeyman_events_accepted_total {stats.events_accepted}",
+        "# TYPE journeyman_reaction_events_total counter",
+        f"journeyman_reaction_events_total {stats.reactions_accepted}",
         "# TYPE journeyman_events_duplicate_total counter",
         f"journeyman_events_duplicate_total {stats.events_duplicate}",
         "# TYPE journeyman_events_rejected_total counter",

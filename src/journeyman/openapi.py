@@ -559,6 +559,115 @@ SPEC["paths"]["/docs"] = {
     }
 }
 
+# Provider feedback (journeyman.hooks): keyless, checked by the provider's signature.
+_HOOK_ERRORS = {
+    "404": _error("No channel of that name takes this feedback (or no such message)."),
+    "413": _error("The body is too large."),
+    "429": _error("Too much is queued: the provider should retry."),
+    "503": _error("The events could not be stored; nothing was kept: the provider retries."),
+}
+_ESP_ITEM = {
+    "type": "object",
+    "required": ["type", "message"],
+    "properties": {
+        "type": {"type": "string", "enum": ["bounce", "complaint", "delivered", "open", "click"]},
+        "message": {"type": "string", "description": "the message key (X-Journeyman-Key)"},
+        "id": {"type": "string", "description": "the provider's id of the report"},
+        "address": {"type": "string", "description": "default: the address it went to"},
+        "bounce": {"type": "string", "enum": ["hard", "soft"], "description": "for a bounce"},
+        "reason": {"type": "string"},
+        "url": {"type": "string", "description": "for a click"},
+        "user_agent": {"type": "string"},
+        "machine": {"type": "boolean", "description": "an open by a mail proxy"},
+        "timestamp": {
+            "description": "ISO 8601 or Unix seconds; default now",
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+        },
+    },
+}
+_FORM = {"type": "object", "additionalProperties": {"type": "string"}}
+_SIGNED = "X-Twilio-Signature: base64 HMAC-SHA1 of the public URL and the sorted form fields"
+SPEC["paths"]["/hooks/email/{channel}"] = {
+    "post": {
+        "summary": (
+            "An email service's reports about our messages (bounces, complaints, deliveries, "
+            "opens, clicks), signed with X-Journeyman-Signature: sha256=<hex HMAC-SHA256 of "
+            "the body under the channel's feedback_secret>; each becomes a reaction event"
+        ),
+        "security": [],
+        "parameters": [
+            _path_param("channel"),
+            {
+                "name": "X-Journeyman-Signature",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "array", "items": _ESP_ITEM}}},
+        },
+        "responses": {
+            "200": {
+                "description": "Stored: how many reports were new, repeats, and about "
+                "messages this channel never sent (skipped)",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["accepted", "duplicate", "skipped"],
+                            "properties": {
+                                k: {"type": "integer", "minimum": 0}
+                                for k in ("accepted", "duplicate", "skipped")
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _error("A report breaks a rule: the error names it, as [index].field."),
+            "401": _error("The signature is missing or does not match; nothing was kept."),
+            **_HOOK_ERRORS,
+        },
+    }
+}
+SPEC["paths"]["/hooks/twilio/{channel}/status/{token}"] = {
+    "post": {
+        "summary": (
+            "Twilio's status callback for an SMS (the StatusCallback the SMS channel gave): "
+            "delivered is message_sent, undelivered and failed are message_failed (and a hard "
+            "bounce for an unreachable number); " + _SIGNED
+        ),
+        "security": [],
+        "parameters": [_path_param("channel"), _path_param("token")],
+        "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": _FORM}}},
+        "responses": {
+            "204": {"description": "Stored (or a status that is not final, ignored)"},
+            "400": _error("The body is not a form."),
+            "403": _error("The signature is missing or does not match; nothing was kept."),
+            **_HOOK_ERRORS,
+        },
+    }
+}
+SPEC["paths"]["/hooks/twilio/{channel}/inbound"] = {
+    "post": {
+        "summary": (
+            "An SMS to the channel's number: STOP, STOPALL, UNSUBSCRIBE, CANCEL, END or QUIT "
+            "unsubscribes the profiles with that phone from SMS, START, YES or UNSTOP "
+            "resubscribes them, HELP or INFO answers with the channel's help text; " + _SIGNED
+        ),
+        "security": [],
+        "parameters": [_path_param("channel")],
+        "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": _FORM}}},
+        "responses": {
+            "200": _text("TwiML: empty, or the help text as a Message", "application/xml"),
+            "400": _error("The body is not a form."),
+            "403": _error("The signature is missing or does not match; nothing was kept."),
+            **_HOOK_ERRORS,
+        },
+    }
+}
+
 
 def docs_page() -> str:
     """The API reference as one self-contained HTML page (no script, no CDN)."""

@@ -220,6 +220,10 @@ def test_an_sms_goes_out_once_in_the_twilio_shape_with_its_idempotency_token(
     credentials = base64.b64encode(f"AC123:{TOKEN}".encode()).decode()
     assert request.headers["authorization"] == f"Basic {credentials}"
     form = parse_qs(request.body.decode())
+    # Twilio reports the SMS's fate to a signed URL of ours that names it.
+    [callback] = form.pop("StatusCallback")
+    assert callback.startswith(f"{server.url}/hooks/twilio/sms/status/")
+    assert message["key"] not in callback
     assert form == {
         "To": ["+15005550006"],
         "From": ["+15550001"],

@@ -46,6 +46,31 @@ KEYLESS_LINKS = {
 RULES_BEYOND_DOCUMENT = (
     {("POST", path) for path in INGEST} | {("PUT", "/v1/workspace")} | KEYLESS_LINKS
 )
+# Provider feedback must carry the provider's signature, which no fuzzer can make: a
+# schema-valid call gets the documented 401, 403 or 404, and changes nothing.
+HOOKS = ("/hooks/email/{channel}", "/hooks/twilio/{channel}/status/{token}")
+RULES_BEYOND_DOCUMENT |= {("POST", path) for path in (*HOOKS, "/hooks/twilio/{channel}/inbound")}
+# Channels that take feedback (and send nothing: no template names them), so that the
+# fuzz reaches the signature checks.
+FEEDBACK_CHANNELS = """
+kind: channel
+name: esp
+type: smtp
+host: 127.0.0.1
+port: 9
+security: none
+from: "Example <hello@example.com>"
+feedback_secret: "${FUZZ_ESP_SECRET}"
+---
+kind: channel
+name: texts
+type: twilio
+account_sid: AC0123456789abcdef0123456789abcdef
+auth_token: "${FUZZ_TWILIO_TOKEN}"
+from: "+15005550006"
+help: "Reply STOP to stop"
+"""
+FEEDBACK_ENV = {"FUZZ_ESP_SECRET": "fuzz-secret", "FUZZ_TWILIO_TOKEN": "fuzz-token"}
 
 
 def _operations() -> list[tuple[str, str, GenerationMode]]:
@@ -69,7 +94,9 @@ def journeyman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journeyman]
     """``journeyman serve`` on the example workspace and a SQLite file of its own."""
     folder = tmp_path_factory.mktemp("fuzz")
     workspace = shutil.copytree(EXAMPLE_WORKSPACE, folder / "workspace")
-    with Journeyman(workspace, f"sqlite:///{folder / 'journeyman.db'}", folder) as server:
+    (workspace / "feedback_channels.yaml").write_text(FEEDBACK_CHANNELS)
+    db = f"sqlite:///{folder / 'journeyman.db'}"
+    with Journeyman(workspace, db, folder, FEEDBACK_ENV) as server:
         yield server.start()
 
 

@@ -1,13 +1,14 @@
 """Every endpoint that needs no key, fed forged and malformed requests over real HTTP.
 
 ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/docs``, the console's
-login page and form, and the recipient's unsubscribe and preference links answer anyone,
-so each is sent forged and garbled cookies and tokens, NUL bytes and huge values in its
-query, headers and form fields, wrong methods and odd content types. Each request is
-written on a raw socket, as a hostile client would (an HTTP library refuses to send much
-of this). Every answer must be a clean 2xx or 4xx, come within a few seconds, show neither
-key, and leave no error in the server's log; no forged request may log anyone in, and no
-forged link may change anyone's consent.
+login page and form, the recipient's unsubscribe and preference links, and the provider
+feedback hooks (``/hooks/...``) answer anyone, so each is sent forged and garbled cookies,
+tokens and signatures, NUL bytes and huge values in its query, headers and form fields,
+wrong methods and odd content types. Each request is written on a raw socket, as a hostile
+client would (an HTTP library refuses to send much of this). Every answer must be a clean
+2xx or 4xx, come within a few seconds, show neither key, and leave no error in the
+server's log; no forged request may log anyone in, and no forged link may change anyone's
+consent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from journeyman.domain.tokens import sign
+from tests.integration.test_fuzz_api import FEEDBACK_CHANNELS, FEEDBACK_ENV
 from tests.servers import ADMIN_KEY, LOOPBACK, WRITE_KEY, Journeyman
 
 ANSWER_SECONDS = 10  # no answer in this long is a hang
@@ -47,7 +49,9 @@ class Answer:
 def journeyman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journeyman]:
     folder = tmp_path_factory.mktemp("keyless")
     workspace = shutil.copytree(EXAMPLE_WORKSPACE, folder / "workspace")
-    with Journeyman(workspace, f"sqlite:///{folder / 'journeyman.db'}", folder) as server:
+    (workspace / "feedback_channels.yaml").write_text(FEEDBACK_CHANNELS)
+    db = f"sqlite:///{folder / 'journeyman.db'}"
+    with Journeyman(workspace, db, folder, FEEDBACK_ENV) as server:
         yield server.start()
 
 
@@ -492,3 +496,77 @@ def test_a_link_form_cut_short_neither_hangs_nor_fails(journeyman: Journeyman, p
     answer = send(journeyman, head, body, finish=False)
     if answer is not None:
         assert_clean(answer)
+
+
+# ---------------------------------------------------------------- provider feedback
+
+HOOKS = [
+    "/hooks/email/esp",
+    "/hooks/email/nosuch",
+    "/hooks/twilio/texts/inbound",
+    "/hooks/twilio/texts/status/AAAA",
+    "/hooks/twilio/texts/status/%00",
+    "/hooks/twilio/nosuch/inbound",
+]
+HOSTILE_BODIES = [
+    b"",
+    b"[]",
+    b'[{"type": "bounce", "message": "k", "bounce": "hard"}]',
+    b"\x00\xff\xfe",
+    b"From=%2B1555&Body=STOP&MessageSid=SM1",
+    b"Body=%ff%fe&From=\x00",
+    b"&".join(b"k%d=v" % i for i in range(1000)),
+    b"[" + b"{}," * 5000 + b"{}]",
+]
+HOSTILE_SIGNATURES = [
+    None,
+    "X-Journeyman-Signature: sha256=",
+    "X-Journeyman-Signature: sha256=" + "0" * 64,
+    "X-Journeyman-Signature: \xff\xfe",
+    "X-Twilio-Signature: ",
+    "X-Twilio-Signature: AAAA",
+    "X-Twilio-Signature: " + "A" * 8000,
+]
+
+
+def post(server: Journeyman, path: str, body: bytes, *headers: str) -> Answer:
+    lines = "".join(f"{h}\n" for h in headers if h)
+    head = (
+        f"POST {path} HTTP/1.1\nHost: {LOOPBACK}\n{lines}Content-Length: {len(body)}\n"
+        "Connection: close\n"
+    )
+    return answered(send(server, head, body))
+
+
+@pytest.mark.parametrize("path", HOOKS)
+@pytest.mark.parametrize("body", HOSTILE_BODIES, ids=range(len(HOSTILE_BODIES)))
+@pytest.mark.parametrize("signature", HOSTILE_SIGNATURES, ids=range(len(HOSTILE_SIGNATURES)))
+def test_forged_provider_feedback_is_refused_and_stores_nothing(
+    journeyman: Journeyman, path: str, body: bytes, signature: str | None
+) -> None:
+    answer = post(journeyman, path, body, signature or "", f"Content-Type: {FORM}")
+    assert_clean(answer, 400, 401, 403, 404, 413)
+    with journeyman.client() as api:
+        metrics = api.get("/metrics").text
+    assert "journeyman_events_accepted_total 0" in metrics
+
+
+@pytest.mark.parametrize("path", HOOKS)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "BREW"])
+def test_wrong_methods_on_provider_feedback_are_refused_cleanly(
+    journeyman: Journeyman, path: str, method: str
+) -> None:
+    head = f"{method} {path} HTTP/1.1\nHost: {LOOPBACK}\nContent-Length: 0\nConnection: close\n"
+    answer = answered(send(journeyman, head))
+    assert_clean(answer)
+    assert 400 <= answer.status < 500, answer
+
+
+@pytest.mark.parametrize("path", HOOKS[:3])
+def test_an_oversized_provider_call_is_refused_before_it_is_read(
+    journeyman: Journeyman, path: str
+) -> None:
+    head = f"POST {path} HTTP/1.1\nHost: {LOOPBACK}\nContent-Length: 1100000\nConnection: close\n"
+    answer = send(journeyman, head, b"x" * 1000, finish=False)
+    if answer is not None:  # the server may close at once
+        assert_clean(answer, 404, 413)

@@ -251,10 +251,11 @@ def test_an_outcome_a_workers_store_refuses_leaves_the_others_recorded(
         claimed = await store.claim(clock(), 100)
         (bad,) = [item.id for item in claimed if item.effect.profile_id == "u2"]
 
-        async def refuse_bad(rows: list[Delivered], *args: Any) -> None:
-            if any(row.id == bad for row in rows):
+        async def refuse_bad(rows: list[Delivered], telling: list[Delivered], *args: Any) -> None:
+            # A message sent is told (its message_sent event goes to the profile's owner).
+            if any(row.id == bad for row in [*rows, *telling]):
                 raise RuntimeError("cannot store this one")
-            await real(rows, *args)
+            await real(rows, telling, *args)
 
         monkeypatch.setattr(store, "settle_telling", refuse_bad)
         email = dispatcher(store, processor, smtp, clock).channels["email"]

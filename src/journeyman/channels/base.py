@@ -74,6 +74,8 @@ class Channel(ABC):
 
     name: str
     rate: float | None  # messages per second allowed; None = unlimited
+    #: The secret a provider signs its feedback with (see :mod:`journeyman.hooks`), if any.
+    feedback_secret: str | None = None
 
     @abstractmethod
     async def send(self, message: SendMessage) -> Delivery:

@@ -12,6 +12,7 @@ username: "${SMTP_USER}"       # optional, together with password
 password: "${SMTP_PASSWORD}"   # always an environment variable, never the password itself
 timeout: 10                    # seconds (or a duration such as 10s), default 10
 rate: 20                       # messages per second, default unlimited
+feedback_secret: "${ESP_WEBHOOK_SECRET}"  # optional: signs POST /hooks/email/{name}
 ```
 
 Each message is a proper MIME email: ``multipart/alternative`` when the template has both
@@ -24,7 +25,10 @@ Outcomes: a 2xx reply is ``sent`` (its Message-ID is the ``provider_id``); an SM
 reply, a refused or dropped connection and a timeout are ``retry``; an SMTP 5xx reply, a
 server certificate that does not verify, a missing feature (such as STARTTLS) and a
 message without one usable address (none, several, or one with a line break that would
-add headers) are ``failed``. Each message uses its own connection.
+add headers) are ``failed``. A 5xx reply to the recipient (``RCPT TO``), or any 5xx reply
+with an enhanced status ``5.1.x`` (bad mailbox), is also a hard bounce: the profile gets
+``message_bounced`` (``bounce: hard``) besides ``message_failed``. A 4xx reply is never a
+bounce, even when the dispatcher gives up on it. Each message uses its own connection.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from journeyman.channels.base import (
     clip,
     error_detail,
 )
+from journeyman.domain.feedback import HARD_BOUNCE
 from journeyman.domain.state import SendMessage
 
 __all__ = ["SmtpChannel", "address_problem", "build_email", "message_id"]
@@ -53,9 +58,10 @@ __all__ = ["SmtpChannel", "address_problem", "build_email", "message_id"]
 Security = Literal["starttls", "tls", "none"]
 SECURITY: tuple[Security, ...] = ("starttls", "tls", "none")
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
-KEYS = ("host", "port", "from", "security", "username", "password", "timeout")
+KEYS = ("host", "port", "from", "security", "username", "password", "timeout", "feedback_secret")
 
 _DOMAIN = re.compile(r"[A-Za-z0-9.-]+")
+_BAD_MAILBOX = re.compile(r"\s*5\.1\.\d{1,3}\b")
 
 
 def message_id(key: str, sender: str) -> str:
@@ -168,7 +174,7 @@ _TRANSIENT = (
 def _for_error(error: Exception) -> Delivery:
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         refused = error.recipients[0]
-        return _for_code(refused.code, refused.message)
+        return _for_code(refused.code, refused.message, recipient=True)
     if isinstance(error, aiosmtplib.SMTPResponseException):
         return _for_code(error.code, error.message)
     for problem in (error, error.__cause__):
@@ -183,16 +189,22 @@ def _for_error(error: Exception) -> Delivery:
     return Delivery("failed", error_detail(error))
 
 
-def _for_code(code: int, text: str) -> Delivery:
-    """SMTP says it itself: 5xx is permanent, anything else may work next time."""
-    status: Literal["retry", "failed"] = "failed" if 500 <= code < 600 else "retry"
-    return Delivery(status, clip(f"{code} {text}"))
+def _for_code(code: int, text: str, *, recipient: bool = False) -> Delivery:
+    """SMTP says it itself: 5xx is permanent, anything else may work next time. A 5xx
+    answer to the recipient (RCPT TO), or one whose enhanced status is 5.1.x (a bad
+    mailbox, RFC 3463) at any stage, is a hard bounce: the address itself is refused."""
+    reply = f"{code} {text}"
+    if not 500 <= code < 600:
+        return Delivery("retry", clip(reply))
+    if recipient or _BAD_MAILBOX.match(text):
+        return Delivery("failed", clip(HARD_BOUNCE + reply))
+    return Delivery("failed", clip(reply))
 
 
 def from_config(reader: ConfigReader, name: str) -> SmtpChannel:
     security = cast(Security, reader.choice("security", SECURITY, "starttls"))
     username, password = _credentials(reader)
-    return SmtpChannel(
+    channel = SmtpChannel(
         name,
         host=reader.text("host"),
         port=reader.port("port", DEFAULT_PORTS[security]),
@@ -203,6 +215,9 @@ def from_config(reader: ConfigReader, name: str) -> SmtpChannel:
         timeout=reader.seconds("timeout", 10.0),
         rate=reader.rate(),
     )
+    if reader.config.get("feedback_secret") is not None:
+        channel.feedback_secret = reader.secret("feedback_secret", "ESP_WEBHOOK_SECRET")
+    return channel
 
 
 def sender_from_config(reader: ConfigReader, default: str | None = None) -> str:

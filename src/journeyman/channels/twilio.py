@@ -11,6 +11,7 @@ base_url: https://api.twilio.com   # default; point it elsewhere for a compatibl
 timeout: 10                    # seconds (or a duration such as 10s), default 10
 rate: 1                        # messages per second, default unlimited
 allow: [10.0.0.0/8]            # non-public addresses base_url may reach (none by default)
+help: "Example: reply STOP to stop. Support: example.com/help"  # the answer to HELP
 ```
 
 Like every HTTP channel, it connects only to public addresses unless ``allow`` names
@@ -21,7 +22,11 @@ Each message is a form ``POST`` of ``To`` (the profile's ``phone``), ``From`` an
 ``Body`` to ``{base_url}/2010-04-01/Accounts/{account_sid}/Messages.json``, with HTTP
 Basic auth (the account SID and the auth token) and the message's idempotency key in
 ``I-Twilio-Idempotency-Token``, so a retried send is not sent twice. The ``sid`` Twilio
-answers with is the message's ``provider_id``.
+answers with is the message's ``provider_id``. ``StatusCallback`` is the public URL of
+``/hooks/twilio/{name}/status/{token}`` (the token names the message), so Twilio reports
+``delivered``, ``undelivered`` and ``failed`` back; an SMS to the ``from`` number is
+read at ``/hooks/twilio/{name}/inbound`` (``STOP``, ``START``, ``HELP``), to be set as the
+number's messaging webhook in Twilio (see :mod:`journeyman.hooks`).
 
 Outcomes: a 2xx answer is ``sent``; 408, 429 (Twilio's rate limit), 5xx, a timeout or a
 network error is ``retry``; any other answer, such as 400 for a number that cannot
@@ -52,7 +57,9 @@ __all__ = ["TWILIO_API", "TwilioChannel"]
 
 TWILIO_API = "https://api.twilio.com"
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
-KEYS = ("account_sid", "auth_token", "from", "base_url", "timeout", "allow")
+#: The message header that carries the status callback URL (set at send time).
+STATUS_CALLBACK = "StatusCallback"
+KEYS = ("account_sid", "auth_token", "from", "base_url", "timeout", "allow", "help")
 
 
 class TwilioChannel(Channel):
@@ -67,12 +74,15 @@ class TwilioChannel(Channel):
         timeout: float = 10.0,
         rate: float | None = None,
         allow: Allow | None = None,
+        help_text: str | None = None,
     ) -> None:
         self.name = name
         self.rate = rate
         self.sender = sender
         account = quote(account_sid, safe="")
         self.url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
+        self.auth_token = auth_token  # also what Twilio signs its webhooks with
+        self.help_text = help_text
         auth = httpx.BasicAuth(account_sid, auth_token)
         self._client = http_client(timeout, allow, auth=auth)
 
@@ -80,6 +90,9 @@ class TwilioChannel(Channel):
         if not message.to:
             return Delivery("failed", "the message has no phone number to send to")
         form = {"To": message.to, "From": self.sender, "Body": message.content.get("body", "")}
+        callback = message.headers.get(STATUS_CALLBACK)
+        if callback:
+            form[STATUS_CALLBACK] = callback
         headers = {IDEMPOTENCY_HEADER: message.key}
         response = await http_request(self._client, "POST", self.url, data=form, headers=headers)
         if isinstance(response, Delivery):
@@ -131,4 +144,5 @@ def from_config(reader: ConfigReader, name: str) -> TwilioChannel:
         timeout=reader.seconds("timeout", 10.0),
         rate=reader.rate(),
         allow=reader.allow(),
+        help_text=reader.optional_text("help"),
     )

@@ -4,9 +4,11 @@ A message is a row committed with the state change that produced it. The dispatc
 claims due rows, hands each to its channel (or makes the HTTP call), and records the
 outcome. A transient failure is retried with exponential backoff and jitter, with the same
 idempotency key, until ``attempts`` run out; a permanent failure is final. Whenever the
-engine must know the outcome (the step has ``on_error``, or the delivery failed), the
-outcome goes back through the processor, in the same transaction as the outbox update
-(a worker of a scale-out deployment hands it to the owner of the profile instead: see
+engine must know the outcome (the step has ``on_error``, or the delivery failed) and for
+every message sent or given up (its ``message_sent`` / ``message_failed`` events go to the
+profile, see :mod:`journeyman.domain.feedback`), the outcome goes back through the
+processor, in the same transaction as the outbox update (a worker of a scale-out
+deployment hands it to the owner of the profile instead: see
 :class:`journeyman.scaleout.worker.TellingDispatcher`).
 
 Each outcome is recorded as soon as its provider answers, not when the whole claim is
@@ -32,8 +34,9 @@ from datetime import datetime, timedelta
 from journeyman.channels.base import Channel, Delivery, RateLimiter
 from journeyman.channels.calls import make_call
 from journeyman.domain.core import Delivered
-from journeyman.domain.state import SendMessage
-from journeyman.runtime.processor import DeliveryResult, Processor
+from journeyman.domain.feedback import delivery_events
+from journeyman.domain.state import CallAction, Event, SendMessage
+from journeyman.runtime.processor import DeliveryResult, Processor, Trigger
 from journeyman.runtime.timers import backoff, sleep_until_woken
 from journeyman.storage.base import LEASE, OutboxItem, Store
 
@@ -106,6 +109,8 @@ class Dispatcher:
         # what only the sending process knows (its public URL, the signing secret) is
         # added here, never stored with the message.
         self.prepare: list[Callable[[SendMessage], SendMessage]] = []
+        # The events of messages sent, by outbox row, until the row is settled.
+        self._events: dict[int, list[Event]] = {}
 
     def channels_changed(self) -> None:
         """The channels were rebuilt in place (a publish changed them): take their limits."""
@@ -188,15 +193,22 @@ class Dispatcher:
             channel = effect.channel if isinstance(effect, SendMessage) else "http"
             key = (channel, record.status)
             self.counts[key] = self.counts.get(key, 0) + 1
-            if record.status == "failed" or (record.status == "sent" and effect.awaited):
+            if self._tells(effect, record):
                 ok = record.status == "sent"
                 return outcomes.tell(DeliveryResult(effect, ok, record.detail, record))
+            if record.status == "sent":
+                self._events[record.id] = delivery_events(effect, True, "", record.at)
             return outcomes.settle(record)
 
         try:
             await self._attempt_all(items, answered, until)
         finally:
             await outcomes.written()
+
+    def _tells(self, effect: SendMessage | CallAction, record: Delivered) -> bool:
+        """Whether the outcome goes to the processor: a failure given up, and a delivery
+        the instance waits for."""
+        return record.status == "failed" or (record.status == "sent" and effect.awaited)
 
     async def _attempt_all(
         self,
@@ -284,20 +296,37 @@ class Dispatcher:
     ) -> None:
         """Settle the outbox rows; outcomes the engine must learn go through the processor,
         which settles their rows in the commit that applies them. Tries ``tries`` times
-        (default :attr:`record_tries`)."""
+        (default :attr:`record_tries`).
+
+        The events of the messages sent (``message_sent``) are stored before their rows
+        are settled, sharing the processor's commits with everything else: an event is
+        never lost, and one stored before a crash kept its row from being settled comes
+        again with the same messageId when the message is sent again, and is dropped as a
+        duplicate."""
         if settled:
+            events = [e for s in settled for e in self._events.get(s.id, ())]
+            if events:
+                await self._retrying(lambda: self.processor.submit(events, force=True), tries)
             await self._retrying(lambda: self.store.settle(settled), tries)
+            for record in settled:
+                self._events.pop(record.id, None)
         if told:
             await self._tell(told, tries or self.record_tries)
 
     async def _tell(self, told: list[DeliveryResult], tries: int) -> None:
         """Hand the outcomes to the processor, each on its own submit (they share its
         commits all the same), trying again only those that failed: one applied already
-        must not be applied twice."""
+        must not be applied twice.
+
+        A message's outcome goes with its events (``message_sent``, ``message_failed``,
+        see :func:`delivery_events`), ahead of it on the same submit: they are stored in
+        the commit that settles the row, or (the batch split between them) an earlier
+        one, never a later one, and are applied once (see :meth:`_keep_outcomes`)."""
         left = told
         for attempt in range(1, tries + 1):
             results = await asyncio.gather(
-                *(self.processor.submit([r], force=True) for r in left), return_exceptions=True
+                *(self.processor.submit(_with_events(r), force=True) for r in left),
+                return_exceptions=True,
             )
             errors = [e for e in results if isinstance(e, Exception)]
             left = [r for r, e in zip(left, results, strict=True) if isinstance(e, Exception)]
@@ -439,6 +468,12 @@ class _Outcomes:
             await asyncio.shield(self._writing)
         if self._error is not None:
             raise self._error
+
+
+def _with_events(result: DeliveryResult) -> list[Trigger]:
+    """The outcome's events, then the outcome."""
+    at = result.settled.at if result.settled is not None else result.effect.at
+    return [*delivery_events(result.effect, result.ok, result.detail, at), result]
 
 
 def _limits(channels: Mapping[str, Channel]) -> dict[str, RateLimiter]:

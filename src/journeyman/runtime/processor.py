@@ -45,6 +45,7 @@ from journeyman.domain.core import (
 )
 from journeyman.domain.engine import Engine, Versions
 from journeyman.domain.model import EventDefinition, Workspace
+from journeyman.domain.reactions import REACTION_EVENTS
 from journeyman.domain.state import Event, Instance
 from journeyman.errors import JourneymanError
 from journeyman.storage.base import Store
@@ -98,6 +99,7 @@ class Stats:
     """Counters for /metrics."""
 
     events_accepted: int = 0
+    reactions_accepted: int = 0  # of events_accepted: reactions to messages (sent, opened...)
     events_duplicate: int = 0
     batches: int = 0
     commit_seconds: float = 0.0
@@ -330,10 +332,14 @@ class Processor:
         if any(isinstance(t, DeliveryResult) for t in triggers):
             return False  # it may read its instance from the store
         events = [t for t in triggers if isinstance(t, Event)]
-        # An event that looks its profile up in the store, or merges one, waits.
+        # An event that looks its profile up in the store, or merges one, waits; but a
+        # message's outcome (named by its profile's id as an anonymous id, in case that
+        # visitor has signed in since) reads only anonymous ids, which the batch ahead
+        # has not changed unless it holds one.
+        anonymous_changed = any(k[0] == "anonymousId" for k in ahead.batch.identities)
         return not (
-            any(e.user_id is None or links(e) for e in events)
-            or lookups(events, self.workspace.events)
+            any(_waits(e, anonymous_changed) for e in events)
+            or lookups([e for e in events if not _outcome_of_message(e)], self.workspace.events)
         )
 
     async def _process(self, items: list[_Item]) -> bool:
@@ -404,6 +410,7 @@ class Processor:
         stats.commit_seconds += seconds
         stats.last_commit_seconds = seconds
         stats.events_accepted += len(batch.events)
+        stats.reactions_accepted += sum(e.name in REACTION_EVENTS for e in batch.events)
         stats.events_duplicate += results.count("duplicate")
         stats.effects_queued += len(batch.effects)
         stats.timers_fired += results.count("fired")
@@ -503,3 +510,23 @@ def _bring_up(snapshots: dict[str, Snapshot], ahead: Changes) -> None:
     for profile_id, instances in changed.items():
         snapshot = snapshots[profile_id]
         snapshot.running = sorted(carry(snapshot.running, instances), key=lambda i: i.id)
+
+
+def _outcome_of_message(event: Event) -> bool:
+    """Whether the event is a message's outcome, which names its profile as its anonymous
+    id (see :func:`journeyman.domain.feedback.delivery_events`)."""
+    return (
+        event.user_id is None
+        and event.anonymous_id == event.profile_id
+        and event.name in REACTION_EVENTS
+    )
+
+
+def _waits(event: Event, anonymous_changed: bool) -> bool:
+    """Whether the event must wait for the batch ahead to be stored (see
+    :meth:`Processor._may_overlap`)."""
+    if links(event):
+        return True
+    if _outcome_of_message(event):
+        return anonymous_changed
+    return event.user_id is None

@@ -20,6 +20,7 @@ from journeyman.channels.file import FileChannel
 from journeyman.domain.core import Changes
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
+from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.following import UnloadableWorkspace, load_published, swap_channels, watch
 from journeyman.runtime.links import Links, load_links
@@ -96,6 +97,7 @@ class Runtime:
         )
         # First, so that a later step (link tracking) sees the real links, not placeholders.
         self.dispatcher.prepare.insert(0, ConsentLinks(lambda: self.links, env, self.channels))
+        self.dispatcher.prepare.append(status_callback_step(lambda: self.links, self.channels))
         self.grace = grace  # seconds that deliveries in flight get to finish at stop
         self._tasks: list[asyncio.Task[None]] = []
         self.versions = Versions()

@@ -45,9 +45,11 @@ from nats.aio.msg import Msg
 
 from journeyman.channels.base import Channel
 from journeyman.domain.core import Changes, Delivered
+from journeyman.domain.feedback import delivery_events
 from journeyman.domain.model import Journey, Workspace
-from journeyman.domain.state import Effect
+from journeyman.domain.state import Effect, SendMessage
 from journeyman.errors import JourneymanError
+from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.following import EVERY, empty_workspace, load_published, swap_channels
 from journeyman.runtime.links import Links, load_links
@@ -120,6 +122,16 @@ class TellingDispatcher(Dispatcher):
     that applies it, clears ``tell_at`` (the commit fails if it was cleared already): an
     outcome published twice, or delivered again by JetStream after a crash before the
     acknowledgement, is applied once.
+
+    Every message sent or given up is told this way, awaited or not, so that its events
+    (``message_sent``, ``message_failed``, ``message_bounced``: see
+    :func:`~journeyman.domain.feedback.delivery_events`) reach the profile: the owner
+    makes them from the outcome and applies them just before it, in the same commit or an
+    earlier one. So they are never lost (the outcome stays kept in the database until the
+    commit that applies it, which is not earlier than theirs) and never applied twice
+    (their messageIds come from the message key, and an outcome applied again is dropped).
+    Publishing the events to the bus from the delivering worker instead would lose them
+    when the bus is away at the moment the row is settled.
     """
 
     def __init__(self, store: ScaleOutStore, *args: Any, **kwargs: Any) -> None:
@@ -127,6 +139,11 @@ class TellingDispatcher(Dispatcher):
         self.shared = store
         self.lease = store.lease
         self.relay: Relay | None = None
+
+    def _tells(self, effect: Effect, record: Delivered) -> bool:
+        """Every final outcome of a message, besides what any dispatcher tells."""
+        final = record.status != "retry" and isinstance(effect, SendMessage)
+        return final or super()._tells(effect, record)
 
     async def _keep_outcomes(
         self, settled: list[Delivered], told: list[DeliveryResult], tries: int | None = None
@@ -263,6 +280,7 @@ class Worker:
         )
         # First, so that a later step (link tracking) sees the real links, not placeholders.
         self.dispatcher.prepare.insert(0, ConsentLinks(lambda: self.links, env, self.channels))
+        self.dispatcher.prepare.append(status_callback_step(lambda: self.links, self.channels))
         # Outcomes not recorded are sent again after the lease: while the database is away,
         # keep trying for some 20 seconds (the pauses grow to a second).
         self.dispatcher.record_tries = 25
@@ -677,7 +695,7 @@ class _Applying:
         self.buried: set[int] = set()
         for index, message in enumerate(messages):
             try:
-                found = decode(message)
+                found = _with_reactions(decode(message), message, clock)
             except Exception as error:
                 log.warning("partition %d: a message that is no trigger (%r)", partition, error)
                 self._failed(index, f"not a message journeyman can read: {_described(error)}")
@@ -745,6 +763,22 @@ def _described(error: BaseException) -> str:
     (no database keeps them) and not endless."""
     text = f"{type(error).__name__}: {error}".replace("\x00", "\\u0000")
     return text if len(text) <= 2000 else text[:2000] + "..."
+
+
+def _with_reactions(
+    found: list[Trigger], message: Msg, clock: Callable[[], datetime]
+) -> list[Trigger]:
+    """The triggers of a message, a delivery outcome's events ahead of it (see
+    :class:`TellingDispatcher`), dated when the outcome was published (the same if
+    JetStream delivers it again)."""
+    if len(found) != 1 or not isinstance(found[0], DeliveryResult):
+        return found
+    outcome = found[0]
+    try:
+        at = message.metadata.timestamp
+    except Exception:  # not from a stream: a message kept apart, or made by a test
+        at = clock()
+    return [*delivery_events(outcome.effect, outcome.ok, outcome.detail, at), outcome]
 
 
 def _of(effect: Effect, profile_id: str) -> Effect:
