@@ -333,7 +333,7 @@ def track(config: Settings | None = None) -> list[Row]:
 
 
 def _refuse_errors(result: dict[str, Any]) -> None:
-    bad = {k: v for k, v in result["statuses"].items() if k != "202"}
+    bad = {k: v for k, v in result["statuses"].items() if k not in ("200", "202")}
     if bad or result.get("errors"):
         raise RuntimeError(f"unexpected answers {bad} {result.get('errors')}")
 

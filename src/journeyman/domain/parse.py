@@ -182,8 +182,9 @@ def _origin(reader: Reader, path: Path = ()) -> m.Origin:
 
 
 def _read_event(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
-    r.mapping(data, (), ("kind", "name", "description", "identity", "schema"))
+    r.mapping(data, (), ("kind", "name", "description", "identity", "schema", *_VIEWS))
     identity = r.choice(data.get("identity", "userId"), ("identity",), m.IDENTITIES)
+    view = _event_view(r, data, parsed)
     schema = data.get("schema", {"type": "object"})
     validator = None
     if not isinstance(schema, dict):
@@ -197,8 +198,31 @@ def _read_event(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             r.report("schema", where, f"'schema' is not a valid JSON Schema: {error.message}")
     if identity is not None and validator is not None:
         parsed.events[r.name] = m.EventDefinition(
-            r.name, identity, schema, validator, _origin(r), quick_check(schema)
+            r.name, identity, schema, validator, _origin(r), quick_check(schema), view
         )
+
+
+_VIEWS = ("page", "screen")
+
+
+def _event_view(r: Reader, data: dict[str, Any], parsed: Parsed) -> tuple[str, str] | None:
+    """``page: <name>`` or ``screen: <name>``: the page or screen call the event stands for."""
+    given = [key for key in _VIEWS if key in data]
+    if len(given) > 1:
+        r.report("one-of", ("screen",), "an event is a 'page' or a 'screen', not both")
+    if not given:
+        return None
+    key, name = given[0], data[given[0]]
+    if not isinstance(name, str) or not name.strip():
+        r.report("type", (key,), f"'{key}' must name the {key} (a non-empty string)")
+        return None
+    for other in parsed.events.values():
+        if other.view == (key, name):
+            where = f"{other.origin.file}:{other.origin.line}"
+            message = f"event {other.name} is the {key} {name!r} already ({where})"
+            r.report("duplicate", (key,), message)
+            return None
+    return key, name
 
 
 def _refs_resolve(r: Reader, schema: dict[str, Any]) -> bool:
