@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["SPEC", "docs_page"]
 
-_ERROR = {
+_ERROR: dict[str, Any] = {
     "type": "object",
     "properties": {
         "error": {
