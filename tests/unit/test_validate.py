@@ -531,7 +531,8 @@ def test_a_branch_or_split_has_no_next(problems: Problems) -> None:
         ),
         (
             "kind: test\nname: t\nevents: [{at: 1s}]\nexpect: []\n",
-            "doc01.yaml:3: test t: a test event needs exactly one of track or identify",
+            "doc01.yaml:3: test t: a test event needs exactly one of track, identify, page, "
+            "screen, alias",
         ),
         (
             "kind: test\nname: t\nevents: [{at: 1s, track: [x]}]\nexpect: []\n",

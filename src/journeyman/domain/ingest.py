@@ -42,6 +42,7 @@ __all__ = [
     "Page",
     "Screen",
     "Track",
+    "call_of",
     "decode_batch",
     "decode_call",
     "decode_identify",
@@ -269,6 +270,13 @@ _MAKERS: dict[str, Any] = {
     "screen": lambda data: _viewed_of(data, Screen),
     "alias": _alias_of,
 }
+
+
+def call_of(kind: str, data: Mapping[str, Any]) -> Call:
+    """A call of ``kind`` given as a mapping (as the simulator and journey tests give it),
+    its fields checked for their types."""
+    made: Call = _MAKERS[kind](data)
+    return made
 
 
 def _mapping(data: object) -> Mapping[str, Any]:

@@ -288,7 +288,7 @@ class Journey:
 @dataclass(frozen=True, slots=True)
 class TestEvent:
     at: timedelta
-    type: Literal["track", "identify"]
+    type: str  # track, identify, page, screen or alias
     payload: Mapping[str, Any]
     line: int
 

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -795,14 +795,17 @@ def _list(r: Reader, data: dict[str, Any], key: str) -> list[Any]:
     return r.sequence(data.get(key), (key,)) or []
 
 
+_TEST_CALLS = ("track", "identify", "page", "screen", "alias")
+
+
 def _test_event(r: Reader, item: Any, path: Path) -> m.TestEvent | None:
-    found = r.mapping(item, path, ("at", "track", "identify"), ("at",), "a test event")
+    found = r.mapping(item, path, ("at", *_TEST_CALLS), ("at",), "a test event")
     if found is None:
         return None
     at = r.duration(found["at"], (*path, "at")) if "at" in found else None
-    types = [t for t in ("track", "identify") if t in found]
+    types = [t for t in _TEST_CALLS if t in found]
     if len(types) != 1:
-        r.report("one-of", path, "a test event needs exactly one of track or identify")
+        r.report("one-of", path, f"a test event needs exactly one of {', '.join(_TEST_CALLS)}")
         return None
     payload = found[types[0]]
     if not isinstance(payload, dict):
@@ -812,8 +815,7 @@ def _test_event(r: Reader, item: Any, path: Path) -> m.TestEvent | None:
         return None
     if at is None:
         return None
-    kind: Literal["track", "identify"] = "track" if types[0] == "track" else "identify"
-    return m.TestEvent(at, kind, payload, r.line(path))
+    return m.TestEvent(at, types[0], payload, r.line(path))
 
 
 def _expectation(r: Reader, item: Any, path: Path) -> m.Expectation | None:
