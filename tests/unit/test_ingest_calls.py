@@ -156,3 +156,9 @@ def test_the_time_of_a_call_follows_segments_rule_for_a_clock_that_is_off(
     read: Any, fields: dict[str, Any], expected: datetime
 ) -> None:
     assert read("track", {"userId": "u1", "event": "x", **fields}).timestamp == expected
+
+
+def test_a_long_user_agent_is_kept_whole(read: Any) -> None:
+    agent = "Mozilla/5.0 " + "(extension) " * 60
+    event = read("track", {"userId": "u1", "event": "x", "context": {"userAgent": agent}})
+    assert event.context == {"userAgent": agent}

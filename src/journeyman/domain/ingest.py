@@ -426,8 +426,8 @@ def _context(value: Any) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for key in CONTEXT_TEXTS:
         text = value.get(key)
-        if isinstance(text, str):
-            _check_name(text, f"context.{key}")
+        if isinstance(text, str):  # not indexed, so of any length (a call is at most 32 KiB)
+            _check_text(text, f"context.{key}")
             kept[key] = text
     traits = value.get("traits")
     if isinstance(traits, Mapping) and traits:
