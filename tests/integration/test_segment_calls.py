@@ -233,6 +233,8 @@ def test_bad_calls_name_the_field_and_the_rule_and_say_it_where_the_libraries_re
         assert answer.status_code == 400
         assert answer.json()["code"] == "required"
         assert "previousId" in answer.json()["message"]
+        tail = (await client.get("/v1/events", headers=ADMIN)).json()["events"]
+        assert (tail[0]["type"], tail[0]["name"], tail[0]["index"]) == ("alias", "alias", 0)
         assert (await client.get("/v1/profiles/u1", headers=ADMIN)).status_code == 404
 
     run(tmp_path, store_url, test)
