@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEERS_VENV ?= .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: run test services lint typecheck unit integration browser fuzz bench bench-peers clean
+.PHONY: run test services lint typecheck unit integration browser fuzz bench bench-peers clean sdks
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,17 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
+# The Node analytics libraries tests/integration/test_sdks.py sends with, as the lock file
+# says (their install scripts only build optional native speed-ups, so they are not run).
+SDK_STAMP := tests/sdk/node_modules/.installed
+$(SDK_STAMP): tests/sdk/package.json tests/sdk/package-lock.json
+	cd tests/sdk && npm ci --ignore-scripts --no-audit --no-fund --silent
+	touch $(SDK_STAMP)
+
+sdks: $(SDK_STAMP)
+
 # Test files not yet sorted into a layer (tests/test_*.py) run with this one.
-integration: $(STAMP) services
+integration: $(STAMP) services $(SDK_STAMP)
 	$(BIN)/pytest tests/integration $(wildcard tests/test_*.py)
 
 browser: $(STAMP) services
@@ -81,4 +90,4 @@ bench-peers: $(PEERS_STAMP)
 	$(PEERS_VENV)/bin/python benchmarks/peers/run.py
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) .mypy_cache .pytest_cache .ruff_cache tests/sdk/node_modules

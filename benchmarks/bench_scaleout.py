@@ -5,7 +5,7 @@ Each run makes a database and a stream of its own (dropped afterwards), starts
 ``journeyman serve`` (with ``--bus`` and the workers, or without), and sends sign-ups of
 fresh profiles (each starts the benchmark workspace's welcome journey: a profile, an
 instance, an email to the file channel, a wait of a day) from ``loadgen.py`` in batches,
-for a fixed time. Every request is answered 202 only once its events are stored (in the
+for a fixed time. Every batch is answered 200 only once its events are stored (in the
 database, or in JetStream). End to end is the accepted events divided by the time from
 the first request until the last event is committed to PostgreSQL by a worker.
 

@@ -1,6 +1,7 @@
 """The HTTP API: Segment-shaped ingest, and admin reads over a running :class:`Runtime`.
 
-Ingest (write key): ``POST /v1/track``, ``/v1/identify``, ``/v1/batch``. A 202 means the
+Ingest (write key): ``POST /v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
+``/v1/alias``, ``/v1/batch``. A 202 means the
 events are committed to disk. Admin (admin key): journeys, profiles and the message log.
 ``GET /openapi.json`` describes every endpoint; ``GET /healthz`` (liveness), ``GET /readyz``
 (readiness) and ``GET /metrics`` need no key.
@@ -32,15 +33,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from journeyman.clicks import tracking_routes
 from journeyman.consent_api import consent_routes
 from journeyman.domain.ingest import (
-    Identify,
+    Call,
     InvalidEvent,
-    Track,
     decode_batch,
-    decode_identify,
+    decode_call,
     decode_item,
-    decode_track,
-    read_identify,
-    read_track,
+    read_call,
 )
 from journeyman.domain.model import Journey, Step
 from journeyman.domain.state import Event
@@ -57,7 +55,7 @@ __all__ = ["Keys", "create_app"]
 
 log = logging.getLogger("journeyman.api")
 
-SINGLE_LIMIT = 32 * 1024  # bytes of one track or identify call, as Segment allows
+SINGLE_LIMIT = 32 * 1024  # bytes of one call, as Segment allows
 BATCH_LIMIT = 512 * 1024
 BATCH_EVENTS = 500
 WORKSPACE_LIMIT = 8 * 1024 * 1024
@@ -143,7 +141,8 @@ def create_app(
 
 
 class _Ingest:
-    """``POST /v1/track``, ``/v1/identify`` and ``/v1/batch`` as bare ASGI, in front of ``app``.
+    """``POST /v1/track``, ``/v1/identify`` (and the other calls) and ``/v1/batch`` as bare
+    ASGI, in front of ``app``.
 
     Every event passes here, so ingest reads the key and the body straight off the ASGI
     scope and answers with two sends: no routing, no request or response objects, which
@@ -154,10 +153,9 @@ class _Ingest:
         self.app = app
         self.api = api
         self.paths: dict[str, tuple[IngestHandler, int]] = {
-            "/v1/track": (api.track, SINGLE_LIMIT),
-            "/v1/identify": (api.identify, SINGLE_LIMIT),
-            "/v1/batch": (api.batch, BATCH_LIMIT),
+            f"/v1/{kind}": (api.single(kind), SINGLE_LIMIT) for kind in CALL_PATHS
         }
+        self.paths["/v1/batch"] = (api.batch, BATCH_LIMIT)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.paths.get(scope["path"]) if scope["type"] == "http" else None
@@ -236,7 +234,7 @@ class _Api:
         """One ingest call: the status, the JSON body and extra headers of the answer."""
         if scope["method"] != "POST":
             problem = _Problem(405, "method", "enum", "use POST", {"Allow": "POST"})
-            return _answer(problem.status, problem.body, problem.headers)
+            return _answer(problem.status, _ingest_error(problem.body), problem.headers)
         authorization, length, encoding = "", None, ""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -246,7 +244,7 @@ class _Api:
             elif name == b"content-encoding":
                 encoding = value.decode("latin-1")
         if not _authorised(authorization, self.keys.write, self.keys.admin):
-            return _answer(401, _KEY_PROBLEM, _KEY_CHALLENGE)
+            return _answer(401, _ingest_error(_KEY_PROBLEM), _KEY_CHALLENGE)
         body = b""
         try:
             body = await _read_body(receive, length, limit, encoding)
@@ -256,7 +254,7 @@ class _Api:
             status = "unavailable" if problem.status in (429, 503) else "rejected"
             error, at = problem.body["error"], self._now()
             self.runtime.tail.rejected(problem.call, error, at, status=status)
-            return _answer(problem.status, problem.body, problem.headers)
+            return _answer(problem.status, _ingest_error(problem.body), problem.headers)
         except _Disconnected:
             raise
         except Exception:
@@ -264,7 +262,7 @@ class _Api:
             log.exception("%s failed for a fault in journeyman", scope["path"])
             self.rejected += 1
             self.runtime.tail.rejected(_plain(body), _FAULT["error"], self._now())
-            return _answer(500, _FAULT)
+            return _answer(500, _ingest_error(_FAULT))
 
     async def _commit(self, events: list[Event], body: bytes, now: datetime) -> None:
         try:
@@ -288,23 +286,23 @@ class _Api:
 
     # ingest
 
-    async def track(self, body: bytes) -> Answer:
-        now = self._now()
-        try:
-            event = read_track(decode_track(body), self.runtime.workspace.events, now)
-        except InvalidEvent as error:
-            raise _refused(error, body) from None
-        await self._commit([event], body, now)
-        return _ACCEPTED_ONE
+    def single(self, kind: str) -> IngestHandler:
+        """The handler of one call of ``kind`` (``track``, ``identify``, ``page``, ...)."""
 
-    async def identify(self, body: bytes) -> Answer:
-        now = self._now()
-        try:
-            event = read_identify(decode_identify(body), now)
-        except InvalidEvent as error:
-            raise _refused(error, body) from None
-        await self._commit([event], body, now)
-        return _ACCEPTED_ONE
+        async def handle(body: bytes) -> Answer:
+            now = self._now()
+            try:
+                event = self._read(decode_call(body, kind), now)
+            except InvalidEvent as error:
+                raise _refused(error, body) from None
+            await self._commit([event], body, now)
+            return _ACCEPTED_ONE
+
+        return handle
+
+    def _read(self, call: Call, now: datetime) -> Event:
+        workspace = self.runtime.workspace
+        return read_call(call, workspace.events, now, workspace.views)
 
     async def batch(self, body: bytes) -> Answer:
         try:
@@ -317,20 +315,18 @@ class _Api:
         for index, item in enumerate(items):
             try:
                 _check_call_size(item)
-                events.append(self._batch_item(decode_item(item)))
+                events.append(self._read(decode_item(item), self._now()))
             except InvalidEvent as error:
                 rejected.append({"index": index, **error.as_dict()})
                 self.runtime.tail.rejected(_plain(item), error.as_dict(), self._now(), index=index)
         self.rejected += len(rejected)
         if not events:
-            return _answer(400, {"accepted": 0, "rejected": rejected})
+            first = rejected[0] if rejected else {"rule": "required", "message": "no calls"}
+            message = f"no call of the batch was kept: {first['message']}"
+            return _answer(400, {"accepted": 0, "rejected": rejected, **_sdk(first, message)})
         await self._commit(events, body, self._now())
-        return _answer(202, {"accepted": len(events), "rejected": rejected})
-
-    def _batch_item(self, call: Track | Identify) -> Event:
-        if isinstance(call, Identify):
-            return read_identify(call, self._now())
-        return read_track(call, self.runtime.workspace.events, self._now())
+        # 200, not 202: RudderStack's Python library takes nothing else as success.
+        return _answer(200, {"accepted": len(events), "rejected": rejected})
 
     # admin
 
@@ -583,6 +579,24 @@ _KEY_PROBLEM = {"error": {"field": "Authorization", "rule": "key", "message": _K
 _KEY_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeyman"'}
 _FAULT_HELP = "journeyman failed on this call, for a fault of its own; the server log says why"
 _FAULT = {"error": {"field": "body", "rule": "internal", "message": _FAULT_HELP}}
+
+
+# The calls that have a path of their own, /v1/<call>.
+CALL_PATHS = ("track", "identify", "page", "screen", "alias")
+
+
+def _sdk(error: dict[str, Any], message: str) -> dict[str, str]:
+    """``code`` and ``message`` at the top of an ingest error's body: what the Segment and
+    RudderStack libraries read from it. Without them RudderStack's Python library fails on
+    the body and sends the same call again, ten times, even when retrying cannot help."""
+    return {"code": str(error.get("rule", "")), "message": message}
+
+
+def _ingest_error(body: dict[str, Any]) -> dict[str, Any]:
+    """An ingest error's body: ``{"error": {field, rule, message}}``, with ``code`` and
+    ``message`` beside it for the analytics libraries (see :func:`_sdk`)."""
+    error = body["error"]
+    return {**body, **_sdk(error, f"{error['field']}: {error['message']}")}
 
 
 async def _read_body(receive: Receive, length: str | None, limit: int, encoding: str = "") -> bytes:

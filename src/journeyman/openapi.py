@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["SPEC", "docs_page"]
 
-_ERROR = {
+_ERROR: dict[str, Any] = {
     "type": "object",
     "properties": {
         "error": {
@@ -23,19 +23,29 @@ _ERROR = {
     },
     "required": ["error"],
 }
+# Ingest errors say it again where the Segment and RudderStack libraries read it.
+_INGEST_ERROR = {
+    **_ERROR,
+    "properties": {
+        **_ERROR["properties"],
+        "code": {"type": "string", "description": "the rule, as 'error.rule'"},
+        "message": {"type": "string", "description": "'<field>: <message>'"},
+    },
+    "required": ["error", "code", "message"],
+}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+def _error(description: str, schema: dict[str, Any] = _ERROR) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 _INGEST_ERRORS = {
-    "400": _error("The call breaks a rule: the error names the field and the rule."),
-    "401": _error("The write key is missing or wrong."),
-    "413": _error("The body is too large, or inflates to more than the limit."),
-    "415": _error("A Content-Encoding other than gzip, deflate or identity."),
-    "429": _error("Too much is queued: retry after the Retry-After seconds."),
-    "503": _error("The events could not be stored; nothing was kept: retry."),
+    "400": _error("The call breaks a rule: the error names the field and the rule.", _INGEST_ERROR),
+    "401": _error("The write key is missing or wrong.", _INGEST_ERROR),
+    "413": _error("The body is too large, or inflates to more than the limit.", _INGEST_ERROR),
+    "415": _error("A Content-Encoding other than gzip, deflate or identity.", _INGEST_ERROR),
+    "429": _error("Too much is queued: retry after the Retry-After seconds.", _INGEST_ERROR),
+    "503": _error("The events could not be stored; nothing was kept: retry.", _INGEST_ERROR),
 }
 
 _COUNTED = {
@@ -62,6 +72,11 @@ _ID = {
     "description": "a string, or a whole number (taken as its digits); not only spaces",
     "anyOf": [_NAME, {"type": "integer"}, {"type": "null"}],
 }
+_TEXT = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00]*$"}
+_GIVEN_ID = {
+    "description": "a string, or a whole number (taken as its digits); not only spaces",
+    "anyOf": [_NAME, {"type": "integer"}],
+}
 _DATA = {
     "description": "no NUL character in a key or a text, whole numbers within 64 bits, at "
     "most 32 levels deep; absent or null is empty",
@@ -78,7 +93,17 @@ _SEGMENT_IDS = {
         "description": "a retry with the same id is ignored",
         "anyOf": [_NAME, {"type": "null"}],
     },
-    "context": {"description": "accepted as Segment sends it, and not read"},
+    "context": {
+        "description": "as Segment sends it: 'ip', 'userAgent', 'timezone', 'locale' (texts) "
+        "and 'traits' are kept on the event, the rest is not read; 'timezone' and 'locale' "
+        "fill the profile's traits of those names when it has none, and 'traits' fill the "
+        "traits it lacks (on an identify, they are traits of the call)"
+    },
+    "sentAt": {"description": "when the client sent the call (its clock)"},
+    "originalTimestamp": {
+        "description": "when it happened, by the client's clock: without a timestamp, the "
+        "event's time is the time it arrived less (sentAt - originalTimestamp)"
+    },
 }
 
 _TRACK = {
@@ -98,6 +123,26 @@ _IDENTIFY = {
         {"required": ["anonymousId"], "properties": {"anonymousId": {"not": {"type": "null"}}}},
     ],
 }
+_VIEWED = {
+    "type": "object",
+    "description": "A page (or screen) viewed: the event whose definition says 'page: <name>' "
+    "('screen: <name>'), else the event 'page' ('screen'). 'name' and 'category' are in its "
+    "properties too. Named by the identity its definition says.",
+    "properties": {
+        **_SEGMENT_IDS,
+        "name": {"anyOf": [_TEXT, {"type": "null"}]},
+        "category": {"anyOf": [_TEXT, {"type": "null"}]},
+        "properties": _DATA,
+    },
+    "anyOf": _IDENTIFY["anyOf"],
+}
+_ALIAS = {
+    "type": "object",
+    "description": "The profile of 'previousId' (an anonymous id, or an older user id) merges "
+    "into the profile of 'userId', as an identify with both ids does.",
+    "required": ["userId", "previousId"],
+    "properties": {**_SEGMENT_IDS, "userId": _GIVEN_ID, "previousId": _GIVEN_ID},
+}
 _BATCH = {
     "type": "object",
     "required": ["batch"],
@@ -105,9 +150,9 @@ _BATCH = {
         "batch": {
             "type": "array",
             "maxItems": 500,
-            "description": "track and identify calls, each as /v1/track or /v1/identify takes "
-            "it with its 'type' (track or identify), of at most 32 KiB each. Each call is "
-            "checked alone: those that break a rule are listed in 'rejected', the others kept.",
+            "description": "track, identify, page, screen and alias calls, each as its own "
+            "path (/v1/track, ...) takes it, with its 'type', of at most 32 KiB each. Each call "
+            "is checked alone: those that break a rule are listed in 'rejected', the others kept.",
             "items": {},
         }
     },
@@ -116,15 +161,17 @@ _BATCH = {
 
 def _post(summary: str, schema: dict[str, Any], rejected: str | None = None) -> dict[str, Any]:
     errors = dict(_INGEST_ERRORS)
-    if rejected is not None:
-        content = {"application/json": {"schema": {"anyOf": [_ERROR, _COUNTED]}}}
+    accepted = {"202": _ACCEPTED}
+    if rejected is not None:  # a batch: 200, which RudderStack's Python library needs
+        content = {"application/json": {"schema": {"anyOf": [_INGEST_ERROR, _COUNTED]}}}
         errors["400"] = {"description": rejected, "content": content}
+        accepted = {"200": _ACCEPTED}
     return {
         "post": {
             "summary": summary,
             "security": [{"bearer": []}, {"basic": []}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-            "responses": {"202": _ACCEPTED, **errors},
+            "responses": {**accepted, **errors},
         }
     }
 
@@ -227,8 +274,11 @@ SPEC: dict[str, Any] = {
     "paths": {
         "/v1/track": _post("Record what a profile did", _TRACK),
         "/v1/identify": _post("Set a profile's traits", _IDENTIFY),
+        "/v1/page": _post("Record a page of a website that a profile viewed", _VIEWED),
+        "/v1/screen": _post("Record a screen of an app that a profile viewed", _VIEWED),
+        "/v1/alias": _post("Merge a previous id's profile into a user's", _ALIAS),
         "/v1/batch": _post(
-            "Up to 500 track and identify calls (512 KiB)",
+            "Up to 500 track, identify, page, screen and alias calls (512 KiB)",
             _BATCH,
             "The body breaks a rule (the error names it), or every call does (each is "
             "listed in 'rejected', and 'accepted' is 0).",

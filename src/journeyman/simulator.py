@@ -35,7 +35,7 @@ from journeyman.domain.core import (
     apply,
 )
 from journeyman.domain.engine import Engine
-from journeyman.domain.ingest import InvalidEvent, read_identify, read_track
+from journeyman.domain.ingest import InvalidEvent, call_of, read_call
 from journeyman.domain.model import Workspace
 from journeyman.domain.reactions import REACTIONS, reaction_event
 from journeyman.domain.state import (
@@ -115,9 +115,10 @@ class Simulator:
     def receive(
         self, calls: Iterable[tuple[str, Mapping[str, Any]]], at: datetime | None = None
     ) -> list[Event | None]:
-        """Calls that arrive together at ``at`` (default: now), each ``("track", body)``
-        or ``("identify", body)``: they are taken in one batch, in order, as the server
-        takes calls that come at once. Each one's event as :meth:`track` says."""
+        """Calls that arrive together at ``at`` (default: now), each ``("track", body)``,
+        ``("identify", body)`` (or ``page``, ``screen``, ``alias``): they are taken in one
+        batch, in order, as the server takes calls that come at once. Each one's event as
+        :meth:`track` says."""
         self.run_until(at or self.now)
         now, definitions = self.now, self.workspace.events
         calls = list(calls)
@@ -125,12 +126,10 @@ class Simulator:
         taken: list[int] = []  # the position of each event that was not rejected
         for position, (kind, body) in enumerate(calls):
             try:
-                if kind == "track":
-                    events.append(read_track(body, definitions, now))
-                else:
-                    events.append(read_identify(body, now))
+                call = call_of(kind, body)
+                events.append(read_call(call, definitions, now, self.workspace.views))
             except InvalidEvent as error:
-                name = "identify" if kind == "identify" else _event_name(body)
+                name = _event_name(body) if kind == "track" else kind
                 self.rejected.append(Rejection(now, name, _named(body), error))
             else:
                 taken.append(position)

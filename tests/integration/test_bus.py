@@ -225,7 +225,7 @@ class Load:
                 self.errors.append(repr(error))
                 return
             self.statuses[answer.status_code] += 1
-            if answer.status_code == 202:
+            if answer.status_code == 200:
                 assert answer.json()["accepted"] == len(batch)
                 self.posted += len(batch)
                 return

@@ -173,7 +173,7 @@ CALLS = st.one_of(
     JSON,  # not an object at all
 )
 # The fields a refusal may name: the body, or a path that starts at one of its keys.
-FIELD_ROOTS = {"body", *CALL_KEYS} - {"context"}
+FIELD_ROOTS = {"body", *CALL_KEYS}
 
 
 def _walk(value: Any, depth: int = 0) -> Iterator[tuple[Any, int]]:

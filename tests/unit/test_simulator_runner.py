@@ -179,3 +179,44 @@ def test_fail_sends_a_step_down_its_on_error_path(workspace: Build) -> None:
     expect = "- {sent: fallback, at: 21s}\n- {ended: reached_by_sms, at: 21s}\n- {never: done}"
     assert run(workspace, expect, fail="[welcome.hello]").failures == []
     assert run(workspace, "- {ended: welcomed}").failures == []
+
+
+def test_page_screen_and_alias_calls_drive_a_journey_test_as_they_do_the_server(
+    workspace: Build,
+) -> None:
+    views = """
+    kind: event
+    name: pricing_viewed
+    page: Pricing
+    identity: anonymousId
+    ---
+    kind: event
+    name: screen
+    ---
+    kind: journey
+    name: browse
+    entry: {event: pricing_viewed}
+    steps:
+      - id: await_app
+        wait_for: {event: screen, when: event.properties.name == "Home", timeout: 1d}
+        on_timeout: gone
+      - id: opened
+        end: opened
+      - id: gone
+        end: gone
+    """
+    test = """
+    kind: test
+    name: a visitor's page view moves with them when they sign in
+    events:
+      - {at: 0s, page: {anonymousId: a1, name: Pricing}}
+      - {at: 1s, alias: {userId: u1, previousId: a1}}
+      - {at: 2s, screen: {userId: u1, name: Settings}}
+      - {at: 3s, screen: {userId: u1, name: Home}}
+    expect:
+      - {entered: browse}
+      - {ended: opened, profile: u1, at: 3s}
+    """
+    built = workspace(textwrap.dedent(views), textwrap.dedent(test))
+    (found,) = built.tests
+    assert run_test(built, found).failures == []

@@ -531,9 +531,9 @@ def test_a_branch_or_split_has_no_next(problems: Problems) -> None:
         ),
         (
             "kind: test\nname: t\nevents: [{at: 1s}]\nexpect: []\n",
-            "doc01.yaml:3: test t: a test event needs exactly one of track, identify or a "
-            "reaction (sent, delivered, failed, opened, clicked, bounced, complained, "
-            "unsubscribed, resubscribed)",
+            "doc01.yaml:3: test t: a test event needs exactly one of track, identify, page, "
+            "screen, alias or a reaction (sent, delivered, failed, opened, clicked, bounced, "
+            "complained, unsubscribed, resubscribed)",
         ),
         (
             "kind: test\nname: t\nevents: [{at: 1s, track: [x]}]\nexpect: []\n",
@@ -1569,3 +1569,20 @@ def test_the_environment_can_set_the_time_zone_and_mode_for_serve(tmp_path: Path
     assert "production mode: templates use channel email" in str(strict.errors[0])
     wrong = load_workspace(folder, {"JOURNEYMAN_TIMEZONE": "Mars/Base", "JOURNEYMAN_MODE": "x"})
     assert [p.file for p in wrong.errors] == ["JOURNEYMAN_MODE", "JOURNEYMAN_TIMEZONE"]
+
+
+def test_an_event_may_stand_for_a_page_or_a_screen_but_not_both(problems: Problems) -> None:
+    pricing = "kind: event\nname: pricing_viewed\npage: Pricing\n"
+    home = "kind: event\nname: home_seen\nscreen: Home\n"
+    assert problems(pricing, home) == []
+    both = "kind: event\nname: e\npage: Pricing\nscreen: Home\n"
+    assert problems(both) == ["doc01.yaml:4: event e: an event is a 'page' or a 'screen', not both"]
+    again = "kind: event\nname: pricing_again\npage: Pricing\n"
+    assert problems(pricing, again) == [
+        "doc02.yaml:3: event pricing_again: event pricing_viewed is the page 'Pricing' "
+        "already (doc01.yaml:1)"
+    ]
+    empty = "kind: event\nname: e\nscreen: ''\n"
+    assert problems(empty) == [
+        "doc01.yaml:3: event e: 'screen' must name the screen (a non-empty string)"
+    ]

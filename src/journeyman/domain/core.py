@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -224,8 +224,12 @@ def _event(
     if links(event):
         _merge(event, snapshots, changes, now)
     snapshot = snapshots[event.profile_id]
+    _fill_traits(snapshot, event, changes)
     try:
-        outcome = engine.on_event(snapshot.profile, snapshot.running, event, now)
+        if event.type == "alias":  # it only links two ids: no journey reads it
+            outcome = Outcome(snapshot.profile)
+        else:
+            outcome = engine.on_event(snapshot.profile, snapshot.running, event, now)
     except Exception as error:
         outcome = _crashed(engine, snapshot, event, error, now, changes)
     changes.events.append(event)
@@ -404,7 +408,7 @@ def _resolved(
 def _named_by(event: Event, definitions: Mapping[str, EventDefinition]) -> tuple[str, str] | None:
     """The identity that names the event's profile, when it is not the event's own id:
     its email, if its definition says so, or its anonymous id, if it has no user id."""
-    if event.type == "track":
+    if event.type in _ACTIONS:
         definition = definitions.get(event.name)
         if definition is not None and definition.identity == "email":
             return "email", normal_email(str(event.properties.get("email")))
@@ -439,10 +443,15 @@ def _owner(key: tuple[str, str], known: Known, changes: Changes) -> str | None:
     return owner
 
 
+# The calls that say what a profile did: journeys enter on them and wait for them.
+_ACTIONS = ("track", "page", "screen")
+
+
 def links(event: Event) -> bool:
-    """Whether the event says an anonymous id and a user id are one person."""
+    """Whether the event says an anonymous id (or, for an alias, a previous id) and a user
+    id are one person."""
     return (
-        event.type == "identify"
+        event.type in ("identify", "alias")
         and event.user_id is not None
         and event.anonymous_id is not None
         and event.anonymous_id != event.user_id
@@ -459,10 +468,33 @@ def profile_of(trigger: Trigger) -> str:
 # carrying changes
 
 
+def _fill_traits(snapshot: Snapshot, event: Event, changes: Changes) -> None:
+    """Give the profile the traits the call's context tells and it does not have yet:
+    ``timezone`` and ``locale``, and for a call other than an identify (whose traits are
+    set by the engine) those of ``context.traits``. An identify is what changes a trait."""
+    context = event.context
+    if not context:
+        return
+    found: dict[str, Any] = {k: context[k] for k in ("timezone", "locale") if k in context}
+    if event.type != "identify":
+        found.update(context.get("traits", {}))
+    traits = snapshot.profile.traits
+    missing = {k: v for k, v in found.items() if v is not None and k not in traits}
+    if not missing:
+        return
+    profile = _replace(snapshot.profile, traits={**traits, **missing})
+    email = missing.get("email")
+    if isinstance(email, str) and email:
+        changes.identities[("email", normal_email(email))] = profile.id
+    snapshot.profile = profile
+    changes.profiles[profile.id] = profile
+
+
 def _merge(
     event: Event, snapshots: Mapping[str, Snapshot], changes: Changes, now: datetime
 ) -> None:
-    """Fold the anonymous profile into the known one, once; remember they are one."""
+    """Fold the anonymous profile (or, for an alias, the previous id's) into the known one,
+    once; remember they are one."""
     assert event.anonymous_id is not None
     anonymous_id, known_id = event.anonymous_id, event.profile_id
     anonymous = snapshots[anonymous_id]
@@ -470,7 +502,9 @@ def _merge(
     if anonymous.new:
         return
     known = snapshots[known_id]
-    merged = merge_profiles(known.profile, known.running, anonymous.profile, anonymous.running, now)
+    merged = merge_profiles(
+        known.profile, known.running, anonymous.profile, anonymous.running, now, event.type
+    )
     known.profile, known.running, known.new = merged.profile, merged.running, False
     _move(changes, anonymous_id, known_id)
     email = anonymous.profile.traits.get("email")

@@ -1,15 +1,15 @@
 """Incoming calls in the Segment shape to events, or a clear reason why not.
 
-The API decodes a call's JSON once, at the edge, into a typed :class:`Track` or
-:class:`Identify` (:func:`decode_track`, :func:`decode_identify`, :func:`decode_batch` and
-:func:`decode_item`); fields journeyman does not read (``context``, ``integrations``,
-``sentAt``, ...) are passed over, as Segment allows. ``read_track`` and ``read_identify``
-take such a call (or the same call as a mapping, as the simulator and tests give it) and
-check what types cannot say: non-empty ids, the limits below and, for a defined event, its
-properties against the definition's JSON Schema. A problem raises :class:`InvalidEvent`
-naming the field and the rule it breaks. A field of the wrong type is named as such: a
-body whose fields do not all fit their types is read again as plain JSON data, and the
-first wrong field (in the order event, properties or traits, userId, anonymousId,
+The API decodes a call's JSON once, at the edge, into a typed :class:`Track`,
+:class:`Identify`, :class:`Page`, :class:`Screen` or :class:`Alias` (:func:`decode_call`,
+:func:`decode_batch` and :func:`decode_item`); fields journeyman does not read
+(``integrations``, most of ``context``, ...) are passed over, as Segment allows. The
+``read_*`` functions take such a call (or the same call as a mapping, as the simulator and
+tests give it) and check what types cannot say: non-empty ids, the limits below and, for a
+defined event, its properties against the definition's JSON Schema. A problem raises
+:class:`InvalidEvent` naming the field and the rule it breaks. A field of the wrong type
+is named as such: a body whose fields do not all fit their types is read again as plain
+JSON data, and the first wrong field (in the order event, properties or traits, userId, anonymousId,
 timestamp, messageId) is refused.
 
 What passes here can be stored by every backend, so the rules are the same whatever the
@@ -35,16 +35,25 @@ from journeyman.errors import JourneymanError
 __all__ = [
     "DEEPEST",
     "NAME_LIMIT",
+    "Alias",
+    "Call",
     "Identify",
     "InvalidEvent",
+    "Page",
+    "Screen",
     "Track",
+    "call_of",
     "decode_batch",
+    "decode_call",
     "decode_identify",
     "decode_item",
     "decode_track",
     "identity_of",
     "normal_email",
+    "read_alias",
+    "read_call",
     "read_identify",
+    "read_page",
     "read_track",
 ]
 
@@ -74,6 +83,11 @@ class _Call(msgspec.Struct, rename="camel", tag_field="type"):
     anonymous_id: str | int | None = None
     message_id: str | None = None
     timestamp: str | None = None
+    # Read leniently (a field of another type is passed over, as before they were read):
+    # see _context and _time.
+    context: Any = None
+    sent_at: Any = None
+    original_timestamp: Any = None
 
 
 class Track(_Call, tag="track"):
@@ -89,6 +103,34 @@ class Identify(_Call, tag="identify"):
     traits: dict[str, Any] | None = None
 
 
+class _Viewed(_Call):
+    """A `page` or `screen` call: the profile viewed a page of a website or a screen of an
+    app, named by ``name`` (and ``category``)."""
+
+    name: str | None = None
+    category: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class Page(_Viewed, tag="page"):
+    """A `page` call: a page of a website was viewed."""
+
+
+class Screen(_Viewed, tag="screen"):
+    """A `screen` call: a screen of a mobile app was viewed."""
+
+
+class Alias(_Call, tag="alias"):
+    """An `alias` call: ``previousId`` (an anonymous id, or an older user id) and
+    ``userId`` are one person."""
+
+    previous_id: str | int | None = None
+
+
+Call = Track | Identify | Page | Screen | Alias
+CALL_TYPES = ("track", "identify", "page", "screen", "alias")
+
+
 class _Batch(msgspec.Struct):
     batch: list[msgspec.Raw]
 
@@ -96,8 +138,15 @@ class _Batch(msgspec.Struct):
 # One decoder of each kind, made once: a decoder made per call costs more than the decoding.
 _TRACK = msgspec.json.Decoder(Track)
 _IDENTIFY = msgspec.json.Decoder(Identify)
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "track": _TRACK,
+    "identify": _IDENTIFY,
+    "page": msgspec.json.Decoder(Page),
+    "screen": msgspec.json.Decoder(Screen),
+    "alias": msgspec.json.Decoder(Alias),
+}
 _BATCH = msgspec.json.Decoder(_Batch)
-_ITEM = msgspec.json.Decoder(Track | Identify)
+_ITEM = msgspec.json.Decoder(Call)
 _PLAIN = msgspec.json.Decoder()
 
 
@@ -113,6 +162,16 @@ def decode_identify(body: bytes) -> Identify:
     return call if isinstance(call, Identify) else _identify_of(call)
 
 
+def decode_call(body: bytes, kind: str) -> Call:
+    """The JSON body of a call to the endpoint of ``kind`` (``track``, ``page``, ...; its
+    ``type``, if any, is not read)."""
+    call = _decode(body, _DECODERS[kind])
+    if isinstance(call, Call):
+        return call
+    made: Call = _MAKERS[kind](call)
+    return made
+
+
 def decode_batch(body: bytes) -> list[msgspec.Raw]:
     """The calls of a batch, each still as sent (for :func:`decode_item`)."""
     batch = _decode(body, _BATCH)
@@ -121,18 +180,18 @@ def decode_batch(body: bytes) -> list[msgspec.Raw]:
     return batch.batch
 
 
-def decode_item(item: msgspec.Raw) -> Track | Identify:
+def decode_item(item: msgspec.Raw) -> Call:
     """One call of a batch (as :func:`decode_batch` gives it, checked as UTF-8 already), a
-    `track` or an `identify` as its ``type`` says."""
+    `track`, `identify`, `page`, `screen` or `alias` as its ``type`` says."""
     call = _decode(item, _ITEM)
-    if isinstance(call, Track | Identify):
+    if isinstance(call, Call):
         return call
     kind = call.get("type") if isinstance(call, dict) else None
-    if kind == "track":
-        return _track_of(call)
-    if kind == "identify":
-        return _identify_of(call)
-    raise InvalidEvent("type", "enum", "'type' must be track or identify")
+    maker = _MAKERS.get(kind) if isinstance(kind, str) else None
+    if maker is None:
+        raise InvalidEvent("type", "enum", "'type' must be track, identify, page, screen or alias")
+    made: Call = maker(call)
+    return made
 
 
 def _decode(body: bytes | msgspec.Raw, decoder: msgspec.json.Decoder[Any]) -> Any:
@@ -183,6 +242,43 @@ def _identify_of(data: object) -> Identify:
     return Identify(traits=_object(body, "traits"), **_ids(body))
 
 
+def _viewed_of(data: object, kind: type[Page] | type[Screen]) -> Page | Screen:
+    """A `page` or `screen` call given as a mapping, its fields checked for their types."""
+    body = _mapping(data)
+    texts = {}
+    for key in ("name", "category"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidEvent(key, "type", f"'{key}' must be a string")
+        texts[key] = value
+    return kind(properties=_object(body, "properties"), **texts, **_ids(body))
+
+
+def _alias_of(data: object) -> Alias:
+    """An `alias` call given as a mapping, its fields checked for their types."""
+    body = _mapping(data)
+    previous = body.get("previousId")
+    if previous is not None and (isinstance(previous, bool) or not isinstance(previous, str | int)):
+        raise _not_text("previousId")
+    return Alias(previous_id=previous, **_ids(body))
+
+
+_MAKERS: dict[str, Any] = {
+    "track": _track_of,
+    "identify": _identify_of,
+    "page": lambda data: _viewed_of(data, Page),
+    "screen": lambda data: _viewed_of(data, Screen),
+    "alias": _alias_of,
+}
+
+
+def call_of(kind: str, data: Mapping[str, Any]) -> Call:
+    """A call of ``kind`` given as a mapping (as the simulator and journey tests give it),
+    its fields checked for their types."""
+    made: Call = _MAKERS[kind](data)
+    return made
+
+
 def _mapping(data: object) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidEvent("body", "type", "'body' must be a JSON object")
@@ -217,6 +313,9 @@ def _ids(body: Mapping[str, Any]) -> dict[str, Any]:
         "anonymous_id": body.get("anonymousId"),
         "message_id": message_id,
         "timestamp": timestamp,
+        "context": body.get("context"),
+        "sent_at": body.get("sentAt"),
+        "original_timestamp": body.get("originalTimestamp"),
     }
 
 
@@ -237,19 +336,140 @@ def read_track(
     definition = definitions.get(name)
     if definition is not None:
         _check_schema(definition, properties)
-    return _event(call, name, "track", properties, definition, received)
+    return _event(call, name, "track", properties, definition, received, _context(call.context))
 
 
 def read_identify(call: Identify | Mapping[str, Any], received: datetime) -> Event:
-    """An `identify` call: ``{userId | anonymousId, traits, timestamp, messageId}``."""
+    """An `identify` call: ``{userId | anonymousId, traits, timestamp, messageId}``.
+
+    Traits sent in ``context.traits`` count as well (RudderStack's libraries send them only
+    there); those of ``traits`` win."""
     if not isinstance(call, Identify):
         call = _identify_of(call)
-    traits = {} if call.traits is None else call.traits
+    context = _context(call.context)
+    traits = {**context.get("traits", {}), **(call.traits or {})}
     _check_values(traits, "traits")
     email = traits.get("email")
     if isinstance(email, str):  # it becomes an identity, indexed as an id is
         _check_name(email, "traits.email")
-    return _event(call, "identify", "identify", traits, None, received)
+    return _event(call, "identify", "identify", traits, None, received, context)
+
+
+def read_page(
+    call: Page | Screen,
+    definitions: Mapping[str, EventDefinition],
+    received: datetime,
+    views: Mapping[tuple[str, str], EventDefinition] | None = None,
+) -> Event:
+    """A `page` or `screen` call: ``{userId | anonymousId, name, category, properties}``.
+
+    It is the event its definition names (one with ``page: <name>`` or ``screen: <name>``,
+    found in ``views``), else the event ``page`` (or ``screen``). Its ``name`` and
+    ``category`` are in its properties too, as Segment's browser library puts them.
+    """
+    kind = "screen" if isinstance(call, Screen) else "page"
+    for key, value in (("name", call.name), ("category", call.category)):
+        if value is not None:
+            _check_name(value, key)
+    definition = (views or {}).get((kind, call.name)) if call.name is not None else None
+    name = kind if definition is None else definition.name
+    definition = definition or definitions.get(kind)
+    properties = dict(call.properties or {})
+    for key, value in (("name", call.name), ("category", call.category)):
+        if value is not None:
+            properties.setdefault(key, value)
+    _check_values(properties, "properties")
+    if definition is not None:
+        _check_schema(definition, properties)
+    return _event(call, name, kind, properties, definition, received, _context(call.context))
+
+
+def read_alias(call: Alias, received: datetime) -> Event:
+    """An `alias` call: ``{userId, previousId}``; the profile of ``previousId`` merges into
+    the profile of ``userId``, as an identify with both an anonymousId and a userId does."""
+    user_id = _optional_id(call.user_id, "userId")
+    previous = _optional_id(call.previous_id, "previousId")
+    if user_id is None:
+        raise InvalidEvent("userId", "required", "an alias needs the 'userId' it merges into")
+    if previous is None:
+        raise InvalidEvent("previousId", "required", "an alias needs the 'previousId' to merge")
+    joined = msgspec.structs.replace(call, anonymous_id=previous)
+    return _event(joined, "alias", "alias", {}, None, received, _context(call.context))
+
+
+def read_call(
+    call: Call,
+    definitions: Mapping[str, EventDefinition],
+    received: datetime,
+    views: Mapping[tuple[str, str], EventDefinition] | None = None,
+) -> Event:
+    """Any call, read as its type says."""
+    if isinstance(call, Track):
+        return read_track(call, definitions, received)
+    if isinstance(call, Identify):
+        return read_identify(call, received)
+    if isinstance(call, Alias):
+        return read_alias(call, received)
+    return read_page(call, definitions, received, views)
+
+
+# What journeyman keeps of a call's ``context``: the rest is passed over.
+CONTEXT_TEXTS = ("ip", "userAgent", "timezone", "locale")
+
+
+def _context(value: Any) -> dict[str, Any]:
+    """The part of ``context`` journeyman keeps: the texts of :data:`CONTEXT_TEXTS` and the
+    ``traits`` object. A field of another type is passed over, as the whole context was
+    before journeyman read it; what is kept must be keepable by every backend."""
+    if not isinstance(value, Mapping):
+        return {}
+    kept: dict[str, Any] = {}
+    for key in CONTEXT_TEXTS:
+        text = value.get(key)
+        if isinstance(text, str):  # not indexed, so of any length (a call is at most 32 KiB)
+            _check_text(text, f"context.{key}")
+            kept[key] = text
+    traits = value.get("traits")
+    if isinstance(traits, Mapping) and traits:
+        traits = dict(traits)
+        _check_values(traits, "context.traits")
+        email = traits.get("email")
+        if isinstance(email, str):
+            _check_name(email, "context.traits.email")
+        kept["traits"] = traits
+    return kept
+
+
+def _time(call: Call, received: datetime) -> datetime:
+    """When the call happened: its ``timestamp``; else, with Segment's correction for a
+    client's clock that is off, ``received - (sentAt - originalTimestamp)``; else
+    ``originalTimestamp``; else when it was received."""
+    if call.timestamp is not None:
+        try:
+            return parse_timestamp(call.timestamp)
+        except TimeFormatError as error:
+            raise InvalidEvent("timestamp", "format", str(error)) from None
+    original = _lenient_time(call.original_timestamp)
+    if original is None:
+        return received
+    sent = _lenient_time(call.sent_at)
+    if sent is None:
+        return original
+    try:
+        return received - (sent - original)
+    except OverflowError:  # a clock centuries off: the client's own time is all there is
+        return original
+
+
+def _lenient_time(value: Any) -> datetime | None:
+    """A timestamp of the client's, or None when it is absent or unreadable (these fields
+    were passed over before journeyman read them, so a bad one is not refused)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return parse_timestamp(value)
+    except TimeFormatError:
+        return None
 
 
 def identity_of(event: Event, definition: EventDefinition | None) -> tuple[str, str]:
@@ -268,12 +488,13 @@ def normal_email(address: str) -> str:
 
 
 def _event(
-    call: Track | Identify,
+    call: Call,
     name: str,
     type_: str,
     properties: dict[str, Any],
     definition: EventDefinition | None,
     received: datetime,
+    context: dict[str, Any],
 ) -> Event:
     user_id = _optional_id(call.user_id, "userId")
     anonymous_id = _optional_id(call.anonymous_id, "anonymousId")
@@ -295,21 +516,16 @@ def _event(
         raise InvalidEvent("userId", "identity", f"event {name} names its profile by 'userId'")
     elif user_id is None and anonymous_id is None:
         raise InvalidEvent("userId", "identity", "'userId' or 'anonymousId' is required")
-    timestamp = received
-    if call.timestamp is not None:
-        try:
-            timestamp = parse_timestamp(call.timestamp)
-        except TimeFormatError as error:
-            raise InvalidEvent("timestamp", "format", str(error)) from None
     return Event(
         name=name,
         profile_id=user_id or anonymous_id or "",
-        timestamp=timestamp,
+        timestamp=_time(call, received),
         properties=properties,
         type=type_,
         message_id=_optional_id(call.message_id, "messageId"),
         user_id=user_id,
         anonymous_id=anonymous_id,
+        context=context,
     )
 
 

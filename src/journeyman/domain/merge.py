@@ -34,8 +34,11 @@ def merge_profiles(
     anonymous: Profile,
     anonymous_running: Sequence[Instance],
     now: datetime,
+    call: str = "identify",
 ) -> Merged:
-    """``anonymous`` folded into ``known``; what ``known`` already has wins."""
+    """``anonymous`` folded into ``known``; what ``known`` already has wins. ``call`` is the
+    call that linked them (``identify`` or ``alias``), said in the trace of an alias."""
+    why = " (an alias named them one person)" if call == "alias" else ""
     entries = dict(anonymous.entries)
     for journey, entry in known.entries.items():
         other = entries.get(journey)
@@ -61,13 +64,14 @@ def merge_profiles(
                 ended_at=now,
             )
             changed.append(ended)
-            records.append(_record(ended, now, f"ended: merged into profile {known.id}"))
+            records.append(_record(ended, now, f"ended: merged into profile {known.id}{why}"))
         else:
             moved = msgspec.structs.replace(instance, profile_id=known.id)
             changed.append(moved)
             running.append(moved)
             taken.add(instance.journey)
-            records.append(_record(moved, now, f"moved from anonymous profile {anonymous.id}"))
+            source = "profile" if call == "alias" else "anonymous profile"
+            records.append(_record(moved, now, f"moved from {source} {anonymous.id}{why}"))
     return Merged(profile, running, changed, records)
 
 

@@ -76,6 +76,8 @@ class EventDefinition:
     # True only for properties the schema certainly accepts; None: ask the validator
     quick: Callable[[Any], bool] | None = None
     builtin: bool = False  # a reaction event, defined by journeyman rather than a document
+    # ("page", name) or ("screen", name): the page or screen call this event stands for
+    view: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,9 +321,10 @@ class Journey:
 @dataclass(frozen=True, slots=True)
 class TestEvent:
     at: timedelta
-    # A reaction's payload is {reaction, step} (opened: welcome) and what the test added:
-    # profile, url (clicked), machine (opened), bounce (bounced).
-    type: Literal["track", "identify", "reaction"]
+    # track, identify, page, screen or alias; or reaction, whose payload is {reaction, step}
+    # (opened: welcome) and what the test added: profile, url (clicked), machine (opened),
+    # bounce (bounced).
+    type: str
     payload: Mapping[str, Any]
     line: int
 
@@ -366,8 +369,12 @@ class Workspace:
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     entries: Mapping[str, tuple[Journey, ...]] = field(init=False, repr=False)
+    # ("page" | "screen", the page's name) -> the event a page or screen call of it is
+    views: Mapping[tuple[str, str], EventDefinition] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        views = {d.view: d for d in self.events.values() if d.view is not None}
+        object.__setattr__(self, "views", views)
         # Which journeys each event name can start, looked up once per incoming event.
         index: dict[str, list[Journey]] = {}
         for journey in self.journeys.values():

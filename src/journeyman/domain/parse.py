@@ -220,8 +220,9 @@ def _origin(reader: Reader, path: Path = ()) -> m.Origin:
 
 
 def _read_event(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
-    r.mapping(data, (), ("kind", "name", "description", "identity", "schema"))
+    r.mapping(data, (), ("kind", "name", "description", "identity", "schema", *_VIEWS))
     identity = r.choice(data.get("identity", "userId"), ("identity",), m.IDENTITIES)
+    view = _event_view(r, data, parsed)
     schema = data.get("schema", {"type": "object"})
     validator = None
     if not isinstance(schema, dict):
@@ -235,8 +236,31 @@ def _read_event(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             r.report("schema", where, f"'schema' is not a valid JSON Schema: {error.message}")
     if identity is not None and validator is not None:
         parsed.events[r.name] = m.EventDefinition(
-            r.name, identity, schema, validator, _origin(r), quick_check(schema)
+            r.name, identity, schema, validator, _origin(r), quick_check(schema), view=view
         )
+
+
+_VIEWS = ("page", "screen")
+
+
+def _event_view(r: Reader, data: dict[str, Any], parsed: Parsed) -> tuple[str, str] | None:
+    """``page: <name>`` or ``screen: <name>``: the page or screen call the event stands for."""
+    given = [key for key in _VIEWS if key in data]
+    if len(given) > 1:
+        r.report("one-of", ("screen",), "an event is a 'page' or a 'screen', not both")
+    if not given:
+        return None
+    key, name = given[0], data[given[0]]
+    if not isinstance(name, str) or not name.strip():
+        r.report("type", (key,), f"'{key}' must name the {key} (a non-empty string)")
+        return None
+    for other in parsed.events.values():
+        if other.view == (key, name):
+            where = f"{other.origin.file}:{other.origin.line}"
+            message = f"event {other.name} is the {key} {name!r} already ({where})"
+            r.report("duplicate", (key,), message)
+            return None
+    return key, name
 
 
 def _refs_resolve(r: Reader, schema: dict[str, Any]) -> bool:
@@ -886,22 +910,23 @@ def _list(r: Reader, data: dict[str, Any], key: str) -> list[Any]:
     return r.sequence(data.get(key), (key,)) or []
 
 
+_TEST_CALLS = ("track", "identify", "page", "screen", "alias")
 # What a reaction in a test's events may add to the step it names.
 _TEST_REACTION_OPTIONS = {"clicked": ("url",), "opened": ("machine",), "bounced": ("bounce",)}
 
 
 def _test_event(r: Reader, item: Any, path: Path) -> m.TestEvent | None:
-    allowed = ("at", "track", "identify", *REACTIONS, "profile", "url", "machine", "bounce")
+    allowed = ("at", *_TEST_CALLS, *REACTIONS, "profile", "url", "machine", "bounce")
     found = r.mapping(item, path, allowed, ("at",), "a test event")
     if found is None:
         return None
     at = r.duration(found["at"], (*path, "at")) if "at" in found else None
-    types = [t for t in ("track", "identify", *REACTIONS) if t in found]
+    types = [t for t in (*_TEST_CALLS, *REACTIONS) if t in found]
     if len(types) != 1:
         r.report(
             "one-of",
             path,
-            f"a test event needs exactly one of track, identify or a reaction "
+            f"a test event needs exactly one of {', '.join(_TEST_CALLS)} or a reaction "
             f"({', '.join(REACTIONS)})",
         )
         return None
@@ -921,8 +946,7 @@ def _test_event(r: Reader, item: Any, path: Path) -> m.TestEvent | None:
         return None
     if at is None:
         return None
-    kind: Literal["track", "identify"] = "track" if types[0] == "track" else "identify"
-    return m.TestEvent(at, kind, payload, r.line(path))
+    return m.TestEvent(at, types[0], payload, r.line(path))
 
 
 def _test_reaction(

@@ -25,7 +25,8 @@ __all__ = [
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """A `track` (something the profile did) or an `identify` (new traits)."""
+    """A `track` (something the profile did), `page` or `screen` (a page or screen it
+    viewed), an `identify` (new traits) or an `alias` (two ids of one person)."""
 
     name: str
     profile_id: str
@@ -35,6 +36,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     message_id: str | None = None
     user_id: str | None = None
     anonymous_id: str | None = None
+    # What is kept of the call's context: ip, userAgent, timezone, locale, traits.
+    context: dict[str, Any] = {}
 
     def view(self) -> dict[str, Any]:
         """The event as expressions and templates read it: properties plus the envelope."""
@@ -46,6 +49,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             messageId=self.message_id,
             userId=self.user_id,
             anonymousId=self.anonymous_id,
+            context=self.context,
         )
         return view
 

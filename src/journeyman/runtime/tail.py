@@ -29,8 +29,8 @@ class TailEntry:
     seq: int  # increases by one per entry: ask for the ones after the last seen
     at: datetime
     status: str  # accepted, duplicate, rejected, or unavailable (429/503: not stored)
-    type: str  # track or identify; what the call said, when it was rejected
-    name: str  # the event name ('identify' for an identify)
+    type: str  # track, identify, page, ...; what the call said, when it was rejected
+    name: str  # the event name ('identify' for an identify; a rejected page: 'page', ...)
     profile_id: str  # for a rejected call: the userId or anonymousId it gave, if any
     message_id: str | None = None
     properties: dict[str, Any] | None = None  # of an accepted track, traits of an identify
@@ -67,7 +67,8 @@ class EventTail:
         """A call that was not stored: ``call`` is its decoded body, or None if unreadable."""
         fields = call if isinstance(call, dict) else {}
         kind = _text(fields.get("type"))
-        name = _text(fields.get("event")) or ("identify" if kind == "identify" else "")
+        named = kind in ("identify", "page", "screen", "alias")
+        name = _text(fields.get("event")) or (kind if named else "")
         profile = _text(fields.get("userId")) or _text(fields.get("anonymousId"))
         self._entries.append(
             TailEntry(

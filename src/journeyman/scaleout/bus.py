@@ -115,7 +115,7 @@ def partition_key(event: Event, definitions: Mapping[str, EventDefinition]) -> s
     a userId are keyed by the anonymous id, and may be applied after the identify.
     """
     definition = definitions.get(event.name)
-    if event.type == "track" and definition is not None and definition.identity == "email":
+    if event.type != "identify" and definition is not None and definition.identity == "email":
         return identity_of(event, definition)[1]
     return event.profile_id
 

@@ -475,6 +475,7 @@ async def profile_view(
                 "messageId": s.event.message_id,
                 "timestamp": s.event.timestamp,
                 "properties": s.event.properties,
+                "context": s.event.context,
                 "received_at": s.received_at,
             }
             for s in history
@@ -543,7 +544,7 @@ _ENTRY_OUTCOMES = ("entered", "not_entered")
 
 
 def _explained(entry: TailEntry) -> bool:
-    return entry.status == "accepted" and entry.type == "track"
+    return entry.status == "accepted" and entry.type in ("track", "page", "screen")
 
 
 def _why_none(workspace: m.Workspace, name: str) -> str:
