@@ -35,6 +35,7 @@ from journeyman.domain.core import (
     apply,
 )
 from journeyman.domain.engine import Engine
+from journeyman.domain.feedback import delivery_events
 from journeyman.domain.ingest import InvalidEvent, call_of, read_call
 from journeyman.domain.model import Workspace
 from journeyman.domain.reactions import REACTIONS, reaction_event
@@ -315,20 +316,25 @@ class Simulator:
 
     def _hand_over(self, effects: list[SendMessage | CallAction]) -> None:
         """Deliver at once: a step listed in ``fail`` fails for good, any other succeeds.
-        The engine learns what the dispatcher would tell it: a failure, or the delivery of
+        The engine learns what the dispatcher would tell it: each message's outcome as an
+        event (``message_sent`` or ``message_failed``), then a failure, or the delivery of
         an effect whose instance waits for it."""
-        told = []
+        told: list[Trigger] = []
+        outcomes: list[Trigger] = []
         for effect in effects:
             if isinstance(effect, SendMessage):
                 self._messages.append(effect)
             else:
                 self._calls.append(effect)
-            if effect.step in self.fail or f"{effect.journey}.{effect.step}" in self.fail:
-                told.append(DeliveryResult(effect, False, f"delivery failed ({effect.key})"))
+            failed = effect.step in self.fail or f"{effect.journey}.{effect.step}" in self.fail
+            detail = f"delivery failed ({effect.key})" if failed else ""
+            outcomes.extend(delivery_events(effect, not failed, detail, self.now))
+            if failed:
+                told.append(DeliveryResult(effect, False, detail))
             elif effect.awaited:
                 told.append(DeliveryResult(effect, True))
-        if told:
-            self._run(told)
+        if outcomes or told:
+            self._run([*outcomes, *told])
 
     def _index(self, changes: Changes) -> None:
         """Keep the identities as the store does: merged ones move, forgotten ones go, new

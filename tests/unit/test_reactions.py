@@ -13,7 +13,16 @@ from journeyman.domain.reactions import reaction_event
 from journeyman.simulator import NoMessage, Simulator
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, write_workspace
-from tests.engine_helpers import Simulate, after, end_states, journey, record, sent, sign_up
+from tests.engine_helpers import (
+    Simulate,
+    after,
+    end_states,
+    journey,
+    outcomes,
+    record,
+    sent,
+    sign_up,
+)
 
 OFFER = """
 kind: template
@@ -80,6 +89,22 @@ def test_an_open_of_the_instances_welcome_takes_the_event_path(simulate: Simulat
     assert end_states(sim) == ["engaged"]
     assert record(sim, "await_open", "event").detail == "message_opened of welcome arrived"
     assert sent(sim) == [("welcome", after("0s"))]
+
+
+def test_a_message_handed_over_is_delivered_as_serve_records_it(simulate: Simulate) -> None:
+    sim = simulate(onboarding("{reaction: delivered, to: welcome, timeout: 1h}"))
+    sign_up(sim)
+    assert end_states(sim) == ["engaged"]
+    assert outcomes(sim, "welcome") == ["sent", "delivered"]
+
+
+def test_a_message_that_fails_is_not_delivered(simulate: Simulate) -> None:
+    sim = simulate(onboarding("{reaction: delivered, to: welcome, timeout: 1h}"), fail=["welcome"])
+    sign_up(sim)
+    with_phone(sim)
+    sim.run()
+    assert end_states(sim) == ["nudged"]
+    assert "delivered" not in outcomes(sim, "welcome")
 
 
 def test_without_a_reaction_the_timeout_path_is_taken(simulate: Simulate) -> None:

@@ -67,7 +67,7 @@ def test_a_send_in_one_journey_counts_toward_the_cap_of_another(simulate: Simula
         sim.track({"userId": "u1", "event": "purchased"}, after(at))
     assert sent(sim) == [("welcome", START), ("offer_sms", after("1h"))]
     assert outcomes(sim, "offer_email", "b") == ["capped", "capped"]
-    assert outcomes(sim, "offer_sms", "b") == ["sent", "ended", "capped", "ended"]
+    assert outcomes(sim, "offer_sms", "b") == ["sent", "ended", "delivered", "capped", "ended"]
     assert record(sim, "offer_sms", "capped", "b").detail == "cap of 1 sms per 1d reached"
     assert end_states(sim, "b") == ["completed", "completed"]
 
