@@ -177,7 +177,9 @@ class Simulator:
             defaults = {"reason": "a simulated failure"}
         elif name in ("unsubscribed", "resubscribed"):
             defaults = {"source": "link"}
-        event = reaction_event(name, message, self.now, **(defaults | extra))
+        # A provider reports a message's acceptance once, as the dispatcher records it.
+        once = f"sent:{message.key}" if name == "message_sent" else None
+        event = reaction_event(name, message, self.now, message_id=once, **(defaults | extra))
         return self.accept([event])[0]
 
     def accept(self, events: Iterable[Event], at: datetime | None = None) -> list[Event | None]:

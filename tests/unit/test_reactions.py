@@ -96,6 +96,8 @@ def test_a_message_handed_over_is_delivered_as_serve_records_it(simulate: Simula
     sign_up(sim)
     assert end_states(sim) == ["engaged"]
     assert outcomes(sim, "welcome") == ["sent", "delivered"]
+    assert sim.react("delivered", "welcome") is None  # what the dispatcher recorded already
+    assert outcomes(sim, "welcome") == ["sent", "delivered"]
 
 
 def test_a_message_that_fails_is_not_delivered(simulate: Simulate) -> None:
