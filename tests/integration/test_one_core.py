@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from journeyman.cli import main
 from journeyman.domain.ingest import read_identify, read_track
 from journeyman.domain.model import Workspace
+from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.journey_tests import run_test
 from journeyman.runtime.processor import DeliveryResult, Processor
 from journeyman.simulator import Simulator
@@ -187,7 +188,7 @@ def simulated(folder: Path, scenario: Scenario) -> tuple[View, Simulator]:
                     i.step,
                     i.waiting,
                     i.end_state,
-                    [(r.step, r.outcome) for r in mine if r.instance_id == i.id],
+                    *_trace([(r.step, r.outcome) for r in mine if r.instance_id == i.id]),
                 )
                 for i in instances
             ),
@@ -250,7 +251,7 @@ def _settled(api: httpx.Client, smtp: SmtpServer, scenario: Scenario) -> View | 
                     i["step"],
                     i["waiting"],
                     i["end_state"],
-                    [(r["step"], r["outcome"]) for r in i["trace"]],
+                    *_trace([(r["step"], r["outcome"]) for r in i["trace"]]),
                 )
                 for i in instances
             ),
@@ -269,6 +270,19 @@ def _settled(api: httpx.Client, smtp: SmtpServer, scenario: Scenario) -> View | 
         }
         if not failed <= failures:
             return None  # its outcome is not in the trace yet
+        delivered = {
+            (i["id"], r["step"])
+            for i in instances
+            for r in i["trace"]
+            if r["outcome"] == "delivered"
+        }
+        sent = {
+            (row["instance_id"], row["step"])
+            for row in rows
+            if row["profile_id"] == profile_id and row["status"] == "sent"
+        }
+        if not sent <= delivered:
+            return None  # a message_sent is still on its way to the profile
     if api.get("/v1/messages", params={"limit": "1000"}).json()["messages"] != rows:
         return None  # a message was made or settled while the profiles were read
     messages = sorted(
@@ -294,7 +308,9 @@ class Both:
 
     def run(self, scenario: Scenario) -> tuple[View, View]:
         if scenario.refused:
-            self.smtp.rcpt_reply = "550 5.1.1 no such mailbox"
+            # Refused for good, but not the address (that would be a hard bounce, which a
+            # journey test's `fail` does not simulate: it fails the step, as here).
+            self.smtp.data_reply = "554 5.7.1 message refused"
         on_server = served(self.api, self.smtp, scenario)
         in_test, _ = simulated(self.folder, scenario)
         return in_test, on_server
@@ -307,6 +323,14 @@ def both(tmp_path: Path, store_url: str, smtp: SmtpServer) -> Iterator[Both]:
         server.start()
         with server.client() as api:
             yield Both(folder, api, smtp)
+
+
+def _trace(records: list[tuple[Any, str]]) -> tuple[list[tuple[Any, str]], list[tuple[Any, str]]]:
+    """An instance's trace as two parts: the engine's steps in order, and the reactions
+    to its messages (delivered, opened, ...), which a server records when the provider
+    answers, in whatever order that falls among the steps, and a journey test at once."""
+    steps = [r for r in records if r[1] not in ENGAGEMENT]
+    return steps, sorted(r for r in records if r[1] in ENGAGEMENT)
 
 
 def same(in_test: View, on_server: View) -> None:

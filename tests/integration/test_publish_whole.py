@@ -64,6 +64,7 @@ def template(text: str) -> str:
 kind: template
 name: note_email
 channel: email
+transactional: true
 subject: "Note {text}"
 text: "The {text} text"
 """
