@@ -132,7 +132,7 @@ def create_app(
         Route("/docs", api.docs, methods=["GET"]),
         *consent_routes(runtime, _unavailable),
         *_console_api(api),
-        *feedback_routes(runtime),
+        *feedback_routes(runtime, _unavailable),
         console(runtime, keys.admin, settings),
     ]
     exact(routes)

@@ -106,9 +106,11 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status, media_type="application/json")
 
 
-def feedback_routes(runtime: Runtime) -> list[Route]:
-    """The provider feedback routes of ``runtime`` (serve, alone or in front of a bus)."""
-    hooks = _Hooks(runtime)
+def feedback_routes(runtime: Runtime, unavailable: Callable[[BaseException], bool]) -> list[Route]:
+    """The provider feedback routes of ``runtime`` (serve, alone or in front of a bus);
+    ``unavailable`` says whether a failure is the store or the bus being away (a 503 the
+    provider retries) rather than a fault in journeyman (a 500, logged)."""
+    hooks = _Hooks(runtime, unavailable)
     return [
         Route("/hooks/email/{channel}", hooks.guarded(hooks.email), methods=["POST"]),
         Route(
@@ -121,8 +123,9 @@ def feedback_routes(runtime: Runtime) -> list[Route]:
 
 
 class _Hooks:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, unavailable: Callable[[BaseException], bool]) -> None:
         self.runtime = runtime
+        self.unavailable = unavailable
 
     def guarded(
         self, handler: Callable[[Request], Awaitable[Response]]
@@ -134,9 +137,12 @@ class _Hooks:
                 return _json(refused.body, refused.status)
             except Overloaded:
                 return _json(_problem("body", "overloaded", "too busy: try again soon"), 429)
-            except Exception:  # the store or the bus is away: the provider tries again
-                log.exception("provider feedback could not be stored")
-                return _json(_problem("body", "unavailable", "not stored: try again"), 503)
+            except Exception as error:
+                if self.unavailable(error):  # the store or the bus is away: it tries again
+                    log.warning("provider feedback could not be stored: %r", error)
+                    return _json(_problem("body", "unavailable", "not stored: try again"), 503)
+                log.exception("provider feedback failed for a fault in journeyman")
+                return _json(_problem("body", "internal", "journeyman failed on this call"), 500)
 
         return guarded
 

@@ -9,6 +9,7 @@ providers' documented rules. Every event lands in the profile's history in the d
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -21,8 +22,14 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from journeyman.api import Keys, create_app
+from journeyman.domain.state import Event
+from journeyman.runtime.service import Runtime, build_channels
+from journeyman.storage import open_store
+from journeyman.storage.base import StorageUnavailable
 from journeyman.storage.codec import decode_event
-from tests.conftest import write_workspace
+from journeyman.workspace import load_workspace
+from tests.conftest import START, write_workspace
 from tests.servers import HttpServer, Journeyman, Reply, SmtpServer
 from tests.stores import Backend
 from tests.waiting import wait_until
@@ -325,3 +332,58 @@ def test_help_answers_with_the_channels_text_and_strangers_change_nothing(
     assert twilio_post(url, forged, "").status_code == 403
     assert names(backend, journeyman) == before
     assert names(backend, journeyman, "+15559999") == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "rule"),
+    [
+        (StorageUnavailable("the database is away"), 503, "unavailable"),
+        (RuntimeError("a fault in journeyman"), 500, "internal"),
+    ],
+)
+def test_only_an_unavailable_store_asks_the_provider_to_try_again(
+    tmp_path: Path, failure: Exception, status: int, rule: str
+) -> None:
+    """A provider retries a 503; a fault in journeyman must show as a 500, not hide as one."""
+    folder = write_workspace(tmp_path / "ws", WORKSPACE, channels(9, "http://127.0.0.1:9"))
+    workspace = load_workspace(folder).workspace
+    assert workspace is not None
+    env = {"ESP_SECRET": ESP_SECRET, "TWILIO_TOKEN": TWILIO_TOKEN}
+
+    async def main() -> None:
+        store = open_store("memory://")
+        made = build_channels(workspace, env, root=folder, fallback_dir=tmp_path)
+        runtime = Runtime(workspace, store, made, env=env, root=folder)
+        await runtime.start()
+        try:
+            traits = {"email": "u1@example.com"}
+            await runtime.accept(
+                [
+                    Event(
+                        name="identify",
+                        type="identify",
+                        profile_id="u1",
+                        timestamp=START,
+                        properties=traits,
+                    ),
+                    Event(name="signed_up", profile_id="u1", timestamp=START),
+                ]
+            )
+            (row,) = [r for r in await runtime.reads.messages(profile="u1") if r.step == "greet"]
+
+            async def failing(events: list[Event]) -> list[str]:
+                raise failure
+
+            runtime.accept = failing  # type: ignore[method-assign]
+            body = json.dumps([{"type": "open", "message": row.key}]).encode()
+            app = create_app(runtime, Keys(write="w", admin="a"))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://j") as client:
+                headers = {"X-Journeyman-Signature": signed(body)}
+                answer = await client.post("/hooks/email/email", content=body, headers=headers)
+            assert answer.status_code == status, answer.text
+            assert answer.json()["error"]["rule"] == rule
+        finally:
+            await runtime.stop()
+
+    asyncio.run(main())
