@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -133,9 +133,16 @@ class BusServer(Journeyman):
     """``journeyman serve --bus URL --stream NAME --partitions N``."""
 
     def __init__(
-        self, workspace: Path, db: str, folder: Path, bus: str, stream: str, partitions: int = 8
+        self,
+        workspace: Path,
+        db: str,
+        folder: Path,
+        bus: str,
+        stream: str,
+        partitions: int = 8,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(workspace, db, folder)
+        super().__init__(workspace, db, folder, env)
         self.bus, self.stream, self.partitions = bus, stream, partitions
 
     def command(self) -> list[str]:

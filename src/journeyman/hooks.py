@@ -63,7 +63,7 @@ TEXT_LIMIT = 2000  # characters of a reason, an address, a URL or a user agent
 
 #: The fields of one event of an email service's webhook call (a JSON array of them).
 ESP_FIELDS = {
-    "type": "bounce | complaint | delivered | open | click (required)",
+    "type": "bounce | complaint | delivered | open | click | unsubscribe (required)",
     "message": "the message key (X-Journeyman-Key of the email) (required)",
     "id": "the provider's id of this report (optional; makes a repeat a duplicate)",
     "address": "the recipient (optional; default the address the message went to)",
@@ -80,6 +80,7 @@ _ESP_EVENTS = {
     "delivered": "message_sent",
     "open": "message_opened",
     "click": "message_clicked",
+    "unsubscribe": "unsubscribed",
 }
 
 OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
@@ -351,6 +352,8 @@ def _esp_event(channel: str, item: Mapping[str, Any], message: SendMessage, now:
         extra.update(user_agent=item.get("user_agent") or "", machine=item.get("machine", False))
     elif kind == "click":
         extra.update(url=item["url"], user_agent=item.get("user_agent") or "")
+    elif kind == "unsubscribe":  # as the one-click link does: the topic, else the channel
+        extra.update({"topic": message.topic} if message.topic else {"channel": message.channel})
     return reaction_event(
         _ESP_EVENTS[kind], message, at, message_id=_esp_id(channel, item, message), **extra
     )

@@ -620,7 +620,10 @@ _ESP_ITEM = {
     "type": "object",
     "required": ["type", "message"],
     "properties": {
-        "type": {"type": "string", "enum": ["bounce", "complaint", "delivered", "open", "click"]},
+        "type": {
+            "type": "string",
+            "enum": ["bounce", "complaint", "delivered", "open", "click", "unsubscribe"],
+        },
         "message": {"type": "string", "description": "the message key (X-Journeyman-Key)"},
         "id": {"type": "string", "description": "the provider's id of the report"},
         "address": {"type": "string", "description": "default: the address it went to"},

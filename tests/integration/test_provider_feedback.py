@@ -199,6 +199,26 @@ def test_a_signed_bounce_report_records_a_hard_bounce_once(
     assert len(history(backend, journeyman)) == len(before) + 3
 
 
+def test_an_unsubscribe_the_email_service_reports_stops_the_messages_channel(
+    journeyman: Journeyman, backend: Backend, sent: tuple[str, dict[str, str]]
+) -> None:
+    key, _ = sent
+    before = when_sent(backend, journeyman)
+    body = json.dumps([{"type": "unsubscribe", "message": key, "id": "u-1"}]).encode()
+    answer = esp_post(journeyman, body, signed(body))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accepted": 1, "duplicate": 0, "skipped": 0}
+    [event] = history(backend, journeyman)[len(before) :]
+    assert event.name == "unsubscribed"
+    # the welcome email has no topic: its channel, as the one-click link would
+    assert event.properties["channel"] == "email"
+    assert event.properties["source"] == "provider"
+    assert event.properties["step"] == "greet"
+    with journeyman.client() as api:
+        consent = api.get("/v1/profiles/ada").json()["consent"]
+    assert consent["channels"] == {"email": False}
+
+
 @pytest.mark.parametrize(
     "signature",
     [None, "", "sha256=" + "0" * 64, "sha1=abc", signed(b"[]"), signed(b"x", "wrong-secret")],

@@ -21,6 +21,8 @@ from tests.cluster import (
     nats_stream,
 )
 from tests.conftest import write_workspace
+from tests.integration.test_reaction_pixel import WORKSPACE as WAITS_FOR_AN_OPEN
+from tests.integration.test_reaction_pixel import open_and_ignore
 from tests.integration.test_serve import accepted, smtp_channel
 from tests.integration.test_tracking import BLOG, PERSON, SALE, WORKSPACE, events, hrefs
 from tests.servers import WRITE_KEY, SmtpServer
@@ -115,3 +117,19 @@ def _redirected(browser: httpx.Client, url: str) -> httpx.Response | None:
 
 def _two(found: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     return found if len(found) == 2 else None
+
+
+def test_a_workers_wait_for_an_open_takes_the_pixel_path_or_the_timeout_path(
+    tmp_path: Path, store_url: str
+) -> None:
+    if (reason := nats_missing()) is not None:
+        pytest.fail(reason)
+    with ExitStack() as stack:
+        smtp = stack.enter_context(SmtpServer())
+        workspace = write_workspace(tmp_path / "ws", WAITS_FOR_AN_OPEN, smtp_channel(smtp.port))
+        stream = stack.enter_context(nats_stream())
+        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 2)
+        stack.enter_context(api).start()
+        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path)
+        stack.enter_context(worker).start()
+        open_and_ignore(stack.enter_context(api.client()), smtp)
