@@ -13,7 +13,7 @@ from typing import Any
 
 from journeyman.domain import model as m
 from journeyman.domain.consent import change, consent_channels, topic_wanted
-from journeyman.domain.state import Profile
+from journeyman.domain.state import Profile, Suppression
 from journeyman.runtime.service import Runtime
 from journeyman.storage.base import StoredEvent
 
@@ -85,7 +85,7 @@ def audit(history: Sequence[StoredEvent]) -> list[dict[str, Any]]:
     return entries
 
 
-def _suppression(entry: Any) -> dict[str, Any]:
+def _suppression(entry: Suppression) -> dict[str, Any]:
     return {
         "reason": entry.reason,
         "source": entry.source,
