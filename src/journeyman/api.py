@@ -2,7 +2,8 @@
 
 Ingest (write key): ``POST /v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
 ``/v1/alias``, ``/v1/batch``. A 202 means the
-events are committed to disk. Admin (admin key): journeys, profiles and the message log.
+events are committed to disk. Admin (admin key): journeys, profiles (and their consent,
+:mod:`journeyman.consent_admin`) and the message log.
 ``GET /openapi.json`` describes every endpoint; ``GET /healthz`` (liveness), ``GET /readyz``
 (readiness) and ``GET /metrics`` need no key.
 """
@@ -31,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from journeyman.clicks import tracking_routes
+from journeyman.consent_admin import consent_admin_routes
 from journeyman.consent_api import consent_routes
 from journeyman.domain.ingest import (
     Call,
@@ -110,6 +112,8 @@ def create_app(
             methods=["POST"],
         ),
         Route("/v1/workspace", api.guard(api.workspace), methods=["PUT"]),
+        # Before /v1/profiles/{id}, which would take their paths for ids.
+        *consent_admin_routes(runtime, api.guard, _unavailable),
         Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),

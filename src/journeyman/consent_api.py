@@ -9,9 +9,10 @@ altered or unknown token gets a 404 and changes nothing.
   without a topic) by recording an ``unsubscribed`` event (source ``one-click``, with the
   message's properties); 200 once it is stored. Repeating it changes nothing more.
 - ``GET /u/{token}``: a page with a button that makes that POST.
-- ``GET /preferences/{token}``: the profile's topics per channel, and "unsubscribe from
-  all"; ``POST`` the form to record the changes as ``unsubscribed`` / ``resubscribed``
-  events (source ``preferences``).
+- ``GET /preferences/{token}``: the profile's topics per channel, "receive nothing by"
+  each channel (the ``consent`` trait), and "unsubscribe from all"; ``POST`` the form to
+  record the changes as ``unsubscribed`` / ``resubscribed`` events (source
+  ``preferences``).
 
 Pages are server-rendered, need no JavaScript, and escape every value.
 """
@@ -27,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from journeyman.domain.consent import topic_wanted
+from journeyman.domain.consent import consent_channels, topic_wanted
 from journeyman.domain.model import Subscription
 from journeyman.domain.reactions import reaction_event
 from journeyman.domain.state import Event, Profile, SendMessage
@@ -139,7 +140,9 @@ class _Pages:
         except _Refused as refused:
             return _refusal(refused)
         everything = profile.traits.get("unsubscribed") is True
-        return self._preferences_page(request, _choices(profile, self._topics()), "", everything)
+        choices = _choices(profile, self._topics())
+        silent = _silent(profile, self._channels())
+        return self._preferences_page(request, choices, silent, "", everything)
 
     async def save_preferences(self, request: Request) -> Response:
         try:
@@ -149,12 +152,16 @@ class _Pages:
             wanted = {name for name in form.get("topic", []) if name in before}
             after = {name: name in wanted for name in before}
             everything = form.get("all") == ["yes"]
+            channels = self._channels()
+            silent = {name for name in form.get("nothing", []) if name in channels}
             events = self._changes(profile, before, after, everything)
+            events += self._channel_changes(profile, _silent(profile, channels), silent)
             if events:
                 await self._accept(events)
         except _Refused as refused:
             return _refusal(refused)
-        return self._preferences_page(request, after, "Your choices are saved.", everything)
+        saved = "Your choices are saved."
+        return self._preferences_page(request, after, silent, saved, everything)
 
     def _changes(
         self,
@@ -178,11 +185,30 @@ class _Pages:
             events.append(event("unsubscribed" if everything else "resubscribed"))
         return events
 
+    def _channel_changes(self, profile: Profile, before: set[str], after: set[str]) -> list[Event]:
+        """``unsubscribed`` for each channel newly silenced (``consent: {channel: false}``),
+        ``resubscribed`` for each one allowed again."""
+        now = self.runtime.processor.now()
+        return [
+            Event(
+                name="unsubscribed" if channel in after else "resubscribed",
+                profile_id=profile.id,
+                timestamp=now,
+                properties={"channel": channel, "source": "preferences"},
+            )
+            for channel in sorted(before ^ after)
+        ]
+
     def _preferences_page(
-        self, request: Request, choices: Mapping[str, bool], note: str, everything: bool
+        self,
+        request: Request,
+        choices: Mapping[str, bool],
+        silent: set[str],
+        note: str,
+        everything: bool,
     ) -> Response:
         topics = self._topics()
-        channels: dict[str, list[Subscription]] = {}
+        channels: dict[str, list[Subscription]] = {name: [] for name in self._channels()}
         for name in choices:
             channels.setdefault(topics[name].channel, []).append(topics[name])
         parts = ["<h1>Your subscriptions</h1>"]
@@ -192,6 +218,7 @@ class _Pages:
         for channel, listed in sorted(channels.items()):
             parts.append(f"<fieldset><legend>{html.escape(channel)}</legend>")
             parts += [_topic_box(topic, choices[topic.name]) for topic in listed]
+            parts.append(_channel_box(channel, channel in silent))
             parts.append("</fieldset>")
         checked = " checked" if everything else ""
         parts.append(
@@ -213,6 +240,9 @@ class _Pages:
     def _topics(self) -> Mapping[str, Subscription]:
         return self.runtime.workspace.subscriptions
 
+    def _channels(self) -> list[str]:
+        return consent_channels(self.runtime.workspace)
+
     async def _accept(self, events: list[Event]) -> None:
         try:
             statuses = await self.runtime.accept(events)
@@ -233,6 +263,14 @@ _RETRY = {"Retry-After": "1"}
 def _choices(profile: Profile, topics: Mapping[str, Subscription]) -> dict[str, bool]:
     """topic -> whether the profile receives it, for every topic of the workspace."""
     return {name: topic_wanted(profile.traits, name, topics) for name in sorted(topics)}
+
+
+def _silent(profile: Profile, channels: list[str]) -> set[str]:
+    """The channels the profile receives nothing by (but what it must receive)."""
+    said = profile.traits.get("consent")
+    if not isinstance(said, dict):
+        return set()
+    return {name for name in channels if said.get(name) is False}
 
 
 def _unsubscribed(
@@ -270,6 +308,14 @@ def _topic_box(topic: Subscription, checked: bool) -> str:
     return (
         f'<label><input type="checkbox" name="topic" value="{name}"'
         f"{' checked' if checked else ''}> {name}{about if topic.description else ''}</label>"
+    )
+
+
+def _channel_box(channel: str, checked: bool) -> str:
+    name = html.escape(channel)
+    return (
+        f'<label class="channel"><input type="checkbox" name="nothing" value="{name}"'
+        f"{' checked' if checked else ''}> Receive nothing by {name}</label>"
     )
 
 

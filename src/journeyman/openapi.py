@@ -507,6 +507,130 @@ SPEC["paths"]["/v1/dead-letters/{id}/replay"] = {
         },
     }
 }
+# A profile's consent (journeyman.consent_admin): read it, change it as an operator.
+_PROFILE_ID = _path_param("profile_id", {"type": "string", "minLength": 1})
+_LINE = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"  # no control characters
+_BY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$",
+    "description": "who makes the change (an operator's email): shown in the audit",
+}
+_SWITCHES = {"type": "object", "additionalProperties": {"type": "boolean"}}
+_RECORDED = {
+    "type": "object",
+    "required": ["recorded"],
+    "properties": {
+        "recorded": {
+            "type": "array",
+            "description": "the consent events recorded, as the audit shows them",
+            "items": {"type": "object"},
+        }
+    },
+}
+
+
+def _consent_change(summary: str, body: dict[str, Any] | None, bad: str) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "security": _ADMIN,
+        "parameters": [_PROFILE_ID],
+        "responses": {
+            "200": {
+                "description": "Nothing to change: nothing was recorded",
+                "content": {"application/json": {"schema": _RECORDED}},
+            },
+            "202": {
+                "description": "Recorded: committed (serve) or stored in the bus (workers)",
+                "content": {"application/json": {"schema": _RECORDED}},
+            },
+            "400": _error(bad + " Nothing changed."),
+            "401": _KEY,
+            "404": _error("No such profile (or, for a DELETE, the address is not suppressed)."),
+            "413": _error("The body is over 16 KiB."),
+            "429": _error("Too much is queued: retry after the Retry-After seconds."),
+            "503": _error("The store or the bus is away; nothing changed: retry."),
+        },
+    }
+    if body is not None:
+        content = {"application/json": {"schema": body}}
+        operation["requestBody"] = {"required": True, "content": content}
+    return operation
+
+
+SPEC["paths"]["/v1/profiles/{profile_id}/consent"] = {
+    "get": {
+        "summary": (
+            "A profile's consent: each topic (subscribed, and whether by its own choice or "
+            "the topic's default), each channel, unsubscribed from all, the suppression "
+            "list, and the audit of who changed what, when (newest first). The path's last "
+            "segment is matched as sent: a profile id may hold '/'"
+        ),
+        "security": _ADMIN,
+        "parameters": [_PROFILE_ID],
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {}}},
+            "401": _KEY,
+            "404": _error("No such profile."),
+        },
+    },
+    "patch": _consent_change(
+        "Change a profile's consent as an operator: records 'unsubscribed' and "
+        "'resubscribed' events (source 'operator', with 'by') for what changes",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["by"],
+            "minProperties": 2,
+            "properties": {
+                "topics": {**_SWITCHES, "description": "topic name -> subscribed"},
+                "channels": {**_SWITCHES, "description": "channel -> consent (false: nothing)"},
+                "unsubscribed": {"type": "boolean", "description": "from everything"},
+                "by": _BY,
+            },
+        },
+        "The body breaks a rule (an unknown topic or channel, a value that is no boolean, "
+        "no 'by'): the error names the field and the rule.",
+    ),
+}
+SPEC["paths"]["/v1/profiles/{profile_id}/suppressions"] = {
+    "post": _consent_change(
+        "Put an address on the profile's suppression list, which no message passes, "
+        "transactional or not: records 'address_suppressed' (source 'operator')",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["address", "by"],
+            "properties": {
+                "address": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 320,
+                    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$",
+                },
+                "reason": {"type": "string", "maxLength": 200, "pattern": _LINE},
+                "by": _BY,
+            },
+        },
+        "The body breaks a rule: the error names the field and the rule.",
+    )
+}
+SPEC["paths"]["/v1/profiles/{profile_id}/suppressions/{address}"] = {
+    "delete": {
+        **_consent_change(
+            "Take an address off the profile's suppression list: records "
+            "'address_unsuppressed' (source 'operator', with 'by')",
+            None,
+            "'by' is missing, repeated, or breaks a rule.",
+        ),
+        "parameters": [
+            _PROFILE_ID,
+            _path_param("address", {"type": "string", "minLength": 1, "maxLength": 320}),
+            {"name": "by", "in": "query", "required": True, "schema": _BY},
+        ],
+    }
+}
 # The links tracked email carries (see docs/http-api.md, "Opens and clicks"): no key; the
 # token is signed by the deployment, and a bad one changes nothing.
 _TOKEN = _path_param("token", {"type": "string", "minLength": 1, "maxLength": 1024})
@@ -592,11 +716,15 @@ SPEC["paths"]["/u/{token}"] = {
     },
 }
 SPEC["paths"]["/preferences/{token}"] = {
-    "get": _keyless("The profile's preference page: its topics per channel, unsubscribe from all"),
+    "get": _keyless(
+        "The profile's preference page: its topics per channel, receive nothing by a "
+        "channel, unsubscribe from all"
+    ),
     "post": {
         **_keyless(
-            "Save the preference form (fields 'topic', once per topic wanted, and 'all=yes'): "
-            "records 'unsubscribed' and 'resubscribed' events for what changed",
+            "Save the preference form (fields 'topic', once per topic wanted, 'nothing', once "
+            "per channel to receive nothing by, and 'all=yes'): records 'unsubscribed' and "
+            "'resubscribed' events for what changed",
             *_STORED,
         ),
         "requestBody": _FORM,

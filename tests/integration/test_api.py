@@ -81,6 +81,7 @@ def test_a_track_is_acknowledged_after_commit_and_starts_the_journey(
             "channels": {},
             "topics": {},
             "suppressed": {},
+            "audit": [],
         }
         (instance,) = profile["instances"]
         assert (instance["journey"], instance["status"], instance["step"]) == (

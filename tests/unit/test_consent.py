@@ -9,14 +9,15 @@ suppression list. Driven through the simulator, and a ``kind: test`` journey tes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 import pytest
 
+from journeyman.domain import consent
 from journeyman.domain.consent import PREFERENCES_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
-from journeyman.domain.state import Profile, SendMessage
+from journeyman.domain.state import Event, Profile, SendMessage, Suppression
 from journeyman.domain.tokens import sign, verify
 from journeyman.journey_tests import run_test
 from journeyman.runtime.links import Links
@@ -364,3 +365,171 @@ def test_transactional_email_and_other_channels_get_links_but_no_headers(
     prepared = ConsentLinks(lambda: LINKS, {}, {"email": Sender("hi@shop.example")})(original)
     assert prepared.headers == {}
     assert "https://go.example/u/" in prepared.content["text"]
+
+
+# suppressions by hand, and the audit of who changed what
+
+
+def consent_event(name: str, minutes: int = 1, **properties: Any) -> Event:
+    at = START + timedelta(minutes=minutes)
+    return Event(name=name, profile_id="u1", timestamp=at, properties=properties)
+
+
+def test_an_address_suppressed_by_an_operator_is_kept_with_who_and_why() -> None:
+    event = consent_event(
+        "address_suppressed",
+        address=" Ada@Example.com ",
+        reason="asked by phone",
+        source="operator",
+        by="alice@example.com",
+    )
+    profile = consent.apply(Profile(id="u1"), event)
+    assert profile is not None
+    assert profile.suppressed == {
+        "ada@example.com": Suppression(
+            reason="asked by phone",
+            source="operator",
+            at=START + timedelta(minutes=1),
+            by="alice@example.com",
+        )
+    }
+    # Suppressed already: the first reason stays and nothing changes.
+    assert (
+        consent.apply(profile, consent_event("address_suppressed", address="ADA@example.com"))
+        is None
+    )
+    tracked = consent.apply(Profile(id="u1"), consent_event("address_suppressed", address="a@b.c"))
+    assert tracked is not None
+    assert tracked.suppressed["a@b.c"] == Suppression(
+        reason="suppressed", source="api", at=START + timedelta(minutes=1)
+    )
+
+
+def test_an_address_unsuppressed_leaves_the_list_and_one_not_on_it_changes_nothing() -> None:
+    kept = Suppression(reason="hard bounce", source="smtp", at=START)
+    profile = Profile(id="u1", suppressed={"a@b.c": kept, "d@e.f": kept})
+    after = consent.apply(profile, consent_event("address_unsuppressed", address="A@B.c"))
+    assert after is not None
+    assert after.suppressed == {"d@e.f": kept}
+    assert profile.suppressed == {"a@b.c": kept, "d@e.f": kept}  # the profile is not changed
+    for missing in ({"address": "x@y.z"}, {"address": 7}, {}):
+        assert consent.apply(profile, consent_event("address_unsuppressed", **missing)) is None
+
+
+def test_a_suppression_stored_before_by_was_kept_still_loads() -> None:
+    class Before(msgspec.Struct, kw_only=True):
+        reason: str
+        source: str
+        at: datetime
+
+    blob = msgspec.msgpack.encode(
+        {"id": "u1", "suppressed": {"a@b.c": Before(reason="r", source="s", at=START)}}
+    )
+    profile = msgspec.msgpack.decode(blob, type=Profile)
+    assert profile.suppressed["a@b.c"] == Suppression(reason="r", source="s", at=START, by="")
+
+
+@pytest.mark.parametrize(
+    ("name", "properties", "expected"),
+    [
+        (
+            "unsubscribed",
+            {"topic": "news", "source": "operator", "by": "alice"},
+            ({"topic": "news", "subscribed": False}, "operator", "alice"),
+        ),
+        (
+            "resubscribed",
+            {"channel": "sms", "source": "sms"},
+            ({"channel": "sms", "consent": True}, "sms", None),
+        ),
+        ("unsubscribed", {}, ({"unsubscribed": True}, "api", None)),
+        (
+            "message_complained",
+            {"address": "a@b.c"},
+            ({"address": "a@b.c", "suppressed": True, "reason": "complaint"}, "complaint", None),
+        ),
+        (
+            "address_unsuppressed",
+            {"address": "a@b.c", "source": "operator", "by": "bob"},
+            ({"address": "a@b.c", "suppressed": False}, "operator", "bob"),
+        ),
+    ],
+)
+def test_the_audit_says_what_an_event_changes_and_who_changed_it(
+    name: str, properties: dict[str, Any], expected: tuple[dict[str, Any], str, str | None]
+) -> None:
+    found = consent.change(consent_event(name, **properties))
+    assert found is not None
+    assert (found["change"], found["source"], found["by"]) == expected
+
+
+def test_the_audit_leaves_out_events_that_change_no_consent_and_names_a_bounce_s_reporter() -> None:
+    soft = consent_event("message_bounced", bounce="soft", address="a@b.c")
+    assert consent.change(soft) is None
+    assert consent.change(consent_event("purchased")) is None
+    plain = Event(
+        name="identify",
+        type="identify",
+        profile_id="u1",
+        timestamp=START,
+        properties={"email": "a@b.c"},
+    )
+    assert consent.change(plain) is None
+    chosen = msgspec.structs.replace(plain, properties={"subscriptions": {"news": False}})
+    assert consent.change(chosen) == {
+        "change": {"traits": {"subscriptions": {"news": False}}},
+        "summary": "set subscriptions",
+        "source": "identify",
+        "by": None,
+    }
+    hard = consent.change(
+        consent_event("message_bounced", bounce="hard", address="a@b.c", source="smtp")
+    )
+    assert hard is not None
+    assert (hard["source"], hard["via"]) == ("bounce", "smtp")
+
+
+SUPPRESSION_TEST = """
+kind: test
+name: an operator's suppression stops even the receipt, and its removal lets it go
+events:
+  - at: 0s
+    identify: {userId: u1, traits: {email: u1@example.com}}
+  - at: 1m
+    track:
+      userId: u1
+      event: address_suppressed
+      properties: {address: U1@example.com, source: operator, by: alice}
+  - at: 2m
+    track: {userId: u1, event: purchased}
+  - at: 3m
+    track: {userId: u1, event: address_unsuppressed, properties: {address: u1@example.com}}
+  - at: 4m
+    track: {userId: u1, event: purchased}
+expect:
+  - {skipped: receipt, at: 2m}
+  - {sent: receipt, times: 1, at: 4m}
+  - {sent: news, times: 1}
+"""
+
+
+def test_a_journey_test_applies_suppressions_by_hand_as_production_does(workspace: Any) -> None:
+    built = workspace(TOPICS, SENDS, SUPPRESSION_TEST)
+    (test,) = built.tests
+    assert run_test(built, test).failures == []
+
+
+@pytest.mark.parametrize("name", ["address_suppressed", "address_unsuppressed"])
+def test_an_event_document_may_not_take_a_consent_events_name(load: Any, name: str) -> None:
+    assert problems(load, f"kind: event\nname: {name}\n") == [
+        f"doc00.yaml:2: event {name}: event name '{name}' is reserved: journeyman defines "
+        "this consent event and its properties itself; give your event another name"
+    ]
+
+
+def test_a_suppression_event_without_its_address_is_refused_at_ingest(workspace: Any) -> None:
+    built = workspace(TOPICS, SENDS)
+    definition = built.events["address_suppressed"]
+    assert definition.builtin
+    errors = list(definition.validator.iter_errors({"reason": "x"}))
+    assert [e.message for e in errors] == ["'address' is a required property"]

@@ -22,6 +22,7 @@ from referencing.jsonschema import DRAFT202012
 
 from journeyman.domain import model as m
 from journeyman.domain.actions import Allow, AllowError, allowed_literal, literal_target, url_origin
+from journeyman.domain.consent import CONSENT_EVENTS, CONSENT_SCHEMAS
 from journeyman.domain.documents import Document, Path
 from journeyman.domain.problems import Problem
 from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACTIONS
@@ -108,7 +109,7 @@ _BUILTIN_EVENTS = {
         quick_check(schema),
         builtin=True,
     )
-    for name, schema in REACTION_SCHEMAS.items()
+    for name, schema in {**REACTION_SCHEMAS, **CONSENT_SCHEMAS}.items()
 }
 
 
@@ -172,11 +173,12 @@ def _read_document(document: Document, parsed: Parsed) -> None:
     elif kind == "event":
         if reader.text(name, ("name",)) is None:
             return
-        if name in REACTION_EVENTS:
+        if name in REACTION_EVENTS or name in CONSENT_EVENTS:
+            what = "reaction" if name in REACTION_EVENTS else "consent"
             reader.report(
                 "reserved-event",
                 ("name",),
-                f"event name '{name}' is reserved: journeyman defines this reaction event "
+                f"event name '{name}' is reserved: journeyman defines this {what} event "
                 "and its properties itself; give your event another name",
             )
             return

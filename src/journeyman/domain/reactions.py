@@ -80,8 +80,9 @@ _EXTRA_SCHEMA: dict[str, dict[str, Any]] = {
     "message_clicked": {"url": _TEXT, "user_agent": _TEXT},
     "message_bounced": {"bounce": {"enum": ["hard", "soft"]}, "address": _TEXT, "reason": _TEXT},
     "message_complained": {"address": _TEXT},
-    "unsubscribed": {"topic": _TEXT, "source": _TEXT},
-    "resubscribed": {"topic": _TEXT, "source": _TEXT},
+    # `by`: the operator who changed it through the admin API (source `operator`).
+    "unsubscribed": {"topic": _TEXT, "source": _TEXT, "by": _TEXT},
+    "resubscribed": {"topic": _TEXT, "source": _TEXT, "by": _TEXT},
 }
 #: The JSON Schema of each reaction event's properties: the workspace defines these events
 #: without a ``kind: event`` document. Nothing is required, as a reaction that answers no

@@ -64,9 +64,10 @@ class Entries(msgspec.Struct, array_like=True):
 class Suppression(msgspec.Struct, frozen=True, kw_only=True):
     """Why an address gets no more messages (see journeyman.domain.consent)."""
 
-    reason: str  # hard bounce, complaint
+    reason: str  # hard bounce, complaint, or an operator's words
     source: str  # who said so: bounce, smtp, operator, ...
     at: datetime
+    by: str = ""  # the operator who put it there (none for a bounce); kept before: ""
 
 
 class Profile(msgspec.Struct, kw_only=True):

@@ -31,6 +31,7 @@ from journeyman.runtime.publish import origin
 from journeyman.runtime.service import Runtime
 from journeyman.runtime.tail import TailEntry
 from journeyman.storage.base import DeadLetter, MessageRow
+from journeyman.web.consent_view import AUDIT_EVENTS, audit
 from journeyman.web.layout import ENTRY
 from journeyman.workspace import Loaded, load_workspace
 
@@ -63,6 +64,7 @@ __all__ = [
 # Outcomes that mean an instance went past a step; 'ended' counts only at an end step.
 PASSED = ("sent", "branched", "split", "waited", "event", "timeout", "called", "updated", "jumped")
 ISSUES = ("skipped", "capped", "dropped", "failed")
+RECENT_EVENTS = 50  # of a profile, shown with it
 # The profile a template is shown with when no real profile has reached the step yet.
 SAMPLE_PROFILE = {
     "id": "sample",
@@ -429,7 +431,8 @@ async def profile_view(
     # led to the state shown is in the trace, even if a commit lands between the reads.
     instances = await reads.instances_of(profile_id)
     trace = await reads.trace(profile_id)
-    history = await reads.history(profile_id, limit=50)
+    # One read for the recent events and the consent audit, which looks further back.
+    history = await reads.history(profile_id, limit=AUDIT_EVENTS)
     sent = await reads.messages(profile=profile_id, limit=200) if messages else []
     identities: dict[str, list[str]] = {"userId": [profile.id]}
     for kind, value in await reads.identities_of(profile_id):
@@ -467,6 +470,7 @@ async def profile_view(
             "channels": consent if isinstance(consent, dict) else {},
             "topics": topics if isinstance(topics, dict) else {},
             "suppressed": msgspec.to_builtins(profile.suppressed),
+            "audit": audit(history),
         },
         "events": [
             {
@@ -478,7 +482,7 @@ async def profile_view(
                 "context": s.event.context,
                 "received_at": s.received_at,
             }
-            for s in history
+            for s in history[:RECENT_EVENTS]
         ],
         "instances": shown,
         "not_entered": [_step(r) for r in trace if r.instance_id is None],
