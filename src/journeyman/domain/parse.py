@@ -542,7 +542,8 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "entry", "reentry", "timeout", "exit", "ignore_caps")
     r.mapping(data, (), (*keys, "steps"), required=("entry", "steps"))
     entry_event, entry_segment = _entry(r, data.get("entry"))
-    entry = data.get("entry") if isinstance(data.get("entry"), dict) else {}
+    written = data.get("entry")
+    entry: dict[str, Any] = written if isinstance(written, dict) else {}
     entry_when = r.expression(entry["when"], ("entry", "when")) if "when" in entry else None
     reentry = _reentry(r, data.get("reentry", "after 5m"))
     timeout = r.duration(data.get("timeout", "91d"), ("timeout",), positive=True)
