@@ -115,6 +115,8 @@ def create_app(
         # Before /v1/profiles/{id}, which would take their paths for ids.
         *consent_admin_routes(runtime, api.guard, _unavailable),
         Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
+        Route("/v1/segments", api.guard(api.segments), methods=["GET"]),
+        Route("/v1/segments/{name}/members", api.guard(api.segment_members), methods=["GET"]),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/v1/dead-letters", api.guard(api.dead_letters), methods=["GET"]),
@@ -430,6 +432,34 @@ class _Api:
         if shown is None:
             raise _Problem(404, "profile_id", "exists", f"no profile {profile_id!r}")
         return _json(shown)
+
+    async def segments(self, request: Request) -> Response:
+        """GET /v1/segments: every segment's definition and how many profiles it has."""
+        sizes = await self.runtime.reads.segment_sizes()
+        shown = [
+            {
+                "name": segment.name,
+                "description": segment.description,
+                "when": segment.when.source,
+                "size": sizes.get(segment.name, 0),
+            }
+            for segment in self.runtime.workspace.segments.values()
+        ]
+        return _json({"segments": sorted(shown, key=lambda s: s["name"])})
+
+    async def segment_members(self, request: Request) -> Response:
+        """GET /v1/segments/{name}/members?after=&limit=: a page of members, by profile id."""
+        name = request.path_params["name"]
+        if name not in self.runtime.workspace.segments:
+            raise _Problem(404, "name", "exists", f"no segment {name!r}")
+        query = _params(request, "after", "limit")
+        limit, after = _limit(query.get("limit", "100")), query.get("after", "")
+        if "\x00" in after:
+            raise _Problem(400, "after", "value", "'after' must be a profile id, without NUL")
+        rows = await self.runtime.reads.segment_members(name, after, limit)
+        members = [{"profile_id": profile_id, "since": since} for profile_id, since in rows]
+        following = members[-1]["profile_id"] if len(members) == limit else None
+        return _json({"segment": name, "members": members, "next": following})
 
     async def messages(self, request: Request) -> Response:
         query = _params(request, "limit", "profile", "journey", "status")

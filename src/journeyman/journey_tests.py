@@ -131,6 +131,13 @@ def _happenings(sim: Simulator, expectation: Expectation) -> Iterator[_Happening
             for r in sim.records
             if r.outcome == "entered" and r.journey == expectation.target
         )
+    if what in ("entered_segment", "exited_segment"):
+        outcome = "segment_entered" if what == "entered_segment" else "segment_exited"
+        return (
+            _Happening(r.at, r.profile_id, r.detail, None, {})
+            for r in sim.records
+            if r.outcome == outcome and r.detail == expectation.target
+        )
     return _step_records(sim, expectation.target, None if what == "never" else what)
 
 

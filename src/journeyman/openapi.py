@@ -382,9 +382,20 @@ SPEC: dict[str, Any] = {
             [_query("q")],
         ),
         "/v1/profiles/{profile_id}": _get(
-            "A profile: traits, recent events, every instance with its trace "
+            "A profile: traits, recent events, its segments (since when), every instance "
+            "with its trace "
             "(the id percent-encoded: it may hold '/', '?', '#', '%' or spaces)",
             [_path_param("profile_id")],
+        ),
+        "/v1/segments": _get(
+            "Every segment of the published workspace: name, description, condition and "
+            "how many profiles are in it now"
+        ),
+        "/v1/segments/{name}/members": _get(
+            "A page of a segment's members (profile id, since when), by profile id: pass "
+            "'after' the last id of the page before ('next' of its answer)",
+            [_path_param("name"), _query("after"), _LIMIT],
+            _BAD_LIMIT,
         ),
         "/v1/messages": _get(
             "The message log",

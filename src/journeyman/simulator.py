@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ from journeyman.domain.feedback import delivery_events
 from journeyman.domain.ingest import InvalidEvent, call_of, read_call
 from journeyman.domain.model import Workspace
 from journeyman.domain.reactions import REACTIONS, reaction_event
+from journeyman.domain.segments import SEGMENT_EVENTS
 from journeyman.domain.state import (
     CallAction,
     Event,
@@ -137,7 +138,7 @@ class Simulator:
         answers: list[Event | None] = [None] * len(calls)
         if events:
             results, changes = self._run(events)
-            accepted = iter(changes.events)
+            accepted = _taken(changes.events)
             for position, result in zip(taken, results, strict=True):
                 answers[position] = next(accepted) if result == "accepted" else None
         return answers
@@ -188,7 +189,7 @@ class Simulator:
         ``runtime.accept`` takes them: each as taken, or None if it came before."""
         self.run_until(at or self.now)
         results, changes = self._run(events)
-        accepted = iter(changes.events)
+        accepted = _taken(changes.events)
         return [next(accepted) if result == "accepted" else None for result in results]
 
     def _message_of(self, step: str, profile: str | None) -> SendMessage:
@@ -394,6 +395,12 @@ def _moved(row: _Row, owner: Mapping[str, str]) -> _Row:
 
 def _move_rows(rows: list[_Row], owner: Mapping[str, str]) -> None:
     rows[:] = [_moved(r, owner) if r.profile_id in owner else r for r in rows]
+
+
+def _taken(events: list[Event]) -> Iterator[Event]:
+    """The events a batch took, without those the engine recorded itself (segment
+    changes): one for each trigger that was accepted, in order."""
+    return (event for event in events if event.name not in SEGMENT_EVENTS)
 
 
 def _event_name(body: Mapping[str, Any]) -> str:

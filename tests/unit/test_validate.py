@@ -115,14 +115,14 @@ def test_a_document_must_be_a_mapping(problems: Problems, text: str, found: str)
 def test_a_document_needs_a_kind(problems: Problems) -> None:
     assert problems("name: x\n") == [
         "doc01.yaml:1: a document needs a 'kind': one of event, template, action, journey, "
-        "rules, settings, channel, test, subscription"
+        "rules, settings, channel, test, subscription, segment"
     ]
 
 
 def test_an_unknown_kind_suggests_the_closest(problems: Problems) -> None:
     assert problems("name: x\nkind: jouney\n") == [
         "doc01.yaml:2: 'kind' must be one of event, template, action, journey, rules, settings, "
-        "channel, test, subscription, not 'jouney' (did you mean 'journey'?)"
+        "channel, test, subscription, segment, not 'jouney' (did you mean 'journey'?)"
     ]
 
 
@@ -558,7 +558,8 @@ def test_a_branch_or_split_has_no_next(problems: Problems) -> None:
         (
             "kind: test\nname: t\nevents: []\nexpect:\n  - {ended: completed, sent: a}\n",
             "doc01.yaml:5: test t: an expectation needs exactly one of sent, ended, never, "
-            "capped, skipped, deferred, dropped, entered, exited, timed_out, rejected",
+            "capped, skipped, deferred, dropped, entered, exited, timed_out, rejected, "
+            "entered_segment, exited_segment",
         ),
         (
             "kind: test\nname: t\nevents: []\nexpect: []\nfail: [1]\n",

@@ -15,6 +15,7 @@ from journeyman.domain.expressions import Expression
 from journeyman.domain.parse import Parsed
 from journeyman.domain.reactions import REACTIONS
 from journeyman.domain.reader import Reader, did_you_mean
+from journeyman.domain.segments import ordered
 from journeyman.domain.templates import Template
 from journeyman.domain.times import format_duration
 from journeyman.domain.topics import check_topics
@@ -50,6 +51,7 @@ def build_workspace(parsed: Parsed) -> m.Workspace | None:
         tests=tuple(parsed.tests),
         channels=parsed.channels,
         subscriptions=parsed.subscriptions,
+        segments=ordered(parsed.segments),
     )
 
 
@@ -68,6 +70,7 @@ def check(parsed: Parsed) -> None:
             _check_reachable(reader, journey)
             _check_waits_fit(reader, journey)
     _check_jump_loops(parsed)
+    _check_segments(parsed)
     _check_fields(parsed)
     check_topics(parsed)
     for test in parsed.tests:
@@ -102,10 +105,15 @@ class _JourneyReader(Reader):
 def _check_references(r: _JourneyReader, journey: m.Journey, parsed: Parsed) -> bool:
     """Check what the journey names; whether every link leads to a step."""
     linked = True
-    if journey.entry_event:  # else it could not be read, which is already an error
+    if journey.entry_segment is not None:
+        _known(r, ("entry", "segment"), "segment", journey.entry_segment, parsed)
+    elif journey.entry_event:  # else it could not be read, which is already an error
         _known(r, ("entry", "event"), "event", journey.entry_event, parsed)
     for index, exit_ in enumerate(journey.exits):
-        _known(r, ("exit", index, "event"), "event", exit_.event, parsed)
+        if exit_.segment is not None:
+            _known(r, ("exit", index, "segment_exited"), "segment", exit_.segment, parsed)
+        else:
+            _known(r, ("exit", index, "event"), "event", exit_.event, parsed)
     for step in journey.steps.values():
         path = r.step_path(step)
         inner = r.within(f"step {step.id}: ")
@@ -404,6 +412,57 @@ def _check_fields(parsed: Parsed) -> None:
         r = _JourneyReader(parsed, journey.name)
         for path, expression in _expressions(r, journey):
             _warn_unknown(r, path, expression.paths, traits, properties)
+            _check_history_calls(r, path, expression, parsed)
+    for segment in parsed.segments.values():
+        r = _reader(parsed, "segment", segment.name)
+        _warn_unknown(r, ("when",), segment.when.paths, traits, properties)
+        _check_history_calls(r, ("when",), segment.when, parsed)
+
+
+def _check_history_calls(r: Reader, path: Path, expression: Expression, parsed: Parsed) -> None:
+    """The events and segments history functions name are defined; a sum reads a property
+    of its event's schema."""
+    for call in sorted(expression.calls):
+        function, name = call[0], call[1]
+        if function == "in_segment":
+            _known(r, path, "segment", name, parsed)
+            continue
+        _known(r, path, "event", name, parsed)
+        definition = parsed.events.get(name)
+        if function == "sum" and definition is not None:
+            declared = (definition.schema.get("properties") or {}).keys()
+            if call[2] not in declared:
+                hint = did_you_mean(call[2], declared)
+                message = f"sum(): '{call[2]}' is no property of event {name}{hint}"
+                r.report("unknown-property", path, message)
+
+
+# segments
+
+# What a segment's condition may read: the profile, and the time.
+_SEGMENT_ROOTS = ("profile", "now")
+
+
+def _check_segments(parsed: Parsed) -> None:
+    """A segment reads only the profile and the time, and in_segment(...) makes no loop."""
+    for segment in parsed.segments.values():
+        r = _reader(parsed, "segment", segment.name)
+        roots = sorted({path[0] for path in segment.when.paths} - set(_SEGMENT_ROOTS))
+        if roots:
+            r.report(
+                "expression",
+                ("when",),
+                f"'when' reads {', '.join(roots)}: a segment's condition reads only "
+                "profile, now and history functions such as count(...)",
+            )
+    graph = {
+        name: sorted(s.segments & parsed.segments.keys()) for name, s in parsed.segments.items()
+    }
+    for component in _cycles(graph):
+        loop = " -> ".join([*sorted(component), sorted(component)[0]])
+        for name in sorted(component):
+            r = _reader(parsed, "segment", name)
+            r.report("segment-loop", ("when",), f"in_segment(...) forms a loop: {loop}")
 
 
 def _warn_unknown(
@@ -469,6 +528,8 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
             _check_step_name(r, path, target, parsed, complete)
         elif expectation.what in ("entered", "exited", "timed_out") and target:
             _known(r, path, "journey", target, parsed)
+        elif expectation.what in ("entered_segment", "exited_segment"):
+            _known(r, path, "segment", target, parsed)
         elif expectation.what == "ended" and complete and target not in states:
             r.report(
                 "reference", path, f"no journey ends in '{target}'{did_you_mean(target, states)}"

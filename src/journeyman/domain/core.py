@@ -567,6 +567,7 @@ def _carry_out(snapshot: Snapshot, outcome: Outcome, changes: Changes) -> None:
         snapshot.running = carry(snapshot.running, outcome.instances.values())
     if outcome.effects:
         changes.effects.extend(outcome.effects)
+    changes.events.extend(outcome.events)  # segment changes, after the trigger's own event
     changes.records.extend(outcome.records)
 
 

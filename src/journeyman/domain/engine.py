@@ -28,11 +28,12 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from journeyman.domain import consent
+from journeyman.domain import consent, history
 from journeyman.domain import model as m
 from journeyman.domain.actions import render_call
 from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
+from journeyman.domain.segments import changed_segments, segment_event, segment_record
 from journeyman.domain.state import (
     CallAction,
     Effect,
@@ -56,6 +57,9 @@ __all__ = ["MAX_STEPS", "Engine", "Outcome"]
 # Steps one instance may run in one trigger: a guard against loops that validation allows
 # through (a loop of waits of zero length), never reached by a sound journey.
 MAX_STEPS = 1000
+# Rounds of segment changes one trigger may cause (a journey entered on a segment may
+# change traits that move another segment): a guard, never reached by a sound workspace.
+MAX_SEGMENT_ROUNDS = 10
 _replace = msgspec.structs.replace
 
 Versions = Callable[[str, int], m.Journey | None]
@@ -68,6 +72,9 @@ class Outcome:
     instances: dict[str, Instance] = field(default_factory=dict)  # id -> new state
     effects: list[Effect] = field(default_factory=list)
     records: list[StepRecord] = field(default_factory=list)
+    # Events the engine itself recorded on the profile (segment_entered, segment_exited),
+    # to keep in its history after the trigger's own event.
+    events: list[Event] = field(default_factory=list)
 
 
 class Engine:
@@ -113,19 +120,13 @@ class Engine:
         run = _Run(self, profile, now)
         if event.type == "identify":
             run.set_traits(event.properties, ())
+            run.settle_segments(instances)
             return run.outcome
         if event.name in consent.CONSENT_EVENTS:
             run.take_consent(event)
-        waiting = [i for i in instances if i.status == "waiting"]
-        for instance in waiting:
-            run.exit_if_matched(instance, event)
-        for instance in waiting:
-            current = run.outcome.instances.get(instance.id, instance)
-            if current.status == "waiting" and current.waiting == "event":
-                run.resume_if_awaited(current, event)
-        for journey in self.workspace.journeys_entered_by(event.name):
-            run.enter(journey, event, instances, check_filter=True)
-        run.finish_jumps(instances)
+        run.note_history(event)
+        run.react(event, instances)
+        run.settle_segments(instances)
         return run.outcome
 
     def on_timer(
@@ -144,6 +145,7 @@ class Engine:
         ):
             run.wake(instance)
             run.finish_jumps([*instances, instance])
+            run.settle_segments([*instances, instance])
         return run.outcome
 
     def on_resume(
@@ -155,6 +157,7 @@ class Engine:
         if journey is not None and instance.status == "waiting" and instance.waiting == "paused":
             run.advance(journey, instance, instance.step)
             run.finish_jumps([*instances, instance])
+            run.settle_segments([*instances, instance])
         return run.outcome
 
     def on_stop(self, profile: Profile, instance: Instance, now: datetime) -> Outcome:
@@ -183,6 +186,7 @@ class Engine:
             if journey is not None:
                 run.advance(journey, instance, journey.steps[step].next)
                 run.finish_jumps([*instances, instance])
+                run.settle_segments([*instances, instance])
         return run.outcome
 
     def on_failure(
@@ -202,6 +206,7 @@ class Engine:
         run = _Run(self, profile, now)
         run.fail(instance, step, reason)
         run.finish_jumps([*instances, instance])
+        run.settle_segments([*instances, instance])
         return run.outcome
 
     def on_crash(
@@ -257,6 +262,9 @@ class _Run:
         self.outcome = Outcome(profile)
         self.jumps: list[tuple[str, Event, str]] = []  # (to, entry event, from)
         self._profile_view: dict[str, Any] | None = None
+        # What changed that segments may read: the traits, events added to the history.
+        self.traits_changed = False
+        self.recorded: set[str] = set()
 
     # profile
 
@@ -270,6 +278,8 @@ class _Run:
                 entries=dict(p.entries),
                 sends=list(p.sends),
                 suppressed=dict(p.suppressed),
+                history=dict(p.history),
+                segments=dict(p.segments),
             )
             self.outcome.profile = self.profile
             self.outcome.profile_changed = True
@@ -285,6 +295,7 @@ class _Run:
         for key in unset:
             traits.pop(key, None)
         self._profile_view = None
+        self.traits_changed = True
 
     def take_consent(self, event: Event) -> None:
         """An unsubscribe, a resubscribe, a hard bounce or a complaint (domain.consent)."""
@@ -293,6 +304,67 @@ class _Run:
             profile = self._own_profile()
             profile.traits, profile.suppressed = changed.traits, changed.suppressed
             self._profile_view = None
+            self.traits_changed = True
+
+    # history and segments
+
+    def note_history(self, event: Event) -> None:
+        """Keep what the history functions need of the event (journeyman.domain.history)."""
+        kept = history.record(self.profile.history, event, self.workspace.needs, self.now)
+        if kept is not None:
+            self._own_profile().history = kept
+            self.recorded.add(event.name)
+
+    def react(self, event: Event, instances: Sequence[Instance]) -> None:
+        """An event for the profile's instances: exits, waits it answers, new entries."""
+        waiting = [i for i in instances if i.status == "waiting"]
+        for instance in waiting:
+            self.exit_if_matched(instance, event)
+        for instance in waiting:
+            current = self.outcome.instances.get(instance.id, instance)
+            if current.status == "waiting" and current.waiting == "event":
+                self.resume_if_awaited(current, event)
+        for journey in self.workspace.journeys_entered_on(event.name, event.properties):
+            self.enter(journey, event, instances, check_filter=True)
+        self.finish_jumps(instances)
+
+    def settle_segments(self, instances: Sequence[Instance]) -> None:
+        """Evaluate the segments that what changed may move; each change is an event on
+        the profile (journeyman.domain.segments), which journeys then react to."""
+        segments = self.workspace.segments
+        for _ in range(MAX_SEGMENT_ROUNDS):
+            if not segments or not (self.traits_changed or self.recorded or _timely(segments)):
+                return
+            traits_changed, recorded = self.traits_changed, self.recorded
+            self.traits_changed, self.recorded = False, set()
+            members = dict(self.profile.segments)
+            scope = self._segment_scope(members)
+            changes = changed_segments(segments, scope, members, traits_changed, recorded, self.now)
+            if not changes:
+                return
+            profile = self._own_profile()
+            profile.segments = members
+            for name, entered in changes:
+                event = segment_event(profile.id, name, entered, self.now)
+                self.outcome.events.append(event)
+                self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
+                self.react(event, self._current(instances))
+
+    def _segment_scope(self, members: dict[str, datetime]) -> dict[str, Any]:
+        if self._profile_view is None:
+            self._profile_view = self.profile.view()
+        return {
+            "profile": self._profile_view,
+            "now": self.now,
+            "_history": self.profile.history,
+            "_segments": members,
+        }
+
+    def _current(self, instances: Sequence[Instance]) -> list[Instance]:
+        """The profile's instances as this trigger has left them so far."""
+        latest = {i.id: i for i in instances}
+        latest.update(self.outcome.instances)
+        return list(latest.values())
 
     def scope(self, instance: Instance, journey: m.Journey) -> dict[str, Any]:
         entry = instance.entry.view()
@@ -311,6 +383,8 @@ class _Run:
             "entry": entry,
             "journey": {"name": journey.name, "version": journey.version},
             "now": self.now,
+            "_history": self.profile.history,
+            "_segments": self.profile.segments,
         }
 
     def zone(self) -> tuple[ZoneInfo, str]:
@@ -419,6 +493,8 @@ class _Run:
             return
         for exit_ in journey.exits:
             if exit_.event != event.name:
+                continue
+            if exit_.segment is not None and event.properties.get("segment") != exit_.segment:
                 continue
             scope = self.scope(_replace(instance, event=event), journey)
             if exit_.when is None or exit_.when.test(scope):
@@ -788,6 +864,10 @@ _RUNNERS: dict[type, Callable[..., StepResult]] = {
 
 
 # values
+
+
+def _timely(segments: Mapping[str, m.Segment]) -> bool:
+    return any(segment.timely for segment in segments.values())
 
 
 def _as_time(value: Any) -> datetime | None:

@@ -62,6 +62,14 @@ take. :data:`FUNCTIONS` describes each: ``duration(text)``, ``timestamp(value)``
 ``minutes(number)``. A literal argument of ``duration`` or ``timestamp`` that cannot be
 read is an error at compile time; a bad value at run time gives ``null``.
 
+**History functions** read what the profile did, from aggregates it keeps (see
+:mod:`journeyman.domain.history`): ``count(event, window)``, ``sum(event, property,
+window)``, ``last(event)`` (the last such event: ``last("order_completed").properties.total``),
+``first_seen(event)``, ``days_since(event)`` and ``in_segment(segment)``;
+:data:`HISTORY_FUNCTIONS` describes each. Their arguments are text literals, so that what
+each profile keeps is known when the workspace is published; a window is a whole number of
+days, from 1d to 400d.
+
 **Limits.** At most 2,000 characters and 50 levels of nesting. There are no loops,
 no exponentiation and no string repetition: evaluation time is bounded by the length of
 the expression and the size of the data it reads.
@@ -83,10 +91,11 @@ from datetime import date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from journeyman.domain import history as _history
 from journeyman.domain.times import parse_duration, parse_timestamp
 from journeyman.errors import JourneymanError
 
-__all__ = ["FUNCTIONS", "Expression", "ExpressionError", "compile_expression"]
+__all__ = ["FUNCTIONS", "HISTORY_FUNCTIONS", "Expression", "ExpressionError", "compile_expression"]
 
 _MAX_LENGTH = 2000
 _MAX_DEPTH = 50
@@ -582,9 +591,12 @@ class _Parser:
     def call(self, name: str, column: int) -> _Node:
         if name in _ROOTS:
             raise self.error(f"{name!r} cannot be called; it is not a function", column)
+        if name in HISTORY_FUNCTIONS:
+            return self.history_call(name, column)
         if name not in FUNCTIONS:
-            message = f"unknown function {name!r}{_suggest(name, FUNCTIONS)}"
-            raise self.error(f"{message}; the functions are {', '.join(FUNCTIONS)}", column)
+            known = (*FUNCTIONS, *HISTORY_FUNCTIONS)
+            message = f"unknown function {name!r}{_suggest(name, known)}"
+            raise self.error(f"{message}; the functions are {', '.join(known)}", column)
         self.advance()
         args, arity = tuple(self.arguments(")")), _ARITY[name]
         if len(args) != arity:
@@ -595,6 +607,17 @@ class _Parser:
         if literal and _FUNCTION_HELPERS[name](first.value) is None:
             raise self.error(f"{first.value!r} {_BAD_LITERAL[name]}", first.column)
         return self.node("call", column, name, args)
+
+    def history_call(self, name: str, column: int) -> _Node:
+        """A history function: each argument a text literal, read now (see
+        :func:`_history_arguments`)."""
+        self.advance()
+        args, arity = tuple(self.arguments(")")), _HISTORY_ARITY[name]
+        if len(args) != arity:
+            count = f"{arity} argument{'s' * (arity > 1)}"
+            raise self.error(f"{name}() takes {count}, got {len(args)}", column)
+        values = _history_arguments(self, name, args)
+        return self.node("history", column, (name, *values))
 
 
 def _fold(node: _Node) -> _Node:
@@ -625,6 +648,9 @@ class _CodeGenerator:
             "item": lambda node: f"_item({self.emit(node.args[0])}, {self.emit(node.args[1])})",
             "list": lambda node: f"[{self.emit_all(node.args)}]",
             "call": lambda node: f"_fn_{node.value}({self.emit_all(node.args)})",
+            "history": lambda node: (
+                f"_h_{node.value[0]}(_s, {', '.join(map(repr, node.value[1:]))})"
+            ),
             "not": lambda node: f"(not {self.emit(node.args[0])})",
             "neg": lambda node: f"_neg({self.emit(node.args[0])})",
             "and": self.logic,
@@ -758,6 +784,10 @@ class Expression:
     source: str
     paths: frozenset[tuple[str, ...]]
     _function: Callable[[Mapping[str, Any]], Any] = field(compare=False, repr=False)
+    # The history functions it calls, with their arguments: ("count", event, days),
+    # ("sum", event, property, days), ("last", event), ("first_seen", event),
+    # ("days_since", event), ("in_segment", segment).
+    calls: frozenset[tuple[Any, ...]] = frozenset()
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The value of the expression in ``scope``; ``None`` for anything not computable."""
@@ -791,4 +821,120 @@ def compile_expression(source: str) -> Expression:
     # Safe to exec: the code comes from our own tree, in which user text only ever appears
     # as repr() string literals, and its globals hold the helpers and nothing else.
     exec(compile(code, "<expression>", "exec"), namespace)
-    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"])
+    calls = frozenset(_history_calls(tree))
+    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"], calls)
+
+
+# --- history functions -------------------------------------------------------------------
+
+HISTORY_FUNCTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "count": "count(event, window): how many such events in the window (whole UTC days)",
+        "sum": "sum(event, property, window): the sum of a number property over the window",
+        "last": "last(event): the last such event (name, timestamp, properties), or null",
+        "first_seen": "first_seen(event): when the profile first did it, or null",
+        "days_since": "days_since(event): whole days since it last did it, or null if never",
+        "in_segment": "in_segment(segment): whether the profile is in the segment now",
+    }
+)
+_HISTORY_ARITY = {
+    name: text.count(",", 0, text.index(")")) + 1 for name, text in HISTORY_FUNCTIONS.items()
+}
+# What each argument is, in order: an event name, a property name, a window, a segment.
+_HISTORY_KINDS = {
+    "count": ("event", "window"),
+    "sum": ("event", "property", "window"),
+    "last": ("event",),
+    "first_seen": ("event",),
+    "days_since": ("event",),
+    "in_segment": ("segment",),
+}
+
+
+def _history_arguments(parser: _Parser, name: str, args: tuple[_Node, ...]) -> list[Any]:
+    values: list[Any] = []
+    for kind, arg in zip(_HISTORY_KINDS[name], args, strict=True):
+        if arg.kind != "const" or type(arg.value) is not str or not arg.value.strip():
+            message = f"{name}(): the {kind} must be written as text in quotes"
+            raise parser.error(
+                message + (', such as "30d"' if kind == "window" else ""), arg.column
+            )
+        values.append(_window(parser, arg) if kind == "window" else arg.value)
+    return values
+
+
+def _window(parser: _Parser, arg: _Node) -> int:
+    """A window in whole days, from 1 to :data:`~journeyman.domain.history.MAX_WINDOW_DAYS`."""
+    longest = _history.MAX_WINDOW_DAYS
+    try:
+        span = parse_duration(arg.value)
+    except ValueError:
+        span = None
+    if span is None or span % timedelta(days=1) or not timedelta(days=1) <= span:
+        message = f'{arg.value!r} is not a window of whole days such as "30d" or "2w"'
+        raise parser.error(message, arg.column)
+    if span.days > longest:
+        message = f"{arg.value!r} is longer than the longest window kept, {longest}d"
+        raise parser.error(message, arg.column)
+    return span.days
+
+
+def _history_calls(node: _Node) -> Iterable[tuple[Any, ...]]:
+    if node.kind == "history":
+        yield node.value
+    for arg in node.args:
+        yield from _history_calls(arg)
+
+
+def _kept(scope: Mapping[str, Any], event: str) -> Any:
+    kept = scope.get("_history")
+    return kept.get(event) if isinstance(kept, Mapping) else None
+
+
+def _now(scope: Mapping[str, Any]) -> datetime | None:
+    now = scope.get("now")
+    return now if isinstance(now, datetime) else None
+
+
+def _h_count(scope: Mapping[str, Any], event: str, days: int) -> Any:
+    now = _now(scope)
+    return None if now is None else _history.count(_kept(scope, event), days, now)
+
+
+def _h_sum(scope: Mapping[str, Any], event: str, name: str, days: int) -> Any:
+    now = _now(scope)
+    return None if now is None else _history.total(_kept(scope, event), name, days, now)
+
+
+def _h_last(scope: Mapping[str, Any], event: str) -> Any:
+    return _history.last_view(event, _kept(scope, event))
+
+
+def _h_first_seen(scope: Mapping[str, Any], event: str) -> Any:
+    kept = _kept(scope, event)
+    return None if kept is None else kept.first
+
+
+def _h_days_since(scope: Mapping[str, Any], event: str) -> Any:
+    now = _now(scope)
+    return None if now is None else _history.days_since(_kept(scope, event), now)
+
+
+def _h_in_segment(scope: Mapping[str, Any], segment: str) -> bool:
+    segments = scope.get("_segments")
+    return isinstance(segments, Mapping) and segment in segments
+
+
+_RUNTIME.update(
+    {
+        f"_h_{name}": helper
+        for name, helper in (
+            ("count", _h_count),
+            ("sum", _h_sum),
+            ("last", _h_last),
+            ("first_seen", _h_first_seen),
+            ("days_since", _h_days_since),
+            ("in_segment", _h_in_segment),
+        )
+    }
+)

@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 
 from journeyman.domain.model import EventDefinition
+from journeyman.domain.segments import SEGMENT_EVENTS
 from journeyman.domain.state import Event
 from journeyman.domain.times import TimeFormatError, parse_timestamp
 from journeyman.errors import JourneymanError
@@ -331,6 +332,9 @@ def read_track(
     if name is None or not name.strip():
         raise _no_event()
     _check_name(name, "event")
+    if name in SEGMENT_EVENTS:
+        message = f"event {name!r} is recorded by journeyman when a profile's segments change"
+        raise InvalidEvent("event", "reserved", message)
     properties = {} if call.properties is None else call.properties
     _check_values(properties, "properties")
     definition = definitions.get(name)

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from journeyman.domain.actions import Allow
 from journeyman.domain.expressions import Expression
+from journeyman.domain.history import needs_of
 from journeyman.domain.templates import Template
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "QuietHours",
     "Reentry",
     "Rules",
+    "Segment",
     "Send",
     "Settings",
     "Split",
@@ -288,6 +290,7 @@ class Reentry:
 class Exit:
     event: str
     when: Expression | None
+    segment: str | None = None  # `segment_exited: vip`: only the exit from this segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,10 +312,56 @@ class Journey:
     # instance sends what its version sent, whatever was published since. None: the
     # running workspace's (journey tests, the simulator).
     templates: Mapping[str, MessageTemplate] | None = field(default=None, repr=False, compare=False)
+    # `entry: {segment: vip}`: entered on segment_entered of this segment only
+    entry_segment: str | None = None
 
     @property
     def first(self) -> str:
         return next(iter(self.steps))
+
+    def expressions(self) -> list[Expression]:
+        """Every compiled expression of the journey: entry, exits and steps."""
+        found = [self.entry_when] + [exit_.when for exit_ in self.exits]
+        for step in self.steps.values():
+            if isinstance(step, Wait):
+                found.append(step.until)
+            elif isinstance(step, WaitFor):
+                found.append(step.when)
+            elif isinstance(step, Branch):
+                found.extend(when for when, _ in step.cases)
+            elif isinstance(step, UpdateProfile):
+                found.extend(v for v in step.set.values() if isinstance(v, Expression))
+        return [expression for expression in found if expression is not None]
+
+
+# Segments
+
+# The history functions whose answer changes as time passes, with no event.
+_TIMELY = frozenset({"count", "sum", "days_since"})
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """``kind: segment``: the profiles for which ``when`` is true, kept up to date."""
+
+    name: str
+    description: str
+    when: Expression
+    origin: Origin
+    # What its answer depends on, so that it is evaluated again only when that changes.
+    events: frozenset[str] = field(init=False, repr=False, compare=False)
+    segments: frozenset[str] = field(init=False, repr=False, compare=False)
+    reads_traits: bool = field(init=False, repr=False, compare=False)
+    timely: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        calls = self.when.calls
+        set_ = object.__setattr__
+        set_(self, "events", frozenset(c[1] for c in calls if c[0] != "in_segment"))
+        set_(self, "segments", frozenset(c[1] for c in calls if c[0] == "in_segment"))
+        set_(self, "reads_traits", any(path[0] == "profile" for path in self.when.paths))
+        now = any(path[0] == "now" for path in self.when.paths)
+        set_(self, "timely", now or any(c[0] in _TIMELY for c in calls))
 
 
 # Journey tests
@@ -367,8 +416,14 @@ class Workspace:
     subscriptions: Mapping[str, Subscription] = field(default_factory=dict)  # topics by name
     # The files it was read from, as written (file name -> text): what a publish stores.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Segments by name, each after the segments its in_segment(...) reads.
+    segments: Mapping[str, Segment] = field(default_factory=dict)
 
     entries: Mapping[str, tuple[Journey, ...]] = field(init=False, repr=False)
+    # segment name -> the journeys `entry: {segment: ...}` enters when a profile joins it
+    segment_entries: Mapping[str, tuple[Journey, ...]] = field(init=False, repr=False)
+    # event name -> what the history functions of every expression need kept of it
+    needs: Mapping[str, Any] = field(init=False, repr=False)
     # ("page" | "screen", the page's name) -> the event a page or screen call of it is
     views: Mapping[tuple[str, str], EventDefinition] = field(init=False, repr=False)
 
@@ -377,9 +432,26 @@ class Workspace:
         object.__setattr__(self, "views", views)
         # Which journeys each event name can start, looked up once per incoming event.
         index: dict[str, list[Journey]] = {}
+        by_segment: dict[str, list[Journey]] = {}
         for journey in self.journeys.values():
-            index.setdefault(journey.entry_event, []).append(journey)
+            if journey.entry_segment is not None:
+                by_segment.setdefault(journey.entry_segment, []).append(journey)
+            else:
+                index.setdefault(journey.entry_event, []).append(journey)
         object.__setattr__(self, "entries", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "segment_entries", {k: tuple(v) for k, v in by_segment.items()})
+        expressions = [e for j in self.journeys.values() for e in j.expressions()]
+        expressions += [segment.when for segment in self.segments.values()]
+        object.__setattr__(self, "needs", needs_of(c for e in expressions for c in e.calls))
 
     def journeys_entered_by(self, event: str) -> tuple[Journey, ...]:
         return self.entries.get(event, ())
+
+    def journeys_entered_on(self, event: str, properties: Mapping[str, Any]) -> tuple[Journey, ...]:
+        """The journeys an event can start: by its name, and for a segment_entered, those
+        that enter on that segment."""
+        found = self.entries.get(event, ())
+        segment = properties.get("segment") if event == "segment_entered" else None
+        if isinstance(segment, str):
+            found = (*found, *self.segment_entries.get(segment, ()))
+        return found

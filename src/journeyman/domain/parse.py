@@ -28,6 +28,7 @@ from journeyman.domain.problems import Problem
 from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACTIONS
 from journeyman.domain.reader import Reader, describe, did_you_mean
 from journeyman.domain.schemas import quick_check
+from journeyman.domain.segments import SEGMENT_EVENTS, SEGMENT_SCHEMAS
 from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp, parse_zone
 
 __all__ = ["DEFAULT_TEST_START", "KINDS", "STEP_TYPES", "Parsed", "parse_documents"]
@@ -42,6 +43,7 @@ KINDS = (
     "channel",
     "test",
     "subscription",
+    "segment",
 )
 STEP_TYPES = (
     "wait",
@@ -91,6 +93,8 @@ _EXPECTATIONS = (
     "exited",
     "timed_out",
     "rejected",
+    "entered_segment",
+    "exited_segment",
 )
 _EXPECT_FILTERS = ("profile", "journey", "to", "channel", "subject", "body_contains")
 DEFAULT_TEST_START = datetime.fromisoformat("2026-01-05T00:00:00+00:00")  # a Monday
@@ -109,7 +113,7 @@ _BUILTIN_EVENTS = {
         quick_check(schema),
         builtin=True,
     )
-    for name, schema in {**REACTION_SCHEMAS, **CONSENT_SCHEMAS}.items()
+    for name, schema in {**REACTION_SCHEMAS, **CONSENT_SCHEMAS, **SEGMENT_SCHEMAS}.items()
 }
 
 
@@ -127,6 +131,7 @@ class Parsed:
         self.settings = m.Settings()
         self.channels: dict[str, dict[str, Any]] = {}  # name -> its document, checked later
         self.tests: list[m.TestCase] = []
+        self.segments: dict[str, m.Segment] = {}
         self.documents: dict[tuple[str, str], Document] = {}  # (kind, name) -> its document
         self.names: dict[str, set[str]] = {kind: set() for kind in KINDS}  # defined, or broken
         self.names["event"].update(_BUILTIN_EVENTS)
@@ -172,6 +177,14 @@ def _read_document(document: Document, parsed: Parsed) -> None:
             return
     elif kind == "event":
         if reader.text(name, ("name",)) is None:
+            return
+        if name in SEGMENT_EVENTS:
+            reader.report(
+                "reserved-event",
+                ("name",),
+                f"event name '{name}' is reserved: journeyman records it when a profile "
+                "enters or leaves a segment; give your event another name",
+            )
             return
         if name in REACTION_EVENTS or name in CONSENT_EVENTS:
             what = "reaction" if name in REACTION_EVENTS else "consent"
@@ -530,18 +543,18 @@ def digest(data: Any) -> str:
 def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "entry", "reentry", "timeout", "exit", "ignore_caps")
     r.mapping(data, (), (*keys, "steps"), required=("entry", "steps"))
-    entry = r.mapping(data.get("entry"), ("entry",), ("event", "when"), ("event",)) or {}
-    entry_event = r.text(entry["event"], ("entry", "event")) if "event" in entry else None
+    entry_event, entry_segment = _entry(r, data.get("entry"))
+    written = data.get("entry")
+    entry: dict[str, Any] = written if isinstance(written, dict) else {}
     entry_when = r.expression(entry["when"], ("entry", "when")) if "when" in entry else None
     reentry = _reentry(r, data.get("reentry", "after 5m"))
     timeout = r.duration(data.get("timeout", "91d"), ("timeout",), positive=True)
     exits = []
     for index, item in enumerate(r.sequence(data.get("exit"), ("exit",)) or ()):
         path: Path = ("exit", index)
-        found = r.mapping(item, path, ("event", "when"), ("event",), "an exit")
-        if found and "event" in found and r.text(found["event"], (*path, "event")):
-            when = r.expression(found["when"], (*path, "when")) if "when" in found else None
-            exits.append(m.Exit(found["event"], when))
+        exit_ = _exit(r, item, path)
+        if exit_ is not None:
+            exits.append(exit_)
     ignore_caps = r.boolean(data.get("ignore_caps", False), ("ignore_caps",))
     steps = _read_steps(r, data["steps"]) if "steps" in data else {}
     if not steps:
@@ -561,8 +574,55 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         origin=_origin(r),
         digest=digest(data),
         document=data,
+        entry_segment=entry_segment,
     )
     parsed.journeys[r.name] = journey
+
+
+def _entry(r: Reader, value: Any) -> tuple[str | None, str | None]:
+    """(the entry event, the segment) of ``entry: {event: ...}`` or ``entry: {segment: ...}``."""
+    entry = r.mapping(value, ("entry",), ("event", "segment", "when")) or {}
+    if ("event" in entry) == ("segment" in entry):
+        if isinstance(value, dict):
+            message = "'entry' needs exactly one of 'event' (an event name) or 'segment'"
+            r.report("one-of", ("entry",), message)
+        return None, None
+    if "segment" in entry:
+        segment = r.name_of(entry["segment"], ("entry", "segment"), "'segment'")
+        return ("segment_entered" if segment else None), segment
+    return r.text(entry["event"], ("entry", "event")), None
+
+
+def _exit(r: Reader, item: Any, path: Path) -> m.Exit | None:
+    """One exit criterion: ``{event: name, when: ...}`` or ``{segment_exited: segment}``."""
+    found = r.mapping(item, path, ("event", "segment_exited", "when"), (), "an exit")
+    if found is None:
+        return None
+    if ("event" in found) == ("segment_exited" in found):
+        message = "an exit needs exactly one of 'event' or 'segment_exited' (a segment)"
+        r.report("one-of", path, message)
+        return None
+    when = r.expression(found["when"], (*path, "when")) if "when" in found else None
+    if "segment_exited" in found:
+        segment = r.name_of(found["segment_exited"], (*path, "segment_exited"), "'segment_exited'")
+        return m.Exit("segment_exited", when, segment) if segment else None
+    if not r.text(found["event"], (*path, "event")):
+        return None
+    return m.Exit(found["event"], when)
+
+
+# segment
+
+
+def _read_segment(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
+    r.mapping(data, (), ("kind", "name", "description", "when"), required=("when",))
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        r.report("type", ("description",), "'description' must be text")
+        description = ""
+    when = r.expression(data["when"], ("when",)) if "when" in data else None
+    if when is not None:
+        parsed.segments[r.name] = m.Segment(r.name, description, when, _origin(r))
 
 
 def _reentry(r: Reader, value: Any) -> m.Reentry | None:
@@ -1025,6 +1085,7 @@ _READERS: dict[str, Callable[[Reader, dict[str, Any], Parsed], None]] = {
     "settings": _read_settings,
     "channel": _read_channel,
     "test": _read_test,
+    "segment": _read_segment,
 }
 
 

@@ -66,6 +66,8 @@ CHECKS: dict[str, Severity] = {
     "timeout-never-taken": "warning",
     "unknown-trait": "warning",
     "unknown-property": "warning",
+    # segments
+    "segment-loop": "error",
 }
 
 

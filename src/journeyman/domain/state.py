@@ -16,6 +16,7 @@ __all__ = [
     "Effect",
     "Entries",
     "Event",
+    "EventHistory",
     "Instance",
     "Profile",
     "SendMessage",
@@ -70,6 +71,18 @@ class Suppression(msgspec.Struct, frozen=True, kw_only=True):
     by: str = ""  # the operator who put it there (none for a bounce); kept before: ""
 
 
+class EventHistory(msgspec.Struct, kw_only=True):
+    """What a profile keeps of one event's history, for the history functions of
+    expressions (see journeyman.domain.history): only what the workspace's expressions
+    read, and days only as far back as their longest window."""
+
+    first: datetime
+    last: datetime
+    properties: dict[str, Any] | None = None  # the last event's, when last(...) reads them
+    # [UTC day ordinal, count, {property: sum}], oldest first, inside the longest window
+    days: list[tuple[int, int, dict[str, float]]] = []
+
+
 class Profile(msgspec.Struct, kw_only=True):
     id: str
     traits: dict[str, Any] = {}
@@ -77,6 +90,9 @@ class Profile(msgspec.Struct, kw_only=True):
     sends: list[tuple[datetime, str]] = []  # (when, channel) inside the longest cap window
     # Addresses (trimmed, lower case) no message may go to, and why.
     suppressed: dict[str, Suppression] = {}
+    # event name -> what the history functions need of it (journeyman.domain.history)
+    history: dict[str, EventHistory] = {}
+    segments: dict[str, datetime] = {}  # segment name -> since when the profile is in it
 
     def view(self) -> dict[str, Any]:
         view = dict(self.traits)

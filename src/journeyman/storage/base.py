@@ -294,6 +294,17 @@ class ReadModel(ABC):
     Nothing on the hot path calls them."""
 
     @abstractmethod
+    async def segment_sizes(self) -> dict[str, int]:
+        """How many profiles each segment has now (segments with none are left out)."""
+
+    @abstractmethod
+    async def segment_members(
+        self, segment: str, after: str, limit: int
+    ) -> list[tuple[str, datetime]]:
+        """(profile id, since when) of the segment's members, by profile id, those after
+        ``after`` first; at most ``limit``."""
+
+    @abstractmethod
     async def profile(self, profile_id: str) -> Profile | None: ...
 
     @abstractmethod

@@ -52,6 +52,7 @@ from journeyman.storage.codec import (
     wake_ms,
 )
 from journeyman.storage.migrations import Migration
+from journeyman.storage.sql import membership_rows
 
 __all__ = ["MemoryStore"]
 
@@ -146,6 +147,8 @@ class _Tables:
     dead_letters: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     # workspace versions, 1 up: (digest, files, journeys) encoded, as the other backends keep
     workspaces: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    # segment -> {profile id: since (ms)}, as the other backends' segment_members
+    segment_members: dict[str, dict[str, int]] = field(default_factory=dict)
     # row ids, numbered as a database numbers them: from 1 up, never reused
     outbox_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     letter_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -222,6 +225,11 @@ class MemoryStore(Database):
         for row in effects:
             self._queue(row)
         db.steps += steps
+        joins, leaves = membership_rows(changes)
+        for segment, profile_id, since in joins:
+            db.segment_members.setdefault(segment, {})[profile_id] = since
+        for segment, profile_id in leaves:
+            db.segment_members.get(segment, {}).pop(profile_id, None)
         self._settle_rows(changes.deliveries)
 
     def _merge(self, anonymous: str, known: str) -> None:
@@ -246,6 +254,8 @@ class MemoryStore(Database):
             if pid == anonymous:
                 db.identities[identity] = known
         db.profiles.pop(anonymous, None)
+        for members in db.segment_members.values():
+            members.pop(anonymous, None)
 
     def _put_instance(self, row: tuple[Any, ...]) -> None:
         instance_id, profile_id, journey, version, step, status, wake_at, state, _ = row
@@ -362,6 +372,16 @@ class MemoryStore(Database):
     async def trace(self, profile_id: str, limit: int = 1000) -> list[StepRecord]:
         mine = (s for s in self.db.steps if s.profile_id == profile_id)
         return [s.record() for s in _first(mine, limit)]
+
+    async def segment_sizes(self) -> dict[str, int]:
+        return {name: len(members) for name, members in self.db.segment_members.items() if members}
+
+    async def segment_members(
+        self, segment: str, after: str, limit: int
+    ) -> list[tuple[str, datetime]]:
+        members = self.db.segment_members.get(segment, {})
+        found = sorted((p, since) for p, since in members.items() if p > after)
+        return [(profile_id, time(since)) for profile_id, since in found[:limit]]
 
     async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
         mine = (e for e in reversed(self.db.events) if e.profile_id == profile_id)

@@ -47,6 +47,22 @@ CREATE TABLE workspaces (
     journeys TEXT NOT NULL, published_at BIGINT NOT NULL);
 """
 
+# Who is in each segment, since when (ms): a copy of each profile's `segments`, kept in
+# the same commit from its segment_entered and segment_exited events, so that a segment's
+# size is a count over an index and its members a page of it.
+SEGMENTS_SQLITE = """
+CREATE TABLE IF NOT EXISTS segment_members (
+    segment TEXT NOT NULL, profile_id TEXT NOT NULL, since INTEGER NOT NULL,
+    PRIMARY KEY (segment, profile_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS segment_members_profile ON segment_members (profile_id);
+"""
+SEGMENTS_POSTGRES = """
+CREATE TABLE segment_members (
+    segment TEXT COLLATE "C" NOT NULL, profile_id TEXT COLLATE "C" NOT NULL,
+    since BIGINT NOT NULL, PRIMARY KEY (segment, profile_id));
+CREATE INDEX segment_members_profile ON segment_members (profile_id);
+"""
+
 SQLITE = [
     Migration(
         1,
@@ -105,6 +121,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """,
     ),
     Migration(3, "workspace versions: every document of each publish", WORKSPACES_SQLITE),
+    Migration(4, "segment members: who is in each segment, and since when", SEGMENTS_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -187,6 +204,7 @@ CREATE TABLE dead_letters (
 """,
     ),
     Migration(4, "workspace versions: every document of each publish", WORKSPACES_POSTGRES),
+    Migration(5, "segment members: who is in each segment, and since when", SEGMENTS_POSTGRES),
 ]
 
 

@@ -56,6 +56,7 @@ from journeyman.storage.sql import (
     SQLDatabase,
     Statements,
     commit_rows,
+    membership_rows,
     workspace_row,
 )
 
@@ -276,10 +277,16 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
                 for statement in self.sql.merge:
                     await db.execute(statement, known, anonymous)
                 await db.execute(self.sql.drop_profile, anonymous)
+                await db.execute(self.sql.drop_memberships, anonymous)
             await _send(db, _FORGET, changes.forgotten, 3)
             for table, rows in commit_rows(changes, now).items():
                 statement, width = _BULK[table]
                 await _send(db, statement, rows, width)
+            joins, leaves = membership_rows(changes)
+            if joins:
+                await db.executemany(self.sql.join_segment, joins)
+            if leaves:
+                await db.executemany(self.sql.leave_segment, leaves)
             await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
             if changes.told:
                 await _learn(db, changes.told)

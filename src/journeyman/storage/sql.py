@@ -64,6 +64,7 @@ __all__ = [
     "SQLDatabase",
     "Statements",
     "commit_rows",
+    "membership_rows",
     "messages",
     "step_counts",
     "step_records",
@@ -175,6 +176,19 @@ class Statements:
         ),
     )
     drop_profile: str = "DELETE FROM profiles WHERE id = ?"
+    # segment membership (see membership_rows)
+    join_segment: str = (
+        "INSERT INTO segment_members VALUES (?, ?, ?) "
+        "ON CONFLICT (segment, profile_id) DO UPDATE SET since = excluded.since"
+    )
+    leave_segment: str = "DELETE FROM segment_members WHERE segment = ? AND profile_id = ?"
+    drop_memberships: str = "DELETE FROM segment_members WHERE profile_id = ?"
+    segment_sizes: str = "SELECT segment, count(*) FROM segment_members GROUP BY segment"
+    segment_members: str = (
+        "SELECT profile_id, since FROM segment_members WHERE segment = ? AND profile_id > ? "
+        "ORDER BY profile_id LIMIT ?"
+    )
+    segments_of: str = "SELECT segment, since FROM segment_members WHERE profile_id = ?"
 
     @classmethod
     def of(cls, dialect: Dialect) -> Statements:
@@ -271,6 +285,24 @@ def commit_rows(changes: Changes, now: int) -> dict[str, list[tuple[Any, ...]]]:
         "outbox": [outbox_row(e, now) for e in changes.effects],
         "steps": records,
     }
+
+
+def membership_rows(
+    changes: Changes,
+) -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
+    """(rows to put in segment_members, (segment, profile) rows to take out): what the
+    batch's segment_entered and segment_exited events leave, the last one of each pair
+    winning."""
+    final: dict[tuple[str, str], int | None] = {}
+    for event in changes.events:
+        if event.name in ("segment_entered", "segment_exited"):
+            segment = event.properties.get("segment")
+            if isinstance(segment, str):
+                entered = event.name == "segment_entered"
+                final[(segment, event.profile_id)] = ms(event.timestamp) if entered else None
+    joins = [(s, p, since) for (s, p), since in final.items() if since is not None]
+    leaves = [(s, p) for (s, p), since in final.items() if since is None]
+    return joins, leaves
 
 
 # Statements whose shape depends on what is asked: built in SQLite's way, for a Dialect.
@@ -449,6 +481,15 @@ class SQLDatabase(Database):
         return [
             (kind, value) for kind, value in await self._rows(self.sql.identities_of, profile_id)
         ]
+
+    async def segment_sizes(self) -> dict[str, int]:
+        return {str(row[0]): int(row[1]) for row in await self._rows(self.sql.segment_sizes)}
+
+    async def segment_members(
+        self, segment: str, after: str, limit: int
+    ) -> list[tuple[str, datetime]]:
+        rows = await self._rows(self.sql.segment_members, segment, after, limit)
+        return [(profile_id, time(since)) for profile_id, since in rows]
 
     async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
         rows = await self._rows(self.sql.history, profile_id, limit)

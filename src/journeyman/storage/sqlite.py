@@ -50,6 +50,7 @@ from journeyman.storage.sql import (
     SQLDatabase,
     Statements,
     commit_rows,
+    membership_rows,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -162,12 +163,16 @@ class SQLiteStore(SQLDatabase):
                 for statement in self.sql.merge:
                     db.execute(statement, (known, anonymous))
                 db.execute(self.sql.drop_profile, (anonymous,))
+                db.execute(self.sql.drop_memberships, (anonymous,))
             db.executemany(
                 "DELETE FROM identities WHERE kind = ? AND value = ? AND profile_id = ?",
                 changes.forgotten,
             )
             for table, rows in commit_rows(changes, now).items():
                 _insert(db, INSERTS[table], rows)
+            joins, leaves = membership_rows(changes)
+            db.executemany(self.sql.join_segment, joins)
+            db.executemany(self.sql.leave_segment, leaves)
             self._settle_rows(changes.deliveries)
 
     # timers

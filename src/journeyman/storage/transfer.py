@@ -53,6 +53,7 @@ TABLES: list[tuple[str, list[str], str]] = [
             "id",
         ),
         ("steps", "profile_id instance_id journey step outcome detail at", "seq"),
+        ("segment_members", "segment profile_id since", "segment, profile_id"),
         (
             "dead_letters",
             "partition_no headers body error attempts first_failed_at last_failed_at",

@@ -485,7 +485,14 @@ async def profile_view(
             for s in history[:RECENT_EVENTS]
         ],
         "instances": shown,
-        "not_entered": [_step(r) for r in trace if r.instance_id is None],
+        "not_entered": [_step(r) for r in trace if r.instance_id is None and r.journey],
+        # the segments it is in now, since when; and each change, in the trace's order
+        "segments": profile.segments,
+        "segment_changes": [
+            {"at": r.at, "segment": r.detail, "outcome": r.outcome}
+            for r in trace
+            if r.instance_id is None and not r.journey
+        ],
     }
 
 

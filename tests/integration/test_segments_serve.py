@@ -1,0 +1,161 @@
+"""Segments on a real ``journeyman serve``: two orders within 30 days put a profile in
+``vip``, a journey that enters on ``vip`` sends its email through a real SMTP server, and
+leaving the segment ends the journey; the admin API lists the segment's size and members.
+The same workspace's journey test passes under ``journeyman test``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from journeyman.cli import main
+from tests.conftest import write_workspace
+from tests.integration.test_serve import WRITE, accepted, instance, mails_to, profile, smtp_channel
+from tests.servers import Journeyman, SmtpServer
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.durable  # a server in another process needs a database that outlives it
+
+WORKSPACE = """
+kind: event
+name: order_completed
+schema:
+  type: object
+  properties: {total: {type: number}}
+---
+kind: segment
+name: vip
+description: two orders within 30 days, unless blocked
+when: count("order_completed", "30d") >= 2 and profile.blocked != true
+---
+kind: settings
+traits: [blocked]
+---
+kind: template
+name: vip_email
+channel: email
+subject: "You are a VIP now"
+text: "Your last order came to {{ profile.firstName | default: 'you' }}."
+---
+kind: journey
+name: vip_welcome
+entry: {segment: vip}
+exit:
+  - segment_exited: vip
+steps:
+  - id: hello
+    send: vip_email
+  - id: later
+    wait: 7d
+  - id: done
+    end: completed
+---
+kind: test
+name: two orders within 30 days make a vip, who leaves when blocked
+events:
+  - at: 0s
+    identify: {userId: u1, traits: {email: u1@example.com}}
+  - at: 0s
+    track: {userId: u1, event: order_completed, properties: {total: 20}}
+  - at: 10d
+    track: {userId: u1, event: order_completed, properties: {total: 30}}
+  - at: 11d
+    identify: {userId: u1, traits: {blocked: true}}
+expect:
+  - entered_segment: vip
+    at: 10d
+  - sent: hello
+    at: 10d
+  - exited_segment: vip
+    at: 11d
+  - exited: vip_welcome
+    at: 11d
+"""
+
+
+def _order(api: httpx.Client, user: str, at: datetime, total: float) -> None:
+    body = {
+        "userId": user,
+        "event": "order_completed",
+        "properties": {"total": total},
+        "timestamp": at.isoformat(),
+    }
+    accepted(api.post("/v1/track", json=body, headers=WRITE))
+
+
+def _identify(api: httpx.Client, user: str, **traits: Any) -> None:
+    accepted(api.post("/v1/identify", json={"userId": user, "traits": traits}, headers=WRITE))
+
+
+def _segments(api: httpx.Client) -> dict[str, Any]:
+    answer = api.get("/v1/segments")
+    assert answer.status_code == 200, answer.text
+    return {s["name"]: s for s in answer.json()["segments"]}
+
+
+def test_two_orders_make_a_vip_who_gets_the_email_and_leaves_when_blocked(
+    tmp_path: Path, store_url: str
+) -> None:
+    with SmtpServer() as smtp:
+        folder = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
+        result = CliRunner().invoke(main, ["test", str(folder)])
+        assert result.exit_code == 0, result.output
+        with Journeyman(folder, store_url, tmp_path) as server, server.start().client() as api:
+            now = datetime.now(UTC)
+            for user in ("u1", "u2", "u3"):
+                _identify(api, user, email=f"{user}@example.com")
+            _order(api, "u1", now - timedelta(days=12), 20)
+            _order(api, "u2", now - timedelta(days=40), 20)  # outside the window
+            _order(api, "u2", now, 20)
+            assert _segments(api)["vip"]["size"] == 0
+            _order(api, "u1", now, 30)
+            _order(api, "u3", now, 5)
+            _order(api, "u3", now, 5)
+
+            mail = wait_until(lambda: mails_to(smtp, "u1@example.com"), "the VIP email")
+            assert mail[0]["Subject"] == "You are a VIP now"
+            assert mails_to(smtp, "u2@example.com") == []
+            assert _segments(api)["vip"] == {
+                "name": "vip",
+                "description": "two orders within 30 days, unless blocked",
+                "when": 'count("order_completed", "30d") >= 2 and profile.blocked != true',
+                "size": 2,
+            }
+            _check_members(api)
+            shown = profile(api, "u1")
+            assert shown is not None
+            assert list(shown["segments"]) == ["vip"]
+            assert [c["outcome"] for c in shown["segment_changes"]] == ["segment_entered"]
+            assert instance(api, "u1", "vip_welcome")["status"] == "waiting"
+
+            _identify(api, "u1", blocked=True)
+            left = instance(api, "u1", "vip_welcome")
+            assert (left["status"], left["end_state"]) == ("ended", "exited")
+            assert _segments(api)["vip"]["size"] == 1
+            gone = profile(api, "u1")
+            assert gone is not None
+            assert gone["segments"] == {}
+            events = api.get("/v1/profiles/u1").json()["events"]
+            names = [e["name"] for e in events]
+            assert "segment_entered" in names
+            assert "segment_exited" in names
+
+
+def _check_members(api: httpx.Client) -> None:
+    first = api.get("/v1/segments/vip/members", params={"limit": "1"})
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [m["profile_id"] for m in page["members"]] == ["u1"]
+    rest = api.get("/v1/segments/vip/members", params={"after": page["next"], "limit": "1"})
+    assert [m["profile_id"] for m in rest.json()["members"]] == ["u3"]
+    missing = api.get("/v1/segments/nobody/members")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["field"] == "name"
+    bad = api.get("/v1/segments/vip/members", params={"limit": "0"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["field"] == "limit"

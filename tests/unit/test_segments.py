@@ -1,0 +1,256 @@
+"""Segments and the history functions: membership kept up to date by the engine, on the
+virtual clock, and what validation says about them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from journeyman.domain.expressions import ExpressionError, compile_expression
+from journeyman.domain.history import HistoryNeed, count, days_since, needs_of, record, total
+from journeyman.domain.ingest import InvalidEvent, read_track
+from journeyman.domain.state import Event, EventHistory
+from journeyman.simulator import Simulator
+from tests.conftest import START
+from tests.engine_helpers import after, journey
+
+Simulate = Callable[..., Simulator]
+
+VIP = """
+kind: segment
+name: vip
+description: bought twice within 30 days
+when: count("purchased", "30d") >= 2
+"""
+BIG_SPENDER = """
+kind: segment
+name: big_spender
+when: sum("purchased", "total", "90d") > 500 and in_segment("vip")
+"""
+PRO = """
+kind: segment
+name: pro
+when: profile.plan == "pro"
+"""
+
+
+def buy(sim: Simulator, at: datetime, total: float = 10, user: str = "u1") -> None:
+    properties = {"order_id": f"o{at.timestamp()}", "total": total}
+    sim.track({"userId": user, "event": "purchased", "properties": properties}, at)
+
+
+def segment_lines(sim: Simulator, user: str = "u1") -> list[tuple[str, str]]:
+    return [
+        (r.outcome, r.detail)
+        for r in sim.records
+        if r.profile_id == user and r.outcome.startswith("segment_")
+    ]
+
+
+# the history functions
+
+
+def test_history_functions_compile_with_text_arguments_and_say_what_they_read() -> None:
+    expression = compile_expression(
+        'count("purchased", "30d") >= 2 and last("purchased").properties.total > 5'
+        ' and sum("purchased", "total", "2w") > 1 and days_since("app_opened") < 3'
+    )
+    assert expression.calls == {
+        ("count", "purchased", 30),
+        ("last", "purchased"),
+        ("sum", "purchased", "total", 14),
+        ("days_since", "app_opened"),
+    }
+    assert needs_of(expression.calls) == {
+        "app_opened": HistoryNeed(),
+        "purchased": HistoryNeed(30, frozenset({"total"}), True),
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('count("purchased", "1h")', "'1h' is not a window of whole days"),
+        ('count("purchased", "401d")', "'401d' is longer than the longest window kept, 400d"),
+        ('count(profile.name, "1d")', "count(): the event must be written as text in quotes"),
+        ('count("purchased")', "count() takes 2 arguments, got 1"),
+        ('cuont("purchased", "1d")', "unknown function 'cuont' (did you mean 'count'?)"),
+        ("in_segment(1)", "in_segment(): the segment must be written as text in quotes"),
+    ],
+)
+def test_a_history_function_written_wrong_is_a_compile_error(source: str, message: str) -> None:
+    with pytest.raises(ExpressionError, match=re.escape(message)):
+        compile_expression(source)
+
+
+def _event(at: datetime, total: float = 1, name: str = "purchased") -> Event:
+    return Event(name=name, profile_id="u1", timestamp=at, properties={"total": total})
+
+
+def test_windows_count_whole_utc_days_and_forget_older_days() -> None:
+    needs = {"purchased": HistoryNeed(3, frozenset({"total"}))}
+    kept: dict[str, EventHistory] = {}
+    for day, amount in ((0, 5), (1, 7), (1, 1), (3, 100)):
+        at = START + timedelta(days=day, hours=12)
+        kept = record(kept, _event(at, amount), needs, at) or kept
+    history = kept["purchased"]
+    end = START + timedelta(days=3, hours=23)
+    assert count(history, 3, end) == 3  # days 1 and 3; day 0 is out of the 3-day window
+    assert total(history, "total", 3, end) == 108
+    assert count(history, 1, end) == 1
+    assert [day for day, _, _ in history.days] == [
+        (START + timedelta(days=d)).toordinal() for d in (1, 3)
+    ]
+    assert history.first == START + timedelta(hours=12)
+    assert days_since(history, end + timedelta(days=2)) == 2
+
+
+def test_an_event_nothing_reads_is_not_kept() -> None:
+    assert record({}, _event(START, name="other"), {"purchased": HistoryNeed(3)}, START) is None
+
+
+# membership
+
+
+def test_two_purchases_within_30_days_enter_the_segment_once(simulate: Simulate) -> None:
+    sim = simulate(VIP)
+    buy(sim, START)
+    assert segment_lines(sim) == []
+    buy(sim, after("10d"))
+    buy(sim, after("11d"))
+    assert segment_lines(sim) == [("segment_entered", "vip")]
+    assert sim.profile("u1").segments == {"vip": after("10d")}
+
+
+def test_a_window_that_moves_on_lets_the_profile_out_at_its_next_event(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(VIP, PRO)
+    buy(sim, START)
+    buy(sim, after("1d"))
+    sim.identify({"userId": "u1", "traits": {"plan": "free"}}, after("40d"))
+    assert segment_lines(sim) == [("segment_entered", "vip"), ("segment_exited", "vip")]
+    assert sim.profile("u1").segments == {}
+
+
+def test_a_trait_change_moves_the_segments_that_read_traits(simulate: Simulate) -> None:
+    sim = simulate(PRO)
+    sim.identify({"userId": "u1", "traits": {"plan": "pro"}}, START)
+    sim.identify({"userId": "u1", "traits": {"plan": "free"}}, after("1h"))
+    assert segment_lines(sim) == [("segment_entered", "pro"), ("segment_exited", "pro")]
+
+
+def test_in_segment_sees_the_other_segments_new_answer(simulate: Simulate) -> None:
+    sim = simulate(BIG_SPENDER, VIP)
+    buy(sim, START, 300)
+    buy(sim, after("1d"), 300)
+    assert segment_lines(sim) == [("segment_entered", "vip"), ("segment_entered", "big_spender")]
+
+
+def test_segment_events_are_kept_in_the_history_after_the_event(simulate: Simulate) -> None:
+    sim = simulate(VIP)
+    buy(sim, START)
+    taken = sim.track(
+        {"userId": "u1", "event": "purchased", "properties": {"order_id": "2", "total": 1}},
+        after("1d"),
+    )
+    assert taken is not None
+    assert taken.name == "purchased"
+
+
+def test_a_journey_enters_on_a_segment_and_exits_when_it_is_left(simulate: Simulate) -> None:
+    welcome = journey(
+        "- {id: hello, send: hello_email}",
+        "- {id: later, wait: 60d}",
+        name="vip_welcome",
+        entry="{segment: vip}",
+        exit="[{segment_exited: vip}]",
+        timeout="90d",
+    )
+    sim = simulate(VIP, welcome)
+    sim.identify({"userId": "u1", "traits": {"email": "u1@example.com"}}, START)
+    buy(sim, START)
+    buy(sim, after("2d"))
+    assert [m.step for m in sim.messages] == ["hello"]
+    sim.identify({"userId": "u1", "traits": {"firstName": "Ann"}}, after("35d"))
+    buy(sim, after("35d"))  # the purchases of days 0 and 2 are out of the window by now
+    (instance,) = sim.instances.values()
+    assert (instance.end_state, instance.ended_at) == ("exited", after("35d"))
+
+
+def test_history_functions_work_in_a_journey_branch(simulate: Simulate) -> None:
+    loyal = journey(
+        """
+        - id: check
+          branch:
+            - when: count("purchased", "30d") >= 2 and last("purchased").properties.total > 50
+              goto: thanks
+            - otherwise: done
+        - {id: thanks, send: hello_email}
+        - {id: done, end: completed}
+        """,
+        entry="{event: purchased}",
+        reentry="always",
+    )
+    sim = simulate(loyal)
+    sim.identify({"userId": "u1", "traits": {"email": "u1@example.com"}}, START)
+    buy(sim, START, 100)
+    buy(sim, after("1d"), 20)
+    buy(sim, after("2d"), 80)
+    assert [m.at for m in sim.messages] == [after("2d")]
+
+
+def test_a_call_cannot_send_a_segment_event() -> None:
+    with pytest.raises(InvalidEvent, match="recorded by journeyman"):
+        read_track(
+            {"userId": "u1", "event": "segment_entered", "properties": {"segment": "vip"}},
+            {},
+            datetime.now(UTC),
+        )
+
+
+# validation
+
+
+def test_validate_names_unknown_events_segments_and_traits(
+    load: Callable[..., object],
+) -> None:
+    from tests.conftest import BASE
+
+    loaded = load(
+        BASE,
+        """
+kind: segment
+name: lapsed
+when: days_since("purchsed") > 30 and profile.emial == "x" and in_segment("vipp")
+---
+kind: segment
+name: odd
+when: event.total > 1
+""",
+        journey("- {id: a, send: hello_email}", entry="{segment: nobody}"),
+    )
+    lines = [str(p) for p in loaded.problems]  # type: ignore[attr-defined]
+    assert any("event 'purchsed' is not defined (did you mean 'purchased'?)" in x for x in lines)
+    assert any("'profile.emial' is not a known trait (did you mean 'email'?)" in x for x in lines)
+    assert any("segment 'vipp' is not defined" in x for x in lines)
+    assert any("segment 'nobody' is not defined" in x for x in lines)
+    assert any("a segment's condition reads only profile, now" in x for x in lines)
+
+
+def test_validate_refuses_a_loop_of_segments(load: Callable[..., object]) -> None:
+    loaded = load(
+        'kind: segment\nname: a\nwhen: in_segment("b")\n---\n'
+        'kind: segment\nname: b\nwhen: in_segment("a")\n'
+    )
+    lines = [str(p) for p in loaded.problems]  # type: ignore[attr-defined]
+    assert any("in_segment(...) forms a loop: a -> b -> a" in x for x in lines)
+
+
+def test_an_event_document_cannot_take_a_segment_event_name(load: Callable[..., object]) -> None:
+    loaded = load("kind: event\nname: segment_exited\n")
+    lines = [str(p) for p in loaded.problems]  # type: ignore[attr-defined]
+    assert any("event name 'segment_exited' is reserved" in x for x in lines)
