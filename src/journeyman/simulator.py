@@ -33,6 +33,7 @@ from journeyman.domain.core import (
     TimerDue,
     Trigger,
     apply,
+    from_group,
 )
 from journeyman.domain.engine import Engine
 from journeyman.domain.feedback import delivery_events
@@ -40,6 +41,7 @@ from journeyman.domain.ingest import InvalidEvent, call_of, read_call
 from journeyman.domain.model import Workspace
 from journeyman.domain.reactions import REACTIONS, reaction_event
 from journeyman.domain.state import (
+    Account,
     CallAction,
     Event,
     Instance,
@@ -93,6 +95,7 @@ class Simulator:
         self._states = _States()
         self._instances: dict[str, Instance] = {}
         self._records: list[StepRecord] = []
+        self._events: list[Event] = []
         self._messages: list[SendMessage] = []
         self._calls: list[CallAction] = []
         self._timers: list[tuple[datetime, int, str]] = []
@@ -117,9 +120,9 @@ class Simulator:
         self, calls: Iterable[tuple[str, Mapping[str, Any]]], at: datetime | None = None
     ) -> list[Event | None]:
         """Calls that arrive together at ``at`` (default: now), each ``("track", body)``,
-        ``("identify", body)`` (or ``page``, ``screen``, ``alias``): they are taken in one
-        batch, in order, as the server takes calls that come at once. Each one's event as
-        :meth:`track` says."""
+        ``("identify", body)`` (or ``page``, ``screen``, ``alias``, ``group``): they are
+        taken in one batch, in order, as the server takes calls that come at once. Each
+        one's event as :meth:`track` says."""
         self.run_until(at or self.now)
         now, definitions = self.now, self.workspace.events
         calls = list(calls)
@@ -137,7 +140,7 @@ class Simulator:
         answers: list[Event | None] = [None] * len(calls)
         if events:
             results, changes = self._run(events)
-            accepted = iter(changes.events)
+            accepted = (e for e in changes.events if not from_group(e))
             for position, result in zip(taken, results, strict=True):
                 answers[position] = next(accepted) if result == "accepted" else None
         return answers
@@ -188,7 +191,7 @@ class Simulator:
         ``runtime.accept`` takes them: each as taken, or None if it came before."""
         self.run_until(at or self.now)
         results, changes = self._run(events)
-        accepted = iter(changes.events)
+        accepted = (e for e in changes.events if not from_group(e))
         return [next(accepted) if result == "accepted" else None for result in results]
 
     def _message_of(self, step: str, profile: str | None) -> SendMessage:
@@ -279,6 +282,11 @@ class Simulator:
         return self._states[profile_id].profile
 
     @property
+    def accounts(self) -> dict[str, Account]:
+        """Every account a group call named, by id, with its traits."""
+        return self._known.accounts
+
+    @property
     def instances(self) -> dict[str, Instance]:
         """Every instance, running and ended, by id."""
         self._move_merged()
@@ -288,6 +296,13 @@ class Simulator:
     def records(self) -> list[StepRecord]:
         self._move_merged()
         return self._records
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event taken, in order, as the store keeps them in profiles' histories
+        (with what the core recorded beside the calls, such as account_updated)."""
+        self._move_merged()
+        return self._events
 
     @property
     def messages(self) -> list[SendMessage]:
@@ -312,6 +327,7 @@ class Simulator:
                 self._sequence += 1
                 heapq.heappush(timers, (instance.wake_at, self._sequence, instance.id))
         self._records.extend(changes.records)
+        self._events.extend(changes.events)
         if changes.effects:
             self._hand_over(changes.effects)
         return results, changes
@@ -371,6 +387,7 @@ class Simulator:
             if instance.profile_id in owner:
                 instances[instance_id] = _moved(instance, owner)
         _move_rows(self._records, owner)
+        _move_rows(self._events, owner)
         _move_rows(self._messages, owner)
         _move_rows(self._calls, owner)
         merged.clear()
@@ -385,7 +402,7 @@ def _last(merged: Mapping[str, str], profile_id: str) -> str:
     return profile_id
 
 
-_Row = TypeVar("_Row", Instance, StepRecord, SendMessage, CallAction)
+_Row = TypeVar("_Row", Instance, StepRecord, Event, SendMessage, CallAction)
 
 
 def _moved(row: _Row, owner: Mapping[str, str]) -> _Row:
