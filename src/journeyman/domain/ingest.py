@@ -2,16 +2,15 @@
 
 The API decodes a call's JSON once, at the edge, into a typed :class:`Track`,
 :class:`Identify`, :class:`Page`, :class:`Screen`, :class:`Alias` or :class:`Group`
-(:func:`decode_call`,
-:func:`decode_batch` and :func:`decode_item`); fields journeyman does not read
+(:func:`decode_call`, :func:`decode_batch` and :func:`decode_item`); fields journeyman does not read
 (``integrations``, most of ``context``, ...) are passed over, as Segment allows. The
 ``read_*`` functions take such a call (or the same call as a mapping, as the simulator and
 tests give it) and check what types cannot say: non-empty ids, the limits below and, for a
 defined event, its properties against the definition's JSON Schema. A problem raises
 :class:`InvalidEvent` naming the field and the rule it breaks. A field of the wrong type
 is named as such: a body whose fields do not all fit their types is read again as plain
-JSON data, and the first wrong field (in the order event, properties or traits, userId, anonymousId,
-timestamp, messageId) is refused.
+JSON data, and the first wrong field (in the order event or groupId, properties or traits,
+userId, anonymousId, timestamp, messageId) is refused.
 
 What passes here can be stored by every backend, so the rules are the same whatever the
 backend: no NUL character in any text (PostgreSQL cannot keep one), ids, event names and
