@@ -1,7 +1,7 @@
 """The HTTP API: Segment-shaped ingest, and admin reads over a running :class:`Runtime`.
 
 Ingest (write key): ``POST /v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
-``/v1/alias``, ``/v1/batch``. A 202 means the
+``/v1/alias``, ``/v1/group``, ``/v1/batch``. A 202 means the
 events are committed to disk. Admin (admin key): journeys, profiles (and their consent,
 :mod:`journeyman.consent_admin`) and the message log.
 ``GET /openapi.json`` describes every endpoint; ``GET /healthz`` (liveness), ``GET /readyz``
@@ -616,7 +616,7 @@ _FAULT = {"error": {"field": "body", "rule": "internal", "message": _FAULT_HELP}
 
 
 # The calls that have a path of their own, /v1/<call>.
-CALL_PATHS = ("track", "identify", "page", "screen", "alias")
+CALL_PATHS = ("track", "identify", "page", "screen", "alias", "group")
 
 
 def _sdk(error: dict[str, Any], message: str) -> dict[str, str]:

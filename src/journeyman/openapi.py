@@ -143,6 +143,17 @@ _ALIAS = {
     "required": ["userId", "previousId"],
     "properties": {**_SEGMENT_IDS, "userId": _GIVEN_ID, "previousId": _GIVEN_ID},
 }
+_GROUP = {
+    "type": "object",
+    "description": "The profile belongs to the account 'groupId' from now on (the latest group "
+    "call wins), and the account's traits take 'traits' key by key (null removes one). A call "
+    "that changes a trait records the event 'account_updated' on this profile, its properties "
+    "the changed traits; the account's other members get no event, and read the new traits "
+    "as 'account' from their next step on.",
+    "required": ["groupId"],
+    "properties": {**_SEGMENT_IDS, "groupId": _GIVEN_ID, "traits": _DATA},
+    "anyOf": _IDENTIFY["anyOf"],
+}
 _BATCH = {
     "type": "object",
     "required": ["batch"],
@@ -150,7 +161,7 @@ _BATCH = {
         "batch": {
             "type": "array",
             "maxItems": 500,
-            "description": "track, identify, page, screen and alias calls, each as its own "
+            "description": "track, identify, page, screen, alias and group calls, each as its own "
             "path (/v1/track, ...) takes it, with its 'type', of at most 32 KiB each. Each call "
             "is checked alone: those that break a rule are listed in 'rejected', the others kept.",
             "items": {},
@@ -277,8 +288,9 @@ SPEC: dict[str, Any] = {
         "/v1/page": _post("Record a page of a website that a profile viewed", _VIEWED),
         "/v1/screen": _post("Record a screen of an app that a profile viewed", _VIEWED),
         "/v1/alias": _post("Merge a previous id's profile into a user's", _ALIAS),
+        "/v1/group": _post("Attach a profile to an account, and set the account's traits", _GROUP),
         "/v1/batch": _post(
-            "Up to 500 track, identify, page, screen and alias calls (512 KiB)",
+            "Up to 500 track, identify, page, screen, alias and group calls (512 KiB)",
             _BATCH,
             "The body breaks a rule (the error names it), or every call does (each is "
             "listed in 'rejected', and 'accepted' is 0).",
@@ -382,8 +394,8 @@ SPEC: dict[str, Any] = {
             [_query("q")],
         ),
         "/v1/profiles/{profile_id}": _get(
-            "A profile: traits, recent events, its segments (since when), every instance "
-            "with its trace "
+            "A profile: traits, its account (id, traits, when attached; null without one), "
+            "recent events, its segments (since when), every instance with its trace "
             "(the id percent-encoded: it may hold '/', '?', '#', '%' or spaces)",
             [_path_param("profile_id")],
         ),

@@ -33,14 +33,15 @@ from journeyman.domain.core import (
     TimerDue,
     Trigger,
     apply,
+    recorded_by_journeyman,
 )
 from journeyman.domain.engine import Engine
 from journeyman.domain.feedback import delivery_events
 from journeyman.domain.ingest import InvalidEvent, call_of, read_call
 from journeyman.domain.model import Workspace
 from journeyman.domain.reactions import REACTIONS, reaction_event
-from journeyman.domain.segments import SEGMENT_EVENTS
 from journeyman.domain.state import (
+    Account,
     CallAction,
     Event,
     Instance,
@@ -94,6 +95,7 @@ class Simulator:
         self._states = _States()
         self._instances: dict[str, Instance] = {}
         self._records: list[StepRecord] = []
+        self._events: list[Event] = []
         self._messages: list[SendMessage] = []
         self._calls: list[CallAction] = []
         self._timers: list[tuple[datetime, int, str]] = []
@@ -118,9 +120,9 @@ class Simulator:
         self, calls: Iterable[tuple[str, Mapping[str, Any]]], at: datetime | None = None
     ) -> list[Event | None]:
         """Calls that arrive together at ``at`` (default: now), each ``("track", body)``,
-        ``("identify", body)`` (or ``page``, ``screen``, ``alias``): they are taken in one
-        batch, in order, as the server takes calls that come at once. Each one's event as
-        :meth:`track` says."""
+        ``("identify", body)`` (or ``page``, ``screen``, ``alias``, ``group``): they are
+        taken in one batch, in order, as the server takes calls that come at once. Each
+        one's event as :meth:`track` says."""
         self.run_until(at or self.now)
         now, definitions = self.now, self.workspace.events
         calls = list(calls)
@@ -280,6 +282,11 @@ class Simulator:
         return self._states[profile_id].profile
 
     @property
+    def accounts(self) -> dict[str, Account]:
+        """Every account a group call named, by id, with its traits."""
+        return self._known.accounts
+
+    @property
     def instances(self) -> dict[str, Instance]:
         """Every instance, running and ended, by id."""
         self._move_merged()
@@ -289,6 +296,13 @@ class Simulator:
     def records(self) -> list[StepRecord]:
         self._move_merged()
         return self._records
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event taken, in order, as the store keeps them in profiles' histories
+        (with what the core recorded beside the calls, such as account_updated)."""
+        self._move_merged()
+        return self._events
 
     @property
     def messages(self) -> list[SendMessage]:
@@ -313,6 +327,7 @@ class Simulator:
                 self._sequence += 1
                 heapq.heappush(timers, (instance.wake_at, self._sequence, instance.id))
         self._records.extend(changes.records)
+        self._events.extend(changes.events)
         if changes.effects:
             self._hand_over(changes.effects)
         return results, changes
@@ -372,6 +387,7 @@ class Simulator:
             if instance.profile_id in owner:
                 instances[instance_id] = _moved(instance, owner)
         _move_rows(self._records, owner)
+        _move_rows(self._events, owner)
         _move_rows(self._messages, owner)
         _move_rows(self._calls, owner)
         merged.clear()
@@ -386,7 +402,7 @@ def _last(merged: Mapping[str, str], profile_id: str) -> str:
     return profile_id
 
 
-_Row = TypeVar("_Row", Instance, StepRecord, SendMessage, CallAction)
+_Row = TypeVar("_Row", Instance, StepRecord, Event, SendMessage, CallAction)
 
 
 def _moved(row: _Row, owner: Mapping[str, str]) -> _Row:
@@ -398,9 +414,9 @@ def _move_rows(rows: list[_Row], owner: Mapping[str, str]) -> None:
 
 
 def _taken(events: list[Event]) -> Iterator[Event]:
-    """The events a batch took, without those the engine recorded itself (segment
-    changes): one for each trigger that was accepted, in order."""
-    return (event for event in events if event.name not in SEGMENT_EVENTS)
+    """The events a batch took, without those journeyman recorded itself (segment
+    changes, a group call's account_updated): one for each trigger accepted, in order."""
+    return (event for event in events if not recorded_by_journeyman(event))
 
 
 def _event_name(body: Mapping[str, Any]) -> str:

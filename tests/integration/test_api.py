@@ -331,7 +331,7 @@ def test_every_route_is_in_the_openapi_document(tmp_path: Path, store_url: str) 
         # the ingest fast path answers its own paths; the console is mounted at /
         api = [route for route in app.app.routes if isinstance(route, Route)]
         paths = {re.sub(r":\w+}", "}", route.path) for route in api}
-        calls = ("track", "identify", "page", "screen", "alias", "batch")
+        calls = ("track", "identify", "page", "screen", "alias", "group", "batch")
         assert set(app.paths) == {f"/v1/{call}" for call in calls}
         assert paths | set(app.paths) == set(spec["paths"])
 

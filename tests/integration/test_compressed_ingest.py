@@ -66,12 +66,14 @@ def test_every_ingest_path_takes_a_compressed_body(
         ("/v1/page", {"userId": user, "name": "Pricing"}),
         ("/v1/screen", {"userId": user, "name": "Home"}),
         ("/v1/alias", {"userId": user, "previousId": f"a-{user}"}),
+        ("/v1/group", {"userId": user, "groupId": f"g-{user}"}),
     ]
     for path, call in calls:
         answer = _post(server, path, pack(json.dumps(call).encode()), encoding)
         assert answer.status_code == (200 if path == "/v1/batch" else 202), answer.text
     assert sorted(_events(server, user)) == [
         "alias",
+        "group",
         "identify",
         "page",
         "purchased",

@@ -34,7 +34,9 @@ from tests.servers import ADMIN_KEY, WRITE_KEY, Journeyman
 EXAMPLES = int(os.environ.get("JOURNEYMAN_FUZZ_EXAMPLES", "20"))
 ANSWER_SECONDS = 10  # a request unanswered this long is a hang
 EXAMPLE_WORKSPACE = Path(__file__).parents[2] / "examples"
-INGEST = tuple(f"/v1/{call}" for call in ("track", "identify", "page", "screen", "alias", "batch"))
+INGEST = tuple(
+    f"/v1/{call}" for call in ("track", "identify", "page", "screen", "alias", "group", "batch")
+)
 # Rules no document can state: events' properties must fit the schemas of the workspace's
 # event definitions, a published workspace must be sound, and a link's token must be
 # signed. Their schema-valid calls may get the documented 4xx that names the rule; every

@@ -1,9 +1,10 @@
 """The analytics libraries teams already run, pointed at a real ``journeyman serve``:
 Segment's and RudderStack's, for Python and for Node, each as installed from its registry
 (the Python ones by the ``test`` extra, the Node ones by ``npm ci`` in tests/sdk). Each
-sends a page view while anonymous, an alias, an identify, a track and a screen in its own
-wire format (RudderStack's gzip-compressed); they must land on the profile and move it
-through its journeys. A batch journeyman refuses is reported once, never sent again."""
+sends a page view while anonymous, an alias, an identify, a track, a screen and a group in
+its own wire format (RudderStack's gzip-compressed); they must land on the profile (the
+group as its account) and move it through its journeys. A batch journeyman refuses is
+reported once, never sent again."""
 
 from __future__ import annotations
 
@@ -86,21 +87,28 @@ def _profile(server: Journeyman, profile_id: str) -> Any:
 
 
 def assert_landed(server: Journeyman, user: str, visitor: str) -> None:
-    """The five calls are on the user's profile, the page view made under the anonymous
-    id included, and the profile is where its journeys say."""
+    """The six calls are on the user's profile, the page view made under the anonymous
+    id included (and the account_updated its group call recorded), the profile belongs to
+    the group's account, and it is where its journeys say."""
 
     def landed() -> Any:
         found = _profile(server, user)
-        return found if found is not None and len(found["events"]) == 5 else None
+        return found if found is not None and len(found["events"]) == 7 else None
 
-    found = wait_until(landed, f"the five calls of {user}")
+    found = wait_until(landed, f"the six calls of {user}")
     assert sorted((e["type"], e["name"]) for e in found["events"]) == [
         ("alias", "alias"),
+        ("group", "group"),
         ("identify", "identify"),
         ("page", "pricing_viewed"),
         ("screen", "app_opened"),
+        ("track", "account_updated"),
         ("track", "signed_up"),
     ]
+    assert (found["account"]["id"], found["account"]["traits"]) == (
+        f"{user}-team",
+        {"name": "Team of " + user, "seats": 3},
+    )
     journeys = {i["journey"]: (i["status"], i["step"]) for i in found["instances"]}
     assert journeys == {"pricing": ("waiting", "settle"), "onboarding": ("waiting", "opened")}
     assert found["traits"] == {
@@ -135,6 +143,9 @@ def test_the_python_libraries_calls_land_on_the_profile_and_start_its_journeys(
     client.identify(user_id=user, traits=traits, context={"timezone": "Europe/Amsterdam"})
     client.track(user_id=user, event="signed_up", properties={"plan": "pro"})
     client.screen(user_id=user, name="Home")
+    client.group(
+        user_id=user, group_id=f"{user}-team", traits={"name": f"Team of {user}", "seats": 3}
+    )
     client.flush()
     client.join()
     assert errors == []

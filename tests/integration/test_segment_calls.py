@@ -186,13 +186,15 @@ def test_a_batch_takes_every_call_of_the_spec_and_answers_200(
             {"type": "track", "userId": "u1", "event": "signed_up"},
             {"type": "screen", "userId": "u1", "name": "Home"},
             {"type": "group", "userId": "u1", "groupId": "acme"},
+            {"type": "register", "userId": "u1"},
         ]
         answer = await client.post("/v1/batch", json={"batch": batch}, headers=WRITE)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["accepted"] == 5
+        assert answer.json()["accepted"] == 6
         (refused,) = answer.json()["rejected"]
-        assert (refused["index"], refused["field"], refused["rule"]) == (5, "type", "enum")
+        assert (refused["index"], refused["field"], refused["rule"]) == (6, "type", "enum")
         found = await profile(client, "u1")
+        assert found["account"]["id"] == "acme"
         assert steps(found) == {
             "pricing": ("waiting", "settle"),
             "onboarding": ("waiting", "opened"),

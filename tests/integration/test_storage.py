@@ -16,7 +16,7 @@ import pytest
 from msgspec.structs import replace as struct_replace
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import Account, Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import (
     Database,
     NewerSchema,
@@ -170,6 +170,46 @@ def test_a_committed_profile_replaces_the_stored_one(store: Database) -> None:
         await store.commit(Changes(profiles={"u1": profile("u1", firstName="Ada")}))
         await store.commit(Changes(profiles={"u1": profile("u1", firstName="Bo", plan="pro")}))
         assert await store.profile("u1") == profile("u1", firstName="Bo", plan="pro")
+
+    run(store, check)
+
+
+def test_committed_account_traits_merge_key_by_key_into_the_stored_ones(store: Database) -> None:
+    async def check() -> None:
+        assert await store.accounts(["acme"]) == {}
+        await store.commit(Changes(accounts={"acme": {"plan": "pro", "seats": 5}, "solo": {}}))
+        await store.commit(Changes(accounts={"acme": {"seats": None, "region": "eu"}}))
+        found = await store.accounts(["acme", "solo", "nobody"])
+        assert found == {
+            "acme": Account(id="acme", traits={"plan": "pro", "region": "eu"}),
+            "solo": Account(id="solo"),
+        }
+        assert await store.account("acme") == found["acme"]
+        assert await store.account("nobody") is None
+
+    run(store, check)
+
+
+@pytest.mark.shared
+def test_two_processes_changing_one_account_at_once_each_keep_their_traits(
+    store: Database, store_url: str
+) -> None:
+    other = open_store(store_url)
+
+    async def check() -> None:
+        await other.open()
+        try:
+            writes = [
+                writer.commit(Changes(accounts={"acme": {f"{name}{n}": n}}))
+                for n in range(10)
+                for name, writer in (("a", store), ("b", other))
+            ]
+            await asyncio.gather(*writes)
+        finally:
+            await other.close()
+        found = await store.account("acme")
+        assert found is not None
+        assert len(found.traits) == 20
 
     run(store, check)
 

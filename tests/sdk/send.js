@@ -3,7 +3,7 @@
 //   node send.js segment|rudderstack URL WRITE_KEY USER_ID ANONYMOUS_ID
 //
 // The calls: a page view while anonymous, an alias that names the user, an identify, a
-// track, a screen. Exits 1, printing why, if the library reports any error.
+// track, a screen, a group. Exits 1, printing why, if the library reports any error.
 'use strict';
 
 const [library, url, writeKey, userId, anonymousId] = process.argv.slice(2);
@@ -43,6 +43,7 @@ async function main() {
   );
   client.track({ userId, event: 'signed_up', properties: { plan: 'pro' } }, done);
   client.screen({ userId, name: 'Home' }, done);
+  client.group({ userId, groupId: `${userId}-team`, traits: { name: `Team of ${userId}`, seats: 3 } }, done);
   await flush();
   if (errors.length) {
     console.error(errors.join('\n'));

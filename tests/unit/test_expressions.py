@@ -590,7 +590,7 @@ def test_bad_literal_arguments_are_compile_errors(source: str, column: int, frag
     ("source", "column", "fragments"),
     [
         ("profle.plan", 1, ["unknown name 'profle'", "did you mean 'profile'", "journey"]),
-        ("plan == 'pro'", 1, ["unknown name 'plan'", "profile, event, entry, journey, now"]),
+        ("plan == 'pro'", 1, ["unknown name 'plan'", "profile, account, event, entry, journey"]),
         ("event.x == True", 12, ["unknown name 'True'", "write true"]),
         ("None", 1, ["write null"]),
         ("lower", 1, ["'lower' is a function", "lower(...)"]),

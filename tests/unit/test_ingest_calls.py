@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from journeyman.domain.ingest import (
+    Group,
     InvalidEvent,
     Page,
     Screen,
@@ -87,16 +88,16 @@ def test_an_alias_links_the_previous_id_to_the_user(read: Any) -> None:
         assert refused.value.field == field
 
 
-def test_every_call_type_is_taken_in_a_batch_and_group_is_refused_by_name() -> None:
-    for kind, kept in (("page", Page), ("screen", Screen)):
+def test_every_call_type_is_taken_in_a_batch_and_another_type_is_refused_by_name() -> None:
+    for kind, kept in (("page", Page), ("screen", Screen), ("group", Group)):
         item = msgspec.Raw(msgspec.json.encode({"type": kind, "userId": "u", "name": "N"}))
         assert isinstance(decode_item(item), kept)
     with pytest.raises(InvalidEvent) as refused:
-        decode_item(msgspec.Raw(b'{"type": "group", "groupId": "g"}'))
+        decode_item(msgspec.Raw(b'{"type": "register", "userId": "u"}'))
     assert refused.value.as_dict() == {
         "field": "type",
         "rule": "enum",
-        "message": "'type' must be track, identify, page, screen or alias",
+        "message": "'type' must be track, identify, page, screen, alias or group",
     }
 
 

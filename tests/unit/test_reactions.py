@@ -393,8 +393,8 @@ def test_a_broken_reaction_wait_names_the_field(
         (
             "{at: 1h, opened: welcome, machine: true, track: {}}",
             "doc02.yaml:4: test t: a test event needs exactly one of track, identify, page, "
-            "screen, alias or a reaction (sent, delivered, failed, opened, clicked, bounced, "
-            "complained, unsubscribed, resubscribed)",
+            "screen, alias, group or a reaction (sent, delivered, failed, opened, clicked, "
+            "bounced, complained, unsubscribed, resubscribed)",
         ),
         (
             "{at: 1h, track: {userId: u1, event: e}, machine: true}",

@@ -532,8 +532,8 @@ def test_a_branch_or_split_has_no_next(problems: Problems) -> None:
         (
             "kind: test\nname: t\nevents: [{at: 1s}]\nexpect: []\n",
             "doc01.yaml:3: test t: a test event needs exactly one of track, identify, page, "
-            "screen, alias or a reaction (sent, delivered, failed, opened, clicked, bounced, "
-            "complained, unsubscribed, resubscribed)",
+            "screen, alias, group or a reaction (sent, delivered, failed, opened, clicked, "
+            "bounced, complained, unsubscribed, resubscribed)",
         ),
         (
             "kind: test\nname: t\nevents: [{at: 1s, track: [x]}]\nexpect: []\n",

@@ -697,3 +697,26 @@ def test_a_journey_removed_from_the_workspace_is_listed_and_can_be_stopped(
         assert (again.status_code, again.json()["stopped"]) == (200, 0)
 
     run_console(tmp_path, test)
+
+
+def test_the_profile_page_shows_its_account_and_its_traits_inert(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        await identify(client, "u1", {"email": "u1@example.com"})
+        await identify(client, "u2", {"email": "u2@example.com"})
+        body = {"userId": "u1", "groupId": XSS, "traits": {"plan": "pro", "name": XSS_IMG}}
+        answer = await client.post("/v1/group", json=body, headers=WRITE)
+        assert answer.status_code == 202, answer.text
+        await log_in(client)
+        page = (await client.get("/profiles/u1")).text
+        assert "<script>alert" not in page
+        assert "<img src=x" not in page
+        assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+        assert "attached to account &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
+        assert "<dt>plan</dt><dd>pro</dd>" in page
+        twin = (await client.get("/profiles/u1", headers=JSON)).json()
+        assert (twin["account"]["id"], twin["account"]["traits"]) == (XSS, body["traits"])
+        none = (await client.get("/profiles/u2")).text
+        assert "No account: no group call named one." in none
+        assert (await client.get("/profiles/u2", headers=JSON)).json()["account"] is None
+
+    run_console(tmp_path, test)

@@ -4,7 +4,8 @@
 state and keeping it: for each trigger in order it finds the profile (by user id, by an
 anonymous id that has signed in, or by email), drops what came before (an event by its
 ``messageId``, a delivery outcome learned already), folds an anonymous profile into the
-known one when an ``identify`` links them, runs the :class:`~journeyman.domain.engine.Engine`,
+known one when an ``identify`` links them, attaches the profile to its account on a
+``group`` call (see :func:`_group`), runs the :class:`~journeyman.domain.engine.Engine`,
 and carries its outcome into the profile's state, for the next trigger, and into
 :class:`Changes`, for the store. The processor reads the state from the store (as
 :class:`Snapshot` s) and commits the changes as they are; the simulator keeps both in
@@ -12,7 +13,8 @@ memory.
 
 It is pure: no I/O and no clock (``now`` comes in). It needs what the store knew before
 the batch (:class:`Known`) and a :class:`Snapshot` of every profile the triggers may
-touch; :func:`lookups` and :func:`profiles_needed` say which. The outcome does not depend
+touch; :func:`lookups` and :func:`profiles_needed` say which, and :func:`accounts_needed`
+which accounts (their traits) :class:`Known` must hold. The outcome does not depend
 on how triggers are cut into batches: whatever a trigger changes counts for the next one
 as if it had been stored.
 """
@@ -31,9 +33,19 @@ from journeyman.domain.ingest import normal_email
 from journeyman.domain.merge import merge_profiles
 from journeyman.domain.model import EventDefinition
 from journeyman.domain.reactions import reaction_record
-from journeyman.domain.state import Effect, Event, Instance, Profile, StepRecord
+from journeyman.domain.segments import SEGMENT_EVENTS
+from journeyman.domain.state import (
+    ACCOUNT_UPDATED,
+    Account,
+    Effect,
+    Event,
+    Instance,
+    Profile,
+    StepRecord,
+)
 
 __all__ = [
+    "ACCOUNT_UPDATED",
     "Changes",
     "Delivered",
     "DeliveryResult",
@@ -42,12 +54,15 @@ __all__ = [
     "Snapshot",
     "TimerDue",
     "Trigger",
+    "accounts_needed",
     "apply",
     "carry",
+    "from_group",
     "links",
     "lookups",
     "profile_of",
     "profiles_needed",
+    "recorded_by_journeyman",
 ]
 
 _replace = msgspec.structs.replace
@@ -139,6 +154,9 @@ class Known:
     untold: set[int] = field(default_factory=set)  # settled rows the engine has not learned
     # instances that outcomes are for, found where the profile's running ones are not
     instances: Mapping[str, Instance] = field(default_factory=dict)
+    # the accounts of the profiles and of the group calls (see accounts_needed), by id;
+    # apply keeps them up to each group call
+    accounts: dict[str, Account] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -161,6 +179,9 @@ class Changes:
     deliveries: list[Delivered] = field(default_factory=list)
     # triggers the engine raised on (each failed alone; see Engine.on_crash), for the log
     crashes: list[tuple[Trigger, Exception]] = field(default_factory=list)
+    # account id -> the traits group calls changed (None: removed), to merge key by key
+    # into the stored ones; an account named with no traits is {} (it is kept all the same)
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         """Whether there is anything to keep (crashes are only for the log)."""
@@ -175,6 +196,7 @@ class Changes:
                 self.forgotten,
                 self.merges,
                 self.told,
+                self.accounts,
             )
         )
 
@@ -225,22 +247,113 @@ def _event(
         _merge(event, snapshots, changes, now)
     snapshot = snapshots[event.profile_id]
     _fill_traits(snapshot, event, changes)
+    if event.type == "group":
+        changes.events.append(event)
+        updated = _group(snapshot, event, known, changes)
+        if updated is None:  # nothing of the account changed: no journey reads a group call
+            _made(snapshot, changes)
+            return "accepted"
+        event = updated
+    account = _account(snapshot, known)
     try:
         if event.type == "alias":  # it only links two ids: no journey reads it
             outcome = Outcome(snapshot.profile)
         else:
-            outcome = engine.on_event(snapshot.profile, snapshot.running, event, now)
+            outcome = engine.on_event(
+                snapshot.profile, snapshot.running, event, now, account=account
+            )
     except Exception as error:
         outcome = _crashed(engine, snapshot, event, error, now, changes)
     changes.events.append(event)
     record = reaction_record(event)
     if record is not None:
         changes.records.append(record)
+    _made(snapshot, changes)
+    _carry_out(snapshot, outcome, changes)
+    return "accepted"
+
+
+def _made(snapshot: Snapshot, changes: Changes) -> None:
     if snapshot.new:  # an event makes its profile, traits or not
         changes.profiles.setdefault(snapshot.profile.id, snapshot.profile)
         snapshot.new = False
-    _carry_out(snapshot, outcome, changes)
-    return "accepted"
+
+
+# accounts
+
+
+def accounts_needed(snapshots: Mapping[str, Snapshot], triggers: Iterable[Trigger]) -> set[str]:
+    """The accounts :func:`apply` reads: those of the profiles in ``snapshots`` and those
+    the group calls among ``triggers`` name."""
+    needed = {s.profile.account for s in snapshots.values() if s.profile.account is not None}
+    for trigger in triggers:
+        if isinstance(trigger, Event) and trigger.group_id is not None:
+            needed.add(trigger.group_id)
+    return needed
+
+
+def recorded_by_journeyman(event: Event) -> bool:
+    """Whether journeyman recorded the event itself in :attr:`Changes.events` (a segment
+    change, the account_updated of a group call), rather than taking it as a call."""
+    return from_group(event) or event.name in SEGMENT_EVENTS
+
+
+def from_group(event: Event) -> bool:
+    """Whether the event is the :data:`ACCOUNT_UPDATED` a group call recorded, rather than
+    a call of its own (it follows its group call in :attr:`Changes.events`)."""
+    return event.type == "track" and event.group_id is not None
+
+
+def _account(snapshot: Snapshot, known: Known) -> Account | None:
+    """The profile's account as it is at this point of the batch, or None if it has none."""
+    account_id = snapshot.profile.account
+    if account_id is None:
+        return None
+    return known.accounts.get(account_id) or Account(id=account_id)
+
+
+def _group(snapshot: Snapshot, event: Event, known: Known, changes: Changes) -> Event | None:
+    """A group call: the profile belongs to the account from now on (the latest call wins)
+    and the account takes the call's traits, key by key (null removes one). When that
+    changed any trait, the event :data:`ACCOUNT_UPDATED` on this profile, with the changed
+    traits as its properties, for journeys to enter on or wait for; else None.
+
+    The other members of the account read the new traits from their next trigger on, but
+    get no event: fanning one out to every member is not done.
+    """
+    account_id = event.group_id
+    assert account_id is not None
+    before = known.accounts.get(account_id) or Account(id=account_id)
+    changed = {k: v for k, v in event.properties.items() if _differs(before.traits, k, v)}
+    known.accounts[account_id] = before.patched(changed)
+    changes.accounts.setdefault(account_id, {}).update(changed)
+    profile = snapshot.profile
+    if profile.account != account_id:
+        left = f" (it left account {profile.account})" if profile.account is not None else ""
+        snapshot.profile = _replace(profile, account=account_id)
+        changes.profiles[profile.id] = snapshot.profile
+        changes.records.append(
+            StepRecord(
+                at=event.timestamp,
+                profile_id=profile.id,
+                journey="",
+                instance_id=None,
+                step=None,
+                outcome="account",
+                detail=f"attached to account {account_id}{left}"[:REASON_LENGTH],
+            )
+        )
+    if not changed:
+        return None
+    return _replace(event, name=ACCOUNT_UPDATED, type="track", properties=changed, message_id=None)
+
+
+def _differs(traits: Mapping[str, Any], key: str, value: Any) -> bool:
+    """Whether setting ``key`` to ``value`` changes ``traits`` (``True`` is not ``1``)."""
+    if value is None:
+        return key in traits
+    old = traits.get(key)
+    return old is None or type(old) is not type(value) or old != value
 
 
 def _other(
@@ -262,7 +375,7 @@ def _other(
     if target is None:
         return "accepted"
     try:
-        outcome = _run(engine, snapshot, trigger, target, now)
+        outcome = _run(engine, snapshot, trigger, target, now, _account(snapshot, known))
     except Exception as error:
         outcome = _crashed(engine, snapshot, trigger, error, now, changes, target)
     _carry_out(snapshot, outcome, changes)
@@ -282,21 +395,26 @@ def _delivered(
 
 
 def _run(
-    engine: Engine, snapshot: Snapshot, trigger: Trigger, target: Instance, now: datetime
+    engine: Engine,
+    snapshot: Snapshot,
+    trigger: Trigger,
+    target: Instance,
+    now: datetime,
+    account: Account | None,
 ) -> Outcome:
     """The engine on one trigger other than an event, for the instance ``target``."""
     profile, running = snapshot.profile, snapshot.running
     if isinstance(trigger, TimerDue):
-        return engine.on_timer(profile, running, target, now)
+        return engine.on_timer(profile, running, target, now, account=account)
     if isinstance(trigger, Operate):
         if trigger.command == "stop":
             return engine.on_stop(profile, target, now)
-        return engine.on_resume(profile, running, target, now)
+        return engine.on_resume(profile, running, target, now, account=account)
     assert isinstance(trigger, DeliveryResult)
     step = trigger.effect.step
     if trigger.ok:
-        return engine.on_delivered(profile, running, target, step, now)
-    return engine.on_failure(profile, running, target, step, trigger.detail, now)
+        return engine.on_delivered(profile, running, target, step, now, account=account)
+    return engine.on_failure(profile, running, target, step, trigger.detail, now, account=account)
 
 
 def _crashed(

@@ -35,6 +35,7 @@ from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
 from journeyman.domain.segments import changed_segments, segment_event, segment_record
 from journeyman.domain.state import (
+    Account,
     CallAction,
     Effect,
     Entries,
@@ -114,10 +115,19 @@ class Engine:
     # triggers
 
     def on_event(
-        self, profile: Profile, instances: Sequence[Instance], event: Event, now: datetime
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        event: Event,
+        now: datetime,
+        *,
+        account: Account | None = None,
     ) -> Outcome:
-        """An event for this profile: exits, waiting instances, then new entries."""
-        run = _Run(self, profile, now)
+        """An event for this profile: exits, waiting instances, then new entries.
+
+        ``account`` is the profile's account (see :class:`Profile`), as expressions and
+        templates read it; every trigger method takes it."""
+        run = _Run(self, profile, now, account)
         if event.type == "identify":
             run.set_traits(event.properties, ())
             run.settle_segments(instances)
@@ -130,14 +140,20 @@ class Engine:
         return run.outcome
 
     def on_timer(
-        self, profile: Profile, instances: Sequence[Instance], instance: Instance, now: datetime
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        instance: Instance,
+        now: datetime,
+        *,
+        account: Account | None = None,
     ) -> Outcome:
         """A wake-up time came: a wait ended, a wait_for timed out, quiet hours ended.
 
         ``instances`` are all of the profile's running instances (so that a jump does not
         enter a journey the profile is already in); ``instance`` is the one to wake.
         """
-        run = _Run(self, profile, now)
+        run = _Run(self, profile, now, account)
         if (
             instance.status == "waiting"
             and instance.wake_at is not None
@@ -149,10 +165,16 @@ class Engine:
         return run.outcome
 
     def on_resume(
-        self, profile: Profile, instances: Sequence[Instance], instance: Instance, now: datetime
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        instance: Instance,
+        now: datetime,
+        *,
+        account: Account | None = None,
     ) -> Outcome:
         """The instance's journey was resumed: run the step it was held before."""
-        run = _Run(self, profile, now)
+        run = _Run(self, profile, now, account)
         journey = self.journey(instance.journey, instance.version)
         if journey is not None and instance.status == "waiting" and instance.waiting == "paused":
             run.advance(journey, instance, instance.step)
@@ -174,9 +196,11 @@ class Engine:
         instance: Instance,
         step: str,
         now: datetime,
+        *,
+        account: Account | None = None,
     ) -> Outcome:
         """A message or call from ``step`` was delivered: an instance waiting for it goes on."""
-        run = _Run(self, profile, now)
+        run = _Run(self, profile, now, account)
         if (
             instance.status == "waiting"
             and instance.waiting == "delivery"
@@ -197,13 +221,15 @@ class Engine:
         step: str,
         reason: str,
         now: datetime,
+        *,
+        account: Account | None = None,
     ) -> Outcome:
         """A message or call from ``step`` failed for good: take its ``on_error`` path.
 
         Only a step with ``on_error`` waits for its delivery, so only then does the instance
         change course; otherwise the failure is recorded in the trace.
         """
-        run = _Run(self, profile, now)
+        run = _Run(self, profile, now, account)
         run.fail(instance, step, reason)
         run.finish_jumps([*instances, instance])
         run.settle_segments([*instances, instance])
@@ -254,11 +280,15 @@ class Engine:
 class _Run:
     """The working state of one trigger: a copy of the profile and what has happened."""
 
-    def __init__(self, engine: Engine, profile: Profile, now: datetime) -> None:
+    def __init__(
+        self, engine: Engine, profile: Profile, now: datetime, account: Account | None = None
+    ) -> None:
         self.engine = engine
         self.workspace = engine.workspace
         self.now = now
         self.profile = profile
+        # What `account` reads: empty when the profile has none, so every read is null.
+        self.account_view = account.view() if account is not None else {}
         self.outcome = Outcome(profile)
         self.jumps: list[tuple[str, Event, str]] = []  # (to, entry event, from)
         self._profile_view: dict[str, Any] | None = None
@@ -280,6 +310,7 @@ class _Run:
                 suppressed=dict(p.suppressed),
                 history=dict(p.history),
                 segments=dict(p.segments),
+                account=p.account,
             )
             self.outcome.profile = self.profile
             self.outcome.profile_changed = True
@@ -379,6 +410,7 @@ class _Run:
             self._profile_view = self.profile.view()
         return {
             "profile": self._profile_view,
+            "account": self.account_view,
             "event": event,
             "entry": entry,
             "journey": {"name": journey.name, "version": journey.version},

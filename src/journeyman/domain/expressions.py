@@ -1,7 +1,7 @@
 """The expression language of ``when:``, ``until:`` and ``expr:`` fields.
 
 An expression is compiled once, when a journey is published, and evaluated against a
-scope with the keys ``profile``, ``event``, ``entry``, ``journey`` and ``now``.
+scope with the keys ``profile``, ``account``, ``event``, ``entry``, ``journey`` and ``now``.
 Evaluation never fails: whatever cannot be computed is ``null``. Examples::
 
     event.plan != "internal"
@@ -10,9 +10,10 @@ Evaluation never fails: whatever cannot be computed is ``null``. Examples::
     entry.appointment_at - duration("1d")
     now - entry.timestamp > duration("2d")
 
-**Names.** An expression starts from ``profile``, ``event`` (the triggering event),
-``entry`` (the event that started the instance), ``journey`` or ``now`` (the current
-time). Any other name is an error. A name missing from the scope is ``null``.
+**Names.** An expression starts from ``profile``, ``account`` (the traits of the
+profile's account, and its ``id``; empty when it has none), ``event`` (the triggering
+event), ``entry`` (the event that started the instance), ``journey`` or ``now`` (the
+current time). Any other name is an error. A name missing from the scope is ``null``.
 
 **Field access.** ``a.b.c`` reads keys; ``a["key with spaces"]`` reads any key, even
 one that starts with ``_``; ``list[0]`` reads an item, ``list[-1]`` the last one;
@@ -100,7 +101,7 @@ __all__ = ["FUNCTIONS", "HISTORY_FUNCTIONS", "Expression", "ExpressionError", "c
 _MAX_LENGTH = 2000
 _MAX_DEPTH = 50
 
-_ROOTS = ("profile", "event", "entry", "journey", "now")
+_ROOTS = ("profile", "account", "event", "entry", "journey", "now")
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 _KEYWORDS = frozenset({"and", "or", "not", "in", "contains", *_LITERALS})
 _COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not in", "contains"})

@@ -1,16 +1,16 @@
 """Incoming calls in the Segment shape to events, or a clear reason why not.
 
 The API decodes a call's JSON once, at the edge, into a typed :class:`Track`,
-:class:`Identify`, :class:`Page`, :class:`Screen` or :class:`Alias` (:func:`decode_call`,
-:func:`decode_batch` and :func:`decode_item`); fields journeyman does not read
+:class:`Identify`, :class:`Page`, :class:`Screen`, :class:`Alias` or :class:`Group`
+(:func:`decode_call`, :func:`decode_batch` and :func:`decode_item`); fields journeyman does not read
 (``integrations``, most of ``context``, ...) are passed over, as Segment allows. The
 ``read_*`` functions take such a call (or the same call as a mapping, as the simulator and
 tests give it) and check what types cannot say: non-empty ids, the limits below and, for a
 defined event, its properties against the definition's JSON Schema. A problem raises
 :class:`InvalidEvent` naming the field and the rule it breaks. A field of the wrong type
 is named as such: a body whose fields do not all fit their types is read again as plain
-JSON data, and the first wrong field (in the order event, properties or traits, userId, anonymousId,
-timestamp, messageId) is refused.
+JSON data, and the first wrong field (in the order event or groupId, properties or traits,
+userId, anonymousId, timestamp, messageId) is refused.
 
 What passes here can be stored by every backend, so the rules are the same whatever the
 backend: no NUL character in any text (PostgreSQL cannot keep one), ids, event names and
@@ -38,6 +38,7 @@ __all__ = [
     "NAME_LIMIT",
     "Alias",
     "Call",
+    "Group",
     "Identify",
     "InvalidEvent",
     "Page",
@@ -53,6 +54,7 @@ __all__ = [
     "normal_email",
     "read_alias",
     "read_call",
+    "read_group",
     "read_identify",
     "read_page",
     "read_track",
@@ -128,8 +130,16 @@ class Alias(_Call, tag="alias"):
     previous_id: str | int | None = None
 
 
-Call = Track | Identify | Page | Screen | Alias
-CALL_TYPES = ("track", "identify", "page", "screen", "alias")
+class Group(_Call, tag="group"):
+    """A `group` call: the profile belongs to the account ``groupId`` (a company, a team),
+    and ``traits`` are the account's."""
+
+    group_id: str | int | None = None
+    traits: dict[str, Any] | None = None
+
+
+Call = Track | Identify | Page | Screen | Alias | Group
+CALL_TYPES = ("track", "identify", "page", "screen", "alias", "group")
 
 
 class _Batch(msgspec.Struct):
@@ -145,6 +155,7 @@ _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "page": msgspec.json.Decoder(Page),
     "screen": msgspec.json.Decoder(Screen),
     "alias": msgspec.json.Decoder(Alias),
+    "group": msgspec.json.Decoder(Group),
 }
 _BATCH = msgspec.json.Decoder(_Batch)
 _ITEM = msgspec.json.Decoder(Call)
@@ -177,20 +188,21 @@ def decode_batch(body: bytes) -> list[msgspec.Raw]:
     """The calls of a batch, each still as sent (for :func:`decode_item`)."""
     batch = _decode(body, _BATCH)
     if not isinstance(batch, _Batch):
-        raise InvalidEvent("batch", "type", "'batch' must be a list of track and identify calls")
+        raise InvalidEvent("batch", "type", "'batch' must be a list of calls")
     return batch.batch
 
 
 def decode_item(item: msgspec.Raw) -> Call:
     """One call of a batch (as :func:`decode_batch` gives it, checked as UTF-8 already), a
-    `track`, `identify`, `page`, `screen` or `alias` as its ``type`` says."""
+    `track`, `identify`, `page`, `screen`, `alias` or `group` as its ``type`` says."""
     call = _decode(item, _ITEM)
     if isinstance(call, Call):
         return call
     kind = call.get("type") if isinstance(call, dict) else None
     maker = _MAKERS.get(kind) if isinstance(kind, str) else None
     if maker is None:
-        raise InvalidEvent("type", "enum", "'type' must be track, identify, page, screen or alias")
+        message = "'type' must be track, identify, page, screen, alias or group"
+        raise InvalidEvent("type", "enum", message)
     made: Call = maker(call)
     return made
 
@@ -264,12 +276,22 @@ def _alias_of(data: object) -> Alias:
     return Alias(previous_id=previous, **_ids(body))
 
 
+def _group_of(data: object) -> Group:
+    """A `group` call given as a mapping, its fields checked for their types."""
+    body = _mapping(data)
+    group_id = body.get("groupId")
+    if group_id is not None and (isinstance(group_id, bool) or not isinstance(group_id, str | int)):
+        raise _not_text("groupId")
+    return Group(group_id=group_id, traits=_object(body, "traits"), **_ids(body))
+
+
 _MAKERS: dict[str, Any] = {
     "track": _track_of,
     "identify": _identify_of,
     "page": lambda data: _viewed_of(data, Page),
     "screen": lambda data: _viewed_of(data, Screen),
     "alias": _alias_of,
+    "group": _group_of,
 }
 
 
@@ -401,6 +423,19 @@ def read_alias(call: Alias, received: datetime) -> Event:
     return _event(joined, "alias", "alias", {}, None, received, _context(call.context))
 
 
+def read_group(call: Group, received: datetime) -> Event:
+    """A `group` call: ``{userId | anonymousId, groupId, traits}``. The profile belongs to
+    the account ``groupId`` from now on (the latest group call wins), and the account's
+    traits are set from ``traits``, key by key (null removes one)."""
+    group_id = _optional_id(call.group_id, "groupId")
+    if group_id is None:
+        raise InvalidEvent("groupId", "required", "a group call needs the 'groupId' of its account")
+    traits = {} if call.traits is None else call.traits
+    _check_values(traits, "traits")
+    event = _event(call, "group", "group", traits, None, received, _context(call.context))
+    return msgspec.structs.replace(event, group_id=group_id)
+
+
 def read_call(
     call: Call,
     definitions: Mapping[str, EventDefinition],
@@ -414,6 +449,8 @@ def read_call(
         return read_identify(call, received)
     if isinstance(call, Alias):
         return read_alias(call, received)
+    if isinstance(call, Group):
+        return read_group(call, received)
     return read_page(call, definitions, received, views)
 
 

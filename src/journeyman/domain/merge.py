@@ -49,6 +49,7 @@ def merge_profiles(
         entries=entries,
         sends=sorted([*known.sends, *anonymous.sends]),
         suppressed={**anonymous.suppressed, **known.suppressed},
+        account=known.account if known.account is not None else anonymous.account,
     )
     running = list(known_running)
     taken = {i.journey for i in known_running}

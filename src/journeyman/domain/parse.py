@@ -29,6 +29,7 @@ from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACT
 from journeyman.domain.reader import Reader, describe, did_you_mean
 from journeyman.domain.schemas import quick_check
 from journeyman.domain.segments import SEGMENT_EVENTS, SEGMENT_SCHEMAS
+from journeyman.domain.state import ACCOUNT_UPDATED
 from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp, parse_zone
 
 __all__ = ["DEFAULT_TEST_START", "KINDS", "STEP_TYPES", "Parsed", "parse_documents"]
@@ -102,6 +103,8 @@ DEFAULT_TEST_START = datetime.fromisoformat("2026-01-05T00:00:00+00:00")  # a Mo
 WAIT_REACTIONS = tuple(name for name in REACTIONS if name != "resubscribed")
 # What each reaction of a `wait_for` may add to `reaction` and `to`.
 _REACTION_OPTIONS = {"clicked": ("url",), "opened": ("machine",)}
+# What a group call records when it changes its account's traits: the changed traits.
+ACCOUNT_UPDATED_SCHEMA: dict[str, Any] = {"type": "object"}
 # The events journeyman defines itself: every workspace has them, and no document may.
 _BUILTIN_EVENTS = {
     name: m.EventDefinition(
@@ -113,7 +116,12 @@ _BUILTIN_EVENTS = {
         quick_check(schema),
         builtin=True,
     )
-    for name, schema in {**REACTION_SCHEMAS, **CONSENT_SCHEMAS, **SEGMENT_SCHEMAS}.items()
+    for name, schema in {
+        **REACTION_SCHEMAS,
+        **CONSENT_SCHEMAS,
+        **SEGMENT_SCHEMAS,
+        ACCOUNT_UPDATED: ACCOUNT_UPDATED_SCHEMA,
+    }.items()
 }
 
 
@@ -193,6 +201,14 @@ def _read_document(document: Document, parsed: Parsed) -> None:
                 ("name",),
                 f"event name '{name}' is reserved: journeyman defines this {what} event "
                 "and its properties itself; give your event another name",
+            )
+            return
+        if name == ACCOUNT_UPDATED:
+            reader.report(
+                "reserved-event",
+                ("name",),
+                f"event name '{name}' is reserved: a group call that changes its account's "
+                "traits records it, with the changed traits; give your event another name",
             )
             return
     elif reader.name_of(name, ("name",), "'name'") is None:
@@ -972,7 +988,7 @@ def _list(r: Reader, data: dict[str, Any], key: str) -> list[Any]:
     return r.sequence(data.get(key), (key,)) or []
 
 
-_TEST_CALLS = ("track", "identify", "page", "screen", "alias")
+_TEST_CALLS = ("track", "identify", "page", "screen", "alias", "group")
 # What a reaction in a test's events may add to the step it names.
 _TEST_REACTION_OPTIONS = {"clicked": ("url",), "opened": ("machine",), "bounced": ("bounce",)}
 

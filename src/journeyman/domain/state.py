@@ -6,12 +6,15 @@ kept for every waiting profile, so it carries only what the next step needs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
 __all__ = [
+    "ACCOUNT_UPDATED",
+    "Account",
     "CallAction",
     "Effect",
     "Entries",
@@ -27,7 +30,9 @@ __all__ = [
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """A `track` (something the profile did), `page` or `screen` (a page or screen it
-    viewed), an `identify` (new traits) or an `alias` (two ids of one person)."""
+    viewed), an `identify` (new traits), an `alias` (two ids of one person) or a `group`
+    (the profile belongs to the account ``group_id``; its properties are the account's
+    traits)."""
 
     name: str
     profile_id: str
@@ -39,6 +44,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     anonymous_id: str | None = None
     # What is kept of the call's context: ip, userAgent, timezone, locale, traits.
     context: dict[str, Any] = {}
+    group_id: str | None = None  # a group call's account (and account_updated's)
 
     def view(self) -> dict[str, Any]:
         """The event as expressions and templates read it: properties plus the envelope."""
@@ -52,6 +58,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             anonymousId=self.anonymous_id,
             context=self.context,
         )
+        if self.group_id is not None:
+            view["groupId"] = self.group_id
         return view
 
 
@@ -83,9 +91,34 @@ class EventHistory(msgspec.Struct, kw_only=True):
     days: list[tuple[int, int, dict[str, float]]] = []
 
 
+# The event a group call records on its profile when it changes its account's traits.
+ACCOUNT_UPDATED = "account_updated"
+
+
+class Account(msgspec.Struct, kw_only=True):
+    """An account (a company, a team: Segment's group) that profiles belong to, with the
+    traits its members share. A `group` call sets them, key by key."""
+
+    id: str
+    traits: dict[str, Any] = {}
+
+    def view(self) -> dict[str, Any]:
+        """The account as expressions and templates read it: ``account.plan``, ``account.id``."""
+        view = dict(self.traits)
+        view["id"] = self.id
+        return view
+
+    def patched(self, changes: Mapping[str, Any]) -> Account:
+        """The account with ``changes`` made to its traits, key by key; None removes one."""
+        traits = {**self.traits, **changes}
+        return Account(id=self.id, traits={k: v for k, v in traits.items() if v is not None})
+
+
 class Profile(msgspec.Struct, kw_only=True):
     id: str
     traits: dict[str, Any] = {}
+    # The account the profile belongs to: the groupId of its latest group call.
+    account: str | None = None
     entries: dict[str, Entries] = {}  # journey name -> entries
     sends: list[tuple[datetime, str]] = []  # (when, channel) inside the longest cap window
     # Addresses (trimmed, lower case) no message may go to, and why.

@@ -7,7 +7,8 @@ then never raises: a missing variable renders empty, and a statement that fails 
 time (a filter given the wrong kind of data, a runaway loop, too much output) renders
 empty while the statements around it render normally.
 
-The scope of a render has the keys ``profile``, ``event``, ``entry``, ``journey``, ``now``
+The scope of a render has the keys ``profile``, ``account`` (the traits of the profile's
+account and its ``id``, empty when it has none), ``event``, ``entry``, ``journey``, ``now``
 and, when there is one, ``message``.
 
 A template compiled with ``escape=True`` (the ``html`` of an email) HTML-escapes every

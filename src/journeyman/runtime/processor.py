@@ -36,17 +36,19 @@ from journeyman.domain.core import (
     Snapshot,
     TimerDue,
     Trigger,
+    accounts_needed,
     apply,
     carry,
     links,
     lookups,
     profile_of,
     profiles_needed,
+    recorded_by_journeyman,
 )
 from journeyman.domain.engine import Engine, Versions
 from journeyman.domain.model import EventDefinition, Workspace
 from journeyman.domain.reactions import REACTION_EVENTS
-from journeyman.domain.state import Event, Instance
+from journeyman.domain.state import Account, Event, Instance
 from journeyman.errors import JourneymanError
 from journeyman.storage.base import Store
 
@@ -409,7 +411,7 @@ class Processor:
         stats.batches += 1
         stats.commit_seconds += seconds
         stats.last_commit_seconds = seconds
-        stats.events_accepted += len(batch.events)
+        stats.events_accepted += sum(not recorded_by_journeyman(e) for e in batch.events)
         stats.reactions_accepted += sum(e.name in REACTION_EVENTS for e in batch.events)
         stats.events_duplicate += results.count("duplicate")
         stats.effects_queued += len(batch.effects)
@@ -434,6 +436,7 @@ class Processor:
         if ahead is not None:
             _bring_up(snapshots, ahead)
         await self._find_elsewhere(triggers, snapshots, known)
+        await self._accounts(triggers, snapshots, known, ahead)
         results, changes = apply(engine, snapshots, triggers, now, known)
         for trigger, error in changes.crashes:
             log.error(
@@ -461,6 +464,24 @@ class Processor:
             [t.told for t in triggers if isinstance(t, DeliveryResult) and t.told]
         )
         return Known(identities, seen, untold)
+
+    async def _accounts(
+        self,
+        triggers: list[Trigger],
+        snapshots: dict[str, Snapshot],
+        known: Known,
+        ahead: Changes | None,
+    ) -> None:
+        """The accounts the batch reads (of its profiles, and of its group calls), as
+        stored and brought up to the batch still being committed."""
+        wanted = accounts_needed(snapshots, triggers)
+        if not wanted:
+            return
+        found = await self.store.accounts(wanted)
+        for account_id, patch in ahead.accounts.items() if ahead is not None else ():
+            if account_id in wanted:
+                found[account_id] = (found.get(account_id) or Account(id=account_id)).patched(patch)
+        known.accounts = found
 
     async def _find_elsewhere(
         self, triggers: list[Trigger], snapshots: dict[str, Snapshot], known: Known

@@ -67,7 +67,7 @@ class EventTail:
         """A call that was not stored: ``call`` is its decoded body, or None if unreadable."""
         fields = call if isinstance(call, dict) else {}
         kind = _text(fields.get("type"))
-        named = kind in ("identify", "page", "screen", "alias")
+        named = kind in ("identify", "page", "screen", "alias", "group")
         name = _text(fields.get("event")) or (kind if named else "")
         profile = _text(fields.get("userId")) or _text(fields.get("anonymousId"))
         self._entries.append(

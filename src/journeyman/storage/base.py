@@ -32,7 +32,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Effect, Event, Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import (
+    Account,
+    Effect,
+    Event,
+    Instance,
+    Profile,
+    SendMessage,
+    StepRecord,
+)
 from journeyman.errors import JourneymanError
 
 if TYPE_CHECKING:
@@ -191,6 +199,10 @@ class Store(ABC):
         """Profile ids for (kind, value) identities already known, such as an email."""
 
     @abstractmethod
+    async def accounts(self, account_ids: Collection[str]) -> dict[str, Account]:
+        """The stored accounts among these ids (one no group call named is left out)."""
+
+    @abstractmethod
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         """Which of these messageIds were accepted before."""
 
@@ -204,7 +216,10 @@ class Store(ABC):
     @abstractmethod
     async def commit(self, changes: Changes) -> None:
         """Keep all the changes in one transaction, durably, or raise and keep nothing.
-        Their events are kept as received at ``changes.at`` (now, if it is None)."""
+        Their events are kept as received at ``changes.at`` (now, if it is None). The
+        traits of ``changes.accounts`` are merged key by key into what is stored when the
+        transaction runs (not into what was read before it), so that two processes that
+        change different traits of one account at once both keep theirs."""
 
     @abstractmethod
     async def instance(self, instance_id: str) -> Instance | None:
@@ -306,6 +321,9 @@ class ReadModel(ABC):
 
     @abstractmethod
     async def profile(self, profile_id: str) -> Profile | None: ...
+
+    @abstractmethod
+    async def account(self, account_id: str) -> Account | None: ...
 
     @abstractmethod
     async def instances_of(self, profile_id: str) -> list[Instance]:

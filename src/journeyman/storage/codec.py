@@ -17,6 +17,7 @@ import msgspec
 
 from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import (
+    Account,
     CallAction,
     Effect,
     Event,
@@ -31,6 +32,7 @@ __all__ = [
     "DEAD_LETTER",
     "dead_letter",
     "dead_letter_row",
+    "decode_account",
     "decode_effect",
     "decode_event",
     "decode_instance",
@@ -51,6 +53,7 @@ __all__ = [
 
 encode = msgspec.msgpack.Encoder().encode
 decode_profile = msgspec.msgpack.Decoder(Profile).decode
+decode_account = msgspec.msgpack.Decoder(Account).decode
 decode_instance = msgspec.msgpack.Decoder(Instance).decode
 decode_event = msgspec.msgpack.Decoder(Event).decode
 decode_effect = msgspec.msgpack.Decoder(SendMessage | CallAction).decode

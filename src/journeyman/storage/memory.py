@@ -24,7 +24,7 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.reactions import ENGAGEMENT
-from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import Account, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
     LEASE,
     Database,
@@ -38,6 +38,7 @@ from journeyman.storage.base import (
 from journeyman.storage.codec import (
     dead_letter,
     dead_letter_row,
+    decode_account,
     decode_effect,
     decode_event,
     decode_instance,
@@ -132,6 +133,7 @@ class _Tables:
     backends' ``seq``); dicts keep the order their keys were first written in."""
 
     profiles: dict[str, bytes] = field(default_factory=dict)
+    accounts: dict[str, bytes] = field(default_factory=dict)
     identities: dict[tuple[str, str], str] = field(default_factory=dict)
     events: list[_Event] = field(default_factory=list)
     message_ids: set[str] = field(default_factory=set)
@@ -196,6 +198,10 @@ class MemoryStore(Database):
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         return self.db.message_ids.intersection(message_ids)
 
+    async def accounts(self, account_ids: Collection[str]) -> dict[str, Account]:
+        stored = self.db.accounts
+        return {i: decode_account(stored[i]) for i in account_ids if i in stored}
+
     async def commit(self, changes: Changes) -> None:
         db = self.db
         now = ms(datetime.now(UTC))
@@ -204,6 +210,9 @@ class MemoryStore(Database):
         events = [_Event(e.message_id, e.profile_id, encode(e), received) for e in changes.events]
         _check_new(db.message_ids, (e.message_id for e in events if e.message_id is not None))
         profiles = {p.id: encode(p) for p in changes.profiles.values()}
+        accounts = {
+            i: encode(self._account(i).patched(patch)) for i, patch in changes.accounts.items()
+        }
         instances = [instance_row(i, now) for i in changes.instances.values()]
         effects = [outbox_row(e, now) for e in changes.effects]
         steps = [
@@ -219,6 +228,7 @@ class MemoryStore(Database):
         db.events += events
         db.message_ids.update(e.message_id for e in events if e.message_id is not None)
         db.profiles.update(profiles)
+        db.accounts.update(accounts)
         db.identities.update(changes.identities)
         for row in instances:
             self._put_instance(row)
@@ -346,6 +356,14 @@ class MemoryStore(Database):
     async def profile(self, profile_id: str) -> Profile | None:
         state = self.db.profiles.get(profile_id)
         return decode_profile(state) if state is not None else None
+
+    async def account(self, account_id: str) -> Account | None:
+        state = self.db.accounts.get(account_id)
+        return decode_account(state) if state is not None else None
+
+    def _account(self, account_id: str) -> Account:
+        state = self.db.accounts.get(account_id)
+        return decode_account(state) if state is not None else Account(id=account_id)
 
     async def sent_message(self, key: str) -> SendMessage | None:
         for row in self.db.outbox.values():

@@ -122,6 +122,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     ),
     Migration(3, "workspace versions: every document of each publish", WORKSPACES_SQLITE),
     Migration(4, "segment members: who is in each segment, and since when", SEGMENTS_SQLITE),
+    Migration(
+        5,
+        "accounts: the traits of each account (group) that profiles belong to",
+        """
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
+""",
+    ),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -205,6 +213,14 @@ CREATE TABLE dead_letters (
     ),
     Migration(4, "workspace versions: every document of each publish", WORKSPACES_POSTGRES),
     Migration(5, "segment members: who is in each segment, and since when", SEGMENTS_POSTGRES),
+    Migration(
+        6,
+        "accounts: the traits of each account (group) that profiles belong to",
+        """
+CREATE TABLE accounts (
+    id TEXT COLLATE "C" PRIMARY KEY, state BYTEA NOT NULL, updated_at BIGINT NOT NULL);
+""",
+    ),
 ]
 
 

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Instance, Profile
+from journeyman.domain.state import Account, Instance, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
@@ -40,9 +40,11 @@ from journeyman.storage.base import (
     ToTell,
 )
 from journeyman.storage.codec import (
+    decode_account,
     decode_effect,
     decode_instance,
     decode_profile,
+    encode,
     ms,
     time,
     wake_ms,
@@ -253,6 +255,15 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
         )
         return {(kind, value): pid for kind, value, pid in rows}
 
+    async def accounts(self, account_ids: Collection[str]) -> dict[str, Account]:
+        if not account_ids:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT state FROM accounts WHERE id = ANY($1::text[])", list(account_ids)
+        )
+        found = (decode_account(state) for (state,) in rows)
+        return {account.id: account for account in found}
+
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         if not message_ids:
             return set()
@@ -287,6 +298,8 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
                 await db.executemany(self.sql.join_segment, joins)
             if leaves:
                 await db.executemany(self.sql.leave_segment, leaves)
+            if changes.accounts:
+                await _put_accounts(db, changes.accounts, now)
             await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
             if changes.told:
                 await _learn(db, changes.told)
@@ -527,6 +540,30 @@ async def _send(
     """Run a statement that takes its rows as ``width`` arrays; nothing for no rows."""
     if rows:
         await db.execute(statement, *_columns(rows, width))
+
+
+async def _put_accounts(
+    db: asyncpg.Connection, patches: dict[str, dict[str, Any]], now: int
+) -> None:
+    """Merge each account's changed traits into the stored ones, under a row lock: two
+    workers that change one account at once (its members are in different partitions)
+    each keep their keys. Every row is made first, so that the lock has a row to hold;
+    in id order, so that two commits never wait on each other."""
+    ids = sorted(patches)
+    empty = encode(Account(id=""))  # a placeholder: replaced below, in this transaction
+    await db.execute(
+        "INSERT INTO accounts (id, state, updated_at) SELECT unnest($1::text[]), $2, $3 "
+        "ON CONFLICT (id) DO NOTHING",
+        ids,
+        empty,
+        now,
+    )
+    rows = await db.fetch(
+        "SELECT id, state FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
+    )
+    traits = {account_id: decode_account(state).traits for account_id, state in rows}
+    merged = [(i, encode(Account(id=i, traits=traits[i]).patched(patches[i])), now) for i in ids]
+    await db.executemany("UPDATE accounts SET state = $2, updated_at = $3 WHERE id = $1", merged)
 
 
 async def _learn(db: asyncpg.Connection, told: list[int]) -> None:

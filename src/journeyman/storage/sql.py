@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import Account, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
@@ -42,6 +42,7 @@ from journeyman.storage.codec import (
     DEAD_LETTER,
     dead_letter,
     dead_letter_row,
+    decode_account,
     decode_event,
     decode_instance,
     decode_profile,
@@ -103,6 +104,11 @@ class Statements:
 
     instance: str = "SELECT state FROM instances WHERE id = ?"
     profile: str = "SELECT state FROM profiles WHERE id = ?"
+    account: str = "SELECT state FROM accounts WHERE id = ?"
+    put_account: str = (
+        "INSERT INTO accounts (id, state, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
+    )
     instances_of: str = "SELECT state FROM instances WHERE profile_id = ? ORDER BY {seq} DESC"
     identities_of: str = "SELECT kind, value FROM identities WHERE profile_id = ? ORDER BY 1, 2"
     trace: str = (
@@ -472,6 +478,10 @@ class SQLDatabase(Database):
     async def profile(self, profile_id: str) -> Profile | None:
         state = await self._value(self.sql.profile, profile_id)
         return decode_profile(state) if state is not None else None
+
+    async def account(self, account_id: str) -> Account | None:
+        state = await self._value(self.sql.account, account_id)
+        return decode_account(state) if state is not None else None
 
     async def instances_of(self, profile_id: str) -> list[Instance]:
         rows = await self._rows(self.sql.instances_of, profile_id)

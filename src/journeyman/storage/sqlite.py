@@ -31,12 +31,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Instance, Profile
+from journeyman.domain.state import Account, Instance, Profile
 from journeyman.storage.base import LEASE, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
+    decode_account,
     decode_effect,
     decode_instance,
     decode_profile,
+    encode,
     ms,
     time,
     wake_ms,
@@ -152,6 +154,9 @@ class SQLiteStore(SQLDatabase):
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         return await self._read(_seen, list(message_ids))
 
+    async def accounts(self, account_ids: Collection[str]) -> dict[str, Account]:
+        return await self._read(_accounts, list(account_ids))
+
     async def commit(self, changes: Changes) -> None:
         await self._run(self._commit, changes)
 
@@ -173,7 +178,15 @@ class SQLiteStore(SQLDatabase):
             joins, leaves = membership_rows(changes)
             db.executemany(self.sql.join_segment, joins)
             db.executemany(self.sql.leave_segment, leaves)
+            self._put_accounts(changes.accounts, now)
             self._settle_rows(changes.deliveries)
+
+    def _put_accounts(self, patches: dict[str, dict[str, Any]], now: int) -> None:
+        """Merge each account's changed traits into the stored ones (one writer: what is
+        read here is what is stored)."""
+        for account_id, patch in patches.items():
+            found = _accounts(self.db, [account_id]).get(account_id) or Account(id=account_id)
+            self.db.execute(self.sql.put_account, (account_id, encode(found.patched(patch)), now))
 
     # timers
 
@@ -343,6 +356,16 @@ def _blobs(
     query = f"SELECT group_concat(hex({column})) FROM (SELECT {column} FROM {rest})"
     (joined,) = db.execute(query, parameters).fetchone()
     return [bytes.fromhex(value) for value in joined.split(",")] if joined else []
+
+
+def _accounts(db: sqlite3.Connection, ids: list[str]) -> dict[str, Account]:
+    found = {}
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for state in _blobs(db, "state", f"accounts WHERE id IN ({marks})", chunk):
+            account = decode_account(state)
+            found[account.id] = account
+    return found
 
 
 def _resolve(

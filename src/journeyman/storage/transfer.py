@@ -1,7 +1,7 @@
 """Move a SQLite deployment into PostgreSQL: ``journeyman migrate --from sqlite:///x.db``.
 
 Both backends keep the same tables with the same encoding, so the move is a copy, table by
-table, in batches: profiles and their identities, the event history, every instance (the
+table, in batches: profiles and their identities, accounts, the event history, every instance (the
 waiting ones with their wake times, which PostgreSQL then fires as SQLite would have), the
 outbox, the step log, the published journey versions and their states, the settings (the
 API keys) and the dead letters. Rows keep their order, so histories, traces and message
@@ -36,6 +36,7 @@ TABLES: list[tuple[str, list[str], str]] = [
     for table, columns, order in (
         ("meta", "key value", "key"),
         ("profiles", "id state updated_at", "id"),
+        ("accounts", "id state updated_at", "id"),
         ("identities", "kind value profile_id", "kind, value"),
         ("journeys", "name version digest document published_at", "name, version"),
         ("journey_states", "name state", "name"),
@@ -63,7 +64,16 @@ TABLES: list[tuple[str, list[str], str]] = [
 ]
 
 # What makes a target non-empty: the state of a deployment (meta alone is only the schema).
-_STATE = ["profiles", "identities", "events", "instances", "outbox", "steps", "journeys"]
+_STATE = [
+    "profiles",
+    "accounts",
+    "identities",
+    "events",
+    "instances",
+    "outbox",
+    "steps",
+    "journeys",
+]
 
 
 class TransferError(JourneymanError):

@@ -24,7 +24,8 @@ from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.parse import compile_journey
 from journeyman.domain.reactions import ENGAGEMENT
-from journeyman.domain.state import Event, StepRecord
+from journeyman.domain.segments import SEGMENT_EVENTS
+from journeyman.domain.state import Account, Event, Profile, StepRecord
 from journeyman.errors import JourneymanError
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.publish import origin
@@ -294,13 +295,16 @@ async def _preview(
         dict(SAMPLE_PROFILE),
         Event(name=journey.entry_event, profile_id="sample", timestamp=now),
     )
+    account: dict[str, Any] = {}
     for item in records:
         instance = await runtime.store.instance(item.instance_id) if item.instance_id else None
         stored = await runtime.reads.profile(item.profile_id)
         if instance is not None and stored is not None:
             profile, entry = stored.view(), instance.entry
+            found = await runtime.reads.account(stored.account) if stored.account else None
+            account = found.view() if found is not None else {}
             break
-    fields = render_template(template, profile, entry, journey, now)
+    fields = render_template(template, profile, entry, journey, now, account)
     return {
         "template": template.name,
         "channel": template.channel,
@@ -317,9 +321,11 @@ def render_template(
     entry: Event,
     journey: m.Journey,
     now: datetime,
+    account: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     scope = {
         "profile": profile,
+        "account": account or {},
         "event": entry.view(),
         "entry": entry.view(),
         "journey": {"name": journey.name, "version": journey.version},
@@ -438,6 +444,7 @@ async def profile_view(
     for kind, value in await reads.identities_of(profile_id):
         identities.setdefault(kind, []).append(value)
     consent, topics = profile.traits.get("consent"), profile.traits.get("subscriptions")
+    account = await reads.account(profile.account) if profile.account is not None else None
     shown = []
     for i in instances:
         shown.append(
@@ -484,6 +491,7 @@ async def profile_view(
             }
             for s in history[:RECENT_EVENTS]
         ],
+        "account": _account(profile, account, trace),
         "instances": shown,
         "not_entered": [_step(r) for r in trace if r.instance_id is None and r.journey],
         # the segments it is in now, since when; and each change, in the trace's order
@@ -491,8 +499,22 @@ async def profile_view(
         "segment_changes": [
             {"at": r.at, "segment": r.detail, "outcome": r.outcome}
             for r in trace
-            if r.instance_id is None and not r.journey
+            if r.instance_id is None and r.outcome in SEGMENT_EVENTS
         ],
+    }
+
+
+def _account(
+    profile: Profile, account: Account | None, trace: list[StepRecord]
+) -> dict[str, Any] | None:
+    """The profile's account (its latest group call's) and its traits, with when each
+    account was attached; None when no group call named one."""
+    if profile.account is None:
+        return None
+    return {
+        "id": profile.account,
+        "traits": account.traits if account is not None else {},
+        "attached": [_step(r) for r in trace if r.outcome == "account"],
     }
 
 
