@@ -158,12 +158,13 @@ def test_a_batch_keeps_the_valid_calls_and_lists_the_rejected(
         batch = [
             {"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}},
             {"type": "track", "userId": "u1", "event": "purchased", "properties": {"total": "x"}},
+            {"type": "subscribe", "userId": "u1", "groupId": "acme"},
             {"type": "group", "userId": "u1", "groupId": "acme"},
             {"type": "track", "userId": "u1", "event": "signed_up"},
         ]
         answer = await post(client, "/v1/batch", {"batch": batch})
         assert answer.status_code == 200
-        assert answer.json()["accepted"] == 2
+        assert answer.json()["accepted"] == 3
         assert [(r["index"], r["field"]) for r in answer.json()["rejected"]] == [
             (1, "properties.total"),
             (2, "type"),
@@ -188,7 +189,7 @@ def test_the_event_tail_shows_accepted_and_rejected_calls_with_the_reason(
         tail = (await client.get("/v1/events", headers=ADMIN)).json()["events"]
         assert [(e["status"], e["name"], e["profile_id"]) for e in tail] == [
             ("rejected", "", "u3"),
-            ("rejected", "", "u3"),
+            ("rejected", "group", "u3"),
             ("rejected", "", ""),
             ("rejected", "purchased", "u2"),
             ("duplicate", "signed_up", "u1"),
