@@ -533,6 +533,12 @@ SPEC["paths"]["/v1/dead-letters/{id}/replay"] = {
 # A profile's consent (journeyman.consent_admin): read it, change it as an operator.
 _PROFILE_ID = _path_param("profile_id", {"type": "string", "minLength": 1})
 _LINE = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"  # no control characters
+_ADDRESS = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 320,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$",
+}
 _BY = {
     "type": "string",
     "minLength": 1,
@@ -540,7 +546,7 @@ _BY = {
     "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$",
     "description": "who makes the change (an operator's email): shown in the audit",
 }
-_SWITCHES = {"type": "object", "additionalProperties": {"type": "boolean"}}
+_SWITCHES = {"type": "object", "minProperties": 1, "additionalProperties": {"type": "boolean"}}
 _RECORDED = {
     "type": "object",
     "required": ["recorded"],
@@ -605,7 +611,7 @@ SPEC["paths"]["/v1/profiles/{profile_id}/consent"] = {
             "type": "object",
             "additionalProperties": False,
             "required": ["by"],
-            "minProperties": 2,
+            "anyOf": [{"required": [name]} for name in ("topics", "channels", "unsubscribed")],
             "properties": {
                 "topics": {**_SWITCHES, "description": "topic name -> subscribed"},
                 "channels": {**_SWITCHES, "description": "channel -> consent (false: nothing)"},
@@ -626,12 +632,7 @@ SPEC["paths"]["/v1/profiles/{profile_id}/suppressions"] = {
             "additionalProperties": False,
             "required": ["address", "by"],
             "properties": {
-                "address": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 320,
-                    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$",
-                },
+                "address": _ADDRESS,
                 "reason": {"type": "string", "maxLength": 200, "pattern": _LINE},
                 "by": _BY,
             },
@@ -649,7 +650,7 @@ SPEC["paths"]["/v1/profiles/{profile_id}/suppressions/{address}"] = {
         ),
         "parameters": [
             _PROFILE_ID,
-            _path_param("address", {"type": "string", "minLength": 1, "maxLength": 320}),
+            _path_param("address", _ADDRESS),
             {"name": "by", "in": "query", "required": True, "schema": _BY},
         ],
     }

@@ -152,10 +152,10 @@ def crash_for(monkeypatch: pytest.MonkeyPatch, method: str, profile_id: str) -> 
     """Make ``Engine.<method>`` raise for one profile, as a fault of the engine's would."""
     real = getattr(Engine, method)
 
-    def crashing(self: Engine, profile: Any, *args: Any) -> Any:
+    def crashing(self: Engine, profile: Any, *args: Any, **kwargs: Any) -> Any:
         if profile.id == profile_id:
             raise ZeroDivisionError("a fault of the engine's")
-        return real(self, profile, *args)
+        return real(self, profile, *args, **kwargs)
 
     monkeypatch.setattr(Engine, method, crashing)
 

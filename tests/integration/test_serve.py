@@ -614,7 +614,7 @@ def test_every_bad_input_gets_its_status_and_error_and_changes_nothing(
     # a batch in which every call is rejected
     answer = post(
         "/v1/batch",
-        {"batch": [{"type": "group", "userId": "u1"}, {"type": "track", "userId": "u1"}]},
+        {"batch": [{"type": "subscribe", "userId": "u1"}, {"type": "track", "userId": "u1"}]},
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["accepted"] == 0
