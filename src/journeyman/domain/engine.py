@@ -128,6 +128,16 @@ class Engine:
         run.finish_jumps(instances)
         return run.outcome
 
+    def on_record(self, profile: Profile, event: Event, now: datetime) -> Outcome:
+        """An event that is only kept (an import): it sets traits (identify) and consent
+        as any event does, but no journey is entered, resumed or exited by it."""
+        run = _Run(self, profile, now)
+        if event.type == "identify":
+            run.set_traits(event.properties, ())
+        elif event.name in consent.CONSENT_EVENTS:
+            run.take_consent(event)
+        return run.outcome
+
     def on_timer(
         self, profile: Profile, instances: Sequence[Instance], instance: Instance, now: datetime
     ) -> Outcome:

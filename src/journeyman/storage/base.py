@@ -207,6 +207,14 @@ class Store(ABC):
         Their events are kept as received at ``changes.at`` (now, if it is None)."""
 
     @abstractmethod
+    async def keep_events(self, events: Sequence[Event], at: datetime) -> int:
+        """Keep events in their profiles' history only, received at ``at``, in one
+        transaction (an import: no journey reads them). Their profiles are made, empty, if
+        they are new; an event whose messageId is kept already is skipped. How many were
+        kept. The events are named by their profile's id (``profile_id``) and change no
+        trait: see :mod:`journeyman.runtime.importing` for which ones come here."""
+
+    @abstractmethod
     async def instance(self, instance_id: str) -> Instance | None:
         """One instance, running or ended (the one a delivery outcome is for)."""
 

@@ -24,7 +24,7 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.reactions import ENGAGEMENT
-from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
     LEASE,
     Database,
@@ -192,6 +192,20 @@ class MemoryStore(Database):
 
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         return self.db.message_ids.intersection(message_ids)
+
+    async def keep_events(self, events: Sequence[Event], at: datetime) -> int:
+        db = self.db
+        received = ms(at)
+        kept = 0
+        for event in events:
+            if event.message_id is not None and event.message_id in db.message_ids:
+                continue
+            db.profiles.setdefault(event.profile_id, encode(Profile(id=event.profile_id)))
+            db.events.append(_Event(event.message_id, event.profile_id, encode(event), received))
+            if event.message_id is not None:
+                db.message_ids.add(event.message_id)
+            kept += 1
+        return kept
 
     async def commit(self, changes: Changes) -> None:
         db = self.db

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Instance, Profile
+from journeyman.domain.state import Event, Instance, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
@@ -51,11 +51,13 @@ from journeyman.storage.codec import (
 from journeyman.storage.migrations import POSTGRES, Migration, pending
 from journeyman.storage.sql import (
     INSERTS,
+    KEPT,
     POSTGRES_DIALECT,
     Insert,
     SQLDatabase,
     Statements,
     commit_rows,
+    kept_rows,
     workspace_row,
 )
 
@@ -87,6 +89,7 @@ _BULK = {
     for table, insert in INSERTS.items()
     for width in [len(insert.names)]
 }
+_KEEP_PROFILES, _KEEP_EVENTS = (_bulk(insert) for insert in KEPT)
 _FORGET = (
     "DELETE FROM identities WHERE (kind, value, profile_id) IN "
     "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
@@ -283,6 +286,15 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
             await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
             if changes.told:
                 await _learn(db, changes.told)
+
+    async def keep_events(self, events: Sequence[Event], at: datetime) -> int:
+        profiles, rows = kept_rows(events, at)
+        async with self._transaction() as db:
+            await _send(db, _KEEP_PROFILES, profiles, 3)
+            if not rows:
+                return 0
+            status = await db.execute(_KEEP_EVENTS, *_columns(rows, 5))
+        return int(status.rsplit(" ", 1)[-1])
 
     # timers
 

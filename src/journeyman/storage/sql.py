@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
@@ -57,6 +57,7 @@ from journeyman.storage.codec import (
 
 __all__ = [
     "INSERTS",
+    "KEPT",
     "POSTGRES_DIALECT",
     "SQLITE_DIALECT",
     "Dialect",
@@ -64,6 +65,7 @@ __all__ = [
     "SQLDatabase",
     "Statements",
     "commit_rows",
+    "kept_rows",
     "messages",
     "step_counts",
     "step_records",
@@ -251,6 +253,29 @@ INSERTS = {
         ),
     )
 }
+
+
+# What an import keeps of events that only go in their profiles' history (keep_events).
+KEPT = (
+    Insert("profiles", "id text, state bytea, updated_at int8", "ON CONFLICT (id) DO NOTHING"),
+    Insert(
+        "events",
+        "message_id text, profile_id text, name text, body bytea, received_at int8",
+        "ON CONFLICT (message_id) DO NOTHING",
+    ),
+)
+
+
+def kept_rows(
+    events: Sequence[Event], at: datetime
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of :data:`KEPT`: new profiles (empty), and the events."""
+    now = ms(at)
+    profiles = {e.profile_id: None for e in events}
+    return (
+        [(pid, encode(Profile(id=pid)), now) for pid in profiles],
+        [(e.message_id, e.profile_id, e.name, encode(e), now) for e in events],
+    )
 
 
 def commit_rows(changes: Changes, now: int) -> dict[str, list[tuple[Any, ...]]]:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Instance, Profile
+from journeyman.domain.state import Event, Instance, Profile
 from journeyman.storage.base import LEASE, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_effect,
@@ -45,11 +45,13 @@ from journeyman.storage.codec import (
 from journeyman.storage.migrations import SQLITE, Migration, latest, pending
 from journeyman.storage.sql import (
     INSERTS,
+    KEPT,
     SQLITE_DIALECT,
     Insert,
     SQLDatabase,
     Statements,
     commit_rows,
+    kept_rows,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -169,6 +171,18 @@ class SQLiteStore(SQLDatabase):
             for table, rows in commit_rows(changes, now).items():
                 _insert(db, INSERTS[table], rows)
             self._settle_rows(changes.deliveries)
+
+    async def keep_events(self, events: Sequence[Event], at: datetime) -> int:
+        return await self._run(self._keep_events, events, at)
+
+    def _keep_events(self, events: Sequence[Event], at: datetime) -> int:
+        db = self.db
+        profiles, rows = kept_rows(events, at)
+        with self._transaction():
+            _insert(db, KEPT[0], profiles)
+            before = db.total_changes
+            _insert(db, KEPT[1], rows)
+            return db.total_changes - before
 
     # timers
 
