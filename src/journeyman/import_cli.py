@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +190,7 @@ async def _run(
     store = open_store(url)
     await store.open()
     try:
-        workspace = await _workspace(store, workspace_dir)
+        workspace, load = await _workspace(store, workspace_dir)
         processor = Processor(store, workspace, max_batch=BATCH, max_queue=BATCH * IN_FLIGHT * 2)
         if trigger:
             versions = Versions()
@@ -197,7 +200,7 @@ async def _run(
             processor.obey(await store.journey_states())
         loop = asyncio.create_task(processor.run())
 
-        with _bar(file, kind) as progress:
+        with _bar(file, kind) as progress, _readers(file, load) as pool:
             importer = Importer(
                 kind,  # type: ignore[arg-type]
                 file,
@@ -211,6 +214,8 @@ async def _run(
                 checkpoint_key=Checkpoint.key(kind, file),
                 restart=restart,
                 progress=progress,
+                trigger=trigger,
+                pool=pool,
             )
             try:
                 counts = await importer.run()
@@ -224,24 +229,59 @@ async def _run(
         await store.close()
 
 
-async def _workspace(store: Any, folder: Path | None) -> Any:
-    """The workspace rows are checked against: the folder's, else the published one."""
-    from journeyman.runtime.following import load_published
+async def _workspace(store: Any, folder: Path | None) -> tuple[Any, Callable[[], Any]]:
+    """The workspace rows are checked against (the folder's, else the published one), and
+    how another process loads it."""
+    if folder is not None:
+        load = functools.partial(_folder, folder)
+    else:
+        published = await store.published_workspace()
+        if published is None:
+            raise click.ClickException(
+                "no workspace was published to this database: start `journeyman serve` on "
+                "it once, or give --workspace FOLDER"
+            )
+        load = functools.partial(_published, published)
+    try:
+        return load(), load
+    except JourneymanError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _folder(folder: Path) -> Any:
     from journeyman.workspace import load_workspace
 
-    if folder is not None:
-        loaded = load_workspace(folder, os.environ)
-        if loaded.workspace is None:
-            problems = "; ".join(str(p) for p in loaded.errors[:3])
-            raise click.ClickException(f"{folder} has errors: {problems}")
-        return loaded.workspace
-    published = await store.published_workspace()
-    if published is None:
-        raise click.ClickException(
-            "no workspace was published to this database: start `journeyman serve` on it "
-            "once, or give --workspace FOLDER"
-        )
+    loaded = load_workspace(folder, os.environ)
+    if loaded.workspace is None:
+        problems = "; ".join(str(p) for p in loaded.errors[:3])
+        raise JourneymanError(f"{folder} has errors: {problems}")
+    return loaded.workspace
+
+
+def _published(published: Any) -> Any:
+    from journeyman.runtime.following import load_published
+
     return load_published(published, os.environ)
+
+
+# A file this large is read by other processes too (each loads the workspace once, which
+# a smaller file does not repay).
+POOL_FROM = 4 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def _readers(file: Path, load: Callable[[], Any]) -> Iterator[Executor | None]:
+    """Processes that read rows while this one commits: one for each core (reading a
+    row costs more than the rest of its import, and this process often waits)."""
+    from journeyman.runtime.importing import start_reader
+
+    processes = os.cpu_count() or 1
+    if processes < 2 or file.stat().st_size < POOL_FROM:
+        yield None
+        return
+    context = multiprocessing.get_context("spawn")  # nothing of this process's state
+    with ProcessPoolExecutor(processes, context, start_reader, (load,)) as pool:
+        yield pool
 
 
 @contextlib.contextmanager

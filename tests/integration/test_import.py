@@ -283,7 +283,7 @@ def test_the_command_says_clearly_what_it_cannot_do(tmp_path: Path, workspace: P
     assert bad_db.returncode == 1
     assert "mysql://" in bad_db.stderr
     unpublished = subprocess.run(
-        [*import_command("events", odd, db, workspace)[:7], "--format", "ndjson"],
+        [*import_command("events", odd, db, workspace)[:8], "--format", "ndjson"],
         capture_output=True,
         text=True,
         env=child_env({}),

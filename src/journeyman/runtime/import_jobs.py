@@ -139,6 +139,7 @@ class ImportJobs:
             rejects=rejects,
             key=key,
             progress=lambda counts, _: self._moved(job, counts),
+            trigger=job.trigger,
         )
         try:
             await self._save(job, new=True)

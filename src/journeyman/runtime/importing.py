@@ -27,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import csv
+import functools
 import hashlib
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -51,7 +54,8 @@ from journeyman.domain.reactions import REACTION_EVENTS
 from journeyman.domain.state import Event
 from journeyman.errors import JourneymanError
 from journeyman.runtime.processor import Processor
-from journeyman.storage.base import Store
+from journeyman.storage.base import HistoryRow, Store
+from journeyman.storage.codec import encode
 
 __all__ = [
     "BATCH",
@@ -61,9 +65,11 @@ __all__ = [
     "Counts",
     "ImportFailed",
     "Importer",
+    "RowReader",
     "Submit",
     "format_of",
     "only_history",
+    "start_reader",
     "submitter",
 ]
 
@@ -72,9 +78,13 @@ FORMATS = ("csv", "ndjson")
 Kind = Literal["events", "profiles"]
 BATCH = 5000  # rows a batch: a commit of its own (the processor may split it)
 IN_FLIGHT = 2  # batches handed to the processor at once: one runs while one commits
+READ_AHEAD = 4  # chunks being read in a pool's processes while earlier ones commit
 
-# What a submitter answers for each event: accepted, duplicate, or why it was not stored.
-Submit = Callable[[Sequence[Event]], Awaitable[list[str | Exception]]]
+# What an import hands on: events for the core, and events that only go in history (see
+# only_history), encoded already.
+Item = Event | HistoryRow
+# What a submitter answers for each: accepted, duplicate, or why it was not stored.
+Submit = Callable[[Sequence[Item]], Awaitable[list[str | Exception]]]
 
 _SUFFIXES = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson"}
 # The CSV columns of a call's envelope; every other column is a property (a trait).
@@ -154,7 +164,7 @@ class _Row:
 
 @dataclass(slots=True)
 class _Batch:
-    events: list[Event]
+    events: list[Item]
     end: int
     rows: int
     rejects_size: int
@@ -208,6 +218,8 @@ class Importer:
         restart: bool = False,
         batch: int = BATCH,
         progress: Callable[[Counts, int], None] | None = None,
+        pool: Executor | None = None,
+        trigger: bool = False,
     ) -> None:
         self.kind = kind
         self.path = path
@@ -222,7 +234,11 @@ class Importer:
         self.restart = restart
         self.batch = batch
         self.progress = progress
+        self.pool = pool  # processes that read rows; None: this one
+        self.trigger = trigger  # every event goes through journeys
+        self.read_ahead = 2 if pool is None else READ_AHEAD
         self.counts = Counts()
+        self._read_so_far = self._rejected_so_far = 0
         self.resumed_at = 0  # rows of the file done by earlier runs
         self.header: list[str] = []
 
@@ -232,6 +248,7 @@ class Importer:
             size_now = self.path.stat().st_size
             point = await self._start()
             self.counts = point.counts
+            self._read_so_far, self._rejected_so_far = point.counts.read, point.counts.rejected
             with self.path.open("rb") as file, self._rejects(point) as rejects:
                 await self._pipeline(point, file, rejects)
         except OSError as error:
@@ -267,22 +284,69 @@ class Importer:
         return rejects
 
     async def _pipeline(self, point: Checkpoint, file: BinaryIO, rejects: BinaryIO) -> None:
-        """Read batches and hand them on, a few at a time, keeping the checkpoint behind
-        the last batch whose every row was answered."""
+        """Read the file in chunks and hand their events on, a few at a time, keeping the
+        checkpoint behind the last batch whose every row was answered. Chunks are read
+        ahead (in other processes, with a ``pool``) while earlier ones commit."""
+        reading: collections.deque[tuple[list[_Row], asyncio.Future[_Read]]]
+        reading = collections.deque()
         flying: collections.deque[tuple[asyncio.Future[list[str | Exception]], _Batch]]
         flying = collections.deque()
         try:
-            for batch in self._batches(point, file, rejects):
-                future = asyncio.ensure_future(self.submit(batch.events))
-                flying.append((future, batch))
-                if len(flying) >= IN_FLIGHT:
-                    await self._settled(point, *flying.popleft())
-                await asyncio.sleep(0)  # let the processor take what was handed on
+            for chunk in self._chunks(point, file):
+                reading.append((chunk, asyncio.ensure_future(self._read(chunk))))
+                if len(reading) > self.read_ahead:
+                    await self._hand_on(point, rejects, *reading.popleft(), flying)
+            while reading:
+                await self._hand_on(point, rejects, *reading.popleft(), flying)
             while flying:
                 await self._settled(point, *flying.popleft())
         finally:
-            for left, _ in flying:
-                left.cancel()
+            for _, reading_left in reading:
+                reading_left.cancel()
+            for flying_left, _ in flying:
+                flying_left.cancel()
+
+    async def _hand_on(
+        self,
+        point: Checkpoint,
+        rejects: BinaryIO,
+        chunk: list[_Row],
+        reading: asyncio.Future[_Read],
+        flying: collections.deque[tuple[asyncio.Future[list[str | Exception]], _Batch]],
+    ) -> None:
+        events, problems = await reading
+        for index, found in problems:
+            rejects.write(_reject_line(chunk[index], found))
+        rejects.flush()
+        self._read_so_far += len(chunk)
+        self._rejected_so_far += len(problems)
+        last = chunk[-1]
+        batch = _Batch(
+            events,
+            last.end,
+            last.number,
+            rejects.tell(),
+            self._read_so_far,
+            self._rejected_so_far,
+        )
+        future = asyncio.ensure_future(self.submit(events))
+        flying.append((future, batch))
+        if len(flying) >= IN_FLIGHT:
+            await self._settled(point, *flying.popleft())
+        await asyncio.sleep(0)  # let the processor take what was handed on
+
+    async def _read(self, chunk: list[_Row]) -> _Read:
+        """The events of a chunk's rows, and the problems of the rows rejected (by index)."""
+        rows = [(row.raw, row.bad_text) for row in chunk]
+        now = self.now()
+        if self.pool is None:
+            reader = RowReader(self.kind, self.header, self.key, self.workspace(), self.trigger)
+            return reader.read_all(rows, now)
+        loop = asyncio.get_running_loop()
+        reading = (self.kind, self.header, self.key, self.trigger)
+        call = functools.partial(_read_elsewhere, reading, rows, now)
+        plain, history, encoded, problems = await loop.run_in_executor(self.pool, call)
+        return _unpacked(plain, history, _EVENTS(encoded)), problems
 
     async def _settled(
         self, point: Checkpoint, future: asyncio.Future[list[str | Exception]], batch: _Batch
@@ -313,25 +377,16 @@ class Importer:
         if self.progress is not None:
             self.progress(self.counts, offset)
 
-    def _batches(self, point: Checkpoint, file: BinaryIO, rejects: BinaryIO) -> Iterator[_Batch]:
-        """The file's rows after the checkpoint, read into events in batches; rejected
-        rows go to ``rejects`` as they are met."""
-        events: list[Event] = []
-        read, rejected = self.counts.read, self.counts.rejected
-        row = _Row(point.rows, point.offset, b"")
+    def _chunks(self, point: Checkpoint, file: BinaryIO) -> Iterator[list[_Row]]:
+        """The file's rows after the checkpoint, in chunks of ``batch``."""
+        chunk: list[_Row] = []
         for row in self._rows(point, file):
-            read += 1
-            try:
-                events.append(self._event(row))
-            except InvalidEvent as error:
-                rejected += 1
-                rejects.write(_reject_line(row, [error.as_dict()]))
-            if len(events) >= self.batch:
-                rejects.flush()
-                yield _Batch(events, row.end, row.number, rejects.tell(), read, rejected)
-                events = []
-        rejects.flush()
-        yield _Batch(events, row.end, row.number, rejects.tell(), read, rejected)
+            chunk.append(row)
+            if len(chunk) >= self.batch:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     def _rows(self, point: Checkpoint, file: BinaryIO) -> Iterator[_Row]:
         if self.format == "ndjson":
@@ -363,43 +418,78 @@ class Importer:
             if any(cell for cell in record):
                 yield _Row(number, lines.offset, record, bad)
 
-    def _event(self, row: _Row) -> Event:
-        """The event a row is, read as ingest reads a call."""
-        call = self._call(row)
-        if call.message_id is None:
-            call.message_id = self._message_id(row)
-        workspace = self.workspace()
-        return read_call(call, workspace.events, self.now(), workspace.views)
 
-    def _call(self, row: _Row) -> Call:
-        if isinstance(row.raw, bytes):
+# What reading a chunk gives: its events, and (index in the chunk, problems) of the rest.
+_Read = tuple[list[Item], list[tuple[int, list[dict[str, str]]]]]
+
+
+@dataclass(slots=True)
+class RowReader:
+    """How the rows of one import become events, as ingest reads a call."""
+
+    kind: str
+    header: list[str]
+    key: str | None
+    workspace: Workspace
+    trigger: bool = False  # every event goes through journeys: none is only history
+
+    def read_all(self, rows: Sequence[tuple[bytes | list[str], bool]], now: datetime) -> _Read:
+        """The rows' events (those that only go in history as :class:`HistoryRow` s,
+        unless ``trigger``), and the problems of the others by index."""
+        events: list[Item] = []
+        problems = []
+        definitions = self.workspace.events
+        for index, (raw, bad_text) in enumerate(rows):
+            try:
+                event = self.read(raw, bad_text, now)
+            except InvalidEvent as error:
+                problems.append((index, [error.as_dict()]))
+                continue
+            if not self.trigger and only_history(event, definitions):
+                events.append(
+                    HistoryRow(event.message_id, event.profile_id, event.name, encode(event))
+                )
+            else:
+                events.append(event)
+        return events, problems
+
+    def read(self, raw: bytes | list[str], bad_text: bool, now: datetime) -> Event:
+        """The event a row is."""
+        call = self._call(raw, bad_text)
+        if call.message_id is None:
+            call.message_id = self._message_id(raw)
+        workspace = self.workspace
+        return read_call(call, workspace.events, now, workspace.views)
+
+    def _call(self, raw: bytes | list[str], bad_text: bool) -> Call:
+        if isinstance(raw, bytes):
             if self.kind == "profiles":
-                return decode_call(row.raw, "identify")
-            return _ndjson_call(row.raw)
-        if row.bad_text:
+                return decode_call(raw, "identify")
+            return _ndjson_call(raw)
+        if bad_text:
             raise InvalidEvent("row", "utf-8", "the row is not UTF-8 text")
-        data = _csv_call(self.kind, self.header, row.raw)
+        data = _csv_call(self.kind, self.header, raw)
         kind = "identify" if self.kind == "profiles" else str(data.get("type") or "track")
         if kind not in ("track", "identify", "page", "screen", "alias"):
             raise InvalidEvent("type", "enum", _TYPES)
         return call_of(kind, data)
 
-    def _message_id(self, row: _Row) -> str:
+    def _message_id(self, raw: bytes | list[str]) -> str:
         """The row's messageId when it has none: its ``key`` value, or one made from its
         content (two rows alike are one event)."""
         if self.key is not None:
-            value = self._key_value(row)
+            value = self._key_value(raw)
             if value is None or value == "":
                 raise InvalidEvent(self.key, "required", f"the key column {self.key!r} is empty")
             return str(value)
-        content = row.raw if isinstance(row.raw, bytes) else "\x1f".join(row.raw).encode()
+        content = raw if isinstance(raw, bytes) else "\x1f".join(raw).encode()
         return f"import:{self.kind}:" + hashlib.blake2b(content.strip(), digest_size=16).hexdigest()
 
-    def _key_value(self, row: _Row) -> Any:
-        if isinstance(row.raw, list):
-            cells = dict(zip(self.header, row.raw, strict=False))
+    def _key_value(self, raw: bytes | list[str]) -> Any:
+        if isinstance(raw, list):
+            cells = dict(zip(self.header, raw, strict=False))
             return cells.get(self.key or "")
-        data = msgspec.json.decode(row.raw)
+        data = msgspec.json.decode(raw)
         if not isinstance(data, dict):
             return None
         found = data.get(self.key or "")
@@ -407,6 +497,40 @@ class Importer:
             inner = data.get("traits" if self.kind == "profiles" else "properties")
             found = inner.get(self.key) if isinstance(inner, dict) else None
         return found if isinstance(found, str | int) and not isinstance(found, bool) else None
+
+
+# Reading rows in other processes (journeyman import's pool): each loads the workspace once.
+
+_ELSEWHERE: dict[str, Workspace] = {}
+_EVENTS = msgspec.msgpack.Decoder(list[Event]).decode
+_ENCODE = msgspec.msgpack.Encoder().encode
+
+
+def start_reader(load: Callable[[], Workspace]) -> None:
+    """A pool process's initializer: the workspace its rows are read against."""
+    _ELSEWHERE["workspace"] = load()
+
+
+def _read_elsewhere(
+    reading: tuple[str, list[str], str | None, bool],
+    rows: list[tuple[bytes | list[str], bool]],
+    now: datetime,
+) -> tuple[bytes, list[HistoryRow], bytes, list[tuple[int, list[dict[str, str]]]]]:
+    """In a pool process: what :meth:`RowReader.read_all` gives, packed to travel back
+    cheaply: which items are history rows (a byte each), those rows, and the other
+    events, encoded."""
+    kind, header, key, trigger = reading
+    reader = RowReader(kind, header, key, _ELSEWHERE["workspace"], trigger)
+    items, problems = reader.read_all(rows, now)
+    plain = bytes(isinstance(item, HistoryRow) for item in items)
+    history = [item for item in items if isinstance(item, HistoryRow)]
+    events = [item for item in items if not isinstance(item, HistoryRow)]
+    return plain, history, _ENCODE(events), problems
+
+
+def _unpacked(plain: bytes, history: list[HistoryRow], events: list[Event]) -> list[Item]:
+    rows, others = iter(history), iter(events)
+    return [next(rows) if flag else next(others) for flag in plain]
 
 
 def _ndjson_call(line: bytes) -> Call:
@@ -467,21 +591,19 @@ def submitter(processor: Processor, *, trigger: bool = False) -> Submit:
     """How an import hands a batch on: to ``processor`` through the normal accept path
     (``trigger``), or quietly. Quietly, the events that only go in history (see
     :func:`only_history`) are kept by the store in one transaction
-    (:meth:`~journeyman.storage.base.Store.keep_events`), and the others go to the
+    (:meth:`~journeyman.storage.base.Store.keep_history`), and the others go to the
     processor as quiet triggers, in the order they came."""
 
-    async def submit(events: Sequence[Event]) -> list[str | Exception]:
-        if trigger:
-            return await processor.submit_each(events, force=True)
+    async def submit(items: Sequence[Item]) -> list[str | Exception]:
         answers: list[str | Exception] = []
-        definitions = processor.workspace.events
-        for plain, run in itertools.groupby(events, lambda e: only_history(e, definitions)):
-            group = list(run)
+        for plain, run in itertools.groupby(items, lambda item: isinstance(item, HistoryRow)):
             if plain:
-                kept = await processor.store.keep_events(group, processor.now())
-                answers += ["accepted"] * kept + ["duplicate"] * (len(group) - kept)
+                rows = [item for item in run if isinstance(item, HistoryRow)]
+                kept = await processor.store.keep_history(rows, processor.now())
+                answers += ["accepted"] * kept + ["duplicate"] * (len(rows) - kept)
             else:
-                answers += await processor.submit_each(group, force=True, quiet=True)
+                events = [item for item in run if isinstance(item, Event)]
+                answers += await processor.submit_each(events, force=True, quiet=not trigger)
         return answers
 
     return submit

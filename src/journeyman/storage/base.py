@@ -45,6 +45,7 @@ __all__ = [
     "Database",
     "DeadLetter",
     "Delivered",
+    "HistoryRow",
     "MessageRow",
     "NewerSchema",
     "OutboxItem",
@@ -154,6 +155,15 @@ class MessageRow:
     content: dict[str, Any]
 
 
+class HistoryRow(NamedTuple):
+    """An event for :meth:`Store.keep_history`, encoded already (``codec.encode``)."""
+
+    message_id: str | None
+    profile_id: str
+    name: str
+    body: bytes
+
+
 class ToTell(NamedTuple):
     """A settled delivery whose outcome its profile's worker has still to learn."""
 
@@ -207,12 +217,12 @@ class Store(ABC):
         Their events are kept as received at ``changes.at`` (now, if it is None)."""
 
     @abstractmethod
-    async def keep_events(self, events: Sequence[Event], at: datetime) -> int:
+    async def keep_history(self, rows: Sequence[HistoryRow], at: datetime) -> int:
         """Keep events in their profiles' history only, received at ``at``, in one
         transaction (an import: no journey reads them). Their profiles are made, empty, if
         they are new; an event whose messageId is kept already is skipped. How many were
-        kept. The events are named by their profile's id (``profile_id``) and change no
-        trait: see :mod:`journeyman.runtime.importing` for which ones come here."""
+        kept. Each names its profile by id and changes no trait: see
+        :func:`journeyman.runtime.importing.only_history` for which ones come here."""
 
     @abstractmethod
     async def instance(self, instance_id: str) -> Instance | None:

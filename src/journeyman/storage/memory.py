@@ -24,11 +24,12 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.reactions import ENGAGEMENT
-from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
     LEASE,
     Database,
     DeadLetter,
+    HistoryRow,
     MessageRow,
     OutboxItem,
     PublishedJourney,
@@ -193,17 +194,17 @@ class MemoryStore(Database):
     async def seen(self, message_ids: Collection[str]) -> set[str]:
         return self.db.message_ids.intersection(message_ids)
 
-    async def keep_events(self, events: Sequence[Event], at: datetime) -> int:
+    async def keep_history(self, rows: Sequence[HistoryRow], at: datetime) -> int:
         db = self.db
         received = ms(at)
         kept = 0
-        for event in events:
-            if event.message_id is not None and event.message_id in db.message_ids:
+        for row in rows:
+            if row.message_id is not None and row.message_id in db.message_ids:
                 continue
-            db.profiles.setdefault(event.profile_id, encode(Profile(id=event.profile_id)))
-            db.events.append(_Event(event.message_id, event.profile_id, encode(event), received))
-            if event.message_id is not None:
-                db.message_ids.add(event.message_id)
+            db.profiles.setdefault(row.profile_id, encode(Profile(id=row.profile_id)))
+            db.events.append(_Event(row.message_id, row.profile_id, row.body, received))
+            if row.message_id is not None:
+                db.message_ids.add(row.message_id)
             kept += 1
         return kept
 

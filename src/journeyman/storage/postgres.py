@@ -28,10 +28,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Event, Instance, Profile
+from journeyman.domain.state import Instance, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
+    HistoryRow,
     OutboxItem,
     PartitionLocks,
     PublishedWorkspace,
@@ -287,8 +288,8 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
             if changes.told:
                 await _learn(db, changes.told)
 
-    async def keep_events(self, events: Sequence[Event], at: datetime) -> int:
-        profiles, rows = kept_rows(events, at)
+    async def keep_history(self, history: Sequence[HistoryRow], at: datetime) -> int:
+        profiles, rows = kept_rows(history, at)
         async with self._transaction() as db:
             await _send(db, _KEEP_PROFILES, profiles, 3)
             if not rows:

@@ -26,13 +26,14 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from journeyman.domain.state import Event, Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
     Changes,
     Database,
     DeadLetter,
+    HistoryRow,
     MessageRow,
     PublishedJourney,
     PublishedWorkspace,
@@ -255,7 +256,7 @@ INSERTS = {
 }
 
 
-# What an import keeps of events that only go in their profiles' history (keep_events).
+# What an import keeps of events that only go in their profiles' history (keep_history).
 KEPT = (
     Insert("profiles", "id text, state bytea, updated_at int8", "ON CONFLICT (id) DO NOTHING"),
     Insert(
@@ -267,14 +268,14 @@ KEPT = (
 
 
 def kept_rows(
-    events: Sequence[Event], at: datetime
+    rows: Sequence[HistoryRow], at: datetime
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The rows of :data:`KEPT`: new profiles (empty), and the events."""
     now = ms(at)
-    profiles = {e.profile_id: None for e in events}
+    profiles = {r.profile_id: None for r in rows}
     return (
         [(pid, encode(Profile(id=pid)), now) for pid in profiles],
-        [(e.message_id, e.profile_id, e.name, encode(e), now) for e in events],
+        [(*r, now) for r in rows],
     )
 
 

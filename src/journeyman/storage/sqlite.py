@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Event, Instance, Profile
-from journeyman.storage.base import LEASE, NewerSchema, OutboxItem
+from journeyman.domain.state import Instance, Profile
+from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_effect,
     decode_instance,
@@ -172,12 +172,12 @@ class SQLiteStore(SQLDatabase):
                 _insert(db, INSERTS[table], rows)
             self._settle_rows(changes.deliveries)
 
-    async def keep_events(self, events: Sequence[Event], at: datetime) -> int:
-        return await self._run(self._keep_events, events, at)
+    async def keep_history(self, rows: Sequence[HistoryRow], at: datetime) -> int:
+        return await self._run(self._keep_history, rows, at)
 
-    def _keep_events(self, events: Sequence[Event], at: datetime) -> int:
+    def _keep_history(self, history: Sequence[HistoryRow], at: datetime) -> int:
         db = self.db
-        profiles, rows = kept_rows(events, at)
+        profiles, rows = kept_rows(history, at)
         with self._transaction():
             _insert(db, KEPT[0], profiles)
             before = db.total_changes
