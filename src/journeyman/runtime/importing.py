@@ -180,13 +180,9 @@ class _Lines:
         self.offset = offset
         self.bad = False  # a line since the last reset was not UTF-8
 
-    def raw(self) -> Iterator[bytes]:
+    def text(self) -> Iterator[str]:
         for line in self.file:
             self.offset += len(line)
-            yield line
-
-    def text(self) -> Iterator[str]:
-        for line in self.raw():
             try:
                 yield line.decode()
             except UnicodeDecodeError:
@@ -582,10 +578,6 @@ def _reject_line(row: _Row, problems: list[dict[str, str]]) -> bytes:
         given = row.raw
     line = {"row": row.number, "errors": problems, "input": given}
     return json.dumps(line, ensure_ascii=False).encode() + b"\n"
-
-
-def counts_dict(counts: Counts) -> Mapping[str, int]:
-    return asdict(counts)
 
 
 def submitter(processor: Processor, *, trigger: bool = False) -> Submit:
