@@ -251,7 +251,8 @@ def test_an_interrupted_import_resumes_and_the_totals_are_exact(
 
 def test_profiles_are_upserts_of_traits(tmp_path: Path, store_url: str, workspace: Path) -> None:
     first = tmp_path / "profiles.csv"
-    first.write_text("userId,email,plan,seats\nu1,Ada@Example.com,free,3\nu2,,pro,\n")
+    # as a spreadsheet saves it: a byte order mark first
+    first.write_text("\ufeffuserId,email,plan,seats\nu1,Ada@Example.com,free,3\nu2,,pro,\n")
     assert run_import("profiles", first, store_url, workspace).returncode == 0
     second = ndjson(tmp_path / "more.ndjson", [{"userId": "u1", "traits": {"plan": "pro"}}])
     done = run_import("profiles", second, store_url, workspace)

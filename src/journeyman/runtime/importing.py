@@ -403,7 +403,8 @@ class Importer:
     def _csv(self, point: Checkpoint, file: BinaryIO) -> Iterator[_Row]:
         lines = _Lines(file, 0)
         reader = csv.reader(lines.text())
-        self.header = [name.strip() for name in next(reader, [])]
+        # Spreadsheets often begin a CSV file with a byte order mark: it names no column.
+        self.header = [name.strip().lstrip("\ufeff") for name in next(reader, [])]
         if point.offset > lines.offset:
             file.seek(point.offset)
             lines.offset = point.offset
