@@ -101,6 +101,8 @@ def create_app(
     runtime: Runtime, keys: Keys, console_settings: ConsoleSettings | None = None
 ) -> ASGIApp:
     """The API at ``/v1/``, and the web console at ``/`` (see :mod:`journeyman.web`)."""
+    from journeyman.import_api import import_routes  # it builds on this module's helpers
+
     settings = console_settings or ConsoleSettings()
     api = _Api(runtime, keys, settings)
     routes: list[Route | Mount] = [
@@ -138,6 +140,7 @@ def create_app(
         Route("/docs", api.docs, methods=["GET"]),
         *consent_routes(runtime, _unavailable),
         *_console_api(api),
+        *import_routes(runtime, api.guard),
         *feedback_routes(runtime, _unavailable),
         console(runtime, keys.admin, settings),
     ]

@@ -563,3 +563,12 @@ def _publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
     version = f" as workspace version {plan.workspace}" if plan.workspace else ""
     click.echo(f"{verb} {workspace} to {url}{version}:")
     click.echo("\n".join(plan.lines()))
+
+
+def _add_import() -> None:
+    from journeyman.import_cli import import_group
+
+    main.add_command(import_group)
+
+
+_add_import()

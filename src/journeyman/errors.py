@@ -21,6 +21,7 @@
     ├── NewerSchema            the database was written by a newer journeyman (storage.base)
     ├── StorageUnavailable     the database cannot be reached or opened (storage.base)
     ├── TransferError          a move between databases cannot be made (storage.transfer)
+    ├── ImportFailed           an import stops: file unreadable, batch refused (runtime.importing)
     ├── PublicUrlError         links in messages cannot be built on the public URL (runtime.links)
     ├── NoMessage              a simulated reaction answers no message sent (simulator)
     └── SettingError           a JOURNEYMAN_* setting cannot be read (server)

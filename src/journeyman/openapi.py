@@ -476,6 +476,76 @@ SPEC["paths"]["/v1/workspace"].update(
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
 _LETTER_ID = _path_param("id", {"type": "integer", "minimum": 0})
 _KEY = _error("The admin key is missing or wrong.")
+# Rows of any shape: each is checked as ingest checks a call, and refused alone (any body
+# but an empty one is a job).
+_ROWS: dict[str, Any] = {}
+_KINDS = {"type": "string", "enum": ["events", "profiles"]}
+SPEC["paths"]["/v1/import"] = {
+    "post": {
+        "summary": (
+            "Import profiles or events: the body holds the rows (NDJSON, one Segment call a "
+            "line; or CSV with format=csv), gzip or deflate allowed. Spooled to disk as it "
+            "arrives, then run in the background as a job: 202 with its id and its url. Rows "
+            "are checked as ingest checks calls; rejected rows and their reasons are in the "
+            "job. Imported events go in their profiles' history and start no journey unless "
+            "trigger=true; rows whose messageId is kept already are skipped."
+        ),
+        "security": _ADMIN,
+        "parameters": [
+            {
+                **_query("kind", {"type": "string", "enum": ["events", "profiles"]}),
+                "required": True,
+            },
+            _query("format", {"type": "string", "enum": ["ndjson", "csv"], "default": "ndjson"}),
+            _query("trigger", {"type": "string", "enum": ["true", "false", "1", "0"]}),
+            _query("key", {"type": "string", "minLength": 1, "maxLength": 255}),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-ndjson": {"schema": _ROWS}, "text/csv": {"schema": _ROWS}},
+        },
+        "responses": {
+            "202": {
+                "description": "The job, running (see GET /v1/imports/{id})",
+                "content": {"application/json": {}},
+            },
+            "400": _error(
+                "A query value out of its rules (kind, format, trigger, key), an empty body, "
+                "or a body that is not what its Content-Encoding says."
+            ),
+            "401": _KEY,
+            "409": _error("The server runs with --bus: import with `journeyman import --db`."),
+            "413": _error("The body inflates to more than 8 GiB."),
+            "415": _error("A Content-Encoding other than gzip, deflate or identity."),
+        },
+    }
+}
+SPEC["paths"]["/v1/imports"] = {
+    "get": {
+        "summary": "The latest import jobs (up to 50), newest first",
+        "security": _ADMIN,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {}}},
+            "401": _KEY,
+        },
+    }
+}
+SPEC["paths"]["/v1/imports/{id}"] = {
+    "get": {
+        "summary": (
+            "One import job: status (running, done, failed or interrupted), rows read, "
+            "imported, duplicate and rejected, the error, and the first 100 rejected rows "
+            "with their reasons"
+        ),
+        "security": _ADMIN,
+        "parameters": [_path_param("id")],
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {}}},
+            "401": _KEY,
+            "404": _error("No such import job."),
+        },
+    }
+}
 SPEC["paths"]["/v1/dead-letters"] = {
     "get": {
         "summary": (

@@ -58,6 +58,8 @@ FRAMING = frozenset({"content-length", "transfer-encoding", "host", "connection"
 # schema-valid call gets the documented 401, 403 or 404, and changes nothing.
 HOOKS = ("/hooks/email/{channel}", "/hooks/twilio/{channel}/status/{token}")
 RULES_BEYOND_DOCUMENT |= {("POST", path) for path in (*HOOKS, "/hooks/twilio/{channel}/inbound")}
+# An import takes any body but an empty one (its rows are checked one by one, in the job).
+RULES_BEYOND_DOCUMENT |= {("POST", "/v1/import")}
 # Channels that take feedback (and send nothing: no template names them), so that the
 # fuzz reaches the signature checks.
 FEEDBACK_CHANNELS = """
@@ -158,8 +160,8 @@ def test_every_operation_answers_as_its_document_says(
     @given(case=operation.as_strategy(mode))
     def answers_as_documented(case: schemathesis.Case[Any]) -> None:
         cases[label] += 1
-        if case.headers:
-            case.headers = {k: v for k, v in case.headers.items() if k.lower() not in FRAMING}
+        for name in [n for n in case.headers or {} if n.lower() in FRAMING]:
+            del case.headers[name]
         case.call_and_validate(
             excluded_checks=excluded,
             session=session,

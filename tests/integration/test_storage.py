@@ -24,7 +24,8 @@ from journeyman.storage import (
     StorageURLError,
     open_store,
 )
-from journeyman.storage.base import LEASE, StoredEvent
+from journeyman.storage.base import LEASE, HistoryRow, StoredEvent
+from journeyman.storage.codec import encode
 from tests.conftest import START
 from tests.stores import Backend, run
 
@@ -953,5 +954,28 @@ def test_a_message_is_read_back_by_its_key_whatever_became_of_it(store: Database
         assert await store.sent_message("k1") == news
         assert (await store.sent_message("k2") or news).profile_id == "u2"
         assert await store.sent_message("k3") is None
+
+    run(store, check)
+
+
+def test_keep_history_makes_profiles_keeps_events_once_and_leaves_traits(
+    store: Database,
+) -> None:
+    async def check() -> None:
+        await store.commit(Changes(profiles={"u1": profile("u1", plan="pro")}))
+        first = event("u1", "purchased", message_id="m1")
+        rows = [
+            HistoryRow("m1", "u1", "purchased", encode(first)),
+            HistoryRow("m2", "u2", "purchased", encode(event("u2", "purchased", message_id="m2"))),
+            HistoryRow("m1", "u1", "purchased", encode(first)),  # the same, twice in a batch
+        ]
+        assert await store.keep_history(rows, START) == 2
+        assert await store.keep_history(rows[:1], START) == 0  # kept already
+        assert await store.seen(["m1", "m2", "m3"]) == {"m1", "m2"}
+        kept = await store.profile("u1")
+        assert kept is not None
+        assert kept.traits == {"plan": "pro"}  # an existing profile is left as it was
+        assert await store.profile("u2") == Profile(id="u2")  # a new one, empty
+        assert [s.event for s in await store.history("u1")] == [first]
 
     run(store, check)

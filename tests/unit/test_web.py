@@ -31,6 +31,7 @@ from journeyman.web import ConsoleSettings, UsersError, parse_users
 from journeyman.web.auth import LoginLimit
 from journeyman.workspace import load_workspace
 from tests.conftest import BASE, write_workspace
+from tests.waiting import eventually
 
 KEYS = Keys(write="w-key", admin="a-key")
 WRITE = {"Authorization": "Bearer w-key"}
@@ -718,5 +719,29 @@ def test_the_profile_page_shows_its_account_and_its_traits_inert(tmp_path: Path)
         none = (await client.get("/profiles/u2")).text
         assert "No account: no group call named one." in none
         assert (await client.get("/profiles/u2", headers=JSON)).json()["account"] is None
+
+    run_console(tmp_path, test)
+
+
+def test_the_workspace_page_lists_the_imports_and_their_first_reject(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        rows = b'{"event": "signed_up", "userId": "u1"}\n{"event": "signed_up"}\n'
+        answer = await client.post("/v1/import?kind=events", content=rows, headers=ADMIN)
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+
+        async def finished() -> dict[str, Any] | None:
+            job = (await client.get(f"/v1/imports/{job_id}", headers=ADMIN)).json()
+            return job if job["status"] != "running" else None
+
+        job = await eventually(finished, "the import to finish")
+        assert (job["status"], job["imported"], job["rejected"]) == ("done", 1, 1)
+        await log_in(client)
+        status = (await client.get("/workspace", headers=JSON)).json()
+        assert [j["id"] for j in status["imports"]] == [job_id]
+        page = (await client.get("/workspace")).text
+        assert "Imports" in page
+        assert "first: row 2" in page
+        assert "names its profile by &#39;userId&#39;" in page
 
     run_console(tmp_path, test)

@@ -207,13 +207,16 @@ def apply(
     triggers: Iterable[Trigger],
     now: datetime,
     known: Known,
+    *,
+    quiet: bool = False,
 ) -> tuple[list[str], Changes]:
     """Each trigger's result (``accepted``, ``duplicate``, or for a timer that moved its
     instance on, ``fired``) and the changes of all of them, in order.
 
     ``snapshots`` are brought up to each trigger as it runs; every profile that
     :func:`profiles_needed` names must be in it. Never raises for a fault of the engine's:
-    the trigger fails alone, and is listed in :attr:`Changes.crashes`.
+    the trigger fails alone, and is listed in :attr:`Changes.crashes`. With ``quiet``, the
+    events are only kept (an import): see :meth:`Engine.on_record`.
     """
     changes = Changes(at=now)
     definitions = engine.workspace.events
@@ -223,7 +226,9 @@ def apply(
             if trigger.message_id is not None and _seen_before(trigger.message_id, known):
                 results.append("duplicate")
             else:
-                results.append(_event(engine, snapshots, trigger, now, known, changes, definitions))
+                results.append(
+                    _event(engine, snapshots, trigger, now, known, changes, definitions, quiet)
+                )
         elif isinstance(trigger, DeliveryResult) and _told_before(trigger, known, changes):
             results.append("duplicate")
         else:
@@ -241,6 +246,7 @@ def _event(
     known: Known,
     changes: Changes,
     definitions: Mapping[str, EventDefinition],
+    quiet: bool = False,
 ) -> str:
     event = _resolved(event, snapshots, known, changes, definitions)
     if links(event):
@@ -258,6 +264,8 @@ def _event(
     try:
         if event.type == "alias":  # it only links two ids: no journey reads it
             outcome = Outcome(snapshot.profile)
+        elif quiet:
+            outcome = engine.on_record(snapshot.profile, event, now)
         else:
             outcome = engine.on_event(
                 snapshot.profile, snapshot.running, event, now, account=account

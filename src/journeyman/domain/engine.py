@@ -139,6 +139,21 @@ class Engine:
         run.settle_segments(instances)
         return run.outcome
 
+    def on_record(self, profile: Profile, event: Event, now: datetime) -> Outcome:
+        """An event that is only kept (an import): it sets traits (identify) and consent,
+        goes in the history the history functions read, and moves the profile in and out
+        of segments as any event does, but no journey is entered, resumed or exited by it
+        (nor by the segment changes it makes)."""
+        run = _Run(self, profile, now)
+        if event.type == "identify":
+            run.set_traits(event.properties, ())
+        else:
+            if event.name in consent.CONSENT_EVENTS:
+                run.take_consent(event)
+            run.note_history(event)
+        run.settle_segments((), react=False)
+        return run.outcome
+
     def on_timer(
         self,
         profile: Profile,
@@ -359,9 +374,10 @@ class _Run:
             self.enter(journey, event, instances, check_filter=True)
         self.finish_jumps(instances)
 
-    def settle_segments(self, instances: Sequence[Instance]) -> None:
+    def settle_segments(self, instances: Sequence[Instance], react: bool = True) -> None:
         """Evaluate the segments that what changed may move; each change is an event on
-        the profile (journeyman.domain.segments), which journeys then react to."""
+        the profile (journeyman.domain.segments), which journeys then react to (unless
+        not ``react``: an import's)."""
         segments = self.workspace.segments
         for _ in range(MAX_SEGMENT_ROUNDS):
             if not segments or not (self.traits_changed or self.recorded or _timely(segments)):
@@ -379,7 +395,8 @@ class _Run:
                 event = segment_event(profile.id, name, entered, self.now)
                 self.outcome.events.append(event)
                 self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
-                self.react(event, self._current(instances))
+                if react:
+                    self.react(event, self._current(instances))
 
     def _segment_scope(self, members: dict[str, datetime]) -> dict[str, Any]:
         if self._profile_view is None:

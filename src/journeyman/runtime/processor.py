@@ -114,12 +114,13 @@ class _Item:
     """A queued trigger and the future its submitter waits on; ``withdrawn`` once that
     submitter gave it up before it was run (see :meth:`Processor.submit_each`)."""
 
-    __slots__ = ("done", "trigger", "withdrawn")
+    __slots__ = ("done", "quiet", "trigger", "withdrawn")
 
-    def __init__(self, trigger: Trigger, done: asyncio.Future[str]) -> None:
+    def __init__(self, trigger: Trigger, done: asyncio.Future[str], quiet: bool = False) -> None:
         self.trigger = trigger
         self.done = done
         self.withdrawn = False
+        self.quiet = quiet  # an imported event, only kept (see submit_each)
 
 
 @dataclass(slots=True)
@@ -202,7 +203,12 @@ class Processor:
         return list(await asyncio.gather(*(item.done for item in items)))
 
     async def submit_each(
-        self, triggers: Sequence[Trigger], *, force: bool = False, withdraw: bool = False
+        self,
+        triggers: Sequence[Trigger],
+        *,
+        force: bool = False,
+        withdraw: bool = False,
+        quiet: bool = False,
     ) -> list[str | Exception]:
         """As :meth:`submit`, but each trigger's own answer, in order: its result once
         committed, or the exception that kept it from being stored, which is
@@ -212,8 +218,12 @@ class Processor:
         With ``withdraw``, cancelling the call withdraws the triggers not run yet: a
         worker that loses a partition leaves its batch to the new owner, and must not
         apply it afterwards, out of order with what the new owner applied meanwhile.
+
+        With ``quiet``, the events are only kept, as an import keeps history: they set
+        traits and consent, and enter, resume and exit no journey. They run in batches of
+        their own, in the order they were queued with the others.
         """
-        items = self._queue_up(triggers, force)
+        items = self._queue_up(triggers, force, quiet)
         try:
             answers = await asyncio.gather(*(item.done for item in items), return_exceptions=True)
         except asyncio.CancelledError:
@@ -228,11 +238,13 @@ class Processor:
             results.append(answer)
         return results
 
-    def _queue_up(self, triggers: Sequence[Trigger], force: bool) -> list[_Item]:
+    def _queue_up(
+        self, triggers: Sequence[Trigger], force: bool, quiet: bool = False
+    ) -> list[_Item]:
         if not force and len(self._queue) + len(triggers) > self.max_queue:
             raise Overloaded(f"{len(self._queue)} triggers are queued")
         loop = asyncio.get_running_loop()
-        items = [_Item(trigger, loop.create_future()) for trigger in triggers]
+        items = [_Item(trigger, loop.create_future(), quiet) for trigger in triggers]
         self._queue.extend(items)
         arrived = self._arrived
         if arrived is not None and len(self._queue) >= self._wanted and not arrived.done():
@@ -280,7 +292,10 @@ class Processor:
         limit = self.max_batch
         if len(queue) >= 2 * SPLIT:
             limit = min(limit, max(SPLIT, (len(queue) + committing + 1) // 2))
-        taken = (queue.popleft() for _ in range(min(limit, len(queue))))
+        quiet = queue[0].quiet if queue else False
+        taken: list[_Item] = []
+        while queue and len(taken) < limit and queue[0].quiet == quiet:  # one kind a batch
+            taken.append(queue.popleft())
         return [item for item in taken if not item.withdrawn]
 
     async def drain(self) -> None:
@@ -437,7 +452,7 @@ class Processor:
             _bring_up(snapshots, ahead)
         await self._find_elsewhere(triggers, snapshots, known)
         await self._accounts(triggers, snapshots, known, ahead)
-        results, changes = apply(engine, snapshots, triggers, now, known)
+        results, changes = apply(engine, snapshots, triggers, now, known, quiet=items[0].quiet)
         for trigger, error in changes.crashes:
             log.error(
                 "the engine failed on %s; it fails alone", _described(trigger), exc_info=error

@@ -23,6 +23,7 @@ from journeyman.domain.state import Event
 from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.following import UnloadableWorkspace, load_published, swap_channels, watch
+from journeyman.runtime.import_jobs import ImportJobs
 from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Kept, Plan, Source, Versions, kept_at_start, publish
@@ -101,6 +102,7 @@ class Runtime:
         self.grace = grace  # seconds that deliveries in flight get to finish at stop
         self._tasks: list[asyncio.Task[None]] = []
         self.versions = Versions()
+        self.imports = ImportJobs(store, lambda: self.processor)
         self.plan = Plan()
         self.tail = EventTail()  # the last ingest outcomes, rejected calls included
         self.make_channels = make_channels  # the channels of a workspace a publish brings
@@ -133,6 +135,7 @@ class Runtime:
             Tracker(lambda: self.links, self.versions, lambda: self.workspace)
         )
         await self._start_version()
+        await self.imports.recover()
         self.processor.obey(await self.store.journey_states())
         await self.versions.load(self.store)
         follow = watch(self.store, lambda: self.version, self._take, env=self.env, root=self.root)
@@ -183,6 +186,7 @@ class Runtime:
         Deliveries still going after ``grace`` seconds are cut short; they stay claimed,
         and are tried again once their lease runs out.
         """
+        await self.imports.stop()
         await self._finish_deliveries()
         for task in self._tasks:
             task.cancel()

@@ -53,6 +53,7 @@ __all__ = [
     "Database",
     "DeadLetter",
     "Delivered",
+    "HistoryRow",
     "MessageRow",
     "NewerSchema",
     "OutboxItem",
@@ -162,6 +163,15 @@ class MessageRow:
     content: dict[str, Any]
 
 
+class HistoryRow(NamedTuple):
+    """An event for :meth:`Store.keep_history`, encoded already (``codec.encode``)."""
+
+    message_id: str | None
+    profile_id: str
+    name: str
+    body: bytes
+
+
 class ToTell(NamedTuple):
     """A settled delivery whose outcome its profile's worker has still to learn."""
 
@@ -220,6 +230,14 @@ class Store(ABC):
         traits of ``changes.accounts`` are merged key by key into what is stored when the
         transaction runs (not into what was read before it), so that two processes that
         change different traits of one account at once both keep theirs."""
+
+    @abstractmethod
+    async def keep_history(self, rows: Sequence[HistoryRow], at: datetime) -> int:
+        """Keep events in their profiles' history only, received at ``at``, in one
+        transaction (an import: no journey reads them). Their profiles are made, empty, if
+        they are new; an event whose messageId is kept already is skipped. How many were
+        kept. Each names its profile by id and changes no trait: see
+        :func:`journeyman.runtime.importing.only_history` for which ones come here."""
 
     @abstractmethod
     async def instance(self, instance_id: str) -> Instance | None:

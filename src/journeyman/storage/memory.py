@@ -29,6 +29,7 @@ from journeyman.storage.base import (
     LEASE,
     Database,
     DeadLetter,
+    HistoryRow,
     MessageRow,
     OutboxItem,
     PublishedJourney,
@@ -201,6 +202,20 @@ class MemoryStore(Database):
     async def accounts(self, account_ids: Collection[str]) -> dict[str, Account]:
         stored = self.db.accounts
         return {i: decode_account(stored[i]) for i in account_ids if i in stored}
+
+    async def keep_history(self, rows: Sequence[HistoryRow], at: datetime) -> int:
+        db = self.db
+        received = ms(at)
+        kept = 0
+        for row in rows:
+            if row.message_id is not None and row.message_id in db.message_ids:
+                continue
+            db.profiles.setdefault(row.profile_id, encode(Profile(id=row.profile_id)))
+            db.events.append(_Event(row.message_id, row.profile_id, row.body, received))
+            if row.message_id is not None:
+                db.message_ids.add(row.message_id)
+            kept += 1
+        return kept
 
     async def commit(self, changes: Changes) -> None:
         db = self.db

@@ -32,6 +32,7 @@ from journeyman.domain.state import Account, Instance, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
+    HistoryRow,
     OutboxItem,
     PartitionLocks,
     PublishedWorkspace,
@@ -53,11 +54,13 @@ from journeyman.storage.codec import (
 from journeyman.storage.migrations import POSTGRES, Migration, pending
 from journeyman.storage.sql import (
     INSERTS,
+    KEPT,
     POSTGRES_DIALECT,
     Insert,
     SQLDatabase,
     Statements,
     commit_rows,
+    kept_rows,
     membership_rows,
     workspace_row,
 )
@@ -90,6 +93,7 @@ _BULK = {
     for table, insert in INSERTS.items()
     for width in [len(insert.names)]
 }
+_KEEP_PROFILES, _KEEP_EVENTS = (_bulk(insert) for insert in KEPT)
 _FORGET = (
     "DELETE FROM identities WHERE (kind, value, profile_id) IN "
     "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
@@ -303,6 +307,15 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
             await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
             if changes.told:
                 await _learn(db, changes.told)
+
+    async def keep_history(self, history: Sequence[HistoryRow], at: datetime) -> int:
+        profiles, rows = kept_rows(history, at)
+        async with self._transaction() as db:
+            await _send(db, _KEEP_PROFILES, profiles, 3)
+            if not rows:
+                return 0
+            status = await db.execute(_KEEP_EVENTS, *_columns(rows, 5))
+        return int(status.rsplit(" ", 1)[-1])
 
     # timers
 

@@ -33,6 +33,7 @@ from journeyman.storage.base import (
     Changes,
     Database,
     DeadLetter,
+    HistoryRow,
     MessageRow,
     PublishedJourney,
     PublishedWorkspace,
@@ -58,6 +59,7 @@ from journeyman.storage.codec import (
 
 __all__ = [
     "INSERTS",
+    "KEPT",
     "POSTGRES_DIALECT",
     "SQLITE_DIALECT",
     "Dialect",
@@ -65,6 +67,7 @@ __all__ = [
     "SQLDatabase",
     "Statements",
     "commit_rows",
+    "kept_rows",
     "membership_rows",
     "messages",
     "step_counts",
@@ -271,6 +274,29 @@ INSERTS = {
         ),
     )
 }
+
+
+# What an import keeps of events that only go in their profiles' history (keep_history).
+KEPT = (
+    Insert("profiles", "id text, state bytea, updated_at int8", "ON CONFLICT (id) DO NOTHING"),
+    Insert(
+        "events",
+        "message_id text, profile_id text, name text, body bytea, received_at int8",
+        "ON CONFLICT (message_id) DO NOTHING",
+    ),
+)
+
+
+def kept_rows(
+    rows: Sequence[HistoryRow], at: datetime
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of :data:`KEPT`: new profiles (empty), and the events."""
+    now = ms(at)
+    profiles = {r.profile_id: None for r in rows}
+    return (
+        [(pid, encode(Profile(id=pid)), now) for pid in profiles],
+        [(*r, now) for r in rows],
+    )
 
 
 def commit_rows(changes: Changes, now: int) -> dict[str, list[tuple[Any, ...]]]:

@@ -32,7 +32,7 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, Snapshot
 from journeyman.domain.state import Account, Instance, Profile
-from journeyman.storage.base import LEASE, NewerSchema, OutboxItem
+from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_account,
     decode_effect,
@@ -47,11 +47,13 @@ from journeyman.storage.codec import (
 from journeyman.storage.migrations import SQLITE, Migration, latest, pending
 from journeyman.storage.sql import (
     INSERTS,
+    KEPT,
     SQLITE_DIALECT,
     Insert,
     SQLDatabase,
     Statements,
     commit_rows,
+    kept_rows,
     membership_rows,
 )
 
@@ -187,6 +189,18 @@ class SQLiteStore(SQLDatabase):
         for account_id, patch in patches.items():
             found = _accounts(self.db, [account_id]).get(account_id) or Account(id=account_id)
             self.db.execute(self.sql.put_account, (account_id, encode(found.patched(patch)), now))
+
+    async def keep_history(self, rows: Sequence[HistoryRow], at: datetime) -> int:
+        return await self._run(self._keep_history, rows, at)
+
+    def _keep_history(self, history: Sequence[HistoryRow], at: datetime) -> int:
+        db = self.db
+        profiles, rows = kept_rows(history, at)
+        with self._transaction():
+            _insert(db, KEPT[0], profiles)
+            before = db.total_changes
+            _insert(db, KEPT[1], rows)
+            return db.total_changes - before
 
     # timers
 

@@ -651,12 +651,24 @@ def load_folder(runtime: Runtime) -> Loaded | None:
     return load_workspace(runtime.root, runtime.dispatcher.env)
 
 
+IMPORTS_SHOWN = 10  # the latest import jobs the workspace page lists
+
+
 async def workspace_status(runtime: Runtime) -> dict[str, Any]:
-    """The workspace folder as it is on disk now: its problems, and what a publish would do."""
+    """The workspace folder as it is on disk now: its problems, and what a publish would do;
+    and the latest imports (``POST /v1/import``)."""
     running = await running_version(runtime)
+    imports = [job.as_dict() for job in await runtime.imports.recent(IMPORTS_SHOWN)]
     loaded = load_folder(runtime)
     if loaded is None:
-        return {"folder": None, "valid": None, "problems": [], "plan": None, "running": running}
+        return {
+            "folder": None,
+            "valid": None,
+            "problems": [],
+            "plan": None,
+            "running": running,
+            "imports": imports,
+        }
     problems = [p.as_dict() for p in loaded.problems]
     plan = None
     if loaded.workspace is not None:
@@ -667,6 +679,7 @@ async def workspace_status(runtime: Runtime) -> dict[str, Any]:
         "problems": problems,
         "plan": plan,
         "running": running,
+        "imports": imports,
     }
 
 
