@@ -609,9 +609,26 @@ class _Api:
         counts = await self.runtime.reads.instance_counts()
         dead, _ = await self.runtime.reads.dead_letters(limit=1)
         text = _metrics(self.runtime, self.rejected, counts)
+        goals = await self._goal_metrics()
         return PlainTextResponse(
-            f"{text}# TYPE journeyman_dead_letters gauge\njourneyman_dead_letters {dead}\n"
+            f"{text}# TYPE journeyman_dead_letters gauge\njourneyman_dead_letters {dead}\n{goals}"
         )
+
+    async def _goal_metrics(self) -> str:
+        """Goal conversions of every journey's versions, from the report counters."""
+        lines = ["# TYPE journeyman_goal_conversions_total counter"]
+        for journey in sorted(self.runtime.workspace.journeys.values(), key=lambda j: j.name):
+            if not journey.goals:
+                continue
+            reached = {goal.name: 0 for goal in journey.goals}
+            for counter in await self.runtime.reads.counters(journey.name):
+                if counter.metric == "reached" and counter.goal in reached:
+                    reached[counter.goal] += counter.n
+            lines += [
+                f'journeyman_goal_conversions_total{{journey="{journey.name}",goal="{goal}"}} {n}'
+                for goal, n in reached.items()
+            ]
+        return "\n".join(lines) + "\n"
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(_DOCS_PAGE)
