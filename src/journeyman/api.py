@@ -46,6 +46,7 @@ from journeyman.domain.model import Journey, Step
 from journeyman.domain.state import Event
 from journeyman.hooks import feedback_routes
 from journeyman.openapi import SPEC, docs_page
+from journeyman.report import journey_report
 from journeyman.runtime.processor import HeldBack, Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.storage import cannot_write_now
@@ -108,6 +109,7 @@ def create_app(
     routes: list[Route | Mount] = [
         Route("/v1/journeys", api.guard(api.journeys), methods=["GET"]),
         Route("/v1/journeys/{name}", api.guard(api.journey), methods=["GET"]),
+        Route("/v1/journeys/{name}/report", api.guard(api.report), methods=["GET"]),
         Route(
             "/v1/journeys/{name}/{command:str}",
             api.guard(api.operate),
@@ -346,6 +348,30 @@ class _Api:
     async def journey(self, request: Request) -> Response:
         """GET /v1/journeys/{name}?version=N|all: counts of one version (the latest by
         default), or of every version on the latest one's steps."""
+        found, version = await self._journey_version(request)
+        summary = _journey_summary(found, await self.runtime.store.journey_states())
+        if found.name not in self.runtime.workspace.journeys:
+            summary["state"] = "removed"
+        counted = None if version == "all" else found.version
+        counts = await self.runtime.reads.step_counts(found.name, counted)
+        summary["counts_version"] = "all" if counted is None else counted
+        summary["entered"] = counts.get("", {}).get("entered", 0)
+        summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
+        summary["steps"] = [_step_summary(s, counts.get(s.id, {})) for s in found.steps.values()]
+        summary["definition"] = found.document
+        return _json(summary)
+
+    async def report(self, request: Request) -> Response:
+        """GET /v1/journeys/{name}/report?version=N|all: entries, ends, goals and lift
+        against the holdout, from the report counters (journeyman.report)."""
+        found, version = await self._journey_version(request)
+        counted = None if version == "all" else found.version
+        counters = await self.runtime.reads.counters(found.name, counted)
+        return _json(journey_report(found, counters, counted))
+
+    async def _journey_version(self, request: Request) -> tuple[Journey, str]:
+        """The journey at the version ``?version=`` names (the latest if none, or for
+        ``all``), and what was asked: a number, ``all`` or ``""``."""
         found = await self._journey(request)
         version = _params(request, "version").get("version", "")
         if version not in ("", "all"):
@@ -360,17 +386,7 @@ class _Api:
             if older is None:
                 raise _Problem(404, "version", "exists", f"{found.name} has no version {version}")
             found = older
-        summary = _journey_summary(found, await self.runtime.store.journey_states())
-        if found.name not in self.runtime.workspace.journeys:
-            summary["state"] = "removed"
-        counted = None if version == "all" else found.version
-        counts = await self.runtime.reads.step_counts(found.name, counted)
-        summary["counts_version"] = "all" if counted is None else counted
-        summary["entered"] = counts.get("", {}).get("entered", 0)
-        summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
-        summary["steps"] = [_step_summary(s, counts.get(s.id, {})) for s in found.steps.values()]
-        summary["definition"] = found.document
-        return _json(summary)
+        return found, version
 
     async def _journey(self, request: Request) -> Journey:
         """The workspace's journey, or the last version of one removed from it."""
@@ -596,9 +612,26 @@ class _Api:
         counts = await self.runtime.reads.instance_counts()
         dead, _ = await self.runtime.reads.dead_letters(limit=1)
         text = _metrics(self.runtime, self.rejected, counts)
+        goals = await self._goal_metrics()
         return PlainTextResponse(
-            f"{text}# TYPE journeyman_dead_letters gauge\njourneyman_dead_letters {dead}\n"
+            f"{text}# TYPE journeyman_dead_letters gauge\njourneyman_dead_letters {dead}\n{goals}"
         )
+
+    async def _goal_metrics(self) -> str:
+        """Goal conversions of every journey's versions, from the report counters."""
+        lines = ["# TYPE journeyman_goal_conversions_total counter"]
+        for journey in sorted(self.runtime.workspace.journeys.values(), key=lambda j: j.name):
+            if not journey.goals:
+                continue
+            reached = {goal.name: 0 for goal in journey.goals}
+            for counter in await self.runtime.reads.counters(journey.name):
+                if counter.metric == "reached" and counter.goal in reached:
+                    reached[counter.goal] += counter.n
+            lines += [
+                f'journeyman_goal_conversions_total{{journey="{journey.name}",goal="{goal}"}} {n}'
+                for goal, n in reached.items()
+            ]
+        return "\n".join(lines) + "\n"
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(_DOCS_PAGE)

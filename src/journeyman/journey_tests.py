@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from journeyman.domain.goals import GOAL_REACHED
 from journeyman.domain.model import Expectation, TestCase, TestEvent, Workspace
 from journeyman.domain.times import format_duration
 from journeyman.simulator import NoMessage, Simulator
@@ -138,7 +139,19 @@ def _happenings(sim: Simulator, expectation: Expectation) -> Iterator[_Happening
             for r in sim.records
             if r.outcome == outcome and r.detail == expectation.target
         )
+    if what == "reached":
+        return _goals(sim, expectation.target)
     return _step_records(sim, expectation.target, None if what == "never" else what)
+
+
+def _goals(sim: Simulator, target: str) -> Iterator[_Happening]:
+    """The goals reached of the name ``target`` (``goal`` or ``journey.goal``)."""
+    journey, _, goal = target.rpartition(".")
+    for record in sim.records:
+        if record.outcome != GOAL_REACHED or journey not in ("", record.journey):
+            continue
+        if record.detail.split(" ", 1)[0] == goal:
+            yield _Happening(record.at, record.profile_id, record.journey, None, {})
 
 
 def _messages(sim: Simulator, target: str) -> Iterator[_Happening]:

@@ -308,6 +308,18 @@ SPEC: dict[str, Any] = {
             ],
             "'version' is not a number or 'all'.",
         ),
+        "/v1/journeys/{name}/report": _get(
+            "A journey's report from its counters: entries, ends by end state, and per goal "
+            "conversions, rate, value, time to convert (median and p90 from a histogram) and, "
+            "per split arm, lift against the holdout arm (Wald interval of the difference, "
+            "log interval of the ratio, pooled two-proportion z-test p-value, at 95%); of the "
+            "latest version, version N, or every version with version=all",
+            [
+                _path_param("name"),
+                _query("version", {"type": "string", "pattern": "^([0-9]+|all)$"}),
+            ],
+            "'version' is not a number or 'all'.",
+        ),
         "/v1/journeys/{name}/{command}": {
             "post": {
                 "summary": "Pause, resume or stop a journey",

@@ -48,6 +48,7 @@ from journeyman.domain.state import (
     Profile,
     SendMessage,
     StepRecord,
+    Tally,
 )
 from journeyman.errors import JourneymanError
 
@@ -98,6 +99,7 @@ class Simulator:
         self._events: list[Event] = []
         self._messages: list[SendMessage] = []
         self._calls: list[CallAction] = []
+        self._tallies: list[Tally] = []
         self._timers: list[tuple[datetime, int, str]] = []
         self._sequence = 0
         self._identities: dict[tuple[str, str], str] = {}  # (kind, value) -> profile id
@@ -310,6 +312,11 @@ class Simulator:
         return self._messages
 
     @property
+    def tallies(self) -> list[Tally]:
+        """Every report counter increment, in order (a store adds them up)."""
+        return self._tallies
+
+    @property
     def calls(self) -> list[CallAction]:
         self._move_merged()
         return self._calls
@@ -328,6 +335,7 @@ class Simulator:
                 heapq.heappush(timers, (instance.wake_at, self._sequence, instance.id))
         self._records.extend(changes.records)
         self._events.extend(changes.events)
+        self._tallies.extend(changes.tallies)
         if changes.effects:
             self._hand_over(changes.effects)
         return results, changes

@@ -31,7 +31,9 @@ STANDARD_TRAITS = frozenset(
         "subscriptions",
     }
 )
-BUILTIN_END_STATES = frozenset({"completed", "exited", "timed_out", "stopped", "failed"})
+BUILTIN_END_STATES = frozenset(
+    {"completed", "exited", "timed_out", "stopped", "failed", "goal_reached"}
+)
 # Fields every event has besides its properties (see the expression docs).
 ENVELOPE = frozenset({"name", "timestamp", "messageId", "userId", "anonymousId", "properties"})
 
@@ -114,6 +116,8 @@ def _check_references(r: _JourneyReader, journey: m.Journey, parsed: Parsed) -> 
             _known(r, ("exit", index, "segment_exited"), "segment", exit_.segment, parsed)
         else:
             _known(r, ("exit", index, "event"), "event", exit_.event, parsed)
+    for index, goal in enumerate(journey.goals):
+        _known(r, ("goals", index, "event"), "event", goal.event, parsed)
     for step in journey.steps.values():
         path = r.step_path(step)
         inner = r.within(f"step {step.id}: ")
@@ -496,6 +500,10 @@ def _expressions(r: _JourneyReader, journey: m.Journey) -> Iterator[tuple[Path, 
     for index, exit_ in enumerate(journey.exits):
         if exit_.when is not None:
             yield ("exit", index, "when"), exit_.when
+    for index, goal in enumerate(journey.goals):
+        for key, found in (("when", goal.when), ("value", goal.value)):
+            if found is not None:
+                yield ("goals", index, key), found
     for step in journey.steps.values():
         path = r.step_path(step)
         if isinstance(step, m.Wait) and step.until is not None:
@@ -530,6 +538,8 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
             _known(r, path, "journey", target, parsed)
         elif expectation.what in ("entered_segment", "exited_segment"):
             _known(r, path, "segment", target, parsed)
+        elif expectation.what == "reached" and complete:
+            _check_goal_name(r, path, target, parsed)
         elif expectation.what == "ended" and complete and target not in states:
             r.report(
                 "reference", path, f"no journey ends in '{target}'{did_you_mean(target, states)}"
@@ -541,6 +551,19 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
     written = r.document.data.get("fail")
     for name in sorted(test.fail):
         _check_step_name(r, ("fail", written.index(name)), name, parsed, complete)
+
+
+def _check_goal_name(r: Reader, path: Path, target: str, parsed: Parsed) -> None:
+    """``reached: goal`` or ``reached: journey.goal`` names a goal of some journey."""
+    journey, _, goal = target.rpartition(".")
+    journeys = [parsed.journeys[journey]] if journey in parsed.journeys else []
+    if not journey:
+        journeys = list(parsed.journeys.values())
+    names = {g.name for j in journeys for g in j.goals}
+    if goal not in names:
+        where = f"journey {journey}" if journey else "any journey"
+        hint = did_you_mean(goal, names)
+        r.report("reference", path, f"goal '{goal}' is not a goal of {where}{hint}")
 
 
 def _check_test_reactions(r: Reader, parsed: Parsed, complete: bool) -> None:

@@ -42,6 +42,7 @@ from journeyman.domain.state import (
     Instance,
     Profile,
     StepRecord,
+    Tally,
 )
 
 __all__ = [
@@ -182,6 +183,8 @@ class Changes:
     # account id -> the traits group calls changed (None: removed), to merge key by key
     # into the stored ones; an account named with no traits is {} (it is kept all the same)
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # report counters to add to, in the same commit (see journeyman.domain.goals)
+    tallies: list[Tally] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         """Whether there is anything to keep (crashes are only for the log)."""
@@ -197,6 +200,7 @@ class Changes:
                 self.merges,
                 self.told,
                 self.accounts,
+                self.tallies,
             )
         )
 
@@ -695,6 +699,7 @@ def _carry_out(snapshot: Snapshot, outcome: Outcome, changes: Changes) -> None:
         changes.effects.extend(outcome.effects)
     changes.events.extend(outcome.events)  # segment changes, after the trigger's own event
     changes.records.extend(outcome.records)
+    changes.tallies.extend(outcome.tallies)
 
 
 def carry(running: list[Instance], changed: Iterable[Instance]) -> list[Instance]:

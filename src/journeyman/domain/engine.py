@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from journeyman.domain import consent, history
+from journeyman.domain import consent, goals, history
 from journeyman.domain import model as m
 from journeyman.domain.actions import render_call
 from journeyman.domain.expressions import Expression
@@ -40,10 +40,12 @@ from journeyman.domain.state import (
     Effect,
     Entries,
     Event,
+    GoalWindow,
     Instance,
     Profile,
     SendMessage,
     StepRecord,
+    Tally,
 )
 from journeyman.domain.times import (
     TimeFormatError,
@@ -76,6 +78,8 @@ class Outcome:
     # Events the engine itself recorded on the profile (segment_entered, segment_exited),
     # to keep in its history after the trigger's own event.
     events: list[Event] = field(default_factory=list)
+    # Report counters to add to (entries, arms, ends, goals: see journeyman.domain.goals).
+    tallies: list[Tally] = field(default_factory=list)
 
 
 class Engine:
@@ -326,6 +330,7 @@ class _Run:
                 history=dict(p.history),
                 segments=dict(p.segments),
                 account=p.account,
+                goals=list(p.goals),
             )
             self.outcome.profile = self.profile
             self.outcome.profile_changed = True
@@ -366,6 +371,8 @@ class _Run:
         waiting = [i for i in instances if i.status == "waiting"]
         for instance in waiting:
             self.exit_if_matched(instance, event)
+        if self.profile.goals:
+            self.check_goals(event, instances)
         for instance in waiting:
             current = self.outcome.instances.get(instance.id, instance)
             if current.status == "waiting" and current.waiting == "event":
@@ -505,6 +512,10 @@ class _Run:
         )
         detail = f"by {event.name}" + (f", jumped from {via}" if via else "")
         self.record(instance, None, "entered", detail)
+        self.tally(journey.name, journey.version, "", "", "entered")
+        if journey.goals:
+            window = goals.open_window(journey, instance)
+            profile.goals = goals.with_window(profile.goals, window, self.now)
         self.advance(journey, instance, journey.first)
 
     def _refusal(
@@ -533,6 +544,93 @@ class _Run:
             journey = self.workspace.journeys.get(name)
             if journey is not None:
                 self.enter(journey, event, known, check_filter=False, via=source)
+
+    # goals and report counters (journeyman.domain.goals)
+
+    def tally(
+        self, journey: str, version: int, arm: str, goal: str, metric: str, total: float = 0.0
+    ) -> None:
+        self.outcome.tallies.append(Tally(journey, version, arm, goal, metric, 1, total))
+
+    def note_window(self, journey: m.Journey, instance: Instance, **changes: Any) -> None:
+        """Change the instance's goal window (its arm, its last message), if it has one."""
+        if not journey.goals:
+            return
+        found = goals.update_window(self.profile.goals, instance.id, changes)
+        if found is not None:
+            self._own_profile().goals = found
+
+    def check_goals(self, event: Event, instances: Sequence[Instance]) -> None:
+        """Count the goals ``event`` reaches, once per instance, within their windows,
+        running or ended; drop the windows that have passed or have nothing left to reach."""
+        windows = self.profile.goals
+        kept, changed = [], False
+        for window in windows:
+            if window.until <= self.now:
+                changed = True
+                continue
+            journey = self.engine.journey(window.journey, window.version)
+            if journey is None:
+                changed = True
+                continue
+            after = self._reach_goals(journey, window, event, instances)
+            changed = changed or after is not window
+            if len(after.reached) < len(journey.goals):
+                kept.append(after)
+            else:
+                changed = True
+        if changed:
+            self._own_profile().goals = kept
+
+    def _reach_goals(
+        self,
+        journey: m.Journey,
+        window: GoalWindow,
+        event: Event,
+        instances: Sequence[Instance],
+    ) -> GoalWindow:
+        """The window after ``event``: the goals it reaches added to ``reached``."""
+        scope: dict[str, Any] | None = None
+        for goal in journey.goals:
+            if goal.event != event.name or goal.name in window.reached:
+                continue
+            after = self.now - window.entered_at
+            if after > goal.within:
+                continue
+            if scope is None:
+                scope = self._scope(event.view(), window.entry.view(), journey)
+            if goal.when is not None and not goal.when.test(scope):
+                continue
+            value = goals.goal_value(goal.value.evaluate(scope)) if goal.value else None
+            window = _replace(window, reached=[*window.reached, goal.name])
+            self._reached(journey, window, goal, value, after, instances)
+        return window
+
+    def _reached(
+        self,
+        journey: m.Journey,
+        window: GoalWindow,
+        goal: m.Goal,
+        value: float | None,
+        after: timedelta,
+        instances: Sequence[Instance],
+    ) -> None:
+        detail = goals.reached_detail(window, goal, value, after)
+        running = next((i for i in self._current(instances) if i.id == window.instance_id), None)
+        self.outcome.records.append(
+            StepRecord(
+                at=self.now,
+                profile_id=self.profile.id,
+                journey=window.journey,
+                instance_id=window.instance_id,
+                step=None,
+                outcome=goals.GOAL_REACHED,
+                detail=detail,
+            )
+        )
+        self.outcome.tallies.extend(goals.reached_tallies(window, goal, value, after))
+        if journey.exit_on_goal and running is not None and running.status != "ended":
+            self.end(running, goals.GOAL_ENDED, f"goal {goal.name} reached")
 
     # events and timers for waiting instances
 
@@ -597,6 +695,8 @@ class _Run:
     # running steps
 
     def end(self, instance: Instance, state: str, detail: str = "") -> None:
+        arm = instance.arm or ""
+        self.tally(instance.journey, instance.version, arm, "", f"ended:{state}")
         ended = _replace(
             instance,
             status="ended",
@@ -632,6 +732,8 @@ class _Run:
                 return
             if result is _ENDED:
                 return
+            if isinstance(result, tuple):  # it goes on, changed (a split gave it its arm)
+                instance, result = result
             step_id = result
         self.end(instance, "failed", f"ran {MAX_STEPS} steps without waiting")
 
@@ -725,13 +827,21 @@ def _run_branch(run: _Run, journey: m.Journey, instance: Instance, step: m.Branc
 def _run_split(run: _Run, journey: m.Journey, instance: Instance, step: m.Split) -> StepResult:
     total = sum(weight for weight, _ in step.arms)
     point = split_point(instance.profile_id, journey.name, step.id) * total
-    weight, goto = step.arms[-1]
-    for weight, goto in step.arms:  # noqa: B007 - the arm the loop stops at is the result
+    index = len(step.arms) - 1
+    for index, (weight, _) in enumerate(step.arms):  # noqa: B007 - where the loop stops
         if point < weight:
             break
         point -= weight
-    run.record(instance, step.id, "split", f"to {goto} (weight {weight:g} of {total:g})")
-    return goto
+    weight, goto = step.arms[index]
+    arm = step.arm_name(index)
+    holdout = arm in step.holdouts
+    named = f"arm {arm}, " if arm != goto else ""
+    held = ", a holdout" if holdout else ""
+    detail = f"to {goto} ({named}weight {weight:g} of {total:g}{held})"
+    run.record(instance, step.id, "split", detail)
+    run.tally(journey.name, journey.version, arm, "", "entered")
+    run.note_window(journey, instance, arm=arm)
+    return _replace(instance, arm=arm, holdout=holdout), goto
 
 
 def split_point(profile_id: str, journey: str, step: str) -> float:
@@ -741,6 +851,9 @@ def split_point(profile_id: str, journey: str, step: str) -> float:
 
 
 def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -> StepResult:
+    if instance.holdout:  # its arm is measured without messages
+        run.record(instance, step.id, "skipped", "holdout")
+        return step.next
     templates = run.workspace.templates if journey.templates is None else journey.templates
     template = templates.get(step.template)
     if template is None:  # an old journey version naming a template since removed
@@ -795,6 +908,7 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
     )
     run.outcome.effects.append(message)
     _note_send(run, channel)
+    run.note_window(journey, instance, last_message=step.id)
     run.record(instance, step.id, "sent", _noted(f"{channel} to {to}" if to else channel, note))
     return _after_handover(run, journey, instance, step)
 

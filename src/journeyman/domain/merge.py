@@ -15,6 +15,7 @@ from datetime import datetime
 
 import msgspec
 
+from journeyman.domain.goals import MAX_WINDOWS
 from journeyman.domain.state import Entries, Instance, Profile, StepRecord
 
 __all__ = ["Merged", "merge_profiles"]
@@ -50,6 +51,8 @@ def merge_profiles(
         sends=sorted([*known.sends, *anonymous.sends]),
         suppressed={**anonymous.suppressed, **known.suppressed},
         account=known.account if known.account is not None else anonymous.account,
+        # both profiles' goal windows, oldest first: a goal of either counts for its instance
+        goals=sorted([*known.goals, *anonymous.goals], key=lambda w: w.entered_at)[-MAX_WINDOWS:],
     )
     running = list(known_running)
     taken = {i.journey for i in known_running}

@@ -29,6 +29,7 @@ __all__ = [
     "EventDefinition",
     "Exit",
     "Expectation",
+    "Goal",
     "Journey",
     "Jump",
     "MessageTemplate",
@@ -226,8 +227,15 @@ class Branch(Step):
 @dataclass(frozen=True, slots=True)
 class Split(Step):
     arms: tuple[tuple[float, str], ...] = ()
+    # Each arm's name, in the order of ``arms`` (its ``name:``, else the step it goes to),
+    # and the names of the arms marked ``holdout: true``, which get no messages.
+    names: tuple[str, ...] = ()
+    holdouts: frozenset[str] = frozenset()
 
     kind = "split"
+
+    def arm_name(self, index: int) -> str:
+        return self.names[index] if index < len(self.names) else self.arms[index][1]
 
     def targets(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(goto for _, goto in self.arms))
@@ -294,6 +302,18 @@ class Exit:
 
 
 @dataclass(frozen=True, slots=True)
+class Goal:
+    """What the journey is for: ``event`` (matching ``when``) within ``within`` of entry."""
+
+    name: str
+    event: str
+    within: timedelta
+    when: Expression | None = None
+    value: Expression | None = None  # what one conversion is worth, such as event.total
+    primary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Journey:
     name: str
     entry_event: str
@@ -314,14 +334,22 @@ class Journey:
     templates: Mapping[str, MessageTemplate] | None = field(default=None, repr=False, compare=False)
     # `entry: {segment: vip}`: entered on segment_entered of this segment only
     entry_segment: str | None = None
+    goals: tuple[Goal, ...] = ()
+    exit_on_goal: bool = False  # a goal reached ends a running instance, as goal_reached
 
     @property
     def first(self) -> str:
         return next(iter(self.steps))
 
+    @property
+    def goal_window(self) -> timedelta:
+        """How long after entry a goal can still be reached: the longest ``within``."""
+        return max((goal.within for goal in self.goals), default=timedelta(0))
+
     def expressions(self) -> list[Expression]:
         """Every compiled expression of the journey: entry, exits and steps."""
         found = [self.entry_when] + [exit_.when for exit_ in self.exits]
+        found += [e for goal in self.goals for e in (goal.when, goal.value)]
         for step in self.steps.values():
             if isinstance(step, Wait):
                 found.append(step.until)

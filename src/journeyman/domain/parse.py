@@ -24,6 +24,7 @@ from journeyman.domain import model as m
 from journeyman.domain.actions import Allow, AllowError, allowed_literal, literal_target, url_origin
 from journeyman.domain.consent import CONSENT_EVENTS, CONSENT_SCHEMAS
 from journeyman.domain.documents import Document, Path
+from journeyman.domain.goals import GOAL_REACHED
 from journeyman.domain.problems import Problem
 from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACTIONS
 from journeyman.domain.reader import Reader, describe, did_you_mean
@@ -96,6 +97,7 @@ _EXPECTATIONS = (
     "rejected",
     "entered_segment",
     "exited_segment",
+    "reached",
 )
 _EXPECT_FILTERS = ("profile", "journey", "to", "channel", "subject", "body_contains")
 DEFAULT_TEST_START = datetime.fromisoformat("2026-01-05T00:00:00+00:00")  # a Monday
@@ -201,6 +203,14 @@ def _read_document(document: Document, parsed: Parsed) -> None:
                 ("name",),
                 f"event name '{name}' is reserved: journeyman defines this {what} event "
                 "and its properties itself; give your event another name",
+            )
+            return
+        if name == GOAL_REACHED:
+            reader.report(
+                "reserved-event",
+                ("name",),
+                f"event name '{name}' is reserved: journeyman records it when an instance "
+                "reaches one of its journey's goals; give your event another name",
             )
             return
         if name == ACCOUNT_UPDATED:
@@ -558,7 +568,7 @@ def digest(data: Any) -> str:
 
 def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "entry", "reentry", "timeout", "exit", "ignore_caps")
-    r.mapping(data, (), (*keys, "steps"), required=("entry", "steps"))
+    r.mapping(data, (), (*keys, "goals", "exit_on_goal", "steps"), required=("entry", "steps"))
     entry_event, entry_segment = _entry(r, data.get("entry"))
     written = data.get("entry")
     entry: dict[str, Any] = written if isinstance(written, dict) else {}
@@ -572,6 +582,8 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         if exit_ is not None:
             exits.append(exit_)
     ignore_caps = r.boolean(data.get("ignore_caps", False), ("ignore_caps",))
+    goals = _goals(r, data.get("goals"))
+    exit_on_goal = _exit_on_goal(r, data, goals)
     steps = _read_steps(r, data["steps"]) if "steps" in data else {}
     if not steps:
         return
@@ -591,6 +603,8 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         digest=digest(data),
         document=data,
         entry_segment=entry_segment,
+        goals=goals,
+        exit_on_goal=exit_on_goal,
     )
     parsed.journeys[r.name] = journey
 
@@ -625,6 +639,58 @@ def _exit(r: Reader, item: Any, path: Path) -> m.Exit | None:
     if not r.text(found["event"], (*path, "event")):
         return None
     return m.Exit(found["event"], when)
+
+
+# goals
+
+_GOAL_KEYS = ("name", "event", "when", "within", "value", "primary", "description")
+
+
+def _goals(r: Reader, value: Any) -> tuple[m.Goal, ...]:
+    """``goals:``: each a name, an event, a window after entry, and optionally a ``when``,
+    a ``value`` and ``primary: true`` (on one goal at most)."""
+    found: list[m.Goal] = []
+    for index, item in enumerate(r.sequence(value, ("goals",)) or ()):
+        goal = _goal(r, item, ("goals", index))
+        if goal is None:
+            continue
+        if any(other.name == goal.name for other in found):
+            r.report("duplicate", ("goals", index, "name"), f"duplicate goal name '{goal.name}'")
+            continue
+        found.append(goal)
+    if sum(goal.primary for goal in found) > 1:
+        r.report("value", ("goals",), "only one goal may be 'primary: true'")
+    return tuple(found)
+
+
+def _goal(r: Reader, item: Any, path: Path) -> m.Goal | None:
+    spec = r.mapping(item, path, _GOAL_KEYS, ("name", "event", "within"), "a goal")
+    if spec is None or not {"name", "event", "within"} <= spec.keys():
+        return None
+    name = r.name_of(spec["name"], (*path, "name"), "a goal's 'name'")
+    reader = r.within(f"goal {name}: ") if name else r
+    event = reader.name_of(spec["event"], (*path, "event"), "a goal's 'event'")
+    within = reader.duration(spec["within"], (*path, "within"), positive=True)
+    when = reader.expression(spec["when"], (*path, "when")) if "when" in spec else None
+    worth = reader.expression(spec["value"], (*path, "value")) if "value" in spec else None
+    primary = reader.boolean(spec.get("primary", False), (*path, "primary"))
+    description = spec.get("description", "")
+    if not isinstance(description, str):
+        reader.report("type", (*path, "description"), "'description' must be text")
+    if name is None or event is None or within is None or not within:
+        return None
+    if ("when" in spec and when is None) or ("value" in spec and worth is None):
+        return None
+    return m.Goal(name, event, within, when, worth, bool(primary))
+
+
+def _exit_on_goal(r: Reader, data: dict[str, Any], goals: tuple[m.Goal, ...]) -> bool:
+    if "exit_on_goal" not in data:
+        return False
+    found = r.boolean(data["exit_on_goal"], ("exit_on_goal",))
+    if found and not goals and not data.get("goals"):
+        r.report("value", ("exit_on_goal",), "'exit_on_goal' needs 'goals' to reach")
+    return bool(found)
 
 
 # segment
@@ -854,18 +920,26 @@ def _branch(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
 def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
     where = (*path, "split")
     arms = []
+    names: list[str] = []
+    holdouts: set[str] = set()
     unweighted: list[tuple[Path, str]] = []  # arms of weight 0: where, and where they go
     for index, arm in enumerate(r.sequence(item["split"], where) or ()):
         at = (*where, index)
-        found = r.mapping(arm, at, ("weight", "goto"), ("weight", "goto"), "a split arm")
+        keys = ("weight", "goto", "name", "holdout")
+        found = r.mapping(arm, at, keys, ("weight", "goto"), "a split arm")
         if found is None:
             continue
         if "weight" not in found or "goto" not in found:
             continue
         weight = r.number(found["weight"], (*at, "weight"))
         goto = _target(r, found["goto"], (*at, "goto"))
-        if weight is not None and goto is not None:
+        name = _arm_name(r, found, at, goto, names)
+        holdout = r.boolean(found.get("holdout", False), (*at, "holdout"))
+        if weight is not None and goto is not None and name is not None:
             arms.append((weight, goto))
+            names.append(name)
+            if holdout:
+                holdouts.add(name)
             if not weight:
                 unweighted.append(((*at, "weight"), goto))
     if not arms or sum(weight for weight, _ in arms) <= 0:
@@ -873,7 +947,24 @@ def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) ->
         return None
     for at, goto in unweighted:
         r.report("zero-weight", at, f"the arm to {goto} has weight 0: no profile takes it")
-    return m.Split(**base, arms=tuple(arms))
+    return m.Split(**base, arms=tuple(arms), names=tuple(names), holdouts=frozenset(holdouts))
+
+
+def _arm_name(
+    r: Reader, found: dict[str, Any], at: Path, goto: str | None, earlier: list[str]
+) -> str | None:
+    """A split arm's name: its ``name``, else the step it goes to; unique in the split."""
+    name = goto
+    if "name" in found:
+        name = r.name_of(found["name"], (*at, "name"), "an arm's 'name'")
+    # Unnamed arms to one step were always allowed: they are one arm, unless one of them
+    # is a holdout, which must be told apart.
+    if name is not None and name in earlier and ("name" in found or found.get("holdout")):
+        what = "name" if "name" in found else "goto"
+        message = f"two arms are named '{name}': give each arm of a split its own 'name'"
+        r.report("duplicate", (*at, what), message)
+        return None
+    return name
 
 
 def _send(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:

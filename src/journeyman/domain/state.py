@@ -20,11 +20,13 @@ __all__ = [
     "Entries",
     "Event",
     "EventHistory",
+    "GoalWindow",
     "Instance",
     "Profile",
     "SendMessage",
     "StepRecord",
     "Suppression",
+    "Tally",
 ]
 
 
@@ -114,6 +116,22 @@ class Account(msgspec.Struct, kw_only=True):
         return Account(id=self.id, traits={k: v for k, v in traits.items() if v is not None})
 
 
+class GoalWindow(msgspec.Struct, kw_only=True):
+    """One instance's goals, open from its entry until the longest ``within`` has passed,
+    whether the instance still runs or has ended (see journeyman.domain.goals). Kept on
+    the profile, so that an event after the end still finds it."""
+
+    instance_id: str
+    journey: str
+    version: int
+    entered_at: datetime
+    until: datetime
+    entry: Event  # what a goal's `when` and `value` read as `entry`
+    arm: str | None = None  # the split arm the instance took last, if any
+    last_message: str | None = None  # the send step that last sent the profile a message
+    reached: list[str] = []  # the goals reached already: each counts once
+
+
 class Profile(msgspec.Struct, kw_only=True):
     id: str
     traits: dict[str, Any] = {}
@@ -126,6 +144,8 @@ class Profile(msgspec.Struct, kw_only=True):
     # event name -> what the history functions need of it (journeyman.domain.history)
     history: dict[str, EventHistory] = {}
     segments: dict[str, datetime] = {}  # segment name -> since when the profile is in it
+    # The goal windows still open, oldest first (at most goals.MAX_WINDOWS).
+    goals: list[GoalWindow] = []
 
     def view(self) -> dict[str, Any]:
         view = dict(self.traits)
@@ -153,6 +173,8 @@ class Instance(msgspec.Struct, kw_only=True):
     seq: int = 0  # steps run so far; part of every idempotency key
     end_state: str | None = None
     ended_at: datetime | None = None
+    arm: str | None = None  # the split arm it took last (its name), if it went through one
+    holdout: bool = False  # that arm is a holdout: its sends are skipped
 
 
 class SendMessage(msgspec.Struct, frozen=True, kw_only=True, tag="send"):
@@ -191,6 +213,21 @@ class CallAction(msgspec.Struct, frozen=True, kw_only=True, tag="call"):
 
 
 Effect = SendMessage | CallAction
+
+
+class Tally(msgspec.Struct, frozen=True, array_like=True):
+    """One increment of a report counter (see journeyman.domain.goals): ``n`` more of
+    ``metric``, and ``total`` added to its sum, for a journey version, an arm ("" for
+    none) and a goal ("" for the journey itself). Stores add them up in the commit that
+    keeps the instance."""
+
+    journey: str
+    version: int
+    arm: str
+    goal: str
+    metric: str
+    n: int = 1
+    total: float = 0.0
 
 
 class StepRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -50,6 +50,7 @@ __all__ = [
     "LEASE",
     "LEFT",
     "Changes",
+    "Counter",
     "Database",
     "DeadLetter",
     "Delivered",
@@ -170,6 +171,19 @@ class HistoryRow(NamedTuple):
     profile_id: str
     name: str
     body: bytes
+
+
+class Counter(NamedTuple):
+    """One report counter of a journey (see journeyman.domain.goals): ``n`` of ``metric``
+    and their sum ``total``, for a version, an arm ("" for none) and a goal ("" for the
+    journey itself)."""
+
+    version: int
+    arm: str
+    goal: str
+    metric: str
+    n: int
+    total: float
 
 
 class ToTell(NamedTuple):
@@ -398,6 +412,11 @@ class ReadModel(ABC):
     ) -> list[StepRecord]:
         """The most recent records of one step of a journey (None: the entry), newest first;
         with ``version``, of that version's instances and refused entries only."""
+
+    @abstractmethod
+    async def counters(self, journey: str, version: int | None = None) -> list[Counter]:
+        """The journey's report counters (of one version, if given): a few rows per arm
+        and goal, kept as instances are committed, whatever the number of instances."""
 
     @abstractmethod
     async def entries_since(self, journey: str, since: datetime) -> int:

@@ -27,6 +27,7 @@ from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import Account, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
     LEASE,
+    Counter,
     Database,
     DeadLetter,
     HistoryRow,
@@ -54,7 +55,7 @@ from journeyman.storage.codec import (
     wake_ms,
 )
 from journeyman.storage.migrations import Migration
-from journeyman.storage.sql import membership_rows
+from journeyman.storage.sql import counter_rows, membership_rows
 
 __all__ = ["MemoryStore"]
 
@@ -152,6 +153,8 @@ class _Tables:
     workspaces: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     # segment -> {profile id: since (ms)}, as the other backends' segment_members
     segment_members: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (journey, version, arm, goal, metric) -> [n, total], as the others' report_counters
+    counters: dict[tuple[str, int, str, str, str], list[Any]] = field(default_factory=dict)
     # row ids, numbered as a database numbers them: from 1 up, never reused
     outbox_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     letter_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -255,6 +258,10 @@ class MemoryStore(Database):
             db.segment_members.setdefault(segment, {})[profile_id] = since
         for segment, profile_id in leaves:
             db.segment_members.get(segment, {}).pop(profile_id, None)
+        for *key, n, total in counter_rows(changes):
+            found = db.counters.setdefault(tuple(key), [0, 0.0])  # type: ignore[arg-type]
+            found[0] += n
+            found[1] += total
         self._settle_rows(changes.deliveries)
 
     def _merge(self, anonymous: str, known: str) -> None:
@@ -500,6 +507,13 @@ class MemoryStore(Database):
                 or (row is not None and row.version == version)
             ):
                 yield s
+
+    async def counters(self, journey: str, version: int | None = None) -> list[Counter]:
+        return [
+            Counter(v, arm, goal, metric, n, total)
+            for (j, v, arm, goal, metric), (n, total) in sorted(self.db.counters.items())
+            if j == journey and (version is None or v == version)
+        ]
 
     async def entries_since(self, journey: str, since: datetime) -> int:
         at = ms(since)

@@ -63,6 +63,22 @@ CREATE TABLE segment_members (
 CREATE INDEX segment_members_profile ON segment_members (profile_id);
 """
 
+# Report counters (see journeyman.domain.goals): entries, arms, ends and goals of each
+# journey version, added to in the commit that keeps the instance, so that a report reads
+# a few rows and never scans instances.
+COUNTERS_SQLITE = """
+CREATE TABLE IF NOT EXISTS report_counters (
+    journey TEXT NOT NULL, version INTEGER NOT NULL, arm TEXT NOT NULL, goal TEXT NOT NULL,
+    metric TEXT NOT NULL, n INTEGER NOT NULL, total REAL NOT NULL,
+    PRIMARY KEY (journey, version, arm, goal, metric)) WITHOUT ROWID;
+"""
+COUNTERS_POSTGRES = """
+CREATE TABLE report_counters (
+    journey TEXT COLLATE "C" NOT NULL, version INTEGER NOT NULL, arm TEXT COLLATE "C" NOT NULL,
+    goal TEXT COLLATE "C" NOT NULL, metric TEXT COLLATE "C" NOT NULL, n BIGINT NOT NULL,
+    total DOUBLE PRECISION NOT NULL, PRIMARY KEY (journey, version, arm, goal, metric));
+"""
+
 SQLITE = [
     Migration(
         1,
@@ -130,6 +146,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
 """,
     ),
+    Migration(6, "report counters: entries, arms, ends and goals of each journey", COUNTERS_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -220,6 +237,9 @@ CREATE TABLE dead_letters (
 CREATE TABLE accounts (
     id TEXT COLLATE "C" PRIMARY KEY, state BYTEA NOT NULL, updated_at BIGINT NOT NULL);
 """,
+    ),
+    Migration(
+        7, "report counters: entries, arms, ends and goals of each journey", COUNTERS_POSTGRES
     ),
 ]
 

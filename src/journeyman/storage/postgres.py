@@ -60,6 +60,7 @@ from journeyman.storage.sql import (
     SQLDatabase,
     Statements,
     commit_rows,
+    counter_rows,
     kept_rows,
     membership_rows,
     workspace_row,
@@ -304,6 +305,8 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
                 await db.executemany(self.sql.leave_segment, leaves)
             if changes.accounts:
                 await _put_accounts(db, changes.accounts, now)
+            if changes.tallies:
+                await db.executemany(self.sql.add_counter, counter_rows(changes))
             await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
             if changes.told:
                 await _learn(db, changes.told)

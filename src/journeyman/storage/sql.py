@@ -31,6 +31,7 @@ from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
     Changes,
+    Counter,
     Database,
     DeadLetter,
     HistoryRow,
@@ -67,6 +68,7 @@ __all__ = [
     "SQLDatabase",
     "Statements",
     "commit_rows",
+    "counter_rows",
     "kept_rows",
     "membership_rows",
     "messages",
@@ -198,6 +200,19 @@ class Statements:
         "ORDER BY profile_id LIMIT ?"
     )
     segments_of: str = "SELECT segment, since FROM segment_members WHERE profile_id = ?"
+    # report counters (see counter_rows)
+    add_counter: str = (
+        "INSERT INTO report_counters VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (journey, version, arm, goal, metric) DO UPDATE SET "
+        "n = report_counters.n + excluded.n, total = report_counters.total + excluded.total"
+    )
+    counters: str = (
+        "SELECT version, arm, goal, metric, n, total FROM report_counters WHERE journey = ?"
+    )
+    counters_of_version: str = (
+        "SELECT version, arm, goal, metric, n, total FROM report_counters "
+        "WHERE journey = ? AND version = ?"
+    )
 
     @classmethod
     def of(cls, dialect: Dialect) -> Statements:
@@ -335,6 +350,17 @@ def membership_rows(
     joins = [(s, p, since) for (s, p), since in final.items() if since is not None]
     leaves = [(s, p) for (s, p), since in final.items() if since is None]
     return joins, leaves
+
+
+def counter_rows(changes: Changes) -> list[tuple[str, int, str, str, str, int, float]]:
+    """The report counters a commit adds to, one row per counter with the batch's sum, in
+    key order: concurrent commits lock the rows they share in the same order."""
+    sums: dict[tuple[str, int, str, str, str], list[float]] = {}
+    for t in changes.tallies:
+        found = sums.setdefault((t.journey, t.version, t.arm, t.goal, t.metric), [0, 0.0])
+        found[0] += t.n
+        found[1] += t.total
+    return [(*key, int(n), total) for key, (n, total) in sorted(sums.items())]
 
 
 # Statements whose shape depends on what is asked: built in SQLite's way, for a Dialect.
@@ -562,6 +588,13 @@ class SQLDatabase(Database):
     ) -> list[StepRecord]:
         query, args = step_records(journey, step, limit, version)
         return list(map(step_record, await self._rows(self.dialect(query), *args)))
+
+    async def counters(self, journey: str, version: int | None = None) -> list[Counter]:
+        if version is None:
+            rows = await self._rows(self.sql.counters, journey)
+        else:
+            rows = await self._rows(self.sql.counters_of_version, journey, version)
+        return [Counter(int(v), a, g, m, int(n), float(t)) for v, a, g, m, n, t in rows]
 
     async def entries_since(self, journey: str, since: datetime) -> int:
         return int(await self._value(self.sql.entries_since, journey, ms(since)))

@@ -53,6 +53,7 @@ from journeyman.storage.sql import (
     SQLDatabase,
     Statements,
     commit_rows,
+    counter_rows,
     kept_rows,
     membership_rows,
 )
@@ -181,6 +182,7 @@ class SQLiteStore(SQLDatabase):
             db.executemany(self.sql.join_segment, joins)
             db.executemany(self.sql.leave_segment, leaves)
             self._put_accounts(changes.accounts, now)
+            db.executemany(self.sql.add_counter, counter_rows(changes))
             self._settle_rows(changes.deliveries)
 
     def _put_accounts(self, patches: dict[str, dict[str, Any]], now: int) -> None:

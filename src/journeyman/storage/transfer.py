@@ -56,6 +56,11 @@ TABLES: list[tuple[str, list[str], str]] = [
         ("steps", "profile_id instance_id journey step outcome detail at", "seq"),
         ("segment_members", "segment profile_id since", "segment, profile_id"),
         (
+            "report_counters",
+            "journey version arm goal metric n total",
+            "journey, version, arm, goal, metric",
+        ),
+        (
             "dead_letters",
             "partition_no headers body error attempts first_failed_at last_failed_at",
             "id",
@@ -73,6 +78,7 @@ _STATE = [
     "outbox",
     "steps",
     "journeys",
+    "report_counters",
 ]
 
 
