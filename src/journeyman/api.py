@@ -2,7 +2,10 @@
 
 Ingest (write key): ``POST /v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
 ``/v1/alias``, ``/v1/batch``. A 202 means the
-events are committed to disk. Admin (admin key): journeys, profiles and the message log.
+events are committed to disk. Web pages send with the client key, to the same paths and to
+the browser libraries' own (:mod:`journeyman.browsers`), from the origins CORS allows, as
+the workspace's ``browser:`` settings let them (:mod:`journeyman.domain.browser`).
+Admin (admin key): journeys, profiles and the message log.
 ``GET /openapi.json`` describes every endpoint; ``GET /healthz`` (liveness), ``GET /readyz``
 (readiness) and ``GET /metrics`` need no key.
 """
@@ -14,13 +17,14 @@ import base64
 import dataclasses
 import hmac
 import logging
+import math
 import statistics
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from starlette.applications import Starlette
@@ -30,11 +34,14 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from journeyman.browsers import BROWSER_PATHS, Buckets, Cors, body_key, query_key
 from journeyman.clicks import tracking_routes
 from journeyman.consent_api import consent_routes
+from journeyman.domain.browser import NotForBrowsers, check_browser_call, check_browser_event
 from journeyman.domain.ingest import (
     Call,
     InvalidEvent,
+    Track,
     decode_batch,
     decode_call,
     decode_item,
@@ -48,6 +55,7 @@ from journeyman.runtime.processor import HeldBack, Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.storage import cannot_write_now
 from journeyman.web import ConsoleSettings, console, views
+from journeyman.web.auth import client_address
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.workspace import load_texts
 
@@ -65,12 +73,22 @@ FAILURE_SECONDS = 60.0  # how long a failed commit makes /healthz degraded and /
 Handler = Callable[[Request], Awaitable[Response]]
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, JSON body, extra headers
 IngestHandler = Callable[[bytes], Awaitable[Answer]]  # takes the body as sent
+ClientHandler = Callable[[bytes, str], Awaitable[Answer]]  # the body, the client's address
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
     write: str
     admin: str
+    client: str = ""  # public, for web pages: sends only what the workspace lets browsers
+
+
+class _Route(NamedTuple):
+    """How an ingest path takes a call: with a server key, with the client key."""
+
+    server: IngestHandler
+    client: ClientHandler
+    limit: int  # bytes of the body
 
 
 class _Problem(Exception):
@@ -96,11 +114,15 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def create_app(
-    runtime: Runtime, keys: Keys, console_settings: ConsoleSettings | None = None
+    runtime: Runtime,
+    keys: Keys,
+    console_settings: ConsoleSettings | None = None,
+    origins: Iterable[str] = (),
 ) -> ASGIApp:
-    """The API at ``/v1/``, and the web console at ``/`` (see :mod:`journeyman.web`)."""
+    """The API at ``/v1/``, and the web console at ``/`` (see :mod:`journeyman.web`);
+    pages of ``origins`` (``scheme://host[:port]``) may send events with the client key."""
     settings = console_settings or ConsoleSettings()
-    api = _Api(runtime, keys, settings)
+    api = _Api(runtime, keys, settings, Cors(origins))
     routes: list[Route | Mount] = [
         Route("/v1/journeys", api.guard(api.journeys), methods=["GET"]),
         Route("/v1/journeys/{name}", api.guard(api.journey), methods=["GET"]),
@@ -152,10 +174,8 @@ class _Ingest:
     def __init__(self, api: _Api, app: ASGIApp) -> None:
         self.app = app
         self.api = api
-        self.paths: dict[str, tuple[IngestHandler, int]] = {
-            f"/v1/{kind}": (api.single(kind), SINGLE_LIMIT) for kind in CALL_PATHS
-        }
-        self.paths["/v1/batch"] = (api.batch, BATCH_LIMIT)
+        paths = {f"/v1/{kind}": kind for kind in (*CALL_PATHS, "batch")} | BROWSER_PATHS
+        self.paths = {path: api.route(kind) for path, kind in paths.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.paths.get(scope["path"]) if scope["type"] == "http" else None
@@ -163,7 +183,7 @@ class _Ingest:
             await self.app(scope, receive, send)
             return
         try:
-            status, body, headers = await self.api.ingest(scope, receive, *route)
+            status, body, headers = await self.api.ingest(scope, receive, route)
         except _Disconnected:
             return  # nobody is left to answer; nothing was stored
         await send(
@@ -178,6 +198,15 @@ class _Ingest:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class _Sent(NamedTuple):
+    """What the headers of an ingest request say, besides its key."""
+
+    keyed: bool  # an Authorization header was sent
+    origin: str | None  # the web page's origin, if a page sent it
+    length: str | None
+    encoding: str
 
 
 class _Disconnected(Exception):
@@ -204,10 +233,13 @@ def _console_api(api: _Api) -> list[Route]:
 
 
 class _Api:
-    def __init__(self, runtime: Runtime, keys: Keys, settings: ConsoleSettings) -> None:
+    def __init__(self, runtime: Runtime, keys: Keys, settings: ConsoleSettings, cors: Cors) -> None:
         self.runtime = runtime
         self.keys = keys
         self.mail_file = settings.mail_file
+        self.proxies = settings.trusted_proxies
+        self.cors = cors
+        self.buckets = Buckets()
         self.rejected = 0
 
     # plumbing
@@ -218,6 +250,8 @@ class _Api:
         async def guarded(request: Request) -> Response:
             header = request.headers.get("authorization", "")
             if not _authorised(header, self.keys.admin, self.keys.admin):
+                if self._role(_given(header)) == "client":
+                    return _json(_CLIENT_READS, 403)
                 return _json(_KEY_PROBLEM, 401, _KEY_CHALLENGE)
             try:
                 return await handler(request)
@@ -228,14 +262,9 @@ class _Api:
 
         return guarded
 
-    async def ingest(
-        self, scope: Scope, receive: Receive, handler: IngestHandler, limit: int
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def ingest(self, scope: Scope, receive: Receive, route: _Route) -> Answer:
         """One ingest call: the status, the JSON body and extra headers of the answer."""
-        if scope["method"] != "POST":
-            problem = _Problem(405, "method", "enum", "use POST", {"Allow": "POST"})
-            return _answer(problem.status, _ingest_error(problem.body), problem.headers)
-        authorization, length, encoding = "", None, ""
+        authorization, length, encoding, origin = "", None, "", None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
@@ -243,13 +272,34 @@ class _Api:
                 length = value.decode("latin-1")
             elif name == b"content-encoding":
                 encoding = value.decode("latin-1")
-        if not _authorised(authorization, self.keys.write, self.keys.admin):
-            return _answer(401, _ingest_error(_KEY_PROBLEM), _KEY_CHALLENGE)
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+        if scope["method"] != "POST":
+            return self._not_post(scope["method"], origin)
+        role = self._role(_given(authorization))
+        if role != "server" or origin is not None:
+            sent = _Sent(bool(authorization), origin, length, encoding)
+            return await self._from_page(scope, receive, route, role, sent)
+        return await self._take(scope, receive, route.server, route.limit, length, encoding)
+
+    async def _take(
+        self,
+        scope: Scope,
+        receive: Receive,
+        handler: IngestHandler,
+        limit: int,
+        length: str | None,
+        encoding: str,
+    ) -> Answer:
+        """Read the body and give it to ``handler``; a refusal is counted and shown in
+        the event tail."""
         body = b""
         try:
             body = await _read_body(receive, length, limit, encoding)
             return await handler(body)
         except _Problem as problem:
+            if problem.status == 401:  # no call of anyone's: not one to count or show
+                return _answer(401, _ingest_error(problem.body), problem.headers)
             self.rejected += 1
             status = "unavailable" if problem.status in (429, 503) else "rejected"
             error, at = problem.body["error"], self._now()
@@ -263,6 +313,84 @@ class _Api:
             self.rejected += 1
             self.runtime.tail.rejected(_plain(body), _FAULT["error"], self._now())
             return _answer(500, _ingest_error(_FAULT))
+
+    async def _from_page(
+        self,
+        scope: Scope,
+        receive: Receive,
+        route: _Route,
+        role: str | None,
+        sent: _Sent,
+    ) -> Answer:
+        """A call from a web page (it has an ``Origin``), with the client key, or with its
+        key in the body (``writeKey``, as Segment's browser library sends it) or the query
+        (RudderStack's beacon). A page of an origin not allowed gets no CORS headers."""
+        origin = sent.origin
+        cors = self.cors.headers(origin) if origin is not None else []
+        if cors is None:
+            return _answer(403, _ingest_error(_origin_problem(origin or "")))
+        if role is None and sent.keyed:  # a key sent in the header that is no key
+            status, body, headers = _answer(401, _ingest_error(_KEY_PROBLEM), _KEY_CHALLENGE)
+            return status, body, headers + cors
+        address = self._address(scope)
+
+        async def handle(body: bytes) -> Answer:
+            found = role or self._role(body_key(body) or query_key(scope["query_string"]))
+            if found is None:
+                raise _Problem(401, "writeKey", "key", _BODY_KEY_HELP, _KEY_CHALLENGE)
+            if found == "client":
+                return await route.client(body, address)
+            if origin is not None:
+                raise _Problem(403, "Authorization", "secret", _SECRET_HELP)
+            return await route.server(body)
+
+        status, body, extra = await self._take(
+            scope, receive, handle, route.limit, sent.length, sent.encoding
+        )
+        return status, body, extra + cors
+
+    def _not_post(self, method: str, origin: str | None) -> Answer:
+        """A preflight ``OPTIONS`` from a page, or a method ingest does not take."""
+        if method == "OPTIONS" and origin is not None:
+            headers = self.cors.preflight(origin)
+            if headers is None:
+                return _answer(403, _ingest_error(_origin_problem(origin)))
+            return 204, b"", headers
+        problem = _Problem(405, "method", "enum", "use POST", {"Allow": "POST"})
+        return _answer(problem.status, _ingest_error(problem.body), problem.headers)
+
+    def _role(self, given: str) -> str | None:
+        """ "server" for the write or admin key, "client" for the client key, else None."""
+        if not given:
+            return None
+        key = given.encode()  # bytes: compare_digest refuses text that is not ASCII
+        keys = self.keys
+        if hmac.compare_digest(key, keys.write.encode()) or hmac.compare_digest(
+            key, keys.admin.encode()
+        ):
+            return "server"
+        if keys.client and hmac.compare_digest(key, keys.client.encode()):
+            return "client"
+        return None
+
+    def _address(self, scope: Scope) -> str:
+        """The client's address, as the rate limit counts it (behind trusted proxies, as
+        their X-Forwarded-For says)."""
+        peer = scope.get("client")
+        address = str(peer[0]) if peer else ""
+        if not self.proxies:
+            return address
+        hops = [v.decode("latin-1") for n, v in scope["headers"] if n == b"x-forwarded-for"]
+        return client_address(address, ", ".join(hops) or None, self.proxies)
+
+    def _check_rate(self, address: str, cost: int) -> None:
+        """429 with Retry-After when ``address`` sent more than the browser rate allows."""
+        policy = self.runtime.workspace.settings.browser
+        wait = self.buckets.take(address, cost, policy.rate, policy.burst)
+        if wait:
+            message = f"this address sent more than {policy.rate:g} calls a second; retry later"
+            retry = {"Retry-After": str(max(1, math.ceil(wait)))}
+            raise _Problem(429, "body", "rate", message, retry)
 
     async def _commit(self, events: list[Event], body: bytes, now: datetime) -> None:
         try:
@@ -286,13 +414,29 @@ class _Api:
 
     # ingest
 
-    def single(self, kind: str) -> IngestHandler:
-        """The handler of one call of ``kind`` (``track``, ``identify``, ``page``, ...)."""
+    def route(self, kind: str) -> _Route:
+        """How the path of calls of ``kind`` (``track``, ..., ``batch``) takes them."""
+        if kind == "batch":
+            return _Route(self.batch, self.client_batch, BATCH_LIMIT)
+        if kind == "group":
+            return _Route(_no_groups, lambda body, address: _no_groups(body), SINGLE_LIMIT)
+        return _Route(self.single(kind), self.single(kind, client=True), SINGLE_LIMIT)
 
-        async def handle(body: bytes) -> Answer:
+    def single(self, kind: str, *, client: bool = False) -> Any:
+        """The handler of one call of ``kind`` (``track``, ``identify``, ``page``, ...);
+        ``client``: one sent with the client key, from ``address``."""
+
+        async def handle(body: bytes, address: str = "") -> Answer:
+            if client:
+                self._check_rate(address, 1)
             now = self._now()
             try:
-                event = self._read(decode_call(body, kind), now)
+                call = decode_call(body, kind)
+                if client and isinstance(call, Track) and isinstance(call.event, str):
+                    check_browser_event(call.event, self.runtime.workspace.events)
+                event = self._read(call, now)
+                if client:
+                    self._check_browser(event)
             except InvalidEvent as error:
                 raise _refused(error, body) from None
             await self._commit([event], body, now)
@@ -300,22 +444,37 @@ class _Api:
 
         return handle
 
+    def _check_browser(self, event: Event) -> None:
+        workspace = self.runtime.workspace
+        check_browser_call(event, workspace.events, workspace.settings.browser)
+
     def _read(self, call: Call, now: datetime) -> Event:
         workspace = self.runtime.workspace
         return read_call(call, workspace.events, now, workspace.views)
 
-    async def batch(self, body: bytes) -> Answer:
+    async def client_batch(self, body: bytes, address: str) -> Answer:
+        return await self.batch(body, address, client=True)
+
+    async def batch(self, body: bytes, address: str = "", *, client: bool = False) -> Answer:
         try:
             items = decode_batch(body)
         except InvalidEvent as error:
             raise _Problem(400, error.field, error.rule, error.message) from None
         if len(items) > BATCH_EVENTS:
             raise _Problem(400, "batch", "size", f"'batch' holds at most {BATCH_EVENTS} calls")
+        if client:
+            self._check_rate(address, max(1, len(items)))
         events, rejected = [], []
         for index, item in enumerate(items):
             try:
                 _check_call_size(item)
-                events.append(self._read(decode_item(item), self._now()))
+                call = decode_item(item)
+                if client and isinstance(call, Track) and isinstance(call.event, str):
+                    check_browser_event(call.event, self.runtime.workspace.events)
+                event = self._read(call, self._now())
+                if client:
+                    self._check_browser(event)
+                events.append(event)
             except InvalidEvent as error:
                 rejected.append({"index": index, **error.as_dict()})
                 self.runtime.tail.rejected(_plain(item), error.as_dict(), self._now(), index=index)
@@ -323,7 +482,9 @@ class _Api:
         if not events:
             first = rejected[0] if rejected else {"rule": "required", "message": "no calls"}
             message = f"no call of the batch was kept: {first['message']}"
-            return _answer(400, {"accepted": 0, "rejected": rejected, **_sdk(first, message)})
+            forbidden = all(r["rule"] == NotForBrowsers.RULE for r in rejected)
+            status = 403 if rejected and forbidden else 400
+            return _answer(status, {"accepted": 0, "rejected": rejected, **_sdk(first, message)})
         await self._commit(events, body, self._now())
         # 200, not 202: RudderStack's Python library takes nothing else as success.
         return _answer(200, {"accepted": len(events), "rejected": rejected})
@@ -577,6 +738,13 @@ _DOCS_PAGE = docs_page()
 _KEY_HELP = "send the key as 'Authorization: Bearer <key>' or as the HTTP Basic user name"
 _KEY_PROBLEM = {"error": {"field": "Authorization", "rule": "key", "message": _KEY_HELP}}
 _KEY_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeyman"'}
+_BODY_KEY_HELP = f"{_KEY_HELP}, or in the body's 'writeKey'"
+_SECRET_HELP = (
+    "the write and admin keys are secret and a web page is no place for them: "
+    "a page sends with the client key"
+)
+_CLIENT_READ_HELP = "the client key only sends events; reading needs the admin key"
+_CLIENT_READS = {"error": {"field": "Authorization", "rule": "scope", "message": _CLIENT_READ_HELP}}
 _FAULT_HELP = "journeyman failed on this call, for a fault of its own; the server log says why"
 _FAULT = {"error": {"field": "body", "rule": "internal", "message": _FAULT_HELP}}
 
@@ -759,17 +927,33 @@ def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> An
     return status, msgspec.json.encode(body), extra
 
 
+def _given(header: str) -> str:
+    """The key an Authorization header carries (Bearer, or the Basic user name); ""."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip()).decode().partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+def _origin_problem(origin: str) -> dict[str, Any]:
+    shown = origin[:100]
+    message = f"pages of {shown!r} may not send here (serve --cors-origin lists those that may)"
+    return {"error": {"field": "Origin", "rule": "cors", "message": message}}
+
+
+async def _no_groups(body: bytes, address: str = "") -> Answer:
+    message = "journeyman keeps no groups: send track, identify, page, screen or alias calls"
+    raise _Problem(400, "type", "enum", message)
+
+
 def _authorised(header: str, wanted: str, admin: str) -> bool:
     """Whether the Authorization header carries ``wanted`` (or the admin key)."""
-    scheme, _, value = header.partition(" ")
-    given = ""
-    if scheme.lower() == "bearer":
-        given = value.strip()
-    elif scheme.lower() == "basic":
-        try:
-            given = base64.b64decode(value.strip()).decode().partition(":")[0]
-        except (ValueError, UnicodeDecodeError):
-            return False
+    given = _given(header)
     if not given:
         return False
     # The admin key may do what the write key does. Bytes: compare_digest refuses text
@@ -809,7 +993,8 @@ def _unavailable(error: BaseException) -> bool:
 
 
 def _refused(error: InvalidEvent, body: bytes) -> _Problem:
-    problem = _Problem(400, error.field, error.rule, error.message)
+    status = 403 if isinstance(error, NotForBrowsers) else 400
+    problem = _Problem(status, error.field, error.rule, error.message)
     if error.rule != "json":
         problem.call = _plain(body)
     return problem
