@@ -37,11 +37,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from journeyman.browsers import BROWSER_PATHS, Buckets, Cors, body_key, query_key
 from journeyman.clicks import tracking_routes
 from journeyman.consent_api import consent_routes
-from journeyman.domain.browser import NotForBrowsers, check_browser_call, check_browser_event
+from journeyman.domain.browser import NotForBrowsers, check_browser_call, from_browser
 from journeyman.domain.ingest import (
     Call,
     InvalidEvent,
-    Track,
     decode_batch,
     decode_call,
     decode_item,
@@ -327,8 +326,11 @@ class _Api:
         (RudderStack's beacon). A page of an origin not allowed gets no CORS headers."""
         origin = sent.origin
         cors = self.cors.headers(origin) if origin is not None else []
-        if cors is None:
-            return _answer(403, _ingest_error(_origin_problem(origin or "")))
+        if cors is None:  # shown in the event tail: why a site's calls do not arrive
+            refused = _origin_problem(origin or "")
+            self.rejected += 1
+            self.runtime.tail.rejected(None, refused["error"], self._now())
+            return _answer(403, _ingest_error(refused))
         if role is None and sent.keyed:  # a key sent in the header that is no key
             status, body, headers = _answer(401, _ingest_error(_KEY_PROBLEM), _KEY_CHALLENGE)
             return status, body, headers + cors
@@ -432,8 +434,8 @@ class _Api:
             now = self._now()
             try:
                 call = decode_call(body, kind)
-                if client and isinstance(call, Track) and isinstance(call.event, str):
-                    check_browser_event(call.event, self.runtime.workspace.events)
+                if client:
+                    call = from_browser(call, self.runtime.workspace.events)
                 event = self._read(call, now)
                 if client:
                     self._check_browser(event)
@@ -469,8 +471,8 @@ class _Api:
             try:
                 _check_call_size(item)
                 call = decode_item(item)
-                if client and isinstance(call, Track) and isinstance(call.event, str):
-                    check_browser_event(call.event, self.runtime.workspace.events)
+                if client:
+                    call = from_browser(call, self.runtime.workspace.events)
                 event = self._read(call, self._now())
                 if client:
                     self._check_browser(event)

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from journeyman.domain.ingest import InvalidEvent
+import msgspec
+
+from journeyman.domain.ingest import Call, InvalidEvent, Track
 from journeyman.domain.model import BrowserPolicy, EventDefinition
 from journeyman.domain.state import Event
 
-__all__ = ["NotForBrowsers", "check_browser_call", "check_browser_event"]
+__all__ = ["NotForBrowsers", "check_browser_call", "check_browser_event", "from_browser"]
 
 RULE = "browser"  # the rule a refusal names
 
@@ -54,12 +56,23 @@ def check_browser_call(
     _check_traits(event.context.get("traits") or {}, "context.traits", policy)
 
 
+def from_browser(call: Call, definitions: Mapping[str, EventDefinition]) -> Call:
+    """A call sent with the client key, before it is read: without the empty ``userId``
+    RudderStack's JavaScript SDK sends for every visitor it does not know (``""`` with an
+    ``anonymousId`` means no user id there, and only there); a ``track`` of an event
+    browsers may not send is refused now, so that the answer says so rather than what the
+    event's definition would need."""
+    if call.user_id == "" and call.anonymous_id is not None:
+        call = msgspec.structs.replace(call, user_id=None)
+    if isinstance(call, Track) and isinstance(call.event, str):
+        check_browser_event(call.event, definitions)
+    return call
+
+
 def check_browser_event(
     name: str, definitions: Mapping[str, EventDefinition], field: str = "event"
 ) -> None:
-    """Refuse an event ``name`` the workspace does not define for browsers to send (asked
-    before the call is read, so that the answer says this rather than what the event's
-    definition would need)."""
+    """Refuse an event ``name`` the workspace does not define for browsers to send."""
     definition = definitions.get(name)
     if definition is None or definition.builtin:
         raise NotForBrowsers(
