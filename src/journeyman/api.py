@@ -199,13 +199,12 @@ class _Ingest:
         await send({"type": "http.response.body", "body": body})
 
 
-class _Sent(NamedTuple):
-    """What the headers of an ingest request say, besides its key."""
+class _Page(NamedTuple):
+    """How ingest takes a web page's call: the handler, and the CORS headers its answer
+    carries."""
 
-    keyed: bool  # an Authorization header was sent
-    origin: str | None  # the web page's origin, if a page sent it
-    length: str | None
-    encoding: str
+    handler: IngestHandler
+    cors: list[tuple[bytes, bytes]]
 
 
 class _Disconnected(Exception):
@@ -235,6 +234,7 @@ class _Api:
     def __init__(self, runtime: Runtime, keys: Keys, settings: ConsoleSettings, cors: Cors) -> None:
         self.runtime = runtime
         self.keys = keys
+        self.key_bytes = (keys.write.encode(), keys.admin.encode(), keys.client.encode())
         self.mail_file = settings.mail_file
         self.proxies = settings.trusted_proxies
         self.cors = cors
@@ -276,34 +276,18 @@ class _Api:
         if scope["method"] != "POST":
             return self._not_post(scope["method"], origin)
         role = self._role(_given(authorization))
-        if role != "server" or origin is not None:
-            sent = _Sent(bool(authorization), origin, length, encoding)
-            return await self._from_page(scope, receive, route, role, sent)
-        return await self._take(scope, receive, route.server, route.limit, length, encoding)
-
-    async def _take(
-        self,
-        scope: Scope,
-        receive: Receive,
-        handler: IngestHandler,
-        limit: int,
-        length: str | None,
-        encoding: str,
-    ) -> Answer:
-        """Read the body and give it to ``handler``; a refusal is counted and shown in
-        the event tail."""
+        handler, cors = route.server, None
+        if role != "server" or origin is not None:  # a page's call, or no server key
+            page = self._from_page(scope, route, role, origin, bool(authorization))
+            if not isinstance(page, _Page):
+                return page
+            handler, cors = page
         body = b""
         try:
-            body = await _read_body(receive, length, limit, encoding)
-            return await handler(body)
+            body = await _read_body(receive, length, route.limit, encoding)
+            answer = await handler(body)
         except _Problem as problem:
-            if problem.status == 401:  # no call of anyone's: not one to count or show
-                return _answer(401, _ingest_error(problem.body), problem.headers)
-            self.rejected += 1
-            status = "unavailable" if problem.status in (429, 503) else "rejected"
-            error, at = problem.body["error"], self._now()
-            self.runtime.tail.rejected(problem.call, error, at, status=status)
-            return _answer(problem.status, _ingest_error(problem.body), problem.headers)
+            answer = self._refusal(problem)
         except _Disconnected:
             raise
         except Exception:
@@ -311,27 +295,35 @@ class _Api:
             log.exception("%s failed for a fault in journeyman", scope["path"])
             self.rejected += 1
             self.runtime.tail.rejected(_plain(body), _FAULT["error"], self._now())
-            return _answer(500, _ingest_error(_FAULT))
+            answer = _answer(500, _ingest_error(_FAULT))
+        if cors:
+            return answer[0], answer[1], answer[2] + cors
+        return answer
 
-    async def _from_page(
-        self,
-        scope: Scope,
-        receive: Receive,
-        route: _Route,
-        role: str | None,
-        sent: _Sent,
-    ) -> Answer:
-        """A call from a web page (it has an ``Origin``), with the client key, or with its
-        key in the body (``writeKey``, as Segment's browser library sends it) or the query
-        (RudderStack's beacon). A page of an origin not allowed gets no CORS headers."""
-        origin = sent.origin
+    def _refusal(self, problem: _Problem) -> Answer:
+        """The answer to a refused call, counted and shown in the event tail."""
+        if problem.status == 401:  # no call of anyone's: not one to count or show
+            return _answer(401, _ingest_error(problem.body), problem.headers)
+        self.rejected += 1
+        status = "unavailable" if problem.status in (429, 503) else "rejected"
+        error, at = problem.body["error"], self._now()
+        self.runtime.tail.rejected(problem.call, error, at, status=status)
+        return _answer(problem.status, _ingest_error(problem.body), problem.headers)
+
+    def _from_page(
+        self, scope: Scope, route: _Route, role: str | None, origin: str | None, keyed: bool
+    ) -> _Page | Answer:
+        """How to take a call from a web page (it has an ``Origin``), with the client key,
+        or with its key in the body (``writeKey``, as Segment's browser library sends it)
+        or the query (RudderStack's beacon); or the answer, before the body is read. A page
+        of an origin not allowed gets no CORS headers."""
         cors = self.cors.headers(origin) if origin is not None else []
         if cors is None:  # shown in the event tail: why a site's calls do not arrive
             refused = _origin_problem(origin or "")
             self.rejected += 1
             self.runtime.tail.rejected(None, refused["error"], self._now())
             return _answer(403, _ingest_error(refused))
-        if role is None and sent.keyed:  # a key sent in the header that is no key
+        if role is None and keyed:  # a key sent in the header that is no key
             status, body, headers = _answer(401, _ingest_error(_KEY_PROBLEM), _KEY_CHALLENGE)
             return status, body, headers + cors
         address = self._address(scope)
@@ -346,10 +338,7 @@ class _Api:
                 raise _Problem(403, "Authorization", "secret", _SECRET_HELP)
             return await route.server(body)
 
-        status, body, extra = await self._take(
-            scope, receive, handle, route.limit, sent.length, sent.encoding
-        )
-        return status, body, extra + cors
+        return _Page(handle, cors)
 
     def _not_post(self, method: str, origin: str | None) -> Answer:
         """A preflight ``OPTIONS`` from a page, or a method ingest does not take."""
@@ -366,12 +355,10 @@ class _Api:
         if not given:
             return None
         key = given.encode()  # bytes: compare_digest refuses text that is not ASCII
-        keys = self.keys
-        if hmac.compare_digest(key, keys.write.encode()) or hmac.compare_digest(
-            key, keys.admin.encode()
-        ):
+        write, admin, client = self.key_bytes
+        if hmac.compare_digest(key, write) or hmac.compare_digest(key, admin):
             return "server"
-        if keys.client and hmac.compare_digest(key, keys.client.encode()):
+        if client and hmac.compare_digest(key, client):
             return "client"
         return None
 
