@@ -194,6 +194,7 @@ _PREFLIGHT = {
     "responses": {
         "204": {"description": "The origin is allowed: the CORS headers say what it may send."},
         "403": _error("The origin is not one serve allows (rule 'cors'); no CORS headers."),
+        "405": _error("No Origin: not a preflight (the path takes POST)."),
     },
 }
 
@@ -230,7 +231,9 @@ def _short(long: str, library: str) -> dict[str, Any]:
     return {**found, "post": post}
 
 
-_GROUP = _post("Not taken: journeyman keeps no groups (400, field 'type', rule 'enum')", {})
+_GROUP = _post(
+    "Not taken: journeyman keeps no groups (400, field 'type', rule 'enum')", {"type": "object"}
+)
 
 
 def _get(
