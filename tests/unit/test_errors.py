@@ -12,7 +12,9 @@ from journeyman import errors
 from journeyman.errors import JourneymanError
 
 # Raised and caught inside one module, never seen by a caller.
-INTERNAL = {"HeldBack", "StaleOutcome"}
+# Problem and Disconnected (journeyman.wire) are the HTTP API's own: every endpoint turns
+# them into its answer.
+INTERNAL = {"HeldBack", "StaleOutcome", "Problem", "Disconnected"}
 
 
 def public_exceptions() -> dict[str, type[BaseException]]:
