@@ -309,10 +309,43 @@ class IngestApi:
                     self._check_browser(event)
             except InvalidEvent as error:
                 raise _refused(error, body) from None
+            if client and await self._customers([event]):
+                raise _refused(_posing(event), body)
             await self._commit([event], body, now)
             return _ACCEPTED_ONE
 
         return handle
+
+    async def _customers(self, events: list[Event]) -> set[str]:
+        """The anonymous ids of ``events`` (sent with the client key) that name a
+        customer's profile rather than a visitor's.
+
+        A call with only an anonymous id goes to the profile the server linked that id to
+        (an identify with both ids), else to the profile of that very id: a userId's, or an
+        email's, as well as a visitor's, for profiles share one space of ids. So an id that
+        is an email, or whose profile was ever named by anything but that anonymous id
+        (its latest events show it), is a customer's, and a page may not send as it."""
+        if self.runtime.workspace.settings.browser.trusted_user_id:
+            return set()
+        ids = {e.anonymous_id for e in events if e.user_id is None and e.anonymous_id}
+        if not ids:
+            return set()
+        try:
+            found = await self.runtime.store.resolve(
+                [(kind, value) for value in ids for kind in ("anonymousId", "email")]
+            )
+            customers = {value for kind, value in found if kind == "email"}
+            linked = {value for kind, value in found if kind == "anonymousId"}
+            for value in ids - customers - linked:
+                history = await self.runtime.reads.history(value, limit=_LOOK_BACK)
+                if any(_not_a_visit(stored.event, value) for stored in history):
+                    customers.add(value)
+        except Exception as error:
+            if not unavailable(error):
+                raise
+            message = "the profiles could not be read; nothing was kept, retry"
+            raise Problem(503, "body", "storage", message, RETRY) from None
+        return customers
 
     def _check_browser(self, event: Event) -> None:
         workspace = self.runtime.workspace
@@ -334,7 +367,8 @@ class IngestApi:
             raise Problem(400, "batch", "size", f"'batch' holds at most {BATCH_EVENTS} calls")
         if client:
             self._check_rate(address, max(1, len(items)))
-        events, rejected = [], []
+        kept: list[tuple[int, Event]] = []
+        refused: list[tuple[int, InvalidEvent]] = []
         for index, item in enumerate(items):
             try:
                 _check_call_size(item)
@@ -344,10 +378,19 @@ class IngestApi:
                 event = self._read(call, self._now())
                 if client:
                     self._check_browser(event)
-                events.append(event)
+                kept.append((index, event))
             except InvalidEvent as error:
-                rejected.append({"index": index, **error.as_dict()})
-                self.runtime.tail.rejected(plain(item), error.as_dict(), self._now(), index=index)
+                refused.append((index, error))
+        if client:
+            customers = await self._customers([event for _, event in kept])
+            refused += [(i, _posing(e)) for i, e in kept if e.anonymous_id in customers]
+            kept = [(i, e) for i, e in kept if e.anonymous_id not in customers]
+        rejected = []
+        for index, why in sorted(refused, key=lambda pair: pair[0]):
+            reason = why.as_dict()
+            rejected.append({"index": index, **reason})
+            self.runtime.tail.rejected(plain(items[index]), reason, self._now(), index=index)
+        events = [event for _, event in kept]
         self.rejected += len(rejected)
         if not events:
             first = rejected[0] if rejected else {"rule": "required", "message": "no calls"}
@@ -442,6 +485,23 @@ def unavailable(error: BaseException) -> bool:
     from journeyman.scaleout.bus import BusUnavailable
 
     return isinstance(error, BusUnavailable)
+
+
+# The latest events of a profile that tell a visitor's from a customer's.
+_LOOK_BACK = 50
+
+
+def _not_a_visit(event: Event, anonymous_id: str) -> bool:
+    """Whether ``event`` named its profile otherwise than by ``anonymous_id`` alone."""
+    return event.user_id is not None or event.anonymous_id != anonymous_id
+
+
+def _posing(event: Event) -> NotForBrowsers:
+    message = (
+        "the 'anonymousId' names a customer's profile (a userId or an email); "
+        "a page names its visitor by an anonymous id of its own"
+    )
+    return NotForBrowsers("anonymousId", message)
 
 
 def _refused(error: InvalidEvent, body: bytes) -> Problem:

@@ -331,3 +331,41 @@ def test_huge_and_nul_bodies_from_a_page_are_refused_and_change_nothing(
         assert await profile(client, "anon-10") is None
 
     run_api(tmp_path, store_url, test)
+
+
+def test_a_page_cannot_pose_as_a_customer_by_sending_their_id_as_its_anonymous_id(
+    tmp_path: Path, store_url: str
+) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        server = {"Authorization": "Bearer w-key"}
+        identify = {"userId": "ada", "traits": {"email": "ada@example.com"}}
+        assert (await client.post("/v1/identify", json=identify, headers=server)).is_success
+        for posing in ("ada", "ada@example.com"):
+            call = {"writeKey": "c-key", "anonymousId": posing, "event": "trial_started"}
+            answer = await send(client, "/v1/t", call)
+            assert answer.status_code == 403, answer.text
+            assert answer.json()["error"]["field"] == "anonymousId"
+            traits = {"writeKey": "c-key", "anonymousId": posing, "traits": {"plan": "x"}}
+            assert (await send(client, "/v1/i", traits)).status_code == 403
+        batch = {
+            "writeKey": "c-key",
+            "batch": [
+                {"type": "track", "anonymousId": "ada", "event": "trial_started"},
+                {"type": "track", "anonymousId": "visitor-1", "event": "trial_started"},
+            ],
+        }
+        answer = await send(client, "/v1/b", batch)
+        assert (answer.status_code, answer.json()["accepted"]) == (200, 1)
+        assert [(r["index"], r["field"]) for r in answer.json()["rejected"]] == [(0, "anonymousId")]
+        ada = await profile(client, "ada")
+        assert ada["traits"] == {"email": "ada@example.com"}
+        assert ada["instances"] == []
+        assert (await profile(client, "visitor-1"))["instances"] != []
+        # The server ties the visitor to the customer: the page's calls then reach her.
+        linked = {"userId": "ada", "anonymousId": "visitor-1"}
+        assert (await client.post("/v1/identify", json=linked, headers=server)).is_success
+        call = {"writeKey": "c-key", "anonymousId": "visitor-1", "traits": {"plan": "pro"}}
+        assert (await send(client, "/v1/i", call)).status_code == 202
+        assert (await profile(client, "ada"))["traits"]["plan"] == "pro"
+
+    run_api(tmp_path, store_url, test)
