@@ -355,18 +355,10 @@ class IngestApi:
         workspace = self.runtime.workspace
         return read_call(call, workspace.events, now, workspace.views)
 
-    async def client_batch(self, body: bytes, address: str) -> Answer:
-        return await self.batch(body, address, client=True)
-
-    async def batch(self, body: bytes, address: str = "", *, client: bool = False) -> Answer:
-        try:
-            items = decode_batch(body)
-        except InvalidEvent as error:
-            raise Problem(400, error.field, error.rule, error.message) from None
-        if len(items) > BATCH_EVENTS:
-            raise Problem(400, "batch", "size", f"'batch' holds at most {BATCH_EVENTS} calls")
-        if client:
-            self._check_rate(address, max(1, len(items)))
+    def _read_items(
+        self, items: list[msgspec.Raw], client: bool
+    ) -> tuple[list[tuple[int, Event]], list[tuple[int, InvalidEvent]]]:
+        """The calls of a batch read, each by its index, and those refused, with why."""
         kept: list[tuple[int, Event]] = []
         refused: list[tuple[int, InvalidEvent]] = []
         for index, item in enumerate(items):
@@ -381,6 +373,21 @@ class IngestApi:
                 kept.append((index, event))
             except InvalidEvent as error:
                 refused.append((index, error))
+        return kept, refused
+
+    async def client_batch(self, body: bytes, address: str) -> Answer:
+        return await self.batch(body, address, client=True)
+
+    async def batch(self, body: bytes, address: str = "", *, client: bool = False) -> Answer:
+        try:
+            items = decode_batch(body)
+        except InvalidEvent as error:
+            raise Problem(400, error.field, error.rule, error.message) from None
+        if len(items) > BATCH_EVENTS:
+            raise Problem(400, "batch", "size", f"'batch' holds at most {BATCH_EVENTS} calls")
+        if client:
+            self._check_rate(address, max(1, len(items)))
+        kept, refused = self._read_items(items, client)
         if client:
             customers = await self._customers([event for _, event in kept])
             refused += [(i, _posing(e)) for i, e in kept if e.anonymous_id in customers]

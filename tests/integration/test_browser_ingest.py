@@ -364,8 +364,9 @@ def test_a_page_cannot_pose_as_a_customer_by_sending_their_id_as_its_anonymous_i
         # The server ties the visitor to the customer: the page's calls then reach her.
         linked = {"userId": "ada", "anonymousId": "visitor-1"}
         assert (await client.post("/v1/identify", json=linked, headers=server)).is_success
-        call = {"writeKey": "c-key", "anonymousId": "visitor-1", "traits": {"plan": "pro"}}
-        assert (await send(client, "/v1/i", call)).status_code == 202
+        visit: dict[str, Any] = {"writeKey": "c-key", "anonymousId": "visitor-1"}
+        visit["traits"] = {"plan": "pro"}
+        assert (await send(client, "/v1/i", visit)).status_code == 202
         assert (await profile(client, "ada"))["traits"]["plan"] == "pro"
 
     run_api(tmp_path, store_url, test)
