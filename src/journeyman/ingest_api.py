@@ -212,7 +212,7 @@ class IngestApi:
         async def handle(body: bytes) -> Answer:
             found = role or self.role(body_key(body) or query_key(scope["query_string"]))
             if found is None:
-                raise Problem(401, "writeKey", "key", _BODY_KEY_HELP, KEY_CHALLENGE)
+                raise Problem(401, "Authorization", "key", _BODY_KEY_HELP, KEY_CHALLENGE)
             if found == "client":
                 return await route.client(body, address)
             if origin is not None:
