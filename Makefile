@@ -37,8 +37,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-# The Node analytics libraries tests/integration/test_sdks.py sends with, as the lock file
-# says (their install scripts only build optional native speed-ups, so they are not run).
+# The Node analytics libraries tests/integration/test_sdks.py sends with, and the browser
+# ones (with esbuild, which bundles them) tests/browser loads in a page, as the lock file
+# says (their install scripts only build optional native speed-ups or check esbuild's
+# binary, which npm installs as a package of its own, so they are not run).
 SDK_STAMP := tests/sdk/node_modules/.installed
 $(SDK_STAMP): tests/sdk/package.json tests/sdk/package-lock.json
 	cd tests/sdk && npm ci --ignore-scripts --no-audit --no-fund --silent
@@ -50,7 +52,7 @@ sdks: $(SDK_STAMP)
 integration: $(STAMP) services $(SDK_STAMP)
 	$(BIN)/pytest tests/integration $(wildcard tests/test_*.py)
 
-browser: $(STAMP) services
+browser: $(STAMP) services $(SDK_STAMP)
 	$(BIN)/pytest tests/browser
 
 # The fuzz tests with many more cases than the suite runs, fresh ones each time; a failure

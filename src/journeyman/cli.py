@@ -236,6 +236,14 @@ def graph(workspace: Path, journey: str) -> None:
     "Default: JOURNEYMAN_TRUSTED_PROXIES, else none.",
 )
 @click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="An origin (scheme://host[:port]) whose web pages may send events with the client "
+    "key; repeat for more. Default: JOURNEYMAN_CORS_ORIGINS (comma-separated), else none.",
+)
+@click.option(
     "--public-url",
     metavar="URL",
     help="The address customers reach this server at, for links in messages (clicks, "
@@ -258,6 +266,7 @@ def serve(
     stream: str,
     partitions: int,
     trusted_proxies: tuple[str, ...],
+    cors_origins: tuple[str, ...],
     public_url: str | None,
     publish_folder: bool,
 ) -> None:
@@ -266,8 +275,9 @@ def serve(
     Validates the workspace first and refuses to start if it has errors. Publishes it if
     it changed since it was last published; a newer version published through the API
     while the folder stayed unchanged runs instead, unless --publish is given.
-    State lives in one SQLite file by default. Keys come from JOURNEYMAN_WRITE_KEY and
-    JOURNEYMAN_ADMIN_KEY; without them, keys are made once, stored and printed. Stops
+    State lives in one SQLite file by default. Keys come from JOURNEYMAN_WRITE_KEY,
+    JOURNEYMAN_ADMIN_KEY and JOURNEYMAN_CLIENT_KEY (the public key web pages send with);
+    without them, keys are made once, stored and printed. Stops
     cleanly on Ctrl-C or SIGTERM. With --bus, this process answers HTTP and
     `journeyman worker` processes do the rest.
     """
@@ -285,6 +295,7 @@ def serve(
         stream=stream,
         partitions=partitions,
         trusted_proxies=trusted_proxies,
+        cors_origins=cors_origins,
         public_url=public_url,
         publish=publish_folder,
     )

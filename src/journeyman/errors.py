@@ -4,6 +4,7 @@
     ├── WorkspaceNotFound      the workspace folder does not exist
     ├── WorkspaceInvalid       the workspace has errors; .problems lists them
     ├── InvalidEvent           an incoming event breaks a rule; .field names it (domain.ingest)
+    │   └── NotForBrowsers     a call the client key may not make, HTTP 403 (domain.browser)
     ├── ExpressionError        an expression cannot be compiled (domain.expressions)
     ├── TemplateError          a template cannot be compiled (domain.templates)
     ├── TimeFormatError        a duration, timestamp or time zone cannot be read (domain.times)

@@ -15,18 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from journeyman.api import (
-    _Disconnected,
-    _inflate_chunk,
-    _inflater,
-    _json,
-    _params,
-    _Problem,
-)
+from journeyman.api import _json, _params
 from journeyman.domain.ingest import NAME_LIMIT
 from journeyman.runtime.import_jobs import spool_file
 from journeyman.runtime.importing import FORMATS, KINDS
 from journeyman.runtime.service import Runtime
+from journeyman.wire import Disconnected, Problem, inflate_chunk, inflater
 
 __all__ = ["IMPORT_LIMIT", "import_routes"]
 
@@ -54,22 +48,22 @@ class _Imports:
         fmt = _choice(given, "format", FORMATS, "ndjson")
         trigger = _BOOLEANS.get(given.get("trigger", "false").lower())
         if trigger is None:
-            raise _Problem(400, "trigger", "type", "'trigger' must be true or false")
+            raise Problem(400, "trigger", "type", "'trigger' must be true or false")
         key = given.get("key")
         if key is not None and not 0 < len(key) <= NAME_LIMIT:
             message = f"'key' names a column: 1 to {NAME_LIMIT} characters"
-            raise _Problem(400, "key", "length", message)
+            raise Problem(400, "key", "length", message)
         if getattr(self.runtime, "bus", None) is not None:
             message = (
                 "imports run in a server without --bus; import into the database with "
                 "`journeyman import --db`"
             )
-            raise _Problem(409, "server", "bus", message)
+            raise Problem(409, "server", "bus", message)
         encoding = request.headers.get("content-encoding", "")
         path, size = await _spool(request, encoding)
         if size == 0:
             path.unlink(missing_ok=True)
-            raise _Problem(400, "body", "required", "the body is empty: send the rows to import")
+            raise Problem(400, "body", "required", "the body is empty: send the rows to import")
         job = self.runtime.imports.start(
             kind,  # type: ignore[arg-type]
             fmt,
@@ -88,23 +82,23 @@ class _Imports:
         job_id = request.path_params["id"]
         job = await self.runtime.imports.get(job_id)
         if job is None:
-            raise _Problem(404, "id", "exists", f"no import {job_id[:80]!r}")
+            raise Problem(404, "id", "exists", f"no import {job_id[:80]!r}")
         return _json(job.as_dict())
 
 
 def _choice(given: dict[str, str], name: str, allowed: tuple[str, ...], default: str | None) -> str:
     value = given.get(name, default)
     if value is None:
-        raise _Problem(400, name, "required", f"'{name}' is required: {' or '.join(allowed)}")
+        raise Problem(400, name, "required", f"'{name}' is required: {' or '.join(allowed)}")
     if value not in allowed:
-        raise _Problem(400, name, "enum", f"'{name}' must be {' or '.join(allowed)}")
+        raise Problem(400, name, "enum", f"'{name}' must be {' or '.join(allowed)}")
     return value
 
 
 async def _spool(request: Request, encoding: str) -> tuple[Any, int]:
     """Write the body to a temporary file as it arrives (inflated, when it is sent so);
     the file and how many bytes it holds. Nothing is left behind if it fails."""
-    inflate = _inflater(encoding)
+    inflate = inflater(encoding)
     path, file = spool_file()
     size, more = 0, True
     try:
@@ -112,14 +106,14 @@ async def _spool(request: Request, encoding: str) -> tuple[Any, int]:
             while more:
                 message = await request.receive()
                 if message["type"] == "http.disconnect":
-                    raise _Disconnected
+                    raise Disconnected
                 chunk = message.get("body", b"")
                 more = message.get("more_body", False)
                 if inflate is not None:
-                    chunk = _inflate_chunk(inflate, chunk, IMPORT_LIMIT - size, last=not more)
+                    chunk = inflate_chunk(inflate, chunk, IMPORT_LIMIT - size, last=not more)
                 size += len(chunk)
                 if size > IMPORT_LIMIT:
-                    raise _Problem(413, "body", "size", _TOO_LARGE)
+                    raise Problem(413, "body", "size", _TOO_LARGE)
                 file.write(chunk)
     except BaseException:
         path.unlink(missing_ok=True)

@@ -41,10 +41,20 @@ def _error(description: str, schema: dict[str, Any] = _ERROR) -> dict[str, Any]:
 
 _INGEST_ERRORS = {
     "400": _error("The call breaks a rule: the error names the field and the rule.", _INGEST_ERROR),
-    "401": _error("The write key is missing or wrong.", _INGEST_ERROR),
+    "401": _error("The key is missing or wrong.", _INGEST_ERROR),
+    "403": _error(
+        "From a web page: its origin is not one serve allows (rule 'cors'), it sent the write "
+        "or admin key (rule 'secret'); or the client key sent what the workspace's browser "
+        "settings do not let it (rule 'browser', naming the field).",
+        _INGEST_ERROR,
+    ),
     "413": _error("The body is too large, or inflates to more than the limit.", _INGEST_ERROR),
     "415": _error("A Content-Encoding other than gzip, deflate or identity.", _INGEST_ERROR),
-    "429": _error("Too much is queued: retry after the Retry-After seconds.", _INGEST_ERROR),
+    "429": _error(
+        "Too much is queued, or (the client key) this address sent more than the browser "
+        "rate allows (rule 'rate'): retry after the Retry-After seconds.",
+        _INGEST_ERROR,
+    ),
     "503": _error("The events could not be stored; nothing was kept: retry.", _INGEST_ERROR),
 }
 
@@ -170,21 +180,66 @@ _BATCH = {
 }
 
 
-def _post(summary: str, schema: dict[str, Any], rejected: str | None = None) -> dict[str, Any]:
+_KEYS = (
+    "The write, admin or client key: in the Authorization header, else in the body's "
+    "'writeKey' (as Segment's browser library sends it)"
+)
+_ORIGIN = {
+    "name": "Origin",
+    "in": "header",
+    "required": False,
+    "description": "Sent by web pages: one of the origins serve --cors-origin allows, whose "
+    "answers carry Access-Control-Allow-Origin; a page may only send with the client key.",
+    "schema": {"type": "string"},
+}
+_BEACON_KEY = {
+    "name": "writeKey",
+    "in": "query",
+    "required": False,
+    "description": "The key, as RudderStack's beacon queue sends it.",
+    "schema": {"type": "string"},
+}
+_PREFLIGHT = {
+    "summary": "A web page's CORS preflight",
+    "parameters": [{**_ORIGIN, "required": True}],
+    "responses": {
+        "204": {"description": "The origin is allowed: the CORS headers say what it may send."},
+        "403": _error("The origin is not one serve allows (rule 'cors'); no CORS headers."),
+        "405": _error("No Origin: not a preflight (the path takes POST)."),
+    },
+}
+
+
+def _post(
+    summary: str, schema: dict[str, Any], rejected: str | None = None, *, beacon: bool = False
+) -> dict[str, Any]:
     errors = dict(_INGEST_ERRORS)
     accepted = {"202": _ACCEPTED}
     if rejected is not None:  # a batch: 200, which RudderStack's Python library needs
         content = {"application/json": {"schema": {"anyOf": [_INGEST_ERROR, _COUNTED]}}}
         errors["400"] = {"description": rejected, "content": content}
+        errors["403"] = {**errors["403"], "content": content}
         accepted = {"200": _ACCEPTED}
+    # text/plain: how Segment's browser library sends JSON, which needs no preflight.
+    body = {"application/json": {"schema": schema}, "text/plain": {"schema": schema}}
     return {
         "post": {
             "summary": summary,
-            "security": [{"bearer": []}, {"basic": []}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "description": f"{_KEYS}{', or the writeKey query parameter' if beacon else ''}.",
+            "security": [{"bearer": []}, {"basic": []}, {}],
+            "parameters": [_ORIGIN, *([_BEACON_KEY] if beacon else [])],
+            "requestBody": {"required": True, "content": body},
             "responses": {**accepted, **errors},
-        }
+        },
+        "options": _PREFLIGHT,
     }
+
+
+def _short(long: str, library: str) -> dict[str, Any]:
+    """A browser library's path for what ``long`` takes."""
+    found = _INGEST[long]
+    post = {**found["post"], "summary": f"{found['post']['summary']} ({library})"}
+    return {**found, "post": post}
 
 
 def _get(
@@ -269,6 +324,34 @@ def _published(description: str, plan: bool) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_BATCH_REJECTED = (
+    "The body breaks a rule (the error names it), or every call does (each is "
+    "listed in 'rejected', and 'accepted' is 0)."
+)
+_INGEST: dict[str, Any] = {
+    "/v1/track": _post("Record what a profile did", _TRACK),
+    "/v1/identify": _post("Set a profile's traits", _IDENTIFY),
+    "/v1/page": _post("Record a page of a website that a profile viewed", _VIEWED),
+    "/v1/screen": _post("Record a screen of an app that a profile viewed", _VIEWED),
+    "/v1/alias": _post("Merge a previous id's profile into a user's", _ALIAS),
+    "/v1/group": _post("Attach a profile to an account, and set the account's traits", _GROUP),
+    "/v1/batch": _post(
+        "Up to 500 track, identify, page, screen, alias and group calls (512 KiB)",
+        _BATCH,
+        _BATCH_REJECTED,
+    ),
+}
+# Segment's analytics.js posts each call to the path of its type's first letter.
+_LETTERS = (
+    ("/v1/t", "track"),
+    ("/v1/i", "identify"),
+    ("/v1/p", "page"),
+    ("/v1/s", "screen"),
+    ("/v1/a", "alias"),
+    ("/v1/g", "group"),
+    ("/v1/b", "batch"),
+)
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -283,17 +366,10 @@ SPEC: dict[str, Any] = {
         }
     },
     "paths": {
-        "/v1/track": _post("Record what a profile did", _TRACK),
-        "/v1/identify": _post("Set a profile's traits", _IDENTIFY),
-        "/v1/page": _post("Record a page of a website that a profile viewed", _VIEWED),
-        "/v1/screen": _post("Record a screen of an app that a profile viewed", _VIEWED),
-        "/v1/alias": _post("Merge a previous id's profile into a user's", _ALIAS),
-        "/v1/group": _post("Attach a profile to an account, and set the account's traits", _GROUP),
-        "/v1/batch": _post(
-            "Up to 500 track, identify, page, screen, alias and group calls (512 KiB)",
-            _BATCH,
-            "The body breaks a rule (the error names it), or every call does (each is "
-            "listed in 'rejected', and 'accepted' is 0).",
+        **_INGEST,
+        **{path: _short(f"/v1/{call}", "Segment's analytics.js") for path, call in _LETTERS},
+        "/beacon/v1/batch": _post(
+            "A batch from RudderStack's beacon queue", _BATCH, _BATCH_REJECTED, beacon=True
         ),
         "/v1/journeys": _get(
             "Every published journey, and those removed from the workspace (state 'removed')"

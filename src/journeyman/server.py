@@ -25,6 +25,7 @@ from typing import Any
 import uvicorn
 
 from journeyman.api import Keys, create_app
+from journeyman.browsers import parse_origins
 from journeyman.channels.base import Channel
 from journeyman.channels.catcher import MailCatcher
 from journeyman.channels.smtp import SmtpChannel
@@ -41,6 +42,7 @@ __all__ = [
     "ServeOptions",
     "SettingError",
     "console_users",
+    "cors_origins",
     "data_dir",
     "resolve_keys",
     "retry_policy",
@@ -63,6 +65,7 @@ class ServeOptions:
     stream: str = "JOURNEYMAN"
     partitions: int = 16
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks, as given
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may send events, as given
     public_url: str | None = None  # the address links in messages point to
     publish: bool = False  # publish the folder at start even over a newer version
 
@@ -123,6 +126,16 @@ def trusted_proxies(given: Sequence[str], env: Mapping[str, str]) -> tuple[Netwo
         raise SettingError(f"{source}: {error}") from None
 
 
+def cors_origins(given: Sequence[str], env: Mapping[str, str]) -> frozenset[str]:
+    """The origins whose web pages may send events with the client key: ``--cors-origin``
+    values, else ``JOURNEYMAN_CORS_ORIGINS`` (comma-separated); none by default."""
+    source = "--cors-origin" if given else "JOURNEYMAN_CORS_ORIGINS"
+    try:
+        return parse_origins(given or [env.get("JOURNEYMAN_CORS_ORIGINS", "")])
+    except ValueError as error:
+        raise SettingError(f"{source}: {error}") from None
+
+
 def data_dir(storage: str) -> Path:
     """Where files beside the database go: fallback channel files, caught mail."""
     path = sqlite_path(storage) if storage.startswith("sqlite:///") else None
@@ -130,20 +143,23 @@ def data_dir(storage: str) -> Path:
 
 
 async def resolve_keys(store: Store, env: Mapping[str, str]) -> tuple[Keys, bool]:
-    """The write and admin keys: from the environment, else stored, else made now.
+    """The write, admin and client keys: from the environment, else stored, else made now.
 
     The second value says whether any key was made now (and so must be shown once).
     """
     made = False
     found = {}
-    for role in ("write", "admin"):
+    for role in _ROLES:
         key = env.get(f"JOURNEYMAN_{role.upper()}_KEY") or await store.get_setting(f"{role}_key")
         if not key:
             key = f"jm_{role}_{secrets.token_urlsafe(24)}"
             await store.set_setting(f"{role}_key", key)
             made = True
         found[role] = key
-    return Keys(write=found["write"], admin=found["admin"]), made
+    return Keys(write=found["write"], admin=found["admin"], client=found["client"]), made
+
+
+_ROLES = ("write", "admin", "client")
 
 
 async def serve(
@@ -173,6 +189,7 @@ async def _serve(
     retry = retry_policy(env)
     users = console_users(env)
     proxies = trusted_proxies(options.trusted_proxies, env)
+    origins = cors_origins(options.cors_origins, env)
     store = open_store(options.storage)
     folder = data_dir(options.storage)
     catcher = None
@@ -211,7 +228,7 @@ async def _serve(
         keys, _ = await resolve_keys(store, env)
         mail_file = catcher.path if catcher is not None else None
         settings = ConsoleSettings(users=users, mail_file=mail_file, trusted_proxies=proxies)
-        app = create_app(runtime, keys, settings)
+        app = create_app(runtime, keys, settings, origins)
         config = uvicorn.Config(
             app,
             host=options.host,
@@ -299,7 +316,7 @@ class _Server(uvicorn.Server):
 
 def _key_sources(env: Mapping[str, str]) -> dict[str, str]:
     """role -> the environment variable its key came from (as resolve_keys reads them)."""
-    names = {role: f"JOURNEYMAN_{role.upper()}_KEY" for role in ("write", "admin")}
+    names = {role: f"JOURNEYMAN_{role.upper()}_KEY" for role in _ROLES}
     return {role: name for role, name in names.items() if env.get(name)}
 
 
@@ -317,7 +334,7 @@ def _banner(
     journeys = ", ".join(sorted(workspace.journeys)) or "none"
     shown = {
         role: f"from {sources[role]}" if role in sources else key
-        for role, key in (("write", keys.write), ("admin", keys.admin))
+        for role, key in (("write", keys.write), ("admin", keys.admin), ("client", keys.client))
     }
     lines = [
         f"journeyman is serving {options.workspace_dir} at {url}",
@@ -327,6 +344,7 @@ def _banner(
         *([f"  bus        {options.bus}, stream {options.stream}"] if options.bus else []),
         f"  write key  {shown['write']}",
         f"  admin key  {shown['admin']}",
+        f"  client key {shown['client']} (public, for web pages)",
         f"  console    {url}/ (log in with the admin key)",
     ]
     mail = f"journeyman mail --db {shown_url(options.storage)} --full"

@@ -28,14 +28,16 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from journeyman.browsers import BROWSER_PATHS
 from journeyman.openapi import SPEC
 from tests.servers import ADMIN_KEY, WRITE_KEY, Journeyman
 
 EXAMPLES = int(os.environ.get("JOURNEYMAN_FUZZ_EXAMPLES", "20"))
 ANSWER_SECONDS = 10  # a request unanswered this long is a hang
 EXAMPLE_WORKSPACE = Path(__file__).parents[2] / "examples"
-INGEST = tuple(
-    f"/v1/{call}" for call in ("track", "identify", "page", "screen", "alias", "group", "batch")
+INGEST = (
+    *(f"/v1/{call}" for call in ("track", "identify", "page", "screen", "alias", "group", "batch")),
+    *BROWSER_PATHS,  # the browser libraries' own, which the server keys may use too
 )
 # Rules no document can state: events' properties must fit the schemas of the workspace's
 # event definitions, a published workspace must be sound, and a link's token must be
@@ -60,6 +62,8 @@ HOOKS = ("/hooks/email/{channel}", "/hooks/twilio/{channel}/status/{token}")
 RULES_BEYOND_DOCUMENT |= {("POST", path) for path in (*HOOKS, "/hooks/twilio/{channel}/inbound")}
 # An import takes any body but an empty one (its rows are checked one by one, in the job).
 RULES_BEYOND_DOCUMENT |= {("POST", "/v1/import")}
+# A page's origin must be one `serve --cors-origin` names: any other preflight gets 403.
+RULES_BEYOND_DOCUMENT |= {("OPTIONS", path) for path in INGEST}
 # Channels that take feedback (and send nothing: no template names them), so that the
 # fuzz reaches the signature checks.
 FEEDBACK_CHANNELS = """

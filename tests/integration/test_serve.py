@@ -657,7 +657,7 @@ def test_every_bad_input_gets_its_status_and_error_and_changes_nothing(
             "properties": {"plan": "gold"},
         },
         {"type": "track", "event": "order_completed", "properties": order},
-        {"type": "group", "userId": "u2"},
+        {"type": "subscribe", "userId": "u2"},
         {"type": "track", "userId": "u2", "event": "order_completed", "properties": order},
     ]
     answer = post("/v1/batch", {"batch": batch})

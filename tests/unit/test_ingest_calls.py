@@ -82,6 +82,10 @@ def test_an_alias_links_the_previous_id_to_the_user(read: Any) -> None:
         ({"previousId": "visitor"}, "userId"),
         ({"userId": "u1", "previousId": "  "}, "previousId"),
         ({"userId": "u1", "previousId": True}, "previousId"),
+        # an alias does not use its anonymousId, but holds it to the rules of every id
+        ({"userId": "u1", "previousId": "v", "anonymousId": "a\x00b"}, "anonymousId"),
+        ({"userId": "u1", "previousId": "v", "anonymousId": "x" * 256}, "anonymousId"),
+        ({"userId": "u1", "previousId": "v", "anonymousId": " "}, "anonymousId"),
     ]:
         with pytest.raises(InvalidEvent) as refused:
             read("alias", body)

@@ -419,6 +419,7 @@ def read_alias(call: Alias, received: datetime) -> Event:
         raise InvalidEvent("userId", "required", "an alias needs the 'userId' it merges into")
     if previous is None:
         raise InvalidEvent("previousId", "required", "an alias needs the 'previousId' to merge")
+    _optional_id(call.anonymous_id, "anonymousId")  # not used, but held to the same rules
     joined = msgspec.structs.replace(call, anonymous_id=previous)
     return _event(joined, "alias", "alias", {}, None, received, _context(call.context))
 

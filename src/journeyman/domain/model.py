@@ -23,6 +23,7 @@ __all__ = [
     "IDENTITIES",
     "Action",
     "Branch",
+    "BrowserPolicy",
     "Call",
     "Cap",
     "End",
@@ -149,11 +150,24 @@ class Rules:
 
 
 @dataclass(frozen=True, slots=True)
+class BrowserPolicy:
+    """What a call sent with the client key (from a web page) may do (``browser:`` in the
+    settings document): the traits it may set, whether its ``userId`` is believed, and how
+    many calls a second one client address may send (a token bucket of ``burst``)."""
+
+    traits: frozenset[str] = frozenset()
+    trusted_user_id: bool = False
+    rate: float = 10.0
+    burst: int = 50
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     traits: frozenset[str] = frozenset()
     storage: str | None = None  # a storage URL; the command line and environment come first
     mode: str = "development"  # production refuses channels that fall back to a file
+    browser: BrowserPolicy = field(default_factory=BrowserPolicy)
 
 
 # Steps. Every step knows the step that follows it (`next`), already resolved: an explicit

@@ -513,7 +513,7 @@ def _read_rules(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
 
 
 def _read_settings(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
-    keys = ("kind", "name", "description", "timezone", "traits", "storage", "mode")
+    keys = ("kind", "name", "description", "timezone", "traits", "storage", "mode", "browser")
     r.mapping(data, (), keys)
     storage = data.get("storage")
     if storage is not None and r.text(storage, ("storage",)) is None:
@@ -525,11 +525,38 @@ def _read_settings(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
             zone = parse_zone(data["timezone"])
         except TimeFormatError as error:
             r.report("time", ("timezone",), f"'timezone': {error}")
-    traits = r.sequence(data.get("traits"), ("traits",)) or []
-    names = frozenset(t for t in traits if isinstance(t, str))
+    names = _trait_names(r, data.get("traits"), ("traits",))
+    browser = _read_browser(r, data["browser"]) if "browser" in data else m.BrowserPolicy()
+    parsed.settings = m.Settings(zone, names, storage, mode or "development", browser)
+
+
+def _trait_names(r: Reader, value: Any, path: Path) -> frozenset[str]:
+    traits = r.sequence(value, path) or []
+    names = frozenset(t for t in traits if isinstance(t, str) and t)
     if len(names) != len(traits):
-        r.report("type", ("traits",), "'traits' must be a list of trait names")
-    parsed.settings = m.Settings(zone, names, storage, mode or "development")
+        r.report("type", path, f"'{path[-1]}' must be a list of trait names")
+    return names
+
+
+def _read_browser(r: Reader, data: Any) -> m.BrowserPolicy:
+    """``browser:``: what calls sent with the client key may do (see BrowserPolicy)."""
+    path: Path = ("browser",)
+    found = r.mapping(data, path, ("traits", "user_id", "rate", "burst"))
+    if found is None:
+        return m.BrowserPolicy()
+    default = m.BrowserPolicy()
+    traits = _trait_names(r, found.get("traits"), (*path, "traits"))
+    user_id = r.choice(found.get("user_id", "anonymous"), (*path, "user_id"), _USER_IDS)
+    rate = r.number(found["rate"], (*path, "rate")) if "rate" in found else default.rate
+    if rate == 0:
+        r.report("value", (*path, "rate"), "'browser.rate' must be above 0 calls a second")
+    burst = r.count(found["burst"], (*path, "burst"), 1) if "burst" in found else default.burst
+    return m.BrowserPolicy(
+        traits, user_id == "trusted", rate or default.rate, burst or default.burst
+    )
+
+
+_USER_IDS = ("anonymous", "trusted")
 
 
 def _read_channel(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
