@@ -33,6 +33,7 @@ from journeyman.domain.core import (
     TimerDue,
     Trigger,
     apply,
+    clock_id,
     recorded_by_journeyman,
 )
 from journeyman.domain.engine import Engine
@@ -225,6 +226,11 @@ class Simulator:
             due: dict[str, TimerDue] = {}
             while timers and timers[0][0] == at:
                 instance_id = heapq.heappop(timers)[2]
+                if instance_id.startswith("\x00"):  # a profile's clock
+                    profile = self._states.get(instance_id[1:])
+                    if profile is not None and profile.profile.wake_at == at:
+                        due[instance_id] = TimerDue(instance_id, profile.profile.id)
+                    continue
                 instance = instances[instance_id]
                 # Not if the instance moved on since this timer was set.
                 if instance.wake_at == at and instance.status == "waiting":
@@ -326,6 +332,10 @@ class Simulator:
             if instance.wake_at is not None:
                 self._sequence += 1
                 heapq.heappush(timers, (instance.wake_at, self._sequence, instance.id))
+        for profile in changes.profiles.values():
+            if profile.wake_at is not None:  # the profile's clock (segments over time)
+                self._sequence += 1
+                heapq.heappush(timers, (profile.wake_at, self._sequence, clock_id(profile.id)))
         self._records.extend(changes.records)
         self._events.extend(changes.events)
         if changes.effects:

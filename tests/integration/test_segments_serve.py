@@ -159,3 +159,51 @@ def _check_members(api: httpx.Client) -> None:
     bad = api.get("/v1/segments/vip/members", params={"limit": "0"})
     assert bad.status_code == 400
     assert bad.json()["error"]["field"] == "limit"
+
+
+LAPSING = """
+kind: event
+name: order_completed
+schema:
+  type: object
+  properties: {total: {type: number}}
+---
+kind: segment
+name: recent
+description: ordered within the last 30 days
+when: days_since("order_completed") < 30
+---
+kind: template
+name: miss_you
+channel: email
+subject: "We miss you"
+text: "It has been a while."
+---
+kind: journey
+name: winback
+entry: {event: segment_exited, when: event.segment == "recent"}
+steps:
+  - id: miss_you
+    send: miss_you
+"""
+
+
+def test_a_profile_leaves_a_days_since_segment_when_the_time_comes_with_no_event(
+    tmp_path: Path, store_url: str
+) -> None:
+    with SmtpServer() as smtp:
+        folder = write_workspace(tmp_path / "ws", LAPSING, smtp_channel(smtp.port))
+        with Journeyman(folder, store_url, tmp_path) as server, server.start().client() as api:
+            _identify(api, "u1", email="u1@example.com")
+            # an order of almost 30 days ago: 30 whole days will have passed in 3 seconds
+            _order(api, "u1", datetime.now(UTC) - timedelta(days=30, seconds=-3), 20)
+            assert _segments(api)["recent"]["size"] == 1
+            assert mails_to(smtp, "u1@example.com") == []
+            mail = wait_until(lambda: mails_to(smtp, "u1@example.com"), "the win-back email")
+            assert mail[0]["Subject"] == "We miss you"
+            assert _segments(api)["recent"]["size"] == 0
+            shown = profile(api, "u1")
+            assert shown is not None
+            assert shown["segments"] == {}
+            outcomes = [c["outcome"] for c in shown["segment_changes"]]
+            assert outcomes == ["segment_entered", "segment_exited"]

@@ -125,15 +125,103 @@ def test_two_purchases_within_30_days_enter_the_segment_once(simulate: Simulate)
     assert sim.profile("u1").segments == {"vip": after("10d")}
 
 
-def test_a_window_that_moves_on_lets_the_profile_out_at_its_next_event(
+def test_a_window_that_closes_lets_the_profile_out_at_that_midnight_with_no_event(
     simulate: Simulate,
 ) -> None:
     sim = simulate(VIP, PRO)
-    buy(sim, START)
+    buy(sim, START + timedelta(hours=15))
     buy(sim, after("1d"))
-    sim.identify({"userId": "u1", "traits": {"plan": "free"}}, after("40d"))
+    assert sim.profile("u1").wakes == {"vip": after("30d")}  # day 0 leaves the window
+    sim.run_until(after("40d"))
     assert segment_lines(sim) == [("segment_entered", "vip"), ("segment_exited", "vip")]
+    exited = [r.at for r in sim.records if r.outcome == "segment_exited"]
+    assert exited == [after("30d")]
     assert sim.profile("u1").segments == {}
+    assert sim.profile("u1").wakes == {}  # nothing can change with time alone any more
+
+
+ACTIVE = """
+kind: segment
+name: active
+when: days_since("purchased") < 30
+"""
+
+
+def test_a_profile_leaves_a_days_since_segment_30_days_after_its_last_event(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(ACTIVE)
+    buy(sim, START)
+    buy(sim, after("5d") + timedelta(hours=3))
+    sim.run_until(after("100d"))
+    assert segment_lines(sim) == [("segment_entered", "active"), ("segment_exited", "active")]
+    exited = [r.at for r in sim.records if r.outcome == "segment_exited"]
+    assert exited == [after("35d") + timedelta(hours=3)]
+    assert sim.profile("u1").wakes["active"] > after("100d")  # it looks on, rarely
+
+
+def test_a_segment_the_profile_comes_back_to_is_clocked_again(simulate: Simulate) -> None:
+    sim = simulate(ACTIVE)
+    buy(sim, START)
+    sim.run_until(after("31d"))
+    buy(sim, after("40d"))
+    assert sim.profile("u1").wakes == {"active": after("70d")}
+    assert segment_lines(sim) == [
+        ("segment_entered", "active"),
+        ("segment_exited", "active"),
+        ("segment_entered", "active"),
+    ]
+
+
+def test_a_threshold_far_away_is_looked_for_in_steps_and_met_on_time(
+    simulate: Simulate,
+) -> None:
+    lapsed = ACTIVE.replace("active", "lapsed").replace("< 30", ">= 200")
+    sim = simulate(lapsed)
+    buy(sim, START)
+    first = sim.profile("u1").wakes["lapsed"]
+    assert START < first < after("200d")  # looked at some days, then wakes to look further
+    sim.run_until(after("300d"))
+    entered = [r.at for r in sim.records if r.outcome == "segment_entered"]
+    assert entered == [after("200d")]
+
+
+JOURNEY_TEST = """
+kind: journey
+name: winback
+entry: {event: segment_exited, when: event.segment == "active"}
+timeout: 1d
+steps:
+  - {id: miss_you, send: hello_email}
+---
+kind: test
+name: a profile leaves active 30 days after its last purchase, with no event
+events:
+  - at: 0s
+    identify: {userId: u1, traits: {email: u1@example.com}}
+  - at: 0s
+    track: {userId: u1, event: purchased, properties: {order_id: o1, total: 5}}
+  - at: 10d
+    track: {userId: u1, event: purchased, properties: {order_id: o2, total: 5}}
+until: 60d
+expect:
+  - entered_segment: active
+    at: 0s
+  - exited_segment: active
+    at: 40d
+  - sent: miss_you
+    at: 40d
+"""
+
+
+def test_a_journey_test_sees_the_time_based_exit_on_the_virtual_clock(
+    workspace: Callable[..., object],
+) -> None:
+    from journeyman.journey_tests import run_tests
+
+    built = workspace(ACTIVE, JOURNEY_TEST)
+    (result,) = run_tests(built)  # type: ignore[arg-type]
+    assert result.passed, result
 
 
 def test_a_trait_change_moves_the_segments_that_read_traits(simulate: Simulate) -> None:
@@ -175,10 +263,9 @@ def test_a_journey_enters_on_a_segment_and_exits_when_it_is_left(simulate: Simul
     buy(sim, START)
     buy(sim, after("2d"))
     assert [m.step for m in sim.messages] == ["hello"]
-    sim.identify({"userId": "u1", "traits": {"firstName": "Ann"}}, after("35d"))
-    buy(sim, after("35d"))  # the purchases of days 0 and 2 are out of the window by now
+    sim.run_until(after("35d"))  # the purchase of day 0 leaves the window at day 30
     (instance,) = sim.instances.values()
-    assert (instance.end_state, instance.ended_at) == ("exited", after("35d"))
+    assert (instance.end_state, instance.ended_at) == ("exited", after("30d"))
 
 
 def test_history_functions_work_in_a_journey_branch(simulate: Simulate) -> None:

@@ -51,12 +51,15 @@ __all__ = [
     "DeliveryResult",
     "Known",
     "Operate",
+    "ProfileClock",
     "Snapshot",
+    "Timer",
     "TimerDue",
     "Trigger",
     "accounts_needed",
     "apply",
     "carry",
+    "clock_id",
     "from_group",
     "links",
     "lookups",
@@ -75,10 +78,29 @@ REASON_LENGTH = 500  # of an engine failure's text in the trace
 
 @dataclass(frozen=True, slots=True)
 class TimerDue:
-    """An instance's wake-up time has come."""
+    """An instance's wake-up time has come; or, when ``instance_id`` is the profile's
+    :func:`clock_id`, the profile's clock (see :class:`ProfileClock`)."""
 
     instance_id: str
     profile_id: str
+
+
+def clock_id(profile_id: str) -> str:
+    """The id a profile's clock goes by among timers: no instance's (no id holds a NUL)."""
+    return "\x00" + profile_id
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileClock:
+    """A profile's clock: when its segments' answers can next change with no event
+    (:attr:`Profile.wake_at`). Stores give it among due timers, beside instances."""
+
+    profile_id: str
+    wake_at: datetime
+
+    @property
+    def id(self) -> str:
+        return clock_id(self.profile_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +149,8 @@ class Operate:
 
 
 Trigger = Event | TimerDue | DeliveryResult | Operate
+#: What a store gives as due: a waiting instance, or a profile's clock.
+Timer = Instance | ProfileClock
 
 
 # state in, changes out
@@ -364,6 +388,8 @@ def _other(
     known: Known,
     changes: Changes,
 ) -> str:
+    if isinstance(trigger, TimerDue) and trigger.instance_id == clock_id(trigger.profile_id):
+        return _clock(engine, snapshots[trigger.profile_id], now, known, changes)
     if isinstance(trigger, DeliveryResult):
         snapshot, target = _delivered(snapshots, trigger, known, changes)
     else:
@@ -381,6 +407,24 @@ def _other(
     _carry_out(snapshot, outcome, changes)
     fired = isinstance(trigger, TimerDue) and bool(outcome.instances)
     return "fired" if fired else "accepted"
+
+
+def _clock(
+    engine: Engine, snapshot: Snapshot, now: datetime, known: Known, changes: Changes
+) -> str:
+    """The profile's clock came: its segments that move with time are evaluated again."""
+    profile = snapshot.profile
+    if snapshot.new or profile.wake_at is None or profile.wake_at > now:
+        return "accepted"  # a clock that moved on since it was claimed, or a merged profile
+    try:
+        outcome = engine.on_clock(profile, snapshot.running, now, account=_account(snapshot, known))
+    except Exception as error:
+        # It would come due again at once, and fail the same way: its due wakes are dropped.
+        changes.crashes.append((TimerDue(clock_id(profile.id), profile.id), error))
+        wakes = {name: at for name, at in profile.wakes.items() if at > now}
+        outcome = Outcome(_replace(profile, wakes=wakes), profile_changed=True)
+    _carry_out(snapshot, outcome, changes)
+    return "fired"
 
 
 def _delivered(

@@ -33,7 +33,12 @@ from journeyman.domain import model as m
 from journeyman.domain.actions import render_call
 from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
-from journeyman.domain.segments import changed_segments, segment_event, segment_record
+from journeyman.domain.segments import (
+    changed_segments,
+    next_change,
+    segment_event,
+    segment_record,
+)
 from journeyman.domain.state import (
     Account,
     CallAction,
@@ -162,6 +167,20 @@ class Engine:
             run.wake(instance)
             run.finish_jumps([*instances, instance])
             run.settle_segments([*instances, instance])
+        return run.outcome
+
+    def on_clock(
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        now: datetime,
+        *,
+        account: Account | None = None,
+    ) -> Outcome:
+        """The profile's clock came (:attr:`Profile.wake_at`): the segments whose answer may
+        have changed with time alone are evaluated again, and their wake times set anew."""
+        run = _Run(self, profile, now, account)
+        run.settle_segments(instances)
         return run.outcome
 
     def on_resume(
@@ -310,6 +329,7 @@ class _Run:
                 suppressed=dict(p.suppressed),
                 history=dict(p.history),
                 segments=dict(p.segments),
+                wakes=dict(p.wakes),
                 account=p.account,
             )
             self.outcome.profile = self.profile
@@ -360,17 +380,27 @@ class _Run:
         self.finish_jumps(instances)
 
     def settle_segments(self, instances: Sequence[Instance]) -> None:
-        """Evaluate the segments that what changed may move; each change is an event on
-        the profile (journeyman.domain.segments), which journeys then react to."""
+        """Evaluate the segments that what changed may move, and those whose wake time
+        came; each change is an event on the profile (journeyman.domain.segments), which
+        journeys then react to."""
         segments = self.workspace.segments
+        if not segments:
+            if self.profile.wakes:  # of segments no longer published
+                self._own_profile().wakes = {}
+            return
         for _ in range(MAX_SEGMENT_ROUNDS):
-            if not segments or not (self.traits_changed or self.recorded or _timely(segments)):
+            clock = {n for n, at in self.profile.wakes.items() if at <= self.now}
+            if not (self.traits_changed or self.recorded or clock or _timely(segments)):
                 return
             traits_changed, recorded = self.traits_changed, self.recorded
             self.traits_changed, self.recorded = False, set()
             members = dict(self.profile.segments)
             scope = self._segment_scope(members)
-            changes = changed_segments(segments, scope, members, traits_changed, recorded, self.now)
+            evaluated: list[str] = []
+            changes = changed_segments(
+                segments, scope, members, traits_changed, recorded, self.now, clock, evaluated
+            )
+            self._wind(evaluated, clock, scope, members)
             if not changes:
                 return
             profile = self._own_profile()
@@ -380,6 +410,38 @@ class _Run:
                 self.outcome.events.append(event)
                 self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
                 self.react(event, self._current(instances))
+
+    def _wind(
+        self,
+        evaluated: Sequence[str],
+        clock: set[str],
+        scope: Mapping[str, Any],
+        members: Mapping[str, datetime],
+    ) -> None:
+        """Set the wake times of the segments just evaluated (those that move with time):
+        the earliest moment each answer can change with no event."""
+        segments = self.workspace.segments
+        wakes = {
+            name: at
+            for name, at in self.profile.wakes.items()
+            if name in segments and name not in clock
+        }
+        zone = self.zone()[0]
+
+        def scope_at(moment: datetime) -> Mapping[str, Any]:
+            return {**scope, "now": moment}
+
+        for name in evaluated:
+            wakes.pop(name, None)
+            segment = segments[name]
+            if segment.clocked:
+                at = next_change(
+                    segment, scope_at, name in members, self.profile.history, self.now, zone
+                )
+                if at is not None:
+                    wakes[name] = at
+        if wakes != self.profile.wakes:
+            self._own_profile().wakes = wakes
 
     def _segment_scope(self, members: dict[str, datetime]) -> dict[str, Any]:
         if self._profile_view is None:

@@ -50,6 +50,9 @@ def merge_profiles(
         sends=sorted([*known.sends, *anonymous.sends]),
         suppressed={**anonymous.suppressed, **known.suppressed},
         account=known.account if known.account is not None else anonymous.account,
+        history=dict(known.history),
+        segments=dict(known.segments),
+        wakes=dict(known.wakes),
     )
     running = list(known_running)
     taken = {i.journey for i in known_running}

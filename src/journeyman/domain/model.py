@@ -336,8 +336,9 @@ class Journey:
 
 # Segments
 
-# The history functions whose answer changes as time passes, with no event.
-_TIMELY = frozenset({"count", "sum", "days_since"})
+# The history functions whose answer changes as time passes, with no event: the moments
+# it can change are known (a day boundary), so a timer wakes the profile then.
+_CLOCKED = frozenset({"count", "sum", "days_since"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +353,11 @@ class Segment:
     events: frozenset[str] = field(init=False, repr=False, compare=False)
     segments: frozenset[str] = field(init=False, repr=False, compare=False)
     reads_traits: bool = field(init=False, repr=False, compare=False)
+    # Its answer moves with time at moments the profile's clock can know (windows,
+    # days_since, local time): evaluated again then (see domain.segments.next_change).
+    clocked: bool = field(init=False, repr=False, compare=False)
+    # It reads ``now`` itself, whose moments of change cannot be known: evaluated again on
+    # every trigger of the profile.
     timely: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -360,8 +366,9 @@ class Segment:
         set_(self, "events", frozenset(c[1] for c in calls if c[0] != "in_segment"))
         set_(self, "segments", frozenset(c[1] for c in calls if c[0] == "in_segment"))
         set_(self, "reads_traits", any(path[0] == "profile" for path in self.when.paths))
-        now = any(path[0] == "now" for path in self.when.paths)
-        set_(self, "timely", now or any(c[0] in _TIMELY for c in calls))
+        local = any(path[0] == "now_local" for path in self.when.paths)
+        set_(self, "clocked", local or any(c[0] in _CLOCKED for c in calls))
+        set_(self, "timely", any(path[0] == "now" for path in self.when.paths))
 
 
 # Journey tests

@@ -9,21 +9,30 @@ of the profile), in the order :func:`ordered` gives, so that a segment that read
 the profile, ``segment_entered`` or ``segment_exited``, whose property ``segment`` names
 the segment (:func:`segment_event`): it enters and exits journeys, and is kept in the
 history, as any event.
+
+A segment whose answer moves with time alone (a ``days_since``, a window that closes, the
+local time) also has a wake time on the profile (:attr:`Profile.wakes`): the earliest
+moment its answer can change (:func:`next_change`). The earliest of them is the profile's
+clock, a timer like a wait's; when it comes, those segments are evaluated again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, MutableMapping
-from datetime import datetime
+import heapq
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from journeyman.domain.model import Segment
-from journeyman.domain.state import Event, StepRecord
+from journeyman.domain.state import Event, EventHistory, StepRecord
 
 __all__ = [
+    "DAYS_SINCE_HORIZON",
+    "PROBES",
     "SEGMENT_EVENTS",
     "SEGMENT_SCHEMAS",
     "changed_segments",
+    "next_change",
     "ordered",
     "segment_event",
     "segment_record",
@@ -69,21 +78,28 @@ def changed_segments(
     traits_changed: bool,
     events: Collection[str],
     now: datetime,
+    clock: Collection[str] = (),
+    evaluated: list[str] | None = None,
 ) -> list[tuple[str, bool]]:
     """Evaluate the segments that what changed may move, in order, and update ``members``
-    (name -> since when), which ``scope["_segments"]`` must be. Returns each change as
-    (segment, True for entered, False for exited)."""
+    (name -> since when), which ``scope["_segments"]`` must be. ``clock`` names the
+    segments whose answer time may have changed (their wake time came). Returns each change
+    as (segment, True for entered, False for exited); the names of the segments evaluated
+    are added to ``evaluated``."""
     changes: list[tuple[str, bool]] = []
     moved: set[str] = set()
     for name, segment in segments.items():
         due = (
             segment.timely
+            or name in clock
             or (traits_changed and segment.reads_traits)
             or not segment.events.isdisjoint(events)
             or not segment.segments.isdisjoint(moved)
         )
         if not due:
             continue
+        if evaluated is not None:
+            evaluated.append(name)
         inside = segment.when.test(scope)
         if inside == (name in members):
             continue
@@ -118,3 +134,88 @@ def segment_record(profile_id: str, segment: str, entered: bool, now: datetime) 
         outcome=SEGMENT_EVENTS[0] if entered else SEGMENT_EVENTS[1],
         detail=segment,
     )
+
+
+# the profile's clock
+
+#: Moments looked at, at most, for the next change of a segment's answer; if it has not
+#: changed by the last, the profile wakes then and looks further.
+PROBES = 64
+#: How long after the last such event a ``days_since`` is followed by the clock, in days;
+#: a threshold further away is seen at the profile's next trigger only.
+DAYS_SINCE_HORIZON = 1000
+_DAY = timedelta(days=1)
+
+
+def next_change(
+    segment: Segment,
+    scope_at: Callable[[datetime], Mapping[str, Any]],
+    inside: bool,
+    kept: Mapping[str, EventHistory],
+    now: datetime,
+    zone: tzinfo = UTC,
+) -> datetime | None:
+    """The earliest moment after ``now`` at which the segment's answer, ``inside`` now, can
+    be other with no event: None if it cannot.
+
+    Its answer moves with time only where what it reads does: a ``days_since`` at each
+    whole day after the last such event, a ``count`` or ``sum`` window when a day of events
+    leaves it (at UTC midnight), ``now_local`` at each hour of the profile's zone
+    (``zone``). Those moments are looked at in order (:data:`PROBES` at most) with the
+    expression evaluated as of each (``scope_at``): the first whose answer differs is the
+    one, never a moment late."""
+    looked: datetime | None = None
+    for index, moment in enumerate(_moments(segment, kept, now, zone)):
+        if index == PROBES:
+            return looked  # not changed yet: look again from there
+        if segment.when.test(scope_at(moment)) != inside:
+            return moment
+        looked = moment
+    return None
+
+
+def _moments(
+    segment: Segment, kept: Mapping[str, EventHistory], now: datetime, zone: tzinfo
+) -> Iterator[datetime]:
+    """The moments after ``now`` at which what the segment reads changes, in order, once."""
+    streams: list[Iterable[datetime]] = []
+    for call in segment.when.calls:
+        history = kept.get(call[1]) if call[0] != "in_segment" else None
+        if history is None:
+            continue
+        if call[0] == "days_since":
+            streams.append(_days_after(history.last, now))
+        elif call[0] in ("count", "sum"):
+            days = call[-1]
+            leaving = (_midnight(day + days) for day, _, _ in history.days)
+            streams.append(sorted(m for m in leaving if m > now))
+    if any(path[0] == "now_local" for path in segment.when.paths):
+        streams.append(_hours_after(now, zone))
+    previous = None
+    for moment in heapq.merge(*streams):
+        if moment != previous:
+            yield moment
+            previous = moment
+
+
+def _days_after(last: datetime, now: datetime) -> Iterator[datetime]:
+    """``last`` plus each whole number of days that comes after ``now``, up to
+    :data:`DAYS_SINCE_HORIZON`."""
+    for days in range(max((now - last) // _DAY, 0) + 1, DAYS_SINCE_HORIZON + 1):
+        yield last + days * _DAY
+
+
+def _midnight(day: int) -> datetime:
+    return datetime.combine(date.fromordinal(day), datetime.min.time(), UTC)
+
+
+def _hours_after(now: datetime, zone: tzinfo) -> Iterator[datetime]:
+    """Each start of an hour on the clocks of ``zone`` after ``now``, in UTC."""
+    local = now.astimezone(zone).replace(minute=0, second=0, microsecond=0)
+    moment = local.astimezone(UTC)
+    while True:
+        # Step in UTC (a local hour may be skipped or repeated); half-hour zones have their
+        # hours start at :30 or :45 past a UTC hour, which the offset keeps.
+        moment += timedelta(hours=1)
+        if moment > now:
+            yield moment

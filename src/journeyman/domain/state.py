@@ -126,6 +126,14 @@ class Profile(msgspec.Struct, kw_only=True):
     # event name -> what the history functions need of it (journeyman.domain.history)
     history: dict[str, EventHistory] = {}
     segments: dict[str, datetime] = {}  # segment name -> since when the profile is in it
+    # segment name -> the earliest time its answer can change with no event (the profile's
+    # clock: see journeyman.domain.segments.next_change); the earliest is a timer
+    wakes: dict[str, datetime] = {}
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """When the profile's segments must be evaluated again, with no event."""
+        return min(self.wakes.values()) if self.wakes else None
 
     def view(self) -> dict[str, Any]:
         view = dict(self.traits)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from journeyman.domain.core import Changes, Delivered, Snapshot
+from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import (
     Account,
     Effect,
@@ -57,6 +57,7 @@ __all__ = [
     "NewerSchema",
     "OutboxItem",
     "PartitionLocks",
+    "ProfileClock",
     "PublishedJourney",
     "PublishedWorkspace",
     "ReadModel",
@@ -228,12 +229,14 @@ class Store(ABC):
     # timers
 
     @abstractmethod
-    async def due(self, now: datetime, limit: int) -> list[Instance]:
-        """Waiting instances whose wake-up time has come, earliest first."""
+    async def due(self, now: datetime, limit: int) -> list[Timer]:
+        """Waiting instances whose wake-up time has come, and profiles whose clock has
+        (:class:`~journeyman.domain.core.ProfileClock`, see :attr:`Profile.wake_at`),
+        earliest first."""
 
     @abstractmethod
     async def next_wake(self) -> datetime | None:
-        """The earliest wake-up time of any waiting instance."""
+        """The earliest wake-up time of any waiting instance or profile clock."""
 
     # outbox
 
@@ -464,7 +467,7 @@ class ScaleOutStore(Store):
     lease: timedelta  # how long a claim is this process's alone
 
     @abstractmethod
-    async def claim_due(self, now: datetime, limit: int) -> list[Instance]:
+    async def claim_due(self, now: datetime, limit: int) -> list[Timer]:
         """Like :meth:`Store.due`, but each instance is leased to the caller for ``lease``:
         other processes skip it until the lease passes or a commit stores its next state."""
 

@@ -63,6 +63,18 @@ CREATE TABLE segment_members (
 CREATE INDEX segment_members_profile ON segment_members (profile_id);
 """
 
+# A profile's clock (Profile.wake_at): when its segments' answers can next change with no
+# event. Kept beside its state, so that due clocks are found along an index as waits are.
+CLOCKS_SQLITE = """
+ALTER TABLE profiles ADD COLUMN wake_at INTEGER;
+CREATE INDEX IF NOT EXISTS profiles_wake ON profiles (wake_at) WHERE wake_at IS NOT NULL;
+"""
+CLOCKS_POSTGRES = """
+ALTER TABLE profiles ADD COLUMN wake_at BIGINT, ADD COLUMN leased_until BIGINT;
+CREATE INDEX profiles_wake ON profiles (wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX profiles_leased ON profiles (leased_until) WHERE leased_until IS NOT NULL;
+"""
+
 SQLITE = [
     Migration(
         1,
@@ -130,6 +142,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY, state BLOB NOT NULL, updated_at INTEGER NOT NULL);
 """,
     ),
+    Migration(6, "profile clocks: when segments move with time alone", CLOCKS_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -221,6 +234,7 @@ CREATE TABLE accounts (
     id TEXT COLLATE "C" PRIMARY KEY, state BYTEA NOT NULL, updated_at BIGINT NOT NULL);
 """,
     ),
+    Migration(7, "profile clocks: when segments move with time alone", CLOCKS_POSTGRES),
 ]
 
 

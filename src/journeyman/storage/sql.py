@@ -54,6 +54,7 @@ from journeyman.storage.codec import (
     published_journey,
     step_record,
     time,
+    wake_ms,
 )
 
 __all__ = [
@@ -240,9 +241,9 @@ INSERTS = {
         ),
         Insert(
             "profiles",
-            "id text, state bytea, updated_at int8",
+            "id text, state bytea, wake_at int8, updated_at int8",
             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
-            "updated_at = excluded.updated_at",
+            "wake_at = excluded.wake_at, updated_at = excluded.updated_at",
         ),
         Insert(
             "identities",
@@ -285,12 +286,17 @@ def commit_rows(changes: Changes, now: int) -> dict[str, list[tuple[Any, ...]]]:
     ]
     return {
         "events": events,
-        "profiles": [(p.id, encode(p), now) for p in changes.profiles.values()],
+        "profiles": [(p.id, encode(p), _wake(p), now) for p in changes.profiles.values()],
         "identities": [(kind, value, pid) for (kind, value), pid in changes.identities.items()],
         "instances": [instance_row(i, now) for i in changes.instances.values()],
         "outbox": [outbox_row(e, now) for e in changes.effects],
         "steps": records,
     }
+
+
+def _wake(profile: Profile) -> int | None:
+    wake = profile.wake_at
+    return wake_ms(wake) if wake is not None else None
 
 
 def membership_rows(
