@@ -341,3 +341,104 @@ def test_an_event_document_cannot_take_a_segment_event_name(load: Callable[..., 
     loaded = load("kind: event\nname: segment_exited\n")
     lines = [str(p) for p in loaded.problems]  # type: ignore[attr-defined]
     assert any("event name 'segment_exited' is reserved" in x for x in lines)
+
+
+# local time
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("hour(now_local)", 10),  # 09:30 UTC is 10:30 in Paris in January
+        ("weekday(now_local)", 1),  # Monday
+        ("date(now_local)", "2026-01-05"),
+        ("hour(now)", 9),
+        ('hour("2026-01-05T23:00:00+02:00")', 21),  # a text is read as UTC
+        ('date("1990-05-17")', "1990-05-17"),
+        ('is_anniversary("1990-01-05")', True),
+        ('is_anniversary("--01-05")', True),
+        ('is_anniversary("01-06")', False),
+        ('is_anniversary("not a date")', None),
+        ("hour(profile.missing)", None),
+    ],
+)
+def test_local_time_functions_read_the_profiles_clock(source: str, expected: object) -> None:
+    from zoneinfo import ZoneInfo
+
+    now = START + timedelta(hours=9, minutes=30)
+    scope = {"now": now, "now_local": now.astimezone(ZoneInfo("Europe/Paris")), "profile": {}}
+    assert compile_expression(source).evaluate(scope) == expected
+
+
+def test_29_february_is_an_anniversary_on_28_february_of_other_years() -> None:
+    from zoneinfo import ZoneInfo
+
+    expression = compile_expression('is_anniversary("2000-02-29")')
+    for day, leap in (
+        (datetime(2027, 2, 28, 12, tzinfo=UTC), False),
+        (datetime(2028, 2, 28, 12, tzinfo=UTC), True),
+    ):
+        scope = {"now_local": day.astimezone(ZoneInfo("UTC"))}
+        assert expression.evaluate(scope) is not leap
+
+
+BIRTHDAY = """
+kind: segment
+name: birthday
+when: is_anniversary(profile.birthday)
+"""
+OFFICE_HOURS = """
+kind: segment
+name: office_hours
+when: weekday(now_local) <= 5 and hour(now_local) >= 9 and hour(now_local) < 18
+"""
+
+
+def test_a_profile_is_in_the_birthday_segment_from_its_own_midnight_to_the_next(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(BIRTHDAY)
+    traits = {"birthday": "1990-01-07", "timezone": "Asia/Tokyo"}  # UTC+9
+    sim.identify({"userId": "u1", "traits": traits}, START)
+    sim.run_until(after("5d"))
+    changes = [(r.outcome, r.at) for r in sim.records if r.outcome.startswith("segment_")]
+    # midnight of 7 January in Tokyo is 15:00 UTC on the 6th
+    midnight = START + timedelta(days=1, hours=15)
+    assert changes == [
+        ("segment_entered", midnight),
+        ("segment_exited", midnight + timedelta(days=1)),
+    ]
+
+
+def test_office_hours_follow_the_profiles_zone_with_no_event(simulate: Simulate) -> None:
+    sim = simulate(OFFICE_HOURS)
+    sim.identify({"userId": "u1", "traits": {"timezone": "America/New_York"}}, START)
+    sim.run_until(after("1d"))
+    changes = [(r.outcome, r.at) for r in sim.records if r.outcome.startswith("segment_")]
+    # Monday 09:00 to 18:00 in New York (UTC-5) is 14:00 to 23:00 UTC
+    assert changes == [
+        ("segment_entered", START + timedelta(hours=14)),
+        ("segment_exited", START + timedelta(hours=23)),
+    ]
+
+
+def test_local_time_works_in_a_journey_branch(simulate: Simulate) -> None:
+    greet = journey(
+        """
+        - id: check
+          branch:
+            - when: hour(now_local) < 12
+              goto: morning
+            - otherwise: done
+        - {id: morning, send: hello_email}
+        - {id: done, end: completed}
+        """,
+        entry="{event: signed_up}",
+        reentry="always",
+    )
+    sim = simulate(greet)
+    traits = {"email": "u1@example.com", "timezone": "Asia/Tokyo"}
+    sim.identify({"userId": "u1", "traits": traits}, START)
+    sim.track({"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}}, START)
+    sim.track({"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}}, after("6h"))
+    assert [m.at for m in sim.messages] == [START]  # 09:00 in Tokyo; 15:00 is not morning

@@ -311,6 +311,7 @@ class _Run:
         self.outcome = Outcome(profile)
         self.jumps: list[tuple[str, Event, str]] = []  # (to, entry event, from)
         self._profile_view: dict[str, Any] | None = None
+        self._now_local: datetime | None = None  # now in the profile's zone (its view's)
         # What changed that segments may read: the traits, events added to the history.
         self.traits_changed = False
         self.recorded: set[str] = set()
@@ -346,6 +347,7 @@ class _Run:
         for key in unset:
             traits.pop(key, None)
         self._profile_view = None
+        self._now_local = None
         self.traits_changed = True
 
     def take_consent(self, event: Event) -> None:
@@ -354,7 +356,7 @@ class _Run:
         if changed is not None:
             profile = self._own_profile()
             profile.traits, profile.suppressed = changed.traits, changed.suppressed
-            self._profile_view = None
+            self._profile_view = self._now_local = None
             self.traits_changed = True
 
     # history and segments
@@ -389,7 +391,9 @@ class _Run:
                 self._own_profile().wakes = {}
             return
         for _ in range(MAX_SEGMENT_ROUNDS):
-            clock = {n for n, at in self.profile.wakes.items() if at <= self.now}
+            wakes = self.profile.wakes
+            clock = {n for n, at in wakes.items() if at <= self.now}
+            clock.update(n for n in self.workspace.local_segments if n not in wakes)
             if not (self.traits_changed or self.recorded or clock or _timely(segments)):
                 return
             traits_changed, recorded = self.traits_changed, self.recorded
@@ -429,7 +433,7 @@ class _Run:
         zone = self.zone()[0]
 
         def scope_at(moment: datetime) -> Mapping[str, Any]:
-            return {**scope, "now": moment}
+            return {**scope, "now": moment, "now_local": moment.astimezone(zone)}
 
         for name in evaluated:
             wakes.pop(name, None)
@@ -449,9 +453,16 @@ class _Run:
         return {
             "profile": self._profile_view,
             "now": self.now,
+            "now_local": self.now_local(),
             "_history": self.profile.history,
             "_segments": members,
         }
+
+    def now_local(self) -> datetime:
+        """Now on the clock of the profile's time zone (see :meth:`zone`)."""
+        if self._now_local is None:
+            self._now_local = self.now.astimezone(self.zone()[0])
+        return self._now_local
 
     def _current(self, instances: Sequence[Instance]) -> list[Instance]:
         """The profile's instances as this trigger has left them so far."""
@@ -477,6 +488,7 @@ class _Run:
             "entry": entry,
             "journey": {"name": journey.name, "version": journey.version},
             "now": self.now,
+            "now_local": self.now_local(),
             "_history": self.profile.history,
             "_segments": self.profile.segments,
         }

@@ -356,6 +356,9 @@ class Segment:
     # Its answer moves with time at moments the profile's clock can know (windows,
     # days_since, local time): evaluated again then (see domain.segments.next_change).
     clocked: bool = field(init=False, repr=False, compare=False)
+    # It reads the local time (``now_local``, is_anniversary): its answer can change with
+    # no history at all, so a profile it has never been evaluated for is evaluated.
+    local: bool = field(init=False, repr=False, compare=False)
     # It reads ``now`` itself, whose moments of change cannot be known: evaluated again on
     # every trigger of the profile.
     timely: bool = field(init=False, repr=False, compare=False)
@@ -367,6 +370,7 @@ class Segment:
         set_(self, "segments", frozenset(c[1] for c in calls if c[0] == "in_segment"))
         set_(self, "reads_traits", any(path[0] == "profile" for path in self.when.paths))
         local = any(path[0] == "now_local" for path in self.when.paths)
+        set_(self, "local", local)
         set_(self, "clocked", local or any(c[0] in _CLOCKED for c in calls))
         set_(self, "timely", any(path[0] == "now" for path in self.when.paths))
 
@@ -431,6 +435,9 @@ class Workspace:
     segment_entries: Mapping[str, tuple[Journey, ...]] = field(init=False, repr=False)
     # event name -> what the history functions of every expression need kept of it
     needs: Mapping[str, Any] = field(init=False, repr=False)
+    # The segments over local time (Segment.local): evaluated for a profile that has no
+    # wake time for them yet.
+    local_segments: tuple[str, ...] = field(init=False, repr=False)
     # ("page" | "screen", the page's name) -> the event a page or screen call of it is
     views: Mapping[tuple[str, str], EventDefinition] = field(init=False, repr=False)
 
@@ -450,6 +457,8 @@ class Workspace:
         expressions = [e for j in self.journeys.values() for e in j.expressions()]
         expressions += [segment.when for segment in self.segments.values()]
         object.__setattr__(self, "needs", needs_of(c for e in expressions for c in e.calls))
+        local = tuple(name for name, segment in self.segments.items() if segment.local)
+        object.__setattr__(self, "local_segments", local)
 
     def journeys_entered_by(self, event: str) -> tuple[Journey, ...]:
         return self.entries.get(event, ())
