@@ -48,6 +48,7 @@ from journeyman.hooks import feedback_routes
 from journeyman.openapi import SPEC, docs_page
 from journeyman.runtime.processor import HeldBack, Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.segment_lists import segment_list_routes
 from journeyman.storage import cannot_write_now
 from journeyman.web import ConsoleSettings, console, views
 from journeyman.web.paths import LARGEST, exact, whole_number
@@ -117,6 +118,7 @@ def create_app(
         Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
         Route("/v1/segments", api.guard(api.segments), methods=["GET"]),
         Route("/v1/segments/{name}/members", api.guard(api.segment_members), methods=["GET"]),
+        *segment_list_routes(runtime, api.guard, _unavailable),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/v1/dead-letters", api.guard(api.dead_letters), methods=["GET"]),
@@ -440,7 +442,8 @@ class _Api:
             {
                 "name": segment.name,
                 "description": segment.description,
-                "when": segment.when.source,
+                "when": None if segment.listed else segment.when.source,
+                "list": segment.listed,
                 "size": sizes.get(segment.name, 0),
             }
             for segment in self.runtime.workspace.segments.values()

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from journeyman import __version__
+from journeyman import __version__, segment_import
 from journeyman.domain.graph import to_mermaid
 from journeyman.domain.model import Workspace
 from journeyman.errors import JourneymanError
@@ -563,3 +563,11 @@ def _publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
     version = f" as workspace version {plan.workspace}" if plan.workspace else ""
     click.echo(f"{verb} {workspace} to {url}{version}:")
     click.echo("\n".join(plan.lines()))
+
+
+@main.group("import")
+def import_group() -> None:
+    """Load data into a running server."""
+
+
+import_group.add_command(segment_import.segment)

@@ -34,6 +34,7 @@ from journeyman.domain.core import (
     Trigger,
     apply,
     clock_id,
+    list_change,
     recorded_by_journeyman,
 )
 from journeyman.domain.engine import Engine
@@ -116,6 +117,20 @@ class Simulator:
     def identify(self, body: Mapping[str, Any], at: datetime | None = None) -> Event | None:
         """An `identify` call at ``at`` (default: now); as :meth:`track`."""
         return self.receive([("identify", body)], at)[0]
+
+    def list_member(
+        self,
+        segment: str,
+        entered: bool = True,
+        at: datetime | None = None,
+        *,
+        user_id: str = "",
+        email: str = "",
+    ) -> None:
+        """Add the profile of ``user_id`` (or ``email``) to the static list ``segment``
+        at ``at`` (default: now), or remove it, as the members API does."""
+        self.run_until(at or self.now)
+        self._run([list_change(segment, entered, self.now, user_id, email)])
 
     def receive(
         self, calls: Iterable[tuple[str, Mapping[str, Any]]], at: datetime | None = None

@@ -442,3 +442,70 @@ def test_local_time_works_in_a_journey_branch(simulate: Simulate) -> None:
     sim.track({"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}}, START)
     sim.track({"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}}, after("6h"))
     assert [m.at for m in sim.messages] == [START]  # 09:00 in Tokyo; 15:00 is not morning
+
+
+# static lists
+
+NEWSLETTER = """
+kind: segment
+name: newsletter
+description: uploaded from the CRM
+list: true
+---
+kind: segment
+name: engaged_readers
+when: in_segment("newsletter") and count("purchased", "30d") >= 1
+"""
+
+
+def test_a_list_member_enters_its_journeys_and_the_segments_that_read_it(
+    simulate: Simulate,
+) -> None:
+    weekly = journey(
+        "- {id: hello, send: hello_email}",
+        "- {id: later, wait: 60d}",
+        name="weekly",
+        entry="{segment: newsletter}",
+        exit="[{segment_exited: newsletter}]",
+        timeout="90d",
+    )
+    sim = simulate(NEWSLETTER, weekly)
+    sim.identify({"userId": "u1", "traits": {"email": "Ann@Example.com"}}, START)
+    buy(sim, START)
+    sim.list_member("newsletter", email="ann@example.com", at=after("1h"))
+    assert segment_lines(sim) == [
+        ("segment_entered", "newsletter"),
+        ("segment_entered", "engaged_readers"),
+    ]
+    assert [m.step for m in sim.messages] == ["hello"]
+    sim.list_member("newsletter", email="ann@example.com", at=after("2h"))  # no change
+    sim.list_member("newsletter", False, after("3h"), user_id="u1")
+    assert segment_lines(sim)[2:] == [
+        ("segment_exited", "newsletter"),
+        ("segment_exited", "engaged_readers"),
+    ]
+    (instance,) = sim.instances.values()
+    assert (instance.end_state, instance.ended_at) == ("exited", after("3h"))
+
+
+def test_a_list_is_never_evaluated_and_only_a_list_takes_members(simulate: Simulate) -> None:
+    sim = simulate(NEWSLETTER, VIP)
+    sim.list_member("newsletter", user_id="u2")
+    sim.list_member("vip", user_id="u2")  # a segment with a condition is no list
+    sim.identify({"userId": "u2", "traits": {"plan": "pro"}}, after("1h"))
+    assert sim.profile("u2").segments == {"newsletter": START}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("kind: segment\nname: a\nlist: true\nwhen: 'true'\n", "exactly one of 'when'"),
+        ("kind: segment\nname: a\n", "exactly one of 'when'"),
+        ("kind: segment\nname: a\nlist: yes please\n", "'list' must be true or false"),
+    ],
+)
+def test_a_list_is_written_as_list_true_and_no_condition(
+    load: Callable[..., object], document: str, message: str
+) -> None:
+    loaded = load(document)
+    assert any(message in str(p) for p in loaded.errors), loaded.errors  # type: ignore[attr-defined]

@@ -46,6 +46,7 @@ from journeyman.domain.state import (
 
 __all__ = [
     "ACCOUNT_UPDATED",
+    "LIST",
     "Changes",
     "Delivered",
     "DeliveryResult",
@@ -62,6 +63,7 @@ __all__ = [
     "clock_id",
     "from_group",
     "links",
+    "list_change",
     "lookups",
     "profile_of",
     "profiles_needed",
@@ -71,6 +73,8 @@ __all__ = [
 _replace = msgspec.structs.replace
 
 REASON_LENGTH = 500  # of an engine failure's text in the trace
+#: The type of the event that carries a change of a static list (see :func:`list_change`).
+LIST = "list"
 
 
 # triggers
@@ -267,6 +271,8 @@ def _event(
     definitions: Mapping[str, EventDefinition],
 ) -> str:
     event = _resolved(event, snapshots, known, changes, definitions)
+    if event.type == LIST:
+        return _list(engine, snapshots[event.profile_id], event, now, known, changes)
     if links(event):
         _merge(event, snapshots, changes, now)
     snapshot = snapshots[event.profile_id]
@@ -427,6 +433,48 @@ def _clock(
     return "fired"
 
 
+def list_change(
+    segment: str, entered: bool, now: datetime, user_id: str = "", email: str = ""
+) -> Event:
+    """A change of a static list (``kind: segment`` with ``list: true``), as a trigger:
+    the profile named by ``user_id`` (or else by ``email``, as an event named by email
+    finds it) is added to the list, or removed."""
+    properties: dict[str, Any] = {"segment": segment, "entered": entered}
+    if not user_id:
+        properties["email"] = email
+    return Event(
+        name="segment_list",
+        profile_id=user_id or normal_email(email),
+        timestamp=now,
+        properties=properties,
+        type=LIST,
+        user_id=user_id or None,
+    )
+
+
+def _list(
+    engine: Engine, snapshot: Snapshot, event: Event, now: datetime, known: Known, changes: Changes
+) -> str:
+    """A list change: the request is not kept as an event; the segment event it makes is."""
+    segment, entered = event.properties.get("segment"), event.properties.get("entered")
+    if not isinstance(segment, str) or not isinstance(entered, bool):
+        return "accepted"
+    try:
+        outcome = engine.on_list(
+            snapshot.profile,
+            snapshot.running,
+            segment,
+            entered,
+            now,
+            account=_account(snapshot, known),
+        )
+    except Exception as error:
+        outcome = _crashed(engine, snapshot, event, error, now, changes)
+    _made(snapshot, changes)
+    _carry_out(snapshot, outcome, changes)
+    return "accepted"
+
+
 def _delivered(
     snapshots: Mapping[str, Snapshot], trigger: DeliveryResult, known: Known, changes: Changes
 ) -> tuple[Snapshot, Instance | None]:
@@ -569,7 +617,11 @@ def _resolved(
 
 def _named_by(event: Event, definitions: Mapping[str, EventDefinition]) -> tuple[str, str] | None:
     """The identity that names the event's profile, when it is not the event's own id:
-    its email, if its definition says so, or its anonymous id, if it has no user id."""
+    its email, if its definition says so (or a list change names an email), or its
+    anonymous id, if it has no user id."""
+    if event.type == LIST:
+        email = event.properties.get("email")
+        return ("email", normal_email(email)) if isinstance(email, str) else None
     if event.type in _ACTIONS:
         definition = definitions.get(event.name)
         if definition is not None and definition.identity == "email":

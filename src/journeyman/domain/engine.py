@@ -183,6 +183,27 @@ class Engine:
         run.settle_segments(instances)
         return run.outcome
 
+    def on_list(
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        segment: str,
+        entered: bool,
+        now: datetime,
+        *,
+        account: Account | None = None,
+    ) -> Outcome:
+        """The profile was added to (``entered``) or removed from the static list
+        ``segment``: a change is a segment event, as any segment's, and the segments that
+        read ``in_segment(segment)`` are evaluated again. A list the workspace does not
+        have, or a change that changes nothing, does nothing."""
+        run = _Run(self, profile, now, account)
+        found = self.workspace.segments.get(segment)
+        if found is not None and found.listed and entered != (segment in profile.segments):
+            run.change_segments([(segment, entered)], instances)
+            run.settle_segments(instances)
+        return run.outcome
+
     def on_resume(
         self,
         profile: Profile,
@@ -315,6 +336,7 @@ class _Run:
         # What changed that segments may read: the traits, events added to the history.
         self.traits_changed = False
         self.recorded: set[str] = set()
+        self.listed: set[str] = set()  # lists changed, whose readers are evaluated next
 
     # profile
 
@@ -394,26 +416,57 @@ class _Run:
             wakes = self.profile.wakes
             clock = {n for n, at in wakes.items() if at <= self.now}
             clock.update(n for n in self.workspace.local_segments if n not in wakes)
-            if not (self.traits_changed or self.recorded or clock or _timely(segments)):
+            if not (
+                self.traits_changed or self.recorded or self.listed or clock or _timely(segments)
+            ):
                 return
-            traits_changed, recorded = self.traits_changed, self.recorded
-            self.traits_changed, self.recorded = False, set()
+            traits_changed, recorded, listed = self.traits_changed, self.recorded, self.listed
+            self.traits_changed, self.recorded, self.listed = False, set(), set()
             members = dict(self.profile.segments)
             scope = self._segment_scope(members)
             evaluated: list[str] = []
             changes = changed_segments(
-                segments, scope, members, traits_changed, recorded, self.now, clock, evaluated
+                segments,
+                scope,
+                members,
+                traits_changed,
+                recorded,
+                self.now,
+                clock,
+                evaluated,
+                listed,
             )
             self._wind(evaluated, clock, scope, members)
             if not changes:
                 return
-            profile = self._own_profile()
-            profile.segments = members
+            self._own_profile().segments = members
+            self.change_segments(changes, instances, record_only=True)
+
+    def change_segments(
+        self,
+        changes: Sequence[tuple[str, bool]],
+        instances: Sequence[Instance],
+        *,
+        record_only: bool = False,
+    ) -> None:
+        """Each (segment, entered) change becomes an event on the profile, which journeys
+        react to; unless ``record_only`` (the profile's segments say it already), the
+        profile's segments take it, and the segments that read it are evaluated next."""
+        profile = self._own_profile()
+        if not record_only:
+            members = dict(profile.segments)
             for name, entered in changes:
-                event = segment_event(profile.id, name, entered, self.now)
-                self.outcome.events.append(event)
-                self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
-                self.react(event, self._current(instances))
+                if entered:
+                    members[name] = self.now
+                else:
+                    members.pop(name, None)
+            profile.segments = members
+            self.listed.update(name for name, _ in changes)
+        for name, entered in changes:
+            event = segment_event(profile.id, name, entered, self.now)
+            self.outcome.events.append(event)
+            self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
+            self.react(event, self._current(instances))
 
     def _wind(
         self,

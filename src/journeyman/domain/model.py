@@ -349,6 +349,9 @@ class Segment:
     description: str
     when: Expression
     origin: Origin
+    # A static list (``list: true``): members are added and removed by the API and
+    # ``journeyman import segment``, never by a condition (``when`` is always false).
+    listed: bool = False
     # What its answer depends on, so that it is evaluated again only when that changes.
     events: frozenset[str] = field(init=False, repr=False, compare=False)
     segments: frozenset[str] = field(init=False, repr=False, compare=False)

@@ -80,15 +80,18 @@ def changed_segments(
     now: datetime,
     clock: Collection[str] = (),
     evaluated: list[str] | None = None,
+    moved: Collection[str] = (),
 ) -> list[tuple[str, bool]]:
     """Evaluate the segments that what changed may move, in order, and update ``members``
     (name -> since when), which ``scope["_segments"]`` must be. ``clock`` names the
     segments whose answer time may have changed (their wake time came). Returns each change
     as (segment, True for entered, False for exited); the names of the segments evaluated
-    are added to ``evaluated``."""
+    are added to ``evaluated``. ``moved`` names segments that changed already (lists)."""
     changes: list[tuple[str, bool]] = []
-    moved: set[str] = set()
+    moved = set(moved)
     for name, segment in segments.items():
+        if segment.listed:
+            continue
         due = (
             segment.timely
             or name in clock
