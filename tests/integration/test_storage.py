@@ -927,6 +927,40 @@ def test_processes_sharing_a_database_never_claim_the_same_profile_clock(
     run(store, check)
 
 
+def test_a_segments_recent_entries_and_exits_are_read_newest_first(store: Database) -> None:
+    def line(profile: str, outcome: str, detail: str, minutes: int) -> StepRecord:
+        at = START + minutes * MINUTE
+        return StepRecord(
+            at=at,
+            profile_id=profile,
+            journey="",
+            instance_id=None,
+            step=None,
+            outcome=outcome,
+            detail=detail,
+        )
+
+    async def check() -> None:
+        records = [
+            line("u1", "segment_entered", "vip", 1),
+            line("u2", "segment_entered", "vip", 2),
+            line("u1", "segment_exited", "vip", 3),
+            line("u3", "segment_entered", "other", 4),
+            line("u3", "account", "vip", 5),  # another line with no journey
+        ]
+        await store.commit(Changes(records=records))
+        changes = await store.segment_changes("vip", 10)
+        assert [(r.profile_id, r.outcome) for r in changes] == [
+            ("u1", "segment_exited"),
+            ("u2", "segment_entered"),
+            ("u1", "segment_entered"),
+        ]
+        assert len(await store.segment_changes("vip", 2)) == 2
+        assert await store.segment_changes("nobody", 10) == []
+
+    run(store, check)
+
+
 # several processes on one database
 
 

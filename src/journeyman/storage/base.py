@@ -323,6 +323,11 @@ class ReadModel(ABC):
         ``after`` first; at most ``limit``."""
 
     @abstractmethod
+    async def segment_changes(self, segment: str, limit: int) -> list[StepRecord]:
+        """The segment's most recent entries and exits (their trace lines: outcome
+        ``segment_entered`` or ``segment_exited``, detail the segment), newest first."""
+
+    @abstractmethod
     async def profile(self, profile_id: str) -> Profile | None: ...
 
     @abstractmethod

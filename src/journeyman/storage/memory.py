@@ -513,6 +513,17 @@ class MemoryStore(Database):
                     break
         return found
 
+    async def segment_changes(self, segment: str, limit: int) -> list[StepRecord]:
+        found = (
+            s
+            for s in reversed(self.db.steps)
+            if s.journey == ""
+            and s.step is None
+            and s.detail == segment
+            and s.outcome in ("segment_entered", "segment_exited")
+        )
+        return [s.record() for s in _first(found, limit)]
+
     async def step_records(
         self, journey: str, step: str | None, limit: int, version: int | None = None
     ) -> list[StepRecord]:

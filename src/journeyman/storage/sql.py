@@ -196,6 +196,13 @@ class Statements:
         "ORDER BY profile_id LIMIT ?"
     )
     segments_of: str = "SELECT segment, since FROM segment_members WHERE profile_id = ?"
+    # A segment's trace lines: no journey's, no step's (along the steps_journey index).
+    segment_changes: str = (
+        "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
+        "WHERE journey = '' AND step IS NULL "
+        "AND outcome IN ('segment_entered', 'segment_exited') AND detail = ? "
+        "ORDER BY seq DESC LIMIT ?"
+    )
 
     @classmethod
     def of(cls, dialect: Dialect) -> Statements:
@@ -506,6 +513,10 @@ class SQLDatabase(Database):
     ) -> list[tuple[str, datetime]]:
         rows = await self._rows(self.sql.segment_members, segment, after, limit)
         return [(profile_id, time(since)) for profile_id, since in rows]
+
+    async def segment_changes(self, segment: str, limit: int) -> list[StepRecord]:
+        rows = await self._rows(self.sql.segment_changes, segment, limit)
+        return list(map(step_record, rows))
 
     async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
         rows = await self._rows(self.sql.history, profile_id, limit)
