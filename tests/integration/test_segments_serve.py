@@ -124,6 +124,7 @@ def test_two_orders_make_a_vip_who_gets_the_email_and_leaves_when_blocked(
                 "name": "vip",
                 "description": "two orders within 30 days, unless blocked",
                 "when": 'count("order_completed", "30d") >= 2 and profile.blocked != true',
+                "list": False,
                 "size": 2,
             }
             _check_members(api)

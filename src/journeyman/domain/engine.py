@@ -40,6 +40,7 @@ from journeyman.domain.segments import (
     segment_record,
 )
 from journeyman.domain.state import (
+    NEVER,
     Account,
     CallAction,
     Effect,
@@ -484,19 +485,16 @@ class _Run:
             if name in segments and name not in clock
         }
         zone = self.zone()[0]
-
-        def scope_at(moment: datetime) -> Mapping[str, Any]:
-            return {**scope, "now": moment, "now_local": moment.astimezone(zone)}
-
         for name in evaluated:
             wakes.pop(name, None)
             segment = segments[name]
             if segment.clocked:
-                at = next_change(
-                    segment, scope_at, name in members, self.profile.history, self.now, zone
-                )
+                history = self.profile.history
+                at = next_change(segment, scope, name in members, history, self.now, zone)
                 if at is not None:
                     wakes[name] = at
+                elif segment.local:  # evaluated: not again until what it reads changes
+                    wakes[name] = NEVER
         if wakes != self.profile.wakes:
             self._own_profile().wakes = wakes
 

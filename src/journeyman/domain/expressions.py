@@ -101,7 +101,14 @@ from journeyman.domain import history as _history
 from journeyman.domain.times import parse_duration, parse_timestamp
 from journeyman.errors import JourneymanError
 
-__all__ = ["FUNCTIONS", "HISTORY_FUNCTIONS", "Expression", "ExpressionError", "compile_expression"]
+__all__ = [
+    "FUNCTIONS",
+    "HISTORY_FUNCTIONS",
+    "Expression",
+    "ExpressionError",
+    "compile_expression",
+    "month_and_day",
+]
 
 _MAX_LENGTH = 2000
 _MAX_DEPTH = 50
@@ -196,6 +203,11 @@ def _month_day(value: Any) -> tuple[int, int] | None:
         return month, day
     found = _day_of(value)
     return None if found is None else (found.month, found.day)
+
+
+def month_and_day(value: Any) -> tuple[int, int] | None:
+    """The (month, day) of a date as ``is_anniversary`` reads it, or None."""
+    return _month_day(value)
 
 
 def _anniversary(value: Any, now_local: Any) -> bool | None:
@@ -866,6 +878,13 @@ class Expression:
     # ("sum", event, property, days), ("last", event), ("first_seen", event),
     # ("days_since", event), ("in_segment", segment).
     calls: frozenset[tuple[Any, ...]] = frozenset()
+    # How it reads the time that passes, for the moments its answer can change (see
+    # journeyman.domain.segments.next_change): ("days_since", event, k) where it compares
+    # days_since(event) with the number k, and k None where it reads it otherwise;
+    # ("hour", k) for hour(now_local) compared with k; ("day", None) for weekday or date
+    # of now_local; ("anniversary", path) for is_anniversary(path), path None when it is
+    # no fixed path; ("local", None) for any other reading of now_local.
+    clock: frozenset[tuple[Any, ...]] = frozenset()
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The value of the expression in ``scope``; ``None`` for anything not computable."""
@@ -900,7 +919,8 @@ def compile_expression(source: str) -> Expression:
     # as repr() string literals, and its globals hold the helpers and nothing else.
     exec(compile(code, "<expression>", "exec"), namespace)
     calls = frozenset(_history_calls(tree))
-    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"], calls)
+    clock = frozenset(_clock_reads(tree))
+    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"], calls, clock)
 
 
 # --- history functions -------------------------------------------------------------------
@@ -962,6 +982,50 @@ def _history_calls(node: _Node) -> Iterable[tuple[Any, ...]]:
         yield node.value
     for arg in node.args:
         yield from _history_calls(arg)
+
+
+_ORDERINGS = frozenset({"==", "!=", "<", "<=", ">", ">="})
+
+
+def _clock_reads(node: _Node) -> Iterable[tuple[Any, ...]]:
+    """What of the passing time the tree reads (see :attr:`Expression.clock`)."""
+    if node.kind == "cmp" and node.value in _ORDERINGS:
+        left, right = node.args
+        for side, other in ((left, right), (right, left)):
+            number = other.kind == "const" and type(other.value) in (int, float)
+            if number and _is_days_since(side):
+                yield ("days_since", side.value[1], other.value)
+                yield from _clock_reads(other)
+                return
+            if number and _is_local(side, "hour"):
+                yield ("hour", other.value)
+                return
+    if _is_days_since(node):
+        yield ("days_since", node.value[1], None)
+    elif _is_local(node, "weekday") or _is_local(node, "date"):
+        yield ("day", None)
+    elif node.kind == "root" and node.value == "now_local":
+        yield ("local", None)
+    elif node.kind == "call" and node.value == "is_anniversary":
+        path = _static_path(node.args[0])
+        yield ("anniversary", path)
+        if path is None:
+            yield from _clock_reads(node.args[0])
+    else:
+        for arg in node.args:
+            yield from _clock_reads(arg)
+
+
+def _is_days_since(node: _Node) -> bool:
+    return node.kind == "history" and node.value[0] == "days_since"
+
+
+def _is_local(node: _Node, function: str) -> bool:
+    """Whether the node is ``function(now_local)``."""
+    if node.kind != "call" or node.value != function or len(node.args) != 1:
+        return False
+    arg = node.args[0]
+    return arg.kind == "root" and arg.value == "now_local"
 
 
 def _kept(scope: Mapping[str, Any], event: str) -> Any:

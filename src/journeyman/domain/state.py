@@ -7,7 +7,7 @@ kept for every waiting profile, so it carries only what the next step needs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -114,6 +114,11 @@ class Account(msgspec.Struct, kw_only=True):
         return Account(id=self.id, traits={k: v for k, v in traits.items() if v is not None})
 
 
+#: The wake time of a segment over local time whose answer cannot change with time alone
+#: for now (an anniversary of a date the profile does not have): evaluated, never due.
+NEVER = datetime.max.replace(tzinfo=UTC)
+
+
 class Profile(msgspec.Struct, kw_only=True):
     id: str
     traits: dict[str, Any] = {}
@@ -133,7 +138,7 @@ class Profile(msgspec.Struct, kw_only=True):
     @property
     def wake_at(self) -> datetime | None:
         """When the profile's segments must be evaluated again, with no event."""
-        return min(self.wakes.values()) if self.wakes else None
+        return min((at for at in self.wakes.values() if at != NEVER), default=None)
 
     def view(self) -> dict[str, Any]:
         view = dict(self.traits)
