@@ -19,6 +19,7 @@ import bench_expressions  # noqa: E402
 import bench_import  # noqa: E402
 import bench_parse  # noqa: E402
 import bench_scaleout  # noqa: E402
+import bench_segments  # noqa: E402
 import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
 import bench_storage  # noqa: E402
@@ -51,6 +52,8 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("storage", bench_storage.run, "ms median", "(none)", lambda v: True),
     ("import", bench_import.run, "events/s", ">= 50,000/s", _at_least(50_000)),
     ("import memory", bench_import.memory, "MB", "(none)", lambda v: True),
+    ("segments core", bench_segments.core, "% drop", "< 15%", lambda v: v < 15),
+    ("segments ingest", bench_segments.ingest, "% drop", "< 15%", lambda v: v < 15),
     ("scale-out", bench_scaleout.run, "events/s", ">= 3,000/s", lambda v: v >= 3_000),
     ("scale-out memory", bench_scaleout.memory, "MB", "< 300 MB", lambda v: v < 300),
     ("scale-out database", bench_scaleout.database, "MB", "(none)", lambda v: True),

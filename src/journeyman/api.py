@@ -51,6 +51,7 @@ from journeyman.openapi import SPEC, docs_page
 from journeyman.report import journey_report
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.segment_lists import segment_list_routes
 from journeyman.web import ConsoleSettings, console, views
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.wire import (
@@ -104,6 +105,7 @@ def create_app(
         Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
         Route("/v1/segments", api.guard(api.segments), methods=["GET"]),
         Route("/v1/segments/{name}/members", api.guard(api.segment_members), methods=["GET"]),
+        *segment_list_routes(runtime, api.guard, unavailable),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/v1/dead-letters", api.guard(api.dead_letters), methods=["GET"]),
@@ -305,7 +307,8 @@ class _Api:
             {
                 "name": segment.name,
                 "description": segment.description,
-                "when": segment.when.source,
+                "when": None if segment.listed else segment.when.source,
+                "list": segment.listed,
                 "size": sizes.get(segment.name, 0),
             }
             for segment in self.runtime.workspace.segments.values()

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from journeyman import __version__
+from journeyman import __version__, segment_import
 from journeyman.domain.graph import to_mermaid
 from journeyman.domain.model import Workspace
 from journeyman.errors import JourneymanError
@@ -579,6 +579,7 @@ def _publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
 def _add_import() -> None:
     from journeyman.import_cli import import_group
 
+    import_group.add_command(segment_import.segment)
     main.add_command(import_group)
 
 

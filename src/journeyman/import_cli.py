@@ -22,7 +22,8 @@ __all__ = ["import_group"]
 
 @click.group("import")
 def import_group() -> None:
-    """Load profiles or events from a CSV or NDJSON file into the database.
+    """Load profiles or events from a CSV or NDJSON file into the database, or a list
+    segment's members into a running server.
 
     Every row is checked as ingest checks a call (ids, limits, the event definition's
     schema); rejected rows go, with their reasons, to the rejects file and the import goes

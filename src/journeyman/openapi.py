@@ -1070,3 +1070,82 @@ def docs_page() -> str:
         '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>. Send keys as '
         "<code>Authorization: Bearer &lt;key&gt;</code>.</p>" + "".join(sections) + "</body></html>"
     )
+
+
+# Static lists (kind: segment with list: true): see journeyman.segment_lists.
+def _list_change(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    accepted = {
+        "type": "object",
+        "properties": {"accepted": {"type": "integer", "minimum": 1}},
+        "required": ["accepted"],
+    }
+    return {
+        "summary": summary,
+        "security": _ADMIN,
+        "parameters": parameters,
+        "responses": {
+            "202": {
+                "description": "Taken: committed (serve) or stored in the bus (workers); a "
+                "member added twice or removed when not in changes nothing",
+                "content": {"application/json": {"schema": accepted}},
+            },
+            "400": _error("The body breaks a rule: the error names the field and the rule."),
+            "401": _KEY,
+            "404": _error("No such segment."),
+            "409": _error("The segment is no list: its condition decides who is in it."),
+            "413": _error("The body is over 1 MiB."),
+            "429": _error("Too much is queued: retry after the Retry-After seconds."),
+            "503": _error("The store or the bus is away; nothing changed: retry."),
+        },
+    }
+
+
+_MEMBER_TEXT = {"type": "string", "minLength": 1, "maxLength": 255}
+SPEC["paths"]["/v1/segments/{name}/members"]["post"] = {
+    **_list_change(
+        "Add profiles to a list segment, by userId or by email: each one that joins gets "
+        "'segment_entered', and journeys with entry {segment: name} start",
+        [_path_param("name")],
+    ),
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["members"],
+                    "properties": {
+                        "members": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 1000,
+                            "items": {
+                                "oneOf": [
+                                    {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["userId"],
+                                        "properties": {"userId": _MEMBER_TEXT},
+                                    },
+                                    {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["email"],
+                                        "properties": {"email": _MEMBER_TEXT},
+                                    },
+                                ]
+                            },
+                        }
+                    },
+                }
+            }
+        },
+    },
+}
+SPEC["paths"]["/v1/segments/{name}/members/{profile_id}"] = {
+    "delete": _list_change(
+        "Take a profile out of a list segment: it gets 'segment_exited' if it was in",
+        [_path_param("name"), _path_param("profile_id")],
+    )
+}

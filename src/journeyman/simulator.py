@@ -33,6 +33,8 @@ from journeyman.domain.core import (
     TimerDue,
     Trigger,
     apply,
+    clock_id,
+    list_change,
     recorded_by_journeyman,
 )
 from journeyman.domain.engine import Engine
@@ -117,6 +119,20 @@ class Simulator:
     def identify(self, body: Mapping[str, Any], at: datetime | None = None) -> Event | None:
         """An `identify` call at ``at`` (default: now); as :meth:`track`."""
         return self.receive([("identify", body)], at)[0]
+
+    def list_member(
+        self,
+        segment: str,
+        entered: bool = True,
+        at: datetime | None = None,
+        *,
+        user_id: str = "",
+        email: str = "",
+    ) -> None:
+        """Add the profile of ``user_id`` (or ``email``) to the static list ``segment``
+        at ``at`` (default: now), or remove it, as the members API does."""
+        self.run_until(at or self.now)
+        self._run([list_change(segment, entered, self.now, user_id, email)])
 
     def receive(
         self, calls: Iterable[tuple[str, Mapping[str, Any]]], at: datetime | None = None
@@ -227,6 +243,11 @@ class Simulator:
             due: dict[str, TimerDue] = {}
             while timers and timers[0][0] == at:
                 instance_id = heapq.heappop(timers)[2]
+                if instance_id.startswith("\x00"):  # a profile's clock
+                    profile = self._states.get(instance_id[1:])
+                    if profile is not None and profile.profile.wake_at == at:
+                        due[instance_id] = TimerDue(instance_id, profile.profile.id)
+                    continue
                 instance = instances[instance_id]
                 # Not if the instance moved on since this timer was set.
                 if instance.wake_at == at and instance.status == "waiting":
@@ -333,6 +354,10 @@ class Simulator:
             if instance.wake_at is not None:
                 self._sequence += 1
                 heapq.heappush(timers, (instance.wake_at, self._sequence, instance.id))
+        for profile in changes.profiles.values():
+            if profile.wake_at is not None:  # the profile's clock (segments over time)
+                self._sequence += 1
+                heapq.heappush(timers, (profile.wake_at, self._sequence, clock_id(profile.id)))
         self._records.extend(changes.records)
         self._events.extend(changes.events)
         self._tallies.extend(changes.tallies)

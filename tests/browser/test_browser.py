@@ -65,6 +65,11 @@ subject: "Welcome, {{ profile.firstName | default: 'friend' }}"
 html: >-
   <h1>Welcome, {{ profile.firstName | default: 'friend' }}</h1>
   <p>Your {{ entry.plan }} plan is ready.</p>
+---
+kind: segment
+name: bought_recently
+description: "<em>fresh</em> buyers"
+when: count("purchased", "30d") >= 1
 """
 
 
@@ -218,6 +223,32 @@ def test_a_profile_whose_id_holds_a_slash_and_a_question_mark_opens(
     expect(page.locator(".node.current")).to_have_attribute("data-node", "settle")
     page.locator(".alert.path").get_by_role("link", name=user, exact=True).click()
     expect(page.get_by_role("heading", name=user, exact=True)).to_be_visible()
+
+
+def test_the_segments_page_shows_definitions_sizes_and_entries_escaped(
+    page: Page, server: Journeyman
+) -> None:
+    user = "<i>fay</i>"
+    track = {"userId": user, "event": "purchased", "properties": {"total": 12}}
+    assert send(server, "/v1/track", track).status_code == 202
+    page.get_by_role("link", name="Segments", exact=True).click()
+    row = page.locator('tr[data-segment="bought_recently"]')
+    expect(row).to_contain_text('count("purchased", "30d") >= 1')
+    expect(row).to_contain_text("<em>fresh</em> buyers")  # as text, not markup
+    expect(row.locator("em")).to_have_count(0)
+    expect(row.locator("td.num")).not_to_have_text("0")
+    shoot(page, "segments")
+    row.get_by_role("link", name="bought_recently").click()
+    changes = page.get_by_role("region", name="Recent entries and exits")
+    expect(changes).to_contain_text(f"entered {user}")
+    expect(changes.locator("i")).to_have_count(0)
+    shoot(page, "segment")
+    changes.get_by_role("link", name=user, exact=True).click()
+    expect(page.get_by_role("heading", name=user, exact=True)).to_be_visible()
+    mine = page.get_by_role("region", name="Segments")
+    expect(mine.get_by_role("link", name="bought_recently")).to_be_visible()
+    expect(mine).to_contain_text("since")
+    shoot(page, "profile-segments")
 
 
 def test_a_paused_journey_takes_no_new_entries(page: Page, server: Journeyman) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.cluster import NATS_URL, BusServer, WorkerProcess, nats_missing, nats_stream
 from tests.conftest import write_workspace
-from tests.integration.test_segments_serve import WORKSPACE
+from tests.integration.test_segments_serve import LAPSING, WORKSPACE
 from tests.integration.test_serve import smtp_channel
 from tests.servers import WRITE_KEY, SmtpServer
 from tests.waiting import wait_until
@@ -82,3 +82,28 @@ def test_a_worker_keeps_membership_and_runs_the_segment_journey(
             )
             assert ended["end_state"] == "exited"
             wait_until(lambda: size() == 0, "vip to have no member", 60)
+
+
+def test_a_worker_claims_the_profile_clock_and_the_profile_leaves_with_no_event(
+    tmp_path: Path, store_url: str
+) -> None:
+    reason = nats_missing()
+    if reason is not None:
+        pytest.fail(reason)
+    with ExitStack() as stack:
+        smtp = stack.enter_context(SmtpServer())
+        workspace = write_workspace(tmp_path / "ws", LAPSING, smtp_channel(smtp.port))
+        stream = stack.enter_context(nats_stream(NATS_URL))
+        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 2)
+        stack.enter_context(api).start()
+        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path, {})
+        stack.enter_context(worker).start()
+        with api.client(WRITE_KEY) as writer:
+            identify = {"userId": "u1", "traits": {"email": "u1@example.com"}}
+            assert writer.post("/v1/identify", json=identify).status_code == 202
+            # 30 whole days since this order in 3 seconds: the worker's timers wake u1 then
+            at = datetime.now(UTC) - timedelta(days=30, seconds=-3)
+            order = {"userId": "u1", "event": "order_completed", "timestamp": at.isoformat()}
+            assert writer.post("/v1/track", json=order).status_code == 202
+            wait_until(lambda: smtp.received, "the win-back email", 60)
+            assert smtp.received[0].message["Subject"] == "We miss you"

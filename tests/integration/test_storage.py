@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from msgspec.structs import replace as struct_replace
 
-from journeyman.domain.core import Changes, Delivered, Snapshot
+from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import Account, Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import (
     Database,
@@ -104,7 +105,7 @@ def profile(id: str = "u1", **traits: Any) -> Profile:
     return Profile(id=id, traits=traits)
 
 
-def ids(instances: list[Instance]) -> list[str]:
+def ids(instances: Sequence[Timer]) -> list[str]:
     return [i.id for i in instances]
 
 
@@ -863,6 +864,100 @@ def test_a_timer_due_later_in_the_same_millisecond_is_not_claimed_early(store: D
         assert await store.claim_due(wake - timedelta(microseconds=300), 10) == []
         (due,) = await store.claim_due(wake + MS, 10)
         assert due.wake_at == wake
+
+    run(store, check)
+
+
+def test_a_profile_clock_is_due_beside_waits_and_goes_when_its_segments_need_none(
+    store: Database,
+) -> None:
+    clock = START + MINUTE + timedelta(microseconds=600)
+
+    async def check() -> None:
+        clocked = Profile(id="u2", wakes={"active": clock, "vip": START + 5 * MINUTE})
+        wait = instance("u1:a:1", wake_at=START + 2 * MINUTE)
+        await store.commit(Changes(profiles={"u2": clocked}, instances={wait.id: wait}))
+        wake = await store.next_wake()
+        assert wake is not None
+        assert clock <= wake < clock + MS
+        assert await store.due(clock - timedelta(microseconds=300), 10) == []
+        due = await store.due(START + 3 * MINUTE, 10)
+        assert [(t.id, t.profile_id) for t in due] == [("\x00u2", "u2"), ("u1:a:1", "u1")]
+        assert isinstance(due[0], ProfileClock)
+        assert clock <= due[0].wake_at < clock + MS
+        assert ids(await store.due(START + 3 * MINUTE, 1)) == ["\x00u2"]
+        # the profile stored with no wake time: its clock is gone
+        await store.commit(Changes(profiles={"u2": Profile(id="u2")}))
+        assert ids(await store.due(START + 3 * MINUTE, 10)) == ["u1:a:1"]
+        assert await store.next_wake() == START + 2 * MINUTE
+
+    run(store, check)
+
+
+@pytest.mark.shared
+def test_processes_sharing_a_database_never_claim_the_same_profile_clock(
+    store: Database, store_url: str
+) -> None:
+    from journeyman.storage.postgres import PostgresStore
+
+    late = START + MINUTE
+    people = [f"u{n:02}" for n in range(30)]
+
+    async def check() -> None:
+        other = open_store(f"{store_url}?pool=2")
+        assert isinstance(store, PostgresStore)
+        assert isinstance(other, PostgresStore)
+        profiles = {p: Profile(id=p, wakes={"s": START + n * MS}) for n, p in enumerate(people)}
+        await store.commit(Changes(profiles=profiles))
+        await other.open()
+        try:
+            mine, theirs = await asyncio.gather(
+                store.claim_due(late, 20), other.claim_due(late, 20)
+            )
+            claimed = [t.profile_id for t in [*mine, *theirs]]
+            assert sorted(claimed) == people  # each once
+            assert await other.claim_due(late, 100) == []
+            assert await store.next_wake() == late + LEASE
+            # storing the profile's next state ends the claim
+            moved = Profile(id=people[0], wakes={"s": START})
+            await store.commit(Changes(profiles={moved.id: moved}))
+            assert ids(await store.due(late, 100)) == ["\x00" + people[0]]
+        finally:
+            await other.close()
+
+    run(store, check)
+
+
+def test_a_segments_recent_entries_and_exits_are_read_newest_first(store: Database) -> None:
+    def line(profile: str, outcome: str, detail: str, minutes: int) -> StepRecord:
+        at = START + minutes * MINUTE
+        return StepRecord(
+            at=at,
+            profile_id=profile,
+            journey="",
+            instance_id=None,
+            step=None,
+            outcome=outcome,
+            detail=detail,
+        )
+
+    async def check() -> None:
+        records = [
+            line("u1", "segment_entered", "vip", 1),
+            line("u2", "segment_entered", "vip", 2),
+            line("u1", "segment_exited", "vip", 3),
+            line("u3", "segment_entered", "other", 4),
+            line("u3", "account", "vip", 5),  # another line with no journey
+        ]
+        await store.commit(Changes(records=records))
+        changes = await store.segment_changes("vip", 10)
+        assert [(r.profile_id, r.outcome) for r in changes] == [
+            ("u1", "segment_exited"),
+            ("u2", "segment_entered"),
+            ("u1", "segment_entered"),
+        ]
+        assert len(await store.segment_changes("vip", 2)) == 2
+        assert await store.segment_changes("nobody", 10) == []
 
     run(store, check)
 

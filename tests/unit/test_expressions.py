@@ -552,6 +552,10 @@ def test_functions_lists_exactly_the_callable_names() -> None:
         "days",
         "hours",
         "minutes",
+        "hour",
+        "weekday",
+        "date",
+        "is_anniversary",
     }
     for name, description in FUNCTIONS.items():
         assert description.startswith(name)

@@ -125,15 +125,108 @@ def test_two_purchases_within_30_days_enter_the_segment_once(simulate: Simulate)
     assert sim.profile("u1").segments == {"vip": after("10d")}
 
 
-def test_a_window_that_moves_on_lets_the_profile_out_at_its_next_event(
+def test_a_window_that_closes_lets_the_profile_out_at_that_midnight_with_no_event(
     simulate: Simulate,
 ) -> None:
     sim = simulate(VIP, PRO)
-    buy(sim, START)
+    buy(sim, START + timedelta(hours=15))
     buy(sim, after("1d"))
-    sim.identify({"userId": "u1", "traits": {"plan": "free"}}, after("40d"))
+    assert sim.profile("u1").wakes == {"vip": after("30d")}  # day 0 leaves the window
+    sim.run_until(after("40d"))
     assert segment_lines(sim) == [("segment_entered", "vip"), ("segment_exited", "vip")]
+    exited = [r.at for r in sim.records if r.outcome == "segment_exited"]
+    assert exited == [after("30d")]
     assert sim.profile("u1").segments == {}
+    assert sim.profile("u1").wakes == {}  # nothing can change with time alone any more
+
+
+ACTIVE = """
+kind: segment
+name: active
+when: days_since("purchased") < 30
+"""
+
+
+def test_a_profile_leaves_a_days_since_segment_30_days_after_its_last_event(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(ACTIVE)
+    buy(sim, START)
+    buy(sim, after("5d") + timedelta(hours=3))
+    sim.run_until(after("100d"))
+    assert segment_lines(sim) == [("segment_entered", "active"), ("segment_exited", "active")]
+    exited = [r.at for r in sim.records if r.outcome == "segment_exited"]
+    assert exited == [after("35d") + timedelta(hours=3)]
+    assert sim.profile("u1").wakes == {}  # days_since < 30 is false for good
+
+
+def test_a_segment_the_profile_comes_back_to_is_clocked_again(simulate: Simulate) -> None:
+    sim = simulate(ACTIVE)
+    buy(sim, START)
+    sim.run_until(after("31d"))
+    buy(sim, after("40d"))
+    assert sim.profile("u1").wakes == {"active": after("70d")}
+    assert segment_lines(sim) == [
+        ("segment_entered", "active"),
+        ("segment_exited", "active"),
+        ("segment_entered", "active"),
+    ]
+
+
+def test_a_threshold_is_met_on_time_whether_compared_or_computed(simulate: Simulate) -> None:
+    lapsed = ACTIVE.replace("active", "lapsed").replace("< 30", ">= 200")
+    sim = simulate(lapsed)
+    buy(sim, START)
+    assert sim.profile("u1").wakes == {"lapsed": after("200d")}  # the number it crosses
+    # read in a sum, days_since is looked at day by day, some days at a time
+    computed = lapsed.replace(
+        'days_since("purchased") >= 200', 'days_since("purchased") + 0 >= 200'
+    )
+    other = simulate(computed)
+    buy(other, START)
+    assert START < other.profile("u1").wakes["lapsed"] < after("200d")
+    for each in (sim, other):
+        each.run_until(after("300d"))
+        entered = [r.at for r in each.records if r.outcome == "segment_entered"]
+        assert entered == [after("200d")]
+
+
+JOURNEY_TEST = """
+kind: journey
+name: winback
+entry: {event: segment_exited, when: event.segment == "active"}
+timeout: 1d
+steps:
+  - {id: miss_you, send: hello_email}
+---
+kind: test
+name: a profile leaves active 30 days after its last purchase, with no event
+events:
+  - at: 0s
+    identify: {userId: u1, traits: {email: u1@example.com}}
+  - at: 0s
+    track: {userId: u1, event: purchased, properties: {order_id: o1, total: 5}}
+  - at: 10d
+    track: {userId: u1, event: purchased, properties: {order_id: o2, total: 5}}
+until: 60d
+expect:
+  - entered_segment: active
+    at: 0s
+  - exited_segment: active
+    at: 40d
+  - sent: miss_you
+    at: 40d
+"""
+
+
+def test_a_journey_test_sees_the_time_based_exit_on_the_virtual_clock(
+    workspace: Callable[..., object],
+) -> None:
+    from journeyman.journey_tests import run_tests
+
+    built = workspace(ACTIVE, JOURNEY_TEST)
+    (result,) = run_tests(built)  # type: ignore[arg-type]
+    assert result.passed, result
 
 
 def test_a_trait_change_moves_the_segments_that_read_traits(simulate: Simulate) -> None:
@@ -175,10 +268,9 @@ def test_a_journey_enters_on_a_segment_and_exits_when_it_is_left(simulate: Simul
     buy(sim, START)
     buy(sim, after("2d"))
     assert [m.step for m in sim.messages] == ["hello"]
-    sim.identify({"userId": "u1", "traits": {"firstName": "Ann"}}, after("35d"))
-    buy(sim, after("35d"))  # the purchases of days 0 and 2 are out of the window by now
+    sim.run_until(after("35d"))  # the purchase of day 0 leaves the window at day 30
     (instance,) = sim.instances.values()
-    assert (instance.end_state, instance.ended_at) == ("exited", after("35d"))
+    assert (instance.end_state, instance.ended_at) == ("exited", after("30d"))
 
 
 def test_history_functions_work_in_a_journey_branch(simulate: Simulate) -> None:
@@ -254,3 +346,171 @@ def test_an_event_document_cannot_take_a_segment_event_name(load: Callable[..., 
     loaded = load("kind: event\nname: segment_exited\n")
     lines = [str(p) for p in loaded.problems]  # type: ignore[attr-defined]
     assert any("event name 'segment_exited' is reserved" in x for x in lines)
+
+
+# local time
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("hour(now_local)", 10),  # 09:30 UTC is 10:30 in Paris in January
+        ("weekday(now_local)", 1),  # Monday
+        ("date(now_local)", "2026-01-05"),
+        ("hour(now)", 9),
+        ('hour("2026-01-05T23:00:00+02:00")', 21),  # a text is read as UTC
+        ('date("1990-05-17")', "1990-05-17"),
+        ('is_anniversary("1990-01-05")', True),
+        ('is_anniversary("--01-05")', True),
+        ('is_anniversary("01-06")', False),
+        ('is_anniversary("not a date")', None),
+        ("hour(profile.missing)", None),
+    ],
+)
+def test_local_time_functions_read_the_profiles_clock(source: str, expected: object) -> None:
+    from zoneinfo import ZoneInfo
+
+    now = START + timedelta(hours=9, minutes=30)
+    scope = {"now": now, "now_local": now.astimezone(ZoneInfo("Europe/Paris")), "profile": {}}
+    assert compile_expression(source).evaluate(scope) == expected
+
+
+def test_29_february_is_an_anniversary_on_28_february_of_other_years() -> None:
+    from zoneinfo import ZoneInfo
+
+    expression = compile_expression('is_anniversary("2000-02-29")')
+    for day, leap in (
+        (datetime(2027, 2, 28, 12, tzinfo=UTC), False),
+        (datetime(2028, 2, 28, 12, tzinfo=UTC), True),
+    ):
+        scope = {"now_local": day.astimezone(ZoneInfo("UTC"))}
+        assert expression.evaluate(scope) is not leap
+
+
+BIRTHDAY = """
+kind: segment
+name: birthday
+when: is_anniversary(profile.birthday)
+"""
+OFFICE_HOURS = """
+kind: segment
+name: office_hours
+when: weekday(now_local) <= 5 and hour(now_local) >= 9 and hour(now_local) < 18
+"""
+
+
+def test_a_profile_is_in_the_birthday_segment_from_its_own_midnight_to_the_next(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(BIRTHDAY)
+    traits = {"birthday": "1990-01-07", "timezone": "Asia/Tokyo"}  # UTC+9
+    sim.identify({"userId": "u1", "traits": traits}, START)
+    sim.run_until(after("5d"))
+    changes = [(r.outcome, r.at) for r in sim.records if r.outcome.startswith("segment_")]
+    # midnight of 7 January in Tokyo is 15:00 UTC on the 6th
+    midnight = START + timedelta(days=1, hours=15)
+    assert changes == [
+        ("segment_entered", midnight),
+        ("segment_exited", midnight + timedelta(days=1)),
+    ]
+
+
+def test_office_hours_follow_the_profiles_zone_with_no_event(simulate: Simulate) -> None:
+    sim = simulate(OFFICE_HOURS)
+    sim.identify({"userId": "u1", "traits": {"timezone": "America/New_York"}}, START)
+    sim.run_until(after("1d"))
+    changes = [(r.outcome, r.at) for r in sim.records if r.outcome.startswith("segment_")]
+    # Monday 09:00 to 18:00 in New York (UTC-5) is 14:00 to 23:00 UTC
+    assert changes == [
+        ("segment_entered", START + timedelta(hours=14)),
+        ("segment_exited", START + timedelta(hours=23)),
+    ]
+
+
+def test_local_time_works_in_a_journey_branch(simulate: Simulate) -> None:
+    greet = journey(
+        """
+        - id: check
+          branch:
+            - when: hour(now_local) < 12
+              goto: morning
+            - otherwise: done
+        - {id: morning, send: hello_email}
+        - {id: done, end: completed}
+        """,
+        entry="{event: signed_up}",
+        reentry="always",
+    )
+    sim = simulate(greet)
+    traits = {"email": "u1@example.com", "timezone": "Asia/Tokyo"}
+    sim.identify({"userId": "u1", "traits": traits}, START)
+    sim.track({"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}}, START)
+    sim.track({"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}}, after("6h"))
+    assert [m.at for m in sim.messages] == [START]  # 09:00 in Tokyo; 15:00 is not morning
+
+
+# static lists
+
+NEWSLETTER = """
+kind: segment
+name: newsletter
+description: uploaded from the CRM
+list: true
+---
+kind: segment
+name: engaged_readers
+when: in_segment("newsletter") and count("purchased", "30d") >= 1
+"""
+
+
+def test_a_list_member_enters_its_journeys_and_the_segments_that_read_it(
+    simulate: Simulate,
+) -> None:
+    weekly = journey(
+        "- {id: hello, send: hello_email}",
+        "- {id: later, wait: 60d}",
+        name="weekly",
+        entry="{segment: newsletter}",
+        exit="[{segment_exited: newsletter}]",
+        timeout="90d",
+    )
+    sim = simulate(NEWSLETTER, weekly)
+    sim.identify({"userId": "u1", "traits": {"email": "Ann@Example.com"}}, START)
+    buy(sim, START)
+    sim.list_member("newsletter", email="ann@example.com", at=after("1h"))
+    assert segment_lines(sim) == [
+        ("segment_entered", "newsletter"),
+        ("segment_entered", "engaged_readers"),
+    ]
+    assert [m.step for m in sim.messages] == ["hello"]
+    sim.list_member("newsletter", email="ann@example.com", at=after("2h"))  # no change
+    sim.list_member("newsletter", False, after("3h"), user_id="u1")
+    assert segment_lines(sim)[2:] == [
+        ("segment_exited", "newsletter"),
+        ("segment_exited", "engaged_readers"),
+    ]
+    (instance,) = sim.instances.values()
+    assert (instance.end_state, instance.ended_at) == ("exited", after("3h"))
+
+
+def test_a_list_is_never_evaluated_and_only_a_list_takes_members(simulate: Simulate) -> None:
+    sim = simulate(NEWSLETTER, VIP)
+    sim.list_member("newsletter", user_id="u2")
+    sim.list_member("vip", user_id="u2")  # a segment with a condition is no list
+    sim.identify({"userId": "u2", "traits": {"plan": "pro"}}, after("1h"))
+    assert sim.profile("u2").segments == {"newsletter": START}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("kind: segment\nname: a\nlist: true\nwhen: 'true'\n", "exactly one of 'when'"),
+        ("kind: segment\nname: a\n", "exactly one of 'when'"),
+        ("kind: segment\nname: a\nlist: yes please\n", "'list' must be true or false"),
+    ],
+)
+def test_a_list_is_written_as_list_true_and_no_condition(
+    load: Callable[..., object], document: str, message: str
+) -> None:
+    loaded = load(document)
+    assert any(message in str(p) for p in loaded.errors), loaded.errors  # type: ignore[attr-defined]

@@ -444,7 +444,7 @@ def _check_history_calls(r: Reader, path: Path, expression: Expression, parsed: 
 # segments
 
 # What a segment's condition may read: the profile, and the time.
-_SEGMENT_ROOTS = ("profile", "now")
+_SEGMENT_ROOTS = ("profile", "now", "now_local")
 
 
 def _check_segments(parsed: Parsed) -> None:
@@ -457,7 +457,7 @@ def _check_segments(parsed: Parsed) -> None:
                 "expression",
                 ("when",),
                 f"'when' reads {', '.join(roots)}: a segment's condition reads only "
-                "profile, now and history functions such as count(...)",
+                "profile, now, now_local and history functions such as count(...)",
             )
     graph = {
         name: sorted(s.segments & parsed.segments.keys()) for name, s in parsed.segments.items()

@@ -47,19 +47,24 @@ from journeyman.domain.state import (
 
 __all__ = [
     "ACCOUNT_UPDATED",
+    "LIST",
     "Changes",
     "Delivered",
     "DeliveryResult",
     "Known",
     "Operate",
+    "ProfileClock",
     "Snapshot",
+    "Timer",
     "TimerDue",
     "Trigger",
     "accounts_needed",
     "apply",
     "carry",
+    "clock_id",
     "from_group",
     "links",
+    "list_change",
     "lookups",
     "profile_of",
     "profiles_needed",
@@ -69,6 +74,8 @@ __all__ = [
 _replace = msgspec.structs.replace
 
 REASON_LENGTH = 500  # of an engine failure's text in the trace
+#: The type of the event that carries a change of a static list (see :func:`list_change`).
+LIST = "list"
 
 
 # triggers
@@ -76,10 +83,29 @@ REASON_LENGTH = 500  # of an engine failure's text in the trace
 
 @dataclass(frozen=True, slots=True)
 class TimerDue:
-    """An instance's wake-up time has come."""
+    """An instance's wake-up time has come; or, when ``instance_id`` is the profile's
+    :func:`clock_id`, the profile's clock (see :class:`ProfileClock`)."""
 
     instance_id: str
     profile_id: str
+
+
+def clock_id(profile_id: str) -> str:
+    """The id a profile's clock goes by among timers: no instance's (no id holds a NUL)."""
+    return "\x00" + profile_id
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileClock:
+    """A profile's clock: when its segments' answers can next change with no event
+    (:attr:`Profile.wake_at`). Stores give it among due timers, beside instances."""
+
+    profile_id: str
+    wake_at: datetime
+
+    @property
+    def id(self) -> str:
+        return clock_id(self.profile_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +154,8 @@ class Operate:
 
 
 Trigger = Event | TimerDue | DeliveryResult | Operate
+#: What a store gives as due: a waiting instance, or a profile's clock.
+Timer = Instance | ProfileClock
 
 
 # state in, changes out
@@ -253,6 +281,8 @@ def _event(
     quiet: bool = False,
 ) -> str:
     event = _resolved(event, snapshots, known, changes, definitions)
+    if event.type == LIST:
+        return _list(engine, snapshots[event.profile_id], event, now, known, changes)
     if links(event):
         _merge(event, snapshots, changes, now)
     snapshot = snapshots[event.profile_id]
@@ -376,6 +406,8 @@ def _other(
     known: Known,
     changes: Changes,
 ) -> str:
+    if isinstance(trigger, TimerDue) and trigger.instance_id == clock_id(trigger.profile_id):
+        return _clock(engine, snapshots[trigger.profile_id], now, known, changes)
     if isinstance(trigger, DeliveryResult):
         snapshot, target = _delivered(snapshots, trigger, known, changes)
     else:
@@ -393,6 +425,66 @@ def _other(
     _carry_out(snapshot, outcome, changes)
     fired = isinstance(trigger, TimerDue) and bool(outcome.instances)
     return "fired" if fired else "accepted"
+
+
+def _clock(
+    engine: Engine, snapshot: Snapshot, now: datetime, known: Known, changes: Changes
+) -> str:
+    """The profile's clock came: its segments that move with time are evaluated again."""
+    profile = snapshot.profile
+    if snapshot.new or profile.wake_at is None or profile.wake_at > now:
+        return "accepted"  # a clock that moved on since it was claimed, or a merged profile
+    try:
+        outcome = engine.on_clock(profile, snapshot.running, now, account=_account(snapshot, known))
+    except Exception as error:
+        # It would come due again at once, and fail the same way: its due wakes are dropped.
+        changes.crashes.append((TimerDue(clock_id(profile.id), profile.id), error))
+        wakes = {name: at for name, at in profile.wakes.items() if at > now}
+        outcome = Outcome(_replace(profile, wakes=wakes), profile_changed=True)
+    _carry_out(snapshot, outcome, changes)
+    return "fired"
+
+
+def list_change(
+    segment: str, entered: bool, now: datetime, user_id: str = "", email: str = ""
+) -> Event:
+    """A change of a static list (``kind: segment`` with ``list: true``), as a trigger:
+    the profile named by ``user_id`` (or else by ``email``, as an event named by email
+    finds it) is added to the list, or removed."""
+    properties: dict[str, Any] = {"segment": segment, "entered": entered}
+    if not user_id:
+        properties["email"] = email
+    return Event(
+        name="segment_list",
+        profile_id=user_id or normal_email(email),
+        timestamp=now,
+        properties=properties,
+        type=LIST,
+        user_id=user_id or None,
+    )
+
+
+def _list(
+    engine: Engine, snapshot: Snapshot, event: Event, now: datetime, known: Known, changes: Changes
+) -> str:
+    """A list change: the request is not kept as an event; the segment event it makes is."""
+    segment, entered = event.properties.get("segment"), event.properties.get("entered")
+    if not isinstance(segment, str) or not isinstance(entered, bool):
+        return "accepted"
+    try:
+        outcome = engine.on_list(
+            snapshot.profile,
+            snapshot.running,
+            segment,
+            entered,
+            now,
+            account=_account(snapshot, known),
+        )
+    except Exception as error:
+        outcome = _crashed(engine, snapshot, event, error, now, changes)
+    _made(snapshot, changes)
+    _carry_out(snapshot, outcome, changes)
+    return "accepted"
 
 
 def _delivered(
@@ -537,7 +629,11 @@ def _resolved(
 
 def _named_by(event: Event, definitions: Mapping[str, EventDefinition]) -> tuple[str, str] | None:
     """The identity that names the event's profile, when it is not the event's own id:
-    its email, if its definition says so, or its anonymous id, if it has no user id."""
+    its email, if its definition says so (or a list change names an email), or its
+    anonymous id, if it has no user id."""
+    if event.type == LIST:
+        email = event.properties.get("email")
+        return ("email", normal_email(email)) if isinstance(email, str) else None
     if event.type in _ACTIONS:
         definition = definitions.get(event.name)
         if definition is not None and definition.identity == "email":

@@ -33,8 +33,14 @@ from journeyman.domain import model as m
 from journeyman.domain.actions import render_call
 from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
-from journeyman.domain.segments import changed_segments, segment_event, segment_record
+from journeyman.domain.segments import (
+    changed_segments,
+    next_change,
+    segment_event,
+    segment_record,
+)
 from journeyman.domain.state import (
+    NEVER,
     Account,
     CallAction,
     Effect,
@@ -183,6 +189,41 @@ class Engine:
             run.settle_segments([*instances, instance])
         return run.outcome
 
+    def on_clock(
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        now: datetime,
+        *,
+        account: Account | None = None,
+    ) -> Outcome:
+        """The profile's clock came (:attr:`Profile.wake_at`): the segments whose answer may
+        have changed with time alone are evaluated again, and their wake times set anew."""
+        run = _Run(self, profile, now, account)
+        run.settle_segments(instances)
+        return run.outcome
+
+    def on_list(
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        segment: str,
+        entered: bool,
+        now: datetime,
+        *,
+        account: Account | None = None,
+    ) -> Outcome:
+        """The profile was added to (``entered``) or removed from the static list
+        ``segment``: a change is a segment event, as any segment's, and the segments that
+        read ``in_segment(segment)`` are evaluated again. A list the workspace does not
+        have, or a change that changes nothing, does nothing."""
+        run = _Run(self, profile, now, account)
+        found = self.workspace.segments.get(segment)
+        if found is not None and found.listed and entered != (segment in profile.segments):
+            run.change_segments([(segment, entered)], instances)
+            run.settle_segments(instances)
+        return run.outcome
+
     def on_resume(
         self,
         profile: Profile,
@@ -311,9 +352,11 @@ class _Run:
         self.outcome = Outcome(profile)
         self.jumps: list[tuple[str, Event, str]] = []  # (to, entry event, from)
         self._profile_view: dict[str, Any] | None = None
+        self._now_local: datetime | None = None  # now in the profile's zone (its view's)
         # What changed that segments may read: the traits, events added to the history.
         self.traits_changed = False
         self.recorded: set[str] = set()
+        self.listed: set[str] = set()  # lists changed, whose readers are evaluated next
 
     # profile
 
@@ -329,6 +372,7 @@ class _Run:
                 suppressed=dict(p.suppressed),
                 history=dict(p.history),
                 segments=dict(p.segments),
+                wakes=dict(p.wakes),
                 account=p.account,
                 goals=list(p.goals),
             )
@@ -346,6 +390,7 @@ class _Run:
         for key in unset:
             traits.pop(key, None)
         self._profile_view = None
+        self._now_local = None
         self.traits_changed = True
 
     def take_consent(self, event: Event) -> None:
@@ -354,7 +399,7 @@ class _Run:
         if changed is not None:
             profile = self._own_profile()
             profile.traits, profile.suppressed = changed.traits, changed.suppressed
-            self._profile_view = None
+            self._profile_view = self._now_local = None
             self.traits_changed = True
 
     # history and segments
@@ -382,28 +427,101 @@ class _Run:
         self.finish_jumps(instances)
 
     def settle_segments(self, instances: Sequence[Instance], react: bool = True) -> None:
-        """Evaluate the segments that what changed may move; each change is an event on
-        the profile (journeyman.domain.segments), which journeys then react to (unless
-        not ``react``: an import's)."""
+        """Evaluate the segments that what changed may move, and those whose wake time
+        came; each change is an event on the profile (journeyman.domain.segments), which
+        journeys then react to (unless not ``react``: an import's)."""
         segments = self.workspace.segments
+        if not segments:
+            if self.profile.wakes:  # of segments no longer published
+                self._own_profile().wakes = {}
+            return
         for _ in range(MAX_SEGMENT_ROUNDS):
-            if not segments or not (self.traits_changed or self.recorded or _timely(segments)):
+            wakes = self.profile.wakes
+            clock = {n for n, at in wakes.items() if at <= self.now}
+            clock.update(n for n in self.workspace.local_segments if n not in wakes)
+            if not (
+                self.traits_changed or self.recorded or self.listed or clock or _timely(segments)
+            ):
                 return
-            traits_changed, recorded = self.traits_changed, self.recorded
-            self.traits_changed, self.recorded = False, set()
+            traits_changed, recorded, listed = self.traits_changed, self.recorded, self.listed
+            self.traits_changed, self.recorded, self.listed = False, set(), set()
             members = dict(self.profile.segments)
             scope = self._segment_scope(members)
-            changes = changed_segments(segments, scope, members, traits_changed, recorded, self.now)
+            evaluated: list[str] = []
+            changes = changed_segments(
+                segments,
+                scope,
+                members,
+                traits_changed,
+                recorded,
+                self.now,
+                clock,
+                evaluated,
+                listed,
+            )
+            self._wind(evaluated, clock, scope, members)
             if not changes:
                 return
-            profile = self._own_profile()
-            profile.segments = members
+            self._own_profile().segments = members
+            self.change_segments(changes, instances, record_only=True, react=react)
+
+    def change_segments(
+        self,
+        changes: Sequence[tuple[str, bool]],
+        instances: Sequence[Instance],
+        *,
+        record_only: bool = False,
+        react: bool = True,
+    ) -> None:
+        """Each (segment, entered) change becomes an event on the profile, which journeys
+        react to (unless not ``react``); unless ``record_only`` (the profile's segments say
+        it already), the profile's segments take it, and the segments that read it are
+        evaluated next."""
+        profile = self._own_profile()
+        if not record_only:
+            members = dict(profile.segments)
             for name, entered in changes:
-                event = segment_event(profile.id, name, entered, self.now)
-                self.outcome.events.append(event)
-                self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
-                if react:
-                    self.react(event, self._current(instances))
+                if entered:
+                    members[name] = self.now
+                else:
+                    members.pop(name, None)
+            profile.segments = members
+            self.listed.update(name for name, _ in changes)
+        for name, entered in changes:
+            event = segment_event(profile.id, name, entered, self.now)
+            self.outcome.events.append(event)
+            self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
+            if react:
+                self.react(event, self._current(instances))
+
+    def _wind(
+        self,
+        evaluated: Sequence[str],
+        clock: set[str],
+        scope: Mapping[str, Any],
+        members: Mapping[str, datetime],
+    ) -> None:
+        """Set the wake times of the segments just evaluated (those that move with time):
+        the earliest moment each answer can change with no event."""
+        segments = self.workspace.segments
+        wakes = {
+            name: at
+            for name, at in self.profile.wakes.items()
+            if name in segments and name not in clock
+        }
+        zone = self.zone()[0]
+        for name in evaluated:
+            wakes.pop(name, None)
+            segment = segments[name]
+            if segment.clocked:
+                history = self.profile.history
+                at = next_change(segment, scope, name in members, history, self.now, zone)
+                if at is not None:
+                    wakes[name] = at
+                elif segment.local:  # evaluated: not again until what it reads changes
+                    wakes[name] = NEVER
+        if wakes != self.profile.wakes:
+            self._own_profile().wakes = wakes
 
     def _segment_scope(self, members: dict[str, datetime]) -> dict[str, Any]:
         if self._profile_view is None:
@@ -411,9 +529,16 @@ class _Run:
         return {
             "profile": self._profile_view,
             "now": self.now,
+            "now_local": self.now_local(),
             "_history": self.profile.history,
             "_segments": members,
         }
+
+    def now_local(self) -> datetime:
+        """Now on the clock of the profile's time zone (see :meth:`zone`)."""
+        if self._now_local is None:
+            self._now_local = self.now.astimezone(self.zone()[0])
+        return self._now_local
 
     def _current(self, instances: Sequence[Instance]) -> list[Instance]:
         """The profile's instances as this trigger has left them so far."""
@@ -439,6 +564,7 @@ class _Run:
             "entry": entry,
             "journey": {"name": journey.name, "version": journey.version},
             "now": self.now,
+            "now_local": self.now_local(),
             "_history": self.profile.history,
             "_segments": self.profile.segments,
         }

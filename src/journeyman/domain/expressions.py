@@ -12,8 +12,10 @@ Evaluation never fails: whatever cannot be computed is ``null``. Examples::
 
 **Names.** An expression starts from ``profile``, ``account`` (the traits of the
 profile's account, and its ``id``; empty when it has none), ``event`` (the triggering
-event), ``entry`` (the event that started the instance), ``journey`` or ``now`` (the
-current time). Any other name is an error. A name missing from the scope is ``null``.
+event), ``entry`` (the event that started the instance), ``journey``, ``now`` (the
+current time) or ``now_local`` (the current time on the clock of the profile's time zone:
+its ``timezone`` trait, else the workspace's). Any other name is an error. A name missing
+from the scope is ``null``.
 
 **Field access.** ``a.b.c`` reads keys; ``a["key with spaces"]`` reads any key, even
 one that starts with ``_``; ``list[0]`` reads an item, ``list[-1]`` the last one;
@@ -60,7 +62,9 @@ function or a wrong number of arguments), and give ``null`` for arguments they d
 take. :data:`FUNCTIONS` describes each: ``duration(text)``, ``timestamp(value)``,
 ``lower(text)``, ``upper(text)``, ``len(value)``, ``abs(number)``, ``min(a, b)``,
 ``max(a, b)``, ``round(number)``, ``exists(value)``, ``days(number)``, ``hours(number)``,
-``minutes(number)``. A literal argument of ``duration`` or ``timestamp`` that cannot be
+``minutes(number)``; and over local time, ``hour(time)``, ``weekday(time)``,
+``date(time)`` and ``is_anniversary(date)`` (which reads ``now_local``). A literal
+argument of ``duration`` or ``timestamp`` that cannot be
 read is an error at compile time; a bad value at run time gives ``null``.
 
 **History functions** read what the profile did, from aggregates it keeps (see
@@ -83,12 +87,13 @@ token and what was expected, an unterminated string, a chained comparison, ``=``
 
 from __future__ import annotations
 
+import calendar
 import difflib
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -96,12 +101,19 @@ from journeyman.domain import history as _history
 from journeyman.domain.times import parse_duration, parse_timestamp
 from journeyman.errors import JourneymanError
 
-__all__ = ["FUNCTIONS", "HISTORY_FUNCTIONS", "Expression", "ExpressionError", "compile_expression"]
+__all__ = [
+    "FUNCTIONS",
+    "HISTORY_FUNCTIONS",
+    "Expression",
+    "ExpressionError",
+    "compile_expression",
+    "month_and_day",
+]
 
 _MAX_LENGTH = 2000
 _MAX_DEPTH = 50
 
-_ROOTS = ("profile", "account", "event", "entry", "journey", "now")
+_ROOTS = ("profile", "account", "event", "entry", "journey", "now", "now_local")
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 _KEYWORDS = frozenset({"and", "or", "not", "in", "contains", *_LITERALS})
 _COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not in", "contains"})
@@ -158,6 +170,58 @@ def _as_time(value: Any) -> datetime | None:
 def _times(a: Any, b: Any) -> tuple[datetime, datetime] | None:
     first, second = _as_time(a), _as_time(b)
     return None if first is None or second is None else (first, second)
+
+
+def _local_time(value: Any) -> datetime | None:
+    """A timestamp on its own clock (``now_local`` keeps the profile's zone); text as UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return _as_time(value) if isinstance(value, str) else None
+
+
+_MONTH_DAY = re.compile(r"-?-?(\d{2})-(\d{2})")
+
+
+def _day_of(value: Any) -> date | None:
+    """The calendar date of a timestamp on its own clock, or of a date text."""
+    if isinstance(value, str) and len(value.strip()) == 10:
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    found = _local_time(value)
+    return None if found is None else found.date()
+
+
+def _month_day(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, str) and (match := _MONTH_DAY.fullmatch(value.strip())):
+        month, day = int(match[1]), int(match[2])
+        try:
+            date(2000, month, day)  # a leap year: 29 February is a day
+        except ValueError:
+            return None
+        return month, day
+    found = _day_of(value)
+    return None if found is None else (found.month, found.day)
+
+
+def month_and_day(value: Any) -> tuple[int, int] | None:
+    """The (month, day) of a date as ``is_anniversary`` reads it, or None."""
+    return _month_day(value)
+
+
+def _anniversary(value: Any, now_local: Any) -> bool | None:
+    """Whether today (the date of ``now_local``) has the month and day of ``value``."""
+    if not isinstance(now_local, datetime):
+        return None
+    found = _month_day(value)
+    if found is None:
+        return None
+    today = now_local.date()
+    month, day = found
+    if (month, day) == (2, 29) and not calendar.isleap(today.year):
+        day = 28
+    return (today.month, today.day) == (month, day)
 
 
 def _field(value: Any, key: object) -> Any:
@@ -296,6 +360,15 @@ FUNCTIONS: Mapping[str, str] = MappingProxyType(
         "days": "days(number): a duration of that many days (days(1.5) is 36 hours)",
         "hours": "hours(number): a duration of that many hours",
         "minutes": "minutes(number): a duration of that many minutes",
+        "hour": "hour(time): the hour, 0 to 23, of a timestamp on its own clock "
+        "(hour(now_local) is the profile's local hour; a text is read as UTC)",
+        "weekday": "weekday(time): the day of the week of a timestamp on its own clock, "
+        "1 for Monday to 7 for Sunday",
+        "date": "date(time): the calendar date of a timestamp on its own clock, as text "
+        'such as "2026-12-24"; a date text as it is',
+        "is_anniversary": "is_anniversary(date): whether today, in the profile's time zone, "
+        "has the month and day of the date (a date text, --MM-DD, or a timestamp); "
+        "29 February falls on 28 February in other years",
     }
 )
 _FUNCTION_HELPERS: dict[str, Callable[..., Any]] = {
@@ -312,7 +385,13 @@ _FUNCTION_HELPERS: dict[str, Callable[..., Any]] = {
     "days": _guarded("num", lambda n: timedelta(days=n)),
     "hours": _guarded("num", lambda n: timedelta(hours=n)),
     "minutes": _guarded("num", lambda n: timedelta(minutes=n)),
+    "hour": lambda value: None if (t := _local_time(value)) is None else t.hour,
+    "weekday": lambda value: None if (t := _local_time(value)) is None else t.isoweekday(),
+    "date": lambda value: None if (d := _day_of(value)) is None else d.isoformat(),
+    "is_anniversary": lambda value, now_local: _anniversary(value, now_local),
 }
+# Functions that also read the scope: the profile's local time, given as their last argument.
+_READS_LOCAL_TIME = frozenset({"is_anniversary"})
 # Read from the documented signatures, so that the docs and the parser cannot disagree.
 _ARITY = {name: FUNCTIONS[name].count(",", 0, FUNCTIONS[name].index(")")) + 1 for name in FUNCTIONS}
 
@@ -625,6 +704,8 @@ def _fold(node: _Node) -> _Node:
     """Computes operations on constants once, at compile time (``days(2)``, ``-1``)."""
     if node.kind not in ("neg", "arith", "call") or any(a.kind != "const" for a in node.args):
         return node
+    if node.kind == "call" and node.value in _READS_LOCAL_TIME:
+        return node
     if node.kind == "call":
         helper = _FUNCTION_HELPERS[node.value]
     else:
@@ -648,7 +729,7 @@ class _CodeGenerator:
             "index": lambda node: f"_index({self.emit(node.args[0])}, {node.value!r})",
             "item": lambda node: f"_item({self.emit(node.args[0])}, {self.emit(node.args[1])})",
             "list": lambda node: f"[{self.emit_all(node.args)}]",
-            "call": lambda node: f"_fn_{node.value}({self.emit_all(node.args)})",
+            "call": self.call,
             "history": lambda node: (
                 f"_h_{node.value[0]}(_s, {', '.join(map(repr, node.value[1:]))})"
             ),
@@ -662,6 +743,12 @@ class _CodeGenerator:
 
     def emit(self, node: _Node) -> str:
         return self.emitters[node.kind](node)
+
+    def call(self, node: _Node) -> str:
+        args = self.emit_all(node.args)
+        if node.value in _READS_LOCAL_TIME:
+            args += ', _s.get("now_local")'
+        return f"_fn_{node.value}({args})"
 
     def emit_all(self, nodes: Iterable[_Node]) -> str:
         return ", ".join(map(self.emit, nodes))
@@ -762,6 +849,8 @@ def _static_path(node: _Node) -> tuple[str, ...] | None:
 
 
 def _paths(node: _Node) -> Iterable[tuple[str, ...]]:
+    if node.kind == "call" and node.value in _READS_LOCAL_TIME:
+        yield ("now_local",)
     path = _static_path(node)
     if path is not None:
         yield path  # its prefixes are not reported: they are read only on the way
@@ -789,6 +878,13 @@ class Expression:
     # ("sum", event, property, days), ("last", event), ("first_seen", event),
     # ("days_since", event), ("in_segment", segment).
     calls: frozenset[tuple[Any, ...]] = frozenset()
+    # How it reads the time that passes, for the moments its answer can change (see
+    # journeyman.domain.segments.next_change): ("days_since", event, k) where it compares
+    # days_since(event) with the number k, and k None where it reads it otherwise;
+    # ("hour", k) for hour(now_local) compared with k; ("day", None) for weekday or date
+    # of now_local; ("anniversary", path) for is_anniversary(path), path None when it is
+    # no fixed path; ("local", None) for any other reading of now_local.
+    clock: frozenset[tuple[Any, ...]] = frozenset()
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The value of the expression in ``scope``; ``None`` for anything not computable."""
@@ -823,7 +919,8 @@ def compile_expression(source: str) -> Expression:
     # as repr() string literals, and its globals hold the helpers and nothing else.
     exec(compile(code, "<expression>", "exec"), namespace)
     calls = frozenset(_history_calls(tree))
-    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"], calls)
+    clock = frozenset(_clock_reads(tree))
+    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"], calls, clock)
 
 
 # --- history functions -------------------------------------------------------------------
@@ -885,6 +982,50 @@ def _history_calls(node: _Node) -> Iterable[tuple[Any, ...]]:
         yield node.value
     for arg in node.args:
         yield from _history_calls(arg)
+
+
+_ORDERINGS = frozenset({"==", "!=", "<", "<=", ">", ">="})
+
+
+def _clock_reads(node: _Node) -> Iterable[tuple[Any, ...]]:
+    """What of the passing time the tree reads (see :attr:`Expression.clock`)."""
+    if node.kind == "cmp" and node.value in _ORDERINGS:
+        left, right = node.args
+        for side, other in ((left, right), (right, left)):
+            number = other.kind == "const" and type(other.value) in (int, float)
+            if number and _is_days_since(side):
+                yield ("days_since", side.value[1], other.value)
+                yield from _clock_reads(other)
+                return
+            if number and _is_local(side, "hour"):
+                yield ("hour", other.value)
+                return
+    if _is_days_since(node):
+        yield ("days_since", node.value[1], None)
+    elif _is_local(node, "weekday") or _is_local(node, "date"):
+        yield ("day", None)
+    elif node.kind == "root" and node.value == "now_local":
+        yield ("local", None)
+    elif node.kind == "call" and node.value == "is_anniversary":
+        path = _static_path(node.args[0])
+        yield ("anniversary", path)
+        if path is None:
+            yield from _clock_reads(node.args[0])
+    else:
+        for arg in node.args:
+            yield from _clock_reads(arg)
+
+
+def _is_days_since(node: _Node) -> bool:
+    return node.kind == "history" and node.value[0] == "days_since"
+
+
+def _is_local(node: _Node, function: str) -> bool:
+    """Whether the node is ``function(now_local)``."""
+    if node.kind != "call" or node.value != function or len(node.args) != 1:
+        return False
+    arg = node.args[0]
+    return arg.kind == "root" and arg.value == "now_local"
 
 
 def _kept(scope: Mapping[str, Any], event: str) -> Any:

@@ -51,6 +51,9 @@ def merge_profiles(
         sends=sorted([*known.sends, *anonymous.sends]),
         suppressed={**anonymous.suppressed, **known.suppressed},
         account=known.account if known.account is not None else anonymous.account,
+        history=dict(known.history),
+        segments=dict(known.segments),
+        wakes=dict(known.wakes),
         # both profiles' goal windows, oldest first: a goal of either counts for its instance
         goals=sorted([*known.goals, *anonymous.goals], key=lambda w: w.entered_at)[-MAX_WINDOWS:],
     )

@@ -378,8 +378,9 @@ class Journey:
 
 # Segments
 
-# The history functions whose answer changes as time passes, with no event.
-_TIMELY = frozenset({"count", "sum", "days_since"})
+# The history functions whose answer changes as time passes, with no event: the moments
+# it can change are known (a day boundary), so a timer wakes the profile then.
+_CLOCKED = frozenset({"count", "sum", "days_since"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,10 +391,21 @@ class Segment:
     description: str
     when: Expression
     origin: Origin
+    # A static list (``list: true``): members are added and removed by the API and
+    # ``journeyman import segment``, never by a condition (``when`` is always false).
+    listed: bool = False
     # What its answer depends on, so that it is evaluated again only when that changes.
     events: frozenset[str] = field(init=False, repr=False, compare=False)
     segments: frozenset[str] = field(init=False, repr=False, compare=False)
     reads_traits: bool = field(init=False, repr=False, compare=False)
+    # Its answer moves with time at moments the profile's clock can know (windows,
+    # days_since, local time): evaluated again then (see domain.segments.next_change).
+    clocked: bool = field(init=False, repr=False, compare=False)
+    # It reads the local time (``now_local``, is_anniversary): its answer can change with
+    # no history at all, so a profile it has never been evaluated for is evaluated.
+    local: bool = field(init=False, repr=False, compare=False)
+    # It reads ``now`` itself, whose moments of change cannot be known: evaluated again on
+    # every trigger of the profile.
     timely: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -402,8 +414,10 @@ class Segment:
         set_(self, "events", frozenset(c[1] for c in calls if c[0] != "in_segment"))
         set_(self, "segments", frozenset(c[1] for c in calls if c[0] == "in_segment"))
         set_(self, "reads_traits", any(path[0] == "profile" for path in self.when.paths))
-        now = any(path[0] == "now" for path in self.when.paths)
-        set_(self, "timely", now or any(c[0] in _TIMELY for c in calls))
+        local = any(path[0] == "now_local" for path in self.when.paths)
+        set_(self, "local", local)
+        set_(self, "clocked", local or any(c[0] in _CLOCKED for c in calls))
+        set_(self, "timely", any(path[0] == "now" for path in self.when.paths))
 
 
 # Journey tests
@@ -466,6 +480,9 @@ class Workspace:
     segment_entries: Mapping[str, tuple[Journey, ...]] = field(init=False, repr=False)
     # event name -> what the history functions of every expression need kept of it
     needs: Mapping[str, Any] = field(init=False, repr=False)
+    # The segments over local time (Segment.local): evaluated for a profile that has no
+    # wake time for them yet.
+    local_segments: tuple[str, ...] = field(init=False, repr=False)
     # ("page" | "screen", the page's name) -> the event a page or screen call of it is
     views: Mapping[tuple[str, str], EventDefinition] = field(init=False, repr=False)
 
@@ -485,6 +502,8 @@ class Workspace:
         expressions = [e for j in self.journeys.values() for e in j.expressions()]
         expressions += [segment.when for segment in self.segments.values()]
         object.__setattr__(self, "needs", needs_of(c for e in expressions for c in e.calls))
+        local = tuple(name for name, segment in self.segments.items() if segment.local)
+        object.__setattr__(self, "local_segments", local)
 
     def journeys_entered_by(self, event: str) -> tuple[Journey, ...]:
         return self.entries.get(event, ())

@@ -24,6 +24,7 @@ from journeyman.domain import model as m
 from journeyman.domain.actions import Allow, AllowError, allowed_literal, literal_target, url_origin
 from journeyman.domain.consent import CONSENT_EVENTS, CONSENT_SCHEMAS
 from journeyman.domain.documents import Document, Path
+from journeyman.domain.expressions import compile_expression
 from journeyman.domain.goals import GOAL_REACHED
 from journeyman.domain.problems import Problem
 from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACTIONS
@@ -724,12 +725,24 @@ def _exit_on_goal(r: Reader, data: dict[str, Any], goals: tuple[m.Goal, ...]) ->
 
 
 def _read_segment(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
-    r.mapping(data, (), ("kind", "name", "description", "when"), required=("when",))
+    r.mapping(data, (), ("kind", "name", "description", "when", "list"))
     description = data.get("description", "")
     if not isinstance(description, str):
         r.report("type", ("description",), "'description' must be text")
         description = ""
-    when = r.expression(data["when"], ("when",)) if "when" in data else None
+    listed = data.get("list", False)
+    if not isinstance(listed, bool):
+        r.report("type", ("list",), "'list' must be true or false")
+        return
+    if listed == ("when" in data):
+        message = "a segment needs exactly one of 'when' (a condition) or 'list: true'"
+        r.report("one-of", ("list",) if listed else ("when",), message)
+        return
+    if listed:  # its members are uploaded; no condition moves them
+        never = compile_expression("false")
+        parsed.segments[r.name] = m.Segment(r.name, description, never, _origin(r), True)
+        return
+    when = r.expression(data["when"], ("when",))
     if when is not None:
         parsed.segments[r.name] = m.Segment(r.name, description, when, _origin(r))
 

@@ -9,21 +9,33 @@ of the profile), in the order :func:`ordered` gives, so that a segment that read
 the profile, ``segment_entered`` or ``segment_exited``, whose property ``segment`` names
 the segment (:func:`segment_event`): it enters and exits journeys, and is kept in the
 history, as any event.
+
+A segment whose answer moves with time alone (a ``days_since``, a window that closes, the
+local time) also has a wake time on the profile (:attr:`Profile.wakes`): the earliest
+moment its answer can change (:func:`next_change`). The earliest of them is the profile's
+clock, a timer like a wait's; when it comes, those segments are evaluated again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, MutableMapping
-from datetime import datetime
+import calendar
+import heapq
+import math
+from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
+from journeyman.domain.expressions import month_and_day
 from journeyman.domain.model import Segment
-from journeyman.domain.state import Event, StepRecord
+from journeyman.domain.state import Event, EventHistory, StepRecord
 
 __all__ = [
+    "DAYS_SINCE_HORIZON",
+    "PROBES",
     "SEGMENT_EVENTS",
     "SEGMENT_SCHEMAS",
     "changed_segments",
+    "next_change",
     "ordered",
     "segment_event",
     "segment_record",
@@ -69,21 +81,31 @@ def changed_segments(
     traits_changed: bool,
     events: Collection[str],
     now: datetime,
+    clock: Collection[str] = (),
+    evaluated: list[str] | None = None,
+    moved: Collection[str] = (),
 ) -> list[tuple[str, bool]]:
     """Evaluate the segments that what changed may move, in order, and update ``members``
-    (name -> since when), which ``scope["_segments"]`` must be. Returns each change as
-    (segment, True for entered, False for exited)."""
+    (name -> since when), which ``scope["_segments"]`` must be. ``clock`` names the
+    segments whose answer time may have changed (their wake time came). Returns each change
+    as (segment, True for entered, False for exited); the names of the segments evaluated
+    are added to ``evaluated``. ``moved`` names segments that changed already (lists)."""
     changes: list[tuple[str, bool]] = []
-    moved: set[str] = set()
+    moved = set(moved)
     for name, segment in segments.items():
+        if segment.listed:
+            continue
         due = (
             segment.timely
+            or name in clock
             or (traits_changed and segment.reads_traits)
             or not segment.events.isdisjoint(events)
             or not segment.segments.isdisjoint(moved)
         )
         if not due:
             continue
+        if evaluated is not None:
+            evaluated.append(name)
         inside = segment.when.test(scope)
         if inside == (name in members):
             continue
@@ -118,3 +140,162 @@ def segment_record(profile_id: str, segment: str, entered: bool, now: datetime) 
         outcome=SEGMENT_EVENTS[0] if entered else SEGMENT_EVENTS[1],
         detail=segment,
     )
+
+
+# the profile's clock
+
+#: Moments looked at, at most, for the next change of a segment's answer; if it has not
+#: changed by the last, the profile wakes then and looks further.
+PROBES = 64
+#: How long after the last such event a ``days_since`` is followed by the clock, in days;
+#: a threshold further away is seen at the profile's next trigger only.
+DAYS_SINCE_HORIZON = 1000
+_DAY = timedelta(days=1)
+
+
+def next_change(
+    segment: Segment,
+    scope: Mapping[str, Any],
+    inside: bool,
+    kept: Mapping[str, EventHistory],
+    now: datetime,
+    zone: tzinfo = UTC,
+) -> datetime | None:
+    """The earliest moment after ``now`` at which the segment's answer, ``inside`` now, can
+    be other with no event: None if it cannot.
+
+    Its answer moves with time only where what it reads does (see
+    :attr:`~journeyman.domain.expressions.Expression.clock`): a ``days_since`` compared with
+    a number where it crosses that number (else at each whole day after the last such
+    event), a ``count`` or ``sum`` window when a day of events leaves it (at UTC midnight),
+    ``hour(now_local)`` compared with a number at those hours of the profile's zone
+    (``zone``), its weekday, date or an anniversary at its midnights, any other reading of
+    ``now_local`` at each of its hours. Those moments are looked at in order (:data:`PROBES`
+    at most) with the expression evaluated as of each, over ``scope`` (the one it was
+    evaluated in now): the first whose answer differs is the one, never a moment late."""
+    looked: datetime | None = None
+    for index, moment in enumerate(_moments(segment, scope, kept, now, zone)):
+        if index == PROBES:
+            return looked  # not changed yet: look again from there
+        at = {**scope, "now": moment, "now_local": moment.astimezone(zone)}
+        if segment.when.test(at) != inside:
+            return moment
+        looked = moment
+    return None
+
+
+def _moments(
+    segment: Segment,
+    scope: Mapping[str, Any],
+    kept: Mapping[str, EventHistory],
+    now: datetime,
+    zone: tzinfo,
+) -> Iterator[datetime]:
+    """The moments after ``now`` at which what the segment reads changes, in order, once."""
+    streams: list[Iterable[datetime]] = []
+    for call in segment.when.calls:
+        history = kept.get(call[1]) if call[0] in ("count", "sum") else None
+        if history is not None:
+            leaving = (_midnight(day + call[-1]) for day, _, _ in history.days)
+            streams.append(sorted(m for m in leaving if m > now))
+    clock = segment.when.clock
+    for event in {read[1] for read in clock if read[0] == "days_since"}:
+        history = kept.get(event)
+        if history is not None:
+            limits = {read[2] for read in clock if read[0] == "days_since" and read[1] == event}
+            streams.append(_days_since(history.last, now, limits))
+    if segment.local:
+        streams.extend(_local(clock, scope, now, zone))
+    if len(streams) < 2:
+        yield from streams[0] if streams else ()
+        return
+    previous = None
+    for moment in heapq.merge(*streams):
+        if moment != previous:
+            yield moment
+            previous = moment
+
+
+def _days_since(last: datetime, now: datetime, limits: set[Any]) -> Iterable[datetime]:
+    """The moments ``days_since`` crosses the numbers it is compared with (every whole day
+    after ``last`` if it is read otherwise), up to :data:`DAYS_SINCE_HORIZON` days."""
+    if None in limits:
+        return _days_after(last, now)
+    days = {d for k in limits for d in (math.floor(k), math.floor(k) + 1, math.ceil(k))}
+    moments = (last + d * _DAY for d in days if 0 < d <= DAYS_SINCE_HORIZON)
+    return sorted(m for m in moments if m > now)
+
+
+def _local(
+    clock: frozenset[tuple[Any, ...]], scope: Mapping[str, Any], now: datetime, zone: tzinfo
+) -> list[Iterable[datetime]]:
+    """The moments the profile's local time changes what the expression reads."""
+    kinds = {read[0] for read in clock}
+    anniversaries = [read[1] for read in clock if read[0] == "anniversary"]
+    if "local" in kinds or None in anniversaries:
+        return [_hours_after(now, zone)]
+    streams: list[Iterable[datetime]] = []
+    limits = [read[1] for read in clock if read[0] == "hour"]
+    if limits:
+        # hour() crosses k there, and wraps from 23 to 0 at midnight
+        hours = {h % 24 for k in limits for h in (math.floor(k), math.floor(k) + 1, math.ceil(k))}
+        streams.append(_local_days(now, zone, sorted({0, *hours})))
+    if "day" in kinds:
+        streams.append(_local_days(now, zone, [0]))
+    for path in anniversaries:
+        found = month_and_day(_read(scope, path))
+        if found is not None:
+            streams.append(_anniversaries(now, zone, *found))
+    return streams
+
+
+def _read(scope: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = scope
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _local_days(now: datetime, zone: tzinfo, hours: list[int]) -> Iterator[datetime]:
+    """Each of ``hours`` o'clock on the clocks of ``zone``, day after day from today."""
+    day = now.astimezone(zone).date()
+    while True:
+        for hour in hours:
+            moment = datetime.combine(day, time(hour), zone).astimezone(UTC)
+            if moment > now:
+                yield moment
+        day += _DAY
+
+
+def _anniversaries(now: datetime, zone: tzinfo, month: int, day: int) -> list[datetime]:
+    """The local midnights that begin and end the next anniversaries of month-day."""
+    year = now.astimezone(zone).year
+    moments = []
+    for y in (year, year + 1, year + 2):
+        on = day if (month, day) != (2, 29) or calendar.isleap(y) else 28
+        start = datetime.combine(date(y, month, on), time(0), zone)
+        moments += [start.astimezone(UTC), (start + _DAY).astimezone(UTC)]
+    return sorted(m for m in moments if m > now)
+
+
+def _days_after(last: datetime, now: datetime) -> Iterator[datetime]:
+    """``last`` plus each whole number of days that comes after ``now``, up to
+    :data:`DAYS_SINCE_HORIZON`."""
+    for days in range(max((now - last) // _DAY, 0) + 1, DAYS_SINCE_HORIZON + 1):
+        yield last + days * _DAY
+
+
+def _midnight(day: int) -> datetime:
+    return datetime.combine(date.fromordinal(day), datetime.min.time(), UTC)
+
+
+def _hours_after(now: datetime, zone: tzinfo) -> Iterator[datetime]:
+    """Each start of an hour on the clocks of ``zone`` after ``now``, in UTC."""
+    local = now.astimezone(zone).replace(minute=0, second=0, microsecond=0)
+    moment = local.astimezone(UTC)
+    while True:
+        # Step in UTC (a local hour may be skipped or repeated); half-hour zones have their
+        # hours start at :30 or :45 past a UTC hour, which the offset keeps.
+        moment += timedelta(hours=1)
+        if moment > now:
+            yield moment

@@ -7,7 +7,7 @@ kept for every waiting profile, so it carries only what the next step needs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -132,6 +132,11 @@ class GoalWindow(msgspec.Struct, kw_only=True):
     reached: list[str] = []  # the goals reached already: each counts once
 
 
+#: The wake time of a segment over local time whose answer cannot change with time alone
+#: for now (an anniversary of a date the profile does not have): evaluated, never due.
+NEVER = datetime.max.replace(tzinfo=UTC)
+
+
 class Profile(msgspec.Struct, kw_only=True):
     id: str
     traits: dict[str, Any] = {}
@@ -146,6 +151,14 @@ class Profile(msgspec.Struct, kw_only=True):
     segments: dict[str, datetime] = {}  # segment name -> since when the profile is in it
     # The goal windows still open, oldest first (at most goals.MAX_WINDOWS).
     goals: list[GoalWindow] = []
+    # segment name -> the earliest time its answer can change with no event (the profile's
+    # clock: see journeyman.domain.segments.next_change); the earliest is a timer
+    wakes: dict[str, datetime] = {}
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """When the profile's segments must be evaluated again, with no event."""
+        return min((at for at in self.wakes.values() if at != NEVER), default=None)
 
     def view(self) -> dict[str, Any]:
         view = dict(self.traits)

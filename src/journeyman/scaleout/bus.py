@@ -50,9 +50,10 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from journeyman.domain.core import Timer
 from journeyman.domain.ingest import identity_of
 from journeyman.domain.model import EventDefinition
-from journeyman.domain.state import CallAction, Event, Instance, SendMessage
+from journeyman.domain.state import CallAction, Event, SendMessage
 from journeyman.errors import JourneymanError
 from journeyman.runtime.processor import DeliveryResult, Operate, Overloaded, TimerDue
 from journeyman.storage.base import DeadLetter
@@ -251,7 +252,7 @@ class Bus:
         )
         return sent
 
-    async def publish_timers(self, due: Sequence[Instance]) -> None:
+    async def publish_timers(self, due: Sequence[Timer]) -> None:
         """Send due timers to the partitions of their profiles (see the module docstring),
         many to a message.
 
@@ -259,7 +260,7 @@ class Bus:
         lease has passed, maybe by another worker): the engine wakes an instance only
         while it waits with a wake time that has come, so the second one does nothing.
         """
-        by_partition: dict[int, list[Instance]] = {}
+        by_partition: dict[int, list[Timer]] = {}
         for instance in due:
             if instance.wake_at is not None:
                 partition = partition_of(instance.profile_id, self.partitions)

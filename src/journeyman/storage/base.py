@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from journeyman.domain.core import Changes, Delivered, Snapshot
+from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import (
     Account,
     Effect,
@@ -59,6 +59,7 @@ __all__ = [
     "NewerSchema",
     "OutboxItem",
     "PartitionLocks",
+    "ProfileClock",
     "PublishedJourney",
     "PublishedWorkspace",
     "ReadModel",
@@ -260,12 +261,14 @@ class Store(ABC):
     # timers
 
     @abstractmethod
-    async def due(self, now: datetime, limit: int) -> list[Instance]:
-        """Waiting instances whose wake-up time has come, earliest first."""
+    async def due(self, now: datetime, limit: int) -> list[Timer]:
+        """Waiting instances whose wake-up time has come, and profiles whose clock has
+        (:class:`~journeyman.domain.core.ProfileClock`, see :attr:`Profile.wake_at`),
+        earliest first."""
 
     @abstractmethod
     async def next_wake(self) -> datetime | None:
-        """The earliest wake-up time of any waiting instance."""
+        """The earliest wake-up time of any waiting instance or profile clock."""
 
     # outbox
 
@@ -350,6 +353,11 @@ class ReadModel(ABC):
     ) -> list[tuple[str, datetime]]:
         """(profile id, since when) of the segment's members, by profile id, those after
         ``after`` first; at most ``limit``."""
+
+    @abstractmethod
+    async def segment_changes(self, segment: str, limit: int) -> list[StepRecord]:
+        """The segment's most recent entries and exits (their trace lines: outcome
+        ``segment_entered`` or ``segment_exited``, detail the segment), newest first."""
 
     @abstractmethod
     async def profile(self, profile_id: str) -> Profile | None: ...
@@ -501,7 +509,7 @@ class ScaleOutStore(Store):
     lease: timedelta  # how long a claim is this process's alone
 
     @abstractmethod
-    async def claim_due(self, now: datetime, limit: int) -> list[Instance]:
+    async def claim_due(self, now: datetime, limit: int) -> list[Timer]:
         """Like :meth:`Store.due`, but each instance is leased to the caller for ``lease``:
         other processes skip it until the lease passes or a commit stores its next state."""
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from journeyman.domain.core import Changes, Delivered, Snapshot
+from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import Account, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
@@ -135,6 +135,7 @@ class _Tables:
     backends' ``seq``); dicts keep the order their keys were first written in."""
 
     profiles: dict[str, bytes] = field(default_factory=dict)
+    clocks: dict[str, datetime] = field(default_factory=dict)  # profile id -> its wake_at
     accounts: dict[str, bytes] = field(default_factory=dict)
     identities: dict[tuple[str, str], str] = field(default_factory=dict)
     events: list[_Event] = field(default_factory=list)
@@ -246,6 +247,11 @@ class MemoryStore(Database):
         db.events += events
         db.message_ids.update(e.message_id for e in events if e.message_id is not None)
         db.profiles.update(profiles)
+        for profile in changes.profiles.values():
+            if profile.wake_at is None:
+                db.clocks.pop(profile.id, None)
+            else:
+                db.clocks[profile.id] = profile.wake_at
         db.accounts.update(accounts)
         db.identities.update(changes.identities)
         for row in instances:
@@ -286,6 +292,7 @@ class MemoryStore(Database):
             if pid == anonymous:
                 db.identities[identity] = known
         db.profiles.pop(anonymous, None)
+        db.clocks.pop(anonymous, None)
         for members in db.segment_members.values():
             members.pop(anonymous, None)
 
@@ -313,7 +320,7 @@ class MemoryStore(Database):
 
     # timers
 
-    async def due(self, now: datetime, limit: int) -> list[Instance]:
+    async def due(self, now: datetime, limit: int) -> list[Timer]:
         # wake_at is kept in whole milliseconds, rounded up: the instance's own time decides
         by = wake_ms(now)
         found = (
@@ -321,16 +328,18 @@ class MemoryStore(Database):
             for row in self.db.instances.values()
             if row.status == "waiting" and row.wake_at is not None and row.wake_at <= by
         )
-        due = [i for i in found if i.wake_at is not None and i.wake_at <= now]
-        return heapq.nsmallest(limit, due, key=lambda i: i.wake_at or now)
+        due: list[Timer] = [i for i in found if i.wake_at is not None and i.wake_at <= now]
+        due += (ProfileClock(pid, at) for pid, at in self.db.clocks.items() if at <= now)
+        return heapq.nsmallest(limit, due, key=lambda t: t.wake_at or now)
 
     async def next_wake(self) -> datetime | None:
         wakes = [
-            row.wake_at
+            time(row.wake_at)
             for row in self.db.instances.values()
             if row.status == "waiting" and row.wake_at is not None
         ]
-        return time(min(wakes)) if wakes else None
+        wakes += self.db.clocks.values()
+        return min(wakes) if wakes else None
 
     # outbox
 
@@ -532,6 +541,17 @@ class MemoryStore(Database):
                 if len(found) >= limit:
                     break
         return found
+
+    async def segment_changes(self, segment: str, limit: int) -> list[StepRecord]:
+        found = (
+            s
+            for s in reversed(self.db.steps)
+            if s.journey == ""
+            and s.step is None
+            and s.detail == segment
+            and s.outcome in ("segment_entered", "segment_exited")
+        )
+        return [s.record() for s in _first(found, limit)]
 
     async def step_records(
         self, journey: str, step: str | None, limit: int, version: int | None = None

@@ -79,6 +79,18 @@ CREATE TABLE report_counters (
     total DOUBLE PRECISION NOT NULL, PRIMARY KEY (journey, version, arm, goal, metric));
 """
 
+# A profile's clock (Profile.wake_at): when its segments' answers can next change with no
+# event. Kept beside its state, so that due clocks are found along an index as waits are.
+CLOCKS_SQLITE = """
+ALTER TABLE profiles ADD COLUMN wake_at INTEGER;
+CREATE INDEX IF NOT EXISTS profiles_wake ON profiles (wake_at) WHERE wake_at IS NOT NULL;
+"""
+CLOCKS_POSTGRES = """
+ALTER TABLE profiles ADD COLUMN wake_at BIGINT, ADD COLUMN leased_until BIGINT;
+CREATE INDEX profiles_wake ON profiles (wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX profiles_leased ON profiles (leased_until) WHERE leased_until IS NOT NULL;
+"""
+
 SQLITE = [
     Migration(
         1,
@@ -147,6 +159,7 @@ CREATE TABLE IF NOT EXISTS accounts (
 """,
     ),
     Migration(6, "report counters: entries, arms, ends and goals of each journey", COUNTERS_SQLITE),
+    Migration(7, "profile clocks: when segments move with time alone", CLOCKS_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -241,6 +254,7 @@ CREATE TABLE accounts (
     Migration(
         7, "report counters: entries, arms, ends and goals of each journey", COUNTERS_POSTGRES
     ),
+    Migration(8, "profile clocks: when segments move with time alone", CLOCKS_POSTGRES),
 ]
 
 

@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Account, Instance, Profile
+from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
+from journeyman.domain.state import Account, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.base import (
     LEASE,
@@ -88,9 +88,12 @@ def _bulk(insert: Insert, also: str = "") -> str:
     )
 
 
-# A commit stores an instance's next state: a claim of its timer ends with it.
+# A commit stores an instance's (or a profile's) next state: a claim of its timer ends.
 _BULK = {
-    table: (_bulk(insert, ", leased_until = NULL" if table == "instances" else ""), width)
+    table: (
+        _bulk(insert, ", leased_until = NULL" if table in ("instances", "profiles") else ""),
+        width,
+    )
     for table, insert in INSERTS.items()
     for width in [len(insert.names)]
 }
@@ -134,6 +137,17 @@ _CLAIM_DUE = (
     "UPDATE instances i SET leased_until = $4 FROM (SELECT id FROM instances "
     f"WHERE {_WAITING} ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED) c "
     "WHERE i.id = c.id RETURNING i.state"
+)
+
+
+# Profiles whose clock has come (Profile.wake_at), as due instances are found and claimed.
+_CLOCK_DUE = (
+    "wake_at IS NOT NULL AND wake_at <= $1 AND (leased_until IS NULL OR leased_until <= $2)"
+)
+_CLAIM_CLOCKS = (
+    "UPDATE profiles p SET leased_until = $4 FROM (SELECT id FROM profiles "
+    f"WHERE {_CLOCK_DUE} ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED) c "
+    "WHERE p.id = c.id RETURNING p.id, p.wake_at"
 )
 
 
@@ -322,7 +336,7 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
 
     # timers
 
-    async def due(self, now: datetime, limit: int) -> list[Instance]:
+    async def due(self, now: datetime, limit: int) -> list[Timer]:
         # wake_at is kept in whole milliseconds: select up to the end of the current one,
         # then drop what is due later within it.
         rows = await self.pool.fetch(
@@ -332,9 +346,17 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
             limit,
         )
         found = (decode_instance(state) for (state,) in rows)
-        return [i for i in found if i.wake_at is not None and i.wake_at <= now]
+        due: list[Timer] = [i for i in found if i.wake_at is not None and i.wake_at <= now]
+        clocks = await self.pool.fetch(
+            f"SELECT id, wake_at FROM profiles WHERE {_CLOCK_DUE} ORDER BY wake_at LIMIT $3",
+            ms(now),
+            ms(now),
+            limit,
+        )
+        due += (ProfileClock(pid, time(wake)) for pid, wake in clocks)
+        return sorted(due, key=lambda t: t.wake_at or now)[:limit]
 
-    async def claim_due(self, now: datetime, limit: int) -> list[Instance]:
+    async def claim_due(self, now: datetime, limit: int) -> list[Timer]:
         """Like :meth:`due`, but each instance is leased to the caller for ``lease``:
         other processes skip it until the lease passes or a commit stores its next state.
 
@@ -343,11 +365,17 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
         """
         # Only what is due by the last whole millisecond: wake times are stored rounded up,
         # and a timer leased but not due yet would wait out its lease.
+        lease = ms(now + self.lease)
         async with self._transaction() as db:
-            rows = await db.fetch(_CLAIM_DUE, ms(now), ms(now), limit, ms(now + self.lease))
+            rows = await db.fetch(_CLAIM_DUE, ms(now), ms(now), limit, lease)
+            # Profile clocks get what instances left of the batch, and never less than a
+            # quarter of it, so that a long backlog of waits does not starve them.
+            room = max(limit - len(rows), limit // 4, 1)
+            clocks = await db.fetch(_CLAIM_CLOCKS, ms(now), ms(now), room, lease)
         found = (decode_instance(state) for (state,) in rows)
-        due = [i for i in found if i.wake_at is not None and i.wake_at <= now]
-        return sorted(due, key=lambda i: (i.wake_at or now, i.id))
+        due: list[Timer] = [i for i in found if i.wake_at is not None and i.wake_at <= now]
+        due += (ProfileClock(pid, time(wake)) for pid, wake in clocks)
+        return sorted(due, key=lambda t: (t.wake_at or now, t.id))
 
     async def next_wake(self) -> datetime | None:
         # A claimed timer is due again for this process only when its lease passes. Two
@@ -356,7 +384,11 @@ class PostgresStore(SQLDatabase, ScaleOutStore):
             "SELECT least((SELECT min(wake_at) FROM instances WHERE status = 'waiting' "
             "AND wake_at IS NOT NULL AND leased_until IS NULL), "
             "(SELECT min(leased_until) FROM instances WHERE leased_until IS NOT NULL "
-            "AND status = 'waiting'))"
+            "AND status = 'waiting'), "
+            "(SELECT min(wake_at) FROM profiles WHERE wake_at IS NOT NULL "
+            "AND leased_until IS NULL), "
+            "(SELECT min(leased_until) FROM profiles WHERE leased_until IS NOT NULL "
+            "AND wake_at IS NOT NULL))"
         )
         return time(first) if first is not None else None
 

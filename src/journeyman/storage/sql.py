@@ -56,6 +56,7 @@ from journeyman.storage.codec import (
     published_journey,
     step_record,
     time,
+    wake_ms,
 )
 
 __all__ = [
@@ -213,6 +214,13 @@ class Statements:
         "SELECT version, arm, goal, metric, n, total FROM report_counters "
         "WHERE journey = ? AND version = ?"
     )
+    # A segment's trace lines: no journey's, no step's (along the steps_journey index).
+    segment_changes: str = (
+        "SELECT profile_id, instance_id, journey, step, outcome, detail, at FROM steps "
+        "WHERE journey = '' AND step IS NULL "
+        "AND outcome IN ('segment_entered', 'segment_exited') AND detail = ? "
+        "ORDER BY seq DESC LIMIT ?"
+    )
 
     @classmethod
     def of(cls, dialect: Dialect) -> Statements:
@@ -258,9 +266,9 @@ INSERTS = {
         ),
         Insert(
             "profiles",
-            "id text, state bytea, updated_at int8",
+            "id text, state bytea, wake_at int8, updated_at int8",
             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
-            "updated_at = excluded.updated_at",
+            "wake_at = excluded.wake_at, updated_at = excluded.updated_at",
         ),
         Insert(
             "identities",
@@ -326,12 +334,17 @@ def commit_rows(changes: Changes, now: int) -> dict[str, list[tuple[Any, ...]]]:
     ]
     return {
         "events": events,
-        "profiles": [(p.id, encode(p), now) for p in changes.profiles.values()],
+        "profiles": [(p.id, encode(p), _wake(p), now) for p in changes.profiles.values()],
         "identities": [(kind, value, pid) for (kind, value), pid in changes.identities.items()],
         "instances": [instance_row(i, now) for i in changes.instances.values()],
         "outbox": [outbox_row(e, now) for e in changes.effects],
         "steps": records,
     }
+
+
+def _wake(profile: Profile) -> int | None:
+    wake = profile.wake_at
+    return wake_ms(wake) if wake is not None else None
 
 
 def membership_rows(
@@ -552,6 +565,10 @@ class SQLDatabase(Database):
     ) -> list[tuple[str, datetime]]:
         rows = await self._rows(self.sql.segment_members, segment, after, limit)
         return [(profile_id, time(since)) for profile_id, since in rows]
+
+    async def segment_changes(self, segment: str, limit: int) -> list[StepRecord]:
+        rows = await self._rows(self.sql.segment_changes, segment, limit)
+        return list(map(step_record, rows))
 
     async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
         rows = await self._rows(self.sql.history, profile_id, limit)

@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from journeyman.domain.core import Changes, Delivered, Snapshot
-from journeyman.domain.state import Account, Instance, Profile
+from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
+from journeyman.domain.state import Account, Profile
 from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_account,
@@ -206,7 +206,7 @@ class SQLiteStore(SQLDatabase):
 
     # timers
 
-    async def due(self, now: datetime, limit: int) -> list[Instance]:
+    async def due(self, now: datetime, limit: int) -> list[Timer]:
         return await self._read(_due, now, limit)
 
     async def next_wake(self) -> datetime | None:
@@ -406,7 +406,7 @@ def _seen(db: sqlite3.Connection, ids: list[str]) -> set[str]:
     return found
 
 
-def _due(db: sqlite3.Connection, now: datetime, limit: int) -> list[Instance]:
+def _due(db: sqlite3.Connection, now: datetime, limit: int) -> list[Timer]:
     """Waiting instances whose wake time has come, the earliest first."""
     # wake_at is kept in whole milliseconds: select up to the end of the current one,
     # then drop what is due later within it.
@@ -418,13 +418,21 @@ def _due(db: sqlite3.Connection, now: datetime, limit: int) -> list[Instance]:
         (wake_ms(now), limit),
     )
     found = (decode_instance(state) for state in states)
-    due = [i for i in found if i.wake_at is not None and i.wake_at <= now]
-    return sorted(due, key=lambda i: i.wake_at or now)
+    due: list[Timer] = [i for i in found if i.wake_at is not None and i.wake_at <= now]
+    clocks = db.execute(
+        "SELECT id, wake_at FROM profiles WHERE wake_at IS NOT NULL AND wake_at <= ? "
+        "ORDER BY wake_at LIMIT ?",
+        (ms(now), limit),
+    )
+    due += (ProfileClock(pid, time(wake)) for pid, wake in clocks)
+    return sorted(due, key=lambda t: t.wake_at or now)[:limit]
 
 
 def _next_wake(db: sqlite3.Connection) -> datetime | None:
     row = db.execute(
-        "SELECT min(wake_at) FROM instances WHERE status = 'waiting' AND wake_at IS NOT NULL"
+        "SELECT min(w) FROM (SELECT min(wake_at) AS w FROM instances WHERE status = 'waiting' "
+        "AND wake_at IS NOT NULL UNION ALL SELECT min(wake_at) FROM profiles "
+        "WHERE wake_at IS NOT NULL)"
     ).fetchone()
     return time(row[0]) if row and row[0] is not None else None
 

@@ -35,7 +35,7 @@ TABLES: list[tuple[str, list[str], str]] = [
     (table, columns.split(), order)
     for table, columns, order in (
         ("meta", "key value", "key"),
-        ("profiles", "id state updated_at", "id"),
+        ("profiles", "id state wake_at updated_at", "id"),
         ("accounts", "id state updated_at", "id"),
         ("identities", "kind value profile_id", "kind, value"),
         ("journeys", "name version digest document published_at", "name, version"),

@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
-from journeyman.web import views
+from journeyman.web import segments_view, views
 from journeyman.web.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -94,6 +94,8 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/events", pages.page(pages.events), methods=["GET"]),
         Route("/dead-letters/{id:digits}/replay", pages.form(pages.replay), methods=["POST"]),
         Route("/messages", pages.page(pages.messages), methods=["GET"]),
+        Route("/segments", pages.page(pages.segments), methods=["GET"]),
+        Route("/segments/{name}", pages.page(pages.segment), methods=["GET"]),
         Route("/workspace", pages.page(pages.workspace), methods=["GET"]),
         Route("/workspace", pages.form(pages.publish), methods=["POST"]),
         Mount("/static", app=static, name="static"),
@@ -374,6 +376,22 @@ class _Console:
         if _wants_json(request):
             return _data(data)
         return self.render(request, session, "profile.html", {"profile": data})
+
+    # segments
+
+    async def segments(self, request: Request, session: Session) -> Response:
+        data = await segments_view.segments_page(self.runtime)
+        if _wants_json(request):
+            return _data(data)
+        return self.render(request, session, "segments.html", data)
+
+    async def segment(self, request: Request, session: Session) -> Response:
+        data = await segments_view.segment_page(self.runtime, request.path_params["name"])
+        if data is None:
+            return self._not_found(request, session, "no such segment")
+        if _wants_json(request):
+            return _data(data)
+        return self.render(request, session, "segment.html", {"segment": data})
 
     # events, messages, workspace
 
