@@ -25,13 +25,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import nats
 import nats.js.errors
+import pytest
 from nats.aio.client import Client as NatsClient
 
 from tests.servers import LOOPBACK, Journeyman, child_env, free_port, spawn
@@ -206,6 +207,29 @@ class WorkerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def serve_with_worker(
+    stack: ExitStack,
+    workspace: Path,
+    db: str,
+    folder: Path,
+    partitions: int = 2,
+    env: Mapping[str, str] | None = None,
+) -> BusServer:
+    """``serve --bus`` on a stream of the test's own and one ``journeyman worker``, both
+    started, both stopped (and the stream deleted) with ``stack``. Without NATS the test
+    fails: CI starts it, so its absence is a failure, not a skip."""
+    reason = nats_missing()
+    if reason is not None:
+        pytest.fail(reason)
+    stream = stack.enter_context(nats_stream(NATS_URL))
+    api = BusServer(workspace, db, folder, NATS_URL, stream, partitions, env)
+    stack.enter_context(api).start()
+    stack.enter_context(
+        WorkerProcess("1", workspace, db, NATS_URL, folder, dict(env or {}))
+    ).start()
+    return api
 
 
 class TcpProxy:

@@ -40,9 +40,9 @@ from starlette.types import Scope
 from journeyman.domain import consent
 from journeyman.domain.model import CHANNELS
 from journeyman.domain.state import Event, Profile
-from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.web.consent_view import consent_of
+from journeyman.wire import Problem, json_response, store_change
 
 __all__ = ["consent_admin_routes"]
 
@@ -113,42 +113,18 @@ def _split(scope: Scope, tail: tuple[str | None, ...]) -> dict[str, str] | None:
     return params if params["profile_id"] else None
 
 
-class _Refused(Exception):
-    def __init__(
-        self, status: int, field: str, rule: str, message: str, retry: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"field": field, "rule": rule, "message": message}}
-        self.headers = {"Retry-After": "1"} if retry else None
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
-
-
-def _answering(handler: Handler) -> Handler:
-    async def answer(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except _Refused as refused:
-            return _json(refused.body, refused.status, refused.headers)
-
-    return answer
-
-
 class _ConsentAdmin:
     def __init__(self, runtime: Runtime, unavailable: Callable[[Any], bool]) -> None:
         self.runtime = runtime
         self.unavailable = unavailable
-        self.read = _answering(self._read)
-        self.change = _answering(self._change)
-        self.suppress = _answering(self._suppress)
-        self.unsuppress = _answering(self._unsuppress)
+        self.read = self._read
+        self.change = self._change
+        self.suppress = self._suppress
+        self.unsuppress = self._unsuppress
 
     async def _read(self, request: Request) -> Response:
         profile = await self._profile(request)
-        return _json(await consent_of(self.runtime, profile))
+        return json_response(await consent_of(self.runtime, profile))
 
     async def _change(self, request: Request) -> Response:
         profile = await self._profile(request)
@@ -160,10 +136,10 @@ class _ConsentAdmin:
         channels = _choices(body, "channels", _channels(self.runtime), "channel")
         everything = body.get("unsubscribed")
         if everything is not None and not isinstance(everything, bool):
-            raise _Refused(400, "unsubscribed", "type", "'unsubscribed' must be true or false")
+            raise Problem(400, "unsubscribed", "type", "'unsubscribed' must be true or false")
         if not (topics or channels or everything is not None):
             message = "give at least one of 'topics', 'channels' or 'unsubscribed'"
-            raise _Refused(400, "body", "required", message)
+            raise Problem(400, "body", "required", message)
         wanted = [_wish(value, topic=name) for name, value in topics.items()]
         wanted += [_wish(value, channel=name) for name, value in channels.items()]
         if everything is not None:
@@ -186,10 +162,10 @@ class _ConsentAdmin:
         address = _address(request.path_params["address"])
         given = request.query_params.getlist("by")
         if len(given) > 1:
-            raise _Refused(400, "by", "repeated", f"'by' is given {len(given)} times; give it once")
+            raise Problem(400, "by", "repeated", f"'by' is given {len(given)} times; give it once")
         by = _by(given[0] if given else None)
         if consent.address_key(address) not in profile.suppressed:
-            raise _Refused(404, "address", "exists", f"{address!r} is not suppressed")
+            raise Problem(404, "address", "exists", f"{address!r} is not suppressed")
         what = {"address": address}
         return await self._record(self._new(profile, [("address_unsuppressed", what)], by))
 
@@ -219,20 +195,12 @@ class _ConsentAdmin:
         recorded = [
             {"at": e.timestamp, "event": e.name, **(consent.change(e) or {})} for e in events
         ]
-        return _json({"recorded": recorded}, 202 if events else 200)
+        return json_response({"recorded": recorded}, 202 if events else 200)
 
     async def _accept(self, events: list[Event]) -> None:
-        try:
-            statuses = await self.runtime.accept(events)
-        except Overloaded:
-            message = "too many events are queued; nothing changed, retry shortly"
-            raise _Refused(429, "body", "overload", message, retry=True) from None
-        except Exception as error:
-            if not self.unavailable(error):
-                raise
-            log.warning("a consent change could not be stored: %r", error)
-            message = "the change could not be stored; nothing changed, retry"
-            raise _Refused(503, "body", "storage", message, retry=True) from None
+        statuses = await store_change(
+            self.runtime.accept, events, self.unavailable, "a consent change"
+        )
         # Shown with the API's ingest on the console's events page.
         self.runtime.tail.accepted(events, statuses, self.runtime.processor.now())
 
@@ -241,7 +209,7 @@ class _ConsentAdmin:
         # No id holds a NUL (ingest refuses one), and PostgreSQL cannot be asked for one.
         found = None if "\x00" in profile_id else await self.runtime.reads.profile(profile_id)
         if found is None:
-            raise _Refused(404, "profile_id", "exists", f"no profile {profile_id[:200]!r}")
+            raise Problem(404, "profile_id", "exists", f"no profile {profile_id[:200]!r}")
         return found
 
 
@@ -262,17 +230,17 @@ async def _body(request: Request) -> dict[str, Any]:
         async for chunk in request.stream():
             body += chunk
             if len(body) > BODY_LIMIT:
-                raise _Refused(413, "body", "size", f"the body is over {BODY_LIMIT // 1024} KiB")
+                raise Problem(413, "body", "size", f"the body is over {BODY_LIMIT // 1024} KiB")
     except ClientDisconnect:
-        raise _Refused(400, "body", "incomplete", "the body did not arrive whole") from None
+        raise Problem(400, "body", "incomplete", "the body did not arrive whole") from None
     try:
         data = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise _Refused(400, "body", "json", f"the body is not valid JSON: {error}") from None
+        raise Problem(400, "body", "json", f"the body is not valid JSON: {error}") from None
     except RecursionError:
-        raise _Refused(400, "body", "json", "the body nests too deeply") from None
+        raise Problem(400, "body", "json", "the body nests too deeply") from None
     if not isinstance(data, dict):
-        raise _Refused(400, "body", "type", "the body must be a JSON object")
+        raise Problem(400, "body", "type", "the body must be a JSON object")
     return data
 
 
@@ -280,7 +248,7 @@ def _known(body: Mapping[str, Any], fields: tuple[str, ...]) -> None:
     for name in body:
         if name not in fields:
             allowed = ", ".join(fields)
-            raise _Refused(400, _shown(name), "unknown", f"unknown field; the fields are {allowed}")
+            raise Problem(400, _shown(name), "unknown", f"unknown field; the fields are {allowed}")
 
 
 def _choices(
@@ -289,45 +257,45 @@ def _choices(
     """``body[field]``: {name: true | false} of names in ``known``."""
     given = body.get(field, {})
     if not isinstance(given, dict):
-        raise _Refused(400, field, "type", f"'{field}' must map {what} names to true or false")
+        raise Problem(400, field, "type", f"'{field}' must map {what} names to true or false")
     for name, value in given.items():
         where = f"{field}.{_shown(name)}"
         if name not in known:
             names = ", ".join(sorted(known)) or "none"
-            raise _Refused(400, where, "exists", f"no {what} {_shown(name)!r}; known: {names}")
+            raise Problem(400, where, "exists", f"no {what} {_shown(name)!r}; known: {names}")
         if not isinstance(value, bool):
-            raise _Refused(400, where, "type", f"'{where}' must be true or false")
+            raise Problem(400, where, "type", f"'{where}' must be true or false")
     return given
 
 
 def _by(value: Any) -> str:
     """Who makes the change: required, as the audit shows it."""
     if value is None:
-        raise _Refused(400, "by", "required", "'by' must say who makes the change (an email)")
+        raise Problem(400, "by", "required", "'by' must say who makes the change (an email)")
     text = _text(value, "by").strip()
     if not text:
-        raise _Refused(400, "by", "required", "'by' must say who makes the change (an email)")
+        raise Problem(400, "by", "required", "'by' must say who makes the change (an email)")
     return text
 
 
 def _address(value: Any) -> str:
     if value is None:
-        raise _Refused(400, "address", "required", "'address' is required")
+        raise Problem(400, "address", "required", "'address' is required")
     text = _text(value, "address", ADDRESS_LIMIT).strip()
     if not text:
-        raise _Refused(400, "address", "required", "'address' must not be empty")
+        raise Problem(400, "address", "required", "'address' must not be empty")
     return text
 
 
 def _text(value: Any, field: str, limit: int = TEXT_LIMIT) -> str:
     """A short line of text: no control characters (NUL included), at most ``limit``."""
     if not isinstance(value, str):
-        raise _Refused(400, field, "type", f"'{field}' must be a string")
+        raise Problem(400, field, "type", f"'{field}' must be a string")
     if len(value) > limit:
-        raise _Refused(400, field, "length", f"'{field}' is over {limit} characters")
+        raise Problem(400, field, "length", f"'{field}' is over {limit} characters")
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
         message = f"'{field}' must not hold control characters (a NUL, a line break, ...)"
-        raise _Refused(400, field, "characters", message)
+        raise Problem(400, field, "characters", message)
     return value
 
 

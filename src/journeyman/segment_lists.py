@@ -29,8 +29,8 @@ from starlette.routing import Route
 from journeyman.domain.core import list_change
 from journeyman.domain.ingest import NAME_LIMIT
 from journeyman.domain.state import Event
-from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.wire import Problem, json_response, store_change
 
 __all__ = ["MEMBERS_LIMIT", "segment_list_routes"]
 
@@ -58,36 +58,12 @@ def segment_list_routes(
     ]
 
 
-class _Refused(Exception):
-    def __init__(
-        self, status: int, field: str, rule: str, message: str, retry: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"field": field, "rule": rule, "message": message}}
-        self.headers = {"Retry-After": "1"} if retry else None
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
-
-
-def _answering(handler: Handler) -> Handler:
-    async def answer(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except _Refused as refused:
-            return _json(refused.body, refused.status, refused.headers)
-
-    return answer
-
-
 class _Lists:
     def __init__(self, runtime: Runtime, unavailable: Callable[[Any], bool]) -> None:
         self.runtime = runtime
         self.unavailable = unavailable
-        self.add = _answering(self._add)
-        self.remove = _answering(self._remove)
+        self.add = self._add
+        self.remove = self._remove
 
     async def _add(self, request: Request) -> Response:
         name = self._list(request)
@@ -95,83 +71,73 @@ class _Lists:
         now = self.runtime.processor.now()
         events = [list_change(name, True, now, user_id, email) for user_id, email in members]
         await self._accept(events)
-        return _json({"accepted": len(events)}, 202)
+        return json_response({"accepted": len(events)}, 202)
 
     async def _remove(self, request: Request) -> Response:
         name = self._list(request)
         profile_id = request.path_params["profile_id"]
         _check_id(profile_id, "id")
         await self._accept([list_change(name, False, self.runtime.processor.now(), profile_id)])
-        return _json({"accepted": 1}, 202)
+        return json_response({"accepted": 1}, 202)
 
     def _list(self, request: Request) -> str:
         name = str(request.path_params["name"])
         segment = self.runtime.workspace.segments.get(name)
         if segment is None:
-            raise _Refused(404, "name", "exists", f"no segment {name[:200]!r}")
+            raise Problem(404, "name", "exists", f"no segment {name[:200]!r}")
         if not segment.listed:
             message = f"segment {name!r} is no list: its condition decides who is in it"
-            raise _Refused(409, "name", "list", message)
+            raise Problem(409, "name", "list", message)
         return name
 
     async def _accept(self, events: list[Event]) -> None:
-        try:
-            await self.runtime.accept(events)
-        except Overloaded:
-            message = "too many events are queued; nothing changed, retry shortly"
-            raise _Refused(429, "body", "overload", message, retry=True) from None
-        except Exception as error:
-            if not self.unavailable(error):
-                raise
-            log.warning("a list change could not be stored: %r", error)
-            message = "the change could not be stored; nothing changed, retry"
-            raise _Refused(503, "body", "storage", message, retry=True) from None
+        await store_change(self.runtime.accept, events, self.unavailable, "a list change")
 
 
 async def _body(request: Request) -> Any:
     try:
         raw = await request.body()
     except ClientDisconnect:
-        raise _Refused(400, "body", "json", "the body did not arrive whole") from None
+        raise Problem(400, "body", "json", "the body did not arrive whole") from None
     if len(raw) > BODY_LIMIT:
         message = f"the body is larger than {BODY_LIMIT} bytes: send fewer members at once"
-        raise _Refused(413, "body", "size", message)
+        raise Problem(413, "body", "size", message)
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError:
-        raise _Refused(400, "body", "json", "the body must be JSON") from None
+        raise Problem(400, "body", "json", "the body must be JSON") from None
 
 
 def read_members(body: Any) -> list[tuple[str, str]]:
     """(userId, "") or ("", email) of each member of ``{"members": [...]}``; raises
     :class:`_Refused` naming the first bad field."""
     if not isinstance(body, dict) or set(body) != {"members"}:
-        raise _Refused(400, "body", "shape", 'the body must be {"members": [...]}')
+        raise Problem(400, "body", "shape", 'the body must be {"members": [...]}')
     items = body["members"]
     if not isinstance(items, list) or not 1 <= len(items) <= MEMBERS_LIMIT:
         message = f"'members' must be a list of 1 to {MEMBERS_LIMIT} members"
-        raise _Refused(400, "members", "size", message)
+        raise Problem(400, "members", "size", message)
     return [_member(item, f"members[{index}]") for index, item in enumerate(items)]
 
 
 def _member(item: Any, field: str) -> tuple[str, str]:
     if not isinstance(item, dict) or len(item) != 1 or not set(item) <= {"userId", "email"}:
         message = f'{field} must be {{"userId": ...}} or {{"email": ...}}'
-        raise _Refused(400, field, "shape", message)
+        raise Problem(400, field, "shape", message)
     if "userId" in item:
         return _check_id(item["userId"], f"{field}.userId"), ""
     email = _check_id(item["email"], f"{field}.email")
     if "@" not in email:
-        raise _Refused(400, f"{field}.email", "email", f"{field}.email is no email address")
+        raise Problem(400, f"{field}.email", "email", f"{field}.email is no email address")
     return "", email
 
 
 def _check_id(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _Refused(400, field, "type", f"{field} must be non-empty text")
+        raise Problem(400, field, "type", f"{field} must be non-empty text")
     if len(value) > NAME_LIMIT:
         message = f"{field} is longer than {NAME_LIMIT} characters"
-        raise _Refused(400, field, "length", message)
+        raise Problem(400, field, "length", message)
     if "\x00" in value:
-        raise _Refused(400, field, "characters", f"{field} holds a NUL character (U+0000)")
+        raise Problem(400, field, "characters", f"{field} holds a NUL character (U+0000)")
     return value

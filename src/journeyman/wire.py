@@ -3,15 +3,19 @@
 A :class:`Problem` is an error answer with a JSON body naming the field and the rule; an
 ingest error's body adds ``code`` and ``message`` where the analytics libraries read
 them (:func:`ingest_error`). :func:`read_body` reads a body in chunks within a size
-limit, inflating gzip or deflate as it arrives.
+limit, inflating gzip or deflate as it arrives. :func:`store_change` stores what an admin
+endpoint changes, or says why not as a Problem a client can retry on.
 """
 
 from __future__ import annotations
 
+import logging
 import zlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
+from starlette.responses import Response
 from starlette.types import Receive
 
 from journeyman.web.paths import whole_number
@@ -23,10 +27,15 @@ __all__ = [
     "answer_of",
     "decoded",
     "ingest_error",
+    "json_response",
     "plain",
     "read_body",
     "sdk_fields",
+    "store_change",
 ]
+
+log = logging.getLogger("journeyman.api")
+_T = TypeVar("_T")
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, JSON body, extra headers
 
@@ -47,6 +56,35 @@ class Problem(Exception):
         self.status = status
         self.body = {"error": {"field": field, "rule": rule, "message": message}}
         self.headers = headers
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
+
+
+async def store_change(
+    accept: Callable[[list[_T]], Awaitable[list[str]]],
+    events: list[_T],
+    unavailable: Callable[[BaseException], bool],
+    what: str,
+) -> list[str]:
+    """``accept(events)``'s statuses; 429 when too much is queued, 503 when the store or
+    the bus is away (``unavailable``), both with Retry-After and nothing changed. Any
+    other failure is a fault, raised as it is."""
+    from journeyman.runtime.processor import Overloaded  # the runtime builds on this module
+
+    retry = {"Retry-After": "1"}
+    try:
+        return await accept(events)
+    except Overloaded:
+        message = "too many events are queued; nothing changed, retry shortly"
+        raise Problem(429, "body", "overload", message, retry) from None
+    except Exception as error:
+        if not unavailable(error):
+            raise
+        log.warning("%s could not be stored: %r", what, error)
+        message = "the change could not be stored; nothing changed, retry"
+        raise Problem(503, "body", "storage", message, retry) from None
 
 
 class Disconnected(Exception):

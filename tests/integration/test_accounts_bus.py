@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import NATS_URL, BusServer, WorkerProcess, nats_missing, nats_stream
+from tests.cluster import serve_with_worker
 from tests.conftest import write_workspace
 from tests.integration.test_accounts_serve import WORKSPACE, html_of, mail_to
 from tests.integration.test_serve import profile, smtp_channel
@@ -26,17 +26,10 @@ pytestmark = pytest.mark.shared
 def test_a_worker_applies_group_calls_and_another_member_reads_the_account(
     tmp_path: Path, store_url: str
 ) -> None:
-    reason = nats_missing()
-    if reason is not None:
-        pytest.fail(reason)  # CI starts NATS: its absence is a failure, not a skip
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         workspace = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
-        stream = stack.enter_context(nats_stream(NATS_URL))
-        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 4)
-        stack.enter_context(api).start()
-        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path, {})
-        stack.enter_context(worker).start()
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 4)
         with api.client(WRITE_KEY) as client:
             for user in ("owner", "member"):
                 traits = {"email": f"{user}@x.test"}

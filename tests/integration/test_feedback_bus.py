@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from tests.cluster import NATS_URL, BusServer, WorkerProcess, nats_missing, nats_stream
+from tests.cluster import serve_with_worker
 from tests.conftest import write_workspace
 from tests.integration.test_provider_feedback import (
     ESP_SECRET,
@@ -79,18 +79,12 @@ steps:
 def test_a_worker_applies_bounces_and_stops_that_serve_took_and_skips_the_next_sends(
     tmp_path: Path, store_url: str, backend: Backend
 ) -> None:
-    if (reason := nats_missing()) is not None:
-        pytest.fail(reason)  # CI starts NATS: its absence is a failure, not a skip
     env = {"ESP_SECRET": ESP_SECRET, "TWILIO_TOKEN": TWILIO_TOKEN}
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         twilio = stack.enter_context(HttpServer([Reply(201, TWILIO_ANSWER)]))
         workspace = write_workspace(tmp_path / "ws", WORKSPACE, channels(smtp.port, twilio.url))
-        stream = stack.enter_context(nats_stream(NATS_URL))
-        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 2, env)
-        stack.enter_context(api).start()
-        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path, env)
-        stack.enter_context(worker).start()
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 2, env)
         client = stack.enter_context(api.client())
 
         def names() -> list[str]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from journeyman.domain.engine import split_point
-from tests.cluster import NATS_URL, BusServer, WorkerProcess, nats_missing, nats_stream
+from tests.cluster import serve_with_worker
 from tests.conftest import write_workspace
 from tests.integration.test_serve import smtp_channel
 from tests.servers import WRITE_KEY, Journeyman, SmtpServer
@@ -144,17 +144,10 @@ def test_serve_reports_goals_per_arm_with_lift_against_the_holdout(
 def test_a_worker_counts_goals_and_skips_the_holdout_as_serve_does(
     tmp_path: Path, store_url: str
 ) -> None:
-    reason = nats_missing()
-    if reason is not None:
-        pytest.fail(reason)  # CI starts NATS: its absence is a failure, not a skip
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         workspace = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
-        stream = stack.enter_context(nats_stream(NATS_URL))
-        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 4)
-        stack.enter_context(api).start()
-        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path, {})
-        stack.enter_context(worker).start()
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 4)
         client = stack.enter_context(api.client(WRITE_KEY))
         admin = stack.enter_context(api.client())
         run_scenario(client, admin, smtp)

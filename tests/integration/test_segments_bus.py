@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import NATS_URL, BusServer, WorkerProcess, nats_missing, nats_stream
+from tests.cluster import serve_with_worker
 from tests.conftest import write_workspace
 from tests.integration.test_segments_serve import LAPSING, WORKSPACE
 from tests.integration.test_serve import smtp_channel
@@ -27,17 +27,10 @@ pytestmark = pytest.mark.shared
 def test_a_worker_keeps_membership_and_runs_the_segment_journey(
     tmp_path: Path, store_url: str
 ) -> None:
-    reason = nats_missing()
-    if reason is not None:
-        pytest.fail(reason)  # CI starts NATS: its absence is a failure, not a skip
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         workspace = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
-        stream = stack.enter_context(nats_stream(NATS_URL))
-        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 2)
-        stack.enter_context(api).start()
-        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path, {})
-        stack.enter_context(worker).start()
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 2)
         with api.client(WRITE_KEY) as writer, api.client() as admin:
 
             def post(path: str, body: dict[str, Any]) -> None:
@@ -87,17 +80,10 @@ def test_a_worker_keeps_membership_and_runs_the_segment_journey(
 def test_a_worker_claims_the_profile_clock_and_the_profile_leaves_with_no_event(
     tmp_path: Path, store_url: str
 ) -> None:
-    reason = nats_missing()
-    if reason is not None:
-        pytest.fail(reason)
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         workspace = write_workspace(tmp_path / "ws", LAPSING, smtp_channel(smtp.port))
-        stream = stack.enter_context(nats_stream(NATS_URL))
-        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 2)
-        stack.enter_context(api).start()
-        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path, {})
-        stack.enter_context(worker).start()
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 2)
         with api.client(WRITE_KEY) as writer:
             identify = {"userId": "u1", "traits": {"email": "u1@example.com"}}
             assert writer.post("/v1/identify", json=identify).status_code == 202

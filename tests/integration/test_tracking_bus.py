@@ -13,12 +13,10 @@ import httpx
 import pytest
 
 from tests.cluster import (
-    NATS_URL,
     BusServer,
     NatsServer,
     WorkerProcess,
-    nats_missing,
-    nats_stream,
+    serve_with_worker,
 )
 from tests.conftest import write_workspace
 from tests.integration.test_reaction_pixel import WORKSPACE as WAITS_FOR_AN_OPEN
@@ -36,16 +34,10 @@ WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
 def test_a_worker_sends_tracked_email_and_clicks_reach_the_profile_through_the_bus(
     tmp_path: Path, store_url: str
 ) -> None:
-    if (reason := nats_missing()) is not None:
-        pytest.fail(reason)
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         workspace = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
-        stream = stack.enter_context(nats_stream())
-        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 4)
-        stack.enter_context(api).start()
-        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path)
-        stack.enter_context(worker).start()
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 4)
         client = stack.enter_context(api.client())
         traits = {"firstName": "Ada", "email": "ada@example.com"}
         accepted(client.post("/v1/identify", json={"userId": "ada", "traits": traits}))
@@ -122,14 +114,8 @@ def _two(found: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
 def test_a_workers_wait_for_an_open_takes_the_pixel_path_or_the_timeout_path(
     tmp_path: Path, store_url: str
 ) -> None:
-    if (reason := nats_missing()) is not None:
-        pytest.fail(reason)
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         workspace = write_workspace(tmp_path / "ws", WAITS_FOR_AN_OPEN, smtp_channel(smtp.port))
-        stream = stack.enter_context(nats_stream())
-        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 2)
-        stack.enter_context(api).start()
-        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path)
-        stack.enter_context(worker).start()
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 2)
         open_and_ignore(stack.enter_context(api.client()), smtp)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import NATS_URL, BusServer, WorkerProcess, nats_missing, nats_stream
+from tests.cluster import serve_with_worker
 from tests.conftest import write_workspace
 from tests.servers import WRITE_KEY, Mail, SmtpServer
 from tests.stores import Backend
@@ -64,17 +64,10 @@ def channel(port: int) -> str:
 def test_a_worker_adds_the_headers_and_a_one_click_post_to_serve_stops_the_topic(
     tmp_path: Path, store_url: str, backend: Backend
 ) -> None:
-    reason = nats_missing()
-    if reason is not None:
-        pytest.fail(reason)  # CI starts NATS: its absence is a failure, not a skip
     with ExitStack() as stack:
         smtp = stack.enter_context(SmtpServer())
         workspace = write_workspace(tmp_path / "ws", WORKSPACE, channel(smtp.port))
-        stream = stack.enter_context(nats_stream(NATS_URL))
-        api = BusServer(workspace, store_url, tmp_path, NATS_URL, stream, 2)
-        stack.enter_context(api).start()
-        worker = WorkerProcess("1", workspace, store_url, NATS_URL, tmp_path, {})
-        stack.enter_context(worker).start()
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 2)
         with api.client(WRITE_KEY) as client:
 
             def purchase(emails: int) -> list[Mail]:
