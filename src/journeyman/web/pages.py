@@ -366,14 +366,22 @@ class _Console:
         return self.render(request, session, "profiles.html", context)
 
     async def profile(self, request: Request, session: Session) -> Response:
-        data = await views.profile_view(
-            self.runtime, request.path_params["profile_id"], messages=True
-        )
+        profile_id = request.path_params["profile_id"]
+        data = await views.profile_view(self.runtime, profile_id, messages=True)
         if data is None:
+            # An anonymous profile merged into a known one: the known one holds it all.
+            owner = (await views.profile_owners(self.runtime, [profile_id])).get(profile_id)
+            if owner is not None and owner != profile_id:
+                target = f"/profiles/{quote(owner, safe='')}?merged={quote(profile_id, safe='')}"
+                return RedirectResponse(target, 303)
             return self._not_found(request, session, "no such profile")
         if _wants_json(request):
             return _data(data)
-        return self.render(request, session, "profile.html", {"profile": data})
+        merged = request.query_params.get("merged", "")
+        if merged not in data["identities"].get("anonymousId", []):
+            merged = ""  # said only of an id that does lead here
+        context = {"profile": data, "merged": merged}
+        return self.render(request, session, "profile.html", context)
 
     # events, messages, workspace
 

@@ -51,6 +51,7 @@ __all__ = [
     "journey_versions",
     "journeys_overview",
     "load_folder",
+    "profile_owners",
     "profile_search",
     "profile_view",
     "record",
@@ -563,12 +564,31 @@ async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, 
         mine = [e for e in entries if e.profile_id == profile_id and _explained(e)]
         trace = await runtime.reads.trace(profile_id, limit=_TRACE_LIMIT)
         decisions |= _match(workspace, mine, trace, cutoff)
+    owners = await profile_owners(runtime, [e.profile_id for e in entries])
     found = []
     for entry in entries:
         item = entry.as_dict()
+        # The profile the call's id leads to now (None: none was ever stored).
+        item["profile_now"] = owners.get(entry.profile_id)
         if _explained(entry):
             item["journeys"] = _why_none(workspace, entry.name) or decisions[entry.seq]
         found.append(item)
+    return found
+
+
+async def profile_owners(runtime: Runtime, ids: list[str]) -> dict[str, str]:
+    """The profile each id leads to now: itself if it is a profile, else the profile an
+    identify or alias merged it into (its anonymousId's owner). An id of a call that was
+    never stored, or of a profile that was never made, is left out."""
+    wanted = [i for i in dict.fromkeys(ids) if i and "\x00" not in i]
+    found: dict[str, str] = {}
+    for profile_id in wanted:
+        if await runtime.reads.profile(profile_id) is not None:
+            found[profile_id] = profile_id
+    missing = [("anonymousId", i) for i in wanted if i not in found]
+    if missing:
+        for (_, value), owner in (await runtime.store.resolve(missing)).items():
+            found[value] = owner
     return found
 
 

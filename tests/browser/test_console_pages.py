@@ -1,0 +1,65 @@
+"""What the console's pages tell a person, in a real headless Chromium against a real
+``journeyman serve``: where an event's profile went, the same step counts in every
+place, emails shown when asked for, search, times with their zone, and who did what.
+
+One server and one browser for the module; each test uses profiles of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.test_browser import PASSWORD, USER, WELCOME, WithCatcher, send, shoot
+from tests.browser.test_console_layout import browser, logged_in
+from tests.conftest import BASE, write_workspace
+from tests.servers import Journeyman
+
+__all__ = ["browser"]  # the module's browser fixture, shared with the layout tests
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journeyman]:
+    folder = tmp_path_factory.mktemp("pages")
+    workspace = write_workspace(folder / "ws", BASE, WELCOME)
+    users = {"JOURNEYMAN_CONSOLE_USERS": f"{USER}:{PASSWORD}"}
+    with WithCatcher(workspace, f"sqlite:///{folder / 'j.db'}", folder, env=users) as running:
+        running.start()
+        yield running
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, server: Journeyman) -> Iterator[Page]:
+    context, tab = logged_in(browser, server, 1280)
+    yield tab
+    context.close()
+
+
+def test_an_events_profile_link_leads_to_the_profile_it_was_merged_into(
+    page: Page, server: Journeyman
+) -> None:
+    anonymous = {"anonymousId": "visitor-7", "traits": {"firstName": "Vi"}}
+    assert send(server, "/v1/identify", anonymous).status_code == 202
+    known = {"userId": "vi", "anonymousId": "visitor-7", "traits": {"email": "vi@example.com"}}
+    assert send(server, "/v1/identify", known).status_code == 202
+    page.goto("/events?profile=visitor-7")
+    row = page.locator("#tail tbody tr").first
+    expect(row).to_contain_text("merged from visitor-7")
+    row.get_by_role("link", name="vi", exact=True).click()
+    expect(page.get_by_role("heading", name="vi", exact=True)).to_be_visible()
+    page.goto("/profiles/visitor-7")  # an old link to the anonymous profile
+    expect(page.get_by_role("heading", name="vi", exact=True)).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("visitor-7 was merged into this profile")
+    shoot(page, "profile-merged")
+
+
+def test_a_rejected_calls_profile_is_shown_without_a_link(page: Page, server: Journeyman) -> None:
+    bad = {"userId": "ghost", "event": "purchased", "properties": {"total": "lots"}}
+    assert send(server, "/v1/track", bad).status_code == 400
+    page.goto("/events?profile=ghost")
+    row = page.locator("#tail tbody tr").first
+    expect(row).to_contain_text("no profile: the call was rejected")
+    expect(row).to_contain_text("properties.total breaks type")
+    expect(row.get_by_role("link", name="ghost")).to_have_count(0)
