@@ -8,6 +8,7 @@ its own. Screenshots go to ``artifacts/screenshots/`` (git-ignored).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -147,3 +148,33 @@ def test_the_menu_and_the_graph_fit_the_screen(page: Page) -> None:
     assert graph["width"] <= canvas["width"] + 1  # the graph shrinks into its card
     page.goto("/login")  # logged in already: the login page still fits
     assert sideways(page) <= 0
+
+
+INSIDE = """node => {
+    const box = node.querySelector("rect").getBBox();
+    return [...node.querySelectorAll("text")].filter(t => t.textContent).map(t => {
+        const b = t.getBBox();
+        return [t.textContent, b.x >= box.x && b.x + b.width <= box.x + box.width];
+    });
+}"""
+
+
+def test_every_boxs_text_stays_inside_it_and_long_names_keep_most_of_their_text(
+    page: Page,
+) -> None:
+    page.goto(f"/journeys/{NAME}")
+    nodes = page.locator("[data-node]")
+    expect(nodes).to_have_count(5)
+    for index in range(nodes.count()):
+        for text, inside in nodes.nth(index).evaluate(INSIDE):
+            assert inside, f"{text!r} overflows its box"
+    long = page.locator('[data-node="settle_in_for_a_whole_day_before_greeting"]')
+    shown = long.locator("text.title").text_content() or ""
+    assert shown.endswith("…")
+    assert len(shown) >= 18  # cut where the box ends, not a few characters in
+    assert "settle_in_for_a_whole_day_before_greeting" in (
+        long.locator("title").text_content() or ""
+    )
+    fits = page.locator('[data-node="greet_with_a_welcome_email"] text.summary')
+    expect(fits).to_have_text(re.compile(r"^send welcome_email_for_e.*…$"))
+    shoot(page, f"{width_of(page)}-graph-text")

@@ -40,13 +40,32 @@ function updateNode(node, counts) {
   }
   const issues = node.querySelector("[data-issues]");
   if (issues) {
-    issues.textContent = ISSUES.filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(" · ");
+    const text = ISSUES.filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(" · ");
+    if (issues.dataset.full !== text) { issues.dataset.full = text; fit(issues); }
   }
   if (changed) {
     node.classList.remove("flash");
     void node.getBBox();
     node.classList.add("flash");
   }
+}
+
+// Text of a graph's box that is wider than the box: as much of it as fits, then "…".
+// The whole text stays in the box's tooltip and label.
+function fit(text) {
+  const width = Number(text.dataset.fit);
+  const full = text.dataset.full ?? text.textContent;
+  text.dataset.full = full;
+  text.textContent = full;
+  if (!width || text.getComputedTextLength() <= width) return;
+  let low = 0;
+  let high = full.length - 1;
+  while (low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    text.textContent = `${full.slice(0, middle)}…`;
+    if (text.getComputedTextLength() <= width) low = middle; else high = middle - 1;
+  }
+  text.textContent = `${full.slice(0, low).trimEnd()}…`;
 }
 
 // A list that refreshes: fetch this page again and swap in the element with the same id.
@@ -68,6 +87,7 @@ function liveRegion(region) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  for (const text of document.querySelectorAll("text[data-fit]")) fit(text);
   for (const canvas of document.querySelectorAll("[data-live-url]")) liveGraph(canvas);
   for (const region of document.querySelectorAll("[data-refresh]")) liveRegion(region);
 });
