@@ -534,7 +534,13 @@ def _no_dead_letter(letter_id: int) -> Problem:
 
 
 def _step_summary(step: Step, counts: dict[str, int]) -> dict[str, Any]:
-    summary = {"id": step.id, "type": step.kind, "next": step.next, "counts": counts}
+    summary = {
+        "id": step.id,
+        "type": step.kind,
+        "next": step.next,
+        "numbers": views.node_counts(step, counts),  # as the console's box and panel say
+        "counts": counts,
+    }
     reactions = views.engagement(step, counts)
     if reactions is not None:
         summary["engagement"] = reactions

@@ -20,10 +20,22 @@ from tests.servers import Journeyman
 __all__ = ["browser"]  # the module's browser fixture, shared with the layout tests
 
 
+QUICK = """
+kind: journey
+name: quick
+entry: {event: purchased}
+steps:
+  - id: thank
+    send: hello_email
+  - id: finish
+    end: thanked
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journeyman]:
     folder = tmp_path_factory.mktemp("pages")
-    workspace = write_workspace(folder / "ws", BASE, WELCOME)
+    workspace = write_workspace(folder / "ws", BASE, WELCOME, QUICK)
     users = {"JOURNEYMAN_CONSOLE_USERS": f"{USER}:{PASSWORD}"}
     with WithCatcher(workspace, f"sqlite:///{folder / 'j.db'}", folder, env=users) as running:
         running.start()
@@ -63,3 +75,35 @@ def test_a_rejected_calls_profile_is_shown_without_a_link(page: Page, server: Jo
     expect(row).to_contain_text("no profile: the call was rejected")
     expect(row).to_contain_text("properties.total breaks type")
     expect(row.get_by_role("link", name="ghost")).to_have_count(0)
+
+
+def test_a_steps_numbers_read_the_same_on_its_box_its_panel_and_the_api(
+    page: Page, server: Journeyman
+) -> None:
+    assert send(
+        server, "/v1/identify", {"userId": "pat", "traits": {"email": "p@x.org"}}
+    ).is_success
+    bought = {"userId": "pat", "event": "purchased", "properties": {"total": 5}}
+    assert send(server, "/v1/track", bought).status_code == 202
+    page.goto("/journeys/quick?step=finish")
+    box = page.locator('[data-node="finish"]')
+    expect(box.locator("text.counts")).to_have_text("1 entered · 0 waiting · 1 passed")
+    expect(box.locator("[data-issues]")).to_have_text("")  # completing is not leaving
+    numbers = page.locator("#detail [data-number]")
+    expect(numbers).to_have_text(["entered1", "waiting0", "passed1"])
+    expect(page.locator("#detail")).not_to_contain_text("waiting_now")
+    with server.client() as client:
+        steps = client.get("/v1/journeys/quick").json()["steps"]
+    finish = next(s for s in steps if s["id"] == "finish")
+    assert finish["numbers"] == {
+        "entered": 1,
+        "waiting": 0,
+        "passed": 1,
+        "left": 0,
+        "skipped": 0,
+        "capped": 0,
+        "dropped": 0,
+        "failed": 0,
+    }
+    assert "left" not in finish["counts"]
+    shoot(page, "step-numbers")

@@ -373,7 +373,7 @@ def test_step_counts_count_one_version_and_the_instances_that_left_a_step(
             at("u2", "wait", "ended", "exited: exit event deleted"),
             at("u3", "wait", "waiting"),
             at("u4", "wait", "waited"),
-            at("u4", "end", "ended", "completed"),
+            at("u4", "end", "ended", "welcomed"),  # the end step's state: completed
             at("u5", "wait", "merged", "ended: merged into profile u9"),
         ]
         await store.commit(Changes(instances={i.id: i for i in instances}, records=records))

@@ -75,10 +75,13 @@ __all__ = [
 LEASE = timedelta(minutes=2)
 
 
-# The step records of an instance that ended at a step without completing it. An instance
-# that ran out of steps ends 'completed' at the step it passed last: that is no leaving.
+# The step records of an instance that ended at a step without completing it: an early
+# end's record says why after its state ('exited: exit event deleted', 'stopped: ...',
+# 'timed_out: ...', 'failed: ...', 'goal_reached: ...'), or the instance was merged away.
+# A normal completion is no leaving: an instance that reached an `end` step ends with the
+# step's state alone ('converted'), one that ran out of steps with 'completed'.
 LEFT = (
-    "(s.outcome = 'ended' AND s.detail NOT LIKE 'completed%') "
+    "(s.outcome = 'ended' AND s.detail LIKE '%: %') "
     "OR (s.outcome = 'merged' AND s.detail LIKE 'ended:%')"
 )
 

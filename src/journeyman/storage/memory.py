@@ -125,7 +125,7 @@ class _Step:
     def left(self) -> bool:
         """Whether its instance ended here without completing the step (see base.LEFT)."""
         if self.outcome == "ended":
-            return not self.detail.startswith("completed")
+            return ": " in self.detail
         return self.outcome == "merged" and self.detail.startswith("ended:")
 
 

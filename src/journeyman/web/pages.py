@@ -116,6 +116,8 @@ def _environment() -> Environment:
     env.filters["json"] = lambda v: msgspec.json.encode(v).decode()
     # One path segment: a profile id may hold '/', '?', '#', '%' or spaces.
     env.filters["segment"] = lambda v: quote(str(v), safe="")
+    env.globals["step_numbers"] = views.STEP_NUMBERS
+    env.globals["outcomes_shown"] = views.outcomes_shown
     env.globals["live_seconds"] = LIVE_SECONDS
     env.globals["list_seconds"] = LIST_SECONDS
     return env

@@ -38,6 +38,7 @@ from journeyman.workspace import Loaded, load_workspace
 
 __all__ = [
     "SAMPLE_PROFILE",
+    "STEP_NUMBERS",
     "ReplayFailed",
     "caught_mail",
     "dead_letter",
@@ -51,6 +52,8 @@ __all__ = [
     "journey_versions",
     "journeys_overview",
     "load_folder",
+    "node_counts",
+    "outcomes_shown",
     "profile_owners",
     "profile_search",
     "profile_view",
@@ -134,24 +137,48 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
     return found
 
 
-def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any]:
-    """The numbers on one box of the graph: entered, waiting now, passed, issues.
+# What the numbers of a step mean: the same words on its box, in its panel and in the
+# API's ``numbers`` (GET /v1/journeys/{name}); docs/console.md says the same.
+STEP_NUMBERS = {
+    "entered": "instances that reached the step (each arrival: a loop arrives again)",
+    "waiting": "waiting at the step now",
+    "passed": "went on past the step (at an end step: completed the journey there)",
+    "left": "ended at the step without completing it: exited, stopped, timed out, "
+    "failed, reached a goal, merged into another profile's instance",
+    "skipped": "skipped by the step (no consent, no address, a condition)",
+    "capped": "held back by a frequency cap",
+    "dropped": "dropped by quiet hours or a throttle",
+    "failed": "messages and calls that failed after the step handed them over "
+    "(those instances had passed)",
+}
 
-    Every instance that reached the step is in one of: passed, waiting now, skipped,
-    capped, dropped, or left (it ended there without completing the step: exited,
-    stopped, timed out, failed, merged away). Entered is their sum. ``failed`` counts
-    deliveries that failed after the step handed them over: those instances passed.
+
+def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, int]:
+    """The numbers of one step (see :data:`STEP_NUMBERS`), from its records by outcome.
+
+    Every arrival at the step is counted once in one of: passed, waiting, skipped, capped,
+    dropped, left; entered is their sum. An instance that reaches an ``end`` step ends
+    there, completed: it passed. ``failed`` counts deliveries that failed after the step
+    handed them over: those instances passed.
     """
     passed = sum(counts.get(outcome, 0) for outcome in PASSED)
-    left = 0
+    left = counts.get("left", 0)
     if isinstance(step, m.End):
-        passed += counts.get("ended", 0)
-    else:
-        left = counts.get("left", 0)
+        passed += counts.get("ended", 0) - left
     waiting = counts.get("waiting_now", 0)
     issues = {outcome: counts.get(outcome, 0) for outcome in ISSUES}
     entered = passed + waiting + issues["skipped"] + issues["capped"] + issues["dropped"] + left
-    return {"entered": entered, "waiting_now": waiting, "passed": passed, "left": left, **issues}
+    numbers = {"entered": entered, "waiting": waiting, "passed": passed, "left": left, **issues}
+    return {key: numbers[key] for key in STEP_NUMBERS}
+
+
+def outcomes_shown(counts: Mapping[str, int]) -> dict[str, int]:
+    """A step's records by outcome, without what the numbers or the engagement say."""
+    return {
+        k: n
+        for k, n in counts.items()
+        if k not in ("waiting_now", "left") and not k.startswith("unique_")
+    }
 
 
 def engagement(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any] | None:

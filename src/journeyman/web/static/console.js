@@ -43,6 +43,7 @@ function updateNode(node, counts) {
     const text = ISSUES.filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(" · ");
     if (issues.dataset.full !== text) { issues.dataset.full = text; fit(issues); }
   }
+  for (const line of node.querySelectorAll("[data-squeeze]")) squeeze(line);
   if (changed) {
     node.classList.remove("flash");
     void node.getBBox();
@@ -68,6 +69,16 @@ function fit(text) {
   text.textContent = `${full.slice(0, low).trimEnd()}…`;
 }
 
+// A line of numbers wider than its box (large numbers) is drawn a little narrower.
+function squeeze(text) {
+  text.removeAttribute("textLength");
+  const width = Number(text.dataset.squeeze);
+  if (width && text.getComputedTextLength() > width) {
+    text.setAttribute("lengthAdjust", "spacingAndGlyphs");
+    text.setAttribute("textLength", String(width));
+  }
+}
+
 // A list that refreshes: fetch this page again and swap in the element with the same id.
 function liveRegion(region) {
   const seconds = Number(region.dataset.refresh) || 3;
@@ -88,6 +99,7 @@ function liveRegion(region) {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const text of document.querySelectorAll("text[data-fit]")) fit(text);
+  for (const text of document.querySelectorAll("text[data-squeeze]")) squeeze(text);
   for (const canvas of document.querySelectorAll("[data-live-url]")) liveGraph(canvas);
   for (const region of document.querySelectorAll("[data-refresh]")) liveRegion(region);
 });
