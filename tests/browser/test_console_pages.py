@@ -12,10 +12,11 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.test_browser import PASSWORD, USER, WELCOME, WithCatcher, send, shoot
+from tests.browser.test_browser import PASSWORD, USER, WELCOME, WithCatcher, send, shoot, sign_up
 from tests.browser.test_console_layout import browser, logged_in
 from tests.conftest import BASE, write_workspace
 from tests.servers import Journeyman
+from tests.waiting import wait_until
 
 __all__ = ["browser"]  # the module's browser fixture, shared with the layout tests
 
@@ -107,3 +108,29 @@ def test_a_steps_numbers_read_the_same_on_its_box_its_panel_and_the_api(
     }
     assert "left" not in finish["counts"]
     shoot(page, "step-numbers")
+
+
+def caught(server: Journeyman) -> int:
+    with server.client() as client:
+        return len(client.get("/v1/mail").json()["mail"])
+
+
+def test_the_messages_page_draws_an_email_only_when_it_is_opened(
+    page: Page, server: Journeyman
+) -> None:
+    before = caught(server)
+    for n in range(15):
+        sign_up(server, f"reader{n:02}", "free")
+    wait_until(lambda: caught(server) >= before + 15, "15 welcome emails caught")
+    page.goto("/messages")
+    mails = page.locator("details.message")
+    expect(mails).to_have_count(caught(server))
+    expect(page.locator("iframe")).to_have_count(0)  # none drawn before it is asked for
+    mail = mails.filter(has_text="Welcome, Reader07")
+    mail.locator("summary").click()
+    expect(page.locator("iframe")).to_have_count(1)
+    expect(mail.frame_locator("iframe").locator("h1")).to_have_text("Welcome, Reader07")
+    mail.locator("summary").click()  # closed and opened again: still one frame
+    mail.locator("summary").click()
+    expect(page.locator("iframe")).to_have_count(1)
+    shoot(page, "messages-on-demand")

@@ -79,6 +79,16 @@ function squeeze(text) {
   }
 }
 
+// An email shown in a closed <details> is only drawn once opened: a page of many emails
+// would otherwise load a frame for each of them.
+function openFrames(event) {
+  const details = event.target;
+  if (!(details instanceof HTMLDetailsElement) || !details.open) return;
+  for (const frame of details.querySelectorAll("template.frame")) {
+    frame.replaceWith(frame.content.cloneNode(true));
+  }
+}
+
 // A list that refreshes: fetch this page again and swap in the element with the same id.
 function liveRegion(region) {
   const seconds = Number(region.dataset.refresh) || 3;
@@ -96,6 +106,8 @@ function liveRegion(region) {
     }
   }, seconds * 1000);
 }
+
+document.addEventListener("toggle", openFrames, true);  // toggle does not bubble
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const text of document.querySelectorAll("text[data-fit]")) fit(text);
