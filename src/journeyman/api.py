@@ -408,9 +408,11 @@ class _Api:
         return _json(found)
 
     async def profiles(self, request: Request) -> Response:
-        """GET /v1/profiles?q=: the profiles a userId, anonymousId or email leads to."""
-        query = _params(request, "q").get("q", "")
-        return _json({"query": query, "profiles": await views.profile_search(self.runtime, query)})
+        """GET /v1/profiles?q=&after=&limit=: a page of the profiles a search finds."""
+        params = _params(request, "q", "after", "limit")
+        limit = _limit(params.get("limit", "100"))
+        query, after = params.get("q", ""), params.get("after", "")
+        return _json(await views.profile_page(self.runtime, query, after, limit))
 
     async def workspace_status(self, request: Request) -> Response:
         return _json(await views.workspace_status(self.runtime))

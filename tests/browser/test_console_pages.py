@@ -134,3 +134,20 @@ def test_the_messages_page_draws_an_email_only_when_it_is_opened(
     mail.locator("summary").click()
     expect(page.locator("iframe")).to_have_count(1)
     shoot(page, "messages-on-demand")
+
+
+def test_profiles_are_found_by_the_start_of_a_name_whatever_its_case(
+    page: Page, server: Journeyman
+) -> None:
+    for user, name in (("g-1", "Grace"), ("g-2", "Gracie")):
+        traits = {"firstName": name, "lastName": "Hopper", "email": f"{user}@example.com"}
+        assert send(server, "/v1/identify", {"userId": user, "traits": traits}).is_success
+    page.get_by_label("Find a profile").fill("GRAC")
+    page.get_by_label("Find a profile").press("Enter")
+    found = page.get_by_role("region", name="Profiles found")
+    expect(found.locator("tbody tr")).to_have_count(2)
+    expect(found).to_contain_text("Gracie Hopper")
+    found.get_by_role("link", name="g-2").click()
+    expect(page.get_by_role("heading", name="g-2", exact=True)).to_be_visible()
+    page.goto("/profiles?q=")
+    expect(page.get_by_role("region", name="Profiles found")).to_contain_text("g-1@example.com")

@@ -322,8 +322,18 @@ def test_profiles_are_found_by_id_or_email_and_show_why_a_branch_was_taken(
         await identify(client, "u1", {"email": "Ada@Example.com", "firstName": "Ada"})
         await track(client, {"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}})
         found = await client.get("/v1/profiles", params={"q": "ada@example.com"}, headers=ADMIN)
-        assert found.json() == {"query": "ada@example.com", "profiles": ["u1"]}
+        assert found.json() == {"query": "ada@example.com", "profiles": ["u1"], "next": None}
         assert (await client.get("/v1/profiles?q=u1", headers=ADMIN)).json()["profiles"] == ["u1"]
+        for start in ("ADA", "ada@ex", "U", "ad"):  # the start of an email, an id, a name
+            found = await client.get("/v1/profiles", params={"q": start}, headers=ADMIN)
+            assert found.json()["profiles"] == ["u1"], start
+        await identify(client, "u2", {"firstName": "Bo"})
+        first = (await client.get("/v1/profiles?limit=1", headers=ADMIN)).json()
+        assert (first["profiles"], first["next"]) == (["u1"], "u1")
+        rest = await client.get("/v1/profiles?limit=1&after=u1", headers=ADMIN)
+        assert rest.json()["profiles"] == ["u2"]
+        bad = await client.get("/v1/profiles?limit=0", headers=ADMIN)
+        assert (bad.status_code, bad.json()["error"]["field"]) == (400, "limit")
 
         await log_in(client)
         search = await client.get("/profiles", params={"q": "ada@example.com"})

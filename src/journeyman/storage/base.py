@@ -392,6 +392,15 @@ class ReadModel(ABC):
         is no such message (a call is not one)."""
 
     @abstractmethod
+    async def search_profiles(
+        self, text: str, after: str, limit: int
+    ) -> tuple[list[str], str | None]:
+        """Up to ``limit`` profile ids after ``after``, in id order, whose id, email or
+        anonymousId starts with ``text``, or a word of whose name trait (firstName,
+        lastName, name) does, case ignored; every profile for an empty ``text``. With the
+        cursor to pass as ``after`` for the next page (None on the last one)."""
+
+    @abstractmethod
     async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
         """Ids of profiles whose trait ``trait`` is the text ``value`` (a console search,
         such as by phone: it may read every profile)."""

@@ -359,12 +359,19 @@ class _Console:
 
     async def profiles(self, request: Request, session: Session) -> Response:
         query = request.query_params.get("q", "")
-        found = await views.profile_search(self.runtime, query)
+        after = request.query_params.get("after", "")
+        page = await views.profile_page(self.runtime, query, after, PROFILES_SHOWN)
         if _wants_json(request):
-            return _data({"query": query, "profiles": found})
-        if len(found) == 1:
+            return _data(page)
+        found = page["profiles"]
+        if query.strip() and not after and len(found) == 1:
             return RedirectResponse(f"/profiles/{quote(found[0], safe='')}", 303)
-        context = {"query": query, "found": found}
+        rows = []
+        for profile_id in found:
+            stored = await self.runtime.reads.profile(profile_id)
+            traits = stored.traits if stored is not None else {}
+            rows.append({"id": profile_id, "email": traits.get("email"), "name": _name(traits)})
+        context = {"query": query, "found": rows, "next": page["next"], "after": after}
         return self.render(request, session, "profiles.html", context)
 
     async def profile(self, request: Request, session: Session) -> Response:
@@ -461,6 +468,17 @@ class _Console:
         if _wants_json(request):
             return _data({"error": {"field": "path", "rule": "exists", "message": message}}, 404)
         return self.render(request, session, "error.html", {"message": message.capitalize()}, 404)
+
+
+PROFILES_SHOWN = 50  # a page of the profiles list
+
+
+def _name(traits: Mapping[str, Any]) -> str:
+    """A profile's name, as its traits give it."""
+    parts = [traits.get("firstName"), traits.get("lastName")]
+    name = " ".join(p for p in parts if isinstance(p, str) and p)
+    given = traits.get("name")
+    return name or (given if isinstance(given, str) else "")
 
 
 _STATUSES = ("accepted", "duplicate", "rejected", "unavailable")

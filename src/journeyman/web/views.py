@@ -55,6 +55,7 @@ __all__ = [
     "node_counts",
     "outcomes_shown",
     "profile_owners",
+    "profile_page",
     "profile_search",
     "profile_view",
     "record",
@@ -438,6 +439,22 @@ async def profile_search(runtime: Runtime, query: str) -> list[str]:
 
 
 _PHONE = re.compile(r"\+?[\d\s().-]{5,}")
+
+
+async def profile_page(
+    runtime: Runtime, query: str, after: str = "", limit: int = 50
+) -> dict[str, Any]:
+    """A page of profiles for a search: on the first, the ones ``query`` names exactly
+    (see :func:`profile_search`); then, in id order, every profile whose id, email or
+    anonymousId starts with it, or a word of whose name does, case ignored (every
+    profile, for an empty query). ``next`` is the ``after`` of the next page, or None."""
+    text = query.strip()
+    if "\x00" in text or "\x00" in after:  # no id holds a NUL; PostgreSQL cannot be asked
+        return {"query": query, "profiles": [], "next": None}
+    exact = await profile_search(runtime, text) if text and not after else []
+    found, following = await runtime.reads.search_profiles(text, after, limit)
+    profiles = list(dict.fromkeys([*exact, *found]))
+    return {"query": query, "profiles": profiles, "next": following}
 
 
 def _reactions(trace: list[StepRecord], row: MessageRow) -> list[dict[str, Any]]:
