@@ -411,9 +411,11 @@ class _Api:
         return _json(found)
 
     async def profiles(self, request: Request) -> Response:
-        """GET /v1/profiles?q=: the profiles a userId, anonymousId or email leads to."""
-        query = _params(request, "q").get("q", "")
-        return _json({"query": query, "profiles": await views.profile_search(self.runtime, query)})
+        """GET /v1/profiles?q=&after=&limit=: a page of the profiles a search finds."""
+        params = _params(request, "q", "after", "limit")
+        limit = _limit(params.get("limit", "100"))
+        query, after = params.get("q", ""), params.get("after", "")
+        return _json(await views.profile_page(self.runtime, query, after, limit))
 
     async def workspace_status(self, request: Request) -> Response:
         return _json(await views.workspace_status(self.runtime))
@@ -537,7 +539,13 @@ def _no_dead_letter(letter_id: int) -> Problem:
 
 
 def _step_summary(step: Step, counts: dict[str, int]) -> dict[str, Any]:
-    summary = {"id": step.id, "type": step.kind, "next": step.next, "counts": counts}
+    summary = {
+        "id": step.id,
+        "type": step.kind,
+        "next": step.next,
+        "numbers": views.node_counts(step, counts),  # as the console's box and panel say
+        "counts": counts,
+    }
     reactions = views.engagement(step, counts)
     if reactions is not None:
         summary["engagement"] = reactions

@@ -478,8 +478,13 @@ SPEC: dict[str, Any] = {
             "'against' is not a version number.",
         ),
         "/v1/profiles": _get(
-            "Find profiles: the ids that a userId, anonymousId or email in 'q' leads to",
-            [_query("q")],
+            "Find profiles, a page at a time: the ids that the userId, anonymousId, email or "
+            "phone in 'q' leads to, then every profile whose id, email or anonymousId starts "
+            "with 'q', or a word of whose name does (firstName, lastName, name), case "
+            "ignored; every profile by id without 'q'. Pass 'after' the 'next' of the page "
+            "before (null on the last page)",
+            [_query("q"), _query("after"), _LIMIT],
+            _BAD_LIMIT,
         ),
         "/v1/profiles/{profile_id}": _get(
             "A profile: traits, its account (id, traits, when attached; null without one), "

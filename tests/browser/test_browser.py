@@ -151,7 +151,7 @@ def test_the_graph_counts_change_as_events_arrive(page: Page, server: Journeyman
     page.get_by_role("link", name="welcome", exact=True).click()
     entry = page.locator('[data-node="__entry__"] [data-count="entered"]')
     expect(entry).to_have_text("0")
-    settle = page.locator('[data-node="settle"] [data-count="waiting_now"]')
+    settle = page.locator('[data-node="settle"] [data-count="waiting"]')
     sign_up(server, "ada", "pro")
     sign_up(server, "ben", "pro")
     sign_up(server, "cy", "free")

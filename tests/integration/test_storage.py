@@ -374,7 +374,7 @@ def test_step_counts_count_one_version_and_the_instances_that_left_a_step(
             at("u2", "wait", "ended", "exited: exit event deleted"),
             at("u3", "wait", "waiting"),
             at("u4", "wait", "waited"),
-            at("u4", "end", "ended", "completed"),
+            at("u4", "end", "ended", "welcomed"),  # the end step's state: completed
             at("u5", "wait", "merged", "ended: merged into profile u9"),
         ]
         await store.commit(Changes(instances={i.id: i for i in instances}, records=records))
@@ -435,6 +435,33 @@ def test_profiles_with_trait_finds_profiles_by_the_exact_text_of_a_trait(store: 
         await store.commit(Changes(profiles=profiles))
         assert await store.profiles_with_trait("phone", "+15550100", 10) == ["u1"]
         assert await store.profiles_with_trait("phone", "+1", 10) == []
+
+    run(store, check)
+
+
+def test_search_profiles_finds_by_the_start_of_an_id_email_or_name_case_ignored_in_pages(
+    store: Database,
+) -> None:
+    async def check() -> None:
+        profiles = {
+            "Ada-1": profile("Ada-1", firstName="Ada", lastName="Lovelace"),
+            "u2": profile("u2", name="Grace Hopper"),
+            "u3": profile("u3", note="ada"),  # not a name: not found by it
+            "u4": profile("u4"),
+            "100%_x": profile("100%_x"),
+        }
+        emails = {("email", "ada.l@example.com"): "u4", ("anonymousId", "Anon-9"): "u4"}
+        await store.commit(Changes(profiles=profiles, identities=emails))
+        assert await store.search_profiles("ada", "", 10) == (["Ada-1", "u4"], None)
+        assert await store.search_profiles("HOP", "", 10) == (["u2"], None)
+        assert await store.search_profiles("love", "", 10) == (["Ada-1"], None)
+        assert await store.search_profiles("anon-", "", 10) == (["u4"], None)
+        assert await store.search_profiles("100%_", "", 10) == (["100%_x"], None)
+        assert await store.search_profiles("10_", "", 10) == ([], None)  # taken literally
+        first, after = await store.search_profiles("", "", 2)
+        assert (first, after) == (["100%_x", "Ada-1"], "Ada-1")
+        rest, end = await store.search_profiles("", "Ada-1", 10)
+        assert (rest, end) == (["u2", "u3", "u4"], None)
 
     run(store, check)
 

@@ -281,9 +281,9 @@ def test_the_journeys_page_and_its_json_twin_give_live_numbers(tmp_path: Path) -
         counts = (await client.get("/journeys/hello", headers=JSON)).json()
         assert counts["nodes"]["__entry__"] == {"entered": 2, "not_entered": 1}
         assert counts["nodes"]["route"]["passed"] == 2
-        assert counts["nodes"]["pro_wait"]["waiting_now"] == 1
+        assert counts["nodes"]["pro_wait"]["waiting"] == 1
         assert counts["nodes"]["greet"]["passed"] == 1
-        assert counts["nodes"]["hold"]["waiting_now"] == 1
+        assert counts["nodes"]["hold"]["waiting"] == 1
 
         page = (await client.get("/journeys/hello")).text
         assert page.count('class="node kind-') == 6  # entry, four steps, the end of the path
@@ -322,8 +322,18 @@ def test_profiles_are_found_by_id_or_email_and_show_why_a_branch_was_taken(
         await identify(client, "u1", {"email": "Ada@Example.com", "firstName": "Ada"})
         await track(client, {"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}})
         found = await client.get("/v1/profiles", params={"q": "ada@example.com"}, headers=ADMIN)
-        assert found.json() == {"query": "ada@example.com", "profiles": ["u1"]}
+        assert found.json() == {"query": "ada@example.com", "profiles": ["u1"], "next": None}
         assert (await client.get("/v1/profiles?q=u1", headers=ADMIN)).json()["profiles"] == ["u1"]
+        for start in ("ADA", "ada@ex", "U", "ad"):  # the start of an email, an id, a name
+            found = await client.get("/v1/profiles", params={"q": start}, headers=ADMIN)
+            assert found.json()["profiles"] == ["u1"], start
+        await identify(client, "u2", {"firstName": "Bo"})
+        first = (await client.get("/v1/profiles?limit=1", headers=ADMIN)).json()
+        assert (first["profiles"], first["next"]) == (["u1"], "u1")
+        rest = await client.get("/v1/profiles?limit=1&after=u1", headers=ADMIN)
+        assert rest.json()["profiles"] == ["u2"]
+        bad = await client.get("/v1/profiles?limit=0", headers=ADMIN)
+        assert (bad.status_code, bad.json()["error"]["field"]) == (400, "limit")
 
         await log_in(client)
         search = await client.get("/profiles", params={"q": "ada@example.com"})
@@ -594,11 +604,11 @@ def test_the_graph_counts_the_version_it_draws_and_an_instance_is_drawn_on_its_o
         latest = (await client.get("/journeys/hello", headers=JSON)).json()
         assert (latest["version"], latest["counts_version"]) == (2, 2)
         assert latest["nodes"]["__entry__"]["entered"] == 1
-        assert latest["nodes"]["linger"]["waiting_now"] == 1
+        assert latest["nodes"]["linger"]["waiting"] == 1
         first = (await client.get("/journeys/hello?version=1", headers=JSON)).json()
         assert (first["version"], first["counts_version"]) == (1, 1)
         assert first["nodes"]["__entry__"]["entered"] == 1
-        assert first["nodes"]["hold"]["waiting_now"] == 1
+        assert first["nodes"]["hold"]["waiting"] == 1
         every = (await client.get("/journeys/hello?version=all", headers=JSON)).json()
         assert (every["version"], every["counts_version"]) == (2, "all")
         assert every["nodes"]["__entry__"]["entered"] == 2
@@ -618,7 +628,7 @@ def test_the_graph_counts_the_version_it_draws_and_an_instance_is_drawn_on_its_o
         assert 'data-live-url="/journeys/hello?version=1"' in page
         assert 'aria-label="Steps of hello v1"' in page
         hold = page.split('data-node="hold"')[1].split("</a>")[0]
-        assert '<tspan data-count="waiting_now">1</tspan> waiting' in hold
+        assert '<tspan data-count="waiting">1</tspan> waiting' in hold
         assert 'href="?step=greet&amp;version=1#detail"' in page  # a box keeps the version
         assert "counts of v1 only" in page
         latest_here = (await client.get("/journeys/hello?step=greet&version=1")).text
@@ -650,12 +660,12 @@ def test_entered_on_a_step_counts_the_instances_that_ended_while_waiting_there(
         assert nodes["greet"]["passed"] == 1
         for step in ("hold", "pro_wait"):
             assert nodes[step]["entered"] == 1, step
-            assert (nodes[step]["waiting_now"], nodes[step]["left"]) == (0, 1)
-            counted = ("passed", "waiting_now", "skipped", "capped", "dropped", "left")
+            assert (nodes[step]["waiting"], nodes[step]["left"]) == (0, 1)
+            counted = ("passed", "waiting", "skipped", "capped", "dropped", "left")
             assert nodes[step]["entered"] == sum(nodes[step][k] for k in counted)
         page = (await client.get("/journeys/hello")).text
         hold = page.split('data-node="hold"')[1].split("</a>")[0]
-        assert '<tspan data-count="entered">1</tspan> in' in hold
+        assert '<tspan data-count="entered">1</tspan> entered' in hold
         assert ">1 left</text>" in hold
 
     run_console(tmp_path, test)
@@ -685,7 +695,7 @@ def test_a_journey_removed_from_the_workspace_is_listed_and_can_be_stopped(
         page = (await client.get("/journeys/hello")).text
         assert "no longer in the workspace" in page
         nodes = (await client.get("/journeys/hello", headers=JSON)).json()["nodes"]
-        assert nodes["hold"]["waiting_now"] == 1
+        assert nodes["hold"]["waiting"] == 1
         confirm = await client.get("/journeys/hello/stop")
         assert "1 running instance" in confirm.text
         answer = await client.post("/journeys/hello/stop", data={"csrf": _csrf(confirm.text)})

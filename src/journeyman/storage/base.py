@@ -76,10 +76,13 @@ __all__ = [
 LEASE = timedelta(minutes=2)
 
 
-# The step records of an instance that ended at a step without completing it. An instance
-# that ran out of steps ends 'completed' at the step it passed last: that is no leaving.
+# The step records of an instance that ended at a step without completing it: an early
+# end's record says why after its state ('exited: exit event deleted', 'stopped: ...',
+# 'timed_out: ...', 'failed: ...', 'goal_reached: ...'), or the instance was merged away.
+# A normal completion is no leaving: an instance that reached an `end` step ends with the
+# step's state alone ('converted'), one that ran out of steps with 'completed'.
 LEFT = (
-    "(s.outcome = 'ended' AND s.detail NOT LIKE 'completed%') "
+    "(s.outcome = 'ended' AND s.detail LIKE '%: %') "
     "OR (s.outcome = 'merged' AND s.detail LIKE 'ended:%')"
 )
 
@@ -395,6 +398,15 @@ class ReadModel(ABC):
         """The message of the outbox row ``key`` as it was rendered, naming the profile
         that has it now (an identify may have merged it into another), or None if there
         is no such message (a call is not one)."""
+
+    @abstractmethod
+    async def search_profiles(
+        self, text: str, after: str, limit: int
+    ) -> tuple[list[str], str | None]:
+        """Up to ``limit`` profile ids after ``after``, in id order, whose id, email or
+        anonymousId starts with ``text``, or a word of whose name trait (firstName,
+        lastName, name) does, case ignored; every profile for an empty ``text``. With the
+        cursor to pass as ``after`` for the next page (None on the last one)."""
 
     @abstractmethod
     async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:

@@ -229,3 +229,30 @@ def with_trait(state: bytes, trait: str, value: str) -> str | None:
     console's search by trait finds the rows holding the text first, then asks this."""
     profile = decode_profile(state)
     return profile.id if profile.traits.get(trait) == value else None
+
+
+NAME_TRAITS = ("firstName", "lastName", "name")
+
+
+def names_start(state: bytes, text: str) -> bool:
+    """Whether a word of a name trait (firstName, lastName, name) of the stored profile
+    ``state`` starts with ``text``, case ignored: a console search by name."""
+    traits = decode_profile(state).traits
+    wanted = text.casefold()
+    for trait in NAME_TRAITS:
+        value = traits.get(trait)
+        if isinstance(value, str):
+            name = value.casefold()
+            if name.startswith(wanted) or any(w.startswith(wanted) for w in name.split()):
+                return True
+    return False
+
+
+def like_escape(text: str) -> str:
+    """``text`` taken literally in a LIKE pattern (escaped with a backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def like_prefix(text: str) -> str:
+    """A LIKE pattern of what starts with ``text``, lower-cased."""
+    return like_escape(text.lower()) + "%"

@@ -49,6 +49,7 @@ from journeyman.storage.codec import (
     instance_row,
     message_row,
     ms,
+    names_start,
     outbox_row,
     sent_message,
     time,
@@ -125,7 +126,7 @@ class _Step:
     def left(self) -> bool:
         """Whether its instance ended here without completing the step (see base.LEFT)."""
         if self.outcome == "ended":
-            return not self.detail.startswith("completed")
+            return ": " in self.detail
         return self.outcome == "merged" and self.detail.startswith("ended:")
 
 
@@ -531,6 +532,28 @@ class MemoryStore(Database):
             for s in self.db.steps
             if s.journey == journey and s.step is None and s.outcome == "entered" and s.at >= at
         )
+
+    async def search_profiles(
+        self, text: str, after: str, limit: int
+    ) -> tuple[list[str], str | None]:
+        wanted = text.lower()
+        owned: set[str] = {
+            owner
+            for (kind, value), owner in self.db.identities.items()
+            if kind in ("email", "anonymousId") and value.lower().startswith(wanted)
+        }
+        found: list[str] = []
+        for profile_id in sorted(i for i in self.db.profiles if i > after):
+            state = self.db.profiles[profile_id]
+            if (
+                profile_id.lower().startswith(wanted)
+                or profile_id in owned
+                or names_start(state, text)
+            ):
+                if len(found) == limit:
+                    return found, found[-1]
+                found.append(profile_id)
+        return found, None
 
     async def profiles_with_trait(self, trait: str, value: str, limit: int) -> list[str]:
         found = []

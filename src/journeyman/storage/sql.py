@@ -50,8 +50,10 @@ from journeyman.storage.codec import (
     decode_profile,
     encode,
     instance_row,
+    like_prefix,
     message_row,
     ms,
+    names_start,
     outbox_row,
     published_journey,
     step_record,
@@ -85,6 +87,7 @@ class Dialect:
     numbered: bool  # placeholders are $1, $2, ... (asyncpg), not ?
     same: str  # equal, NULL being equal to NULL
     seq: str  # the column that keeps the order instances were first stored in
+    has: str = "instr(state, ?) > 0"  # the encoded document holds these bytes
 
     def __call__(self, sql: str) -> str:
         """``sql`` in this dialect."""
@@ -94,6 +97,7 @@ class Dialect:
 @functools.lru_cache(maxsize=512)
 def _in_dialect(dialect: Dialect, sql: str) -> str:
     text = sql.replace("{same}", dialect.same).replace("{seq}", dialect.seq)
+    text = text.replace("{has}", dialect.has)
     if not dialect.numbered:
         return text
     numbers = iter(range(1, text.count("?") + 1))
@@ -101,7 +105,23 @@ def _in_dialect(dialect: Dialect, sql: str) -> str:
 
 
 SQLITE_DIALECT = Dialect(numbered=False, same="IS", seq="rowid")
-POSTGRES_DIALECT = Dialect(numbered=True, same="IS NOT DISTINCT FROM", seq="seq")
+POSTGRES_DIALECT = Dialect(
+    numbered=True, same="IS NOT DISTINCT FROM", seq="seq", has="position(?::bytea in state) > 0"
+)
+
+# Profiles by id, after a cursor, that a search may be about: their id, an email or an
+# anonymousId starts with the text, case ignored (``sure``: the state is not read), or
+# their stored document holds the text as typed, lower-cased, capitalised or upper-cased
+# (a name trait may start with it: the caller decodes those to see).
+_SURE = (
+    "(lower(id) LIKE ? ESCAPE '\\' OR id IN (SELECT profile_id FROM identities "
+    "WHERE kind IN ('email', 'anonymousId') AND lower(value) LIKE ? ESCAPE '\\'))"
+)
+SEARCH_PROFILES = (
+    f"SELECT id, CASE WHEN {_SURE} THEN NULL ELSE state END FROM profiles WHERE id > ? "
+    f"AND ({_SURE} OR {{has}} OR {{has}} OR {{has}} OR {{has}}) ORDER BY id LIMIT ?"
+)
+LIST_PROFILES = "SELECT id, NULL FROM profiles WHERE id > ? ORDER BY id LIMIT ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,6 +610,26 @@ class SQLDatabase(Database):
     async def sent_message(self, key: str) -> SendMessage | None:
         rows = await self._rows(self.sql.sent_message, key)
         return codec.sent_message(rows[0][0], bytes(rows[0][1])) if rows else None
+
+    async def search_profiles(
+        self, text: str, after: str, limit: int
+    ) -> tuple[list[str], str | None]:
+        found: list[str] = []
+        while True:
+            size = limit - len(found)
+            if not text:
+                rows = await self._rows(self.dialect(LIST_PROFILES), after, size)
+            else:
+                prefix = like_prefix(text)
+                forms = [t.encode() for t in (text, text.lower(), text.capitalize(), text.upper())]
+                args = (prefix, prefix, after, prefix, prefix, *forms, size)
+                rows = await self._rows(self.dialect(SEARCH_PROFILES), *args)
+            found += [i for i, state in rows if state is None or names_start(state, text)]
+            if len(rows) < size:
+                return found, None
+            after = rows[-1][0]
+            if len(found) == limit:
+                return found, after
 
     async def step_counts(
         self, journey: str, version: int | None = None

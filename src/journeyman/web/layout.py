@@ -19,7 +19,7 @@ __all__ = ["ENTRY", "Box", "Line", "Picture", "lay_out"]
 
 ENTRY = "__entry__"
 COMPLETED = "__completed__"
-WIDTH, HEIGHT = 212, 78  # a step's box
+WIDTH, HEIGHT = 232, 96  # a step's box: title, summary, counts and issues, a line each
 WAYPOINT = 24  # the width a long edge takes in a layer it crosses
 GAP_X, GAP_Y, MARGIN = 36, 62, 24
 LABEL_AT = 0.7  # how far along its first stretch an edge's label sits

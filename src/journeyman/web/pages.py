@@ -118,6 +118,8 @@ def _environment() -> Environment:
     env.filters["json"] = lambda v: msgspec.json.encode(v).decode()
     # One path segment: a profile id may hold '/', '?', '#', '%' or spaces.
     env.filters["segment"] = lambda v: quote(str(v), safe="")
+    env.globals["step_numbers"] = views.STEP_NUMBERS
+    env.globals["outcomes_shown"] = views.outcomes_shown
     env.globals["live_seconds"] = LIVE_SECONDS
     env.globals["list_seconds"] = LIST_SECONDS
     return env
@@ -359,23 +361,38 @@ class _Console:
 
     async def profiles(self, request: Request, session: Session) -> Response:
         query = request.query_params.get("q", "")
-        found = await views.profile_search(self.runtime, query)
+        after = request.query_params.get("after", "")
+        page = await views.profile_page(self.runtime, query, after, PROFILES_SHOWN)
         if _wants_json(request):
-            return _data({"query": query, "profiles": found})
-        if len(found) == 1:
+            return _data(page)
+        found = page["profiles"]
+        if query.strip() and not after and len(found) == 1:
             return RedirectResponse(f"/profiles/{quote(found[0], safe='')}", 303)
-        context = {"query": query, "found": found}
+        rows = []
+        for profile_id in found:
+            stored = await self.runtime.reads.profile(profile_id)
+            traits = stored.traits if stored is not None else {}
+            rows.append({"id": profile_id, "email": traits.get("email"), "name": _name(traits)})
+        context = {"query": query, "found": rows, "next": page["next"], "after": after}
         return self.render(request, session, "profiles.html", context)
 
     async def profile(self, request: Request, session: Session) -> Response:
-        data = await views.profile_view(
-            self.runtime, request.path_params["profile_id"], messages=True
-        )
+        profile_id = request.path_params["profile_id"]
+        data = await views.profile_view(self.runtime, profile_id, messages=True)
         if data is None:
+            # An anonymous profile merged into a known one: the known one holds it all.
+            owner = (await views.profile_owners(self.runtime, [profile_id])).get(profile_id)
+            if owner is not None and owner != profile_id:
+                target = f"/profiles/{quote(owner, safe='')}?merged={quote(profile_id, safe='')}"
+                return RedirectResponse(target, 303)
             return self._not_found(request, session, "no such profile")
         if _wants_json(request):
             return _data(data)
-        return self.render(request, session, "profile.html", {"profile": data})
+        merged = request.query_params.get("merged", "")
+        if merged not in data["identities"].get("anonymousId", []):
+            merged = ""  # said only of an id that does lead here
+        context = {"profile": data, "merged": merged}
+        return self.render(request, session, "profile.html", context)
 
     # segments
 
@@ -469,6 +486,17 @@ class _Console:
         if _wants_json(request):
             return _data({"error": {"field": "path", "rule": "exists", "message": message}}, 404)
         return self.render(request, session, "error.html", {"message": message.capitalize()}, 404)
+
+
+PROFILES_SHOWN = 50  # a page of the profiles list
+
+
+def _name(traits: Mapping[str, Any]) -> str:
+    """A profile's name, as its traits give it."""
+    parts = [traits.get("firstName"), traits.get("lastName")]
+    name = " ".join(p for p in parts if isinstance(p, str) and p)
+    given = traits.get("name")
+    return name or (given if isinstance(given, str) else "")
 
 
 _STATUSES = ("accepted", "duplicate", "rejected", "unavailable")

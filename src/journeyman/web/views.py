@@ -38,6 +38,7 @@ from journeyman.workspace import Loaded, load_workspace
 
 __all__ = [
     "SAMPLE_PROFILE",
+    "STEP_NUMBERS",
     "ReplayFailed",
     "caught_mail",
     "dead_letter",
@@ -51,6 +52,10 @@ __all__ = [
     "journey_versions",
     "journeys_overview",
     "load_folder",
+    "node_counts",
+    "outcomes_shown",
+    "profile_owners",
+    "profile_page",
     "profile_search",
     "profile_view",
     "record",
@@ -133,24 +138,48 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
     return found
 
 
-def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any]:
-    """The numbers on one box of the graph: entered, waiting now, passed, issues.
+# What the numbers of a step mean: the same words on its box, in its panel and in the
+# API's ``numbers`` (GET /v1/journeys/{name}); docs/console.md says the same.
+STEP_NUMBERS = {
+    "entered": "instances that reached the step (each arrival: a loop arrives again)",
+    "waiting": "waiting at the step now",
+    "passed": "went on past the step (at an end step: completed the journey there)",
+    "left": "ended at the step without completing it: exited, stopped, timed out, "
+    "failed, reached a goal, merged into another profile's instance",
+    "skipped": "skipped by the step (no consent, no address, a condition)",
+    "capped": "held back by a frequency cap",
+    "dropped": "dropped by quiet hours or a throttle",
+    "failed": "messages and calls that failed after the step handed them over "
+    "(those instances had passed)",
+}
 
-    Every instance that reached the step is in one of: passed, waiting now, skipped,
-    capped, dropped, or left (it ended there without completing the step: exited,
-    stopped, timed out, failed, merged away). Entered is their sum. ``failed`` counts
-    deliveries that failed after the step handed them over: those instances passed.
+
+def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, int]:
+    """The numbers of one step (see :data:`STEP_NUMBERS`), from its records by outcome.
+
+    Every arrival at the step is counted once in one of: passed, waiting, skipped, capped,
+    dropped, left; entered is their sum. An instance that reaches an ``end`` step ends
+    there, completed: it passed. ``failed`` counts deliveries that failed after the step
+    handed them over: those instances passed.
     """
     passed = sum(counts.get(outcome, 0) for outcome in PASSED)
-    left = 0
+    left = counts.get("left", 0)
     if isinstance(step, m.End):
-        passed += counts.get("ended", 0)
-    else:
-        left = counts.get("left", 0)
+        passed += counts.get("ended", 0) - left
     waiting = counts.get("waiting_now", 0)
     issues = {outcome: counts.get(outcome, 0) for outcome in ISSUES}
     entered = passed + waiting + issues["skipped"] + issues["capped"] + issues["dropped"] + left
-    return {"entered": entered, "waiting_now": waiting, "passed": passed, "left": left, **issues}
+    numbers = {"entered": entered, "waiting": waiting, "passed": passed, "left": left, **issues}
+    return {key: numbers[key] for key in STEP_NUMBERS}
+
+
+def outcomes_shown(counts: Mapping[str, int]) -> dict[str, int]:
+    """A step's records by outcome, without what the numbers or the engagement say."""
+    return {
+        k: n
+        for k, n in counts.items()
+        if k not in ("waiting_now", "left") and not k.startswith("unique_")
+    }
 
 
 def engagement(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, Any] | None:
@@ -412,6 +441,22 @@ async def profile_search(runtime: Runtime, query: str) -> list[str]:
 _PHONE = re.compile(r"\+?[\d\s().-]{5,}")
 
 
+async def profile_page(
+    runtime: Runtime, query: str, after: str = "", limit: int = 50
+) -> dict[str, Any]:
+    """A page of profiles for a search: on the first, the ones ``query`` names exactly
+    (see :func:`profile_search`); then, in id order, every profile whose id, email or
+    anonymousId starts with it, or a word of whose name does, case ignored (every
+    profile, for an empty query). ``next`` is the ``after`` of the next page, or None."""
+    text = query.strip()
+    if "\x00" in text or "\x00" in after:  # no id holds a NUL; PostgreSQL cannot be asked
+        return {"query": query, "profiles": [], "next": None}
+    exact = await profile_search(runtime, text) if text and not after else []
+    found, following = await runtime.reads.search_profiles(text, after, limit)
+    profiles = list(dict.fromkeys([*exact, *found]))
+    return {"query": query, "profiles": profiles, "next": following}
+
+
 def _reactions(trace: list[StepRecord], row: MessageRow) -> list[dict[str, Any]]:
     """What the customer (or their provider) did with one message, oldest first."""
     return [
@@ -563,12 +608,31 @@ async def explain(runtime: Runtime, entries: list[TailEntry]) -> list[dict[str, 
         mine = [e for e in entries if e.profile_id == profile_id and _explained(e)]
         trace = await runtime.reads.trace(profile_id, limit=_TRACE_LIMIT)
         decisions |= _match(workspace, mine, trace, cutoff)
+    owners = await profile_owners(runtime, [e.profile_id for e in entries])
     found = []
     for entry in entries:
         item = entry.as_dict()
+        # The profile the call's id leads to now (None: none was ever stored).
+        item["profile_now"] = owners.get(entry.profile_id)
         if _explained(entry):
             item["journeys"] = _why_none(workspace, entry.name) or decisions[entry.seq]
         found.append(item)
+    return found
+
+
+async def profile_owners(runtime: Runtime, ids: list[str]) -> dict[str, str]:
+    """The profile each id leads to now: itself if it is a profile, else the profile an
+    identify or alias merged it into (its anonymousId's owner). An id of a call that was
+    never stored, or of a profile that was never made, is left out."""
+    wanted = [i for i in dict.fromkeys(ids) if i and "\x00" not in i]
+    found: dict[str, str] = {}
+    for profile_id in wanted:
+        if await runtime.reads.profile(profile_id) is not None:
+            found[profile_id] = profile_id
+    missing = [("anonymousId", i) for i in wanted if i not in found]
+    if missing:
+        for (_, value), owner in (await runtime.store.resolve(missing)).items():
+            found[value] = owner
     return found
 
 

@@ -40,12 +40,52 @@ function updateNode(node, counts) {
   }
   const issues = node.querySelector("[data-issues]");
   if (issues) {
-    issues.textContent = ISSUES.filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(" · ");
+    const text = ISSUES.filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(" · ");
+    if (issues.dataset.full !== text) { issues.dataset.full = text; fit(issues); }
   }
+  for (const line of node.querySelectorAll("[data-squeeze]")) squeeze(line);
   if (changed) {
     node.classList.remove("flash");
     void node.getBBox();
     node.classList.add("flash");
+  }
+}
+
+// Text of a graph's box that is wider than the box: as much of it as fits, then "…".
+// The whole text stays in the box's tooltip and label.
+function fit(text) {
+  const width = Number(text.dataset.fit);
+  const full = text.dataset.full ?? text.textContent;
+  text.dataset.full = full;
+  text.textContent = full;
+  if (!width || text.getComputedTextLength() <= width) return;
+  let low = 0;
+  let high = full.length - 1;
+  while (low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    text.textContent = `${full.slice(0, middle)}…`;
+    if (text.getComputedTextLength() <= width) low = middle; else high = middle - 1;
+  }
+  text.textContent = `${full.slice(0, low).trimEnd()}…`;
+}
+
+// A line of numbers wider than its box (large numbers) is drawn a little narrower.
+function squeeze(text) {
+  text.removeAttribute("textLength");
+  const width = Number(text.dataset.squeeze);
+  if (width && text.getComputedTextLength() > width) {
+    text.setAttribute("lengthAdjust", "spacingAndGlyphs");
+    text.setAttribute("textLength", String(width));
+  }
+}
+
+// An email shown in a closed <details> is only drawn once opened: a page of many emails
+// would otherwise load a frame for each of them.
+function openFrames(event) {
+  const details = event.target;
+  if (!(details instanceof HTMLDetailsElement) || !details.open) return;
+  for (const frame of details.querySelectorAll("template.frame")) {
+    frame.replaceWith(frame.content.cloneNode(true));
   }
 }
 
@@ -67,7 +107,11 @@ function liveRegion(region) {
   }, seconds * 1000);
 }
 
+document.addEventListener("toggle", openFrames, true);  // toggle does not bubble
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const text of document.querySelectorAll("text[data-fit]")) fit(text);
+  for (const text of document.querySelectorAll("text[data-squeeze]")) squeeze(text);
   for (const canvas of document.querySelectorAll("[data-live-url]")) liveGraph(canvas);
   for (const region of document.querySelectorAll("[data-refresh]")) liveRegion(region);
 });
