@@ -19,6 +19,8 @@ needs them: it is no cost of the hot path.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,10 +31,10 @@ from journeyman.domain import model as m
 from journeyman.domain.goals import HOLDOUT_ARM, TREATED_ARM, bucket_bounds
 from journeyman.domain.times import format_duration
 from journeyman.storage.base import Counter
-from journeyman.web.views import engagement
 
 __all__ = [
     "CONFIDENCE",
+    "CSV_COLUMNS",
     "METHOD",
     "Days",
     "Lift",
@@ -40,6 +42,7 @@ __all__ = [
     "journey_report",
     "lift",
     "quantile",
+    "report_csv",
     "wilson",
 ]
 
@@ -351,8 +354,8 @@ def _steps(
     arms: list[str],
     step_counts: Mapping[str, Mapping[str, int]],
 ) -> list[dict[str, Any]]:
-    """Per step: arrivals (the funnel), the step log's outcomes, a send's engagement, and
-    per arm what the counters hold (arrivals and outcomes of the instances in an arm)."""
+    """Per step: arrivals (the funnel), the step log's outcomes, and per arm what the
+    counters hold (arrivals and outcomes of the instances in an arm)."""
     arrivals = by_key.get(("", ""), _Tally()).steps()
     per_arm = {arm: by_key.get((arm, ""), _Tally()).steps() for arm in arms}
     if TREATED_ARM in per_arm:  # not in an arm: the step log's counts less the holdout's
@@ -374,7 +377,6 @@ def _steps(
         }
         if isinstance(step, m.Send):
             row["template"] = step.template
-            row["engagement"] = engagement(step, counts)
         row["arms"] = [_step_arm(arm, per_arm[arm].get(step.id, {})) for arm in arms]
         rows.append(row)
     return rows
@@ -434,3 +436,89 @@ def wilson(successes: int, trials: int) -> tuple[float, float]:
     centre = (rate + z * z / (2 * trials)) / scale
     half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / scale
     return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+# CSV
+
+#: The columns of :func:`report_csv`: one number per row, in a long format that a
+#: spreadsheet pivots.
+CSV_COLUMNS = ("section", "name", "arm", "day", "metric", "value")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def report_csv(report: Mapping[str, Any]) -> str:
+    """The report as CSV (:data:`CSV_COLUMNS`): the journey, its arms, each goal (and per
+    arm, with lift), each goal's conversion over time per arm and day, and each step."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in _csv_rows(report):
+        text = [_cell(str(cell)) for cell in row[:5]]
+        writer.writerow([*text, _number(row[5])])
+    return out.getvalue()
+
+
+def _csv_rows(report: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
+    name = report["journey"]
+    yield ("journey", name, "", "", "entries", report["entries"])
+    for state, n in report["ended"].items():
+        yield ("journey", name, "", "", f"ended:{state}", n)
+    for arm in report["arms"]:
+        yield ("arm", arm["name"], arm["name"], "", "entries", arm["entries"])
+        for state, n in arm["ended"].items():
+            yield ("arm", arm["name"], arm["name"], "", f"ended:{state}", n)
+    for goal in report["goals"]:
+        yield from _goal_rows(goal)
+    for step in report["steps"]:
+        yield ("step", step["id"], "", "", "reached", step["reached"])
+        for outcome, n in sorted(step["counts"].items()):
+            yield ("step", step["id"], "", "", outcome, n)
+        for arm in step["arms"]:
+            yield ("step", step["id"], arm["name"], "", "reached", arm["reached"])
+            for outcome, n in arm["counts"].items():
+                yield ("step", step["id"], arm["name"], "", outcome, n)
+
+
+def _goal_rows(goal: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
+    name = goal["name"]
+    for row in [goal, *goal["arms"]]:
+        arm = row.get("name", "") if row is not goal else ""
+        for metric in ("entries", "conversions", "rate", "value"):
+            yield ("goal", name, arm, "", metric, row[metric])
+        times = row["time_to_convert"]
+        for metric in ("median_seconds", "p90_seconds", "mean_seconds"):
+            yield ("goal", name, arm, "", f"time_to_convert_{metric}", times[metric])
+        lifted = row.get("lift") if row is not goal else None
+        for metric, value in _lift_cells(lifted):
+            yield ("goal", name, arm, "", metric, value)
+    for series in goal["over_time"]:
+        for point in series["points"]:
+            for metric in ("entries", "conversions", "rate", "low", "high"):
+                yield ("day", name, series["name"], point["day"], metric, point[metric])
+
+
+def _lift_cells(lifted: Mapping[str, Any] | None) -> Iterable[tuple[str, Any]]:
+    if lifted is None:
+        return
+    absolute = lifted["absolute_interval"]
+    relative = lifted["relative_interval"] or (None, None)
+    yield "lift_absolute", lifted["absolute"]
+    yield "lift_absolute_low", absolute[0]
+    yield "lift_absolute_high", absolute[1]
+    yield "lift_relative", lifted["relative"]
+    yield "lift_relative_low", relative[0]
+    yield "lift_relative_high", relative[1]
+    yield "p_value", lifted["p_value"]
+
+
+def _cell(text: str) -> str:
+    """Text a spreadsheet shows as text, never runs as a formula."""
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(int(value))
