@@ -28,8 +28,8 @@ __all__ = ["COLOURS", "colour", "conversion_chart", "funnel_chart", "time_chart"
 # holdout is always grey.
 COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#d55e00", "#56b4e9", "#f0e442")
 HOLDOUT_COLOUR = "#6b7280"
-WIDTH, HEIGHT = 520, 280
-LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 46
+WIDTH, HEIGHT = 440, 260
+LEFT, RIGHT, TOP, BOTTOM = 66, 12, 14, 46
 
 
 def colour(index: int, holdout: bool) -> str:
@@ -88,7 +88,7 @@ def conversion_chart(
     body.append(
         f'<text class="axis-title" x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" '
         'text-anchor="middle">Day of entry (UTC)</text>'
-        f'<text class="axis-title" transform="translate(13 {TOP + plot_h / 2:.1f}) rotate(-90)" '
+        f'<text class="axis-title" transform="translate(14 {TOP + plot_h / 2:.1f}) rotate(-90)" '
         f'text-anchor="middle">Converted to {_e(goal)}</text>'
     )
     return _svg(label, body, kind="conversion")
@@ -151,18 +151,18 @@ def _empty(text: str, height: int = HEIGHT) -> str:
 def funnel_chart(entries: int, steps: Sequence[Mapping[str, Any]]) -> str:
     """Entries, then per step how many instances reached it, as bars of their share."""
     rows = [("Entered", entries), *((step["id"], step["reached"]) for step in steps)]
-    bar, gap, left = 22, 8, 130
+    bar, gap, left = 22, 8, 110
     height = TOP + len(rows) * (bar + gap) + 8
     label = "Funnel: how many instances reached each step"
     if not entries:
         return _svg(label, [_empty("No entries yet", height)], height, "funnel")
     body = []
-    usable = WIDTH - left - 110
+    usable = WIDTH - left - 100
     for index, (name, n) in enumerate(rows):
         top = TOP + index * (bar + gap)
         share = n / entries if entries else 0.0
         width = max(usable * min(share, 1.0), 1.5)
-        shown = name if len(name) <= 18 else name[:17] + "…"
+        shown = name if len(name) <= 14 else name[:13] + "…"
         body.append(
             f'<g class="stage" data-step="{_e(name)}"><title>{_e(name)}: {n:,} '
             f"({_percent(share)} of entries)</title>"
@@ -179,7 +179,7 @@ def funnel_chart(entries: int, steps: Sequence[Mapping[str, Any]]) -> str:
 def time_chart(goals: Sequence[Mapping[str, Any]]) -> str:
     """Per goal, the median and the 90th percentile of the time from entry to the goal."""
     label = "Time to convert per goal: median and 90th percentile"
-    bar, left = 16, 130
+    bar, left = 16, 110
     height = TOP + max(len(goals), 1) * (2 * bar + 18) + 30
     timed = [g for g in goals if g["time_to_convert"]["p90_seconds"] is not None]
     if not timed:
@@ -190,7 +190,7 @@ def time_chart(goals: Sequence[Mapping[str, Any]]) -> str:
     for index, goal in enumerate(goals):
         top = TOP + index * (2 * bar + 18)
         times = goal["time_to_convert"]
-        name = goal["name"] if len(goal["name"]) <= 18 else goal["name"][:17] + "…"
+        name = goal["name"] if len(goal["name"]) <= 14 else goal["name"][:13] + "…"
         body.append(
             f'<text class="tick" x="{left - 8}" y="{top + bar + 4}" text-anchor="end">'
             f"{_e(name)}</text>"
