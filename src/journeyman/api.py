@@ -48,12 +48,13 @@ from journeyman.ingest_api import (
     unavailable,
 )
 from journeyman.openapi import SPEC, docs_page
-from journeyman.report import journey_report
+from journeyman.report import report_csv
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.segment_lists import segment_list_routes
 from journeyman.web import ConsoleSettings, console, views
 from journeyman.web.paths import LARGEST, exact, whole_number
+from journeyman.web.report_view import read_query, report_of
 from journeyman.wire import (
     Disconnected,
     Problem,
@@ -94,6 +95,7 @@ def create_app(
         Route("/v1/journeys", api.guard(api.journeys), methods=["GET"]),
         Route("/v1/journeys/{name}", api.guard(api.journey), methods=["GET"]),
         Route("/v1/journeys/{name}/report", api.guard(api.report), methods=["GET"]),
+        Route("/v1/journeys/{name}/report.csv", api.guard(api.report_csv), methods=["GET"]),
         Route(
             "/v1/journeys/{name}/{command:str}",
             api.guard(api.operate),
@@ -210,12 +212,25 @@ class _Api:
         return _json(summary)
 
     async def report(self, request: Request) -> Response:
-        """GET /v1/journeys/{name}/report?version=N|all: entries, ends, goals and lift
-        against the holdout, from the report counters (journeyman.report)."""
-        found, version = await self._journey_version(request)
-        counted = None if version == "all" else found.version
-        counters = await self.runtime.reads.counters(found.name, counted)
-        return _json(journey_report(found, counters, counted))
+        """GET /v1/journeys/{name}/report?version=N|all&from=&to=&format=json|csv:
+        entries, ends, goals and lift against the holdout, steps and conversion over time,
+        from the report counters (journeyman.report)."""
+        given = _params(request, "version", "from", "to", "format")
+        form = given.get("format", "json")
+        if form not in ("json", "csv"):
+            raise Problem(400, "format", "enum", "'format' must be json or csv")
+        found = await report_of(
+            self.runtime, await read_query(self.runtime, await self._journey(request), given)
+        )
+        if form == "csv":
+            return _csv(found)
+        return _json(found)
+
+    async def report_csv(self, request: Request) -> Response:
+        """GET /v1/journeys/{name}/report.csv: the report as CSV (journeyman.report)."""
+        given = _params(request, "version", "from", "to")
+        query = await read_query(self.runtime, await self._journey(request), given)
+        return _csv(await report_of(self.runtime, query))
 
     async def _journey_version(self, request: Request) -> tuple[Journey, str]:
         """The journey at the version ``?version=`` names (the latest if none, or for
@@ -496,6 +511,13 @@ _CLIENT_READS = {"error": {"field": "Authorization", "rule": "scope", "message":
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}
 _TAIL_STATUSES = ("accepted", "duplicate", "rejected", "unavailable")
 _DOCS_PAGE = docs_page()
+
+
+def _csv(report: dict[str, Any]) -> Response:
+    filename = f"{report['journey']}-report.csv"  # a journey's name is letters, digits, _ and -
+    disposition = f'attachment; filename="{filename}"'
+    headers = {"Content-Disposition": disposition}
+    return Response(report_csv(report), headers=headers, media_type="text/csv; charset=utf-8")
 
 
 def _params(request: Request, *names: str) -> dict[str, str]:

@@ -263,6 +263,12 @@ def _get(
     }
 
 
+def _as_csv(path: dict[str, Any]) -> dict[str, Any]:
+    """A GET whose answer is CSV."""
+    path["get"]["responses"]["200"] = {"description": "OK", "content": {"text/csv": {}}}
+    return path
+
+
 def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
@@ -388,13 +394,32 @@ SPEC: dict[str, Any] = {
             "A journey's report from its counters: entries, ends by end state, and per goal "
             "conversions, rate, value, time to convert (median and p90 from a histogram) and, "
             "per split arm, lift against the holdout arm (Wald interval of the difference, "
-            "log interval of the ratio, pooled two-proportion z-test p-value, at 95%); of the "
-            "latest version, version N, or every version with version=all",
+            "log interval of the ratio, pooled two-proportion z-test p-value, at 95%); per "
+            "step arrivals and outcomes (per arm too); per goal the cumulative conversion "
+            "rate by UTC day of entry and arm with its 95% Wilson interval; of the latest "
+            "version, version N, or every version with version=all; of the entries of the "
+            "days from..to (UTC dates); as CSV with format=csv",
             [
                 _path_param("name"),
                 _query("version", {"type": "string", "pattern": "^([0-9]+|all)$"}),
+                _query("from", {"type": "string", "format": "date"}),
+                _query("to", {"type": "string", "format": "date"}),
+                _query("format", {"type": "string", "enum": ["json", "csv"]}),
             ],
-            "'version' is not a number or 'all'.",
+            "'version', 'from', 'to' or 'format' is not valid, or 'from' is after 'to'.",
+        ),
+        "/v1/journeys/{name}/report.csv": _as_csv(
+            _get(
+                "The journey's report as CSV (columns section,name,arm,day,metric,value), a "
+                "download named {journey}-report.csv; the same parameters as the report",
+                [
+                    _path_param("name"),
+                    _query("version", {"type": "string", "pattern": "^([0-9]+|all)$"}),
+                    _query("from", {"type": "string", "format": "date"}),
+                    _query("to", {"type": "string", "format": "date"}),
+                ],
+                "'version', 'from' or 'to' is not valid, or 'from' is after 'to'.",
+            )
         ),
         "/v1/journeys/{name}/{command}": {
             "post": {

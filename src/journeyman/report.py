@@ -19,17 +19,32 @@ needs them: it is no cost of the hot path.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 from journeyman.domain import model as m
-from journeyman.domain.goals import bucket_bounds
+from journeyman.domain.goals import HOLDOUT_ARM, TREATED_ARM, bucket_bounds
 from journeyman.domain.times import format_duration
 from journeyman.storage.base import Counter
 
-__all__ = ["CONFIDENCE", "METHOD", "Lift", "journey_report", "lift", "quantile"]
+__all__ = [
+    "CONFIDENCE",
+    "CSV_COLUMNS",
+    "METHOD",
+    "Days",
+    "Lift",
+    "in_range",
+    "journey_report",
+    "lift",
+    "quantile",
+    "report_csv",
+    "wilson",
+]
 
 CONFIDENCE = 0.95
 METHOD = {
@@ -39,6 +54,7 @@ METHOD = {
     "time_to_convert": "median and 90th percentile estimated from a histogram of "
     "buckets 2^(1/4) wide (within 19%); the mean is exact",
     "attribution": "last touch: the last message the journey sent the profile before the goal",
+    "over_time": "cumulative conversion rate by UTC day of entry, 95% Wilson score interval",
 }
 
 
@@ -123,8 +139,14 @@ class _Tally:
         self.n[counter.metric] = self.n.get(counter.metric, 0) + counter.n
         self.total[counter.metric] = self.total.get(counter.metric, 0.0) + counter.total
 
+    def minus(self, other: _Tally) -> _Tally:
+        """These counters less ``other``'s (the treated: everyone less the held out)."""
+        n = {k: v - other.n.get(k, 0) for k, v in self.n.items()}
+        total = {k: v - other.total.get(k, 0.0) for k, v in self.total.items()}
+        return _Tally(n, total)
+
     def ended(self) -> dict[str, int]:
-        return {k[6:]: v for k, v in sorted(self.n.items()) if k.startswith("ended:")}
+        return {k[6:]: v for k, v in sorted(self.n.items()) if k.startswith("ended:") and v}
 
     def histogram(self) -> dict[int, int]:
         return {int(k[5:]): v for k, v in self.n.items() if k.startswith("time:")}
@@ -132,52 +154,135 @@ class _Tally:
     def touches(self) -> dict[str, int]:
         return {k[6:] or "none": v for k, v in sorted(self.n.items()) if k.startswith("touch:")}
 
+    def days(self, metric: str) -> dict[str, int]:
+        """``metric`` by UTC day of entry (``day:<date>:<metric>`` counters)."""
+        return {k[4:14]: v for k, v in self.n.items() if k.startswith("day:") and k[15:] == metric}
+
+    def steps(self) -> dict[str, dict[str, int]]:
+        """Per step, the counts of ``step:<id>:<outcome>`` counters."""
+        found: dict[str, dict[str, int]] = {}
+        for key, value in self.n.items():
+            if key.startswith("step:") and value:
+                step, _, outcome = key[5:].rpartition(":")
+                found.setdefault(step, {})[outcome] = value
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Days:
+    """A range of UTC days of entry, both ends included (None: unbounded)."""
+
+    start: date | None = None
+    end: date | None = None
+
+    def __bool__(self) -> bool:
+        return self.start is not None or self.end is not None
+
+    def holds(self, day: str) -> bool:
+        return (self.start is None or day >= self.start.isoformat()) and (
+            self.end is None or day <= self.end.isoformat()
+        )
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "from": self.start.isoformat() if self.start else None,
+            "to": self.end.isoformat() if self.end else None,
+        }
+
+
+_BY_DAY = ("entered", "reached")
+
+
+def in_range(counters: Iterable[Counter], days: Days) -> list[Counter]:
+    """The counters as if only the entries of ``days`` had been counted: entries and goals
+    reached from their day counters; every other counter (ends, times, steps) as kept."""
+    found = []
+    for counter in counters:
+        if counter.metric.startswith("day:"):
+            day, metric = counter.metric[4:14], counter.metric[15:]
+            if days.holds(day):
+                found.append(counter)
+                if days:
+                    found.append(counter._replace(metric=metric))
+        elif not days or counter.metric not in _BY_DAY:
+            found.append(counter)
+    return found
+
 
 def journey_report(
-    journey: m.Journey, counters: Iterable[Counter], version: int | None
+    journey: m.Journey,
+    counters: Iterable[Counter],
+    version: int | None,
+    step_counts: Mapping[str, Mapping[str, int]] | None = None,
+    days: Days = Days(),
 ) -> dict[str, Any]:
     """The report of ``journey`` (the model whose goals and splits it reads) from its
-    counters, of one version or of all (``version`` None)."""
-    by_key: dict[tuple[str, str], _Tally] = {}
-    for counter in counters:
-        by_key.setdefault((counter.arm, counter.goal), _Tally()).add(counter)
-        by_key.setdefault(("*", counter.goal), _Tally()).add(counter)
+    counters, of one version or of all (``version`` None); with ``days``, of the entries
+    of those days only (see :func:`in_range`). ``step_counts`` are the step log's counts
+    of :meth:`ReadModel.step_counts`, for the steps' sends and engagement."""
+    by_key = _by_key(journey, in_range(counters, days))
     holdouts = _holdouts(journey)
-    arms = sorted({arm for arm, _ in by_key if arm not in ("", "*")} | set(_arm_names(journey)))
+    arms = _arms(journey, by_key)
     held = next((arm for arm in arms if arm in holdouts), None)
     journey_all = by_key.get(("", ""), _Tally())
     report: dict[str, Any] = {
         "journey": journey.name,
         "version": "all" if version is None else version,
+        "range": days.as_json(),
+        "holdout": journey.holdout or None,
         "entries": journey_all.n.get("entered", 0),
         "ended": by_key.get(("*", ""), _Tally()).ended(),
         "holdout_arm": held,
         "arms": [_arm(name, by_key.get((name, ""), _Tally()), holdouts) for name in arms],
         "goals": [],
+        "steps": _steps(journey, by_key, arms, step_counts or {}),
         "confidence": CONFIDENCE,
         "method": METHOD,
     }
     entries = {name: by_key.get((name, ""), _Tally()).n.get("entered", 0) for name in arms}
     for goal in journey.goals:
-        report["goals"].append(_goal(goal, by_key, report["entries"], arms, entries, held))
+        found = _goal(goal, by_key, report["entries"], arms, entries, held)
+        found["over_time"] = _over_time(goal.name, by_key, arms or [""], days)
+        report["goals"].append(found)
     return report
 
 
+def _by_key(journey: m.Journey, counters: Iterable[Counter]) -> dict[tuple[str, str], _Tally]:
+    """The counters added up by (arm, goal); arm "*" is every arm's, and with a
+    journey-level holdout, :data:`TREATED_ARM` is everyone's less the held out."""
+    by_key: dict[tuple[str, str], _Tally] = {}
+    for counter in counters:
+        by_key.setdefault((counter.arm, counter.goal), _Tally()).add(counter)
+        by_key.setdefault(("*", counter.goal), _Tally()).add(counter)
+    if journey.holdout:
+        for goal in ["", *(goal.name for goal in journey.goals)]:
+            everyone = by_key.get(("*", goal), _Tally())
+            if not goal:  # entries and arrivals are counted without an arm too
+                journey_only = by_key.get(("", ""), _Tally())
+                ends = {k: v for k, v in everyone.n.items() if k.startswith("ended:")}
+                everyone = _Tally({**journey_only.n, **ends}, dict(journey_only.total))
+            by_key[(TREATED_ARM, goal)] = everyone.minus(by_key.get((HOLDOUT_ARM, goal), _Tally()))
+    return by_key
+
+
 def _holdouts(journey: m.Journey) -> set[str]:
-    return {
+    found = {
         name
         for step in journey.steps.values()
         if isinstance(step, m.Split)
         for name in step.holdouts
     }
+    return found | {HOLDOUT_ARM} if journey.holdout else found
 
 
-def _arm_names(journey: m.Journey) -> list[str]:
-    names = []
+def _arms(journey: m.Journey, by_key: Mapping[tuple[str, str], _Tally]) -> list[str]:
+    names = {arm for arm, _ in by_key if arm not in ("", "*")}
     for step in journey.steps.values():
         if isinstance(step, m.Split):
-            names += [step.arm_name(index) for index in range(len(step.arms))]
-    return names
+            names |= {step.arm_name(index) for index in range(len(step.arms))}
+    if journey.holdout:
+        names |= {HOLDOUT_ARM, TREATED_ARM}
+    return sorted(names)
 
 
 def _arm(name: str, tally: _Tally, holdouts: set[str]) -> dict[str, Any]:
@@ -230,7 +335,7 @@ def _conversions(tally: _Tally, entered: int) -> dict[str, Any]:
         "entries": entered,
         "conversions": conversions,
         "rate": conversions / entered if entered else None,
-        "value": tally.total.get("valued", 0.0),
+        "value": tally.total.get("reached", 0.0),
         "valued": tally.n.get("valued", 0),
         "time_to_convert": {
             "median_seconds": quantile(histogram, 0.5),
@@ -238,3 +343,182 @@ def _conversions(tally: _Tally, entered: int) -> dict[str, Any]:
             "mean_seconds": seconds / conversions if conversions else None,
         },
     }
+
+
+# steps and conversion over time
+
+
+def _steps(
+    journey: m.Journey,
+    by_key: Mapping[tuple[str, str], _Tally],
+    arms: list[str],
+    step_counts: Mapping[str, Mapping[str, int]],
+) -> list[dict[str, Any]]:
+    """Per step: arrivals (the funnel), the step log's outcomes, and per arm what the
+    counters hold (arrivals and outcomes of the instances in an arm)."""
+    arrivals = by_key.get(("", ""), _Tally()).steps()
+    per_arm = {arm: by_key.get((arm, ""), _Tally()).steps() for arm in arms}
+    if TREATED_ARM in per_arm:  # not in an arm: the step log's counts less the holdout's
+        held = per_arm.get(HOLDOUT_ARM, {})
+        for step_id, counts in step_counts.items():
+            mine = per_arm[TREATED_ARM].setdefault(step_id, {})
+            theirs = held.get(step_id, {})
+            for outcome, n in counts.items():
+                if outcome not in mine and n - theirs.get(outcome, 0) > 0:
+                    mine[outcome] = n - theirs.get(outcome, 0)
+    rows = []
+    for step in journey.steps.values():
+        counts = dict(step_counts.get(step.id, {}))
+        row: dict[str, Any] = {
+            "id": step.id,
+            "type": step.kind,
+            "reached": arrivals.get(step.id, {}).get("reached", 0),
+            "counts": counts,
+        }
+        if isinstance(step, m.Send):
+            row["template"] = step.template
+        row["arms"] = [_step_arm(arm, per_arm[arm].get(step.id, {})) for arm in arms]
+        rows.append(row)
+    return rows
+
+
+def _step_arm(arm: str, counts: Mapping[str, int]) -> dict[str, Any]:
+    outcomes = {k: v for k, v in sorted(counts.items()) if k != "reached" and v > 0}
+    return {"name": arm, "reached": max(counts.get("reached", 0), 0), "counts": outcomes}
+
+
+def _over_time(
+    goal: str, by_key: Mapping[tuple[str, str], _Tally], arms: list[str], days: Days
+) -> list[dict[str, Any]]:
+    """Per arm ("" when there is none: everyone), per UTC day of entry from the first to
+    the last with entries: the day's entries and conversions, and the cumulative rate
+    with its 95% Wilson interval."""
+    entered = {arm: by_key.get((arm, ""), _Tally()).days("entered") for arm in arms}
+    reached = {arm: by_key.get((arm, goal), _Tally()).days("reached") for arm in arms}
+    seen = sorted({day for found in entered.values() for day in found if days.holds(day)})
+    if not seen:
+        return [{"name": arm or "all", "points": []} for arm in arms]
+    first, last = date.fromisoformat(seen[0]), date.fromisoformat(seen[-1])
+    every = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    return [
+        {"name": arm or "all", "points": _points(every, entered[arm], reached[arm])} for arm in arms
+    ]
+
+
+def _points(every: list[str], entered: Mapping[str, int], reached: Mapping[str, int]) -> list[Any]:
+    points, entries, conversions = [], 0, 0
+    for day in every:
+        entries += max(entered.get(day, 0), 0)
+        conversions += max(reached.get(day, 0), 0)
+        low, high = wilson(conversions, entries) if entries else (None, None)
+        points.append(
+            {
+                "day": day,
+                "entries": max(entered.get(day, 0), 0),
+                "conversions": max(reached.get(day, 0), 0),
+                "cumulative_entries": entries,
+                "cumulative_conversions": conversions,
+                "rate": conversions / entries if entries else None,
+                "low": low,
+                "high": high,
+            }
+        )
+    return points
+
+
+def wilson(successes: int, trials: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (``trials`` above 0)."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1 - (1 - CONFIDENCE) / 2))
+    rate = successes / trials
+    scale = 1 + z * z / trials
+    centre = (rate + z * z / (2 * trials)) / scale
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / scale
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+# CSV
+
+#: The columns of :func:`report_csv`: one number per row, in a long format that a
+#: spreadsheet pivots.
+CSV_COLUMNS = ("section", "name", "arm", "day", "metric", "value")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def report_csv(report: Mapping[str, Any]) -> str:
+    """The report as CSV (:data:`CSV_COLUMNS`): the journey, its arms, each goal (and per
+    arm, with lift), each goal's conversion over time per arm and day, and each step."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in _csv_rows(report):
+        text = [_cell(str(cell)) for cell in row[:5]]
+        writer.writerow([*text, _number(row[5])])
+    return out.getvalue()
+
+
+def _csv_rows(report: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
+    name = report["journey"]
+    yield ("journey", name, "", "", "entries", report["entries"])
+    for state, n in report["ended"].items():
+        yield ("journey", name, "", "", f"ended:{state}", n)
+    for arm in report["arms"]:
+        yield ("arm", arm["name"], arm["name"], "", "entries", arm["entries"])
+        for state, n in arm["ended"].items():
+            yield ("arm", arm["name"], arm["name"], "", f"ended:{state}", n)
+    for goal in report["goals"]:
+        yield from _goal_rows(goal)
+    for step in report["steps"]:
+        yield ("step", step["id"], "", "", "reached", step["reached"])
+        for outcome, n in sorted(step["counts"].items()):
+            yield ("step", step["id"], "", "", outcome, n)
+        for arm in step["arms"]:
+            yield ("step", step["id"], arm["name"], "", "reached", arm["reached"])
+            for outcome, n in arm["counts"].items():
+                yield ("step", step["id"], arm["name"], "", outcome, n)
+
+
+def _goal_rows(goal: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
+    name = goal["name"]
+    for row in [goal, *goal["arms"]]:
+        arm = row.get("name", "") if row is not goal else ""
+        for metric in ("entries", "conversions", "rate", "value"):
+            yield ("goal", name, arm, "", metric, row[metric])
+        times = row["time_to_convert"]
+        for metric in ("median_seconds", "p90_seconds", "mean_seconds"):
+            yield ("goal", name, arm, "", f"time_to_convert_{metric}", times[metric])
+        lifted = row.get("lift") if row is not goal else None
+        for metric, value in _lift_cells(lifted):
+            yield ("goal", name, arm, "", metric, value)
+    for series in goal["over_time"]:
+        for point in series["points"]:
+            for metric in ("entries", "conversions", "rate", "low", "high"):
+                yield ("day", name, series["name"], point["day"], metric, point[metric])
+
+
+def _lift_cells(lifted: Mapping[str, Any] | None) -> Iterable[tuple[str, Any]]:
+    if lifted is None:
+        return
+    absolute = lifted["absolute_interval"]
+    relative = lifted["relative_interval"] or (None, None)
+    yield "lift_absolute", lifted["absolute"]
+    yield "lift_absolute_low", absolute[0]
+    yield "lift_absolute_high", absolute[1]
+    yield "lift_relative", lifted["relative"]
+    yield "lift_relative_low", relative[0]
+    yield "lift_relative_high", relative[1]
+    yield "p_value", lifted["p_value"]
+
+
+def _cell(text: str) -> str:
+    """Text a spreadsheet shows as text, never runs as a formula."""
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(int(value))

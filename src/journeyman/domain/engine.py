@@ -584,6 +584,9 @@ class _Run:
     # records
 
     def record(self, instance: Instance, step: str | None, outcome: str, detail: str = "") -> None:
+        if instance.arm and step is not None:  # the step log has no arm: the counters do
+            metric = f"step:{step}:{outcome}"
+            self.tally(instance.journey, instance.version, instance.arm, "", metric)
         self.outcome.records.append(
             StepRecord(
                 at=self.now,
@@ -637,8 +640,13 @@ class _Run:
             step=journey.first,
         )
         detail = f"by {event.name}" + (f", jumped from {via}" if via else "")
+        if goals.held_out(journey, profile.id):
+            instance.arm, instance.holdout = goals.HOLDOUT_ARM, True
+            detail += f", held out ({journey.holdout:.4g} of entries get no messages)"
         self.record(instance, None, "entered", detail)
-        self.tally(journey.name, journey.version, "", "", "entered")
+        self.tally_entry(journey, instance, "")
+        if instance.arm:
+            self.tally_entry(journey, instance, instance.arm)
         if journey.goals:
             window = goals.open_window(journey, instance)
             profile.goals = goals.with_window(profile.goals, window, self.now)
@@ -677,6 +685,19 @@ class _Run:
         self, journey: str, version: int, arm: str, goal: str, metric: str, total: float = 0.0
     ) -> None:
         self.outcome.tallies.append(Tally(journey, version, arm, goal, metric, 1, total))
+
+    def tally_entry(self, journey: m.Journey, instance: Instance, arm: str) -> None:
+        """Count an entry into ``arm`` ("" for the journey): in all, and on its UTC day."""
+        self.tally(journey.name, journey.version, arm, "", "entered")
+        day = goals.day_metric(instance.entered_at, "entered")
+        self.tally(journey.name, journey.version, arm, "", day)
+
+    def tally_reached(self, instance: Instance, step: str) -> None:
+        """Count an instance's arrival at a step (the report's funnel), and in its arm."""
+        metric = f"step:{step}:reached"
+        self.tally(instance.journey, instance.version, "", "", metric)
+        if instance.arm:
+            self.tally(instance.journey, instance.version, instance.arm, "", metric)
 
     def note_window(self, journey: m.Journey, instance: Instance, **changes: Any) -> None:
         """Change the instance's goal window (its arm, its last message), if it has one."""
@@ -836,6 +857,8 @@ class _Run:
 
     def advance(self, journey: m.Journey, instance: Instance, step_id: str | None) -> None:
         """Run steps from ``step_id`` until the instance waits or ends."""
+        # A step run again after it waited (a deferred send, say) was reached already.
+        again = instance.step if instance.seq and instance.waiting != "paused" else None
         instance = _replace(instance, status="active", waiting=None, wake_at=None)
         for _ in range(MAX_STEPS):
             if step_id is None:
@@ -851,6 +874,9 @@ class _Run:
                 self.save(_replace(held, wake_at=deadline))
                 return
             step = journey.steps[step_id]
+            if step_id != again:
+                self.tally_reached(instance, step_id)
+            again = None
             instance = _replace(instance, step=step_id, seq=instance.seq + 1)
             result = _RUNNERS[type(step)](self, journey, instance, step)
             if isinstance(result, Instance):  # it waits
@@ -951,6 +977,18 @@ def _run_branch(run: _Run, journey: m.Journey, instance: Instance, step: m.Branc
 
 
 def _run_split(run: _Run, journey: m.Journey, instance: Instance, step: m.Split) -> StepResult:
+    goto, arm, detail = _split_arm(instance, journey, step)
+    if journey.holdout and instance.holdout:  # held out of the whole journey: it stays so
+        run.record(instance, step.id, "split", f"{detail}; stays in arm {instance.arm}")
+        return goto
+    run.record(instance, step.id, "split", detail)
+    run.tally_entry(journey, instance, arm)
+    run.note_window(journey, instance, arm=arm)
+    return _replace(instance, arm=arm, holdout=arm in step.holdouts), goto
+
+
+def _split_arm(instance: Instance, journey: m.Journey, step: m.Split) -> tuple[str, str, str]:
+    """(the step, the arm's name, the trace's words) of the arm the profile takes."""
     total = sum(weight for weight, _ in step.arms)
     point = split_point(instance.profile_id, journey.name, step.id) * total
     index = len(step.arms) - 1
@@ -963,11 +1001,7 @@ def _run_split(run: _Run, journey: m.Journey, instance: Instance, step: m.Split)
     holdout = arm in step.holdouts
     named = f"arm {arm}, " if arm != goto else ""
     held = ", a holdout" if holdout else ""
-    detail = f"to {goto} ({named}weight {weight:g} of {total:g}{held})"
-    run.record(instance, step.id, "split", detail)
-    run.tally(journey.name, journey.version, arm, "", "entered")
-    run.note_window(journey, instance, arm=arm)
-    return _replace(instance, arm=arm, holdout=holdout), goto
+    return goto, arm, f"to {goto} ({named}weight {weight:g} of {total:g}{held})"
 
 
 def split_point(profile_id: str, journey: str, step: str) -> float:

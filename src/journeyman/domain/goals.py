@@ -16,9 +16,10 @@ in a fixed histogram (:func:`time_bucket`), from which the report estimates its 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -31,9 +32,13 @@ __all__ = [
     "BUCKETS_PER_DOUBLING",
     "GOAL_ENDED",
     "GOAL_REACHED",
+    "HOLDOUT_ARM",
     "MAX_WINDOWS",
+    "TREATED_ARM",
     "bucket_bounds",
+    "day_metric",
     "goal_value",
+    "held_out",
     "open_window",
     "reached_detail",
     "reached_tallies",
@@ -46,6 +51,10 @@ __all__ = [
 GOAL_REACHED = "goal_reached"
 #: The end state of an instance that ``exit_on_goal`` ended.
 GOAL_ENDED = "goal_reached"
+#: The arm of the entries a journey-level ``holdout: 10%`` holds out, and the name the
+#: report gives everyone else (both reserved as split arm names in such a journey).
+HOLDOUT_ARM = "holdout"
+TREATED_ARM = "treated"
 #: Goal windows one profile keeps open at most; the oldest goes first.
 MAX_WINDOWS = 32
 #: Time-to-convert buckets per doubling of the duration: each bucket is 2^(1/4) (about
@@ -64,7 +73,24 @@ def open_window(journey: m.Journey, instance: Instance) -> GoalWindow:
         entered_at=instance.entered_at,
         until=instance.entered_at + journey.goal_window,
         entry=instance.entry,
+        arm=instance.arm,
     )
+
+
+def held_out(journey: m.Journey, profile_id: str) -> bool:
+    """Whether a journey-level ``holdout`` holds this profile's entries out: a stable hash
+    of the profile and the journey, as a split's, below the holdout's share."""
+    if not journey.holdout:
+        return False
+    digest = hashlib.blake2b(f"{profile_id}\x1f{journey.name}\x1fholdout".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2**64 < journey.holdout
+
+
+def day_metric(day: datetime, metric: str) -> str:
+    """A counter by UTC day of entry: ``day:2026-12-01:entered``. Kept only for entries
+    and goals reached (a row per day, arm and goal), so the rows grow with days, never
+    with profiles."""
+    return f"day:{day.astimezone(UTC).date().isoformat()}:{metric}"
 
 
 def with_window(windows: Iterable[GoalWindow], new: GoalWindow, now: datetime) -> list[GoalWindow]:
@@ -114,6 +140,7 @@ def reached_tallies(
     ]
     if value is not None:
         found.append(Tally(j, v, arm, name, "valued", 1, value))
+    found.append(Tally(j, v, arm, name, day_metric(window.entered_at, "reached"), 1, value or 0.0))
     return found
 
 

@@ -350,6 +350,9 @@ class Journey:
     entry_segment: str | None = None
     goals: tuple[Goal, ...] = ()
     exit_on_goal: bool = False  # a goal reached ends a running instance, as goal_reached
+    # `holdout: 10%`: the share (0..1) of entries held out of the whole journey, as the
+    # arm goals.HOLDOUT_ARM, which gets no messages; 0 for none.
+    holdout: float = 0.0
 
     @property
     def first(self) -> str:

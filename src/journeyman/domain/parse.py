@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from journeyman.domain.actions import Allow, AllowError, allowed_literal, litera
 from journeyman.domain.consent import CONSENT_EVENTS, CONSENT_SCHEMAS
 from journeyman.domain.documents import Document, Path
 from journeyman.domain.expressions import compile_expression
-from journeyman.domain.goals import GOAL_REACHED
+from journeyman.domain.goals import GOAL_REACHED, HOLDOUT_ARM, TREATED_ARM
 from journeyman.domain.problems import Problem
 from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACTIONS
 from journeyman.domain.reader import Reader, describe, did_you_mean
@@ -596,7 +596,8 @@ def digest(data: Any) -> str:
 
 def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "entry", "reentry", "timeout", "exit", "ignore_caps")
-    r.mapping(data, (), (*keys, "goals", "exit_on_goal", "steps"), required=("entry", "steps"))
+    known = (*keys, "goals", "exit_on_goal", "holdout", "steps")
+    r.mapping(data, (), known, required=("entry", "steps"))
     entry_event, entry_segment = _entry(r, data.get("entry"))
     written = data.get("entry")
     entry: dict[str, Any] = written if isinstance(written, dict) else {}
@@ -612,9 +613,12 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     ignore_caps = r.boolean(data.get("ignore_caps", False), ("ignore_caps",))
     goals = _goals(r, data.get("goals"))
     exit_on_goal = _exit_on_goal(r, data, goals)
+    holdout = _holdout(r, data["holdout"]) if "holdout" in data else 0.0
     steps = _read_steps(r, data["steps"]) if "steps" in data else {}
     if not steps:
         return
+    if holdout:
+        _check_holdout_arms(r, steps)
     # A journey with a broken field is kept all the same, so that its steps and references
     # are checked in this pass too; its errors keep it out of any workspace. A timeout that
     # cannot be read is taken as endless, so that no wait is measured against it.
@@ -633,6 +637,7 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         entry_segment=entry_segment,
         goals=goals,
         exit_on_goal=exit_on_goal,
+        holdout=holdout,
     )
     parsed.journeys[r.name] = journey
 
@@ -719,6 +724,43 @@ def _exit_on_goal(r: Reader, data: dict[str, Any], goals: tuple[m.Goal, ...]) ->
     if found and not goals and not data.get("goals"):
         r.report("value", ("exit_on_goal",), "'exit_on_goal' needs 'goals' to reach")
     return bool(found)
+
+
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)%")
+
+
+def _holdout(r: Reader, value: Any) -> float:
+    """``holdout: 10%``: the share of entries held out of the journey, as a fraction."""
+    text = value.strip() if isinstance(value, str) else None
+    found = _PERCENT.fullmatch(text) if text is not None else None
+    if found is None:
+        message = "'holdout' must be a percentage of entries, such as 10%"
+        r.report("type", ("holdout",), message)
+        return 0.0
+    percent = float(found.group(1))
+    if not 0 < percent < 100:
+        message = f"'holdout' must be above 0% and below 100%, not {text}"
+        r.report("value", ("holdout",), message)
+        return 0.0
+    return percent / 100
+
+
+def _check_holdout_arms(r: Reader, steps: Mapping[str, m.Step]) -> None:
+    """A journey-level holdout is the journey's one holdout: no split arm may be another,
+    nor take the names the report gives the held out and the rest."""
+    for index, step in enumerate(steps.values()):
+        if not isinstance(step, m.Split):
+            continue
+        path: Path = ("steps", index, "split")
+        if step.holdouts:
+            message = (
+                "a split arm cannot be 'holdout: true' in a journey with 'holdout: N%': "
+                "the journey-level holdout is its one holdout"
+            )
+            r.report("value", path, message)
+        for name in set(step.names) & {HOLDOUT_ARM, TREATED_ARM}:
+            message = f"a split arm cannot be named '{name}' in a journey with 'holdout: N%'"
+            r.report("value", path, message)
 
 
 # segment

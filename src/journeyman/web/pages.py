@@ -39,6 +39,7 @@ from journeyman.web.auth import (
 )
 from journeyman.web.layout import ENTRY, lay_out
 from journeyman.web.paths import LARGEST, exact, whole_number
+from journeyman.web.report_page import report_routes
 
 __all__ = ["ConsoleSettings", "console"]
 
@@ -87,6 +88,7 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/logout", pages.form(pages.logout), methods=["POST"]),
         Route("/journeys", pages.page(pages.journeys), methods=["GET"]),
         Route("/journeys/{name}", pages.page(pages.journey), methods=["GET"]),
+        *report_routes(pages),  # before {command}, which would take "report" for one
         Route("/journeys/{name}/{command}", pages.page(pages.confirm), methods=["GET"]),
         Route("/journeys/{name}/{command}", pages.form(pages.operate), methods=["POST"]),
         Route("/profiles", pages.page(pages.profiles), methods=["GET"]),

@@ -1,0 +1,93 @@
+"""A journey's report as the API and the console's Report tab both ask for it: the
+journey's version (``version``: a number, ``all``, or the latest), the UTC days of entry
+(``from``, ``to``), the report counters and the step log's counts, read once.
+
+Bad parameters raise a :class:`~journeyman.wire.Problem` naming the field and the rule:
+the API answers it as JSON, the console shows it above the form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from journeyman.domain import model as m
+from journeyman.report import Days, journey_report
+from journeyman.runtime.service import Runtime
+from journeyman.web import views
+from journeyman.web.paths import whole_number
+from journeyman.wire import Problem
+
+__all__ = ["ReportQuery", "parse_days", "read_query", "report_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """What a report is of: a version (None: every version) and a range of days."""
+
+    journey: m.Journey  # the version whose goals, splits and steps the report reads
+    version: int | None
+    days: Days
+
+    def params(self) -> dict[str, str]:
+        """The query's parameters as a URL carries them (the CSV link, the form)."""
+        found = {"version": "all" if self.version is None else str(self.version)}
+        if self.days.start:
+            found["from"] = self.days.start.isoformat()
+        if self.days.end:
+            found["to"] = self.days.end.isoformat()
+        return found
+
+
+async def read_query(runtime: Runtime, latest: m.Journey, given: Mapping[str, str]) -> ReportQuery:
+    """The report query of the parameters ``given`` (version, from, to) for ``latest``."""
+    days = parse_days(given.get("from") or None, given.get("to") or None)
+    text = given.get("version", "")
+    if text in ("", "all"):
+        return ReportQuery(latest, None if text == "all" else latest.version, days)
+    number = whole_number(text)
+    if number is None:
+        raise Problem(400, "version", "type", "'version' must be a number or 'all'")
+    # No store keeps a version after the latest (nor can it be asked for a number that large).
+    found = await views.version_of(runtime, latest, number) if number <= latest.version else None
+    if found is None:
+        raise Problem(404, "version", "exists", f"{latest.name} has no version {text}")
+    return ReportQuery(found, number, days)
+
+
+def parse_days(start: str | None, end: str | None) -> Days:
+    """The ``from`` and ``to`` of a report (UTC dates, YYYY-MM-DD, both included), or a
+    :class:`~journeyman.wire.Problem` naming the field and the rule."""
+    found = Days(_date("from", start), _date("to", end))
+    if found.start and found.end and found.start > found.end:
+        message = f"'from' ({found.start}) must not be after 'to' ({found.end})"
+        raise Problem(400, "from", "range", message)
+    return found
+
+
+def _date(field_name: str, text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        message = f"'{field_name}' must be a UTC date as YYYY-MM-DD, such as 2026-12-01"
+        raise Problem(400, field_name, "format", message) from None
+
+
+async def report_of(runtime: Runtime, query: ReportQuery) -> dict[str, Any]:
+    """The report: the counters of the query's version(s), and the step log's counts,
+    with each send step's engagement as the journey's page counts it."""
+    name = query.journey.name
+    counters = await runtime.reads.counters(name, query.version)
+    steps = await runtime.reads.step_counts(name, query.version)
+    report = journey_report(query.journey, counters, query.version, steps, query.days)
+    for row in report["steps"]:
+        step = query.journey.steps.get(row["id"])
+        if isinstance(step, m.Send):
+            row["engagement"] = views.engagement(step, row["counts"])
+    return report
