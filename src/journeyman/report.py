@@ -538,6 +538,20 @@ def _csv_rows(report: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
             yield ("step", step["id"], arm["name"], "", "reached", arm["reached"])
             for outcome, n in arm["counts"].items():
                 yield ("step", step["id"], arm["name"], "", outcome, n)
+    for experiment in report.get("experiments", ()):
+        yield from _experiment_rows(experiment)
+
+
+def _experiment_rows(experiment: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
+    """Per variant: profiles, conversions, rate, probability to be best; the decision."""
+    step = experiment["step"]
+    for variant in experiment["variants"]:
+        for metric in ("entries", "conversions", "rate", "probability_best"):
+            yield ("experiment", step, variant["name"], "", metric, variant[metric])
+    decision = experiment["decision"]
+    if decision is not None:
+        day = decision["at"][:10]
+        yield ("experiment", step, decision["variant"], day, f"decision:{decision['how']}", 1)
 
 
 def _goal_rows(goal: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:

@@ -4,6 +4,7 @@ simulated arms; and what validation says."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 
 from journeyman.domain.experiments import Arm, Decision, choose, probability_best
-from journeyman.domain.model import WinnerPolicy
+from journeyman.domain.model import Experiment, WinnerPolicy, Workspace
 from journeyman.journey_tests import run_tests
 from journeyman.report import journey_report
+from journeyman.runtime.experiments import check, decide, read_decisions
 from journeyman.simulator import Simulator
+from journeyman.storage.memory import MemoryStore
 from tests.conftest import BASE, START
 from tests.engine_helpers import journey, sign_up
 from tests.unit.test_goals import GOALS, buy, counters
@@ -240,3 +243,60 @@ def test_validation_names_what_is_wrong(
     loaded = load(BASE, TEMPLATES, text.replace(*broken))
     errors = [str(p) for p in loaded.errors]  # type: ignore[attr-defined]
     assert any(message in error for error in errors), errors
+
+
+# where the decision is made: serve's check, on the stored counters
+
+
+def stored_counts(store: MemoryStore, counts: dict[str, tuple[int, int]]) -> None:
+    """Counters as commits leave them: each variant's entries and purchases."""
+    for arm, (entered, bought) in counts.items():
+        store.db.counters[("j", 1, arm, "", "entered")] = (entered, 0.0)
+        store.db.counters[("j", 1, arm, "purchased", "reached")] = (bought, 0.0)
+
+
+def test_the_check_stores_one_decision_that_the_engine_then_obeys(
+    workspace: Callable[..., Workspace],
+) -> None:
+    asyncio.run(_check_then_obey(workspace(TEMPLATES, experiment_journey())))
+
+
+async def _check_then_obey(model: Workspace) -> None:
+    store = MemoryStore()
+    await store.open()
+    stored_counts(store, {"a": (400, 40), "b": (400, 90), "none": (400, 38)})
+    assert await check(store, store, model, START) == []  # min_time 1d from the first look
+    (decision,) = await check(store, store, model, START + timedelta(days=1))
+    assert (decision.variant, decision.how, decision.by) == ("b", "winner", "policy")
+    assert [(a.name, a.n, a.conversions) for a in decision.data] == [
+        ("a", 400, 40),
+        ("b", 400, 90),
+        ("none", 400, 38),
+    ]
+    assert decision.probabilities is not None
+    assert decision.probabilities["b"] > 0.99
+    stored_counts(store, {"a": (900, 400), "b": (900, 90), "none": (900, 38)})
+    assert await check(store, store, model, START + timedelta(days=2)) == []  # it is final
+    decisions = await read_decisions(store, model)
+    assert decisions[("j", "subject_test")] == decision
+
+    sim = Simulator(model, START)
+    sim.engine.decisions.update(decisions)
+    for index in range(20):
+        sign_up(sim, f"u{index}")
+    assert set(variants_of(sim).values()) == {"b"}
+
+    experiment = model.journeys["j"].steps["subject_test"]
+    assert isinstance(experiment, Experiment)
+    stopped = await decide(
+        store, store, model.journeys["j"], experiment, "a", "stopped", "ana", START
+    )
+    assert (await read_decisions(store, model))[("j", "subject_test")] == stopped
+    report = journey_report(
+        model.journeys["j"],
+        await store.counters("j"),
+        None,
+        None,
+        decisions={"subject_test": stopped},
+    )
+    assert report["experiments"][0]["decision"]["how"] == "stopped"
