@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cluster import serve_with_worker
 from tests.conftest import write_workspace
 from tests.integration.test_serve import smtp_channel
 from tests.servers import WRITE_KEY, Journeyman, SmtpServer
@@ -88,43 +89,61 @@ def test_an_operators_winner_sends_every_new_profile_to_it(tmp_path: Path, store
         server = stack.enter_context(Journeyman(workspace, store_url, tmp_path)).start()
         client = stack.enter_context(server.client(WRITE_KEY))
         admin = stack.enter_context(server.client())
-        sign_up(client, EARLY)
-        wait_until(lambda: len(subjects(smtp, "u")) == len(EARLY) or None, "the first emails")
-        assert set(subjects(smtp, "u").values()) == {"Subject A", "Subject B"}  # by weight
-        for user in EARLY[:5]:
-            track = {"userId": user, "event": "purchased"}
-            assert client.post("/v1/track", json=track).is_success
-        wait_until(lambda: report(admin)["goals"][0]["conversions"] == 5 or None, "purchases")
-        (before,) = report(admin)["experiments"]
-        assert before["decision"] is None
-        assert sum(v["entries"] for v in before["variants"]) == len(EARLY)
+        run_scenario(client, admin, smtp)
 
-        check_refusals(admin)
-        answer = admin.post(
-            "/v1/journeys/promo/experiments/subject_test/winner",
-            json={"variant": "b", "by": "ana@x.test"},
-        )
-        assert answer.status_code == 200, answer.text
-        assert (answer.json()["variant"], answer.json()["how"]) == ("b", "chosen")
 
-        sign_up(client, LATE)
-        wait_until(lambda: len(subjects(smtp, "v")) == len(LATE) or None, "the later emails")
-        assert set(subjects(smtp, "v").values()) == {"Subject B"}
-        (after,) = report(admin)["experiments"]
-        decision = after["decision"]
-        assert (decision["variant"], decision["how"], decision["by"]) == (
-            "b",
-            "chosen",
-            "ana@x.test",
-        )
-        assert sum(a["n"] for a in decision["data"]) == len(EARLY)
-        assert sum(a["conversions"] for a in decision["data"]) == 5
-        entries = {v["name"]: v["entries"] for v in after["variants"]}
-        early_b = next(a["n"] for a in decision["data"] if a["variant"] == "b")
-        assert entries == {"a": len(EARLY) - early_b, "b": early_b + len(LATE)}
-        page = console_report(admin)
-        assert "Winner chosen by hand: b" in page
-        assert 'data-variant="b"' in page
+@pytest.mark.shared
+def test_workers_on_nats_apply_the_operators_winner_as_serve_does(
+    tmp_path: Path, store_url: str
+) -> None:
+    with ExitStack() as stack:
+        smtp = stack.enter_context(SmtpServer())
+        workspace = write_workspace(tmp_path / "ws", WORKSPACE, smtp_channel(smtp.port))
+        api = serve_with_worker(stack, workspace, store_url, tmp_path, 2)
+        client = stack.enter_context(api.client(WRITE_KEY))
+        admin = stack.enter_context(api.client())
+        run_scenario(client, admin, smtp)
+
+
+def run_scenario(client: httpx.Client, admin: httpx.Client, smtp: SmtpServer) -> None:
+    """Twenty profiles by weight, five purchases, the operator picks b, twenty more."""
+    sign_up(client, EARLY)
+    wait_until(lambda: len(subjects(smtp, "u")) == len(EARLY) or None, "the first emails")
+    assert set(subjects(smtp, "u").values()) == {"Subject A", "Subject B"}  # by weight
+    for user in EARLY[:5]:
+        track = {"userId": user, "event": "purchased"}
+        assert client.post("/v1/track", json=track).is_success
+    wait_until(lambda: report(admin)["goals"][0]["conversions"] == 5 or None, "purchases")
+    (before,) = report(admin)["experiments"]
+    assert before["decision"] is None
+    assert sum(v["entries"] for v in before["variants"]) == len(EARLY)
+
+    check_refusals(admin)
+    answer = admin.post(
+        "/v1/journeys/promo/experiments/subject_test/winner",
+        json={"variant": "b", "by": "ana@x.test"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["variant"], answer.json()["how"]) == ("b", "chosen")
+
+    sign_up(client, LATE)
+    wait_until(lambda: len(subjects(smtp, "v")) == len(LATE) or None, "the later emails")
+    assert set(subjects(smtp, "v").values()) == {"Subject B"}
+    (after,) = report(admin)["experiments"]
+    decision = after["decision"]
+    assert (decision["variant"], decision["how"], decision["by"]) == (
+        "b",
+        "chosen",
+        "ana@x.test",
+    )
+    assert sum(a["n"] for a in decision["data"]) == len(EARLY)
+    assert sum(a["conversions"] for a in decision["data"]) == 5
+    entries = {v["name"]: v["entries"] for v in after["variants"]}
+    early_b = next(a["n"] for a in decision["data"] if a["variant"] == "b")
+    assert entries == {"a": len(EARLY) - early_b, "b": early_b + len(LATE)}
+    page = console_report(admin)
+    assert "Winner chosen by hand: b" in page
+    assert 'data-variant="b"' in page
 
 
 def console_report(admin: httpx.Client) -> str:

@@ -251,8 +251,8 @@ def test_validation_names_what_is_wrong(
 def stored_counts(store: MemoryStore, counts: dict[str, tuple[int, int]]) -> None:
     """Counters as commits leave them: each variant's entries and purchases."""
     for arm, (entered, bought) in counts.items():
-        store.db.counters[("j", 1, arm, "", "entered")] = (entered, 0.0)
-        store.db.counters[("j", 1, arm, "purchased", "reached")] = (bought, 0.0)
+        store.db.counters[("j", 1, arm, "", "entered")] = [entered, 0.0]
+        store.db.counters[("j", 1, arm, "purchased", "reached")] = [bought, 0.0]
 
 
 def test_the_check_stores_one_decision_that_the_engine_then_obeys(
