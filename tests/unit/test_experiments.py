@@ -300,3 +300,28 @@ async def _check_then_obey(model: Workspace) -> None:
         decisions={"subject_test": stopped},
     )
     assert report["experiments"][0]["decision"]["how"] == "stopped"
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("variants: [{profile: u1, step: subject_test, is: c}]", "has no variant 'c'"),
+        ("variants: [{profile: u1, step: pause, is: a}]", "not an experiment"),
+        ("variants: [{profile: u1, step: subject_tset, is: a}]", "no journey has a step"),
+        ("variants: [{profile: u1, step: subject_test}]", "a forced variant needs 'is'"),
+    ],
+)
+def test_a_journey_test_forcing_a_variant_names_a_real_one(
+    load: Callable[..., object], written: str, message: str
+) -> None:
+    test = f"""
+kind: test
+name: t
+{written}
+events: []
+expect:
+  - {{variant: subject_test, is: a}}
+"""
+    loaded = load(BASE, TEMPLATES, experiment_journey(), test)
+    errors = [str(p) for p in loaded.errors]  # type: ignore[attr-defined]
+    assert any(message in error for error in errors), errors

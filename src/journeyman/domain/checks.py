@@ -588,6 +588,38 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
     written = r.document.data.get("fail")
     for name in sorted(test.fail):
         _check_step_name(r, ("fail", written.index(name)), name, parsed, complete)
+    for index, (_, step, variant) in enumerate(test.variants):
+        _check_variant(r, ("variants", index), step, variant, parsed, complete, "step")
+
+
+def _check_variant(
+    r: Reader,
+    at: Path,
+    name: str,
+    variant: str | None,
+    parsed: Parsed,
+    complete: bool,
+    key: str,
+) -> None:
+    """A forced or expected variant names an experiment step (``step`` or
+    ``journey.step``) and, when given, one of its variants."""
+    before = len(r.problems)
+    _check_step_name(r, (*at, key), name, parsed, complete)
+    if len(r.problems) != before:
+        return
+    journey_name, _, step_id = name.rpartition(".")
+    journeys = [parsed.journeys[journey_name]] if journey_name in parsed.journeys else []
+    steps = [j.steps[step_id] for j in journeys or parsed.journeys.values() if step_id in j.steps]
+    experiments = [s for s in steps if isinstance(s, m.Experiment)]
+    if steps and not experiments:
+        r.report(
+            "reference", (*at, key), f"step {name} is a {steps[0].kind} step, not an experiment"
+        )
+        return
+    names = {v.name for s in experiments for v in s.variants}
+    if variant is not None and experiments and variant not in names:
+        hint = did_you_mean(variant, names)
+        r.report("reference", (*at, "is"), f"step {name} has no variant '{variant}'{hint}")
 
 
 def _check_goal_name(r: Reader, path: Path, target: str, parsed: Parsed) -> None:
