@@ -35,6 +35,7 @@ from journeyman.clicks import tracking_routes
 from journeyman.consent_admin import consent_admin_routes
 from journeyman.consent_api import consent_routes
 from journeyman.domain.model import Journey, Step
+from journeyman.experiments_api import experiment_routes
 from journeyman.hooks import feedback_routes
 from journeyman.ingest_api import (
     KEY_CHALLENGE,
@@ -96,6 +97,7 @@ def create_app(
         Route("/v1/journeys/{name}", api.guard(api.journey), methods=["GET"]),
         Route("/v1/journeys/{name}/report", api.guard(api.report), methods=["GET"]),
         Route("/v1/journeys/{name}/report.csv", api.guard(api.report_csv), methods=["GET"]),
+        *experiment_routes(runtime, api.guard, unavailable),
         Route(
             "/v1/journeys/{name}/{command:str}",
             api.guard(api.operate),

@@ -41,6 +41,8 @@ def run_tests(workspace: Workspace) -> list[TestResult]:
 
 def run_test(workspace: Workspace, test: TestCase) -> TestResult:
     simulator = Simulator(workspace, test.start, fail=test.fail)
+    for profile, step, variant in test.variants:
+        simulator.engine.forced[(profile, step)] = variant
     result = TestResult(test, simulator)
     # Events at the same moment arrive together: the server would take them in one batch.
     # Reactions come after them, each answering a message sent by then.
@@ -141,6 +143,8 @@ def _happenings(sim: Simulator, expectation: Expectation) -> Iterator[_Happening
         )
     if what == "reached":
         return _goals(sim, expectation.target)
+    if what == "variant":
+        return _variants(sim, expectation.target)
     return _step_records(sim, expectation.target, None if what == "never" else what)
 
 
@@ -152,6 +156,15 @@ def _goals(sim: Simulator, target: str) -> Iterator[_Happening]:
             continue
         if record.detail.split(" ", 1)[0] == goal:
             yield _Happening(record.at, record.profile_id, record.journey, None, {})
+
+
+def _variants(sim: Simulator, target: str) -> Iterator[_Happening]:
+    """The variants an experiment step (``step`` or ``journey.step``) gave."""
+    journey, _, step = target.rpartition(".")
+    for record in sim.records:
+        if record.outcome == "variant" and record.step == step and journey in ("", record.journey):
+            fields = {"is": record.detail.split(" ", 1)[0]}
+            yield _Happening(record.at, record.profile_id, record.journey, step, fields)
 
 
 def _messages(sim: Simulator, target: str) -> Iterator[_Happening]:
@@ -195,7 +208,7 @@ def _mismatches(sim: Simulator, expectation: Expectation, happening: _Happening)
         found.append(f"profile {happening.profile}")
     if "journey" in filters and happening.journey != filters["journey"]:
         found.append(f"journey {happening.journey}")
-    for key in ("to", "channel", "subject"):
+    for key in ("to", "channel", "subject", "is"):
         if key in filters and happening.fields.get(key) != filters[key]:
             found.append(f"{key} {happening.fields.get(key)!r}")
     if "body_contains" in filters and filters["body_contains"] not in happening.fields.get(

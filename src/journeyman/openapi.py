@@ -273,6 +273,40 @@ def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, An
     return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
+def _experiment_operation(summary: str, required: list[str]) -> dict[str, Any]:
+    """An operator's decision on an experiment step (see journeyman.experiments_api)."""
+    schema = {
+        "type": "object",
+        "required": required,
+        "additionalProperties": False,
+        "properties": {
+            "variant": {"type": "string", "description": "a variant of the step"},
+            "by": {"type": "string", "description": "who decides (an email)"},
+        },
+    }
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}, {"basic": []}],
+            "parameters": [
+                _path_param("name"),
+                {"name": "step", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "responses": {
+                "200": {
+                    "description": "The decision as stored: variant, how, by, at, the data",
+                    "content": {"application/json": {}},
+                },
+                "400": _error("A body, 'variant' or 'by' that is not valid (the field is named)."),
+                "401": _error("The admin key is missing or wrong."),
+                "404": _error("No such journey ('name') or experiment step ('step')."),
+                "503": _error("The decision could not be stored: retry."),
+            },
+        }
+    }
+
+
 def _query(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"}}
 
@@ -420,6 +454,14 @@ SPEC: dict[str, Any] = {
                 ],
                 "'version', 'from' or 'to' is not valid, or 'from' is after 'to'.",
             )
+        ),
+        "/v1/journeys/{name}/experiments/{step}/winner": _experiment_operation(
+            "Pick an experiment's winner by hand: every new profile at the step gets it",
+            ["variant", "by"],
+        ),
+        "/v1/journeys/{name}/experiments/{step}/stop": _experiment_operation(
+            "Stop an experiment: every new profile gets 'variant', else the first variant",
+            ["by"],
         ),
         "/v1/journeys/{name}/{command}": {
             "post": {

@@ -28,8 +28,11 @@ from datetime import date, timedelta
 from typing import Any
 
 from journeyman.domain import model as m
+from journeyman.domain.experiments import METHOD as EXPERIMENT_METHOD
+from journeyman.domain.experiments import Arm, Decision, probability_best
 from journeyman.domain.goals import HOLDOUT_ARM, TREATED_ARM, bucket_bounds
 from journeyman.domain.times import format_duration
+from journeyman.runtime.experiments import metric_of, variant_data
 from journeyman.storage.base import Counter
 
 __all__ = [
@@ -215,11 +218,14 @@ def journey_report(
     version: int | None,
     step_counts: Mapping[str, Mapping[str, int]] | None = None,
     days: Days = Days(),
+    decisions: Mapping[str, Decision] | None = None,
 ) -> dict[str, Any]:
     """The report of ``journey`` (the model whose goals and splits it reads) from its
     counters, of one version or of all (``version`` None); with ``days``, of the entries
     of those days only (see :func:`in_range`). ``step_counts`` are the step log's counts
-    of :meth:`ReadModel.step_counts`, for the steps' sends and engagement."""
+    of :meth:`ReadModel.step_counts`, for the steps' sends and engagement; ``decisions``
+    the experiments' stored decisions, by step."""
+    counters = list(counters)
     by_key = _by_key(journey, in_range(counters, days))
     holdouts = _holdouts(journey)
     arms = _arms(journey, by_key)
@@ -244,7 +250,62 @@ def journey_report(
         found = _goal(goal, by_key, report["entries"], arms, entries, held)
         found["over_time"] = _over_time(goal.name, by_key, arms or [""], days)
         report["goals"].append(found)
+    report["experiments"] = _experiments(journey, in_range(counters, days), decisions or {})
     return report
+
+
+def _experiments(
+    journey: m.Journey, counters: list[Counter], decisions: Mapping[str, Decision]
+) -> list[dict[str, Any]]:
+    """Each experiment step: its variants' profiles, conversions on its metric and
+    probability to be best now, its winner policy, and its decision if one is stored."""
+    found = []
+    for step in journey.steps.values():
+        if not isinstance(step, m.Experiment):
+            continue
+        metric = metric_of(journey, step)
+        arms = variant_data(step, metric, counters)
+        measured = bool(metric) and all(arm.n for arm in arms)
+        best = probability_best(arms) if measured else {}
+        decision = decisions.get(step.id)
+        found.append(
+            {
+                "step": step.id,
+                "metric": metric or None,
+                "variants": [
+                    _variant(v, a, best.get(v.name))
+                    for v, a in zip(step.variants, arms, strict=True)
+                ],
+                "winner_policy": _policy(step.winner),
+                "decision": decision.as_json() if decision is not None else None,
+                "method": EXPERIMENT_METHOD,
+            }
+        )
+    return found
+
+
+def _variant(variant: m.Variant, arm: Arm, best: float | None) -> dict[str, Any]:
+    return {
+        "name": variant.name,
+        "weight": variant.weight,
+        "send": variant.template,
+        "goto": variant.goto,
+        "entries": arm.n,
+        "conversions": arm.conversions,
+        "rate": arm.conversions / arm.n if arm.n else None,
+        "probability_best": best,
+    }
+
+
+def _policy(policy: m.WinnerPolicy | None) -> dict[str, Any] | None:
+    if policy is None:
+        return None
+    return {
+        "metric": policy.metric or None,
+        "min_per_variant": policy.min_per_variant,
+        "min_time": format_duration(policy.min_time) if policy.min_time else "0s",
+        "confidence": policy.confidence,
+    }
 
 
 def _by_key(journey: m.Journey, counters: Iterable[Counter]) -> dict[tuple[str, str], _Tally]:
@@ -477,6 +538,20 @@ def _csv_rows(report: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
             yield ("step", step["id"], arm["name"], "", "reached", arm["reached"])
             for outcome, n in arm["counts"].items():
                 yield ("step", step["id"], arm["name"], "", outcome, n)
+    for experiment in report.get("experiments", ()):
+        yield from _experiment_rows(experiment)
+
+
+def _experiment_rows(experiment: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
+    """Per variant: profiles, conversions, rate, probability to be best; the decision."""
+    step = experiment["step"]
+    for variant in experiment["variants"]:
+        for metric in ("entries", "conversions", "rate", "probability_best"):
+            yield ("experiment", step, variant["name"], "", metric, variant[metric])
+    decision = experiment["decision"]
+    if decision is not None:
+        day = decision["at"][:10]
+        yield ("experiment", step, decision["variant"], day, f"decision:{decision['how']}", 1)
 
 
 def _goal_rows(goal: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:

@@ -343,7 +343,7 @@ def test_a_step_must_be_a_mapping_with_an_id(problems: Problems) -> None:
 
 
 def test_a_step_needs_exactly_one_type(problems: Problems) -> None:
-    types = "wait, wait_for, branch, split, send, call, update_profile, jump, end"
+    types = "wait, wait_for, branch, split, experiment, send, call, update_profile, jump, end"
     assert problems(journey("- id: a\n- id: b\n  wait: 1h\n  end: x")) == [
         f"doc01.yaml:5: journey j: step a: a step needs exactly one of {types}; it has none",
         f"doc01.yaml:6: journey j: step b: a step needs exactly one of {types}; it has wait, end",
@@ -559,7 +559,7 @@ def test_a_branch_or_split_has_no_next(problems: Problems) -> None:
             "kind: test\nname: t\nevents: []\nexpect:\n  - {ended: completed, sent: a}\n",
             "doc01.yaml:5: test t: an expectation needs exactly one of sent, ended, never, "
             "capped, skipped, deferred, dropped, entered, exited, timed_out, rejected, "
-            "entered_segment, exited_segment, reached",
+            "entered_segment, exited_segment, reached, variant",
         ),
         (
             "kind: test\nname: t\nevents: []\nexpect: []\nfail: [1]\n",

@@ -9,6 +9,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
+from journeyman.domain import goals
 from journeyman.domain import model as m
 from journeyman.domain.documents import Path
 from journeyman.domain.expressions import Expression
@@ -137,7 +138,41 @@ def _check_references(r: _JourneyReader, journey: m.Journey, parsed: Parsed) -> 
             _known(inner, (*path, "wait_for", "event"), "event", step.event, parsed)
         elif isinstance(step, m.Branch) and not step.otherwise:
             linked = False
+        elif isinstance(step, m.Experiment):
+            _check_experiment(inner, journey, step, path, parsed)
     return linked
+
+
+def _check_experiment(
+    r: Reader, journey: m.Journey, step: m.Experiment, path: Path, parsed: Parsed
+) -> None:
+    """An experiment's templates exist, its ``winner.metric`` names a goal of the journey,
+    and its variant names are no other arm's (the report counts them as arms)."""
+    for index, variant in enumerate(step.variants):
+        if variant.template is not None:
+            at = (*path, "experiment", index, "send")
+            _known(r, at, "template", variant.template, parsed)
+    others = {goals.HOLDOUT_ARM, goals.TREATED_ARM} if journey.holdout else set()
+    for other in journey.steps.values():
+        if isinstance(other, m.Split):
+            others |= {other.arm_name(i) for i in range(len(other.arms))}
+        elif isinstance(other, m.Experiment) and other.id != step.id:
+            others |= {v.name for v in other.variants}
+    for index, variant in enumerate(step.variants):
+        if variant.name in others:
+            message = f"variant '{variant.name}' is also the name of another arm or variant"
+            r.report("duplicate", (*path, "experiment", index, "name"), message)
+    if step.winner is None:
+        return
+    names = [goal.name for goal in journey.goals]
+    metric = step.winner.metric
+    if metric and metric not in names:
+        hint = did_you_mean(metric, names)
+        message = f"'metric' must name a goal of the journey; '{metric}' is none{hint}"
+        r.report("reference", (*path, "winner", "metric"), message)
+    elif not names:
+        message = "'winner' needs a goal to measure: the journey declares no 'goals'"
+        r.report("reference", (*path, "winner"), message)
 
 
 def _known(r: Reader, path: Path, kind: str, name: str, parsed: Parsed) -> None:
@@ -150,7 +185,7 @@ def _known(r: Reader, path: Path, kind: str, name: str, parsed: Parsed) -> None:
 def _link_path(r: Reader, step_path: Path, key: str, target: str) -> Path:
     """Where a link is written: in a case of a branch, an arm of a split, or the step."""
     item = r.document.data["steps"][step_path[-1]] if len(step_path) == 2 else {}
-    for container in ("branch", "split"):
+    for container in ("branch", "split", "experiment"):
         cases = item.get(container)
         for index, case in enumerate(cases if isinstance(cases, list) else ()):
             if isinstance(case, dict) and case.get(key) == target:
@@ -172,6 +207,8 @@ def _links(step: m.Step) -> Iterator[tuple[str, str]]:
         yield from (("otherwise", step.otherwise),) if step.otherwise else ()
     elif isinstance(step, m.Split):
         yield from (("goto", goto) for _, goto in step.arms)
+    elif isinstance(step, m.Experiment):
+        yield from (("goto", v.goto) for v in step.variants if v.goto)
 
 
 # graph
@@ -217,7 +254,7 @@ def _check_reaction_targets(r: _JourneyReader, journey: m.Journey, linked: bool)
         if target is None:
             hint = did_you_mean(step.to, journey.steps)
             inner.report("reaction-to", where, f"'to' names no step '{step.to}'{hint}")
-        elif not isinstance(target, m.Send):
+        elif not isinstance(target, m.Send | m.Experiment):
             article = "an" if target.kind[0] in "aeiou" else "a"
             message = f"'to' must name a send step, and {step.to} is {article} {target.kind} step"
             inner.report("reaction-to", where, message)
@@ -551,6 +588,38 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
     written = r.document.data.get("fail")
     for name in sorted(test.fail):
         _check_step_name(r, ("fail", written.index(name)), name, parsed, complete)
+    for index, (_, step, variant) in enumerate(test.variants):
+        _check_variant(r, ("variants", index), step, variant, parsed, complete, "step")
+
+
+def _check_variant(
+    r: Reader,
+    at: Path,
+    name: str,
+    variant: str | None,
+    parsed: Parsed,
+    complete: bool,
+    key: str,
+) -> None:
+    """A forced or expected variant names an experiment step (``step`` or
+    ``journey.step``) and, when given, one of its variants."""
+    before = len(r.problems)
+    _check_step_name(r, (*at, key), name, parsed, complete)
+    if len(r.problems) != before:
+        return
+    journey_name, _, step_id = name.rpartition(".")
+    journeys = [parsed.journeys[journey_name]] if journey_name in parsed.journeys else []
+    steps = [j.steps[step_id] for j in journeys or parsed.journeys.values() if step_id in j.steps]
+    experiments = [s for s in steps if isinstance(s, m.Experiment)]
+    if steps and not experiments:
+        r.report(
+            "reference", (*at, key), f"step {name} is a {steps[0].kind} step, not an experiment"
+        )
+        return
+    names = {v.name for s in experiments for v in s.variants}
+    if variant is not None and experiments and variant not in names:
+        hint = did_you_mean(variant, names)
+        r.report("reference", (*at, "is"), f"step {name} has no variant '{variant}'{hint}")
 
 
 def _check_goal_name(r: Reader, path: Path, target: str, parsed: Parsed) -> None:

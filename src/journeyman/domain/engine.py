@@ -31,6 +31,7 @@ import msgspec
 from journeyman.domain import consent, goals, history
 from journeyman.domain import model as m
 from journeyman.domain.actions import render_call
+from journeyman.domain.experiments import Decision
 from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
 from journeyman.domain.segments import (
@@ -99,6 +100,10 @@ class Engine:
         # Stopped journeys take no new entries, and an instance that comes to a step ends,
         # as ``stopped`` (one that a stop did not reach: it moved on while the stop ran).
         self.stopped: set[str] = set()
+        # (journey, experiment step) -> its decision: every new profile gets its variant.
+        self.decisions: dict[tuple[str, str], Decision] = {}
+        # (profile id, step or journey.step) -> the variant a journey test forces on it.
+        self.forced: dict[tuple[str, str], str] = {}
 
     def obey(self, states: Mapping[str, str]) -> None:
         """Take the journeys' states (name -> paused or stopped; the others are active)."""
@@ -1010,6 +1015,59 @@ def split_point(profile_id: str, journey: str, step: str) -> float:
     return int.from_bytes(digest.digest(), "big") / 2**64
 
 
+def _run_experiment(
+    run: _Run, journey: m.Journey, instance: Instance, step: m.Experiment
+) -> StepResult:
+    given = step.variant(instance.arm) if instance.arm else None
+    if given is not None:  # back at the step (a deferred send, a loop): it keeps its variant
+        variant, detail = given, f"{given.name} (kept)"
+    else:
+        variant, detail = _variant_of(run.engine, journey, instance, step)
+    goto = variant.goto or step.next
+    if given is not None:
+        run.record(instance, step.id, "variant", detail)
+    elif journey.holdout and instance.holdout:  # held out of the whole journey: it stays so
+        run.record(instance, step.id, "variant", f"{detail}; stays in arm {instance.arm}")
+    else:
+        run.record(instance, step.id, "variant", detail)
+        run.tally_entry(journey, instance, variant.name)
+        run.note_window(journey, instance, arm=variant.name)
+        instance = _replace(instance, arm=variant.name, holdout=False)
+    if variant.template is None:
+        return instance, goto
+    send = m.Send(step.id, step.next, step.origin, template=variant.template)
+    result = _run_send(run, journey, instance, send)
+    return (instance, result) if isinstance(result, str | None) else result
+
+
+def _variant_of(
+    engine: Engine, journey: m.Journey, instance: Instance, step: m.Experiment
+) -> tuple[m.Variant, str]:
+    """The variant the profile gets, and the trace's words: a forced one (journey tests),
+    the decision's, or one drawn by weight from the profile id as a split draws."""
+    profile = instance.profile_id
+    forced = engine.forced.get((profile, f"{journey.name}.{step.id}"))
+    forced = forced or engine.forced.get((profile, step.id))
+    chosen = step.variant(forced) if forced else None
+    if chosen is not None:
+        return chosen, f"{chosen.name} (forced by the test)"
+    decision = engine.decisions.get((journey.name, step.id))
+    chosen = step.variant(decision.variant) if decision is not None else None
+    if decision is not None and chosen is not None:
+        words = {"winner": "the winner", "chosen": "chosen", "stopped": "the experiment stopped"}
+        by = f" by {decision.by}" if decision.by else ""
+        return chosen, f"{chosen.name} ({words[decision.how]}{by}, {decision.at.isoformat()})"
+    total = sum(v.weight for v in step.variants)
+    point = split_point(profile, journey.name, step.id) * total
+    chosen = step.variants[-1]
+    for variant in step.variants:
+        if point < variant.weight:
+            chosen = variant
+            break
+        point -= variant.weight
+    return chosen, f"{chosen.name} (weight {chosen.weight:g} of {total:g})"
+
+
 def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -> StepResult:
     if instance.holdout:  # its arm is measured without messages
         run.record(instance, step.id, "skipped", "holdout")
@@ -1177,6 +1235,7 @@ _RUNNERS: dict[type, Callable[..., StepResult]] = {
     m.WaitFor: _run_wait_for,
     m.Branch: _run_branch,
     m.Split: _run_split,
+    m.Experiment: _run_experiment,
     m.Send: _run_send,
     m.Call: _run_call,
     m.UpdateProfile: _run_update,

@@ -37,7 +37,7 @@ def _node(step_id: str) -> str:
 def _shape(step: m.Step) -> str:
     node = _node(step.id)
     text = _escape(f"{step.id}<br/>{summary(step)}")
-    if isinstance(step, m.Branch | m.Split):
+    if isinstance(step, m.Branch | m.Split | m.Experiment):
         return f'{node}{{"{text}"}}'
     if isinstance(step, m.Wait | m.WaitFor):
         return f'{node}[/"{text}"/]'
@@ -62,6 +62,8 @@ def summary(step: m.Step) -> str:
         return f"wait for {step.awaited}{limit}"
     if isinstance(step, m.Send):
         return f"send {step.template}"
+    if isinstance(step, m.Experiment):
+        return "experiment " + ", ".join(v.name for v in step.variants)
     if isinstance(step, m.Call):
         return f"call {step.action}"
     if isinstance(step, m.Jump):
@@ -82,6 +84,15 @@ def edges(step: m.Step) -> list[tuple[str, str | None]]:
     if isinstance(step, m.Split):
         total = sum(weight for weight, _ in step.arms)
         return [(f"{weight / total:.0%}", goto) for weight, goto in step.arms]
+    if isinstance(step, m.Experiment):
+        total = sum(v.weight for v in step.variants)
+        return [
+            (
+                f"{v.name} {v.weight / total:.0%}" + (f" {v.template}" if v.template else ""),
+                v.goto or step.next,
+            )
+            for v in step.variants
+        ]
     if isinstance(step, m.WaitFor):
         found = [(step.reaction or step.event, step.on_event or step.next)]
         if step.timeout is not None:

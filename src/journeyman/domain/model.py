@@ -30,6 +30,7 @@ __all__ = [
     "EventDefinition",
     "Exit",
     "Expectation",
+    "Experiment",
     "Goal",
     "Journey",
     "Jump",
@@ -46,8 +47,10 @@ __all__ = [
     "TestCase",
     "TestEvent",
     "UpdateProfile",
+    "Variant",
     "Wait",
     "WaitFor",
+    "WinnerPolicy",
     "Workspace",
 ]
 
@@ -256,6 +259,45 @@ class Split(Step):
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """One variant of an experiment: it sends ``template`` and goes on to the step's
+    ``next``, or goes to the step ``goto``."""
+
+    name: str
+    weight: float
+    template: str | None = None
+    goto: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WinnerPolicy:
+    """When an experiment picks its winner by itself (see journeyman.domain.experiments):
+    once every variant has ``min_per_variant`` profiles and ``min_time`` has passed since
+    its first, the variant whose probability to be best on ``metric`` (a goal's name; ""
+    for the journey's primary goal) reaches ``confidence``."""
+
+    metric: str = ""
+    min_per_variant: int = 100
+    min_time: timedelta = timedelta(0)
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment(Step):
+    variants: tuple[Variant, ...] = ()
+    winner: WinnerPolicy | None = None
+
+    kind = "experiment"
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def targets(self) -> tuple[str, ...]:
+        found = [v.goto if v.goto else self.next for v in self.variants]
+        return tuple(dict.fromkeys(t for t in found if t))
+
+
+@dataclass(frozen=True, slots=True)
 class Send(Step):
     template: str = ""
     on_error: str | None = None
@@ -359,6 +401,11 @@ class Journey:
         return next(iter(self.steps))
 
     @property
+    def primary_goal(self) -> Goal | None:
+        """The goal marked ``primary``, else the first; None without goals."""
+        return next((g for g in self.goals if g.primary), self.goals[0] if self.goals else None)
+
+    @property
     def goal_window(self) -> timedelta:
         """How long after entry a goal can still be reached: the longest ``within``."""
         return max((goal.within for goal in self.goals), default=timedelta(0))
@@ -458,6 +505,8 @@ class TestCase:
     expect: tuple[Expectation, ...]
     fail: frozenset[str]  # steps whose deliveries fail permanently
     origin: Origin
+    # (profile, experiment step or journey.step, variant): the variants the test forces
+    variants: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ STEP_TYPES = (
     "wait_for",
     "branch",
     "split",
+    "experiment",
     "send",
     "call",
     "update_profile",
@@ -99,8 +100,9 @@ _EXPECTATIONS = (
     "entered_segment",
     "exited_segment",
     "reached",
+    "variant",
 )
-_EXPECT_FILTERS = ("profile", "journey", "to", "channel", "subject", "body_contains")
+_EXPECT_FILTERS = ("profile", "journey", "to", "channel", "subject", "body_contains", "is")
 DEFAULT_TEST_START = datetime.fromisoformat("2026-01-05T00:00:00+00:00")  # a Monday
 # The reactions a `wait_for` can wait for, by the names authors write.
 WAIT_REACTIONS = tuple(name for name in REACTIONS if name != "resubscribed")
@@ -868,6 +870,8 @@ def _read_step(r: Reader, item: dict[str, Any], path: Path, below: str | None) -
         return fallback
     kind = types[0]
     allowed = (*_STEP_COMMON, kind, *_STEP_EXTRAS.get(kind, ()))
+    if kind == "experiment":
+        allowed = (*_STEP_COMMON, kind, "winner")
     if kind in ("branch", "split", "end"):  # they never go on to a next step
         allowed = ("id", "description", kind)
     if "goto" in item:  # a common slip, with a better hint than "unknown key"
@@ -1049,6 +1053,74 @@ def _arm_name(
     return name
 
 
+def _experiment(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
+    """``experiment: [{name, weight, send | goto}, ...]`` and an optional ``winner:``."""
+    where = (*path, "experiment")
+    variants: list[m.Variant] = []
+    broken = False
+    for index, written in enumerate(r.sequence(item["experiment"], where) or ()):
+        variant = _variant(r, written, (*where, index), [v.name for v in variants])
+        broken = broken or variant is None
+        if variant is not None:
+            variants.append(variant)
+    if not broken and len(variants) < 2:
+        r.report("experiment-variants", where, "an experiment needs at least two variants")
+        return None
+    winner = _winner(r, item["winner"], (*path, "winner")) if "winner" in item else None
+    if broken or ("winner" in item and winner is None):
+        return None
+    return m.Experiment(**base, variants=tuple(variants), winner=winner)
+
+
+def _variant(r: Reader, written: Any, at: Path, earlier: list[str]) -> m.Variant | None:
+    keys = ("name", "weight", "send", "goto")
+    found = r.mapping(written, at, keys, ("name", "weight"), "a variant")
+    if found is None or "name" not in found or "weight" not in found:
+        return None
+    name = r.name_of(found["name"], (*at, "name"), "a variant's 'name'")
+    if name is not None and name in earlier:
+        message = f"two variants are named '{name}': give each variant its own 'name'"
+        r.report("duplicate", (*at, "name"), message)
+        return None
+    weight = r.number(found["weight"], (*at, "weight"))
+    if weight is not None and weight <= 0:
+        r.report("value", (*at, "weight"), f"a variant's 'weight' must be above 0, not {weight:g}")
+        return None
+    if ("send" in found) == ("goto" in found):
+        r.report("one-of", at, "a variant needs exactly one of 'send' (a template) or 'goto'")
+        return None
+    template = goto = None
+    if "send" in found:
+        template = r.name_of(found["send"], (*at, "send"), "'send'")
+    else:
+        goto = _target(r, found["goto"], (*at, "goto"))
+    if name is None or weight is None or (template is None and goto is None):
+        return None
+    return m.Variant(name, weight, template, goto)
+
+
+def _winner(r: Reader, written: Any, at: Path) -> m.WinnerPolicy | None:
+    keys = ("metric", "min_per_variant", "min_time", "confidence")
+    found = r.mapping(written, at, keys, what="'winner'")
+    if found is None:
+        return None
+    metric = ""
+    if "metric" in found:
+        metric = r.name_of(found["metric"], (*at, "metric"), "'metric'") or ""
+    least = r.count(found.get("min_per_variant", 100), (*at, "min_per_variant"), minimum=1)
+    min_time = r.duration(found.get("min_time", "0s"), (*at, "min_time"))
+    confidence = r.number(found.get("confidence", 0.95), (*at, "confidence"))
+    if confidence is not None and not 0.5 < confidence < 1:
+        message = f"'confidence' must be above 0.5 and below 1, such as 0.95, not {confidence:g}"
+        r.report("value", (*at, "confidence"), message)
+        return None
+    if ("metric" in found and not metric) or least is None or min_time is None:
+        return None
+    if confidence is None:
+        return None
+    return m.WinnerPolicy(metric, least, min_time, confidence)
+
+
 def _send(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
     template = r.name_of(item["send"], (*path, "send"), "'send'")
     on_error = _target(r, item["on_error"], (*path, "on_error")) if "on_error" in item else None
@@ -1108,6 +1180,7 @@ _STEP_READERS = {
     "wait_for": _wait_for,
     "branch": _branch,
     "split": _split,
+    "experiment": _experiment,
     "send": _send,
     "call": _call,
     "update_profile": _update,
@@ -1121,7 +1194,7 @@ _STEP_READERS = {
 
 def _read_test(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "start", "until", "events", "expect", "fail")
-    r.mapping(data, (), keys, required=("events", "expect"))
+    r.mapping(data, (), (*keys, "variants"), required=("events", "expect"))
     start = _test_start(r, data["start"]) if "start" in data else DEFAULT_TEST_START
     until = r.duration(data["until"], ("until",)) if "until" in data else None
     events = [
@@ -1141,8 +1214,29 @@ def _read_test(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         expect=tuple(x for x in expect if x is not None),
         fail=frozenset(f for f in fail if isinstance(f, str)),
         origin=_origin(r),
+        variants=_test_variants(r, data.get("variants")),
     )
     parsed.tests.append(test)
+
+
+def _test_variants(r: Reader, value: Any) -> tuple[tuple[str, str, str], ...]:
+    """``variants: [{profile: u1, step: subject_test, is: b}]``: forced variants."""
+    found = []
+    for index, item in enumerate(r.sequence(value, ("variants",)) or ()):
+        at: Path = ("variants", index)
+        keys = ("profile", "step", "is")
+        written = r.mapping(item, at, keys, keys, "a forced variant")
+        if written is None or any(key not in written for key in keys):
+            continue
+        profile = written["profile"]
+        profile = (
+            str(profile) if isinstance(profile, int) and not isinstance(profile, bool) else profile
+        )
+        texts = [r.text(profile, (*at, "profile")), r.text(written["step"], (*at, "step"))]
+        texts.append(r.name_of(written["is"], (*at, "is"), "'is'"))
+        if all(texts):
+            found.append((str(texts[0]), str(texts[1]), str(texts[2])))
+    return tuple(found)
 
 
 def _test_start(r: Reader, value: Any) -> datetime:

@@ -46,6 +46,7 @@ from journeyman.domain.core import (
     recorded_by_journeyman,
 )
 from journeyman.domain.engine import Engine, Versions
+from journeyman.domain.experiments import Decision
 from journeyman.domain.model import EventDefinition, Workspace
 from journeyman.domain.reactions import REACTION_EVENTS
 from journeyman.domain.state import Account, Event, Instance
@@ -167,6 +168,7 @@ class Processor:
         """Run the next batches on ``workspace`` (a batch in flight finishes on the old one)."""
         engine = Engine(workspace, versions)
         engine.paused, engine.stopped = self.engine.paused, self.engine.stopped
+        engine.decisions, engine.forced = self.engine.decisions, self.engine.forced
         self.engine = engine
 
     def now(self) -> datetime:
@@ -176,6 +178,11 @@ class Processor:
     def obey(self, states: Mapping[str, str]) -> None:
         """Take the journeys' states as stored (name -> paused or stopped)."""
         self.engine.obey(states)
+
+    def obey_decisions(self, decisions: Mapping[tuple[str, str], Decision]) -> None:
+        """Take the experiments' decisions as stored ((journey, step) -> decision)."""
+        self.engine.decisions.clear()
+        self.engine.decisions.update(decisions)
 
     def set_journey_state(self, name: str, state: str) -> None:
         """Journey ``name`` is now active, paused or stopped, for the next batches."""

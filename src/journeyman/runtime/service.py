@@ -17,11 +17,14 @@ from typing import Any, Literal
 from journeyman.channels.base import Channel
 from journeyman.channels.config import channel_from_config
 from journeyman.channels.file import FileChannel
+from journeyman.domain import model as m
 from journeyman.domain.core import Changes
+from journeyman.domain.experiments import Decision, How
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
+from journeyman.runtime.experiments import CHECK_EVERY, check, decide, read_decisions
 from journeyman.runtime.following import UnloadableWorkspace, load_published, swap_channels, watch
 from journeyman.runtime.import_jobs import ImportJobs
 from journeyman.runtime.links import Links, load_links
@@ -114,6 +117,7 @@ class Runtime:
         self.kept: Kept | None = None
         self.published_at_start = False  # whether the start made a new version
         self._retired: list[Channel] = []  # channels a publish replaced, closed at stop
+        self.check_every = CHECK_EVERY  # seconds between the experiments' winner checks
 
     @property
     def workspace(self) -> Workspace:
@@ -137,9 +141,11 @@ class Runtime:
         await self._start_version()
         await self.imports.recover()
         self.processor.obey(await self.store.journey_states())
+        self.processor.obey_decisions(await read_decisions(self.store, self.workspace))
         await self.versions.load(self.store)
         follow = watch(self.store, lambda: self.version, self._take, env=self.env, root=self.root)
-        loops = [*self._loops(), ("workspace", follow)]
+        # The experiments' winners are decided here, in serve, and nowhere else.
+        loops = [*self._loops(), ("workspace", follow), ("experiments", self._experiments())]
         self._tasks = [asyncio.create_task(run, name=name) for name, run in loops]
         for task in self._tasks:
             task.add_done_callback(_report_crash)
@@ -243,6 +249,28 @@ class Runtime:
         self.versions.keep(workspace.journeys)
         self.processor.use(workspace, self.versions)
         self.version = version
+
+    async def _experiments(self) -> None:
+        """Check the experiments' winner policies every ``check_every`` seconds (see
+        :mod:`journeyman.runtime.experiments`), and apply what is stored."""
+        while True:
+            try:
+                await check(self.store, self.reads, self.workspace, self.clock())
+                self.processor.obey_decisions(await read_decisions(self.store, self.workspace))
+            except Exception:
+                log.exception("checking the experiments failed; trying again")
+            await asyncio.sleep(self.check_every)
+
+    async def decide_experiment(
+        self, journey: m.Journey, step: m.Experiment, variant: str, how: How, by: str
+    ) -> Decision:
+        """An operator's winner (``chosen``) or stop: stored, and applied here at once
+        (workers apply it when they next read the journeys' states)."""
+        decision = await decide(
+            self.store, self.reads, journey, step, variant, how, by, self.clock()
+        )
+        self.processor.engine.decisions[(journey.name, step.id)] = decision
+        return decision
 
     async def pause_journey(self, name: str) -> None:
         """No new entries; running instances hold before their next step."""

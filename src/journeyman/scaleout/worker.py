@@ -51,6 +51,7 @@ from journeyman.domain.state import Effect, SendMessage
 from journeyman.errors import JourneymanError
 from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
+from journeyman.runtime.experiments import read_decisions
 from journeyman.runtime.following import EVERY, empty_workspace, load_published, swap_channels
 from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Trigger, utc_now
@@ -418,7 +419,7 @@ class Worker:
         self.announce(f"workspace version {published.version}, journeys: {journeys}")
 
     async def _read_states(self) -> None:
-        """Obey the journeys paused and stopped now.
+        """Obey the journeys paused and stopped now, and the experiments' decisions.
 
         Several partitions read at once: a read that started before the last one applied
         (and may have seen less) is dropped, so the states never go back in time.
@@ -426,10 +427,12 @@ class Worker:
         self._reads += 1
         read = self._reads
         states = await self.store.journey_states()
+        decisions = await read_decisions(self.store, self.processor.workspace)
         if read < self._read_applied:
             return
         self._read_applied = read
         self.processor.obey(states)
+        self.processor.obey_decisions(decisions)
 
     # partitions
 

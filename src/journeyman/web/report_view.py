@@ -15,6 +15,7 @@ from typing import Any
 
 from journeyman.domain import model as m
 from journeyman.report import Days, journey_report
+from journeyman.runtime.experiments import read_decision
 from journeyman.runtime.service import Runtime
 from journeyman.web import views
 from journeyman.web.paths import whole_number
@@ -85,7 +86,13 @@ async def report_of(runtime: Runtime, query: ReportQuery) -> dict[str, Any]:
     name = query.journey.name
     counters = await runtime.reads.counters(name, query.version)
     steps = await runtime.reads.step_counts(name, query.version)
-    report = journey_report(query.journey, counters, query.version, steps, query.days)
+    decisions = {}
+    for experiment in query.journey.steps.values():
+        if isinstance(experiment, m.Experiment):
+            decision = await read_decision(runtime.store, name, experiment.id)
+            if decision is not None:
+                decisions[experiment.id] = decision
+    report = journey_report(query.journey, counters, query.version, steps, query.days, decisions)
     for row in report["steps"]:
         step = query.journey.steps.get(row["id"])
         if isinstance(step, m.Send):
