@@ -44,7 +44,7 @@ from journeyman.runtime.service import Runtime
 from journeyman.web.consent_view import consent_of
 from journeyman.wire import Problem, json_response, store_change
 
-__all__ = ["consent_admin_routes"]
+__all__ = ["changed_by", "consent_admin_routes", "known_fields", "object_body"]
 
 log = logging.getLogger("journeyman.api")
 
@@ -128,9 +128,9 @@ class _ConsentAdmin:
 
     async def _change(self, request: Request) -> Response:
         profile = await self._profile(request)
-        body = await _body(request)
-        _known(body, ("topics", "channels", "unsubscribed", "by"))
-        by = _by(body.get("by"))
+        body = await object_body(request)
+        known_fields(body, ("topics", "channels", "unsubscribed", "by"))
+        by = changed_by(body.get("by"))
         workspace = self.runtime.workspace
         topics = _choices(body, "topics", workspace.subscriptions, "topic")
         channels = _choices(body, "channels", _channels(self.runtime), "channel")
@@ -148,9 +148,9 @@ class _ConsentAdmin:
 
     async def _suppress(self, request: Request) -> Response:
         profile = await self._profile(request)
-        body = await _body(request)
-        _known(body, ("address", "reason", "by"))
-        by = _by(body.get("by"))
+        body = await object_body(request)
+        known_fields(body, ("address", "reason", "by"))
+        by = changed_by(body.get("by"))
         address = _address(body.get("address"))
         reason = body.get("reason", "operator")
         _text(reason, "reason")
@@ -163,7 +163,7 @@ class _ConsentAdmin:
         given = request.query_params.getlist("by")
         if len(given) > 1:
             raise Problem(400, "by", "repeated", f"'by' is given {len(given)} times; give it once")
-        by = _by(given[0] if given else None)
+        by = changed_by(given[0] if given else None)
         if consent.address_key(address) not in profile.suppressed:
             raise Problem(404, "address", "exists", f"{address!r} is not suppressed")
         what = {"address": address}
@@ -223,7 +223,7 @@ def _channels(runtime: Runtime) -> set[str]:
     return {*CHANNELS, *workspace.channels, *consent.consent_channels(workspace)}
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def object_body(request: Request) -> dict[str, Any]:
     """The body as a JSON object: 413 over :data:`BODY_LIMIT`, 400 if not one."""
     body = b""
     try:
@@ -244,7 +244,7 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _known(body: Mapping[str, Any], fields: tuple[str, ...]) -> None:
+def known_fields(body: Mapping[str, Any], fields: tuple[str, ...]) -> None:
     for name in body:
         if name not in fields:
             allowed = ", ".join(fields)
@@ -268,7 +268,7 @@ def _choices(
     return given
 
 
-def _by(value: Any) -> str:
+def changed_by(value: Any) -> str:
     """Who makes the change: required, as the audit shows it."""
     if value is None:
         raise Problem(400, "by", "required", "'by' must say who makes the change (an email)")

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from journeyman.consent_admin import _body, _by, _known
+from journeyman.consent_admin import changed_by, known_fields, object_body
 from journeyman.domain import model as m
 from journeyman.domain.experiments import How
 from journeyman.runtime.service import Runtime
@@ -53,9 +53,9 @@ async def _decide(
     runtime: Runtime, unavailable: Callable[[Any], bool], request: Request, how: How
 ) -> Response:
     journey, step = _experiment(runtime, request)
-    body = await _body(request)
-    _known(body, ("variant", "by"))
-    by = _by(body.get("by"))
+    body = await object_body(request)
+    known_fields(body, ("variant", "by"))
+    by = changed_by(body.get("by"))
     variant = _variant(step, body.get("variant"), required=how == "chosen")
     try:
         decision = await runtime.decide_experiment(journey, step, variant, how, by)
