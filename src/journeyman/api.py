@@ -49,6 +49,7 @@ from journeyman.ingest_api import (
 )
 from journeyman.openapi import SPEC, docs_page
 from journeyman.report import report_csv
+from journeyman.runtime.audit import Who
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.segment_lists import segment_list_routes
@@ -68,6 +69,8 @@ __all__ = ["Keys", "create_app"]
 log = logging.getLogger("journeyman.api")
 
 WORKSPACE_LIMIT = 8 * 1024 * 1024
+COMMAND_LIMIT = 4 * 1024  # a pause, resume or stop's body: {"by": ...} at most
+BY_LENGTH = 100  # the longest name of who gave a call
 READY_TIMEOUT = 5.0  # seconds the store has to answer /readyz's read
 FAILURE_SECONDS = 60.0  # how long a failed commit makes /healthz degraded and /readyz 503
 
@@ -209,6 +212,7 @@ class _Api:
         summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
         summary["steps"] = [_step_summary(s, counts.get(s.id, {})) for s in found.steps.values()]
         summary["definition"] = found.document
+        summary["audit"] = await views.journey_audit(self.runtime, found.name)
         return _json(summary)
 
     async def report(self, request: Request) -> Response:
@@ -260,19 +264,23 @@ class _Api:
         return found[0]
 
     async def operate(self, request: Request) -> Response:
-        """POST /v1/journeys/{name}/pause | resume | stop."""
+        """POST /v1/journeys/{name}/pause | resume | stop, with an optional body
+        ``{"by": "who"}`` kept in the audit (else ``api``)."""
         journey = await self._journey(request)
         command = request.path_params["command"]
+        if command not in ("pause", "resume", "stop"):
+            raise Problem(404, "command", "enum", "the command must be pause, resume or stop")
+        length = request.headers.get("content-length")
+        body = await read_body(request.receive, length, COMMAND_LIMIT)
+        who = Who(_by(decoded(body) if body.strip() else {}), "api")
         if command == "pause":
-            await self.runtime.pause_journey(journey.name)
+            await self.runtime.pause_journey(journey.name, who)
             return _json({"journey": journey.name, "state": "paused"})
         if command == "resume":
-            held = await self._instances_told(self.runtime.resume_journey(journey.name))
+            held = await self._instances_told(self.runtime.resume_journey(journey.name, who))
             return _json({"journey": journey.name, "state": "active", "resumed": held})
-        if command == "stop":
-            stopped = await self._instances_told(self.runtime.stop_journey(journey.name))
-            return _json({"journey": journey.name, "state": "stopped", "stopped": stopped})
-        raise Problem(404, "command", "enum", "the command must be pause, resume or stop")
+        stopped = await self._instances_told(self.runtime.stop_journey(journey.name, who))
+        return _json({"journey": journey.name, "state": "stopped", "stopped": stopped})
 
     async def _instances_told(self, giving: Awaitable[int]) -> int:
         """How many instances a stop or resume reached; 429 or 503 if it could not reach
@@ -299,12 +307,13 @@ class _Api:
             isinstance(k, str) and isinstance(v, str) for k, v in files.items()
         ):
             raise Problem(400, "files", "type", "'files' must map file names to their text")
+        by = _by(body)
         loaded = load_texts(files, self.runtime.root)
         problems = [p.as_dict() for p in loaded.problems]
         if loaded.workspace is None:
             return _json({"published": False, "problems": problems}, 422)
         planned = _FLAGS[dry_run]
-        plan = await self.runtime.publish(loaded.workspace, dry_run=planned)
+        plan = await self.runtime.publish(loaded.workspace, dry_run=planned, by=by)
         return _json({"published": not planned, "plan": plan.as_dict(), "problems": problems})
 
     async def profile(self, request: Request) -> Response:
@@ -533,6 +542,19 @@ def _params(request: Request, *names: str) -> dict[str, str]:
         if values:
             found[name] = values[0]
     return found
+
+
+def _by(body: Any) -> str:
+    """Who an API call says gave it (its ``by``), kept in the audit; ``api`` if none."""
+    if not isinstance(body, dict):
+        raise Problem(400, "body", "type", "the body must be a JSON object")
+    by = body.get("by", "api")
+    if not isinstance(by, str) or not 0 < len(by) <= BY_LENGTH or not by.isprintable():
+        message = (
+            f"'by' must name who gives the call: text of 1 to {BY_LENGTH} printable characters"
+        )
+        raise Problem(400, "by", "type", message)
+    return by
 
 
 def _limit(text: str) -> int:
