@@ -850,3 +850,39 @@ def test_pause_resume_stop_and_publish_are_kept_with_who_and_when_and_shown_per_
         ]
 
     run_console(tmp_path, test, clock=lambda: at)
+
+
+def test_an_api_call_may_name_who_gives_it_and_a_bad_name_changes_nothing(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for body in ({"by": ""}, {"by": 7}, {"by": "x" * 101}, {"by": "a\x00b"}, ["ops"]):
+            answer = await client.post("/v1/journeys/hello/pause", json=body, headers=ADMIN)
+            assert answer.status_code == 400, body
+            assert answer.json()["error"]["field"] == ("body" if isinstance(body, list) else "by")
+        assert await runtime.store.journey_states() == {}
+        assert (await client.get("/v1/journeys/hello", headers=ADMIN)).json()["audit"][0][
+            "command"
+        ] == "publish"  # serve's, at start: nothing else
+
+        answer = await client.post(
+            "/v1/journeys/hello/pause", json={"by": "ops@example.com"}, headers=ADMIN
+        )
+        assert answer.status_code == 200
+        assert (await client.post("/v1/journeys/hello/resume", headers=ADMIN)).status_code == 200
+        files = {"hello.yaml": BASE + "\n---\n" + JOURNEY.replace("wait: 1d", "wait: 3d")}
+        bad = await client.put("/v1/workspace", json={"files": files, "by": ""}, headers=ADMIN)
+        assert (bad.status_code, bad.json()["error"]["field"]) == (400, "by")
+        assert runtime.version == 1
+        answer = await client.put("/v1/workspace", json={"files": files, "by": "ci"}, headers=ADMIN)
+        assert answer.status_code == 200, answer.text
+
+        audit = (await client.get("/v1/journeys/hello", headers=ADMIN)).json()["audit"]
+        assert [(a["command"], a["by"], a["via"]) for a in audit] == [
+            ("publish", "ci", "api"),
+            ("resume", "api", "api"),
+            ("pause", "ops@example.com", "api"),
+            ("publish", "serve", "serve"),
+        ]
+        publishes = (await client.get("/v1/workspace", headers=ADMIN)).json()["publishes"]
+        assert [(p["by"], p["workspace_version"]) for p in publishes] == [("ci", 2), ("serve", 1)]
+
+    run_console(tmp_path, test)
