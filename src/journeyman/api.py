@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import statistics
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -549,12 +550,17 @@ def _by(body: Any) -> str:
     if not isinstance(body, dict):
         raise Problem(400, "body", "type", "the body must be a JSON object")
     by = body.get("by", "api")
-    if not isinstance(by, str) or not 0 < len(by) <= BY_LENGTH or not by.isprintable():
-        message = (
-            f"'by' must name who gives the call: text of 1 to {BY_LENGTH} printable characters"
-        )
-        raise Problem(400, "by", "type", message)
-    return by
+    if not isinstance(by, str):
+        raise Problem(400, "by", "type", "'by' must be a string: who gives the call")
+    if len(by) > BY_LENGTH:
+        raise Problem(400, "by", "length", f"'by' is over {BY_LENGTH} characters")
+    # As an operator's consent change checks its 'by': no NUL, line break or lone surrogate.
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in by):
+        message = "'by' must not hold control characters (a NUL, a line break, ...)"
+        raise Problem(400, "by", "characters", message)
+    if not by.strip():
+        raise Problem(400, "by", "required", "'by' must say who gives the call")
+    return by.strip()
 
 
 def _limit(text: str) -> int:

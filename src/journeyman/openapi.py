@@ -359,13 +359,14 @@ _LETTERS = (
 )
 
 # Who gives a pause, resume, stop or publish: kept in the audit ("api" when not given).
-_BY: dict[str, Any] = {
+_WHO: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": 100,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$",
     "description": "Who gives the call, kept in the journey's audit; 'api' if not given",
 }
-_BY_BODY: dict[str, Any] = {"type": "object", "properties": {"by": _BY}}
+_WHO_BODY: dict[str, Any] = {"type": "object", "properties": {"by": _WHO}}
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -446,7 +447,7 @@ SPEC: dict[str, Any] = {
                 ],
                 "requestBody": {
                     "required": False,
-                    "content": {"application/json": {"schema": _BY_BODY}},
+                    "content": {"application/json": {"schema": _WHO_BODY}},
                 },
                 "responses": {
                     "200": {
@@ -458,8 +459,8 @@ SPEC: dict[str, Any] = {
                     },
                     "401": _error("The admin key is missing or wrong."),
                     "400": _error(
-                        "The body is not a JSON object, or 'by' is not 1 to 100 printable "
-                        "characters."
+                        "The body is not a JSON object, or 'by' is blank, over 100 characters or "
+                        "holds a control character."
                     ),
                     "404": _error("No such journey or command."),
                     "429": _error("Too much is queued: retry (a repeated command is safe)."),
@@ -488,7 +489,7 @@ SPEC: dict[str, Any] = {
                                         "type": "object",
                                         "additionalProperties": {"type": "string"},
                                     },
-                                    "by": _BY,
+                                    "by": _WHO,
                                 },
                             }
                         }
@@ -497,8 +498,9 @@ SPEC: dict[str, Any] = {
                 "responses": {
                     "200": _published("The plan, and the workspace's warnings", plan=True),
                     "400": _error(
-                        "The body is not a map of file names to text, 'by' is not 1 to 100 "
-                        "printable characters, or 'dry_run' is not true, false, 1 or 0."
+                        "The body is not a map of file names to text, 'by' is blank, over 100 "
+                        "characters or holds a control character, or 'dry_run' is not true, "
+                        "false, 1 or 0."
                     ),
                     "401": _error("The admin key is missing or wrong."),
                     "413": _error("The body is over 8 MiB."),
