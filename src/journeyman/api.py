@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import statistics
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,7 @@ from journeyman.ingest_api import (
 )
 from journeyman.openapi import SPEC, docs_page
 from journeyman.report import report_csv
+from journeyman.runtime.audit import Who
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.segment_lists import segment_list_routes
@@ -69,6 +71,8 @@ __all__ = ["Keys", "create_app"]
 log = logging.getLogger("journeyman.api")
 
 WORKSPACE_LIMIT = 8 * 1024 * 1024
+COMMAND_LIMIT = 4 * 1024  # a pause, resume or stop's body: {"by": ...} at most
+BY_LENGTH = 100  # the longest name of who gave a call
 READY_TIMEOUT = 5.0  # seconds the store has to answer /readyz's read
 FAILURE_SECONDS = 60.0  # how long a failed commit makes /healthz degraded and /readyz 503
 
@@ -211,6 +215,7 @@ class _Api:
         summary["not_entered"] = counts.get("", {}).get("not_entered", 0)
         summary["steps"] = [_step_summary(s, counts.get(s.id, {})) for s in found.steps.values()]
         summary["definition"] = found.document
+        summary["audit"] = await views.journey_audit(self.runtime, found.name)
         return _json(summary)
 
     async def report(self, request: Request) -> Response:
@@ -262,19 +267,23 @@ class _Api:
         return found[0]
 
     async def operate(self, request: Request) -> Response:
-        """POST /v1/journeys/{name}/pause | resume | stop."""
+        """POST /v1/journeys/{name}/pause | resume | stop, with an optional body
+        ``{"by": "who"}`` kept in the audit (else ``api``)."""
         journey = await self._journey(request)
         command = request.path_params["command"]
+        if command not in ("pause", "resume", "stop"):
+            raise Problem(404, "command", "enum", "the command must be pause, resume or stop")
+        length = request.headers.get("content-length")
+        body = await read_body(request.receive, length, COMMAND_LIMIT)
+        who = Who(_by(decoded(body) if body.strip() else {}), "api")
         if command == "pause":
-            await self.runtime.pause_journey(journey.name)
+            await self.runtime.pause_journey(journey.name, who)
             return _json({"journey": journey.name, "state": "paused"})
         if command == "resume":
-            held = await self._instances_told(self.runtime.resume_journey(journey.name))
+            held = await self._instances_told(self.runtime.resume_journey(journey.name, who))
             return _json({"journey": journey.name, "state": "active", "resumed": held})
-        if command == "stop":
-            stopped = await self._instances_told(self.runtime.stop_journey(journey.name))
-            return _json({"journey": journey.name, "state": "stopped", "stopped": stopped})
-        raise Problem(404, "command", "enum", "the command must be pause, resume or stop")
+        stopped = await self._instances_told(self.runtime.stop_journey(journey.name, who))
+        return _json({"journey": journey.name, "state": "stopped", "stopped": stopped})
 
     async def _instances_told(self, giving: Awaitable[int]) -> int:
         """How many instances a stop or resume reached; 429 or 503 if it could not reach
@@ -301,12 +310,13 @@ class _Api:
             isinstance(k, str) and isinstance(v, str) for k, v in files.items()
         ):
             raise Problem(400, "files", "type", "'files' must map file names to their text")
+        by = _by(body)
         loaded = load_texts(files, self.runtime.root)
         problems = [p.as_dict() for p in loaded.problems]
         if loaded.workspace is None:
             return _json({"published": False, "problems": problems}, 422)
         planned = _FLAGS[dry_run]
-        plan = await self.runtime.publish(loaded.workspace, dry_run=planned)
+        plan = await self.runtime.publish(loaded.workspace, dry_run=planned, by=by)
         return _json({"published": not planned, "plan": plan.as_dict(), "problems": problems})
 
     async def profile(self, request: Request) -> Response:
@@ -535,6 +545,24 @@ def _params(request: Request, *names: str) -> dict[str, str]:
         if values:
             found[name] = values[0]
     return found
+
+
+def _by(body: Any) -> str:
+    """Who an API call says gave it (its ``by``), kept in the audit; ``api`` if none."""
+    if not isinstance(body, dict):
+        raise Problem(400, "body", "type", "the body must be a JSON object")
+    by = body.get("by", "api")
+    if not isinstance(by, str):
+        raise Problem(400, "by", "type", "'by' must be a string: who gives the call")
+    if len(by) > BY_LENGTH:
+        raise Problem(400, "by", "length", f"'by' is over {BY_LENGTH} characters")
+    # As an operator's consent change checks its 'by': no NUL, line break or lone surrogate.
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in by):
+        message = "'by' must not hold control characters (a NUL, a line break, ...)"
+        raise Problem(400, "by", "characters", message)
+    if not by.strip():
+        raise Problem(400, "by", "required", "'by' must say who gives the call")
+    return by.strip()
 
 
 def _limit(text: str) -> int:

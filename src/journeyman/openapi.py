@@ -392,6 +392,16 @@ _LETTERS = (
     ("/v1/b", "batch"),
 )
 
+# Who gives a pause, resume, stop or publish: kept in the audit ("api" when not given).
+_WHO: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$",
+    "description": "Who gives the call, kept in the journey's audit; 'api' if not given",
+}
+_WHO_BODY: dict[str, Any] = {"type": "object", "properties": {"by": _WHO}}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -417,7 +427,8 @@ SPEC: dict[str, Any] = {
         "/v1/journeys/{name}": _get(
             "One journey (or its version 'version'), its definition and live counts per step: "
             "of that version's instances, or of every version with version=all "
-            "('counts_version' says which)",
+            "('counts_version' says which); and its 'audit', newest first: who paused, "
+            "resumed, stopped or published it, when, through what, and what it did",
             [
                 _path_param("name"),
                 _query("version", {"type": "string", "pattern": "^([0-9]+|all)$"}),
@@ -476,6 +487,10 @@ SPEC: dict[str, Any] = {
                         "schema": {"type": "string", "enum": ["pause", "resume", "stop"]},
                     },
                 ],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _WHO_BODY}},
+                },
                 "responses": {
                     "200": {
                         "description": (
@@ -485,6 +500,10 @@ SPEC: dict[str, Any] = {
                         "content": {"application/json": {}},
                     },
                     "401": _error("The admin key is missing or wrong."),
+                    "400": _error(
+                        "The body is not a JSON object, or 'by' is blank, over 100 characters or "
+                        "holds a control character."
+                    ),
                     "404": _error("No such journey or command."),
                     "429": _error("Too much is queued: retry (a repeated command is safe)."),
                     "503": _error(
@@ -511,7 +530,8 @@ SPEC: dict[str, Any] = {
                                     "files": {
                                         "type": "object",
                                         "additionalProperties": {"type": "string"},
-                                    }
+                                    },
+                                    "by": _WHO,
                                 },
                             }
                         }
@@ -520,8 +540,9 @@ SPEC: dict[str, Any] = {
                 "responses": {
                     "200": _published("The plan, and the workspace's warnings", plan=True),
                     "400": _error(
-                        "The body is not a map of file names to text, or 'dry_run' is not "
-                        "true, false, 1 or 0."
+                        "The body is not a map of file names to text, 'by' is blank, over 100 "
+                        "characters or holds a control character, or 'dry_run' is not true, "
+                        "false, 1 or 0."
                     ),
                     "401": _error("The admin key is missing or wrong."),
                     "413": _error("The body is over 8 MiB."),
@@ -629,8 +650,9 @@ SPEC: dict[str, Any] = {
 SPEC["paths"]["/v1/workspace"].update(
     _get(
         "The workspace folder the server started from, read again now: its problems and "
-        "the plan a publish would carry out; and the workspace version running, with where "
-        "it came from ('running')"
+        "the plan a publish would carry out; the workspace version running, with where "
+        "it came from ('running'); and the latest publishes, who made them and when "
+        "('publishes', newest first)"
     )
 )
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]

@@ -7,12 +7,22 @@ One server and one browser for the module; each test uses profiles of its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.test_browser import PASSWORD, USER, WELCOME, WithCatcher, send, shoot, sign_up
+from tests.browser.test_browser import (
+    PASSWORD,
+    USER,
+    WELCOME,
+    WithCatcher,
+    send,
+    shoot,
+    sign_up,
+)
 from tests.browser.test_console_layout import browser, logged_in
 from tests.conftest import BASE, write_workspace
 from tests.servers import Journeyman
@@ -151,3 +161,44 @@ def test_profiles_are_found_by_the_start_of_a_name_whatever_its_case(
     expect(page.get_by_role("heading", name="g-2", exact=True)).to_be_visible()
     page.goto("/profiles?q=")
     expect(page.get_by_role("region", name="Profiles found")).to_contain_text("g-1@example.com")
+
+
+def test_a_person_picks_a_time_zone_and_sees_every_time_in_it(
+    browser: Browser, server: Journeyman
+) -> None:
+    sign_up(server, "zed", "free")
+    context, tab = logged_in(browser, server, 1280)  # a browser of its own: its own cookie
+    try:
+        tab.goto("/profiles/zed")
+        entered = tab.locator("time").first
+        expect(entered).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+        zone = tab.locator("[data-zone]")
+        expect(zone).to_have_text("UTC")
+        zone.click()
+        tab.get_by_label("Show times in").select_option("Asia/Kolkata")  # +05:30, no DST
+        tab.get_by_role("button", name="Save").click()
+        expect(tab.get_by_role("status")).to_have_text(
+            "Times are now shown in Asia/Kolkata (+05:30)."
+        )
+        expect(zone).to_have_text("Asia/Kolkata (+05:30)")
+
+        tab.goto("/profiles/zed")
+        instant = datetime.fromisoformat(str(entered.get_attribute("datetime")))
+        local = instant + timedelta(hours=5, minutes=30)
+        expect(entered).to_have_text(f"{local:%Y-%m-%d %H:%M:%S} +05:30")
+        expect(entered).to_have_attribute(
+            "title", f"{local:%Y-%m-%d %H:%M:%S} Asia/Kolkata (+05:30)"
+        )
+
+        # What a person did shows in that zone too, in the journey's history.
+        tab.goto("/journeys/welcome/pause")
+        tab.get_by_role("button", name=re.compile("^Pause welcome")).click()
+        expect(tab.get_by_role("status")).to_contain_text("Paused")
+        paused = tab.locator('#history [data-audit="pause"]').first
+        expect(paused).to_contain_text(f"paused by {USER} via console")
+        expect(paused.locator("time")).to_have_text(re.compile(r" \+05:30$"))
+        shoot(tab, "history-in-a-time-zone")
+    finally:
+        with server.client() as admin:
+            assert admin.post("/v1/journeys/welcome/resume").status_code == 200
+        context.close()

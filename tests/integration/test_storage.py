@@ -25,7 +25,7 @@ from journeyman.storage import (
     StorageURLError,
     open_store,
 )
-from journeyman.storage.base import LEASE, HistoryRow, StoredEvent
+from journeyman.storage.base import LEASE, AuditEntry, HistoryRow, StoredEvent
 from journeyman.storage.codec import encode
 from tests.conftest import START
 from tests.stores import Backend, run
@@ -1101,3 +1101,21 @@ def test_keep_history_makes_profiles_keeps_events_once_and_leaves_traits(
         assert [s.event for s in await store.history("u1")] == [first]
 
     run(store, check)
+
+
+def test_the_audit_gives_each_journeys_entries_newest_first_and_bounded(store: Database) -> None:
+    first = AuditEntry(START, "sam", "console", "pause", "hello")
+    stop = AuditEntry(START + MINUTE, "api", "api", "stop", "hello", count=3)
+    published = AuditEntry(START + MINUTE, "ops", "api", "publish", workspace_version=2)
+    other = AuditEntry(START, "serve", "serve", "publish", "other", None, 1, 1)
+
+    async def test() -> None:
+        assert await store.audit("hello", 10) == []
+        await store.add_audit([first, stop])
+        await store.add_audit([published, other])
+        assert await store.audit("hello", 10) == [stop, first]
+        assert await store.audit("hello", 1) == [stop]
+        assert await store.audit("", 10) == [published]
+        assert await store.audit("other", 10) == [other]
+
+    run(store, test)

@@ -167,7 +167,7 @@ def test_a_hard_bounce_or_a_complaint_suppresses_the_address_for_every_email(
     track(sim, "purchased", 2)
 
     assert sent_steps(sim) == []
-    at = (START + timedelta(minutes=1)).isoformat()
+    at = f"{START + timedelta(minutes=1):%Y-%m-%d %H:%M:%S} UTC"
     assert skipped(sim)["receipt"] == f"u1@example.com is suppressed ({reason}, {at})"
     entry = sim.profile("u1").suppressed["u1@example.com"]
     assert (entry.reason, entry.source) == (reason, "bounce")

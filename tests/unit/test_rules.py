@@ -137,7 +137,7 @@ def test_quiet_hours_across_midnight_defer_the_send_to_the_morning_in_the_profil
     sim = simulate(*documents)
     sign_up_with_phone(sim, at=entered, **({"timezone": PARIS} if zone_from == "profile" else {}))
     deferral = record(sim, "text", "deferred")
-    assert deferral.detail == f"quiet hours 21:00-08:00 {PARIS}, until {wake.isoformat()}"
+    assert deferral.detail == f"quiet hours 21:00-08:00 {PARIS}, until {wake:%Y-%m-%d %H:%M:%S} UTC"
     assert the_instance(sim).wake_at == wake
     sim.run()
     assert sent(sim) == [("text", wake)]

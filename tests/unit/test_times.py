@@ -6,6 +6,7 @@ import pytest
 from journeyman.domain.times import (
     TimeFormatError,
     format_duration,
+    format_instant,
     in_window,
     next_local_time,
     parse_clock_time,
@@ -127,3 +128,17 @@ def test_quiet_hours_ending_in_the_repeated_hour_end_at_the_next_occurrence() ->
 def test_a_timestamp_outside_the_representable_range_is_refused() -> None:
     with pytest.raises(TimeFormatError, match="outside the years"):
         parse_timestamp("0001-01-01T00:00:00+01:00")
+
+
+def test_an_instant_is_shown_to_the_second_with_its_zone() -> None:
+    at = datetime(2026, 1, 5, 9, 30, 15, 123456, tzinfo=UTC)
+    assert format_instant(at) == "2026-01-05 09:30:15 UTC"
+    assert format_instant(at, PARIS) == "2026-01-05 10:30:15 Europe/Paris (+01:00)"
+    summer = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    assert format_instant(summer, ZoneInfo("America/New_York")) == (
+        "2026-07-01 08:00:00 America/New_York (-04:00)"
+    )
+
+
+def test_an_instant_without_a_zone_is_taken_as_utc() -> None:
+    assert format_instant(datetime(2026, 1, 5, 9, 30)) == "2026-01-05 09:30:00 UTC"

@@ -10,7 +10,7 @@ import itertools
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -753,5 +753,136 @@ def test_the_workspace_page_lists_the_imports_and_their_first_reject(tmp_path: P
         assert "Imports" in page
         assert "first: row 2" in page
         assert "names its profile by &#39;userId&#39;" in page
+
+    run_console(tmp_path, test)
+
+
+def test_times_are_shown_in_utc_until_a_person_picks_a_zone_kept_in_a_cookie(
+    tmp_path: Path,
+) -> None:
+    at = datetime(2026, 1, 5, 9, 30, 15, tzinfo=UTC)
+
+    async def test(client: Client, runtime: Runtime) -> None:
+        await track(client, {"userId": "u1", "event": "signed_up"})
+        await log_in(client)
+        page = (await client.get("/profiles/u1")).text
+        assert "data-zone>UTC</a>" in page
+        assert ">2026-01-05 09:30:15 UTC</time>" in page  # entered, to the second
+
+        settings = await client.get("/settings")
+        assert "<option selected>UTC</option>" in settings.text
+        csrf = _csrf(settings.text)
+        for name in ("Mars/Olympus", "../../etc/passwd", "", XSS):
+            answer = await client.post("/settings", data={"csrf": csrf, "timezone": name})
+            assert answer.status_code == 400
+            assert "timezone: " in answer.text
+            assert "is not an IANA time zone name" in answer.text
+            assert XSS not in answer.text
+            assert "jm_timezone" not in client.cookies
+        assert (await client.post("/settings", data={"timezone": "Asia/Tokyo"})).status_code == 403
+
+        answer = await client.post("/settings", data={"csrf": csrf, "timezone": "Europe/Paris"})
+        assert (answer.status_code, answer.headers["location"]) == (303, "/settings?done=timezone")
+        assert "httponly" in answer.headers["set-cookie"].lower()
+        done = (await client.get(answer.headers["location"])).text
+        assert "Times are now shown in Europe/Paris (+01:00)." in done
+        page = (await client.get("/profiles/u1")).text
+        assert "data-zone>Europe/Paris (+01:00)</a>" in page
+        assert (
+            '<time datetime="2026-01-05T09:30:15Z" title="2026-01-05 10:30:15 Europe/Paris '
+            '(+01:00)">2026-01-05 10:30:15 +01:00</time>'
+        ) in page
+        # The data stays in UTC: the JSON twin is the same whatever the zone.
+        data = (await client.get("/profiles/u1", headers=JSON)).json()
+        assert data["instances"][0]["entered_at"] == "2026-01-05T09:30:15Z"
+
+        client.cookies.set("jm_timezone", "Not/AZone")  # a forged cookie: UTC again
+        assert "data-zone>UTC</a>" in (await client.get("/journeys")).text
+
+    run_console(tmp_path, test, clock=lambda: at)
+
+
+def test_pause_resume_stop_and_publish_are_kept_with_who_and_when_and_shown_per_journey(
+    tmp_path: Path,
+) -> None:
+    at = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+
+    async def test(client: Client, runtime: Runtime) -> None:
+        await track(client, {"userId": "u1", "event": "signed_up", "properties": {"plan": "pro"}})
+        await log_in(client, "sam", "sam-password")
+        for command in ("pause", "resume", "stop"):
+            confirm = await client.get(f"/journeys/hello/{command}")
+            await client.post(f"/journeys/hello/{command}", data={"csrf": _csrf(confirm.text)})
+        folder = runtime.root
+        assert folder is not None
+        (folder / "doc01.yaml").write_text(JOURNEY.replace("wait: 1d", "wait: 2d"))
+        await client.post("/workspace", data={"csrf": await csrf_of(client, "/workspace")})
+
+        api = (await client.get("/v1/journeys/hello", headers=ADMIN)).json()
+        done = [(a["command"], a["by"], a["via"], a["count"]) for a in api["audit"]]
+        assert done == [
+            ("publish", "sam", "console", None),
+            ("stop", "sam", "console", 1),
+            ("resume", "sam", "console", 0),
+            ("pause", "sam", "console", None),
+            ("publish", "serve", "serve", None),
+        ]
+        assert api["audit"][0]["at"] == "2026-01-05T09:30:00Z"
+        assert (api["audit"][0]["journey_version"], api["audit"][0]["workspace_version"]) == (2, 2)
+
+        page = (await client.get("/journeys/hello")).text
+        history = page[page.index('id="history"') :]
+        assert re.findall(r'data-audit="(\w+)"', history) == [
+            "publish",
+            "stop",
+            "resume",
+            "pause",
+            "publish",
+        ]
+        assert 'stopped</span>\n      <span class="by">by sam</span>' in history
+        assert "1 instance(s) ended" in history
+        assert "v2 in workspace version 2" in history
+
+        status = (await client.get("/v1/workspace", headers=ADMIN)).json()
+        assert [(p["by"], p["workspace_version"]) for p in status["publishes"]] == [
+            ("sam", 2),
+            ("serve", 1),
+        ]
+
+    run_console(tmp_path, test, clock=lambda: at)
+
+
+def test_an_api_call_may_name_who_gives_it_and_a_bad_name_changes_nothing(tmp_path: Path) -> None:
+    async def test(client: Client, runtime: Runtime) -> None:
+        for body in ({"by": ""}, {"by": 7}, {"by": "x" * 101}, {"by": "a\x00b"}, ["ops"]):
+            answer = await client.post("/v1/journeys/hello/pause", json=body, headers=ADMIN)
+            assert answer.status_code == 400, body
+            assert answer.json()["error"]["field"] == ("body" if isinstance(body, list) else "by")
+        assert await runtime.store.journey_states() == {}
+        assert (await client.get("/v1/journeys/hello", headers=ADMIN)).json()["audit"][0][
+            "command"
+        ] == "publish"  # serve's, at start: nothing else
+
+        answer = await client.post(
+            "/v1/journeys/hello/pause", json={"by": "ops@example.com"}, headers=ADMIN
+        )
+        assert answer.status_code == 200
+        assert (await client.post("/v1/journeys/hello/resume", headers=ADMIN)).status_code == 200
+        files = {"hello.yaml": BASE + "\n---\n" + JOURNEY.replace("wait: 1d", "wait: 3d")}
+        bad = await client.put("/v1/workspace", json={"files": files, "by": ""}, headers=ADMIN)
+        assert (bad.status_code, bad.json()["error"]["field"]) == (400, "by")
+        assert runtime.version == 1
+        answer = await client.put("/v1/workspace", json={"files": files, "by": "ci"}, headers=ADMIN)
+        assert answer.status_code == 200, answer.text
+
+        audit = (await client.get("/v1/journeys/hello", headers=ADMIN)).json()["audit"]
+        assert [(a["command"], a["by"], a["via"]) for a in audit] == [
+            ("publish", "ci", "api"),
+            ("resume", "api", "api"),
+            ("pause", "ops@example.com", "api"),
+            ("publish", "serve", "serve"),
+        ]
+        publishes = (await client.get("/v1/workspace", headers=ADMIN)).json()["publishes"]
+        assert [(p["by"], p["workspace_version"]) for p in publishes] == [("ci", 2), ("serve", 1)]
 
     run_console(tmp_path, test)

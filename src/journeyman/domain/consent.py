@@ -29,6 +29,7 @@ import msgspec
 
 from journeyman.domain import model as m
 from journeyman.domain.state import Event, Profile, Suppression
+from journeyman.domain.times import format_instant
 
 __all__ = [
     "CONSENT_EVENTS",
@@ -251,7 +252,7 @@ def refusal(
     if address is not None:
         suppressed = profile.suppressed.get(address_key(address))
         if suppressed is not None:
-            return f"{address} is suppressed ({suppressed.reason}, {suppressed.at.isoformat()})"
+            return f"{address} is suppressed ({suppressed.reason}, {format_instant(suppressed.at)})"
     if template.transactional:
         return ""  # receipts and password resets go whatever the profile chose
     traits = profile.traits

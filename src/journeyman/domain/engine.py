@@ -57,6 +57,7 @@ from journeyman.domain.state import (
 from journeyman.domain.times import (
     TimeFormatError,
     format_duration,
+    format_instant,
     next_local_time,
     parse_timestamp,
     parse_zone,
@@ -909,7 +910,7 @@ class _Run:
         """
         deadline = instance.entered_at + journey.timeout
         if detail:
-            until = min(wake, deadline).isoformat()
+            until = format_instant(min(wake, deadline))
             cut = " (the journey timeout comes first)" if deadline < wake else ""
             line = _noted(f"{detail} until {until}{cut}", note)
             self.record(instance, instance.step, "waiting", line)
@@ -937,7 +938,7 @@ def _run_wait(run: _Run, journey: m.Journey, instance: Instance, step: m.Wait) -
             run.record(instance, step.id, "skipped", f"'until' gave no time: {step.until.source}")
             return step.next
         if value <= run.now:
-            run.record(instance, step.id, "waited", f"{value.isoformat()} has passed")
+            run.record(instance, step.id, "waited", f"{format_instant(value)} has passed")
             return step.next
         wake = value
     return run.wait_until(journey, instance, wake, "timer", "wait")
@@ -1094,7 +1095,7 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
                 instance,
                 step.id,
                 "deferred",
-                _noted(f"{decision.reason}, until {decision.until.isoformat()}", note),
+                _noted(f"{decision.reason}, until {format_instant(decision.until)}", note),
             )
             return run.wait_until(journey, instance, decision.until, "defer")
         if decision.action == "drop":

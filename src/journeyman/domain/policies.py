@@ -13,7 +13,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from journeyman.domain.model import Cap, QuietHours, Reentry, Rules
-from journeyman.domain.times import format_duration, in_window
+from journeyman.domain.times import format_duration, format_instant, in_window
 
 __all__ = ["SendDecision", "decide_entry", "decide_send"]
 
@@ -37,11 +37,11 @@ def decide_entry(
     if last_entry is None or reentry.mode == "always":
         return None
     if reentry.mode == "never":
-        return f"re-entry is never and the profile entered at {last_entry.isoformat()}"
+        return f"re-entry is never and the profile entered at {format_instant(last_entry)}"
     if now - last_entry < reentry.period:
         return (
             f"re-entry waits {format_duration(reentry.period)} after the last entry "
-            f"at {last_entry.isoformat()}"
+            f"at {format_instant(last_entry)}"
         )
     return None
 

@@ -7,7 +7,7 @@ timezone-aware ``datetime`` values in UTC; durations are ``timedelta`` values.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from journeyman.errors import JourneymanError
@@ -16,6 +16,7 @@ __all__ = [
     "DAY_NAMES",
     "TimeFormatError",
     "format_duration",
+    "format_instant",
     "in_window",
     "next_local_time",
     "parse_clock_time",
@@ -70,6 +71,22 @@ def format_duration(value: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return sign + "".join(parts)
+
+
+def format_instant(value: datetime, zone: tzinfo = UTC) -> str:
+    """An instant as a reason or a page shows it: to the second, with its zone.
+
+    ``2026-01-05 09:30:00 UTC`` in UTC; in another zone its name and offset, such as
+    ``2026-01-05 10:30:00 Europe/Paris (+01:00)``. A naive value is taken as UTC.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    local = value.astimezone(zone)
+    name = getattr(zone, "key", None) or local.tzname() or "UTC"
+    if name == "UTC":
+        return f"{local:%Y-%m-%d %H:%M:%S} UTC"
+    offset = local.strftime("%z")  # +0100
+    return f"{local:%Y-%m-%d %H:%M:%S} {name} ({offset[:3]}:{offset[3:]})"
 
 
 def parse_timestamp(value: object) -> datetime:

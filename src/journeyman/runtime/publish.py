@@ -30,6 +30,7 @@ from journeyman.domain.documents import read_documents
 from journeyman.domain.model import Journey, Send, Workspace
 from journeyman.domain.parse import compile_journey, digest
 from journeyman.errors import JourneymanError
+from journeyman.runtime.audit import Who, publish_entries
 from journeyman.runtime.following import load_published
 from journeyman.storage.base import PublishedJourney, PublishedWorkspace, Store
 
@@ -182,9 +183,11 @@ async def publish(
     dry_run: bool = False,
     source: Source = "api",
     now: datetime | None = None,
+    by: str = "",
 ) -> tuple[Workspace, Plan]:
     """Store the new journey versions and the workspace version; return the workspace
-    numbered accordingly. ``source`` and ``now`` are recorded with a new version."""
+    numbered accordingly. ``source`` and ``now`` are recorded with a new version, and in
+    the audit with ``by`` (who published; the source's name if none is given)."""
     latest = await store.published_workspace()
     plan = make_plan(workspace, await store.published(), latest)
     numbered = versioned(workspace, plan)
@@ -202,9 +205,10 @@ async def publish(
         files = stored_files(workspace.sources)
         stored = PublishedWorkspace(0, whole, files, dict(plan.versions))
         plan.workspace = await store.publish_workspace(stored)
-        at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
-        origin = json.dumps({"from": source, "at": at})
+        when = now or datetime.now(UTC)
+        origin = json.dumps({"from": source, "at": when.isoformat(timespec="seconds")})
         await store.set_setting(ORIGIN_SETTING.format(plan.workspace), origin)
+        await store.add_audit(publish_entries(plan, Who(by or source, source), when))
     if source in FROM_FOLDER:
         folder = json.dumps({"version": plan.workspace, "digest": whole})
         await store.set_setting(FOLDER_SETTING, folder)

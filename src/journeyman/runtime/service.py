@@ -22,6 +22,7 @@ from journeyman.domain.core import Changes
 from journeyman.domain.experiments import Decision, How
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
+from journeyman.runtime.audit import API, Who
 from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.experiments import CHECK_EVERY, check, decide, read_decisions
@@ -34,7 +35,7 @@ from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
 from journeyman.runtime.tracking import Tracker
 from journeyman.runtime.unsubscribe import ConsentLinks
-from journeyman.storage.base import Database, ReadModel, Store
+from journeyman.storage.base import AuditEntry, Database, ReadModel, Store
 
 __all__ = ["Runtime", "build_channels"]
 
@@ -219,14 +220,15 @@ class Runtime:
     # operating journeys
 
     async def publish(
-        self, workspace: Workspace, *, dry_run: bool = False, source: Source = "api"
+        self, workspace: Workspace, *, dry_run: bool = False, source: Source = "api", by: str = ""
     ) -> Plan:
         """Publish ``workspace``: changed journeys get a new version; running instances
         finish on the version they entered. With ``dry_run``, only the plan. ``source``
-        (the API, the console, serve at start) is recorded with a new version."""
+        (the API, the console, serve at start) is recorded with a new version, and in the
+        audit with ``by``, who published (the source's name if none is given)."""
         now = self.clock()
         numbered, plan = await publish(
-            self.store, workspace, dry_run=dry_run, source=source, now=now
+            self.store, workspace, dry_run=dry_run, source=source, now=now, by=by
         )
         if not dry_run:
             self._use(numbered, plan.workspace)
@@ -272,18 +274,27 @@ class Runtime:
         self.processor.engine.decisions[(journey.name, step.id)] = decision
         return decision
 
-    async def pause_journey(self, name: str) -> None:
+    async def pause_journey(self, name: str, who: Who = API) -> None:
         """No new entries; running instances hold before their next step."""
         self.processor.set_journey_state(name, "paused")
         await self.store.set_journey_state(name, "paused")
+        await self._audit(who, "pause", name)
 
-    async def resume_journey(self, name: str) -> int:
+    async def resume_journey(self, name: str, who: Who = API) -> int:
         """Take entries again and run every held instance on; how many were held."""
         self.processor.set_journey_state(name, "active")
         await self.store.set_journey_state(name, "active")
-        return await self._command(name, "resume")
+        held = await self._command(name, "resume")
+        await self._audit(who, "resume", name, held)
+        return held
 
-    async def stop_journey(self, name: str) -> int:
+    async def _audit(self, who: Who, command: str, name: str, count: int | None = None) -> None:
+        """Keep who gave ``command`` to journey ``name``, now (once it is done: one that
+        failed part way is kept when it is given again and completes)."""
+        entry = AuditEntry(self.clock(), who.by, who.via, command, name, count)
+        await self.store.add_audit([entry])
+
+    async def stop_journey(self, name: str, who: Who = API) -> int:
         """End every running instance as ``stopped`` and take no new entries: how many ran
         when the stop began, or entered before it took effect.
 
@@ -294,7 +305,9 @@ class Runtime:
         running = await self._running_ids(name)
         self.processor.set_journey_state(name, "stopped")
         await self.store.set_journey_state(name, "stopped")
-        return await self._command(name, "stop", running)
+        stopped = await self._command(name, "stop", running)
+        await self._audit(who, "stop", name, stopped)
+        return stopped
 
     async def _running_ids(self, name: str) -> set[str]:
         found: set[str] = set()

@@ -72,10 +72,10 @@ class BusRuntime(Runtime):
         await self.bus.publish_commands(commands)
 
     async def publish(
-        self, workspace: Workspace, *, dry_run: bool = False, source: Source = "api"
+        self, workspace: Workspace, *, dry_run: bool = False, source: Source = "api", by: str = ""
     ) -> Plan:
         """Publish as :class:`Runtime` does, and tell the workers the current versions."""
-        plan = await super().publish(workspace, dry_run=dry_run, source=source)
+        plan = await super().publish(workspace, dry_run=dry_run, source=source, by=by)
         if not dry_run:
             await self.store.set_setting(JOURNEYS_SETTING, json.dumps(plan.versions))
         return plan

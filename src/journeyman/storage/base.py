@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LEASE",
     "LEFT",
+    "AuditEntry",
     "Changes",
     "Counter",
     "Database",
@@ -132,6 +133,35 @@ class PublishedWorkspace:
     digest: str
     files: dict[str, str]
     journeys: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who did what to a journey or to the workspace, and when: a pause, resume or stop
+    (``count``: the instances it reached), or a publish. A publish is kept once for the
+    workspace (``journey`` "") and once for each journey it gave a new version
+    (``journey_version``) or removed (command ``remove``)."""
+
+    at: datetime
+    by: str  # the console user, the ``by`` an API call gave, "api", "serve"
+    via: str  # console, api or serve
+    command: str  # pause, resume, stop, publish, remove
+    journey: str = ""
+    count: int | None = None
+    journey_version: int | None = None
+    workspace_version: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "by": self.by,
+            "via": self.via,
+            "command": self.command,
+            "journey": self.journey or None,
+            "count": self.count,
+            "journey_version": self.journey_version,
+            "workspace_version": self.workspace_version,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +371,12 @@ class Store(ABC):
         """Every workspace version's journey versions: which version an old journey version
         was published in (and so which templates it sends)."""
 
+    # who did what (pauses, resumes, stops, publishes)
+
+    @abstractmethod
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Keep ``entries``, in order, in one transaction."""
+
 
 class ReadModel(ABC):
     """The reads of the HTTP API and the console: logs, traces, counts and dead letters.
@@ -458,6 +494,10 @@ class ReadModel(ABC):
     @abstractmethod
     async def delete_dead_letter(self, letter_id: int) -> bool:
         """Forget a dead letter (replayed, or given up); whether there was one."""
+
+    @abstractmethod
+    async def audit(self, journey: str, limit: int) -> list[AuditEntry]:
+        """What was done to ``journey`` ("": to the workspace), newest first."""
 
 
 class Database(Store, ReadModel):

@@ -26,10 +26,12 @@ from journeyman.domain.state import (
     SendMessage,
     StepRecord,
 )
-from journeyman.storage.base import DeadLetter, MessageRow, PublishedJourney
+from journeyman.storage.base import AuditEntry, DeadLetter, MessageRow, PublishedJourney
 
 __all__ = [
     "DEAD_LETTER",
+    "audit_entry",
+    "audit_row",
     "dead_letter",
     "dead_letter_row",
     "decode_account",
@@ -158,6 +160,28 @@ def sent_message(profile_id: str, blob: bytes) -> SendMessage | None:
 
 # The columns of a dead letter, in the order dead_letter() reads them.
 DEAD_LETTER = "id, partition_no, headers, body, error, attempts, first_failed_at, last_failed_at"
+
+
+def audit_row(entry: AuditEntry) -> tuple[Any, ...]:
+    """(at, actor, via, command, journey, instances, journey_version, workspace_version)."""
+    return (
+        ms(entry.at),
+        entry.by,
+        entry.via,
+        entry.command,
+        entry.journey,
+        entry.count,
+        entry.journey_version,
+        entry.workspace_version,
+    )
+
+
+def audit_entry(row: Any) -> AuditEntry:
+    """An audit entry from the columns :func:`audit_row` writes, in that order."""
+    at, by, via, command, journey, count, journey_version, workspace_version = row
+    return AuditEntry(
+        time(at), by, via, command, journey, count, journey_version, workspace_version
+    )
 
 
 def dead_letter_row(letter: DeadLetter) -> tuple[Any, ...]:

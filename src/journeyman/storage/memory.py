@@ -27,6 +27,7 @@ from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import Account, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage.base import (
     LEASE,
+    AuditEntry,
     Counter,
     Database,
     DeadLetter,
@@ -38,6 +39,8 @@ from journeyman.storage.base import (
     StoredEvent,
 )
 from journeyman.storage.codec import (
+    audit_entry,
+    audit_row,
     dead_letter,
     dead_letter_row,
     decode_account,
@@ -157,6 +160,8 @@ class _Tables:
     segment_members: dict[str, dict[str, int]] = field(default_factory=dict)
     # (journey, version, arm, goal, metric) -> [n, total], as the others' report_counters
     counters: dict[tuple[str, int, str, str, str], list[Any]] = field(default_factory=dict)
+    # who did what, encoded as the other backends' audit rows, in the order kept
+    audit: list[tuple[Any, ...]] = field(default_factory=list)
     # row ids, numbered as a database numbers them: from 1 up, never reused
     outbox_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     letter_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -643,6 +648,15 @@ class MemoryStore(Database):
 
     async def delete_dead_letter(self, letter_id: int) -> bool:
         return self.db.dead_letters.pop(letter_id, None) is not None
+
+    # who did what
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        self.db.audit.extend(audit_row(entry) for entry in entries)
+
+    async def audit(self, journey: str, limit: int) -> list[AuditEntry]:
+        mine = (row for row in reversed(self.db.audit) if row[4] == journey)
+        return [audit_entry(row) for row in _first(mine, limit)]
 
 
 def _check_new(taken: Collection[Any], keys: Iterable[Any], what: str = "messageId") -> None:

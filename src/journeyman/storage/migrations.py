@@ -91,6 +91,24 @@ CREATE INDEX profiles_wake ON profiles (wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX profiles_leased ON profiles (leased_until) WHERE leased_until IS NOT NULL;
 """
 
+# Who paused, resumed, stopped or published what, and when (see storage.base.AuditEntry),
+# read per journey ("" for the workspace), newest first.
+AUDIT_SQLITE = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, via TEXT NOT NULL,
+    command TEXT NOT NULL, journey TEXT NOT NULL, instances INTEGER,
+    journey_version INTEGER, workspace_version INTEGER);
+CREATE INDEX IF NOT EXISTS audit_journey ON audit (journey, id);
+"""
+AUDIT_POSTGRES = """
+CREATE TABLE audit (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at BIGINT NOT NULL,
+    actor TEXT NOT NULL, via TEXT NOT NULL, command TEXT NOT NULL,
+    journey TEXT COLLATE "C" NOT NULL, instances BIGINT, journey_version INTEGER,
+    workspace_version INTEGER);
+CREATE INDEX audit_journey ON audit (journey, id);
+"""
+
 SQLITE = [
     Migration(
         1,
@@ -160,6 +178,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     ),
     Migration(6, "report counters: entries, arms, ends and goals of each journey", COUNTERS_SQLITE),
     Migration(7, "profile clocks: when segments move with time alone", CLOCKS_SQLITE),
+    Migration(8, "audit: who paused, resumed, stopped or published what, and when", AUDIT_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -255,6 +274,7 @@ CREATE TABLE accounts (
         7, "report counters: entries, arms, ends and goals of each journey", COUNTERS_POSTGRES
     ),
     Migration(8, "profile clocks: when segments move with time alone", CLOCKS_POSTGRES),
+    Migration(9, "audit: who paused, resumed, stopped or published what, and when", AUDIT_POSTGRES),
 ]
 
 

@@ -30,6 +30,7 @@ from journeyman.domain.state import Account, Instance, Profile, SendMessage, Ste
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
+    AuditEntry,
     Changes,
     Counter,
     Database,
@@ -42,6 +43,8 @@ from journeyman.storage.base import (
 )
 from journeyman.storage.codec import (
     DEAD_LETTER,
+    audit_entry,
+    audit_row,
     dead_letter,
     dead_letter_row,
     decode_account,
@@ -199,6 +202,15 @@ class Statements:
     dead_letters: str = f"SELECT {DEAD_LETTER} FROM dead_letters ORDER BY id DESC LIMIT ?"
     dead_letter: str = f"SELECT {DEAD_LETTER} FROM dead_letters WHERE id = ?"
     delete_dead_letter: str = "DELETE FROM dead_letters WHERE id = ? RETURNING id"
+    # who did what (see storage.base.AuditEntry)
+    add_audit: str = (
+        "INSERT INTO audit (at, actor, via, command, journey, instances, journey_version, "
+        "workspace_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    audit: str = (
+        "SELECT at, actor, via, command, journey, instances, journey_version, "
+        "workspace_version FROM audit WHERE journey = ? ORDER BY id DESC LIMIT ?"
+    )
     # An identify that links an anonymous profile to a known one: everything of the
     # anonymous one moves to the known one (known id, anonymous id), and it is dropped.
     merge: tuple[str, ...] = (
@@ -676,3 +688,11 @@ class SQLDatabase(Database):
 
     async def delete_dead_letter(self, letter_id: int) -> bool:
         return await self._write(self.sql.delete_dead_letter, letter_id) is not None
+
+    # who did what
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        await self._write_many(self.sql.add_audit, [audit_row(e) for e in entries])
+
+    async def audit(self, journey: str, limit: int) -> list[AuditEntry]:
+        return [audit_entry(row) for row in await self._rows(self.sql.audit, journey, limit)]

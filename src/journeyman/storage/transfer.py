@@ -4,8 +4,8 @@ Both backends keep the same tables with the same encoding, so the move is a copy
 table, in batches: profiles and their identities, accounts, the event history, every instance (the
 waiting ones with their wake times, which PostgreSQL then fires as SQLite would have), the
 outbox, the step log, the published journey versions and their states, the settings (the
-API keys) and the dead letters. Rows keep their order, so histories, traces and message
-logs read the same.
+API keys), the dead letters and the audit of who did what. Rows keep their order, so
+histories, traces and message logs read the same.
 
 The whole copy is one transaction on the target: a move that fails part way leaves the
 target as it was. The target must hold no profiles, events, instances, messages, step
@@ -63,6 +63,11 @@ TABLES: list[tuple[str, list[str], str]] = [
         (
             "dead_letters",
             "partition_no headers body error attempts first_failed_at last_failed_at",
+            "id",
+        ),
+        (
+            "audit",
+            "at actor via command journey instances journey_version workspace_version",
             "id",
         ),
     )

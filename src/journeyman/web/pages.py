@@ -24,9 +24,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from journeyman.domain.times import TimeFormatError, parse_zone
+from journeyman.runtime.audit import Who
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
-from journeyman.web import segments_view, views
+from journeyman.web import segments_view, views, zones
 from journeyman.web.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -100,6 +102,8 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/segments/{name}", pages.page(pages.segment), methods=["GET"]),
         Route("/workspace", pages.page(pages.workspace), methods=["GET"]),
         Route("/workspace", pages.form(pages.publish), methods=["POST"]),
+        Route("/settings", pages.page(pages.settings_page), methods=["GET"]),
+        Route("/settings", pages.form(pages.choose_zone), methods=["POST"]),
         Mount("/static", app=static, name="static"),
     ]
     mount = Mount("", routes=routes)
@@ -114,7 +118,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["when"] = _when
+    env.filters["when"] = zones.when
     env.filters["percent"] = lambda v: "–" if v is None else f"{v:.0%}"
     env.filters["number"] = lambda v: f"{v:,}"
     env.filters["json"] = lambda v: msgspec.json.encode(v).decode()
@@ -125,18 +129,6 @@ def _environment() -> Environment:
     env.globals["live_seconds"] = LIVE_SECONDS
     env.globals["list_seconds"] = LIST_SECONDS
     return env
-
-
-def _when(value: Any) -> str:
-    """A time to the second, in UTC as stored; ISO text (from JSON-ready data) too."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return str(value)
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return "" if value is None else str(value)
 
 
 class _Console:
@@ -177,6 +169,7 @@ class _Console:
             fields = await _form(request)
             if fields is None or not self.sessions.csrf_ok(session, fields.get("csrf")):
                 return self._refuse(request, 403, "The form has expired: reload the page.")
+            request.state.fields = fields
             return await handler(request, session)
 
         return guarded
@@ -199,11 +192,14 @@ class _Console:
         context: dict[str, Any],
         status: int = 200,
     ) -> Response:
+        zone = zones.read_zone(request.cookies.get(zones.ZONE_COOKIE))
         page = self.env.get_template(template).render(
             **context,
             user=session.user if session else None,
             csrf=self.sessions.csrf(session) if session else "",
             path=request.url.path,
+            zone=zone,
+            zone_label=zones.zone_label(zone, self._now()),
         )
         return HTMLResponse(page, status, headers=SECURITY_HEADERS)
 
@@ -314,6 +310,7 @@ class _Console:
             "keep": f"&{urlencode(keep)}" if keep else "",
             "done": query.get("done", ""),
             "failed": _failure(query.get("failed", "")),
+            "audit": await views.journey_audit(self.runtime, latest.name),
         }
         return self.render(request, session, "journey.html", context)
 
@@ -344,14 +341,14 @@ class _Console:
         name, command = request.path_params["name"], request.path_params["command"]
         if not await self._known(name) or command not in COMMANDS:
             return self._not_found(request, session, "no such journey or command")
-        count = 0
+        count, who = 0, Who(session.user, "console")
         try:
             if command == "pause":
-                await self.runtime.pause_journey(name)
+                await self.runtime.pause_journey(name, who)
             elif command == "resume":
-                count = await self.runtime.resume_journey(name)
+                count = await self.runtime.resume_journey(name, who)
             else:
-                count = await self.runtime.stop_journey(name)
+                count = await self.runtime.stop_journey(name, who)
         except Overloaded:
             return RedirectResponse(f"/journeys/{quote(name)}?failed={command}:busy", 303)
         except Exception:
@@ -479,10 +476,45 @@ class _Console:
         if loaded is None or loaded.workspace is None:
             status = await views.workspace_status(self.runtime)
             return self.render(request, session, "workspace.html", {"status": status}, 422)
-        plan = await self.runtime.publish(loaded.workspace, source="console")
+        plan = await self.runtime.publish(loaded.workspace, source="console", by=session.user)
         done = f"published: {len(plan.new)} new, {len(plan.changed)} changed"
         done += f", {len(plan.documents)} other documents (workspace version {plan.workspace})"
         return RedirectResponse(f"/workspace?done={quote(done)}", 303)
+
+    # settings: the time zone times are shown in
+
+    async def settings_page(
+        self, request: Request, session: Session, error: str = "", status: int = 200
+    ) -> Response:
+        zone = zones.read_zone(request.cookies.get(zones.ZONE_COOKIE))
+        context = {
+            "zones": zones.zone_names(),
+            "chosen": getattr(zone, "key", "UTC"),
+            "now": self._now(),
+            "error": error,
+            "done": request.query_params.get("done") == "timezone",
+        }
+        if _wants_json(request):
+            return _data({"timezone": context["chosen"], "zones": context["zones"]}, status)
+        return self.render(request, session, "settings.html", context, status)
+
+    async def choose_zone(self, request: Request, session: Session) -> Response:
+        """Keep the zone a person picked in a cookie; a name that is no zone changes nothing."""
+        name = request.state.fields.get("timezone", "")
+        try:
+            zone = parse_zone(name)
+        except TimeFormatError as error:
+            return await self.settings_page(request, session, f"timezone: {error}", 400)
+        response = RedirectResponse("/settings?done=timezone", 303)
+        response.set_cookie(
+            zones.ZONE_COOKIE,
+            zone.key,
+            max_age=zones.ZONE_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
 
     def _not_found(self, request: Request, session: Session, message: str) -> Response:
         if _wants_json(request):

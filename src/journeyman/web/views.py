@@ -27,6 +27,7 @@ from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.segments import SEGMENT_EVENTS
 from journeyman.domain.state import Account, Event, Profile, StepRecord
 from journeyman.errors import JourneymanError
+from journeyman.runtime.audit import AUDIT_SHOWN
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.publish import origin
 from journeyman.runtime.service import Runtime
@@ -48,6 +49,7 @@ __all__ = [
     "find_journey",
     "instance_path",
     "journey_at",
+    "journey_audit",
     "journey_counts",
     "journey_versions",
     "journeys_overview",
@@ -228,6 +230,11 @@ async def journey_counts(
         "state": "removed" if removed else states.get(journey.name, "active"),
         "nodes": nodes,
     }
+
+
+async def journey_audit(runtime: Runtime, name: str) -> list[dict[str, Any]]:
+    """Who paused, resumed, stopped or published the journey, and when: newest first."""
+    return [entry.as_dict() for entry in await runtime.reads.audit(name, AUDIT_SHOWN)]
 
 
 async def find_journey(runtime: Runtime, name: str) -> tuple[m.Journey, bool] | None:
@@ -720,9 +727,10 @@ IMPORTS_SHOWN = 10  # the latest import jobs the workspace page lists
 
 async def workspace_status(runtime: Runtime) -> dict[str, Any]:
     """The workspace folder as it is on disk now: its problems, and what a publish would do;
-    and the latest imports (``POST /v1/import``)."""
+    the latest imports (``POST /v1/import``) and publishes (who, when, which version)."""
     running = await running_version(runtime)
     imports = [job.as_dict() for job in await runtime.imports.recent(IMPORTS_SHOWN)]
+    publishes = [e.as_dict() for e in await runtime.reads.audit("", AUDIT_SHOWN)]
     loaded = load_folder(runtime)
     if loaded is None:
         return {
@@ -732,6 +740,7 @@ async def workspace_status(runtime: Runtime) -> dict[str, Any]:
             "plan": None,
             "running": running,
             "imports": imports,
+            "publishes": publishes,
         }
     problems = [p.as_dict() for p in loaded.problems]
     plan = None
@@ -744,6 +753,7 @@ async def workspace_status(runtime: Runtime) -> dict[str, Any]:
         "plan": plan,
         "running": running,
         "imports": imports,
+        "publishes": publishes,
     }
 
 
