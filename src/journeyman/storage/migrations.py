@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from journeyman.storage.base import NewerSchema
+from journeyman.storage.runs import RUNS_POSTGRES, RUNS_SQLITE
 
 __all__ = ["POSTGRES", "SQLITE", "Migration", "latest", "pending"]
 
@@ -160,6 +161,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     ),
     Migration(6, "report counters: entries, arms, ends and goals of each journey", COUNTERS_SQLITE),
     Migration(7, "profile clocks: when segments move with time alone", CLOCKS_SQLITE),
+    Migration(8, "scheduled runs: each run's progress through its audience", RUNS_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -255,6 +257,7 @@ CREATE TABLE accounts (
         7, "report counters: entries, arms, ends and goals of each journey", COUNTERS_POSTGRES
     ),
     Migration(8, "profile clocks: when segments move with time alone", CLOCKS_POSTGRES),
+    Migration(9, "scheduled runs: each run's progress through its audience", RUNS_POSTGRES),
 ]
 
 
