@@ -45,12 +45,12 @@ def run_routes(runtime: Runtime, guard: Callable[[Handler], Handler]) -> list[Ro
     async def cancel(request: Request) -> Response:
         name, run_id = request.path_params["name"], request.path_params["id"]
         store = runtime.store
-        found = None
+        found, changed = None, False
         if isinstance(store, RunStore):
-            found = await store.cancel_run(name, run_id, runtime.clock())
+            found, changed = await store.cancel_run(name, run_id, runtime.clock())
         if found is None:
             raise Problem(404, "id", "exists", f"journey {name[:200]!r} has no run {run_id[:200]!r}")
-        if found.state != "cancelled":
+        if not changed:
             raise Problem(409, "id", "state", f"run {run_id!r} is {found.state}, not running")
         return json_response(run_view(found), 200)
 

@@ -710,7 +710,7 @@ def _schedule_of(kind: str, value: Any, zone: str, rate: float) -> Schedule:
     source = str(value)
     if kind == "at":
         at = value if isinstance(value, datetime) else _local_datetime(source)
-        return Schedule(source, zone, rate, at=at.replace(tzinfo=None, second=0, microsecond=0))
+        return Schedule(source, zone, rate, at=at.replace(tzinfo=None, microsecond=0))
     if not isinstance(value, str):
         raise ScheduleError(f"{value!r} must be text")
     if kind == "cron":

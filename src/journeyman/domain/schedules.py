@@ -87,7 +87,7 @@ class Schedule:
         """Whether the local wall time (naive, to the minute) is one the schedule names."""
         local = local.replace(second=0, microsecond=0, tzinfo=None)
         if self.at is not None:
-            return local == self.at
+            return local == self.at.replace(second=0)
         if self.cron is not None:
             return bool(croniter.match(self.cron, local))
         return local.weekday() in self.days and (local.hour, local.minute) == self.time
@@ -145,7 +145,7 @@ def next_run(schedule: Schedule, after: datetime, default: ZoneInfo) -> datetime
     if schedule.per_profile:
         return _next_on_grid(schedule, after)
     zone = schedule.zone(default)
-    local = after.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
+    local = after.astimezone(zone).replace(tzinfo=None, microsecond=0)
     for candidate in _local_times(schedule, local):
         instant = candidate.replace(tzinfo=zone).astimezone(UTC)
         if instant > after:
@@ -158,12 +158,12 @@ def _local_times(schedule: Schedule, start: datetime) -> Any:
     if schedule.at is not None:
         yield schedule.at
     elif schedule.cron is not None:
-        times = croniter(schedule.cron, start - timedelta(minutes=1))
+        times = croniter(schedule.cron, start.replace(second=0) - timedelta(minutes=1))
         for _ in range(_SEARCH * 24 * 60):
             yield times.get_next(datetime)
     else:
         assert schedule.time is not None
-        day = start.replace(hour=schedule.time[0], minute=schedule.time[1])
+        day = start.replace(hour=schedule.time[0], minute=schedule.time[1], second=0)
         for offset in range(_SEARCH):
             candidate = day + timedelta(days=offset)
             if candidate.weekday() in schedule.days:

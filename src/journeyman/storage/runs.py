@@ -109,8 +109,9 @@ class RunStore(ABC):
     async def finish_run(self, run: Run, owner: str, now: datetime) -> None: ...
 
     @abstractmethod
-    async def cancel_run(self, journey: str, run_id: str, now: datetime) -> Run | None:
-        """Cancel a running run; the run as it is after (None: no such run)."""
+    async def cancel_run(self, journey: str, run_id: str, now: datetime) -> tuple[Run | None, bool]:
+        """Cancel a running run: the run as it is after (None: no such run), and whether
+        this cancelled it (False: it was over already)."""
 
     @abstractmethod
     async def runs_of(self, journey: str, limit: int) -> list[Run]:
@@ -188,11 +189,11 @@ class SQLRuns(RunStore):
     async def cancel_run(self, journey: str, run_id: str, now: datetime) -> Run | None:
         query = (
             "UPDATE schedule_runs SET state = 'cancelled', updated_at = ?, leased_until = NULL "
-            "WHERE id = ? AND journey = ? AND state = 'running'"
+            "WHERE id = ? AND journey = ? AND state = 'running' RETURNING id"
         )
-        await self._write(self._sql(query), ms(now), run_id, journey)
+        changed = await self._write(self._sql(query), ms(now), run_id, journey) is not None
         found = await self._one(run_id)
-        return found if found is not None and found.journey == journey else None
+        return (found if found is not None and found.journey == journey else None), changed
 
     async def runs_of(self, journey: str, limit: int) -> list[Run]:
         query = f"SELECT {_COLUMNS} FROM schedule_runs WHERE journey = ? ORDER BY due_at DESC LIMIT ?"
