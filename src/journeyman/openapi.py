@@ -421,6 +421,22 @@ SPEC: dict[str, Any] = {
                 "'version', 'from' or 'to' is not valid, or 'from' is after 'to'.",
             )
         ),
+        "/v1/journeys/{name}/runs/{id}/cancel": {
+            "post": {
+                "summary": "Cancel a scheduled run: the page in flight is its last",
+                "security": [{"bearer": []}, {"basic": []}],
+                "parameters": [_path_param("name"), _path_param("id")],
+                "responses": {
+                    "200": {
+                        "description": "Cancelled: the run, with state, entered, total, rate",
+                        "content": {"application/json": {}},
+                    },
+                    "401": _error("The admin key is missing or wrong."),
+                    "404": _error("The journey has no such run."),
+                    "409": _error("The run is over already (done or cancelled)."),
+                },
+            }
+        },
         "/v1/journeys/{name}/{command}": {
             "post": {
                 "summary": "Pause, resume or stop a journey",

@@ -49,7 +49,9 @@ def run_routes(runtime: Runtime, guard: Callable[[Handler], Handler]) -> list[Ro
         if isinstance(store, RunStore):
             found, changed = await store.cancel_run(name, run_id, runtime.clock())
         if found is None:
-            raise Problem(404, "id", "exists", f"journey {name[:200]!r} has no run {run_id[:200]!r}")
+            raise Problem(
+                404, "id", "exists", f"journey {name[:200]!r} has no run {run_id[:200]!r}"
+            )
         if not changed:
             raise Problem(409, "id", "state", f"run {run_id!r} is {found.state}, not running")
         return json_response(run_view(found), 200)

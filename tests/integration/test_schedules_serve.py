@@ -64,7 +64,11 @@ def _soon(seconds: float) -> str:
 def _people(api: httpx.Client, count: int, **traits: Any) -> None:
     for start in range(0, count, 100):
         batch = [
-            {"type": "identify", "userId": f"p{n:05d}", "traits": {"email": f"p{n}@example.com", **traits}}
+            {
+                "type": "identify",
+                "userId": f"p{n:05d}",
+                "traits": {"email": f"p{n}@example.com", **traits},
+            }
             for n in range(start, min(count, start + 100))
         ]
         accepted(api.post("/v1/batch", json={"batch": batch}, headers=WRITE), len(batch))
@@ -92,10 +96,12 @@ def test_a_run_enters_the_members_of_the_segment_and_the_email_goes_out(
             for user, plan in (("u1", "pro"), ("u2", "free"), ("u3", "pro")):
                 body = {"userId": user, "traits": {"email": f"{user}@example.com", "plan": plan}}
                 accepted(api.post("/v1/identify", json=body, headers=WRITE))
-            for user in ("u1", "u3"):
-                mail = wait_until(lambda u=user: mails_to(smtp, f"{u}@example.com"), "the news")
+            for address in ("u1@example.com", "u3@example.com"):
+                mail = wait_until(lambda a=address: mails_to(smtp, a), "the news")  # type: ignore[misc]
                 assert mail[0]["Subject"] == "This week's news"
-            run = wait_until(lambda: (r := _run(api, "weekly")) and r["state"] == "done" and r, "done")
+            run = wait_until(
+                lambda: (r := _run(api, "weekly")) and r["state"] == "done" and r, "done"
+            )
             assert (run["entered"], run["total"], run["rate"], run["eta"]) == (2, 2, 50.0, None)
             assert mails_to(smtp, "u2@example.com") == []
             assert _journey(api, "weekly")["entered"] == 2
@@ -109,11 +115,14 @@ def test_a_run_killed_midway_goes_on_after_a_restart_entering_each_profile_once(
     with Journeyman(folder, store_url, tmp_path) as server:
         with server.start().client() as api:
             _people(api, count)
-            wait_until(lambda: (r := _run(api, "everyone")) and r["entered"] >= 120, "a part entered")
+            wait_until(
+                lambda: (r := _run(api, "everyone")) and r["entered"] >= 120, "a part entered"
+            )
         server.kill()
         with server.start().client() as api:
             before = _run(api, "everyone")
-            assert before is not None and before["state"] == "running", before
+            assert before is not None
+            assert before["state"] == "running", before
             assert before["entered"] < count
             done = wait_until(
                 lambda: (r := _run(api, "everyone")) and r["state"] == "done" and r,
@@ -131,16 +140,19 @@ def test_a_run_can_be_cancelled_and_enters_nobody_more(tmp_path: Path, store_url
     with Journeyman(folder, store_url, tmp_path) as server, server.start().client() as api:
         _people(api, count)
         run = wait_until(lambda: (r := _run(api, "everyone")) and r["entered"] > 0 and r, "started")
-        assert run["state"] == "running" and run["eta"] > 0
+        assert run["state"] == "running"
+        assert run["eta"] > 0
         answer = api.post(f"/v1/journeys/everyone/runs/{run['id']}/cancel")
         assert answer.status_code == 200, answer.text
         assert answer.json()["state"] == "cancelled"
         again = api.post(f"/v1/journeys/everyone/runs/{run['id']}/cancel")
-        assert again.status_code == 409 and again.json()["error"]["field"] == "id"
+        assert again.status_code == 409
+        assert again.json()["error"]["field"] == "id"
         missing = api.post("/v1/journeys/everyone/runs/nope/cancel")
         assert missing.status_code == 404
         stopped = _run(api, "everyone")
-        assert stopped is not None and stopped["state"] == "cancelled"
+        assert stopped is not None
+        assert stopped["state"] == "cancelled"
         # the page in flight (at most one second's worth) is the last one entered
         wait_until(lambda: _journey(api, "everyone")["entered"] >= stopped["entered"], "entries")
         assert _journey(api, "everyone")["entered"] <= stopped["entered"] + 10

@@ -41,7 +41,12 @@ def test_every_reads_days_and_a_time() -> None:
 
 @pytest.mark.parametrize(
     ("text", "names"),
-    [("someday 09:00", "no day"), ("mon 9", "no time of day"), ("mon 24:00", "hours 0-23"), ("mon", "<days> HH:MM")],
+    [
+        ("someday 09:00", "no day"),
+        ("mon 9", "no time of day"),
+        ("mon 24:00", "hours 0-23"),
+        ("mon", "<days> HH:MM"),
+    ],
 )
 def test_a_bad_every_says_what_is_wrong(text: str, names: str) -> None:
     with pytest.raises(ScheduleError, match=names):
@@ -73,7 +78,9 @@ def test_nine_in_paris_follows_summer_time() -> None:
 def test_a_time_summer_time_skips_runs_at_the_instant_after_the_change() -> None:
     # 02:30 does not exist on 2026-03-29 in Paris: the run is at 01:30 UTC (03:30 CEST).
     before = datetime(2026, 3, 28, 12, tzinfo=UTC)
-    assert next_run(every("day 02:30"), before, UTC_ZONE) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    assert next_run(every("day 02:30"), before, UTC_ZONE) == datetime(
+        2026, 3, 29, 1, 30, tzinfo=UTC
+    )
 
 
 def test_a_time_the_change_back_repeats_runs_once() -> None:
@@ -82,14 +89,17 @@ def test_a_time_the_change_back_repeats_runs_once() -> None:
     first = next_run(every("day 02:30"), start, UTC_ZONE)
     assert first == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
     assert first is not None
-    assert next_run(every("day 02:30"), first, UTC_ZONE) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+    assert next_run(every("day 02:30"), first, UTC_ZONE) == datetime(
+        2026, 10, 26, 1, 30, tzinfo=UTC
+    )
 
 
 def test_at_runs_once_then_never() -> None:
     once = Schedule("2026-02-01T10:00", "", at=datetime(2026, 2, 1, 10))
     moment = next_run(once, START, PARIS)
     assert moment == datetime(2026, 2, 1, 9, tzinfo=UTC)
-    assert moment is not None and next_run(once, moment, PARIS) is None
+    assert moment is not None
+    assert next_run(once, moment, PARIS) is None
 
 
 def test_profile_local_time_enters_each_member_at_their_own_nine() -> None:
@@ -135,7 +145,7 @@ def test_a_weekly_run_enters_the_members_once_a_week(simulate: Simulate) -> None
     sim = simulate(NEWSLETTER)
     _profiles(sim, {"u1": "pro", "u2": "free", "u3": "pro"})
     sim.run_until(START + timedelta(days=7, hours=12))
-    sent = sorted((m.profile_id, m.at) for m in sim.messages)  # type: ignore[attr-defined]
+    sent = sorted((m.profile_id, m.at) for m in sim.messages)
     first, second = datetime(2026, 1, 5, 8, tzinfo=UTC), datetime(2026, 1, 12, 8, tzinfo=UTC)
     assert sent == [("u1", first), ("u1", second), ("u3", first), ("u3", second)]
 
@@ -155,7 +165,7 @@ steps:
     sim.identify({"userId": "tokyo", "traits": {"timezone": "Asia/Tokyo"}})
     sim.identify({"userId": "paris", "traits": {"timezone": "Europe/Paris"}})
     sim.run_until(START + timedelta(hours=25))
-    sent = sorted((m.profile_id, m.at) for m in sim.messages)  # type: ignore[attr-defined]
+    sent = sorted((m.profile_id, m.at) for m in sim.messages)
     assert sent == [
         ("paris", datetime(2026, 1, 5, 8, tzinfo=UTC)),
         ("tokyo", datetime(2026, 1, 6, 0, tzinfo=UTC)),  # 09:00 on the 5th came at START

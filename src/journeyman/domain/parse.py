@@ -728,7 +728,9 @@ def _local_datetime(text: str) -> datetime:
 
 def _rate(r: Reader, value: Any, path: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        r.report("value", path, f"'rate' must be a number of profiles a second above 0, not {value!r}")
+        r.report(
+            "value", path, f"'rate' must be a number of profiles a second above 0, not {value!r}"
+        )
         return DEFAULT_RATE
     return float(value)
 

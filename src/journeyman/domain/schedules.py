@@ -24,6 +24,7 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from journeyman.domain.state import Event
+from journeyman.errors import JourneymanError
 
 __all__ = [
     "DAYS",
@@ -59,7 +61,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SEARCH = 400  # days looked ahead for the next local time of an `every`
 
 
-class ScheduleError(ValueError):
+class ScheduleError(JourneymanError, ValueError):
     """A schedule that cannot be read; the message names what is wrong."""
 
 
@@ -135,7 +137,9 @@ def read_zone(text: str) -> str:
     try:
         ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"{text!r} is no known timezone (an IANA name such as Europe/Paris)") from None
+        raise ScheduleError(
+            f"{text!r} is no known timezone (an IANA name such as Europe/Paris)"
+        ) from None
     return text
 
 
@@ -153,14 +157,15 @@ def next_run(schedule: Schedule, after: datetime, default: ZoneInfo) -> datetime
     return None
 
 
-def _local_times(schedule: Schedule, start: datetime) -> Any:
+def _local_times(schedule: Schedule, start: datetime) -> Iterator[datetime]:
     """Local wall times the schedule names, from ``start`` on (naive), in order."""
     if schedule.at is not None:
         yield schedule.at
     elif schedule.cron is not None:
         times = croniter(schedule.cron, start.replace(second=0) - timedelta(minutes=1))
         for _ in range(_SEARCH * 24 * 60):
-            yield times.get_next(datetime)
+            found: datetime = times.get_next(datetime)
+            yield found
     else:
         assert schedule.time is not None
         day = start.replace(hour=schedule.time[0], minute=schedule.time[1], second=0)

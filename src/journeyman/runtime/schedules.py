@@ -31,7 +31,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from journeyman.domain.model import Journey, Workspace
-from journeyman.domain.schedules import Schedule, due_here, entry_event, next_run, profile_zone, run_id
+from journeyman.domain.schedules import (
+    Schedule,
+    due_here,
+    entry_event,
+    next_run,
+    profile_zone,
+    run_id,
+)
 from journeyman.domain.state import Event
 from journeyman.storage.base import Store
 from journeyman.storage.runs import Run, RunStore
@@ -156,7 +163,9 @@ class Scheduler:
             profile_id
             for profile_id in ids
             if profile_id in found
-            and due_here(schedule, run.due_at, profile_zone(found[profile_id].profile.traits, default))
+            and due_here(
+                schedule, run.due_at, profile_zone(found[profile_id].profile.traits, default)
+            )
         ]
 
     async def _take(self, events: list[Event]) -> None:

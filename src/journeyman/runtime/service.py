@@ -26,8 +26,8 @@ from journeyman.runtime.following import UnloadableWorkspace, load_published, sw
 from journeyman.runtime.import_jobs import ImportJobs
 from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import Operate, Processor, utc_now
-from journeyman.runtime.schedules import Scheduler
 from journeyman.runtime.publish import Kept, Plan, Source, Versions, kept_at_start, publish
+from journeyman.runtime.schedules import Scheduler
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
 from journeyman.runtime.tracking import Tracker

@@ -45,7 +45,9 @@ CREATE INDEX schedule_runs_journey ON schedule_runs (journey, due_at);
 CREATE INDEX schedule_runs_running ON schedule_runs (state) WHERE state = 'running';
 """
 
-_COLUMNS = "id, journey, segment, due_at, state, cursor, entered, total, rate, started_at, updated_at"
+_COLUMNS = (
+    "id, journey, segment, due_at, state, cursor, entered, total, rate, started_at, updated_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,9 @@ class SQLRuns(RunStore):
         )
         values = (run.id, run.journey, run.segment, ms(run.due_at), run.state, run.cursor)
         times = (ms(run.started_at), ms(run.updated_at))
-        added = await self._write(self._sql(query), *values, run.entered, run.total, run.rate, *times)
+        added = await self._write(
+            self._sql(query), *values, run.entered, run.total, run.rate, *times
+        )
         return added is not None
 
     async def claim_run(self, owner: str, now: datetime, until: datetime) -> Run | None:
@@ -159,14 +163,15 @@ class SQLRuns(RunStore):
             f"(leased_until IS NULL OR leased_until <= ?) ORDER BY due_at LIMIT 1{self.skip_locked}"
         )
         query = (
-            f"UPDATE schedule_runs SET owner = ?, leased_until = ? WHERE id = ({free}) "
-            "RETURNING id"
+            f"UPDATE schedule_runs SET owner = ?, leased_until = ? WHERE id = ({free}) RETURNING id"
         )
         found = await self._write(self._sql(query), owner, ms(until), ms(now))
         return None if found is None else await self._one(str(found))
 
     async def _one(self, run_id: str) -> Run | None:
-        rows = await self._rows(self._sql(f"SELECT {_COLUMNS} FROM schedule_runs WHERE id = ?"), run_id)
+        rows = await self._rows(
+            self._sql(f"SELECT {_COLUMNS} FROM schedule_runs WHERE id = ?"), run_id
+        )
         return _run(rows[0]) if rows else None
 
     async def run_progress(
@@ -186,7 +191,7 @@ class SQLRuns(RunStore):
         )
         await self._write(self._sql(query), ms(now), run.id, owner)
 
-    async def cancel_run(self, journey: str, run_id: str, now: datetime) -> Run | None:
+    async def cancel_run(self, journey: str, run_id: str, now: datetime) -> tuple[Run | None, bool]:
         query = (
             "UPDATE schedule_runs SET state = 'cancelled', updated_at = ?, leased_until = NULL "
             "WHERE id = ? AND journey = ? AND state = 'running' RETURNING id"
@@ -196,7 +201,9 @@ class SQLRuns(RunStore):
         return (found if found is not None and found.journey == journey else None), changed
 
     async def runs_of(self, journey: str, limit: int) -> list[Run]:
-        query = f"SELECT {_COLUMNS} FROM schedule_runs WHERE journey = ? ORDER BY due_at DESC LIMIT ?"
+        query = (
+            f"SELECT {_COLUMNS} FROM schedule_runs WHERE journey = ? ORDER BY due_at DESC LIMIT ?"
+        )
         return [_run(row) for row in await self._rows(self._sql(query), journey, limit)]
 
     async def audience(self, segment: str | None, after: str, limit: int) -> list[str]:

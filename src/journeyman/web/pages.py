@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.schedule_api import runs_of
 from journeyman.web import segments_view, views
 from journeyman.web.auth import (
     LOGIN_COOKIE,
@@ -314,6 +315,7 @@ class _Console:
             "keep": f"&{urlencode(keep)}" if keep else "",
             "done": query.get("done", ""),
             "failed": _failure(query.get("failed", "")),
+            "runs": await runs_of(self.runtime, latest.name),
         }
         return self.render(request, session, "journey.html", context)
 
