@@ -19,6 +19,7 @@ import bench_expressions  # noqa: E402
 import bench_import  # noqa: E402
 import bench_parse  # noqa: E402
 import bench_scaleout  # noqa: E402
+import bench_schedules  # noqa: E402
 import bench_segments  # noqa: E402
 import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
@@ -54,6 +55,8 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("import memory", bench_import.memory, "MB", "(none)", lambda v: True),
     ("segments core", bench_segments.core, "% drop", "< 15%", lambda v: v < 15),
     ("segments ingest", bench_segments.ingest, "% drop", "< 15%", lambda v: v < 15),
+    ("scheduled run", bench_schedules.run, "profiles/s", ">= 5,000/s", _at_least(5_000)),
+    ("scheduled run memory", bench_schedules.memory, "MB", "< 300 MB", lambda v: v < 300),
     ("scale-out", bench_scaleout.run, "events/s", ">= 3,000/s", lambda v: v >= 3_000),
     ("scale-out memory", bench_scaleout.memory, "MB", "< 300 MB", lambda v: v < 300),
     ("scale-out database", bench_scaleout.database, "MB", "(none)", lambda v: True),

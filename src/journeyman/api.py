@@ -54,6 +54,7 @@ from journeyman.report import report_csv
 from journeyman.runtime.audit import Who
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.schedule_api import run_routes, runs_of
 from journeyman.segment_lists import segment_list_routes
 from journeyman.web import ConsoleSettings, console, views
 from journeyman.web.paths import LARGEST, exact, whole_number
@@ -114,6 +115,7 @@ def create_app(
         Route("/v1/segments", api.guard(api.segments), methods=["GET"]),
         Route("/v1/segments/{name}/members", api.guard(api.segment_members), methods=["GET"]),
         *segment_list_routes(runtime, api.guard, unavailable),
+        *run_routes(runtime, api.guard),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),
         Route("/v1/events", api.guard(api.events), methods=["GET"]),
         Route("/v1/dead-letters", api.guard(api.dead_letters), methods=["GET"]),
@@ -216,6 +218,7 @@ class _Api:
         summary["steps"] = [_step_summary(s, counts.get(s.id, {})) for s in found.steps.values()]
         summary["definition"] = found.document
         summary["audit"] = await views.journey_audit(self.runtime, found.name)
+        summary["runs"] = await runs_of(self.runtime, found.name)
         return _json(summary)
 
     async def report(self, request: Request) -> Response:

@@ -9,6 +9,7 @@
     ├── TemplateError          a template cannot be compiled (domain.templates)
     ├── TimeFormatError        a duration, timestamp or time zone cannot be read (domain.times)
     ├── AllowError             an ``allow`` list cannot be read (domain.actions)
+    ├── ScheduleError          a schedule of scheduled entry cannot be read (domain.schedules)
     ├── ChannelConfigError     a kind: channel document cannot be used (channels.base)
     ├── MissingVariable        a ``${NAME}`` names an unset environment variable (channels.base)
     ├── RefusedAddress         a call to an address no allow list names (channels.network)

@@ -474,6 +474,22 @@ SPEC: dict[str, Any] = {
             "Stop an experiment: every new profile gets 'variant', else the first variant",
             ["by"],
         ),
+        "/v1/journeys/{name}/runs/{id}/cancel": {
+            "post": {
+                "summary": "Cancel a scheduled run: the page in flight is its last",
+                "security": [{"bearer": []}, {"basic": []}],
+                "parameters": [_path_param("name"), _path_param("id")],
+                "responses": {
+                    "200": {
+                        "description": "Cancelled: the run, with state, entered, total, rate",
+                        "content": {"application/json": {}},
+                    },
+                    "401": _error("The admin key is missing or wrong."),
+                    "404": _error("The journey has no such run."),
+                    "409": _error("The run is over already (done or cancelled)."),
+                },
+            }
+        },
         "/v1/journeys/{name}/{command}": {
             "post": {
                 "summary": "Pause, resume or stop a journey",

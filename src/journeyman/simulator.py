@@ -42,6 +42,7 @@ from journeyman.domain.feedback import delivery_events
 from journeyman.domain.ingest import InvalidEvent, call_of, read_call
 from journeyman.domain.model import Workspace
 from journeyman.domain.reactions import REACTIONS, reaction_event
+from journeyman.domain.schedules import due_here, entry_event, next_run, profile_zone, run_id
 from journeyman.domain.state import (
     Account,
     CallAction,
@@ -108,6 +109,10 @@ class Simulator:
         self._owned: dict[str, set[tuple[str, str]]] = {}  # profile id -> its identities
         self._known = Known(self._identities, instances=self._instances)
         self._merged: dict[str, str] = {}  # anonymous id -> known id, rows not moved yet
+        # (moment, journey) of the next run of each scheduled journey
+        self._schedules: list[tuple[datetime, str]] = []
+        for journey in workspace.scheduled():
+            self._next_run(journey.name, start)
 
     # input
 
@@ -238,7 +243,10 @@ class Simulator:
         Timers due at the same moment fire together, as one batch of the server's would.
         """
         timers, instances = self._timers, self._instances
-        while timers and timers[0][0] <= until:
+        while True:
+            self._runs_until(min(until, timers[0][0]) if timers else until)
+            if not (timers and timers[0][0] <= until):
+                break
             at = timers[0][0]
             due: dict[str, TimerDue] = {}
             while timers and timers[0][0] == at:
@@ -256,6 +264,35 @@ class Simulator:
                 self.now = max(self.now, at)
                 self._run(due.values())
         self.now = max(self.now, until)
+
+    def _next_run(self, journey: str, after: datetime) -> None:
+        schedule = self.workspace.journeys[journey].entry_schedule
+        assert schedule is not None
+        moment = next_run(schedule, after, self.workspace.settings.timezone)
+        if moment is not None:
+            heapq.heappush(self._schedules, (moment, journey))
+
+    def _runs_until(self, until: datetime) -> None:
+        """Make the scheduled runs due up to ``until``, as the scheduler would: each enters
+        the members at its moment, in profile id order."""
+        while self._schedules and self._schedules[0][0] <= until:
+            at, name = heapq.heappop(self._schedules)
+            self.now = max(self.now, at)
+            journey = self.workspace.journeys[name]
+            schedule, segment = journey.entry_schedule, journey.entry_segment
+            assert schedule is not None
+            zone = self.workspace.settings.timezone
+            run = run_id(name, at)
+            events = [
+                entry_event(name, run, profile_id, self.now)
+                for profile_id, state in sorted(self._states.items())
+                if not state.new
+                and (segment is None or segment in state.profile.segments)
+                and due_here(schedule, at, profile_zone(state.profile.traits, zone))
+            ]
+            if events:
+                self._run(events)
+            self._next_run(name, at)
 
     def run(self, limit: timedelta | None = None) -> None:
         """Fire timers until none is left, or until ``limit`` after the start."""

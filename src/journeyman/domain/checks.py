@@ -110,7 +110,9 @@ def _check_references(r: _JourneyReader, journey: m.Journey, parsed: Parsed) -> 
     linked = True
     if journey.entry_segment is not None:
         _known(r, ("entry", "segment"), "segment", journey.entry_segment, parsed)
-    elif journey.entry_event:  # else it could not be read, which is already an error
+    elif (
+        journey.entry_event and journey.entry_schedule is None
+    ):  # else it could not be read, which is already an error
         _known(r, ("entry", "event"), "event", journey.entry_event, parsed)
     for index, exit_ in enumerate(journey.exits):
         if exit_.segment is not None:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from journeyman.domain.actions import Allow
 from journeyman.domain.expressions import Expression
 from journeyman.domain.history import needs_of
+from journeyman.domain.schedules import SCHEDULED_EVENT, Schedule
 from journeyman.domain.templates import Template
 
 __all__ = [
@@ -395,6 +396,9 @@ class Journey:
     # `holdout: 10%`: the share (0..1) of entries held out of the whole journey, as the
     # arm goals.HOLDOUT_ARM, which gets no messages; 0 for none.
     holdout: float = 0.0
+    # `entry: {schedule: ...}`: entered by scheduled runs (journeyman.domain.schedules), of
+    # the members of entry_segment, or of every profile with none
+    entry_schedule: Schedule | None = None
 
     @property
     def first(self) -> str:
@@ -545,6 +549,8 @@ class Workspace:
         index: dict[str, list[Journey]] = {}
         by_segment: dict[str, list[Journey]] = {}
         for journey in self.journeys.values():
+            if journey.entry_schedule is not None:
+                continue  # entered by its runs only (see journeys_entered_on)
             if journey.entry_segment is not None:
                 by_segment.setdefault(journey.entry_segment, []).append(journey)
             else:
@@ -567,4 +573,12 @@ class Workspace:
         segment = properties.get("segment") if event == "segment_entered" else None
         if isinstance(segment, str):
             found = (*found, *self.segment_entries.get(segment, ()))
+        if event == SCHEDULED_EVENT:
+            journey = self.journeys.get(str(properties.get("journey")))
+            if journey is not None and journey.entry_schedule is not None:
+                found = (*found, journey)
         return found
+
+    def scheduled(self) -> list[Journey]:
+        """The journeys entered by scheduled runs."""
+        return [j for j in self.journeys.values() if j.entry_schedule is not None]

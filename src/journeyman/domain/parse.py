@@ -29,6 +29,15 @@ from journeyman.domain.goals import GOAL_REACHED, HOLDOUT_ARM, TREATED_ARM
 from journeyman.domain.problems import Problem
 from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACTIONS
 from journeyman.domain.reader import Reader, describe, did_you_mean
+from journeyman.domain.schedules import (
+    DEFAULT_RATE,
+    SCHEDULED_EVENT,
+    Schedule,
+    ScheduleError,
+    read_cron,
+    read_every,
+    read_zone,
+)
 from journeyman.domain.schemas import quick_check
 from journeyman.domain.segments import SEGMENT_EVENTS, SEGMENT_SCHEMAS
 from journeyman.domain.state import ACCOUNT_UPDATED
@@ -600,9 +609,12 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     keys = ("kind", "name", "description", "entry", "reentry", "timeout", "exit", "ignore_caps")
     known = (*keys, "goals", "exit_on_goal", "holdout", "steps")
     r.mapping(data, (), known, required=("entry", "steps"))
-    entry_event, entry_segment = _entry(r, data.get("entry"))
     written = data.get("entry")
     entry: dict[str, Any] = written if isinstance(written, dict) else {}
+    if "schedule" in entry:
+        entry_event, entry_segment, schedule = _scheduled_entry(r, entry)
+    else:
+        (entry_event, entry_segment), schedule = _entry(r, written), None
     entry_when = r.expression(entry["when"], ("entry", "when")) if "when" in entry else None
     reentry = _reentry(r, data.get("reentry", "after 5m"))
     timeout = r.duration(data.get("timeout", "91d"), ("timeout",), positive=True)
@@ -640,6 +652,7 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
         goals=goals,
         exit_on_goal=exit_on_goal,
         holdout=holdout,
+        entry_schedule=schedule,
     )
     parsed.journeys[r.name] = journey
 
@@ -656,6 +669,72 @@ def _entry(r: Reader, value: Any) -> tuple[str | None, str | None]:
         segment = r.name_of(entry["segment"], ("entry", "segment"), "'segment'")
         return ("segment_entered" if segment else None), segment
     return r.text(entry["event"], ("entry", "event")), None
+
+
+def _scheduled_entry(
+    r: Reader, entry: dict[str, Any]
+) -> tuple[str | None, str | None, Schedule | None]:
+    """``entry: {segment: NAME, schedule: {...}}``, or with no segment (every profile)."""
+    r.mapping(entry, ("entry",), ("segment", "schedule", "when"))
+    segment = None
+    if "segment" in entry:
+        segment = r.name_of(entry["segment"], ("entry", "segment"), "'segment'")
+    return SCHEDULED_EVENT, segment, _schedule(r, entry["schedule"])
+
+
+def _schedule(r: Reader, value: Any) -> Schedule | None:
+    """``"0 9 * * 1"`` (cron) or ``{every | cron | at, timezone, rate}``."""
+    path: Path = ("entry", "schedule")
+    written = {"cron": value} if isinstance(value, str) else value
+    found = r.mapping(written, path, ("every", "cron", "at", "timezone", "rate"))
+    if found is None:
+        return None
+    kinds = [key for key in ("every", "cron", "at") if key in found]
+    if len(kinds) != 1:
+        message = "'schedule' needs exactly one of 'every', 'cron' or 'at'"
+        r.report("one-of", path, message)
+        return None
+    kind = kinds[0]
+    try:
+        zone = read_zone(str(found["timezone"])) if "timezone" in found else ""
+    except ScheduleError as error:
+        r.report("time", (*path, "timezone"), f"'timezone': {error}")
+        return None
+    rate = _rate(r, found.get("rate", DEFAULT_RATE), (*path, "rate"))
+    try:
+        return _schedule_of(kind, found[kind], zone, rate)
+    except ScheduleError as error:
+        r.report("value", (*path, kind), f"'{kind}': {error}")
+        return None
+
+
+def _schedule_of(kind: str, value: Any, zone: str, rate: float) -> Schedule:
+    source = str(value)
+    if kind == "at":
+        at = value if isinstance(value, datetime) else _local_datetime(source)
+        return Schedule(source, zone, rate, at=at.replace(tzinfo=None, microsecond=0))
+    if not isinstance(value, str):
+        raise ScheduleError(f"{value!r} must be text")
+    if kind == "cron":
+        return Schedule(source, zone, rate, cron=read_cron(value))
+    days, clock = read_every(value)
+    return Schedule(source, zone, rate, days=days, time=clock)
+
+
+def _local_datetime(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ScheduleError(f"{text!r} is no date and time (write 2027-01-04T09:00)") from None
+
+
+def _rate(r: Reader, value: Any, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        r.report(
+            "value", path, f"'rate' must be a number of profiles a second above 0, not {value!r}"
+        )
+        return DEFAULT_RATE
+    return float(value)
 
 
 def _exit(r: Reader, item: Any, path: Path) -> m.Exit | None:

@@ -31,6 +31,7 @@ from journeyman.runtime.import_jobs import ImportJobs
 from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import Operate, Processor, utc_now
 from journeyman.runtime.publish import Kept, Plan, Source, Versions, kept_at_start, publish
+from journeyman.runtime.schedules import Scheduler
 from journeyman.runtime.tail import EventTail
 from journeyman.runtime.timers import TimerLoop
 from journeyman.runtime.tracking import Tracker
@@ -97,6 +98,7 @@ class Runtime:
         self.clock = clock
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
         self.timers = TimerLoop(store, self.processor, clock, idle=idle)
+        self.schedules = Scheduler(store, lambda: self.workspace, self.accept, clock, idle=idle)
         self.dispatcher = Dispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry, idle=idle
         )
@@ -177,6 +179,7 @@ class Runtime:
             ("processor", self.processor.run()),
             ("timers", self.timers.run()),
             ("dispatcher", self.dispatcher.run()),
+            ("schedules", self.schedules.run()),
         ]
 
     async def accept(self, events: list[Event]) -> list[str]:

@@ -35,8 +35,8 @@ JOURNEYS_SETTING = "journeys"
 class BusRuntime(Runtime):
     """A :class:`Runtime` whose ingest and commands publish to ``bus``.
 
-    None of the loops runs here: the workers apply events and commands, fire timers and
-    deliver.
+    Only the scheduler runs here (its entries go to the bus as events do): the workers
+    apply events and commands, fire timers and deliver.
     """
 
     def __init__(self, *args: Any, bus: Bus, **kwargs: Any) -> None:
@@ -60,7 +60,7 @@ class BusRuntime(Runtime):
             await self.bus.close()
 
     def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-        return []
+        return [("schedules", self.schedules.run())]
 
     async def accept(self, events: list[Event]) -> list[str]:
         """Store the events in JetStream: ``accepted`` once it confirmed every one."""

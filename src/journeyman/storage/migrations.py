@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from journeyman.storage.base import NewerSchema
+from journeyman.storage.runs import RUNS_POSTGRES, RUNS_SQLITE
 
 __all__ = ["POSTGRES", "SQLITE", "Migration", "latest", "pending"]
 
@@ -179,6 +180,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     Migration(6, "report counters: entries, arms, ends and goals of each journey", COUNTERS_SQLITE),
     Migration(7, "profile clocks: when segments move with time alone", CLOCKS_SQLITE),
     Migration(8, "audit: who paused, resumed, stopped or published what, and when", AUDIT_SQLITE),
+    Migration(9, "scheduled runs: each run's progress through its audience", RUNS_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -275,6 +277,7 @@ CREATE TABLE accounts (
     ),
     Migration(8, "profile clocks: when segments move with time alone", CLOCKS_POSTGRES),
     Migration(9, "audit: who paused, resumed, stopped or published what, and when", AUDIT_POSTGRES),
+    Migration(10, "scheduled runs: each run's progress through its audience", RUNS_POSTGRES),
 ]
 
 

@@ -52,6 +52,7 @@ from journeyman.storage.codec import (
     with_trait,
 )
 from journeyman.storage.migrations import POSTGRES, Migration, pending
+from journeyman.storage.runs import SQLRuns
 from journeyman.storage.sql import (
     INSERTS,
     KEPT,
@@ -171,11 +172,12 @@ def parse_url(url: str) -> tuple[str, int]:
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode(settings))), pool
 
 
-class PostgresStore(SQLDatabase, ScaleOutStore):
+class PostgresStore(SQLDatabase, SQLRuns, ScaleOutStore):
     """A :class:`Database` in PostgreSQL, shared safely with other processes: a
     :class:`ScaleOutStore` too."""
 
     dialect = POSTGRES_DIALECT
+    skip_locked = " FOR UPDATE SKIP LOCKED"  # two processes never claim one run
     sql = Statements.of(POSTGRES_DIALECT)
 
     def __init__(self, url: str) -> None:

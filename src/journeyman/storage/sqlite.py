@@ -45,6 +45,7 @@ from journeyman.storage.codec import (
     with_trait,
 )
 from journeyman.storage.migrations import SQLITE, Migration, latest, pending
+from journeyman.storage.runs import SQLRuns
 from journeyman.storage.sql import (
     INSERTS,
     KEPT,
@@ -65,7 +66,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = latest(SQLITE)
 
 
-class SQLiteStore(SQLDatabase):
+class SQLiteStore(SQLDatabase, SQLRuns):
     """A :class:`Database` in one SQLite file (``:memory:`` for a throwaway one), owned by
     one process: no :class:`~journeyman.storage.base.ScaleOutStore`."""
 

@@ -28,6 +28,7 @@ from journeyman.domain.times import TimeFormatError, parse_zone
 from journeyman.runtime.audit import Who
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
+from journeyman.schedule_api import runs_of
 from journeyman.web import segments_view, views, zones
 from journeyman.web.auth import (
     LOGIN_COOKIE,
@@ -311,6 +312,7 @@ class _Console:
             "done": query.get("done", ""),
             "failed": _failure(query.get("failed", "")),
             "audit": await views.journey_audit(self.runtime, latest.name),
+            "runs": await runs_of(self.runtime, latest.name),
         }
         return self.render(request, session, "journey.html", context)
 
