@@ -34,6 +34,7 @@ from journeyman.domain.actions import render_call
 from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
 from journeyman.domain.segments import (
+    Readers,
     changed_segments,
     next_change,
     segment_event,
@@ -94,6 +95,7 @@ class Engine:
     def __init__(self, workspace: m.Workspace, versions: Versions | None = None) -> None:
         self.workspace = workspace
         self._versions = versions
+        self.readers = Readers.of(workspace.segments)  # which segments read what
         # Paused journeys take no new entries, and their instances hold before each step.
         self.paused: set[str] = set()
         # Stopped journeys take no new entries, and an instance that comes to a step ends,
@@ -440,7 +442,11 @@ class _Run:
             clock = {n for n, at in wakes.items() if at <= self.now}
             clock.update(n for n in self.workspace.local_segments if n not in wakes)
             if not (
-                self.traits_changed or self.recorded or self.listed or clock or _timely(segments)
+                self.traits_changed
+                or self.recorded
+                or self.listed
+                or clock
+                or self.engine.readers.timely
             ):
                 return
             traits_changed, recorded, listed = self.traits_changed, self.recorded, self.listed
@@ -450,6 +456,7 @@ class _Run:
             evaluated: list[str] = []
             changes = changed_segments(
                 segments,
+                self.engine.readers,
                 scope,
                 members,
                 traits_changed,
@@ -542,8 +549,11 @@ class _Run:
 
     def _current(self, instances: Sequence[Instance]) -> list[Instance]:
         """The profile's instances as this trigger has left them so far."""
+        changed = self.outcome.instances
+        if not changed:
+            return list(instances)
         latest = {i.id: i for i in instances}
-        latest.update(self.outcome.instances)
+        latest.update(changed)
         return list(latest.values())
 
     def scope(self, instance: Instance, journey: m.Journey) -> dict[str, Any]:
@@ -1153,10 +1163,6 @@ _RUNNERS: dict[type, Callable[..., StepResult]] = {
 
 
 # values
-
-
-def _timely(segments: Mapping[str, m.Segment]) -> bool:
-    return any(segment.timely for segment in segments.values())
 
 
 def _as_time(value: Any) -> datetime | None:
