@@ -53,6 +53,7 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("import", bench_import.run, "events/s", ">= 50,000/s", _at_least(50_000)),
     ("import memory", bench_import.memory, "MB", "(none)", lambda v: True),
     ("segments core", bench_segments.core, "% drop", "< 15%", lambda v: v < 15),
+    ("segments mix", bench_segments.mix, "% drop", "< 15%", lambda v: v < 15),
     ("segments ingest", bench_segments.ingest, "% drop", "< 15%", lambda v: v < 15),
     ("scale-out", bench_scaleout.run, "events/s", ">= 3,000/s", lambda v: v >= 3_000),
     ("scale-out memory", bench_scaleout.memory, "MB", "< 300 MB", lambda v: v < 300),

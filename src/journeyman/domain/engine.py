@@ -21,7 +21,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -96,6 +96,8 @@ class Engine:
         self.workspace = workspace
         self._versions = versions
         self.readers = Readers.of(workspace.segments)  # which segments read what
+        # now in each zone, for the now of the triggers being run (a batch's share one)
+        self._local: tuple[datetime | None, dict[tzinfo, datetime]] = (None, {})
         # Paused journeys take no new entries, and their instances hold before each step.
         self.paused: set[str] = set()
         # Stopped journeys take no new entries, and an instance that comes to a step ends,
@@ -117,6 +119,17 @@ class Engine:
             self.paused.add(name)
         elif state == "stopped":
             self.stopped.add(name)
+
+    def local_time(self, now: datetime, zone: tzinfo) -> datetime:
+        """``now`` on the clocks of ``zone``: worked out once per zone for the triggers of
+        one moment (converting to a zone costs about as much as a step)."""
+        cache = self._local
+        if cache[0] is not now:
+            cache = self._local = (now, {})
+        found = cache[1].get(zone)
+        if found is None:
+            found = cache[1][zone] = now.astimezone(zone)
+        return found
 
     def journey(self, name: str, version: int) -> m.Journey | None:
         current = self.workspace.journeys.get(name)
@@ -408,7 +421,10 @@ class _Run:
 
     def note_history(self, event: Event) -> None:
         """Keep what the history functions need of the event (journeyman.domain.history)."""
-        kept = history.record(self.profile.history, event, self.workspace.needs, self.now)
+        needs = self.workspace.needs
+        if event.name not in needs:  # most often no expression reads it: nothing to keep
+            return
+        kept = history.record(self.profile.history, event, needs, self.now)
         if kept is not None:
             self._own_profile().history = kept
             self.recorded.add(event.name)
@@ -499,7 +515,24 @@ class _Run:
             self.outcome.events.append(event)
             self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
             if react:
-                self.react(event, self._current(instances))
+                current = self._current(instances)
+                if self._heard(event, current):
+                    self.react(event, current)
+
+    def _heard(self, event: Event, instances: Sequence[Instance]) -> bool:
+        """Whether :meth:`react` can do anything with the event: a journey enters on it, a
+        waiting instance exits on it or waits for it, or the profile has goals to reach
+        (or jumps to finish). Most segment changes concern no journey, and are only kept."""
+        if self.profile.goals or self.jumps:
+            return True
+        if self.workspace.journeys_entered_on(event.name, event.properties):
+            return True
+        for instance in instances:
+            if instance.status == "waiting":
+                journey = self.engine.journey(instance.journey, instance.version)
+                if journey is not None and event.name in journey.heard:
+                    return True
+        return False
 
     def _wind(
         self,
@@ -544,7 +577,7 @@ class _Run:
     def now_local(self) -> datetime:
         """Now on the clock of the profile's time zone (see :meth:`zone`)."""
         if self._now_local is None:
-            self._now_local = self.now.astimezone(self.zone()[0])
+            self._now_local = self.engine.local_time(self.now, self.zone()[0])
         return self._now_local
 
     def _current(self, instances: Sequence[Instance]) -> list[Instance]:
@@ -574,7 +607,7 @@ class _Run:
             "entry": entry,
             "journey": {"name": journey.name, "version": journey.version},
             "now": self.now,
-            "now_local": self.now_local(),
+            "now_local": self._now_local or self.now_local(),
             "_history": self.profile.history,
             "_segments": self.profile.segments,
         }

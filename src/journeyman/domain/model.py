@@ -350,6 +350,13 @@ class Journey:
     entry_segment: str | None = None
     goals: tuple[Goal, ...] = ()
     exit_on_goal: bool = False  # a goal reached ends a running instance, as goal_reached
+    # The events that can move a waiting instance: its exits' and its wait_for steps'.
+    heard: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        waited = (step.event for step in self.steps.values() if isinstance(step, WaitFor))
+        heard = frozenset({*(exit_.event for exit_ in self.exits), *waited})
+        object.__setattr__(self, "heard", heard)
 
     @property
     def first(self) -> str:
