@@ -17,7 +17,9 @@ six events and five traits, the way a team writes them (buyers, VIPs by spend, a
 dormant app users, pricing viewers, plan, country, birthdays, office hours), and a stream
 of events of 2,000 profiles (first each one's sign-up, then app opens, page views, orders,
 pricing views, abandoned carts, support tickets and trait changes, drawn with a fixed seed,
-ten minutes of the clock to a batch, so that days pass and windows close):
+ten minutes of the clock to a batch, so that days pass and windows close). Over the 50,000
+events of a full run, 0.6 segment changes come per event, and a profile ends in 8 of the 20
+segments on average:
 
 - ``mix``: the one core on that stream, with and without the 20 segments;
 - ``mix, on SQLite``: the same stream through what the processor does for each batch on
@@ -194,7 +196,7 @@ def _core_seconds(
 
 def core() -> list[Row]:
     """The one core's throughput drop with 20 segments: on fresh profiles (each event a
-    new profile, which joins 9 of the segments), and on returning ones (1,000 profiles,
+    new profile, which joins 8 of the segments), and on returning ones (1,000 profiles,
     each event re-evaluating the segments of a profile that is in them already)."""
     quick = settings().quick
     events, rounds = (20_000, 3) if quick else (50_000, 5)
