@@ -10,18 +10,38 @@ local time), so every event evaluates every one of them and sets the profile's c
 - ``ingest``: ``journeyman serve`` on SQLite, closed-loop ``POST /v1/batch`` of 200 sign-ups
   (as the server batch benchmark), runs with and without segments taking turns.
 
+Those 20 segments are the worst case: every event is one that all of them read, and a new
+profile joins 8 of them at once (8 segment events, trace lines and member rows for one
+sign-up). A third measure takes a realistic mix (:data:`MIX_SEGMENTS`): 20 segments over
+six events and five traits, the way a team writes them (buyers, VIPs by spend, active and
+dormant app users, pricing viewers, plan, country, birthdays, office hours), and a stream
+of events of 2,000 profiles (first each one's sign-up, then app opens, page views, orders,
+pricing views, abandoned carts, support tickets and trait changes, drawn with a fixed seed,
+ten minutes of the clock to a batch, so that days pass and windows close). Over the 50,000
+events of a full run, 0.6 segment changes come per event, and a profile ends in 8 of the 20
+segments on average:
+
+- ``mix``: the one core on that stream, with and without the 20 segments;
+- ``mix, on SQLite``: the same stream through what the processor does for each batch on
+  SQLite (load the profiles, the one core, commit, as ``journeyman serve``), in this
+  process: wall time per event, with and without the segments.
+
 Run with ``python benchmarks/bench_segments.py`` (``--quick`` for shorter runs).
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bench_server import Closed, Server, settings
 from journeyman import load_workspace
@@ -29,6 +49,7 @@ from journeyman.domain.core import Known, Snapshot, apply
 from journeyman.domain.engine import Engine
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event, Profile
+from journeyman.storage.sqlite import SQLiteStore
 
 HERE = Path(__file__).parent
 WORKSPACE = HERE / "workspace"
@@ -62,11 +83,71 @@ SEGMENTS = "\n---\n".join(
 TRAITS = "---\nkind: settings\ntraits: [plan, country, vip, birthday]\n"
 
 
-def _folder(with_segments: bool) -> Path:
+# The realistic mix: the events it reads (beside the workspace's signed_up), its segments.
+MIX_EVENTS = {
+    "order_completed": {"total": "number"},
+    "app_opened": {},
+    "page_viewed": {"path": "string"},
+    "pricing_viewed": {},
+    "cart_abandoned": {"total": "number"},
+    "ticket_opened": {},
+}
+_MIX_WHENS = {
+    "new_users": 'days_since("signed_up") < 7',
+    "pro_signups": 'last("signed_up").properties.plan == "pro"',
+    "buyers": 'count("order_completed", "30d") >= 1',
+    "repeat_buyers": 'count("order_completed", "30d") >= 2',
+    "big_spenders": 'sum("order_completed", "total", "90d") > 500',
+    "big_last_order": 'last("order_completed").properties.total > 100',
+    "lapsed_buyers": 'days_since("order_completed") > 30',
+    "active": 'count("app_opened", "7d") >= 3',
+    "dormant": 'days_since("app_opened") >= 14',
+    "power_users": 'count("app_opened", "30d") >= 20',
+    "pricing_viewers": 'count("pricing_viewed", "7d") >= 1',
+    "cart_abandoners": 'count("cart_abandoned", "7d") >= 1',
+    "support_heavy": 'count("ticket_opened", "30d") >= 2',
+    "pro": 'profile.plan == "pro"',
+    "europe": 'profile.country in ["FR", "DE", "IT", "ES"]',
+    "vip": "profile.vip == true",
+    "newsletter": "profile.newsletter == true",
+    "pro_buyers": 'in_segment("pro") and in_segment("buyers")',
+    "birthday": "is_anniversary(profile.birthday)",
+    "office_hours": "hour(now_local) >= 9 and hour(now_local) < 18",
+}
+MIX_SEGMENTS = "\n---\n".join(
+    f"kind: segment\nname: {name}\nwhen: '{when}'" for name, when in _MIX_WHENS.items()
+)
+MIX_DEFINITIONS = "\n---\n".join(
+    f"kind: event\nname: {name}\nidentity: userId\nschema:\n  type: object\n"
+    + (
+        f"  properties: {{{', '.join(f'{k}: {{type: {t}}}' for k, t in props.items())}}}\n"
+        if props
+        else ""
+    )
+    for name, props in MIX_EVENTS.items()
+)
+MIX_TRAITS = "---\nkind: settings\ntraits: [plan, country, vip, newsletter, birthday]\n"
+# What a returning profile does, and how often (the trait changes are identify calls).
+_MIX = [
+    ("app_opened", 40),
+    ("page_viewed", 25),
+    ("order_completed", 8),
+    ("pricing_viewed", 10),
+    ("cart_abandoned", 5),
+    ("ticket_opened", 4),
+    ("identify", 8),
+]
+
+
+def _folder(with_segments: bool, mix: bool = False) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="journeyman-bench-segments-"))
     shutil.copytree(WORKSPACE, folder / "workspace")
-    if with_segments:
-        (folder / "workspace" / "segments.yaml").write_text(SEGMENTS + "\n" + TRAITS)
+    workspace = folder / "workspace"
+    if mix:
+        segments = MIX_SEGMENTS + "\n" + MIX_TRAITS if with_segments else MIX_TRAITS.lstrip("-\n")
+        (workspace / "mix.yaml").write_text(MIX_DEFINITIONS + "\n---\n" + segments)
+    elif with_segments:
+        (workspace / "segments.yaml").write_text(SEGMENTS + "\n" + TRAITS)
     return folder
 
 
@@ -115,7 +196,7 @@ def _core_seconds(
 
 def core() -> list[Row]:
     """The one core's throughput drop with 20 segments: on fresh profiles (each event a
-    new profile, which joins 9 of the segments), and on returning ones (1,000 profiles,
+    new profile, which joins 8 of the segments), and on returning ones (1,000 profiles,
     each event re-evaluating the segments of a profile that is in them already)."""
     quick = settings().quick
     events, rounds = (20_000, 3) if quick else (50_000, 5)
@@ -137,6 +218,133 @@ def core() -> list[Row]:
             f"-> {1e6 / segmented:,.0f}"
         )
         rows.append((f"20 segments, core, {label}: drop", (1 - base / segmented) * 100, note))
+    return rows
+
+
+# 3. the realistic mix
+
+
+def _mix(events: int, batch: int, profiles: int = 2_000) -> Iterator[tuple[datetime, list[Event]]]:
+    """Batches of the mix, each with its moment: the profiles' sign-ups, then what they do
+    (:data:`_MIX`), drawn with a fixed seed, ten minutes of the clock to a batch."""
+    draw = random.Random(16)
+    names, weights = zip(*_MIX, strict=True)
+    start = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
+    for first in range(0, events, batch):
+        now = start + timedelta(minutes=10 * (first // batch))
+        triggers = []
+        for n in range(first, first + batch):
+            uid = f"u{n % profiles}"
+            name = "signed_up" if n < profiles else draw.choices(names, weights)[0]
+            triggers.append(_mix_event(draw, name, uid, n, now))
+        yield now, triggers
+
+
+def _mix_event(draw: random.Random, name: str, uid: str, n: int, now: datetime) -> Event:
+    if name == "identify":
+        traits = {
+            "plan": draw.choice(["free", "pro"]),
+            "country": draw.choice(["FR", "DE", "US", "GB", "IT", "ES", "BR"]),
+            "vip": draw.random() < 0.1,
+            "newsletter": draw.random() < 0.5,
+            "birthday": f"19{draw.randint(50, 99)}-{draw.randint(1, 12):02}-"
+            f"{draw.randint(1, 28):02}",
+        }
+        return Event(
+            name="identify",
+            type="identify",
+            profile_id=uid,
+            timestamp=now,
+            properties=traits,
+            message_id=f"m{n}",
+            user_id=uid,
+        )
+    properties: dict[str, Any] = {}
+    if name == "signed_up":
+        properties = {"plan": draw.choice(["free", "pro"]), "email": f"{uid}@example.com"}
+    elif name in ("order_completed", "cart_abandoned"):
+        properties = {"total": round(draw.uniform(5, 300), 2)}
+    elif name == "page_viewed":
+        properties = {"path": draw.choice(["/", "/docs", "/blog", "/pricing"])}
+    return Event(
+        name=name,
+        profile_id=uid,
+        timestamp=now,
+        properties=properties,
+        message_id=f"m{n}",
+        user_id=uid,
+    )
+
+
+def _mix_core_seconds(workspace: Workspace, events: int, batch: int) -> float:
+    """CPU seconds of the one core on the mix, each profile keeping what it was left."""
+    engine = Engine(workspace)
+    kept: dict[str, Snapshot] = {}
+    spent = 0.0
+    for now, triggers in _mix(events, batch):
+        snapshots = {
+            t.profile_id: kept.get(t.profile_id) or Snapshot(Profile(id=t.profile_id), [], new=True)
+            for t in triggers
+        }
+        began = time.process_time()
+        apply(engine, snapshots, triggers, now, Known())
+        spent += time.process_time() - began
+        kept.update(snapshots)
+    return spent
+
+
+def _mix_store_seconds(workspace: Workspace, events: int, batch: int) -> float:
+    """Wall seconds of what the processor does for each batch of the mix on SQLite: load
+    the profiles, the one core, commit (durably, as ``journeyman serve``)."""
+
+    async def run() -> float:
+        folder = Path(tempfile.mkdtemp(prefix="journeyman-bench-segments-db-"))
+        store = SQLiteStore(folder / "journeyman.db")
+        await store.open()
+        engine = Engine(workspace)
+        try:
+            began = time.perf_counter()
+            for now, triggers in _mix(events, batch):
+                snapshots = await store.load({t.profile_id for t in triggers})
+                ids = [t.message_id for t in triggers if t.message_id]
+                known = Known(seen=await store.seen(ids))
+                _, changes = apply(engine, snapshots, triggers, now, known)
+                await store.commit(changes)
+            return time.perf_counter() - began
+        finally:
+            await store.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return asyncio.run(run())
+
+
+def mix() -> list[Row]:
+    """The realistic mix's throughput drop with 20 segments: the one core, and the
+    processor's work on SQLite."""
+    quick = settings().quick
+    events, rounds = (20_000, 3) if quick else (50_000, 5)
+    plain = _load(_folder(False, mix=True))
+    with_segments = _load(_folder(True, mix=True))
+    assert len(with_segments.segments) == 20
+    rows = []
+    for label, measure, unit in (
+        ("core", _mix_core_seconds, "CPU"),
+        ("on SQLite", _mix_store_seconds, "wall time"),
+    ):
+        measure(plain, 4_000, 200)  # warm up
+        measure(with_segments, 4_000, 200)
+        bare, kept = [], []
+        for _ in range(rounds):  # taking turns
+            bare.append(measure(plain, events, 200) / events * 1e6)
+            kept.append(measure(with_segments, events, 200) / events * 1e6)
+        base, segmented = statistics.median(bare), statistics.median(kept)
+        what = "the one core" if label == "core" else "load, the one core and commit on SQLite"
+        note = (
+            f"{what}, the realistic mix ({events:,} events of 2,000 profiles in batches of "
+            f"200): {base:.1f} µs {unit} per event without segments, {segmented:.1f} µs with "
+            f"20 (medians of {rounds} runs taking turns)"
+        )
+        rows.append((f"20 segments, mix, {label}: drop", (1 - base / segmented) * 100, note))
     return rows
 
 
@@ -177,5 +385,5 @@ def ingest() -> list[Row]:
 
 
 if __name__ == "__main__":
-    for label, value, note in [*core(), *ingest()]:
+    for label, value, note in [*core(), *mix(), *ingest()]:
         print(f"{label}: {value:.1f}% ({note})", file=sys.stdout)

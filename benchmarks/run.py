@@ -54,6 +54,7 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("import", bench_import.run, "events/s", ">= 50,000/s", _at_least(50_000)),
     ("import memory", bench_import.memory, "MB", "(none)", lambda v: True),
     ("segments core", bench_segments.core, "% drop", "< 15%", lambda v: v < 15),
+    ("segments mix", bench_segments.mix, "% drop", "< 15%", lambda v: v < 15),
     ("segments ingest", bench_segments.ingest, "% drop", "< 15%", lambda v: v < 15),
     ("scheduled run", bench_schedules.run, "profiles/s", ">= 5,000/s", _at_least(5_000)),
     ("scheduled run memory", bench_schedules.memory, "MB", "< 300 MB", lambda v: v < 300),

@@ -21,7 +21,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,6 +35,7 @@ from journeyman.domain.experiments import Decision
 from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
 from journeyman.domain.segments import (
+    Readers,
     changed_segments,
     next_change,
     segment_event,
@@ -96,6 +97,9 @@ class Engine:
     def __init__(self, workspace: m.Workspace, versions: Versions | None = None) -> None:
         self.workspace = workspace
         self._versions = versions
+        self.readers = Readers.of(workspace.segments)  # which segments read what
+        # now in each zone, for the now of the triggers being run (a batch's share one)
+        self._local: tuple[datetime | None, dict[tzinfo, datetime]] = (None, {})
         # Paused journeys take no new entries, and their instances hold before each step.
         self.paused: set[str] = set()
         # Stopped journeys take no new entries, and an instance that comes to a step ends,
@@ -121,6 +125,17 @@ class Engine:
             self.paused.add(name)
         elif state == "stopped":
             self.stopped.add(name)
+
+    def local_time(self, now: datetime, zone: tzinfo) -> datetime:
+        """``now`` on the clocks of ``zone``: worked out once per zone for the triggers of
+        one moment (converting to a zone costs about as much as a step)."""
+        cache = self._local
+        if cache[0] is not now:
+            cache = self._local = (now, {})
+        found = cache[1].get(zone)
+        if found is None:
+            found = cache[1][zone] = now.astimezone(zone)
+        return found
 
     def journey(self, name: str, version: int) -> m.Journey | None:
         current = self.workspace.journeys.get(name)
@@ -412,7 +427,10 @@ class _Run:
 
     def note_history(self, event: Event) -> None:
         """Keep what the history functions need of the event (journeyman.domain.history)."""
-        kept = history.record(self.profile.history, event, self.workspace.needs, self.now)
+        needs = self.workspace.needs
+        if event.name not in needs:  # most often no expression reads it: nothing to keep
+            return
+        kept = history.record(self.profile.history, event, needs, self.now)
         if kept is not None:
             self._own_profile().history = kept
             self.recorded.add(event.name)
@@ -446,7 +464,11 @@ class _Run:
             clock = {n for n, at in wakes.items() if at <= self.now}
             clock.update(n for n in self.workspace.local_segments if n not in wakes)
             if not (
-                self.traits_changed or self.recorded or self.listed or clock or _timely(segments)
+                self.traits_changed
+                or self.recorded
+                or self.listed
+                or clock
+                or self.engine.readers.timely
             ):
                 return
             traits_changed, recorded, listed = self.traits_changed, self.recorded, self.listed
@@ -456,6 +478,7 @@ class _Run:
             evaluated: list[str] = []
             changes = changed_segments(
                 segments,
+                self.engine.readers,
                 scope,
                 members,
                 traits_changed,
@@ -498,7 +521,24 @@ class _Run:
             self.outcome.events.append(event)
             self.outcome.records.append(segment_record(profile.id, name, entered, self.now))
             if react:
-                self.react(event, self._current(instances))
+                current = self._current(instances)
+                if self._heard(event, current):
+                    self.react(event, current)
+
+    def _heard(self, event: Event, instances: Sequence[Instance]) -> bool:
+        """Whether :meth:`react` can do anything with the event: a journey enters on it, a
+        waiting instance exits on it or waits for it, or the profile has goals to reach
+        (or jumps to finish). Most segment changes concern no journey, and are only kept."""
+        if self.profile.goals or self.jumps:
+            return True
+        if self.workspace.journeys_entered_on(event.name, event.properties):
+            return True
+        for instance in instances:
+            if instance.status == "waiting":
+                journey = self.engine.journey(instance.journey, instance.version)
+                if journey is not None and event.name in journey.heard:
+                    return True
+        return False
 
     def _wind(
         self,
@@ -543,13 +583,16 @@ class _Run:
     def now_local(self) -> datetime:
         """Now on the clock of the profile's time zone (see :meth:`zone`)."""
         if self._now_local is None:
-            self._now_local = self.now.astimezone(self.zone()[0])
+            self._now_local = self.engine.local_time(self.now, self.zone()[0])
         return self._now_local
 
     def _current(self, instances: Sequence[Instance]) -> list[Instance]:
         """The profile's instances as this trigger has left them so far."""
+        changed = self.outcome.instances
+        if not changed:
+            return list(instances)
         latest = {i.id: i for i in instances}
-        latest.update(self.outcome.instances)
+        latest.update(changed)
         return list(latest.values())
 
     def scope(self, instance: Instance, journey: m.Journey) -> dict[str, Any]:
@@ -570,7 +613,7 @@ class _Run:
             "entry": entry,
             "journey": {"name": journey.name, "version": journey.version},
             "now": self.now,
-            "now_local": self.now_local(),
+            "now_local": self._now_local or self.now_local(),
             "_history": self.profile.history,
             "_segments": self.profile.segments,
         }
@@ -1247,10 +1290,6 @@ _RUNNERS: dict[type, Callable[..., StepResult]] = {
 
 
 # values
-
-
-def _timely(segments: Mapping[str, m.Segment]) -> bool:
-    return any(segment.timely for segment in segments.values())
 
 
 def _as_time(value: Any) -> datetime | None:

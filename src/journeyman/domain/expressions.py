@@ -1030,6 +1030,8 @@ def _is_local(node: _Node, function: str) -> bool:
 
 def _kept(scope: Mapping[str, Any], event: str) -> Any:
     kept = scope.get("_history")
+    if type(kept) is dict:  # as the engine gives it: no slower check of what it is
+        return kept.get(event)
     return kept.get(event) if isinstance(kept, Mapping) else None
 
 
@@ -1064,7 +1066,7 @@ def _h_days_since(scope: Mapping[str, Any], event: str) -> Any:
 
 def _h_in_segment(scope: Mapping[str, Any], segment: str) -> bool:
     segments = scope.get("_segments")
-    return isinstance(segments, Mapping) and segment in segments
+    return (type(segments) is dict or isinstance(segments, Mapping)) and segment in segments
 
 
 _RUNTIME.update(

@@ -78,7 +78,9 @@ def needs_of(calls: Iterable[tuple[Any, ...]]) -> dict[str, HistoryNeed]:
 
 
 def _day(at: datetime) -> int:
-    return at.astimezone(UTC).date().toordinal() if at.tzinfo else at.date().toordinal()
+    if at.tzinfo is UTC or not at.tzinfo:
+        return at.toordinal()
+    return at.astimezone(UTC).toordinal()
 
 
 def record(

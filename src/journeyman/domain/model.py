@@ -399,6 +399,13 @@ class Journey:
     # `entry: {schedule: ...}`: entered by scheduled runs (journeyman.domain.schedules), of
     # the members of entry_segment, or of every profile with none
     entry_schedule: Schedule | None = None
+    # The events that can move a waiting instance: its exits' and its wait_for steps'.
+    heard: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        waited = (step.event for step in self.steps.values() if isinstance(step, WaitFor))
+        heard = frozenset({*(exit_.event for exit_ in self.exits), *waited})
+        object.__setattr__(self, "heard", heard)
 
     @property
     def first(self) -> str:
@@ -461,6 +468,13 @@ class Segment:
     # It reads ``now`` itself, whose moments of change cannot be known: evaluated again on
     # every trigger of the profile.
     timely: bool = field(init=False, repr=False, compare=False)
+    # What of the history moves its answer with time, looked up on each of its wake-time
+    # computations: (event, days) of each count or sum window; (event, the numbers
+    # days_since(event) is compared with, None where it is read otherwise).
+    windows: frozenset[tuple[str, int]] = field(init=False, repr=False, compare=False)
+    days_since: tuple[tuple[str, frozenset[Any]], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         calls = self.when.calls
@@ -472,6 +486,10 @@ class Segment:
         set_(self, "local", local)
         set_(self, "clocked", local or any(c[0] in _CLOCKED for c in calls))
         set_(self, "timely", any(path[0] == "now" for path in self.when.paths))
+        set_(self, "windows", frozenset((c[1], c[-1]) for c in calls if c[0] in ("count", "sum")))
+        reads = [read for read in self.when.clock if read[0] == "days_since"]
+        since = {event: frozenset(r[2] for r in reads if r[1] == event) for _, event, _ in reads}
+        set_(self, "days_since", tuple(sorted(since.items())))
 
 
 # Journey tests

@@ -19,9 +19,11 @@ clock, a timer like a wait's; when it comes, those segments are evaluated again.
 from __future__ import annotations
 
 import calendar
+import functools
 import heapq
 import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "PROBES",
     "SEGMENT_EVENTS",
     "SEGMENT_SCHEMAS",
+    "Readers",
     "changed_segments",
     "next_change",
     "ordered",
@@ -74,8 +77,37 @@ def ordered(segments: Mapping[str, Segment]) -> dict[str, Segment]:
     return done
 
 
+@dataclass(frozen=True, slots=True)
+class Readers:
+    """Which segments read what, worked out once per workspace: so that a trigger looks
+    only at the segments that what it changed may move."""
+
+    events: Mapping[str, frozenset[str]]  # event name -> the segments whose history it is
+    traits: frozenset[str]  # the segments that read the profile's traits
+    segments: Mapping[str, frozenset[str]]  # segment -> those that read in_segment(it)
+    timely: frozenset[str]  # the segments that read ``now`` itself: every trigger
+
+    @classmethod
+    def of(cls, segments: Mapping[str, Segment]) -> Readers:
+        events: dict[str, set[str]] = {}
+        readers: dict[str, set[str]] = {}
+        evaluated = {name: s for name, s in segments.items() if not s.listed}
+        for name, segment in evaluated.items():
+            for event in segment.events:
+                events.setdefault(event, set()).add(name)
+            for other in segment.segments:
+                readers.setdefault(other, set()).add(name)
+        return cls(
+            events={event: frozenset(names) for event, names in events.items()},
+            traits=frozenset(n for n, s in evaluated.items() if s.reads_traits),
+            segments={name: frozenset(names) for name, names in readers.items()},
+            timely=frozenset(n for n, s in evaluated.items() if s.timely),
+        )
+
+
 def changed_segments(
     segments: Mapping[str, Segment],
+    readers: Readers,
     scope: Mapping[str, Any],
     members: MutableMapping[str, datetime],
     traits_changed: bool,
@@ -86,23 +118,24 @@ def changed_segments(
     moved: Collection[str] = (),
 ) -> list[tuple[str, bool]]:
     """Evaluate the segments that what changed may move, in order, and update ``members``
-    (name -> since when), which ``scope["_segments"]`` must be. ``clock`` names the
-    segments whose answer time may have changed (their wake time came). Returns each change
-    as (segment, True for entered, False for exited); the names of the segments evaluated
-    are added to ``evaluated``. ``moved`` names segments that changed already (lists)."""
+    (name -> since when), which ``scope["_segments"]`` must be. ``readers`` are the
+    segments' (:meth:`Readers.of`); ``clock`` names the segments whose answer time may have
+    changed (their wake time came). Returns each change as (segment, True for entered,
+    False for exited); the names of the segments evaluated are added to ``evaluated``.
+    ``moved`` names segments that changed already (lists)."""
+    due = set(readers.timely)
+    due.update(clock)
+    if traits_changed:
+        due.update(readers.traits)
+    for event in events:
+        due.update(readers.events.get(event, ()))
+    for name in moved:
+        due.update(readers.segments.get(name, ()))
     changes: list[tuple[str, bool]] = []
-    moved = set(moved)
+    if not due:
+        return changes
     for name, segment in segments.items():
-        if segment.listed:
-            continue
-        due = (
-            segment.timely
-            or name in clock
-            or (traits_changed and segment.reads_traits)
-            or not segment.events.isdisjoint(events)
-            or not segment.segments.isdisjoint(moved)
-        )
-        if not due:
+        if name not in due or segment.listed:
             continue
         if evaluated is not None:
             evaluated.append(name)
@@ -113,7 +146,7 @@ def changed_segments(
             members[name] = now
         else:
             del members[name]
-        moved.add(name)
+        due.update(readers.segments.get(name, ()))  # those after it read its new answer
         changes.append((name, inside))
     return changes
 
@@ -174,11 +207,16 @@ def next_change(
     at most) with the expression evaluated as of each, over ``scope`` (the one it was
     evaluated in now): the first whose answer differs is the one, never a moment late."""
     looked: datetime | None = None
+    at = dict(scope)  # the scope as of each moment in turn (a few keys: cheap to copy)
+    local = segment.local
+    test = segment.when.test
     for index, moment in enumerate(_moments(segment, scope, kept, now, zone)):
         if index == PROBES:
             return looked  # not changed yet: look again from there
-        at = {**scope, "now": moment, "now_local": moment.astimezone(zone)}
-        if segment.when.test(at) != inside:
+        at["now"] = moment
+        if local:  # only an expression over local time reads it
+            at["now_local"] = moment.astimezone(zone)
+        if test(at) != inside:
             return moment
         looked = moment
     return None
@@ -190,25 +228,33 @@ def _moments(
     kept: Mapping[str, EventHistory],
     now: datetime,
     zone: tzinfo,
-) -> Iterator[datetime]:
+) -> Iterable[datetime]:
     """The moments after ``now`` at which what the segment reads changes, in order, once."""
     streams: list[Iterable[datetime]] = []
-    for call in segment.when.calls:
-        history = kept.get(call[1]) if call[0] in ("count", "sum") else None
-        if history is not None:
-            leaving = (_midnight(day + call[-1]) for day, _, _ in history.days)
-            streams.append(sorted(m for m in leaving if m > now))
-    clock = segment.when.clock
-    for event in {read[1] for read in clock if read[0] == "days_since"}:
+    today = _today(now) if segment.windows else 0
+    for event, days in segment.windows:
+        history = kept.get(event)
+        if history is not None and history.days:
+            # a day leaves the window at the midnight that begins day + days: after now
+            # when that day is after today
+            gone = sorted(day + days for day, _, _ in history.days if day + days > today)
+            if gone:
+                streams.append([_midnight(day) for day in gone])
+    for event, limits in segment.days_since:
         history = kept.get(event)
         if history is not None:
-            limits = {read[2] for read in clock if read[0] == "days_since" and read[1] == event}
             streams.append(_days_since(history.last, now, limits))
     if segment.local:
-        streams.extend(_local(clock, scope, now, zone))
+        streams.extend(_local(segment.when.clock, scope, now, zone))
     if len(streams) < 2:
-        yield from streams[0] if streams else ()
-        return
+        return streams[0] if streams else ()
+    if all(type(stream) is list for stream in streams):  # finite: no merging one by one
+        return sorted({moment for stream in streams for moment in stream})
+    return _merged(streams)
+
+
+def _merged(streams: list[Iterable[datetime]]) -> Iterator[datetime]:
+    """The moments of the streams (each in order) in order, once."""
     previous = None
     for moment in heapq.merge(*streams):
         if moment != previous:
@@ -216,37 +262,65 @@ def _moments(
             previous = moment
 
 
-def _days_since(last: datetime, now: datetime, limits: set[Any]) -> Iterable[datetime]:
+def _days_since(last: datetime, now: datetime, limits: frozenset[Any]) -> Iterable[datetime]:
     """The moments ``days_since`` crosses the numbers it is compared with (every whole day
     after ``last`` if it is read otherwise), up to :data:`DAYS_SINCE_HORIZON` days."""
-    if None in limits:
+    offsets = _offsets(limits)
+    if offsets is None:
         return _days_after(last, now)
+    return [moment for moment in (last + offset for offset in offsets) if moment > now]
+
+
+@functools.lru_cache(maxsize=1024)
+def _offsets(limits: frozenset[Any]) -> tuple[timedelta, ...] | None:
+    """The whole days after the last event at which ``days_since`` crosses the numbers, in
+    order; None if it is read otherwise (then every day counts). The same for every
+    profile: worked out once."""
+    if None in limits:
+        return None
     days = {d for k in limits for d in (math.floor(k), math.floor(k) + 1, math.ceil(k))}
-    moments = (last + d * _DAY for d in days if 0 < d <= DAYS_SINCE_HORIZON)
-    return sorted(m for m in moments if m > now)
+    return tuple(d * _DAY for d in sorted(days) if 0 < d <= DAYS_SINCE_HORIZON)
 
 
 def _local(
     clock: frozenset[tuple[Any, ...]], scope: Mapping[str, Any], now: datetime, zone: tzinfo
 ) -> list[Iterable[datetime]]:
     """The moments the profile's local time changes what the expression reads."""
-    kinds = {read[0] for read in clock}
-    anniversaries = [read[1] for read in clock if read[0] == "anniversary"]
-    if "local" in kinds or None in anniversaries:
+    every_hour, hours, days, anniversaries = _local_reads(clock)
+    if every_hour:
         return [_hours_after(now, zone)]
     streams: list[Iterable[datetime]] = []
-    limits = [read[1] for read in clock if read[0] == "hour"]
-    if limits:
-        # hour() crosses k there, and wraps from 23 to 0 at midnight
-        hours = {h % 24 for k in limits for h in (math.floor(k), math.floor(k) + 1, math.ceil(k))}
-        streams.append(_local_days(now, zone, sorted({0, *hours})))
-    if "day" in kinds:
-        streams.append(_local_days(now, zone, [0]))
+    if hours:
+        streams.append(_local_days(now, zone, hours))
+    if days:
+        streams.append(_local_days(now, zone, (0,)))
     for path in anniversaries:
         found = month_and_day(_read(scope, path))
         if found is not None:
-            streams.append(_anniversaries(now, zone, *found))
+            year = now.astimezone(zone).year
+            moments = _anniversaries(year, zone, *found)
+            streams.append([moment for moment in moments if moment > now])
     return streams
+
+
+@functools.lru_cache(maxsize=1024)
+def _local_reads(
+    clock: frozenset[tuple[Any, ...]],
+) -> tuple[bool, tuple[int, ...], bool, tuple[tuple[str, ...], ...]]:
+    """What of the local time an expression reads (its :attr:`Expression.clock`), worked
+    out once: whether each hour counts, the hours at which hour() crosses the numbers it is
+    compared with (and midnight), whether its days count, the paths of its anniversaries."""
+    kinds = {read[0] for read in clock}
+    anniversaries = [read[1] for read in clock if read[0] == "anniversary"]
+    if "local" in kinds or None in anniversaries:
+        return True, (), False, ()
+    limits = [read[1] for read in clock if read[0] == "hour"]
+    hours: tuple[int, ...] = ()
+    if limits:
+        # hour() crosses k there, and wraps from 23 to 0 at midnight
+        crossed = {h % 24 for k in limits for h in (math.floor(k), math.floor(k) + 1, math.ceil(k))}
+        hours = tuple(sorted({0, *crossed}))
+    return False, hours, "day" in kinds, tuple(anniversaries)
 
 
 def _read(scope: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -256,26 +330,33 @@ def _read(scope: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _local_days(now: datetime, zone: tzinfo, hours: list[int]) -> Iterator[datetime]:
+def _local_days(now: datetime, zone: tzinfo, hours: tuple[int, ...]) -> Iterator[datetime]:
     """Each of ``hours`` o'clock on the clocks of ``zone``, day after day from today."""
     day = now.astimezone(zone).date()
     while True:
-        for hour in hours:
-            moment = datetime.combine(day, time(hour), zone).astimezone(UTC)
+        for moment in _hours_of(day, zone, hours):
             if moment > now:
                 yield moment
         day += _DAY
 
 
-def _anniversaries(now: datetime, zone: tzinfo, month: int, day: int) -> list[datetime]:
-    """The local midnights that begin and end the next anniversaries of month-day."""
-    year = now.astimezone(zone).year
+@functools.lru_cache(maxsize=4096)
+def _hours_of(day: date, zone: tzinfo, hours: tuple[int, ...]) -> tuple[datetime, ...]:
+    """Each of ``hours`` o'clock of one day on the clocks of ``zone``, in UTC (the same
+    for every profile in the zone: worked out once)."""
+    return tuple(datetime.combine(day, time(hour), zone).astimezone(UTC) for hour in hours)
+
+
+@functools.lru_cache(maxsize=4096)
+def _anniversaries(year: int, zone: tzinfo, month: int, day: int) -> tuple[datetime, ...]:
+    """The local midnights that begin and end the anniversaries of month-day in ``year``
+    (local) and the two years after, in order."""
     moments = []
     for y in (year, year + 1, year + 2):
         on = day if (month, day) != (2, 29) or calendar.isleap(y) else 28
         start = datetime.combine(date(y, month, on), time(0), zone)
         moments += [start.astimezone(UTC), (start + _DAY).astimezone(UTC)]
-    return sorted(m for m in moments if m > now)
+    return tuple(sorted(moments))
 
 
 def _days_after(last: datetime, now: datetime) -> Iterator[datetime]:
@@ -285,8 +366,15 @@ def _days_after(last: datetime, now: datetime) -> Iterator[datetime]:
         yield last + days * _DAY
 
 
+@functools.lru_cache(maxsize=4096)
 def _midnight(day: int) -> datetime:
-    return datetime.combine(date.fromordinal(day), datetime.min.time(), UTC)
+    """The UTC midnight that begins the day (an ordinal): profiles share the days."""
+    return datetime.fromordinal(day).replace(tzinfo=UTC)
+
+
+def _today(now: datetime) -> int:
+    """The ordinal of now's UTC day."""
+    return (now if now.tzinfo is UTC or not now.tzinfo else now.astimezone(UTC)).toordinal()
 
 
 def _hours_after(now: datetime, zone: tzinfo) -> Iterator[datetime]:
