@@ -245,6 +245,23 @@ def test_validation_names_what_is_wrong(
     assert any(message in error for error in errors), errors
 
 
+def test_an_experiment_of_one_variant_is_an_error_naming_the_step(
+    load: Callable[..., object],
+) -> None:
+    one = EXPERIMENT.replace(
+        "    - {name: b, weight: 1, send: subject_b}\n    - {name: none, weight: 1, goto: quiet}\n",
+        "",
+    ).replace(
+        "  winner: {metric: purchased, min_per_variant: 10, min_time: 1d, confidence: 0.95}\n", ""
+    )
+    assert one != EXPERIMENT
+    loaded = load(BASE, TEMPLATES, journey(one, goals=GOALS))
+    errors = [str(p) for p in loaded.errors]  # type: ignore[attr-defined]
+    assert any(
+        "step subject_test: an experiment needs at least two variants" in e for e in errors
+    ), errors
+
+
 # where the decision is made: serve's check, on the stored counters
 
 

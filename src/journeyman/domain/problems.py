@@ -68,6 +68,8 @@ CHECKS: dict[str, Severity] = {
     "unknown-property": "warning",
     # segments
     "segment-loop": "error",
+    # experiments
+    "experiment-variants": "error",
 }
 
 
