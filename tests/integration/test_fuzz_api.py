@@ -53,9 +53,12 @@ RULES_BEYOND_DOCUMENT = (
 # An operator's consent change names the workspace's topics and channels, which the
 # document cannot list; a schema-valid change to another is a 400 naming it.
 RULES_BEYOND_DOCUMENT |= {("PATCH", "/v1/profiles/{profile_id}/consent")}
-# The document says an address in a path has no control characters, but the fuzzer does
-# not always hold a path parameter to its pattern; such an address is a 400 naming it.
-RULES_BEYOND_DOCUMENT |= {("DELETE", "/v1/profiles/{profile_id}/suppressions/{address}")}
+# The document says an address has no control characters (C1 ones included), but the
+# fuzzer does not always hold a value to its pattern; such an address is a 400 naming it.
+RULES_BEYOND_DOCUMENT |= {
+    ("DELETE", "/v1/profiles/{profile_id}/suppressions/{address}"),
+    ("POST", "/v1/profiles/{profile_id}/suppressions"),
+}
 # Headers that frame the request belong to the HTTP client: a made-up Content-Length is
 # refused by the HTTP server before journeyman sees the request.
 FRAMING = frozenset({"content-length", "transfer-encoding", "host", "connection"})
