@@ -31,6 +31,7 @@ from tests.integration.test_provider_feedback import (
     twilio_post,
     twilio_signature,
 )
+from tests.integration.test_provider_feedback import WORKSPACE as FEEDBACK_WORKSPACE
 from tests.servers import HttpServer, Reply, SmtpServer
 from tests.stores import Backend
 from tests.waiting import wait_until
@@ -38,32 +39,12 @@ from tests.waiting import wait_until
 # Several processes share the database: PostgreSQL only.
 pytestmark = pytest.mark.shared
 
-WORKSPACE = """
-kind: event
-name: signed_up
----
+# The workspace of the provider tests, and a second greeting that sends both again.
+WORKSPACE = (
+    FEEDBACK_WORKSPACE
+    + """---
 kind: event
 name: greeted
----
-kind: template
-name: hello_email
-channel: email
-subject: Hello
-text: Welcome
----
-kind: template
-name: hello_sms
-channel: sms
-body: Hello by SMS
----
-kind: journey
-name: welcome
-entry: {event: signed_up}
-steps:
-  - id: greet
-    send: hello_email
-  - id: text
-    send: hello_sms
 ---
 kind: journey
 name: again
@@ -74,6 +55,7 @@ steps:
   - id: text_again
     send: hello_sms
 """
+)
 
 
 def test_a_worker_applies_bounces_and_stops_that_serve_took_and_skips_the_next_sends(
