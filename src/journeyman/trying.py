@@ -229,11 +229,10 @@ def replay(
     sim.seed(given)
     for at, batch in itertools.groupby(events, key=lambda pair: pair[1]):
         sim.accept([event for event, _ in batch], at)
-    if until == "end":
-        sim.run_until(max(sim.now, now))
-        sim.run(max(sim.now, now) + HORIZON - start)
-    else:
-        sim.run_until(max(sim.now, now))
+    sim.run_until(max(sim.now, now))
+    horizon = sim.now + HORIZON
+    while until == "end" and sim.next_wake is not None and sim.next_wake <= horizon:
+        sim.run_until(sim.next_wake)
     return _answer(sim, journey, given.profile.id, len(events))
 
 

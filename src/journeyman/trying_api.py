@@ -82,8 +82,11 @@ class _Trying:
             raise Problem(422, "until", "enum", "'until' must be now or end")
         profile_id = _profile_id(body.get("profile"), required=True)
         assert profile_id is not None
+        document = body.get("document")
+        if document is not None:  # the body's rules first, then what the store holds
+            _journey_document(document, name)
         given = await self._replay(profile_id)
-        workspace = await self._workspace(name, body.get("document"))
+        workspace = await self._workspace(name, document)
         now = self.runtime.processor.now()
         answer = await asyncio.to_thread(
             trying.replay, workspace, name, given, now, cast(Literal["now", "end"], until)
