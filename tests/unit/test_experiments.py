@@ -342,3 +342,13 @@ expect:
     loaded = load(BASE, TEMPLATES, experiment_journey(), test)
     errors = [str(p) for p in loaded.errors]  # type: ignore[attr-defined]
     assert any(message in error for error in errors), errors
+
+
+def test_the_check_interval_is_a_setting_and_a_bad_one_names_the_variable() -> None:
+    from journeyman.server import SettingError, experiment_check
+
+    assert experiment_check({}) == 30.0
+    assert experiment_check({"JOURNEYMAN_EXPERIMENT_CHECK": "0.5"}) == 0.5
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        with pytest.raises(SettingError, match="JOURNEYMAN_EXPERIMENT_CHECK must be a number"):
+            experiment_check({"JOURNEYMAN_EXPERIMENT_CHECK": bad})
