@@ -31,6 +31,7 @@ from journeyman.domain import model as m
 from journeyman.domain.experiments import METHOD as EXPERIMENT_METHOD
 from journeyman.domain.experiments import Arm, Decision, probability_best
 from journeyman.domain.goals import HOLDOUT_ARM, TREATED_ARM, bucket_bounds
+from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.times import format_duration
 from journeyman.runtime.experiments import metric_of, variant_data
 from journeyman.storage.base import Counter
@@ -438,14 +439,54 @@ def _steps(
         }
         if isinstance(step, m.Send):
             row["template"] = step.template
-        row["arms"] = [_step_arm(arm, per_arm[arm].get(step.id, {})) for arm in arms]
+        sends = _sends(step)
+        row["engagement"] = _engagement(step.id, by_key.get(("", ""))) if sends else None
+        row["arms"] = [
+            _step_arm(arm, per_arm[arm].get(step.id, {}), step.id, by_key, sends) for arm in arms
+        ]
         rows.append(row)
     return rows
 
 
-def _step_arm(arm: str, counts: Mapping[str, int]) -> dict[str, Any]:
+def _sends(step: m.Step) -> bool:
+    """Whether the step sends messages: a send, or an experiment with a message variant."""
+    if isinstance(step, m.Experiment):
+        return any(v.template for v in step.variants)
+    return isinstance(step, m.Send)
+
+
+def _step_arm(
+    arm: str,
+    counts: Mapping[str, int],
+    step: str,
+    by_key: Mapping[tuple[str, str], _Tally],
+    sends: bool,
+) -> dict[str, Any]:
     outcomes = {k: v for k, v in sorted(counts.items()) if k != "reached" and v > 0}
-    return {"name": arm, "reached": max(counts.get("reached", 0), 0), "counts": outcomes}
+    return {
+        "name": arm,
+        "reached": max(counts.get("reached", 0), 0),
+        "counts": outcomes,
+        "engagement": _engagement(step, by_key.get((arm, ""))) if sends else None,
+    }
+
+
+def _engagement(step: str, tally: _Tally | None) -> dict[str, Any]:
+    """What customers did with the step's messages (in all, or in one arm), from the
+    counters: how many were sent, and of those how many were delivered, opened (by a
+    person; apart, by a mail provider's proxy), clicked, bounced, complained or
+    unsubscribed, each message counted once, with its rate of the sent; and every click."""
+    n = tally.n if tally is not None else {}
+    sent = max(n.get(f"step:{step}:sent", 0), 0)
+    found: dict[str, Any] = {"sent": sent}
+    rates: dict[str, float | None] = {}
+    for outcome in ENGAGEMENT:
+        count = max(n.get(f"reacted:{step}:{outcome}", 0), 0)
+        found[outcome] = count
+        rates[outcome] = round(count / sent, 4) if sent else None
+    found["clicks"] = max(n.get(f"reacted:{step}:clicks", 0), 0)
+    found["rates"] = rates
+    return found
 
 
 def _over_time(
@@ -534,12 +575,23 @@ def _csv_rows(report: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
         yield ("step", step["id"], "", "", "reached", step["reached"])
         for outcome, n in sorted(step["counts"].items()):
             yield ("step", step["id"], "", "", outcome, n)
+        yield from _engagement_rows(step["id"], "", step.get("engagement"))
         for arm in step["arms"]:
             yield ("step", step["id"], arm["name"], "", "reached", arm["reached"])
             for outcome, n in arm["counts"].items():
                 yield ("step", step["id"], arm["name"], "", outcome, n)
+            yield from _engagement_rows(step["id"], arm["name"], arm.get("engagement"))
     for experiment in report.get("experiments", ()):
         yield from _experiment_rows(experiment)
+
+
+def _engagement_rows(
+    step: str, arm: str, engagement: Mapping[str, Any] | None
+) -> Iterable[tuple[Any, ...]]:
+    """A send step's engagement (in all, or in an arm) as ``engagement:<outcome>`` rows."""
+    for key, value in (engagement or {}).items():
+        if key != "rates":
+            yield ("step", step, arm, "", f"engagement:{key}", value)
 
 
 def _experiment_rows(experiment: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:

@@ -147,8 +147,8 @@ def run_scenario(client: httpx.Client, admin: httpx.Client, smtp: SmtpServer) ->
     assert 'data-variant="b"' in page
 
 
-def console_report(admin: httpx.Client) -> str:
-    """The console's Report tab, after logging in with the admin key."""
+def console_report(admin: httpx.Client, journey: str = "promo") -> str:
+    """The console's Report tab of ``journey``, after logging in with the admin key."""
     with httpx.Client(base_url=str(admin.base_url), trust_env=False) as console:
         form = console.get("/login")
         token = re.search(r'name="csrf" value="([^"]+)"', form.text)
@@ -156,7 +156,7 @@ def console_report(admin: httpx.Client) -> str:
         key = admin.headers["Authorization"].removeprefix("Bearer ")
         login = {"csrf": token.group(1), "user": "", "key": key, "next": "/"}
         assert console.post("/login", data=login).status_code == 303
-        page = console.get("/journeys/promo/report")
+        page = console.get(f"/journeys/{journey}/report")
         assert page.status_code == 200, page.text
         return page.text
 

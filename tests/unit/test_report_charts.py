@@ -91,12 +91,16 @@ def test_steps_count_arrivals_and_outcomes_per_arm(simulate: Simulate) -> None:
     assert hello["counts"] == {"sent": 7}  # the step log's, as given
     arms = {a["name"]: a for a in hello["arms"]}
     held = [i for i in sim.instances.values() if i.arm == "held_out"]
-    assert arms["held_out"] == {
+    assert {k: v for k, v in arms["held_out"].items() if k != "engagement"} == {
         "name": "held_out",
         "reached": len(held),
         "counts": {"skipped": len(held)},
     }
+    assert arms["held_out"]["engagement"]["sent"] == 0  # held out: no message
     assert arms["treated"]["counts"] == {"sent": 40 - len(held)}
+    assert arms["treated"]["engagement"]["sent"] == 40 - len(held)
+    assert hello["engagement"]["sent"] == 40 - len(held)  # from the counters, not the log
+    assert hello["engagement"]["rates"]["opened"] == 0.0
 
 
 def test_parse_days_names_the_field_and_the_rule() -> None:

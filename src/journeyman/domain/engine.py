@@ -636,6 +636,8 @@ class _Run:
         if instance.arm and step is not None:  # the step log has no arm: the counters do
             metric = f"step:{step}:{outcome}"
             self.tally(instance.journey, instance.version, instance.arm, "", metric)
+        if outcome == "sent" and step is not None:  # what the report's engagement is of
+            self.tally(instance.journey, instance.version, "", "", f"step:{step}:sent")
         self.outcome.records.append(
             StepRecord(
                 at=self.now,
@@ -1167,6 +1169,7 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
         version=instance.version,
         topic=template.topic,
         transactional=template.transactional,
+        arm=instance.arm or "",
     )
     run.outcome.effects.append(message)
     _note_send(run, channel)

@@ -81,8 +81,7 @@ def _date(field_name: str, text: str | None) -> date | None:
 
 
 async def report_of(runtime: Runtime, query: ReportQuery) -> dict[str, Any]:
-    """The report: the counters of the query's version(s), and the step log's counts,
-    with each send step's engagement as the journey's page counts it."""
+    """The report: the counters of the query's version(s), and the step log's counts."""
     name = query.journey.name
     counters = await runtime.reads.counters(name, query.version)
     steps = await runtime.reads.step_counts(name, query.version)
@@ -92,9 +91,4 @@ async def report_of(runtime: Runtime, query: ReportQuery) -> dict[str, Any]:
             decision = await read_decision(runtime.store, name, experiment.id)
             if decision is not None:
                 decisions[experiment.id] = decision
-    report = journey_report(query.journey, counters, query.version, steps, query.days, decisions)
-    for row in report["steps"]:
-        step = query.journey.steps.get(row["id"])
-        if isinstance(step, m.Send):
-            row["engagement"] = views.engagement(step, row["counts"])
-    return report
+    return journey_report(query.journey, counters, query.version, steps, query.days, decisions)
