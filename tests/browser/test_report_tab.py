@@ -213,7 +213,7 @@ def test_the_filters_are_a_plain_form_and_bad_dates_are_named(
     href = tab.get_by_role("link", name="Download CSV").get_attribute("href")
     assert href == "/journeys/promo/report.csv?version=1&from=2099-01-01"
     tab.goto("/journeys/promo/report?from=soon")
-    expect(tab.locator("[data-problem]")).to_contain_text("'from' must be a UTC date as YYYY-MM-DD")
+    expect(tab.locator("[data-problem]")).to_contain_text("'from' must be a date as YYYY-MM-DD")
     expect(tab.locator("[data-entries]")).to_have_text("24")
     tab.goto("/journeys/promo")
     tab.get_by_role("link", name="Report: goals, lift and charts").click()

@@ -147,9 +147,12 @@ def run_scenario(client: httpx.Client, admin: httpx.Client, smtp: SmtpServer) ->
     assert 'data-variant="b"' in page
 
 
-def console_report(admin: httpx.Client, journey: str = "promo") -> str:
-    """The console's Report tab of ``journey``, after logging in with the admin key."""
+def console_report(admin: httpx.Client, journey: str = "promo", zone: str = "") -> str:
+    """The console's Report tab of ``journey``, after logging in with the admin key, for a
+    person who picked the time zone ``zone`` (none: UTC)."""
     with httpx.Client(base_url=str(admin.base_url), trust_env=False) as console:
+        if zone:
+            console.cookies.set("jm_timezone", zone)
         form = console.get("/login")
         token = re.search(r'name="csrf" value="([^"]+)"', form.text)
         assert token is not None

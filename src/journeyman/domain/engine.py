@@ -738,7 +738,8 @@ class _Run:
         self.outcome.tallies.append(Tally(journey, version, arm, goal, metric, 1, total))
 
     def tally_entry(self, journey: m.Journey, instance: Instance, arm: str) -> None:
-        """Count an entry into ``arm`` ("" for the journey): in all, and on its UTC day."""
+        """Count an entry into ``arm`` ("" for the journey): in all, and in its quarter hour
+        (which a report sums into days of the zone it is read in)."""
         self.tally(journey.name, journey.version, arm, "", "entered")
         day = goals.day_metric(instance.entered_at, "entered")
         self.tally(journey.name, journey.version, arm, "", day)

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from journeyman.domain.experiments import How
 from journeyman.report import report_csv
 from journeyman.web import report_charts as charts
-from journeyman.web import views
+from journeyman.web import views, zones
 from journeyman.web.auth import Session
 from journeyman.web.report_view import ReportQuery, read_query, report_of
 from journeyman.wire import Problem
@@ -36,7 +36,7 @@ __all__ = ["report_routes"]
 
 log = logging.getLogger("journeyman.web")
 
-_PARAMS = ("version", "from", "to")
+_PARAMS = ("version", "from", "to", "timezone")
 _DECISIONS: dict[str, How] = {"winner": "chosen", "stop": "stopped"}
 
 
@@ -66,10 +66,12 @@ class _ReportTab:
             return None, None, None
         latest = found[0]
         given = {k: v for k in _PARAMS if (v := request.query_params.get(k, "").strip())}
+        # Days in the zone the person picked (UTC until they do), unless the URL names one.
+        zone = zones.read_zone(request.cookies.get(zones.ZONE_COOKIE))
         try:
-            return latest, await read_query(self.runtime, latest, given), None
+            return latest, await read_query(self.runtime, latest, given, zone), None
         except Problem as problem:  # shown above the form; the report of the defaults below
-            return latest, await read_query(self.runtime, latest, {}), problem
+            return latest, await read_query(self.runtime, latest, {}, zone), problem
 
     async def page(self, request: Request, session: Session) -> Response:
         latest, query, problem = await self._query(request)
@@ -133,7 +135,11 @@ def _charts(report: dict[str, Any]) -> dict[str, Any]:
     holdouts = [arm["name"] for arm in report["arms"] if arm["holdout"]]
     return {
         "conversion": {
-            goal["name"]: Markup(charts.conversion_chart(goal["name"], goal["over_time"], holdouts))
+            goal["name"]: Markup(
+                charts.conversion_chart(
+                    goal["name"], goal["over_time"], holdouts, report["timezone"]
+                )
+            )
             for goal in report["goals"]
         },
         "legend": {goal["name"]: _legend(goal["over_time"], holdouts) for goal in report["goals"]},
