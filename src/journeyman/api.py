@@ -224,10 +224,10 @@ class _Api:
         return _json(summary)
 
     async def report(self, request: Request) -> Response:
-        """GET /v1/journeys/{name}/report?version=N|all&from=&to=&format=json|csv:
+        """GET /v1/journeys/{name}/report?version=N|all&from=&to=&timezone=&format=json|csv:
         entries, ends, goals and lift against the holdout, steps and conversion over time,
-        from the report counters (journeyman.report)."""
-        given = _params(request, "version", "from", "to", "format")
+        from the report counters (journeyman.report); days in ``timezone`` (UTC)."""
+        given = _params(request, "version", "from", "to", "timezone", "format")
         form = given.get("format", "json")
         if form not in ("json", "csv"):
             raise Problem(400, "format", "enum", "'format' must be json or csv")
@@ -240,7 +240,7 @@ class _Api:
 
     async def report_csv(self, request: Request) -> Response:
         """GET /v1/journeys/{name}/report.csv: the report as CSV (journeyman.report)."""
-        given = _params(request, "version", "from", "to")
+        given = _params(request, "version", "from", "to", "timezone")
         query = await read_query(self.runtime, await self._journey(request), given)
         return _csv(await report_of(self.runtime, query))
 

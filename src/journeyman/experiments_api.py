@@ -26,7 +26,7 @@ from journeyman.domain.experiments import How
 from journeyman.runtime.service import Runtime
 from journeyman.wire import Problem, json_response
 
-__all__ = ["experiment_routes"]
+__all__ = ["experiment_routes", "find_experiment", "variant_named"]
 
 log = logging.getLogger("journeyman.api")
 
@@ -52,11 +52,13 @@ def experiment_routes(
 async def _decide(
     runtime: Runtime, unavailable: Callable[[Any], bool], request: Request, how: How
 ) -> Response:
-    journey, step = _experiment(runtime, request)
+    journey, step = find_experiment(
+        runtime, request.path_params["name"], request.path_params["step"]
+    )
     body = await object_body(request)
     known_fields(body, ("variant", "by"))
     by = changed_by(body.get("by"))
-    variant = _variant(step, body.get("variant"), required=how == "chosen")
+    variant = variant_named(step, body.get("variant"), required=how == "chosen")
     try:
         decision = await runtime.decide_experiment(journey, step, variant, how, by)
     except Exception as error:
@@ -73,21 +75,24 @@ async def _decide(
     return json_response(decision.as_json())
 
 
-def _experiment(runtime: Runtime, request: Request) -> tuple[m.Journey, m.Experiment]:
-    name, step_id = request.path_params["name"], request.path_params["step"]
+def find_experiment(runtime: Runtime, name: str, step_id: str) -> tuple[m.Journey, m.Experiment]:
+    """The journey ``name`` and its experiment step ``step_id``, or a 404 naming which is
+    not (``name`` or ``step``)."""
     journey = runtime.workspace.journeys.get(name)
     if journey is None:
         raise Problem(404, "name", "exists", f"no journey named {name!r}")
-    step = journey.steps.get(step_id)
-    if not isinstance(step, m.Experiment):
+    found = journey.steps.get(step_id)
+    if not isinstance(found, m.Experiment):
         steps = [s.id for s in journey.steps.values() if isinstance(s, m.Experiment)]
         known = ", ".join(steps) or "none"
         message = f"{name} has no experiment step {step_id!r}; its experiments: {known}"
         raise Problem(404, "step", "exists", message)
-    return journey, step
+    return journey, found
 
 
-def _variant(step: m.Experiment, value: Any, required: bool) -> str:
+def variant_named(step: m.Experiment, value: Any, required: bool) -> str:
+    """``value`` if it names a variant of ``step`` (absent and not ``required``: the
+    first variant), else a 400 naming ``variant``."""
     names = [v.name for v in step.variants]
     if value is None and not required:
         return names[0]

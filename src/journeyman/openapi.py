@@ -440,18 +440,23 @@ SPEC: dict[str, Any] = {
             "conversions, rate, value, time to convert (median and p90 from a histogram) and, "
             "per split arm, lift against the holdout arm (Wald interval of the difference, "
             "log interval of the ratio, pooled two-proportion z-test p-value, at 95%); per "
-            "step arrivals and outcomes (per arm too); per goal the cumulative conversion "
-            "rate by UTC day of entry and arm with its 95% Wilson interval; of the latest "
-            "version, version N, or every version with version=all; of the entries of the "
-            "days from..to (UTC dates); as CSV with format=csv",
+            "step arrivals and outcomes (per arm too) and, for a step that sends, what "
+            "customers did with its messages (sent, delivered, opened, clicked..., each "
+            "message once) in all and per arm or experiment variant; per goal the "
+            "cumulative conversion rate by day of entry and arm with its 95% Wilson "
+            "interval; of the latest version, version N, or every version with version=all; "
+            "of the entries of the days from..to; days are days in 'timezone' (an IANA zone, "
+            "default UTC); as CSV with format=csv",
             [
                 _path_param("name"),
                 _query("version", {"type": "string", "pattern": "^([0-9]+|all)$"}),
                 _query("from", {"type": "string", "format": "date"}),
                 _query("to", {"type": "string", "format": "date"}),
+                _query("timezone", {"type": "string", "example": "Europe/Paris"}),
                 _query("format", {"type": "string", "enum": ["json", "csv"]}),
             ],
-            "'version', 'from', 'to' or 'format' is not valid, or 'from' is after 'to'.",
+            "'version', 'from', 'to', 'timezone' or 'format' is not valid, or 'from' is "
+            "after 'to'.",
         ),
         "/v1/journeys/{name}/report.csv": _as_csv(
             _get(
@@ -462,8 +467,9 @@ SPEC: dict[str, Any] = {
                     _query("version", {"type": "string", "pattern": "^([0-9]+|all)$"}),
                     _query("from", {"type": "string", "format": "date"}),
                     _query("to", {"type": "string", "format": "date"}),
+                    _query("timezone", {"type": "string", "example": "Europe/Paris"}),
                 ],
-                "'version', 'from' or 'to' is not valid, or 'from' is after 'to'.",
+                "'version', 'from', 'to' or 'timezone' is not valid, or 'from' is after 'to'.",
             )
         ),
         "/v1/journeys/{name}/experiments/{step}/winner": _experiment_operation(

@@ -24,13 +24,14 @@ import io
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from journeyman.domain import model as m
 from journeyman.domain.experiments import METHOD as EXPERIMENT_METHOD
 from journeyman.domain.experiments import Arm, Decision, probability_best
 from journeyman.domain.goals import HOLDOUT_ARM, TREATED_ARM, bucket_bounds
+from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.times import format_duration
 from journeyman.runtime.experiments import metric_of, variant_data
 from journeyman.storage.base import Counter
@@ -57,7 +58,8 @@ METHOD = {
     "time_to_convert": "median and 90th percentile estimated from a histogram of "
     "buckets 2^(1/4) wide (within 19%); the mean is exact",
     "attribution": "last touch: the last message the journey sent the profile before the goal",
-    "over_time": "cumulative conversion rate by UTC day of entry, 95% Wilson score interval",
+    "over_time": "cumulative conversion rate by day of entry in the report's time zone, "
+    "95% Wilson score interval",
 }
 
 
@@ -158,7 +160,8 @@ class _Tally:
         return {k[6:] or "none": v for k, v in sorted(self.n.items()) if k.startswith("touch:")}
 
     def days(self, metric: str) -> dict[str, int]:
-        """``metric`` by UTC day of entry (``day:<date>:<metric>`` counters)."""
+        """``metric`` by day of entry (``day:<date>:<metric>`` counters, as
+        :func:`in_range` makes them in the report's zone)."""
         return {k[4:14]: v for k, v in self.n.items() if k.startswith("day:") and k[15:] == metric}
 
     def steps(self) -> dict[str, dict[str, int]]:
@@ -173,7 +176,8 @@ class _Tally:
 
 @dataclass(frozen=True, slots=True)
 class Days:
-    """A range of UTC days of entry, both ends included (None: unbounded)."""
+    """A range of days of entry (in the report's time zone), both ends included (None:
+    unbounded)."""
 
     start: date | None = None
     end: date | None = None
@@ -196,20 +200,36 @@ class Days:
 _BY_DAY = ("entered", "reached")
 
 
-def in_range(counters: Iterable[Counter], days: Days) -> list[Counter]:
-    """The counters as if only the entries of ``days`` had been counted: entries and goals
-    reached from their day counters; every other counter (ends, times, steps) as kept."""
+def in_range(counters: Iterable[Counter], days: Days, zone: tzinfo = UTC) -> list[Counter]:
+    """The counters as if only the entries of ``days`` (days in ``zone``) had been counted:
+    entries and goals reached from their counters by quarter hour of entry, which become
+    ``day:<day in zone>:<metric>`` counters; every other counter (ends, times, steps) as
+    kept."""
     found = []
     for counter in counters:
-        if counter.metric.startswith("day:"):
-            day, metric = counter.metric[4:14], counter.metric[15:]
+        moment = _day_of(counter.metric, zone)
+        if moment is not None:
+            day, metric = moment
             if days.holds(day):
-                found.append(counter)
+                found.append(counter._replace(metric=f"day:{day}:{metric}"))
                 if days:
                     found.append(counter._replace(metric=metric))
         elif not days or counter.metric not in _BY_DAY:
             found.append(counter)
     return found
+
+
+def _day_of(metric: str, zone: tzinfo) -> tuple[str, str] | None:
+    """(the day in ``zone``, the metric) of a counter by time of entry, else None: a
+    quarter hour ``at:2026-12-01T23:45:<metric>``, or a UTC day ``day:2026-12-01:<metric>``
+    (kept before quarters were; a UTC day is taken as starting at midnight UTC)."""
+    if metric.startswith("at:"):
+        start = datetime.fromisoformat(metric[3:19]).replace(tzinfo=UTC)
+        return start.astimezone(zone).date().isoformat(), metric[20:]
+    if metric.startswith("day:"):
+        start = datetime.fromisoformat(metric[4:14]).replace(tzinfo=UTC)
+        return start.astimezone(zone).date().isoformat(), metric[15:]
+    return None
 
 
 def journey_report(
@@ -219,14 +239,16 @@ def journey_report(
     step_counts: Mapping[str, Mapping[str, int]] | None = None,
     days: Days = Days(),
     decisions: Mapping[str, Decision] | None = None,
+    zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """The report of ``journey`` (the model whose goals and splits it reads) from its
     counters, of one version or of all (``version`` None); with ``days``, of the entries
     of those days only (see :func:`in_range`). ``step_counts`` are the step log's counts
     of :meth:`ReadModel.step_counts`, for the steps' sends and engagement; ``decisions``
-    the experiments' stored decisions, by step."""
-    counters = list(counters)
-    by_key = _by_key(journey, in_range(counters, days))
+    the experiments' stored decisions, by step. Days (``days``, and ``over_time``) are
+    days in ``zone``."""
+    counters = in_range(counters, days, zone)
+    by_key = _by_key(journey, counters)
     holdouts = _holdouts(journey)
     arms = _arms(journey, by_key)
     held = next((arm for arm in arms if arm in holdouts), None)
@@ -235,6 +257,7 @@ def journey_report(
         "journey": journey.name,
         "version": "all" if version is None else version,
         "range": days.as_json(),
+        "timezone": getattr(zone, "key", None) or str(zone),
         "holdout": journey.holdout or None,
         "entries": journey_all.n.get("entered", 0),
         "ended": by_key.get(("*", ""), _Tally()).ended(),
@@ -250,7 +273,7 @@ def journey_report(
         found = _goal(goal, by_key, report["entries"], arms, entries, held)
         found["over_time"] = _over_time(goal.name, by_key, arms or [""], days)
         report["goals"].append(found)
-    report["experiments"] = _experiments(journey, in_range(counters, days), decisions or {})
+    report["experiments"] = _experiments(journey, counters, decisions or {})
     return report
 
 
@@ -438,20 +461,60 @@ def _steps(
         }
         if isinstance(step, m.Send):
             row["template"] = step.template
-        row["arms"] = [_step_arm(arm, per_arm[arm].get(step.id, {})) for arm in arms]
+        sends = _sends(step)
+        row["engagement"] = _engagement(step.id, by_key.get(("", ""))) if sends else None
+        row["arms"] = [
+            _step_arm(arm, per_arm[arm].get(step.id, {}), step.id, by_key, sends) for arm in arms
+        ]
         rows.append(row)
     return rows
 
 
-def _step_arm(arm: str, counts: Mapping[str, int]) -> dict[str, Any]:
+def _sends(step: m.Step) -> bool:
+    """Whether the step sends messages: a send, or an experiment with a message variant."""
+    if isinstance(step, m.Experiment):
+        return any(v.template for v in step.variants)
+    return isinstance(step, m.Send)
+
+
+def _step_arm(
+    arm: str,
+    counts: Mapping[str, int],
+    step: str,
+    by_key: Mapping[tuple[str, str], _Tally],
+    sends: bool,
+) -> dict[str, Any]:
     outcomes = {k: v for k, v in sorted(counts.items()) if k != "reached" and v > 0}
-    return {"name": arm, "reached": max(counts.get("reached", 0), 0), "counts": outcomes}
+    return {
+        "name": arm,
+        "reached": max(counts.get("reached", 0), 0),
+        "counts": outcomes,
+        "engagement": _engagement(step, by_key.get((arm, ""))) if sends else None,
+    }
+
+
+def _engagement(step: str, tally: _Tally | None) -> dict[str, Any]:
+    """What customers did with the step's messages (in all, or in one arm), from the
+    counters: how many were sent, and of those how many were delivered, opened (by a
+    person; apart, by a mail provider's proxy), clicked, bounced, complained or
+    unsubscribed, each message counted once, with its rate of the sent; and every click."""
+    n = tally.n if tally is not None else {}
+    sent = max(n.get(f"step:{step}:sent", 0), 0)
+    found: dict[str, Any] = {"sent": sent}
+    rates: dict[str, float | None] = {}
+    for outcome in ENGAGEMENT:
+        count = max(n.get(f"reacted:{step}:{outcome}", 0), 0)
+        found[outcome] = count
+        rates[outcome] = round(count / sent, 4) if sent else None
+    found["clicks"] = max(n.get(f"reacted:{step}:clicks", 0), 0)
+    found["rates"] = rates
+    return found
 
 
 def _over_time(
     goal: str, by_key: Mapping[tuple[str, str], _Tally], arms: list[str], days: Days
 ) -> list[dict[str, Any]]:
-    """Per arm ("" when there is none: everyone), per UTC day of entry from the first to
+    """Per arm ("" when there is none: everyone), per day of entry from the first to
     the last with entries: the day's entries and conversions, and the cumulative rate
     with its 95% Wilson interval."""
     entered = {arm: by_key.get((arm, ""), _Tally()).days("entered") for arm in arms}
@@ -534,12 +597,23 @@ def _csv_rows(report: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
         yield ("step", step["id"], "", "", "reached", step["reached"])
         for outcome, n in sorted(step["counts"].items()):
             yield ("step", step["id"], "", "", outcome, n)
+        yield from _engagement_rows(step["id"], "", step.get("engagement"))
         for arm in step["arms"]:
             yield ("step", step["id"], arm["name"], "", "reached", arm["reached"])
             for outcome, n in arm["counts"].items():
                 yield ("step", step["id"], arm["name"], "", outcome, n)
+            yield from _engagement_rows(step["id"], arm["name"], arm.get("engagement"))
     for experiment in report.get("experiments", ()):
         yield from _experiment_rows(experiment)
+
+
+def _engagement_rows(
+    step: str, arm: str, engagement: Mapping[str, Any] | None
+) -> Iterable[tuple[Any, ...]]:
+    """A send step's engagement (in all, or in an arm) as ``engagement:<outcome>`` rows."""
+    for key, value in (engagement or {}).items():
+        if key != "rates":
+            yield ("step", step, arm, "", f"engagement:{key}", value)
 
 
 def _experiment_rows(experiment: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:

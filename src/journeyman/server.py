@@ -32,6 +32,7 @@ from journeyman.channels.smtp import SmtpChannel
 from journeyman.domain.model import Workspace
 from journeyman.errors import JourneymanError
 from journeyman.runtime.dispatcher import RetryPolicy
+from journeyman.runtime.experiments import CHECK_EVERY
 from journeyman.runtime.service import Runtime, build_channels
 from journeyman.storage import is_memory, is_postgres, open_store, shown_url, sqlite_path
 from journeyman.storage.base import Database, Store
@@ -44,6 +45,7 @@ __all__ = [
     "console_users",
     "cors_origins",
     "data_dir",
+    "experiment_check",
     "resolve_keys",
     "retry_policy",
     "serve",
@@ -99,6 +101,18 @@ def retry_policy(env: Mapping[str, str]) -> RetryPolicy:
             f"JOURNEYMAN_RETRY_ATTEMPTS must be a whole number from 1 up, not {attempts!r}"
         )
     return RetryPolicy(attempts=int(tries), base=timedelta(seconds=seconds), cap=default.cap)
+
+
+def experiment_check(env: Mapping[str, str]) -> float:
+    """Seconds between two checks of the experiments' winner policies:
+    ``JOURNEYMAN_EXPERIMENT_CHECK``, default 30 (see :mod:`journeyman.runtime.experiments`)."""
+    text = env.get("JOURNEYMAN_EXPERIMENT_CHECK")
+    seconds = CHECK_EVERY if text is None else _number(text)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise SettingError(
+            f"JOURNEYMAN_EXPERIMENT_CHECK must be a number of seconds above 0, not {text!r}"
+        )
+    return seconds
 
 
 def _number(text: str) -> float:
@@ -187,6 +201,7 @@ async def _serve(
     announce: Callable[[str], None],
 ) -> None:
     retry = retry_policy(env)
+    check_every = experiment_check(env)
     users = console_users(env)
     proxies = trusted_proxies(options.trusted_proxies, env)
     origins = cors_origins(options.cors_origins, env)
@@ -212,6 +227,7 @@ async def _serve(
 
     runtime = _runtime(workspace, store, make_channels, options, env=env, retry=retry)
     runtime.public_url = options.public_url
+    runtime.check_every = check_every
     runtime.always_publish = options.publish
     runtime.listening = f"http://{options.host}:{listener.getsockname()[1]}"
     await runtime.start()

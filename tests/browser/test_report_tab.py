@@ -6,9 +6,13 @@ CSV downloads with the report's numbers."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,15 +45,50 @@ steps:
   - id: pause
     wait: 7d
 """
+TRIALS = """
+kind: event
+name: trial_started
+---
+kind: event
+name: trial_converted
+---
+kind: journey
+name: trial
+entry: {event: trial_started}
+goals:
+  - {name: converted, event: trial_converted, within: 7d, primary: true}
+steps:
+  - id: offer
+    experiment:
+      - {name: a, weight: 1, goto: pause}
+      - {name: b, weight: 1, goto: pause}
+    winner: {min_per_variant: 3, min_time: 0s}
+  - id: pause
+    wait: 7d
+---
+kind: journey
+name: subjects
+entry: {event: trial_started}
+goals:
+  - {name: converted, event: trial_converted, within: 7d, primary: true}
+steps:
+  - id: subject_test
+    experiment:
+      - {name: a, weight: 1, send: hello_email}
+      - {name: b, weight: 1, send: hello_email}
+  - id: pause
+    wait: 7d
+"""
 USERS = [f"r{index:02}" for index in range(24)]
 BUYERS = USERS[::3]
+TRIAL_USERS = [f"t{index:02}" for index in range(16)]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journeyman]:
     folder = tmp_path_factory.mktemp("report")
-    workspace = write_workspace(folder / "ws", BASE, PROMO)
-    users = {"JOURNEYMAN_CONSOLE_USERS": f"{USER}:{PASSWORD}"}
+    workspace = write_workspace(folder / "ws", BASE, PROMO, TRIALS)
+    users = {"JOURNEYMAN_CONSOLE_USERS": f"{USER}:{PASSWORD}", "JOURNEYMAN_EXPERIMENT_CHECK": "0.2"}
     with WithCatcher(workspace, f"sqlite:///{folder / 'j.db'}", folder, env=users) as running:
         running.start()
         for user in USERS:
@@ -62,7 +101,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journeyman]:
             assert send(running, "/v1/track", bought).is_success
         with running.client() as admin:
             wait_until(lambda: _counted(admin), "the entries and purchases counted")
+            _run_trials(running, admin)
         yield running
+
+
+def _run_trials(running: Journeyman, admin: httpx.Client) -> None:
+    """Sixteen trials; everyone whom ``trial`` gave b converts, no one with a: serve
+    declares b the winner."""
+    for user in TRIAL_USERS:
+        assert send(running, "/v1/track", {"userId": user, "event": "trial_started"}).is_success
+
+    def variant(user: str) -> str | None:
+        for instance in admin.get(f"/v1/profiles/{user}").json()["instances"]:
+            for line in instance["trace"] if instance["journey"] == "trial" else ():
+                if line["outcome"] == "variant":
+                    return str(line["detail"]).split()[0]
+        return None
+
+    got = {user: wait_until(partial(variant, user), f"{user}'s variant") for user in TRIAL_USERS}
+    for user in [u for u, name in got.items() if name == "b"]:
+        assert send(running, "/v1/track", {"userId": user, "event": "trial_converted"}).is_success
+
+    def decided() -> Any:
+        return admin.get("/v1/journeys/trial/report").json()["experiments"][0]["decision"]
+
+    assert wait_until(decided, "the trial's winner")["variant"] == "b"
 
 
 def _counted(admin: httpx.Client) -> bool | None:
@@ -150,10 +213,99 @@ def test_the_filters_are_a_plain_form_and_bad_dates_are_named(
     href = tab.get_by_role("link", name="Download CSV").get_attribute("href")
     assert href == "/journeys/promo/report.csv?version=1&from=2099-01-01"
     tab.goto("/journeys/promo/report?from=soon")
-    expect(tab.locator("[data-problem]")).to_contain_text("'from' must be a UTC date as YYYY-MM-DD")
+    expect(tab.locator("[data-problem]")).to_contain_text("'from' must be a date as YYYY-MM-DD")
     expect(tab.locator("[data-entries]")).to_have_text("24")
     tab.goto("/journeys/promo")
     tab.get_by_role("link", name="Report: goals, lift and charts").click()
     expect(tab).to_have_url(f"{server.url}/journeys/promo/report")
     assert [e for e in errors if "400" not in e] == []  # the bad date's page answers 400
+    tab.context.close()
+
+
+def test_the_experiment_section_shows_the_winner_serve_picked_with_its_data(
+    browser: Browser, server: Journeyman
+) -> None:
+    tab, errors = logged_in(browser, server, 1280)
+    tab.goto("/journeys/trial/report")
+    section = tab.get_by_role("region", name="Experiment offer")
+    expect(section).to_be_visible()
+    expect(section.get_by_role("heading")).to_contain_text("Experiment offer")
+    expect(section.get_by_role("heading")).to_contain_text("on goal converted")
+    decision = section.locator('[data-decision="winner"]')
+    expect(decision).to_contain_text("Winner: b")
+    expect(decision).to_contain_text("by the winner policy")
+    with server.client() as admin:
+        stored = admin.get("/v1/journeys/trial/report").json()["experiments"][0]["decision"]
+    at = datetime.fromisoformat(stored["at"]).astimezone(UTC)
+    expect(decision.locator("time")).to_have_attribute(
+        "datetime", at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+    expect(decision).to_contain_text("P(best)")
+    table = section.get_by_role("table", name="Variants of offer")
+    expect(table.get_by_role("columnheader")).to_have_text(
+        ["variant", "does", "weight", "profiles", "converted", "rate", "P(best)"]
+    )
+    expect(table.locator('tr[data-variant="b"] .badge')).to_have_text("winner")
+    expect(table.locator('tr[data-variant="a"] .badge')).to_have_count(0)
+    profiles = [int(c) for c in table.locator("tr[data-variant] td:nth-child(4)").all_inner_texts()]
+    assert sum(profiles) == len(TRIAL_USERS)
+    shoot(tab, "report-experiment")
+    assert errors == []
+    tab.context.close()
+
+
+def test_an_operator_picks_a_winner_then_stops_the_experiment_from_the_report(
+    browser: Browser, server: Journeyman
+) -> None:
+    tab, errors = logged_in(browser, server, 390)
+    tab.goto("/journeys/subjects/report")
+    section = tab.get_by_role("region", name="Experiment subject_test")
+    expect(section.locator('[data-decision="none"]')).to_contain_text("No winner policy")
+    pick = section.get_by_role("form", name="Pick the winner of subject_test")
+    expect(pick).to_be_visible()
+    box = pick.bounding_box()
+    assert box is not None
+    assert box["x"] + box["width"] <= 390  # the form fits a phone's screen
+    pick.get_by_label("Winning variant").select_option("b")
+    pick.get_by_role("button", name="Pick winner").click()
+    expect(tab).to_have_url(f"{server.url}/journeys/subjects/report?decided=chosen%3Asubject_test")
+    expect(tab.get_by_role("status")).to_contain_text("Winner picked")
+    expect(section.locator('[data-decision="chosen"]')).to_contain_text("Winner chosen by hand: b")
+    expect(section.locator('[data-decision="chosen"]')).to_contain_text(f"by {USER}")
+    expect(section.locator('tr[data-variant="b"] .badge')).to_have_text("winner")
+    with server.client() as admin:
+        stored = admin.get("/v1/journeys/subjects/report").json()["experiments"][0]["decision"]
+    assert (stored["variant"], stored["how"], stored["by"]) == ("b", "chosen", USER)
+
+    stop = section.get_by_role("form", name="Stop subject_test")
+    stop.get_by_label("New profiles get").select_option("a")
+    stop.get_by_role("button", name="Stop experiment").click()
+    expect(tab.get_by_role("status")).to_contain_text("Experiment stopped")
+    expect(section.locator('[data-decision="stopped"]')).to_contain_text(
+        "Stopped: new profiles get a"
+    )
+    expect(section.locator('tr[data-variant="a"] .badge')).to_have_text("stopped to")
+    shoot(tab, "report-experiment-stopped-390")
+    assert errors == []
+    tab.context.close()
+
+
+def test_a_decision_form_without_its_token_or_with_an_unknown_variant_changes_nothing(
+    browser: Browser, server: Journeyman
+) -> None:
+    tab, _ = logged_in(browser, server, 1280)
+    request = tab.context.request
+    url = f"{server.url}/journeys/trial/report/experiments/offer/winner"
+    assert request.post(url, form={"variant": "a"}).status == 403  # no CSRF token
+    tab.goto("/journeys/trial/report")
+    token = tab.locator('form[aria-label="Pick the winner of offer"] input[name="csrf"]')
+    csrf = token.get_attribute("value") or ""
+    refused = request.post(url, form={"variant": "c", "csrf": csrf})
+    assert refused.status == 400
+    assert "'variant' must be one of a, b, not 'c'" in html.unescape(refused.text())
+    gone = f"{server.url}/journeys/trial/report/experiments/pause/winner"
+    assert request.post(gone, form={"variant": "a", "csrf": csrf}).status == 404
+    with server.client() as admin:
+        stored = admin.get("/v1/journeys/trial/report").json()["experiments"][0]["decision"]
+    assert (stored["variant"], stored["how"]) == ("b", "winner")
     tab.context.close()

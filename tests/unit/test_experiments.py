@@ -5,18 +5,23 @@ simulated arms; and what validation says."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pytest
 
+from journeyman.domain.core import Changes
 from journeyman.domain.experiments import Arm, Decision, choose, probability_best
 from journeyman.domain.model import Experiment, WinnerPolicy, Workspace
 from journeyman.journey_tests import run_tests
-from journeyman.report import journey_report
+from journeyman.report import journey_report, report_csv
 from journeyman.runtime.experiments import check, decide, read_decisions
 from journeyman.simulator import Simulator
+from journeyman.storage.base import Counter
 from journeyman.storage.memory import MemoryStore
 from tests.conftest import BASE, START
 from tests.engine_helpers import journey, sign_up
@@ -342,3 +347,62 @@ expect:
     loaded = load(BASE, TEMPLATES, experiment_journey(), test)
     errors = [str(p) for p in loaded.errors]  # type: ignore[attr-defined]
     assert any(message in error for error in errors), errors
+
+
+def test_the_check_interval_is_a_setting_and_a_bad_one_names_the_variable() -> None:
+    from journeyman.server import SettingError, experiment_check
+
+    assert experiment_check({}) == 30.0
+    assert experiment_check({"JOURNEYMAN_EXPERIMENT_CHECK": "0.5"}) == 0.5
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        with pytest.raises(SettingError, match="JOURNEYMAN_EXPERIMENT_CHECK must be a number"):
+            experiment_check({"JOURNEYMAN_EXPERIMENT_CHECK": bad})
+
+
+def test_each_variant_counts_its_messages_reactions_once_per_message(simulate: Simulate) -> None:
+    sim = simulate(TEMPLATES, experiment_journey())
+    for index in range(30):
+        sign_up(sim, f"u{index:02}")
+    got = variants_of(sim)
+    bs = sorted(u for u, v in got.items() if v == "b")[:3]
+    first_a = min(u for u, v in got.items() if v == "a")
+    batches = [list(sim.tallies)]
+    for user in bs:  # three b readers open twice, each in its own commit
+        for _ in range(2):
+            mark = len(sim.tallies)
+            sim.react("opened", "subject_test", user)
+            batches.append(sim.tallies[mark:])
+    mark = len(sim.tallies)
+    sim.react("clicked", "subject_test", bs[0])
+    sim.react("clicked", "subject_test", bs[0])  # twice in one commit: one clicker
+    sim.react("opened", "subject_test", first_a, machine=True)
+    batches.append(sim.tallies[mark:])
+
+    async def stored() -> list[Counter]:
+        store = MemoryStore()
+        await store.open()
+        for tallies in batches:
+            await store.commit(Changes(tallies=tallies))
+        return await store.counters("j")
+
+    report = journey_report(sim.workspace.journeys["j"], asyncio.run(stored()), None)
+    row = next(s for s in report["steps"] if s["id"] == "subject_test")
+    arms = {a["name"]: a["engagement"] for a in row["arms"]}
+    sent = {v: sum(1 for x in got.values() if x == v) for v in ("a", "b")}
+    assert (arms["b"]["sent"], arms["b"]["opened"], arms["b"]["clicked"]) == (sent["b"], 3, 1)
+    assert arms["b"]["clicks"] == 2  # every click, a person clicking twice too
+    assert arms["b"]["rates"]["opened"] == round(3 / sent["b"], 4)
+    assert (arms["a"]["sent"], arms["a"]["opened"], arms["a"]["machine_opened"]) == (
+        sent["a"],
+        0,
+        1,
+    )
+    assert arms["none"]["sent"] == 0  # a path, not a message
+    everyone = row["engagement"]
+    assert (everyone["sent"], everyone["opened"], everyone["clicked"]) == (sum(sent.values()), 3, 1)
+    assert report_csv_cells(report)[("step", "subject_test", "b", "", "engagement:opened")] == "3"
+
+
+def report_csv_cells(report: dict[str, Any]) -> dict[tuple[str, ...], str]:
+    rows = list(csv.reader(io.StringIO(report_csv(report))))
+    return {tuple(r[:5]): r[5] for r in rows[1:]}

@@ -9,6 +9,7 @@ import io
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import date
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -91,12 +92,16 @@ def test_steps_count_arrivals_and_outcomes_per_arm(simulate: Simulate) -> None:
     assert hello["counts"] == {"sent": 7}  # the step log's, as given
     arms = {a["name"]: a for a in hello["arms"]}
     held = [i for i in sim.instances.values() if i.arm == "held_out"]
-    assert arms["held_out"] == {
+    assert {k: v for k, v in arms["held_out"].items() if k != "engagement"} == {
         "name": "held_out",
         "reached": len(held),
         "counts": {"skipped": len(held)},
     }
+    assert arms["held_out"]["engagement"]["sent"] == 0  # held out: no message
     assert arms["treated"]["counts"] == {"sent": 40 - len(held)}
+    assert arms["treated"]["engagement"]["sent"] == 40 - len(held)
+    assert hello["engagement"]["sent"] == 40 - len(held)  # from the counters, not the log
+    assert hello["engagement"]["rates"]["opened"] == 0.0
 
 
 def test_parse_days_names_the_field_and_the_rule() -> None:
@@ -213,3 +218,51 @@ def test_counters_without_days_still_report(workspace: Callable[..., object]) ->
     report = journey_report(ws.journeys["j"], old, 1)  # type: ignore[attr-defined]
     assert report["entries"] == 3
     assert all(s["points"] == [] for s in report["goals"][0]["over_time"])
+
+
+def test_days_of_entry_are_the_days_of_the_zone_the_report_is_read_in(simulate: Simulate) -> None:
+    """Entries just before and after midnight in Paris (UTC+1) and Kolkata (UTC+5:30), and a
+    conversion of each: each falls on its own day in the zone asked for."""
+    sim = simulate(journey(HOLDOUT, goals=GOALS))
+    sign_up(sim, "late", at=after("22h50m"))  # 23:50 in Paris, 04:20 the next day in Kolkata
+    sign_up(sim, "night", at=after("23h10m"))  # 00:10 on the 6th in Paris
+    sign_up(sim, "before", at=after("1d18h20m"))  # 23:50 on the 6th in Kolkata
+    sign_up(sim, "kolkata", at=after("1d18h35m"))  # 00:05 on the 7th in Kolkata
+    for user in ("late", "night", "before", "kolkata"):
+        buy(sim, "2d", user=user)
+    model = sim.workspace.journeys["j"]
+
+    def days_of(zone: str) -> dict[str, tuple[int, int]]:
+        kept = counters(sim.tallies)
+        report = journey_report(model, kept, None, None, Days(), None, ZoneInfo(zone))
+        assert report["timezone"] == zone
+        found: dict[str, tuple[int, int]] = {}
+        for series in report["goals"][0]["over_time"]:
+            for p in series["points"]:
+                was = found.get(p["day"], (0, 0))
+                found[p["day"]] = (was[0] + p["entries"], was[1] + p["conversions"])
+        return {day: n for day, n in found.items() if n != (0, 0)}
+
+    assert days_of("UTC") == {"2026-01-05": (2, 2), "2026-01-06": (2, 2)}
+    assert days_of("Europe/Paris") == {"2026-01-05": (1, 1), "2026-01-06": (3, 3)}
+    assert days_of("Asia/Kolkata") == {"2026-01-06": (3, 3), "2026-01-07": (1, 1)}
+    sixth = Days(date(2026, 1, 6), date(2026, 1, 6))
+    in_paris = journey_report(
+        model, counters(sim.tallies), None, None, sixth, None, ZoneInfo("Europe/Paris")
+    )
+    assert (in_paris["entries"], in_paris["goals"][0]["conversions"]) == (3, 3)
+    in_utc = journey_report(model, counters(sim.tallies), None, None, sixth)
+    assert (in_utc["entries"], in_utc["goals"][0]["conversions"]) == (2, 2)
+    assert "Day of entry (Europe/Paris)" in conversion_chart(
+        "purchased", in_paris["goals"][0]["over_time"], (), "Europe/Paris"
+    )
+
+
+def test_counters_kept_by_utc_day_before_still_count_on_their_day(simulate: Simulate) -> None:
+    model = simulate(journey(HOLDOUT, goals=GOALS)).workspace.journeys["j"]
+    kept = [
+        Counter(1, "", "", "entered", 3, 0.0),
+        Counter(1, "", "", "day:2026-01-05:entered", 3, 0.0),
+    ]
+    report = journey_report(model, kept, 1, None, Days(date(2026, 1, 5), date(2026, 1, 5)))
+    assert report["entries"] == 3

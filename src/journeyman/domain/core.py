@@ -32,7 +32,7 @@ from journeyman.domain.engine import Engine, Outcome
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.merge import merge_profiles
 from journeyman.domain.model import EventDefinition
-from journeyman.domain.reactions import reaction_record
+from journeyman.domain.reactions import reaction_record, reaction_tallies
 from journeyman.domain.segments import SEGMENT_EVENTS
 from journeyman.domain.state import (
     ACCOUNT_UPDATED,
@@ -310,6 +310,7 @@ def _event(
     record = reaction_record(event)
     if record is not None:
         changes.records.append(record)
+        changes.tallies += reaction_tallies(event, record)
     _made(snapshot, changes)
     _carry_out(snapshot, outcome, changes)
     return "accepted"

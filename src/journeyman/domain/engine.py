@@ -636,6 +636,8 @@ class _Run:
         if instance.arm and step is not None:  # the step log has no arm: the counters do
             metric = f"step:{step}:{outcome}"
             self.tally(instance.journey, instance.version, instance.arm, "", metric)
+        if outcome == "sent" and step is not None:  # what the report's engagement is of
+            self.tally(instance.journey, instance.version, "", "", f"step:{step}:sent")
         self.outcome.records.append(
             StepRecord(
                 at=self.now,
@@ -736,7 +738,8 @@ class _Run:
         self.outcome.tallies.append(Tally(journey, version, arm, goal, metric, 1, total))
 
     def tally_entry(self, journey: m.Journey, instance: Instance, arm: str) -> None:
-        """Count an entry into ``arm`` ("" for the journey): in all, and on its UTC day."""
+        """Count an entry into ``arm`` ("" for the journey): in all, and in its quarter hour
+        (which a report sums into days of the zone it is read in)."""
         self.tally(journey.name, journey.version, arm, "", "entered")
         day = goals.day_metric(instance.entered_at, "entered")
         self.tally(journey.name, journey.version, arm, "", day)
@@ -1167,6 +1170,7 @@ def _run_send(run: _Run, journey: m.Journey, instance: Instance, step: m.Send) -
         version=instance.version,
         topic=template.topic,
         transactional=template.transactional,
+        arm=instance.arm or "",
     )
     run.outcome.effects.append(message)
     _note_send(run, channel)

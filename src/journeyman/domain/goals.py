@@ -86,11 +86,15 @@ def held_out(journey: m.Journey, profile_id: str) -> bool:
     return int.from_bytes(digest.digest(), "big") / 2**64 < journey.holdout
 
 
-def day_metric(day: datetime, metric: str) -> str:
-    """A counter by UTC day of entry: ``day:2026-12-01:entered``. Kept only for entries
-    and goals reached (a row per day, arm and goal), so the rows grow with days, never
-    with profiles."""
-    return f"day:{day.astimezone(UTC).date().isoformat()}:{metric}"
+def day_metric(at: datetime, metric: str) -> str:
+    """A counter by quarter hour (UTC) of entry: ``at:2026-12-01T23:45:entered``. Every
+    time zone's offset is a whole number of quarter hours, so a quarter falls on one day in
+    any zone: a report sums them into the days of the zone it is read in. Kept only for
+    entries and goals reached (a row per quarter with entries, arm and goal), so the rows
+    grow with time, never with profiles. (Counters kept before by UTC day are
+    ``day:2026-12-01:entered``.)"""
+    utc = at.astimezone(UTC)
+    return f"at:{utc:%Y-%m-%dT%H}:{utc.minute - utc.minute % 15:02}:{metric}"
 
 
 def with_window(windows: Iterable[GoalWindow], new: GoalWindow, now: datetime) -> list[GoalWindow]:

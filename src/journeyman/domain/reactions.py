@@ -4,9 +4,13 @@ Each reaction is an ordinary event (it enters journeys, satisfies ``wait_for``, 
 journeys, and shows in the history and the trace) whose properties say which message it
 is about: ``journey``, ``version``, ``step``, ``instance``, ``message`` (the message's
 key) and ``channel``, plus what the reaction adds (``url`` for a click, ``user_agent`` and
-``machine`` for an open, ``bounce`` for a bounce, ``topic`` for an unsubscribe).
+``machine`` for an open, ``bounce`` for a bounce, ``topic`` for an unsubscribe), and
+``arm``, the split arm or experiment variant of the instance that sent it, if any.
 
-:func:`reaction_event` builds one from the message it answers.
+:func:`reaction_event` builds one from the message it answers. :func:`reaction_tallies`
+are the report counters a reaction adds to: per send step, in all and in the message's
+arm, how many messages were delivered, opened, clicked... each counted once per message
+(the counter's ``once`` key), and every click.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from journeyman.domain.state import Event, SendMessage, StepRecord
+from journeyman.domain.state import Event, SendMessage, StepRecord, Tally
 
 __all__ = [
     "ENGAGEMENT",
@@ -24,6 +28,7 @@ __all__ = [
     "REACTION_SCHEMAS",
     "reaction_event",
     "reaction_record",
+    "reaction_tallies",
 ]
 
 #: The short names authors write (``wait_for: {reaction: opened}``, ``opened: welcome`` in
@@ -62,7 +67,7 @@ _OUTCOMES = {
 }
 _DETAIL_LENGTH = 300
 #: The properties that tie a reaction to its message.
-MESSAGE_PROPERTIES = ("journey", "version", "step", "instance", "message", "channel")
+MESSAGE_PROPERTIES = ("journey", "version", "step", "instance", "message", "channel", "arm")
 
 _TEXT = {"type": "string"}
 _MESSAGE_SCHEMA = {
@@ -72,6 +77,7 @@ _MESSAGE_SCHEMA = {
     "instance": _TEXT,
     "message": _TEXT,
     "channel": _TEXT,
+    "arm": _TEXT,
 }
 _EXTRA_SCHEMA: dict[str, dict[str, Any]] = {
     "message_sent": {},
@@ -114,6 +120,8 @@ def reaction_event(
         "message": message.key,
         "channel": message.channel,
     }
+    if message.arm:
+        properties["arm"] = message.arm
     properties.update(extra)
     return Event(
         name=name,
@@ -156,3 +164,26 @@ def _detail(name: str, props: dict[str, Any]) -> str:
     if name == "unsubscribed" and props.get("topic"):
         return f"from {props['topic']}"
     return ""
+
+
+def reaction_tallies(event: Event, record: StepRecord) -> list[Tally]:
+    """The report counters a reaction (with its trace line, :func:`reaction_record`) adds
+    to: ``reacted:<step>:<outcome>`` of the journey version, in all (arm "") and in the
+    message's arm, once per message and outcome; and ``reacted:<step>:clicks``, every
+    click. Nothing for a reaction that names no version."""
+    props = event.properties
+    version, arm = props.get("version"), props.get("arm")
+    if isinstance(version, bool) or not isinstance(version, int) or record.step is None:
+        return []
+    message = props.get("message")
+    key = message if isinstance(message, str) else f"{record.instance_id}:{record.step}"
+    arms = ["", arm] if isinstance(arm, str) and arm else [""]
+    metric = f"reacted:{record.step}:{record.outcome}"
+    found = [
+        Tally(record.journey, version, name, "", metric, once=f"{key}\x1f{record.outcome}")
+        for name in arms
+    ]
+    if record.outcome == "clicked":
+        clicks = f"reacted:{record.step}:clicks"
+        found += [Tally(record.journey, version, name, "", clicks) for name in arms]
+    return found

@@ -207,6 +207,7 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True, tag="send"):
     headers: dict[str, str] = {}
     topic: str | None = None  # the template's subscription topic
     transactional: bool = False  # the template's: no List-Unsubscribe, no topic applies
+    arm: str = ""  # the instance's split arm or experiment variant: its reactions count there
 
 
 class CallAction(msgspec.Struct, frozen=True, kw_only=True, tag="call"):
@@ -241,6 +242,9 @@ class Tally(msgspec.Struct, frozen=True, array_like=True):
     metric: str
     n: int = 1
     total: float = 0.0
+    # A key that counts once: the first commit with it adds this counter; any later tally
+    # of the same counter with the same key (an email opened again) adds nothing.
+    once: str = ""
 
 
 class StepRecord(msgspec.Struct, frozen=True, kw_only=True):

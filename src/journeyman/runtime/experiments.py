@@ -1,8 +1,9 @@
 """Experiments' decisions: made in one place, stored where every process reads them.
 
 The winner check (:func:`check`) runs in ``journeyman serve`` only, every
-:data:`CHECK_EVERY` seconds, never in a worker: with any number of workers on NATS there
-is one decision per experiment, not one per worker. It reads the report counters (the
+:data:`CHECK_EVERY` seconds (``JOURNEYMAN_EXPERIMENT_CHECK`` sets another), never in a
+worker: with any number of workers on NATS there is one decision per experiment, not one
+per worker. It reads the report counters (the
 variants' profiles and goal conversions, summed over the journey's versions), applies the
 step's ``winner:`` policy (:mod:`journeyman.domain.experiments`) and stores the decision
 in the settings store under ``experiment:<journey>:<step>``. A decision once stored is

@@ -59,7 +59,7 @@ from journeyman.storage.codec import (
     wake_ms,
 )
 from journeyman.storage.migrations import Migration
-from journeyman.storage.sql import counter_rows, membership_rows
+from journeyman.storage.sql import counter_rows, membership_rows, once_keys
 
 __all__ = ["MemoryStore"]
 
@@ -160,6 +160,7 @@ class _Tables:
     segment_members: dict[str, dict[str, int]] = field(default_factory=dict)
     # (journey, version, arm, goal, metric) -> [n, total], as the others' report_counters
     counters: dict[tuple[str, int, str, str, str], list[Any]] = field(default_factory=dict)
+    counted_once: set[str] = field(default_factory=set)  # as the others' counted_once
     # who did what, encoded as the other backends' audit rows, in the order kept
     audit: list[tuple[Any, ...]] = field(default_factory=list)
     # row ids, numbered as a database numbers them: from 1 up, never reused
@@ -270,7 +271,9 @@ class MemoryStore(Database):
             db.segment_members.setdefault(segment, {})[profile_id] = since
         for segment, profile_id in leaves:
             db.segment_members.get(segment, {}).pop(profile_id, None)
-        for *key, n, total in counter_rows(changes):
+        fresh = set(once_keys(changes)) - db.counted_once
+        db.counted_once |= fresh
+        for *key, n, total in counter_rows(changes, fresh):
             found = db.counters.setdefault(tuple(key), [0, 0.0])  # type: ignore[arg-type]
             found[0] += n
             found[1] += total

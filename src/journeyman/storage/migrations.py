@@ -80,6 +80,15 @@ CREATE TABLE report_counters (
     total DOUBLE PRECISION NOT NULL, PRIMARY KEY (journey, version, arm, goal, metric));
 """
 
+# Keys of report counters that count once (Tally.once: a message opened, whatever how
+# often): a key is kept by the commit that first counts it, so a later one adds nothing.
+ONCE_SQLITE = """
+CREATE TABLE IF NOT EXISTS counted_once (key TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+ONCE_POSTGRES = """
+CREATE TABLE counted_once (key TEXT COLLATE "C" PRIMARY KEY);
+"""
+
 # A profile's clock (Profile.wake_at): when its segments' answers can next change with no
 # event. Kept beside its state, so that due clocks are found along an index as waits are.
 CLOCKS_SQLITE = """
@@ -181,6 +190,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     Migration(7, "profile clocks: when segments move with time alone", CLOCKS_SQLITE),
     Migration(8, "audit: who paused, resumed, stopped or published what, and when", AUDIT_SQLITE),
     Migration(9, "scheduled runs: each run's progress through its audience", RUNS_SQLITE),
+    Migration(10, "counted once: reactions counted once per message in the report", ONCE_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -278,6 +288,7 @@ CREATE TABLE accounts (
     Migration(8, "profile clocks: when segments move with time alone", CLOCKS_POSTGRES),
     Migration(9, "audit: who paused, resumed, stopped or published what, and when", AUDIT_POSTGRES),
     Migration(10, "scheduled runs: each run's progress through its audience", RUNS_POSTGRES),
+    Migration(11, "counted once: reactions counted once per message in the report", ONCE_POSTGRES),
 ]
 
 

@@ -64,6 +64,7 @@ from journeyman.storage.sql import (
     counter_rows,
     kept_rows,
     membership_rows,
+    once_keys,
     workspace_row,
 )
 
@@ -99,6 +100,18 @@ _BULK = {
     for width in [len(insert.names)]
 }
 _KEEP_PROFILES, _KEEP_EVENTS = (_bulk(insert) for insert in KEPT)
+_COUNT_ONCE = (
+    "INSERT INTO counted_once SELECT unnest($1::text[]) ON CONFLICT (key) DO NOTHING RETURNING key"
+)
+
+
+async def _count_once(db: asyncpg.Connection, keys: list[str]) -> set[str]:
+    """The keys that no commit counted before, now kept (see ``Tally.once``)."""
+    if not keys:
+        return set()
+    return {row[0] for row in await db.fetch(_COUNT_ONCE, keys)}
+
+
 _FORGET = (
     "DELETE FROM identities WHERE (kind, value, profile_id) IN "
     "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
@@ -322,7 +335,8 @@ class PostgresStore(SQLDatabase, SQLRuns, ScaleOutStore):
             if changes.accounts:
                 await _put_accounts(db, changes.accounts, now)
             if changes.tallies:
-                await db.executemany(self.sql.add_counter, counter_rows(changes))
+                fresh = await _count_once(db, once_keys(changes))
+                await db.executemany(self.sql.add_counter, counter_rows(changes, fresh))
             await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
             if changes.told:
                 await _learn(db, changes.told)

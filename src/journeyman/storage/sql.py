@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import re
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -78,6 +78,7 @@ __all__ = [
     "kept_rows",
     "membership_rows",
     "messages",
+    "once_keys",
     "step_counts",
     "step_records",
 ]
@@ -234,6 +235,7 @@ class Statements:
     )
     segments_of: str = "SELECT segment, since FROM segment_members WHERE profile_id = ?"
     # report counters (see counter_rows)
+    count_once: str = "INSERT INTO counted_once VALUES (?) ON CONFLICT (key) DO NOTHING"
     add_counter: str = (
         "INSERT INTO report_counters VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (journey, version, arm, goal, metric) DO UPDATE SET "
@@ -397,11 +399,26 @@ def membership_rows(
     return joins, leaves
 
 
-def counter_rows(changes: Changes) -> list[tuple[str, int, str, str, str, int, float]]:
+def once_keys(changes: Changes) -> list[str]:
+    """The keys of the commit's tallies that count once (``Tally.once``), sorted."""
+    return sorted({t.once for t in changes.tallies if t.once})
+
+
+def counter_rows(
+    changes: Changes, fresh: Collection[str] = ()
+) -> list[tuple[str, int, str, str, str, int, float]]:
     """The report counters a commit adds to, one row per counter with the batch's sum, in
-    key order: concurrent commits lock the rows they share in the same order."""
+    key order: concurrent commits lock the rows they share in the same order. A tally
+    with a ``once`` key counts only if the key is ``fresh`` (counted by no commit before),
+    and only once for its counter in this commit."""
     sums: dict[tuple[str, int, str, str, str], list[float]] = {}
+    seen: set[tuple[str, str, int, str, str, str]] = set()
     for t in changes.tallies:
+        if t.once:
+            mark = (t.once, t.journey, t.version, t.arm, t.goal, t.metric)
+            if t.once not in fresh or mark in seen:
+                continue
+            seen.add(mark)
         found = sums.setdefault((t.journey, t.version, t.arm, t.goal, t.metric), [0, 0.0])
         found[0] += t.n
         found[1] += t.total

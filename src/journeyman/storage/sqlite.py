@@ -57,6 +57,7 @@ from journeyman.storage.sql import (
     counter_rows,
     kept_rows,
     membership_rows,
+    once_keys,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -183,7 +184,9 @@ class SQLiteStore(SQLDatabase, SQLRuns):
             db.executemany(self.sql.join_segment, joins)
             db.executemany(self.sql.leave_segment, leaves)
             self._put_accounts(changes.accounts, now)
-            db.executemany(self.sql.add_counter, counter_rows(changes))
+            once = once_keys(changes)
+            fresh = {k for k in once if db.execute(self.sql.count_once, (k,)).rowcount == 1}
+            db.executemany(self.sql.add_counter, counter_rows(changes, fresh))
             self._settle_rows(changes.deliveries)
 
     def _put_accounts(self, patches: dict[str, dict[str, Any]], now: int) -> None:

@@ -63,10 +63,14 @@ def _ceiling(value: float) -> float:
 
 
 def conversion_chart(
-    goal: str, series: Sequence[Mapping[str, Any]], holdouts: Sequence[str] = ()
+    goal: str,
+    series: Sequence[Mapping[str, Any]],
+    holdouts: Sequence[str] = (),
+    zone: str = "UTC",
 ) -> str:
-    """Goal ``goal``'s cumulative conversion rate over days of entry: per series (an arm)
-    a line, and its 95% interval as a band behind it."""
+    """Goal ``goal``'s cumulative conversion rate over days of entry (days in ``zone``,
+    named on the axis): per series (an arm) a line, and its 95% interval as a band behind
+    it."""
     label = f"Conversion to {goal} over time, by arm, with the 95% interval"
     days = [p["day"] for p in series[0]["points"]] if series else []
     if not days:
@@ -87,7 +91,7 @@ def conversion_chart(
         body += _series(one, colour(index, held), x, y, held)
     body.append(
         f'<text class="axis-title" x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" '
-        'text-anchor="middle">Day of entry (UTC)</text>'
+        f'text-anchor="middle">Day of entry ({_e(zone)})</text>'
         f'<text class="axis-title" transform="translate(14 {TOP + plot_h / 2:.1f}) rotate(-90)" '
         f'text-anchor="middle">Converted to {_e(goal)}</text>'
     )

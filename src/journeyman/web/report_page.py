@@ -3,21 +3,28 @@
 entry, and ``/journeys/{name}/report.csv``, the same report as a download. Asked for JSON
 (``Accept: application/json``), the page answers the report it would draw, as the API's
 ``GET /v1/journeys/{name}/report`` does.
+
+Each experiment's section has two forms, posted to
+``/journeys/{name}/report/experiments/{step}/winner`` and ``.../stop``: an operator picks a
+winner or stops the experiment, as ``POST /v1/journeys/{name}/experiments/{step}/winner``
+and ``.../stop`` do, in the name of the person logged in.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from journeyman.domain.experiments import How
 from journeyman.report import report_csv
 from journeyman.web import report_charts as charts
-from journeyman.web import views
+from journeyman.web import views, zones
 from journeyman.web.auth import Session
 from journeyman.web.report_view import ReportQuery, read_query, report_of
 from journeyman.wire import Problem
@@ -27,7 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["report_routes"]
 
-_PARAMS = ("version", "from", "to")
+log = logging.getLogger("journeyman.web")
+
+_PARAMS = ("version", "from", "to", "timezone")
+_DECISIONS: dict[str, How] = {"winner": "chosen", "stop": "stopped"}
 
 
 def report_routes(console: _Console) -> list[Route]:
@@ -37,6 +47,11 @@ def report_routes(console: _Console) -> list[Route]:
     return [
         Route("/journeys/{name}/report", console.page(tab.page), methods=["GET"]),
         Route("/journeys/{name}/report.csv", console.page(tab.csv), methods=["GET"]),
+        Route(
+            "/journeys/{name}/report/experiments/{step}/{decision}",
+            console.form(tab.decide),
+            methods=["POST"],
+        ),
     ]
 
 
@@ -51,10 +66,12 @@ class _ReportTab:
             return None, None, None
         latest = found[0]
         given = {k: v for k in _PARAMS if (v := request.query_params.get(k, "").strip())}
+        # Days in the zone the person picked (UTC until they do), unless the URL names one.
+        zone = zones.read_zone(request.cookies.get(zones.ZONE_COOKIE))
         try:
-            return latest, await read_query(self.runtime, latest, given), None
+            return latest, await read_query(self.runtime, latest, given, zone), None
         except Problem as problem:  # shown above the form; the report of the defaults below
-            return latest, await read_query(self.runtime, latest, {}), problem
+            return latest, await read_query(self.runtime, latest, {}, zone), problem
 
     async def page(self, request: Request, session: Session) -> Response:
         latest, query, problem = await self._query(request)
@@ -71,6 +88,7 @@ class _ReportTab:
             "versions": list(range(latest.version, 0, -1)),
             "csv_href": f"/journeys/{latest.name}/report.csv?{urlencode(query.params())}",
             "charts": _charts(report),
+            "decided": request.query_params.get("decided", ""),
         }
         status = problem.status if problem else 200
         return self.console.render(request, session, "report.html", context, status)
@@ -85,13 +103,43 @@ class _ReportTab:
         headers = {"Content-Disposition": f'attachment; filename="{latest.name}-report.csv"'}
         return Response(report_csv(report), headers=headers, media_type="text/csv; charset=utf-8")
 
+    async def decide(self, request: Request, session: Session) -> Response:
+        """An operator's winner or stop, from the experiment's forms on the Report tab."""
+        # Here: the API's modules import the console's package, which imports this one.
+        from journeyman.experiments_api import find_experiment, variant_named
+
+        params = request.path_params
+        how = _DECISIONS.get(params["decision"])
+        try:
+            journey, step = find_experiment(self.runtime, params["name"], params["step"])
+            if how is None:
+                raise Problem(404, "decision", "exists", "the decision must be winner or stop")
+            given = request.state.fields.get("variant") or None
+            variant = variant_named(step, given, required=how == "chosen")
+        except Problem as problem:
+            message = problem.body["error"]["message"]
+            return self.console.render(
+                request, session, "error.html", {"message": message}, problem.status
+            )
+        target = f"/journeys/{quote(journey.name, safe='')}/report"
+        try:
+            await self.runtime.decide_experiment(journey, step, variant, how, session.user)
+        except Exception:
+            log.exception("the console's decision of %s.%s failed", journey.name, step.id)
+            return RedirectResponse(f"{target}?decided=failed", 303)
+        return RedirectResponse(f"{target}?{urlencode({'decided': f'{how}:{step.id}'})}", 303)
+
 
 def _charts(report: dict[str, Any]) -> dict[str, Any]:
     """The report's pictures, as markup ready to put in the page (escaped when built)."""
     holdouts = [arm["name"] for arm in report["arms"] if arm["holdout"]]
     return {
         "conversion": {
-            goal["name"]: Markup(charts.conversion_chart(goal["name"], goal["over_time"], holdouts))
+            goal["name"]: Markup(
+                charts.conversion_chart(
+                    goal["name"], goal["over_time"], holdouts, report["timezone"]
+                )
+            )
             for goal in report["goals"]
         },
         "legend": {goal["name"]: _legend(goal["over_time"], holdouts) for goal in report["goals"]},

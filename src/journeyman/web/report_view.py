@@ -1,6 +1,7 @@
 """A journey's report as the API and the console's Report tab both ask for it: the
-journey's version (``version``: a number, ``all``, or the latest), the UTC days of entry
-(``from``, ``to``), the report counters and the step log's counts, read once.
+journey's version (``version``: a number, ``all``, or the latest), the days of entry
+(``from``, ``to``) in a time zone (``timezone``: UTC unless a zone is given, or the
+console's person picked one), the report counters and the step log's counts, read once.
 
 Bad parameters raise a :class:`~journeyman.wire.Problem` naming the field and the rule:
 the API answers it as JSON, the console shows it above the form.
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, tzinfo
 from typing import Any
 
 from journeyman.domain import model as m
+from journeyman.domain.times import TimeFormatError, parse_zone
 from journeyman.report import Days, journey_report
 from journeyman.runtime.experiments import read_decision
 from journeyman.runtime.service import Runtime
@@ -21,16 +23,19 @@ from journeyman.web import views
 from journeyman.web.paths import whole_number
 from journeyman.wire import Problem
 
-__all__ = ["ReportQuery", "parse_days", "read_query", "report_of"]
+__all__ = ["ReportQuery", "parse_days", "read_query", "read_zone", "report_of"]
 
 
 @dataclass(frozen=True, slots=True)
 class ReportQuery:
-    """What a report is of: a version (None: every version) and a range of days."""
+    """What a report is of: a version (None: every version), a range of days, and the
+    time zone of its days."""
 
     journey: m.Journey  # the version whose goals, splits and steps the report reads
     version: int | None
     days: Days
+    zone: tzinfo = UTC
+    zone_given: str = ""  # the ``timezone`` parameter, when one was given
 
     def params(self) -> dict[str, str]:
         """The query's parameters as a URL carries them (the CSV link, the form)."""
@@ -39,15 +44,24 @@ class ReportQuery:
             found["from"] = self.days.start.isoformat()
         if self.days.end:
             found["to"] = self.days.end.isoformat()
+        if self.zone_given:
+            found["timezone"] = self.zone_given
         return found
 
 
-async def read_query(runtime: Runtime, latest: m.Journey, given: Mapping[str, str]) -> ReportQuery:
-    """The report query of the parameters ``given`` (version, from, to) for ``latest``."""
+async def read_query(
+    runtime: Runtime, latest: m.Journey, given: Mapping[str, str], zone: tzinfo = UTC
+) -> ReportQuery:
+    """The report query of the parameters ``given`` (version, from, to, timezone) for
+    ``latest``; its days are in the ``timezone`` given, else in ``zone``."""
     days = parse_days(given.get("from") or None, given.get("to") or None)
+    named = given.get("timezone", "")
+    if named:
+        zone = read_zone(named)
     text = given.get("version", "")
     if text in ("", "all"):
-        return ReportQuery(latest, None if text == "all" else latest.version, days)
+        version = None if text == "all" else latest.version
+        return ReportQuery(latest, version, days, zone, named)
     number = whole_number(text)
     if number is None:
         raise Problem(400, "version", "type", "'version' must be a number or 'all'")
@@ -55,12 +69,21 @@ async def read_query(runtime: Runtime, latest: m.Journey, given: Mapping[str, st
     found = await views.version_of(runtime, latest, number) if number <= latest.version else None
     if found is None:
         raise Problem(404, "version", "exists", f"{latest.name} has no version {text}")
-    return ReportQuery(found, number, days)
+    return ReportQuery(found, number, days, zone, named)
+
+
+def read_zone(name: str) -> tzinfo:
+    """The zone of a report's ``timezone`` parameter, or a 400 naming it."""
+    try:
+        return parse_zone(name)
+    except TimeFormatError as error:
+        raise Problem(400, "timezone", "format", f"'timezone': {error}") from None
 
 
 def parse_days(start: str | None, end: str | None) -> Days:
-    """The ``from`` and ``to`` of a report (UTC dates, YYYY-MM-DD, both included), or a
-    :class:`~journeyman.wire.Problem` naming the field and the rule."""
+    """The ``from`` and ``to`` of a report (dates, YYYY-MM-DD, both included, in the
+    report's time zone), or a :class:`~journeyman.wire.Problem` naming the field and the
+    rule."""
     found = Days(_date("from", start), _date("to", end))
     if found.start and found.end and found.start > found.end:
         message = f"'from' ({found.start}) must not be after 'to' ({found.end})"
@@ -76,13 +99,12 @@ def _date(field_name: str, text: str | None) -> date | None:
             raise ValueError(text)
         return date.fromisoformat(text)
     except ValueError:
-        message = f"'{field_name}' must be a UTC date as YYYY-MM-DD, such as 2026-12-01"
+        message = f"'{field_name}' must be a date as YYYY-MM-DD, such as 2026-12-01"
         raise Problem(400, field_name, "format", message) from None
 
 
 async def report_of(runtime: Runtime, query: ReportQuery) -> dict[str, Any]:
-    """The report: the counters of the query's version(s), and the step log's counts,
-    with each send step's engagement as the journey's page counts it."""
+    """The report: the counters of the query's version(s), and the step log's counts."""
     name = query.journey.name
     counters = await runtime.reads.counters(name, query.version)
     steps = await runtime.reads.step_counts(name, query.version)
@@ -92,9 +114,6 @@ async def report_of(runtime: Runtime, query: ReportQuery) -> dict[str, Any]:
             decision = await read_decision(runtime.store, name, experiment.id)
             if decision is not None:
                 decisions[experiment.id] = decision
-    report = journey_report(query.journey, counters, query.version, steps, query.days, decisions)
-    for row in report["steps"]:
-        step = query.journey.steps.get(row["id"])
-        if isinstance(step, m.Send):
-            row["engagement"] = views.engagement(step, row["counts"])
-    return report
+    return journey_report(
+        query.journey, counters, query.version, steps, query.days, decisions, query.zone
+    )
