@@ -1,13 +1,14 @@
 """The scheduler: makes the runs of scheduled journeys when their moment comes, and works
 them, a page of members at a time, at the run's rate.
 
-Each process that takes ingest (``serve``, and ``serve --bus``) runs one. When a
-journey's schedule names a moment that has come, it stores a run for it (the run's id is
-the journey and the moment, so two processes make one run). Then it claims a run whose
+``journeyman serve`` runs one; with a bus, every ``journeyman worker`` does (and ``serve
+--bus`` none). When a journey's schedule names a moment that has come, it stores a run for
+it (the run's id is the journey and the moment, so two processes make one run). Then it
+claims a run whose
 lease has passed (:meth:`~journeyman.storage.runs.RunStore.claim_run`) and pages through
 its audience in profile id order: each member is given the entry event of the run
 (:func:`~journeyman.domain.schedules.entry_event`), taken in as ingest takes events
-(committed by ``serve``; stored in JetStream for the partition's owner with ``--bus``),
+(committed by ``serve``; stored in JetStream for the partition's owner by a worker),
 and only then is the page's last id saved as the run's cursor, with the lease renewed.
 
 A process killed mid-page leaves its lease to lapse (:data:`RUN_LEASE`); the next claim
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -69,7 +72,9 @@ class Scheduler:
         self.accept = accept
         self.clock = clock
         self.idle = idle
-        self.owner = secrets.token_hex(8)
+        # Who holds a run, as its row says: the host and process, so an operator (and a
+        # test) can tell which process works it.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     async def run(self) -> None:
         while True:
