@@ -42,7 +42,7 @@ from journeyman.domain.feedback import delivery_events
 from journeyman.domain.ingest import InvalidEvent, call_of, read_call
 from journeyman.domain.model import Workspace
 from journeyman.domain.reactions import REACTIONS, reaction_event
-from journeyman.domain.schedules import due_here, entry_event, next_run, profile_zone, run_id
+from journeyman.domain.schedules import entry_event, next_run, run_id
 from journeyman.domain.state import (
     Account,
     CallAction,
@@ -112,7 +112,9 @@ class Simulator:
         # (moment, journey) of the next run of each scheduled journey
         self._schedules: list[tuple[datetime, str]] = []
         for journey in workspace.scheduled():
-            self._next_run(journey.name, start)
+            # A `timezone: profile` schedule makes no runs: each member's clock enters them.
+            if journey.entry_schedule is not None and not journey.entry_schedule.per_profile:
+                self._next_run(journey.name, start)
 
     # input
 
@@ -279,16 +281,12 @@ class Simulator:
             at, name = heapq.heappop(self._schedules)
             self.now = max(self.now, at)
             journey = self.workspace.journeys[name]
-            schedule, segment = journey.entry_schedule, journey.entry_segment
-            assert schedule is not None
-            zone = self.workspace.settings.timezone
+            segment = journey.entry_segment
             run = run_id(name, at)
             events = [
                 entry_event(name, run, profile_id, self.now)
                 for profile_id, state in sorted(self._states.items())
-                if not state.new
-                and (segment is None or segment in state.profile.segments)
-                and due_here(schedule, at, profile_zone(state.profile.traits, zone))
+                if not state.new and (segment is None or segment in state.profile.segments)
             ]
             if events:
                 self._run(events)
