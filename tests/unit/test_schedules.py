@@ -167,6 +167,104 @@ steps:
     ]
 
 
+LOCAL_NEWS = """
+kind: segment
+name: newsletter
+when: profile.plan == "pro"
+---
+kind: journey
+name: morning
+reentry: always
+entry:
+  segment: newsletter
+  schedule: {every: "day 09:00", timezone: profile}
+steps:
+  - {id: news, send: hello_email}
+"""
+
+
+def test_each_member_is_entered_at_their_own_nine_every_day_by_their_own_clock(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(LOCAL_NEWS)
+    zones = {"tokyo": "Asia/Tokyo", "paris": "Europe/Paris", "york": "America/New_York"}
+    for user, zone in zones.items():
+        traits = {"email": f"{user}@example.com", "plan": "pro", "timezone": zone}
+        sim.identify({"userId": user, "traits": traits})
+    sim.identify({"userId": "free", "traits": {"email": "f@example.com", "plan": "free"}})
+    # each member's next 09:00 is a wake of their own profile; the others have none
+    assert sim.profile("paris").wake_at == datetime(2026, 1, 5, 8, tzinfo=UTC)
+    assert sim.profile("free").wake_at is None
+    sim.run_until(START + timedelta(days=3))
+    sent = sorted((m.profile_id, m.at) for m in sim.messages)
+    assert sent == sorted(
+        [("paris", datetime(2026, 1, day, 8, tzinfo=UTC)) for day in (5, 6, 7)]
+        + [("tokyo", datetime(2026, 1, day, 0, tzinfo=UTC)) for day in (6, 7, 8)]
+        + [("york", datetime(2026, 1, day, 14, tzinfo=UTC)) for day in (5, 6, 7)]
+    )
+
+
+def test_a_member_who_moves_or_leaves_is_entered_at_the_new_time_or_not_at_all(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(LOCAL_NEWS)
+    for user in ("mover", "leaver"):
+        traits = {"email": f"{user}@example.com", "plan": "pro", "timezone": "Europe/Paris"}
+        sim.identify({"userId": user, "traits": traits})
+    sim.identify({"userId": "mover", "traits": {"timezone": "Asia/Tokyo"}})
+    sim.identify({"userId": "leaver", "traits": {"plan": "free"}})
+    sim.run_until(START + timedelta(days=1, hours=12))
+    sent = sorted((m.profile_id, m.at) for m in sim.messages)
+    assert sent == [("mover", datetime(2026, 1, 6, 0, tzinfo=UTC))]  # not at Paris's 09:00
+    assert sim.profile("leaver").wake_at is None
+
+
+def test_a_late_clock_enters_once_and_a_schedule_changed_since_enters_nobody() -> None:
+    from journeyman.domain.schedules import wind_local
+
+    nine = every("day 09:00", PROFILE)
+    ten = every("day 10:00", PROFILE)
+    set_for = datetime(2026, 1, 5, 8, tzinfo=UTC)  # 09:00 in Paris
+    two_days_late = set_for + timedelta(days=2, hours=1)
+    clocks, due = wind_local([("j", nine, None)], {"j": set_for}, {}, PARIS, two_days_late)
+    assert due == [("j", set_for)]
+    assert clocks == {"j": datetime(2026, 1, 8, 8, tzinfo=UTC)}
+    # published anew at 10:00: the clock set for 09:00 winds on without an entry
+    clocks, due = wind_local([("j", ten, None)], {"j": set_for}, {}, PARIS, set_for)
+    assert due == []
+    assert clocks == {"j": datetime(2026, 1, 5, 9, tzinfo=UTC)}
+
+
+LOCAL_TEST = """
+kind: test
+name: each member gets the news at nine in their own timezone
+events:
+  - at: 0s
+    identify: {userId: tokyo, traits: {email: t@example.com, plan: pro, timezone: Asia/Tokyo}}
+  - at: 0s
+    identify: {userId: paris, traits: {email: p@example.com, plan: pro, timezone: Europe/Paris}}
+until: 1d
+expect:
+  - entered: morning
+    profile: paris
+    at: 8h
+  - entered: morning
+    profile: tokyo
+    at: 24h
+  - sent: news
+    times: 2
+"""
+
+
+def test_a_journey_test_sees_each_member_entered_at_their_local_nine(
+    workspace: Callable[..., object],
+) -> None:
+    from journeyman.journey_tests import run_tests
+
+    (result,) = run_tests(workspace(LOCAL_NEWS, LOCAL_TEST))  # type: ignore[arg-type]
+    assert result.passed, result
+
+
 WEEK_TEST = """
 kind: test
 name: a week on the virtual clock sees one run enter the members
