@@ -441,9 +441,7 @@ def _clock(
         changes.crashes.append((TimerDue(clock_id(profile.id), profile.id), error))
         wakes = {name: at for name, at in profile.wakes.items() if at > now}
         schedules = {name: at for name, at in profile.schedules.items() if at > now}
-        outcome = Outcome(
-            _replace(profile, wakes=wakes, schedules=schedules), profile_changed=True
-        )
+        outcome = Outcome(_replace(profile, wakes=wakes, schedules=schedules), profile_changed=True)
     _carry_out(snapshot, outcome, changes)
     return "fired"
 

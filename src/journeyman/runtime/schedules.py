@@ -130,9 +130,8 @@ class Scheduler:
     ) -> None:
         now = self.clock()
         total = await runs.audience_size(journey.entry_segment)
-        run = Run(
-            run_id, journey.name, journey.entry_segment, due, "running", "", 0, total, rate, now, now
-        )
+        segment = journey.entry_segment
+        run = Run(run_id, journey.name, segment, due, "running", "", 0, total, rate, now, now)
         if await runs.add_run(run):
             log.info("scheduled run %s of %d profiles", run.id, total)
 
