@@ -145,6 +145,7 @@ def test_every_backend_runs_a_schedule_as_serve_does_and_sets_each_members_local
         return now[0]
 
     async def check() -> None:
+        assert isinstance(store, RunStore)
         changes = Changes(at=START)  # profiles as an import leaves them: no clock yet
         changes.profiles = {p: Profile(id=p, traits={"timezone": z}) for p, z in ZONES.items()}
         await store.commit(changes)
