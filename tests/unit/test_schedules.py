@@ -281,6 +281,14 @@ expect:
   - sent: news
     profile: u2
     times: 0
+  - run: weekly
+    at: 8h
+    times: 1
+  - run: weekly
+    profile: u1
+  - run: weekly
+    profile: u2
+    times: 0
 """
 
 
@@ -289,6 +297,26 @@ def test_a_journey_test_advancing_a_week_sees_one_run(workspace: Callable[..., o
 
     (result,) = run_tests(workspace(NEWSLETTER, WEEK_TEST))  # type: ignore[arg-type]
     assert result.passed, result
+
+
+def test_a_run_expected_at_another_moment_fails_naming_the_run_that_came(
+    workspace: Callable[..., object],
+) -> None:
+    from journeyman.journey_tests import run_tests
+
+    wrong = WEEK_TEST.replace("at: 8h\n    times: 1", "at: 9h")
+    (result,) = run_tests(workspace(NEWSLETTER, wrong))  # type: ignore[arg-type]
+    (failure,) = result.failures
+    assert "expected run weekly at 9h, but got weekly at 8h for 1 profile(s)" in failure
+    assert "run 'weekly@20260105T080000Z'" in failure
+
+
+def test_a_run_expectation_must_name_a_journey(load: Callable[..., object]) -> None:
+    from tests.conftest import BASE
+
+    loaded = load(BASE, NEWSLETTER, WEEK_TEST.replace("run: weekly\n    at", "run: weekyl\n    at"))
+    errors = [str(p) for p in loaded.errors]  # type: ignore[attr-defined]
+    assert any("weekyl" in e and "weekly" in e for e in errors), errors
 
 
 @pytest.mark.parametrize(
