@@ -66,6 +66,14 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
+# 100,000 profiles leaving a days_since segment at the same instant, on SQLite: seconds from
+# that instant to the last exit recorded (the timer lag of profile clocks). EXITS_COUNT sets
+# how many profiles; the result is printed, for benchmarks/results.md.
+EXITS_COUNT ?= 100000
+.PHONY: bench-segment-exits
+bench-segment-exits: $(STAMP)
+	$(BIN)/python benchmarks/bench_segment_exits.py $(EXITS_COUNT)
+
 # SIGKILL storms under load, on SQLite and on PostgreSQL + NATS with workers (which need
 # `make services`): what the kills lost or sent twice, in benchmarks/chaos-results.md.
 # CHAOS_MODE (sqlite, bus, both), CHAOS_KILLS per mode, CHAOS_DURATION (seconds of load

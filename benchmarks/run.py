@@ -20,6 +20,7 @@ import bench_import  # noqa: E402
 import bench_parse  # noqa: E402
 import bench_scaleout  # noqa: E402
 import bench_schedules  # noqa: E402
+import bench_segment_exits  # noqa: E402
 import bench_segments  # noqa: E402
 import bench_server  # noqa: E402
 import bench_simulation  # noqa: E402
@@ -56,6 +57,7 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("segments core", bench_segments.core, "% drop", "< 15%", lambda v: v < 15),
     ("segments mix", bench_segments.mix, "% drop", "< 15%", lambda v: v < 15),
     ("segments ingest", bench_segments.ingest, "% drop", "< 15%", lambda v: v < 15),
+    ("segment exits", bench_segment_exits.run, "s", "< 1 s", lambda v: v < 1),
     ("scheduled run", bench_schedules.run, "profiles/s", ">= 5,000/s", _at_least(5_000)),
     ("scheduled run memory", bench_schedules.memory, "MB", "< 300 MB", lambda v: v < 300),
     ("scale-out", bench_scaleout.run, "events/s", ">= 3,000/s", lambda v: v >= 3_000),

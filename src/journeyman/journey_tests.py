@@ -141,11 +141,21 @@ def _happenings(sim: Simulator, expectation: Expectation) -> Iterator[_Happening
             for r in sim.records
             if r.outcome == outcome and r.detail == expectation.target
         )
+    if what == "run":
+        return _runs(sim, expectation.target, expectation.filters.get("profile"))
     if what == "reached":
         return _goals(sim, expectation.target)
     if what == "variant":
         return _variants(sim, expectation.target)
     return _step_records(sim, expectation.target, None if what == "never" else what)
+
+
+def _runs(sim: Simulator, journey: str, profile: str | None) -> Iterator[_Happening]:
+    """The scheduled runs of ``journey``; with ``profile``, those that entered it."""
+    for run in sim.runs:
+        if run.journey == journey and (profile is None or profile in run.profiles):
+            shown = profile if profile is not None else f"{len(run.profiles)} profile(s)"
+            yield _Happening(run.at, shown, run.journey, None, {"run": run.id})
 
 
 def _goals(sim: Simulator, target: str) -> Iterator[_Happening]:

@@ -42,7 +42,7 @@ from journeyman.domain.feedback import delivery_events
 from journeyman.domain.ingest import InvalidEvent, call_of, read_call
 from journeyman.domain.model import Workspace
 from journeyman.domain.reactions import REACTIONS, reaction_event
-from journeyman.domain.schedules import due_here, entry_event, next_run, profile_zone, run_id
+from journeyman.domain.schedules import entry_event, next_run, run_id
 from journeyman.domain.state import (
     Account,
     CallAction,
@@ -55,7 +55,7 @@ from journeyman.domain.state import (
 )
 from journeyman.errors import JourneymanError
 
-__all__ = ["NoMessage", "Rejection", "Simulator"]
+__all__ = ["NoMessage", "Rejection", "ScheduledRun", "Simulator"]
 
 # The first web address in a message: what a simulated click follows unless told otherwise.
 _FIRST_URL = re.compile(r"""https?://[^\s"'<>]+""")
@@ -72,6 +72,17 @@ class Rejection:
     event: str
     profile: str  # the userId or anonymousId the call named, if any
     error: InvalidEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRun:
+    """A run of a scheduled journey, as the server's scheduler makes it: its id, the
+    moment it was for, and the profiles it gave the entry event to, in id order."""
+
+    id: str
+    journey: str
+    at: datetime
+    profiles: tuple[str, ...]
 
 
 class _States(dict[str, Snapshot]):
@@ -111,8 +122,11 @@ class Simulator:
         self._merged: dict[str, str] = {}  # anonymous id -> known id, rows not moved yet
         # (moment, journey) of the next run of each scheduled journey
         self._schedules: list[tuple[datetime, str]] = []
+        self._runs: list[ScheduledRun] = []
         for journey in workspace.scheduled():
-            self._next_run(journey.name, start)
+            # A `timezone: profile` schedule makes no runs: each member's clock enters them.
+            if journey.entry_schedule is not None and not journey.entry_schedule.per_profile:
+                self._next_run(journey.name, start)
 
     # input
 
@@ -279,17 +293,14 @@ class Simulator:
             at, name = heapq.heappop(self._schedules)
             self.now = max(self.now, at)
             journey = self.workspace.journeys[name]
-            schedule, segment = journey.entry_schedule, journey.entry_segment
-            assert schedule is not None
-            zone = self.workspace.settings.timezone
+            segment = journey.entry_segment
             run = run_id(name, at)
             events = [
                 entry_event(name, run, profile_id, self.now)
                 for profile_id, state in sorted(self._states.items())
-                if not state.new
-                and (segment is None or segment in state.profile.segments)
-                and due_here(schedule, at, profile_zone(state.profile.traits, zone))
+                if not state.new and (segment is None or segment in state.profile.segments)
             ]
+            self._runs.append(ScheduledRun(run, name, at, tuple(e.profile_id for e in events)))
             if events:
                 self._run(events)
             self._next_run(name, at)
@@ -368,6 +379,11 @@ class Simulator:
     def messages(self) -> list[SendMessage]:
         self._move_merged()
         return self._messages
+
+    @property
+    def runs(self) -> list[ScheduledRun]:
+        """Every scheduled run made, in time order."""
+        return self._runs
 
     @property
     def tallies(self) -> list[Tally]:

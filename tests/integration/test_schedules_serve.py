@@ -1,7 +1,8 @@
 """Scheduled entry on a real ``journeyman serve`` (SQLite and PostgreSQL): a run enters
 the segment's members and the email goes out through a real SMTP server; a run killed
 mid-way (SIGKILL) goes on after a restart with nobody entered twice and nobody skipped;
-a run can be cancelled."""
+a run can be cancelled; a `timezone: profile` schedule enters each member at their own
+local time."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from tests.conftest import write_workspace
 from tests.integration.test_serve import WRITE, accepted, mails_to, smtp_channel
 from tests.servers import Journeyman, SmtpServer
+from tests.stores import Backend
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.durable  # a server in another process needs a database that outlives it
@@ -157,3 +159,69 @@ def test_a_run_can_be_cancelled_and_enters_nobody_more(tmp_path: Path, store_url
         wait_until(lambda: _journey(api, "everyone")["entered"] >= stopped["entered"], "entries")
         assert _journey(api, "everyone")["entered"] <= stopped["entered"] + 10
         assert stopped["entered"] < count
+
+
+SIGNED_UP = """
+kind: event
+name: signed_up
+"""
+
+MORNING = """
+kind: journey
+name: morning
+reentry: always
+entry:
+  schedule: {{every: "day {time}", timezone: profile}}
+steps:
+  - id: done
+    end: completed
+"""
+
+
+def _identify(api: httpx.Client, user: str, zone: str) -> None:
+    body = {"userId": user, "traits": {"timezone": zone}}
+    accepted(api.post("/v1/identify", json=body, headers=WRITE))
+
+
+def _entered_at(api: httpx.Client, user: str) -> list[datetime]:
+    found = api.get(f"/v1/profiles/{user}")
+    assert found.status_code == 200, found.text
+    instances = [i for i in found.json()["instances"] if i["journey"] == "morning"]
+    return [datetime.fromisoformat(i["entered_at"]) for i in instances]
+
+
+def test_each_member_is_entered_at_their_own_local_time_by_their_own_clock(
+    tmp_path: Path, store_url: str, backend: Backend
+) -> None:
+    """Members there before the schedule was published get their clocks from its first
+    run, later ones with their own event; each is entered when their own wall clock says
+    the schedule's time, and a member far away keeps a clock for their own time."""
+    folder = write_workspace(tmp_path / "ws", SIGNED_UP)
+    with Journeyman(folder, store_url, tmp_path) as server, server.start().client() as api:
+        _identify(api, "early", "UTC")
+        _identify(api, "tokyo", "Asia/Tokyo")
+        # the schedule's time: UTC's wall clock 30 to 90 seconds from now
+        moment = (datetime.now(UTC) + timedelta(seconds=90)).replace(second=0, microsecond=0)
+        morning = MORNING.format(time=moment.strftime("%H:%M"))
+        files = {"events.yaml": SIGNED_UP, "morning.yaml": morning}
+        answer = api.put("/v1/workspace", json={"files": files})
+        assert answer.status_code == 200, answer.text
+        clocks = wait_until(
+            lambda: (r := _run(api, "morning")) and r["state"] == "done" and r, "the clocks run"
+        )
+        assert clocks["id"].startswith("morning@clocks-")
+        assert clocks["entered"] == clocks["total"] == 2
+        _identify(api, "late", "UTC")
+
+        for user in ("early", "late"):
+            (entered,) = wait_until(lambda u=user: _entered_at(api, u), f"{user} entered", 120)  # type: ignore[misc]
+            assert moment <= entered < moment + timedelta(seconds=30)
+        assert _entered_at(api, "tokyo") == []
+        # Tokyo's own HH:MM is nine hours before UTC's: its clock is set for the next one
+        tokyo = moment - timedelta(hours=9)
+        while tokyo <= moment:
+            tokyo += timedelta(days=1)
+        assert backend.rows is not None
+        rows = backend.rows(store_url, "SELECT wake_at FROM profiles WHERE id = 'tokyo'")
+        assert rows == [(int(tokyo.timestamp() * 1000),)]
+        assert [r["id"] for r in _journey(api, "morning")["runs"]] == [clocks["id"]]

@@ -13,7 +13,6 @@ from journeyman.domain.schedules import (
     PROFILE,
     Schedule,
     ScheduleError,
-    due_here,
     next_run,
     read_cron,
     read_every,
@@ -102,16 +101,12 @@ def test_at_runs_once_then_never() -> None:
     assert next_run(once, moment, PARIS) is None
 
 
-def test_profile_local_time_enters_each_member_at_their_own_nine() -> None:
+def test_profile_local_time_is_each_members_own_next_nine() -> None:
     schedule = every("day 09:00", PROFILE)
-    tokyo_nine = datetime(2026, 1, 5, 0, tzinfo=UTC)  # 09:00 in Tokyo
-    paris_nine = datetime(2026, 1, 5, 8, tzinfo=UTC)
-    assert next_run(schedule, START, UTC_ZONE) == START + timedelta(minutes=15)
-    assert due_here(schedule, tokyo_nine, ZoneInfo("Asia/Tokyo"))
-    assert not due_here(schedule, tokyo_nine, PARIS)
-    assert due_here(schedule, paris_nine, PARIS)
-    kolkata = datetime(2026, 1, 5, 3, 30, tzinfo=UTC)  # 09:00 at +05:30
-    assert due_here(schedule, kolkata, ZoneInfo("Asia/Kolkata"))
+    assert next_run(schedule, START, ZoneInfo("Asia/Tokyo")) == datetime(2026, 1, 6, 0, tzinfo=UTC)
+    assert next_run(schedule, START, PARIS) == datetime(2026, 1, 5, 8, tzinfo=UTC)
+    kolkata = next_run(schedule, START, ZoneInfo("Asia/Kolkata"))
+    assert kolkata == datetime(2026, 1, 5, 3, 30, tzinfo=UTC)  # 09:00 at +05:30
 
 
 def test_one_moment_makes_one_run_id() -> None:
@@ -172,6 +167,104 @@ steps:
     ]
 
 
+LOCAL_NEWS = """
+kind: segment
+name: newsletter
+when: profile.plan == "pro"
+---
+kind: journey
+name: morning
+reentry: always
+entry:
+  segment: newsletter
+  schedule: {every: "day 09:00", timezone: profile}
+steps:
+  - {id: news, send: hello_email}
+"""
+
+
+def test_each_member_is_entered_at_their_own_nine_every_day_by_their_own_clock(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(LOCAL_NEWS)
+    zones = {"tokyo": "Asia/Tokyo", "paris": "Europe/Paris", "york": "America/New_York"}
+    for user, zone in zones.items():
+        traits = {"email": f"{user}@example.com", "plan": "pro", "timezone": zone}
+        sim.identify({"userId": user, "traits": traits})
+    sim.identify({"userId": "free", "traits": {"email": "f@example.com", "plan": "free"}})
+    # each member's next 09:00 is a wake of their own profile; the others have none
+    assert sim.profile("paris").wake_at == datetime(2026, 1, 5, 8, tzinfo=UTC)
+    assert sim.profile("free").wake_at is None
+    sim.run_until(START + timedelta(days=3))
+    sent = sorted((m.profile_id, m.at) for m in sim.messages)
+    assert sent == sorted(
+        [("paris", datetime(2026, 1, day, 8, tzinfo=UTC)) for day in (5, 6, 7)]
+        + [("tokyo", datetime(2026, 1, day, 0, tzinfo=UTC)) for day in (6, 7, 8)]
+        + [("york", datetime(2026, 1, day, 14, tzinfo=UTC)) for day in (5, 6, 7)]
+    )
+
+
+def test_a_member_who_moves_or_leaves_is_entered_at_the_new_time_or_not_at_all(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(LOCAL_NEWS)
+    for user in ("mover", "leaver"):
+        traits = {"email": f"{user}@example.com", "plan": "pro", "timezone": "Europe/Paris"}
+        sim.identify({"userId": user, "traits": traits})
+    sim.identify({"userId": "mover", "traits": {"timezone": "Asia/Tokyo"}})
+    sim.identify({"userId": "leaver", "traits": {"plan": "free"}})
+    sim.run_until(START + timedelta(days=1, hours=12))
+    sent = sorted((m.profile_id, m.at) for m in sim.messages)
+    assert sent == [("mover", datetime(2026, 1, 6, 0, tzinfo=UTC))]  # not at Paris's 09:00
+    assert sim.profile("leaver").wake_at is None
+
+
+def test_a_late_clock_enters_once_and_a_schedule_changed_since_enters_nobody() -> None:
+    from journeyman.domain.schedules import wind_local
+
+    nine = every("day 09:00", PROFILE)
+    ten = every("day 10:00", PROFILE)
+    set_for = datetime(2026, 1, 5, 8, tzinfo=UTC)  # 09:00 in Paris
+    two_days_late = set_for + timedelta(days=2, hours=1)
+    clocks, due = wind_local([("j", nine, None)], {"j": set_for}, {}, PARIS, two_days_late)
+    assert due == [("j", set_for)]
+    assert clocks == {"j": datetime(2026, 1, 8, 8, tzinfo=UTC)}
+    # published anew at 10:00: the clock set for 09:00 winds on without an entry
+    clocks, due = wind_local([("j", ten, None)], {"j": set_for}, {}, PARIS, set_for)
+    assert due == []
+    assert clocks == {"j": datetime(2026, 1, 5, 9, tzinfo=UTC)}
+
+
+LOCAL_TEST = """
+kind: test
+name: each member gets the news at nine in their own timezone
+events:
+  - at: 0s
+    identify: {userId: tokyo, traits: {email: t@example.com, plan: pro, timezone: Asia/Tokyo}}
+  - at: 0s
+    identify: {userId: paris, traits: {email: p@example.com, plan: pro, timezone: Europe/Paris}}
+until: 1d
+expect:
+  - entered: morning
+    profile: paris
+    at: 8h
+  - entered: morning
+    profile: tokyo
+    at: 24h
+  - sent: news
+    times: 2
+"""
+
+
+def test_a_journey_test_sees_each_member_entered_at_their_local_nine(
+    workspace: Callable[..., object],
+) -> None:
+    from journeyman.journey_tests import run_tests
+
+    (result,) = run_tests(workspace(LOCAL_NEWS, LOCAL_TEST))  # type: ignore[arg-type]
+    assert result.passed, result
+
+
 WEEK_TEST = """
 kind: test
 name: a week on the virtual clock sees one run enter the members
@@ -188,6 +281,14 @@ expect:
   - sent: news
     profile: u2
     times: 0
+  - run: weekly
+    at: 8h
+    times: 1
+  - run: weekly
+    profile: u1
+  - run: weekly
+    profile: u2
+    times: 0
 """
 
 
@@ -196,6 +297,26 @@ def test_a_journey_test_advancing_a_week_sees_one_run(workspace: Callable[..., o
 
     (result,) = run_tests(workspace(NEWSLETTER, WEEK_TEST))  # type: ignore[arg-type]
     assert result.passed, result
+
+
+def test_a_run_expected_at_another_moment_fails_naming_the_run_that_came(
+    workspace: Callable[..., object],
+) -> None:
+    from journeyman.journey_tests import run_tests
+
+    wrong = WEEK_TEST.replace("at: 8h\n    times: 1", "at: 9h")
+    (result,) = run_tests(workspace(NEWSLETTER, wrong))  # type: ignore[arg-type]
+    (failure,) = result.failures
+    assert "expected run weekly at 9h, but got weekly at 8h for 1 profile(s)" in failure
+    assert "run 'weekly@20260105T080000Z'" in failure
+
+
+def test_a_run_expectation_must_name_a_journey(load: Callable[..., object]) -> None:
+    from tests.conftest import BASE
+
+    loaded = load(BASE, NEWSLETTER, WEEK_TEST.replace("run: weekly\n    at", "run: weekyl\n    at"))
+    errors = [str(p) for p in loaded.errors]  # type: ignore[attr-defined]
+    assert any("weekyl" in e and "weekly" in e for e in errors), errors
 
 
 @pytest.mark.parametrize(

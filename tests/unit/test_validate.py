@@ -559,7 +559,7 @@ def test_a_branch_or_split_has_no_next(problems: Problems) -> None:
             "kind: test\nname: t\nevents: []\nexpect:\n  - {ended: completed, sent: a}\n",
             "doc01.yaml:5: test t: an expectation needs exactly one of sent, ended, never, "
             "capped, skipped, deferred, dropped, entered, exited, timed_out, rejected, "
-            "entered_segment, exited_segment, reached, variant",
+            "entered_segment, exited_segment, reached, variant, run",
         ),
         (
             "kind: test\nname: t\nevents: []\nexpect: []\nfail: [1]\n",

@@ -573,7 +573,7 @@ def _check_test(r: Reader, test: m.TestCase, parsed: Parsed) -> None:
         target = expectation.target
         if expectation.what in ("sent", "never", "capped", "skipped", "deferred", "dropped"):
             _check_step_name(r, path, target, parsed, complete)
-        elif expectation.what in ("entered", "exited", "timed_out") and target:
+        elif expectation.what in ("entered", "exited", "timed_out", "run") and target:
             _known(r, path, "journey", target, parsed)
         elif expectation.what in ("entered_segment", "exited_segment"):
             _known(r, path, "segment", target, parsed)

@@ -441,7 +441,8 @@ def _clock(
         # It would come due again at once, and fail the same way: its due wakes are dropped.
         changes.crashes.append((TimerDue(clock_id(profile.id), profile.id), error))
         wakes = {name: at for name, at in profile.wakes.items() if at > now}
-        outcome = Outcome(_replace(profile, wakes=wakes), profile_changed=True)
+        schedules = {name: at for name, at in profile.schedules.items() if at > now}
+        outcome = Outcome(_replace(profile, wakes=wakes, schedules=schedules), profile_changed=True)
     _carry_out(snapshot, outcome, changes)
     return "fired"
 

@@ -34,6 +34,7 @@ from journeyman.domain.actions import render_call
 from journeyman.domain.experiments import Decision
 from journeyman.domain.expressions import Expression
 from journeyman.domain.policies import decide_entry, decide_send
+from journeyman.domain.schedules import entry_event, run_id, wind_local
 from journeyman.domain.segments import (
     Readers,
     changed_segments,
@@ -394,6 +395,7 @@ class _Run:
                 history=dict(p.history),
                 segments=dict(p.segments),
                 wakes=dict(p.wakes),
+                schedules=dict(p.schedules),
                 account=p.account,
                 goals=list(p.goals),
             )
@@ -453,7 +455,31 @@ class _Run:
     def settle_segments(self, instances: Sequence[Instance], react: bool = True) -> None:
         """Evaluate the segments that what changed may move, and those whose wake time
         came; each change is an event on the profile (journeyman.domain.segments), which
-        journeys then react to (unless not ``react``: an import's)."""
+        journeys then react to (unless not ``react``: an import's). Then wind the clocks
+        of the schedules in the profile's own local time, which its segments decide."""
+        self._settle_segments(instances, react)
+        if self.workspace.local_schedules or self.profile.schedules:
+            self.settle_schedules(instances, react)
+
+    def settle_schedules(self, instances: Sequence[Instance], react: bool) -> None:
+        """Enter the journeys whose ``timezone: profile`` moment has come for this profile
+        (unless not ``react``), and set the instants of its next local moments."""
+        local = [
+            (j.name, j.entry_schedule, j.entry_segment)
+            for j in self.workspace.local_schedules
+            if j.entry_schedule is not None
+        ]
+        profile, zone = self.profile, self.zone()[0]
+        clocks, due = wind_local(local, profile.schedules, profile.segments, zone, self.now)
+        if clocks != self.profile.schedules:
+            self._own_profile().schedules = clocks
+        for name, at in due if react else ():
+            event = entry_event(name, run_id(name, at), self.profile.id, self.now)
+            current = self._current(instances)
+            self.enter(self.workspace.journeys[name], event, current, check_filter=True)
+            self.finish_jumps(current)
+
+    def _settle_segments(self, instances: Sequence[Instance], react: bool) -> None:
         segments = self.workspace.segments
         if not segments:
             if self.profile.wakes:  # of segments no longer published

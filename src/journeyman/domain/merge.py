@@ -54,6 +54,7 @@ def merge_profiles(
         history=dict(known.history),
         segments=dict(known.segments),
         wakes=dict(known.wakes),
+        schedules=dict(known.schedules),
         # both profiles' goal windows, oldest first: a goal of either counts for its instance
         goals=sorted([*known.goals, *anonymous.goals], key=lambda w: w.entered_at)[-MAX_WINDOWS:],
     )

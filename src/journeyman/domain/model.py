@@ -557,6 +557,9 @@ class Workspace:
     # The segments over local time (Segment.local): evaluated for a profile that has no
     # wake time for them yet.
     local_segments: tuple[str, ...] = field(init=False, repr=False)
+    # The journeys a `timezone: profile` schedule enters, each member at their own time
+    # (journeyman.domain.schedules.wind_local).
+    local_schedules: tuple[Journey, ...] = field(init=False, repr=False)
     # ("page" | "screen", the page's name) -> the event a page or screen call of it is
     views: Mapping[tuple[str, str], EventDefinition] = field(init=False, repr=False)
 
@@ -578,6 +581,10 @@ class Workspace:
         expressions = [e for j in self.journeys.values() for e in j.expressions()]
         expressions += [segment.when for segment in self.segments.values()]
         object.__setattr__(self, "needs", needs_of(c for e in expressions for c in e.calls))
+        local_schedules = tuple(
+            j for j in self.journeys.values() if j.entry_schedule and j.entry_schedule.per_profile
+        )
+        object.__setattr__(self, "local_schedules", local_schedules)
         local = tuple(name for name, segment in self.segments.items() if segment.local)
         object.__setattr__(self, "local_segments", local)
 
@@ -592,8 +599,11 @@ class Workspace:
         if isinstance(segment, str):
             found = (*found, *self.segment_entries.get(segment, ()))
         if event == SCHEDULED_EVENT:
+            # A `timezone: profile` schedule's members are entered by their own clocks;
+            # its run's events only wind them (see Workspace.local_schedules).
             journey = self.journeys.get(str(properties.get("journey")))
-            if journey is not None and journey.entry_schedule is not None:
+            schedule = journey.entry_schedule if journey is not None else None
+            if journey is not None and schedule is not None and not schedule.per_profile:
                 found = (*found, journey)
         return found
 

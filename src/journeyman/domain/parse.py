@@ -110,6 +110,7 @@ _EXPECTATIONS = (
     "exited_segment",
     "reached",
     "variant",
+    "run",
 )
 _EXPECT_FILTERS = ("profile", "journey", "to", "channel", "subject", "body_contains", "is")
 DEFAULT_TEST_START = datetime.fromisoformat("2026-01-05T00:00:00+00:00")  # a Monday

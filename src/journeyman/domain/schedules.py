@@ -15,19 +15,20 @@ would have (an hour later on the wall clock); a time that the change back repeat
 once, the first time.
 
 ``timezone: profile`` enters each member at their own local time (their ``timezone``
-trait, else the workspace's): runs are then made every :data:`GRID` (the finest step of
-the world's UTC offsets), and each enters the members whose local time is the schedule's
-at that moment (:func:`due_here`).
+trait, else the workspace's) with no run at all: each member's profile keeps the instant of
+their next local moment (:attr:`~journeyman.domain.state.Profile.schedules`), a wake-up of
+the profile's clock, and when it comes the engine enters them (:func:`wind_local`). Nothing
+ever reads the whole audience for it but one run when the schedule is first seen, whose
+entry events only set the clocks of the members there already (:func:`clocks_run_id`).
 
 Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -38,23 +39,21 @@ from journeyman.errors import JourneymanError
 __all__ = [
     "DAYS",
     "DEFAULT_RATE",
-    "GRID",
     "PROFILE",
     "SCHEDULED_EVENT",
     "Schedule",
     "ScheduleError",
-    "due_here",
+    "clocks_run_id",
     "entry_event",
     "next_run",
-    "profile_zone",
     "read_cron",
     "read_every",
     "read_zone",
     "run_id",
+    "wind_local",
 ]
 
 DEFAULT_RATE = 200.0  # profiles a second a run enters, unless `rate:` says otherwise
-GRID = timedelta(minutes=15)  # every UTC offset in use is a whole number of quarter hours
 PROFILE = "profile"  # `timezone: profile`: each member's own
 SCHEDULED_EVENT = "journey_scheduled"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -145,9 +144,8 @@ def read_zone(text: str) -> str:
 
 def next_run(schedule: Schedule, after: datetime, default: ZoneInfo) -> datetime | None:
     """The first moment strictly after ``after`` (UTC) at which a run starts; None when
-    there is none (an ``at`` that has passed)."""
-    if schedule.per_profile:
-        return _next_on_grid(schedule, after)
+    there is none (an ``at`` that has passed). For ``timezone: profile``, ``default`` is
+    the member's zone: their own next moment."""
     zone = schedule.zone(default)
     local = after.astimezone(zone).replace(tzinfo=None, microsecond=0)
     for candidate in _local_times(schedule, local):
@@ -175,37 +173,42 @@ def _local_times(schedule: Schedule, start: datetime) -> Iterator[datetime]:
                 yield candidate
 
 
-def _next_on_grid(schedule: Schedule, after: datetime) -> datetime | None:
-    """The next quarter hour (UTC) after ``after``; for an ``at``, only within the day
-    around it in which some timezone reaches it."""
-    epoch = datetime(2000, 1, 1, tzinfo=UTC)
-    steps = (after - epoch) // GRID + 1
-    moment = epoch + steps * GRID
-    if schedule.at is not None:
-        latest = schedule.at.replace(tzinfo=UTC) + timedelta(hours=14)
-        earliest = schedule.at.replace(tzinfo=UTC) - timedelta(hours=14)
-        moment = max(moment, earliest)
-        return moment if moment <= latest else None
-    return moment
+def wind_local(
+    journeys: Iterable[tuple[str, Schedule, str | None]],
+    clocks: Mapping[str, datetime],
+    segments: Mapping[str, datetime],
+    zone: ZoneInfo,
+    now: datetime,
+) -> tuple[dict[str, datetime], list[tuple[str, datetime]]]:
+    """A member's clocks of the ``timezone: profile`` schedules (journey name, schedule,
+    segment or None), wound on to ``now``: their instants anew, and the journeys whose
+    moment has come, each with that moment.
+
+    ``clocks`` are the instants set before. One that has come is due only if the schedule
+    still names it in ``zone`` (a schedule published anew, or a member who moved to
+    another timezone, is wound on without an entry); moments missed make one entry. A
+    profile not in the segment (any more) keeps no clock for it.
+    """
+    wound: dict[str, datetime] = {}
+    due: list[tuple[str, datetime]] = []
+    for name, schedule, segment in journeys:
+        if segment is not None and segment not in segments:
+            continue
+        before = clocks.get(name)
+        if before is not None and before <= now:
+            again = next_run(schedule, before - timedelta(seconds=1), zone)
+            if again == before:
+                due.append((name, before))
+        upcoming = next_run(schedule, now, zone)
+        if upcoming is not None:
+            wound[name] = upcoming
+    return wound, due
 
 
-def due_here(schedule: Schedule, at: datetime, zone: ZoneInfo) -> bool:
-    """Whether a member in ``zone`` is entered by the run at ``at``: always for one
-    timezone; for ``timezone: profile``, when their local time is the schedule's."""
-    if not schedule.per_profile:
-        return True
-    return schedule.matches(at.astimezone(zone))
-
-
-def profile_zone(traits: Any, default: ZoneInfo) -> ZoneInfo:
-    """A profile's ``timezone`` trait, else ``default`` (also for a name not known)."""
-    name = traits.get("timezone") if hasattr(traits, "get") else None
-    if isinstance(name, str) and name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            return default
-    return default
+def clocks_run_id(journey: str, at: datetime) -> str:
+    """The id of the run that sets the members' clocks of a ``timezone: profile`` schedule
+    first seen at ``at``: its entry events enter nobody."""
+    return f"{journey}@clocks-{at.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def run_id(journey: str, at: datetime) -> str:

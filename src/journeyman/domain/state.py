@@ -154,11 +154,16 @@ class Profile(msgspec.Struct, kw_only=True):
     # segment name -> the earliest time its answer can change with no event (the profile's
     # clock: see journeyman.domain.segments.next_change); the earliest is a timer
     wakes: dict[str, datetime] = {}
+    # journey name -> the instant of the profile's next local moment of the journey's
+    # `timezone: profile` schedule (journeyman.domain.schedules.wind_local): also a wake
+    schedules: dict[str, datetime] = {}
 
     @property
     def wake_at(self) -> datetime | None:
-        """When the profile's segments must be evaluated again, with no event."""
-        return min((at for at in self.wakes.values() if at != NEVER), default=None)
+        """When the profile's segments must be evaluated again, or a schedule in its own
+        local time enters it, with no event."""
+        wakes = (at for at in self.wakes.values() if at != NEVER)
+        return min((*wakes, *self.schedules.values()), default=None)
 
     def view(self) -> dict[str, Any]:
         view = dict(self.traits)

@@ -1,13 +1,14 @@
 """The scheduler: makes the runs of scheduled journeys when their moment comes, and works
 them, a page of members at a time, at the run's rate.
 
-Each process that takes ingest (``serve``, and ``serve --bus``) runs one. When a
-journey's schedule names a moment that has come, it stores a run for it (the run's id is
-the journey and the moment, so two processes make one run). Then it claims a run whose
+``journeyman serve`` runs one; with a bus, every ``journeyman worker`` does (and ``serve
+--bus`` none). When a journey's schedule names a moment that has come, it stores a run for
+it (the run's id is the journey and the moment, so two processes make one run). Then it
+claims a run whose
 lease has passed (:meth:`~journeyman.storage.runs.RunStore.claim_run`) and pages through
 its audience in profile id order: each member is given the entry event of the run
 (:func:`~journeyman.domain.schedules.entry_event`), taken in as ingest takes events
-(committed by ``serve``; stored in JetStream for the partition's owner with ``--bus``),
+(committed by ``serve``; stored in JetStream for the partition's owner by a worker),
 and only then is the page's last id saved as the run's cursor, with the lease renewed.
 
 A process killed mid-page leaves its lease to lapse (:data:`RUN_LEASE`); the next claim
@@ -19,13 +20,21 @@ the page in flight is the last.
 A schedule is first seen when the scheduler first reads the journey (its moment is kept
 in the settings as ``schedule:JOURNEY``): runs are for moments after that. Moments missed
 while no process ran make one run, for the latest of them.
+
+A ``timezone: profile`` schedule makes no runs of entries: each member's own clock enters
+them (:func:`~journeyman.domain.schedules.wind_local`, in the engine). When it is first
+seen, one run (:func:`~journeyman.domain.schedules.clocks_run_id`, at :data:`CLOCKS_RATE`)
+gives the members there already an event that only sets their clocks; members who come
+later get theirs with their first event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -33,22 +42,22 @@ from datetime import datetime, timedelta
 from journeyman.domain.model import Journey, Workspace
 from journeyman.domain.schedules import (
     Schedule,
-    due_here,
+    clocks_run_id,
     entry_event,
     next_run,
-    profile_zone,
     run_id,
 )
 from journeyman.domain.state import Event
 from journeyman.storage.base import Store
 from journeyman.storage.runs import Run, RunStore
 
-__all__ = ["PAGE", "RUN_LEASE", "Scheduler"]
+__all__ = ["CLOCKS_RATE", "PAGE", "RUN_LEASE", "Scheduler"]
 
 log = logging.getLogger("journeyman.schedules")
 
 PAGE = 1000  # members read at a time (at most one second's worth at the run's rate)
 RUN_LEASE = timedelta(seconds=10)  # a run is one process's while it saves pages within this
+CLOCKS_RATE = 5000.0  # profiles a second whose clocks the first run of `timezone: profile` sets
 _MISSED = 10_000  # moments looked through at most when catching up after a pause
 _RETRY = 1.0  # seconds before a page that could not be taken in is tried again
 
@@ -69,7 +78,9 @@ class Scheduler:
         self.accept = accept
         self.clock = clock
         self.idle = idle
-        self.owner = secrets.token_hex(8)
+        # Who holds a run, as its row says: the host and process, so an operator (and a
+        # test) can tell which process works it.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     async def run(self) -> None:
         while True:
@@ -103,27 +114,26 @@ class Scheduler:
         seen = await self.store.get_setting(key)
         if seen is None:
             await self.store.set_setting(key, now.isoformat())
+            if schedule.per_profile:  # the members there already: their clocks, once
+                await self._add(runs, journey, clocks_run_id(journey.name, now), now, CLOCKS_RATE)
             return
+        if schedule.per_profile:
+            return  # each member's own clock enters them (domain.schedules.wind_local)
         latest = _latest_due(schedule, datetime.fromisoformat(seen), now, workspace)
         if latest is None:
             return
+        await self._add(runs, journey, run_id(journey.name, latest), latest, schedule.rate)
+        await self.store.set_setting(key, latest.isoformat())
+
+    async def _add(
+        self, runs: RunStore, journey: Journey, run_id: str, due: datetime, rate: float
+    ) -> None:
+        now = self.clock()
         total = await runs.audience_size(journey.entry_segment)
-        run = Run(
-            run_id(journey.name, latest),
-            journey.name,
-            journey.entry_segment,
-            latest,
-            "running",
-            "",
-            0,
-            total,
-            schedule.rate,
-            now,
-            now,
-        )
+        segment = journey.entry_segment
+        run = Run(run_id, journey.name, segment, due, "running", "", 0, total, rate, now, now)
         if await runs.add_run(run):
             log.info("scheduled run %s of %d profiles", run.id, total)
-        await self.store.set_setting(key, latest.isoformat())
 
     async def _work(self, runs: RunStore, run: Run) -> None:
         """Page through the run's audience from its cursor, at its rate."""
@@ -145,28 +155,8 @@ class Scheduler:
         log.info("scheduled run %s done: %d entered", run.id, entered)
 
     async def _entries(self, run: Run, ids: list[str]) -> list[Event]:
-        workspace = self.workspace()
-        journey = workspace.journeys.get(run.journey)
-        schedule = journey.entry_schedule if journey is not None else None
         now = self.clock()
-        if schedule is not None and schedule.per_profile:
-            ids = await self._local(schedule, run, ids, workspace)
         return [entry_event(run.journey, run.id, profile_id, now) for profile_id in ids]
-
-    async def _local(
-        self, schedule: Schedule, run: Run, ids: list[str], workspace: Workspace
-    ) -> list[str]:
-        """The members whose own local time is the schedule's at the run's moment."""
-        default = workspace.settings.timezone
-        found = await self.store.load(ids)
-        return [
-            profile_id
-            for profile_id in ids
-            if profile_id in found
-            and due_here(
-                schedule, run.due_at, profile_zone(found[profile_id].profile.traits, default)
-            )
-        ]
 
     async def _take(self, events: list[Event]) -> None:
         """Take the page in; while ingest is full (or the bus away), wait and try again."""

@@ -35,8 +35,8 @@ JOURNEYS_SETTING = "journeys"
 class BusRuntime(Runtime):
     """A :class:`Runtime` whose ingest and commands publish to ``bus``.
 
-    Only the scheduler runs here (its entries go to the bus as events do): the workers
-    apply events and commands, fire timers and deliver.
+    None of the runtime's loops runs here: the workers apply events and commands, fire
+    timers, deliver, and work scheduled runs (their entries go to the bus as events do).
     """
 
     def __init__(self, *args: Any, bus: Bus, **kwargs: Any) -> None:
@@ -60,7 +60,7 @@ class BusRuntime(Runtime):
             await self.bus.close()
 
     def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-        return [("schedules", self.schedules.run())]
+        return []
 
     async def accept(self, events: list[Event]) -> list[str]:
         """Store the events in JetStream: ``accepted`` once it confirmed every one."""

@@ -21,6 +21,10 @@ them to the owner of their profile's partition through the bus, and delivers the
 claimed the same way. A delivery outcome the engine must learn goes to the owner as well
 (see :class:`TellingDispatcher`), and so does an operator's stop or resume (published by
 the API process): only the owner of a profile's partition ever changes its instances.
+Workers also work scheduled runs (:mod:`journeyman.runtime.schedules`): a run is claimed
+by one worker at a time (``SKIP LOCKED`` and a lease), which publishes each page's entry
+events to the partitions of their profiles; a killed worker's run is claimed by another
+once its lease lapses, from the last page saved.
 
 The workspace comes from the database: a worker runs the version published last (see
 :mod:`journeyman.runtime.following`), and a publish to the API reaches every worker within
@@ -47,7 +51,7 @@ from journeyman.channels.base import Channel
 from journeyman.domain.core import Changes, Delivered
 from journeyman.domain.feedback import delivery_events
 from journeyman.domain.model import Journey, Workspace
-from journeyman.domain.state import Effect, SendMessage
+from journeyman.domain.state import Effect, Event, SendMessage
 from journeyman.errors import JourneymanError
 from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
@@ -56,6 +60,7 @@ from journeyman.runtime.following import EVERY, empty_workspace, load_published,
 from journeyman.runtime.links import Links, load_links
 from journeyman.runtime.processor import DeliveryResult, HeldBack, Processor, Trigger, utc_now
 from journeyman.runtime.publish import Versions
+from journeyman.runtime.schedules import Scheduler
 from journeyman.runtime.timers import Firing, TimerLoop, backoff, sleep_until_woken
 from journeyman.runtime.tracking import Tracker
 from journeyman.runtime.unsubscribe import ConsentLinks
@@ -276,6 +281,9 @@ class Worker:
         self.ownership: Ownership | None = None
         self.timers: ClaimingTimers | None = None
         self.relay: Relay | None = None
+        self.schedules = Scheduler(
+            store, lambda: self.processor.workspace, self._publish_entries, clock
+        )
         self.dispatcher = TellingDispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry
         )
@@ -323,6 +331,7 @@ class Worker:
             "timers": self.timers.run(),
             "dispatcher": self.dispatcher.run(),
             "relay": self.relay.run(),
+            "schedules": self.schedules.run(),
             "partitions": self._balance(),
             "journeys": self._watch(),
         }
@@ -346,7 +355,7 @@ class Worker:
         and close: the other workers take the partitions over at their next look."""
         self._stopping.set()
         named = {task.get_name(): task for task in self._tasks}
-        for name in ("partitions", "journeys", "timers"):
+        for name in ("partitions", "journeys", "timers", "schedules"):
             if name in named:
                 named[name].cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -371,6 +380,12 @@ class Worker:
         if self.bus is not None:
             await self.bus.close()
         await self.store.close()
+
+    async def _publish_entries(self, events: list[Event]) -> list[str]:
+        """A scheduled run's page: to the owners of its profiles' partitions."""
+        assert self.bus is not None
+        await self.bus.publish_events(events, self.processor.workspace.events)
+        return ["accepted"] * len(events)
 
     # journeys
 

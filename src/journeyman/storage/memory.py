@@ -13,6 +13,7 @@ batch first, and changes nothing until nothing can fail.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -59,6 +60,7 @@ from journeyman.storage.codec import (
     wake_ms,
 )
 from journeyman.storage.migrations import Migration
+from journeyman.storage.runs import Run, RunStore
 from journeyman.storage.sql import counter_rows, membership_rows, once_keys
 
 __all__ = ["MemoryStore"]
@@ -163,13 +165,16 @@ class _Tables:
     counted_once: set[str] = field(default_factory=set)  # as the others' counted_once
     # who did what, encoded as the other backends' audit rows, in the order kept
     audit: list[tuple[Any, ...]] = field(default_factory=list)
+    # scheduled runs by id, as the others' schedule_runs: (run, owner, leased until ms)
+    runs: dict[str, tuple[Run, str | None, int | None]] = field(default_factory=dict)
     # row ids, numbered as a database numbers them: from 1 up, never reused
     outbox_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     letter_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
 
-class MemoryStore(Database):
-    """A :class:`Store` in this process's memory: empty when opened, gone when closed."""
+class MemoryStore(Database, RunStore):
+    """A :class:`Store` in this process's memory: empty when opened, gone when closed.
+    Scheduled runs too (:class:`RunStore`), claimed and leased as the others claim them."""
 
     def __init__(self) -> None:
         self._tables: _Tables | None = None
@@ -661,6 +666,77 @@ class MemoryStore(Database):
         mine = (row for row in reversed(self.db.audit) if row[4] == journey)
         return [audit_entry(row) for row in _first(mine, limit)]
 
+    # scheduled runs (journeyman.storage.runs)
+
+    async def add_run(self, run: Run) -> bool:
+        if run.id in self.db.runs:
+            return False
+        stored = dataclasses.replace(
+            run,
+            due_at=_ms_time(run.due_at),
+            started_at=_ms_time(run.started_at),
+            updated_at=_ms_time(run.updated_at),
+        )
+        self.db.runs[run.id] = (stored, None, None)
+        return True
+
+    async def claim_run(self, owner: str, now: datetime, until: datetime) -> Run | None:
+        free = [
+            run
+            for run, _, leased in self.db.runs.values()
+            if run.state == "running" and (leased is None or leased <= ms(now))
+        ]
+        if not free:
+            return None
+        run = min(free, key=lambda r: r.due_at)
+        self.db.runs[run.id] = (run, owner, ms(until))
+        return run
+
+    def _held(self, run_id: str, owner: str | None) -> Run | None:
+        """The run, if it is running (and ``owner``'s, unless None)."""
+        found = self.db.runs.get(run_id)
+        if found is None or found[0].state != "running" or owner not in (None, found[1]):
+            return None
+        return found[0]
+
+    async def run_progress(
+        self, run: Run, owner: str, cursor: str, entered: int, now: datetime, until: datetime
+    ) -> bool:
+        held = self._held(run.id, owner)
+        if held is None:
+            return False
+        moved = dataclasses.replace(held, cursor=cursor, entered=entered, updated_at=_ms_time(now))
+        self.db.runs[run.id] = (moved, owner, ms(until))
+        return True
+
+    async def finish_run(self, run: Run, owner: str, now: datetime) -> None:
+        held = self._held(run.id, owner)
+        if held is not None:
+            done = dataclasses.replace(held, state="done", updated_at=_ms_time(now))
+            self.db.runs[run.id] = (done, owner, None)
+
+    async def cancel_run(self, journey: str, run_id: str, now: datetime) -> tuple[Run | None, bool]:
+        held = self._held(run_id, None)
+        if held is not None and held.journey == journey:
+            cancelled = dataclasses.replace(held, state="cancelled", updated_at=_ms_time(now))
+            self.db.runs[run_id] = (cancelled, self.db.runs[run_id][1], None)
+        found = self.db.runs.get(run_id)
+        run = found[0] if found is not None and found[0].journey == journey else None
+        return run, held is not None and run is not None
+
+    async def runs_of(self, journey: str, limit: int) -> list[Run]:
+        runs = [run for run, _, _ in self.db.runs.values() if run.journey == journey]
+        return sorted(runs, key=lambda r: r.due_at, reverse=True)[:limit]
+
+    async def audience(self, segment: str | None, after: str, limit: int) -> list[str]:
+        ids = self.db.profiles if segment is None else self.db.segment_members.get(segment, {})
+        return heapq.nsmallest(limit, (p for p in ids if p > after))
+
+    async def audience_size(self, segment: str | None) -> int:
+        if segment is None:
+            return len(self.db.profiles)
+        return len(self.db.segment_members.get(segment, {}))
+
 
 def _check_new(taken: Collection[Any], keys: Iterable[Any], what: str = "messageId") -> None:
     """Raise, as a database's unique index would, if a key is taken or comes twice."""
@@ -694,3 +770,8 @@ def _message(row: _Outbox) -> MessageRow:
             row.effect,
         )
     )
+
+
+def _ms_time(at: datetime) -> datetime:
+    """``at`` as the other backends give it back: to the whole millisecond."""
+    return time(ms(at))
