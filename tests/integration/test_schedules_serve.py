@@ -63,6 +63,18 @@ def _soon(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+# The moment a test's run is for, as the folder has it: far off, so that no run starts
+# before the test has its profiles in (a busy machine may take seconds to start a server).
+LATER = "2099-01-01T09:00:00"
+
+
+def _run_soon(api: httpx.Client, folder: Path, seconds: float = 2) -> None:
+    """Publish the folder again with its run's moment ``seconds`` from now."""
+    files = {p.name: p.read_text().replace(LATER, _soon(seconds)) for p in folder.glob("*.yaml")}
+    answer = api.put("/v1/workspace", json={"files": files, "by": "test"})
+    assert answer.status_code == 200, answer.text
+
+
 def _people(api: httpx.Client, count: int, **traits: Any) -> None:
     for start in range(0, count, 100):
         batch = [
@@ -92,12 +104,13 @@ def test_a_run_enters_the_members_of_the_segment_and_the_email_goes_out(
     tmp_path: Path, store_url: str
 ) -> None:
     with SmtpServer() as smtp:
-        text = NEWSLETTER.format(at=_soon(4), rate=50)
+        text = NEWSLETTER.format(at=LATER, rate=50)
         folder = write_workspace(tmp_path / "ws", text, smtp_channel(smtp.port))
         with Journeyman(folder, store_url, tmp_path) as server, server.start().client() as api:
             for user, plan in (("u1", "pro"), ("u2", "free"), ("u3", "pro")):
                 body = {"userId": user, "traits": {"email": f"{user}@example.com", "plan": plan}}
                 accepted(api.post("/v1/identify", json=body, headers=WRITE))
+            _run_soon(api, folder)
             for address in ("u1@example.com", "u3@example.com"):
                 mail = wait_until(lambda a=address: mails_to(smtp, a), "the news")  # type: ignore[misc]
                 assert mail[0]["Subject"] == "This week's news"
@@ -113,10 +126,11 @@ def test_a_run_killed_midway_goes_on_after_a_restart_entering_each_profile_once(
     tmp_path: Path, store_url: str
 ) -> None:
     count = 600
-    folder = write_workspace(tmp_path / "ws", EVERYONE.format(at=_soon(6), rate=60))
+    folder = write_workspace(tmp_path / "ws", EVERYONE.format(at=LATER, rate=60))
     with Journeyman(folder, store_url, tmp_path) as server:
         with server.start().client() as api:
             _people(api, count)
+            _run_soon(api, folder)
             wait_until(
                 lambda: (r := _run(api, "everyone")) and r["entered"] >= 120, "a part entered"
             )
@@ -138,9 +152,10 @@ def test_a_run_killed_midway_goes_on_after_a_restart_entering_each_profile_once(
 
 def test_a_run_can_be_cancelled_and_enters_nobody_more(tmp_path: Path, store_url: str) -> None:
     count = 300
-    folder = write_workspace(tmp_path / "ws", EVERYONE.format(at=_soon(5), rate=10))
+    folder = write_workspace(tmp_path / "ws", EVERYONE.format(at=LATER, rate=10))
     with Journeyman(folder, store_url, tmp_path) as server, server.start().client() as api:
         _people(api, count)
+        _run_soon(api, folder)
         run = wait_until(lambda: (r := _run(api, "everyone")) and r["entered"] > 0 and r, "started")
         assert run["state"] == "running"
         assert run["eta"] > 0
