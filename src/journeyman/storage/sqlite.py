@@ -32,6 +32,7 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import Account, Profile
+from journeyman.storage.backfills import ADD_SIZE, SQLBackfills, size_rows
 from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_account,
@@ -66,7 +67,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = latest(SQLITE)
 
 
-class SQLiteStore(SQLDatabase, SQLRuns):
+class SQLiteStore(SQLDatabase, SQLRuns, SQLBackfills):
     """A :class:`Database` in one SQLite file (``:memory:`` for a throwaway one), owned by
     one process: no :class:`~journeyman.storage.base.ScaleOutStore`."""
 
@@ -184,6 +185,7 @@ class SQLiteStore(SQLDatabase, SQLRuns):
             db.executemany(self.sql.leave_segment, leaves)
             self._put_accounts(changes.accounts, now)
             db.executemany(self.sql.add_counter, counter_rows(changes))
+            db.executemany(ADD_SIZE, size_rows(changes.events))
             self._settle_rows(changes.deliveries)
 
     def _put_accounts(self, patches: dict[str, dict[str, Any]], now: int) -> None:
