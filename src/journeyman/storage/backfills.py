@@ -90,14 +90,13 @@ class Backfill:
     updated_at: datetime
 
     def progress(self) -> dict[str, Any]:
-        """What the console and the API show: done of total, the rate, the time left."""
+        """What the console and the API show: done of total, the rate (profiles a second
+        since it started) and ``eta``, the seconds left at that rate (None once over)."""
         seconds = (self.updated_at - self.started_at).total_seconds()
         rate = self.done / seconds if seconds > 0 and self.done else 0.0
         total = max(self.total, self.done)  # profiles made since it started count too
         left = total - self.done
-        eta = None
-        if self.state == "running" and rate > 0:
-            eta = (self.updated_at + timedelta(seconds=left / rate)).isoformat()
+        eta = round(left / rate, 1) if self.state == "running" and rate > 0 else None
         return {
             "id": self.id,
             "state": self.state,
