@@ -55,6 +55,7 @@ from journeyman.runtime.audit import Who
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.schedule_api import run_routes, runs_of
+from journeyman.segment_api import segment_routes
 from journeyman.segment_lists import segment_list_routes
 from journeyman.trying_api import try_routes
 from journeyman.web import ConsoleSettings, console, views
@@ -116,6 +117,7 @@ def create_app(
         Route("/v1/profiles/{profile_id:path}", api.guard(api.profile), methods=["GET"]),
         Route("/v1/segments", api.guard(api.segments), methods=["GET"]),
         Route("/v1/segments/{name}/members", api.guard(api.segment_members), methods=["GET"]),
+        *segment_routes(runtime, api.guard),
         *segment_list_routes(runtime, api.guard, unavailable),
         *run_routes(runtime, api.guard),
         Route("/v1/messages", api.guard(api.messages), methods=["GET"]),

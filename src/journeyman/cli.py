@@ -578,9 +578,11 @@ def _publish(workspace: Path, url: str, key: str | None, dry_run: bool) -> None:
 
 def _add_import() -> None:
     from journeyman.import_cli import import_group
+    from journeyman.segment_cli import segments_group
 
     import_group.add_command(segment_import.segment)
     main.add_command(import_group)
+    main.add_command(segments_group)
 
 
 _add_import()

@@ -606,6 +606,34 @@ SPEC: dict[str, Any] = {
             "Every segment of the published workspace: name, description, condition and "
             "how many profiles are in it now"
         ),
+        "/v1/segments/{name}": _get(
+            "One segment: name, description, condition, size now; its size over the last 30 "
+            "days ('sizes': 'start', the size at 'since', and 'points', the size at the end "
+            "of each UTC hour that had an entry or an exit, with how many entered and left "
+            "then); its latest backfill ('backfill': state running, done or superseded, done "
+            "of total profiles, percent, rate in profiles a second, eta in seconds; null "
+            "before any) and the few before it ('backfills')",
+            [_path_param("name")],
+        ),
+        "/v1/segments/{name}/backfill": {
+            "post": {
+                "summary": "Backfill a segment again: compute it for every stored profile "
+                "from the events and traits the store holds (after an import of old events, "
+                "say); its members get 'segment_entered' or 'segment_exited', and no journey "
+                "is entered, resumed or exited by them",
+                "security": [{"bearer": []}, {"basic": []}],
+                "parameters": [_path_param("name")],
+                "responses": {
+                    "202": {
+                        "description": "Started: the backfill, with state, done, total, rate",
+                        "content": {"application/json": {}},
+                    },
+                    "401": _error("The admin key is missing or wrong."),
+                    "404": _error("No such segment."),
+                    "409": _error("The segment is a list: it has no condition to compute."),
+                },
+            }
+        },
         "/v1/segments/{name}/members": _get(
             "A page of a segment's members (profile id, since when), by profile id: pass "
             "'after' the last id of the page before ('next' of its answer)",

@@ -31,9 +31,9 @@ import msgspec
 from journeyman.domain.engine import Engine, Outcome
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.merge import merge_profiles
-from journeyman.domain.model import EventDefinition
+from journeyman.domain.model import EventDefinition, Segment
 from journeyman.domain.reactions import reaction_record, reaction_tallies
-from journeyman.domain.segments import SEGMENT_EVENTS
+from journeyman.domain.segments import SEGMENT_EVENTS, backfill_reads
 from journeyman.domain.state import (
     ACCOUNT_UPDATED,
     Account,
@@ -47,6 +47,7 @@ from journeyman.domain.state import (
 
 __all__ = [
     "ACCOUNT_UPDATED",
+    "BACKFILL",
     "LIST",
     "Changes",
     "Delivered",
@@ -60,6 +61,8 @@ __all__ = [
     "Trigger",
     "accounts_needed",
     "apply",
+    "backfill_trigger",
+    "backfills_needed",
     "carry",
     "clock_id",
     "from_group",
@@ -76,6 +79,9 @@ _replace = msgspec.structs.replace
 REASON_LENGTH = 500  # of an engine failure's text in the trace
 #: The type of the event that carries a change of a static list (see :func:`list_change`).
 LIST = "list"
+#: The type of the event that asks for a segment backfill of one profile (see
+#: :func:`backfill_trigger`).
+BACKFILL = "backfill"
 
 
 # triggers
@@ -186,6 +192,8 @@ class Known:
     # the accounts of the profiles and of the group calls (see accounts_needed), by id;
     # apply keeps them up to each group call
     accounts: dict[str, Account] = field(default_factory=dict)
+    # profile id -> its stored events that its backfill triggers read (backfills_needed)
+    logs: Mapping[str, Sequence[Event]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -283,6 +291,8 @@ def _event(
     event = _resolved(event, snapshots, known, changes, definitions)
     if event.type == LIST:
         return _list(engine, snapshots[event.profile_id], event, now, known, changes)
+    if event.type == BACKFILL:
+        return _backfill(engine, snapshots[event.profile_id], event, now, known, changes)
     if links(event):
         _merge(event, snapshots, changes, now)
     snapshot = snapshots[event.profile_id]
@@ -485,6 +495,59 @@ def _list(
     except Exception as error:
         outcome = _crashed(engine, snapshot, event, error, now, changes)
     _made(snapshot, changes)
+    _carry_out(snapshot, outcome, changes)
+    return "accepted"
+
+
+def backfill_trigger(profile_id: str, segments: Sequence[str], now: datetime) -> Event:
+    """The trigger that backfills ``segments`` for one profile: taken in as an event is
+    (so that on a bus, only the owner of the profile's partition applies it), never kept."""
+    return Event(
+        name="segment_backfill",
+        profile_id=profile_id,
+        timestamp=now,
+        properties={"segments": list(segments)},
+        type=BACKFILL,
+        user_id=profile_id,
+    )
+
+
+def _backfilled(event: Event) -> list[str]:
+    names = event.properties.get("segments")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def backfills_needed(
+    triggers: Iterable[Trigger], segments: Mapping[str, Segment]
+) -> dict[str, frozenset[str]]:
+    """Profile id -> the events whose stored log its backfill triggers read (the store
+    gives them as :attr:`Known.logs`)."""
+    needed: dict[str, frozenset[str]] = {}
+    for trigger in triggers:
+        if isinstance(trigger, Event) and trigger.type == BACKFILL:
+            reads = backfill_reads(segments, _backfilled(trigger))
+            if reads:
+                needed[trigger.profile_id] = needed.get(trigger.profile_id, frozenset()) | reads
+    return needed
+
+
+def _backfill(
+    engine: Engine, snapshot: Snapshot, event: Event, now: datetime, known: Known, changes: Changes
+) -> str:
+    """A backfill of one profile: its history made again from its stored events (and those
+    of this batch so far), its segments evaluated. A profile that is not stored (merged
+    into another since) has nothing to backfill."""
+    if snapshot.new:
+        return "accepted"
+    segments = _backfilled(event)
+    profile_id = snapshot.profile.id
+    reads = backfill_reads(engine.workspace.segments, segments)
+    log = [e for e in known.logs.get(profile_id, ()) if e.name in reads]
+    log += (e for e in changes.events if e.profile_id == profile_id and e.name in reads)
+    try:
+        outcome = engine.on_backfill(snapshot.profile, segments, log, now)
+    except Exception as error:
+        outcome = _crashed(engine, snapshot, event, error, now, changes)
     _carry_out(snapshot, outcome, changes)
     return "accepted"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
@@ -37,6 +37,7 @@ from journeyman.domain.policies import decide_entry, decide_send
 from journeyman.domain.schedules import entry_event, run_id, wind_local
 from journeyman.domain.segments import (
     Readers,
+    backfill_reads,
     changed_segments,
     next_change,
     segment_event,
@@ -183,6 +184,21 @@ class Engine:
             if event.name in consent.CONSENT_EVENTS:
                 run.take_consent(event)
             run.note_history(event)
+        run.settle_segments((), react=False)
+        return run.outcome
+
+    def on_backfill(
+        self, profile: Profile, segments: Collection[str], log: Sequence[Event], now: datetime
+    ) -> Outcome:
+        """A backfill of ``segments`` (a segment new, or whose ``when`` changed): the
+        history of the events they read is made again from ``log``, the profile's stored
+        events of those names (see :func:`backfill_reads`), and the segments are evaluated,
+        with those that read what changed. Their changes are recorded as any segment's, but
+        no journey is entered, resumed or exited by them: as an import's, they say what the
+        profile was already, not what it just did."""
+        run = _Run(self, profile, now)
+        run.rebuild_history(backfill_reads(self.workspace.segments, segments), log)
+        run.forced.update(name for name in segments if name in self.workspace.segments)
         run.settle_segments((), react=False)
         return run.outcome
 
@@ -379,6 +395,7 @@ class _Run:
         self.traits_changed = False
         self.recorded: set[str] = set()
         self.listed: set[str] = set()  # lists changed, whose readers are evaluated next
+        self.forced: set[str] = set()  # segments evaluated whatever changed (a backfill)
 
     # profile
 
@@ -437,6 +454,17 @@ class _Run:
             self._own_profile().history = kept
             self.recorded.add(event.name)
 
+    def rebuild_history(self, names: Collection[str], log: Sequence[Event]) -> None:
+        """Make the history of the events ``names`` again from ``log`` (in time order)."""
+        needs = self.workspace.needs
+        kept = {name: h for name, h in self.profile.history.items() if name not in names}
+        for event in sorted(log, key=lambda e: e.timestamp):
+            if event.name in names:
+                kept = history.record(kept, event, needs, self.now) or kept
+        if kept != self.profile.history:
+            self._own_profile().history = kept
+            self.recorded.update(names)
+
     def react(self, event: Event, instances: Sequence[Instance]) -> None:
         """An event for the profile's instances: exits, waits it answers, new entries."""
         waiting = [i for i in instances if i.status == "waiting"]
@@ -489,6 +517,8 @@ class _Run:
             wakes = self.profile.wakes
             clock = {n for n, at in wakes.items() if at <= self.now}
             clock.update(n for n in self.workspace.local_segments if n not in wakes)
+            clock.update(self.forced)
+            self.forced = set()
             if not (
                 self.traits_changed
                 or self.recorded

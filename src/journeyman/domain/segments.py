@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+import hashlib
 import heapq
 import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
@@ -37,7 +38,9 @@ __all__ = [
     "SEGMENT_EVENTS",
     "SEGMENT_SCHEMAS",
     "Readers",
+    "backfill_reads",
     "changed_segments",
+    "digest",
     "next_change",
     "ordered",
     "segment_event",
@@ -149,6 +152,19 @@ def changed_segments(
         due.update(readers.segments.get(name, ()))  # those after it read its new answer
         changes.append((name, inside))
     return changes
+
+
+def backfill_reads(segments: Mapping[str, Segment], names: Iterable[str]) -> frozenset[str]:
+    """The events whose history a backfill of the segments ``names`` makes again from the
+    event log: those their history functions read."""
+    return frozenset(e for n in names if (s := segments.get(n)) is not None for e in s.events)
+
+
+def digest(segment: Segment) -> str:
+    """A short digest of what the segment computes (its ``when``): a backfill is for one,
+    and a publish that changes it needs another."""
+    source = "list" if segment.listed else segment.when.source
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def segment_event(profile_id: str, segment: str, entered: bool, now: datetime) -> Event:

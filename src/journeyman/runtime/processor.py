@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from journeyman.domain.core import (
+    BACKFILL,
     Changes,
     DeliveryResult,
     Known,
@@ -38,6 +39,7 @@ from journeyman.domain.core import (
     Trigger,
     accounts_needed,
     apply,
+    backfills_needed,
     carry,
     links,
     lookups,
@@ -356,6 +358,8 @@ class Processor:
         if any(isinstance(t, DeliveryResult) for t in triggers):
             return False  # it may read its instance from the store
         events = [t for t in triggers if isinstance(t, Event)]
+        if any(e.type == BACKFILL for e in events):
+            return False  # it reads the event log, which the batch ahead adds to
         # An event that looks its profile up in the store, or merges one, waits; but a
         # message's outcome (named by its profile's id as an anonymous id, in case that
         # visitor has signed in since) reads only anonymous ids, which the batch ahead
@@ -459,6 +463,7 @@ class Processor:
             _bring_up(snapshots, ahead)
         await self._find_elsewhere(triggers, snapshots, known)
         await self._accounts(triggers, snapshots, known, ahead)
+        await self._logs(triggers, engine, known)
         results, changes = apply(engine, snapshots, triggers, now, known, quiet=items[0].quiet)
         for trigger, error in changes.crashes:
             log.error(
@@ -486,6 +491,12 @@ class Processor:
             [t.told for t in triggers if isinstance(t, DeliveryResult) and t.told]
         )
         return Known(identities, seen, untold)
+
+    async def _logs(self, triggers: list[Trigger], engine: Engine, known: Known) -> None:
+        """The stored events that the batch's segment backfills read, of their profiles."""
+        needed = backfills_needed(triggers, engine.workspace.segments)
+        if needed:
+            known.logs = {pid: await self.store.log_of(pid, n) for pid, n in needed.items()}
 
     async def _accounts(
         self,

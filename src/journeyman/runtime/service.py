@@ -23,6 +23,7 @@ from journeyman.domain.experiments import Decision, How
 from journeyman.domain.model import CHANNELS, Workspace
 from journeyman.domain.state import Event
 from journeyman.runtime.audit import API, Who
+from journeyman.runtime.backfills import Backfiller
 from journeyman.runtime.callbacks import status_callback_step
 from journeyman.runtime.dispatcher import Dispatcher, RetryPolicy
 from journeyman.runtime.experiments import CHECK_EVERY, check, decide, read_decisions
@@ -99,6 +100,7 @@ class Runtime:
         self.processor = Processor(store, workspace, clock=clock, on_commit=self._committed)
         self.timers = TimerLoop(store, self.processor, clock, idle=idle)
         self.schedules = Scheduler(store, lambda: self.workspace, self.accept, clock, idle=idle)
+        self.backfills = Backfiller(store, lambda: self.workspace, self.accept, clock, idle=idle)
         self.dispatcher = Dispatcher(
             store, self.processor, self.channels, clock, env=env, policy=retry, idle=idle
         )
@@ -180,6 +182,7 @@ class Runtime:
             ("timers", self.timers.run()),
             ("dispatcher", self.dispatcher.run()),
             ("schedules", self.schedules.run()),
+            ("backfills", self.backfills.run()),
         ]
 
     async def accept(self, events: list[Event]) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any
 
 from journeyman.domain.model import Workspace
@@ -30,18 +31,25 @@ __all__ = ["BUS_SETTING", "JOURNEYS_SETTING", "BusRuntime"]
 # the current version of every published journey, {name: version}.
 BUS_SETTING = "bus"
 JOURNEYS_SETTING = "journeys"
+# How long a new segment backfill waits before its triggers go out: the workers follow a
+# publish within a second (see journeyman.runtime.following).
+SETTLE = timedelta(seconds=3)
 
 
 class BusRuntime(Runtime):
     """A :class:`Runtime` whose ingest and commands publish to ``bus``.
 
-    None of the runtime's loops runs here: the workers apply events and commands, fire
-    timers, deliver, and work scheduled runs (their entries go to the bus as events do).
+    Only the backfiller runs here (its triggers go to the bus as events do): the workers
+    apply events and commands, fire timers, deliver, and work scheduled runs (their entries
+    go to the bus as events do).
     """
 
     def __init__(self, *args: Any, bus: Bus, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.bus = bus
+        # The workers run a published workspace within a second or so: a backfill of a
+        # segment it brings waits that long, so that its triggers find the segment there.
+        self.backfills.settle = SETTLE
 
     async def start(self) -> None:
         await self.bus.connect()
@@ -60,7 +68,7 @@ class BusRuntime(Runtime):
             await self.bus.close()
 
     def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-        return []
+        return [("backfills", self.backfills.run())]
 
     async def accept(self, events: list[Event]) -> list[str]:
         """Store the events in JetStream: ``accepted`` once it confirmed every one."""

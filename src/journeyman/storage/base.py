@@ -291,6 +291,11 @@ class Store(ABC):
     async def instance(self, instance_id: str) -> Instance | None:
         """One instance, running or ended (the one a delivery outcome is for)."""
 
+    @abstractmethod
+    async def log_of(self, profile_id: str, names: Collection[str]) -> list[Event]:
+        """The profile's stored events of these names, in the order they were stored: what
+        a segment backfill rebuilds the profile's history from."""
+
     # timers
 
     @abstractmethod

@@ -25,7 +25,14 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.reactions import ENGAGEMENT
-from journeyman.domain.state import Account, Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import (
+    Account,
+    Event,
+    Instance,
+    Profile,
+    SendMessage,
+    StepRecord,
+)
 from journeyman.storage.base import (
     LEASE,
     AuditEntry,
@@ -445,6 +452,10 @@ class MemoryStore(Database, RunStore):
         members = self.db.segment_members.get(segment, {})
         found = sorted((p, since) for p, since in members.items() if p > after)
         return [(profile_id, time(since)) for profile_id, since in found[:limit]]
+
+    async def log_of(self, profile_id: str, names: Collection[str]) -> list[Event]:
+        mine = (decode_event(e.body) for e in self.db.events if e.profile_id == profile_id)
+        return [event for event in mine if event.name in names]
 
     async def history(self, profile_id: str, limit: int = 100) -> list[StoredEvent]:
         mine = (e for e in reversed(self.db.events) if e.profile_id == profile_id)

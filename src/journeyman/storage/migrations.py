@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from journeyman.storage.backfills import BACKFILLS_POSTGRES, BACKFILLS_SQLITE
 from journeyman.storage.base import NewerSchema
 from journeyman.storage.runs import RUNS_POSTGRES, RUNS_SQLITE
 
@@ -119,6 +120,8 @@ CREATE TABLE audit (
 CREATE INDEX audit_journey ON audit (journey, id);
 """
 
+BACKFILLS_WHAT = "segment backfills and sizes: each backfill's progress, entries and exits by hour"
+
 SQLITE = [
     Migration(
         1,
@@ -191,6 +194,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     Migration(8, "audit: who paused, resumed, stopped or published what, and when", AUDIT_SQLITE),
     Migration(9, "scheduled runs: each run's progress through its audience", RUNS_SQLITE),
     Migration(10, "counted once: reactions counted once per message in the report", ONCE_SQLITE),
+    Migration(11, BACKFILLS_WHAT, BACKFILLS_SQLITE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -289,6 +293,7 @@ CREATE TABLE accounts (
     Migration(9, "audit: who paused, resumed, stopped or published what, and when", AUDIT_POSTGRES),
     Migration(10, "scheduled runs: each run's progress through its audience", RUNS_POSTGRES),
     Migration(11, "counted once: reactions counted once per message in the report", ONCE_POSTGRES),
+    Migration(12, BACKFILLS_WHAT, BACKFILLS_POSTGRES),
 ]
 
 

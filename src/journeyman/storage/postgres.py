@@ -30,6 +30,7 @@ import asyncpg
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import Account, Profile
 from journeyman.storage import shown_url
+from journeyman.storage.backfills import ADD_SIZE, SQLBackfills, size_rows
 from journeyman.storage.base import (
     LEASE,
     HistoryRow,
@@ -75,6 +76,7 @@ CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited
 # Any number will do, as long as it is journeyman's own: opening processes take turns to
 # migrate the schema while holding this advisory lock.
 _MIGRATION_LOCK = 0x6A6F75726E
+_ADD_SIZE = POSTGRES_DIALECT(ADD_SIZE)
 
 
 def _bulk(insert: Insert, also: str = "") -> str:
@@ -185,12 +187,12 @@ def parse_url(url: str) -> tuple[str, int]:
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode(settings))), pool
 
 
-class PostgresStore(SQLDatabase, SQLRuns, ScaleOutStore):
+class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, ScaleOutStore):
     """A :class:`Database` in PostgreSQL, shared safely with other processes: a
     :class:`ScaleOutStore` too."""
 
     dialect = POSTGRES_DIALECT
-    skip_locked = " FOR UPDATE SKIP LOCKED"  # two processes never claim one run
+    skip_locked = " FOR UPDATE SKIP LOCKED"  # two processes never claim one run or backfill
     sql = Statements.of(POSTGRES_DIALECT)
 
     def __init__(self, url: str) -> None:
@@ -337,6 +339,9 @@ class PostgresStore(SQLDatabase, SQLRuns, ScaleOutStore):
             if changes.tallies:
                 fresh = await _count_once(db, once_keys(changes))
                 await db.executemany(self.sql.add_counter, counter_rows(changes, fresh))
+            sizes = size_rows(changes.events)
+            if sizes:
+                await db.executemany(_ADD_SIZE, sizes)
             await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
             if changes.told:
                 await _learn(db, changes.told)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from journeyman.domain.state import Account, Instance, Profile, SendMessage, StepRecord
+from journeyman.domain.state import Account, Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import codec
 from journeyman.storage.base import (
     LEFT,
@@ -523,6 +523,11 @@ class SQLDatabase(Database):
     async def instance(self, instance_id: str) -> Instance | None:
         state = await self._value(self.sql.instance, instance_id)
         return decode_instance(state) if state is not None else None
+
+    async def log_of(self, profile_id: str, names: Collection[str]) -> list[Event]:
+        query = self.dialect("SELECT name, body FROM events WHERE profile_id = ? ORDER BY seq")
+        rows = await self._rows(query, profile_id)
+        return [decode_event(body) for name, body in rows if name in names]
 
     async def running_of(self, journey: str, limit: int, after: str = "") -> list[Instance]:
         rows = await self._rows(self.sql.running_of, journey, after, limit)

@@ -32,6 +32,7 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import Account, Profile
+from journeyman.storage.backfills import ADD_SIZE, SQLBackfills, size_rows
 from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_account,
@@ -67,7 +68,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = latest(SQLITE)
 
 
-class SQLiteStore(SQLDatabase, SQLRuns):
+class SQLiteStore(SQLDatabase, SQLRuns, SQLBackfills):
     """A :class:`Database` in one SQLite file (``:memory:`` for a throwaway one), owned by
     one process: no :class:`~journeyman.storage.base.ScaleOutStore`."""
 
@@ -187,6 +188,7 @@ class SQLiteStore(SQLDatabase, SQLRuns):
             once = once_keys(changes)
             fresh = {k for k in once if db.execute(self.sql.count_once, (k,)).rowcount == 1}
             db.executemany(self.sql.add_counter, counter_rows(changes, fresh))
+            db.executemany(ADD_SIZE, size_rows(changes.events))
             self._settle_rows(changes.deliveries)
 
     def _put_accounts(self, patches: dict[str, dict[str, Any]], now: int) -> None:

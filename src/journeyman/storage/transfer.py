@@ -55,6 +55,12 @@ TABLES: list[tuple[str, list[str], str]] = [
         ),
         ("steps", "profile_id instance_id journey step outcome detail at", "seq"),
         ("segment_members", "segment profile_id since", "segment, profile_id"),
+        ("segment_sizes", "segment hour entered exited", "segment, hour"),
+        (
+            "segment_backfills",
+            "id segment digest state cursor done total started_at updated_at",
+            "id",
+        ),
         (
             "report_counters",
             "journey version arm goal metric n total",

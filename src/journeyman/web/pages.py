@@ -409,7 +409,8 @@ class _Console:
             return self._not_found(request, session, "no such segment")
         if _wants_json(request):
             return _data(data)
-        return self.render(request, session, "segment.html", {"segment": data})
+        chart = segments_view.size_chart_of(data)
+        return self.render(request, session, "segment.html", {"segment": data, "chart": chart})
 
     # events, messages, workspace
 
