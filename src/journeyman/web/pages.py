@@ -512,6 +512,8 @@ class _Console:
             return self.render(request, session, "workspace.html", {"status": status}, 422)
         plan = await self.runtime.publish(loaded.workspace, source="console", by=session.user)
         done = f"published: {len(plan.new)} new, {len(plan.changed)} changed"
+        if plan.removed:
+            done += f", {len(plan.removed)} removed ({', '.join(plan.removed)})"
         done += f", {len(plan.documents)} other documents (workspace version {plan.workspace})"
         return RedirectResponse(f"/workspace?done={quote(done)}", 303)
 
