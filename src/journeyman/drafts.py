@@ -26,7 +26,7 @@ from __future__ import annotations
 import difflib
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark, YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
     FoldedScalarString,
@@ -76,6 +77,7 @@ _WIDTH = 1 << 16
 # (mapping indent, sequence indent, dash offset): the layouts tried, the usual first.
 _LAYOUTS = ((2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (4, 4, 0), (2, 3, 1))
 _STR = "tag:yaml.org,2002:str"
+_BREAKS = frozenset("\x85\u2028\u2029")  # line breaks to YAML 1.1, but not to JSON
 
 
 def new_journey(name: str) -> dict[str, Any]:
@@ -172,8 +174,22 @@ def _content_start(text: str, event: yaml.DocumentStartEvent) -> tuple[int, bool
 # the merge
 
 
+class _Representer(RoundTripRepresenter):
+    """Floats as the parser (YAML 1.1) reads them: 5e-324 would be text to it."""
+
+    def represent_json_float(self, value: float) -> Any:
+        mantissa, e, exponent = repr(value).partition("e")
+        if e and "." not in mantissa:
+            mantissa += ".0"
+        return self.represent_scalar("tag:yaml.org,2002:float", mantissa + e + exponent)
+
+
+_Representer.add_representer(float, _Representer.represent_json_float)
+
+
 def _yaml(layout: tuple[int, int, int]) -> YAML:
     writer = YAML(typ="rt")
+    writer.Representer = _Representer
     writer.preserve_quotes = True
     writer.width = _WIDTH
     writer.brace_single_entry_mapping_in_flow_sequence = True
@@ -345,7 +361,7 @@ def _fresh(value: Any) -> Any:
     if isinstance(value, dict):
         node = CommentedMap()
         for key, item in value.items():
-            node[key] = _fresh(item)
+            node[_key(key)] = _fresh(item)
         return node
     if isinstance(value, list):
         return CommentedSeq(_fresh(item) for item in value)
@@ -357,16 +373,32 @@ def _scalar(value: Any, current: Any) -> Any:
     would read it plain as something other than text (``yes``, ``1:30``)."""
     if not isinstance(value, str):
         return value
+    if _BREAKS.intersection(value):  # written unescaped, the parser would break the line
+        return DoubleQuotedScalarString(value)
     style: Callable[[str], Any] | None = None
     if isinstance(current, LiteralScalarString | FoldedScalarString):
-        style = LiteralScalarString if "\n" in value else None
-    elif isinstance(current, DoubleQuotedScalarString | SingleQuotedScalarString):
-        style = type(current)
-    if style is None and "\n" in value and value.strip() and value == value.rstrip(" "):
+        style = LiteralScalarString if "\n" in value and _block(value) else None
+    elif isinstance(current, DoubleQuotedScalarString):
+        style = DoubleQuotedScalarString
+    elif isinstance(current, SingleQuotedScalarString):
+        printable = value.isprintable()
+        style = SingleQuotedScalarString if printable else DoubleQuotedScalarString
+    if style is None and "\n" in value and _block(value):
         style = LiteralScalarString
     if style is None and _read_as_other(value):
         style = DoubleQuotedScalarString
     return style(value) if style is not None else value
+
+
+def _block(text: str) -> bool:
+    """Whether ``text`` reads back the same as a block (``|``): lines of printable text."""
+    printable = all(c == "\n" or c.isprintable() for c in text)
+    return printable and bool(text.strip()) and text == text.rstrip(" ")
+
+
+def _key(key: str) -> Any:
+    """A new key: on one line, quoted where it must be."""
+    return DoubleQuotedScalarString(key) if "\n" in key else _scalar(key, None)
 
 
 def _read_as_other(text: str) -> bool:
@@ -476,6 +508,7 @@ def _take_ends(node: Any) -> str:
 
 def _append_key(node: CommentedMap, key: str, value: Any) -> None:
     rest = _take_rest(_tail(node)) + (_take_ends(node[list(node)[-1]]) if node else "")
+    key = _key(key)
     node[key] = _in_flow(node, value)
     _give_rest(_tail_of(node, key), rest)
 
@@ -590,14 +623,3 @@ def form_schema(completions: Mapping[str, Any]) -> dict[str, Any]:
     }
     journey = {name: field.as_json() for name, field in JOURNEY_FIELDS.items()}
     return {"journey": journey, "steps": steps, "completions": dict(completions)}
-
-
-def step_ids(documents: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Each journey's step ids, as written."""
-    found: dict[str, list[str]] = {}
-    for data in documents:
-        steps = data.get("steps")
-        if isinstance(steps, list):
-            ids = [s.get("id") for s in steps if isinstance(s, dict)]
-            found[str(data.get("name"))] = [i for i in ids if isinstance(i, str)]
-    return found

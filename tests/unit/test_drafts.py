@@ -357,12 +357,18 @@ _JSON = st.recursive(
 )
 
 
-@given(value=_JSON, key=st.text(min_size=1))
+@given(value=_JSON, key=st.text(min_size=1), text=st.text())
 @hyp_settings(max_examples=50, deadline=None)
-def test_any_json_value_is_written_so_that_the_parser_reads_it_back(value: Any, key: str) -> None:
+def test_any_json_value_is_written_so_that_the_parser_reads_it_back(
+    value: Any, key: str, text: str
+) -> None:
     data = document()
     data["description"] = value
     step(data, "settle")[key] = value
+    data["reentry"] = text  # single-quoted
+    step(data, "done")["end"] = text  # double-quoted
+    step(data, "hello")["send"] = text  # plain
     edited = edit_journey(FILE, "welcome.yaml", "welcome", data)
     assert journey_data(edited.document) == data
     assert edited.text.startswith(FILE.split("---")[0])
+    assert 'when: event.plan != "internal"   # staff never enter\n' in edited.text
