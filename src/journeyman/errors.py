@@ -26,6 +26,7 @@
     ├── ImportFailed           an import stops: file unreadable, batch refused (runtime.importing)
     ├── PublicUrlError         links in messages cannot be built on the public URL (runtime.links)
     ├── NoMessage              a simulated reaction answers no message sent (simulator)
+    ├── DraftError             a journey cannot be written into its file (drafts)
     └── SettingError           a JOURNEYMAN_* setting cannot be read (server)
 
 The ones that report bad input keep the built-in type they refine as a second base

@@ -66,6 +66,7 @@ from journeyman.storage.codec import (
     time,
     wake_ms,
 )
+from journeyman.storage.drafts import MemoryDrafts
 from journeyman.storage.migrations import Migration
 from journeyman.storage.runs import Run, RunStore
 from journeyman.storage.sql import counter_rows, membership_rows, once_keys
@@ -174,12 +175,14 @@ class _Tables:
     audit: list[tuple[Any, ...]] = field(default_factory=list)
     # scheduled runs by id, as the others' schedule_runs: (run, owner, leased until ms)
     runs: dict[str, tuple[Run, str | None, int | None]] = field(default_factory=dict)
+    # journey -> its draft, encoded as the other backends' drafts rows
+    drafts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     # row ids, numbered as a database numbers them: from 1 up, never reused
     outbox_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     letter_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
 
-class MemoryStore(Database, RunStore):
+class MemoryStore(Database, RunStore, MemoryDrafts):
     """A :class:`Store` in this process's memory: empty when opened, gone when closed.
     Scheduled runs too (:class:`RunStore`), claimed and leased as the others claim them."""
 
@@ -198,6 +201,9 @@ class MemoryStore(Database, RunStore):
 
     async def close(self) -> None:
         self._tables = None
+
+    def _drafts(self) -> dict[str, tuple[Any, ...]]:
+        return self.db.drafts
 
     # the unit of work
 

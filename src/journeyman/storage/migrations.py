@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from journeyman.storage.backfills import BACKFILLS_POSTGRES, BACKFILLS_SQLITE
 from journeyman.storage.base import NewerSchema
+from journeyman.storage.drafts import DRAFTS_POSTGRES, DRAFTS_SQLITE
 from journeyman.storage.runs import RUNS_POSTGRES, RUNS_SQLITE
 
 __all__ = ["POSTGRES", "SQLITE", "Migration", "latest", "pending"]
@@ -195,6 +196,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     Migration(9, "scheduled runs: each run's progress through its audience", RUNS_SQLITE),
     Migration(10, "counted once: reactions counted once per message in the report", ONCE_SQLITE),
     Migration(11, BACKFILLS_WHAT, BACKFILLS_SQLITE),
+    Migration(
+        12, "drafts: each journey's draft from the editor, who saved it and when", DRAFTS_SQLITE
+    ),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -294,6 +298,9 @@ CREATE TABLE accounts (
     Migration(10, "scheduled runs: each run's progress through its audience", RUNS_POSTGRES),
     Migration(11, "counted once: reactions counted once per message in the report", ONCE_POSTGRES),
     Migration(12, BACKFILLS_WHAT, BACKFILLS_POSTGRES),
+    Migration(
+        13, "drafts: each journey's draft from the editor, who saved it and when", DRAFTS_POSTGRES
+    ),
 ]
 
 

@@ -76,6 +76,7 @@ TABLES: list[tuple[str, list[str], str]] = [
             "at actor via command journey instances journey_version workspace_version",
             "id",
         ),
+        ("drafts", "journey revision actor at file document", "journey"),
     )
 ]
 
