@@ -40,6 +40,7 @@ from journeyman.web.auth import (
     Sessions,
     client_address,
 )
+from journeyman.web.editor import editor_routes
 from journeyman.web.layout import ENTRY, lay_out
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.web.report_page import report_routes
@@ -90,6 +91,7 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.form(pages.logout), methods=["POST"]),
         Route("/journeys", pages.page(pages.journeys), methods=["GET"]),
+        *editor_routes(pages),  # before {name} and {command}, which would take "new", "edit"
         Route("/journeys/{name}", pages.page(pages.journey), methods=["GET"]),
         *report_routes(pages),  # before {command}, which would take "report" for one
         Route("/journeys/{name}/{command}", pages.page(pages.confirm), methods=["GET"]),
