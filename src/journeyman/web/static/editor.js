@@ -554,15 +554,15 @@ function addStep(type) {
   const id = freshId(type);
   change((doc) => {
     const list = steps();
+    // After the selected step; with the entry selected, first.
     const at = E.selected === ENTRY ? -1 : indexOf(E.selected);
-    const place = at < 0 ? list.length : at + 1;
     const above = at >= 0 ? list[at] : null;
     // The step it follows led somewhere on its own: the new step leads there now.
     const follows = above && typeof above.next === "string" ? above.next : null;
-    const step = { id, ...starter(type, follows || belowOf(list, at < 0 ? list.length - 1 : at)) };
+    const step = { id, ...starter(type, follows || belowOf(list, at)) };
     if (follows && "next" in (E.schema.steps[type]?.fields || {})) step.next = follows;
     if (follows) above.next = id;
-    list.splice(place, 0, step);
+    list.splice(at + 1, 0, step);
   });
   select(id, true);
   say(`Added ${id}.`, "ok");
