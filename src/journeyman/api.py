@@ -56,6 +56,7 @@ from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.schedule_api import run_routes, runs_of
 from journeyman.segment_lists import segment_list_routes
+from journeyman.trying_api import try_routes
 from journeyman.web import ConsoleSettings, console, views
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.web.report_view import read_query, report_of
@@ -103,6 +104,7 @@ def create_app(
         Route("/v1/journeys/{name}/report", api.guard(api.report), methods=["GET"]),
         Route("/v1/journeys/{name}/report.csv", api.guard(api.report_csv), methods=["GET"]),
         *experiment_routes(runtime, api.guard, unavailable),
+        *try_routes(runtime, api.guard, "/v1"),
         Route(
             "/v1/journeys/{name}/{command:str}",
             api.guard(api.operate),

@@ -1259,3 +1259,119 @@ SPEC["paths"]["/v1/segments/{name}/members/{profile_id}"] = {
         [_path_param("name"), _path_param("profile_id")],
     )
 }
+
+# Trying a draft before publishing (journeyman.trying_api): nothing is sent or stored.
+_DOCUMENT = {
+    "type": "object",
+    "description": "a journey's document, shaped as its YAML (kind: journey, name, entry, "
+    "steps, ...); when left out, the stored draft's, else the workspace's own",
+}
+_ASKER = {"type": "string", "description": "who asks (kept nowhere: nothing is written)"}
+_PROBLEM_LIST = {
+    **_ERROR,
+    "properties": {
+        **_ERROR["properties"],
+        "problems": {
+            "type": "array",
+            "description": "every problem, as `journeyman validate` prints it",
+            "items": {"type": "object"},
+        },
+    },
+}
+
+
+def _trying(
+    summary: str,
+    body: dict[str, Any],
+    answer: str,
+    missing: str | None,
+    path: bool = True,
+) -> dict[str, Any]:
+    required = body.get("required", [])
+    absent = {"404": _error(missing)} if missing else {}
+    schema = {"type": "object", "additionalProperties": False, **body}
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}, {"basic": []}],
+            "parameters": [_path_param("name")] if path else [],
+            "requestBody": {
+                "required": bool(required),
+                "content": {"application/json": {"schema": schema}},
+            },
+            "responses": {
+                "200": {"description": answer, "content": {"application/json": {}}},
+                "400": _error("The body is not JSON."),
+                "401": _KEY,
+                **absent,
+                "413": _error("The body is over 1 MiB."),
+                "422": _error(
+                    "The body breaks a rule (the field is named); with 'problems' when the "
+                    "document has errors.",
+                    _PROBLEM_LIST,
+                ),
+            },
+        }
+    }
+
+
+SPEC["paths"]["/v1/journeys/{name}/draft/tests"] = _trying(
+    "Run the workspace's journey tests with a draft of the journey",
+    {"properties": {"document": _DOCUMENT, "by": _ASKER}},
+    "passed, failed, and each test's results: name, journey, passed, failures (as "
+    "`journeyman test` prints them), trace",
+    "No such journey, and no document for it.",
+)
+SPEC["paths"]["/v1/journeys/{name}/draft/try"] = _trying(
+    "Replay a stored profile's traits and events through a draft of the journey, on a "
+    "virtual clock: the path, end state, messages and trace; nothing is sent",
+    {
+        "required": ["profile"],
+        "properties": {
+            "profile": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "document": _DOCUMENT,
+            "until": {
+                "type": "string",
+                "enum": ["now", "end"],
+                "description": "replay up to now (the default), or on until no timer is left",
+            },
+            "by": _ASKER,
+        },
+    },
+    "profile, visited, taken, state, end_state, step, messages, trace, sent (false)",
+    "No such journey, or no such profile ('profile').",
+)
+_TEMPLATE_ANSWER = (
+    "channel, subject, html, text, fields, sms (length, units, segments, encoding) and "
+    "missing: the variables the profile lacks"
+)
+SPEC["paths"]["/v1/preview"] = _trying(
+    "Render a template for a stored profile, or a sample one",
+    {
+        "properties": {
+            "template": {"type": "object", "description": "a template's document"},
+            "name": {"type": "string", "description": "a published template's name"},
+            "profile": {"type": ["string", "null"], "minLength": 1, "maxLength": 1000},
+            "by": _ASKER,
+        },
+        "oneOf": [{"required": ["template"]}, {"required": ["name"]}],
+    },
+    _TEMPLATE_ANSWER,
+    "No such template ('name') or profile ('profile').",
+    path=False,
+)
+SPEC["paths"]["/v1/check"] = _trying(
+    "Check an expression or a Liquid text: the messages `journeyman validate` gives",
+    {
+        "required": ["kind", "text"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["expression", "liquid"]},
+            "text": {"type": "string"},
+            "field": {"type": "string", "description": "the field's name, for the message"},
+            "by": _ASKER,
+        },
+    },
+    "problems: each with message, line and column (none when the text is sound)",
+    None,
+    path=False,
+)

@@ -68,6 +68,13 @@ HOOKS = ("/hooks/email/{channel}", "/hooks/twilio/{channel}/status/{token}")
 RULES_BEYOND_DOCUMENT |= {("POST", path) for path in (*HOOKS, "/hooks/twilio/{channel}/inbound")}
 # An import takes any body but an empty one (its rows are checked one by one, in the job).
 RULES_BEYOND_DOCUMENT |= {("POST", "/v1/import")}
+# A draft must be a sound journey document of the journey it is tried as, and a template
+# document a sound template: any other object is a 422 naming the field and the problems.
+RULES_BEYOND_DOCUMENT |= {
+    ("POST", "/v1/journeys/{name}/draft/tests"),
+    ("POST", "/v1/journeys/{name}/draft/try"),
+    ("POST", "/v1/preview"),
+}
 # A page's origin must be one `serve --cors-origin` names: any other preflight gets 403.
 RULES_BEYOND_DOCUMENT |= {("OPTIONS", path) for path in INGEST}
 # Channels that take feedback (and send nothing: no template names them), so that the

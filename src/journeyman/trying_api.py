@@ -1,0 +1,247 @@
+"""Trying a draft before it is published, over HTTP (see :mod:`journeyman.trying`).
+
+- ``POST {prefix}/journeys/{name}/draft/tests`` ``{"document"?}``: the workspace's journey
+  tests, run with the document as journey ``name``.
+- ``POST {prefix}/journeys/{name}/draft/try`` ``{"profile", "document"?, "until"?}``: a
+  stored profile's traits and events replayed through the draft on a virtual clock.
+- ``POST {prefix}/preview`` ``{"template" | "name", "profile"?}``: a template rendered for
+  a stored profile or a sample one.
+- ``POST {prefix}/check`` ``{"kind", "text", "field"?}``: what ``journeyman validate``
+  says of an expression or a Liquid text.
+
+The workspace is the server's folder (``serve --workspace``) as it is on disk now, or the
+published one when the server has no folder. Without a ``document``, the journey is the
+stored draft's (when the routes are given a way to read it, ``stored``), else the
+workspace's own. Nothing here sends a message or writes to the store. A bad body changes
+nothing and gets a 4xx naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal, cast
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from journeyman import trying
+from journeyman.domain import model as m
+from journeyman.domain.problems import Problem as WorkspaceProblem
+from journeyman.runtime.service import Runtime
+from journeyman.storage.base import StoredEvent
+from journeyman.wire import Problem, decoded, json_response, read_body
+from journeyman.workspace import Loaded
+
+__all__ = ["BODY_LIMIT", "REPLAY_EVENTS", "StoredDraft", "try_routes"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+# The document of journey ``name``'s stored draft, or None when it has none.
+StoredDraft = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+
+BODY_LIMIT = 1024 * 1024  # a journey or template document, with room to spare
+REPLAY_EVENTS = 1000  # the latest stored events of a profile that a try replays
+ID_LENGTH = 1000  # the longest profile id a try or preview looks up
+
+
+def try_routes(
+    runtime: Runtime,
+    guard: Callable[[Handler], Handler],
+    prefix: str,
+    stored: StoredDraft | None = None,
+) -> list[Route]:
+    """The routes under ``prefix`` (``/v1`` for the API, ``/editor/api`` for the console),
+    each behind ``guard``; ``stored`` reads a journey's stored draft."""
+    api = _Trying(runtime, stored)
+    return [
+        Route(f"{prefix}/journeys/{{name}}/draft/tests", guard(api.tests), methods=["POST"]),
+        Route(f"{prefix}/journeys/{{name}}/draft/try", guard(api.try_profile), methods=["POST"]),
+        Route(f"{prefix}/preview", guard(api.preview), methods=["POST"]),
+        Route(f"{prefix}/check", guard(api.check), methods=["POST"]),
+    ]
+
+
+class _Trying:
+    def __init__(self, runtime: Runtime, stored: StoredDraft | None) -> None:
+        self.runtime = runtime
+        self.stored = stored
+
+    async def tests(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        body = await _body(request, ("document", "by"))
+        workspace = await self._workspace(name, body.get("document"))
+        answer = await asyncio.to_thread(trying.test_results, workspace, name)
+        return json_response(answer)
+
+    async def try_profile(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        body = await _body(request, ("profile", "document", "until", "by"))
+        until = body.get("until", "now")
+        if until not in ("now", "end"):
+            raise Problem(422, "until", "enum", "'until' must be now or end")
+        profile_id = _profile_id(body.get("profile"), required=True)
+        assert profile_id is not None
+        document = body.get("document")
+        if document is not None:  # the body's rules first, then what the store holds
+            _journey_document(document, name)
+        given = await self._replay(profile_id)
+        workspace = await self._workspace(name, document)
+        now = self.runtime.processor.now()
+        answer = await asyncio.to_thread(
+            trying.replay, workspace, name, given, now, cast(Literal["now", "end"], until)
+        )
+        return json_response(answer)
+
+    async def preview(self, request: Request) -> Response:
+        body = await _body(request, ("template", "name", "profile", "by"))
+        template = self._template(body)
+        profile_id = _profile_id(body.get("profile"), required=False)
+        account: dict[str, Any] = {}
+        if profile_id is None:
+            profile = trying.sample_profile(self.runtime.workspace.settings.traits)
+        else:
+            stored = await self._profile(profile_id)
+            profile = stored.view()
+            found = await self.runtime.reads.account(stored.account) if stored.account else None
+            account = found.view() if found is not None else {}
+        now = self.runtime.processor.now()
+        return json_response(trying.preview(template, profile, now, account))
+
+    async def check(self, request: Request) -> Response:
+        body = await _body(request, ("kind", "text", "field", "by"))
+        kind = body.get("kind")
+        if kind not in ("expression", "liquid"):
+            raise Problem(422, "kind", "enum", "'kind' must be expression or liquid")
+        text, field = body.get("text"), body.get("field", "")
+        if not isinstance(text, str):
+            raise Problem(422, "text", "type", "'text' must be a string: the text to check")
+        if not isinstance(field, str):
+            raise Problem(422, "field", "type", "'field' must be a string: the field's name")
+        problems = await asyncio.to_thread(trying.check_text, kind, text, field)
+        return json_response({"problems": problems})
+
+    # the workspace with the draft
+
+    async def _workspace(self, name: str, document: Any) -> m.Workspace:
+        """The workspace with ``document`` (else the stored draft's, else its own) as
+        journey ``name``: 404 when there is no such journey, 422 when it has errors."""
+        if document is None and self.stored is not None:
+            document = await self.stored(name)
+        if document is not None:
+            _journey_document(document, name)
+        loaded = await asyncio.to_thread(self._load, name, document)
+        if loaded.workspace is None:
+            message = "the workspace has errors with this draft"
+            raise _with_problems(Problem(422, "document", "valid", message), loaded.problems)
+        if name not in loaded.workspace.journeys:
+            raise Problem(404, "name", "exists", f"no journey named {name!r}")
+        return loaded.workspace
+
+    def _load(self, name: str, document: Mapping[str, Any] | None) -> Loaded:
+        runtime = self.runtime
+        if runtime.root is not None:
+            texts, problems = trying.folder_texts(runtime.root)
+        else:
+            texts, problems = dict(runtime.workspace.sources), []
+        env = runtime.dispatcher.env
+        return trying.load_with(texts, problems, runtime.root, env, name, document)
+
+    # stored profiles
+
+    async def _profile(self, profile_id: str) -> Any:
+        # No id holds a NUL or a lone surrogate (ingest refuses them), and PostgreSQL
+        # cannot be asked for one.
+        found = await self.runtime.reads.profile(profile_id) if _storable(profile_id) else None
+        if found is None:
+            raise Problem(404, "profile", "exists", f"no profile {profile_id[:200]!r}")
+        return found
+
+    async def _replay(self, profile_id: str) -> trying.Replay:
+        reads = self.runtime.reads
+        profile = await self._profile(profile_id)
+        history: list[StoredEvent] = await reads.history(profile.id, REPLAY_EVENTS)
+        account = await reads.account(profile.account) if profile.account else None
+        return trying.Replay(
+            profile=profile,
+            identities=await reads.identities_of(profile.id),
+            events=[(stored.event, stored.received_at) for stored in history],
+            account=account,
+        )
+
+    # templates
+
+    def _template(self, body: dict[str, Any]) -> m.MessageTemplate:
+        document, name = body.get("template"), body.get("name")
+        if (document is None) == (name is None):
+            message = "give either 'template' (a template document) or 'name' (a template's)"
+            raise Problem(422, "template", "one-of", message)
+        if name is not None:
+            found = self.runtime.workspace.templates.get(name) if isinstance(name, str) else None
+            if found is None:
+                raise Problem(404, "name", "exists", f"no template named {str(name)[:200]!r}")
+            return found
+        if not isinstance(document, dict):
+            raise Problem(422, "template", "type", "'template' must be a template document")
+        template, problems = trying.read_template(document)
+        if template is None:
+            raise _with_problems(
+                Problem(422, "template", "valid", "the template has errors"), problems
+            )
+        return template
+
+
+async def _body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The body: a JSON object of the keys ``allowed``; an empty body is ``{}``."""
+    length = request.headers.get("content-length")
+    raw = await read_body(request.receive, length, BODY_LIMIT)
+    body = decoded(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise Problem(422, "body", "type", "the body must be a JSON object")
+    for key in body:
+        if key not in allowed:
+            message = f"unknown field {key[:100]!r}: the body takes {', '.join(allowed)}"
+            raise Problem(422, key[:100], "unknown", message)
+    by = body.get("by")
+    if by is not None and not isinstance(by, str):
+        raise Problem(422, "by", "type", "'by' must be a string: who asks")
+    return body
+
+
+def _journey_document(document: Any, name: str) -> None:
+    """422 unless ``document`` is journey ``name``'s document."""
+    if not isinstance(document, dict):
+        raise Problem(422, "document", "type", "'document' must be a journey document (an object)")
+    if document.get("kind") != "journey":
+        kind = repr(document.get("kind"))[:100]
+        message = f"'document' must be a journey document (kind: journey), not kind {kind}"
+        raise Problem(422, "document", "kind", message)
+    if document.get("name") != name:
+        other = repr(document.get("name"))[:100]
+        message = f"'document' must be the journey {name!r}, not {other}"
+        raise Problem(422, "document", "name", message)
+
+
+def _with_problems(problem: Problem, problems: Iterable[WorkspaceProblem]) -> Problem:
+    """``problem``, its body listing ``problems`` as ``journeyman validate`` prints them."""
+    body: dict[str, Any] = problem.body
+    body["problems"] = [p.as_dict() for p in problems]
+    return problem
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _profile_id(value: Any, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise Problem(422, "profile", "type", "'profile' must be a profile's id (a string)")
+    if len(value) > ID_LENGTH:
+        raise Problem(422, "profile", "length", f"'profile' is over {ID_LENGTH} characters")
+    return value
