@@ -416,6 +416,11 @@ function pathText(path) {
   return path.reduce((text, key) => (typeof key === "number" ? `${text}[${key}]` : text ? `${text}.${key}` : key), "");
 }
 
+// A field's element id: f-steps-2-wait_for-timeout.
+function fieldId(path) {
+  return `f-${path.map((key) => String(key).replace(/[^\w]/g, "_")).join("-")}`;
+}
+
 function getAt(root, path) {
   return path.reduce((value, key) => (value === null || value === undefined ? undefined : value[key]), root);
 }
@@ -497,6 +502,7 @@ function change(mutate, typing = null) {
 }
 
 function changed(rebuildForm) {
+  previewSoon();
   drawCanvas();
   if (rebuildForm) drawInspector();
   fillSteps();
@@ -828,9 +834,16 @@ function canvasEvents(holder) {
   });
 }
 
+// A problem of the journey's own file (others name the workspace's other files).
+function ours(problem) {
+  return !problem.file || !E.draft?.file || problem.file === E.draft.file;
+}
+
+const isError = (problem) => (problem.severity || "error") === "error";
+
 function problemsByStep() {
   const found = new Map();
-  for (const problem of E.problems) {
+  for (const problem of E.problems.filter((p) => ours(p) && isError(p))) {
     const at = /^steps\[(\d+)\]/.exec(problem.path || "");
     const id = at ? steps()[Number(at[1])]?.id : problem.path && !String(problem.path).startsWith("steps") ? ENTRY : null;
     if (id) found.set(id, (found.get(id) || 0) + 1);
@@ -890,7 +903,7 @@ const LISTS = { event: "complete-events", template: "complete-templates", segmen
 // One field of the form, from its spec: an input, a select, a checkbox, a group or a list.
 function field(spec, path, label, root, self = null) {
   const value = getAt(root, path);
-  const id = `f-${pathText(path).replace(/[^\w-]/g, "_")}`;
+  const id = fieldId(path);
   const help = spec.help ? h("p", { class: "help", id: `${id}-help` }, spec.help) : null;
   const scalar = !isObject(value) && !Array.isArray(value);
   if (spec.fields && (isObject(value) || (spec.type === "object" && value === undefined))) return group(spec, path, label, root, self);
@@ -955,7 +968,7 @@ function group(spec, path, label, root, self) {
   for (const key of shown) box.append(field(spec.fields[key], [...path, key], key, root, self));
   const absent = Object.keys(spec.fields).filter((key) => !shown.includes(key));
   if (absent.length) {
-    const id = `f-${pathText(path).replace(/[^\w-]/g, "_")}-add`;
+    const id = `${fieldId(path)}-add`;
     box.append(h("div", { class: "field-row add-field" }, h("label", { for: id, class: "visually-hidden" }, `Add a field to ${label}`),
       h("select", { id, onchange: (e) => {
         const key = e.target.value;
@@ -964,7 +977,7 @@ function group(spec, path, label, root, self) {
           if (!isObject(getAt(E.doc, path))) setAt(E.doc, path, {});
           setAt(E.doc, [...path, key], emptyOf(spec.fields[key]));
         });
-        document.getElementById(`f-${pathText([...path, key]).replace(/[^\w-]/g, "_")}`)?.focus();
+        document.getElementById(fieldId([...path, key]))?.focus();
       } }, h("option", { value: "" }, `Add to ${label}…`), ...absent.map((key) => h("option", { value: key }, key)))));
   }
   return box;
@@ -976,6 +989,8 @@ function emptyOf(spec) {
   if (spec.type === "list") return [];
   return "";
 }
+
+const ITEM_NAMES = { branch: "case", split: "arm", experiment: "variant", exit: "exit", goals: "goal" };
 
 const ITEM_STARTERS = {
   branch: () => ({ when: "true", goto: "" }),
@@ -991,8 +1006,9 @@ function listField(spec, path, label, root, self) {
   const box = h("fieldset", { class: "group list", "data-path": pathText(path) }, h("legend", {}, label));
   if (spec.help) box.append(h("p", { class: "help" }, spec.help));
   items.forEach((item, i) => {
-    const inner = field(spec.items, [...path, i], `${label} ${i + 1}`, root, self);
-    const remove = h("button", { type: "button", class: "small", onclick: () => change(() => getAt(E.doc, path).splice(i, 1)) }, `Remove ${label} ${i + 1}`);
+    const name = isObject(item) && "otherwise" in item ? "otherwise" : `${ITEM_NAMES[key] || label} ${i + 1}`;
+    const inner = field(spec.items, [...path, i], name, root, self);
+    const remove = h("button", { type: "button", class: "small", onclick: () => change(() => getAt(E.doc, path).splice(i, 1)) }, `Remove ${name}`);
     box.append(h("div", { class: "item" }, inner, remove));
   });
   box.append(h("button", { type: "button", class: "small", onclick: () => change(() => {
@@ -1039,7 +1055,7 @@ function checkField(input, kind) {
     input.toggleAttribute("aria-invalid", problems.length > 0);
     result.classList.toggle("bad", problems.length > 0);
     result.textContent = !answer.ok ? "" : problems.length
-      ? problems.map((p) => (p.column ? `column ${p.column}: ${p.message}` : p.message)).join("; ")
+      ? problems.map((p) => (p.column && !p.message.includes(`column ${p.column}`) ? `column ${p.column}: ${p.message}` : p.message)).join("; ")
       : "✓ reads well";
   }, 300);
   checks.set(input, run);
@@ -1077,11 +1093,16 @@ function diffLines(diff) {
 
 function drawProblems() {
   const list = document.querySelector("[data-problems]");
-  document.querySelector("[data-problem-count]").textContent = String(E.problems.length);
+  const errors = E.problems.filter(isError).length;
+  const count = document.querySelector("[data-problem-count]");
+  count.textContent = String(errors);
+  count.className = `badge${errors ? " sev-error" : ""}`;
   if (!E.problems.length) { list.replaceChildren(h("li", { class: "muted" }, "None: the draft is valid.")); return; }
   list.replaceChildren(...E.problems.map((p) => {
-    const where = p.line ? `line ${p.line}${p.column ? `, column ${p.column}` : ""}` : "";
-    return h("li", {}, h("button", { type: "button", class: "link-button", onclick: () => goToProblem(p) }, p.path || "journey"),
+    const where = [ours(p) ? "" : p.file, p.line ? `line ${p.line}` : "", p.column ? `column ${p.column}` : ""].filter(Boolean).join(", ");
+    const severity = p.severity || "error";
+    return h("li", { "data-severity": severity }, h("span", { class: `badge sev-${severity}` }, severity), " ",
+      ours(p) ? h("button", { type: "button", class: "link-button", onclick: () => goToProblem(p) }, p.path || "journey") : null,
       where ? h("span", { class: "muted small" }, ` ${where}: `) : " ", p.message);
   }));
 }
@@ -1193,7 +1214,11 @@ async function publish() {
 }
 
 function refused(answer) {
-  if (answer.data.problems) showDraft({ ...answer.data, diff: undefined, problems: answer.data.problems });
+  if (Array.isArray(answer.data.problems)) {
+    E.problems = answer.data.problems;
+    drawProblems();
+    drawCanvas();
+  }
   say(errorText(answer), "error");
 }
 
@@ -1202,7 +1227,8 @@ function refused(answer) {
 function conflict(data) {
   E.theirs = data.theirs || null;
   const panel = document.querySelector("[data-conflict]");
-  document.querySelector("[data-conflict-message]").textContent = data.error || "Someone else saved this draft since you opened it.";
+  const said = typeof data.error === "string" ? data.error : data.error?.message;
+  document.querySelector("[data-conflict-message]").textContent = said ? `${said[0].toUpperCase()}${said.slice(1)}.` : "Someone else saved this draft since you opened it.";
   const pre = document.querySelector("[data-conflict-diff]");
   pre.replaceChildren(...diffLines(String(data.diff || "")));
   panel.hidden = false;
@@ -1238,7 +1264,7 @@ async function runTests() {
   if (!answer.ok) { holder.replaceChildren(h("p", { class: "alert error" }, errorText(answer))); return; }
   const { passed = 0, failed = 0, results = [] } = answer.data;
   holder.replaceChildren(
-    h("p", { class: `alert ${failed ? "error" : "ok"}`, "data-test-summary": "" }, results.length ? `${passed} passed, ${failed} failed.` : "The workspace has no test of this journey."),
+    h("p", { class: `alert ${failed ? "error" : results.length ? "ok" : ""}`, "data-test-summary": "" }, results.length ? `${passed} passed, ${failed} failed.` : "The workspace has no test of this journey."),
     h("ul", { class: "plain tests" }, ...results.map((r) => h("li", { "data-test": r.name },
       h("span", { class: `outcome ${r.passed ? "o-ended" : "o-failed"}` }, r.passed ? "passed" : "failed"), " ", h("strong", {}, r.name),
       r.failures?.length ? h("pre", { class: "code" }, r.failures.join("\n")) : null))));
@@ -1267,11 +1293,12 @@ async function tryProfile(profile) {
   }
   E.profile = profile;
   E.trial = answer.data;
+  E.previewed = null;
   drawCanvas();
   const t = answer.data;
   const messages = t.messages || [];
   holder.replaceChildren(
-    h("p", { class: "alert path", "data-try-summary": "" }, `${profile} would go through ${(t.visited || []).join(" → ") || "no step"}; then ${t.state}. Nothing was sent.`),
+    h("p", { class: "alert path", "data-try-summary": "" }, `${profile} would go through ${(t.visited || []).filter((id) => id !== ENTRY).join(" → ") || "no step"}; then ${t.state}${t.end_state ? ` (${t.end_state})` : ""}. Nothing was sent.`),
     h("h3", {}, `Messages (${messages.length})`),
     messages.length ? h("ul", { class: "plain" }, ...messages.map((m) => h("li", { "data-try-message": m.step },
       h("code", {}, m.step), ` ${m.channel} to ${m.to ?? "?"}`, m.subject ? h("div", { class: "strong" }, m.subject) : null,
@@ -1282,12 +1309,17 @@ async function tryProfile(profile) {
   preview();
 }
 
-async function preview() {
+const previewSoon = debounce(() => preview(), 400);
+
+async function preview(force = false) {
   const holder = document.querySelector("[data-preview]");
   const about = document.querySelector("[data-preview-about]");
   const at = E.selected === ENTRY ? -1 : indexOf(E.selected);
   const step = at >= 0 ? steps()[at] : null;
-  const template = step && typeof step.send === "string" ? step.send : null;
+  const known = E.schema.completions.templates || [];
+  const template = step && typeof step.send === "string" && (!known.length || known.includes(step.send)) ? step.send : null;
+  if (template && template === E.previewed && !force) return;
+  E.previewed = template;
   if (!template) { holder.replaceChildren(); about.textContent = "Select a send step to preview its template; it uses the profile tried last, else a sample."; return; }
   about.textContent = `Template ${template} for ${E.profile ? `profile ${E.profile}` : "a sample profile"}.`;
   const answer = await api("POST", "/preview", { name: template, profile: E.profile || null });
