@@ -710,6 +710,7 @@ function offerConnect(source, target, x, y) {
 // --- the canvas ---
 
 function drawCanvas() {
+  if (E.dragging) { E.redraw = true; return; }  // drawn again once the edge is dropped
   const holder = document.querySelector("[data-canvas]");
   const focused = document.activeElement?.closest?.("[data-node]")?.dataset.node;
   const picture = layOut(E.doc);
@@ -796,6 +797,7 @@ function startDrag(event, handle) {
   const line = s("path", { class: "edge dragging", "marker-end": "url(#arrow-edit)" });
   svg.append(line);
   handle.setPointerCapture(event.pointerId);
+  E.dragging = true;
   const move = (e) => {
     const p = svgPoint(svg, e);
     line.setAttribute("d", `M${f1(start[0])},${f1(start[1])} L${f1(p.x)},${f1(p.y)}`);
@@ -806,10 +808,19 @@ function startDrag(event, handle) {
     handle.releasePointerCapture(e.pointerId);
     line.remove();
     const target = document.elementFromPoint(e.clientX, e.clientY)?.closest("[data-node]")?.dataset.node;
+    E.dragging = false;
+    if (E.redraw) { E.redraw = false; drawCanvas(); }
     if (target && target !== ENTRY && target !== COMPLETED) offerConnect(source, target, e.clientX, e.clientY);
+  };
+  const cancel = () => {
+    handle.removeEventListener("pointermove", move);
+    line.remove();
+    E.dragging = false;
+    if (E.redraw) { E.redraw = false; drawCanvas(); }
   };
   handle.addEventListener("pointermove", move);
   handle.addEventListener("pointerup", up);
+  handle.addEventListener("pointercancel", cancel, { once: true });
 }
 
 function canvasEvents(holder) {
