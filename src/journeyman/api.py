@@ -36,6 +36,7 @@ from journeyman.clicks import tracking_routes
 from journeyman.consent_admin import consent_admin_routes
 from journeyman.consent_api import consent_routes
 from journeyman.domain.model import Journey, Step
+from journeyman.drafts_api import draft_routes
 from journeyman.experiments_api import experiment_routes
 from journeyman.hooks import feedback_routes
 from journeyman.ingest_api import (
@@ -104,6 +105,7 @@ def create_app(
         Route("/v1/journeys/{name}/report", api.guard(api.report), methods=["GET"]),
         Route("/v1/journeys/{name}/report.csv", api.guard(api.report_csv), methods=["GET"]),
         *experiment_routes(runtime, api.guard, unavailable),
+        *draft_routes(runtime, api.guard, "/v1"),
         *try_routes(runtime, api.guard, "/v1"),
         Route(
             "/v1/journeys/{name}/{command:str}",

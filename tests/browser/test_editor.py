@@ -14,7 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    ViewportSize,
+    expect,
+)
 
 from tests.browser.test_browser import PASSWORD, USER, WAIT_MS, WELCOME, send, shoot, sign_up
 from tests.browser.test_console_layout import browser, sideways
@@ -83,7 +90,7 @@ class Tab:
     """A logged-in tab of its own, with the errors its console printed."""
 
     def __init__(self, browser: Browser, server: Journeyman, width: int, height: int) -> None:
-        viewport = {"width": width, "height": height}
+        viewport: ViewportSize = {"width": width, "height": height}
         self.context: BrowserContext = browser.new_context(viewport=viewport, base_url=server.url)
         self.page = self.context.new_page()
         self.page.set_default_timeout(WAIT_MS)

@@ -25,6 +25,22 @@ from journeyman.domain.actions import Allow, AllowError, allowed_literal, litera
 from journeyman.domain.consent import CONSENT_EVENTS, CONSENT_SCHEMAS
 from journeyman.domain.documents import Document, Path
 from journeyman.domain.expressions import compile_expression
+from journeyman.domain.fields import (
+    BRANCH_CASE_FIELDS,
+    ENTRY_FIELDS,
+    EXIT_FIELDS,
+    GOAL_FIELDS,
+    JOURNEY_FIELDS,
+    SCHEDULE_FIELDS,
+    SPLIT_ARM_FIELDS,
+    STEP_COMMON,
+    STEP_KINDS,
+    VARIANT_FIELDS,
+    WAIT_FIELDS,
+    WAIT_FOR_FIELDS,
+    WAIT_REACTIONS,
+    WINNER_FIELDS,
+)
 from journeyman.domain.goals import GOAL_REACHED, HOLDOUT_ARM, TREATED_ARM
 from journeyman.domain.problems import Problem
 from journeyman.domain.reactions import REACTION_EVENTS, REACTION_SCHEMAS, REACTIONS
@@ -57,25 +73,8 @@ KINDS = (
     "subscription",
     "segment",
 )
-STEP_TYPES = (
-    "wait",
-    "wait_for",
-    "branch",
-    "split",
-    "experiment",
-    "send",
-    "call",
-    "update_profile",
-    "jump",
-    "end",
-)
-# Keys a step may carry besides its type key.
-_STEP_EXTRAS = {
-    "wait_for": ("on_timeout", "on_event"),
-    "send": ("on_error",),
-    "call": ("on_error",),
-}
-_STEP_COMMON = ("id", "next", "description")
+# The step types, and the keys each may carry: domain.fields, which the editor reads too.
+STEP_TYPES = tuple(STEP_KINDS)
 _CHANNEL_FIELDS = {
     "email": ("subject", "html", "text"),
     "sms": ("body",),
@@ -113,8 +112,6 @@ _EXPECTATIONS = (
 )
 _EXPECT_FILTERS = ("profile", "journey", "to", "channel", "subject", "body_contains", "is")
 DEFAULT_TEST_START = datetime.fromisoformat("2026-01-05T00:00:00+00:00")  # a Monday
-# The reactions a `wait_for` can wait for, by the names authors write.
-WAIT_REACTIONS = tuple(name for name in REACTIONS if name != "resubscribed")
 # What each reaction of a `wait_for` may add to `reaction` and `to`.
 _REACTION_OPTIONS = {"clicked": ("url",), "opened": ("machine",)}
 # What a group call records when it changes its account's traits: the changed traits.
@@ -606,9 +603,7 @@ def digest(data: Any) -> str:
 
 
 def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
-    keys = ("kind", "name", "description", "entry", "reentry", "timeout", "exit", "ignore_caps")
-    known = (*keys, "goals", "exit_on_goal", "holdout", "steps")
-    r.mapping(data, (), known, required=("entry", "steps"))
+    r.mapping(data, (), JOURNEY_FIELDS, required=("entry", "steps"))
     written = data.get("entry")
     entry: dict[str, Any] = written if isinstance(written, dict) else {}
     if "schedule" in entry:
@@ -659,7 +654,7 @@ def _read_journey(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
 
 def _entry(r: Reader, value: Any) -> tuple[str | None, str | None]:
     """(the entry event, the segment) of ``entry: {event: ...}`` or ``entry: {segment: ...}``."""
-    entry = r.mapping(value, ("entry",), ("event", "segment", "when")) or {}
+    entry = r.mapping(value, ("entry",), [k for k in ENTRY_FIELDS if k != "schedule"]) or {}
     if ("event" in entry) == ("segment" in entry):
         if isinstance(value, dict):
             message = "'entry' needs exactly one of 'event' (an event name) or 'segment'"
@@ -675,7 +670,7 @@ def _scheduled_entry(
     r: Reader, entry: dict[str, Any]
 ) -> tuple[str | None, str | None, Schedule | None]:
     """``entry: {segment: NAME, schedule: {...}}``, or with no segment (every profile)."""
-    r.mapping(entry, ("entry",), ("segment", "schedule", "when"))
+    r.mapping(entry, ("entry",), [k for k in ENTRY_FIELDS if k != "event"])
     segment = None
     if "segment" in entry:
         segment = r.name_of(entry["segment"], ("entry", "segment"), "'segment'")
@@ -686,7 +681,7 @@ def _schedule(r: Reader, value: Any) -> Schedule | None:
     """``"0 9 * * 1"`` (cron) or ``{every | cron | at, timezone, rate}``."""
     path: Path = ("entry", "schedule")
     written = {"cron": value} if isinstance(value, str) else value
-    found = r.mapping(written, path, ("every", "cron", "at", "timezone", "rate"))
+    found = r.mapping(written, path, SCHEDULE_FIELDS)
     if found is None:
         return None
     kinds = [key for key in ("every", "cron", "at") if key in found]
@@ -739,7 +734,7 @@ def _rate(r: Reader, value: Any, path: Path) -> float:
 
 def _exit(r: Reader, item: Any, path: Path) -> m.Exit | None:
     """One exit criterion: ``{event: name, when: ...}`` or ``{segment_exited: segment}``."""
-    found = r.mapping(item, path, ("event", "segment_exited", "when"), (), "an exit")
+    found = r.mapping(item, path, EXIT_FIELDS, (), "an exit")
     if found is None:
         return None
     if ("event" in found) == ("segment_exited" in found):
@@ -757,7 +752,7 @@ def _exit(r: Reader, item: Any, path: Path) -> m.Exit | None:
 
 # goals
 
-_GOAL_KEYS = ("name", "event", "when", "within", "value", "primary", "description")
+_GOAL_KEYS = tuple(GOAL_FIELDS)
 
 
 def _goals(r: Reader, value: Any) -> tuple[m.Goal, ...]:
@@ -948,11 +943,9 @@ def _read_step(r: Reader, item: dict[str, Any], path: Path, below: str | None) -
             r.report("unknown-key", (*path, "goto"), "use 'next' to name the step that follows")
         return fallback
     kind = types[0]
-    allowed = (*_STEP_COMMON, kind, *_STEP_EXTRAS.get(kind, ()))
-    if kind == "experiment":
-        allowed = (*_STEP_COMMON, kind, "winner")
-    if kind in ("branch", "split", "end"):  # they never go on to a next step
-        allowed = ("id", "description", kind)
+    step_kind = STEP_KINDS[kind]
+    common = [key for key in STEP_COMMON if key != "next" or step_kind.goes_on]
+    allowed = (*common, *step_kind.fields)
     if "goto" in item:  # a common slip, with a better hint than "unknown key"
         r.report("unknown-key", (*path, "goto"), "use 'next' to name the step that follows")
     written = {key: value for key, value in item.items() if key != "goto"}
@@ -978,7 +971,7 @@ def _wait(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> 
     if not isinstance(value, dict):
         r.report("type", where, f"'wait' must be a duration or a mapping, not {describe(value)}")
         return None
-    spec = r.mapping(value, where, ("until", "until_local", "days"), what="'wait'")
+    spec = r.mapping(value, where, WAIT_FIELDS, what="'wait'")
     if spec is None:
         return None
     if ("until" in spec) == ("until_local" in spec):
@@ -999,8 +992,7 @@ def _wait(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> 
 
 def _wait_for(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
     where = (*path, "wait_for")
-    keys = ("event", "reaction", "to", "url", "machine", "when", "timeout")
-    spec = r.mapping(item["wait_for"], where, keys, what="'wait_for'")
+    spec = r.mapping(item["wait_for"], where, WAIT_FOR_FIELDS, what="'wait_for'")
     if spec is None:
         return None
     reaction = _reaction(r, spec, where) if "reaction" in spec else {}
@@ -1069,7 +1061,7 @@ def _branch(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -
                 r.report("branch-otherwise", at, "'otherwise' must be the last case of a branch")
             otherwise = _target(r, case["otherwise"], (*at, "otherwise"))
             continue
-        found = r.mapping(case, at, ("when", "goto", "otherwise"), ("when", "goto"), "a case")
+        found = r.mapping(case, at, BRANCH_CASE_FIELDS, ("when", "goto"), "a case")
         if found is None or "when" not in found or "goto" not in found:
             continue
         when = r.expression(found["when"], (*at, "when"))
@@ -1090,8 +1082,7 @@ def _split(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) ->
     unweighted: list[tuple[Path, str]] = []  # arms of weight 0: where, and where they go
     for index, arm in enumerate(r.sequence(item["split"], where) or ()):
         at = (*where, index)
-        keys = ("weight", "goto", "name", "holdout")
-        found = r.mapping(arm, at, keys, ("weight", "goto"), "a split arm")
+        found = r.mapping(arm, at, SPLIT_ARM_FIELDS, ("weight", "goto"), "a split arm")
         if found is None:
             continue
         if "weight" not in found or "goto" not in found:
@@ -1152,8 +1143,7 @@ def _experiment(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any
 
 
 def _variant(r: Reader, written: Any, at: Path, earlier: list[str]) -> m.Variant | None:
-    keys = ("name", "weight", "send", "goto")
-    found = r.mapping(written, at, keys, ("name", "weight"), "a variant")
+    found = r.mapping(written, at, VARIANT_FIELDS, ("name", "weight"), "a variant")
     if found is None or "name" not in found or "weight" not in found:
         return None
     name = r.name_of(found["name"], (*at, "name"), "a variant's 'name'")
@@ -1179,8 +1169,7 @@ def _variant(r: Reader, written: Any, at: Path, earlier: list[str]) -> m.Variant
 
 
 def _winner(r: Reader, written: Any, at: Path) -> m.WinnerPolicy | None:
-    keys = ("metric", "min_per_variant", "min_time", "confidence")
-    found = r.mapping(written, at, keys, what="'winner'")
+    found = r.mapping(written, at, WINNER_FIELDS, what="'winner'")
     if found is None:
         return None
     metric = ""
@@ -1214,7 +1203,8 @@ def _call(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> 
 
 def _update(r: Reader, item: dict[str, Any], path: Path, base: dict[str, Any]) -> m.Step | None:
     where = (*path, "update_profile")
-    spec = r.mapping(item["update_profile"], where, ("set", "unset"), what="'update_profile'")
+    keys = STEP_KINDS["update_profile"].fields["update_profile"].fields
+    spec = r.mapping(item["update_profile"], where, keys, what="'update_profile'")
     if spec is None:
         return None
     values: dict[str, Any] = {}

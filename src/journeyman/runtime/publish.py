@@ -144,7 +144,10 @@ def make_plan(
         else:
             plan.unchanged.append(name)
             plan.versions[name] = before.version
-    plan.removed = sorted(set(published) - set(workspace.journeys))
+    # Removed: the journeys the latest version runs that the workspace no longer has (a
+    # journey removed by an earlier version is not removed again).
+    running = set(latest.journeys) if latest is not None else set(published)
+    plan.removed = sorted(running - set(workspace.journeys))
     previous = document_digests(latest.files) if latest is not None else {}
     for key in sorted(set(documents) | set(previous)):
         if key.startswith("journey "):

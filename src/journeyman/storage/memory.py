@@ -58,6 +58,7 @@ from journeyman.storage.codec import (
     time,
     wake_ms,
 )
+from journeyman.storage.drafts import MemoryDrafts
 from journeyman.storage.migrations import Migration
 from journeyman.storage.sql import counter_rows, membership_rows
 
@@ -162,12 +163,14 @@ class _Tables:
     counters: dict[tuple[str, int, str, str, str], list[Any]] = field(default_factory=dict)
     # who did what, encoded as the other backends' audit rows, in the order kept
     audit: list[tuple[Any, ...]] = field(default_factory=list)
+    # journey -> its draft, encoded as the other backends' drafts rows
+    drafts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     # row ids, numbered as a database numbers them: from 1 up, never reused
     outbox_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     letter_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
 
-class MemoryStore(Database):
+class MemoryStore(Database, MemoryDrafts):
     """A :class:`Store` in this process's memory: empty when opened, gone when closed."""
 
     def __init__(self) -> None:
@@ -185,6 +188,9 @@ class MemoryStore(Database):
 
     async def close(self) -> None:
         self._tables = None
+
+    def _drafts(self) -> dict[str, tuple[Any, ...]]:
+        return self.db.drafts
 
     # the unit of work
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from journeyman.storage.base import NewerSchema
+from journeyman.storage.drafts import DRAFTS_POSTGRES, DRAFTS_SQLITE
 from journeyman.storage.runs import RUNS_POSTGRES, RUNS_SQLITE
 
 __all__ = ["POSTGRES", "SQLITE", "Migration", "latest", "pending"]
@@ -181,6 +182,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     Migration(7, "profile clocks: when segments move with time alone", CLOCKS_SQLITE),
     Migration(8, "audit: who paused, resumed, stopped or published what, and when", AUDIT_SQLITE),
     Migration(9, "scheduled runs: each run's progress through its audience", RUNS_SQLITE),
+    Migration(
+        10, "drafts: each journey's draft from the editor, who saved it and when", DRAFTS_SQLITE
+    ),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -278,6 +282,9 @@ CREATE TABLE accounts (
     Migration(8, "profile clocks: when segments move with time alone", CLOCKS_POSTGRES),
     Migration(9, "audit: who paused, resumed, stopped or published what, and when", AUDIT_POSTGRES),
     Migration(10, "scheduled runs: each run's progress through its audience", RUNS_POSTGRES),
+    Migration(
+        11, "drafts: each journey's draft from the editor, who saved it and when", DRAFTS_POSTGRES
+    ),
 ]
 
 

@@ -51,6 +51,7 @@ from journeyman.storage.codec import (
     wake_ms,
     with_trait,
 )
+from journeyman.storage.drafts import SQLDrafts
 from journeyman.storage.migrations import POSTGRES, Migration, pending
 from journeyman.storage.runs import SQLRuns
 from journeyman.storage.sql import (
@@ -172,7 +173,7 @@ def parse_url(url: str) -> tuple[str, int]:
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode(settings))), pool
 
 
-class PostgresStore(SQLDatabase, SQLRuns, ScaleOutStore):
+class PostgresStore(SQLDatabase, SQLRuns, SQLDrafts, ScaleOutStore):
     """A :class:`Database` in PostgreSQL, shared safely with other processes: a
     :class:`ScaleOutStore` too."""
 

@@ -44,6 +44,7 @@ from journeyman.storage.codec import (
     wake_ms,
     with_trait,
 )
+from journeyman.storage.drafts import SQLDrafts
 from journeyman.storage.migrations import SQLITE, Migration, latest, pending
 from journeyman.storage.runs import SQLRuns
 from journeyman.storage.sql import (
@@ -66,7 +67,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = latest(SQLITE)
 
 
-class SQLiteStore(SQLDatabase, SQLRuns):
+class SQLiteStore(SQLDatabase, SQLRuns, SQLDrafts):
     """A :class:`Database` in one SQLite file (``:memory:`` for a throwaway one), owned by
     one process: no :class:`~journeyman.storage.base.ScaleOutStore`."""
 

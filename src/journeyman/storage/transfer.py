@@ -70,6 +70,7 @@ TABLES: list[tuple[str, list[str], str]] = [
             "at actor via command journey instances journey_version workspace_version",
             "id",
         ),
+        ("drafts", "journey revision actor at file document", "journey"),
     )
 ]
 

@@ -25,10 +25,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from journeyman.domain.times import TimeFormatError, parse_zone
+from journeyman.drafts_api import draft_routes
 from journeyman.runtime.audit import Who
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.schedule_api import runs_of
+from journeyman.trying_api import try_routes
 from journeyman.web import segments_view, views, zones
 from journeyman.web.auth import (
     LOGIN_COOKIE,
@@ -44,6 +46,7 @@ from journeyman.web.editor import editor_routes
 from journeyman.web.layout import ENTRY, lay_out
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.web.report_page import report_routes
+from journeyman.wire import Disconnected, Problem
 
 __all__ = ["ConsoleSettings", "console"]
 
@@ -94,6 +97,8 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         *editor_routes(pages),  # before {name} and {command}, which would take "new", "edit"
         Route("/journeys/{name}", pages.page(pages.journey), methods=["GET"]),
         *report_routes(pages),  # before {command}, which would take "report" for one
+        *draft_routes(runtime, pages.json_guard, "/editor/api"),
+        *try_routes(runtime, pages.json_guard, "/editor/api"),  # the editor's tests and tries
         Route("/journeys/{name}/{command}", pages.page(pages.confirm), methods=["GET"]),
         Route("/journeys/{name}/{command}", pages.form(pages.operate), methods=["POST"]),
         Route("/profiles", pages.page(pages.profiles), methods=["GET"]),
@@ -174,6 +179,35 @@ class _Console:
                 return self._refuse(request, 403, "The form has expired: reload the page.")
             request.state.fields = fields
             return await handler(request, session)
+
+        return guarded
+
+    def json_guard(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A JSON endpoint of the console's own scripts (the editor's): a session, and for
+        anything but a read the session's CSRF token in the ``X-CSRF-Token`` header.
+        Answers 401 and 403 as JSON; the handler finds the user in ``request.state.user``."""
+
+        async def guarded(request: Request) -> Response:
+            session = await self._session(request)
+            if session is None:
+                message = "You are not logged in: log in again."
+                return _data(
+                    {"error": {"field": "session", "rule": "login", "message": message}}, 401
+                )
+            token = request.headers.get("x-csrf-token")
+            if request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, token):
+                message = "The page has expired: reload it (X-CSRF-Token is not this session's)."
+                error = {"field": "X-CSRF-Token", "rule": "csrf", "message": message}
+                return _data({"error": error}, 403)
+            request.state.user = session.user
+            try:
+                return await handler(request)
+            except Problem as problem:
+                return _data(problem.body, problem.status, problem.headers)
+            except Disconnected:
+                return Response(status_code=400)  # gone before its body came: nobody reads it
 
         return guarded
 
@@ -482,6 +516,8 @@ class _Console:
             return self.render(request, session, "workspace.html", {"status": status}, 422)
         plan = await self.runtime.publish(loaded.workspace, source="console", by=session.user)
         done = f"published: {len(plan.new)} new, {len(plan.changed)} changed"
+        if plan.removed:
+            done += f", {len(plan.removed)} removed ({', '.join(plan.removed)})"
         done += f", {len(plan.documents)} other documents (workspace version {plan.workspace})"
         return RedirectResponse(f"/workspace?done={quote(done)}", 303)
 
@@ -552,8 +588,8 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def _data(data: Any, status: int = 200) -> Response:
-    headers = {"Cache-Control": "no-store", "Vary": "Accept"}
+def _data(data: Any, status: int = 200, extra: Mapping[str, str] | None = None) -> Response:
+    headers = {"Cache-Control": "no-store", "Vary": "Accept", **(extra or {})}
     return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
 
 

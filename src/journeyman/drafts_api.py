@@ -1,0 +1,453 @@
+"""The journey editor's drafts over HTTP: keep a draft, check it, save it to the
+workspace folder, publish it.
+
+Every route exists twice with the same handler: under ``/v1`` for the admin API (the
+admin key; who makes a change is the body's or the query's ``by``) and under
+``/editor/api`` for the console (the session's user; writes need the session's CSRF
+token in ``X-CSRF-Token``). Paths after the prefix:
+
+- ``GET /journeys/{name}/draft``: the stored draft, else one made from the workspace
+  folder's file (``?new=1``: a new journey's);
+- ``PUT /journeys/{name}/draft`` ``{"document", "revision", "by"}``: store it, if
+  ``revision`` is still the stored draft's (409 with theirs and a diff otherwise);
+- ``DELETE /journeys/{name}/draft``: discard it;
+- ``POST /journeys/{name}/draft/check`` ``{"document"}``: its text, diff and problems;
+- ``POST /journeys/{name}/draft/save`` ``{"revision", "by"}``: write it to the folder;
+- ``POST /journeys/{name}/draft/publish`` ``{"revision", "by"}``: write it, publish the
+  folder, drop the draft;
+- ``GET /editor/schema``: the fields of journeys and steps, and names to complete.
+
+A draft is the journey's document (JSON, the shape of its YAML); its text is that
+document merged into the folder's file as it is now (:mod:`journeyman.drafts`), so its
+diff is what saving would change. Creating, editing, discarding, saving and publishing
+a draft are kept in the journey's audit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from journeyman.domain.checks import STANDARD_TRAITS
+from journeyman.domain.model import Workspace
+from journeyman.drafts import (
+    DraftError,
+    EditedFile,
+    edit_journey,
+    find_journey,
+    form_schema,
+    journey_data,
+    located,
+    new_journey,
+    unified_diff,
+)
+from journeyman.runtime.audit import Who
+from journeyman.runtime.publish import Source
+from journeyman.runtime.service import Runtime
+from journeyman.storage.base import AuditEntry
+from journeyman.storage.drafts import DraftStore, StoredDraft
+from journeyman.wire import Disconnected, Problem, decoded, json_response
+from journeyman.workspace import load_texts, workspace_files
+
+__all__ = ["draft_routes"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+Guard = Callable[[Handler], Handler]
+
+BODY_LIMIT = 1024 * 1024  # a journey's document, and a little more
+BY_LENGTH = 100  # the longest name of who makes a change
+# A journey's name as a file name: letters, digits, _ - . (not starting with a dot).
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def draft_routes(runtime: Runtime, guard: Guard, prefix: str) -> list[Route]:
+    """The draft endpoints under ``prefix`` (``/v1`` or ``/editor/api``), behind ``guard``."""
+    drafts = _Drafts(runtime)
+    path = f"{prefix}/journeys/{{name}}/draft"
+    return [
+        Route(path, guard(drafts.get), methods=["GET"]),
+        Route(path, guard(drafts.put), methods=["PUT"]),
+        Route(path, guard(drafts.discard), methods=["DELETE"]),
+        Route(f"{path}/check", guard(drafts.check), methods=["POST"]),
+        Route(f"{path}/save", guard(drafts.save), methods=["POST"]),
+        Route(f"{path}/publish", guard(drafts.publish), methods=["POST"]),
+        Route(f"{prefix}/editor/schema", guard(drafts.schema), methods=["GET"]),
+    ]
+
+
+@dataclass(slots=True)
+class _Folder:
+    """The workspace folder's files as they are now, and where the journey is."""
+
+    root: Path
+    texts: dict[str, str]
+
+    def file_of(self, name: str) -> str | None:
+        for file, text in self.texts.items():
+            if find_journey(text, file, name) is not None:
+                return file
+        return None
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A draft as answered: stored or not, with its text in the folder's file."""
+
+    journey: str
+    file: str
+    document: dict[str, Any]
+    stored: StoredDraft | None
+    before: str  # the file's text now
+    edited: EditedFile
+
+    def problems(self, folder: _Folder, env: Any) -> list[dict[str, Any]]:
+        texts = {**folder.texts, self.file: self.edited.text}
+        loaded = load_texts(texts, folder.root, env=env)
+        mine = [p for p in loaded.problems if p.file == self.file or p.is_error]
+        return located(mine, self.edited.document, self.edited.text)
+
+    def errors(self, problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [p for p in problems if p["severity"] == "error" and p["file"] == self.file]
+
+    def as_json(self, problems: list[dict[str, Any]]) -> dict[str, Any]:
+        stored = self.stored
+        return {
+            "journey": self.journey,
+            "stored": stored is not None,
+            "revision": stored.revision if stored else None,
+            "by": stored.by if stored else None,
+            "at": _iso(stored.at) if stored else None,
+            "file": self.file,
+            "document": self.document,
+            "text": self.edited.text,
+            "diff": unified_diff(self.before, self.edited.text, self.file),
+            "problems": problems,
+        }
+
+
+class _Drafts:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    # endpoints
+
+    async def get(self, request: Request) -> Response:
+        name = _name(request)
+        folder = self._folder()
+        stored = await self._store().draft(name)
+        if stored is not None:
+            draft = self._draft(folder, name, stored.document, stored.file, stored)
+        else:
+            fresh = request.query_params.get("new") in ("1", "true")
+            draft = self._from_folder(folder, name, fresh)
+        return json_response(draft.as_json(draft.problems(folder, self.runtime.env)))
+
+    async def put(self, request: Request) -> Response:
+        name = _name(request)
+        body = await _body(request, ("document", "revision", "by"))
+        who = _who(request, body)
+        document = _document(body.get("document"), name)
+        revision = _revision(body)
+        folder, store = self._folder(), self._store()
+        stored = await store.draft(name)
+        file = stored.file if stored else (folder.file_of(name) or _new_file(name))
+        draft = self._draft(folder, name, document, file, None)
+        now = self.runtime.clock()
+        saved = StoredDraft(name, secrets.token_hex(8), who.by, now, file, document)
+        if not await store.save_draft(saved, revision):
+            await self._conflict(folder, name, draft, revision)
+        await self._audit(who, "draft" if revision is None else "edit", name)
+        draft.stored = saved
+        return json_response(draft.as_json(draft.problems(folder, self.runtime.env)))
+
+    async def discard(self, request: Request) -> Response:
+        name = _name(request)
+        body = await _body(request, ("by",), optional=True)
+        who = _who(request, body)
+        if await self._store().discard_draft(name):
+            await self._audit(who, "discard", name)
+        return Response(status_code=204)
+
+    async def check(self, request: Request) -> Response:
+        name = _name(request)
+        body = await _body(request, ("document", "by"))
+        document = _document(body.get("document"), name)
+        folder = self._folder()
+        stored = await self._store().draft(name)
+        file = stored.file if stored else (folder.file_of(name) or _new_file(name))
+        draft = self._draft(folder, name, document, file, None)
+        problems = draft.problems(folder, self.runtime.env)
+        found = draft.as_json(problems)
+        return json_response({key: found[key] for key in ("text", "diff", "problems")})
+
+    async def save(self, request: Request) -> Response:
+        name = _name(request)
+        body = await _body(request, ("revision", "by"))
+        who = _who(request, body)
+        folder = self._folder()
+        draft = await self._current(folder, name, _revision(body))
+        if draft is not None:
+            self._write(folder, draft)
+            await self._audit(who, "save", name)
+        return json_response({"file": draft.file if draft else folder.file_of(name), "saved": True})
+
+    async def publish(self, request: Request) -> Response:
+        name = _name(request)
+        body = await _body(request, ("revision", "by"))
+        who = _who(request, body)
+        folder = self._folder()
+        draft = await self._current(folder, name, _revision(body))
+        if draft is not None and self._write(folder, draft):
+            await self._audit(who, "save", name)
+        workspace = self._sound_folder()
+        source: Source = "console" if who.via == "console" else "api"
+        plan = await self.runtime.publish(workspace, source=source, by=who.by)
+        if draft is not None and draft.stored is not None:
+            await self._store().discard_draft(name, draft.stored.revision)
+        return json_response({"plan": plan.as_dict(), "workspace": plan.workspace})
+
+    async def schema(self, request: Request) -> Response:
+        workspace = self.runtime.workspace
+        if self.runtime.root is not None:
+            loaded = load_texts(self._folder().texts, self.runtime.root, env=self.runtime.env)
+            workspace = loaded.workspace or workspace
+        return json_response(form_schema(_completions(workspace)))
+
+    # the parts
+
+    def _store(self) -> DraftStore:
+        store = self.runtime.store
+        if not isinstance(store, DraftStore):
+            raise Problem(501, "store", "drafts", "this store keeps no drafts")
+        return store
+
+    def _folder(self) -> _Folder:
+        root = self.runtime.root
+        if root is None:
+            message = "this server was not started from a workspace folder (serve --workspace)"
+            raise Problem(409, "workspace", "folder", message)
+        texts = {}
+        for path in workspace_files(root):
+            try:
+                texts[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # validate names it; the editor edits the others
+        return _Folder(root, texts)
+
+    def _draft(
+        self,
+        folder: _Folder,
+        name: str,
+        document: dict[str, Any],
+        file: str,
+        stored: StoredDraft | None,
+    ) -> _Draft:
+        before = folder.texts.get(file, "")
+        try:
+            edited = edit_journey(before, file, name, document)
+        except DraftError as error:
+            raise Problem(422, "file", "yaml", f"{file}: {error}") from None
+        return _Draft(name, file, document, stored, before, edited)
+
+    def _from_folder(self, folder: _Folder, name: str, fresh: bool) -> _Draft:
+        file = folder.file_of(name)
+        if file is not None:
+            found = find_journey(folder.texts[file], file, name)
+            assert found is not None
+            return self._draft(folder, name, journey_data(found), file, None)
+        if not fresh:
+            message = f"no journey named {name!r} in the workspace folder (?new=1 starts one)"
+            raise Problem(404, "name", "exists", message)
+        return self._draft(folder, name, new_journey(name), _new_file(name), None)
+
+    async def _current(self, folder: _Folder, name: str, revision: str | None) -> _Draft | None:
+        """The stored draft, if ``revision`` is its revision (None: no draft is stored,
+        nothing to write); 409 otherwise, 422 if it has errors."""
+        stored = await self._store().draft(name)
+        if stored is None and revision is None:
+            if folder.file_of(name) is None:
+                raise Problem(404, "name", "exists", f"no draft and no journey named {name!r}")
+            return None
+        if stored is None or stored.revision != revision:
+            mine = stored.document if stored else new_journey(name)
+            draft = self._draft(
+                folder, name, mine, stored.file if stored else _new_file(name), None
+            )
+            await self._conflict(folder, name, draft, revision)
+        assert stored is not None
+        draft = self._draft(folder, name, stored.document, stored.file, stored)
+        errors = draft.errors(draft.problems(folder, self.runtime.env))
+        if errors:
+            message = f"the draft has {len(errors)} error(s)"
+            raise _refused(422, "document", "valid", message, problems=errors)
+        return draft
+
+    async def _conflict(
+        self, folder: _Folder, name: str, mine: _Draft, revision: str | None
+    ) -> None:
+        """409: the stored draft is not at ``revision``; theirs and a diff of yours to it."""
+        stored = await self._store().draft(name)
+        if stored is not None:
+            theirs = self._draft(folder, name, stored.document, stored.file, stored)
+            when = _iso(stored.at)
+            message = f"{stored.by} saved this draft at {when} since you opened it"
+        else:
+            theirs = self._from_folder(folder, name, fresh=True)
+            message = "the draft was discarded or published since you opened it"
+        raise _refused(
+            409,
+            "revision",
+            "current",
+            message,
+            theirs=theirs.as_json(theirs.problems(folder, self.runtime.env)),
+            diff=unified_diff(mine.edited.text, theirs.edited.text, mine.file),
+        )
+
+    def _write(self, folder: _Folder, draft: _Draft) -> bool:
+        """Write the draft's text to its file, inside the folder only, all or nothing;
+        whether that changed the file."""
+        if folder.texts.get(draft.file) == draft.edited.text:
+            return False
+        root = folder.root.resolve()
+        target = (root / draft.file).resolve()
+        if root not in target.parents:
+            raise Problem(422, "file", "inside", f"{draft.file} is not inside the workspace folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".draft-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(draft.edited.text)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        folder.texts[draft.file] = draft.edited.text
+        return True
+
+    def _sound_folder(self) -> Workspace:
+        folder = self._folder()
+        loaded = load_texts(folder.texts, folder.root, env=self.runtime.env)
+        if loaded.workspace is None:
+            problems = [p.as_dict() for p in loaded.errors]
+            raise _refused(
+                422, "workspace", "valid", "the workspace folder has errors", problems=problems
+            )
+        return loaded.workspace
+
+    async def _audit(self, who: Who, command: str, name: str) -> None:
+        entry = AuditEntry(self.runtime.clock(), who.by, who.via, command, name)
+        await self.runtime.store.add_audit([entry])
+
+
+def _refused(status: int, field: str, rule: str, message: str, **extra: Any) -> Problem:
+    """A Problem whose body says more beside the error (problems, their draft)."""
+    problem = Problem(status, field, rule, message)
+    cast(dict[str, Any], problem.body).update(extra)
+    return problem
+
+
+def _name(request: Request) -> str:
+    name: str = request.path_params["name"]
+    if not _FILE_NAME.fullmatch(name):
+        message = "a journey's name is letters, digits, _ - and . (not first), at most 100"
+        raise Problem(422, "name", "pattern", message)
+    return name
+
+
+def _new_file(name: str) -> str:
+    return f"journeys/{name}.yaml"
+
+
+async def _body(
+    request: Request, fields: tuple[str, ...], optional: bool = False
+) -> dict[str, Any]:
+    if optional and request.headers.get("content-length") in (None, "0"):
+        return {}
+    body = await _object(request)
+    for key in body:
+        if key not in fields:
+            message = f"unknown field {key[:40]!r}; the fields are {', '.join(fields)}"
+            raise Problem(422, key[:40], "unknown", message)
+    return body
+
+
+async def _object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object: 413 over :data:`BODY_LIMIT`, 400 if it is not one."""
+    body = b""
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > BODY_LIMIT:
+                raise Problem(413, "body", "size", f"the body is over {BODY_LIMIT // 1024} KiB")
+    except ClientDisconnect:
+        raise Disconnected from None
+    data = decoded(body)
+    if not isinstance(data, dict):
+        raise Problem(400, "body", "type", "the body must be a JSON object")
+    return data
+
+
+def _who(request: Request, body: dict[str, Any]) -> Who:
+    """The console's user, else the body's or the query's ``by`` (required)."""
+    user = getattr(request.state, "user", None)
+    if isinstance(user, str) and user:
+        return Who(user, "console")
+    given = body.get("by", request.query_params.get("by"))
+    if not isinstance(given, str) or not given.strip():
+        raise Problem(422, "by", "required", "'by' must say who makes the change")
+    if len(given) > BY_LENGTH or any(ord(c) < 32 for c in given):
+        message = f"'by' must be one line of at most {BY_LENGTH} characters"
+        raise Problem(422, "by", "length", message)
+    return Who(given.strip(), "api")
+
+
+def _revision(body: dict[str, Any]) -> str | None:
+    revision = body.get("revision")
+    if revision is not None and not isinstance(revision, str):
+        raise Problem(422, "revision", "type", "'revision' must be the draft's revision or null")
+    return revision
+
+
+def _document(value: Any, name: str) -> dict[str, Any]:
+    """The body's ``document``: the journey ``name``'s document, as an object."""
+    if value is None:
+        raise Problem(422, "document", "required", "'document' must be the journey's document")
+    if not isinstance(value, dict):
+        raise Problem(422, "document", "type", "'document' must be an object")
+    if value.get("kind") != "journey":
+        raise Problem(422, "document.kind", "value", "'document.kind' must be journey")
+    if value.get("name") != name:
+        message = f"'document.name' must be {name!r}, the journey of the path"
+        raise Problem(422, "document.name", "value", message)
+    # What the parser reads back must be what was sent: JSON is YAML, so this holds
+    # unless the document holds something YAML cannot say (NUL).
+    if "\x00" in str(value):
+        raise Problem(422, "document", "text", "'document' must not hold NUL characters")
+    return value
+
+
+def _completions(workspace: Workspace) -> dict[str, Any]:
+    return {
+        "events": sorted(workspace.events),
+        "traits": sorted(STANDARD_TRAITS | workspace.settings.traits),
+        "templates": sorted(workspace.templates),
+        "segments": sorted(workspace.segments),
+        "actions": sorted(workspace.actions),
+        "journeys": sorted(workspace.journeys),
+        "steps": {name: list(j.steps) for name, j in sorted(workspace.journeys.items())},
+    }
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
