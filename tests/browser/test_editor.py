@@ -167,7 +167,7 @@ def test_a_journey_built_from_nothing_on_the_canvas_is_tested_tried_published_an
     page = tab.page
     page.goto("/journeys")
     page.get_by_role("link", name="New journey").click()
-    page.get_by_label("Name").fill("greeting")
+    page.get_by_label("Name", exact=True).fill("greeting")
     page.get_by_role("button", name="Create").click()
     expect(page).to_have_url(re.compile(r"/journeys/greeting/edit\?new=1$"))
     expect(page.locator("#editor[data-ready]")).to_have_count(1)
@@ -291,7 +291,8 @@ def test_undo_redo_and_delete_by_keyboard_with_focus_that_shows(tab: Tab) -> Non
     expect(page.locator('[data-edge="greet>done"]')).to_have_count(1)
     page.keyboard.press("Control+z")
     expect(page.locator("[data-diff]")).to_have_text("The draft is the same as the file.")
-    expect(page.get_by_role("button", name="Undo")).to_be_enabled()
+    expect(page.get_by_role("button", name="Undo")).to_be_disabled()  # back where it began
+    expect(page.get_by_role("button", name="Redo")).to_be_enabled()
     assert tab.errors == []
 
 

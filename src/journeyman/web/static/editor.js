@@ -1063,7 +1063,7 @@ function checkField(input, kind) {
     const answer = await api("POST", "/check", { kind, text });
     if (input.value !== text || !result) return;
     const problems = answer.ok ? answer.data.problems || [] : [];
-    input.toggleAttribute("aria-invalid", problems.length > 0);
+    if (problems.length) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
     result.classList.toggle("bad", problems.length > 0);
     result.textContent = !answer.ok ? "" : problems.length
       ? problems.map((p) => (p.column && !p.message.includes(`column ${p.column}`) ? `column ${p.column}: ${p.message}` : p.message)).join("; ")
@@ -1113,7 +1113,7 @@ function drawProblems() {
     const where = [ours(p) ? "" : p.file, p.line ? `line ${p.line}` : "", p.column ? `column ${p.column}` : ""].filter(Boolean).join(", ");
     const severity = p.severity || "error";
     return h("li", { "data-severity": severity }, h("span", { class: `badge sev-${severity}` }, severity), " ",
-      ours(p) ? h("button", { type: "button", class: "link-button", onclick: () => goToProblem(p) }, p.path || "journey") : null,
+      ours(p) && p.path ? h("button", { type: "button", class: "link-button", onclick: () => goToProblem(p) }, p.path) : null,
       where ? h("span", { class: "muted small" }, ` ${where}: `) : " ", p.message);
   }));
 }
@@ -1186,8 +1186,8 @@ async function saveDraft() {
 
 async function save() {
   if (await saveDraft()) {
-    const count = (E.draft.problems || []).length;
-    say(count ? `Draft saved, with ${count} problem${count > 1 ? "s" : ""} to fix before it can be published.` : "Draft saved.", count ? "" : "ok");
+    const count = (E.draft.problems || []).filter((p) => ours(p) && isError(p)).length;
+    say(count ? `Draft saved, with ${count} error${count > 1 ? "s" : ""} to fix before it can be published.` : "Draft saved.", count ? "" : "ok");
   }
 }
 
@@ -1239,7 +1239,7 @@ function conflict(data) {
   E.theirs = data.theirs || null;
   const panel = document.querySelector("[data-conflict]");
   const said = typeof data.error === "string" ? data.error : data.error?.message;
-  document.querySelector("[data-conflict-message]").textContent = said ? `${said[0].toUpperCase()}${said.slice(1)}.` : "Someone else saved this draft since you opened it.";
+  document.querySelector("[data-conflict-message]").textContent = said ? `${said}.` : "Someone else saved this draft since you opened it.";
   const pre = document.querySelector("[data-conflict-diff]");
   pre.replaceChildren(...diffLines(String(data.diff || "")));
   panel.hidden = false;
