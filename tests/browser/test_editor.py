@@ -236,6 +236,8 @@ def test_a_journey_built_from_nothing_on_the_canvas_is_tested_tried_published_an
     expect(page.locator('[data-try-message="greet_pro"]')).to_contain_text("Welcome to pro, Tia")
     shoot(page, "editor-tried")
 
+    page.get_by_role("button", name="Save to folder").click()
+    expect(page.locator("[data-status]")).to_contain_text("Saved to journeys/greeting.yaml")
     page.get_by_role("button", name="Publish").click()
     expect(page.locator("[data-status]")).to_contain_text("Published as workspace version")
     saved = (workspace / "journeys" / "greeting.yaml").read_text()
@@ -256,6 +258,19 @@ def test_a_journey_built_from_nothing_on_the_canvas_is_tested_tried_published_an
         "the free greeting at the SMTP server",
     )
     assert mail.message["Subject"] == "Welcome, Zoe"
+
+    # A test that fails says why, as `journeyman test` does.
+    wrong = GREETING_TEST.replace("a pro is greeted", "a pro is misnamed")
+    wrong = wrong.replace("subject: Welcome to pro, Una", "subject: Welcome to pro, Bob")
+    (workspace / "greeting_wrong_test.yaml").write_text(wrong)
+    try:
+        page.get_by_role("button", name="Run tests").click()
+        expect(page.locator("[data-test-summary]")).to_have_text("1 passed, 1 failed.")
+        failed = page.locator('[data-test="a pro is misnamed as a pro"]')
+        expect(failed).to_contain_text("failed")
+        expect(failed.locator("pre")).to_contain_text("Welcome to pro, Bob")
+    finally:
+        (workspace / "greeting_wrong_test.yaml").unlink()
     assert tab.errors == []
 
 
@@ -290,6 +305,12 @@ def test_undo_redo_and_delete_by_keyboard_with_focus_that_shows(tab: Tab) -> Non
     # greet led to follow_up, which led to done: greet leads to done now
     expect(page.locator('[data-edge="greet>done"]')).to_have_count(1)
     page.keyboard.press("Control+z")
+    # Alt+Down moves greet below follow_up: settle's path then runs on to follow_up.
+    step(page, "greet")
+    page.keyboard.press("Alt+ArrowDown")
+    expect(page.locator('[data-edge="settle>follow_up"]')).to_have_count(1)
+    page.keyboard.press("Control+z")
+    expect(page.locator('[data-edge="settle>greet"]')).to_have_count(1)
     expect(page.locator("[data-diff]")).to_have_text("The draft is the same as the file.")
     expect(page.get_by_role("button", name="Undo")).to_be_disabled()  # back where it began
     expect(page.get_by_role("button", name="Redo")).to_be_enabled()
