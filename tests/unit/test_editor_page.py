@@ -27,6 +27,7 @@ def test_edit_and_new_journey_lead_to_the_editor(tmp_path: Path) -> None:
         assert 'data-journey="hello"' in page.text
         assert 'data-new="false"' in page.text
         assert (await client.get("/static/editor.js")).status_code == 200
+        assert (await client.get("/static/editor_graph.js")).status_code == 200
         assert (await client.get("/static/editor.css")).status_code == 200
 
     run_console(tmp_path, test)
