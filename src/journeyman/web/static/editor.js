@@ -438,7 +438,11 @@ function drawCanvas() {
   const width = Math.round(picture.width);
   const height = Math.round(picture.height);
   const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "group", "aria-label": `Steps of ${E.name}` });
-  svg.append(s("defs", {}, s("marker", { id: "arrow-edit", viewBox: "0 0 10 10", refX: 9, refY: 5, markerUnits: "userSpaceOnUse", markerWidth: 10, markerHeight: 10, orient: "auto-start-reverse" }, s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }))));
+  const arrow = s("marker", {
+    id: "arrow-edit", viewBox: "0 0 10 10", refX: 9, refY: 5, markerUnits: "userSpaceOnUse",
+    markerWidth: 10, markerHeight: 10, orient: "auto-start-reverse",
+  }, s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }));
+  svg.append(s("defs", {}, arrow));
   const taken = new Set((E.trial?.taken || []).map(([a, b]) => `${a}\n${b}`));
   for (const line of picture.lines) {
     const classes = ["edge", line.back && "back", taken.has(`${line.source}\n${line.target}`) && "taken"].filter(Boolean).join(" ");
@@ -630,7 +634,10 @@ function buildInspector(inspector) {
 }
 
 // What each type of field is completed with (a datalist of the schema's completions).
-const LISTS = { event: "complete-events", template: "complete-templates", segment: "complete-segments", action: "complete-actions", journey: "complete-journeys", expression: "complete-traits" };
+const LISTS = {
+  event: "complete-events", template: "complete-templates", segment: "complete-segments",
+  action: "complete-actions", journey: "complete-journeys", expression: "complete-traits",
+};
 
 // One field of the form, from its spec: an input, a select, a checkbox, a group or a list.
 function field(spec, path, label, root, self = null) {
@@ -645,7 +652,8 @@ function field(spec, path, label, root, self = null) {
   const typing = pathText(path);
   const set = (v) => change(() => setAt(E.doc, path, v), typing);
   if (spec.type === "boolean") {
-    control = h("input", { id, type: "checkbox", checked: value === true, onchange: (e) => change(() => setAt(E.doc, path, e.target.checked || (spec.required ? false : undefined))) });
+    const tick = (e) => change(() => setAt(E.doc, path, e.target.checked || (spec.required ? false : undefined)));
+    control = h("input", { id, type: "checkbox", checked: value === true, onchange: tick });
     return h("div", { class: "field-row check" }, control, h("label", { for: id }, label), help);
   }
   if (spec.type === "enum") {
@@ -671,7 +679,8 @@ function field(spec, path, label, root, self = null) {
       if (control.value) checkField(control, spec.type);
     }
   }
-  const row = h("div", { class: "field-row", "data-path": pathText(path) }, h("label", { for: id }, label, spec.required ? h("span", { class: "muted" }, " *") : null), control, help);
+  const name = h("label", { for: id }, label, spec.required ? h("span", { class: "muted" }, " *") : null);
+  const row = h("div", { class: "field-row", "data-path": pathText(path) }, name, control, help);
   if (control.dataset.check) row.append(h("p", { class: "check-result", id: `${id}-check`, "aria-live": "polite" }));
   return row;
 }
@@ -855,7 +864,9 @@ function showState() {
   if (dirty()) state += " · unsaved changes";
   badge.textContent = state;
   badge.className = `badge${dirty() ? " state-paused" : ""}`;
-  about.textContent = draft.stored ? `Draft saved by ${draft.by} at ${draft.at}.` : `Edits go to a draft of ${draft.file || "the journey's file"}; nothing runs until you publish.`;
+  about.textContent = draft.stored
+    ? `Draft saved by ${draft.by} at ${draft.at}.`
+    : `Edits go to a draft of ${draft.file || "the journey's file"}; nothing runs until you publish.`;
   document.querySelector("[data-file]").textContent = draft.file || "the file";
   document.querySelector("[data-action=undo]").disabled = !E.undo.length;
   document.querySelector("[data-action=redo]").disabled = !E.redo.length;
@@ -996,7 +1007,8 @@ async function runTests() {
   if (!answer.ok) { holder.replaceChildren(h("p", { class: "alert error" }, errorText(answer))); return; }
   const { passed = 0, failed = 0, results = [] } = answer.data;
   holder.replaceChildren(
-    h("p", { class: `alert ${failed ? "error" : results.length ? "ok" : ""}`, "data-test-summary": "" }, results.length ? `${passed} passed, ${failed} failed.` : "The workspace has no test of this journey."),
+    h("p", { class: `alert ${failed ? "error" : results.length ? "ok" : ""}`, "data-test-summary": "" },
+      results.length ? `${passed} passed, ${failed} failed.` : "The workspace has no test of this journey."),
     h("ul", { class: "plain tests" }, ...results.map((r) => h("li", { "data-test": r.name },
       h("span", { class: `outcome ${r.passed ? "o-ended" : "o-failed"}` }, r.passed ? "passed" : "failed"), " ", h("strong", {}, r.name),
       r.failures?.length ? h("pre", { class: "code" }, r.failures.join("\n")) : null))));
@@ -1029,8 +1041,10 @@ async function tryProfile(profile) {
   drawCanvas();
   const t = answer.data;
   const messages = t.messages || [];
+  const path = (t.visited || []).filter((id) => id !== ENTRY).join(" → ");
+  const state = `${t.state}${t.end_state ? ` (${t.end_state})` : ""}`;
   holder.replaceChildren(
-    h("p", { class: "alert path", "data-try-summary": "" }, `${profile} would go through ${(t.visited || []).filter((id) => id !== ENTRY).join(" → ") || "no step"}; then ${t.state}${t.end_state ? ` (${t.end_state})` : ""}. Nothing was sent.`),
+    h("p", { class: "alert path", "data-try-summary": "" }, `${profile} would go through ${path || "no step"}; then ${state}. Nothing was sent.`),
     h("h3", {}, `Messages (${messages.length})`),
     messages.length ? h("ul", { class: "plain" }, ...messages.map((m) => h("li", { "data-try-message": m.step },
       h("code", {}, m.step), ` ${m.channel} to ${m.to ?? "?"}`, m.subject ? h("div", { class: "strong" }, m.subject) : null,
@@ -1066,7 +1080,10 @@ async function preview(force = false) {
     parts.push(h("div", { class: "frame-holder" }, frame));
   }
   if (p.text && !p.html) parts.push(h("pre", { class: "code sms" }, p.text));
-  if (p.sms) parts.push(h("p", { class: "small", "data-sms": "" }, `${p.sms.length} characters, ${p.sms.segments} segment${p.sms.segments === 1 ? "" : "s"} (${p.sms.encoding})`));
+  if (p.sms) {
+    const segments = `${p.sms.segments} segment${p.sms.segments === 1 ? "" : "s"}`;
+    parts.push(h("p", { class: "small", "data-sms": "" }, `${p.sms.length} characters, ${segments} (${p.sms.encoding})`));
+  }
   holder.replaceChildren(h("p", { class: "muted small" }, `${p.channel} template`), ...parts);
 }
 
