@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -58,7 +59,7 @@ from journeyman.runtime.service import Runtime
 from journeyman.storage.base import AuditEntry
 from journeyman.storage.drafts import DraftStore, StoredDraft
 from journeyman.wire import Disconnected, Problem, decoded, json_response
-from journeyman.workspace import load_texts, workspace_files
+from journeyman.workspace import load_texts, load_workspace, workspace_files
 
 __all__ = ["draft_routes"]
 
@@ -67,6 +68,7 @@ Guard = Callable[[Handler], Handler]
 
 BODY_LIMIT = 1024 * 1024  # a journey's document, and a little more
 BY_LENGTH = 100  # the longest name of who makes a change
+DEPTH = 32  # how deep a journey's document may nest: far more than any journey needs
 # A journey's name as a file name: letters, digits, _ - . (not starting with a dot).
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
@@ -336,8 +338,9 @@ class _Drafts:
         return True
 
     def _sound_folder(self) -> Workspace:
-        folder = self._folder()
-        loaded = load_texts(folder.texts, folder.root, env=self.runtime.env)
+        """The folder as the console's Publish reads it: every file, or its errors."""
+        root = self._folder().root
+        loaded = load_workspace(root, self.runtime.env)
         if loaded.workspace is None:
             problems = [p.as_dict() for p in loaded.errors]
             raise _refused(
@@ -406,7 +409,7 @@ def _who(request: Request, body: dict[str, Any]) -> Who:
     given = body.get("by", request.query_params.get("by"))
     if not isinstance(given, str) or not given.strip():
         raise Problem(422, "by", "required", "'by' must say who makes the change")
-    if len(given) > BY_LENGTH or any(ord(c) < 32 for c in given):
+    if len(given) > BY_LENGTH or any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in given):
         message = f"'by' must be one line of at most {BY_LENGTH} characters"
         raise Problem(422, "by", "length", message)
     return Who(given.strip(), "api")
@@ -430,11 +433,21 @@ def _document(value: Any, name: str) -> dict[str, Any]:
     if value.get("name") != name:
         message = f"'document.name' must be {name!r}, the journey of the path"
         raise Problem(422, "document.name", "value", message)
-    # What the parser reads back must be what was sent: JSON is YAML, so this holds
-    # unless the document holds something YAML cannot say (NUL).
-    if "\x00" in str(value):
+    # No backend keeps a NUL, and no journey needs one.
+    if b"\\u0000" in msgspec.json.encode(value):
         raise Problem(422, "document", "text", "'document' must not hold NUL characters")
+    if _depth(value) > DEPTH:
+        message = f"'document' nests more than {DEPTH} levels deep"
+        raise Problem(422, "document", "depth", message)
     return value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
 
 
 def _completions(workspace: Workspace) -> dict[str, Any]:

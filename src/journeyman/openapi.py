@@ -1375,3 +1375,126 @@ SPEC["paths"]["/v1/check"] = _trying(
     None,
     path=False,
 )
+
+
+# The journey editor's drafts (journeyman.drafts_api); the console serves the same under
+# /editor/api with its session and an X-CSRF-Token header instead of the admin key.
+_DRAFT: dict[str, Any] = {
+    "type": "object",
+    "required": ["journey", "stored", "revision", "file", "document", "text", "diff", "problems"],
+    "properties": {
+        "journey": {"type": "string"},
+        "stored": {"type": "boolean", "description": "false: made from the folder's file"},
+        "revision": {"type": ["string", "null"], "description": "what the next save names"},
+        "by": {"type": ["string", "null"]},
+        "at": {"type": ["string", "null"], "format": "date-time"},
+        "file": {"type": "string", "description": "the workspace file, relative to the folder"},
+        "document": {"type": "object", "description": "the journey, as its YAML reads"},
+        "text": {"type": "string", "description": "the file's whole text with the draft"},
+        "diff": {"type": "string", "description": "unified diff of the file to 'text'"},
+        "problems": {
+            "type": "array",
+            "description": "what journeyman validate says: path, file, line, column, message",
+            "items": {"type": "object"},
+        },
+    },
+}
+_DRAFT_DOCUMENT = {
+    "type": "object",
+    "description": "the journey's document: kind journey, the path's name",
+    "required": ["kind", "name"],
+    "properties": {"kind": {"type": "string", "enum": ["journey"]}, "name": {"type": "string"}},
+}
+_REVISION = {"type": ["string", "null"], "description": "the draft's revision it starts from"}
+_DRAFT_NAME = _path_param("name", {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"})
+
+
+def _draft_operation(
+    summary: str, body: dict[str, Any] | None, ok: dict[str, Any], *errors: tuple[str, str]
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "security": _ADMIN,
+        "parameters": [_DRAFT_NAME, _query("by", _WHO)],
+        "responses": {
+            **ok,
+            "400": _error("The body is not a JSON object."),
+            "401": _KEY,
+            "404": _error("No such journey (or no draft of it to save)."),
+            "409": _error("No workspace folder; or (a save) the draft is not at 'revision'."),
+            "413": _error("The body is over 1 MiB."),
+            "422": _error("The body or the name breaks a rule: the error names the field."),
+            **{status: _error(text) for status, text in errors},
+        },
+    }
+    if body is not None:
+        properties = {**body, "by": _WHO}
+        schema = {"type": "object", "additionalProperties": False, "properties": properties}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    return operation
+
+
+def _answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "200": {"description": description, "content": {"application/json": {"schema": schema}}}
+    }
+
+
+SPEC["paths"]["/v1/journeys/{name}/draft"] = {
+    "get": {
+        **_draft_operation(
+            "A journey's draft: the stored one, else one from the workspace folder's file",
+            None,
+            _answer("The draft", _DRAFT),
+            ("404", "No such journey in the folder (new=1 starts one)."),
+        ),
+        "parameters": [_DRAFT_NAME, _query("new", {"type": "string", "enum": ["1", "true"]})],
+    },
+    "put": _draft_operation(
+        "Store a draft, if 'revision' is still the stored draft's (null: none is stored); "
+        "409 otherwise, with 'theirs' (their draft) and 'diff' (yours to theirs), nothing "
+        "written. A draft with problems is stored and lists them.",
+        {"document": _DRAFT_DOCUMENT, "revision": _REVISION},
+        _answer("Stored, with a new revision", _DRAFT),
+    ),
+    "delete": {
+        **_draft_operation(
+            "Discard a journey's draft (kept in its audit)", None, {"204": {"description": "Gone"}}
+        ),
+    },
+}
+SPEC["paths"]["/v1/journeys/{name}/draft/check"] = {
+    "post": _draft_operation(
+        "A document's text, diff and problems as a draft, without storing it",
+        {"document": _DRAFT_DOCUMENT},
+        _answer(
+            "Checked",
+            {"type": "object", "required": ["text", "diff", "problems"]},
+        ),
+    )
+}
+SPEC["paths"]["/v1/journeys/{name}/draft/save"] = {
+    "post": _draft_operation(
+        "Write the draft at 'revision' to its file in the workspace folder",
+        {"revision": _REVISION},
+        _answer("Written", {"type": "object", "required": ["file", "saved"]}),
+        ("404", "No draft, and no such journey."),
+    )
+}
+SPEC["paths"]["/v1/journeys/{name}/draft/publish"] = {
+    "post": _draft_operation(
+        "Write the draft at 'revision' to the folder, publish the folder's plan (as the "
+        "console's Publish does) and drop the draft",
+        {"revision": _REVISION},
+        _answer("Published", {"type": "object", "required": ["plan", "workspace"]}),
+        ("404", "No draft, and no such journey."),
+    )
+}
+SPEC["paths"]["/v1/editor/schema"] = _get(
+    "The editor's form: the fields of a journey and of each step type (type, required, "
+    "help, enum), each step type's edges, and names to complete (events, traits, "
+    "templates, segments, actions, journeys, each journey's steps)"
+)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
+from journeyman.domain.documents import read_documents
+from journeyman.domain.parse import STEP_TYPES
 from journeyman.drafts import (
     DraftError,
     edit_journey,
     find_journey,
+    form_schema,
     journey_data,
     located,
     new_journey,
@@ -261,3 +270,99 @@ def test_problems_name_the_path_line_and_column_of_the_draft() -> None:
     assert found[0]["path"] == "steps[0].wait"
     assert (found[0]["line"], found[0]["column"]) == (16, 5)
     assert found[0]["message"].startswith("welcome.yaml:16: journey welcome: step settle: ")
+
+
+# the editor's form schema
+
+
+def _step_of(kind: str, field: str) -> dict[str, Any]:
+    """A step of ``kind`` that writes ``field`` (a value of any shape: only the keys count)."""
+    found: dict[str, Any] = {"id": "s", kind: None}
+    if field not in ("id", kind):
+        found[field] = None
+    return found
+
+
+def _unknown_keys(item: dict[str, Any]) -> list[str]:
+    text = f"kind: journey\nname: j\nentry: {{event: e}}\nsteps:\n  - {json.dumps(item)}\n"
+    loaded = load_texts({"j.yaml": text})
+    return [p.message for p in loaded.problems if p.code == "unknown-key"]
+
+
+def test_every_step_type_the_parser_reads_is_in_the_schema_with_the_keys_it_accepts() -> None:
+    schema = form_schema({})
+    assert set(schema["steps"]) == set(STEP_TYPES)
+    for kind in STEP_TYPES:
+        fields = schema["steps"][kind]["fields"]
+        assert kind in fields
+        assert fields[kind]["required"] is True
+        assert fields["id"]["required"] is True
+        for field in fields:
+            assert _unknown_keys(_step_of(kind, field)) == [], (kind, field)
+        assert _unknown_keys(_step_of(kind, "colour")), kind
+    # Branch, split and end never go on to a next step: the form offers no 'next'.
+    assert "next" not in schema["steps"]["branch"]["fields"]
+    assert "next" in schema["steps"]["wait"]["fields"]
+    assert schema["steps"]["wait_for"]["edges"] == ["next", "on_event", "on_timeout"]
+    assert schema["steps"]["branch"]["edges"] == ["branch[].goto", "branch[].otherwise"]
+
+
+def test_the_journey_fields_of_the_schema_are_the_keys_the_parser_accepts() -> None:
+    schema = form_schema({"events": ["signed_up"]})
+    assert schema["completions"] == {"events": ["signed_up"]}
+    journey = schema["journey"]
+    assert {name for name, f in journey.items() if f["required"]} == {
+        "kind", "name", "entry", "steps"
+    }  # fmt: skip
+    assert journey["entry"]["fields"]["event"]["type"] == "event"
+    assert journey["exit"]["items"] == "object"
+    data = dict.fromkeys(journey) | {"kind": "journey", "name": "j"}
+    text = yaml.safe_dump(data)
+    problems = load_texts({"j.yaml": text}).problems
+    assert [p for p in problems if p.code == "unknown-key"] == []
+    wait_for = schema["steps"]["wait_for"]["fields"]["wait_for"]
+    assert {"opened", "clicked"} <= set(wait_for["fields"]["reaction"]["enum"])
+
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.relative_to(EXAMPLES).as_posix()
+)
+def test_every_example_journey_is_written_back_as_it_is(path: Path) -> None:
+    text = path.read_text()
+    for found in read_documents(text, path.name)[0]:
+        if isinstance(found.data, dict) and found.data.get("kind") == "journey":
+            name = found.data["name"]
+            assert edit_journey(text, path.name, name, journey_data(found)).text == text
+            data = journey_data(found)
+            data["steps"][0]["description"] = "Edited."
+            new = edit_journey(text, path.name, name, data).text
+            assert changes(text, new)[0] == []
+            assert changes(text, new)[1] == [
+                " " * _indent(new, "description: Edited.") + "description: Edited."
+            ]
+
+
+def _indent(text: str, line: str) -> int:
+    found = next(x for x in text.splitlines() if x.strip() == line)
+    return len(found) - len(found.lstrip())
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(value=_JSON, key=st.text(min_size=1))
+@hyp_settings(max_examples=50, deadline=None)
+def test_any_json_value_is_written_so_that_the_parser_reads_it_back(value: Any, key: str) -> None:
+    data = document()
+    data["description"] = value
+    step(data, "settle")[key] = value
+    edited = edit_journey(FILE, "welcome.yaml", "welcome", data)
+    assert journey_data(edited.document) == data
+    assert edited.text.startswith(FILE.split("---")[0])

@@ -145,7 +145,7 @@ class AuditEntry:
     at: datetime
     by: str  # the console user, the ``by`` an API call gave, "api", "serve"
     via: str  # console, api or serve
-    command: str  # pause, resume, stop, publish, remove
+    command: str  # pause, resume, stop, publish, remove; draft, edit, discard, save (editor)
     journey: str = ""
     count: int | None = None
     journey_version: int | None = None
