@@ -99,7 +99,10 @@ function completeSchema(given) {
     if (edges.includes("next") && !fields.next) fields.next = NEXT;
     if (!fields.description) fields.description = ABOUT;
     delete fields.id;
-    schema.steps[type] = { ...step, edges, fields };
+    // The form shows what the step does first, what it is for last.
+    const { [type]: own, description, ...rest } = fields;
+    const ordered = own ? { [type]: own, ...rest, description } : { ...rest, description };
+    schema.steps[type] = { ...step, edges, fields: ordered };
   }
   schema.completions = { ...FALLBACK.completions, ...(given.completions || {}) };
   return schema;
