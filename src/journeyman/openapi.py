@@ -1310,6 +1310,7 @@ def _trying(
                     "document has errors.",
                     _PROBLEM_LIST,
                 ),
+                "503": _error("The workspace folder cannot be read (it is gone)."),
             },
         }
     }

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from journeyman import trying
 from journeyman.domain import model as m
 from journeyman.domain.problems import Problem as WorkspaceProblem
+from journeyman.errors import WorkspaceNotFound
 from journeyman.runtime.service import Runtime
 from journeyman.storage.base import StoredEvent
 from journeyman.wire import Problem, decoded, json_response, read_body
@@ -141,7 +142,10 @@ class _Trying:
     def _load(self, name: str, document: Mapping[str, Any] | None) -> Loaded:
         runtime = self.runtime
         if runtime.root is not None:
-            texts, problems = trying.folder_texts(runtime.root)
+            try:
+                texts, problems = trying.folder_texts(runtime.root)
+            except WorkspaceNotFound as error:  # the folder went away since serve started
+                raise Problem(503, "workspace", "exists", str(error)) from None
         else:
             texts, problems = dict(runtime.workspace.sources), []
         env = runtime.dispatcher.env

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import shutil
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -363,5 +364,14 @@ def test_the_check_endpoint_answers_problems_with_columns(tmp_path: Path) -> Non
             assert answer["error"]["field"] == field
         nul = await post(client, "/v1/check", {"kind": "expression", "text": "a\x00b"})
         assert nul["problems"][0]["column"] == 2
+
+    run_api(tmp_path, test)
+
+
+def test_a_workspace_folder_gone_since_the_start_is_a_503_naming_it(tmp_path: Path) -> None:
+    async def test(client: Client, store: MemoryStore, clock: list[datetime]) -> None:
+        shutil.rmtree(tmp_path / "ws")
+        answer = await post(client, "/v1/journeys/welcome/draft/tests", {}, 503)
+        assert answer["error"]["field"] == "workspace"
 
     run_api(tmp_path, test)
