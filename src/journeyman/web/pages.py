@@ -30,6 +30,7 @@ from journeyman.runtime.audit import Who
 from journeyman.runtime.processor import Overloaded
 from journeyman.runtime.service import Runtime
 from journeyman.schedule_api import runs_of
+from journeyman.trying_api import try_routes
 from journeyman.web import segments_view, views, zones
 from journeyman.web.auth import (
     LOGIN_COOKIE,
@@ -41,6 +42,7 @@ from journeyman.web.auth import (
     Sessions,
     client_address,
 )
+from journeyman.web.editor import editor_routes
 from journeyman.web.layout import ENTRY, lay_out
 from journeyman.web.paths import LARGEST, exact, whole_number
 from journeyman.web.report_page import report_routes
@@ -92,9 +94,11 @@ def console(runtime: Runtime, admin_key: str, settings: ConsoleSettings | None =
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.form(pages.logout), methods=["POST"]),
         Route("/journeys", pages.page(pages.journeys), methods=["GET"]),
+        *editor_routes(pages),  # before {name} and {command}, which would take "new", "edit"
         Route("/journeys/{name}", pages.page(pages.journey), methods=["GET"]),
         *report_routes(pages),  # before {command}, which would take "report" for one
         *draft_routes(runtime, pages.json_guard, "/editor/api"),
+        *try_routes(runtime, pages.json_guard, "/editor/api"),  # the editor's tests and tries
         Route("/journeys/{name}/{command}", pages.page(pages.confirm), methods=["GET"]),
         Route("/journeys/{name}/{command}", pages.form(pages.operate), methods=["POST"]),
         Route("/profiles", pages.page(pages.profiles), methods=["GET"]),
