@@ -29,6 +29,7 @@ from typing import Any
 from journeyman.domain.segments import SEGMENT_EVENTS
 from journeyman.domain.state import Event
 from journeyman.storage.codec import ms, time
+from journeyman.storage.leases import SQLLeases
 
 __all__ = [
     "BACKFILLS_POSTGRES",
@@ -193,23 +194,9 @@ class BackfillStore(ABC):
         """The segment's hours from ``since`` on that had an entry or an exit, in order."""
 
 
-class SQLBackfills(BackfillStore):
+class SQLBackfills(BackfillStore, SQLLeases):
     """:class:`BackfillStore` on the primitives of an SQL backend (``_rows``, ``_value``,
-    ``_write``) and its ``dialect``; ``skip_locked`` is what PostgreSQL adds to a claim."""
-
-    skip_locked = ""
-
-    async def _rows(self, query: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    async def _value(self, query: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    async def _write(self, query: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    def _sql(self, query: str) -> str:
-        return str(self.dialect(query))  # type: ignore[attr-defined]
+    ``_write``) and its ``dialect``, its leases as :class:`SQLLeases` keeps them."""
 
     async def add_backfill(self, backfill: Backfill) -> bool:
         b = backfill
@@ -231,17 +218,9 @@ class SQLBackfills(BackfillStore):
     async def claim_backfill(
         self, owner: str, now: datetime, until: datetime, ready: datetime
     ) -> Backfill | None:
-        free = (
-            "SELECT id FROM segment_backfills WHERE state = 'running' AND started_at <= ? AND "
-            "(leased_until IS NULL OR leased_until <= ?) ORDER BY started_at LIMIT 1"
-            f"{self.skip_locked}"
-        )
-        query = (
-            f"UPDATE segment_backfills SET owner = ?, leased_until = ? WHERE id = ({free}) "
-            "RETURNING id"
-        )
-        found = await self._write(self._sql(query), owner, ms(until), ms(ready), ms(now))
-        return None if found is None else await self._backfill_of(str(found))
+        table, started = "segment_backfills", ("started_at <= ?", ms(ready))
+        found = await self._claim_lease(table, "started_at", owner, now, until, *started)
+        return None if found is None else await self._backfill_of(found)
 
     async def _backfill_of(self, backfill_id: str) -> Backfill | None:
         query = self._sql(f"SELECT {_COLUMNS} FROM segment_backfills WHERE id = ?")
@@ -251,19 +230,11 @@ class SQLBackfills(BackfillStore):
     async def backfill_progress(
         self, backfill: Backfill, owner: str, cursor: str, done: int, now: datetime, until: datetime
     ) -> bool:
-        query = (
-            "UPDATE segment_backfills SET cursor = ?, done = ?, updated_at = ?, leased_until = ? "
-            "WHERE id = ? AND owner = ? AND state = 'running' RETURNING id"
-        )
-        args = (cursor, done, ms(now), ms(until), backfill.id, owner)
-        return await self._write(self._sql(query), *args) is not None
+        table, row = "segment_backfills", backfill.id
+        return await self._lease_progress(table, "done", row, owner, cursor, done, now, until)
 
     async def finish_backfill(self, backfill: Backfill, owner: str, now: datetime) -> None:
-        query = (
-            "UPDATE segment_backfills SET state = 'done', updated_at = ?, leased_until = NULL "
-            "WHERE id = ? AND owner = ? AND state = 'running'"
-        )
-        await self._write(self._sql(query), ms(now), backfill.id, owner)
+        await self._lease_done("segment_backfills", backfill.id, owner, now)
 
     async def backfills_of(self, segment: str, limit: int) -> list[Backfill]:
         query = (

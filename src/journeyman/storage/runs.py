@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from journeyman.storage.codec import ms, time
+from journeyman.storage.leases import SQLLeases
 
 __all__ = ["RUNS_POSTGRES", "RUNS_SQLITE", "Run", "RunStore", "SQLRuns"]
 
@@ -127,23 +128,9 @@ class RunStore(ABC):
     async def audience_size(self, segment: str | None) -> int: ...
 
 
-class SQLRuns(RunStore):
+class SQLRuns(RunStore, SQLLeases):
     """:class:`RunStore` on the primitives of an SQL backend (``_rows``, ``_value``,
-    ``_write``) and its ``dialect``; ``skip_locked`` is what PostgreSQL adds to a claim."""
-
-    skip_locked = ""
-
-    async def _rows(self, query: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    async def _value(self, query: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    async def _write(self, query: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    def _sql(self, query: str) -> str:
-        return str(self.dialect(query))  # type: ignore[attr-defined]
+    ``_write``) and its ``dialect``, its leases as :class:`SQLLeases` keeps them."""
 
     async def add_run(self, run: Run) -> bool:
         query = (
@@ -158,15 +145,8 @@ class SQLRuns(RunStore):
         return added is not None
 
     async def claim_run(self, owner: str, now: datetime, until: datetime) -> Run | None:
-        free = (
-            "SELECT id FROM schedule_runs WHERE state = 'running' AND "
-            f"(leased_until IS NULL OR leased_until <= ?) ORDER BY due_at LIMIT 1{self.skip_locked}"
-        )
-        query = (
-            f"UPDATE schedule_runs SET owner = ?, leased_until = ? WHERE id = ({free}) RETURNING id"
-        )
-        found = await self._write(self._sql(query), owner, ms(until), ms(now))
-        return None if found is None else await self._one(str(found))
+        found = await self._claim_lease("schedule_runs", "due_at", owner, now, until)
+        return None if found is None else await self._one(found)
 
     async def _one(self, run_id: str) -> Run | None:
         rows = await self._rows(
@@ -177,19 +157,11 @@ class SQLRuns(RunStore):
     async def run_progress(
         self, run: Run, owner: str, cursor: str, entered: int, now: datetime, until: datetime
     ) -> bool:
-        query = (
-            "UPDATE schedule_runs SET cursor = ?, entered = ?, updated_at = ?, leased_until = ? "
-            "WHERE id = ? AND owner = ? AND state = 'running' RETURNING id"
-        )
-        args = (cursor, entered, ms(now), ms(until), run.id, owner)
-        return await self._write(self._sql(query), *args) is not None
+        args = (run.id, owner, cursor, entered, now, until)
+        return await self._lease_progress("schedule_runs", "entered", *args)
 
     async def finish_run(self, run: Run, owner: str, now: datetime) -> None:
-        query = (
-            "UPDATE schedule_runs SET state = 'done', updated_at = ?, leased_until = NULL "
-            "WHERE id = ? AND owner = ? AND state = 'running'"
-        )
-        await self._write(self._sql(query), ms(now), run.id, owner)
+        await self._lease_done("schedule_runs", run.id, owner, now)
 
     async def cancel_run(self, journey: str, run_id: str, now: datetime) -> tuple[Run | None, bool]:
         query = (
