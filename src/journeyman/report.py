@@ -592,15 +592,14 @@ def _csv_rows(report: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
     for goal in report["goals"]:
         yield from _goal_rows(goal)
     for step in report["steps"]:
-        yield ("step", step["id"], "", "", "reached", step["reached"])
-        for outcome, n in sorted(step["counts"].items()):
-            yield ("step", step["id"], "", "", outcome, n)
-        yield from _engagement_rows(step["id"], "", step.get("engagement"))
-        for arm in step["arms"]:
-            yield ("step", step["id"], arm["name"], "", "reached", arm["reached"])
-            for outcome, n in arm["counts"].items():
-                yield ("step", step["id"], arm["name"], "", outcome, n)
-            yield from _engagement_rows(step["id"], arm["name"], arm.get("engagement"))
+        for row in [step, *step["arms"]]:
+            arm = row["name"] if row is not step else ""
+            yield ("step", step["id"], arm, "", "reached", row["reached"])
+            for key, n in row["numbers"].items():
+                yield ("step", step["id"], arm, "", f"numbers:{key}", n)
+            for outcome, n in sorted(row["counts"].items()):
+                yield ("step", step["id"], arm, "", outcome, n)
+            yield from _engagement_rows(step["id"], arm, row.get("engagement"))
     for experiment in report.get("experiments", ()):
         yield from _experiment_rows(experiment)
 

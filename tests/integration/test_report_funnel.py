@@ -175,6 +175,8 @@ def check_version(admin: httpx.Client, version: str, instances: list[dict[str, A
     page = admin.get("/v1/journeys/flow/report.csv", params={"version": version}).text
     for step_id, numbers in everyone.items():
         assert f"step,{step_id},,,reached,{numbers['entered']}\r\n" in page
+        for key, n in numbers.items():
+            assert f"step,{step_id},,,numbers:{key},{n}\r\n" in page
 
 
 def check_scenario(instances: list[dict[str, Any]]) -> None:
