@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
+from journeyman.domain import funnel
 from journeyman.domain import model as m
 from journeyman.domain.experiments import METHOD as EXPERIMENT_METHOD
 from journeyman.domain.experiments import Arm, Decision, probability_best
@@ -165,13 +166,20 @@ class _Tally:
         return {k[4:14]: v for k, v in self.n.items() if k.startswith("day:") and k[15:] == metric}
 
     def steps(self) -> dict[str, dict[str, int]]:
-        """Per step, the counts of ``step:<id>:<outcome>`` counters."""
+        """Per step, its counts by outcome from the ``step:<id>:<outcome>`` counters (see
+        journeyman.domain.funnel), those above zero."""
         found: dict[str, dict[str, int]] = {}
         for key, value in self.n.items():
-            if key.startswith("step:") and value:
+            if key.startswith("step:") and value > 0:
                 step, _, outcome = key[5:].rpartition(":")
-                found.setdefault(step, {})[outcome] = value
+                if outcome != _ARRIVALS:
+                    found.setdefault(step, {})[outcome] = value
         return found
+
+
+# Arrivals at a step, counted before the steps' numbers were: the numbers' ``entered``
+# (every arrival, in one of passed, waiting, skipped, capped, dropped, left) replaces them.
+_ARRIVALS = "reached"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,17 +244,14 @@ def journey_report(
     journey: m.Journey,
     counters: Iterable[Counter],
     version: int | None,
-    step_counts: Mapping[str, Mapping[str, int]] | None = None,
     days: Days = Days(),
     decisions: Mapping[str, Decision] | None = None,
     zone: tzinfo = UTC,
 ) -> dict[str, Any]:
-    """The report of ``journey`` (the model whose goals and splits it reads) from its
-    counters, of one version or of all (``version`` None); with ``days``, of the entries
-    of those days only (see :func:`in_range`). ``step_counts`` are the step log's counts
-    of :meth:`ReadModel.step_counts`, for the steps' sends and engagement; ``decisions``
-    the experiments' stored decisions, by step. Days (``days``, and ``over_time``) are
-    days in ``zone``."""
+    """The report of ``journey`` (the model whose goals, splits and steps it reads) from
+    its counters alone, of one version or of all (``version`` None); with ``days``, of the
+    entries of those days only (see :func:`in_range`). ``decisions`` are the experiments'
+    stored decisions, by step. Days (``days``, and ``over_time``) are days in ``zone``."""
     counters = in_range(counters, days, zone)
     by_key = _by_key(journey, counters)
     holdouts = _holdouts(journey)
@@ -264,7 +269,7 @@ def journey_report(
         "holdout_arm": held,
         "arms": [_arm(name, by_key.get((name, ""), _Tally()), holdouts) for name in arms],
         "goals": [],
-        "steps": _steps(journey, by_key, arms, step_counts or {}),
+        "steps": _steps(journey, by_key, arms),
         "confidence": CONFIDENCE,
         "method": METHOD,
     }
@@ -433,38 +438,30 @@ def _conversions(tally: _Tally, entered: int) -> dict[str, Any]:
 
 
 def _steps(
-    journey: m.Journey,
-    by_key: Mapping[tuple[str, str], _Tally],
-    arms: list[str],
-    step_counts: Mapping[str, Mapping[str, int]],
+    journey: m.Journey, by_key: Mapping[tuple[str, str], _Tally], arms: list[str]
 ) -> list[dict[str, Any]]:
-    """Per step: arrivals (the funnel), the step log's outcomes, and per arm what the
-    counters hold (arrivals and outcomes of the instances in an arm)."""
-    arrivals = by_key.get(("", ""), _Tally()).steps()
+    """Per step, from the counters: its counts by outcome, its numbers (as the console's
+    graph works them out: journeyman.domain.funnel), ``reached`` (the numbers' entered:
+    the funnel) and, for a step that sends, its engagement; in all and per arm."""
+    everyone = by_key.get(("", ""), _Tally()).steps()
     per_arm = {arm: by_key.get((arm, ""), _Tally()).steps() for arm in arms}
-    if TREATED_ARM in per_arm:  # not in an arm: the step log's counts less the holdout's
-        held = per_arm.get(HOLDOUT_ARM, {})
-        for step_id, counts in step_counts.items():
-            mine = per_arm[TREATED_ARM].setdefault(step_id, {})
-            theirs = held.get(step_id, {})
-            for outcome, n in counts.items():
-                if outcome not in mine and n - theirs.get(outcome, 0) > 0:
-                    mine[outcome] = n - theirs.get(outcome, 0)
     rows = []
     for step in journey.steps.values():
-        counts = dict(step_counts.get(step.id, {}))
+        counts = everyone.get(step.id, {})
+        numbers = funnel.step_numbers(step, counts)
         row: dict[str, Any] = {
             "id": step.id,
             "type": step.kind,
-            "reached": arrivals.get(step.id, {}).get("reached", 0),
-            "counts": counts,
+            "reached": numbers["entered"],
+            "numbers": numbers,
+            "counts": dict(sorted(counts.items())),
         }
         if isinstance(step, m.Send):
             row["template"] = step.template
         sends = _sends(step)
         row["engagement"] = _engagement(step.id, by_key.get(("", ""))) if sends else None
         row["arms"] = [
-            _step_arm(arm, per_arm[arm].get(step.id, {}), step.id, by_key, sends) for arm in arms
+            _step_arm(arm, step, per_arm[arm].get(step.id, {}), by_key, sends) for arm in arms
         ]
         rows.append(row)
     return rows
@@ -479,17 +476,18 @@ def _sends(step: m.Step) -> bool:
 
 def _step_arm(
     arm: str,
+    step: m.Step,
     counts: Mapping[str, int],
-    step: str,
     by_key: Mapping[tuple[str, str], _Tally],
     sends: bool,
 ) -> dict[str, Any]:
-    outcomes = {k: v for k, v in sorted(counts.items()) if k != "reached" and v > 0}
+    numbers = funnel.step_numbers(step, counts)
     return {
         "name": arm,
-        "reached": max(counts.get("reached", 0), 0),
-        "counts": outcomes,
-        "engagement": _engagement(step, by_key.get((arm, ""))) if sends else None,
+        "reached": numbers["entered"],
+        "numbers": numbers,
+        "counts": dict(sorted(counts.items())),
+        "engagement": _engagement(step.id, by_key.get((arm, ""))) if sends else None,
     }
 
 
@@ -594,15 +592,14 @@ def _csv_rows(report: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
     for goal in report["goals"]:
         yield from _goal_rows(goal)
     for step in report["steps"]:
-        yield ("step", step["id"], "", "", "reached", step["reached"])
-        for outcome, n in sorted(step["counts"].items()):
-            yield ("step", step["id"], "", "", outcome, n)
-        yield from _engagement_rows(step["id"], "", step.get("engagement"))
-        for arm in step["arms"]:
-            yield ("step", step["id"], arm["name"], "", "reached", arm["reached"])
-            for outcome, n in arm["counts"].items():
-                yield ("step", step["id"], arm["name"], "", outcome, n)
-            yield from _engagement_rows(step["id"], arm["name"], arm.get("engagement"))
+        for row in [step, *step["arms"]]:
+            arm = row["name"] if row is not step else ""
+            yield ("step", step["id"], arm, "", "reached", row["reached"])
+            for key, n in row["numbers"].items():
+                yield ("step", step["id"], arm, "", f"numbers:{key}", n)
+            for outcome, n in sorted(row["counts"].items()):
+                yield ("step", step["id"], arm, "", outcome, n)
+            yield from _engagement_rows(step["id"], arm, row.get("engagement"))
     for experiment in report.get("experiments", ()):
         yield from _experiment_rows(experiment)
 

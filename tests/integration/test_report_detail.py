@@ -116,11 +116,11 @@ def check_arms_and_steps(found: dict[str, Any], held: set[str]) -> None:
     assert hello["counts"]["skipped"] == len(held)
     assert hello["engagement"]["sent"] == treated
     by_arm = {a["name"]: a for a in hello["arms"]}
-    assert {k: v for k, v in by_arm["holdout"].items() if k != "engagement"} == {
-        "name": "holdout",
+    assert {k: v for k, v in by_arm["holdout"].items() if k in ("reached", "counts")} == {
         "reached": len(held),
         "counts": {"skipped": len(held)},
     }
+    assert by_arm["holdout"]["numbers"]["skipped"] == len(held)
     assert by_arm["holdout"]["engagement"]["sent"] == 0  # held out: no message
     assert by_arm["treated"]["counts"]["sent"] == treated
     assert by_arm["treated"]["engagement"]["sent"] == treated

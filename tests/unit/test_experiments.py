@@ -318,7 +318,6 @@ async def _check_then_obey(model: Workspace) -> None:
         model.journeys["j"],
         await store.counters("j"),
         None,
-        None,
         decisions={"subject_test": stopped},
     )
     assert report["experiments"][0]["decision"]["how"] == "stopped"

@@ -72,7 +72,7 @@ def test_a_range_of_days_counts_only_the_entries_of_those_days(simulate: Simulat
     model = sim.workspace.journeys["j"]
     second = Days(date(2026, 1, 6), date(2026, 1, 6))
     whole = journey_report(model, counters(sim.tallies), None)
-    report = journey_report(model, counters(sim.tallies), None, None, second)
+    report = journey_report(model, counters(sim.tallies), None, second)
     assert (whole["entries"], report["entries"]) == (40, 20)
     assert report["range"] == {"from": "2026-01-06", "to": "2026-01-06"}
     purchased = report["goals"][0]
@@ -82,25 +82,39 @@ def test_a_range_of_days_counts_only_the_entries_of_those_days(simulate: Simulat
     assert days == {"2026-01-06"}
 
 
-def test_steps_count_arrivals_and_outcomes_per_arm(simulate: Simulate) -> None:
+def test_steps_count_arrivals_and_outcomes_per_arm_from_the_counters(
+    simulate: Simulate,
+) -> None:
     sim = simulate(journey(HOLDOUT, goals=GOALS))
     two_days(sim)
     model = sim.workspace.journeys["j"]
-    report = journey_report(model, counters(sim.tallies), None, {"hello": {"sent": 7}})
+    report = journey_report(model, counters(sim.tallies), None)
     hello = next(s for s in report["steps"] if s["id"] == "hello")
-    assert (hello["type"], hello["template"], hello["reached"]) == ("send", "hello_email", 40)
-    assert hello["counts"] == {"sent": 7}  # the step log's, as given
-    arms = {a["name"]: a for a in hello["arms"]}
     held = [i for i in sim.instances.values() if i.arm == "held_out"]
-    assert {k: v for k, v in arms["held_out"].items() if k != "engagement"} == {
-        "name": "held_out",
-        "reached": len(held),
-        "counts": {"skipped": len(held)},
+    treated = 40 - len(held)
+    assert (hello["type"], hello["template"], hello["reached"]) == ("send", "hello_email", 40)
+    assert hello["counts"] == {"delivered": treated, "sent": treated, "skipped": len(held)}
+    assert hello["numbers"] == {
+        "entered": 40,
+        "waiting": 0,
+        "passed": treated,
+        "left": 0,
+        "skipped": len(held),
+        "capped": 0,
+        "dropped": 0,
+        "failed": 0,
     }
+    arms = {a["name"]: a for a in hello["arms"]}
+    assert (arms["held_out"]["reached"], arms["held_out"]["counts"]) == (
+        len(held),
+        {"skipped": len(held)},
+    )
+    assert arms["held_out"]["numbers"]["skipped"] == len(held)
     assert arms["held_out"]["engagement"]["sent"] == 0  # held out: no message
-    assert arms["treated"]["counts"] == {"sent": 40 - len(held)}
-    assert arms["treated"]["engagement"]["sent"] == 40 - len(held)
-    assert hello["engagement"]["sent"] == 40 - len(held)  # from the counters, not the log
+    assert arms["treated"]["counts"] == {"delivered": treated, "sent": treated}
+    assert arms["treated"]["numbers"]["passed"] == treated
+    assert arms["treated"]["engagement"]["sent"] == treated
+    assert hello["engagement"]["sent"] == treated
     assert hello["engagement"]["rates"]["opened"] == 0.0
 
 
@@ -234,7 +248,7 @@ def test_days_of_entry_are_the_days_of_the_zone_the_report_is_read_in(simulate: 
 
     def days_of(zone: str) -> dict[str, tuple[int, int]]:
         kept = counters(sim.tallies)
-        report = journey_report(model, kept, None, None, Days(), None, ZoneInfo(zone))
+        report = journey_report(model, kept, None, Days(), None, ZoneInfo(zone))
         assert report["timezone"] == zone
         found: dict[str, tuple[int, int]] = {}
         for series in report["goals"][0]["over_time"]:
@@ -248,10 +262,10 @@ def test_days_of_entry_are_the_days_of_the_zone_the_report_is_read_in(simulate: 
     assert days_of("Asia/Kolkata") == {"2026-01-06": (3, 3), "2026-01-07": (1, 1)}
     sixth = Days(date(2026, 1, 6), date(2026, 1, 6))
     in_paris = journey_report(
-        model, counters(sim.tallies), None, None, sixth, None, ZoneInfo("Europe/Paris")
+        model, counters(sim.tallies), None, sixth, None, ZoneInfo("Europe/Paris")
     )
     assert (in_paris["entries"], in_paris["goals"][0]["conversions"]) == (3, 3)
-    in_utc = journey_report(model, counters(sim.tallies), None, None, sixth)
+    in_utc = journey_report(model, counters(sim.tallies), None, sixth)
     assert (in_utc["entries"], in_utc["goals"][0]["conversions"]) == (2, 2)
     assert "Day of entry (Europe/Paris)" in conversion_chart(
         "purchased", in_paris["goals"][0]["over_time"], (), "Europe/Paris"
@@ -264,5 +278,5 @@ def test_counters_kept_by_utc_day_before_still_count_on_their_day(simulate: Simu
         Counter(1, "", "", "entered", 3, 0.0),
         Counter(1, "", "", "day:2026-01-05:entered", 3, 0.0),
     ]
-    report = journey_report(model, kept, 1, None, Days(date(2026, 1, 5), date(2026, 1, 5)))
+    report = journey_report(model, kept, 1, Days(date(2026, 1, 5), date(2026, 1, 5)))
     assert report["entries"] == 3

@@ -805,6 +805,7 @@ def _merge(
     changes.profiles.pop(anonymous_id, None)
     changes.instances.update((i.id, i) for i in merged.changed)
     changes.records.extend(merged.records)
+    changes.tallies.extend(merged.tallies)
     changes.merges.append((anonymous_id, known_id))
     anonymous.profile, anonymous.running, anonymous.new = Profile(id=anonymous_id), [], True
 

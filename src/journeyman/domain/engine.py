@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from journeyman.domain import consent, goals, history
+from journeyman.domain import consent, funnel, goals, history
 from journeyman.domain import model as m
 from journeyman.domain.actions import render_call
 from journeyman.domain.experiments import Decision
@@ -689,11 +689,8 @@ class _Run:
     # records
 
     def record(self, instance: Instance, step: str | None, outcome: str, detail: str = "") -> None:
-        if instance.arm and step is not None:  # the step log has no arm: the counters do
-            metric = f"step:{step}:{outcome}"
-            self.tally(instance.journey, instance.version, instance.arm, "", metric)
-        if outcome == "sent" and step is not None:  # what the report's engagement is of
-            self.tally(instance.journey, instance.version, "", "", f"step:{step}:sent")
+        if step is not None:  # the report's step numbers, in all and in the arm
+            self.outcome.tallies += funnel.step_tallies(instance, step, outcome)
         self.outcome.records.append(
             StepRecord(
                 at=self.now,
@@ -709,6 +706,11 @@ class _Run:
     def save(self, instance: Instance) -> Instance:
         self.outcome.instances[instance.id] = instance
         return instance
+
+    def wait(self, instance: Instance) -> None:
+        """Keep the instance, waiting at its step: one more on the step's waiting level."""
+        self.outcome.tallies += funnel.step_tallies(instance, instance.step, funnel.WAITING)
+        self.outcome.instances[instance.id] = instance
 
     # entering
 
@@ -799,13 +801,6 @@ class _Run:
         self.tally(journey.name, journey.version, arm, "", "entered")
         day = goals.day_metric(instance.entered_at, "entered")
         self.tally(journey.name, journey.version, arm, "", day)
-
-    def tally_reached(self, instance: Instance, step: str) -> None:
-        """Count an instance's arrival at a step (the report's funnel), and in its arm."""
-        metric = f"step:{step}:reached"
-        self.tally(instance.journey, instance.version, "", "", metric)
-        if instance.arm:
-            self.tally(instance.journey, instance.version, instance.arm, "", metric)
 
     def note_window(self, journey: m.Journey, instance: Instance, **changes: Any) -> None:
         """Change the instance's goal window (its arm, its last message), if it has one."""
@@ -952,6 +947,10 @@ class _Run:
     def end(self, instance: Instance, state: str, detail: str = "") -> None:
         arm = instance.arm or ""
         self.tally(instance.journey, instance.version, arm, "", f"ended:{state}")
+        if instance.status == "waiting":
+            self.outcome.tallies += funnel.step_tallies(instance, instance.step, funnel.WAITING, -1)
+        if detail:  # it ends without completing the step (funnel.leaves)
+            self.outcome.tallies += funnel.step_tallies(instance, instance.step, funnel.LEFT)
         ended = _replace(
             instance,
             status="ended",
@@ -965,8 +964,8 @@ class _Run:
 
     def advance(self, journey: m.Journey, instance: Instance, step_id: str | None) -> None:
         """Run steps from ``step_id`` until the instance waits or ends."""
-        # A step run again after it waited (a deferred send, say) was reached already.
-        again = instance.step if instance.seq and instance.waiting != "paused" else None
+        if instance.status == "waiting":
+            self.outcome.tallies += funnel.step_tallies(instance, instance.step, funnel.WAITING, -1)
         instance = _replace(instance, status="active", waiting=None, wake_at=None)
         for _ in range(MAX_STEPS):
             if step_id is None:
@@ -979,16 +978,13 @@ class _Run:
                 self.record(instance, step_id, "held", "the journey is paused")
                 deadline = instance.entered_at + journey.timeout
                 held = _replace(instance, step=step_id, status="waiting", waiting="paused")
-                self.save(_replace(held, wake_at=deadline))
+                self.wait(_replace(held, wake_at=deadline))
                 return
             step = journey.steps[step_id]
-            if step_id != again:
-                self.tally_reached(instance, step_id)
-            again = None
             instance = _replace(instance, step=step_id, seq=instance.seq + 1)
             result = _RUNNERS[type(step)](self, journey, instance, step)
             if isinstance(result, Instance):  # it waits
-                self.save(result)
+                self.wait(result)
                 return
             if result is _ENDED:
                 return

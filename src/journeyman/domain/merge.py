@@ -15,8 +15,9 @@ from datetime import datetime
 
 import msgspec
 
+from journeyman.domain.funnel import LEFT, WAITING, step_tallies
 from journeyman.domain.goals import MAX_WINDOWS
-from journeyman.domain.state import Entries, Instance, Profile, StepRecord
+from journeyman.domain.state import Entries, Instance, Profile, StepRecord, Tally
 
 __all__ = ["Merged", "merge_profiles"]
 
@@ -27,6 +28,7 @@ class Merged:
     running: list[Instance]  # the known profile's running instances, moved ones included
     changed: list[Instance]  # every instance to store: moved and ended
     records: list[StepRecord]
+    tallies: list[Tally]  # the report counters of the moves and ends
 
 
 def merge_profiles(
@@ -60,9 +62,11 @@ def merge_profiles(
     )
     running = list(known_running)
     taken = {i.journey for i in known_running}
-    changed, records = [], []
+    changed, records, tallies = [], [], []
     for instance in anonymous_running:
+        tallies += step_tallies(instance, instance.step, "merged")
         if instance.journey in taken:
+            tallies += _ended_tallies(instance)
             ended = msgspec.structs.replace(
                 instance,
                 status="ended",
@@ -80,7 +84,16 @@ def merge_profiles(
             taken.add(instance.journey)
             source = "profile" if call == "alias" else "anonymous profile"
             records.append(_record(moved, now, f"moved from {source} {anonymous.id}{why}"))
-    return Merged(profile, running, changed, records)
+    return Merged(profile, running, changed, records, tallies)
+
+
+def _ended_tallies(instance: Instance) -> list[Tally]:
+    """What an instance ended by a merge takes from the report counters and adds to."""
+    found = [Tally(instance.journey, instance.version, instance.arm or "", "", "ended:merged")]
+    found += step_tallies(instance, instance.step, LEFT)
+    if instance.status == "waiting":
+        found += step_tallies(instance, instance.step, WAITING, -1)
+    return found
 
 
 def _later(one: Entries, other: Entries) -> Entries:

@@ -169,8 +169,9 @@ def _detail(name: str, props: dict[str, Any]) -> str:
 def reaction_tallies(event: Event, record: StepRecord) -> list[Tally]:
     """The report counters a reaction (with its trace line, :func:`reaction_record`) adds
     to: ``reacted:<step>:<outcome>`` of the journey version, in all (arm "") and in the
-    message's arm, once per message and outcome; and ``reacted:<step>:clicks``, every
-    click. Nothing for a reaction that names no version."""
+    message's arm, once per message and outcome; ``reacted:<step>:clicks``, every click;
+    and ``step:<step>:<outcome>``, every line of the step log (journeyman.domain.funnel).
+    Nothing for a reaction that names no version."""
     props = event.properties
     version, arm = props.get("version"), props.get("arm")
     if isinstance(version, bool) or not isinstance(version, int) or record.step is None:
@@ -183,6 +184,8 @@ def reaction_tallies(event: Event, record: StepRecord) -> list[Tally]:
         Tally(record.journey, version, name, "", metric, once=f"{key}\x1f{record.outcome}")
         for name in arms
     ]
+    lines = f"step:{record.step}:{record.outcome}"
+    found += [Tally(record.journey, version, name, "", lines) for name in arms]
     if record.outcome == "clicked":
         clicks = f"reacted:{record.step}:clicks"
         found += [Tally(record.journey, version, name, "", clicks) for name in arms]

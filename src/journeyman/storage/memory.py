@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
+from journeyman.domain.funnel import leaves
 from journeyman.domain.reactions import ENGAGEMENT
 from journeyman.domain.state import (
     Account,
@@ -138,9 +139,7 @@ class _Step:
 
     def left(self) -> bool:
         """Whether its instance ended here without completing the step (see base.LEFT)."""
-        if self.outcome == "ended":
-            return ": " in self.detail
-        return self.outcome == "merged" and self.detail.startswith("ended:")
+        return leaves(self.outcome, self.detail)
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from journeyman.storage.backfills import BACKFILLS_POSTGRES, BACKFILLS_SQLITE
-from journeyman.storage.base import NewerSchema
+from journeyman.storage.base import LEFT, NewerSchema
 from journeyman.storage.drafts import DRAFTS_POSTGRES, DRAFTS_SQLITE
 from journeyman.storage.runs import RUNS_POSTGRES, RUNS_SQLITE
 
@@ -121,6 +121,32 @@ CREATE TABLE audit (
 CREATE INDEX audit_journey ON audit (journey, id);
 """
 
+# The steps' numbers in the report counters (see journeyman.domain.funnel), for what was
+# stored before they were counted there, from the step log and the instances: each
+# journey version's lines by step and outcome, the instances that left each step (LEFT),
+# those merged away, and the instances waiting at each step now. The step log is
+# complete, so its counts replace the counters'. It keeps no arm: these are in arm ""
+# (every instance) only. One statement each, aggregated by the database in the
+# migration's transaction: nothing is read into the process.
+_BY_STEP = "FROM steps s JOIN instances i ON i.id = s.instance_id WHERE s.step IS NOT NULL"
+_REPLACE = "ON CONFLICT (journey, version, arm, goal, metric) DO UPDATE SET n = excluded.n;"
+_INTO = "INSERT INTO report_counters (journey, version, arm, goal, metric, n, total)"
+STEP_COUNTERS = f"""
+{_INTO} SELECT s.journey, i.version, '', '', 'step:' || s.step || ':' || s.outcome, count(*), 0
+{_BY_STEP} GROUP BY s.journey, i.version, s.step, s.outcome
+{_REPLACE}
+{_INTO} SELECT s.journey, i.version, '', '', 'step:' || s.step || ':left', count(*), 0
+{_BY_STEP} AND ({LEFT}) GROUP BY s.journey, i.version, s.step
+{_REPLACE}
+{_INTO} SELECT s.journey, i.version, '', '', 'ended:merged', count(*), 0
+{_BY_STEP} AND s.outcome = 'merged' AND s.detail LIKE 'ended:%' GROUP BY s.journey, i.version
+{_REPLACE}
+{_INTO} SELECT journey, version, '', '', 'step:' || step || ':waiting_now', count(*), 0
+FROM instances WHERE status = 'waiting' GROUP BY journey, version, step
+{_REPLACE}
+"""
+STEP_COUNTERS_WHAT = "steps' numbers in the report counters, counted from the step log"
+
 BACKFILLS_WHAT = "segment backfills and sizes: each backfill's progress, entries and exits by hour"
 
 SQLITE = [
@@ -199,6 +225,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     Migration(
         12, "drafts: each journey's draft from the editor, who saved it and when", DRAFTS_SQLITE
     ),
+    Migration(13, STEP_COUNTERS_WHAT, STEP_COUNTERS),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -301,6 +328,7 @@ CREATE TABLE accounts (
     Migration(
         13, "drafts: each journey's draft from the editor, who saved it and when", DRAFTS_POSTGRES
     ),
+    Migration(14, STEP_COUNTERS_WHAT, STEP_COUNTERS),
 ]
 
 

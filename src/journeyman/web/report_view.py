@@ -1,7 +1,7 @@
 """A journey's report as the API and the console's Report tab both ask for it: the
 journey's version (``version``: a number, ``all``, or the latest), the days of entry
 (``from``, ``to``) in a time zone (``timezone``: UTC unless a zone is given, or the
-console's person picked one), the report counters and the step log's counts, read once.
+console's person picked one), and the report counters, read once.
 
 Bad parameters raise a :class:`~journeyman.wire.Problem` naming the field and the rule:
 the API answers it as JSON, the console shows it above the form.
@@ -104,16 +104,14 @@ def _date(field_name: str, text: str | None) -> date | None:
 
 
 async def report_of(runtime: Runtime, query: ReportQuery) -> dict[str, Any]:
-    """The report: the counters of the query's version(s), and the step log's counts."""
+    """The report, from the counters of the query's version(s) alone: it never reads the
+    step log nor the instances, so it costs the same for any number of them."""
     name = query.journey.name
     counters = await runtime.reads.counters(name, query.version)
-    steps = await runtime.reads.step_counts(name, query.version)
     decisions = {}
     for experiment in query.journey.steps.values():
         if isinstance(experiment, m.Experiment):
             decision = await read_decision(runtime.store, name, experiment.id)
             if decision is not None:
                 decisions[experiment.id] = decision
-    return journey_report(
-        query.journey, counters, query.version, steps, query.days, decisions, query.zone
-    )
+    return journey_report(query.journey, counters, query.version, query.days, decisions, query.zone)

@@ -20,6 +20,7 @@ import msgspec
 import yaml
 
 from journeyman.channels.catcher import MailCatcher
+from journeyman.domain import funnel
 from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.parse import compile_journey
@@ -69,9 +70,6 @@ __all__ = [
     "workspace_status",
 ]
 
-# Outcomes that mean an instance went past a step; 'ended' counts only at an end step.
-PASSED = ("sent", "branched", "split", "waited", "event", "timeout", "called", "updated", "jumped")
-ISSUES = ("skipped", "capped", "dropped", "failed")
 RECENT_EVENTS = 50  # of a profile, shown with it
 # The profile a template is shown with when no real profile has reached the step yet.
 SAMPLE_PROFILE = {
@@ -140,39 +138,10 @@ async def journeys_overview(runtime: Runtime, now: datetime) -> list[dict[str, A
     return found
 
 
-# What the numbers of a step mean: the same words on its box, in its panel and in the
-# API's ``numbers`` (GET /v1/journeys/{name}); docs/console.md says the same.
-STEP_NUMBERS = {
-    "entered": "instances that reached the step (each arrival: a loop arrives again)",
-    "waiting": "waiting at the step now",
-    "passed": "went on past the step (at an end step: completed the journey there)",
-    "left": "ended at the step without completing it: exited, stopped, timed out, "
-    "failed, reached a goal, merged into another profile's instance",
-    "skipped": "skipped by the step (no consent, no address, a condition)",
-    "capped": "held back by a frequency cap",
-    "dropped": "dropped by quiet hours or a throttle",
-    "failed": "messages and calls that failed after the step handed them over "
-    "(those instances had passed)",
-}
-
-
-def node_counts(step: m.Step | None, counts: Mapping[str, int]) -> dict[str, int]:
-    """The numbers of one step (see :data:`STEP_NUMBERS`), from its records by outcome.
-
-    Every arrival at the step is counted once in one of: passed, waiting, skipped, capped,
-    dropped, left; entered is their sum. An instance that reaches an ``end`` step ends
-    there, completed: it passed. ``failed`` counts deliveries that failed after the step
-    handed them over: those instances passed.
-    """
-    passed = sum(counts.get(outcome, 0) for outcome in PASSED)
-    left = counts.get("left", 0)
-    if isinstance(step, m.End):
-        passed += counts.get("ended", 0) - left
-    waiting = counts.get("waiting_now", 0)
-    issues = {outcome: counts.get(outcome, 0) for outcome in ISSUES}
-    entered = passed + waiting + issues["skipped"] + issues["capped"] + issues["dropped"] + left
-    numbers = {"entered": entered, "waiting": waiting, "passed": passed, "left": left, **issues}
-    return {key: numbers[key] for key in STEP_NUMBERS}
+# What the numbers of a step mean, and how they are worked out: one definition for the
+# graph, the API's ``numbers`` and the report (journeyman.domain.funnel).
+STEP_NUMBERS = funnel.STEP_NUMBERS
+node_counts = funnel.step_numbers
 
 
 def outcomes_shown(counts: Mapping[str, int]) -> dict[str, int]:
