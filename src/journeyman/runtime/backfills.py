@@ -24,7 +24,6 @@ again by hand, for instance after an import of old events.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from journeyman.domain.core import backfill_trigger
 from journeyman.domain.model import Workspace
 from journeyman.domain.segments import digest
 from journeyman.domain.state import Event
+from journeyman.runtime.paging import PagedWork
 from journeyman.storage.backfills import Backfill, BackfillStore
 from journeyman.storage.base import Store
 from journeyman.storage.codec import ms
@@ -44,14 +44,15 @@ log = logging.getLogger("journeyman.backfills")
 
 PAGE = 500  # profiles handed over at a time
 LEASE = timedelta(seconds=10)  # a backfill is one process's while it saves pages within this
-_RETRY = 1.0  # seconds before a page that could not be taken in is tried again
 
 
-class Backfiller:
+class Backfiller(PagedWork):
     """Starts the backfills a workspace needs, and works them a page at a time.
 
     ``settle`` is how long a new backfill waits before it is worked: on a bus, the time
     the workers take to run the workspace that has the segment."""
+
+    what = "segment backfill"
 
     def __init__(
         self,
@@ -72,16 +73,6 @@ class Backfiller:
         self.settle = settle
         self.owner = secrets.token_hex(8)
         self._planned: dict[str, str] = {}  # segment -> the digest known to be backfilled
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("a segment backfill failed; it is taken up again")
-            await asyncio.sleep(self.idle)
 
     async def tick(self) -> None:
         """Start the backfills the workspace needs, and work every one that needs it."""
@@ -127,7 +118,7 @@ class Backfiller:
         cursor, done = backfill.cursor, backfill.done
         while ids := await backfills.profile_ids(cursor, PAGE):
             now = self.clock()
-            await self._take([backfill_trigger(pid, [backfill.segment], now) for pid in ids])
+            await self.take([backfill_trigger(pid, [backfill.segment], now) for pid in ids])
             cursor, done = ids[-1], done + len(ids)
             now = self.clock()
             if not await backfills.backfill_progress(
@@ -136,15 +127,3 @@ class Backfiller:
                 return  # superseded, or taken over after this process stalled
         await backfills.finish_backfill(backfill, self.owner, self.clock())
         log.info("backfill %s done: %d profiles", backfill.id, done)
-
-    async def _take(self, triggers: list[Event]) -> None:
-        """Take the page in; while ingest is full (or the bus away), wait and try again."""
-        while True:
-            try:
-                await self.accept(triggers)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("a backfill page waits: %s", error)
-                await asyncio.sleep(_RETRY)

@@ -48,6 +48,7 @@ from journeyman.domain.schedules import (
     run_id,
 )
 from journeyman.domain.state import Event
+from journeyman.runtime.paging import PagedWork
 from journeyman.storage.base import Store
 from journeyman.storage.runs import Run, RunStore
 
@@ -59,10 +60,11 @@ PAGE = 1000  # members read at a time (at most one second's worth at the run's r
 RUN_LEASE = timedelta(seconds=10)  # a run is one process's while it saves pages within this
 CLOCKS_RATE = 5000.0  # profiles a second whose clocks the first run of `timezone: profile` sets
 _MISSED = 10_000  # moments looked through at most when catching up after a pause
-_RETRY = 1.0  # seconds before a page that could not be taken in is tried again
 
 
-class Scheduler:
+class Scheduler(PagedWork):
+    what = "scheduled run"
+
     def __init__(
         self,
         store: Store,
@@ -81,16 +83,6 @@ class Scheduler:
         # Who holds a run, as its row says: the host and process, so an operator (and a
         # test) can tell which process works it.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("a scheduled run failed; it is taken up again")
-            await asyncio.sleep(self.idle)
 
     async def tick(self) -> None:
         """Make the runs that are due, and work every run that needs it."""
@@ -143,7 +135,7 @@ class Scheduler:
         while ids := await runs.audience(run.segment, cursor, size):
             events = await self._entries(run, ids)
             if events:
-                await self._take(events)
+                await self.take(events)
             cursor, entered = ids[-1], entered + len(events)
             now = self.clock()
             if not await runs.run_progress(run, self.owner, cursor, entered, now, now + RUN_LEASE):
@@ -157,18 +149,6 @@ class Scheduler:
     async def _entries(self, run: Run, ids: list[str]) -> list[Event]:
         now = self.clock()
         return [entry_event(run.journey, run.id, profile_id, now) for profile_id in ids]
-
-    async def _take(self, events: list[Event]) -> None:
-        """Take the page in; while ingest is full (or the bus away), wait and try again."""
-        while True:
-            try:
-                await self.accept(events)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("a scheduled page waits: %s", error)
-                await asyncio.sleep(_RETRY)
 
 
 def _latest_due(
