@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.test_browser import PASSWORD, USER, shoot, sign_up
-from tests.browser.test_console_layout import browser
+from tests.browser.test_console_layout import browser, sideways
 from tests.browser.test_editor import Tab, step
 from tests.conftest import BASE, write_workspace
 from tests.integration.test_serve import smtp_channel
@@ -218,7 +218,13 @@ def test_a_journeys_send_step_previews_its_templates_draft(tab: Tab) -> None:
 
 
 def test_an_sms_shows_its_length_segments_and_encoding_as_it_is_typed(tab: Tab) -> None:
-    page = open_template(tab, "hello_sms")
+    page = tab.page
+    page.goto("/journeys")
+    page.get_by_role("link", name="Templates", exact=True).click()
+    row = page.locator('tr[data-template="hello_sms"]')
+    expect(row).to_contain_text("sms")
+    row.get_by_role("link", name="hello_sms").click()
+    expect(page.locator("#template-editor[data-ready]")).to_have_count(1)
     expect(page.locator("[data-sms]")).to_have_text("12 characters, 1 segment (GSM-7)")
     body = page.get_by_label("body", exact=True)
     body.fill("x" * 161)
@@ -228,3 +234,23 @@ def test_an_sms_shows_its_length_segments_and_encoding_as_it_is_typed(tab: Tab) 
     expect(page.locator("[data-preview] iframe")).to_have_count(0)
     assert page.get_by_role("link", name="welcome_email").is_visible()  # the template list
     assert tab.errors == []
+
+
+def test_a_phone_shows_templates_read_only_without_scrolling_sideways(
+    browser: Browser, server: Journeyman
+) -> None:
+    phone = Tab(browser, server, 390, 844)
+    try:
+        page = phone.page
+        page.goto("/templates")
+        expect(page.locator('tr[data-template="welcome_email"]')).to_have_count(1)
+        assert sideways(page) <= 0
+        page = open_template(phone, "welcome_email")
+        expect(page.locator("[data-subject]")).to_contain_text("Ada")
+        assert sideways(page) <= 0
+        expect(page.get_by_label("subject", exact=True)).to_be_disabled()
+        expect(page.get_by_role("button", name="Publish")).to_be_hidden()
+        shoot(page, "template-editor-on-a-phone")
+        assert phone.errors == []
+    finally:
+        phone.context.close()

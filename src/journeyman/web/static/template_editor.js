@@ -19,7 +19,7 @@ const CHANNELS = { email: ["subject", "html", "text"], sms: ["body"], push: ["ti
 const ONE_LINE = new Set(["subject", "title"]);
 const HELP = {
   subject: "the email's subject line",
-  html: "the email's HTML: values are escaped; `| safe` marks trusted HTML",
+  html: "the email's HTML: the values it outputs are escaped, unless marked | safe",
   text: "the plain-text part, for mail readers without HTML",
   body: "the message's text",
   title: "the notification's title",
