@@ -243,3 +243,30 @@ def test_a_bad_template_draft_is_refused_naming_the_field_and_changes_nothing(
         assert ana.get(DRAFT).json()["stored"] is False
     finally:
         ana.http.close()
+
+
+def test_the_templates_page_lists_them_and_starts_a_new_one(server: Journeyman) -> None:
+    ana = Console(server.url, "ana")
+    try:
+        listed = ana.http.get("/templates", headers={"Accept": "application/json"})
+        assert listed.status_code == 200, listed.text
+        assert [(t["name"], t["channel"], t["file"]) for t in listed.json()["templates"]] == [
+            ("nudge_sms", "sms", "templates/messages.yaml"),
+            ("welcome_email", "email", "templates/messages.yaml"),
+        ]
+        page = ana.get("/templates").text
+        assert 'href="/templates/welcome_email/edit"' in page
+        new = ana.http.get("/templates", params={"name": "receipt"})
+        assert new.status_code == 303
+        assert new.headers["location"] == "/templates/receipt/edit?new=1"
+        known = ana.http.get("/templates", params={"name": "nudge_sms"})
+        assert known.headers["location"] == "/templates/nudge_sms/edit"
+        bad = ana.http.get("/templates", params={"name": "no good"})
+        assert bad.status_code == 400
+        assert "A template&#39;s name is letters" in bad.text
+        editor = ana.get("/templates/receipt/edit?new=1")
+        assert editor.status_code == 200
+        assert 'data-template="receipt"' in editor.text
+        assert 'data-new="true"' in editor.text
+    finally:
+        ana.http.close()
