@@ -1,14 +1,15 @@
-"""A journey's YAML edited from the JSON document the editor sends, keeping the rest.
+"""A journey's or a template's YAML edited from the JSON document the editor sends,
+keeping the rest.
 
-:func:`edit_journey` takes a workspace file's text (it may hold several documents) and a
-journey's new document, and gives the file's new text: only the journey's document
+:func:`edit_document` takes a workspace file's text (it may hold several documents) and a
+journey's or a template's new document, and gives the file's new text: only that document
 changes, and in it only what the new document changes. Untouched keys keep their
 comments, order and formatting; a changed scalar changes in place (keeping its quotes);
 new keys go at the end of their mapping; removed keys and list items go, with the
 comments about them. Lists are matched item by item (steps by ``id``), so a step added
 in the middle is inserted there.
 
-How: the journey's document is read with ruamel.yaml's round-trip loader, the new
+How: the document is read with ruamel.yaml's round-trip loader, the new
 document is merged into what it read, and the result written again. Where ruamel.yaml
 would write an untouched line differently from the file (spacing, flow styles), the
 file's line is kept: the lines that change are those ruamel.yaml's output changes
@@ -28,7 +29,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -46,30 +47,39 @@ from ruamel.yaml.tokens import CommentToken
 
 from journeyman.domain.documents import Document, Path, read_documents
 from journeyman.domain.fields import JOURNEY_FIELDS, STEP_COMMON, STEP_KINDS
+from journeyman.domain.parse import CHANNEL_FIELDS
 from journeyman.domain.problems import Problem
 from journeyman.errors import JourneymanError
 
 __all__ = [
     "DraftError",
     "EditedFile",
+    "Kind",
+    "edit_document",
     "edit_journey",
+    "find_document",
     "find_journey",
     "form_schema",
     "journey_data",
     "located",
     "new_journey",
+    "new_template",
     "unified_diff",
 ]
 
 
+# The kinds of document the editor edits.
+Kind = Literal["journey", "template"]
+
+
 class DraftError(JourneymanError):
-    """The journey's document cannot be written into its file (a file that is no YAML)."""
+    """The document cannot be written into its file (a file that is no YAML)."""
 
 
 @dataclass(frozen=True, slots=True)
 class EditedFile:
     text: str  # the file's whole new text
-    document: Document  # the journey's document as the parser reads the new text
+    document: Document  # the edited document as the parser reads the new text
 
 
 # What ruamel.yaml's writer would take apart: a plain line may be as long as it likes.
@@ -90,50 +100,69 @@ def new_journey(name: str) -> dict[str, Any]:
     }
 
 
-def find_journey(text: str, file: str, name: str) -> Document | None:
-    """The journey ``name``'s document in a file's text (None: not there)."""
+def new_template(name: str) -> dict[str, Any]:
+    """The document of a new email template: a subject and a text to fill in."""
+    return {"kind": "template", "name": name, "channel": "email", "subject": "", "text": ""}
+
+
+def find_document(text: str, file: str, kind: Kind, name: str) -> Document | None:
+    """The ``kind`` document named ``name`` in a file's text (None: not there)."""
     for document in read_documents(text, file)[0]:
         data = document.data
-        if isinstance(data, dict) and data.get("kind") == "journey" and data.get("name") == name:
+        if isinstance(data, dict) and data.get("kind") == kind and data.get("name") == name:
             return document
     return None
 
 
+def find_journey(text: str, file: str, name: str) -> Document | None:
+    """The journey ``name``'s document in a file's text (None: not there)."""
+    return find_document(text, file, "journey", name)
+
+
 def journey_data(document: Document) -> dict[str, Any]:
-    """A journey document as JSON data (times as ISO 8601 text)."""
+    """A journey's (or a template's) document as JSON data (times as ISO 8601 text)."""
     found: dict[str, Any] = msgspec.to_builtins(document.data, str_keys=True)
     return found
 
 
 def edit_journey(text: str, file: str, name: str, document: Mapping[str, Any]) -> EditedFile:
-    """``text`` with the journey ``name``'s document made ``document`` (added to the end
-    of the file when the file has no such journey). :class:`DraftError` when ``text`` is
-    no YAML."""
+    """``text`` with the journey ``name``'s document made ``document``: :func:`edit_document`."""
+    return edit_document(text, file, "journey", name, document)
+
+
+def edit_document(
+    text: str, file: str, kind: Kind, name: str, document: Mapping[str, Any]
+) -> EditedFile:
+    """``text`` with the ``kind`` document ``name`` made ``document`` (added to the end
+    of the file when the file has no such document). :class:`DraftError` when ``text``
+    is no YAML."""
     spans = _spans(text)
     for start, end, on_marker in spans:
-        old = find_journey(text[start:end], file, name)
+        old = find_document(text[start:end], file, kind, name)
         if old is None:
             continue
         chunk = _edited(text[start:end], old.data, document)
         new = text[:start] + ("\n" if on_marker else "") + chunk + text[end:]
-        found = _checked(new, file, name, document)
+        found = _checked(new, file, kind, name, document)
         if found is None:  # the merge misread something: write the document anew
             new = text[:start] + ("\n" if on_marker else "") + _fresh_text(document) + text[end:]
-            found = _checked(new, file, name, document)
+            found = _checked(new, file, kind, name, document)
         if found is None:
-            raise DraftError(f"{file}: the journey {name} cannot be written into this file")
+            raise DraftError(f"{file}: the {kind} {name} cannot be written into this file")
         return EditedFile(new, found)
     separator = "" if not text.strip() else ("---\n" if text.endswith("\n") else "\n---\n")
     new = text + separator + _fresh_text(document)
-    found = _checked(new, file, name, document)
+    found = _checked(new, file, kind, name, document)
     if found is None:
-        raise DraftError(f"{file}: the journey {name} cannot be written into this file")
+        raise DraftError(f"{file}: the {kind} {name} cannot be written into this file")
     return EditedFile(new, found)
 
 
-def _checked(text: str, file: str, name: str, document: Mapping[str, Any]) -> Document | None:
-    """The journey's document as the parser reads ``text``, if it is ``document``."""
-    found = find_journey(text, file, name)
+def _checked(
+    text: str, file: str, kind: Kind, name: str, document: Mapping[str, Any]
+) -> Document | None:
+    """The document as the parser reads ``text``, if it is ``document``."""
+    found = find_document(text, file, kind, name)
     if found is None or not _same(journey_data(found), document):
         return None
     return found
@@ -451,9 +480,12 @@ def _take_rest(tail: _Tail) -> str:
         return ""
     value: str = token.value
     own, _, rest = value.partition("\n")
+    assert tail is not None
+    if isinstance(tail[0][tail[1]], LiteralScalarString | FoldedScalarString):
+        own, rest = "", value  # a block of text ended its line: every line is after it
     if own.strip():
         token.value = own + "\n"
-    elif tail is not None:
+    else:
         node, key, slot = tail
         node.ca.items[key][slot] = None
         flow = getattr(node[key], "ca", None)  # a flow collection keeps it too
@@ -605,7 +637,8 @@ def _column(line: str, path: Path) -> int | None:
 
 
 def form_schema(completions: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a journey and of each step type, and what to complete names with."""
+    """The fields of a journey, of each step type and of each channel's templates, and
+    what to complete names with."""
     steps = {
         kind: {
             "help": step.help,
@@ -622,4 +655,10 @@ def form_schema(completions: Mapping[str, Any]) -> dict[str, Any]:
         for kind, step in STEP_KINDS.items()
     }
     journey = {name: field.as_json() for name, field in JOURNEY_FIELDS.items()}
-    return {"journey": journey, "steps": steps, "completions": dict(completions)}
+    template = {"channels": {channel: list(keys) for channel, keys in CHANNEL_FIELDS.items()}}
+    return {
+        "journey": journey,
+        "steps": steps,
+        "template": template,
+        "completions": dict(completions),
+    }

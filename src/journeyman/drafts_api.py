@@ -1,5 +1,5 @@
-"""The journey editor's drafts over HTTP: keep a draft, check it, save it to the
-workspace folder, publish it.
+"""The editor's drafts of journeys and templates over HTTP: keep a draft, check it, save
+it to the workspace folder, publish it.
 
 Every route exists twice with the same handler: under ``/v1`` for the admin API (the
 admin key; who makes a change is the body's or the query's ``by``) and under
@@ -15,12 +15,15 @@ token in ``X-CSRF-Token``). Paths after the prefix:
 - ``POST /journeys/{name}/draft/save`` ``{"revision", "by"}``: write it to the folder;
 - ``POST /journeys/{name}/draft/publish`` ``{"revision", "by"}``: write it, publish the
   folder, drop the draft;
-- ``GET /editor/schema``: the fields of journeys and steps, and names to complete.
+- ``GET /editor/schema``: the fields of journeys, steps and templates, and names to
+  complete.
 
-A draft is the journey's document (JSON, the shape of its YAML); its text is that
+Templates have the same routes under ``/templates/{name}/draft``. A draft is the
+journey's (or template's) document (JSON, the shape of its YAML); its text is that
 document merged into the folder's file as it is now (:mod:`journeyman.drafts`), so its
-diff is what saving would change. Creating, editing, discarding, saving and publishing
-a draft are kept in the journey's audit.
+diff is what saving would change. Both kinds are kept in one store, a template's under
+the key ``template:<name>``. Creating, editing, discarding, saving and publishing a draft
+are kept in the audit, under the journey's name or the template's key.
 """
 
 from __future__ import annotations
@@ -45,15 +48,17 @@ from journeyman.domain.model import Workspace
 from journeyman.drafts import (
     DraftError,
     EditedFile,
-    edit_journey,
-    find_journey,
+    Kind,
+    edit_document,
+    find_document,
     form_schema,
     journey_data,
     located,
     new_journey,
+    new_template,
     unified_diff,
 )
-from journeyman.runtime.audit import Who
+from journeyman.runtime.audit import AUDIT_SHOWN, Who
 from journeyman.runtime.publish import Source
 from journeyman.runtime.service import Runtime
 from journeyman.storage.base import AuditEntry
@@ -61,43 +66,72 @@ from journeyman.storage.drafts import DraftStore, StoredDraft
 from journeyman.wire import Disconnected, Problem, decoded, json_response
 from journeyman.workspace import load_texts, load_workspace, workspace_files
 
-__all__ = ["draft_routes"]
+__all__ = ["TEMPLATE_KEY", "draft_routes"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Handler], Handler]
 
-BODY_LIMIT = 1024 * 1024  # a journey's document, and a little more
+BODY_LIMIT = 1024 * 1024  # a journey's or a template's document, and a little more
 BY_LENGTH = 100  # the longest name of who makes a change
 DEPTH = 32  # how deep a journey's document may nest: far more than any journey needs
 # A journey's name as a file name: letters, digits, _ - . (not starting with a dot).
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
+TEMPLATE_KEY = "template:"  # a template's draft and audit are kept under this + its name
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """What differs between the drafts of journeys and of templates."""
+
+    kind: Kind
+    folder: str  # where a new one's file goes, and the path's word: journeys, templates
+    new: Callable[[str], dict[str, Any]]
+    prefix: str  # of its key in the store and the audit
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def new_file(self, name: str) -> str:
+        return f"{self.folder}/{name}.yaml"
+
+
+_KINDS = (
+    _Kind("journey", "journeys", new_journey, ""),
+    _Kind("template", "templates", new_template, TEMPLATE_KEY),
+)
+
+
 def draft_routes(runtime: Runtime, guard: Guard, prefix: str) -> list[Route]:
-    """The draft endpoints under ``prefix`` (``/v1`` or ``/editor/api``), behind ``guard``."""
-    drafts = _Drafts(runtime)
-    path = f"{prefix}/journeys/{{name}}/draft"
-    return [
-        Route(path, guard(drafts.get), methods=["GET"]),
-        Route(path, guard(drafts.put), methods=["PUT"]),
-        Route(path, guard(drafts.discard), methods=["DELETE"]),
-        Route(f"{path}/check", guard(drafts.check), methods=["POST"]),
-        Route(f"{path}/save", guard(drafts.save), methods=["POST"]),
-        Route(f"{path}/publish", guard(drafts.publish), methods=["POST"]),
-        Route(f"{prefix}/editor/schema", guard(drafts.schema), methods=["GET"]),
-    ]
+    """The draft endpoints of journeys and templates under ``prefix`` (``/v1`` or
+    ``/editor/api``), behind ``guard``."""
+    routes = []
+    for kind in _KINDS:
+        drafts = _Drafts(runtime, kind)
+        path = f"{prefix}/{kind.folder}/{{name}}/draft"
+        routes += [
+            Route(path, guard(drafts.get), methods=["GET"]),
+            Route(path, guard(drafts.put), methods=["PUT"]),
+            Route(path, guard(drafts.discard), methods=["DELETE"]),
+            Route(f"{path}/check", guard(drafts.check), methods=["POST"]),
+            Route(f"{path}/save", guard(drafts.save), methods=["POST"]),
+            Route(f"{path}/publish", guard(drafts.publish), methods=["POST"]),
+        ]
+    schema = _Drafts(runtime, _KINDS[0]).schema
+    return [*routes, Route(f"{prefix}/editor/schema", guard(schema), methods=["GET"])]
 
 
 @dataclass(slots=True)
 class _Folder:
-    """The workspace folder's files as they are now, and where the journey is."""
+    """The workspace folder's files as they are now, and where each document is."""
 
     root: Path
     texts: dict[str, str]
 
-    def file_of(self, name: str) -> str | None:
+    def file_of(self, kind: Kind, name: str) -> str | None:
         for file, text in self.texts.items():
-            if find_journey(text, file, name) is not None:
+            if find_document(text, file, kind, name) is not None:
                 return file
         return None
 
@@ -106,7 +140,8 @@ class _Folder:
 class _Draft:
     """A draft as answered: stored or not, with its text in the folder's file."""
 
-    journey: str
+    kind: Kind
+    name: str
     file: str
     document: dict[str, Any]
     stored: StoredDraft | None
@@ -125,7 +160,7 @@ class _Draft:
     def as_json(self, problems: list[dict[str, Any]]) -> dict[str, Any]:
         stored = self.stored
         return {
-            "journey": self.journey,
+            self.kind: self.name,
             "stored": stored is not None,
             "revision": stored.revision if stored else None,
             "by": stored.by if stored else None,
@@ -139,34 +174,39 @@ class _Draft:
 
 
 class _Drafts:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, kind: _Kind) -> None:
         self.runtime = runtime
+        self.kind = kind
 
     # endpoints
 
     async def get(self, request: Request) -> Response:
-        name = _name(request)
+        name = _name(request, self.kind.kind)
         folder = self._folder()
-        stored = await self._store().draft(name)
+        stored = await self._store().draft(self.kind.key(name))
         if stored is not None:
             draft = self._draft(folder, name, stored.document, stored.file, stored)
         else:
             fresh = request.query_params.get("new") in ("1", "true")
             draft = self._from_folder(folder, name, fresh)
-        return json_response(draft.as_json(draft.problems(folder, self.runtime.env)))
+        found = draft.as_json(draft.problems(folder, self.runtime.env))
+        entries = await self.runtime.reads.audit(self.kind.key(name), AUDIT_SHOWN)
+        found["audit"] = [entry.as_dict() for entry in entries]
+        return json_response(found)
 
     async def put(self, request: Request) -> Response:
-        name = _name(request)
+        name = _name(request, self.kind.kind)
         body = await _body(request, ("document", "revision", "by"))
         who = _who(request, body)
-        document = _document(body.get("document"), name)
+        document = _document(body.get("document"), self.kind.kind, name)
         revision = _revision(body)
         folder, store = self._folder(), self._store()
-        stored = await store.draft(name)
-        file = stored.file if stored else (folder.file_of(name) or _new_file(name))
+        stored = await store.draft(self.kind.key(name))
+        file = stored.file if stored else self._file(folder, name)
         draft = self._draft(folder, name, document, file, None)
         now = self.runtime.clock()
-        saved = StoredDraft(name, secrets.token_hex(8), who.by, now, file, document)
+        key = self.kind.key(name)
+        saved = StoredDraft(key, secrets.token_hex(8), who.by, now, file, document)
         if not await store.save_draft(saved, revision):
             await self._conflict(folder, name, draft, revision)
         await self._audit(who, "draft" if revision is None else "edit", name)
@@ -174,27 +214,27 @@ class _Drafts:
         return json_response(draft.as_json(draft.problems(folder, self.runtime.env)))
 
     async def discard(self, request: Request) -> Response:
-        name = _name(request)
+        name = _name(request, self.kind.kind)
         body = await _body(request, ("by",), optional=True)
         who = _who(request, body)
-        if await self._store().discard_draft(name):
+        if await self._store().discard_draft(self.kind.key(name)):
             await self._audit(who, "discard", name)
         return Response(status_code=204)
 
     async def check(self, request: Request) -> Response:
-        name = _name(request)
+        name = _name(request, self.kind.kind)
         body = await _body(request, ("document", "by"))
-        document = _document(body.get("document"), name)
+        document = _document(body.get("document"), self.kind.kind, name)
         folder = self._folder()
-        stored = await self._store().draft(name)
-        file = stored.file if stored else (folder.file_of(name) or _new_file(name))
+        stored = await self._store().draft(self.kind.key(name))
+        file = stored.file if stored else self._file(folder, name)
         draft = self._draft(folder, name, document, file, None)
         problems = draft.problems(folder, self.runtime.env)
         found = draft.as_json(problems)
         return json_response({key: found[key] for key in ("text", "diff", "problems")})
 
     async def save(self, request: Request) -> Response:
-        name = _name(request)
+        name = _name(request, self.kind.kind)
         body = await _body(request, ("revision", "by"))
         who = _who(request, body)
         folder = self._folder()
@@ -202,10 +242,11 @@ class _Drafts:
         if draft is not None:
             self._write(folder, draft)
             await self._audit(who, "save", name)
-        return json_response({"file": draft.file if draft else folder.file_of(name), "saved": True})
+        file = draft.file if draft else folder.file_of(self.kind.kind, name)
+        return json_response({"file": file, "saved": True})
 
     async def publish(self, request: Request) -> Response:
-        name = _name(request)
+        name = _name(request, self.kind.kind)
         body = await _body(request, ("revision", "by"))
         who = _who(request, body)
         folder = self._folder()
@@ -215,8 +256,10 @@ class _Drafts:
         workspace = self._sound_folder()
         source: Source = "console" if who.via == "console" else "api"
         plan = await self.runtime.publish(workspace, source=source, by=who.by)
+        if self.kind.prefix and plan.workspace is not None:  # a journey's is the runtime's
+            await self._audit(who, "publish", name, plan.workspace)
         if draft is not None and draft.stored is not None:
-            await self._store().discard_draft(name, draft.stored.revision)
+            await self._store().discard_draft(self.kind.key(name), draft.stored.revision)
         return json_response({"plan": plan.as_dict(), "workspace": plan.workspace})
 
     async def schema(self, request: Request) -> Response:
@@ -247,6 +290,10 @@ class _Drafts:
                 continue  # validate names it; the editor edits the others
         return _Folder(root, texts)
 
+    def _file(self, folder: _Folder, name: str) -> str:
+        """The file the document is in, else the file a new one goes in."""
+        return folder.file_of(self.kind.kind, name) or self.kind.new_file(name)
+
     def _draft(
         self,
         folder: _Folder,
@@ -257,34 +304,37 @@ class _Drafts:
     ) -> _Draft:
         before = folder.texts.get(file, "")
         try:
-            edited = edit_journey(before, file, name, document)
+            edited = edit_document(before, file, self.kind.kind, name, document)
         except DraftError as error:
             raise Problem(422, "file", "yaml", f"{file}: {error}") from None
-        return _Draft(name, file, document, stored, before, edited)
+        return _Draft(self.kind.kind, name, file, document, stored, before, edited)
 
     def _from_folder(self, folder: _Folder, name: str, fresh: bool) -> _Draft:
-        file = folder.file_of(name)
+        kind = self.kind.kind
+        file = folder.file_of(kind, name)
         if file is not None:
-            found = find_journey(folder.texts[file], file, name)
+            found = find_document(folder.texts[file], file, kind, name)
             assert found is not None
             return self._draft(folder, name, journey_data(found), file, None)
         if not fresh:
-            message = f"no journey named {name!r} in the workspace folder (?new=1 starts one)"
+            message = f"no {kind} named {name!r} in the workspace folder (?new=1 starts one)"
             raise Problem(404, "name", "exists", message)
-        return self._draft(folder, name, new_journey(name), _new_file(name), None)
+        return self._draft(folder, name, self.kind.new(name), self.kind.new_file(name), None)
 
     async def _current(self, folder: _Folder, name: str, revision: str | None) -> _Draft | None:
         """The stored draft, if ``revision`` is its revision (None: no draft is stored,
         nothing to write); 409 otherwise, 422 if it has errors."""
-        stored = await self._store().draft(name)
+        kind = self.kind
+        stored = await self._store().draft(kind.key(name))
         if stored is None and revision is None:
-            if folder.file_of(name) is None:
-                raise Problem(404, "name", "exists", f"no draft and no journey named {name!r}")
+            if folder.file_of(kind.kind, name) is None:
+                message = f"no draft and no {kind.kind} named {name!r}"
+                raise Problem(404, "name", "exists", message)
             return None
         if stored is None or stored.revision != revision:
-            mine = stored.document if stored else new_journey(name)
+            mine = stored.document if stored else kind.new(name)
             draft = self._draft(
-                folder, name, mine, stored.file if stored else _new_file(name), None
+                folder, name, mine, stored.file if stored else kind.new_file(name), None
             )
             await self._conflict(folder, name, draft, revision)
         assert stored is not None
@@ -299,7 +349,7 @@ class _Drafts:
         self, folder: _Folder, name: str, mine: _Draft, revision: str | None
     ) -> None:
         """409: the stored draft is not at ``revision``; theirs and a diff of yours to it."""
-        stored = await self._store().draft(name)
+        stored = await self._store().draft(self.kind.key(name))
         if stored is not None:
             theirs = self._draft(folder, name, stored.document, stored.file, stored)
             when = _iso(stored.at)
@@ -348,8 +398,9 @@ class _Drafts:
             )
         return loaded.workspace
 
-    async def _audit(self, who: Who, command: str, name: str) -> None:
-        entry = AuditEntry(self.runtime.clock(), who.by, who.via, command, name)
+    async def _audit(self, who: Who, command: str, name: str, version: int | None = None) -> None:
+        at, key = self.runtime.clock(), self.kind.key(name)
+        entry = AuditEntry(at, who.by, who.via, command, key, workspace_version=version)
         await self.runtime.store.add_audit([entry])
 
 
@@ -360,16 +411,12 @@ def _refused(status: int, field: str, rule: str, message: str, **extra: Any) -> 
     return problem
 
 
-def _name(request: Request) -> str:
+def _name(request: Request, kind: Kind) -> str:
     name: str = request.path_params["name"]
     if not _FILE_NAME.fullmatch(name):
-        message = "a journey's name is letters, digits, _ - and . (not first), at most 100"
+        message = f"a {kind}'s name is letters, digits, _ - and . (not first), at most 100"
         raise Problem(422, "name", "pattern", message)
     return name
-
-
-def _new_file(name: str) -> str:
-    return f"journeys/{name}.yaml"
 
 
 async def _body(
@@ -422,16 +469,16 @@ def _revision(body: dict[str, Any]) -> str | None:
     return revision
 
 
-def _document(value: Any, name: str) -> dict[str, Any]:
-    """The body's ``document``: the journey ``name``'s document, as an object."""
+def _document(value: Any, kind: Kind, name: str) -> dict[str, Any]:
+    """The body's ``document``: the ``kind`` ``name``'s document, as an object."""
     if value is None:
-        raise Problem(422, "document", "required", "'document' must be the journey's document")
+        raise Problem(422, "document", "required", f"'document' must be the {kind}'s document")
     if not isinstance(value, dict):
         raise Problem(422, "document", "type", "'document' must be an object")
-    if value.get("kind") != "journey":
-        raise Problem(422, "document.kind", "value", "'document.kind' must be journey")
+    if value.get("kind") != kind:
+        raise Problem(422, "document.kind", "value", f"'document.kind' must be {kind}")
     if value.get("name") != name:
-        message = f"'document.name' must be {name!r}, the journey of the path"
+        message = f"'document.name' must be {name!r}, the {kind} of the path"
         raise Problem(422, "document.name", "value", message)
     # No backend keeps a NUL, and no journey needs one.
     if b"\\u0000" in msgspec.json.encode(value):

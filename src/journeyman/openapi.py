@@ -1434,6 +1434,12 @@ _DRAFT: dict[str, Any] = {
             "description": "what journeyman validate says: path, file, line, column, message",
             "items": {"type": "object"},
         },
+        "audit": {
+            "type": "array",
+            "description": "(GET) who did what, newest first, the latest 50: at, by, via, "
+            "command (draft, edit, discard, save, publish...), workspace_version",
+            "items": {"type": "object"},
+        },
     },
 }
 _DRAFT_DOCUMENT = {
@@ -1532,6 +1538,47 @@ SPEC["paths"]["/v1/journeys/{name}/draft/publish"] = {
 }
 SPEC["paths"]["/v1/editor/schema"] = _get(
     "The editor's form: the fields of a journey and of each step type (type, required, "
-    "help, enum), each step type's edges, and names to complete (events, traits, "
-    "templates, segments, actions, journeys, each journey's steps)"
+    "help, enum), each step type's edges, each channel's template fields "
+    "(template.channels), and names to complete (events, traits, templates, segments, "
+    "actions, journeys, each journey's steps)"
 )
+
+
+# Templates' drafts: the same operations, with a template's document and name.
+_TEMPLATE_DRAFT_DOCUMENT = {
+    "type": "object",
+    "description": "the template's document: kind template, the path's name, its channel "
+    "and the channel's fields (subject, html, text; body; title)",
+    "required": ["kind", "name"],
+    "properties": {"kind": {"type": "string", "enum": ["template"]}, "name": {"type": "string"}},
+}
+_TEMPLATE_DRAFT: dict[str, Any] = {
+    **_DRAFT,
+    "required": ["template", *_DRAFT["required"][1:]],
+    "properties": {
+        "template": {"type": "string"},
+        **{k: v for k, v in _DRAFT["properties"].items() if k != "journey"},
+        "document": _TEMPLATE_DRAFT_DOCUMENT,
+    },
+}
+
+
+def _for_templates(item: Any) -> Any:
+    """A journey draft operation's description, made a template draft's."""
+    if isinstance(item, dict):
+        if item is _DRAFT:
+            return _TEMPLATE_DRAFT
+        if item is _DRAFT_DOCUMENT:
+            return _TEMPLATE_DRAFT_DOCUMENT
+        return {key: _for_templates(value) for key, value in item.items()}
+    if isinstance(item, list):
+        return [_for_templates(value) for value in item]
+    if isinstance(item, str):
+        return item.replace("journey", "template")
+    return item
+
+
+for _tail in ("", "/check", "/save", "/publish"):
+    SPEC["paths"][f"/v1/templates/{{name}}/draft{_tail}"] = _for_templates(
+        SPEC["paths"][f"/v1/journeys/{{name}}/draft{_tail}"]
+    )

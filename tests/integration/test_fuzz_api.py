@@ -59,11 +59,13 @@ RULES_BEYOND_DOCUMENT |= {
     ("DELETE", "/v1/profiles/{profile_id}/suppressions/{address}"),
     ("POST", "/v1/profiles/{profile_id}/suppressions"),
 }
-# A draft's document must name the journey of its path, a save or a publish must start
-# from the draft's current revision, and a change must say who makes it ('by' in the body
-# or the query): a schema-valid call may get the documented 409 or 422 naming the rule.
+# A draft's document must name the journey (or template) of its path, a save or a publish
+# must start from the draft's current revision, and a change must say who makes it ('by'
+# in the body or the query): a schema-valid call may get the documented 409 or 422 naming
+# the rule.
 RULES_BEYOND_DOCUMENT |= {
-    (method, f"/v1/journeys/{{name}}/draft{tail}")
+    (method, f"/v1/{kind}/{{name}}/draft{tail}")
+    for kind in ("journeys", "templates")
     for method, tail in (
         ("GET", ""),
         ("PUT", ""),

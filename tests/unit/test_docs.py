@@ -81,4 +81,5 @@ def test_every_console_page_and_setting_is_documented() -> None:
         "/workspace",
     ):
         assert f"(`{page}`)" in console, page
+    assert "**Templates** (`/templates`" in console
     assert "JOURNEYMAN_CONSOLE_USERS" in console

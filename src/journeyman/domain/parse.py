@@ -59,7 +59,14 @@ from journeyman.domain.segments import SEGMENT_EVENTS, SEGMENT_SCHEMAS
 from journeyman.domain.state import ACCOUNT_UPDATED
 from journeyman.domain.times import DAY_NAMES, TimeFormatError, parse_timestamp, parse_zone
 
-__all__ = ["DEFAULT_TEST_START", "KINDS", "STEP_TYPES", "Parsed", "parse_documents"]
+__all__ = [
+    "CHANNEL_FIELDS",
+    "DEFAULT_TEST_START",
+    "KINDS",
+    "STEP_TYPES",
+    "Parsed",
+    "parse_documents",
+]
 
 KINDS = (
     "event",
@@ -75,7 +82,8 @@ KINDS = (
 )
 # The step types, and the keys each may carry: domain.fields, which the editor reads too.
 STEP_TYPES = tuple(STEP_KINDS)
-_CHANNEL_FIELDS = {
+# The fields of each channel's templates (the editor's template form reads them too).
+CHANNEL_FIELDS = {
     "email": ("subject", "html", "text"),
     "sms": ("body",),
     "push": ("title", "body"),
@@ -84,7 +92,7 @@ _CHANNEL_FIELDS = {
 # The fields that make HTML: the values they output are escaped (`| safe` marks trusted HTML).
 _ESCAPED_FIELDS = frozenset({"html"})
 # When the channel cannot be read, no field is called unknown for it.
-_ANY_CHANNEL_FIELDS = tuple(sorted({key for keys in _CHANNEL_FIELDS.values() for key in keys}))
+_ANY_CHANNEL_FIELDS = tuple(sorted({key for keys in CHANNEL_FIELDS.values() for key in keys}))
 _SECRET_HEADER = re.compile(r"auth|token|secret|key|password|signature", re.IGNORECASE)
 _ENV_REFERENCE = re.compile(r"\$\{[A-Z_][A-Z0-9_]*\}")
 _URL_USERINFO = re.compile(r"\s*\w+://[^/?#\s]*@")
@@ -344,7 +352,7 @@ def _refs(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
 
 def _read_template(r: Reader, data: dict[str, Any], parsed: Parsed) -> None:
     channel = r.choice(data.get("channel"), ("channel",), m.CHANNELS)
-    allowed_fields = _CHANNEL_FIELDS[channel] if channel else _ANY_CHANNEL_FIELDS
+    allowed_fields = CHANNEL_FIELDS[channel] if channel else _ANY_CHANNEL_FIELDS
     keys = ("kind", "name", "description", "channel", "to", "tracking", "topic", "transactional")
     r.mapping(data, (), (*keys, *allowed_fields))
     if channel is None:

@@ -1,5 +1,6 @@
-"""Drafts of journeys in the database: one per journey, with who saved it, when, and a
-revision.
+"""Drafts of journeys and templates in the database: one per journey or template, with
+who saved it, when, and a revision. A journey's draft is kept under its name, a
+template's under ``template:<name>`` (no journey's name has a colon).
 
 A draft is the journey's document as the editor last saved it (JSON), the workspace
 file it belongs in, who saved it and when. Each save gives it a new ``revision``, a
@@ -46,7 +47,7 @@ CREATE TABLE drafts (
 
 @dataclass(frozen=True, slots=True)
 class StoredDraft:
-    journey: str
+    journey: str  # the journey's name, or template:<name> for a template's draft
     revision: str
     by: str
     at: datetime

@@ -629,11 +629,17 @@ function buildInspector(inspector) {
     h("button", { type: "button", onclick: () => moveStep(step.id, -1), disabled: at === 0 || E.readOnly, "aria-keyshortcuts": "Alt+ArrowUp" }, "Move up"),
     h("button", { type: "button", onclick: () => moveStep(step.id, 1), disabled: at === steps().length - 1 || E.readOnly, "aria-keyshortcuts": "Alt+ArrowDown" }, "Move down"),
     h("button", { type: "button", class: "danger", onclick: () => deleteStep(step.id), disabled: E.readOnly, "aria-keyshortcuts": "Delete" }, "Delete step"));
+  const template = typeof step.send === "string" && step.send ? step.send : null;
   inspector.replaceChildren(
     h("h2", {}, "Step ", h("code", {}, step.id), " ", h("span", { class: "badge" }, type)),
     h("p", { class: "muted small" }, "Changes show on the canvas at once."),
-    form, tools,
+    form, template ? h("p", {}, templateLink(template)) : null, tools,
     h("p", {}, h("button", { type: "button", class: "link-button", onclick: () => { select(ENTRY); focusNode(ENTRY); } }, "Journey settings")));
+}
+
+function templateLink(template) {
+  const href = `/templates/${encodeURIComponent(template)}/edit?journey=${encodeURIComponent(E.name)}`;
+  return h("a", { href, "data-edit-template": template }, `Edit template ${template}`);
 }
 
 // What each type of field is completed with (a datalist of the schema's completions).
@@ -1070,8 +1076,14 @@ async function preview(force = false) {
   if (template && template === E.previewed && !force) return;
   E.previewed = template;
   if (!template) { holder.replaceChildren(); about.textContent = "Select a send step to preview its template; it uses the profile tried last, else a sample."; return; }
-  about.textContent = `Template ${template} for ${E.profile ? `profile ${E.profile}` : "a sample profile"}.`;
-  const answer = await api("POST", "/preview", { name: template, profile: E.profile || null });
+  // A template with a stored draft previews as drafted: that is what a publish sends.
+  const drafted = await api("GET", `/templates/${encodeURIComponent(template)}/draft`);
+  const stored = drafted.ok && drafted.data.stored ? drafted.data : null;
+  if (E.previewed !== template) return;  // another step was selected meanwhile
+  const which = stored ? `Template ${template} (the draft ${stored.by} saved at ${stored.at})` : `Template ${template}`;
+  about.replaceChildren(`${which} for ${E.profile ? `profile ${E.profile}` : "a sample profile"}. `, templateLink(template));
+  const profile = E.profile || null;
+  const answer = await api("POST", "/preview", stored ? { template: stored.document, profile } : { name: template, profile });
   if (!answer.ok) { holder.replaceChildren(h("p", { class: "alert error" }, errorText(answer))); return; }
   const p = answer.data;
   const parts = [];
