@@ -77,7 +77,7 @@ __all__ = [
 T = TypeVar("T")
 
 HORIZON = timedelta(days=400)  # how far past now a replay to the end may look
-TEST_SECONDS = 20.0  # how long the workspace's tests may run, all of them together
+TEST_SECONDS = 10.0  # how long the workspace's tests may run, all of them together
 TRY_SECONDS = 10.0  # how long a try may replay a profile
 PREVIEW_SECONDS = 2.0  # how long a preview may render a template
 
