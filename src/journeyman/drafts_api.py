@@ -225,7 +225,7 @@ class _Drafts:
         workspace = self.runtime.workspace
         if self.runtime.root is not None:
             folder = await in_worker(self._folder)
-            loaded = await in_worker(load_texts, folder.texts, folder.root, None, self.runtime.env)
+            loaded = await in_worker(load_texts, folder.texts, folder.root, (), self.runtime.env)
             workspace = loaded.workspace or workspace
         return json_response(form_schema(_completions(workspace)))
 

@@ -132,17 +132,18 @@ def test_names_that_would_leave_the_folder_or_hold_control_characters_are_refuse
 ) -> None:
     before = files(folder)
     bad = ["%2e%2e", ".hidden", "a%00b", "a%0Ab", "a%1Bb", "-x", "x" * 101, "caf%C3%A9", "a%20b"]
+    calls: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", "draft?new=1", None),
+        ("PUT", "draft?by=eve", {"document": {}, "revision": None}),
+        ("DELETE", "draft?by=eve", None),
+        ("POST", "draft/check", {"document": {}}),
+        ("POST", "draft/save?by=eve", {"revision": None}),
+        ("POST", "draft/publish?by=eve", {"revision": None}),
+        ("POST", "draft/tests", {}),
+        ("POST", "draft/try", {"profile": "u1"}),
+    ]
     for name in bad:
-        for method, path, body in [
-            ("GET", "draft?new=1", None),
-            ("PUT", "draft?by=eve", {"document": {}, "revision": None}),
-            ("DELETE", "draft?by=eve", None),
-            ("POST", "draft/check", {"document": {}}),
-            ("POST", "draft/save?by=eve", {"revision": None}),
-            ("POST", "draft/publish?by=eve", {"revision": None}),
-            ("POST", "draft/tests", {}),
-            ("POST", "draft/try", {"profile": "u1"}),
-        ]:
+        for method, path, body in calls:
             answer = admin.request(method, f"/v1/journeys/{name}/{path}", json=body)
             refused(answer, 422, "name", "pattern")
     # A slash, encoded or not, is no journey's: no such endpoint.
