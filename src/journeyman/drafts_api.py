@@ -337,17 +337,11 @@ class _Drafts:
             # There, but not read as UTF-8 text: writing would replace what we never saw.
             message = f"{draft.file} is in the folder but cannot be read as UTF-8 text"
             raise Problem(409, "file", "readable", message)
-        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".draft-", suffix=".tmp")
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(draft.edited.text)
-            os.chmod(temporary, mode)  # as the file was (mkstemp's is 0600)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            _replace(target, draft.edited.text)
+        except OSError as error:  # a folder that is a file, a full disk, no permission
+            message = f"{draft.file} cannot be written: {error.strerror or error}"
+            raise Problem(409, "file", "writable", message) from None
         folder.texts[draft.file] = draft.edited.text
         return True
 
@@ -365,6 +359,21 @@ class _Drafts:
     async def _audit(self, who: Who, command: str, name: str) -> None:
         entry = AuditEntry(self.runtime.clock(), who.by, who.via, command, name)
         await self.runtime.store.add_audit([entry])
+
+
+def _replace(target: Path, text: str) -> None:
+    """Make ``target``'s text ``text``, all or nothing, keeping its permissions."""
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".draft-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, mode)  # as the file was (mkstemp's is 0600)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _refused(status: int, field: str, rule: str, message: str, **extra: Any) -> Problem:

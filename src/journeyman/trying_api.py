@@ -40,6 +40,7 @@ from journeyman.domain.problems import Problem as WorkspaceProblem
 from journeyman.errors import WorkspaceNotFound
 from journeyman.runtime.service import Runtime
 from journeyman.storage.base import StoredEvent
+from journeyman.storage.drafts import DraftStore
 from journeyman.wire import Problem, decoded, json_response, read_body
 from journeyman.workspace import Loaded
 
@@ -114,13 +115,26 @@ def try_routes(
 ) -> list[Route]:
     """The routes under ``prefix`` (``/v1`` for the API, ``/editor/api`` for the console),
     each behind ``guard``; ``stored`` reads a journey's stored draft."""
-    api = _Trying(runtime, stored)
+    api = _Trying(runtime, stored if stored is not None else _stored_drafts(runtime))
     return [
         Route(f"{prefix}/journeys/{{name}}/draft/tests", guard(api.tests), methods=["POST"]),
         Route(f"{prefix}/journeys/{{name}}/draft/try", guard(api.try_profile), methods=["POST"]),
         Route(f"{prefix}/preview", guard(api.preview), methods=["POST"]),
         Route(f"{prefix}/check", guard(api.check), methods=["POST"]),
     ]
+
+
+def _stored_drafts(runtime: Runtime) -> StoredDraft | None:
+    """How to read a journey's stored draft from the runtime's store, if it keeps drafts."""
+    store = runtime.store
+    if not isinstance(store, DraftStore):
+        return None
+
+    async def stored(name: str) -> Mapping[str, Any] | None:
+        found = await store.draft(name)
+        return found.document if found is not None else None
+
+    return stored
 
 
 class _Trying:

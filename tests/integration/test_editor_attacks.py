@@ -184,6 +184,16 @@ def test_a_file_that_cannot_be_read_is_not_replaced_by_a_new_journey(
     )
     refused(answer, 409, "file", "readable")
     assert (folder / "journeys" / "cafe.yaml").read_bytes() == latin
+    # A folder where the file would go is not replaced either.
+    (folder / "journeys" / "shelf.yaml").mkdir()
+    shelf = admin.get("/v1/journeys/shelf/draft?new=1").json()["document"]
+    mine = {**shelf, "entry": {"event": "signed_up"}}
+    put = admin.put("/v1/journeys/shelf/draft?by=eve", json={"document": mine, "revision": None})
+    answer = admin.post(
+        "/v1/journeys/shelf/draft/save?by=eve", json={"revision": put.json()["revision"]}
+    )
+    refused(answer, 409, "file", "readable")
+    assert (folder / "journeys" / "shelf.yaml").is_dir()
 
 
 def test_saving_a_draft_keeps_the_files_mode_and_writes_nothing_else(
@@ -453,3 +463,16 @@ def test_a_profile_with_many_events_and_big_traits_is_tried_within_its_limits(
     assert took < 20
     preview = admin.post("/v1/preview", json={"name": "hello", "profile": "busy"})
     assert preview.status_code == 200, preview.text
+
+
+def test_tests_without_a_document_run_with_the_stored_draft(admin: httpx.Client) -> None:
+    path = "/v1/journeys/onboard/draft"
+    assert admin.post(f"{path}/tests", json={}).json()["passed"] == 1
+    mine = document(admin)
+    without_greet = {**mine, "steps": [s for s in mine["steps"] if s["id"] != "greet"]}
+    put = admin.put(f"{path}?by=eve", json={"document": without_greet, "revision": None})
+    assert put.status_code == 200, put.text
+    # The workspace's test expects the step the stored draft took out.
+    refused(admin.post(f"{path}/tests", json={}), 422, "document", "valid")
+    assert admin.delete(f"{path}?by=eve").status_code == 204
+    assert admin.post(f"{path}/tests", json={}).json()["passed"] == 1
