@@ -1350,7 +1350,10 @@ def _trying(
                     "or the preview (2 s) went past its time.",
                     _PROBLEM_LIST,
                 ),
-                "503": _error("The workspace folder cannot be read (it is gone)."),
+                "503": _error(
+                    "The workspace folder cannot be read (it is gone); or the editor is busy "
+                    "(rule 'busy', with Retry-After)."
+                ),
             },
         }
     }
@@ -1467,6 +1470,7 @@ def _draft_operation(
             ),
             "413": _error("The body is over 1 MiB."),
             "422": _error("The body or the name breaks a rule: the error names the field."),
+            "503": _error("The editor is busy (rule 'busy', with Retry-After): try again."),
             **{status: _error(text) for status, text in errors},
         },
     }

@@ -68,20 +68,30 @@ ID_LENGTH = 1000  # the longest profile id a try or preview looks up
 CHECK_LENGTH = 256 * 1024  # the longest text /check compiles: far over any email's HTML
 NAME_LENGTH = 100  # the longest journey name in a path
 WORKERS = 2  # the editor's threads: what it computes never takes the server's own
+QUEUE = 16  # jobs running or waiting for them; past that, a 503 rather than a long wait
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
 
 _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="journeyman-editor")
+_queued = 0  # jobs given to the pool and not done (only the event loop's thread counts)
 
 
 async def in_worker(func: Callable[..., T], *args: Any) -> T:
     """``func(*args)`` on one of the editor's threads; a :class:`~journeyman.trying.TooSlow`
-    it raises is a 422 naming what took too long (rule ``time``)."""
+    it raises is a 422 naming what took too long (rule ``time``). With :data:`QUEUE` jobs
+    already running or waiting, a 503 (rule ``busy``) with ``Retry-After``."""
+    global _queued
+    if _queued >= QUEUE:
+        message = f"the editor is busy with {_queued} requests: try again in a few seconds"
+        raise Problem(503, "editor", "busy", message, {"Retry-After": "5"})
     loop = asyncio.get_running_loop()
+    _queued += 1
     try:
         return await loop.run_in_executor(_POOL, functools.partial(func, *args))
     except trying.TooSlow as error:
         field, advice = _SLOW.get(error.what, ("body", "ask for less"))
         raise Problem(422, field, "time", f"{error}: {advice}") from None
+    finally:
+        _queued -= 1
 
 
 def journey_name(request: Request) -> str:

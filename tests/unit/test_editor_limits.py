@@ -3,17 +3,21 @@ render's budget of work, and a deadline the simulator and renders check."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from journeyman import trying
+from journeyman import trying, trying_api
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event, Profile
 from journeyman.domain.templates import compile_template, guarded
 from journeyman.trying import Deadline, Replay, TooSlow, replay
+from journeyman.wire import Problem
 from journeyman.workspace import load_workspace
 from tests.conftest import START, write_workspace
 
@@ -122,3 +126,26 @@ def test_a_try_until_the_end_of_a_looping_journey_stops_at_the_deadline(looping:
     answer = replay(looping, "loop", given, now, "now", Deadline(5, "trying the profile"))
     assert answer["state"] == "waiting"
     assert len(answer["messages"]) == 5
+
+
+def test_the_editor_answers_busy_rather_than_queue_without_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(trying_api, "QUEUE", 2)
+    release = threading.Event()
+
+    async def scene() -> tuple[list[Any], Problem]:
+        held = [asyncio.ensure_future(trying_api.in_worker(release.wait, 10)) for _ in range(2)]
+        await asyncio.sleep(0)  # both are given to the pool
+        with pytest.raises(Problem) as refused:
+            await trying_api.in_worker(time.monotonic)
+        release.set()
+        return await asyncio.gather(*held), refused.value
+
+    done, problem = asyncio.run(scene())
+    assert done == [True, True]
+    assert problem.status == 503
+    assert problem.body["error"]["field"] == "editor"
+    assert problem.body["error"]["rule"] == "busy"
+    assert problem.headers == {"Retry-After": "5"}
+    assert asyncio.run(trying_api.in_worker(sum, [1, 2])) == 3  # free again
