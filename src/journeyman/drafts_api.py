@@ -29,17 +29,17 @@ are kept in the audit, under the journey's name or the template's key.
 from __future__ import annotations
 
 import os
-import re
 import secrets
+import stat
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -63,7 +63,8 @@ from journeyman.runtime.publish import Source
 from journeyman.runtime.service import Runtime
 from journeyman.storage.base import AuditEntry
 from journeyman.storage.drafts import DraftStore, StoredDraft
-from journeyman.wire import Disconnected, Problem, decoded, json_response
+from journeyman.trying_api import in_worker, journey_name
+from journeyman.wire import Problem, decoded, json_response, read_body
 from journeyman.workspace import load_texts, load_workspace, workspace_files
 
 __all__ = ["TEMPLATE_KEY", "draft_routes"]
@@ -74,8 +75,10 @@ Guard = Callable[[Handler], Handler]
 BODY_LIMIT = 1024 * 1024  # a journey's or a template's document, and a little more
 BY_LENGTH = 100  # the longest name of who makes a change
 DEPTH = 32  # how deep a journey's document may nest: far more than any journey needs
-# A journey's name as a file name: letters, digits, _ - . (not starting with a dot).
-_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# How many values (keys' values and list items, at any depth) a document may hold: a
+# journey of a thousand steps holds a few thousand; merging many more into the file
+# would keep a thread busy for seconds.
+VALUES = 20_000
 
 
 TEMPLATE_KEY = "template:"  # a template's draft and audit are kept under this + its name
@@ -182,14 +185,14 @@ class _Drafts:
 
     async def get(self, request: Request) -> Response:
         name = _name(request, self.kind.kind)
-        folder = self._folder()
+        folder = await in_worker(self._folder)
         stored = await self._store().draft(self.kind.key(name))
         if stored is not None:
-            draft = self._draft(folder, name, stored.document, stored.file, stored)
+            draft = await in_worker(self._draft, folder, name, stored.document, stored.file, stored)
         else:
             fresh = request.query_params.get("new") in ("1", "true")
-            draft = self._from_folder(folder, name, fresh)
-        found = draft.as_json(draft.problems(folder, self.runtime.env))
+            draft = await in_worker(self._from_folder, folder, name, fresh)
+        found = await in_worker(self._answer, folder, draft)
         entries = await self.runtime.reads.audit(self.kind.key(name), AUDIT_SHOWN)
         found["audit"] = [entry.as_dict() for entry in entries]
         return json_response(found)
@@ -200,10 +203,10 @@ class _Drafts:
         who = _who(request, body)
         document = _document(body.get("document"), self.kind.kind, name)
         revision = _revision(body)
-        folder, store = self._folder(), self._store()
+        folder, store = await in_worker(self._folder), self._store()
         stored = await store.draft(self.kind.key(name))
         file = stored.file if stored else self._file(folder, name)
-        draft = self._draft(folder, name, document, file, None)
+        draft = await in_worker(self._draft, folder, name, document, file, None)
         now = self.runtime.clock()
         key = self.kind.key(name)
         saved = StoredDraft(key, secrets.token_hex(8), who.by, now, file, document)
@@ -211,7 +214,7 @@ class _Drafts:
             await self._conflict(folder, name, draft, revision)
         await self._audit(who, "draft" if revision is None else "edit", name)
         draft.stored = saved
-        return json_response(draft.as_json(draft.problems(folder, self.runtime.env)))
+        return json_response(await in_worker(self._answer, folder, draft))
 
     async def discard(self, request: Request) -> Response:
         name = _name(request, self.kind.kind)
@@ -225,22 +228,21 @@ class _Drafts:
         name = _name(request, self.kind.kind)
         body = await _body(request, ("document", "by"))
         document = _document(body.get("document"), self.kind.kind, name)
-        folder = self._folder()
+        folder = await in_worker(self._folder)
         stored = await self._store().draft(self.kind.key(name))
         file = stored.file if stored else self._file(folder, name)
-        draft = self._draft(folder, name, document, file, None)
-        problems = draft.problems(folder, self.runtime.env)
-        found = draft.as_json(problems)
+        draft = await in_worker(self._draft, folder, name, document, file, None)
+        found = await in_worker(self._answer, folder, draft)
         return json_response({key: found[key] for key in ("text", "diff", "problems")})
 
     async def save(self, request: Request) -> Response:
         name = _name(request, self.kind.kind)
         body = await _body(request, ("revision", "by"))
         who = _who(request, body)
-        folder = self._folder()
+        folder = await in_worker(self._folder)
         draft = await self._current(folder, name, _revision(body))
         if draft is not None:
-            self._write(folder, draft)
+            await in_worker(self._write, folder, draft)
             await self._audit(who, "save", name)
         file = draft.file if draft else folder.file_of(self.kind.kind, name)
         return json_response({"file": file, "saved": True})
@@ -249,11 +251,11 @@ class _Drafts:
         name = _name(request, self.kind.kind)
         body = await _body(request, ("revision", "by"))
         who = _who(request, body)
-        folder = self._folder()
+        folder = await in_worker(self._folder)
         draft = await self._current(folder, name, _revision(body))
-        if draft is not None and self._write(folder, draft):
+        if draft is not None and await in_worker(self._write, folder, draft):
             await self._audit(who, "save", name)
-        workspace = self._sound_folder()
+        workspace = await in_worker(self._sound_folder)
         source: Source = "console" if who.via == "console" else "api"
         plan = await self.runtime.publish(workspace, source=source, by=who.by)
         if self.kind.prefix and plan.workspace is not None:  # a journey's is the runtime's
@@ -265,11 +267,15 @@ class _Drafts:
     async def schema(self, request: Request) -> Response:
         workspace = self.runtime.workspace
         if self.runtime.root is not None:
-            loaded = load_texts(self._folder().texts, self.runtime.root, env=self.runtime.env)
+            folder = await in_worker(self._folder)
+            loaded = await in_worker(load_texts, folder.texts, folder.root, (), self.runtime.env)
             workspace = loaded.workspace or workspace
         return json_response(form_schema(_completions(workspace)))
 
     # the parts
+
+    def _answer(self, folder: _Folder, draft: _Draft) -> dict[str, Any]:
+        return draft.as_json(draft.problems(folder, self.runtime.env))
 
     def _store(self) -> DraftStore:
         store = self.runtime.store
@@ -333,13 +339,13 @@ class _Drafts:
             return None
         if stored is None or stored.revision != revision:
             mine = stored.document if stored else kind.new(name)
-            draft = self._draft(
-                folder, name, mine, stored.file if stored else kind.new_file(name), None
-            )
+            file = stored.file if stored else kind.new_file(name)
+            draft = await in_worker(self._draft, folder, name, mine, file, None)
             await self._conflict(folder, name, draft, revision)
         assert stored is not None
-        draft = self._draft(folder, name, stored.document, stored.file, stored)
-        errors = draft.errors(draft.problems(folder, self.runtime.env))
+        draft = await in_worker(self._draft, folder, name, stored.document, stored.file, stored)
+        problems = await in_worker(draft.problems, folder, self.runtime.env)
+        errors = draft.errors(problems)
         if errors:
             message = f"the draft has {len(errors)} error(s)"
             raise _refused(422, "document", "valid", message, problems=errors)
@@ -351,19 +357,21 @@ class _Drafts:
         """409: the stored draft is not at ``revision``; theirs and a diff of yours to it."""
         stored = await self._store().draft(self.kind.key(name))
         if stored is not None:
-            theirs = self._draft(folder, name, stored.document, stored.file, stored)
+            theirs = await in_worker(
+                self._draft, folder, name, stored.document, stored.file, stored
+            )
             when = _iso(stored.at)
             message = f"{stored.by} saved this draft at {when} since you opened it"
         else:
-            theirs = self._from_folder(folder, name, fresh=True)
+            theirs = await in_worker(self._from_folder, folder, name, True)
             message = "the draft was discarded or published since you opened it"
         raise _refused(
             409,
             "revision",
             "current",
             message,
-            theirs=theirs.as_json(theirs.problems(folder, self.runtime.env)),
-            diff=unified_diff(mine.edited.text, theirs.edited.text, mine.file),
+            theirs=await in_worker(self._answer, folder, theirs),
+            diff=await in_worker(unified_diff, mine.edited.text, theirs.edited.text, mine.file),
         )
 
     def _write(self, folder: _Folder, draft: _Draft) -> bool:
@@ -375,15 +383,15 @@ class _Drafts:
         target = (root / draft.file).resolve()
         if root not in target.parents:
             raise Problem(422, "file", "inside", f"{draft.file} is not inside the workspace folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".draft-", suffix=".tmp")
+        if draft.file not in folder.texts and (target.exists() or target.is_symlink()):
+            # There, but not read as UTF-8 text: writing would replace what we never saw.
+            message = f"{draft.file} is in the folder but cannot be read as UTF-8 text"
+            raise Problem(409, "file", "readable", message)
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(draft.edited.text)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            _replace(target, draft.edited.text)
+        except OSError as error:  # a folder that is a file, a full disk, no permission
+            message = f"{draft.file} cannot be written: {error.strerror or error}"
+            raise Problem(409, "file", "writable", message) from None
         folder.texts[draft.file] = draft.edited.text
         return True
 
@@ -404,6 +412,21 @@ class _Drafts:
         await self.runtime.store.add_audit([entry])
 
 
+def _replace(target: Path, text: str) -> None:
+    """Make ``target``'s text ``text``, all or nothing, keeping its permissions."""
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".draft-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, mode)  # as the file was (mkstemp's is 0600)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def _refused(status: int, field: str, rule: str, message: str, **extra: Any) -> Problem:
     """A Problem whose body says more beside the error (problems, their draft)."""
     problem = Problem(status, field, rule, message)
@@ -412,11 +435,7 @@ def _refused(status: int, field: str, rule: str, message: str, **extra: Any) -> 
 
 
 def _name(request: Request, kind: Kind) -> str:
-    name: str = request.path_params["name"]
-    if not _FILE_NAME.fullmatch(name):
-        message = f"a {kind}'s name is letters, digits, _ - and . (not first), at most 100"
-        raise Problem(422, "name", "pattern", message)
-    return name
+    return journey_name(request, kind)
 
 
 async def _body(
@@ -434,15 +453,8 @@ async def _body(
 
 async def _object(request: Request) -> dict[str, Any]:
     """The body as a JSON object: 413 over :data:`BODY_LIMIT`, 400 if it is not one."""
-    body = b""
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > BODY_LIMIT:
-                raise Problem(413, "body", "size", f"the body is over {BODY_LIMIT // 1024} KiB")
-    except ClientDisconnect:
-        raise Disconnected from None
-    data = decoded(body)
+    length = request.headers.get("content-length")
+    data = decoded(await read_body(request.receive, length, BODY_LIMIT))
     if not isinstance(data, dict):
         raise Problem(400, "body", "type", "the body must be a JSON object")
     return data
@@ -483,18 +495,33 @@ def _document(value: Any, kind: Kind, name: str) -> dict[str, Any]:
     # No backend keeps a NUL, and no journey needs one.
     if b"\\u0000" in msgspec.json.encode(value):
         raise Problem(422, "document", "text", "'document' must not hold NUL characters")
-    if _depth(value) > DEPTH:
+    depth, values = _measure(value)
+    if depth > DEPTH:
         message = f"'document' nests more than {DEPTH} levels deep"
         raise Problem(422, "document", "depth", message)
+    if values > VALUES:
+        message = f"'document' holds more than {VALUES} values: split the journey"
+        raise Problem(422, "document", "size", message)
     return value
 
 
-def _depth(value: Any) -> int:
+def _measure(value: Any) -> tuple[int, int]:
+    """How deep ``value`` nests, and how many values it holds at any depth."""
+    depth, count, level = 0, 0, [value]
+    while level:
+        depth += 1
+        inner = [v for item in level for v in _inside(item)]
+        count += len(inner)
+        level = [v for v in inner if isinstance(v, dict | list)]
+        if depth > DEPTH:  # deeper still does not matter: stop before walking it
+            break
+    return depth, count
+
+
+def _inside(value: Any) -> Iterable[Any]:
     if isinstance(value, dict):
-        return 1 + max(map(_depth, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(_depth, value), default=0)
-    return 0
+        return value.values()
+    return value if isinstance(value, list) else ()
 
 
 def _completions(workspace: Workspace) -> dict[str, Any]:

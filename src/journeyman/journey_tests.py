@@ -10,7 +10,7 @@ test passes or fails as the same calls would on the server.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,8 +39,12 @@ def run_tests(workspace: Workspace) -> list[TestResult]:
     return [run_test(workspace, test) for test in workspace.tests]
 
 
-def run_test(workspace: Workspace, test: TestCase) -> TestResult:
+def run_test(
+    workspace: Workspace, test: TestCase, check: Callable[[], None] | None = None
+) -> TestResult:
+    """Run ``test``; ``check`` is the simulator's (see :class:`Simulator`)."""
     simulator = Simulator(workspace, test.start, fail=test.fail)
+    simulator.check = check
     for profile, step, variant in test.variants:
         simulator.engine.forced[(profile, step)] = variant
     result = TestResult(test, simulator)

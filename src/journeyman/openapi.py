@@ -1316,6 +1316,11 @@ _PROBLEM_LIST = {
 }
 
 
+_DRAFT_NAME = _path_param(
+    "name", {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$", "maxLength": 100}
+)
+
+
 def _trying(
     summary: str,
     body: dict[str, Any],
@@ -1330,7 +1335,7 @@ def _trying(
         "post": {
             "summary": summary,
             "security": [{"bearer": []}, {"basic": []}],
-            "parameters": [_path_param("name")] if path else [],
+            "parameters": [_DRAFT_NAME] if path else [],
             "requestBody": {
                 "required": bool(required),
                 "content": {"application/json": {"schema": schema}},
@@ -1343,10 +1348,14 @@ def _trying(
                 "413": _error("The body is over 1 MiB."),
                 "422": _error(
                     "The body breaks a rule (the field is named); with 'problems' when the "
-                    "document has errors.",
+                    "document has errors; rule 'time' when the tests (10 s), the try (10 s) "
+                    "or the preview (2 s) went past its time.",
                     _PROBLEM_LIST,
                 ),
-                "503": _error("The workspace folder cannot be read (it is gone)."),
+                "503": _error(
+                    "The workspace folder cannot be read (it is gone); or the editor is busy "
+                    "(rule 'busy', with Retry-After)."
+                ),
             },
         }
     }
@@ -1449,7 +1458,6 @@ _DRAFT_DOCUMENT = {
     "properties": {"kind": {"type": "string", "enum": ["journey"]}, "name": {"type": "string"}},
 }
 _REVISION = {"type": ["string", "null"], "description": "the draft's revision it starts from"}
-_DRAFT_NAME = _path_param("name", {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"})
 
 
 def _draft_operation(
@@ -1464,9 +1472,13 @@ def _draft_operation(
             "400": _error("The body is not a JSON object."),
             "401": _KEY,
             "404": _error("No such journey (or no draft of it to save)."),
-            "409": _error("No workspace folder; or (a save) the draft is not at 'revision'."),
+            "409": _error(
+                "No workspace folder; or (a save) the draft is not at 'revision', or its file "
+                "cannot be read or written."
+            ),
             "413": _error("The body is over 1 MiB."),
             "422": _error("The body or the name breaks a rule: the error names the field."),
+            "503": _error("The editor is busy (rule 'busy', with Retry-After): try again."),
             **{status: _error(text) for status, text in errors},
         },
     }

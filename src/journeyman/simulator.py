@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -98,7 +98,13 @@ class Simulator:
 
     ``fail`` names steps (``step`` or ``journey.step``) whose messages and calls fail for
     good the moment they are handed over, to exercise ``on_error`` paths.
+
+    ``check``, when set, is called before each batch the core runs: whatever it raises
+    stops the simulation (a server stops a try that takes too long with it; a journey
+    that waits in a loop has timers forever).
     """
+
+    check: Callable[[], None] | None = None
 
     def __init__(self, workspace: Workspace, start: datetime, fail: Collection[str] = ()) -> None:
         self.workspace = workspace
@@ -398,6 +404,8 @@ class Simulator:
     # the core, and keeping what it changed
 
     def _run(self, triggers: Iterable[Trigger]) -> tuple[list[str], Changes]:
+        if self.check is not None:
+            self.check()
         results, changes = apply(self.engine, self._states, triggers, self.now, self._known)
         if changes.merges or changes.identities or changes.forgotten:
             self._index(changes)

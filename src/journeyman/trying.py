@@ -16,16 +16,23 @@ Everything here runs on a virtual clock, in memory, and changes nothing anywhere
   (:func:`sms_size`) and the variables the profile lacks.
 - :func:`check_text` gives the message ``journeyman validate`` prints for an expression
   or a Liquid text that does not compile, with its column.
+
+Each of the first three runs against a :class:`Deadline` when given one (a server gives
+:data:`TEST_SECONDS`, :data:`TRY_SECONDS` and :data:`PREVIEW_SECONDS`): the simulator
+and every template render check it as they go, and :class:`TooSlow` stops them once it
+has passed. A journey that waits in a loop has timers forever, and a template's loops can
+keep a thread busy for seconds; a server must not give a request its worker for that long.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -38,7 +45,8 @@ from journeyman.domain.problems import Problem
 from journeyman.domain.reactions import REACTION_EVENTS
 from journeyman.domain.schedules import SCHEDULED_EVENT
 from journeyman.domain.state import Account, Event, Profile, SendMessage, StepRecord
-from journeyman.domain.templates import TemplateError, compile_template
+from journeyman.domain.templates import TemplateError, compile_template, guarded
+from journeyman.errors import JourneymanError
 from journeyman.journey_tests import format_trace, run_test
 from journeyman.simulator import Simulator
 from journeyman.web.layout import ENTRY
@@ -47,7 +55,12 @@ from journeyman.workspace import Loaded, load_texts, workspace_files
 
 __all__ = [
     "HORIZON",
+    "PREVIEW_SECONDS",
+    "TEST_SECONDS",
+    "TRY_SECONDS",
+    "Deadline",
     "Replay",
+    "TooSlow",
     "check_text",
     "folder_texts",
     "load_with",
@@ -61,7 +74,36 @@ __all__ = [
     "with_journey",
 ]
 
+T = TypeVar("T")
+
 HORIZON = timedelta(days=400)  # how far past now a replay to the end may look
+TEST_SECONDS = 10.0  # how long the workspace's tests may run, all of them together
+TRY_SECONDS = 10.0  # how long a try may replay a profile
+PREVIEW_SECONDS = 2.0  # how long a preview may render a template
+
+
+class TooSlow(JourneymanError):
+    """A test run, a try or a preview that went on past its :class:`Deadline`."""
+
+    def __init__(self, what: str, seconds: float, done: str = "") -> None:
+        super().__init__(f"{what} took longer than {seconds:g} s{done}")
+        self.what = what
+        self.seconds = seconds
+
+
+class Deadline:
+    """A moment on the monotonic clock; :meth:`check` raises :class:`TooSlow` past it."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds = seconds
+        self.what = what
+        self.at = time.monotonic() + seconds
+        self.done = ""  # what was done by then, said with the error
+
+    def check(self) -> None:
+        if time.monotonic() > self.at:
+            raise TooSlow(self.what, self.seconds, self.done)
+
 
 try:  # libyaml finds the documents several times faster
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc,unused-ignore]
@@ -146,11 +188,15 @@ def load_with(
 # ---------------------------------------------------------------- the workspace's tests
 
 
-def test_results(workspace: m.Workspace, journey: str) -> dict[str, Any]:
-    """Every journey test of ``workspace``, run as ``journeyman test`` runs it."""
-    results = []
+def test_results(workspace: m.Workspace, journey: str, deadline: Deadline | None) -> dict[str, Any]:
+    """Every journey test of ``workspace``, run as ``journeyman test`` runs it; each checks
+    ``deadline`` as it runs."""
+    results: list[dict[str, Any]] = []
+    check = deadline.check if deadline is not None else None
     for test in workspace.tests:
-        result = run_test(workspace, test)
+        if deadline is not None:
+            deadline.done = f" ({len(results)} of {len(workspace.tests)} tests ran)"
+        result = _checked(check, run_test, workspace, test, check)
         entered = sorted({r.journey for r in result.simulator.records if r.outcome == "entered"})
         results.append(
             {
@@ -219,21 +265,38 @@ def replay(
     given: Replay,
     now: datetime,
     until: Literal["now", "end"] = "now",
+    deadline: Deadline | None = None,
 ) -> dict[str, Any]:
     """Replay ``given`` through ``workspace`` on a virtual clock, from its first event to
     ``now`` (or, with ``until="end"``, until no timer is left, within :data:`HORIZON`),
-    and answer what journey ``journey`` did with the profile."""
+    and answer what journey ``journey`` did with the profile. The simulator checks
+    ``deadline`` before each batch."""
     events = sorted(((e, at) for e, at in given.events if replayed(e)), key=lambda pair: pair[1])
     start = min(events[0][1], now) if events else now
     sim = _Seeded(workspace, start)
+    sim.check = deadline.check if deadline is not None else None
     sim.seed(given)
-    for at, batch in itertools.groupby(events, key=lambda pair: pair[1]):
-        sim.accept([event for event, _ in batch], at)
-    sim.run_until(max(sim.now, now))
-    horizon = sim.now + HORIZON
-    while until == "end" and sim.next_wake is not None and sim.next_wake <= horizon:
-        sim.run_until(sim.next_wake)
+
+    def run() -> None:
+        for at, batch in itertools.groupby(events, key=lambda pair: pair[1]):
+            sim.accept([event for event, _ in batch], at)
+        sim.run_until(max(sim.now, now))
+        horizon = sim.now + HORIZON
+        while until == "end" and sim.next_wake is not None and sim.next_wake <= horizon:
+            sim.run_until(sim.next_wake)
+
+    _checked(sim.check, run)
     return _answer(sim, journey, given.profile.id, len(events))
+
+
+def _checked(check: Callable[[], None] | None, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)``, with every template it renders checking ``check`` as it goes."""
+    if check is None:
+        return func(*args)
+    with guarded(check):
+        found = func(*args)
+    check()  # a render it stopped rendered empty: say so rather than answer that
+    return found
 
 
 def _answer(sim: Simulator, journey: str, profile_id: str, events: int) -> dict[str, Any]:
@@ -331,9 +394,13 @@ def preview(
     profile: Mapping[str, Any],
     now: datetime,
     account: Mapping[str, Any] | None = None,
+    deadline: Deadline | None = None,
 ) -> dict[str, Any]:
     """``template`` rendered for ``profile`` (its view: traits and ``id``): each field,
-    what an SMS takes, and the profile and account variables it reads that are missing."""
+    what an SMS takes, and the profile and account variables it reads that are missing;
+    the render checks ``deadline`` as it goes."""
+    if deadline is not None:
+        return _checked(deadline.check, preview, template, profile, now, account)
     entry = Event(name="preview", profile_id=str(profile.get("id", "")), timestamp=now)
     scope = {
         "profile": profile,

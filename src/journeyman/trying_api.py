@@ -14,13 +14,21 @@ published one when the server has no folder. Without a ``document``, the journey
 stored draft's (when the routes are given a way to read it, ``stored``), else the
 workspace's own. Nothing here sends a message or writes to the store. A bad body changes
 nothing and gets a 4xx naming the field and the rule.
+
+The work runs on the editor's own threads (:func:`in_worker`, at most :data:`WORKERS` at
+once, so the rest of the server never waits for it), and within a time: the tests
+:data:`~journeyman.trying.TEST_SECONDS` together, a try
+:data:`~journeyman.trying.TRY_SECONDS`, a preview
+:data:`~journeyman.trying.PREVIEW_SECONDS`; past it, a 422 with the rule ``time``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Literal, cast
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,10 +40,23 @@ from journeyman.domain.problems import Problem as WorkspaceProblem
 from journeyman.errors import WorkspaceNotFound
 from journeyman.runtime.service import Runtime
 from journeyman.storage.base import StoredEvent
+from journeyman.storage.drafts import DraftStore
 from journeyman.wire import Problem, decoded, json_response, read_body
 from journeyman.workspace import Loaded
 
-__all__ = ["BODY_LIMIT", "REPLAY_EVENTS", "StoredDraft", "try_routes"]
+__all__ = [
+    "BODY_LIMIT",
+    "CHECK_LENGTH",
+    "NAME_LENGTH",
+    "REPLAY_EVENTS",
+    "WORKERS",
+    "StoredDraft",
+    "in_worker",
+    "journey_name",
+    "try_routes",
+]
+
+T = TypeVar("T")
 
 Handler = Callable[[Request], Awaitable[Response]]
 # The document of journey ``name``'s stored draft, or None when it has none.
@@ -44,6 +65,56 @@ StoredDraft = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 BODY_LIMIT = 1024 * 1024  # a journey or template document, with room to spare
 REPLAY_EVENTS = 1000  # the latest stored events of a profile that a try replays
 ID_LENGTH = 1000  # the longest profile id a try or preview looks up
+CHECK_LENGTH = 256 * 1024  # the longest text /check compiles: far over any email's HTML
+NAME_LENGTH = 100  # the longest journey name in a path
+WORKERS = 2  # the editor's threads: what it computes never takes the server's own
+QUEUE = 16  # jobs running or waiting for them; past that, a 503 rather than a long wait
+_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
+
+_POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="journeyman-editor")
+_queued = 0  # jobs given to the pool and not done (only the event loop's thread counts)
+
+
+async def in_worker(func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` on one of the editor's threads; a :class:`~journeyman.trying.TooSlow`
+    it raises is a 422 naming what took too long (rule ``time``). With :data:`QUEUE` jobs
+    already running or waiting, a 503 (rule ``busy``) with ``Retry-After``."""
+    global _queued
+    if _queued >= QUEUE:
+        message = f"the editor is busy with {_queued} requests: try again in a few seconds"
+        raise Problem(503, "editor", "busy", message, {"Retry-After": "5"})
+    loop = asyncio.get_running_loop()
+    _queued += 1
+    try:
+        return await loop.run_in_executor(_POOL, functools.partial(func, *args))
+    except trying.TooSlow as error:
+        field, advice = _SLOW.get(error.what, ("body", "ask for less"))
+        raise Problem(422, field, "time", f"{error}: {advice}") from None
+    finally:
+        _queued -= 1
+
+
+def journey_name(request: Request, kind: str = "journey") -> str:
+    """The path's journey (or other ``kind``'s) name: 422 (``name``, ``pattern``) unless
+    letters, digits, ``_`` ``-`` and ``.`` (not first), at most :data:`NAME_LENGTH` of them."""
+    name: str = request.path_params["name"]
+    if not (
+        0 < len(name) <= NAME_LENGTH and name[0] != "." and set(name) <= _NAME_CHARACTERS
+    ) or name.startswith("-"):
+        message = (
+            f"a {kind}'s name is letters, digits, _ - and . (not first), at most {NAME_LENGTH}"
+        )
+        raise Problem(422, "name", "pattern", message)
+    return name
+
+
+# What took too long: the field of the request it is about, and what to do.
+_TESTS, _TRY, _PREVIEW = "the workspace's tests", "trying the profile", "the preview"
+_SLOW = {
+    _TESTS: ("tests", "a journey that waits in a loop runs forever: give its test an `until`"),
+    _TRY: ("profile", "a journey that waits in a loop never ends: try it until now"),
+    _PREVIEW: ("template", "the template's loops and filters do too much"),
+}
 
 
 def try_routes(
@@ -54,7 +125,7 @@ def try_routes(
 ) -> list[Route]:
     """The routes under ``prefix`` (``/v1`` for the API, ``/editor/api`` for the console),
     each behind ``guard``; ``stored`` reads a journey's stored draft."""
-    api = _Trying(runtime, stored)
+    api = _Trying(runtime, stored if stored is not None else _stored_drafts(runtime))
     return [
         Route(f"{prefix}/journeys/{{name}}/draft/tests", guard(api.tests), methods=["POST"]),
         Route(f"{prefix}/journeys/{{name}}/draft/try", guard(api.try_profile), methods=["POST"]),
@@ -63,20 +134,34 @@ def try_routes(
     ]
 
 
+def _stored_drafts(runtime: Runtime) -> StoredDraft | None:
+    """How to read a journey's stored draft from the runtime's store, if it keeps drafts."""
+    store = runtime.store
+    if not isinstance(store, DraftStore):
+        return None
+
+    async def stored(name: str) -> Mapping[str, Any] | None:
+        found = await store.draft(name)
+        return found.document if found is not None else None
+
+    return stored
+
+
 class _Trying:
     def __init__(self, runtime: Runtime, stored: StoredDraft | None) -> None:
         self.runtime = runtime
         self.stored = stored
 
     async def tests(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = journey_name(request)
         body = await _body(request, ("document", "by"))
         workspace = await self._workspace(name, body.get("document"))
-        answer = await asyncio.to_thread(trying.test_results, workspace, name)
+        deadline = trying.Deadline(trying.TEST_SECONDS, _TESTS)
+        answer = await in_worker(trying.test_results, workspace, name, deadline)
         return json_response(answer)
 
     async def try_profile(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = journey_name(request)
         body = await _body(request, ("profile", "document", "until", "by"))
         until = body.get("until", "now")
         if until not in ("now", "end"):
@@ -89,9 +174,9 @@ class _Trying:
         given = await self._replay(profile_id)
         workspace = await self._workspace(name, document)
         now = self.runtime.processor.now()
-        answer = await asyncio.to_thread(
-            trying.replay, workspace, name, given, now, cast(Literal["now", "end"], until)
-        )
+        deadline = trying.Deadline(trying.TRY_SECONDS, _TRY)
+        until_ = cast(Literal["now", "end"], until)
+        answer = await in_worker(trying.replay, workspace, name, given, now, until_, deadline)
         return json_response(answer)
 
     async def preview(self, request: Request) -> Response:
@@ -107,7 +192,9 @@ class _Trying:
             found = await self.runtime.reads.account(stored.account) if stored.account else None
             account = found.view() if found is not None else {}
         now = self.runtime.processor.now()
-        return json_response(trying.preview(template, profile, now, account))
+        deadline = trying.Deadline(trying.PREVIEW_SECONDS, _PREVIEW)
+        answer = await in_worker(trying.preview, template, profile, now, account, deadline)
+        return json_response(answer)
 
     async def check(self, request: Request) -> Response:
         body = await _body(request, ("kind", "text", "field", "by"))
@@ -119,7 +206,10 @@ class _Trying:
             raise Problem(422, "text", "type", "'text' must be a string: the text to check")
         if not isinstance(field, str):
             raise Problem(422, "field", "type", "'field' must be a string: the field's name")
-        problems = await asyncio.to_thread(trying.check_text, kind, text, field)
+        if len(text) > CHECK_LENGTH:
+            message = f"'text' is over {CHECK_LENGTH // 1024} KiB: check a shorter text"
+            raise Problem(422, "text", "length", message)
+        problems = await in_worker(trying.check_text, kind, text, field[:NAME_LENGTH])
         return json_response({"problems": problems})
 
     # the workspace with the draft
@@ -131,7 +221,7 @@ class _Trying:
             document = await self.stored(name)
         if document is not None:
             _journey_document(document, name)
-        loaded = await asyncio.to_thread(self._load, name, document)
+        loaded = await in_worker(self._load, name, document)
         if loaded.workspace is None:
             message = "the workspace has errors with this draft"
             raise _with_problems(Problem(422, "document", "valid", message), loaded.problems)

@@ -23,13 +23,15 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import markupsafe
 from liquid import Environment, RenderContext, Token
 from liquid.builtin.content import ContentNode, Literal
-from liquid.exceptions import FilterValueError, LiquidError
+from liquid.exceptions import FilterValueError, LiquidError, ResourceLimitError
 from liquid.filter import with_context
 from liquid.output import LimitedStringIO
 from liquid.template import BoundTemplate
@@ -38,7 +40,7 @@ from liquid.token import TOKEN_CONTENT, TOKEN_EXPRESSION
 from journeyman.domain.template_lexer import tokenize
 from journeyman.errors import JourneymanError
 
-__all__ = ["Output", "Template", "TemplateError", "compile_template"]
+__all__ = ["WORK_LIMIT", "Output", "Template", "TemplateError", "compile_template", "guarded"]
 
 # Templates cannot load other templates: a workspace template is one self-contained text.
 _LOADING_TAGS = ("include", "render")
@@ -48,6 +50,13 @@ _LOADING_TAGS = ("include", "render")
 _OUTPUT_LIMIT = 1_000_000  # bytes of UTF-8 output
 _LOOP_LIMIT = 10_000
 _NAMESPACE_LIMIT = 1_000_000  # sys.getsizeof of values made by assign and capture
+# Units of work of one render: a statement rendered (in a loop, once per iteration), a
+# filter call (four units), and a unit per thousand characters or ten items a filter reads or makes.
+# Sequential loops and filters on big strings each stay under the limits above, and
+# together could run for minutes; this stops a render within a second or so, while a
+# long email with a table of a hundred rows spends a few thousand.
+WORK_LIMIT = 100_000
+_FILTER = 4  # a filter call costs about four statements
 
 
 class TemplateError(JourneymanError):
@@ -58,6 +67,68 @@ class TemplateError(JourneymanError):
         self.message = message
         self.line = line
         self.column = column
+
+
+class _Work:
+    """What is left of one render's budget, and the caller's check (see :func:`guarded`)."""
+
+    __slots__ = ("check", "left")
+
+    def __init__(self, check: Callable[[], None] | None) -> None:
+        self.left = WORK_LIMIT
+        self.check = check
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise ResourceLimitError(f"more than {WORK_LIMIT} units of work", token=None)
+        if self.check is not None:
+            self.check()
+
+
+_WORK: ContextVar[_Work | None] = ContextVar("journeyman_template_work", default=None)
+_CHECK: ContextVar[Callable[[], None] | None] = ContextVar("journeyman_render_check", default=None)
+
+
+@contextmanager
+def guarded(check: Callable[[], None]) -> Iterator[None]:
+    """Renders in this block call ``check`` as they work (at each statement and
+    filter call); whatever it raises stops the statement being rendered, and the next."""
+    token = _CHECK.set(check)
+    try:
+        yield
+    finally:
+        _CHECK.reset(token)
+
+
+def _spend(units: int) -> None:
+    work = _WORK.get()
+    if work is not None:
+        work.spend(units)
+
+
+def _size(value: object) -> int:
+    """The work of a filter's reading or making ``value``: text is handled at C speed, a
+    thousand characters a unit; a list's items one by one, ten a unit."""
+    if isinstance(value, str):
+        return len(value) // 1000
+    return len(value) // 10 if isinstance(value, list | tuple | dict) else 0
+
+
+class _Context(RenderContext):
+    """A render's context in which every statement rendered spends a unit of work."""
+
+    __slots__ = ("_disabled",)
+
+    @property
+    def disabled_tags(self) -> list[str]:
+        # Liquid reads this as each node starts to render: the one place to count them.
+        _spend(1)
+        return self._disabled
+
+    @disabled_tags.setter
+    def disabled_tags(self, value: list[str]) -> None:
+        self._disabled = value
 
 
 class _Environment(Environment):
@@ -152,9 +223,11 @@ def _bounded(func: Callable[..., Any]) -> Callable[..., Any]:
         for arg in (value, *args):
             if isinstance(arg, range) and len(arg) > _LOOP_LIMIT:
                 raise FilterValueError(f"range longer than {_LOOP_LIMIT}", token=None)
+        _spend(_FILTER + _size(value) + sum(map(_size, args)))
         result = func(value, *args, **kwargs)
         if isinstance(result, str) and len(result) > _OUTPUT_LIMIT:
             raise FilterValueError(f"result longer than {_OUTPUT_LIMIT}", token=None)
+        _spend(_size(result))
         return result
 
     return bounded
@@ -236,14 +309,19 @@ class Template:
         return self._render(scope, LimitedStringIO(limit=_OUTPUT_LIMIT))
 
     def _render(self, scope: Mapping[str, Any], out: LimitedStringIO) -> str:
-        context = RenderContext(self._bound, globals=self._bound.make_globals(scope))
-        for node in self._bound.nodes:
-            mark = out.tell()
-            try:
-                node.render(context, out)
-            except Exception:  # any data can fail, even an object whose str() raises
-                out.seek(mark)
-                out.truncate()
+        context = _Context(self._bound, globals=self._bound.make_globals(scope))
+        work = _Work(_CHECK.get())
+        token = _WORK.set(work)
+        try:
+            for node in self._bound.nodes:
+                mark = out.tell()
+                try:
+                    node.render(context, out)
+                except Exception:  # any data can fail, even an object whose str() raises
+                    out.seek(mark)
+                    out.truncate()
+        finally:
+            _WORK.reset(token)
         return out.getvalue()
 
 
