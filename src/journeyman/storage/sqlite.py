@@ -32,7 +32,7 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import Account, Profile
-from journeyman.storage.backfills import ADD_SIZE, SQLBackfills, size_rows
+from journeyman.storage.backfills import SIZES, SQLBackfills, size_rows
 from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_account,
@@ -50,6 +50,7 @@ from journeyman.storage.runs import SQLRuns
 from journeyman.storage.sql import (
     INSERTS,
     KEPT,
+    MEMBERS,
     SQLITE_DIALECT,
     Insert,
     SQLDatabase,
@@ -182,13 +183,13 @@ class SQLiteStore(SQLDatabase, SQLRuns, SQLBackfills):
             for table, rows in commit_rows(changes, now).items():
                 _insert(db, INSERTS[table], rows)
             joins, leaves = membership_rows(changes)
-            db.executemany(self.sql.join_segment, joins)
-            db.executemany(self.sql.leave_segment, leaves)
+            _insert(db, MEMBERS, joins)
+            _leave(db, leaves)
             self._put_accounts(changes.accounts, now)
             once = once_keys(changes)
             fresh = {k for k in once if db.execute(self.sql.count_once, (k,)).rowcount == 1}
             db.executemany(self.sql.add_counter, counter_rows(changes, fresh))
-            db.executemany(ADD_SIZE, size_rows(changes.events))
+            _insert(db, SIZES, size_rows(changes.events))
             self._settle_rows(changes.deliveries)
 
     def _put_accounts(self, patches: dict[str, dict[str, Any]], now: int) -> None:
@@ -343,6 +344,27 @@ def _insert_sql(insert: Insert, rows: int) -> str:
     names = ", ".join([*insert.names, *(column for column, _ in insert.constants)])
     row = "(" + ", ".join(["?"] * len(insert.names) + [v for _, v in insert.constants]) + ")"
     return f"INSERT INTO {insert.table} ({names}) VALUES {','.join([row] * rows)} {insert.tail}"
+
+
+def _leave(db: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
+    """Take the (segment, profile) rows out of ``segment_members``, in few calls."""
+    done = 0
+    while done < len(rows):
+        size = 1 << min(ROWS_SHIFT, (len(rows) - done).bit_length() - 1)
+        chunk = rows[done : done + size]
+        db.execute(_leave_sql(size), [v for one in chunk for v in one])
+        done += size
+
+
+@functools.lru_cache(maxsize=16)
+def _leave_sql(rows: int) -> str:
+    # IN over a subquery of VALUES: each pair is looked up along the primary key (a row
+    # value IN a bare VALUES list is not, and would scan the table).
+    pairs = ",".join(["(?, ?)"] * rows)
+    return (
+        "DELETE FROM segment_members WHERE (segment, profile_id) IN "
+        f"(SELECT column1, column2 FROM (VALUES {pairs}))"
+    )
 
 
 # The engine's reads, on whichever connection SQLiteStore._read gives them.
