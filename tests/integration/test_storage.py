@@ -921,6 +921,28 @@ def test_a_profile_clock_is_due_beside_waits_and_goes_when_its_segments_need_non
     run(store, check)
 
 
+def test_a_profile_clock_moves_with_its_state_and_stays_when_only_the_state_changes(
+    store: Database,
+) -> None:
+    early, late = START + MINUTE, START + 5 * MINUTE
+
+    async def check() -> None:
+        await store.commit(Changes(profiles={"u2": Profile(id="u2", wakes={"s": late})}))
+        assert await store.next_wake() == late
+        pro = Profile(id="u2", traits={"plan": "pro"}, wakes={"s": late})
+        await store.commit(Changes(profiles={"u2": pro}))
+        assert await store.next_wake() == late
+        stored = await store.profile("u2")
+        assert stored is not None
+        assert stored.traits == {"plan": "pro"}
+        sooner = Profile(id="u2", traits={"plan": "pro"}, wakes={"s": early})
+        await store.commit(Changes(profiles={"u2": sooner}))
+        assert await store.next_wake() == early
+        assert ids(await store.due(early, 10)) == ["\x00u2"]
+
+    run(store, check)
+
+
 @pytest.mark.shared
 def test_processes_sharing_a_database_never_claim_the_same_profile_clock(
     store: Database, store_url: str
