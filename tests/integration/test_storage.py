@@ -17,6 +17,7 @@ import pytest
 from msgspec.structs import replace as struct_replace
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
+from journeyman.domain.segments import segment_event
 from journeyman.domain.state import Account, Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import (
     Database,
@@ -973,6 +974,31 @@ def test_processes_sharing_a_database_never_claim_the_same_profile_clock(
             assert ids(await store.due(late, 100)) == ["\x00" + people[0]]
         finally:
             await other.close()
+
+    run(store, check)
+
+
+def test_a_merged_anonymous_profile_leaves_its_segments_and_the_known_one_keeps_its_own(
+    store: Database,
+) -> None:
+    def joined(profile: str, *segments: str) -> Changes:
+        return Changes(
+            events=[segment_event(profile, name, True, START) for name in segments],
+            profiles={profile: Profile(id=profile, segments=dict.fromkeys(segments, START))},
+        )
+
+    async def members(segment: str) -> list[str]:
+        return [pid for pid, _ in await store.segment_members(segment, "", 10)]
+
+    async def check() -> None:
+        await store.commit(joined("anon", "vip", "pro"))
+        await store.commit(joined("known", "vip"))
+        assert await store.segment_sizes() == {"vip": 2, "pro": 1}
+        merged = Profile(id="known", segments={"vip": START})
+        await store.commit(Changes(profiles={"known": merged}, merges=[("anon", "known")]))
+        assert await members("vip") == ["known"]
+        assert await members("pro") == []
+        assert await store.profile("anon") is None
 
     run(store, check)
 

@@ -122,6 +122,12 @@ CREATE INDEX audit_journey ON audit (journey, id);
 
 BACKFILLS_WHAT = "segment backfills and sizes: each backfill's progress, entries and exits by hour"
 
+# A membership row was written twice, in the table and in an index by profile that only a
+# merge read (to drop the anonymous profile's rows): a merge now finds them in the stored
+# profile's own segments, and each row written is one index entry fewer.
+MEMBERS_BY_PROFILE_WHAT = "segment members: no index by profile, one write fewer per change"
+MEMBERS_BY_PROFILE = "DROP INDEX IF EXISTS segment_members_profile;"
+
 SQLITE = [
     Migration(
         1,
@@ -195,6 +201,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     Migration(9, "scheduled runs: each run's progress through its audience", RUNS_SQLITE),
     Migration(10, "counted once: reactions counted once per message in the report", ONCE_SQLITE),
     Migration(11, BACKFILLS_WHAT, BACKFILLS_SQLITE),
+    Migration(12, MEMBERS_BY_PROFILE_WHAT, MEMBERS_BY_PROFILE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -294,6 +301,7 @@ CREATE TABLE accounts (
     Migration(10, "scheduled runs: each run's progress through its audience", RUNS_POSTGRES),
     Migration(11, "counted once: reactions counted once per message in the report", ONCE_POSTGRES),
     Migration(12, BACKFILLS_WHAT, BACKFILLS_POSTGRES),
+    Migration(13, MEMBERS_BY_PROFILE_WHAT, MEMBERS_BY_PROFILE),
 ]
 
 

@@ -328,8 +328,12 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, ScaleOutStore):
             for anonymous, known in changes.merges:
                 for statement in self.sql.merge:
                     await db.execute(statement, known, anonymous)
+                # its rows in segment_members, as its stored state says (see sqlite.py)
+                state = await db.fetchval(self.sql.profile, anonymous)
+                if state is not None:
+                    segments = list(decode_profile(state).segments)
+                    await _send(db, _LEAVE, [(s, anonymous) for s in segments], 2)
                 await db.execute(self.sql.drop_profile, anonymous)
-                await db.execute(self.sql.drop_memberships, anonymous)
             await _send(db, _FORGET, changes.forgotten, 3)
             for table, rows in commit_rows(changes, now).items():
                 statement, width = _BULK[table]

@@ -223,7 +223,6 @@ class Statements:
     )
     drop_profile: str = "DELETE FROM profiles WHERE id = ?"
     # segment membership (see membership_rows and MEMBERS)
-    drop_memberships: str = "DELETE FROM segment_members WHERE profile_id = ?"
     segment_sizes: str = "SELECT segment, count(*) FROM segment_members GROUP BY segment"
     segment_members: str = (
         "SELECT profile_id, since FROM segment_members WHERE segment = ? AND profile_id > ? "

@@ -175,8 +175,8 @@ class SQLiteStore(SQLDatabase, SQLRuns, SQLBackfills):
             for anonymous, known in changes.merges:
                 for statement in self.sql.merge:
                     db.execute(statement, (known, anonymous))
+                _many(db, _leave_sql, _memberships(db, anonymous))
                 db.execute(self.sql.drop_profile, (anonymous,))
-                db.execute(self.sql.drop_memberships, (anonymous,))
             db.executemany(
                 "DELETE FROM identities WHERE kind = ? AND value = ? AND profile_id = ?",
                 changes.forgotten,
@@ -366,6 +366,13 @@ def _leave_sql(rows: int) -> str:
         "DELETE FROM segment_members WHERE (segment, profile_id) IN "
         f"(SELECT column1, column2 FROM (VALUES {pairs}))"
     )
+
+
+def _memberships(db: sqlite3.Connection, profile_id: str) -> list[tuple[str, str]]:
+    """The profile's rows in segment_members, (segment, profile), as its stored state
+    says: both are written from the same segment events, in the same commits."""
+    row = db.execute("SELECT state FROM profiles WHERE id = ?", (profile_id,)).fetchone()
+    return [] if row is None else [(s, profile_id) for s in decode_profile(row[0]).segments]
 
 
 # A profile's state is stored without its clock (wake_at), which is set apart where it
