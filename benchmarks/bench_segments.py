@@ -24,16 +24,24 @@ segments on average:
 - ``mix``: the one core on that stream, with and without the 20 segments;
 - ``mix, on SQLite``: the same stream through what the processor does for each batch on
   SQLite (load the profiles, the one core, commit, as ``journeyman serve``), in this
-  process: wall time per event, with and without the segments.
+  process: wall time per event, with and without the segments;
+- ``mix, serve``: the same stream (with the server's clock instead of the stream's, and
+  fresh profiles in each run) sent to a real ``journeyman serve`` on SQLite as
+  ``POST /v1/batch`` of 200 calls over 8 connections (``loadgen.py --bodies``), runs with
+  and without the segments taking turns: the server process's CPU seconds per event
+  (from ``/proc``, what a busy machine does not blur) beside events/s.
 
-Run with ``python benchmarks/bench_segments.py`` (``--quick`` for shorter runs).
+Run with ``python benchmarks/bench_segments.py [core|mix|ingest|serve]`` (``--quick`` for
+shorter runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -43,13 +51,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_server import Closed, Server, settings
+from bench_server import Closed, Others, Server, _refuse_errors, loadgen, settings
 from journeyman import load_workspace
 from journeyman.domain.core import Known, Snapshot, apply
 from journeyman.domain.engine import Engine
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event, Profile
 from journeyman.storage.sqlite import SQLiteStore
+from machine import wait_until_quiet
 
 HERE = Path(__file__).parent
 WORKSPACE = HERE / "workspace"
@@ -384,6 +393,125 @@ def ingest() -> list[Row]:
     return [("20 segments: ingest throughput drop", drop, note)]
 
 
+# 4. the realistic mix through journeyman serve
+
+
+def _call(event: Event, prefix: str) -> dict[str, Any]:
+    """The mix's event as a call of ``POST /v1/batch`` for a profile of the run ``prefix``
+    (no timestamp: the server's clock)."""
+    uid = f"{prefix}-{event.profile_id}"
+    call: dict[str, Any] = {"userId": uid, "messageId": f"{prefix}-{event.message_id}"}
+    if event.type == "identify":
+        return {"type": "identify", **call, "traits": event.properties}
+    properties = dict(event.properties)
+    if "email" in properties:
+        properties["email"] = f"{uid}@example.com"
+    return {"type": "track", **call, "event": event.name, "properties": properties}
+
+
+def _bodies(folder: Path, prefix: str, events: int) -> Path:
+    """A file of the mix's batches, one ``/v1/batch`` body a line (see loadgen.py)."""
+    path = folder / f"{prefix}.ndjson"
+    with path.open("w") as file:
+        for _, triggers in _mix(events, 200):
+            file.write(json.dumps({"batch": [_call(t, prefix) for t in triggers]}) + "\n")
+    return path
+
+
+def _settled(server: Server, quiet: float = 0.02, every: float = 0.25) -> float:
+    """The server's CPU seconds once it is idle again (its dispatcher has sent what the
+    batches queued): less than ``quiet`` seconds of CPU in ``every`` seconds."""
+    before = server.cpu_seconds()
+    for _ in range(240):
+        time.sleep(every)
+        now = server.cpu_seconds()
+        if now - before < quiet:
+            return now
+        before = now
+    return before
+
+
+def _segment_changes(server: Server) -> int:
+    with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT count(*) FROM steps WHERE journey = ''").fetchone()[0])
+
+
+class _MixRuns:
+    """Runs of the mix against one server, each with fresh profiles."""
+
+    def __init__(self, server: Server, events: int) -> None:
+        self.server, self.events = server, events
+        self.cpu: list[float] = []  # µs of server CPU per event
+        self.rates: list[float] = []  # events/s
+        self.others: list[float] = []  # cores other processes used
+
+    def run(self, prefix: str, measured: bool = True) -> None:
+        bodies = _bodies(self.server.folder, prefix, self.events)
+        if measured:
+            wait_until_quiet()
+        watch = Others(self.server)
+        began = _settled(self.server)
+        result = loadgen(
+            self.server,
+            "closed",
+            *("--path", "/v1/batch", "--batch", "200", "--connections", "8"),
+            *("--bodies", str(bodies), "--warmup", "0", "--duration", "600"),
+        )
+        watch.add_client(result)
+        _refuse_errors(result)
+        assert result["events_accepted"] == self.events, result
+        spent = _settled(self.server) - began
+        if measured:
+            self.cpu.append(spent / self.events * 1e6)
+            self.rates.append(result["events_per_s"])
+            self.others.append(watch.cores())
+        bodies.unlink()
+
+
+def serve_mix() -> list[Row]:
+    """The realistic mix through ``journeyman serve`` on SQLite: the server's CPU per
+    event and its events/s, with and without the 20 segments, runs taking turns."""
+    config = settings()
+    events = 20_000 if config.quick else 40_000
+    repeats = config.repeats if config.quick else 5
+    servers = {flag: Server(_folder(flag, mix=True)) for flag in (False, True)}
+    try:
+        for server in servers.values():
+            server.start()
+        runs = {flag: _MixRuns(server, events) for flag, server in servers.items()}
+        for flag, run in runs.items():
+            run.run(f"w{int(flag)}", measured=False)  # warm up
+        for n in range(repeats):
+            for flag, run in runs.items():
+                run.run(f"r{n}x{int(flag)}")
+        changes = _segment_changes(servers[True]) / (events * (repeats + 1))
+    finally:
+        for server in servers.values():
+            server.remove()
+            shutil.rmtree(server.folder, ignore_errors=True)
+    bare, kept = runs[False], runs[True]
+    base, segmented = statistics.median(bare.cpu), statistics.median(kept.cpu)
+    rate, slower = statistics.median(bare.rates), statistics.median(kept.rates)
+
+    def listed(values: list[float], digits: int = 1) -> str:
+        return ", ".join(f"{v:,.{digits}f}" for v in values)
+
+    note = (
+        f"journeyman serve on SQLite, the realistic mix ({events:,} events of 2,000 fresh "
+        f"profiles a run, the server's clock; {changes:.2f} segment changes per event) as "
+        f"POST /v1/batch of 200 calls over 8 connections, {repeats} runs of each taking "
+        f"turns: server CPU {base:.1f} µs per event without segments, {segmented:.1f} with "
+        f"20 (runs: {listed(bare.cpu)} / {listed(kept.cpu)}); {rate:,.0f} events/s "
+        f"without, {slower:,.0f} with (runs: {listed(bare.rates, 0)} / "
+        f"{listed(kept.rates, 0)}), a drop of {(1 - slower / rate) * 100:.1f} %; other "
+        f"processes {statistics.median(bare.others + kept.others):.2f} cores"
+    )
+    return [("20 segments, mix, serve: CPU per event drop", (1 - base / segmented) * 100, note)]
+
+
+SUITES = {"core": core, "mix": mix, "ingest": ingest, "serve": serve_mix}
+
 if __name__ == "__main__":
-    for label, value, note in [*core(), *mix(), *ingest()]:
+    chosen = [a for a in sys.argv[1:] if not a.startswith("--")] or list(SUITES)
+    for label, value, note in [row for name in chosen for row in SUITES[name]()]:
         print(f"{label}: {value:.1f}% ({note})", file=sys.stdout)

@@ -12,6 +12,8 @@ Modes:
   as the previous one is answered (sustained throughput of ``/v1/track`` or ``/v1/batch``).
   With ``--urls FILE`` (one path a line) they send ``GET`` requests for those paths in
   turn instead (tracked email's click and open links); a 302 or 200 is an answer counted.
+  With ``--bodies FILE`` (one ``/v1/batch`` body a line, of ``--batch`` calls each) they
+  send those bodies, each once, in the order of the file, and stop when all are answered.
 - ``open``: requests go out at a fixed ``--rate`` whatever the answers do (open loop:
   a request's latency counts from when it was due, so a slow server cannot hide its
   queueing); the messages file is followed to time each request until its message is
@@ -116,7 +118,7 @@ class Requests:
         self.prefix = prefix
         self.host = f"{host}:{port}"
 
-    def _raw(self, path: str, body: bytes) -> bytes:
+    def raw(self, path: str, body: bytes) -> bytes:
         return (
             f"POST {path} HTTP/1.1\r\n".encode()
             + self.head
@@ -139,11 +141,11 @@ class Requests:
         )
 
     def track(self, n: int) -> bytes:
-        return self._raw("/v1/track", self._signed_up(n, False).encode())
+        return self.raw("/v1/track", self._signed_up(n, False).encode())
 
     def batch(self, first: int, size: int) -> bytes:
         items = ",".join(self._signed_up(n, True) for n in range(first, first + size))
-        return self._raw("/v1/batch", f'{{"batch":[{items}]}}'.encode())
+        return self.raw("/v1/batch", f'{{"batch":[{items}]}}'.encode())
 
     def alarms(self, first: int, size: int, at: str) -> bytes:
         items = ",".join(
@@ -152,7 +154,7 @@ class Requests:
             f'"email":"{self.uid(n)}@example.com"}}}}'
             for n in range(first, first + size)
         )
-        return self._raw("/v1/batch", f'{{"batch":[{items}]}}'.encode())
+        return self.raw("/v1/batch", f'{{"batch":[{items}]}}'.encode())
 
 
 def quantiles(values: list[float]) -> dict[str, float | int]:
@@ -185,6 +187,12 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
     make = Requests(args.host, args.port, args.key, args.prefix)
     per_request = args.batch if args.path == "/v1/batch" else 1
     gets = [make.get(p) for p in Path(args.urls).read_text().split()] if args.urls else []
+    bodies = [
+        make.raw("/v1/batch", line)
+        for line in (Path(args.bodies).read_bytes().splitlines() if args.bodies else [])
+        if line
+    ]
+    most = min(args.max_requests, len(bodies)) if bodies else args.max_requests
     answered = {200, 302} if gets else {200, 202}  # a batch answers 200, one call 202
     connections = [await connect(args.host, args.port) for _ in range(args.connections)]
     statuses: collections.Counter[int] = collections.Counter()
@@ -199,11 +207,13 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
 
     async def worker(conn: Connection) -> None:
         nonlocal counter
-        while counter < args.max_requests and time.perf_counter() < deadline:
+        while counter < most and time.perf_counter() < deadline:
             n = counter
             counter += 1
             if gets:
                 raw = gets[n % len(gets)]
+            elif bodies:
+                raw = bodies[n]
             elif per_request > 1:
                 raw = make.batch(n * per_request, per_request)
             else:
@@ -483,6 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default=f"lg{os.getpid()}")
     parser.add_argument("--path", default="/v1/track", choices=["/v1/track", "/v1/batch"])
     parser.add_argument("--urls", default="", help="closed loop: GET these paths (a file)")
+    parser.add_argument("--bodies", default="", help="closed loop: POST these batches (a file)")
     parser.add_argument("--batch", type=int, default=200, help="events per /v1/batch call")
     parser.add_argument("--connections", type=int, default=128)
     parser.add_argument("--max-connections", type=int, default=256, help="open loop: at most")

@@ -57,6 +57,7 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("segments core", bench_segments.core, "% drop", "< 15%", lambda v: v < 15),
     ("segments mix", bench_segments.mix, "% drop", "< 15%", lambda v: v < 15),
     ("segments ingest", bench_segments.ingest, "% drop", "< 15%", lambda v: v < 15),
+    ("segments serve mix", bench_segments.serve_mix, "% drop", "< 15%", lambda v: v < 15),
     ("segment exits", bench_segment_exits.run, "s", "< 1 s", lambda v: v < 1),
     ("scheduled run", bench_schedules.run, "profiles/s", ">= 5,000/s", _at_least(5_000)),
     ("scheduled run memory", bench_schedules.memory, "MB", "< 300 MB", lambda v: v < 300),

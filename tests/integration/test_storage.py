@@ -17,6 +17,7 @@ import pytest
 from msgspec.structs import replace as struct_replace
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
+from journeyman.domain.segments import segment_event
 from journeyman.domain.state import Account, Event, Instance, Profile, SendMessage, StepRecord
 from journeyman.storage import (
     Database,
@@ -921,6 +922,28 @@ def test_a_profile_clock_is_due_beside_waits_and_goes_when_its_segments_need_non
     run(store, check)
 
 
+def test_a_profile_clock_moves_with_its_state_and_stays_when_only_the_state_changes(
+    store: Database,
+) -> None:
+    early, late = START + MINUTE, START + 5 * MINUTE
+
+    async def check() -> None:
+        await store.commit(Changes(profiles={"u2": Profile(id="u2", wakes={"s": late})}))
+        assert await store.next_wake() == late
+        pro = Profile(id="u2", traits={"plan": "pro"}, wakes={"s": late})
+        await store.commit(Changes(profiles={"u2": pro}))
+        assert await store.next_wake() == late
+        stored = await store.profile("u2")
+        assert stored is not None
+        assert stored.traits == {"plan": "pro"}
+        sooner = Profile(id="u2", traits={"plan": "pro"}, wakes={"s": early})
+        await store.commit(Changes(profiles={"u2": sooner}))
+        assert await store.next_wake() == early
+        assert ids(await store.due(early, 10)) == ["\x00u2"]
+
+    run(store, check)
+
+
 @pytest.mark.shared
 def test_processes_sharing_a_database_never_claim_the_same_profile_clock(
     store: Database, store_url: str
@@ -951,6 +974,31 @@ def test_processes_sharing_a_database_never_claim_the_same_profile_clock(
             assert ids(await store.due(late, 100)) == ["\x00" + people[0]]
         finally:
             await other.close()
+
+    run(store, check)
+
+
+def test_a_merged_anonymous_profile_leaves_its_segments_and_the_known_one_keeps_its_own(
+    store: Database,
+) -> None:
+    def joined(profile: str, *segments: str) -> Changes:
+        return Changes(
+            events=[segment_event(profile, name, True, START) for name in segments],
+            profiles={profile: Profile(id=profile, segments=dict.fromkeys(segments, START))},
+        )
+
+    async def members(segment: str) -> list[str]:
+        return [pid for pid, _ in await store.segment_members(segment, "", 10)]
+
+    async def check() -> None:
+        await store.commit(joined("anon", "vip", "pro"))
+        await store.commit(joined("known", "vip"))
+        assert await store.segment_sizes() == {"vip": 2, "pro": 1}
+        merged = Profile(id="known", segments={"vip": START})
+        await store.commit(Changes(profiles={"known": merged}, merges=[("anon", "known")]))
+        assert await members("vip") == ["known"]
+        assert await members("pro") == []
+        assert await store.profile("anon") is None
 
     run(store, check)
 

@@ -173,6 +173,39 @@ def test_a_segment_the_profile_comes_back_to_is_clocked_again(simulate: Simulate
     ]
 
 
+@pytest.mark.parametrize(
+    ("source", "falls"),
+    [
+        ('count("purchased", "30d") >= 2', True),
+        ('2 <= count("purchased", "30d") and profile.plan == "pro"', True),
+        ('count("purchased", "30d") > 1 or in_segment("vip")', True),
+        ('count("purchased", "30d") == 1', False),
+        ('count("purchased", "30d") < 2', False),
+        ('not count("purchased", "30d") >= 2', False),
+        ('sum("purchased", "total", "30d") > 5', False),
+        ('count("purchased", "30d") >= 2 and days_since("app_opened") < 3', False),
+        ('count("purchased", "30d") >= 2 or hour(now_local) >= 9', False),
+        ('count("purchased", "30d") >= 2 and now > "2026-01-01"', False),
+        ('count("purchased", "30d") >= 2 or is_anniversary(profile.birthday)', False),
+    ],
+)
+def test_only_counts_at_least_a_number_are_known_to_only_fall_with_time(
+    source: str, falls: bool
+) -> None:
+    assert compile_expression(source).only_falls is falls
+
+
+def test_a_profile_below_a_count_threshold_has_no_wake_time_for_it(simulate: Simulate) -> None:
+    sim = simulate(VIP)
+    buy(sim, START)
+    assert sim.profile("u1").wakes == {}  # it can enter on a purchase only, never by time
+    buy(sim, after("1d"))
+    assert sim.profile("u1").wakes == {"vip": after("30d")}
+    sim.run_until(after("31d"))
+    assert segment_lines(sim) == [("segment_entered", "vip"), ("segment_exited", "vip")]
+    assert sim.profile("u1").wakes == {}
+
+
 def test_a_threshold_is_met_on_time_whether_compared_or_computed(simulate: Simulate) -> None:
     lapsed = ACTIVE.replace("active", "lapsed").replace("< 30", ">= 200")
     sim = simulate(lapsed)

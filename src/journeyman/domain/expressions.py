@@ -885,6 +885,10 @@ class Expression:
     # of now_local; ("anniversary", path) for is_anniversary(path), path None when it is
     # no fixed path; ("local", None) for any other reading of now_local.
     clock: frozenset[tuple[Any, ...]] = frozenset()
+    # Whether, with no new event, the time that passes can only turn it from true to false
+    # (never the other way): an ``and`` / ``or`` of ``count(...)`` at least (or more than)
+    # a number, and of terms that do not read the time. A false one stays false.
+    only_falls: bool = False
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The value of the expression in ``scope``; ``None`` for anything not computable."""
@@ -920,7 +924,8 @@ def compile_expression(source: str) -> Expression:
     exec(compile(code, "<expression>", "exec"), namespace)
     calls = frozenset(_history_calls(tree))
     clock = frozenset(_clock_reads(tree))
-    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"], calls, clock)
+    falls = _only_falls(tree)
+    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"], calls, clock, falls)
 
 
 # --- history functions -------------------------------------------------------------------
@@ -1014,6 +1019,31 @@ def _clock_reads(node: _Node) -> Iterable[tuple[Any, ...]]:
     else:
         for arg in node.args:
             yield from _clock_reads(arg)
+
+
+def _only_falls(node: _Node) -> bool:
+    """Whether the tree is an and / or of ``count(...) >= k`` or ``> k`` (``k <= count(...)``,
+    ``k < count(...)``), k a number, and of terms that do not read the time: as days leave
+    the windows, counts only go down, so its answer can only go from true to false."""
+    if node.kind in ("and", "or"):
+        return all(_only_falls(arg) for arg in node.args)
+    if node.kind == "cmp" and node.value in (">=", ">", "<=", "<"):
+        counted, bound = node.args if node.value in (">=", ">") else reversed(node.args)
+        number = bound.kind == "const" and type(bound.value) in (int, float)
+        if number and counted.kind == "history" and counted.value[0] == "count":
+            return True
+    return not _reads_time(node)
+
+
+def _reads_time(node: _Node) -> bool:
+    """Whether the tree's answer can change with the time alone."""
+    if node.kind == "history" and node.value[0] in ("count", "sum", "days_since"):
+        return True
+    if node.kind == "root" and node.value in ("now", "now_local"):
+        return True
+    if node.kind == "call" and node.value in _READS_LOCAL_TIME:  # is_anniversary(...)
+        return True
+    return any(_reads_time(arg) for arg in node.args)
 
 
 def _is_days_since(node: _Node) -> bool:

@@ -89,6 +89,8 @@ class Readers:
     traits: frozenset[str]  # the segments that read the profile's traits
     segments: Mapping[str, frozenset[str]]  # segment -> those that read in_segment(it)
     timely: frozenset[str]  # the segments that read ``now`` itself: every trigger
+    order: Mapping[str, int]  # segment -> its place in the order they are evaluated in
+    names: tuple[str, ...]  # the segments in that order
 
     @classmethod
     def of(cls, segments: Mapping[str, Segment]) -> Readers:
@@ -105,6 +107,8 @@ class Readers:
             traits=frozenset(n for n, s in evaluated.items() if s.reads_traits),
             segments={name: frozenset(names) for name, names in readers.items()},
             timely=frozenset(n for n, s in evaluated.items() if s.timely),
+            order={name: index for index, name in enumerate(segments)},
+            names=tuple(segments),
         )
 
 
@@ -137,8 +141,15 @@ def changed_segments(
     changes: list[tuple[str, bool]] = []
     if not due:
         return changes
-    for name, segment in segments.items():
-        if name not in due or segment.listed:
+    order, names = readers.order, readers.names
+    # The places of the due segments, taken in order; only those (a few of the
+    # workspace's, most often) are looked at.
+    places = sorted(order[name] for name in due if name in order)
+    while places:
+        place = heapq.heappop(places)
+        name = names[place]
+        segment = segments[name]
+        if segment.listed:
             continue
         if evaluated is not None:
             evaluated.append(name)
@@ -149,7 +160,11 @@ def changed_segments(
             members[name] = now
         else:
             del members[name]
-        due.update(readers.segments.get(name, ()))  # those after it read its new answer
+        for reader in readers.segments.get(name, ()):  # those after it read its new answer
+            later = order[reader]
+            if later > place and reader not in due:
+                due.add(reader)
+                heapq.heappush(places, later)
         changes.append((name, inside))
     return changes
 
@@ -222,6 +237,8 @@ def next_change(
     ``now_local`` at each of its hours. Those moments are looked at in order (:data:`PROBES`
     at most) with the expression evaluated as of each, over ``scope`` (the one it was
     evaluated in now): the first whose answer differs is the one, never a moment late."""
+    if not inside and segment.when.only_falls:
+        return None  # false, and the time that passes can only make it false
     looked: datetime | None = None
     at = dict(scope)  # the scope as of each moment in turn (a few keys: cheap to copy)
     local = segment.local

@@ -162,8 +162,14 @@ class Profile(msgspec.Struct, kw_only=True):
     def wake_at(self) -> datetime | None:
         """When the profile's segments must be evaluated again, or a schedule in its own
         local time enters it, with no event."""
-        wakes = (at for at in self.wakes.values() if at != NEVER)
-        return min((*wakes, *self.schedules.values()), default=None)
+        # NEVER is the latest time there is: the earliest wake is NEVER only if all are.
+        wake = min(self.wakes.values()) if self.wakes else None
+        if wake == NEVER:
+            wake = None
+        if self.schedules:
+            scheduled = min(self.schedules.values())
+            return scheduled if wake is None or scheduled < wake else wake
+        return wake
 
     def view(self) -> dict[str, Any]:
         view = dict(self.traits)

@@ -23,13 +23,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from journeyman.domain.segments import SEGMENT_EVENTS
 from journeyman.domain.state import Event
 from journeyman.storage.codec import ms, time
 from journeyman.storage.leases import SQLLeases
+from journeyman.storage.sql import Insert
 
 __all__ = [
     "BACKFILLS_POSTGRES",
@@ -69,10 +70,12 @@ _COLUMNS = "id, segment, digest, state, cursor, done, total, started_at, updated
 _HOUR = timedelta(hours=1)
 # A size bucket's row: added to, never read back before the write (concurrent commits
 # of several workers add to the same hour).
-ADD_SIZE = (
-    "INSERT INTO segment_sizes VALUES (?, ?, ?, ?) ON CONFLICT (segment, hour) DO UPDATE SET "
+SIZES = Insert(
+    "segment_sizes",
+    "segment text, hour int8, entered int8, exited int8",
+    "ON CONFLICT (segment, hour) DO UPDATE SET "
     "entered = segment_sizes.entered + excluded.entered, "
-    "exited = segment_sizes.exited + excluded.exited"
+    "exited = segment_sizes.exited + excluded.exited",
 )
 
 
@@ -120,9 +123,13 @@ class SizeBucket:
     exited: int
 
 
+_HOUR_MS = 3_600_000
+
+
 def hour_of(at: datetime) -> int:
-    """The start of ``at``'s UTC hour, in ms."""
-    return ms(at.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
+    """The start of ``at``'s UTC hour, in ms (UTC hours begin at whole multiples of an
+    hour since the epoch)."""
+    return ms(at) // _HOUR_MS * _HOUR_MS
 
 
 def size_rows(events: Iterable[Event]) -> list[tuple[str, int, int, int]]:

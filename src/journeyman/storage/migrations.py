@@ -149,6 +149,12 @@ STEP_COUNTERS_WHAT = "steps' numbers in the report counters, counted from the st
 
 BACKFILLS_WHAT = "segment backfills and sizes: each backfill's progress, entries and exits by hour"
 
+# A membership row was written twice, in the table and in an index by profile that only a
+# merge read (to drop the anonymous profile's rows): a merge now finds them in the stored
+# profile's own segments, and each row written is one index entry fewer.
+MEMBERS_BY_PROFILE_WHAT = "segment members: no index by profile, one write fewer per change"
+MEMBERS_BY_PROFILE = "DROP INDEX IF EXISTS segment_members_profile;"
+
 SQLITE = [
     Migration(
         1,
@@ -226,6 +232,7 @@ CREATE TABLE IF NOT EXISTS accounts (
         12, "drafts: each journey's draft from the editor, who saved it and when", DRAFTS_SQLITE
     ),
     Migration(13, STEP_COUNTERS_WHAT, STEP_COUNTERS),
+    Migration(14, MEMBERS_BY_PROFILE_WHAT, MEMBERS_BY_PROFILE),
 ]
 
 # The same tables and the same encoding (msgpack documents, times in whole milliseconds),
@@ -329,6 +336,7 @@ CREATE TABLE accounts (
         13, "drafts: each journey's draft from the editor, who saved it and when", DRAFTS_POSTGRES
     ),
     Migration(14, STEP_COUNTERS_WHAT, STEP_COUNTERS),
+    Migration(15, MEMBERS_BY_PROFILE_WHAT, MEMBERS_BY_PROFILE),
 ]
 
 

@@ -30,7 +30,7 @@ import asyncpg
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import Account, Profile
 from journeyman.storage import shown_url
-from journeyman.storage.backfills import ADD_SIZE, SQLBackfills, size_rows
+from journeyman.storage.backfills import SIZES, SQLBackfills, size_rows
 from journeyman.storage.base import (
     LEASE,
     HistoryRow,
@@ -58,6 +58,7 @@ from journeyman.storage.runs import SQLRuns
 from journeyman.storage.sql import (
     INSERTS,
     KEPT,
+    MEMBERS,
     POSTGRES_DIALECT,
     Insert,
     SQLDatabase,
@@ -77,7 +78,6 @@ CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited
 # Any number will do, as long as it is journeyman's own: opening processes take turns to
 # migrate the schema while holding this advisory lock.
 _MIGRATION_LOCK = 0x6A6F75726E
-_ADD_SIZE = POSTGRES_DIALECT(ADD_SIZE)
 
 
 def _bulk(insert: Insert, also: str = "") -> str:
@@ -103,6 +103,11 @@ _BULK = {
     for width in [len(insert.names)]
 }
 _KEEP_PROFILES, _KEEP_EVENTS = (_bulk(insert) for insert in KEPT)
+_JOIN, _ADD_SIZES = _bulk(MEMBERS), _bulk(SIZES)
+_LEAVE = (
+    "DELETE FROM segment_members WHERE (segment, profile_id) IN "
+    "(SELECT * FROM unnest($1::text[], $2::text[]))"
+)
 _COUNT_ONCE = (
     "INSERT INTO counted_once SELECT unnest($1::text[]) ON CONFLICT (key) DO NOTHING RETURNING key"
 )
@@ -324,25 +329,25 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
             for anonymous, known in changes.merges:
                 for statement in self.sql.merge:
                     await db.execute(statement, known, anonymous)
+                # its rows in segment_members, as its stored state says (see sqlite.py)
+                state = await db.fetchval(self.sql.profile, anonymous)
+                if state is not None:
+                    segments = list(decode_profile(state).segments)
+                    await _send(db, _LEAVE, [(s, anonymous) for s in segments], 2)
                 await db.execute(self.sql.drop_profile, anonymous)
-                await db.execute(self.sql.drop_memberships, anonymous)
             await _send(db, _FORGET, changes.forgotten, 3)
             for table, rows in commit_rows(changes, now).items():
                 statement, width = _BULK[table]
                 await _send(db, statement, rows, width)
             joins, leaves = membership_rows(changes)
-            if joins:
-                await db.executemany(self.sql.join_segment, joins)
-            if leaves:
-                await db.executemany(self.sql.leave_segment, leaves)
+            await _send(db, _JOIN, joins, 3)
+            await _send(db, _LEAVE, leaves, 2)
             if changes.accounts:
                 await _put_accounts(db, changes.accounts, now)
             if changes.tallies:
                 fresh = await _count_once(db, once_keys(changes))
                 await db.executemany(self.sql.add_counter, counter_rows(changes, fresh))
-            sizes = size_rows(changes.events)
-            if sizes:
-                await db.executemany(_ADD_SIZE, sizes)
+            await _send(db, _ADD_SIZES, size_rows(changes.events), 4)
             await _send(db, _SETTLE, _settle_rows(changes.deliveries), 6)
             if changes.told:
                 await _learn(db, changes.told)

@@ -67,6 +67,7 @@ from journeyman.storage.codec import (
 __all__ = [
     "INSERTS",
     "KEPT",
+    "MEMBERS",
     "POSTGRES_DIALECT",
     "SQLITE_DIALECT",
     "Dialect",
@@ -221,19 +222,12 @@ class Statements:
         ),
     )
     drop_profile: str = "DELETE FROM profiles WHERE id = ?"
-    # segment membership (see membership_rows)
-    join_segment: str = (
-        "INSERT INTO segment_members VALUES (?, ?, ?) "
-        "ON CONFLICT (segment, profile_id) DO UPDATE SET since = excluded.since"
-    )
-    leave_segment: str = "DELETE FROM segment_members WHERE segment = ? AND profile_id = ?"
-    drop_memberships: str = "DELETE FROM segment_members WHERE profile_id = ?"
+    # segment membership (see membership_rows and MEMBERS)
     segment_sizes: str = "SELECT segment, count(*) FROM segment_members GROUP BY segment"
     segment_members: str = (
         "SELECT profile_id, since FROM segment_members WHERE segment = ? AND profile_id > ? "
         "ORDER BY profile_id LIMIT ?"
     )
-    segments_of: str = "SELECT segment, since FROM segment_members WHERE profile_id = ?"
     # report counters (see counter_rows)
     count_once: str = "INSERT INTO counted_once VALUES (?) ON CONFLICT (key) DO NOTHING"
     add_counter: str = (
@@ -332,6 +326,13 @@ INSERTS = {
     )
 }
 
+
+# Who joined a segment in a commit (see membership_rows), many rows to a statement.
+MEMBERS = Insert(
+    "segment_members",
+    "segment text, profile_id text, since int8",
+    "ON CONFLICT (segment, profile_id) DO UPDATE SET since = excluded.since",
+)
 
 # What an import keeps of events that only go in their profiles' history (keep_history).
 KEPT = (

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -32,7 +33,7 @@ import msgspec
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
 from journeyman.domain.state import Account, Profile
-from journeyman.storage.backfills import ADD_SIZE, SQLBackfills, size_rows
+from journeyman.storage.backfills import SIZES, SQLBackfills, size_rows
 from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
     decode_account,
@@ -51,6 +52,7 @@ from journeyman.storage.runs import SQLRuns
 from journeyman.storage.sql import (
     INSERTS,
     KEPT,
+    MEMBERS,
     SQLITE_DIALECT,
     Insert,
     SQLDatabase,
@@ -174,22 +176,24 @@ class SQLiteStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts):
             for anonymous, known in changes.merges:
                 for statement in self.sql.merge:
                     db.execute(statement, (known, anonymous))
+                _many(db, _leave_sql, _memberships(db, anonymous))
                 db.execute(self.sql.drop_profile, (anonymous,))
-                db.execute(self.sql.drop_memberships, (anonymous,))
             db.executemany(
                 "DELETE FROM identities WHERE kind = ? AND value = ? AND profile_id = ?",
                 changes.forgotten,
             )
             for table, rows in commit_rows(changes, now).items():
-                _insert(db, INSERTS[table], rows)
+                _insert(db, _PROFILES if table == "profiles" else INSERTS[table], rows)
+                if table == "profiles":
+                    _many(db, _wake_sql, [(row[0], row[2]) for row in rows])
             joins, leaves = membership_rows(changes)
-            db.executemany(self.sql.join_segment, joins)
-            db.executemany(self.sql.leave_segment, leaves)
+            _insert(db, MEMBERS, joins)
+            _many(db, _leave_sql, leaves)
             self._put_accounts(changes.accounts, now)
             once = once_keys(changes)
             fresh = {k for k in once if db.execute(self.sql.count_once, (k,)).rowcount == 1}
             db.executemany(self.sql.add_counter, counter_rows(changes, fresh))
-            db.executemany(ADD_SIZE, size_rows(changes.events))
+            _insert(db, SIZES, size_rows(changes.events))
             self._settle_rows(changes.deliveries)
 
     def _put_accounts(self, patches: dict[str, dict[str, Any]], now: int) -> None:
@@ -331,11 +335,18 @@ ROWS_SHIFT = 8
 
 def _insert(db: sqlite3.Connection, insert: Insert, rows: list[tuple[Any, ...]]) -> None:
     """``INSERT INTO`` the table every row, in few calls (many rows to a statement)."""
+    _many(db, functools.partial(_insert_sql, insert), rows)
+
+
+def _many(
+    db: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Run ``statement(n)``, a statement of n rows, for every row, in few calls."""
     done = 0
     while done < len(rows):
         size = 1 << min(ROWS_SHIFT, (len(rows) - done).bit_length() - 1)
         chunk = rows[done : done + size]
-        db.execute(_insert_sql(insert, size), [v for one in chunk for v in one])
+        db.execute(statement(size), [v for one in chunk for v in one])
         done += size
 
 
@@ -344,6 +355,44 @@ def _insert_sql(insert: Insert, rows: int) -> str:
     names = ", ".join([*insert.names, *(column for column, _ in insert.constants)])
     row = "(" + ", ".join(["?"] * len(insert.names) + [v for _, v in insert.constants]) + ")"
     return f"INSERT INTO {insert.table} ({names}) VALUES {','.join([row] * rows)} {insert.tail}"
+
+
+@functools.lru_cache(maxsize=16)
+def _leave_sql(rows: int) -> str:
+    """Take (segment, profile) rows out of ``segment_members``."""
+    # IN over a subquery of VALUES: each pair is looked up along the primary key (a row
+    # value IN a bare VALUES list is not, and would scan the table).
+    pairs = ",".join(["(?, ?)"] * rows)
+    return (
+        "DELETE FROM segment_members WHERE (segment, profile_id) IN "
+        f"(SELECT column1, column2 FROM (VALUES {pairs}))"
+    )
+
+
+def _memberships(db: sqlite3.Connection, profile_id: str) -> list[tuple[str, str]]:
+    """The profile's rows in segment_members, (segment, profile), as its stored state
+    says: both are written from the same segment events, in the same commits."""
+    row = db.execute("SELECT state FROM profiles WHERE id = ?", (profile_id,)).fetchone()
+    return [] if row is None else [(s, profile_id) for s in decode_profile(row[0]).segments]
+
+
+# A profile's state is stored without its clock (wake_at), which is set apart where it
+# moved only: an UPDATE that names wake_at rewrites its entry in profiles_wake even when
+# the value is the same, and most commits leave a profile's clock where it was.
+_PROFILES = dataclasses.replace(
+    INSERTS["profiles"],
+    tail="ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _wake_sql(rows: int) -> str:
+    """Set the clock of (profile, wake_at) rows where it is not that already."""
+    pairs = ",".join(["(?, ?)"] * rows)
+    return (
+        f"UPDATE profiles SET wake_at = v.column2 FROM (VALUES {pairs}) AS v "
+        "WHERE profiles.id = v.column1 AND profiles.wake_at IS NOT v.column2"
+    )
 
 
 # The engine's reads, on whichever connection SQLiteStore._read gives them.
