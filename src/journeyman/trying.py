@@ -42,7 +42,7 @@ from journeyman.domain.documents import read_documents
 from journeyman.domain.expressions import ExpressionError, compile_expression
 from journeyman.domain.parse import parse_documents
 from journeyman.domain.problems import Problem
-from journeyman.domain.reactions import REACTION_EVENTS
+from journeyman.domain.reactions import REACTION_EVENTS, REACTION_OUTCOMES
 from journeyman.domain.schedules import SCHEDULED_EVENT
 from journeyman.domain.state import Account, Event, Profile, SendMessage, StepRecord
 from journeyman.domain.templates import TemplateError, compile_template, guarded
@@ -306,7 +306,11 @@ def _answer(sim: Simulator, journey: str, profile_id: str, events: int) -> dict[
     )
     records = [r for r in sim.records if r.journey == journey and r.profile_id == profile_id]
     latest = mine[-1] if mine else None
-    steps = [r.step for r in records if latest and r.instance_id == latest.id and r.step]
+    steps = [
+        r.step
+        for r in records
+        if latest and r.instance_id == latest.id and r.step and r.outcome not in REACTION_OUTCOMES
+    ]
     taken = [(a, b) for a, b in itertools.pairwise([ENTRY, *steps]) if a != b]
     messages = [
         _message(message)

@@ -25,6 +25,7 @@ __all__ = [
     "MESSAGE_PROPERTIES",
     "REACTIONS",
     "REACTION_EVENTS",
+    "REACTION_OUTCOMES",
     "REACTION_SCHEMAS",
     "reaction_event",
     "reaction_record",
@@ -57,6 +58,9 @@ ENGAGEMENT = (
     "complained",
     "unsubscribed",
 )
+#: The outcomes a reaction notes on its send step's trace after the fact: no move of the
+#: instance (a path drawn from the trace leaves them out).
+REACTION_OUTCOMES = frozenset(ENGAGEMENT)
 _OUTCOMES = {
     "message_sent": "delivered",
     "message_opened": "opened",

@@ -24,7 +24,7 @@ from journeyman.domain import funnel
 from journeyman.domain import model as m
 from journeyman.domain.ingest import normal_email
 from journeyman.domain.parse import compile_journey
-from journeyman.domain.reactions import ENGAGEMENT
+from journeyman.domain.reactions import ENGAGEMENT, REACTION_OUTCOMES
 from journeyman.domain.segments import SEGMENT_EVENTS
 from journeyman.domain.state import Account, Event, Profile, StepRecord
 from journeyman.errors import JourneymanError
@@ -347,7 +347,13 @@ async def instance_path(runtime: Runtime, instance_id: str) -> dict[str, Any] | 
     if instance is None:
         return None
     trace = await runtime.reads.trace(instance.profile_id, limit=_TRACE_LIMIT)
-    steps = [r.step for r in trace if r.instance_id == instance_id and r.step is not None]
+    steps = [
+        r.step
+        for r in trace
+        if r.instance_id == instance_id
+        and r.step is not None
+        and r.outcome not in REACTION_OUTCOMES  # noted on the send step later: no move
+    ]
     visited = [ENTRY, *dict.fromkeys(steps)]
     taken = [[a, b] for a, b in itertools.pairwise([ENTRY, *steps]) if a != b]
     return {
