@@ -20,6 +20,7 @@ from journeyman.api import Keys, create_app
 from journeyman.channels.file import FileChannel
 from journeyman.runtime.service import Runtime
 from journeyman.storage import open_store, sqlite_path
+from journeyman.storage.migrations import POSTGRES, SQLITE, STEP_COUNTERS_WHAT
 from journeyman.storage.sqlite import SQLiteStore
 from journeyman.web import ConsoleSettings
 from journeyman.workspace import load_workspace
@@ -178,11 +179,14 @@ async def forget_step_counters(url: str) -> None:
     """Make the database what a journeyman from before the steps were counted left: no
     step counters of every instance (a ``sent`` that began late), no ends by merge, and
     the schema version before theirs."""
+    steps = SQLITE if url.startswith("sqlite:") else POSTGRES
+    theirs = next(m.version for m in steps if m.what == STEP_COUNTERS_WHAT)
     statements = [
         "DELETE FROM report_counters WHERE arm = '' "
         "AND (metric LIKE 'step:%' OR metric = 'ended:merged')",
         "INSERT INTO report_counters VALUES ('flow', 1, '', '', 'step:greet:sent', 1, 0)",
-        "UPDATE meta SET value = CAST(CAST(value AS INTEGER) - 1 AS TEXT) WHERE key = 'schema'",
+        # the steps from theirs on run again at the next open (the later ones are idempotent)
+        f"UPDATE meta SET value = '{theirs - 1}' WHERE key = 'schema'",
     ]
     if url.startswith("sqlite:"):
         path = sqlite_path(url)
