@@ -7,7 +7,8 @@ page's CSRF token in the ``X-CSRF-Token`` header for writes), draws the journey 
 journey page does, and sends every edit back as the whole document. The YAML file stays
 the truth: the server merges the document into it, keeps comments and formatting, and
 answers the diff the editor shows. The template editor (``static/template_editor.js``)
-does the same with a template's draft, beside a preview rendered as it is typed.
+does the same with a template's draft, beside a preview rendered as it is typed. What
+both scripts share (the /editor/api calls, the status line, diffs) is ``static/editing.js``.
 """
 
 from __future__ import annotations

@@ -118,16 +118,6 @@ function copy(value) {
   return JSON.parse(JSON.stringify(value));
 }
 
-function h(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
-  return node;
-}
 
 function s(tag, attributes = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -159,10 +149,6 @@ function setAt(root, path, value) {
   }
 }
 
-function debounce(run, ms) {
-  let timer = null;
-  return (...args) => { clearTimeout(timer); timer = setTimeout(() => run(...args), ms); };
-}
 
 // --- the editor's state ---
 
@@ -174,37 +160,10 @@ const E = {
   checking: 0,
 };
 
-async function api(method, path, body) {
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET") headers["X-CSRF-Token"] = E.csrf;
-  const options = { method, headers, credentials: "same-origin" };
-  if (body !== undefined) options.body = JSON.stringify(body);
-  try {
-    const answer = await fetch(`/editor/api${path}`, options);
-    let data = null;
-    if (answer.status !== 204) { try { data = await answer.json(); } catch (error) { data = null; } }
-    return { status: answer.status, ok: answer.ok, data: data || {} };
-  } catch (error) {
-    return { status: 0, ok: false, data: { error: "The server did not answer: try again in a moment." } };
-  }
-}
 
 const journeyPath = (tail = "") => `/journeys/${encodeURIComponent(E.name)}/draft${tail}`;
 
-function say(text, kind = "") {
-  const status = document.querySelector("[data-status]");
-  status.hidden = !text;
-  status.className = `alert ${kind}`;
-  status.setAttribute("role", kind === "error" ? "alert" : "status");
-  status.replaceChildren(...(Array.isArray(text) ? text : [text]));
-}
 
-function errorText(answer) {
-  const data = answer.data || {};
-  const error = typeof data.error === "string" ? data.error : data.error?.message;
-  return error || `The server answered ${answer.status}.`;
-}
 
 // --- changes, undo and redo ---
 
@@ -834,12 +793,6 @@ function drawDiff(diff) {
   pre.replaceChildren(...diffLines(diff));
 }
 
-function diffLines(diff) {
-  return diff.split("\n").flatMap((line) => {
-    const kind = line.startsWith("+") && !line.startsWith("+++") ? "add" : line.startsWith("-") && !line.startsWith("---") ? "del" : "";
-    return [h("span", { class: kind }, line), "\n"];
-  });
-}
 
 function drawProblems() {
   const list = document.querySelector("[data-problems]");
@@ -1152,7 +1105,7 @@ function completions() {
 
 async function start(root) {
   E.name = root.dataset.journey;
-  E.csrf = root.dataset.csrf;
+  E.csrf = EDITING.csrf = root.dataset.csrf;
   E.fresh = root.dataset.new === "true";
   E.published = root.dataset.published === "true";
   const narrow = window.matchMedia("(max-width: 700px)");
