@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from journeyman.browsers import Cors
-from journeyman.clicks import tracking_routes
+from journeyman.clicks import TrackingLinks
 from journeyman.consent_admin import consent_admin_routes
 from journeyman.consent_api import consent_routes
 from journeyman.domain.model import Journey, Step
@@ -135,7 +135,6 @@ def create_app(
             api.guard(api.replay_dead_letter),
             methods=["POST"],
         ),
-        *tracking_routes(runtime, unavailable),
         Route("/healthz", api.health, methods=["GET"]),
         Route("/readyz", api.ready, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
@@ -149,7 +148,7 @@ def create_app(
     ]
     exact(routes)
     app = Starlette(routes=routes, exception_handlers={HTTPException: _no_route})
-    return Ingest(ingest, app)
+    return Ingest(ingest, TrackingLinks(runtime, unavailable, app))
 
 
 def _console_api(api: _Api) -> list[Route]:

@@ -1,4 +1,4 @@
-"""The keyless routes that tracked email points at: ``GET /c/{token}`` and ``GET /o/{token}``.
+"""The keyless links that tracked email points at: ``GET /c/{token}`` and ``GET /o/{token}``.
 
 A click verifies its token (message key and link number, signed with the deployment's
 secret), finds the message in the outbox and link number ``i`` in its HTML as sent,
@@ -14,6 +14,10 @@ no cache keeps. A bad token gets the same GIF with a 404: the image still draws,
 nothing is recorded.
 
 A ``HEAD`` request answers as a ``GET`` would, and records nothing (link checkers send one).
+
+Every open and click of every message passes here, so, like ingest, :class:`TrackingLinks`
+answers straight off the ASGI scope in front of the API: no routing, no request or response
+objects. Any other method, and any other path, goes on to the API (a 405, a 404).
 """
 
 from __future__ import annotations
@@ -21,10 +25,9 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
+from urllib.parse import quote
 
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from journeyman.domain.state import SendMessage
 from journeyman.runtime.processor import Overloaded
@@ -39,36 +42,84 @@ from journeyman.runtime.tracking import (
     open_event,
 )
 
-__all__ = ["PIXEL", "tracking_routes"]
+__all__ = ["PIXEL", "TrackingLinks"]
 
 log = logging.getLogger("journeyman.api")
 
 #: The open pixel: a 1x1 transparent GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-_NO_CACHE = {
-    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
-    "Pragma": "no-cache",
-    "Expires": "0",
-}
-_RETRY = {**_NO_CACHE, "Retry-After": "1"}
-_NOT_FOUND = "no such link: it may have been altered or cut short"
-_LATER = "the click could not be recorded now; try again"
+_NO_CACHE = [
+    (b"cache-control", b"no-store, no-cache, must-revalidate, max-age=0"),
+    (b"pragma", b"no-cache"),
+    (b"expires", b"0"),
+]
+_RETRY = [*_NO_CACHE, (b"retry-after", b"1")]
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_GIF = (b"content-type", b"image/gif")
+_NOT_FOUND = b"no such link: it may have been altered or cut short"
+_LATER = b"the click could not be recorded now; try again"
+# What a Location header keeps as it is: the characters of a URL (as Starlette's redirect).
+_URL_SAFE = ":/%#?=@[]!$&'()*+,;"
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-def tracking_routes(runtime: Runtime, unavailable: Callable[[BaseException], bool]) -> list[Route]:
-    """The click and open routes over ``runtime``; ``unavailable`` says whether a failure
-    to record is the store's or the bus's for the moment (a 503), not a fault (a 500)."""
-    routes = _Routes(runtime, unavailable)
-    return [
-        Route(CLICK_PATH + "/{token}", routes.click, methods=["GET"]),
-        Route(OPEN_PATH + "/{token}", routes.open, methods=["GET"]),
-    ]
+class TrackingLinks:
+    """``GET`` and ``HEAD`` of ``/c/{token}`` and ``/o/{token}`` as bare ASGI, in front of
+    ``app``; ``unavailable`` says whether a failure to record is the store's or the bus's
+    for the moment (a 503), not a fault (a 500)."""
 
-
-class _Routes:
-    def __init__(self, runtime: Runtime, unavailable: Callable[[BaseException], bool]) -> None:
+    def __init__(
+        self, runtime: Runtime, unavailable: Callable[[BaseException], bool], app: ASGIApp
+    ) -> None:
         self.runtime = runtime
         self.unavailable = unavailable
+        self.app = app
+        self.routes = {CLICK_PATH: self._click, OPEN_PATH: self._open}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        start, _, token = path.rpartition("/")
+        route = self.routes.get(start) if token else None
+        if route is None or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        status, headers, body = await route(scope, token)
+        length = (b"content-length", str(len(body)).encode())
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _click(self, scope: Scope, token: str) -> Answer:
+        try:
+            named = await self._message(CLICK, token, 2)
+            url = clicked_url(named[0], named[1][1], self.runtime.links.base) if named else None
+            if named is None or url is None:
+                return 404, [_TEXT, *_NO_CACHE], _NOT_FOUND
+            if scope["method"] == "GET":  # durably recorded before the answer
+                message, index, now = named[0], named[1][1], self.runtime.processor.now()
+                secret = self.runtime.links.secret
+                event = click_event(message, url, index, _agent(scope), now, secret)
+                await self.runtime.accept([event])
+        except Exception as error:
+            if not self._for_now(error):
+                raise
+            return 503, [_TEXT, *_RETRY], _LATER
+        return 302, [(b"location", quote(url, safe=_URL_SAFE).encode()), *_NO_CACHE], b""
+
+    async def _open(self, scope: Scope, token: str) -> Answer:
+        try:
+            named = await self._message(OPEN, token, 1)
+            if named is None:
+                return 404, [_GIF, *_NO_CACHE], PIXEL
+            if scope["method"] == "GET":
+                now = self.runtime.processor.now()
+                event = open_event(named[0], _agent(scope), now, self.runtime.links.secret)
+                await self.runtime.accept([event])
+        except Exception as error:
+            if not self._for_now(error):
+                raise
+            return 503, [_GIF, *_RETRY], PIXEL
+        return 200, [_GIF, *_NO_CACHE], PIXEL
 
     async def _message(
         self, purpose: str, token: str, fields: int
@@ -81,53 +132,15 @@ class _Routes:
         message = await self.runtime.reads.sent_message(found[0])
         return (message, found) if message is not None else None
 
-    async def click(self, request: Request) -> Response:
-        try:
-            return await self._click(request)
-        except Exception as error:
-            if not self._for_now(error):
-                raise
-            return PlainTextResponse(_LATER, 503, headers=_RETRY)
-
-    async def open(self, request: Request) -> Response:
-        try:
-            return await self._open(request)
-        except Exception as error:
-            if not self._for_now(error):
-                raise
-            return _pixel(503, _RETRY)
-
     def _for_now(self, error: Exception) -> bool:
         """Whether ``error`` says the store or the bus is away or full for the moment (a
         503, nothing recorded), not that journeyman is at fault (a 500)."""
         return isinstance(error, Overloaded) or self.unavailable(error)
 
-    async def _click(self, request: Request) -> Response:
-        named = await self._message(CLICK, request.path_params["token"], 2)
-        url = clicked_url(named[0], named[1][1], self.runtime.links.base) if named else None
-        if named is None or url is None:
-            return PlainTextResponse(_NOT_FOUND, 404, headers=_NO_CACHE)
-        if request.method == "GET":  # durably recorded before the answer
-            message, index, now = named[0], named[1][1], self.runtime.processor.now()
-            secret = self.runtime.links.secret
-            event = click_event(message, url, index, _agent(request), now, secret)
-            await self.runtime.accept([event])
-        return RedirectResponse(url, 302, headers=_NO_CACHE)
 
-    async def _open(self, request: Request) -> Response:
-        named = await self._message(OPEN, request.path_params["token"], 1)
-        if named is None:
-            return _pixel(404)
-        if request.method == "GET":
-            now = self.runtime.processor.now()
-            event = open_event(named[0], _agent(request), now, self.runtime.links.secret)
-            await self.runtime.accept([event])
-        return _pixel(200)
-
-
-def _agent(request: Request) -> str:
-    return request.headers.get("user-agent", "")
-
-
-def _pixel(status: int, headers: dict[str, str] = _NO_CACHE) -> Response:
-    return Response(PIXEL, status, headers=headers, media_type="image/gif")
+def _agent(scope: Scope) -> str:
+    """The request's ``User-Agent`` (its first, if it came more than once), or ""."""
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            return str(value.decode("latin-1"))
+    return ""

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from journeyman.api import Keys, create_app
 from journeyman.channels.file import FileChannel
+from journeyman.clicks import TrackingLinks
 from journeyman.ingest_api import Ingest
 from journeyman.runtime.service import Runtime
 from journeyman.storage import open_store
@@ -329,14 +330,18 @@ def test_every_route_is_in_the_openapi_document(tmp_path: Path, store_url: str) 
         spec = (await client.get("/openapi.json")).json()
         app = create_app(runtime, KEYS)
         assert isinstance(app, Ingest)
-        assert isinstance(app.app, Starlette)
-        # the ingest fast path answers its own paths; the console is mounted at /
-        api = [route for route in app.app.routes if isinstance(route, Route)]
+        assert isinstance(app.app, TrackingLinks)
+        assert isinstance(app.app.app, Starlette)
+        # the ingest fast path and the tracking links answer their own paths; the console
+        # is mounted at /
+        api = [route for route in app.app.app.routes if isinstance(route, Route)]
         paths = {re.sub(r":\w+}", "}", route.path) for route in api}
         calls = ("track", "identify", "page", "screen", "alias", "group", "batch")
         # and the browser libraries' own (journeyman.browsers)
         browsers = {"/v1/t", "/v1/i", "/v1/p", "/v1/s", "/v1/a", "/v1/g", "/v1/b"}
         assert set(app.paths) == {f"/v1/{call}" for call in calls} | browsers | {"/beacon/v1/batch"}
-        assert paths | set(app.paths) == set(spec["paths"])
+        links = {f"{prefix}/{{token}}" for prefix in app.app.routes}
+        assert links == {"/c/{token}", "/o/{token}"}
+        assert paths | set(app.paths) | links == set(spec["paths"])
 
     run_api(tmp_path, store_url, test)
