@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 import textwrap
@@ -15,9 +16,9 @@ import click
 
 from journeyman import __version__, segment_import
 from journeyman.domain.graph import to_mermaid
-from journeyman.domain.model import Workspace
+from journeyman.domain.model import TestCase, Workspace
 from journeyman.errors import JourneymanError
-from journeyman.journey_tests import format_trace, run_test
+from journeyman.journey_tests import TestResult, format_trace, run_test
 from journeyman.workspace import Loaded, load_workspace
 
 __all__ = ["main"]
@@ -119,6 +120,27 @@ def validate(workspace: Path) -> None:
     click.echo(f"{workspace}: sound ({counts}{note})")
 
 
+_TIME_LIMIT = 30.0  # seconds of wall-clock time one journey test may run
+
+
+class _Seconds(click.ParamType[float]):
+    """A positive, finite number of seconds, such as ``30`` or ``2.5``."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not 0 < seconds < math.inf:
+            message = f"must be a positive number of seconds, such as 30 or 2.5, not {value!r}"
+            self.fail(message, param, ctx)
+        return seconds
+
+
 @main.command("test")
 @_WORKSPACE
 @click.option("--trace", is_flag=True, help="Print each profile's timeline for every test.")
@@ -129,11 +151,21 @@ def validate(workspace: Path) -> None:
     metavar="TEXT",
     help="Run only the tests whose name contains TEXT.",
 )
-def test_command(workspace: Path, trace: bool, match: str | None) -> None:
+@click.option(
+    "--time-limit",
+    type=_Seconds(),
+    default=_TIME_LIMIT,
+    metavar="SECONDS",
+    help=f"Stop and fail a test still running after SECONDS of wall-clock time "
+    f"(default {_TIME_LIMIT:g}).",
+)
+def test_command(workspace: Path, trace: bool, match: str | None, time_limit: float) -> None:
     """Run the journey tests of WORKSPACE on a virtual clock.
 
     Every `kind: test` document replays its events and checks what it expects. Prints one
-    line per test and exits 1 if any fails.
+    line per test and exits 1 if any fails. A test still running after --time-limit
+    seconds (a journey that waits in a loop, a schedule, a far `until`) stops and fails,
+    naming what still ran; the other tests run on.
     """
     ws = _sound(_load(workspace))
     tests = [t for t in ws.tests if match is None or match in t.name]
@@ -141,25 +173,46 @@ def test_command(workspace: Path, trace: bool, match: str | None) -> None:
         raise click.ClickException(
             "no journey tests found" + (f" matching {match!r}" if match else "")
         )
-    failed = 0
+    failed = stopped = 0
     started = time.perf_counter()
     for test in tests:
         began = time.perf_counter()
-        result = run_test(ws, test)
-        took = (time.perf_counter() - began) * 1000
-        mark = click.style("PASS", fg="green") if result.passed else click.style("FAIL", fg="red")
-        click.echo(f"{mark} {test.name} ({test.origin.file}:{test.origin.line}, {took:.1f} ms)")
-        for failure in result.failures:
-            click.echo(f"     {failure}")
-        if trace:
-            click.echo("\n".join(format_trace(result.simulator)))
+        result = run_test(ws, test, time_limit=time_limit)
+        _print_result(result, time.perf_counter() - began, trace, time_limit)
         failed += not result.passed
+        stopped += result.stopped
     seconds = time.perf_counter() - started
-    click.echo(f"{len(tests) - failed} passed, {failed} failed in {seconds:.2f}s")
+    note = f" ({stopped} stopped at the time limit)" if stopped else ""
+    click.echo(f"{len(tests) - failed} passed, {failed} failed{note} in {seconds:.2f}s")
     if failed:
         if not trace:
             click.echo("Run again with --trace to see each profile's timeline.")
         sys.exit(1)
+
+
+def _print_result(result: TestResult, seconds: float, trace: bool, time_limit: float) -> None:
+    test = result.test
+    mark = click.style("PASS", fg="green") if result.passed else click.style("FAIL", fg="red")
+    took = seconds * 1000
+    click.echo(f"{mark} {test.name} ({test.origin.file}:{test.origin.line}, {took:.1f} ms)")
+    for failure in result.failures:
+        click.echo(f"     {failure}")
+    if result.stopped:
+        click.echo(f"     {_raise_the_limit(test, time_limit)}")
+    if trace:
+        # A stopped test may have run millions of steps: its latest ones say enough.
+        last = 20 if result.stopped else None
+        click.echo("\n".join(format_trace(result.simulator, last)))
+
+
+def _raise_the_limit(test: TestCase, limit: float) -> str:
+    """What to do about a test its time limit stopped."""
+    clock = "give it a shorter 'until'" if test.until else "give it an 'until' (such as 30d)"
+    return (
+        "a journey that waits in a loop, or a schedule, never settles by itself: to stop "
+        f"the test's clock, {clock}; if it only needs longer, raise the limit with "
+        f"--time-limit SECONDS (now {limit:g})"
+    )
 
 
 @main.command()

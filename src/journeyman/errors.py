@@ -27,7 +27,7 @@
     ├── PublicUrlError         links in messages cannot be built on the public URL (runtime.links)
     ├── NoMessage              a simulated reaction answers no message sent (simulator)
     ├── DraftError             a journey cannot be written into its file (drafts)
-    ├── TooSlow                a test run, a try or a preview went past its time (trying)
+    ├── TooSlow                a test run, a try or a preview went past its time (deadline)
     └── SettingError           a JOURNEYMAN_* setting cannot be read (server)
 
 The ones that report bad input keep the built-in type they refine as a second base

@@ -5,17 +5,25 @@ the same moment together, as one batch), runs the clock until no timer is left (
 its ``until``), then checks every expectation against what happened: messages, step
 records, instance end states, rejected events. The simulator runs the server's core, so a
 test passes or fails as the same calls would on the server.
+
+A journey that waits in a loop never runs out of timers, and a schedule makes runs until
+the clock stops; with a ``time_limit`` a test stops after that many seconds of wall-clock
+time (the simulator checks a :class:`~journeyman.deadline.Deadline` before each batch) and
+fails, saying how far its virtual clock got and what was still running.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from journeyman.deadline import Deadline, TooSlow
 from journeyman.domain.goals import GOAL_REACHED
 from journeyman.domain.model import Expectation, TestCase, TestEvent, Workspace
+from journeyman.domain.templates import guarded
 from journeyman.domain.times import format_duration
 from journeyman.simulator import NoMessage, Simulator
 
@@ -24,30 +32,72 @@ __all__ = ["TestResult", "format_trace", "run_test", "run_tests"]
 
 @dataclass(slots=True)
 class TestResult:
+    """What one test did. ``stopped`` is set when its time limit stopped it: its
+    expectations were not checked, and its failures say how far it got."""
+
     __test__ = False  # not a pytest test class
 
     test: TestCase
     simulator: Simulator
     failures: list[str] = field(default_factory=list)
+    stopped: bool = False
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
 
-def run_tests(workspace: Workspace) -> list[TestResult]:
-    return [run_test(workspace, test) for test in workspace.tests]
+def run_tests(workspace: Workspace, time_limit: float | None = None) -> list[TestResult]:
+    return [run_test(workspace, test, time_limit=time_limit) for test in workspace.tests]
 
 
 def run_test(
-    workspace: Workspace, test: TestCase, check: Callable[[], None] | None = None
+    workspace: Workspace,
+    test: TestCase,
+    check: Callable[[], None] | None = None,
+    *,
+    time_limit: float | None = None,
 ) -> TestResult:
-    """Run ``test``; ``check`` is the simulator's (see :class:`Simulator`)."""
+    """Run ``test``; ``check`` is the simulator's (see :class:`Simulator`): what it raises
+    stops the test and goes on to the caller.
+
+    With ``time_limit``, in seconds of wall-clock time, a test still running by then stops
+    and fails (``stopped``), with the virtual time it reached and the instances still
+    running: a journey that waits in a loop, or a schedule, never settles by itself.
+    """
     simulator = Simulator(workspace, test.start, fail=test.fail)
-    simulator.check = check
     for profile, step, variant in test.variants:
         simulator.engine.forced[(profile, step)] = variant
     result = TestResult(test, simulator)
+    if time_limit is None:
+        simulator.check = check
+        _play(result)
+        return result
+    deadline = Deadline(time_limit, f"the test {test.name!r}")
+    simulator.check = deadline.check if check is None else _both(check, deadline.check)
+    try:
+        with guarded(simulator.check):
+            _play(result)
+        deadline.check()  # a render it stopped rendered empty: say so rather than pass
+    except TooSlow:
+        if not deadline.passed:
+            raise  # the caller's check stopped it
+        result.stopped = True
+        result.failures.extend(_stopped(simulator, time_limit))
+    return result
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def check() -> None:
+        first()
+        second()
+
+    return check
+
+
+def _play(result: TestResult) -> None:
+    """Give the test's events to its simulator, run the clock, check what it expects."""
+    test, simulator = result.test, result.simulator
     # Events at the same moment arrive together: the server would take them in one batch.
     # Reactions come after them, each answering a message sent by then.
     for at, group in itertools.groupby(sorted(test.events, key=lambda e: e.at), lambda e: e.at):
@@ -61,10 +111,35 @@ def run_test(
                 result.failures.append(f"line {event.line}: {problem}")
     simulator.run(test.until)
     for expectation in test.expect:
+        if simulator.check is not None:  # a long run leaves many records to look through
+            simulator.check()
         problem = _check(simulator, expectation)
         if problem:
             result.failures.append(f"line {expectation.line}: {problem}")
-    return result
+
+
+_SHOWN = 3  # instances (and scheduled journeys) a stopped test names
+
+
+def _stopped(sim: Simulator, limit: float) -> list[str]:
+    """What a test stopped at its time limit says: how far its clock got, and what still
+    ran there, busiest first."""
+    reached = format_duration(sim.now - sim.start)
+    lines = [f"stopped at the time limit of {limit:g} s, {reached} into the test's virtual time"]
+    running = sorted(
+        (i for i in sim.instances.values() if i.status != "ended"), key=lambda i: -i.seq
+    )
+    for instance in running[:_SHOWN]:
+        steps = f"{instance.seq:,} step" + ("" if instance.seq == 1 else "s")
+        lines.append(
+            f"still running: journey {instance.journey}, profile {instance.profile_id}, "
+            f"at step {instance.step}, after {steps}"
+        )
+    if len(running) > _SHOWN:
+        lines.append(f"and {len(running) - _SHOWN:,} more instances still running")
+    for journey, runs in Counter(run.journey for run in sim.runs).most_common(_SHOWN):
+        lines.append(f"scheduled journey {journey}: {runs:,} runs by then")
+    return lines
 
 
 def _react(simulator: Simulator, event: TestEvent, at: datetime) -> str:
@@ -243,8 +318,9 @@ def _describe(expectation: Expectation) -> str:
 # traces
 
 
-def format_trace(sim: Simulator) -> list[str]:
-    """Each profile's timeline: every step record, message and rejection, by time."""
+def format_trace(sim: Simulator, last: int | None = None) -> list[str]:
+    """Each profile's timeline: every step record, message and rejection, by time; with
+    ``last``, only each profile's latest ``last`` of them."""
     lines = []
     by_profile: dict[str, list[tuple[datetime, int, str]]] = {}
     for index, record in enumerate(sim.records):
@@ -256,6 +332,10 @@ def format_trace(sim: Simulator) -> list[str]:
         by_profile.setdefault(rejection.profile or "(none)", []).append((rejection.at, index, text))
     for profile, entries in by_profile.items():
         lines.append(f"  profile {profile}")
-        for at, _, text in sorted(entries):
+        entries.sort()
+        if last is not None and len(entries) > last:
+            lines.append(f"    ... {len(entries) - last:,} earlier entries")
+            entries = entries[-last:]
+        for at, _, text in entries:
             lines.append(f"    +{format_duration(at - sim.start):<8} {text}")
     return lines

@@ -27,7 +27,6 @@ keep a thread busy for seconds; a server must not give a request its worker for 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +35,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from journeyman.deadline import Deadline, TooSlow
 from journeyman.domain import model as m
 from journeyman.domain.core import Snapshot, recorded_by_journeyman
 from journeyman.domain.documents import read_documents
@@ -46,7 +46,6 @@ from journeyman.domain.reactions import REACTION_EVENTS, REACTION_OUTCOMES
 from journeyman.domain.schedules import SCHEDULED_EVENT
 from journeyman.domain.state import Account, Event, Profile, SendMessage, StepRecord
 from journeyman.domain.templates import TemplateError, compile_template, guarded
-from journeyman.errors import JourneymanError
 from journeyman.journey_tests import format_trace, run_test
 from journeyman.simulator import Simulator
 from journeyman.web.layout import ENTRY
@@ -80,29 +79,6 @@ HORIZON = timedelta(days=400)  # how far past now a replay to the end may look
 TEST_SECONDS = 10.0  # how long the workspace's tests may run, all of them together
 TRY_SECONDS = 10.0  # how long a try may replay a profile
 PREVIEW_SECONDS = 2.0  # how long a preview may render a template
-
-
-class TooSlow(JourneymanError):
-    """A test run, a try or a preview that went on past its :class:`Deadline`."""
-
-    def __init__(self, what: str, seconds: float, done: str = "") -> None:
-        super().__init__(f"{what} took longer than {seconds:g} s{done}")
-        self.what = what
-        self.seconds = seconds
-
-
-class Deadline:
-    """A moment on the monotonic clock; :meth:`check` raises :class:`TooSlow` past it."""
-
-    def __init__(self, seconds: float, what: str) -> None:
-        self.seconds = seconds
-        self.what = what
-        self.at = time.monotonic() + seconds
-        self.done = ""  # what was done by then, said with the error
-
-    def check(self) -> None:
-        if time.monotonic() > self.at:
-            raise TooSlow(self.what, self.seconds, self.done)
 
 
 try:  # libyaml finds the documents several times faster

@@ -115,6 +115,20 @@ def test_tests_of_a_journey_that_waits_in_a_loop_stop_at_the_deadline(looping: W
     assert time.monotonic() - started < 5
 
 
+def test_tests_of_a_schedule_that_enters_nobody_stop_at_the_deadline(tmp_path: Path) -> None:
+    # Each run enters nobody, so none runs a batch of the core: each checks the deadline.
+    minutely = LOOPING.split("---\nkind: journey")[0] + (
+        "---\nkind: journey\nname: minutely\nentry: {schedule: {cron: '* * * * *'}}\n"
+        "steps:\n  - id: greet\n    send: hello\n"
+        "---\nkind: test\nname: a century of minutes\nuntil: 36500d\nevents: []\n"
+        "expect:\n  - never: greet\n"
+    )
+    loaded = load_workspace(write_workspace(tmp_path / "ws", minutely))
+    assert loaded.workspace is not None, loaded.problems
+    with pytest.raises(TooSlow, match=r"the workspace's tests took longer than 0\.3 s"):
+        trying.test_results(loaded.workspace, "minutely", Deadline(0.3, "the workspace's tests"))
+
+
 def test_a_try_until_the_end_of_a_looping_journey_stops_at_the_deadline(looping: Workspace) -> None:
     profile = Profile(id="u1", traits={"email": "u1@example.com"})
     event = Event(name="signed_up", profile_id="u1", timestamp=START)
