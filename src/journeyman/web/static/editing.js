@@ -61,6 +61,33 @@ function diffLines(diff) {
 
 const isError = (problem) => (problem.severity || "error") === "error";
 
+// --- what the server says of a draft: its diff against the file, its problems ---
+
+function drawDiff(diff) {
+  const pre = document.querySelector("[data-diff]");
+  if (!diff.trim()) { pre.replaceChildren(h("span", { class: "muted" }, "The draft is the same as the file.")); return; }
+  pre.replaceChildren(...diffLines(diff));
+}
+
+// The problems panel: the count of errors, then each problem with where(problem), the
+// words that place it, and its path as a button where goTo(problem) answers a click's run.
+function drawProblemList(problems, { where, goTo }) {
+  const list = document.querySelector("[data-problems]");
+  const errors = problems.filter(isError).length;
+  const count = document.querySelector("[data-problem-count]");
+  count.textContent = String(errors);
+  count.className = `badge${errors ? " sev-error" : ""}`;
+  if (!problems.length) { list.replaceChildren(h("li", { class: "muted" }, "None: the draft is valid.")); return; }
+  list.replaceChildren(...problems.map((p) => {
+    const severity = p.severity || "error";
+    const place = where(p).filter(Boolean).join(", ");
+    const go = p.path ? goTo(p) : null;
+    return h("li", { "data-severity": severity }, h("span", { class: `badge sev-${severity}` }, severity), " ",
+      go ? h("button", { type: "button", class: "link-button", onclick: go }, p.path) : null,
+      place ? h("span", { class: "muted small" }, ` ${place}: `) : " ", p.message);
+  }));
+}
+
 // --- the preview's width and the page's buttons ---
 
 function chooseWidth(state, width) {
@@ -93,7 +120,7 @@ const searchProfiles = debounce(async (text) => {
 
 // --- the draft: load, save, discard, save to the folder, publish, two people at once ---
 //
-// Both editors keep their draft alike (markup in templates/_draft_toolbar.html). The
+// Both editors keep their draft alike (markup in templates/_editing.html). The
 // editor's state holds name, fresh, published, draft, doc, saved, problems and theirs;
 // what differs comes in as options:
 //   kind            "journey" or "template": the texts and the link to start a new one

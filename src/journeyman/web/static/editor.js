@@ -806,26 +806,11 @@ function showDraft(data) {
   drawCanvas();
 }
 
-function drawDiff(diff) {
-  const pre = document.querySelector("[data-diff]");
-  if (!diff.trim()) { pre.replaceChildren(h("span", { class: "muted" }, "The draft is the same as the file.")); return; }
-  pre.replaceChildren(...diffLines(diff));
-}
-
 function drawProblems() {
-  const list = document.querySelector("[data-problems]");
-  const errors = E.problems.filter(isError).length;
-  const count = document.querySelector("[data-problem-count]");
-  count.textContent = String(errors);
-  count.className = `badge${errors ? " sev-error" : ""}`;
-  if (!E.problems.length) { list.replaceChildren(h("li", { class: "muted" }, "None: the draft is valid.")); return; }
-  list.replaceChildren(...E.problems.map((p) => {
-    const where = [ours(p) ? "" : p.file, p.line ? `line ${p.line}` : "", p.column ? `column ${p.column}` : ""].filter(Boolean).join(", ");
-    const severity = p.severity || "error";
-    return h("li", { "data-severity": severity }, h("span", { class: `badge sev-${severity}` }, severity), " ",
-      ours(p) && p.path ? h("button", { type: "button", class: "link-button", onclick: () => goToProblem(p) }, p.path) : null,
-      where ? h("span", { class: "muted small" }, ` ${where}: `) : " ", p.message);
-  }));
+  drawProblemList(E.problems, {
+    where: (p) => [ours(p) ? "" : p.file, p.line ? `line ${p.line}` : "", p.column ? `column ${p.column}` : ""],
+    goTo: (p) => (ours(p) ? () => goToProblem(p) : null),
+  });
 }
 
 function goToProblem(problem) {

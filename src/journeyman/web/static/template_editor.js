@@ -214,27 +214,18 @@ const checkSoon = debounce(async () => {
 
 function showDraft(data) {
   T.problems = data.problems || [];
-  const pre = document.querySelector("[data-diff]");
-  const diff = data.diff || "";
-  pre.replaceChildren(...(diff.trim() ? diffLines(diff) : [h("span", { class: "muted" }, "The draft is the same as the file.")]));
+  drawDiff(data.diff || "");
   drawProblems();
 }
 
 function drawProblems() {
-  const list = document.querySelector("[data-problems]");
-  const errors = T.problems.filter(isError).length;
-  const count = document.querySelector("[data-problem-count]");
-  count.textContent = String(errors);
-  count.className = `badge${errors ? " sev-error" : ""}`;
-  if (!T.problems.length) { list.replaceChildren(h("li", { class: "muted" }, "None: the draft is valid.")); return; }
-  list.replaceChildren(...T.problems.map((p) => {
-    const severity = p.severity || "error";
-    const where = [p.file, p.line ? `line ${p.line}` : ""].filter(Boolean).join(", ");
-    const field = p.path && document.getElementById(`t-${p.path.split(/[.[]/)[0]}`);
-    return h("li", { "data-severity": severity }, h("span", { class: `badge sev-${severity}` }, severity), " ",
-      field ? h("button", { type: "button", class: "link-button", onclick: () => field.focus() }, p.path) : null,
-      where ? h("span", { class: "muted small" }, ` ${where}: `) : " ", p.message);
-  }));
+  drawProblemList(T.problems, {
+    where: (p) => [p.file, p.line ? `line ${p.line}` : ""],
+    goTo: (p) => {
+      const field = document.getElementById(`t-${p.path.split(/[.[]/)[0]}`);
+      return field ? () => field.focus() : null;
+    },
+  });
 }
 
 // --- start ---
