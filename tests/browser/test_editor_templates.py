@@ -217,6 +217,50 @@ def test_a_journeys_send_step_previews_its_templates_draft(tab: Tab) -> None:
     assert tab.errors == []
 
 
+def test_a_stale_save_of_a_template_offers_keeping_mine_or_loading_theirs(
+    browser: Browser, server: Journeyman, tab: Tab
+) -> None:
+    other = Tab(browser, server, 1280, 1000)
+    try:
+        mine = open_template(tab, "hello_push")
+        theirs = open_template(other, "hello_push")
+        for page, text in ((theirs, "Theirs first"), (mine, "Mine second")):
+            page.get_by_label("title", exact=True).fill(text)
+        theirs.get_by_role("button", name="Save draft").click()
+        expect(theirs.locator("[data-status]")).to_have_text("Draft saved.")
+
+        # Mine is refused, shown beside theirs, and kept on asking.
+        mine.get_by_role("button", name="Save draft").click()
+        conflict = mine.get_by_role("alert", name="Conflict")
+        expect(conflict).to_contain_text(f"{USER} saved this draft")
+        expect(conflict.get_by_role("button", name="Load their draft")).to_be_focused()
+        conflict.get_by_text("Their draft compared with yours").click()
+        expect(conflict.locator("pre")).to_contain_text("Theirs first")
+        conflict.get_by_role("button", name="Keep mine (save over theirs)").click()
+        expect(mine.locator("[data-status]")).to_have_text("Draft saved.")
+        expect(conflict).to_be_hidden()
+
+        # Now theirs is stale: they load mine instead.
+        theirs.get_by_label("title", exact=True).fill("Theirs again")
+        theirs.get_by_role("button", name="Publish").click()
+        their_conflict = theirs.get_by_role("alert", name="Conflict")
+        expect(their_conflict).to_be_visible()
+        their_conflict.get_by_role("button", name="Load their draft").click()
+        expect(theirs.locator("[data-status]")).to_have_text("Their draft is loaded.")
+        expect(theirs.get_by_label("title", exact=True)).to_have_value("Mine second")
+        expect(theirs.locator("[data-draft-state]")).to_have_text("draft")
+    finally:
+        other.context.close()
+        page = open_template(tab, "hello_push")
+        page.get_by_role("button", name="Discard").click()
+        expect(page.locator("[data-status]")).to_have_text(
+            "Draft discarded: the editor shows the file again."
+        )
+    expect(page.locator("[data-draft-state]")).to_have_text("as in the folder")
+    # The refused save is the browser's one complaint; no script failed.
+    assert [e for e in tab.errors if "409 (Conflict)" not in e] == []
+
+
 def test_an_sms_shows_its_length_segments_and_encoding_as_it_is_typed(tab: Tab) -> None:
     page = tab.page
     page.goto("/journeys")

@@ -118,7 +118,6 @@ function copy(value) {
   return JSON.parse(JSON.stringify(value));
 }
 
-
 function s(tag, attributes = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
   for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
@@ -149,27 +148,49 @@ function setAt(root, path, value) {
   }
 }
 
-
 // --- the editor's state ---
 
 const E = {
-  name: "", csrf: "", fresh: false, readOnly: false,
-  schema: null, draft: null, doc: null, saved: "",
+  name: "", csrf: "", fresh: false, published: false, readOnly: false,
+  schema: null, draft: null, doc: null, saved: "", theirs: null,
   undo: [], redo: [], typing: null,
   selected: ENTRY, problems: [], trial: null, profile: "", width: "desktop",
   checking: 0,
 };
 
-
 const journeyPath = (tail = "") => `/journeys/${encodeURIComponent(E.name)}/draft${tail}`;
 
-
+// The draft's flow, as the template editor's (editing.js), with undo kept over a discard
+// and over loading their draft.
+const DRAFT = draftFlow(E, {
+  kind: "journey",
+  path: journeyPath,
+  note: "nothing runs until you publish.",
+  adopted() {
+    if (E.selected !== ENTRY && indexOf(E.selected) < 0) E.selected = ENTRY;
+    showDraft(E.draft);
+    drawInspector();
+    fillSteps();
+    showState();
+  },
+  showDraft,
+  drawProblems() { drawProblems(); drawCanvas(); },
+  counts: (p) => ours(p) && isError(p),
+  keepsServerDocument: true,
+  history: {
+    keep: () => E.undo.push(JSON.stringify(E.doc)),
+    drop: () => E.undo.pop(),
+    cut: () => { E.redo = []; },
+  },
+  shown() {
+    document.querySelector("[data-action=undo]").disabled = !E.undo.length;
+    document.querySelector("[data-action=redo]").disabled = !E.redo.length;
+  },
+  published: (version) => ["Published as workspace version ", String(version ?? "?"), ". ", h("a", { href: `/journeys/${encodeURIComponent(E.name)}` }, "See it run")],
+});
+const { load, showState } = DRAFT;
 
 // --- changes, undo and redo ---
-
-function dirty() {
-  return JSON.stringify(E.doc) !== E.saved;
-}
 
 // Change the document: one step of undo, unless it goes on typing into the same field.
 function change(mutate, typing = null) {
@@ -537,8 +558,6 @@ function ours(problem) {
   return !problem.file || !E.draft?.file || problem.file === E.draft.file;
 }
 
-const isError = (problem) => (problem.severity || "error") === "error";
-
 function problemsByStep() {
   const found = new Map();
   for (const problem of E.problems.filter((p) => ours(p) && isError(p))) {
@@ -787,27 +806,11 @@ function showDraft(data) {
   drawCanvas();
 }
 
-function drawDiff(diff) {
-  const pre = document.querySelector("[data-diff]");
-  if (!diff.trim()) { pre.replaceChildren(h("span", { class: "muted" }, "The draft is the same as the file.")); return; }
-  pre.replaceChildren(...diffLines(diff));
-}
-
-
 function drawProblems() {
-  const list = document.querySelector("[data-problems]");
-  const errors = E.problems.filter(isError).length;
-  const count = document.querySelector("[data-problem-count]");
-  count.textContent = String(errors);
-  count.className = `badge${errors ? " sev-error" : ""}`;
-  if (!E.problems.length) { list.replaceChildren(h("li", { class: "muted" }, "None: the draft is valid.")); return; }
-  list.replaceChildren(...E.problems.map((p) => {
-    const where = [ours(p) ? "" : p.file, p.line ? `line ${p.line}` : "", p.column ? `column ${p.column}` : ""].filter(Boolean).join(", ");
-    const severity = p.severity || "error";
-    return h("li", { "data-severity": severity }, h("span", { class: `badge sev-${severity}` }, severity), " ",
-      ours(p) && p.path ? h("button", { type: "button", class: "link-button", onclick: () => goToProblem(p) }, p.path) : null,
-      where ? h("span", { class: "muted small" }, ` ${where}: `) : " ", p.message);
-  }));
+  drawProblemList(E.problems, {
+    where: (p) => [ours(p) ? "" : p.file, p.line ? `line ${p.line}` : "", p.column ? `column ${p.column}` : ""],
+    goTo: (p) => (ours(p) ? () => goToProblem(p) : null),
+  });
 }
 
 function goToProblem(problem) {
@@ -818,146 +821,10 @@ function goToProblem(problem) {
   row?.querySelector("input, select, textarea")?.focus();
 }
 
-function showState() {
-  const badge = document.querySelector("[data-draft-state]");
-  const about = document.querySelector("[data-draft-about]");
-  const draft = E.draft || {};
-  let state = draft.stored ? "draft" : E.fresh && !E.published ? "new" : "as in the folder";
-  if (dirty()) state += " · unsaved changes";
-  badge.textContent = state;
-  badge.className = `badge${dirty() ? " state-paused" : ""}`;
-  about.textContent = draft.stored
-    ? `Draft saved by ${draft.by} at ${draft.at}.`
-    : `Edits go to a draft of ${draft.file || "the journey's file"}; nothing runs until you publish.`;
-  document.querySelector("[data-file]").textContent = draft.file || "the file";
-  document.querySelector("[data-action=undo]").disabled = !E.undo.length;
-  document.querySelector("[data-action=redo]").disabled = !E.redo.length;
-}
-
 function fillSteps() {
   const list = document.getElementById("complete-steps");
   if (!list) return;
   list.replaceChildren(...steps().filter(isObject).map((step) => h("option", { value: step.id })));
-}
-
-// --- the draft: load, save, discard, save to the folder, publish ---
-
-function adopt(draft) {
-  E.draft = draft;
-  E.doc = copy(draft.document || {});
-  E.saved = JSON.stringify(E.doc);
-  if (E.selected !== ENTRY && indexOf(E.selected) < 0) E.selected = ENTRY;
-  showDraft(draft);
-  drawInspector();
-  fillSteps();
-  showState();
-}
-
-async function load() {
-  const answer = await api("GET", journeyPath(E.fresh ? "?new=1" : ""));
-  if (!answer.ok) {
-    const create = h("a", { href: `/journeys/${encodeURIComponent(E.name)}/edit?new=1` }, "start a new journey of this name");
-    say(answer.status === 404 ? ["There is no journey ", h("code", {}, E.name), ": ", create, "."] : errorText(answer), "error");
-    return false;
-  }
-  adopt(answer.data);
-  return true;
-}
-
-async function saveDraft() {
-  const answer = await api("PUT", journeyPath(), { document: E.doc, revision: E.draft?.revision ?? null });
-  if (answer.status === 409) { conflict(answer.data); return false; }
-  if (!answer.ok) { say(errorText(answer), "error"); return false; }
-  const mine = E.doc;
-  E.draft = answer.data;
-  E.saved = JSON.stringify(answer.data.document ?? mine);
-  E.doc = answer.data.document ? copy(answer.data.document) : mine;
-  hideConflict();
-  showDraft(answer.data);
-  showState();
-  return true;
-}
-
-async function save() {
-  if (await saveDraft()) {
-    const count = (E.draft.problems || []).filter((p) => ours(p) && isError(p)).length;
-    say(count ? `Draft saved, with ${count} error${count > 1 ? "s" : ""} to fix before it can be published.` : "Draft saved.", count ? "" : "ok");
-  }
-}
-
-async function discard() {
-  E.undo.push(JSON.stringify(E.doc));
-  const answer = await api("DELETE", journeyPath());
-  if (!answer.ok && answer.status !== 404) { E.undo.pop(); say(errorText(answer), "error"); return; }
-  if (await load()) say("Draft discarded: the editor shows the file again. Ctrl+Z brings your edits back as unsaved changes.", "ok");
-  E.redo = [];
-  showState();
-}
-
-async function saved() {
-  return dirty() || !E.draft?.stored ? saveDraft() : true;
-}
-
-async function toFolder() {
-  if (!(await saved())) return;
-  const answer = await api("POST", journeyPath("/save"), { revision: E.draft.revision });
-  if (answer.status === 409) { conflict(answer.data); return; }
-  if (!answer.ok) { refused(answer); return; }
-  say(`Saved to ${answer.data.file || E.draft.file}: commit it with git to keep it.`, "ok");
-}
-
-async function publish() {
-  if (!(await saved())) return;
-  const answer = await api("POST", journeyPath("/publish"), { revision: E.draft.revision });
-  if (answer.status === 409) { conflict(answer.data); return; }
-  if (!answer.ok) { refused(answer); return; }
-  const version = answer.data.workspace;
-  E.fresh = false;
-  E.published = true;
-  await load();
-  say(["Published as workspace version ", String(version ?? "?"), ". ", h("a", { href: `/journeys/${encodeURIComponent(E.name)}` }, "See it run")], "ok");
-}
-
-function refused(answer) {
-  if (Array.isArray(answer.data.problems)) {
-    E.problems = answer.data.problems;
-    drawProblems();
-    drawCanvas();
-  }
-  say(errorText(answer), "error");
-}
-
-// --- two people on one journey ---
-
-function conflict(data) {
-  E.theirs = data.theirs || null;
-  const panel = document.querySelector("[data-conflict]");
-  const said = typeof data.error === "string" ? data.error : data.error?.message;
-  document.querySelector("[data-conflict-message]").textContent = said ? `${said}.` : "Someone else saved this draft since you opened it.";
-  const pre = document.querySelector("[data-conflict-diff]");
-  pre.replaceChildren(...diffLines(String(data.diff || "")));
-  panel.hidden = false;
-  say("");
-  panel.querySelector("button").focus();
-}
-
-function hideConflict() {
-  document.querySelector("[data-conflict]").hidden = true;
-}
-
-function takeTheirs() {
-  if (!E.theirs) return;
-  E.undo.push(JSON.stringify(E.doc));
-  E.redo = [];
-  adopt(E.theirs);
-  hideConflict();
-  say("Their draft is loaded. Ctrl+Z brings yours back as unsaved changes.", "ok");
-}
-
-async function keepMine() {
-  if (E.theirs) E.draft = { ...E.draft, revision: E.theirs.revision };
-  hideConflict();
-  await save();
 }
 
 // --- tests, trying with a profile, template preview ---
@@ -975,18 +842,6 @@ async function runTests() {
       h("span", { class: `outcome ${r.passed ? "o-ended" : "o-failed"}` }, r.passed ? "passed" : "failed"), " ", h("strong", {}, r.name),
       r.failures?.length ? h("pre", { class: "code" }, r.failures.join("\n")) : null))));
 }
-
-const searchProfiles = debounce(async (text) => {
-  if (!text.trim()) return;
-  try {
-    const answer = await fetch(`/profiles?q=${encodeURIComponent(text)}`, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-    if (!answer.ok) return;
-    const data = await answer.json();
-    document.querySelector("[data-profile-options]").replaceChildren(...(data.profiles || []).map((id) => h("option", { value: id })));
-  } catch (error) {
-    // A search is only a help: the box takes any id as typed.
-  }
-}, 250);
 
 async function tryProfile(profile) {
   const holder = document.querySelector("[data-try]");
@@ -1055,12 +910,6 @@ async function preview(force = false) {
   holder.replaceChildren(h("p", { class: "muted small" }, `${p.channel} template`), ...parts);
 }
 
-function chooseWidth(width) {
-  E.width = width;
-  for (const button of document.querySelectorAll("[data-width]")) button.setAttribute("aria-pressed", String(button.dataset.width === width));
-  for (const frame of document.querySelectorAll("[data-preview] iframe")) frame.className = `preview ${width}`;
-}
-
 // --- the keyboard ---
 
 function typingInto(target) {
@@ -1117,13 +966,7 @@ async function start(root) {
   palette();
   completions();
   canvasEvents(document.querySelector("[data-canvas]"));
-  const actions = { undo, redo, save, discard, folder: toFolder, publish, tests: runTests, theirs: takeTheirs, mine: keepMine };
-  root.addEventListener("click", (event) => {
-    const button = event.target.closest?.("[data-action]");
-    if (button && actions[button.dataset.action]) actions[button.dataset.action]();
-    const width = event.target.closest?.("[data-width]");
-    if (width) chooseWidth(width.dataset.width);
-  });
+  listenForActions(root, { ...DRAFT.actions, undo, redo, tests: runTests }, E);
   root.addEventListener("focusin", (event) => { if (!event.target.closest?.("[data-path]")) E.typing = null; });
   root.addEventListener("focusout", () => { E.typing = null; });
   document.addEventListener("keydown", keys);

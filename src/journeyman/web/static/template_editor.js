@@ -9,7 +9,7 @@
 "use strict";
 
 const T = {
-  name: "", csrf: "", fresh: false, journey: "", readOnly: false,
+  name: "", csrf: "", fresh: false, published: false, journey: "", readOnly: false,
   schema: null, draft: null, doc: null, saved: "", problems: [],
   profile: "", width: "desktop", missing: [], checking: 0, previewing: 0, theirs: null,
 };
@@ -25,16 +25,24 @@ const HELP = {
   title: "the notification's title",
 };
 
-
-
-
 const draftPath = (tail = "") => `/templates/${encodeURIComponent(T.name)}/draft${tail}`;
 
-
-
-function dirty() {
-  return JSON.stringify(T.doc) !== T.saved;
-}
+// The draft's flow, as the journey editor's (editing.js).
+const DRAFT = draftFlow(T, {
+  kind: "template",
+  path: draftPath,
+  note: "nothing is sent with them until you publish.",
+  adopted(draft) {
+    drawForm();
+    showDraft(draft);
+    showState();
+    previewChecked();
+  },
+  showDraft,
+  drawProblems,
+  published: (version) => `Published as workspace version ${version ?? "?"}: the next message sent with ${T.name} reads as the preview.`,
+});
+const { load, showState } = DRAFT;
 
 // --- the form: the channel, then each of its fields ---
 
@@ -194,24 +202,6 @@ async function preview() {
   holder.replaceChildren(h("p", { class: "muted small" }, `${p.channel} template`), ...parts);
 }
 
-function chooseWidth(width) {
-  T.width = width;
-  for (const button of document.querySelectorAll("[data-width]")) button.setAttribute("aria-pressed", String(button.dataset.width === width));
-  for (const frame of document.querySelectorAll("[data-preview] iframe")) frame.className = `preview ${width}`;
-}
-
-const searchProfiles = debounce(async (text) => {
-  if (!text.trim()) return;
-  try {
-    const answer = await fetch(`/profiles?q=${encodeURIComponent(text)}`, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-    if (!answer.ok) return;
-    const data = await answer.json();
-    document.querySelector("[data-profile-options]").replaceChildren(...(data.profiles || []).map((id) => h("option", { value: id })));
-  } catch (error) {
-    // A search is only a help: the box takes any id as typed.
-  }
-}, 250);
-
 // --- what the server says of the draft: diff and problems ---
 
 const checkSoon = debounce(async () => {
@@ -224,147 +214,18 @@ const checkSoon = debounce(async () => {
 
 function showDraft(data) {
   T.problems = data.problems || [];
-  const pre = document.querySelector("[data-diff]");
-  const diff = data.diff || "";
-  pre.replaceChildren(...(diff.trim() ? diffLines(diff) : [h("span", { class: "muted" }, "The draft is the same as the file.")]));
+  drawDiff(data.diff || "");
   drawProblems();
 }
 
-
-const isError = (problem) => (problem.severity || "error") === "error";
-
 function drawProblems() {
-  const list = document.querySelector("[data-problems]");
-  const errors = T.problems.filter(isError).length;
-  const count = document.querySelector("[data-problem-count]");
-  count.textContent = String(errors);
-  count.className = `badge${errors ? " sev-error" : ""}`;
-  if (!T.problems.length) { list.replaceChildren(h("li", { class: "muted" }, "None: the draft is valid.")); return; }
-  list.replaceChildren(...T.problems.map((p) => {
-    const severity = p.severity || "error";
-    const where = [p.file, p.line ? `line ${p.line}` : ""].filter(Boolean).join(", ");
-    const field = p.path && document.getElementById(`t-${p.path.split(/[.[]/)[0]}`);
-    return h("li", { "data-severity": severity }, h("span", { class: `badge sev-${severity}` }, severity), " ",
-      field ? h("button", { type: "button", class: "link-button", onclick: () => field.focus() }, p.path) : null,
-      where ? h("span", { class: "muted small" }, ` ${where}: `) : " ", p.message);
-  }));
-}
-
-function showState() {
-  const draft = T.draft || {};
-  let state = draft.stored ? "draft" : T.fresh ? "new" : "as in the folder";
-  if (dirty()) state += " · unsaved changes";
-  const badge = document.querySelector("[data-draft-state]");
-  badge.textContent = state;
-  badge.className = `badge${dirty() ? " state-paused" : ""}`;
-  document.querySelector("[data-draft-about]").textContent = draft.stored
-    ? `Draft saved by ${draft.by} at ${draft.at}.`
-    : `Edits go to a draft of ${draft.file || "the template's file"}; nothing is sent with them until you publish.`;
-  document.querySelector("[data-file]").textContent = draft.file || "the file";
-}
-
-// --- the draft: load, save, discard, save to the folder, publish ---
-
-function adopt(draft) {
-  T.draft = draft;
-  T.doc = JSON.parse(JSON.stringify(draft.document || {}));
-  T.saved = JSON.stringify(T.doc);
-  drawForm();
-  showDraft(draft);
-  showState();
-  previewChecked();
-}
-
-async function load() {
-  const answer = await api("GET", draftPath(T.fresh ? "?new=1" : ""));
-  if (!answer.ok) {
-    const create = h("a", { href: `/templates/${encodeURIComponent(T.name)}/edit?new=1` }, "start a new template of this name");
-    say(answer.status === 404 ? ["There is no template ", h("code", {}, T.name), ": ", create, "."] : errorText(answer), "error");
-    return false;
-  }
-  adopt(answer.data);
-  return true;
-}
-
-async function saveDraft() {
-  const answer = await api("PUT", draftPath(), { document: T.doc, revision: T.draft?.revision ?? null });
-  if (answer.status === 409) { conflict(answer.data); return false; }
-  if (!answer.ok) { say(errorText(answer), "error"); return false; }
-  T.draft = answer.data;
-  T.saved = JSON.stringify(T.doc);
-  hideConflict();
-  showDraft(answer.data);
-  showState();
-  return true;
-}
-
-async function save() {
-  if (await saveDraft()) {
-    const count = (T.draft.problems || []).filter(isError).length;
-    say(count ? `Draft saved, with ${count} error${count > 1 ? "s" : ""} to fix before it can be published.` : "Draft saved.", count ? "" : "ok");
-  }
-}
-
-async function discard() {
-  const answer = await api("DELETE", draftPath());
-  if (!answer.ok && answer.status !== 404) { say(errorText(answer), "error"); return; }
-  if (await load()) say("Draft discarded: the editor shows the file again.", "ok");
-}
-
-async function saved() {
-  return dirty() || !T.draft?.stored ? saveDraft() : true;
-}
-
-async function toFolder() {
-  if (!(await saved())) return;
-  const answer = await api("POST", draftPath("/save"), { revision: T.draft.revision });
-  if (answer.status === 409) { conflict(answer.data); return; }
-  if (!answer.ok) { refused(answer); return; }
-  say(`Saved to ${answer.data.file || T.draft.file}: commit it with git to keep it.`, "ok");
-}
-
-async function publish() {
-  if (!(await saved())) return;
-  const answer = await api("POST", draftPath("/publish"), { revision: T.draft.revision });
-  if (answer.status === 409) { conflict(answer.data); return; }
-  if (!answer.ok) { refused(answer); return; }
-  const version = answer.data.workspace;
-  T.fresh = false;
-  await load();
-  say(`Published as workspace version ${version ?? "?"}: the next message sent with ${T.name} reads as the preview.`, "ok");
-}
-
-function refused(answer) {
-  if (Array.isArray(answer.data.problems)) { T.problems = answer.data.problems; drawProblems(); }
-  say(errorText(answer), "error");
-}
-
-function conflict(data) {
-  T.theirs = data.theirs || null;
-  const said = typeof data.error === "string" ? data.error : data.error?.message;
-  document.querySelector("[data-conflict-message]").textContent = said ? `${said}.` : "Someone else saved this draft since you opened it.";
-  document.querySelector("[data-conflict-diff]").replaceChildren(...diffLines(String(data.diff || "")));
-  const panel = document.querySelector("[data-conflict]");
-  panel.hidden = false;
-  say("");
-  panel.querySelector("button").focus();
-}
-
-function hideConflict() {
-  document.querySelector("[data-conflict]").hidden = true;
-}
-
-function takeTheirs() {
-  if (!T.theirs) return;
-  adopt(T.theirs);
-  hideConflict();
-  say("Their draft is loaded.", "ok");
-}
-
-async function keepMine() {
-  if (T.theirs) T.draft = { ...T.draft, revision: T.theirs.revision };
-  hideConflict();
-  await save();
+  drawProblemList(T.problems, {
+    where: (p) => [p.file, p.line ? `line ${p.line}` : ""],
+    goTo: (p) => {
+      const field = document.getElementById(`t-${p.path.split(/[.[]/)[0]}`);
+      return field ? () => field.focus() : null;
+    },
+  });
 }
 
 // --- start ---
@@ -386,13 +247,8 @@ async function start(root) {
   const schema = await api("GET", "/editor/schema");
   T.schema = schema.ok ? schema.data : null;
   templateList();
-  const actions = { save, discard, folder: toFolder, publish, theirs: takeTheirs, mine: keepMine, sample: () => { T.profile = ""; document.querySelector("[data-profile]").value = ""; preview(); } };
-  root.addEventListener("click", (event) => {
-    const button = event.target.closest?.("[data-action]");
-    if (button && actions[button.dataset.action]) actions[button.dataset.action]();
-    const width = event.target.closest?.("[data-width]");
-    if (width) chooseWidth(width.dataset.width);
-  });
+  const sample = () => { T.profile = ""; document.querySelector("[data-profile]").value = ""; preview(); };
+  listenForActions(root, { ...DRAFT.actions, sample }, T);
   const search = root.querySelector("[data-profile]");
   search.addEventListener("input", () => searchProfiles(search.value));
   root.querySelector("[data-profile-form]").addEventListener("submit", (event) => {
