@@ -382,10 +382,34 @@ def test_a_second_save_of_one_draft_is_refused_and_shows_both(
         shoot(mine, "editor-conflict")
         conflict.get_by_role("button", name="Load their draft").click()
         expect(mine.locator("#f-description")).to_have_value("Theirs first")
+        expect(mine.locator("[data-status]")).to_have_text(
+            "Their draft is loaded. Ctrl+Z brings yours back as unsaved changes."
+        )
         expect(conflict).to_be_hidden()
+
+        # Now theirs is stale: they keep theirs over mine.
+        mine.locator("#f-description").fill("Mine again")
+        mine.get_by_role("button", name="Save draft").click()
+        expect(mine.locator("[data-status]")).to_have_text("Draft saved.")
+        theirs.locator("#f-description").fill("Theirs kept")
+        theirs.get_by_role("button", name="Save draft").click()
+        their_conflict = theirs.get_by_role("alert", name="Conflict")
+        expect(their_conflict).to_contain_text(f"{USER} saved this draft")
+        their_conflict.get_by_role("button", name="Keep mine (save over theirs)").click()
+        expect(theirs.locator("[data-status]")).to_have_text("Draft saved.")
+        expect(their_conflict).to_be_hidden()
+        mine.reload()
+        expect(mine.locator("#f-description")).to_have_value("Theirs kept")
+
         mine.get_by_role("button", name="Discard").click()
-        expect(mine.locator("[data-status]")).to_contain_text("Draft discarded")
+        expect(mine.locator("[data-status]")).to_have_text(
+            "Draft discarded: the editor shows the file again. "
+            "Ctrl+Z brings your edits back as unsaved changes."
+        )
         expect(mine.locator("#f-description")).to_have_value(re.compile("^Greet every sign-up"))
+        mine.locator("body").press("Control+z")
+        expect(mine.locator("#f-description")).to_have_value("Theirs kept")
+        expect(mine.locator("[data-draft-state]")).to_contain_text("unsaved")
     finally:
         other.context.close()
 
