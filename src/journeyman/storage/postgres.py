@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
-from journeyman.domain.state import Account, Profile
+from journeyman.domain.state import Account, Instance, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.backfills import SIZES, SQLBackfills, size_rows
 from journeyman.storage.base import (
@@ -313,6 +313,15 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
             "SELECT message_id FROM events WHERE message_id = ANY($1::text[])", list(message_ids)
         )
         return {row[0] for row in rows}
+
+    async def instances(self, instance_ids: Collection[str]) -> dict[str, Instance]:
+        if not instance_ids:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT state FROM instances WHERE id = ANY($1::text[])", list(instance_ids)
+        )
+        found = (decode_instance(state) for (state,) in rows)
+        return {instance.id: instance for instance in found}
 
     async def untold(self, outbox_ids: Collection[int]) -> set[int]:
         if not outbox_ids:
