@@ -463,6 +463,41 @@ def test_a_failed_awaited_send_takes_on_error_and_settles_the_outbox_row_in_one_
     live(store, ws, test, clock, on_commit=batches.append)
 
 
+def test_a_delivery_outcome_runs_while_the_batch_before_it_commits(
+    store: Database, workspace: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = workspace(ON_ERROR)
+    later = START + timedelta(minutes=1)
+    clock = Clock()
+    gated = gate(store, monkeypatch)
+    gated.gate.set()
+
+    async def test(processor: Processor) -> None:
+        await processor.submit(sign_up(ws, "u1"))
+        (item,) = await store.claim(START, 10)
+        clock.now = later
+        gated.gate.clear()
+        first = asyncio.ensure_future(processor.submit(sign_up(ws, "u2")))
+        await gated.until(lambda: len(gated.committing) == 2)
+        settled = Delivered(item.id, "failed", "550 mailbox unavailable", later)
+        result = DeliveryResult(item.effect, False, "550 mailbox unavailable", settled)
+        second = asyncio.ensure_future(processor.submit([result]))
+        await gated.until(lambda: gated.loads_done == 3)  # the engine ran it ...
+        await turns()
+        assert len(gated.committing) == 2  # ... before the sign-up ahead was stored
+        gated.gate.set()
+        assert await first == ["accepted"] * 2
+        assert await second == ["accepted"]
+        (ended,) = await store.instances_of("u1")
+        assert ended.end_state == "reached_by_sms"
+        assert {m.step: m.status for m in await store.messages() if m.profile_id == "u1"} == {
+            "greet": "failed",
+            "fallback": "queued",
+        }
+
+    live(store, ws, gated_test(gated, test), clock)
+
+
 # failures and back-pressure
 
 

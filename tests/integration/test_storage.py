@@ -230,6 +230,18 @@ def test_a_committed_instance_replaces_its_earlier_state(store: Database) -> Non
     run(store, check)
 
 
+def test_instances_are_read_many_at_once_running_or_ended(store: Database) -> None:
+    async def check() -> None:
+        ended = instance("u1:a:1", status="ended", step="done")
+        waiting = instance("u2:a:1", profile="u2", wake_at=START + MINUTE)
+        await store.commit(Changes(instances={i.id: i for i in (ended, waiting)}))
+        found = await store.instances(["u1:a:1", "u2:a:1", "nope"])
+        assert found == {"u1:a:1": ended, "u2:a:1": waiting}
+        assert await store.instances([]) == {}
+
+    run(store, check)
+
+
 def test_instances_of_lists_running_and_ended_newest_first(store: Database) -> None:
     async def check() -> None:
         await store.commit(Changes(instances={"u1:a:1": instance("u1:a:1", status="ended")}))

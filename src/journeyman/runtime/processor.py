@@ -13,8 +13,9 @@ While a batch commits, the engine already runs the next one, on the state that b
 leaves (the store's, brought up to the committing batch in memory); the next commit starts
 once that one is stored, and only then. A batch whose triggers need what the committing
 one may change in the store and not in memory (a merge of profiles, a lookup by email or
-anonymous id, a delivery outcome) waits for the commit first. If a commit fails, the
-batch that ran on it runs again on what the store holds.
+anonymous id) waits for the commit first; a delivery outcome does not: the instance it is
+for, and whether it was learned already, are brought up to the committing batch too. If a
+commit fails, the batch that ran on it runs again on what the store holds.
 """
 
 from __future__ import annotations
@@ -355,8 +356,6 @@ class Processor:
         if ahead.batch.merges or ahead.batch.forgotten:
             return False
         triggers = [item.trigger for item in items]
-        if any(isinstance(t, DeliveryResult) for t in triggers):
-            return False  # it may read its instance from the store
         events = [t for t in triggers if isinstance(t, Event)]
         if any(e.type == BACKFILL for e in events):
             return False  # it reads the event log, which the batch ahead adds to
@@ -461,7 +460,7 @@ class Processor:
         snapshots = await self.store.load(profiles_needed(triggers, definitions, known.identities))
         if ahead is not None:
             _bring_up(snapshots, ahead)
-        await self._find_elsewhere(triggers, snapshots, known)
+        await self._find_elsewhere(triggers, snapshots, known, ahead)
         await self._accounts(triggers, snapshots, known, ahead)
         await self._logs(triggers, engine, known)
         results, changes = apply(engine, snapshots, triggers, now, known, quiet=items[0].quiet)
@@ -485,11 +484,12 @@ class Processor:
         seen = await store.seen(
             [t.message_id for t in triggers if isinstance(t, Event) and t.message_id]
         )
-        if ahead is not None:
-            seen.update(e.message_id for e in ahead.events if e.message_id)
         untold = await store.untold(
             [t.told for t in triggers if isinstance(t, DeliveryResult) and t.told]
         )
+        if ahead is not None:
+            seen.update(e.message_id for e in ahead.events if e.message_id)
+            untold.difference_update(ahead.told)
         return Known(identities, seen, untold)
 
     async def _logs(self, triggers: list[Trigger], engine: Engine, known: Known) -> None:
@@ -517,27 +517,35 @@ class Processor:
         known.accounts = found
 
     async def _find_elsewhere(
-        self, triggers: list[Trigger], snapshots: dict[str, Snapshot], known: Known
+        self,
+        triggers: list[Trigger],
+        snapshots: dict[str, Snapshot],
+        known: Known,
+        ahead: Changes | None = None,
     ) -> None:
         """The instances that delivery outcomes are for, where the profile their effect
         names does not run them (they ended, or moved to the profile it merged into), and
-        the profiles that have them now."""
-        found: dict[str, Instance] = {}
+        the profiles that have them now; as stored, brought up to ``ahead``."""
+        elsewhere = set()
         for trigger in triggers:
             if not isinstance(trigger, DeliveryResult):
                 continue
             instance_id = trigger.effect.instance_id
             running = snapshots[trigger.effect.profile_id].running
-            if instance_id in found or any(i.id == instance_id for i in running):
-                continue
-            instance = await self.store.instance(instance_id)
-            if instance is not None:
-                found[instance_id] = instance
+            if not any(i.id == instance_id for i in running):
+                elsewhere.add(instance_id)
+        # One read for all of them: a batch of outcomes of ended instances is common.
+        found = await self.store.instances(elsewhere) if elsewhere else {}
+        if ahead is not None:  # what the batch being committed makes of them
+            found.update((i, ahead.instances[i]) for i in elsewhere if i in ahead.instances)
         if found:
             known.instances = found
             owners = {i.profile_id for i in found.values()} - snapshots.keys()
             if owners:
-                snapshots.update(await self.store.load(owners))
+                loaded = await self.store.load(owners)
+                if ahead is not None:
+                    _bring_up(loaded, ahead)
+                snapshots.update(loaded)
 
 
 def _described(trigger: Trigger) -> str:

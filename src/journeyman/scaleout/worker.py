@@ -298,7 +298,8 @@ class Worker:
         self._published = 0  # the workspace version running
         self._refused = 0  # the last version that could not run here
         self._retired: list[Channel] = []  # channels a publish replaced, closed at stop
-        self._reads = self._read_applied = 0  # reads of the journeys' states, started, applied
+        self._asked = self._answered = 0  # asks for the journeys' states, and those answered
+        self._reading: asyncio.Future[None] | None = None  # the read under way
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -434,20 +435,29 @@ class Worker:
         self.announce(f"workspace version {published.version}, journeys: {journeys}")
 
     async def _read_states(self) -> None:
-        """Obey the journeys paused and stopped now, and the experiments' decisions.
+        """Obey the journeys paused and stopped now, and the experiments' decisions, as
+        read after this call began.
 
-        Several partitions read at once: a read that started before the last one applied
-        (and may have seen less) is dropped, so the states never go back in time.
+        Many partitions ask at once (before each batch): one read at a time answers every
+        ask made before it began, rather than two queries for each batch. Reads never
+        overlap, so the states never go back in time.
         """
-        self._reads += 1
-        read = self._reads
-        states = await self.store.journey_states()
-        decisions = await read_decisions(self.store, self.processor.workspace)
-        if read < self._read_applied:
-            return
-        self._read_applied = read
-        self.processor.obey(states)
-        self.processor.obey_decisions(decisions)
+        self._asked += 1
+        mine = self._asked
+        while self._answered < mine:
+            if self._reading is None:
+                self._reading = asyncio.ensure_future(self._read_states_now(self._asked))
+            await asyncio.shield(self._reading)  # raises what the read raised
+
+    async def _read_states_now(self, asked: int) -> None:
+        try:
+            states = await self.store.journey_states()
+            decisions = await read_decisions(self.store, self.processor.workspace)
+            self.processor.obey(states)
+            self.processor.obey_decisions(decisions)
+            self._answered = asked
+        finally:
+            self._reading = None
 
     # partitions
 

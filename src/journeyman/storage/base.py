@@ -288,8 +288,13 @@ class Store(ABC):
         :func:`journeyman.runtime.importing.only_history` for which ones come here."""
 
     @abstractmethod
+    async def instances(self, instance_ids: Collection[str]) -> dict[str, Instance]:
+        """The instances of these ids that exist, running or ended, by id (those that
+        delivery outcomes are for): one read, however many."""
+
     async def instance(self, instance_id: str) -> Instance | None:
-        """One instance, running or ended (the one a delivery outcome is for)."""
+        """One instance, running or ended."""
+        return (await self.instances([instance_id])).get(instance_id)
 
     @abstractmethod
     async def log_of(self, profile_id: str, names: Collection[str]) -> list[Event]:

@@ -401,9 +401,9 @@ class MemoryStore(Database, RunStore, MemoryDrafts):
 
     # reading
 
-    async def instance(self, instance_id: str) -> Instance | None:
-        row = self.db.instances.get(instance_id)
-        return decode_instance(row.state) if row is not None else None
+    async def instances(self, instance_ids: Collection[str]) -> dict[str, Instance]:
+        stored = self.db.instances
+        return {i: decode_instance(stored[i].state) for i in instance_ids if i in stored}
 
     async def instances_of(self, profile_id: str) -> list[Instance]:
         db = self.db

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
-from journeyman.domain.state import Account, Profile
+from journeyman.domain.state import Account, Instance, Profile
 from journeyman.storage import shown_url
 from journeyman.storage.backfills import SIZES, SQLBackfills, size_rows
 from journeyman.storage.base import (
@@ -173,6 +173,16 @@ _CLAIM_CLOCKS = (
 )
 
 
+class _Pooled(asyncpg.Connection):  # type: ignore[misc]
+    """A connection of the pool, not reset when it goes back to it: the store leaves no
+    session state on one (no SET, LISTEN, session lock or cursor outlives a transaction;
+    an open transaction is still rolled back), so the reset would only be one more round
+    trip after every query and commit."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class StaleOutcome(Exception):
     """A commit would apply a delivery outcome another commit has applied already."""
 
@@ -220,7 +230,11 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
     async def open(self) -> None:
         try:
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT
+                self._dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=CONNECT_TIMEOUT,
+                connection_class=_Pooled,
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise StorageUnavailable(f"cannot open {self.url}: {_reason(error)}") from None
@@ -263,6 +277,14 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
         """One write transaction. This process's writes go one at a time, as in SQLite,
         so that two of them never wait on each other's rows."""
         async with self._writes, self.pool.acquire() as db, db.transaction():
+            yield db
+
+    @asynccontextmanager
+    async def _claiming(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that only claims (``FOR UPDATE SKIP LOCKED``): it never waits on
+        a row, so it need not wait for this process's other writes either. A worker's
+        timer claims then go on while its engine's batch commits, rather than after it."""
+        async with self.pool.acquire() as db, db.transaction():
             yield db
 
     # the unit of work
@@ -313,6 +335,15 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
             "SELECT message_id FROM events WHERE message_id = ANY($1::text[])", list(message_ids)
         )
         return {row[0] for row in rows}
+
+    async def instances(self, instance_ids: Collection[str]) -> dict[str, Instance]:
+        if not instance_ids:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT state FROM instances WHERE id = ANY($1::text[])", list(instance_ids)
+        )
+        found = (decode_instance(state) for (state,) in rows)
+        return {instance.id: instance for instance in found}
 
     async def untold(self, outbox_ids: Collection[int]) -> set[int]:
         if not outbox_ids:
@@ -393,7 +424,7 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
         # Only what is due by the last whole millisecond: wake times are stored rounded up,
         # and a timer leased but not due yet would wait out its lease.
         lease = ms(now + self.lease)
-        async with self._transaction() as db:
+        async with self._claiming() as db:
             rows = await db.fetch(_CLAIM_DUE, ms(now), ms(now), limit, lease)
             # Profile clocks get what instances left of the batch, and never less than a
             # quarter of it, so that a long backlog of waits does not starve them.
@@ -422,7 +453,7 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
     # outbox
 
     async def claim(self, now: datetime, limit: int) -> list[OutboxItem]:
-        async with self._transaction() as db:
+        async with self._claiming() as db:
             rows = await db.fetch(_CLAIM, ms(now), limit, ms(now + self.lease))
         rows = sorted(rows, key=lambda row: (row["due_at"], row["id"]))
         return [
@@ -460,7 +491,7 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
     async def claim_tell(self, now: datetime, limit: int) -> list[ToTell]:
         """Outcomes due to be handed on, each leased to the caller for ``lease``: another
         process takes them up after it unless the commit that applies them came first."""
-        async with self._transaction() as db:
+        async with self._claiming() as db:
             rows = await db.fetch(_CLAIM_TELL, ms(now), limit, ms(now + self.lease))
         found = [
             ToTell(r["id"], decode_effect(r["effect"]), r["status"], r["detail"], r["profile_id"])

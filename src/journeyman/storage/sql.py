@@ -133,7 +133,6 @@ LIST_PROFILES = "SELECT id, NULL FROM profiles WHERE id > ? ORDER BY id LIMIT ?"
 class Statements:
     """Every statement written once, as :class:`Dialect` gives them (see :meth:`of`)."""
 
-    instance: str = "SELECT state FROM instances WHERE id = ?"
     profile: str = "SELECT state FROM profiles WHERE id = ?"
     account: str = "SELECT state FROM accounts WHERE id = ?"
     put_account: str = (
@@ -520,10 +519,6 @@ class SQLDatabase(Database):
         """Run one statement for each of ``rows``, all in one write transaction."""
 
     # the engine's reads that are only a statement
-
-    async def instance(self, instance_id: str) -> Instance | None:
-        state = await self._value(self.sql.instance, instance_id)
-        return decode_instance(state) if state is not None else None
 
     async def log_of(self, profile_id: str, names: Collection[str]) -> list[Event]:
         query = self.dialect("SELECT name, body FROM events WHERE profile_id = ? ORDER BY seq")

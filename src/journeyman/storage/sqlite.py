@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from journeyman.domain.core import Changes, Delivered, ProfileClock, Snapshot, Timer
-from journeyman.domain.state import Account, Profile
+from journeyman.domain.state import Account, Instance, Profile
 from journeyman.storage.backfills import SIZES, SQLBackfills, size_rows
 from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
@@ -165,6 +165,9 @@ class SQLiteStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts):
 
     async def accounts(self, account_ids: Collection[str]) -> dict[str, Account]:
         return await self._read(_accounts, list(account_ids))
+
+    async def instances(self, instance_ids: Collection[str]) -> dict[str, Instance]:
+        return await self._read(_instances, list(instance_ids))
 
     async def commit(self, changes: Changes) -> None:
         await self._run(self._commit, changes)
@@ -437,6 +440,16 @@ def _accounts(db: sqlite3.Connection, ids: list[str]) -> dict[str, Account]:
         for state in _blobs(db, "state", f"accounts WHERE id IN ({marks})", chunk):
             account = decode_account(state)
             found[account.id] = account
+    return found
+
+
+def _instances(db: sqlite3.Connection, ids: list[str]) -> dict[str, Instance]:
+    found = {}
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for state in _blobs(db, "state", f"instances WHERE id IN ({marks})", chunk):
+            instance = decode_instance(state)
+            found[instance.id] = instance
     return found
 
 
