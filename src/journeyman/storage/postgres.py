@@ -19,10 +19,10 @@ parameter goes to the server as a setting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -74,6 +74,7 @@ from journeyman.storage.sql import (
 __all__ = ["DEFAULT_POOL", "AdvisoryLocks", "PostgresStore", "StaleOutcome", "ToTell", "parse_url"]
 
 DEFAULT_POOL = 10
+T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0  # seconds: an unreachable server is reported, not waited for
 # Any number will do, as long as it is journeyman's own: opening processes take turns to
 # migrate the schema while holding this advisory lock.
@@ -320,12 +321,7 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
         return {(kind, value): pid for kind, value, pid in rows}
 
     async def accounts(self, account_ids: Collection[str]) -> dict[str, Account]:
-        if not account_ids:
-            return {}
-        rows = await self.pool.fetch(
-            "SELECT state FROM accounts WHERE id = ANY($1::text[])", list(account_ids)
-        )
-        found = (decode_account(state) for (state,) in rows)
+        found = await self._states("accounts", account_ids, decode_account)
         return {account.id: account for account in found}
 
     async def seen(self, message_ids: Collection[str]) -> set[str]:
@@ -337,13 +333,18 @@ class PostgresStore(SQLDatabase, SQLRuns, SQLBackfills, SQLDrafts, ScaleOutStore
         return {row[0] for row in rows}
 
     async def instances(self, instance_ids: Collection[str]) -> dict[str, Instance]:
-        if not instance_ids:
-            return {}
-        rows = await self.pool.fetch(
-            "SELECT state FROM instances WHERE id = ANY($1::text[])", list(instance_ids)
-        )
-        found = (decode_instance(state) for (state,) in rows)
+        found = await self._states("instances", instance_ids, decode_instance)
         return {instance.id: instance for instance in found}
+
+    async def _states(
+        self, table: str, ids: Collection[str], decode: Callable[[bytes], T]
+    ) -> list[T]:
+        """The decoded ``state`` of the rows of ``table`` with these ids, in no promised
+        order."""
+        if not ids:
+            return []
+        query = f"SELECT state FROM {table} WHERE id = ANY($1::text[])"
+        return [decode(state) for (state,) in await self.pool.fetch(query, list(ids))]
 
     async def untold(self, outbox_ids: Collection[int]) -> set[int]:
         if not outbox_ids:

@@ -434,23 +434,20 @@ def _blobs(
 
 
 def _accounts(db: sqlite3.Connection, ids: list[str]) -> dict[str, Account]:
-    found = {}
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        for state in _blobs(db, "state", f"accounts WHERE id IN ({marks})", chunk):
-            account = decode_account(state)
-            found[account.id] = account
-    return found
+    return {account.id: account for account in _states(db, "accounts", ids, decode_account)}
 
 
 def _instances(db: sqlite3.Connection, ids: list[str]) -> dict[str, Instance]:
-    found = {}
+    return {i.id: i for i in _states(db, "instances", ids, decode_instance)}
+
+
+def _states(
+    db: sqlite3.Connection, table: str, ids: list[str], decode: Callable[[bytes], T]
+) -> Iterator[T]:
+    """The decoded ``state`` of the rows of ``table`` with these ids, in no promised order."""
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
-        for state in _blobs(db, "state", f"instances WHERE id IN ({marks})", chunk):
-            instance = decode_instance(state)
-            found[instance.id] = instance
-    return found
+        yield from map(decode, _blobs(db, "state", f"{table} WHERE id IN ({marks})", chunk))
 
 
 def _resolve(
