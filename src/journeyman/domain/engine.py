@@ -514,11 +514,7 @@ class _Run:
                 self._own_profile().wakes = {}
             return
         for _ in range(MAX_SEGMENT_ROUNDS):
-            wakes = self.profile.wakes
-            clock = {n for n, at in wakes.items() if at <= self.now}
-            clock.update(n for n in self.workspace.local_segments if n not in wakes)
-            clock.update(self.forced)
-            self.forced = set()
+            clock = self._clock()
             if not (
                 self.traits_changed
                 or self.recorded
@@ -549,6 +545,19 @@ class _Run:
                 return
             self._own_profile().segments = members
             self.change_segments(changes, instances, record_only=True, react=react)
+
+    def _clock(self) -> set[str]:
+        """The segments to evaluate whatever changed: those whose wake time came, those
+        of local time the profile has no wake time for yet, and those forced."""
+        wakes, now = self.profile.wakes, self.now
+        clock = {n for n, at in wakes.items() if at <= now} if wakes else set()
+        for name in self.workspace.local_segments:
+            if name not in wakes:
+                clock.add(name)
+        if self.forced:
+            clock.update(self.forced)
+            self.forced = set()
+        return clock
 
     def change_segments(
         self,
@@ -605,24 +614,26 @@ class _Run:
     ) -> None:
         """Set the wake times of the segments just evaluated (those that move with time):
         the earliest moment each answer can change with no event."""
-        segments = self.workspace.segments
-        wakes = {
-            name: at
-            for name, at in self.profile.wakes.items()
-            if name in segments and name not in clock
-        }
-        zone = self.zone()[0]
+        segments, before = self.workspace.segments, self.profile.wakes
+        wakes = dict(before)
+        for name in clock:
+            wakes.pop(name, None)
+        if not segments.keys() >= before.keys():  # of segments no longer published
+            wakes = {name: at for name, at in wakes.items() if name in segments}
+        history, now = self.profile.history, self.now
+        zone: tzinfo = UTC  # what only a segment of local time reads: looked up for one
         for name in evaluated:
             wakes.pop(name, None)
             segment = segments[name]
             if segment.clocked:
-                history = self.profile.history
-                at = next_change(segment, scope, name in members, history, self.now, zone)
+                if segment.local:
+                    zone = self.zone()[0]
+                at = next_change(segment, scope, name in members, history, now, zone)
                 if at is not None:
                     wakes[name] = at
                 elif segment.local:  # evaluated: not again until what it reads changes
                     wakes[name] = NEVER
-        if wakes != self.profile.wakes:
+        if wakes != before:
             self._own_profile().wakes = wakes
 
     def _segment_scope(self, members: dict[str, datetime]) -> dict[str, Any]:

@@ -889,6 +889,11 @@ class Expression:
     # (never the other way): an ``and`` / ``or`` of ``count(...)`` at least (or more than)
     # a number, and of terms that do not read the time. A false one stays false.
     only_falls: bool = False
+    # Where the whole expression is one history function that moves with time compared
+    # with a number (``count("app_opened", "7d") >= 3``, ``7 > days_since("signed_up")``):
+    # (the call as in ``calls``, the comparison, the number, whether the number is on the
+    # left); None otherwise. Its next change is found without evaluating it as a whole.
+    bound: tuple[tuple[Any, ...], str, int | float, bool] | None = None
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The value of the expression in ``scope``; ``None`` for anything not computable."""
@@ -925,7 +930,8 @@ def compile_expression(source: str) -> Expression:
     calls = frozenset(_history_calls(tree))
     clock = frozenset(_clock_reads(tree))
     falls = _only_falls(tree)
-    return Expression(source, frozenset(_paths(tree)), namespace["_evaluate"], calls, clock, falls)
+    paths = frozenset(_paths(tree))
+    return Expression(source, paths, namespace["_evaluate"], calls, clock, falls, _bound(tree))
 
 
 # --- history functions -------------------------------------------------------------------
@@ -1033,6 +1039,21 @@ def _only_falls(node: _Node) -> bool:
         if number and counted.kind == "history" and counted.value[0] == "count":
             return True
     return not _reads_time(node)
+
+
+def _bound(node: _Node) -> tuple[tuple[Any, ...], str, int | float, bool] | None:
+    """The tree as (history call, comparison, number, number first) when it is a ``count``,
+    ``sum`` or ``days_since`` compared with a number and nothing else (see
+    :attr:`Expression.bound`)."""
+    if node.kind != "cmp" or node.value not in _ORDERINGS:
+        return None
+    left, right = node.args
+    for called, number, first in ((left, right, False), (right, left, True)):
+        constant = number.kind == "const" and type(number.value) in (int, float)
+        moving = called.kind == "history" and called.value[0] in ("count", "sum", "days_since")
+        if constant and moving:
+            return called.value, node.value, number.value, first
+    return None
 
 
 def _reads_time(node: _Node) -> bool:

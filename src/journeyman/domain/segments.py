@@ -23,7 +23,8 @@ import functools
 import hashlib
 import heapq
 import math
-from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
+import operator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -236,9 +237,26 @@ def next_change(
     (``zone``), its weekday, date or an anniversary at its midnights, any other reading of
     ``now_local`` at each of its hours. Those moments are looked at in order (:data:`PROBES`
     at most) with the expression evaluated as of each, over ``scope`` (the one it was
-    evaluated in now): the first whose answer differs is the one, never a moment late."""
+    evaluated in now, whose history is ``kept``): the first whose answer differs is the
+    one, never a moment late. A ``count``, ``sum`` or ``days_since`` compared with a number
+    and nothing else (:attr:`~journeyman.domain.expressions.Expression.bound`) is looked at
+    the same moments, reading only that function: the same answer, sooner."""
     if not inside and segment.when.only_falls:
         return None  # false, and the time that passes can only make it false
+    if segment.when.bound is not None:
+        return _bound_change(segment, segment.when.bound, inside, kept, now)
+    return _probe(segment, scope, inside, kept, now, zone)
+
+
+def _probe(
+    segment: Segment,
+    scope: Mapping[str, Any],
+    inside: bool,
+    kept: Mapping[str, EventHistory],
+    now: datetime,
+    zone: tzinfo,
+) -> datetime | None:
+    """:func:`next_change` for any expression: evaluated as a whole at each moment."""
     looked: datetime | None = None
     at = dict(scope)  # the scope as of each moment in turn (a few keys: cheap to copy)
     local = segment.local
@@ -253,6 +271,75 @@ def next_change(
             return moment
         looked = moment
     return None
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def _bound_change(
+    segment: Segment,
+    bound: tuple[tuple[Any, ...], str, int | float, bool],
+    inside: bool,
+    kept: Mapping[str, EventHistory],
+    now: datetime,
+) -> datetime | None:
+    """:func:`_probe` for one history function compared with a number: the same moments
+    in the same order, at each only that function's value worked out (as
+    :mod:`journeyman.domain.history` does) and compared as the expression compares numbers
+    (Python's operators: its values are always int or float here)."""
+    call, symbol, number, first = bound
+    history = kept.get(call[1])
+    if history is None:
+        return None  # as _moments: nothing moves with no history
+    if call[0] == "days_since":
+        # days_since is d at last + d days exactly: its answer there is known beforehand
+        for offset, answer in _days_since_answers(segment.days_since[0][1], symbol, number, first):
+            if answer != inside and (moment := history.last + offset) > now:
+                return moment
+        return None
+    compare = _COMPARE[symbol]
+    days, buckets = call[-1], history.days
+    looked: int | None = None
+    for index, gone in enumerate(_gone_days(history, days, _today(now))):
+        if index == PROBES:
+            return _midnight(looked) if looked is not None else None
+        # the window at the midnight that begins day `gone` starts at gone - days + 1,
+        # summed as history.count and history.total sum it
+        oldest = gone - days + 1
+        if call[0] == "count":
+            value: Any = sum(n for day, n, _ in buckets if day >= oldest)
+        else:
+            value = sum(sums.get(call[2], 0) for day, _, sums in buckets if day >= oldest)
+        if (compare(number, value) if first else compare(value, number)) != inside:
+            return _midnight(gone)
+        looked = gone
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _days_since_answers(
+    limits: frozenset[Any], symbol: str, number: int | float, first: bool
+) -> tuple[tuple[timedelta, bool], ...]:
+    """Each whole day after the last event at which ``days_since`` may cross ``number``
+    (:func:`_offsets`), with the comparison's answer there: the same for every profile."""
+    compare = _COMPARE[symbol]
+    return tuple(
+        (offset, compare(number, offset.days) if first else compare(offset.days, number))
+        for offset in _offsets(limits) or ()
+    )
+
+
+def _gone_days(history: EventHistory, days: int, today: int) -> list[int]:
+    """The days (ordinals) after ``today`` at whose UTC midnight a day of the history
+    leaves a window of ``days`` days, in order."""
+    return sorted(day + days for day, _, _ in history.days if day + days > today)
 
 
 def _moments(
@@ -270,7 +357,7 @@ def _moments(
         if history is not None and history.days:
             # a day leaves the window at the midnight that begins day + days: after now
             # when that day is after today
-            gone = sorted(day + days for day, _, _ in history.days if day + days > today)
+            gone = _gone_days(history, days, today)
             if gone:
                 streams.append([_midnight(day) for day in gone])
     for event, limits in segment.days_since:
