@@ -392,7 +392,7 @@ class _Run:
         self._profile_view: dict[str, Any] | None = None
         self._now_local: datetime | None = None  # now in the profile's zone (its view's)
         # What changed that segments may read: the traits, events added to the history.
-        self.traits_changed = False
+        self.traits_changed: set[str] = set()
         self.recorded: set[str] = set()
         self.listed: set[str] = set()  # lists changed, whose readers are evaluated next
         self.forced: set[str] = set()  # segments evaluated whatever changed (a backfill)
@@ -431,16 +431,19 @@ class _Run:
             traits.pop(key, None)
         self._profile_view = None
         self._now_local = None
-        self.traits_changed = True
+        self.traits_changed.update(values)
+        self.traits_changed.update(unset)
 
     def take_consent(self, event: Event) -> None:
         """An unsubscribe, a resubscribe, a hard bounce or a complaint (domain.consent)."""
         changed = consent.apply(self.profile, event)
         if changed is not None:
             profile = self._own_profile()
+            before = profile.traits
             profile.traits, profile.suppressed = changed.traits, changed.suppressed
             self._profile_view = self._now_local = None
-            self.traits_changed = True
+            self.traits_changed.update(before.keys() ^ changed.traits.keys())
+            self.traits_changed.update(k for k, v in before.items() if changed.traits.get(k) != v)
 
     # history and segments
 
@@ -524,7 +527,7 @@ class _Run:
             ):
                 return
             traits_changed, recorded, listed = self.traits_changed, self.recorded, self.listed
-            self.traits_changed, self.recorded, self.listed = False, set(), set()
+            self.traits_changed, self.recorded, self.listed = set(), set(), set()
             members = dict(self.profile.segments)
             scope = self._segment_scope(members)
             evaluated: list[str] = []
