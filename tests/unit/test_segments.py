@@ -286,6 +286,16 @@ def test_each_trait_change_moves_the_segments_that_read_that_trait(simulate: Sim
     ]
 
 
+def test_a_trait_sent_again_as_another_type_moves_the_segment(simulate: Simulate) -> None:
+    vip = "kind: segment\nname: vip\nwhen: profile.vip == true\n"
+    sim = simulate(vip)
+    sim.identify({"userId": "u1", "traits": {"vip": 1}}, START)
+    sim.identify({"userId": "u1", "traits": {"vip": 1}}, after("1h"))  # the same: no change
+    sim.identify({"userId": "u1", "traits": {"vip": True}}, after("2h"))  # equal in Python only
+    sim.identify({"userId": "u1", "traits": {"vip": 1.0}}, after("3h"))
+    assert segment_lines(sim) == [("segment_entered", "vip"), ("segment_exited", "vip")]
+
+
 def test_in_segment_sees_the_other_segments_new_answer(simulate: Simulate) -> None:
     sim = simulate(BIG_SPENDER, VIP)
     buy(sim, START, 300)
