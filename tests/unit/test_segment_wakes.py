@@ -16,14 +16,7 @@ from hypothesis import strategies as st
 
 from journeyman.domain.expressions import compile_expression
 from journeyman.domain.model import Origin, Segment
-from journeyman.domain.segments import (
-    PROBES,
-    Readers,
-    _bound_change,
-    _probe,
-    changed_segments,
-    next_change,
-)
+from journeyman.domain.segments import PROBES, _bound_change, _probe, next_change
 from journeyman.domain.state import EventHistory
 from tests.fuzzing import fuzz_settings
 
@@ -216,31 +209,3 @@ def test_more_moments_than_are_looked_at_wake_at_the_last_one_looked_at() -> Non
     # 100 days leave one after another; the search stops after PROBES of them
     assert found == datetime.combine(NOW.date() + (400 - 99 + PROBES - 1) * DAY, time(0), UTC)
     assert found == probed(s, True, kept, NOW)
-
-
-# which segments a change of traits evaluates again
-
-
-def evaluated_on(changed: set[str], sources: dict[str, str]) -> list[str]:
-    segments = {
-        name: Segment(name, "", compile_expression(source), Origin("segments.yaml", 1))
-        for name, source in sources.items()
-    }
-    at = scope(NOW, {})
-    at["profile"] = {"plan": "pro", "country": "FR"}
-    evaluated: list[str] = []
-    changed_segments(segments, Readers.of(segments), at, {}, changed, (), NOW, (), evaluated)
-    return evaluated
-
-
-def test_a_trait_change_evaluates_only_the_segments_that_read_that_trait() -> None:
-    sources = {
-        "pro": 'profile.plan == "pro"',
-        "europe": 'profile.country in ["FR", "DE"]',
-        "buyers": 'count("e", "30d") >= 1',
-        "everything": 'profile[profile.key] == "pro"',  # a key worked out: any trait
-        "birthday": "is_anniversary(profile.birthday)",  # moves with time: any trait
-    }
-    assert evaluated_on({"plan"}, sources) == ["pro", "everything", "birthday"]
-    assert evaluated_on({"country", "vip"}, sources) == ["europe", "everything", "birthday"]
-    assert evaluated_on(set(), sources) == []

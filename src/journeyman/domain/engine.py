@@ -74,16 +74,7 @@ MAX_STEPS = 1000
 # Rounds of segment changes one trigger may cause (a journey entered on a segment may
 # change traits that move another segment): a guard, never reached by a sound workspace.
 MAX_SEGMENT_ROUNDS = 10
-_NO_TRAITS: frozenset[str] = frozenset()  # no trait changed (shared: no set per trigger)
 _replace = msgspec.structs.replace
-
-
-def _same(before: Any, after: Any) -> bool:
-    """Whether a trait's value is surely unchanged: the same text, whole number or truth
-    value (1 and true, 0.0 and -0.0 are equal in Python, not to every expression)."""
-    kind = type(before)
-    return kind is type(after) and kind in (str, int, bool, type(None)) and before == after
-
 
 Versions = Callable[[str, int], m.Journey | None]
 
@@ -401,7 +392,7 @@ class _Run:
         self._profile_view: dict[str, Any] | None = None
         self._now_local: datetime | None = None  # now in the profile's zone (its view's)
         # What changed that segments may read: the traits, events added to the history.
-        self.traits_changed: frozenset[str] = _NO_TRAITS
+        self.traits_changed = False
         self.recorded: set[str] = set()
         self.listed: set[str] = set()  # lists changed, whose readers are evaluated next
         self.forced: set[str] = set()  # segments evaluated whatever changed (a backfill)
@@ -431,10 +422,7 @@ class _Run:
 
     def set_traits(self, values: dict[str, Any], unset: Iterable[str]) -> None:
         traits = self._own_profile().traits
-        moved = [key for key in unset if key in traits]
         for key, value in values.items():
-            if not _same(traits.get(key), value):
-                moved.append(key)
             if value is None:
                 traits.pop(key, None)
             else:
@@ -443,20 +431,16 @@ class _Run:
             traits.pop(key, None)
         self._profile_view = None
         self._now_local = None
-        if moved:  # an identify that sends the traits again moves no segment
-            self.traits_changed = self.traits_changed.union(moved)
+        self.traits_changed = True
 
     def take_consent(self, event: Event) -> None:
         """An unsubscribe, a resubscribe, a hard bounce or a complaint (domain.consent)."""
         changed = consent.apply(self.profile, event)
         if changed is not None:
             profile = self._own_profile()
-            before = profile.traits
             profile.traits, profile.suppressed = changed.traits, changed.suppressed
             self._profile_view = self._now_local = None
-            after = changed.traits
-            moved = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-            self.traits_changed = self.traits_changed.union(moved)
+            self.traits_changed = True
 
     # history and segments
 
@@ -540,7 +524,7 @@ class _Run:
             ):
                 return
             traits_changed, recorded, listed = self.traits_changed, self.recorded, self.listed
-            self.traits_changed, self.recorded, self.listed = _NO_TRAITS, set(), set()
+            self.traits_changed, self.recorded, self.listed = False, set(), set()
             members = dict(self.profile.segments)
             scope = self._segment_scope(members)
             evaluated: list[str] = []

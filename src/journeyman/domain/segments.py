@@ -87,8 +87,7 @@ class Readers:
     only at the segments that what it changed may move."""
 
     events: Mapping[str, frozenset[str]]  # event name -> the segments whose history it is
-    traits: frozenset[str]  # the segments evaluated again when any trait changes
-    by_trait: Mapping[str, frozenset[str]]  # trait -> the other segments that read it
+    traits: frozenset[str]  # the segments that read the profile's traits
     segments: Mapping[str, frozenset[str]]  # segment -> those that read in_segment(it)
     timely: frozenset[str]  # the segments that read ``now`` itself: every trigger
     order: Mapping[str, int]  # segment -> its place in the order they are evaluated in
@@ -98,23 +97,15 @@ class Readers:
     def of(cls, segments: Mapping[str, Segment]) -> Readers:
         events: dict[str, set[str]] = {}
         readers: dict[str, set[str]] = {}
-        by_trait: dict[str, set[str]] = {}
-        any_trait: set[str] = set()
         evaluated = {name: s for name, s in segments.items() if not s.listed}
         for name, segment in evaluated.items():
             for event in segment.events:
                 events.setdefault(event, set()).add(name)
-            traits = _read_traits(segment)
-            if traits is None:
-                any_trait.add(name)
-            for trait in traits or ():
-                by_trait.setdefault(trait, set()).add(name)
             for other in segment.segments:
                 readers.setdefault(other, set()).add(name)
         return cls(
             events={event: frozenset(names) for event, names in events.items()},
-            traits=frozenset(any_trait),
-            by_trait={trait: frozenset(names) for trait, names in by_trait.items()},
+            traits=frozenset(n for n, s in evaluated.items() if s.reads_traits),
             segments={name: frozenset(names) for name, names in readers.items()},
             timely=frozenset(n for n, s in evaluated.items() if s.timely),
             order={name: index for index, name in enumerate(segments)},
@@ -122,26 +113,12 @@ class Readers:
         )
 
 
-def _read_traits(segment: Segment) -> frozenset[str] | None:
-    """The traits the segment reads (``profile.plan`` reads plan), or None where any
-    change of traits is to evaluate it again: it reads the profile through a computed key
-    or as a whole, or its answer also moves with time (its wake time is worked out again
-    on each evaluation, and may then look further ahead: such segments are evaluated on
-    any change of traits, as they always were)."""
-    if not segment.reads_traits:
-        return frozenset()
-    paths = [path for path in segment.when.paths if path[0] == "profile"]
-    if segment.clocked or any(len(path) < 2 for path in paths):
-        return None
-    return frozenset(path[1] for path in paths)
-
-
 def changed_segments(
     segments: Mapping[str, Segment],
     readers: Readers,
     scope: Mapping[str, Any],
     members: MutableMapping[str, datetime],
-    traits_changed: Collection[str],
+    traits_changed: bool,
     events: Collection[str],
     now: datetime,
     clock: Collection[str] = (),
@@ -150,8 +127,7 @@ def changed_segments(
 ) -> list[tuple[str, bool]]:
     """Evaluate the segments that what changed may move, in order, and update ``members``
     (name -> since when), which ``scope["_segments"]`` must be. ``readers`` are the
-    segments' (:meth:`Readers.of`); ``traits_changed`` names the traits that changed (a
-    superset will do); ``clock`` names the segments whose answer time may have
+    segments' (:meth:`Readers.of`); ``clock`` names the segments whose answer time may have
     changed (their wake time came). Returns each change as (segment, True for entered,
     False for exited); the names of the segments evaluated are added to ``evaluated``.
     ``moved`` names segments that changed already (lists)."""
@@ -159,9 +135,6 @@ def changed_segments(
     due.update(clock)
     if traits_changed:
         due.update(readers.traits)
-        by_trait = readers.by_trait
-        for trait in traits_changed:
-            due.update(by_trait.get(trait, ()))
     for event in events:
         due.update(readers.events.get(event, ()))
     for name in moved:
