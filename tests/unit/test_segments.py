@@ -269,6 +269,33 @@ def test_a_trait_change_moves_the_segments_that_read_traits(simulate: Simulate) 
     assert segment_lines(sim) == [("segment_entered", "pro"), ("segment_exited", "pro")]
 
 
+def test_each_trait_change_moves_the_segments_that_read_that_trait(simulate: Simulate) -> None:
+    europe = "kind: segment\nname: europe\nwhen: profile.country == 'FR'\n"
+    unsubscribed = "kind: segment\nname: no_news\nwhen: profile.subscriptions.news == false\n"
+    sim = simulate(PRO, europe, unsubscribed)
+    sim.identify({"userId": "u1", "traits": {"country": "FR"}}, START)
+    sim.track(
+        {"userId": "u1", "event": "unsubscribed", "properties": {"topic": "news"}}, after("1h")
+    )
+    sim.identify({"userId": "u1", "traits": {"plan": "pro", "country": "DE"}}, after("2h"))
+    assert segment_lines(sim) == [
+        ("segment_entered", "europe"),
+        ("segment_entered", "no_news"),
+        ("segment_entered", "pro"),
+        ("segment_exited", "europe"),
+    ]
+
+
+def test_a_trait_sent_again_as_another_type_moves_the_segment(simulate: Simulate) -> None:
+    vip = "kind: segment\nname: vip\nwhen: profile.vip == true\n"
+    sim = simulate(vip)
+    sim.identify({"userId": "u1", "traits": {"vip": 1}}, START)
+    sim.identify({"userId": "u1", "traits": {"vip": 1}}, after("1h"))  # the same: no change
+    sim.identify({"userId": "u1", "traits": {"vip": True}}, after("2h"))  # equal in Python only
+    sim.identify({"userId": "u1", "traits": {"vip": 1.0}}, after("3h"))
+    assert segment_lines(sim) == [("segment_entered", "vip"), ("segment_exited", "vip")]
+
+
 def test_in_segment_sees_the_other_segments_new_answer(simulate: Simulate) -> None:
     sim = simulate(BIG_SPENDER, VIP)
     buy(sim, START, 300)

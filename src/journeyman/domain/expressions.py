@@ -894,6 +894,14 @@ class Expression:
     # (the call as in ``calls``, the comparison, the number, whether the number is on the
     # left); None otherwise. Its next change is found without evaluating it as a whole.
     bound: tuple[tuple[Any, ...], str, int | float, bool] | None = None
+    # Where it reads nothing but ``hour(now_local)`` compared with numbers (and / or / not
+    # of such comparisons, ``hour(now_local) >= 9 and hour(now_local) < 18``): its answer
+    # at each local hour, 0 to 23; None otherwise. Its next change is looked up, not
+    # evaluated, at each moment.
+    hours: tuple[bool, ...] | None = None
+    # Where it is ``is_anniversary(path)`` and nothing else, path fixed: that path; None
+    # otherwise. Its answer is true from the local midnight that begins the day to the next.
+    anniversary: tuple[str, ...] | None = None
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The value of the expression in ``scope``; ``None`` for anything not computable."""
@@ -931,7 +939,12 @@ def compile_expression(source: str) -> Expression:
     clock = frozenset(_clock_reads(tree))
     falls = _only_falls(tree)
     paths = frozenset(_paths(tree))
-    return Expression(source, paths, namespace["_evaluate"], calls, clock, falls, _bound(tree))
+    function = namespace["_evaluate"]
+    hours = _hour_answers(function) if _reads_only_hours(tree) else None
+    anniversary = _static_path(tree.args[0]) if _is_call(tree, "is_anniversary") else None
+    return Expression(
+        source, paths, function, calls, clock, falls, _bound(tree), hours, anniversary
+    )
 
 
 # --- history functions -------------------------------------------------------------------
@@ -1054,6 +1067,35 @@ def _bound(node: _Node) -> tuple[tuple[Any, ...], str, int | float, bool] | None
         if constant and moving:
             return called.value, node.value, number.value, first
     return None
+
+
+def _reads_only_hours(node: _Node) -> bool:
+    """Whether the tree is an and / or / not of ``hour(now_local)`` compared with numbers."""
+    if node.kind in ("and", "or", "not"):
+        return all(_reads_only_hours(arg) for arg in node.args)
+    if node.kind != "cmp" or node.value not in _ORDERINGS:
+        return False
+    left, right = node.args
+    for side, other in ((left, right), (right, left)):
+        if other.kind == "const" and type(other.value) in (int, float) and _is_local(side, "hour"):
+            return True
+    return False
+
+
+def _hour_answers(function: Callable[[Mapping[str, Any]], Any]) -> tuple[bool, ...]:
+    """The answer of an expression that reads only the local hour, at each hour of a day
+    (as :meth:`Expression.test` gives it)."""
+    answers = []
+    for hour in range(24):
+        try:
+            answers.append(bool(function({"now_local": datetime(2000, 1, 1, hour, tzinfo=UTC)})))
+        except Exception:  # as in Expression.test
+            answers.append(False)
+    return tuple(answers)
+
+
+def _is_call(node: _Node, function: str) -> bool:
+    return node.kind == "call" and node.value == function and len(node.args) == 1
 
 
 def _reads_time(node: _Node) -> bool:

@@ -98,7 +98,10 @@ def record(
     if need is None:
         return None
     at = min(event.timestamp, now)  # a clock ahead of ours does not put events in the future
-    kept = {name: h for name, h in history.items() if name in needs}
+    if history.keys() <= needs.keys():  # most often: nothing to drop, no loop
+        kept = dict(history)
+    else:
+        kept = {name: h for name, h in history.items() if name in needs}
     before = kept.get(event.name)
     properties = dict(event.properties) if need.properties else None
     if before is None:
@@ -122,7 +125,10 @@ def _days(
     if need.days <= 0:
         return []
     oldest = _day(now) - need.days + 1
-    kept = [bucket for bucket in days if bucket[0] >= oldest]
+    if days and days[0][0] >= oldest:  # most often: no day has left the window
+        kept = list(days)
+    else:
+        kept = [bucket for bucket in days if bucket[0] >= oldest]
     day = _day(at)
     if day < oldest:
         return kept
@@ -131,7 +137,12 @@ def _days(
         for name in need.sums
         if isinstance(value := properties.get(name), int | float) and not isinstance(value, bool)
     }
-    for index, (bucket_day, number, sums) in enumerate(kept):
+    # most often the event is of the last day kept, or of a later one: no search
+    if not kept or kept[-1][0] < day:
+        kept.append((day, 1, added))
+        return kept
+    start = len(kept) - 1 if kept[-1][0] == day else 0
+    for index, (bucket_day, number, sums) in enumerate(kept[start:], start):
         if bucket_day == day:
             merged = dict(sums)
             for name, value in added.items():

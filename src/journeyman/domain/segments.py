@@ -240,11 +240,19 @@ def next_change(
     evaluated in now, whose history is ``kept``): the first whose answer differs is the
     one, never a moment late. A ``count``, ``sum`` or ``days_since`` compared with a number
     and nothing else (:attr:`~journeyman.domain.expressions.Expression.bound`) is looked at
-    the same moments, reading only that function: the same answer, sooner."""
+    the same moments, reading only that function: the same answer, sooner; so is one that
+    reads only the local hour (:attr:`~journeyman.domain.expressions.Expression.hours`,
+    its answer at each hour known beforehand) or is one anniversary (true from the
+    midnight that begins the day to the one that ends it)."""
     if not inside and segment.when.only_falls:
         return None  # false, and the time that passes can only make it false
-    if segment.when.bound is not None:
-        return _bound_change(segment, segment.when.bound, inside, kept, now)
+    when = segment.when
+    if when.bound is not None:
+        return _bound_change(segment, when.bound, inside, kept, now)
+    if when.hours is not None:
+        return _hours_change(when.hours, _local_reads(when.clock)[1], inside, now, zone)
+    if when.anniversary is not None:
+        return _anniversary_change(_read(scope, when.anniversary), inside, now, zone)
     return _probe(segment, scope, inside, kept, now, zone)
 
 
@@ -320,6 +328,48 @@ def _bound_change(
         if (compare(number, value) if first else compare(value, number)) != inside:
             return _midnight(gone)
         looked = gone
+    return None
+
+
+def _hours_change(
+    answers: tuple[bool, ...], hours: tuple[int, ...], inside: bool, now: datetime, zone: tzinfo
+) -> datetime | None:
+    """:func:`_probe` for an expression of the local hour only: the same moments in the
+    same order (:func:`_local_days`), at each the answer of its local hour looked up."""
+    looked: datetime | None = None
+    probes = 0
+    day = now.astimezone(zone).date()
+    while True:
+        for moment, hour in _local_hours_of(day, zone, hours):
+            if moment > now:
+                if probes == PROBES:
+                    return looked  # not changed yet: look again from there
+                if answers[hour] != inside:
+                    return moment
+                looked = moment
+                probes += 1
+        day += _DAY
+
+
+@functools.lru_cache(maxsize=4096)
+def _local_hours_of(
+    day: date, zone: tzinfo, hours: tuple[int, ...]
+) -> tuple[tuple[datetime, int], ...]:
+    """:func:`_hours_of`, each moment with its hour on the clocks of ``zone`` (another
+    where the hour is skipped, as when summer time begins)."""
+    return tuple((moment, moment.astimezone(zone).hour) for moment in _hours_of(day, zone, hours))
+
+
+def _anniversary_change(value: Any, inside: bool, now: datetime, zone: tzinfo) -> datetime | None:
+    """:func:`_probe` for ``is_anniversary`` of ``value``: the same moments (:func:`_local`),
+    each start of an anniversary true, each end false."""
+    found = month_and_day(value)
+    if found is None:
+        return None
+    moments = _anniversaries(now.astimezone(zone).year, zone, *found)
+    for index, moment in enumerate(moments):  # start, end, start, end, ...
+        if moment > now and (index % 2 == 0) != inside:
+            return moment
     return None
 
 
