@@ -487,6 +487,24 @@ def test_office_hours_follow_the_profiles_zone_with_no_event(simulate: Simulate)
     ]
 
 
+def test_a_new_time_zone_moves_a_local_time_segment_at_once(simulate: Simulate) -> None:
+    sim = simulate(OFFICE_HOURS)
+    # Monday 00:00 UTC is 09:00 in Tokyo: in office hours
+    sim.identify({"userId": "u1", "traits": {"timezone": "Asia/Tokyo"}}, START)
+    # two hours later the profile says it is in New York, where it is Sunday evening
+    moved = START + timedelta(hours=2)
+    sim.identify({"userId": "u1", "traits": {"timezone": "America/New_York"}}, moved)
+    sim.run_until(after("1d"))
+    changes = [(r.outcome, r.at) for r in sim.records if r.outcome.startswith("segment_")]
+    # out at once, not at Tokyo's 18:00; back in at New York's Monday 09:00 (14:00 UTC)
+    assert changes == [
+        ("segment_entered", START),
+        ("segment_exited", moved),
+        ("segment_entered", START + timedelta(hours=14)),
+        ("segment_exited", START + timedelta(hours=23)),
+    ]
+
+
 def test_local_time_works_in_a_journey_branch(simulate: Simulate) -> None:
     greet = journey(
         """

@@ -481,9 +481,11 @@ class Segment:
         set_ = object.__setattr__
         set_(self, "events", frozenset(c[1] for c in calls if c[0] != "in_segment"))
         set_(self, "segments", frozenset(c[1] for c in calls if c[0] == "in_segment"))
-        set_(self, "reads_traits", any(path[0] == "profile" for path in self.when.paths))
         local = any(path[0] == "now_local" for path in self.when.paths)
         set_(self, "local", local)
+        # Local time is the profile's ``timezone`` trait's: a new zone can move the answer.
+        reads_traits = local or any(path[0] == "profile" for path in self.when.paths)
+        set_(self, "reads_traits", reads_traits)
         set_(self, "clocked", local or any(c[0] in _CLOCKED for c in calls))
         set_(self, "timely", any(path[0] == "now" for path in self.when.paths))
         set_(self, "windows", frozenset((c[1], c[-1]) for c in calls if c[0] in ("count", "sum")))
