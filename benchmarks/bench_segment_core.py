@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from datetime import datetime
 
-from bench_segments import _folder, _load, _mix
-from journeyman.domain.core import Known, Snapshot, apply
-from journeyman.domain.engine import Engine
+from bench_segments import _folder, _load, _mix, core_seconds
 from journeyman.domain.model import Workspace
-from journeyman.domain.state import Event, Profile
+from journeyman.domain.state import Event
 
 
 def _stream(events: int) -> list[tuple[datetime, list[Event]]]:
@@ -34,19 +31,7 @@ def _stream(events: int) -> list[tuple[datetime, list[Event]]]:
 
 def run(workspace: Workspace, stream: list[tuple[datetime, list[Event]]]) -> float:
     """CPU seconds of the one core on the stream, each profile keeping what it was left."""
-    engine = Engine(workspace)
-    kept: dict[str, Snapshot] = {}
-    spent = 0.0
-    for now, triggers in stream:
-        snapshots = {
-            t.profile_id: kept.get(t.profile_id) or Snapshot(Profile(id=t.profile_id), [], new=True)
-            for t in triggers
-        }
-        began = time.process_time()
-        apply(engine, snapshots, triggers, now, Known())
-        spent += time.process_time() - began
-        kept.update(snapshots)
-    return spent
+    return core_seconds(workspace, stream)
 
 
 def main() -> None:

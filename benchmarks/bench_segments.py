@@ -46,7 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -287,10 +287,16 @@ def _mix_event(draw: random.Random, name: str, uid: str, n: int, now: datetime) 
 
 def _mix_core_seconds(workspace: Workspace, events: int, batch: int) -> float:
     """CPU seconds of the one core on the mix, each profile keeping what it was left."""
+    return core_seconds(workspace, _mix(events, batch))
+
+
+def core_seconds(workspace: Workspace, stream: Iterable[tuple[datetime, list[Event]]]) -> float:
+    """CPU seconds of the one core on a stream of batches, each profile keeping what it was
+    left."""
     engine = Engine(workspace)
     kept: dict[str, Snapshot] = {}
     spent = 0.0
-    for now, triggers in _mix(events, batch):
+    for now, triggers in stream:
         snapshots = {
             t.profile_id: kept.get(t.profile_id) or Snapshot(Profile(id=t.profile_id), [], new=True)
             for t in triggers
