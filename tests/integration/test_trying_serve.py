@@ -181,6 +181,8 @@ def test_trying_a_draft_answers_and_sends_and_writes_nothing(
         ("/v1/preview", {"name": "hello_email", "profile": "\x00"}, 404, "profile"),
         ("/v1/preview", {"template": {"kind": "template", "name": "t"}}, 422, "template"),
         ("/v1/check", {"kind": "liquid", "text": 5}, 422, "text"),
+        ("/v1/check", {"kind": "expression", "text": "x", "by": None}, 422, "by"),
+        ("/v1/preview", {"name": "hello_email", "by": 7}, 422, "by"),
     ],
 )
 def test_bad_tries_are_refused_naming_the_field(
