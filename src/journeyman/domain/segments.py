@@ -30,6 +30,8 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from journeyman.domain.expressions import month_and_day
+from journeyman.domain.history import count as history_count
+from journeyman.domain.history import total as history_total
 from journeyman.domain.model import Segment
 from journeyman.domain.state import Event, EventHistory, StepRecord
 
@@ -313,21 +315,19 @@ def _bound_change(
                 return moment
         return None
     compare = _COMPARE[symbol]
-    days, buckets = call[-1], history.days
-    looked: int | None = None
+    days = call[-1]
+    looked: datetime | None = None
     for index, gone in enumerate(_gone_days(history, days, _today(now))):
         if index == PROBES:
-            return _midnight(looked) if looked is not None else None
-        # the window at the midnight that begins day `gone` starts at gone - days + 1,
-        # summed as history.count and history.total sum it
-        oldest = gone - days + 1
+            return looked
+        moment = _midnight(gone)
         if call[0] == "count":
-            value: Any = sum(n for day, n, _ in buckets if day >= oldest)
+            value: Any = history_count(history, days, moment)
         else:
-            value = sum(sums.get(call[2], 0) for day, _, sums in buckets if day >= oldest)
+            value = history_total(history, call[2], days, moment)
         if (compare(number, value) if first else compare(value, number)) != inside:
-            return _midnight(gone)
-        looked = gone
+            return moment
+        looked = moment
     return None
 
 
