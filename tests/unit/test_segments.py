@@ -6,16 +6,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from journeyman.domain.expressions import ExpressionError, compile_expression
 from journeyman.domain.history import HistoryNeed, count, days_since, needs_of, record, total
 from journeyman.domain.ingest import InvalidEvent, read_track
+from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event, EventHistory
 from journeyman.simulator import Simulator
 from tests.conftest import START
 from tests.engine_helpers import after, journey
+from tests.fuzzing import fuzz_settings
 
 Simulate = Callable[..., Simulator]
 
@@ -222,6 +227,66 @@ def test_a_threshold_is_met_on_time_whether_compared_or_computed(simulate: Simul
         each.run_until(after("300d"))
         entered = [r.at for r in each.records if r.outcome == "segment_entered"]
         assert entered == [after("200d")]
+
+
+LATER_ON_EVENT = [
+    'count("purchased", "7d") >= 3',
+    '2 < count("purchased", "30d")',
+    'count("purchased", "3d") < 2',
+    'count("purchased", "10d") <= 1',
+    'days_since("purchased") < 5',
+    'days_since("purchased") >= 12',
+    '3 >= days_since("purchased")',
+    'days_since("purchased") > 20',
+]
+
+
+def test_a_wake_time_kept_through_events_changes_nothing_but_its_own_moment(
+    workspace: Callable[..., Workspace],
+) -> None:
+    """A count or days_since compared with a number keeps its wake time through the
+    events that leave its answer as it is (it can only be early); every entry and exit
+    comes at the very moment it comes when the wake time is worked out on every event."""
+    built = workspace(
+        *(f"kind: segment\nname: s{n}\nwhen: '{when}'" for n, when in enumerate(LATER_ON_EVENT))
+    )
+    segments = list(built.segments.values())
+    assert all(s.later_on_event for s in segments)
+
+    def run(hours: list[int], keep: bool) -> tuple[list[tuple[str, str, datetime]], Any]:
+        for s in segments:
+            object.__setattr__(s, "later_on_event", keep)
+        sim = Simulator(built, START)
+        for hour in sorted(hours):
+            buy(sim, START + timedelta(hours=hour))
+        sim.run_until(after("100d"))
+        lines = [(r.outcome, r.detail, r.at) for r in sim.records if r.outcome.startswith("seg")]
+        return lines, sim.profile("u1").segments
+
+    @fuzz_settings(60, deadline_ms=5000)
+    @given(st.lists(st.integers(0, 40 * 24), min_size=1, max_size=12))
+    def check(hours: list[int]) -> None:
+        assert run(hours, keep=True) == run(hours, keep=False)
+
+    try:
+        check()
+    finally:
+        for s in segments:
+            object.__setattr__(s, "later_on_event", True)
+
+
+def test_a_kept_wake_time_wakes_the_profile_early_and_then_on_time(simulate: Simulate) -> None:
+    sim = simulate(ACTIVE)
+    buy(sim, START)
+    buy(sim, after("5d"))
+    # the first purchase's wake time stays: the second can only move the exit later
+    assert sim.profile("u1").wakes == {"active": after("30d")}
+    sim.run_until(after("31d"))
+    assert segment_lines(sim) == [("segment_entered", "active")]  # still in, no line
+    assert sim.profile("u1").wakes == {"active": after("35d")}  # and the exact one now
+    sim.run_until(after("40d"))
+    exited = [r.at for r in sim.records if r.outcome == "segment_exited"]
+    assert exited == [after("35d")]
 
 
 JOURNEY_TEST = """

@@ -540,7 +540,7 @@ class _Run:
                 evaluated,
                 listed,
             )
-            self._wind(evaluated, clock, scope, members)
+            self._wind(evaluated, clock, scope, members, changes)
             if not changes:
                 return
             self._own_profile().segments = members
@@ -611,9 +611,13 @@ class _Run:
         clock: set[str],
         scope: Mapping[str, Any],
         members: Mapping[str, datetime],
+        changes: Sequence[tuple[str, bool]],
     ) -> None:
         """Set the wake times of the segments just evaluated (those that move with time):
-        the earliest moment each answer can change with no event."""
+        the earliest moment each answer can change with no event. One that an event of its
+        history brought here (not its clock), whose answer stayed, and whose answer an
+        event can only make change later (:attr:`Segment.later_on_event`) keeps the wake
+        time it has."""
         segments, before = self.workspace.segments, self.profile.wakes
         wakes = dict(before)
         for name in clock:
@@ -622,9 +626,16 @@ class _Run:
             wakes = {name: at for name, at in wakes.items() if name in segments}
         history, now = self.profile.history, self.now
         zone: tzinfo = UTC  # what only a segment of local time reads: looked up for one
+        changed = {name for name, _ in changes} if changes else ()
         for name in evaluated:
-            wakes.pop(name, None)
             segment = segments[name]
+            if (
+                segment.later_on_event
+                and name in wakes  # not in the clock: its wake time is still to come
+                and name not in changed
+            ):
+                continue
+            wakes.pop(name, None)
             if segment.clocked:
                 if segment.local:
                     zone = self.zone()[0]

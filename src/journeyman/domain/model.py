@@ -475,6 +475,12 @@ class Segment:
     days_since: tuple[tuple[str, frozenset[Any]], ...] = field(
         init=False, repr=False, compare=False
     )
+    # It is a ``count`` or ``days_since`` compared with a number by <, <=, > or >=: an
+    # event it reads can only move the moment its answer next changes later (a count only
+    # grows with it, days_since only shrinks), so while its answer stays, the wake time it
+    # has is still never late, and need not be worked out again (at worst it is early: the
+    # profile wakes, sees no change, and looks further).
+    later_on_event: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         calls = self.when.calls
@@ -492,6 +498,9 @@ class Segment:
         reads = [read for read in self.when.clock if read[0] == "days_since"]
         since = {event: frozenset(r[2] for r in reads if r[1] == event) for _, event, _ in reads}
         set_(self, "days_since", tuple(sorted(since.items())))
+        bound = self.when.bound
+        later = bound is not None and bound[0][0] in ("count", "days_since")
+        set_(self, "later_on_event", later and bound[1] in ("<", "<=", ">", ">="))
 
 
 # Journey tests
