@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from journeyman.domain.expressions import ExpressionError, compile_expression
 from journeyman.domain.history import HistoryNeed, count, days_since, needs_of, record, total
 from journeyman.domain.ingest import InvalidEvent, read_track
-from journeyman.domain.model import Workspace
+from journeyman.domain.model import Origin, Segment, Workspace
 from journeyman.domain.state import Event, EventHistory
 from journeyman.simulator import Simulator
 from tests.conftest import START
@@ -245,8 +245,9 @@ def test_a_wake_time_kept_through_events_changes_nothing_but_its_own_moment(
     workspace: Callable[..., Workspace],
 ) -> None:
     """A count or days_since compared with a number keeps its wake time through the
-    events that leave its answer as it is (it can only be early); every entry and exit
-    comes at the very moment it comes when the wake time is worked out on every event."""
+    events that leave its answer as it is (it can only be early), and is not evaluated on
+    an event that cannot change its answer; every entry and exit comes at the very moment
+    it comes when it is evaluated, and its wake time worked out, on every event."""
     built = workspace(
         *(f"kind: segment\nname: s{n}\nwhen: '{when}'" for n, when in enumerate(LATER_ON_EVENT))
     )
@@ -273,6 +274,30 @@ def test_a_wake_time_kept_through_events_changes_nothing_but_its_own_moment(
     finally:
         for s in segments:
             object.__setattr__(s, "later_on_event", True)
+
+
+@pytest.mark.parametrize(
+    ("source", "held"),
+    [
+        ('count("purchased", "7d") >= 3', True),  # a purchase keeps a member in
+        ('2 < count("purchased", "30d")', True),
+        ('count("purchased", "3d") < 2', False),  # and one that is out, out
+        ('2 >= count("purchased", "3d")', False),
+        ('days_since("purchased") < 5', True),
+        ('5 > days_since("purchased")', True),
+        ('days_since("purchased") >= 12', False),
+        ('3 <= days_since("purchased")', False),
+        ('count("purchased", "7d") == 3', None),  # either answer can change
+        ('sum("purchased", "total", "7d") > 3', None),  # a total can be negative
+        ('count("purchased", "7d") >= 3 and profile.vip', None),
+    ],
+)
+def test_an_event_cannot_change_some_answers_of_a_count_or_days_since(
+    source: str, held: bool | None
+) -> None:
+    s = Segment("s", "", compile_expression(source), Origin("segments.yaml", 1))
+    assert s.held is held
+    assert s.later_on_event is (held is not None)
 
 
 def test_a_kept_wake_time_wakes_the_profile_early_and_then_on_time(simulate: Simulate) -> None:

@@ -539,6 +539,7 @@ class _Run:
                 clock,
                 evaluated,
                 listed,
+                self.profile.wakes,
             )
             self._wind(evaluated, clock, scope, members, changes)
             if not changes:

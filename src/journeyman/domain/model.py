@@ -442,6 +442,8 @@ class Journey:
 # The history functions whose answer changes as time passes, with no event: the moments
 # it can change are known (a day boundary), so a timer wakes the profile then.
 _CLOCKED = frozenset({"count", "sum", "days_since"})
+# Each ordering comparison, its sides swapped: ``k < f(...)`` is ``f(...) > k``.
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +483,10 @@ class Segment:
     # has is still never late, and need not be worked out again (at worst it is early: the
     # profile wakes, sees no change, and looks further).
     later_on_event: bool = field(init=False, repr=False, compare=False)
+    # For such a segment, the answer an event it reads cannot change (true for a count at
+    # least a number, or a days_since under one; false the other way round): with that
+    # answer and its wake time still to come, the event need not evaluate it at all.
+    held: bool | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         calls = self.when.calls
@@ -500,7 +506,14 @@ class Segment:
         set_(self, "days_since", tuple(sorted(since.items())))
         bound = self.when.bound
         later = bound is not None and bound[0][0] in ("count", "days_since")
-        set_(self, "later_on_event", later and bound[1] in ("<", "<=", ">", ">="))
+        later = later and bound[1] in _FLIPPED
+        set_(self, "later_on_event", later)
+        held = None
+        if later:
+            function, symbol, _, first = bound[0][0], bound[1], bound[2], bound[3]
+            above = (_FLIPPED[symbol] if first else symbol) in (">", ">=")  # f(...) > k
+            held = above if function == "count" else not above
+        set_(self, "held", held)
 
 
 # Journey tests

@@ -94,6 +94,8 @@ class Readers:
     timely: frozenset[str]  # the segments that read ``now`` itself: every trigger
     order: Mapping[str, int]  # segment -> its place in the order they are evaluated in
     names: tuple[str, ...]  # the segments in that order
+    # segment -> the answer an event it reads cannot change (Segment.held)
+    held: Mapping[str, bool]
 
     @classmethod
     def of(cls, segments: Mapping[str, Segment]) -> Readers:
@@ -112,6 +114,9 @@ class Readers:
             timely=frozenset(n for n, s in evaluated.items() if s.timely),
             order={name: index for index, name in enumerate(segments)},
             names=tuple(segments),
+            held={
+                n: s.held for n, s in evaluated.items() if s.later_on_event and s.held is not None
+            },
         )
 
 
@@ -126,21 +131,28 @@ def changed_segments(
     clock: Collection[str] = (),
     evaluated: list[str] | None = None,
     moved: Collection[str] = (),
+    waking: Collection[str] = (),
 ) -> list[tuple[str, bool]]:
     """Evaluate the segments that what changed may move, in order, and update ``members``
     (name -> since when), which ``scope["_segments"]`` must be. ``readers`` are the
     segments' (:meth:`Readers.of`); ``clock`` names the segments whose answer time may have
     changed (their wake time came). Returns each change as (segment, True for entered,
     False for exited); the names of the segments evaluated are added to ``evaluated``.
-    ``moved`` names segments that changed already (lists)."""
+    ``moved`` names segments that changed already (lists). ``waking`` names the segments
+    with a wake time: one of them that only the events bring here, whose answer they cannot
+    change (:attr:`Readers.held`), is not evaluated."""
     due = set(readers.timely)
     due.update(clock)
     if traits_changed:
         due.update(readers.traits)
-    for event in events:
-        due.update(readers.events.get(event, ()))
     for name in moved:
         due.update(readers.segments.get(name, ()))
+    held = readers.held
+    for event in events:
+        for name in readers.events.get(event, ()):
+            if name in held and held[name] == (name in members) and name in waking:
+                continue  # its answer stays, and its wake time is still never late
+            due.add(name)
     changes: list[tuple[str, bool]] = []
     if not due:
         return changes
