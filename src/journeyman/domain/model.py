@@ -504,15 +504,13 @@ class Segment:
         reads = [read for read in self.when.clock if read[0] == "days_since"]
         since = {event: frozenset(r[2] for r in reads if r[1] == event) for _, event, _ in reads}
         set_(self, "days_since", tuple(sorted(since.items())))
-        bound = self.when.bound
-        later = bound is not None and bound[0][0] in ("count", "days_since")
-        later = later and bound[1] in _FLIPPED
-        set_(self, "later_on_event", later)
-        held = None
-        if later:
-            function, symbol, _, first = bound[0][0], bound[1], bound[2], bound[3]
-            above = (_FLIPPED[symbol] if first else symbol) in (">", ">=")  # f(...) > k
-            held = above if function == "count" else not above
+        held: bool | None = None
+        if (bound := self.when.bound) is not None:
+            (function, *_), symbol, _, first = bound
+            if function in ("count", "days_since") and symbol in _FLIPPED:
+                above = (_FLIPPED[symbol] if first else symbol) in (">", ">=")  # f(...) > k
+                held = above if function == "count" else not above
+        set_(self, "later_on_event", held is not None)
         set_(self, "held", held)
 
 
