@@ -29,15 +29,19 @@ segments on average:
   fresh profiles in each run) sent to a real ``journeyman serve`` on SQLite as
   ``POST /v1/batch`` of 200 calls over 8 connections (``loadgen.py --bodies``), runs with
   and without the segments taking turns: the server process's CPU seconds per event
-  (from ``/proc``, what a busy machine does not blur) beside events/s.
+  (from ``/proc``, what a busy machine does not blur) beside events/s;
+- ``mix, returning profiles``: the same, but every measured run on the 2,000 profiles the
+  warm-up signed up, without their sign-ups: profiles whose segments are settled, as most
+  of a live stream's are.
 
-Run with ``python benchmarks/bench_segments.py [core|mix|ingest|serve]`` (``--quick`` for
-shorter runs).
+Run with ``python benchmarks/bench_segments.py [core|mix|ingest|serve|returning]``
+(``--quick`` for shorter runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import shutil
@@ -402,10 +406,11 @@ def ingest() -> list[Row]:
 # 4. the realistic mix through journeyman serve
 
 
-def _call(event: Event, prefix: str) -> dict[str, Any]:
+def _call(event: Event, prefix: str, owner: str | None = None) -> dict[str, Any]:
     """The mix's event as a call of ``POST /v1/batch`` for a profile of the run ``prefix``
-    (no timestamp: the server's clock)."""
-    uid = f"{prefix}-{event.profile_id}"
+    (or of the run ``owner``: profiles that exist already), with no timestamp: the
+    server's clock."""
+    uid = f"{owner or prefix}-{event.profile_id}"
     call: dict[str, Any] = {"userId": uid, "messageId": f"{prefix}-{event.message_id}"}
     if event.type == "identify":
         return {"type": "identify", **call, "traits": event.properties}
@@ -415,12 +420,15 @@ def _call(event: Event, prefix: str) -> dict[str, Any]:
     return {"type": "track", **call, "event": event.name, "properties": properties}
 
 
-def _bodies(folder: Path, prefix: str, events: int) -> Path:
-    """A file of the mix's batches, one ``/v1/batch`` body a line (see loadgen.py)."""
+def _bodies(folder: Path, prefix: str, events: int, owner: str | None = None) -> Path:
+    """A file of the mix's batches, one ``/v1/batch`` body a line (see loadgen.py); with
+    ``owner``, what the profiles of that run do next (the mix without its sign-ups)."""
     path = folder / f"{prefix}.ndjson"
+    skipped = 0 if owner is None else 2_000  # the sign-ups: the first 10 batches
     with path.open("w") as file:
-        for _, triggers in _mix(events, 200):
-            file.write(json.dumps({"batch": [_call(t, prefix) for t in triggers]}) + "\n")
+        for _, triggers in itertools.islice(_mix(events + skipped, 200), skipped // 200, None):
+            batch = [_call(t, prefix, owner) for t in triggers]
+            file.write(json.dumps({"batch": batch}) + "\n")
     return path
 
 
@@ -443,16 +451,20 @@ def _segment_changes(server: Server) -> int:
 
 
 class _MixRuns:
-    """Runs of the mix against one server, each with fresh profiles."""
+    """Runs of the mix against one server, each with fresh profiles, or (``returning``)
+    each on the profiles of the warm-up run, which signed them up."""
 
-    def __init__(self, server: Server, events: int) -> None:
-        self.server, self.events = server, events
+    def __init__(self, server: Server, events: int, returning: bool = False) -> None:
+        self.server, self.events, self.returning = server, events, returning
+        self.owner: str | None = None  # the run whose profiles come back
         self.cpu: list[float] = []  # µs of server CPU per event
         self.rates: list[float] = []  # events/s
         self.others: list[float] = []  # cores other processes used
 
     def run(self, prefix: str, measured: bool = True) -> None:
-        bodies = _bodies(self.server.folder, prefix, self.events)
+        bodies = _bodies(self.server.folder, prefix, self.events, self.owner)
+        if self.returning and self.owner is None:
+            self.owner = prefix
         if measured:
             wait_until_quiet()
         watch = Others(self.server)
@@ -474,9 +486,10 @@ class _MixRuns:
         bodies.unlink()
 
 
-def serve_mix() -> list[Row]:
+def serve_mix(returning: bool = False) -> list[Row]:
     """The realistic mix through ``journeyman serve`` on SQLite: the server's CPU per
-    event and its events/s, with and without the 20 segments, runs taking turns."""
+    event and its events/s, with and without the 20 segments, runs taking turns; each run
+    with fresh profiles, or (``returning``) with the 2,000 profiles of the warm-up."""
     config = settings()
     events = 20_000 if config.quick else 40_000
     repeats = config.repeats if config.quick else 5
@@ -484,13 +497,14 @@ def serve_mix() -> list[Row]:
     try:
         for server in servers.values():
             server.start()
-        runs = {flag: _MixRuns(server, events) for flag, server in servers.items()}
+        runs = {flag: _MixRuns(server, events, returning) for flag, server in servers.items()}
         for flag, run in runs.items():
             run.run(f"w{int(flag)}", measured=False)  # warm up
+        warm = _segment_changes(servers[True])
         for n in range(repeats):
             for flag, run in runs.items():
                 run.run(f"r{n}x{int(flag)}")
-        changes = _segment_changes(servers[True]) / (events * (repeats + 1))
+        changes = (_segment_changes(servers[True]) - warm) / (events * repeats)
     finally:
         for server in servers.values():
             server.remove()
@@ -502,9 +516,14 @@ def serve_mix() -> list[Row]:
     def listed(values: list[float], digits: int = 1) -> str:
         return ", ".join(f"{v:,.{digits}f}" for v in values)
 
+    who = (
+        "the 2,000 profiles of the warm-up (signed up then), no sign-ups"
+        if returning
+        else "2,000 fresh profiles a run"
+    )
     note = (
-        f"journeyman serve on SQLite, the realistic mix ({events:,} events of 2,000 fresh "
-        f"profiles a run, the server's clock; {changes:.2f} segment changes per event) as "
+        f"journeyman serve on SQLite, the realistic mix ({events:,} events of {who}, the "
+        f"server's clock; {changes:.2f} segment changes per event) as "
         f"POST /v1/batch of 200 calls over 8 connections, {repeats} runs of each taking "
         f"turns: server CPU {base:.1f} µs per event without segments, {segmented:.1f} with "
         f"20 (runs: {listed(bare.cpu)} / {listed(kept.cpu)}); {rate:,.0f} events/s "
@@ -512,10 +531,22 @@ def serve_mix() -> list[Row]:
         f"{listed(kept.rates, 0)}), a drop of {(1 - slower / rate) * 100:.1f} %; other "
         f"processes {statistics.median(bare.others + kept.others):.2f} cores"
     )
-    return [("20 segments, mix, serve: CPU per event drop", (1 - base / segmented) * 100, note)]
+    label = "returning profiles" if returning else "serve"
+    return [(f"20 segments, mix, {label}: CPU per event drop", (1 - base / segmented) * 100, note)]
 
 
-SUITES = {"core": core, "mix": mix, "ingest": ingest, "serve": serve_mix}
+def serve_returning() -> list[Row]:
+    """:func:`serve_mix` on profiles that exist already, as most of a live stream's."""
+    return serve_mix(returning=True)
+
+
+SUITES = {
+    "core": core,
+    "mix": mix,
+    "ingest": ingest,
+    "serve": serve_mix,
+    "returning": serve_returning,
+}
 
 if __name__ == "__main__":
     chosen = [a for a in sys.argv[1:] if not a.startswith("--")] or list(SUITES)

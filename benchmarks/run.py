@@ -37,6 +37,10 @@ def _at_least(target: float) -> Check:
     return lambda value: value >= target
 
 
+def _under(target: float) -> Check:
+    return lambda value: value < target
+
+
 SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Check]] = [
     ("engine", bench_engine.run, "transitions/s", ">= 100,000/s", lambda v: v >= 100_000),
     ("expressions", bench_expressions.run, "µs median", "< 5 µs", lambda v: v < 5),
@@ -57,7 +61,8 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("segments core", bench_segments.core, "% drop", "< 15%", lambda v: v < 15),
     ("segments mix", bench_segments.mix, "% drop", "< 15%", lambda v: v < 15),
     ("segments ingest", bench_segments.ingest, "% drop", "< 15%", lambda v: v < 15),
-    ("segments serve mix", bench_segments.serve_mix, "% drop", "< 15%", lambda v: v < 15),
+    ("segments serve mix", bench_segments.serve_mix, "% drop", "< 15%", _under(15)),
+    ("segments returning", bench_segments.serve_returning, "% drop", "< 15%", _under(15)),
     ("segment exits", bench_segment_exits.run, "s", "< 1 s", lambda v: v < 1),
     ("scheduled run", bench_schedules.run, "profiles/s", ">= 5,000/s", _at_least(5_000)),
     ("scheduled run memory", bench_schedules.memory, "MB", "< 300 MB", lambda v: v < 300),
