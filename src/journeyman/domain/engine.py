@@ -617,7 +617,7 @@ class _Run:
         """Set the wake times of the segments just evaluated (those that move with time):
         the earliest moment each answer can change with no event. One that an event of its
         history brought here (not its clock), whose answer stayed, and whose answer an
-        event can only make change later (:attr:`Segment.later_on_event`) keeps the wake
+        event can only make change later (:attr:`Segment.held` is not None) keeps the wake
         time it has."""
         segments, before = self.workspace.segments, self.profile.wakes
         wakes = dict(before)
@@ -631,9 +631,9 @@ class _Run:
         for name in evaluated:
             segment = segments[name]
             if (
-                segment.later_on_event
+                segment.held is not None
                 and name in wakes  # not in the clock: its wake time is still to come
-                and name not in changed
+                and name not in changed  # one an earlier `when` left may be there
             ):
                 continue
             wakes.pop(name, None)

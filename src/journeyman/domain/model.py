@@ -477,15 +477,13 @@ class Segment:
     days_since: tuple[tuple[str, frozenset[Any]], ...] = field(
         init=False, repr=False, compare=False
     )
-    # It is a ``count`` or ``days_since`` compared with a number by <, <=, > or >=: an
-    # event it reads can only move the moment its answer next changes later (a count only
-    # grows with it, days_since only shrinks), so while its answer stays, the wake time it
-    # has is still never late, and need not be worked out again (at worst it is early: the
-    # profile wakes, sees no change, and looks further).
-    later_on_event: bool = field(init=False, repr=False, compare=False)
-    # For such a segment, the answer an event it reads cannot change (true for a count at
-    # least a number, or a days_since under one; false the other way round): with that
-    # answer and its wake time still to come, the event need not evaluate it at all.
+    # Where it is a ``count`` or ``days_since`` compared with a number by <, <=, > or >=:
+    # the answer an event it reads cannot change (true for a count at least a number, or a
+    # days_since under one; false the other way round); None otherwise. Such an event can
+    # only move the moment its answer next changes later (a count only grows with it,
+    # days_since only shrinks), so while its answer stays, the wake time it has is still
+    # never late and need not be worked out again (at worst it is early: the profile wakes,
+    # sees no change, and looks further); with the held answer, it need not be evaluated.
     held: bool | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -510,7 +508,6 @@ class Segment:
             if function in ("count", "days_since") and symbol in _FLIPPED:
                 above = (_FLIPPED[symbol] if first else symbol) in (">", ">=")  # f(...) > k
                 held = above if function == "count" else not above
-        set_(self, "later_on_event", held is not None)
         set_(self, "held", held)
 
 

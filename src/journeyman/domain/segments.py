@@ -114,9 +114,7 @@ class Readers:
             timely=frozenset(n for n, s in evaluated.items() if s.timely),
             order={name: index for index, name in enumerate(segments)},
             names=tuple(segments),
-            held={
-                n: s.held for n, s in evaluated.items() if s.later_on_event and s.held is not None
-            },
+            held={n: s.held for n, s in evaluated.items() if s.held is not None},
         )
 
 
@@ -150,8 +148,11 @@ def changed_segments(
     held = readers.held
     for event in events:
         for name in readers.events.get(event, ()):
+            # its answer stays, and its wake time is still never late (the held answer is
+            # the one with a wake time; checked all the same, as one an earlier `when` left
+            # may be there until the segment's backfill)
             if name in held and held[name] == (name in members) and name in waking:
-                continue  # its answer stays, and its wake time is still never late
+                continue
             due.add(name)
     changes: list[tuple[str, bool]] = []
     if not due:
