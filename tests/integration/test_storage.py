@@ -165,6 +165,40 @@ def test_load_finds_every_one_of_many_profiles(store: Database) -> None:
     run(store, check)
 
 
+def test_states_holding_every_byte_value_come_back_whole(store: Database) -> None:
+    # NUL bytes, bytes that are no UTF-8 and long values inside the stored states: what
+    # the backend reads many of in one go must give each back byte for byte.
+    many = [f"u{n}" for n in range(600)]
+    values = [
+        0,
+        -1,
+        2**63 - 1,
+        -(2**63),
+        0.1,
+        1e308,
+        "\x00",
+        "a\x00b\x00",
+        "\xff\u20ac",
+        "x" * 70_000,
+    ]
+
+    async def check() -> None:
+        profiles = {p: profile(p, n=n, v=values[n % len(values)]) for n, p in enumerate(many)}
+        accounts = {
+            p: Account(id=p, traits={"v": values[n % len(values)]}) for n, p in enumerate(many[:30])
+        }
+        running = {f"{p}:a:1": instance(f"{p}:a:1", profile=p) for p in many}
+        await store.commit(Changes(profiles=profiles, instances=running))
+        await store.commit(Changes(accounts={a: dict(x.traits) for a, x in accounts.items()}))
+        found = await store.load(many)
+        assert {p: found[p].profile for p in many} == profiles
+        assert [ids(found[p].running) for p in many] == [[f"{p}:a:1"] for p in many]
+        assert await store.accounts(list(accounts)) == accounts
+        assert await store.instances(list(running)) == running
+
+    run(store, check)
+
+
 # commit: what each part of a batch becomes
 
 

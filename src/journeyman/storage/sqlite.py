@@ -13,7 +13,7 @@ thread that lets go of it waits to get it back for as long as the event loop kee
 running Python (up to the switch interval, 5 ms). Row by row, a commit of a few hundred
 rows done beside a busy event loop would take seconds. So the hot statements move many
 rows per call: inserts take many rows at once (:func:`_insert`), and reads of many rows
-get them as one value (a JSON array, or hex strings joined by commas).
+get them as one value (a JSON array, or msgpack blobs joined end to end).
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ from journeyman.domain.state import Account, Instance, Profile
 from journeyman.storage.backfills import SIZES, SQLBackfills, size_rows
 from journeyman.storage.base import LEASE, HistoryRow, NewerSchema, OutboxItem
 from journeyman.storage.codec import (
-    decode_account,
     decode_effect,
-    decode_instance,
     decode_profile,
     encode,
     ms,
@@ -409,12 +407,10 @@ def _load(db: sqlite3.Connection, ids: list[str]) -> dict[str, Snapshot]:
     try:
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
-            for state in _blobs(db, "state", f"profiles WHERE id IN ({marks})", chunk):
-                profile = decode_profile(state)
+            for profile in _states_of(db, f"profiles WHERE id IN ({marks})", chunk, _profiles):
                 found[profile.id] = Snapshot(profile, [])
             running = f"instances WHERE profile_id IN ({marks}) AND status != 'ended'"
-            for state in _blobs(db, "state", running, chunk):
-                instance = decode_instance(state)
+            for instance in _states_of(db, running, chunk, _instances_of):
                 found[instance.profile_id].running.append(instance)
     finally:
         db.execute("COMMIT")
@@ -423,31 +419,40 @@ def _load(db: sqlite3.Connection, ids: list[str]) -> dict[str, Snapshot]:
     return found
 
 
-def _blobs(
-    db: sqlite3.Connection, column: str, rest: str, parameters: Sequence[Any]
-) -> list[bytes]:
-    """``SELECT {column} FROM {rest}``: a column of blobs, got in one call (see the
-    module's note), in no promised order."""
-    query = f"SELECT group_concat(hex({column})) FROM (SELECT {column} FROM {rest})"
-    (joined,) = db.execute(query, parameters).fetchone()
-    return [bytes.fromhex(value) for value in joined.split(",")] if joined else []
+def _states_of(
+    db: sqlite3.Connection, rest: str, parameters: Sequence[Any], decode: Callable[[bytes], list[T]]
+) -> list[T]:
+    """``SELECT state FROM {rest}``, decoded: got in one call (see the module's note) and
+    decoded in one, in no promised order. The msgpack blobs come joined end to end
+    (``group_concat`` keeps a blob's bytes as they are), and an array header in front
+    makes them one array: ``decode`` reads a list."""
+    query = (
+        f"SELECT count(*), CAST(group_concat(state, '') AS BLOB) FROM (SELECT state FROM {rest})"
+    )
+    number, joined = db.execute(query, parameters).fetchone()
+    return decode(b"\xdd" + number.to_bytes(4, "big") + joined) if number else []
+
+
+_profiles = msgspec.msgpack.Decoder(list[Profile]).decode
+_accounts_of = msgspec.msgpack.Decoder(list[Account]).decode
+_instances_of = msgspec.msgpack.Decoder(list[Instance]).decode
 
 
 def _accounts(db: sqlite3.Connection, ids: list[str]) -> dict[str, Account]:
-    return {account.id: account for account in _states(db, "accounts", ids, decode_account)}
+    return {account.id: account for account in _states(db, "accounts", ids, _accounts_of)}
 
 
 def _instances(db: sqlite3.Connection, ids: list[str]) -> dict[str, Instance]:
-    return {i.id: i for i in _states(db, "instances", ids, decode_instance)}
+    return {i.id: i for i in _states(db, "instances", ids, _instances_of)}
 
 
 def _states(
-    db: sqlite3.Connection, table: str, ids: list[str], decode: Callable[[bytes], T]
+    db: sqlite3.Connection, table: str, ids: list[str], decode: Callable[[bytes], list[T]]
 ) -> Iterator[T]:
     """The decoded ``state`` of the rows of ``table`` with these ids, in no promised order."""
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
-        yield from map(decode, _blobs(db, "state", f"{table} WHERE id IN ({marks})", chunk))
+        yield from _states_of(db, f"{table} WHERE id IN ({marks})", chunk, decode)
 
 
 def _resolve(
@@ -476,14 +481,13 @@ def _due(db: sqlite3.Connection, now: datetime, limit: int) -> list[Timer]:
     """Waiting instances whose wake time has come, the earliest first."""
     # wake_at is kept in whole milliseconds: select up to the end of the current one,
     # then drop what is due later within it.
-    states = _blobs(
+    found = _states_of(
         db,
-        "state",
         "instances WHERE status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ? "
         "ORDER BY wake_at LIMIT ?",
         (wake_ms(now), limit),
+        _instances_of,
     )
-    found = (decode_instance(state) for state in states)
     due: list[Timer] = [i for i in found if i.wake_at is not None and i.wake_at <= now]
     clocks = db.execute(
         "SELECT id, wake_at FROM profiles WHERE wake_at IS NOT NULL AND wake_at <= ? "
