@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -173,16 +174,19 @@ def test_command(workspace: Path, trace: bool, match: str | None, time_limit: fl
         raise click.ClickException(
             "no journey tests found" + (f" matching {match!r}" if match else "")
         )
-    failed = stopped = 0
+    failed = 0
+    stopped: Counter[str] = Counter()
     started = time.perf_counter()
     for test in tests:
         began = time.perf_counter()
         result = run_test(ws, test, time_limit=time_limit)
         _print_result(result, time.perf_counter() - began, trace, time_limit)
         failed += not result.passed
-        stopped += result.stopped
+        stopped[result.stopped] += 1
     seconds = time.perf_counter() - started
-    note = f" ({stopped} stopped at the time limit)" if stopped else ""
+    limits = [(stopped["time"], "the time limit"), (stopped["trace"], "the trace limit")]
+    said = [f"{n} stopped at {limit}" for n, limit in limits if n]
+    note = f" ({', '.join(said)})" if said else ""
     click.echo(f"{len(tests) - failed} passed, {failed} failed{note} in {seconds:.2f}s")
     if failed:
         if not trace:
@@ -198,16 +202,21 @@ def _print_result(result: TestResult, seconds: float, trace: bool, time_limit: f
     for failure in result.failures:
         click.echo(f"     {failure}")
     if result.stopped:
-        click.echo(f"     {_raise_the_limit(test, time_limit)}")
+        click.echo(f"     {_raise_the_limit(test, time_limit, result.stopped)}")
     if trace:
         # A stopped test may have run millions of steps: its latest ones say enough.
         last = 20 if result.stopped else None
         click.echo("\n".join(format_trace(result.simulator, last)))
 
 
-def _raise_the_limit(test: TestCase, limit: float) -> str:
-    """What to do about a test its time limit stopped."""
+def _raise_the_limit(test: TestCase, limit: float, stopped: str) -> str:
+    """What to do about a test a limit stopped (``stopped``: ``time`` or ``trace``)."""
     clock = "give it a shorter 'until'" if test.until else "give it an 'until' (such as 30d)"
+    if stopped == "trace":
+        return (
+            "a journey that loops makes trace lines without end: to stop the test's clock "
+            f"sooner, {clock}"
+        )
     return (
         "a journey that waits in a loop, or a schedule, never settles by itself: to stop "
         f"the test's clock, {clock}; if it only needs longer, raise the limit with "

@@ -28,6 +28,7 @@
     ├── NoMessage              a simulated reaction answers no message sent (simulator)
     ├── DraftError             a journey cannot be written into its file (drafts)
     ├── TooSlow                a test run, a try or a preview went past its time (deadline)
+    ├── TooLong                a test run or a try made more trace lines than it may (journey_tests)
     └── SettingError           a JOURNEYMAN_* setting cannot be read (server)
 
 The ones that report bad input keep the built-in type they refine as a second base

@@ -9,7 +9,9 @@ test passes or fails as the same calls would on the server.
 A journey that waits in a loop never runs out of timers, and a schedule makes runs until
 the clock stops; with a ``time_limit`` a test stops after that many seconds of wall-clock
 time (the simulator checks a :class:`~journeyman.deadline.Deadline` before each batch) and
-fails, saying how far its virtual clock got and what was still running.
+fails, saying how far its virtual clock got and what was still running. A test also stops
+so once it has made more than :data:`TRACE_LIMIT` trace lines: what it keeps to check its
+expectations against stays bounded (a journey that loops makes about 80,000 a second).
 """
 
 from __future__ import annotations
@@ -25,22 +27,37 @@ from journeyman.domain.goals import GOAL_REACHED
 from journeyman.domain.model import Expectation, TestCase, TestEvent, Workspace
 from journeyman.domain.templates import guarded
 from journeyman.domain.times import format_duration
+from journeyman.errors import JourneymanError
 from journeyman.simulator import NoMessage, Simulator
 
-__all__ = ["TestResult", "format_trace", "run_test", "run_tests"]
+__all__ = [
+    "TRACE_LIMIT",
+    "TestResult",
+    "TooLong",
+    "both",
+    "bounded",
+    "format_trace",
+    "run_test",
+    "run_tests",
+]
+
+#: The most trace lines (step records) one test makes before it stops and fails: about
+#: 80 MB of what a test keeps, and far more than a test that settles makes.
+TRACE_LIMIT = 100_000
 
 
 @dataclass(slots=True)
 class TestResult:
-    """What one test did. ``stopped`` is set when its time limit stopped it: its
-    expectations were not checked, and its failures say how far it got."""
+    """What one test did. ``stopped`` names the limit that stopped it (``time``: its time
+    limit; ``trace``: :data:`TRACE_LIMIT`), or is empty: its expectations were not
+    checked, and its failures say how far it got."""
 
     __test__ = False  # not a pytest test class
 
     test: TestCase
     simulator: Simulator
     failures: list[str] = field(default_factory=list)
-    stopped: bool = False
+    stopped: str = ""
 
     @property
     def passed(self) -> bool:
@@ -57,37 +74,70 @@ def run_test(
     check: Callable[[], None] | None = None,
     *,
     time_limit: float | None = None,
+    trace_limit: int | None = None,
 ) -> TestResult:
     """Run ``test``; ``check`` is the simulator's (see :class:`Simulator`): what it raises
     stops the test and goes on to the caller.
 
     With ``time_limit``, in seconds of wall-clock time, a test still running by then stops
     and fails (``stopped``), with the virtual time it reached and the instances still
-    running: a journey that waits in a loop, or a schedule, never settles by itself.
+    running: a journey that waits in a loop, or a schedule, never settles by itself. So
+    does a test that has made more than ``trace_limit`` trace lines (:data:`TRACE_LIMIT`
+    unless given).
     """
+    if trace_limit is None:
+        trace_limit = TRACE_LIMIT
     simulator = Simulator(workspace, test.start, fail=test.fail)
     for profile, step, variant in test.variants:
         simulator.engine.forced[(profile, step)] = variant
     result = TestResult(test, simulator)
-    if time_limit is None:
-        simulator.check = check
-        _play(result)
-        return result
-    deadline = Deadline(time_limit, f"the test {test.name!r}")
-    simulator.check = deadline.check if check is None else _both(check, deadline.check)
+    limited = bounded(simulator, trace_limit)
     try:
-        with guarded(simulator.check):
+        if time_limit is None:
+            simulator.check = limited if check is None else both(check, limited)
             _play(result)
-        deadline.check()  # a render it stopped rendered empty: say so rather than pass
-    except TooSlow:
-        if not deadline.passed:
-            raise  # the caller's check stopped it
-        result.stopped = True
-        result.failures.extend(_stopped(simulator, time_limit))
+            return result
+        deadline = Deadline(time_limit, f"the test {test.name!r}")
+        simulator.check = both(
+            deadline.check if check is None else both(check, deadline.check), limited
+        )
+        try:
+            with guarded(simulator.check):
+                _play(result)
+            deadline.check()  # a render it stopped rendered empty: say so rather than pass
+        except TooSlow:
+            if not deadline.passed:
+                raise  # the caller's check stopped it
+            result.stopped = "time"
+            result.failures.extend(_stopped(simulator, f"at the time limit of {time_limit:g} s"))
+    except TooLong:
+        result.stopped = "trace"
+        result.failures.extend(_stopped(simulator, f"at the trace limit of {trace_limit:,} lines"))
     return result
 
 
-def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+class TooLong(JourneymanError):
+    """A run on the virtual clock that made as many trace lines as its limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"it made more than {limit:,} trace lines, the most a run may make")
+        self.limit = limit
+
+
+def bounded(simulator: Simulator, limit: int | None = None) -> Callable[[], None]:
+    """A check that stops the simulator (:class:`TooLong`) once it has made more than
+    ``limit`` trace lines (:data:`TRACE_LIMIT` unless given)."""
+    if limit is None:
+        limit = TRACE_LIMIT
+
+    def check() -> None:
+        if simulator.trace_lines > limit:
+            raise TooLong(limit)
+
+    return check
+
+
+def both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
     def check() -> None:
         first()
         second()
@@ -121,11 +171,11 @@ def _play(result: TestResult) -> None:
 _SHOWN = 3  # instances (and scheduled journeys) a stopped test names
 
 
-def _stopped(sim: Simulator, limit: float) -> list[str]:
-    """What a test stopped at its time limit says: how far its clock got, and what still
-    ran there, busiest first."""
+def _stopped(sim: Simulator, why: str) -> list[str]:
+    """What a test stopped at a limit says: which (``why``), how far its clock got, and
+    what still ran there, busiest first."""
     reached = format_duration(sim.now - sim.start)
-    lines = [f"stopped at the time limit of {limit:g} s, {reached} into the test's virtual time"]
+    lines = [f"stopped {why}, {reached} into the test's virtual time"]
     running = sorted(
         (i for i in sim.instances.values() if i.status != "ended"), key=lambda i: -i.seq
     )

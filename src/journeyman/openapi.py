@@ -1349,7 +1349,8 @@ def _trying(
                 "422": _error(
                     "The body breaks a rule (the field is named); with 'problems' when the "
                     "document has errors; rule 'time' when the tests (10 s), the try (10 s) "
-                    "or the preview (2 s) went past its time.",
+                    "or the preview (2 s) went past its time; rule 'trace' when the try made "
+                    "more than 100,000 trace lines.",
                     _PROBLEM_LIST,
                 ),
                 "503": _error(

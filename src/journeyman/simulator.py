@@ -380,6 +380,11 @@ class Simulator:
         return self._records
 
     @property
+    def trace_lines(self) -> int:
+        """How many step records the run has made so far."""
+        return len(self._records)
+
+    @property
     def events(self) -> list[Event]:
         """Every event taken, in order, as the store keeps them in profiles' histories
         (with what the core recorded beside the calls, such as account_updated)."""

@@ -22,6 +22,9 @@ Each of the first three runs against a :class:`Deadline` when given one (a serve
 and every template render check it as they go, and :class:`TooSlow` stops them once it
 has passed. A journey that waits in a loop has timers forever, and a template's loops can
 keep a thread busy for seconds; a server must not give a request its worker for that long.
+A test run and a replay also stop (:class:`TooLong`) once they have made
+:data:`~journeyman.journey_tests.TRACE_LIMIT` trace lines, so that what they keep in memory
+stays bounded.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from journeyman.domain.reactions import REACTION_EVENTS, REACTION_OUTCOMES
 from journeyman.domain.schedules import SCHEDULED_EVENT
 from journeyman.domain.state import Account, Event, Profile, SendMessage, StepRecord
 from journeyman.domain.templates import TemplateError, compile_template, guarded
-from journeyman.journey_tests import format_trace, run_test
+from journeyman.journey_tests import TooLong, both, bounded, format_trace, run_test
 from journeyman.simulator import Simulator
 from journeyman.web.layout import ENTRY
 from journeyman.web.views import SAMPLE_PROFILE
@@ -59,6 +62,7 @@ __all__ = [
     "TRY_SECONDS",
     "Deadline",
     "Replay",
+    "TooLong",
     "TooSlow",
     "check_text",
     "folder_texts",
@@ -246,11 +250,11 @@ def replay(
     """Replay ``given`` through ``workspace`` on a virtual clock, from its first event to
     ``now`` (or, with ``until="end"``, until no timer is left, within :data:`HORIZON`),
     and answer what journey ``journey`` did with the profile. The simulator checks
-    ``deadline`` before each batch."""
+    ``deadline`` before each batch, and stops (:class:`TooLong`) at the trace limit."""
     events = sorted(((e, at) for e, at in given.events if replayed(e)), key=lambda pair: pair[1])
     start = min(events[0][1], now) if events else now
     sim = _Seeded(workspace, start)
-    sim.check = deadline.check if deadline is not None else None
+    sim.check = bounded(sim) if deadline is None else both(deadline.check, bounded(sim))
     sim.seed(given)
 
     def run() -> None:

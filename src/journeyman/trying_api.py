@@ -77,8 +77,10 @@ _queued = 0  # jobs given to the pool and not done (only the event loop's thread
 
 async def in_worker(func: Callable[..., T], *args: Any) -> T:
     """``func(*args)`` on one of the editor's threads; a :class:`~journeyman.trying.TooSlow`
-    it raises is a 422 naming what took too long (rule ``time``). With :data:`QUEUE` jobs
-    already running or waiting, a 503 (rule ``busy``) with ``Retry-After``."""
+    it raises is a 422 naming what took too long (rule ``time``), a
+    :class:`~journeyman.trying.TooLong` one naming the profile tried (rule ``trace``).
+    With :data:`QUEUE` jobs already running or waiting, a 503 (rule ``busy``) with
+    ``Retry-After``."""
     global _queued
     if _queued >= QUEUE:
         message = f"the editor is busy with {_queued} requests: try again in a few seconds"
@@ -90,6 +92,9 @@ async def in_worker(func: Callable[..., T], *args: Any) -> T:
     except trying.TooSlow as error:
         field, advice = _SLOW.get(error.what, ("body", "ask for less"))
         raise Problem(422, field, "time", f"{error}: {advice}") from None
+    except trying.TooLong as error:
+        advice = "a journey that loops makes them without end: try it until now"
+        raise Problem(422, "profile", "trace", f"the try stopped: {error}; {advice}") from None
     finally:
         _queued -= 1
 

@@ -1,5 +1,6 @@
-"""What keeps a template render, a test run and a try from keeping a thread busy: the
-render's budget of work, and a deadline the simulator and renders check."""
+"""What keeps a template render, a test run and a try from keeping a thread busy, or its
+memory growing: the render's budget of work, a deadline the simulator and renders check,
+and the most trace lines a test or a try makes (journey_tests.TRACE_LIMIT)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from journeyman import trying, trying_api
+from journeyman import journey_tests, trying, trying_api
 from journeyman.domain.model import Workspace
 from journeyman.domain.state import Event, Profile
 from journeyman.domain.templates import compile_template, guarded
-from journeyman.trying import Deadline, Replay, TooSlow, replay
+from journeyman.trying import Deadline, Replay, TooLong, TooSlow, replay
 from journeyman.wire import Problem
 from journeyman.workspace import load_workspace
 from tests.conftest import START, write_workspace
@@ -102,12 +103,20 @@ def test_a_render_inside_guarded_stops_once_its_check_raises() -> None:
 
 
 @pytest.fixture
+def far_trace_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline's tests are about time: a fast machine must not reach the trace limit
+    first."""
+    monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 10**9)
+
+
+@pytest.fixture
 def looping(tmp_path: Path) -> Workspace:
     loaded = load_workspace(write_workspace(tmp_path / "ws", LOOPING))
     assert loaded.workspace is not None, loaded.problems
     return loaded.workspace
 
 
+@pytest.mark.usefixtures("far_trace_limit")
 def test_tests_of_a_journey_that_waits_in_a_loop_stop_at_the_deadline(looping: Workspace) -> None:
     started = time.monotonic()
     with pytest.raises(TooSlow, match=r"the workspace's tests took longer than 0\.3 s \(0 of 1"):
@@ -115,6 +124,7 @@ def test_tests_of_a_journey_that_waits_in_a_loop_stop_at_the_deadline(looping: W
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.usefixtures("far_trace_limit")
 def test_tests_of_a_schedule_that_enters_nobody_stop_at_the_deadline(tmp_path: Path) -> None:
     # Each run enters nobody, so none runs a batch of the core: each checks the deadline.
     minutely = LOOPING.split("---\nkind: journey")[0] + (
@@ -129,6 +139,7 @@ def test_tests_of_a_schedule_that_enters_nobody_stop_at_the_deadline(tmp_path: P
         trying.test_results(loaded.workspace, "minutely", Deadline(0.3, "the workspace's tests"))
 
 
+@pytest.mark.usefixtures("far_trace_limit")
 def test_a_try_until_the_end_of_a_looping_journey_stops_at_the_deadline(looping: Workspace) -> None:
     profile = Profile(id="u1", traits={"email": "u1@example.com"})
     event = Event(name="signed_up", profile_id="u1", timestamp=START)
@@ -163,3 +174,37 @@ def test_the_editor_answers_busy_rather_than_queue_without_end(
     assert problem.body["error"]["rule"] == "busy"
     assert problem.headers == {"Retry-After": "5"}
     assert asyncio.run(trying_api.in_worker(sum, [1, 2])) == 3  # free again
+
+
+def test_tests_of_a_journey_that_loops_stop_at_the_trace_limit_and_fail(
+    looping: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 500)
+    answer = trying.test_results(looping, "loop", Deadline(60, "the workspace's tests"))
+    assert (answer["passed"], answer["failed"]) == (0, 1)
+    (result,) = answer["results"]
+    assert result["failures"][0].startswith("stopped at the trace limit of 500 lines, ")
+    assert len(result["trace"]) < 600
+
+
+def test_a_try_until_the_end_of_a_looping_journey_stops_at_the_trace_limit(
+    looping: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 500)
+    profile = Profile(id="u1", traits={"email": "u1@example.com"})
+    event = Event(name="signed_up", profile_id="u1", timestamp=START)
+    given = Replay(profile, [("userId", "u1")], [(event, START)])
+    with pytest.raises(TooLong, match="it made more than 500 trace lines"):
+        replay(looping, "loop", given, START + timedelta(seconds=5), "end", Deadline(60, "try"))
+
+    async def tried() -> Any:
+        return await trying_api.in_worker(
+            replay, looping, "loop", given, START + timedelta(seconds=5), "end", None
+        )
+
+    with pytest.raises(Problem) as refused:
+        asyncio.run(tried())
+    error = refused.value.body["error"]
+    assert (refused.value.status, error["field"], error["rule"]) == (422, "profile", "trace")
+    assert "more than 500 trace lines" in error["message"]
+    assert "try it until now" in error["message"]

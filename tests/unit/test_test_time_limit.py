@@ -1,5 +1,6 @@
 """`journeyman test --time-limit`: a journey test that never settles stops and fails, saying
-where it was, and the other tests still run."""
+where it was, and the other tests still run. So does one that makes more trace lines than
+a test may keep (journey_tests.TRACE_LIMIT)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from journeyman import journey_tests
 from journeyman.cli import main
 from journeyman.journey_tests import run_test, run_tests
 from journeyman.trying import Deadline, TooSlow
@@ -82,6 +84,13 @@ events: []
 expect:
   - never: greet
 """
+
+
+@pytest.fixture(autouse=True)
+def far_trace_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The time limit's tests are about time: a fast machine must not reach the trace limit
+    # first. Those of the trace limit set it themselves.
+    monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 10**9)
 
 
 def run(*args: str | Path) -> tuple[int, str, float]:
@@ -182,3 +191,61 @@ def test_a_callers_own_check_still_stops_the_run_with_its_error(nagging: Path) -
     deadline = Deadline(0.3, "the workspace's tests")
     with pytest.raises(TooSlow, match=r"the workspace's tests took longer than 0\.3 s"):
         run_test(workspace, test, deadline.check, time_limit=30)
+
+
+# the trace limit
+
+
+def test_a_looping_test_stops_at_the_trace_limit_well_before_its_time_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 2_000)
+    folder = write_workspace(tmp_path, BASE, NAGGING, GREETING)
+    code, output, seconds = run("test", folder, "--time-limit", "60")
+    assert code == 1, output
+    assert seconds < 30, output
+    assert "PASS a purchase is greeted" in output
+    assert "FAIL reminds again and again" in output
+    assert re.search(
+        r"stopped at the trace limit of 2,000 lines, \d+m\d*s? into the test's virtual time",
+        output,
+    )
+    assert re.search(
+        r"still running: journey nag, profile u1, at step \w+, after [\d,]+ steps", output
+    )
+    assert "a journey that loops makes trace lines without end" in output
+    assert "give it an 'until' (such as 30d)" in output
+    assert "--time-limit" not in output.split("FAIL reminds again and again")[1].split("PASS")[0]
+    assert "1 passed, 1 failed (1 stopped at the trace limit)" in output
+
+
+def test_the_default_trace_limit_stops_a_looping_test_with_what_it_keeps_bounded(
+    nagging: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.undo()  # the real limit
+    workspace = load_workspace(nagging).workspace
+    assert workspace is not None
+    test = next(t for t in workspace.tests if t.name == "reminds again and again")
+    result = run_test(workspace, test, time_limit=600)
+    assert result.stopped == "trace"
+    limit = journey_tests.TRACE_LIMIT
+    assert limit == 100_000
+    assert result.failures[0].startswith(f"stopped at the trace limit of {limit:,} lines")
+    # stopped before the next batch: at most one batch's lines past the limit
+    assert limit < result.simulator.trace_lines < limit + 100
+
+
+def test_a_test_that_settles_within_the_trace_limit_passes_and_one_line_more_fails(
+    nagging: Path,
+) -> None:
+    workspace = load_workspace(nagging).workspace
+    assert workspace is not None
+    test = next(t for t in workspace.tests if t.name == "a purchase is greeted")
+    made = run_test(workspace, test).simulator.trace_lines
+    assert made > 1
+    within = run_test(workspace, test, trace_limit=made)
+    assert within.passed, within.failures
+    assert not within.stopped
+    over = run_test(workspace, test, trace_limit=made - 1)
+    assert over.stopped == "trace"
+    assert over.failures[0].startswith(f"stopped at the trace limit of {made - 1} lines")
