@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -384,6 +385,32 @@ def test_a_trait_sent_again_as_another_type_moves_the_segment(simulate: Simulate
     sim.identify({"userId": "u1", "traits": {"vip": True}}, after("2h"))  # equal in Python only
     sim.identify({"userId": "u1", "traits": {"vip": 1.0}}, after("3h"))
     assert segment_lines(sim) == [("segment_entered", "vip"), ("segment_exited", "vip")]
+
+
+def test_the_same_traits_again_leave_the_profile_and_its_segments_alone(
+    simulate: Simulate,
+) -> None:
+    # An SDK sends its identify with each page: most say what the profile says already.
+    sim = simulate(PRO)
+    traits = {"plan": "pro", "email": "u1@example.com", "vip": True}
+    sim.identify({"userId": "u1", "traits": traits}, START)
+    stored = sim.profiles["u1"]
+    engine, now = sim.engine, START + timedelta(hours=1)
+    again = Event(
+        name="identify", type="identify", profile_id="u1", timestamp=now, properties=traits
+    )
+    outcome = engine.on_event(stored, [], again, now)
+    assert not outcome.profile_changed  # not copied, so not written
+    assert outcome.records == []
+    # Evaluated, `pro` would take in a profile said to be outside it: it is not evaluated.
+    outside = msgspec.structs.replace(stored, segments={})
+    assert engine.on_event(outside, [], again, now).records == []
+    # One trait that differs (in type only, or taken out) is a change, and moves the segment.
+    for changed in ({**traits, "vip": 1}, {**traits, "vip": None}):
+        event = msgspec.structs.replace(again, properties=changed)
+        moved = engine.on_event(outside, [], event, now)
+        assert moved.profile_changed
+        assert [(r.outcome, r.detail) for r in moved.records] == [("segment_entered", "pro")]
 
 
 def test_in_segment_sees_the_other_segments_new_answer(simulate: Simulate) -> None:

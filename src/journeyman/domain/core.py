@@ -43,6 +43,7 @@ from journeyman.domain.state import (
     Profile,
     StepRecord,
     Tally,
+    differs,
 )
 
 __all__ = [
@@ -377,7 +378,7 @@ def _group(snapshot: Snapshot, event: Event, known: Known, changes: Changes) -> 
     account_id = event.group_id
     assert account_id is not None
     before = known.accounts.get(account_id) or Account(id=account_id)
-    changed = {k: v for k, v in event.properties.items() if _differs(before.traits, k, v)}
+    changed = {k: v for k, v in event.properties.items() if differs(before.traits, k, v)}
     known.accounts[account_id] = before.patched(changed)
     changes.accounts.setdefault(account_id, {}).update(changed)
     profile = snapshot.profile
@@ -399,14 +400,6 @@ def _group(snapshot: Snapshot, event: Event, known: Known, changes: Changes) -> 
     if not changed:
         return None
     return _replace(event, name=ACCOUNT_UPDATED, type="track", properties=changed, message_id=None)
-
-
-def _differs(traits: Mapping[str, Any], key: str, value: Any) -> bool:
-    """Whether setting ``key`` to ``value`` changes ``traits`` (``True`` is not ``1``)."""
-    if value is None:
-        return key in traits
-    old = traits.get(key)
-    return old is None or type(old) is not type(value) or old != value
 
 
 def _other(

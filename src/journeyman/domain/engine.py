@@ -56,6 +56,7 @@ from journeyman.domain.state import (
     SendMessage,
     StepRecord,
     Tally,
+    differs,
 )
 from journeyman.domain.times import (
     TimeFormatError,
@@ -421,6 +422,13 @@ class _Run:
         return self.profile
 
     def set_traits(self, values: dict[str, Any], unset: Iterable[str]) -> None:
+        """Set (None: take out) and take out traits. The same traits again, as an SDK sends
+        with each page, change nothing: the profile is not copied, nor written, and no
+        segment that reads traits is evaluated."""
+        current = self.profile.traits
+        unset = [key for key in unset if key in current]
+        if not unset and not any(differs(current, k, v) for k, v in values.items()):
+            return
         traits = self._own_profile().traits
         for key, value in values.items():
             if value is None:

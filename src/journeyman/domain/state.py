@@ -97,6 +97,15 @@ class EventHistory(msgspec.Struct, kw_only=True):
 ACCOUNT_UPDATED = "account_updated"
 
 
+def differs(traits: Mapping[str, Any], key: str, value: Any) -> bool:
+    """Whether setting ``key`` to ``value`` (None: taking it out) changes ``traits``
+    (``True`` is not ``1``)."""
+    if value is None:
+        return key in traits
+    old = traits.get(key)
+    return old is None or type(old) is not type(value) or old != value
+
+
 class Account(msgspec.Struct, kw_only=True):
     """An account (a company, a team: Segment's group) that profiles belong to, with the
     traits its members share. A `group` call sets them, key by key."""
