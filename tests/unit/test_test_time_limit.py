@@ -99,11 +99,19 @@ def run(*args: str | Path) -> tuple[int, str, float]:
     return result.exit_code, result.output, time.monotonic() - began
 
 
+def stopped(folder: Path, *options: str, within: float) -> str:
+    """The output of `journeyman test` on ``folder``, which fails (a test stopped) well
+    within ``within`` seconds."""
+    code, output, seconds = run("test", folder, *options)
+    assert code == 1, output
+    assert seconds < within, output
+    return output
+
+
 def test_a_looping_test_stops_at_its_time_limit_and_the_others_still_run(tmp_path: Path) -> None:
     folder = write_workspace(tmp_path, BASE, NAGGING, GREETING)
-    code, output, seconds = run("test", folder, "--time-limit", "1")
-    assert code == 1, output
-    assert seconds < 10, output  # without the limit it would run for years of virtual time
+    # without the limit it would run for years of virtual time
+    output = stopped(folder, "--time-limit", "1", within=10)
     assert "PASS a purchase is greeted" in output
     assert re.search(r"FAIL reminds again and again \(\S+:\d+, \d+\.\d ms\)", output)
     assert "stopped at the time limit of 1 s, " in output
@@ -118,9 +126,7 @@ def test_a_looping_test_stops_at_its_time_limit_and_the_others_still_run(tmp_pat
 def test_a_schedule_that_runs_to_a_far_until_stops_at_the_time_limit(tmp_path: Path) -> None:
     # Runs that enter nobody run no batch of the core; the limit stops them all the same.
     folder = write_workspace(tmp_path, BASE, MINUTELY, GREETING)
-    code, output, seconds = run("test", folder, "--time-limit", "0.5")
-    assert code == 1, output
-    assert seconds < 10, output
+    output = stopped(folder, "--time-limit", "0.5", within=10)
     assert "FAIL a century of minutes" in output
     assert "stopped at the time limit of 0.5 s" in output
     assert re.search(r"scheduled journey minutely: [\d,]+ runs by then", output)
@@ -201,9 +207,7 @@ def test_a_looping_test_stops_at_the_trace_limit_well_before_its_time_limit(
 ) -> None:
     monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 2_000)
     folder = write_workspace(tmp_path, BASE, NAGGING, GREETING)
-    code, output, seconds = run("test", folder, "--time-limit", "60")
-    assert code == 1, output
-    assert seconds < 30, output
+    output = stopped(folder, "--time-limit", "60", within=30)
     assert "PASS a purchase is greeted" in output
     assert "FAIL reminds again and again" in output
     assert re.search(

@@ -559,7 +559,9 @@ class _Run:
         """The segments to evaluate whatever changed: those whose wake time came, those
         of local time the profile has no wake time for yet, and those forced."""
         wakes, now = self.profile.wakes, self.now
-        clock = {n for n, at in wakes.items() if at <= now} if wakes else set()
+        # most often none has come: one min() says so, at C speed
+        due = wakes and min(wakes.values()) <= now
+        clock = {n for n, at in wakes.items() if at <= now} if due else set()
         for name in self.workspace.local_segments:
             if name not in wakes:
                 clock.add(name)
