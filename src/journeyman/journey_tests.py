@@ -10,8 +10,10 @@ A journey that waits in a loop never runs out of timers, and a schedule makes ru
 the clock stops; with a ``time_limit`` a test stops after that many seconds of wall-clock
 time (the simulator checks a :class:`~journeyman.deadline.Deadline` before each batch) and
 fails, saying how far its virtual clock got and what was still running. A test also stops
-so once it has made more than :data:`TRACE_LIMIT` trace lines: what it keeps to check its
-expectations against stays bounded (a journey that loops makes about 80,000 a second).
+so once it has made more trace lines than it may (:data:`TRACE_LIMIT`, or
+:data:`TRACE_PER_PROFILE` for each of its profiles when that is more): what it keeps to
+check its expectations against stays bounded (a journey that loops makes about 80,000 a
+second, some 60 MB).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from journeyman.simulator import NoMessage, Simulator
 
 __all__ = [
     "TRACE_LIMIT",
+    "TRACE_PER_PROFILE",
     "TestResult",
     "TooLong",
     "both",
@@ -41,9 +44,11 @@ __all__ = [
     "run_tests",
 ]
 
-#: The most trace lines (step records) one test makes before it stops and fails: about
-#: 80 MB of what a test keeps, and far more than a test that settles makes.
+#: The trace lines (step records) a test may make before it stops and fails, or, when that
+#: is more, :data:`TRACE_PER_PROFILE` for each profile it has: about 80 MB of what a test
+#: keeps per 100,000. A test of 10,000 profiles through a 30-day journey makes 155,000.
 TRACE_LIMIT = 100_000
+TRACE_PER_PROFILE = 10_000
 
 
 @dataclass(slots=True)
@@ -83,10 +88,9 @@ def run_test(
     and fails (``stopped``), with the virtual time it reached and the instances still
     running: a journey that waits in a loop, or a schedule, never settles by itself. So
     does a test that has made more than ``trace_limit`` trace lines (:data:`TRACE_LIMIT`
-    unless given).
+    unless given), or than :data:`TRACE_PER_PROFILE` for each of its profiles when that
+    is more.
     """
-    if trace_limit is None:
-        trace_limit = TRACE_LIMIT
     simulator = Simulator(workspace, test.start, fail=test.fail)
     for profile, step, variant in test.variants:
         simulator.engine.forced[(profile, step)] = variant
@@ -110,9 +114,9 @@ def run_test(
                 raise  # the caller's check stopped it
             result.stopped = "time"
             result.failures.extend(_stopped(simulator, f"at the time limit of {time_limit:g} s"))
-    except TooLong:
+    except TooLong as error:
         result.stopped = "trace"
-        result.failures.extend(_stopped(simulator, f"at the trace limit of {trace_limit:,} lines"))
+        result.failures.extend(_stopped(simulator, f"at the trace limit of {error.limit:,} lines"))
     return result
 
 
@@ -126,13 +130,17 @@ class TooLong(JourneymanError):
 
 def bounded(simulator: Simulator, limit: int | None = None) -> Callable[[], None]:
     """A check that stops the simulator (:class:`TooLong`) once it has made more than
-    ``limit`` trace lines (:data:`TRACE_LIMIT` unless given)."""
-    if limit is None:
-        limit = TRACE_LIMIT
+    ``limit`` trace lines (:data:`TRACE_LIMIT` unless given), or than
+    :data:`TRACE_PER_PROFILE` for each of its profiles when that is more."""
+    floor = TRACE_LIMIT if limit is None else limit
+    per_profile = TRACE_PER_PROFILE
 
     def check() -> None:
-        if simulator.trace_lines > limit:
-            raise TooLong(limit)
+        lines = simulator.trace_lines
+        if lines > floor:
+            allowed = max(floor, per_profile * simulator.profile_count)
+            if lines > allowed:
+                raise TooLong(allowed)
 
     return check
 

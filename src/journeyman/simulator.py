@@ -385,6 +385,11 @@ class Simulator:
         return len(self._records)
 
     @property
+    def profile_count(self) -> int:
+        """How many profiles the run has (made, or about to be by the batch running)."""
+        return len(self._states)
+
+    @property
     def events(self) -> list[Event]:
         """Every event taken, in order, as the store keeps them in profiles' histories
         (with what the core recorded beside the calls, such as account_updated)."""

@@ -180,6 +180,7 @@ def test_tests_of_a_journey_that_loops_stop_at_the_trace_limit_and_fail(
     looping: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 500)
+    monkeypatch.setattr(journey_tests, "TRACE_PER_PROFILE", 1)
     answer = trying.test_results(looping, "loop", Deadline(60, "the workspace's tests"))
     assert (answer["passed"], answer["failed"]) == (0, 1)
     (result,) = answer["results"]
@@ -191,6 +192,7 @@ def test_a_try_until_the_end_of_a_looping_journey_stops_at_the_trace_limit(
     looping: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 500)
+    monkeypatch.setattr(journey_tests, "TRACE_PER_PROFILE", 1)
     profile = Profile(id="u1", traits={"email": "u1@example.com"})
     event = Event(name="signed_up", profile_id="u1", timestamp=START)
     given = Replay(profile, [("userId", "u1")], [(event, START)])

@@ -206,6 +206,7 @@ def test_a_looping_test_stops_at_the_trace_limit_well_before_its_time_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(journey_tests, "TRACE_LIMIT", 2_000)
+    monkeypatch.setattr(journey_tests, "TRACE_PER_PROFILE", 1)
     folder = write_workspace(tmp_path, BASE, NAGGING, GREETING)
     output = stopped(folder, "--time-limit", "60", within=30)
     assert "PASS a purchase is greeted" in output
@@ -240,16 +241,20 @@ def test_the_default_trace_limit_stops_a_looping_test_with_what_it_keeps_bounded
 
 
 def test_a_test_that_settles_within_the_trace_limit_passes_and_one_line_more_fails(
-    nagging: Path,
+    nagging: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workspace = load_workspace(nagging).workspace
     assert workspace is not None
     test = next(t for t in workspace.tests if t.name == "a purchase is greeted")
     made = run_test(workspace, test).simulator.trace_lines
     assert made > 1
+    monkeypatch.setattr(journey_tests, "TRACE_PER_PROFILE", 1)
     within = run_test(workspace, test, trace_limit=made)
     assert within.passed, within.failures
     assert not within.stopped
     over = run_test(workspace, test, trace_limit=made - 1)
     assert over.stopped == "trace"
     assert over.failures[0].startswith(f"stopped at the trace limit of {made - 1} lines")
+    # A test of many profiles may make more: as many lines for each of its profiles.
+    monkeypatch.setattr(journey_tests, "TRACE_PER_PROFILE", made)
+    assert run_test(workspace, test, trace_limit=made - 1).passed
