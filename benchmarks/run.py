@@ -47,6 +47,7 @@ SUITES: list[tuple[str, Callable[[], list[tuple[str, float, str]]], str, str, Ch
     ("templates", bench_templates.run, "µs median", "(none)", lambda v: True),
     ("parse", bench_parse.run, "ms median", "(none)", lambda v: True),
     ("simulation", bench_simulation.run, "s", "< 3 s", _under(3)),
+    ("simulation memory", bench_simulation.looping, "MB", "< 200 MB", _under(200)),
     ("server track", bench_server.track, "events/s", ">= 5,000/s", lambda v: v >= 5_000),
     ("server batch", bench_server.batch, "events/s", ">= 10,000/s", lambda v: v >= 10_000),
     ("server latency", bench_server.latency, "ms", "p99 < 100 ms", _under(100)),
