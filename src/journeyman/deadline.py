@@ -41,5 +41,5 @@ class Deadline:
         return time.monotonic() > self.at
 
     def check(self) -> None:
-        if time.monotonic() > self.at:
+        if self.passed:
             raise TooSlow(self.what, self.seconds, self.done)
