@@ -146,6 +146,17 @@ def test_two_orders_make_a_vip_who_gets_the_email_and_leaves_when_blocked(
             assert "segment_entered" in names
             assert "segment_exited" in names
 
+            # A trait the call's context fills in (as analytics.js sends the page's) moves
+            # the segments that read it, as an identify does: here a group call's, which
+            # no segment or journey reads itself.
+            context = {"traits": {"blocked": True}}
+            body = {"userId": "u3", "groupId": "acme", "context": context}
+            accepted(api.post("/v1/group", json=body, headers=WRITE))
+            assert _segments(api)["vip"]["size"] == 0
+            third = profile(api, "u3")
+            assert third is not None
+            assert third["segments"] == {}
+
 
 def _check_members(api: httpx.Client) -> None:
     first = api.get("/v1/segments/vip/members", params={"limit": "1"})

@@ -622,6 +622,31 @@ def test_a_new_time_zone_moves_a_local_time_segment_at_once(simulate: Simulate) 
     ]
 
 
+def test_traits_a_calls_context_fills_in_move_the_segments_that_read_them(
+    simulate: Simulate,
+) -> None:
+    # analytics.js sends the page's traits and time zone in the context of every call.
+    sim = simulate(PRO, OFFICE_HOURS)
+    sim.identify({"userId": "u1", "traits": {"email": "u1@example.com"}}, START)
+    # Monday 02:00 UTC: outside office hours in UTC, 11:00 in Tokyo
+    moved = START + timedelta(hours=2)
+    context = {"traits": {"plan": "pro"}, "timezone": "Asia/Tokyo"}
+    body = {"userId": "u1", "event": "signed_up", "properties": {"plan": "free"}}
+    sim.track({**body, "context": context}, moved)
+    assert sim.profiles["u1"].traits["plan"] == "pro"
+    assert segment_lines(sim) == [("segment_entered", "pro"), ("segment_entered", "office_hours")]
+    assert [r.at for r in sim.records if r.outcome == "segment_entered"] == [moved, moved]
+    # a group call and an alias change no journey, but what their context fills in counts
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("group", {"userId": "u2", "groupId": "acme", "context": {"traits": {"plan": "pro"}}}),
+        ("alias", {"userId": "u3", "previousId": "a3", "context": {"traits": {"plan": "pro"}}}),
+    ]
+    for kind, call in calls:
+        sim.receive([(kind, call)], after("3h"))
+    assert segment_lines(sim, "u2") == [("segment_entered", "pro")]
+    assert segment_lines(sim, "u3") == [("segment_entered", "pro")]
+
+
 def test_local_time_works_in_a_journey_branch(simulate: Simulate) -> None:
     greet = journey(
         """

@@ -297,23 +297,31 @@ def _event(
     if links(event):
         _merge(event, snapshots, changes, now)
     snapshot = snapshots[event.profile_id]
-    _fill_traits(snapshot, event, changes)
+    filled = _fill_traits(snapshot, event, changes)
     if event.type == "group":
         changes.events.append(event)
         updated = _group(snapshot, event, known, changes)
         if updated is None:  # nothing of the account changed: no journey reads a group call
             _made(snapshot, changes)
+            if filled:
+                _carry_out(
+                    snapshot,
+                    _traits_filled(engine, snapshot, event, now, known, changes, quiet),
+                    changes,
+                )
             return "accepted"
         event = updated
     account = _account(snapshot, known)
     try:
         if event.type == "alias":  # it only links two ids: no journey reads it
             outcome = Outcome(snapshot.profile)
+            if filled:
+                outcome = _traits_filled(engine, snapshot, event, now, known, changes, quiet)
         elif quiet:
-            outcome = engine.on_record(snapshot.profile, event, now)
+            outcome = engine.on_record(snapshot.profile, event, now, filled=filled)
         else:
             outcome = engine.on_event(
-                snapshot.profile, snapshot.running, event, now, account=account
+                snapshot.profile, snapshot.running, event, now, account=account, filled=filled
             )
     except Exception as error:
         outcome = _crashed(engine, snapshot, event, error, now, changes)
@@ -325,6 +333,26 @@ def _event(
     _made(snapshot, changes)
     _carry_out(snapshot, outcome, changes)
     return "accepted"
+
+
+def _traits_filled(
+    engine: Engine,
+    snapshot: Snapshot,
+    event: Event,
+    now: datetime,
+    known: Known,
+    changes: Changes,
+    quiet: bool,
+) -> Outcome:
+    """The segments that read traits, evaluated after a call no journey reads (a group
+    call, an alias) gave the profile traits from its context."""
+    account = _account(snapshot, known)
+    try:
+        return engine.on_traits(
+            snapshot.profile, snapshot.running, now, account=account, react=not quiet
+        )
+    except Exception as error:
+        return _crashed(engine, snapshot, event, error, now, changes)
 
 
 def _made(snapshot: Snapshot, changes: Changes) -> None:
@@ -752,26 +780,28 @@ def profile_of(trigger: Trigger) -> str:
 # carrying changes
 
 
-def _fill_traits(snapshot: Snapshot, event: Event, changes: Changes) -> None:
+def _fill_traits(snapshot: Snapshot, event: Event, changes: Changes) -> bool:
     """Give the profile the traits the call's context tells and it does not have yet:
     ``timezone`` and ``locale``, and for a call other than an identify (whose traits are
-    set by the engine) those of ``context.traits``. An identify is what changes a trait."""
+    set by the engine) those of ``context.traits``. An identify is what changes a trait.
+    Whether it gave any (then the segments that read traits are evaluated again)."""
     context = event.context
     if not context:
-        return
+        return False
     found: dict[str, Any] = {k: context[k] for k in ("timezone", "locale") if k in context}
     if event.type != "identify":
         found.update(context.get("traits", {}))
     traits = snapshot.profile.traits
     missing = {k: v for k, v in found.items() if v is not None and k not in traits}
     if not missing:
-        return
+        return False
     profile = _replace(snapshot.profile, traits={**traits, **missing})
     email = missing.get("email")
     if isinstance(email, str) and email:
         changes.identities[("email", normal_email(email))] = profile.id
     snapshot.profile = profile
     changes.profiles[profile.id] = profile
+    return True
 
 
 def _merge(

@@ -156,12 +156,16 @@ class Engine:
         now: datetime,
         *,
         account: Account | None = None,
+        filled: bool = False,
     ) -> Outcome:
         """An event for this profile: exits, waiting instances, then new entries.
 
         ``account`` is the profile's account (see :class:`Profile`), as expressions and
-        templates read it; every trigger method takes it."""
+        templates read it; every trigger method takes it. ``filled``: the call's context
+        gave the profile traits it did not have (its ``timezone``, ``context.traits``), so
+        the segments that read traits are evaluated as after an identify."""
         run = _Run(self, profile, now, account)
+        run.traits_changed = filled
         if event.type == "identify":
             run.set_traits(event.properties, ())
             run.settle_segments(instances)
@@ -173,12 +177,15 @@ class Engine:
         run.settle_segments(instances)
         return run.outcome
 
-    def on_record(self, profile: Profile, event: Event, now: datetime) -> Outcome:
+    def on_record(
+        self, profile: Profile, event: Event, now: datetime, *, filled: bool = False
+    ) -> Outcome:
         """An event that is only kept (an import): it sets traits (identify) and consent,
         goes in the history the history functions read, and moves the profile in and out
         of segments as any event does, but no journey is entered, resumed or exited by it
-        (nor by the segment changes it makes)."""
+        (nor by the segment changes it makes). ``filled`` as for :meth:`on_event`."""
         run = _Run(self, profile, now)
+        run.traits_changed = filled
         if event.type == "identify":
             run.set_traits(event.properties, ())
         else:
@@ -240,6 +247,23 @@ class Engine:
         have changed with time alone are evaluated again, and their wake times set anew."""
         run = _Run(self, profile, now, account)
         run.settle_segments(instances)
+        return run.outcome
+
+    def on_traits(
+        self,
+        profile: Profile,
+        instances: Sequence[Instance],
+        now: datetime,
+        *,
+        account: Account | None = None,
+        react: bool = True,
+    ) -> Outcome:
+        """The profile's traits changed with no event a journey reads (a group call or an
+        alias whose context gave it traits it did not have): the segments that read
+        traits are evaluated again; journeys react to their changes unless not ``react``."""
+        run = _Run(self, profile, now, account)
+        run.traits_changed = True
+        run.settle_segments(instances, react)
         return run.outcome
 
     def on_list(
