@@ -14,7 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from journeyman.domain.expressions import ExpressionError, compile_expression
-from journeyman.domain.history import HistoryNeed, count, days_since, needs_of, record, total
+from journeyman.domain.history import (
+    HistoryNeed,
+    count,
+    days_since,
+    merged,
+    needs_of,
+    record,
+    total,
+)
 from journeyman.domain.ingest import InvalidEvent, read_track
 from journeyman.domain.model import Origin, Segment, Workspace
 from journeyman.domain.state import Event, EventHistory
@@ -645,6 +653,54 @@ def test_traits_a_calls_context_fills_in_move_the_segments_that_read_them(
         sim.receive([(kind, call)], after("3h"))
     assert segment_lines(sim, "u2") == [("segment_entered", "pro")]
     assert segment_lines(sim, "u3") == [("segment_entered", "pro")]
+
+
+def test_two_histories_of_one_person_add_up_day_by_day() -> None:
+    needs = {"purchased": HistoryNeed(30, frozenset({"total"}), properties=True)}
+    day, later = timedelta(days=1), START + timedelta(days=1)
+    known = record({}, _event(START, 10), needs, START)
+    assert known is not None
+    other: dict[str, EventHistory] = {}
+    for at, spent in ((START - day, 5), (START, 7), (later, 1)):
+        other = record(other, _event(at, spent), needs, later) or other
+    both = merged(known, other)["purchased"]
+    assert (both.first, both.last) == (START - day, later)
+    assert both.properties == {"total": 1}  # the later last event's
+    assert count(both, 30, later) == 4
+    assert total(both, "total", 30, later) == 23
+    first = (START - day).toordinal()
+    assert [(d - first, n, sums) for d, n, sums in both.days] == [
+        (0, 1, {"total": 5}),
+        (1, 2, {"total": 17}),
+        (2, 1, {"total": 1}),
+    ]
+    assert merged(known, {}) == known
+    assert merged({}, other) == other
+
+
+def test_a_visitor_who_signs_in_brings_traits_and_history_to_the_segments(
+    simulate: Simulate,
+) -> None:
+    viewed = "kind: event\nname: pricing_viewed\nidentity: anonymousId\n"
+    curious = "kind: segment\nname: curious\nwhen: count('pricing_viewed', '7d') >= 2\n"
+    sim = simulate(PRO, viewed, curious)
+    sim.identify({"userId": "u1", "traits": {"email": "u1@example.com"}}, START)
+    for minutes in (1, 2):
+        sim.track({"anonymousId": "a1", "event": "pricing_viewed"}, after(f"{minutes}m"))
+    sim.identify({"anonymousId": "a1", "traits": {"plan": "pro"}}, after("3m"))
+    # Signing in says only what the customer's profile says already: the merge is the change.
+    signed_in = after("4m")
+    sim.identify(
+        {"userId": "u1", "anonymousId": "a1", "traits": {"email": "u1@example.com"}}, signed_in
+    )
+    profile = sim.profiles["u1"]
+    assert profile.traits["plan"] == "pro"
+    assert count(profile.history.get("pricing_viewed"), 7, signed_in) == 2
+    assert sorted(profile.segments) == ["curious", "pro"]
+    assert {(r.outcome, r.detail) for r in sim.records if r.at == signed_in} >= {
+        ("segment_entered", "curious"),
+        ("segment_entered", "pro"),
+    }
 
 
 def test_local_time_works_in_a_journey_branch(simulate: Simulate) -> None:

@@ -21,7 +21,7 @@ as if it had been stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -294,10 +294,11 @@ def _event(
         return _list(engine, snapshots[event.profile_id], event, now, known, changes)
     if event.type == BACKFILL:
         return _backfill(engine, snapshots[event.profile_id], event, now, known, changes)
-    if links(event):
-        _merge(event, snapshots, changes, now)
+    folded = _merge(event, snapshots, changes, now) if links(event) else None
     snapshot = snapshots[event.profile_id]
-    filled = _fill_traits(snapshot, event, changes)
+    filled = _fill_traits(snapshot, event, changes) or folded is not None
+    # after a merge, the events of the folded profile's history are the known one's too
+    recorded = tuple(folded.history) if folded is not None else ()
     if event.type == "group":
         changes.events.append(event)
         updated = _group(snapshot, event, known, changes)
@@ -306,7 +307,7 @@ def _event(
             if filled:
                 _carry_out(
                     snapshot,
-                    _traits_filled(engine, snapshot, event, now, known, changes, quiet),
+                    _traits_filled(engine, snapshot, event, now, known, changes, quiet, recorded),
                     changes,
                 )
             return "accepted"
@@ -316,12 +317,22 @@ def _event(
         if event.type == "alias":  # it only links two ids: no journey reads it
             outcome = Outcome(snapshot.profile)
             if filled:
-                outcome = _traits_filled(engine, snapshot, event, now, known, changes, quiet)
+                outcome = _traits_filled(
+                    engine, snapshot, event, now, known, changes, quiet, recorded
+                )
         elif quiet:
-            outcome = engine.on_record(snapshot.profile, event, now, filled=filled)
+            outcome = engine.on_record(
+                snapshot.profile, event, now, filled=filled, recorded=recorded
+            )
         else:
             outcome = engine.on_event(
-                snapshot.profile, snapshot.running, event, now, account=account, filled=filled
+                snapshot.profile,
+                snapshot.running,
+                event,
+                now,
+                account=account,
+                filled=filled,
+                recorded=recorded,
             )
     except Exception as error:
         outcome = _crashed(engine, snapshot, event, error, now, changes)
@@ -343,13 +354,20 @@ def _traits_filled(
     known: Known,
     changes: Changes,
     quiet: bool,
+    recorded: Collection[str] = (),
 ) -> Outcome:
-    """The segments that read traits, evaluated after a call no journey reads (a group
-    call, an alias) gave the profile traits from its context."""
+    """The segments that read traits (and the events ``recorded``), evaluated after a call
+    no journey reads (a group call, an alias) gave the profile traits from its context, or
+    folded another profile into it."""
     account = _account(snapshot, known)
     try:
         return engine.on_traits(
-            snapshot.profile, snapshot.running, now, account=account, react=not quiet
+            snapshot.profile,
+            snapshot.running,
+            now,
+            account=account,
+            react=not quiet,
+            recorded=recorded,
         )
     except Exception as error:
         return _crashed(engine, snapshot, event, error, now, changes)
@@ -806,15 +824,16 @@ def _fill_traits(snapshot: Snapshot, event: Event, changes: Changes) -> bool:
 
 def _merge(
     event: Event, snapshots: Mapping[str, Snapshot], changes: Changes, now: datetime
-) -> None:
+) -> Profile | None:
     """Fold the anonymous profile (or, for an alias, the previous id's) into the known one,
-    once; remember they are one."""
+    once; remember they are one. The profile folded in, if there was one (then the known
+    profile's traits and history may have changed: its segments are evaluated again)."""
     assert event.anonymous_id is not None
     anonymous_id, known_id = event.anonymous_id, event.profile_id
     anonymous = snapshots[anonymous_id]
     changes.identities[("anonymousId", anonymous_id)] = known_id
     if anonymous.new:
-        return
+        return None
     known = snapshots[known_id]
     merged = merge_profiles(
         known.profile, known.running, anonymous.profile, anonymous.running, now, event.type
@@ -830,7 +849,9 @@ def _merge(
     changes.records.extend(merged.records)
     changes.tallies.extend(merged.tallies)
     changes.merges.append((anonymous_id, known_id))
+    folded = anonymous.profile
     anonymous.profile, anonymous.running, anonymous.new = Profile(id=anonymous_id), [], True
+    return folded
 
 
 def _move(changes: Changes, anonymous: str, known: str) -> None:

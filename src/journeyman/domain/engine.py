@@ -157,15 +157,19 @@ class Engine:
         *,
         account: Account | None = None,
         filled: bool = False,
+        recorded: Collection[str] = (),
     ) -> Outcome:
         """An event for this profile: exits, waiting instances, then new entries.
 
         ``account`` is the profile's account (see :class:`Profile`), as expressions and
-        templates read it; every trigger method takes it. ``filled``: the call's context
-        gave the profile traits it did not have (its ``timezone``, ``context.traits``), so
-        the segments that read traits are evaluated as after an identify."""
+        templates read it; every trigger method takes it. ``filled``: the profile's traits
+        changed before the event (the call's context gave it traits it did not have, or a
+        merge folded another profile into it), so the segments that read traits are
+        evaluated as after an identify; ``recorded``: the events whose history changed so
+        (a merge's), whose segments are evaluated too."""
         run = _Run(self, profile, now, account)
         run.traits_changed = filled
+        run.recorded.update(recorded)
         if event.type == "identify":
             run.set_traits(event.properties, ())
             run.settle_segments(instances)
@@ -178,14 +182,22 @@ class Engine:
         return run.outcome
 
     def on_record(
-        self, profile: Profile, event: Event, now: datetime, *, filled: bool = False
+        self,
+        profile: Profile,
+        event: Event,
+        now: datetime,
+        *,
+        filled: bool = False,
+        recorded: Collection[str] = (),
     ) -> Outcome:
         """An event that is only kept (an import): it sets traits (identify) and consent,
         goes in the history the history functions read, and moves the profile in and out
         of segments as any event does, but no journey is entered, resumed or exited by it
-        (nor by the segment changes it makes). ``filled`` as for :meth:`on_event`."""
+        (nor by the segment changes it makes). ``filled`` and ``recorded`` as for
+        :meth:`on_event`."""
         run = _Run(self, profile, now)
         run.traits_changed = filled
+        run.recorded.update(recorded)
         if event.type == "identify":
             run.set_traits(event.properties, ())
         else:
@@ -257,12 +269,15 @@ class Engine:
         *,
         account: Account | None = None,
         react: bool = True,
+        recorded: Collection[str] = (),
     ) -> Outcome:
         """The profile's traits changed with no event a journey reads (a group call or an
-        alias whose context gave it traits it did not have): the segments that read
-        traits are evaluated again; journeys react to their changes unless not ``react``."""
+        alias whose context gave it traits it did not have, or that folded another profile
+        into it): the segments that read traits, or the events ``recorded``, are evaluated
+        again; journeys react to their changes unless not ``react``."""
         run = _Run(self, profile, now, account)
         run.traits_changed = True
+        run.recorded.update(recorded)
         run.settle_segments(instances, react)
         return run.outcome
 

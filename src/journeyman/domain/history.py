@@ -33,6 +33,7 @@ __all__ = [
     "count",
     "days_since",
     "last_view",
+    "merged",
     "needs_of",
     "record",
     "total",
@@ -154,6 +155,34 @@ def _days(
             return kept
     kept.append((day, 1, added))
     return kept
+
+
+def merged(
+    known: Mapping[str, EventHistory], other: Mapping[str, EventHistory]
+) -> dict[str, EventHistory]:
+    """The history of two profiles that are one person (a merge): of each event, the first
+    and last times of either, the properties of the later last one (the known profile's
+    on a tie), and each day's count and sums added up."""
+    found = dict(known)
+    for name, theirs in other.items():
+        mine = found.get(name)
+        if mine is None:
+            found[name] = theirs
+            continue
+        days: dict[int, tuple[int, dict[str, float]]] = {}
+        for day, number, sums in (*mine.days, *theirs.days):
+            before_number, before_sums = days.get(day, (0, {}))
+            added = dict(before_sums)
+            for key, value in sums.items():
+                added[key] = added.get(key, 0) + value
+            days[day] = (before_number + number, added)
+        found[name] = EventHistory(
+            first=min(mine.first, theirs.first),
+            last=max(mine.last, theirs.last),
+            properties=theirs.properties if theirs.last > mine.last else mine.properties,
+            days=[(day, number, sums) for day, (number, sums) in sorted(days.items())],
+        )
+    return found
 
 
 def count(history: EventHistory | None, days: int, now: datetime) -> int:

@@ -2,7 +2,8 @@
 
 Segment's clients send events under an ``anonymousId`` until the visitor signs in; the
 ``identify`` that carries both ids says they are one person. The anonymous profile's
-traits, journey history and running instances move over. A journey both profiles are in
+traits, journey history, event history (what the history functions read) and running
+instances move over. A journey both profiles are in
 keeps the known profile's instance; the anonymous one ends as ``merged``, so that no
 profile is ever in a journey twice.
 """
@@ -15,6 +16,7 @@ from datetime import datetime
 
 import msgspec
 
+from journeyman.domain import history
 from journeyman.domain.funnel import LEFT, WAITING, step_tallies
 from journeyman.domain.goals import MAX_WINDOWS
 from journeyman.domain.state import Entries, Instance, Profile, StepRecord, Tally
@@ -53,7 +55,7 @@ def merge_profiles(
         sends=sorted([*known.sends, *anonymous.sends]),
         suppressed={**anonymous.suppressed, **known.suppressed},
         account=known.account if known.account is not None else anonymous.account,
-        history=dict(known.history),
+        history=history.merged(known.history, anonymous.history),
         segments=dict(known.segments),
         wakes=dict(known.wakes),
         schedules=dict(known.schedules),
