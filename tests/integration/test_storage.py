@@ -1024,26 +1024,29 @@ def test_processes_sharing_a_database_never_claim_the_same_profile_clock(
     run(store, check)
 
 
-def test_a_merged_anonymous_profile_leaves_its_segments_and_the_known_one_keeps_its_own(
+def test_a_merged_anonymous_profile_gives_its_segments_to_the_known_one_which_keeps_its_own(
     store: Database,
 ) -> None:
-    def joined(profile: str, *segments: str) -> Changes:
+    def joined(profile: str, at: datetime, *segments: str) -> Changes:
         return Changes(
-            events=[segment_event(profile, name, True, START) for name in segments],
-            profiles={profile: Profile(id=profile, segments=dict.fromkeys(segments, START))},
+            events=[segment_event(profile, name, True, at) for name in segments],
+            profiles={profile: Profile(id=profile, segments=dict.fromkeys(segments, at))},
         )
 
-    async def members(segment: str) -> list[str]:
-        return [pid for pid, _ in await store.segment_members(segment, "", 10)]
+    async def members(segment: str) -> list[tuple[str, datetime]]:
+        return await store.segment_members(segment, "", 10)
 
     async def check() -> None:
-        await store.commit(joined("anon", "vip", "pro"))
-        await store.commit(joined("known", "vip"))
+        await store.commit(joined("anon", START, "vip", "pro"))
+        await store.commit(joined("known", START + MINUTE, "vip"))
         assert await store.segment_sizes() == {"vip": 2, "pro": 1}
-        merged = Profile(id="known", segments={"vip": START})
+        # as merge_profiles leaves it: both profiles' segments, the known one's since when
+        both = {"vip": START + MINUTE, "pro": START}
+        merged = Profile(id="known", segments=both)
         await store.commit(Changes(profiles={"known": merged}, merges=[("anon", "known")]))
-        assert await members("vip") == ["known"]
-        assert await members("pro") == []
+        assert await members("vip") == [("known", START + MINUTE)]
+        assert await members("pro") == [("known", START)]
+        assert await store.segment_sizes() == {"vip": 1, "pro": 1}
         assert await store.profile("anon") is None
 
     run(store, check)

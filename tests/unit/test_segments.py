@@ -696,11 +696,57 @@ def test_a_visitor_who_signs_in_brings_traits_and_history_to_the_segments(
     profile = sim.profiles["u1"]
     assert profile.traits["plan"] == "pro"
     assert count(profile.history.get("pricing_viewed"), 7, signed_in) == 2
-    assert sorted(profile.segments) == ["curious", "pro"]
-    assert {(r.outcome, r.detail) for r in sim.records if r.at == signed_in} >= {
-        ("segment_entered", "curious"),
-        ("segment_entered", "pro"),
-    }
+    # she was in both before: the customer is, since then
+    assert profile.segments == {"curious": after("2m"), "pro": after("3m")}
+    assert not [r for r in sim.records if r.at == signed_in and r.journey == ""]
+    # and leaves `curious` when her views leave its window, with no event
+    sim.run_until(after("8d"))
+    assert segment_lines(sim)[-1] == ("segment_exited", "curious")
+    assert sorted(sim.profiles["u1"].segments) == ["pro"]
+
+
+def test_a_visitors_segments_come_with_her_and_end_where_the_customer_does_not_qualify(
+    simulate: Simulate,
+) -> None:
+    offer = journey(
+        """
+        - id: wait
+          wait: 7d
+        - id: hello
+          send: hello_email
+        """,
+        name="pro_offer",
+        entry="{segment: pro}",
+        exit="[{segment_exited: pro}]",
+    )
+    sim = simulate(PRO, offer)
+    sim.identify({"userId": "u1", "traits": {"email": "u1@example.com", "plan": "free"}})
+    # the visitor said she is on the pro plan before signing in: the offer started
+    sim.identify({"anonymousId": "a1", "traits": {"plan": "pro"}}, after("2m"))
+    assert sim.instances["a1:pro_offer:1"].status == "waiting"
+    signed_in = after("4m")
+    sim.identify({"userId": "u1", "anonymousId": "a1"}, signed_in)
+    profile = sim.profiles["u1"]
+    assert profile.traits["plan"] == "free"  # the customer's own trait wins
+    assert profile.segments == {}
+    # her `pro` came with her, and ends at the sign-in: so does the journey it started
+    assert [(r.outcome, r.detail, r.at) for r in sim.records if r.journey == ""] == [
+        ("segment_entered", "pro", after("2m")),
+        ("segment_exited", "pro", signed_in),
+    ]
+    moved = sim.instances["a1:pro_offer:1"]
+    assert (moved.profile_id, moved.status, moved.end_state) == ("u1", "ended", "exited")
+    assert sim.messages == []
+
+
+def test_a_visitors_segment_the_customer_qualifies_for_stays_with_its_first_moment(
+    simulate: Simulate,
+) -> None:
+    sim = simulate(PRO)
+    sim.identify({"anonymousId": "a1", "traits": {"plan": "pro"}}, START)
+    sim.identify({"userId": "u1", "anonymousId": "a1"}, after("1h"))
+    assert sim.profiles["u1"].segments == {"pro": START}
+    assert segment_lines(sim) == [("segment_entered", "pro")]
 
 
 def test_local_time_works_in_a_journey_branch(simulate: Simulate) -> None:

@@ -21,7 +21,7 @@ as if it had been stored.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -296,18 +296,17 @@ def _event(
         return _backfill(engine, snapshots[event.profile_id], event, now, known, changes)
     folded = _merge(event, snapshots, changes, now) if links(event) else None
     snapshot = snapshots[event.profile_id]
-    filled = _fill_traits(snapshot, event, changes) or folded is not None
-    # after a merge, the events of the folded profile's history are the known one's too
-    recorded = tuple(folded.history) if folded is not None else ()
+    filled = _fill_traits(snapshot, event, changes)
+    merged = folded is not None
     if event.type == "group":
         changes.events.append(event)
         updated = _group(snapshot, event, known, changes)
         if updated is None:  # nothing of the account changed: no journey reads a group call
             _made(snapshot, changes)
-            if filled:
+            if filled or merged:
                 _carry_out(
                     snapshot,
-                    _traits_filled(engine, snapshot, event, now, known, changes, quiet, recorded),
+                    _traits_filled(engine, snapshot, event, now, known, changes, quiet, merged),
                     changes,
                 )
             return "accepted"
@@ -316,14 +315,12 @@ def _event(
     try:
         if event.type == "alias":  # it only links two ids: no journey reads it
             outcome = Outcome(snapshot.profile)
-            if filled:
+            if filled or merged:
                 outcome = _traits_filled(
-                    engine, snapshot, event, now, known, changes, quiet, recorded
+                    engine, snapshot, event, now, known, changes, quiet, merged
                 )
         elif quiet:
-            outcome = engine.on_record(
-                snapshot.profile, event, now, filled=filled, recorded=recorded
-            )
+            outcome = engine.on_record(snapshot.profile, event, now, filled=filled, merged=merged)
         else:
             outcome = engine.on_event(
                 snapshot.profile,
@@ -332,7 +329,7 @@ def _event(
                 now,
                 account=account,
                 filled=filled,
-                recorded=recorded,
+                merged=merged,
             )
     except Exception as error:
         outcome = _crashed(engine, snapshot, event, error, now, changes)
@@ -354,11 +351,11 @@ def _traits_filled(
     known: Known,
     changes: Changes,
     quiet: bool,
-    recorded: Collection[str] = (),
+    merged: bool = False,
 ) -> Outcome:
-    """The segments that read traits (and the events ``recorded``), evaluated after a call
-    no journey reads (a group call, an alias) gave the profile traits from its context, or
-    folded another profile into it."""
+    """The segments that read traits (every segment, when ``merged``), evaluated after a
+    call no journey reads (a group call, an alias) gave the profile traits from its
+    context, or folded another profile into it."""
     account = _account(snapshot, known)
     try:
         return engine.on_traits(
@@ -367,7 +364,7 @@ def _traits_filled(
             now,
             account=account,
             react=not quiet,
-            recorded=recorded,
+            merged=merged,
         )
     except Exception as error:
         return _crashed(engine, snapshot, event, error, now, changes)

@@ -157,19 +157,18 @@ class Engine:
         *,
         account: Account | None = None,
         filled: bool = False,
-        recorded: Collection[str] = (),
+        merged: bool = False,
     ) -> Outcome:
         """An event for this profile: exits, waiting instances, then new entries.
 
         ``account`` is the profile's account (see :class:`Profile`), as expressions and
-        templates read it; every trigger method takes it. ``filled``: the profile's traits
-        changed before the event (the call's context gave it traits it did not have, or a
-        merge folded another profile into it), so the segments that read traits are
-        evaluated as after an identify; ``recorded``: the events whose history changed so
-        (a merge's), whose segments are evaluated too."""
+        templates read it; every trigger method takes it. ``filled``: the call's context
+        gave the profile traits it did not have (its ``timezone``, ``context.traits``), so
+        the segments that read traits are evaluated as after an identify; ``merged``: the
+        call folded another profile into it (traits, history and segments of both), so
+        every segment is evaluated."""
         run = _Run(self, profile, now, account)
-        run.traits_changed = filled
-        run.recorded.update(recorded)
+        run.changed_before(filled, merged)
         if event.type == "identify":
             run.set_traits(event.properties, ())
             run.settle_segments(instances)
@@ -188,16 +187,15 @@ class Engine:
         now: datetime,
         *,
         filled: bool = False,
-        recorded: Collection[str] = (),
+        merged: bool = False,
     ) -> Outcome:
         """An event that is only kept (an import): it sets traits (identify) and consent,
         goes in the history the history functions read, and moves the profile in and out
         of segments as any event does, but no journey is entered, resumed or exited by it
-        (nor by the segment changes it makes). ``filled`` and ``recorded`` as for
+        (nor by the segment changes it makes). ``filled`` and ``merged`` as for
         :meth:`on_event`."""
         run = _Run(self, profile, now)
-        run.traits_changed = filled
-        run.recorded.update(recorded)
+        run.changed_before(filled, merged)
         if event.type == "identify":
             run.set_traits(event.properties, ())
         else:
@@ -269,15 +267,14 @@ class Engine:
         *,
         account: Account | None = None,
         react: bool = True,
-        recorded: Collection[str] = (),
+        merged: bool = False,
     ) -> Outcome:
         """The profile's traits changed with no event a journey reads (a group call or an
         alias whose context gave it traits it did not have, or that folded another profile
-        into it): the segments that read traits, or the events ``recorded``, are evaluated
-        again; journeys react to their changes unless not ``react``."""
+        into it: ``merged``): the segments that read traits (after a merge, every segment)
+        are evaluated again; journeys react to their changes unless not ``react``."""
         run = _Run(self, profile, now, account)
-        run.traits_changed = True
-        run.recorded.update(recorded)
+        run.changed_before(True, merged)
         run.settle_segments(instances, react)
         return run.outcome
 
@@ -490,6 +487,14 @@ class _Run:
             self.traits_changed = True
 
     # history and segments
+
+    def changed_before(self, filled: bool, merged: bool) -> None:
+        """What changed before the trigger came to the engine: traits a call's context
+        gave (``filled``), or another profile folded into this one (``merged``: its
+        traits, history and segments joined this one's, so every segment is evaluated)."""
+        self.traits_changed = filled or merged
+        if merged:
+            self.forced.update(self.workspace.segments)
 
     def note_history(self, event: Event) -> None:
         """Keep what the history functions need of the event (journeyman.domain.history)."""

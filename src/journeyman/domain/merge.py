@@ -2,8 +2,8 @@
 
 Segment's clients send events under an ``anonymousId`` until the visitor signs in; the
 ``identify`` that carries both ids says they are one person. The anonymous profile's
-traits, journey history, event history (what the history functions read) and running
-instances move over. A journey both profiles are in
+traits, journey history, event history (what the history functions read), segments and
+running instances move over. A journey both profiles are in
 keeps the known profile's instance; the anonymous one ends as ``merged``, so that no
 profile is ever in a journey twice.
 """
@@ -56,7 +56,9 @@ def merge_profiles(
         suppressed={**anonymous.suppressed, **known.suppressed},
         account=known.account if known.account is not None else anonymous.account,
         history=history.merged(known.history, anonymous.history),
-        segments=dict(known.segments),
+        # both profiles' segments (the known one's since when it has one): the engine then
+        # evaluates every segment, and the person leaves those it no longer qualifies for
+        segments={**anonymous.segments, **known.segments},
         wakes=dict(known.wakes),
         schedules=dict(known.schedules),
         # both profiles' goal windows, oldest first: a goal of either counts for its instance

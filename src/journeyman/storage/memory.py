@@ -320,7 +320,9 @@ class MemoryStore(Database, RunStore, MemoryDrafts):
         db.profiles.pop(anonymous, None)
         db.clocks.pop(anonymous, None)
         for members in db.segment_members.values():
-            members.pop(anonymous, None)
+            since = members.pop(anonymous, None)
+            if since is not None:  # its segments, where the known one is not in them yet
+                members.setdefault(known, since)
 
     def _put_instance(self, row: tuple[Any, ...]) -> None:
         instance_id, profile_id, journey, version, step, status, wake_at, state, _ = row

@@ -214,11 +214,16 @@ class Statements:
     )
     # An identify that links an anonymous profile to a known one: everything of the
     # anonymous one moves to the known one (known id, anonymous id), and it is dropped.
+    # Its segments too, where the known one is not in them already (as merge_profiles
+    # does; the anonymous one's rows are then taken out with it).
     merge: tuple[str, ...] = (
         *(
             f"UPDATE {table} SET profile_id = ? WHERE profile_id = ?"
             for table in ("events", "steps", "outbox", "instances", "identities")
         ),
+        "INSERT INTO segment_members (segment, profile_id, since) "
+        "SELECT segment, ?, since FROM segment_members WHERE profile_id = ? "
+        "ON CONFLICT (segment, profile_id) DO NOTHING",
     )
     drop_profile: str = "DELETE FROM profiles WHERE id = ?"
     # segment membership (see membership_rows and MEMBERS)
