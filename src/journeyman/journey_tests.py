@@ -10,7 +10,7 @@ A journey that waits in a loop never runs out of timers, and a schedule makes ru
 the clock stops; with a ``time_limit`` a test stops after that many seconds of wall-clock
 time (the simulator checks a :class:`~journeyman.deadline.Deadline` before each batch) and
 fails, saying how far its virtual clock got and what was still running. A test also stops
-so once it has made more trace lines than it may (:data:`TRACE_LIMIT`, or
+and fails once it has made more trace lines than it may (:data:`TRACE_LIMIT`, or
 :data:`TRACE_PER_PROFILE` for each of its profiles when that is more): what it keeps to
 check its expectations against stays bounded (a journey that loops makes about 80,000 a
 second, some 60 MB).
@@ -18,6 +18,7 @@ second, some 60 MB).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -95,25 +96,21 @@ def run_test(
     for profile, step, variant in test.variants:
         simulator.engine.forced[(profile, step)] = variant
     result = TestResult(test, simulator)
-    limited = bounded(simulator, trace_limit)
+    deadline = None if time_limit is None else Deadline(time_limit, f"the test {test.name!r}")
+    checks = [c for c in (check, deadline.check if deadline else None) if c is not None]
+    simulator.check = functools.reduce(both, [*checks, bounded(simulator, trace_limit)])
     try:
-        if time_limit is None:
-            simulator.check = limited if check is None else both(check, limited)
-            _play(result)
-            return result
-        deadline = Deadline(time_limit, f"the test {test.name!r}")
-        simulator.check = both(
-            deadline.check if check is None else both(check, deadline.check), limited
-        )
-        try:
+        if deadline is None:
+            _play(result)  # renders check what the caller guards them with, if anything
+        else:
             with guarded(simulator.check):
                 _play(result)
             deadline.check()  # a render it stopped rendered empty: say so rather than pass
-        except TooSlow:
-            if not deadline.passed:
-                raise  # the caller's check stopped it
-            result.stopped = "time"
-            result.failures.extend(_stopped(simulator, f"at the time limit of {time_limit:g} s"))
+    except TooSlow:
+        if deadline is None or not deadline.passed:
+            raise  # the caller's check stopped it
+        result.stopped = "time"
+        result.failures.extend(_stopped(simulator, f"at the time limit of {time_limit:g} s"))
     except TooLong as error:
         result.stopped = "trace"
         result.failures.extend(_stopped(simulator, f"at the trace limit of {error.limit:,} lines"))
@@ -121,7 +118,7 @@ def run_test(
 
 
 class TooLong(JourneymanError):
-    """A run on the virtual clock that made as many trace lines as its limit."""
+    """A run on the virtual clock that made more trace lines than it may."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"it made more than {limit:,} trace lines, the most a run may make")

@@ -22,9 +22,9 @@ Each of the first three runs against a :class:`Deadline` when given one (a serve
 and every template render check it as they go, and :class:`TooSlow` stops them once it
 has passed. A journey that waits in a loop has timers forever, and a template's loops can
 keep a thread busy for seconds; a server must not give a request its worker for that long.
-A test run and a replay also stop (:class:`TooLong`) once they have made
-:data:`~journeyman.journey_tests.TRACE_LIMIT` trace lines, so that what they keep in memory
-stays bounded.
+A test run and a replay also stop (:class:`TooLong`) once they have made more trace lines
+than they may (see :data:`~journeyman.journey_tests.TRACE_LIMIT`), so that what they keep
+in memory stays bounded.
 """
 
 from __future__ import annotations

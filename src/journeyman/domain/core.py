@@ -351,7 +351,7 @@ def _traits_filled(
     known: Known,
     changes: Changes,
     quiet: bool,
-    merged: bool = False,
+    merged: bool,
 ) -> Outcome:
     """The segments that read traits (every segment, when ``merged``), evaluated after a
     call no journey reads (a group call, an alias) gave the profile traits from its
