@@ -140,6 +140,8 @@ MIX_DEFINITIONS = "\n---\n".join(
     for name, props in MIX_EVENTS.items()
 )
 MIX_TRAITS = "---\nkind: settings\ntraits: [plan, country, vip, newsletter, birthday]\n"
+# The profiles of the mix's stream, each signed up first.
+MIX_PROFILES = 2_000
 # What a returning profile does, and how often (the trait changes are identify calls).
 _MIX = [
     ("app_opened", 40),
@@ -237,7 +239,9 @@ def core() -> list[Row]:
 # 3. the realistic mix
 
 
-def _mix(events: int, batch: int, profiles: int = 2_000) -> Iterator[tuple[datetime, list[Event]]]:
+def _mix(
+    events: int, batch: int, profiles: int = MIX_PROFILES
+) -> Iterator[tuple[datetime, list[Event]]]:
     """Batches of the mix, each with its moment: the profiles' sign-ups, then what they do
     (:data:`_MIX`), drawn with a fixed seed, ten minutes of the clock to a batch."""
     draw = random.Random(16)
@@ -359,9 +363,9 @@ def mix() -> list[Row]:
         base, segmented = statistics.median(bare), statistics.median(kept)
         what = "the one core" if label == "core" else "load, the one core and commit on SQLite"
         note = (
-            f"{what}, the realistic mix ({events:,} events of 2,000 profiles in batches of "
-            f"200): {base:.1f} µs {unit} per event without segments, {segmented:.1f} µs with "
-            f"20 (medians of {rounds} runs taking turns)"
+            f"{what}, the realistic mix ({events:,} events of {MIX_PROFILES:,} profiles in "
+            f"batches of 200): {base:.1f} µs {unit} per event without segments, "
+            f"{segmented:.1f} µs with 20 (medians of {rounds} runs taking turns)"
         )
         rows.append((f"20 segments, mix, {label}: drop", (1 - base / segmented) * 100, note))
     return rows
@@ -424,7 +428,7 @@ def _bodies(folder: Path, prefix: str, events: int, owner: str | None = None) ->
     """A file of the mix's batches, one ``/v1/batch`` body a line (see loadgen.py); with
     ``owner``, what the profiles of that run do next (the mix without its sign-ups)."""
     path = folder / f"{prefix}.ndjson"
-    skipped = 0 if owner is None else 2_000  # the sign-ups: the first 10 batches
+    skipped = 0 if owner is None else MIX_PROFILES  # the sign-ups come first
     with path.open("w") as file:
         for _, triggers in itertools.islice(_mix(events + skipped, 200), skipped // 200, None):
             batch = [_call(t, prefix, owner) for t in triggers]
@@ -517,9 +521,9 @@ def serve_mix(returning: bool = False) -> list[Row]:
         return ", ".join(f"{v:,.{digits}f}" for v in values)
 
     who = (
-        "the 2,000 profiles of the warm-up (signed up then), no sign-ups"
+        f"the {MIX_PROFILES:,} profiles of the warm-up (signed up then), no sign-ups"
         if returning
-        else "2,000 fresh profiles a run"
+        else f"{MIX_PROFILES:,} fresh profiles a run"
     )
     note = (
         f"journeyman serve on SQLite, the realistic mix ({events:,} events of {who}, the "
